@@ -1,0 +1,217 @@
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, Utc};
+use d2_kernel::{AccountId, Plan, UserId};
+use serde_json::{Map, Value, json};
+
+use crate::sampling::SampleRate;
+
+/// An account's display name: trimmed, 1 to 200 characters, no control characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountName(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an account name must be 1 to 200 characters without control characters")]
+pub struct InvalidAccountName;
+
+impl AccountName {
+    pub const MAX_CHARS: usize = 200;
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidAccountName> {
+        let name = raw.trim();
+        let length = name.chars().count();
+        if length == 0 || length > Self::MAX_CHARS || name.chars().any(char::is_control) {
+            return Err(InvalidAccountName);
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AccountName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A tenant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: AccountName,
+    /// The stored plan. Use [`Account::effective_plan`] to decide what to serve.
+    pub plan: Plan,
+    pub trial_expires_at: Option<DateTime<Utc>>,
+    pub metrics_enabled: bool,
+    /// Per-event-type sampling rates set for this account; they win over configuration.
+    pub event_sample: BTreeMap<String, SampleRate>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Account {
+    pub fn new_trial(id: AccountId, name: AccountName, now: DateTime<Utc>, trial_days: u32) -> Self {
+        Self {
+            id,
+            name,
+            plan: Plan::Trial,
+            trial_expires_at: Some(now + Duration::days(i64::from(trial_days))),
+            metrics_enabled: true,
+            event_sample: BTreeMap::new(),
+            created_at: now,
+        }
+    }
+
+    /// The plan in force at `now`: an expired trial is `Locked`.
+    pub fn effective_plan(&self, now: DateTime<Utc>) -> Plan {
+        match (self.plan, self.trial_expires_at) {
+            (Plan::Trial, Some(expires)) if expires <= now => Plan::Locked,
+            (plan, _) => plan,
+        }
+    }
+}
+
+/// A change to an account's settings. Fields left `None` are kept.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AccountPatch {
+    pub name: Option<AccountName>,
+    pub metrics_enabled: Option<bool>,
+    /// Per event type: `Some(rate)` sets the account's rate, `None` removes the override.
+    pub event_sample: BTreeMap<String, Option<SampleRate>>,
+}
+
+impl AccountPatch {
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.metrics_enabled.is_none() && self.event_sample.is_empty()
+    }
+
+    pub fn apply(&self, account: &mut Account) {
+        if let Some(name) = &self.name {
+            account.name = name.clone();
+        }
+        if let Some(enabled) = self.metrics_enabled {
+            account.metrics_enabled = enabled;
+        }
+        for (event_type, rate) in &self.event_sample {
+            match rate {
+                Some(rate) => {
+                    account.event_sample.insert(event_type.clone(), *rate);
+                }
+                None => {
+                    account.event_sample.remove(event_type);
+                }
+            }
+        }
+    }
+
+    /// The audit metadata of this change: each changed field with its old and new value.
+    pub fn describe(before: &Account, after: &Account) -> Value {
+        let mut changes = Map::new();
+        if before.name != after.name {
+            changes.insert("name".into(), json!({ "old": before.name.as_str(), "new": after.name.as_str() }));
+        }
+        if before.metrics_enabled != after.metrics_enabled {
+            changes.insert(
+                "metrics_enabled".into(),
+                json!({ "old": before.metrics_enabled, "new": after.metrics_enabled }),
+            );
+        }
+        if before.event_sample != after.event_sample {
+            let rates = |account: &Account| -> BTreeMap<String, f64> {
+                account.event_sample.iter().map(|(k, v)| (k.clone(), v.get())).collect()
+            };
+            changes.insert(
+                "event_sample".into(),
+                json!({ "old": rates(before), "new": rates(after) }),
+            );
+        }
+        json!({ "changes": changes })
+    }
+}
+
+/// What a user may do in their account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Owner,
+    Dev,
+    Member,
+}
+
+impl Role {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Dev => "dev",
+            Role::Member => "member",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role `{0}`")]
+pub struct UnknownRole(pub String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "owner" => Ok(Role::Owner),
+            "dev" => Ok(Role::Dev),
+            "member" => Ok(Role::Member),
+            other => Err(UnknownRole(other.to_owned())),
+        }
+    }
+}
+
+/// A person in an account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub account_id: AccountId,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub full_name: Option<String>,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(AccountName::parse("  Acme ").unwrap().as_str(), "Acme");
+        assert!(AccountName::parse("   ").is_err());
+        assert!(AccountName::parse(&"a".repeat(201)).is_err());
+        assert!(AccountName::parse("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn a_patch_changes_only_what_it_names_and_describes_it() {
+        let now = Utc::now();
+        let mut account = Account::new_trial(AccountId::random(), AccountName::parse("Acme").unwrap(), now, 14);
+        account.event_sample.insert("policy_poll_interval".into(), SampleRate::new(0.2).unwrap());
+        let before = account.clone();
+        let patch = AccountPatch {
+            metrics_enabled: Some(false),
+            event_sample: BTreeMap::from([
+                ("authz_decision".to_owned(), Some(SampleRate::new(0.5).unwrap())),
+                ("policy_poll_interval".to_owned(), None),
+            ]),
+            ..AccountPatch::default()
+        };
+        patch.apply(&mut account);
+        assert_eq!(account.name, before.name);
+        assert!(!account.metrics_enabled);
+        assert_eq!(account.event_sample.len(), 1);
+        let described = AccountPatch::describe(&before, &account);
+        assert_eq!(described["changes"]["metrics_enabled"]["new"], false);
+        assert!(described["changes"].get("name").is_none());
+    }
+}

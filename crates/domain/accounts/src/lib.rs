@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+#![deny(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::as_conversions,
+    clippy::panic
+)]
+
+mod account;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
+mod ports;
+mod sampling;
+mod service;
+
+pub use account::{Account, AccountName, AccountPatch, InvalidAccountName, Role, User};
+pub use ports::AccountRepo;
+pub use sampling::{InvalidSampleRate, SampleRate, SamplingPolicy};
+pub use service::{AccountError, AccountOverview, AccountService};

@@ -1,0 +1,246 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use d2_audit::{AuditAction, AuditEntry};
+use d2_kernel::{
+    AccessError, AccountId, AuthContext, Clock, Code, ErrorCode, Plan, PlanCatalog, Quotas, Scope,
+    StoreError,
+};
+
+use crate::account::{Account, AccountPatch, InvalidAccountName, User};
+use crate::ports::AccountRepo;
+use crate::sampling::{InvalidSampleRate, SamplingPolicy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error("the account does not exist")]
+    NotFound,
+    #[error(transparent)]
+    InvalidName(#[from] InvalidAccountName),
+    #[error(transparent)]
+    InvalidSampleRate(#[from] InvalidSampleRate),
+    #[error("the request changes nothing: give at least one setting")]
+    EmptyPatch,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ErrorCode for AccountError {
+    fn code(&self) -> Code {
+        match self {
+            AccountError::Access(error) => error.code(),
+            AccountError::NotFound => Code::AccountNotFound,
+            AccountError::InvalidName(_) => Code::InvalidAccountName,
+            AccountError::InvalidSampleRate(_) => Code::InvalidSampleRate,
+            AccountError::EmptyPatch => Code::InvalidBody,
+            AccountError::Store(error) => error.code(),
+        }
+    }
+}
+
+/// An account as its callers see it: effective plan, quotas and merged sampling rates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AccountOverview {
+    pub account: Account,
+    pub plan: Plan,
+    pub quotas: Quotas,
+    pub current_members: u64,
+    pub event_sample: BTreeMap<String, f64>,
+}
+
+#[derive(Clone)]
+pub struct AccountService {
+    repo: Arc<dyn AccountRepo>,
+    plans: Arc<PlanCatalog>,
+    sampling: Arc<SamplingPolicy>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for AccountService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountService").finish_non_exhaustive()
+    }
+}
+
+impl AccountService {
+    pub fn new(
+        repo: Arc<dyn AccountRepo>,
+        plans: Arc<PlanCatalog>,
+        sampling: Arc<SamplingPolicy>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            repo,
+            plans,
+            sampling,
+            clock,
+        }
+    }
+
+    pub fn plans(&self) -> &PlanCatalog {
+        &self.plans
+    }
+
+    /// The caller's own account. Any valid credential of the account may read it: the SDK
+    /// needs it for its quotas and sampling whatever its scopes.
+    pub async fn overview(&self, ctx: &AuthContext) -> Result<AccountOverview, AccountError> {
+        let account = self.repo.get(ctx.account_id).await?.ok_or(AccountError::NotFound)?;
+        self.describe(account).await
+    }
+
+    /// Changes the caller's account settings (admin only).
+    pub async fn update(
+        &self,
+        ctx: &AuthContext,
+        patch: &AccountPatch,
+    ) -> Result<AccountOverview, AccountError> {
+        ctx.require(Scope::Admin)?;
+        if patch.is_empty() {
+            return Err(AccountError::EmptyPatch);
+        }
+        for event_type in patch.event_sample.keys() {
+            crate::sampling::validate_event_type(event_type)?;
+        }
+        let now = self.clock.now();
+        let audit_of = |before: &Account, after: &Account| {
+            AuditEntry::by(ctx, AuditAction::AccountUpdate, now)
+                .target("account", before.id)
+                .metadata(AccountPatch::describe(before, after))
+        };
+        let account = self
+            .repo
+            .update(ctx.account_id, patch, &audit_of)
+            .await?
+            .ok_or(AccountError::NotFound)?;
+        self.describe(account).await
+    }
+
+    /// The users of `account_id` (admin of that account only).
+    pub async fn users(&self, ctx: &AuthContext, account_id: AccountId) -> Result<Vec<User>, AccountError> {
+        ctx.require_account(account_id)?;
+        ctx.require(Scope::Admin)?;
+        Ok(self.repo.list_users(account_id).await?)
+    }
+
+    async fn describe(&self, account: Account) -> Result<AccountOverview, AccountError> {
+        let plan = account.effective_plan(self.clock.now());
+        let current_members = self.repo.count_users(account.id).await?;
+        Ok(AccountOverview {
+            plan,
+            quotas: self.plans.quotas(plan).clone(),
+            current_members,
+            event_sample: self.sampling.merged(&account.event_sample),
+            account,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::{AccountName, Role};
+    use crate::memory::MemoryAccountRepo;
+    use crate::sampling::SampleRate;
+    use chrono::Duration;
+    use d2_audit::memory::MemoryAuditLog;
+    use d2_kernel::{Credential, Grant, ManualClock, ScopeSet, TokenId, UserId};
+
+    struct Fixture {
+        service: AccountService,
+        repo: Arc<MemoryAccountRepo>,
+        audit: Arc<MemoryAuditLog>,
+        clock: Arc<ManualClock>,
+        account: Account,
+    }
+
+    fn fixture() -> Fixture {
+        let audit = Arc::new(MemoryAuditLog::default());
+        let repo = Arc::new(MemoryAccountRepo::new(audit.clone()));
+        let clock = Arc::new(ManualClock::starting_now());
+        let account = Account::new_trial(AccountId::random(), AccountName::parse("Acme").unwrap(), clock.now(), 14);
+        repo.insert_account(account.clone());
+        repo.insert_user(User {
+            id: UserId::random(),
+            account_id: account.id,
+            email: Some("owner@acme.test".into()),
+            display_name: None,
+            full_name: None,
+            role: Role::Owner,
+            created_at: clock.now(),
+        });
+        let service = AccountService::new(
+            repo.clone(),
+            Arc::new(PlanCatalog::default()),
+            Arc::new(SamplingPolicy::default()),
+            clock.clone(),
+        );
+        Fixture { service, repo, audit, clock, account }
+    }
+
+    fn caller(account_id: AccountId, scopes: ScopeSet) -> AuthContext {
+        AuthContext {
+            account_id,
+            credential: Credential::ApiToken(TokenId::random()),
+            user_id: None,
+            scopes,
+            app_name: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn overview_reports_trial_quotas_then_locked_after_expiry() {
+        let f = fixture();
+        let server = caller(f.account.id, ScopeSet::new([Grant::Server]));
+        let overview = f.service.overview(&server).await.unwrap();
+        assert_eq!(overview.plan, Plan::Trial);
+        assert_eq!(overview.quotas.poll_seconds, 300);
+        assert_eq!(overview.current_members, 1);
+        assert_eq!(overview.event_sample["policy_poll_interval"], 0.1);
+
+        f.clock.advance(Duration::days(15));
+        let overview = f.service.overview(&server).await.unwrap();
+        assert_eq!(overview.plan, Plan::Locked);
+        assert_eq!(overview.quotas, PlanCatalog::default().locked);
+    }
+
+    #[tokio::test]
+    async fn update_needs_admin_validates_and_audits_old_and_new() {
+        let f = fixture();
+        let patch = AccountPatch {
+            event_sample: BTreeMap::from([("authz_decision".to_owned(), Some(SampleRate::new(0.25).unwrap()))]),
+            ..AccountPatch::default()
+        };
+        let dev = caller(f.account.id, ScopeSet::new([Grant::Dev]));
+        assert!(matches!(f.service.update(&dev, &patch).await, Err(AccountError::Access(_))));
+        assert!(f.audit.all().is_empty());
+
+        let admin = caller(f.account.id, ScopeSet::all());
+        let bad = AccountPatch {
+            event_sample: BTreeMap::from([("Not A Type".to_owned(), None)]),
+            ..AccountPatch::default()
+        };
+        assert_eq!(f.service.update(&admin, &bad).await.unwrap_err().code(), Code::InvalidSampleRate);
+        assert_eq!(f.service.update(&admin, &AccountPatch::default()).await.unwrap_err().code(), Code::InvalidBody);
+        assert!(f.audit.all().is_empty());
+
+        let overview = f.service.update(&admin, &patch).await.unwrap();
+        assert_eq!(overview.event_sample["authz_decision"], 0.25);
+        let records = f.audit.all();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].entry.action, AuditAction::AccountUpdate);
+        assert_eq!(records[0].entry.metadata["changes"]["event_sample"]["new"]["authz_decision"], 0.25);
+        assert_eq!(f.repo.get(f.account.id).await.unwrap().unwrap().event_sample.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn users_of_another_account_are_refused() {
+        let f = fixture();
+        let stranger = caller(AccountId::random(), ScopeSet::all());
+        let error = f.service.users(&stranger, f.account.id).await.unwrap_err();
+        assert_eq!(error.code(), Code::AccountMismatch);
+        let admin = caller(f.account.id, ScopeSet::all());
+        assert_eq!(f.service.users(&admin, f.account.id).await.unwrap().len(), 1);
+    }
+}

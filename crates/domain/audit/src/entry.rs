@@ -1,0 +1,196 @@
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use d2_kernel::{AccountId, AuthContext, TokenId, UserId};
+use serde_json::Value;
+
+/// What happened. The names are stable and shown to customers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// A new account, its owner and first admin token, created by the control plane.
+    AccountBootstrap,
+    /// An account's settings changed (name, sampling, metrics).
+    AccountUpdate,
+    TokenCreate,
+    TokenRevoke,
+    TokenRotate,
+    /// An owner token issued by the control plane for an existing account.
+    TokenBreakGlass,
+}
+
+impl AuditAction {
+    pub const ALL: [AuditAction; 6] = [
+        AuditAction::AccountBootstrap,
+        AuditAction::AccountUpdate,
+        AuditAction::TokenCreate,
+        AuditAction::TokenRevoke,
+        AuditAction::TokenRotate,
+        AuditAction::TokenBreakGlass,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::AccountBootstrap => "account.bootstrap",
+            AuditAction::AccountUpdate => "account.update",
+            AuditAction::TokenCreate => "token.create",
+            AuditAction::TokenRevoke => "token.revoke",
+            AuditAction::TokenRotate => "token.rotate",
+            AuditAction::TokenBreakGlass => "token.break_glass",
+        }
+    }
+}
+
+impl fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown audit action `{0}`")]
+pub struct UnknownAction(pub String);
+
+impl FromStr for AuditAction {
+    type Err = UnknownAction;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AuditAction::ALL
+            .into_iter()
+            .find(|action| action.as_str() == s)
+            .ok_or_else(|| UnknownAction(s.to_owned()))
+    }
+}
+
+/// The outcome the record describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuditStatus {
+    Success,
+    Failure,
+    Denied,
+}
+
+impl AuditStatus {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuditStatus::Success => "success",
+            AuditStatus::Failure => "failure",
+            AuditStatus::Denied => "denied",
+        }
+    }
+}
+
+impl FromStr for AuditStatus {
+    type Err = UnknownAction;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "success" => Ok(AuditStatus::Success),
+            "failure" => Ok(AuditStatus::Failure),
+            "denied" => Ok(AuditStatus::Denied),
+            other => Err(UnknownAction(other.to_owned())),
+        }
+    }
+}
+
+/// A record to be written together with the change it describes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditEntry {
+    pub account_id: AccountId,
+    /// Who acted: `token:<id>`, `control_plane` or `system`.
+    pub actor: String,
+    pub token_id: Option<TokenId>,
+    pub user_id: Option<UserId>,
+    pub action: AuditAction,
+    pub status: AuditStatus,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    /// Details of the change. Never a secret.
+    pub metadata: Value,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl AuditEntry {
+    /// A successful action by an authenticated caller, in the caller's account.
+    pub fn by(ctx: &AuthContext, action: AuditAction, at: DateTime<Utc>) -> Self {
+        Self {
+            account_id: ctx.account_id,
+            actor: ctx.actor(),
+            token_id: ctx.token_id(),
+            user_id: ctx.user_id,
+            action,
+            status: AuditStatus::Success,
+            resource_type: None,
+            resource_id: None,
+            metadata: Value::Object(serde_json::Map::new()),
+            occurred_at: at,
+        }
+    }
+
+    /// A successful action by the control plane (bootstrap, break-glass, the CLI).
+    pub fn control_plane(account_id: AccountId, action: AuditAction, at: DateTime<Utc>) -> Self {
+        Self {
+            actor: "control_plane".to_owned(),
+            ..Self::system(account_id, action, at)
+        }
+    }
+
+    /// A successful action by the system itself (scheduled jobs).
+    pub fn system(account_id: AccountId, action: AuditAction, at: DateTime<Utc>) -> Self {
+        Self {
+            account_id,
+            actor: "system".to_owned(),
+            token_id: None,
+            user_id: None,
+            action,
+            status: AuditStatus::Success,
+            resource_type: None,
+            resource_id: None,
+            metadata: Value::Object(serde_json::Map::new()),
+            occurred_at: at,
+        }
+    }
+
+    pub fn target(mut self, resource_type: &str, resource_id: impl ToString) -> Self {
+        self.resource_type = Some(resource_type.to_owned());
+        self.resource_id = Some(resource_id.to_string());
+        self
+    }
+
+    pub fn metadata(mut self, metadata: Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    pub fn user(mut self, user_id: Option<UserId>) -> Self {
+        self.user_id = user_id;
+        self
+    }
+}
+
+/// A stored record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub entry: AuditEntry,
+}
+
+/// Which records to list. Every field narrows the result.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub action: Option<AuditAction>,
+    pub actor: Option<String>,
+    /// Inclusive lower bound.
+    pub since: Option<DateTime<Utc>>,
+    /// Exclusive upper bound.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl AuditFilter {
+    pub fn matches(&self, entry: &AuditEntry) -> bool {
+        self.action.is_none_or(|action| action == entry.action)
+            && self.actor.as_deref().is_none_or(|actor| actor == entry.actor)
+            && self.since.is_none_or(|since| entry.occurred_at >= since)
+            && self.until.is_none_or(|until| entry.occurred_at < until)
+    }
+}

@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+#![deny(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::as_conversions,
+    clippy::panic
+)]
+
+mod entry;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
+mod service;
+
+pub use entry::{AuditAction, AuditEntry, AuditFilter, AuditRecord, AuditStatus};
+pub use service::{AuditError, AuditLog, AuditService};

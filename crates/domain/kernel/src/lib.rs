@@ -1,0 +1,26 @@
+#![doc = include_str!("../README.md")]
+#![deny(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::as_conversions,
+    clippy::panic
+)]
+
+pub mod app_name;
+pub mod auth;
+pub mod clock;
+pub mod error;
+pub mod ids;
+pub mod page;
+pub mod plan;
+pub mod scope;
+
+pub use app_name::AppName;
+pub use auth::{AccessError, AuthContext, Credential};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Code, ErrorCode, StoreError};
+pub use ids::{AccountId, TokenId, UserId};
+pub use page::{Cursor, Page, PageError, PageRequest};
+pub use plan::{Plan, PlanCatalog, Quotas};
+pub use scope::{Grant, Scope, ScopeSet};

@@ -1,0 +1,198 @@
+//! Plans and their quotas.
+//!
+//! The values of [`PlanCatalog::default`] are those of the original D2 service; every one of
+//! them can be overridden by configuration (`plans.<tier>.<quota>`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A subscription tier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Plan {
+    /// A new account: the free quotas until the trial expires, then `Locked`.
+    Trial,
+    Essentials,
+    Pro,
+    Enterprise,
+    /// An expired trial or an unpaid account: minimal quotas, serving refused.
+    Locked,
+}
+
+impl Plan {
+    pub const ALL: [Plan; 5] = [
+        Plan::Trial,
+        Plan::Essentials,
+        Plan::Pro,
+        Plan::Enterprise,
+        Plan::Locked,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Plan::Trial => "trial",
+            Plan::Essentials => "essentials",
+            Plan::Pro => "pro",
+            Plan::Enterprise => "enterprise",
+            Plan::Locked => "locked",
+        }
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown plan `{0}`")]
+pub struct UnknownPlan(pub String);
+
+impl FromStr for Plan {
+    type Err = UnknownPlan;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Plan::ALL
+            .into_iter()
+            .find(|plan| plan.as_str() == s)
+            .ok_or_else(|| UnknownPlan(s.to_owned()))
+    }
+}
+
+/// The limits of one plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quotas {
+    /// Distinct tools a published policy may name.
+    pub max_tools: u32,
+    /// Distinct published apps.
+    pub max_apps: u32,
+    /// Users of the account.
+    pub max_members: u32,
+    /// Seconds between bundle polls the SDK is told to keep (`X-D2-Poll-Seconds`).
+    pub poll_seconds: u32,
+    /// Seconds between telemetry flushes the SDK is told to keep.
+    pub ingest_interval_seconds: u32,
+    /// Events per ingest request.
+    pub event_batch: u32,
+    /// Bytes per ingest request body.
+    pub max_batch_bytes: u64,
+    /// Bytes per signed bundle.
+    pub max_bundle_bytes: u64,
+}
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+
+/// The quotas of every plan, and the length of a trial.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanCatalog {
+    pub trial_days: u32,
+    pub trial: Quotas,
+    pub essentials: Quotas,
+    pub pro: Quotas,
+    pub enterprise: Quotas,
+    pub locked: Quotas,
+}
+
+impl PlanCatalog {
+    pub fn quotas(&self, plan: Plan) -> &Quotas {
+        match plan {
+            Plan::Trial => &self.trial,
+            Plan::Essentials => &self.essentials,
+            Plan::Pro => &self.pro,
+            Plan::Enterprise => &self.enterprise,
+            Plan::Locked => &self.locked,
+        }
+    }
+}
+
+impl Default for PlanCatalog {
+    fn default() -> Self {
+        Self {
+            trial_days: 14,
+            trial: Quotas {
+                max_tools: 5,
+                max_apps: 1,
+                max_members: 2,
+                poll_seconds: 300,
+                ingest_interval_seconds: 60,
+                event_batch: 1000,
+                max_batch_bytes: 32 * KIB,
+                max_bundle_bytes: MIB / 2,
+            },
+            essentials: Quotas {
+                max_tools: 25,
+                max_apps: 5,
+                max_members: 5,
+                poll_seconds: 60,
+                ingest_interval_seconds: 60,
+                event_batch: 1000,
+                max_batch_bytes: 128 * KIB,
+                max_bundle_bytes: 2 * MIB,
+            },
+            pro: Quotas {
+                max_tools: 250,
+                max_apps: 25,
+                max_members: 15,
+                poll_seconds: 30,
+                ingest_interval_seconds: 30,
+                event_batch: 1000,
+                max_batch_bytes: 512 * KIB,
+                max_bundle_bytes: 5 * MIB,
+            },
+            enterprise: Quotas {
+                max_tools: 1000,
+                max_apps: 100,
+                max_members: 100,
+                poll_seconds: 10,
+                ingest_interval_seconds: 10,
+                event_batch: 1000,
+                max_batch_bytes: MIB,
+                max_bundle_bytes: 20 * MIB,
+            },
+            locked: Quotas {
+                max_tools: 5,
+                max_apps: 1,
+                max_members: 1,
+                poll_seconds: 300,
+                ingest_interval_seconds: 60,
+                event_batch: 1000,
+                max_batch_bytes: 32 * KIB,
+                max_bundle_bytes: MIB / 2,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_names_round_trip() {
+        for plan in Plan::ALL {
+            assert_eq!(plan.as_str().parse::<Plan>().unwrap(), plan);
+        }
+        assert!("free".parse::<Plan>().is_err());
+    }
+
+    #[test]
+    fn higher_tiers_never_have_lower_limits() {
+        let catalog = PlanCatalog::default();
+        let tiers = [&catalog.trial, &catalog.essentials, &catalog.pro, &catalog.enterprise];
+        for pair in tiers.windows(2) {
+            let [lower, higher] = pair else { unreachable!() };
+            assert!(higher.max_tools >= lower.max_tools);
+            assert!(higher.max_apps >= lower.max_apps);
+            assert!(higher.max_members >= lower.max_members);
+            assert!(higher.poll_seconds <= lower.poll_seconds);
+            assert!(higher.max_batch_bytes >= lower.max_batch_bytes);
+            assert!(higher.max_bundle_bytes >= lower.max_bundle_bytes);
+        }
+    }
+}

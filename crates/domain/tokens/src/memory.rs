@@ -1,0 +1,170 @@
+//! In-memory tokens, for tests and benchmarks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use d2_accounts::memory::MemoryAccountRepo;
+use d2_accounts::{Account, User};
+use d2_audit::AuditEntry;
+use d2_kernel::{AccountId, Cursor, Page, PageRequest, StoreError, TokenId};
+
+use crate::ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenRepo};
+use crate::secret::TokenDigest;
+use crate::token::{ApiToken, NewToken, TokenState};
+
+#[derive(Debug)]
+pub struct MemoryTokenRepo {
+    tokens: Mutex<Vec<(ApiToken, TokenDigest)>>,
+    accounts: Arc<MemoryAccountRepo>,
+    lookups: AtomicU64,
+}
+
+impl MemoryTokenRepo {
+    pub fn new(accounts: Arc<MemoryAccountRepo>) -> Self {
+        Self {
+            tokens: Mutex::new(Vec::new()),
+            accounts,
+            lookups: AtomicU64::new(0),
+        }
+    }
+
+    /// How many times `find_by_digest` reached the store.
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<(ApiToken, TokenDigest)>> {
+        self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn append(&self, tokens: &mut Vec<(ApiToken, TokenDigest)>, new: &NewToken) -> Result<(), StoreError> {
+        if tokens.iter().any(|(t, d)| t.id == new.token.id || *d == new.digest) {
+            return Err(StoreError::Conflict("duplicate token".into()));
+        }
+        if !self.accounts.contains(new.token.account_id) {
+            return Err(StoreError::internal("token for an unknown account"));
+        }
+        tokens.push((new.token.clone(), new.digest));
+        Ok(())
+    }
+}
+
+fn cursor_of(token: &ApiToken) -> Cursor {
+    Cursor::new(token.created_at, token.id.to_string())
+}
+
+#[async_trait]
+impl TokenRepo for MemoryTokenRepo {
+    async fn find_by_digest(&self, digest: &TokenDigest) -> Result<Option<ApiToken>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        Ok(self.lock().iter().find(|(_, d)| d == digest).map(|(t, _)| t.clone()))
+    }
+
+    async fn get(&self, account_id: AccountId, id: TokenId) -> Result<Option<ApiToken>, StoreError> {
+        Ok(self
+            .lock()
+            .iter()
+            .find(|(t, _)| t.account_id == account_id && t.id == id)
+            .map(|(t, _)| t.clone()))
+    }
+
+    async fn list(&self, account_id: AccountId, page: &PageRequest) -> Result<Page<ApiToken>, StoreError> {
+        let after = match page.after() {
+            Some(cursor) => Some((
+                cursor.at,
+                cursor.id_as::<TokenId>().map_err(|_| StoreError::corrupt("cursor id"))?,
+            )),
+            None => None,
+        };
+        let mut tokens: Vec<ApiToken> = self
+            .lock()
+            .iter()
+            .map(|(t, _)| t)
+            .filter(|t| t.account_id == account_id)
+            .filter(|t| after.is_none_or(|position| (t.created_at, t.id) < position))
+            .cloned()
+            .collect();
+        tokens.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+        tokens.truncate(usize::try_from(page.limit()).unwrap_or(usize::MAX).saturating_add(1));
+        Ok(page.page_from(tokens, cursor_of))
+    }
+
+    async fn insert(&self, token: &NewToken, audit: &AuditEntry) -> Result<(), StoreError> {
+        let mut tokens = self.lock();
+        self.append(&mut tokens, token)?;
+        self.accounts.audit().append(audit.clone());
+        Ok(())
+    }
+
+    async fn revoke(
+        &self,
+        account_id: AccountId,
+        id: TokenId,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let mut tokens = self.lock();
+        let Some((token, _)) = tokens.iter_mut().find(|(t, _)| t.account_id == account_id && t.id == id) else {
+            return Ok(RevokeOutcome::NotFound);
+        };
+        if token.revoked_at.is_some() {
+            return Ok(RevokeOutcome::AlreadyRevoked);
+        }
+        token.revoked_at = Some(at);
+        self.accounts.audit().append(audit.clone());
+        Ok(RevokeOutcome::Revoked)
+    }
+
+    async fn rotate(
+        &self,
+        account_id: AccountId,
+        id: TokenId,
+        replacement: &NewToken,
+        at: DateTime<Utc>,
+        grace_until: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<RotateOutcome, StoreError> {
+        let mut tokens = self.lock();
+        let Some(position) = tokens.iter().position(|(t, _)| t.account_id == account_id && t.id == id) else {
+            return Ok(RotateOutcome::NotFound);
+        };
+        let Some((old, _)) = tokens.get(position) else {
+            return Ok(RotateOutcome::NotFound);
+        };
+        match old.state(at) {
+            TokenState::Revoked => return Ok(RotateOutcome::AlreadyRevoked),
+            TokenState::Expired => return Ok(RotateOutcome::Expired),
+            TokenState::Active if old.replaced_by.is_some() => return Ok(RotateOutcome::AlreadyRotated),
+            TokenState::Active => {}
+        }
+        self.append(&mut tokens, replacement)?;
+        let Some((old, _)) = tokens.get_mut(position) else {
+            return Ok(RotateOutcome::NotFound);
+        };
+        old.replaced_by = Some(replacement.token.id);
+        old.expires_at = Some(old.expires_at.map_or(grace_until, |e| e.min(grace_until)));
+        let previous = old.clone();
+        self.accounts.audit().append(audit.clone());
+        Ok(RotateOutcome::Rotated { previous })
+    }
+}
+
+#[async_trait]
+impl BootstrapRepo for MemoryTokenRepo {
+    async fn create_account(
+        &self,
+        account: &Account,
+        owner: &User,
+        token: &NewToken,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tokens = self.lock();
+        self.accounts.insert_account(account.clone());
+        self.accounts.insert_user(owner.clone());
+        self.append(&mut tokens, token)?;
+        self.accounts.audit().append(audit.clone());
+        Ok(())
+    }
+}

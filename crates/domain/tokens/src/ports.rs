@@ -1,0 +1,87 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use d2_accounts::{Account, User};
+use d2_audit::AuditEntry;
+use d2_kernel::{AccountId, Page, PageRequest, StoreError, TokenId};
+
+use crate::secret::TokenDigest;
+use crate::token::{ApiToken, NewToken};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    Revoked,
+    /// It was revoked before; nothing was written.
+    AlreadyRevoked,
+    NotFound,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RotateOutcome {
+    /// The replacement is stored; `previous` is the old token as it is now (with its
+    /// shortened expiry).
+    Rotated { previous: ApiToken },
+    AlreadyRevoked,
+    /// It has been rotated before; rotate its replacement instead.
+    AlreadyRotated,
+    Expired,
+    NotFound,
+}
+
+/// Storage of API tokens.
+///
+/// Implementations shared between processes (a database) MUST announce every revoke and
+/// rotate to the other processes, so their verification caches drop the token (the
+/// PostgreSQL adapter uses `NOTIFY` in the same transaction).
+#[async_trait]
+pub trait TokenRepo: Send + Sync + 'static {
+    /// The token with this digest, in any account (the digest is the credential), whatever
+    /// its state: the verifier tells revoked and expired tokens apart.
+    async fn find_by_digest(&self, digest: &TokenDigest) -> Result<Option<ApiToken>, StoreError>;
+
+    async fn get(&self, account_id: AccountId, id: TokenId) -> Result<Option<ApiToken>, StoreError>;
+
+    /// The account's tokens, newest first by `(created_at, id)`, revoked ones included.
+    async fn list(&self, account_id: AccountId, page: &PageRequest) -> Result<Page<ApiToken>, StoreError>;
+
+    /// Stores a token and its audit record in one transaction. MUST return
+    /// `StoreError::Conflict` if the id or digest exists.
+    async fn insert(&self, token: &NewToken, audit: &AuditEntry) -> Result<(), StoreError>;
+
+    /// Marks the token revoked at `at` and writes `audit`, in one transaction. Writes
+    /// nothing unless the outcome is `Revoked`.
+    async fn revoke(
+        &self,
+        account_id: AccountId,
+        id: TokenId,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<RevokeOutcome, StoreError>;
+
+    /// Stores `replacement`, links the old token to it and moves the old token's expiry
+    /// to `grace_until` (or keeps an earlier one), with `audit`, in one transaction. The old
+    /// token's state is checked under a lock at `at`; writes nothing unless the outcome
+    /// is `Rotated`.
+    async fn rotate(
+        &self,
+        account_id: AccountId,
+        id: TokenId,
+        replacement: &NewToken,
+        at: DateTime<Utc>,
+        grace_until: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<RotateOutcome, StoreError>;
+}
+
+/// Creation of a whole new tenant.
+#[async_trait]
+pub trait BootstrapRepo: Send + Sync + 'static {
+    /// Stores the account, its owner, its first token and the audit record in one
+    /// transaction.
+    async fn create_account(
+        &self,
+        account: &Account,
+        owner: &User,
+        token: &NewToken,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+}

@@ -1,0 +1,336 @@
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use d2_audit::{AuditAction, AuditEntry};
+use d2_kernel::{
+    AccessError, AccountId, AuthContext, Clock, Code, ErrorCode, Page, PageError, PageRequest,
+    Scope, StoreError, TokenId, UserId,
+};
+use serde_json::json;
+
+use crate::ports::{RevokeOutcome, RotateOutcome, TokenRepo};
+use crate::secret::{Pepper, RandomnessUnavailable, TokenSecret};
+use crate::token::{ApiToken, IssuedToken, NewToken, TokenGrant, TokenKind, TokenRequest};
+use crate::verifier::TokenVerifier;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error("no such token in this account")]
+    NotFound,
+    #[error("the token is revoked")]
+    AlreadyRevoked,
+    #[error("the token has already been rotated; rotate its replacement")]
+    AlreadyRotated,
+    #[error("the token has expired")]
+    Expired,
+    #[error("{0}")]
+    InvalidRequest(&'static str),
+    #[error("`expires_at` must be in the future")]
+    InvalidExpiry,
+    #[error(transparent)]
+    Page(#[from] PageError),
+    #[error(transparent)]
+    Randomness(#[from] RandomnessUnavailable),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ErrorCode for TokenError {
+    fn code(&self) -> Code {
+        match self {
+            TokenError::Access(error) => error.code(),
+            TokenError::NotFound => Code::TokenNotFound,
+            TokenError::AlreadyRevoked => Code::TokenAlreadyRevoked,
+            TokenError::AlreadyRotated => Code::TokenAlreadyRotated,
+            TokenError::Expired => Code::TokenExpired,
+            TokenError::InvalidRequest(_) => Code::InvalidTokenRequest,
+            TokenError::InvalidExpiry => Code::InvalidExpiry,
+            TokenError::Page(error) => error.code(),
+            TokenError::Randomness(_) => Code::Internal,
+            TokenError::Store(error) => error.code(),
+        }
+    }
+}
+
+/// The result of a rotation: the new token (secret shown once) and until when the old one
+/// keeps working.
+#[derive(Debug)]
+pub struct Rotation {
+    pub issued: IssuedToken,
+    pub previous: ApiToken,
+}
+
+impl Rotation {
+    /// The moment the old token stops working.
+    pub fn previous_valid_until(&self) -> Option<DateTime<Utc>> {
+        self.previous.expires_at
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    Revoked,
+    /// Revoking twice is not an error; the second call changes nothing.
+    WasAlreadyRevoked,
+}
+
+const MAX_NAME_CHARS: usize = 100;
+
+/// Creates the stored form of a new token and its secret.
+pub(crate) fn mint(
+    pepper: &Pepper,
+    account_id: AccountId,
+    request: &TokenRequest,
+    created_by: Option<UserId>,
+    now: DateTime<Utc>,
+) -> Result<(NewToken, TokenSecret), RandomnessUnavailable> {
+    let secret = TokenSecret::generate()?;
+    let token = ApiToken {
+        id: TokenId::random(),
+        account_id,
+        kind: request.grant.kind(),
+        scopes: request.grant.scopes(),
+        name: request.name.clone(),
+        app_name: request.app_name.clone(),
+        created_by,
+        created_at: now,
+        expires_at: request.expires_at,
+        revoked_at: None,
+        replaced_by: None,
+    };
+    let digest = pepper.digest(&secret);
+    Ok((NewToken { token, digest }, secret))
+}
+
+/// Management of an account's tokens.
+#[derive(Clone)]
+pub struct TokenService {
+    repo: Arc<dyn TokenRepo>,
+    verifier: Arc<TokenVerifier>,
+    pepper: Arc<Pepper>,
+    clock: Arc<dyn Clock>,
+    rotation_grace: Duration,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService")
+            .field("rotation_grace", &self.rotation_grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenService {
+    pub fn new(
+        repo: Arc<dyn TokenRepo>,
+        verifier: Arc<TokenVerifier>,
+        pepper: Arc<Pepper>,
+        clock: Arc<dyn Clock>,
+        rotation_grace: Duration,
+    ) -> Self {
+        Self {
+            repo,
+            verifier,
+            pepper,
+            clock,
+            rotation_grace,
+        }
+    }
+
+    pub fn verifier(&self) -> &Arc<TokenVerifier> {
+        &self.verifier
+    }
+
+    /// Issues a token in `account_id` (admin of that account only).
+    pub async fn create(
+        &self,
+        ctx: &AuthContext,
+        account_id: AccountId,
+        request: TokenRequest,
+    ) -> Result<IssuedToken, TokenError> {
+        ctx.require_account(account_id)?;
+        ctx.require(Scope::Admin)?;
+        let now = self.clock.now();
+        let request = validate(request, now)?;
+        let (new, secret) = mint(&self.pepper, account_id, &request, ctx.user_id, now)?;
+        let audit = AuditEntry::by(ctx, AuditAction::TokenCreate, now)
+            .target("token", new.token.id)
+            .metadata(describe(&new.token));
+        self.repo.insert(&new, &audit).await?;
+        tracing::info!(token.id = %new.token.id, account.id = %account_id, token.kind = %new.token.kind, "token issued");
+        Ok(IssuedToken {
+            token: new.token,
+            secret,
+        })
+    }
+
+    pub async fn list(
+        &self,
+        ctx: &AuthContext,
+        account_id: AccountId,
+        page: &PageRequest,
+    ) -> Result<Page<ApiToken>, TokenError> {
+        ctx.require_account(account_id)?;
+        ctx.require(Scope::Admin)?;
+        if let Some(cursor) = page.after() {
+            cursor.id_as::<TokenId>()?;
+        }
+        Ok(self.repo.list(account_id, page).await?)
+    }
+
+    pub async fn revoke(
+        &self,
+        ctx: &AuthContext,
+        account_id: AccountId,
+        token_id: TokenId,
+    ) -> Result<Revocation, TokenError> {
+        ctx.require_account(account_id)?;
+        ctx.require(Scope::Admin)?;
+        self.revoke_unchecked(ctx, token_id).await
+    }
+
+    /// Revokes the caller's own token: any token may give itself up.
+    pub async fn revoke_own(&self, ctx: &AuthContext) -> Result<Revocation, TokenError> {
+        let token_id = ctx.token_id().ok_or(TokenError::NotFound)?;
+        self.revoke_unchecked(ctx, token_id).await
+    }
+
+    async fn revoke_unchecked(&self, ctx: &AuthContext, token_id: TokenId) -> Result<Revocation, TokenError> {
+        let now = self.clock.now();
+        let audit = AuditEntry::by(ctx, AuditAction::TokenRevoke, now).target("token", token_id);
+        let outcome = self.repo.revoke(ctx.account_id, token_id, now, &audit).await?;
+        match outcome {
+            RevokeOutcome::Revoked => {
+                self.verifier.invalidate(token_id);
+                tracing::info!(token.id = %token_id, account.id = %ctx.account_id, "token revoked");
+                Ok(Revocation::Revoked)
+            }
+            RevokeOutcome::AlreadyRevoked => Ok(Revocation::WasAlreadyRevoked),
+            RevokeOutcome::NotFound => Err(TokenError::NotFound),
+        }
+    }
+
+    /// Replaces a token; the old one keeps working for the grace period.
+    pub async fn rotate(
+        &self,
+        ctx: &AuthContext,
+        account_id: AccountId,
+        token_id: TokenId,
+    ) -> Result<Rotation, TokenError> {
+        ctx.require_account(account_id)?;
+        ctx.require(Scope::Admin)?;
+        self.rotate_unchecked(ctx, token_id).await
+    }
+
+    /// Rotates the caller's own token.
+    pub async fn rotate_own(&self, ctx: &AuthContext) -> Result<Rotation, TokenError> {
+        let token_id = ctx.token_id().ok_or(TokenError::NotFound)?;
+        self.rotate_unchecked(ctx, token_id).await
+    }
+
+    async fn rotate_unchecked(&self, ctx: &AuthContext, token_id: TokenId) -> Result<Rotation, TokenError> {
+        let old = self
+            .repo
+            .get(ctx.account_id, token_id)
+            .await?
+            .ok_or(TokenError::NotFound)?;
+        let now = self.clock.now();
+        // The replacement keeps what the old token was for, and on whose behalf.
+        let request = TokenRequest {
+            name: old.name.clone(),
+            grant: grant_of(&old),
+            app_name: old.app_name.clone(),
+            expires_at: old.expires_at.filter(|expires| *expires > now),
+        };
+        let (new, secret) = mint(&self.pepper, ctx.account_id, &request, old.created_by, now)?;
+        let grace_until = now + self.rotation_grace;
+        let audit = AuditEntry::by(ctx, AuditAction::TokenRotate, now)
+            .target("token", token_id)
+            .metadata(json!({
+                "old_token_id": token_id.to_string(),
+                "new_token_id": new.token.id.to_string(),
+                "token_name": old.name,
+                "old_token_valid_until": old.expires_at.map_or(grace_until, |e| e.min(grace_until)),
+            }));
+        let outcome = self
+            .repo
+            .rotate(ctx.account_id, token_id, &new, now, grace_until, &audit)
+            .await?;
+        match outcome {
+            RotateOutcome::Rotated { previous } => {
+                self.verifier.invalidate(token_id);
+                tracing::info!(token.id = %token_id, token.replacement_id = %new.token.id, account.id = %ctx.account_id, "token rotated");
+                Ok(Rotation {
+                    issued: IssuedToken {
+                        token: new.token,
+                        secret,
+                    },
+                    previous,
+                })
+            }
+            RotateOutcome::AlreadyRevoked => Err(TokenError::AlreadyRevoked),
+            RotateOutcome::AlreadyRotated => Err(TokenError::AlreadyRotated),
+            RotateOutcome::Expired => Err(TokenError::Expired),
+            RotateOutcome::NotFound => Err(TokenError::NotFound),
+        }
+    }
+}
+
+fn grant_of(token: &ApiToken) -> TokenGrant {
+    match token.kind {
+        TokenKind::Dev => TokenGrant::Dev,
+        TokenKind::Server => TokenGrant::Server,
+        TokenKind::Admin => TokenGrant::Admin,
+        TokenKind::Custom => TokenGrant::Scopes(
+            token
+                .scopes
+                .grants()
+                .iter()
+                .filter_map(|grant| match grant {
+                    d2_kernel::Grant::Scope(scope) => Some(*scope),
+                    _ => None,
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// What the audit trail keeps about a new token (never its secret).
+pub(crate) fn describe(token: &ApiToken) -> serde_json::Value {
+    json!({
+        "token_name": token.name,
+        "kind": token.kind.as_str(),
+        "scopes": token.scopes.names(),
+        "app_name": token.app_name.as_ref().map(|a| a.as_str()),
+        "expires_at": token.expires_at,
+    })
+}
+
+/// Checks a request against the rules every issued token follows.
+pub(crate) fn validate(mut request: TokenRequest, now: DateTime<Utc>) -> Result<TokenRequest, TokenError> {
+    request.name = match request.name.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(name) if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) => {
+            return Err(TokenError::InvalidRequest(
+                "`token_name` must be at most 100 characters without control characters",
+            ));
+        }
+        Some(name) => Some(name.to_owned()),
+    };
+    if let TokenGrant::Scopes(scopes) = &request.grant
+        && scopes.is_empty()
+    {
+        return Err(TokenError::InvalidRequest("`scopes` must name at least one scope"));
+    }
+    if request.app_name.is_some() && request.grant != TokenGrant::Server {
+        return Err(TokenError::InvalidRequest(
+            "`app_name` binds a server token to its app; other kinds take none",
+        ));
+    }
+    if request.expires_at.is_some_and(|expires| expires <= now) {
+        return Err(TokenError::InvalidExpiry);
+    }
+    Ok(request)
+}

@@ -1,0 +1,156 @@
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use d2_kernel::{AccountId, AppName, AuthContext, Credential, Grant, Scope, ScopeSet, TokenId, UserId};
+
+use crate::secret::{TokenDigest, TokenSecret};
+
+/// The profile a token was issued with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    /// CLI and CI: read, publish, upload keys, send events.
+    Dev,
+    /// An SDK runtime bound to one app: read its bundle, send events.
+    Server,
+    /// Every scope, explicitly, including account management.
+    Admin,
+    /// An explicit list of atomic scopes.
+    Custom,
+}
+
+impl TokenKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Dev => "dev",
+            TokenKind::Server => "server",
+            TokenKind::Admin => "admin",
+            TokenKind::Custom => "custom",
+        }
+    }
+}
+
+impl fmt::Display for TokenKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown token kind `{0}`")]
+pub struct UnknownKind(pub String);
+
+impl FromStr for TokenKind {
+    type Err = UnknownKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "dev" => Ok(TokenKind::Dev),
+            "server" => Ok(TokenKind::Server),
+            "admin" => Ok(TokenKind::Admin),
+            "custom" => Ok(TokenKind::Custom),
+            other => Err(UnknownKind(other.to_owned())),
+        }
+    }
+}
+
+/// What a new token may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenGrant {
+    Dev,
+    Server,
+    Admin,
+    Scopes(Vec<Scope>),
+}
+
+impl TokenGrant {
+    pub fn kind(&self) -> TokenKind {
+        match self {
+            TokenGrant::Dev => TokenKind::Dev,
+            TokenGrant::Server => TokenKind::Server,
+            TokenGrant::Admin => TokenKind::Admin,
+            TokenGrant::Scopes(_) => TokenKind::Custom,
+        }
+    }
+
+    pub fn scopes(&self) -> ScopeSet {
+        match self {
+            TokenGrant::Dev => ScopeSet::new([Grant::Dev]),
+            TokenGrant::Server => ScopeSet::new([Grant::Server]),
+            TokenGrant::Admin => ScopeSet::all(),
+            TokenGrant::Scopes(scopes) => ScopeSet::new(scopes.iter().copied().map(Grant::Scope)),
+        }
+    }
+}
+
+/// A request for a new token, as a caller states it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRequest {
+    pub name: Option<String>,
+    pub grant: TokenGrant,
+    /// Only for server tokens: the app whose bundle the token reads.
+    pub app_name: Option<AppName>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Whether a token works at a given time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenState {
+    Active,
+    Expired,
+    Revoked,
+}
+
+/// A stored token (never its secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiToken {
+    pub id: TokenId,
+    pub account_id: AccountId,
+    pub kind: TokenKind,
+    pub scopes: ScopeSet,
+    pub name: Option<String>,
+    pub app_name: Option<AppName>,
+    /// The user on whose behalf the token acts.
+    pub created_by: Option<UserId>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Set when the token was rotated: the id of its replacement.
+    pub replaced_by: Option<TokenId>,
+}
+
+impl ApiToken {
+    pub fn state(&self, now: DateTime<Utc>) -> TokenState {
+        if self.revoked_at.is_some() {
+            TokenState::Revoked
+        } else if self.expires_at.is_some_and(|expires| expires <= now) {
+            TokenState::Expired
+        } else {
+            TokenState::Active
+        }
+    }
+
+    pub fn auth_context(&self) -> AuthContext {
+        AuthContext {
+            account_id: self.account_id,
+            credential: Credential::ApiToken(self.id),
+            user_id: self.created_by,
+            scopes: self.scopes.clone(),
+            app_name: self.app_name.clone(),
+        }
+    }
+}
+
+/// A token about to be stored: the record and the digest to find it by.
+#[derive(Clone, Debug)]
+pub struct NewToken {
+    pub token: ApiToken,
+    pub digest: TokenDigest,
+}
+
+/// A token just issued: the stored record and the secret, to show once.
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub token: ApiToken,
+    pub secret: TokenSecret,
+}
