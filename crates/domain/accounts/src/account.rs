@@ -54,7 +54,12 @@ pub struct Account {
 }
 
 impl Account {
-    pub fn new_trial(id: AccountId, name: AccountName, now: DateTime<Utc>, trial_days: u32) -> Self {
+    pub fn new_trial(
+        id: AccountId,
+        name: AccountName,
+        now: DateTime<Utc>,
+        trial_days: u32,
+    ) -> Self {
         Self {
             id,
             name,
@@ -112,7 +117,10 @@ impl AccountPatch {
     pub fn describe(before: &Account, after: &Account) -> Value {
         let mut changes = Map::new();
         if before.name != after.name {
-            changes.insert("name".into(), json!({ "old": before.name.as_str(), "new": after.name.as_str() }));
+            changes.insert(
+                "name".into(),
+                json!({ "old": before.name.as_str(), "new": after.name.as_str() }),
+            );
         }
         if before.metrics_enabled != after.metrics_enabled {
             changes.insert(
@@ -122,7 +130,11 @@ impl AccountPatch {
         }
         if before.event_sample != after.event_sample {
             let rates = |account: &Account| -> BTreeMap<String, f64> {
-                account.event_sample.iter().map(|(k, v)| (k.clone(), v.get())).collect()
+                account
+                    .event_sample
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.get()))
+                    .collect()
             };
             changes.insert(
                 "event_sample".into(),
@@ -195,13 +207,23 @@ mod tests {
     #[test]
     fn a_patch_changes_only_what_it_names_and_describes_it() {
         let now = Utc::now();
-        let mut account = Account::new_trial(AccountId::random(), AccountName::parse("Acme").unwrap(), now, 14);
-        account.event_sample.insert("policy_poll_interval".into(), SampleRate::new(0.2).unwrap());
+        let mut account = Account::new_trial(
+            AccountId::random(),
+            AccountName::parse("Acme").unwrap(),
+            now,
+            14,
+        );
+        account
+            .event_sample
+            .insert("policy_poll_interval".into(), SampleRate::new(0.2).unwrap());
         let before = account.clone();
         let patch = AccountPatch {
             metrics_enabled: Some(false),
             event_sample: BTreeMap::from([
-                ("authz_decision".to_owned(), Some(SampleRate::new(0.5).unwrap())),
+                (
+                    "authz_decision".to_owned(),
+                    Some(SampleRate::new(0.5).unwrap()),
+                ),
                 ("policy_poll_interval".to_owned(), None),
             ]),
             ..AccountPatch::default()

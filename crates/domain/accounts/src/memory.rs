@@ -53,7 +53,7 @@ impl MemoryAccountRepo {
 
 #[async_trait]
 impl AccountRepo for MemoryAccountRepo {
-    async fn get(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+    async fn find_account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
         Ok(self.lock().accounts.get(&id).cloned())
     }
 
@@ -74,12 +74,23 @@ impl AccountRepo for MemoryAccountRepo {
     }
 
     async fn count_users(&self, id: AccountId) -> Result<u64, StoreError> {
-        let count = self.lock().users.iter().filter(|u| u.account_id == id).count();
+        let count = self
+            .lock()
+            .users
+            .iter()
+            .filter(|u| u.account_id == id)
+            .count();
         Ok(u64::try_from(count).unwrap_or(u64::MAX))
     }
 
     async fn list_users(&self, id: AccountId) -> Result<Vec<User>, StoreError> {
-        let mut users: Vec<User> = self.lock().users.iter().filter(|u| u.account_id == id).cloned().collect();
+        let mut users: Vec<User> = self
+            .lock()
+            .users
+            .iter()
+            .filter(|u| u.account_id == id)
+            .cloned()
+            .collect();
         users.sort_by_key(|u| (u.created_at, u.id));
         Ok(users)
     }

@@ -10,7 +10,7 @@ pub type AuditOf<'a> = &'a (dyn Fn(&Account, &Account) -> AuditEntry + Send + Sy
 /// Storage of accounts and their users.
 #[async_trait]
 pub trait AccountRepo: Send + Sync + 'static {
-    async fn get(&self, id: AccountId) -> Result<Option<Account>, StoreError>;
+    async fn find_account(&self, id: AccountId) -> Result<Option<Account>, StoreError>;
 
     /// Applies `patch` atomically (no lost update between concurrent patches) and writes
     /// the audit record `audit_of(before, after)` in the same transaction. Returns the

@@ -105,7 +105,10 @@ mod tests {
             ("broken".to_owned(), f64::NAN),
         ]);
         let policy = SamplingPolicy::new(&configured);
-        let account = BTreeMap::from([("policy_poll_interval".to_owned(), SampleRate::new(0.9).unwrap())]);
+        let account = BTreeMap::from([(
+            "policy_poll_interval".to_owned(),
+            SampleRate::new(0.9).unwrap(),
+        )]);
         let rates = policy.merged(&account);
         assert_eq!(rates["policy_poll_interval"], 0.9);
         assert_eq!(rates["tool_invoked"], 1.0);

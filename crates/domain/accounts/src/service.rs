@@ -86,7 +86,11 @@ impl AccountService {
     /// The caller's own account. Any valid credential of the account may read it: the SDK
     /// needs it for its quotas and sampling whatever its scopes.
     pub async fn overview(&self, ctx: &AuthContext) -> Result<AccountOverview, AccountError> {
-        let account = self.repo.get(ctx.account_id).await?.ok_or(AccountError::NotFound)?;
+        let account = self
+            .repo
+            .find_account(ctx.account_id)
+            .await?
+            .ok_or(AccountError::NotFound)?;
         self.describe(account).await
     }
 
@@ -118,7 +122,11 @@ impl AccountService {
     }
 
     /// The users of `account_id` (admin of that account only).
-    pub async fn users(&self, ctx: &AuthContext, account_id: AccountId) -> Result<Vec<User>, AccountError> {
+    pub async fn users(
+        &self,
+        ctx: &AuthContext,
+        account_id: AccountId,
+    ) -> Result<Vec<User>, AccountError> {
         ctx.require_account(account_id)?;
         ctx.require(Scope::Admin)?;
         Ok(self.repo.list_users(account_id).await?)
@@ -159,7 +167,12 @@ mod tests {
         let audit = Arc::new(MemoryAuditLog::default());
         let repo = Arc::new(MemoryAccountRepo::new(audit.clone()));
         let clock = Arc::new(ManualClock::starting_now());
-        let account = Account::new_trial(AccountId::random(), AccountName::parse("Acme").unwrap(), clock.now(), 14);
+        let account = Account::new_trial(
+            AccountId::random(),
+            AccountName::parse("Acme").unwrap(),
+            clock.now(),
+            14,
+        );
         repo.insert_account(account.clone());
         repo.insert_user(User {
             id: UserId::random(),
@@ -176,7 +189,13 @@ mod tests {
             Arc::new(SamplingPolicy::default()),
             clock.clone(),
         );
-        Fixture { service, repo, audit, clock, account }
+        Fixture {
+            service,
+            repo,
+            audit,
+            clock,
+            account,
+        }
     }
 
     fn caller(account_id: AccountId, scopes: ScopeSet) -> AuthContext {
@@ -209,11 +228,17 @@ mod tests {
     async fn update_needs_admin_validates_and_audits_old_and_new() {
         let f = fixture();
         let patch = AccountPatch {
-            event_sample: BTreeMap::from([("authz_decision".to_owned(), Some(SampleRate::new(0.25).unwrap()))]),
+            event_sample: BTreeMap::from([(
+                "authz_decision".to_owned(),
+                Some(SampleRate::new(0.25).unwrap()),
+            )]),
             ..AccountPatch::default()
         };
         let dev = caller(f.account.id, ScopeSet::new([Grant::Dev]));
-        assert!(matches!(f.service.update(&dev, &patch).await, Err(AccountError::Access(_))));
+        assert!(matches!(
+            f.service.update(&dev, &patch).await,
+            Err(AccountError::Access(_))
+        ));
         assert!(f.audit.all().is_empty());
 
         let admin = caller(f.account.id, ScopeSet::all());
@@ -221,8 +246,18 @@ mod tests {
             event_sample: BTreeMap::from([("Not A Type".to_owned(), None)]),
             ..AccountPatch::default()
         };
-        assert_eq!(f.service.update(&admin, &bad).await.unwrap_err().code(), Code::InvalidSampleRate);
-        assert_eq!(f.service.update(&admin, &AccountPatch::default()).await.unwrap_err().code(), Code::InvalidBody);
+        assert_eq!(
+            f.service.update(&admin, &bad).await.unwrap_err().code(),
+            Code::InvalidSampleRate
+        );
+        assert_eq!(
+            f.service
+                .update(&admin, &AccountPatch::default())
+                .await
+                .unwrap_err()
+                .code(),
+            Code::InvalidBody
+        );
         assert!(f.audit.all().is_empty());
 
         let overview = f.service.update(&admin, &patch).await.unwrap();
@@ -230,8 +265,20 @@ mod tests {
         let records = f.audit.all();
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].entry.action, AuditAction::AccountUpdate);
-        assert_eq!(records[0].entry.metadata["changes"]["event_sample"]["new"]["authz_decision"], 0.25);
-        assert_eq!(f.repo.get(f.account.id).await.unwrap().unwrap().event_sample.len(), 1);
+        assert_eq!(
+            records[0].entry.metadata["changes"]["event_sample"]["new"]["authz_decision"],
+            0.25
+        );
+        assert_eq!(
+            f.repo
+                .find_account(f.account.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .event_sample
+                .len(),
+            1
+        );
     }
 
     #[tokio::test]
@@ -241,6 +288,9 @@ mod tests {
         let error = f.service.users(&stranger, f.account.id).await.unwrap_err();
         assert_eq!(error.code(), Code::AccountMismatch);
         let admin = caller(f.account.id, ScopeSet::all());
-        assert_eq!(f.service.users(&admin, f.account.id).await.unwrap().len(), 1);
+        assert_eq!(
+            f.service.users(&admin, f.account.id).await.unwrap().len(),
+            1
+        );
     }
 }

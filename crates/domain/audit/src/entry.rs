@@ -189,7 +189,10 @@ pub struct AuditFilter {
 impl AuditFilter {
     pub fn matches(&self, entry: &AuditEntry) -> bool {
         self.action.is_none_or(|action| action == entry.action)
-            && self.actor.as_deref().is_none_or(|actor| actor == entry.actor)
+            && self
+                .actor
+                .as_deref()
+                .is_none_or(|actor| actor == entry.actor)
             && self.since.is_none_or(|since| entry.occurred_at >= since)
             && self.until.is_none_or(|until| entry.occurred_at < until)
     }

@@ -18,7 +18,9 @@ impl MemoryAuditLog {
     /// critical section, which is their "transaction".
     pub fn append(&self, entry: AuditEntry) {
         let mut records = self.lock();
-        let id = i64::try_from(records.len()).unwrap_or(i64::MAX).saturating_add(1);
+        let id = i64::try_from(records.len())
+            .unwrap_or(i64::MAX)
+            .saturating_add(1);
         records.push(AuditRecord { id, entry });
     }
 
@@ -27,7 +29,9 @@ impl MemoryAuditLog {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<AuditRecord>> {
-        self.records.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -37,7 +41,7 @@ fn cursor_of(record: &AuditRecord) -> Cursor {
 
 #[async_trait]
 impl AuditLog for MemoryAuditLog {
-    async fn list(
+    async fn search(
         &self,
         account_id: AccountId,
         filter: &AuditFilter,
@@ -46,7 +50,9 @@ impl AuditLog for MemoryAuditLog {
         let after = match page.after() {
             Some(cursor) => Some((
                 cursor.at,
-                cursor.id_as::<i64>().map_err(|_| StoreError::corrupt("cursor id"))?,
+                cursor
+                    .id_as::<i64>()
+                    .map_err(|_| StoreError::corrupt("cursor id"))?,
             )),
             None => None,
         };
@@ -58,7 +64,11 @@ impl AuditLog for MemoryAuditLog {
             .cloned()
             .collect();
         matching.sort_by(|a, b| (b.entry.occurred_at, b.id).cmp(&(a.entry.occurred_at, a.id)));
-        matching.truncate(usize::try_from(page.limit()).unwrap_or(usize::MAX).saturating_add(1));
+        matching.truncate(
+            usize::try_from(page.limit())
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        );
         Ok(page.page_from(matching, cursor_of))
     }
 }

@@ -14,7 +14,7 @@ use crate::entry::{AuditFilter, AuditRecord};
 pub trait AuditLog: Send + Sync + 'static {
     /// The records of `account_id` that match `filter`, newest first (by time, then id).
     /// MUST never return another account's records.
-    async fn list(
+    async fn search(
         &self,
         account_id: AccountId,
         filter: &AuditFilter,
@@ -77,7 +77,7 @@ impl AuditService {
         if let Some(cursor) = page.after() {
             cursor.id_as::<i64>()?;
         }
-        Ok(self.log.list(ctx.account_id, filter, page).await?)
+        Ok(self.log.search(ctx.account_id, filter, page).await?)
     }
 }
 
@@ -106,7 +106,11 @@ mod tests {
         let theirs = AccountId::random();
         let start = Utc::now();
         for minute in 0..5 {
-            log.append(AuditEntry::system(mine, AuditAction::TokenCreate, start + Duration::minutes(minute)));
+            log.append(AuditEntry::system(
+                mine,
+                AuditAction::TokenCreate,
+                start + Duration::minutes(minute),
+            ));
         }
         log.append(AuditEntry::system(theirs, AuditAction::TokenCreate, start));
         let service = AuditService::new(log);
@@ -118,10 +122,19 @@ mod tests {
             .unwrap();
         assert_eq!(first.items.len(), 3);
         assert!(first.items.iter().all(|r| r.entry.account_id == mine));
-        assert!(first.items.windows(2).all(|w| w[0].entry.occurred_at > w[1].entry.occurred_at));
+        assert!(
+            first
+                .items
+                .windows(2)
+                .all(|w| w[0].entry.occurred_at > w[1].entry.occurred_at)
+        );
         let cursor = first.next.unwrap().encode();
         let second = service
-            .list(&admin, &AuditFilter::default(), &PageRequest::parse(Some(3), Some(&cursor)).unwrap())
+            .list(
+                &admin,
+                &AuditFilter::default(),
+                &PageRequest::parse(Some(3), Some(&cursor)).unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(second.items.len(), 2);
@@ -133,13 +146,27 @@ mod tests {
         let service = AuditService::new(Arc::new(MemoryAuditLog::default()));
         let account = AccountId::random();
         let dev = caller(account, ScopeSet::new([Grant::Dev]));
-        let denied = service.list(&dev, &AuditFilter::default(), &PageRequest::first(10)).await;
-        assert!(matches!(denied, Err(AuditError::Access(AccessError::InsufficientScope(Scope::Admin)))));
+        let denied = service
+            .list(&dev, &AuditFilter::default(), &PageRequest::first(10))
+            .await;
+        assert!(matches!(
+            denied,
+            Err(AuditError::Access(AccessError::InsufficientScope(
+                Scope::Admin
+            )))
+        ));
 
         let now = Utc::now();
-        let backwards = AuditFilter { since: Some(now), until: Some(now), ..AuditFilter::default() };
+        let backwards = AuditFilter {
+            since: Some(now),
+            until: Some(now),
+            ..AuditFilter::default()
+        };
         let admin = caller(account, ScopeSet::all());
-        let error = service.list(&admin, &backwards, &PageRequest::first(10)).await.unwrap_err();
+        let error = service
+            .list(&admin, &backwards, &PageRequest::first(10))
+            .await
+            .unwrap_err();
         assert_eq!(error.code(), Code::InvalidQuery);
     }
 }

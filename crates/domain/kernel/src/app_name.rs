@@ -84,7 +84,10 @@ mod tests {
     #[test]
     fn normalises_like_the_sdk_publish_and_draft_paths_agree() {
         assert_eq!(AppName::normalise("  my app! ").as_str(), "my_app_");
-        assert_eq!(AppName::normalise("billing-agent.v2").as_str(), "billing-agent.v2");
+        assert_eq!(
+            AppName::normalise("billing-agent.v2").as_str(),
+            "billing-agent.v2"
+        );
         assert_eq!(AppName::normalise("   ").as_str(), "default");
         assert_eq!(AppName::normalise("").as_str(), "default");
         assert_eq!(AppName::normalise("agent/../etc").as_str(), "agent_.._etc");

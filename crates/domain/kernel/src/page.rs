@@ -22,7 +22,11 @@ impl Cursor {
     }
 
     pub fn encode(&self) -> String {
-        let plain = format!("{CURSOR_VERSION}|{}|{}", self.at.timestamp_micros(), self.id);
+        let plain = format!(
+            "{CURSOR_VERSION}|{}|{}",
+            self.at.timestamp_micros(),
+            self.id
+        );
         URL_SAFE_NO_PAD.encode(plain)
     }
 
@@ -41,7 +45,8 @@ impl Cursor {
             .map_err(|_| PageError::InvalidCursor)?;
         let plain = String::from_utf8(bytes).map_err(|_| PageError::InvalidCursor)?;
         let mut parts = plain.splitn(3, '|');
-        let (Some(CURSOR_VERSION), Some(micros), Some(id)) = (parts.next(), parts.next(), parts.next())
+        let (Some(CURSOR_VERSION), Some(micros), Some(id)) =
+            (parts.next(), parts.next(), parts.next())
         else {
             return Err(PageError::InvalidCursor);
         };
@@ -109,7 +114,11 @@ impl PageRequest {
         let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
         let has_more = items.len() > limit;
         items.truncate(limit);
-        let next = if has_more { items.last().map(cursor_of) } else { None };
+        let next = if has_more {
+            items.last().map(cursor_of)
+        } else {
+            None
+        };
         Page { items, next }
     }
 }

@@ -184,9 +184,16 @@ mod tests {
     #[test]
     fn higher_tiers_never_have_lower_limits() {
         let catalog = PlanCatalog::default();
-        let tiers = [&catalog.trial, &catalog.essentials, &catalog.pro, &catalog.enterprise];
+        let tiers = [
+            &catalog.trial,
+            &catalog.essentials,
+            &catalog.pro,
+            &catalog.enterprise,
+        ];
         for pair in tiers.windows(2) {
-            let [lower, higher] = pair else { unreachable!() };
+            let [lower, higher] = pair else {
+                unreachable!()
+            };
             assert!(higher.max_tools >= lower.max_tools);
             assert!(higher.max_apps >= lower.max_apps);
             assert!(higher.max_members >= lower.max_members);

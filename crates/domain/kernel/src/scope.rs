@@ -249,7 +249,9 @@ impl ScopeSet {
 
 impl fmt::Debug for ScopeSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.grants.iter().map(|g| g.as_str())).finish()
+        f.debug_list()
+            .entries(self.grants.iter().map(|g| g.as_str()))
+            .finish()
     }
 }
 

@@ -7,20 +7,28 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use d2_accounts::memory::MemoryAccountRepo;
 use d2_audit::memory::MemoryAuditLog;
 use d2_kernel::ManualClock;
-use d2_tokens::memory::MemoryTokenRepo;
+use d2_tokens::memory::MemoryStore;
 use d2_tokens::{
     BootstrapRequest, BootstrapService, CacheSettings, ControlPlaneSecret, Pepper, TokenSecret,
     TokenVerifier,
 };
 
 fn hot_path(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let clock = Arc::new(ManualClock::starting_now());
     let audit = Arc::new(MemoryAuditLog::default());
     let accounts = Arc::new(MemoryAccountRepo::new(audit));
-    let repo = Arc::new(MemoryTokenRepo::new(accounts.clone()));
+    let repo = Arc::new(MemoryStore::new(accounts.clone()));
     let pepper = Arc::new(Pepper::new(&[3; 32]).unwrap());
-    let verifier = TokenVerifier::new(repo.clone(), pepper.clone(), clock.clone(), CacheSettings::default());
+    let verifier = TokenVerifier::new(
+        repo.clone(),
+        pepper.clone(),
+        clock.clone(),
+        CacheSettings::default(),
+    );
     let bootstrap = BootstrapService::new(
         Some(ControlPlaneSecret::new("bench").unwrap()),
         repo.clone(),
@@ -39,7 +47,9 @@ fn hot_path(c: &mut Criterion) {
     runtime.block_on(verifier.verify(&text)).unwrap();
 
     let mut group = c.benchmark_group("token");
-    group.bench_function("check_format", |b| b.iter(|| TokenSecret::check_format(black_box(&text))));
+    group.bench_function("check_format", |b| {
+        b.iter(|| TokenSecret::check_format(black_box(&text)))
+    });
     group.bench_function("check_format+digest", |b| {
         b.iter(|| {
             TokenSecret::check_format(black_box(&text)).unwrap();
@@ -47,10 +57,16 @@ fn hot_path(c: &mut Criterion) {
         });
     });
     group.bench_function("verify_cached", |b| {
-        b.to_async(&runtime).iter(|| async { verifier.verify(black_box(&text)).await.unwrap() });
+        b.to_async(&runtime)
+            .iter(|| async { verifier.verify(black_box(&text)).await.unwrap() });
     });
     group.bench_function("reject_malformed", |b| {
-        b.to_async(&runtime).iter(|| async { verifier.verify(black_box("d2_not-a-real-token")).await.unwrap_err() });
+        b.to_async(&runtime).iter(|| async {
+            verifier
+                .verify(black_box("d2_not-a-real-token"))
+                .await
+                .unwrap_err()
+        });
     });
     group.bench_function("generate", |b| b.iter(|| TokenSecret::generate().unwrap()));
     group.finish();

@@ -135,7 +135,10 @@ impl BootstrapService {
         presented: Option<&str>,
         request: BootstrapRequest,
     ) -> Result<Bootstrapped, BootstrapError> {
-        let secret = self.control_plane.as_ref().ok_or(BootstrapError::Disabled)?;
+        let secret = self
+            .control_plane
+            .as_ref()
+            .ok_or(BootstrapError::Disabled)?;
         if !presented.is_some_and(|value| secret.matches(value)) {
             return Err(BootstrapError::InvalidControlPlaneToken);
         }
@@ -143,10 +146,15 @@ impl BootstrapService {
     }
 
     /// For callers already trusted with the database (the `d2ctl` command line).
-    pub async fn issue_trusted(&self, request: BootstrapRequest) -> Result<Bootstrapped, BootstrapError> {
+    pub async fn issue_trusted(
+        &self,
+        request: BootstrapRequest,
+    ) -> Result<Bootstrapped, BootstrapError> {
         let token_name = match request.token_name.as_deref().map(str::trim) {
             Some(name) if name.chars().count() > 100 || name.chars().any(char::is_control) => {
-                return Err(BootstrapError::InvalidRequest("`token_name` must be at most 100 characters"));
+                return Err(BootstrapError::InvalidRequest(
+                    "`token_name` must be at most 100 characters",
+                ));
             }
             Some(name) if !name.is_empty() => Some(name.to_owned()),
             _ => None,
@@ -164,11 +172,19 @@ impl BootstrapService {
     ) -> Result<Bootstrapped, BootstrapError> {
         let now = self.clock.now();
         let name = AccountName::parse(request.account_name.as_deref().unwrap_or("D2 account"))
-            .map_err(|_| BootstrapError::InvalidRequest("`account_name` must be 1 to 200 characters"))?;
-        let email = request.owner_email.as_deref().map(parse_email).transpose()?;
+            .map_err(|_| {
+                BootstrapError::InvalidRequest("`account_name` must be 1 to 200 characters")
+            })?;
+        let email = request
+            .owner_email
+            .as_deref()
+            .map(parse_email)
+            .transpose()?;
         let owner_name = match request.owner_name.as_deref().map(str::trim) {
             Some(n) if n.chars().count() > 200 || n.chars().any(char::is_control) => {
-                return Err(BootstrapError::InvalidRequest("`owner_name` must be at most 200 characters"));
+                return Err(BootstrapError::InvalidRequest(
+                    "`owner_name` must be at most 200 characters",
+                ));
             }
             Some(n) if !n.is_empty() => Some(n.to_owned()),
             _ => None,
@@ -189,7 +205,13 @@ impl BootstrapService {
             app_name: None,
             expires_at: None,
         };
-        let (new, secret) = mint(&self.pepper, account.id, &token_request, Some(owner.id), now)?;
+        let (new, secret) = mint(
+            &self.pepper,
+            account.id,
+            &token_request,
+            Some(owner.id),
+            now,
+        )?;
         let audit = AuditEntry::control_plane(account.id, AuditAction::AccountBootstrap, now)
             .target("account", account.id)
             .user(Some(owner.id))
@@ -200,7 +222,9 @@ impl BootstrapService {
                 "token_id": new.token.id.to_string(),
                 "token": describe(&new.token),
             }));
-        self.repo.create_account(&account, &owner, &new, &audit).await?;
+        self.repo
+            .create_account(&account, &owner, &new, &audit)
+            .await?;
         tracing::info!(account.id = %account.id, token.id = %new.token.id, "account bootstrapped");
         Ok(Bootstrapped {
             account_id: account.id,
@@ -218,7 +242,7 @@ impl BootstrapService {
         account_id: AccountId,
         token_name: Option<String>,
     ) -> Result<Bootstrapped, BootstrapError> {
-        if self.accounts.get(account_id).await?.is_none() {
+        if self.accounts.find_account(account_id).await?.is_none() {
             return Err(BootstrapError::AccountNotFound);
         }
         let owner = self
@@ -258,12 +282,17 @@ fn parse_email(raw: &str) -> Result<String, BootstrapError> {
     let email = raw.trim().to_lowercase();
     let valid = email.len() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'));
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        });
     if valid {
         Ok(email)
     } else {
-        Err(BootstrapError::InvalidRequest("`owner_email` is not an email address"))
+        Err(BootstrapError::InvalidRequest(
+            "`owner_email` is not an email address",
+        ))
     }
 }

@@ -9,6 +9,8 @@
 
 mod bootstrap;
 #[cfg(any(test, feature = "testing"))]
+pub mod contract;
+#[cfg(any(test, feature = "testing"))]
 pub mod memory;
 mod ports;
 mod secret;
@@ -20,10 +22,43 @@ pub use bootstrap::{
     BootstrapError, BootstrapRequest, BootstrapService, Bootstrapped, ControlPlaneSecret,
 };
 pub use ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenRepo};
-pub use secret::{MalformedToken, Pepper, RandomnessUnavailable, TokenDigest, TokenSecret, WeakPepper};
+pub use secret::{
+    MalformedToken, Pepper, RandomnessUnavailable, TokenDigest, TokenSecret, WeakPepper,
+};
 pub use service::{Revocation, Rotation, TokenError, TokenService};
 pub use token::{ApiToken, IssuedToken, NewToken, TokenGrant, TokenKind, TokenRequest, TokenState};
 pub use verifier::{AuthError, CacheSettings, CacheStats, TokenVerifier};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod memory_contract {
+    use std::sync::Arc;
+
+    use d2_accounts::memory::MemoryAccountRepo;
+    use d2_audit::memory::MemoryAuditLog;
+
+    use crate::memory::MemoryStore;
+
+    fn store() -> MemoryStore {
+        MemoryStore::new(Arc::new(MemoryAccountRepo::new(Arc::new(
+            MemoryAuditLog::default(),
+        ))))
+    }
+
+    #[tokio::test]
+    async fn accounts() {
+        crate::contract::accounts(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn tokens() {
+        crate::contract::tokens(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn audit() {
+        crate::contract::audit(&store()).await;
+    }
+}

@@ -15,13 +15,13 @@ use crate::secret::TokenDigest;
 use crate::token::{ApiToken, NewToken, TokenState};
 
 #[derive(Debug)]
-pub struct MemoryTokenRepo {
+pub struct MemoryStore {
     tokens: Mutex<Vec<(ApiToken, TokenDigest)>>,
     accounts: Arc<MemoryAccountRepo>,
     lookups: AtomicU64,
 }
 
-impl MemoryTokenRepo {
+impl MemoryStore {
     pub fn new(accounts: Arc<MemoryAccountRepo>) -> Self {
         Self {
             tokens: Mutex::new(Vec::new()),
@@ -39,8 +39,15 @@ impl MemoryTokenRepo {
         self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn append(&self, tokens: &mut Vec<(ApiToken, TokenDigest)>, new: &NewToken) -> Result<(), StoreError> {
-        if tokens.iter().any(|(t, d)| t.id == new.token.id || *d == new.digest) {
+    fn append(
+        &self,
+        tokens: &mut Vec<(ApiToken, TokenDigest)>,
+        new: &NewToken,
+    ) -> Result<(), StoreError> {
+        if tokens
+            .iter()
+            .any(|(t, d)| t.id == new.token.id || *d == new.digest)
+        {
             return Err(StoreError::Conflict("duplicate token".into()));
         }
         if !self.accounts.contains(new.token.account_id) {
@@ -56,13 +63,21 @@ fn cursor_of(token: &ApiToken) -> Cursor {
 }
 
 #[async_trait]
-impl TokenRepo for MemoryTokenRepo {
+impl TokenRepo for MemoryStore {
     async fn find_by_digest(&self, digest: &TokenDigest) -> Result<Option<ApiToken>, StoreError> {
         self.lookups.fetch_add(1, Ordering::Relaxed);
-        Ok(self.lock().iter().find(|(_, d)| d == digest).map(|(t, _)| t.clone()))
+        Ok(self
+            .lock()
+            .iter()
+            .find(|(_, d)| d == digest)
+            .map(|(t, _)| t.clone()))
     }
 
-    async fn get(&self, account_id: AccountId, id: TokenId) -> Result<Option<ApiToken>, StoreError> {
+    async fn find_token(
+        &self,
+        account_id: AccountId,
+        id: TokenId,
+    ) -> Result<Option<ApiToken>, StoreError> {
         Ok(self
             .lock()
             .iter()
@@ -70,11 +85,17 @@ impl TokenRepo for MemoryTokenRepo {
             .map(|(t, _)| t.clone()))
     }
 
-    async fn list(&self, account_id: AccountId, page: &PageRequest) -> Result<Page<ApiToken>, StoreError> {
+    async fn list_tokens(
+        &self,
+        account_id: AccountId,
+        page: &PageRequest,
+    ) -> Result<Page<ApiToken>, StoreError> {
         let after = match page.after() {
             Some(cursor) => Some((
                 cursor.at,
-                cursor.id_as::<TokenId>().map_err(|_| StoreError::corrupt("cursor id"))?,
+                cursor
+                    .id_as::<TokenId>()
+                    .map_err(|_| StoreError::corrupt("cursor id"))?,
             )),
             None => None,
         };
@@ -87,7 +108,11 @@ impl TokenRepo for MemoryTokenRepo {
             .cloned()
             .collect();
         tokens.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
-        tokens.truncate(usize::try_from(page.limit()).unwrap_or(usize::MAX).saturating_add(1));
+        tokens.truncate(
+            usize::try_from(page.limit())
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        );
         Ok(page.page_from(tokens, cursor_of))
     }
 
@@ -106,7 +131,10 @@ impl TokenRepo for MemoryTokenRepo {
         audit: &AuditEntry,
     ) -> Result<RevokeOutcome, StoreError> {
         let mut tokens = self.lock();
-        let Some((token, _)) = tokens.iter_mut().find(|(t, _)| t.account_id == account_id && t.id == id) else {
+        let Some((token, _)) = tokens
+            .iter_mut()
+            .find(|(t, _)| t.account_id == account_id && t.id == id)
+        else {
             return Ok(RevokeOutcome::NotFound);
         };
         if token.revoked_at.is_some() {
@@ -127,7 +155,10 @@ impl TokenRepo for MemoryTokenRepo {
         audit: &AuditEntry,
     ) -> Result<RotateOutcome, StoreError> {
         let mut tokens = self.lock();
-        let Some(position) = tokens.iter().position(|(t, _)| t.account_id == account_id && t.id == id) else {
+        let Some(position) = tokens
+            .iter()
+            .position(|(t, _)| t.account_id == account_id && t.id == id)
+        else {
             return Ok(RotateOutcome::NotFound);
         };
         let Some((old, _)) = tokens.get(position) else {
@@ -136,7 +167,9 @@ impl TokenRepo for MemoryTokenRepo {
         match old.state(at) {
             TokenState::Revoked => return Ok(RotateOutcome::AlreadyRevoked),
             TokenState::Expired => return Ok(RotateOutcome::Expired),
-            TokenState::Active if old.replaced_by.is_some() => return Ok(RotateOutcome::AlreadyRotated),
+            TokenState::Active if old.replaced_by.is_some() => {
+                return Ok(RotateOutcome::AlreadyRotated);
+            }
             TokenState::Active => {}
         }
         self.append(&mut tokens, replacement)?;
@@ -152,7 +185,7 @@ impl TokenRepo for MemoryTokenRepo {
 }
 
 #[async_trait]
-impl BootstrapRepo for MemoryTokenRepo {
+impl BootstrapRepo for MemoryStore {
     async fn create_account(
         &self,
         account: &Account,
@@ -166,5 +199,43 @@ impl BootstrapRepo for MemoryTokenRepo {
         self.append(&mut tokens, token)?;
         self.accounts.audit().append(audit.clone());
         Ok(())
+    }
+}
+
+/// The store answers for accounts and audit too, so it can stand wherever one store
+/// implements every port (as the database adapters do).
+#[async_trait]
+impl d2_accounts::AccountRepo for MemoryStore {
+    async fn find_account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        d2_accounts::AccountRepo::find_account(self.accounts.as_ref(), id).await
+    }
+
+    async fn update(
+        &self,
+        id: AccountId,
+        patch: &d2_accounts::AccountPatch,
+        audit_of: d2_accounts::AuditOf<'_>,
+    ) -> Result<Option<Account>, StoreError> {
+        self.accounts.update(id, patch, audit_of).await
+    }
+
+    async fn count_users(&self, id: AccountId) -> Result<u64, StoreError> {
+        self.accounts.count_users(id).await
+    }
+
+    async fn list_users(&self, id: AccountId) -> Result<Vec<User>, StoreError> {
+        self.accounts.list_users(id).await
+    }
+}
+
+#[async_trait]
+impl d2_audit::AuditLog for MemoryStore {
+    async fn search(
+        &self,
+        account_id: AccountId,
+        filter: &d2_audit::AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<d2_audit::AuditRecord>, StoreError> {
+        d2_audit::AuditLog::search(self.accounts.audit().as_ref(), account_id, filter, page).await
     }
 }

@@ -19,7 +19,9 @@ pub enum RevokeOutcome {
 pub enum RotateOutcome {
     /// The replacement is stored; `previous` is the old token as it is now (with its
     /// shortened expiry).
-    Rotated { previous: ApiToken },
+    Rotated {
+        previous: ApiToken,
+    },
     AlreadyRevoked,
     /// It has been rotated before; rotate its replacement instead.
     AlreadyRotated,
@@ -38,10 +40,18 @@ pub trait TokenRepo: Send + Sync + 'static {
     /// its state: the verifier tells revoked and expired tokens apart.
     async fn find_by_digest(&self, digest: &TokenDigest) -> Result<Option<ApiToken>, StoreError>;
 
-    async fn get(&self, account_id: AccountId, id: TokenId) -> Result<Option<ApiToken>, StoreError>;
+    async fn find_token(
+        &self,
+        account_id: AccountId,
+        id: TokenId,
+    ) -> Result<Option<ApiToken>, StoreError>;
 
     /// The account's tokens, newest first by `(created_at, id)`, revoked ones included.
-    async fn list(&self, account_id: AccountId, page: &PageRequest) -> Result<Page<ApiToken>, StoreError>;
+    async fn list_tokens(
+        &self,
+        account_id: AccountId,
+        page: &PageRequest,
+    ) -> Result<Page<ApiToken>, StoreError>;
 
     /// Stores a token and its audit record in one transaction. MUST return
     /// `StoreError::Conflict` if the id or digest exists.

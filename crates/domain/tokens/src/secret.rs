@@ -50,7 +50,9 @@ impl TokenSecret {
     pub fn check_format(text: &str) -> Result<(), MalformedToken> {
         let rest = text.strip_prefix(PREFIX).ok_or(MalformedToken)?;
         if rest.len() != BODY_CHARS + CHECKSUM_CHARS
-            || !rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            || !rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return Err(MalformedToken);
         }
@@ -81,7 +83,11 @@ impl fmt::Debug for TokenSecret {
 
 fn checksum(body: &str) -> String {
     let hash = digest::digest(&digest::SHA256, body.as_bytes());
-    let head = hash.as_ref().first_chunk::<CHECKSUM_BYTES>().copied().unwrap_or_default();
+    let head = hash
+        .as_ref()
+        .first_chunk::<CHECKSUM_BYTES>()
+        .copied()
+        .unwrap_or_default();
     URL_SAFE_NO_PAD.encode(head)
 }
 
@@ -111,7 +117,12 @@ impl Pepper {
     /// The digest of text already checked with [`TokenSecret::check_format`].
     pub(crate) fn digest_text(&self, text: &str) -> TokenDigest {
         let tag = hmac::sign(&self.0, text.as_bytes());
-        TokenDigest(tag.as_ref().first_chunk::<32>().copied().unwrap_or_default())
+        TokenDigest(
+            tag.as_ref()
+                .first_chunk::<32>()
+                .copied()
+                .unwrap_or_default(),
+        )
     }
 }
 
@@ -181,7 +192,10 @@ mod tests {
         let a = Pepper::new(&[1; 32]).unwrap();
         let b = Pepper::new(&[2; 32]).unwrap();
         assert_ne!(a.digest(&secret), b.digest(&secret));
-        assert_eq!(a.digest(&secret), a.digest(&TokenSecret::parse(secret.expose()).unwrap()));
+        assert_eq!(
+            a.digest(&secret),
+            a.digest(&TokenSecret::parse(secret.expose()).unwrap())
+        );
     }
 
     proptest! {

@@ -177,7 +177,7 @@ impl TokenService {
         if let Some(cursor) = page.after() {
             cursor.id_as::<TokenId>()?;
         }
-        Ok(self.repo.list(account_id, page).await?)
+        Ok(self.repo.list_tokens(account_id, page).await?)
     }
 
     pub async fn revoke(
@@ -197,10 +197,17 @@ impl TokenService {
         self.revoke_unchecked(ctx, token_id).await
     }
 
-    async fn revoke_unchecked(&self, ctx: &AuthContext, token_id: TokenId) -> Result<Revocation, TokenError> {
+    async fn revoke_unchecked(
+        &self,
+        ctx: &AuthContext,
+        token_id: TokenId,
+    ) -> Result<Revocation, TokenError> {
         let now = self.clock.now();
         let audit = AuditEntry::by(ctx, AuditAction::TokenRevoke, now).target("token", token_id);
-        let outcome = self.repo.revoke(ctx.account_id, token_id, now, &audit).await?;
+        let outcome = self
+            .repo
+            .revoke(ctx.account_id, token_id, now, &audit)
+            .await?;
         match outcome {
             RevokeOutcome::Revoked => {
                 self.verifier.invalidate(token_id);
@@ -230,10 +237,14 @@ impl TokenService {
         self.rotate_unchecked(ctx, token_id).await
     }
 
-    async fn rotate_unchecked(&self, ctx: &AuthContext, token_id: TokenId) -> Result<Rotation, TokenError> {
+    async fn rotate_unchecked(
+        &self,
+        ctx: &AuthContext,
+        token_id: TokenId,
+    ) -> Result<Rotation, TokenError> {
         let old = self
             .repo
-            .get(ctx.account_id, token_id)
+            .find_token(ctx.account_id, token_id)
             .await?
             .ok_or(TokenError::NotFound)?;
         let now = self.clock.now();
@@ -309,10 +320,15 @@ pub(crate) fn describe(token: &ApiToken) -> serde_json::Value {
 }
 
 /// Checks a request against the rules every issued token follows.
-pub(crate) fn validate(mut request: TokenRequest, now: DateTime<Utc>) -> Result<TokenRequest, TokenError> {
+pub(crate) fn validate(
+    mut request: TokenRequest,
+    now: DateTime<Utc>,
+) -> Result<TokenRequest, TokenError> {
     request.name = match request.name.as_deref().map(str::trim) {
         None | Some("") => None,
-        Some(name) if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) => {
+        Some(name)
+            if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) =>
+        {
             return Err(TokenError::InvalidRequest(
                 "`token_name` must be at most 100 characters without control characters",
             ));
@@ -322,7 +338,9 @@ pub(crate) fn validate(mut request: TokenRequest, now: DateTime<Utc>) -> Result<
     if let TokenGrant::Scopes(scopes) = &request.grant
         && scopes.is_empty()
     {
-        return Err(TokenError::InvalidRequest("`scopes` must name at least one scope"));
+        return Err(TokenError::InvalidRequest(
+            "`scopes` must name at least one scope",
+        ));
     }
     if request.app_name.is_some() && request.grant != TokenGrant::Server {
         return Err(TokenError::InvalidRequest(

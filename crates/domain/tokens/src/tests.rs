@@ -6,15 +6,17 @@ use chrono::Duration;
 use d2_accounts::memory::MemoryAccountRepo;
 use d2_audit::AuditAction;
 use d2_audit::memory::MemoryAuditLog;
-use d2_kernel::{AccountId, AppName, AuthContext, Clock, Code, ErrorCode, ManualClock, PageRequest, Scope};
+use d2_kernel::{
+    AccountId, AppName, AuthContext, Clock, Code, ErrorCode, ManualClock, PageRequest, Scope,
+};
 
-use crate::memory::MemoryTokenRepo;
+use crate::memory::MemoryStore;
 use crate::*;
 
 struct World {
     clock: Arc<ManualClock>,
     audit: Arc<MemoryAuditLog>,
-    repo: Arc<MemoryTokenRepo>,
+    repo: Arc<MemoryStore>,
     verifier: Arc<TokenVerifier>,
     tokens: TokenService,
     bootstrap: BootstrapService,
@@ -26,10 +28,21 @@ fn world() -> World {
     let clock = Arc::new(ManualClock::starting_now());
     let audit = Arc::new(MemoryAuditLog::default());
     let accounts = Arc::new(MemoryAccountRepo::new(audit.clone()));
-    let repo = Arc::new(MemoryTokenRepo::new(accounts.clone()));
+    let repo = Arc::new(MemoryStore::new(accounts.clone()));
     let pepper = Arc::new(Pepper::new(&[9; 32]).unwrap());
-    let verifier = Arc::new(TokenVerifier::new(repo.clone(), pepper.clone(), clock.clone(), CacheSettings::default()));
-    let tokens = TokenService::new(repo.clone(), verifier.clone(), pepper.clone(), clock.clone(), Duration::minutes(10));
+    let verifier = Arc::new(TokenVerifier::new(
+        repo.clone(),
+        pepper.clone(),
+        clock.clone(),
+        CacheSettings::default(),
+    ));
+    let tokens = TokenService::new(
+        repo.clone(),
+        verifier.clone(),
+        pepper.clone(),
+        clock.clone(),
+        Duration::minutes(10),
+    );
     let bootstrap = BootstrapService::new(
         Some(ControlPlaneSecret::new(CONTROL_PLANE).unwrap()),
         repo.clone(),
@@ -39,19 +52,39 @@ fn world() -> World {
         clock.clone(),
         14,
     );
-    World { clock, audit, repo, verifier, tokens, bootstrap }
+    World {
+        clock,
+        audit,
+        repo,
+        verifier,
+        tokens,
+        bootstrap,
+    }
 }
 
 impl World {
     async fn admin(&self) -> (Arc<AuthContext>, String) {
-        let done = self.bootstrap.issue(Some(CONTROL_PLANE), BootstrapRequest::default()).await.unwrap();
+        let done = self
+            .bootstrap
+            .issue(Some(CONTROL_PLANE), BootstrapRequest::default())
+            .await
+            .unwrap();
         let secret = done.issued.secret.expose().to_owned();
         (self.verifier.verify(&secret).await.unwrap(), secret)
     }
 
     async fn issue(&self, admin: &AuthContext, grant: TokenGrant) -> String {
-        let request = TokenRequest { name: None, grant, app_name: None, expires_at: None };
-        let issued = self.tokens.create(admin, admin.account_id, request).await.unwrap();
+        let request = TokenRequest {
+            name: None,
+            grant,
+            app_name: None,
+            expires_at: None,
+        };
+        let issued = self
+            .tokens
+            .create(admin, admin.account_id, request)
+            .await
+            .unwrap();
         issued.secret.expose().to_owned()
     }
 }
@@ -59,9 +92,17 @@ impl World {
 #[tokio::test]
 async fn bootstrap_needs_the_control_plane_token_and_writes_everything_with_one_audit_record() {
     let w = world();
-    let wrong = w.bootstrap.issue(Some("nope"), BootstrapRequest::default()).await.unwrap_err();
+    let wrong = w
+        .bootstrap
+        .issue(Some("nope"), BootstrapRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(wrong.code(), Code::InvalidControlPlaneToken);
-    let missing = w.bootstrap.issue(None, BootstrapRequest::default()).await.unwrap_err();
+    let missing = w
+        .bootstrap
+        .issue(None, BootstrapRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(missing.code(), Code::InvalidControlPlaneToken);
     assert!(w.audit.all().is_empty());
 
@@ -87,33 +128,63 @@ async fn bootstrap_is_disabled_without_a_secret_and_break_glass_needs_a_real_acc
         w.clock.clone(),
         14,
     );
-    let error = disabled.issue(Some(CONTROL_PLANE), BootstrapRequest::default()).await.unwrap_err();
+    let error = disabled
+        .issue(Some(CONTROL_PLANE), BootstrapRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Code::BootstrapDisabled);
 
-    let unknown = BootstrapRequest { account_id: Some(AccountId::random()), ..BootstrapRequest::default() };
-    let error = w.bootstrap.issue(Some(CONTROL_PLANE), unknown).await.unwrap_err();
+    let unknown = BootstrapRequest {
+        account_id: Some(AccountId::random()),
+        ..BootstrapRequest::default()
+    };
+    let error = w
+        .bootstrap
+        .issue(Some(CONTROL_PLANE), unknown)
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Code::AccountNotFound);
 
     let (admin, _) = w.admin().await;
-    let again = BootstrapRequest { account_id: Some(admin.account_id), ..BootstrapRequest::default() };
+    let again = BootstrapRequest {
+        account_id: Some(admin.account_id),
+        ..BootstrapRequest::default()
+    };
     let glass = w.bootstrap.issue(Some(CONTROL_PLANE), again).await.unwrap();
     assert!(!glass.created_account);
     assert_eq!(glass.user_id, admin.user_id);
-    assert_eq!(w.audit.all().last().unwrap().entry.action, AuditAction::TokenBreakGlass);
+    assert_eq!(
+        w.audit.all().last().unwrap().entry.action,
+        AuditAction::TokenBreakGlass
+    );
 }
 
 #[tokio::test]
 async fn malformed_tokens_never_reach_the_store() {
     let w = world();
-    for bad in ["", "Bearer", "d2_short", "not-a-token-at-all-but-quite-long-enough-to-look-real-xx"] {
-        assert!(matches!(w.verifier.verify(bad).await, Err(AuthError::Malformed)));
+    for bad in [
+        "",
+        "Bearer",
+        "d2_short",
+        "not-a-token-at-all-but-quite-long-enough-to-look-real-xx",
+    ] {
+        assert!(matches!(
+            w.verifier.verify(bad).await,
+            Err(AuthError::Malformed)
+        ));
     }
     assert_eq!(w.repo.lookups(), 0);
     let unknown = TokenSecret::generate().unwrap();
-    assert!(matches!(w.verifier.verify(unknown.expose()).await, Err(AuthError::Unknown)));
+    assert!(matches!(
+        w.verifier.verify(unknown.expose()).await,
+        Err(AuthError::Unknown)
+    ));
     assert_eq!(w.repo.lookups(), 1);
     // The miss is cached as well.
-    assert!(matches!(w.verifier.verify(unknown.expose()).await, Err(AuthError::Unknown)));
+    assert!(matches!(
+        w.verifier.verify(unknown.expose()).await,
+        Err(AuthError::Unknown)
+    ));
     assert_eq!(w.repo.lookups(), 1);
 }
 
@@ -129,13 +200,30 @@ async fn verification_is_cached_and_revocation_takes_effect_at_once() {
     assert!(w.verifier.stats().hits >= 1);
 
     let token_id = ctx.token_id().unwrap();
-    assert_eq!(w.tokens.revoke(&admin, admin.account_id, token_id).await.unwrap(), Revocation::Revoked);
-    assert!(matches!(w.verifier.verify(&dev).await, Err(AuthError::Revoked)));
     assert_eq!(
-        w.tokens.revoke(&admin, admin.account_id, token_id).await.unwrap(),
+        w.tokens
+            .revoke(&admin, admin.account_id, token_id)
+            .await
+            .unwrap(),
+        Revocation::Revoked
+    );
+    assert!(matches!(
+        w.verifier.verify(&dev).await,
+        Err(AuthError::Revoked)
+    ));
+    assert_eq!(
+        w.tokens
+            .revoke(&admin, admin.account_id, token_id)
+            .await
+            .unwrap(),
         Revocation::WasAlreadyRevoked
     );
-    let revokes = w.audit.all().iter().filter(|r| r.entry.action == AuditAction::TokenRevoke).count();
+    let revokes = w
+        .audit
+        .all()
+        .iter()
+        .filter(|r| r.entry.action == AuditAction::TokenRevoke)
+        .count();
     assert_eq!(revokes, 1, "a repeated revoke writes nothing");
 }
 
@@ -150,24 +238,47 @@ async fn rotation_keeps_the_old_token_for_the_grace_period_only() {
             app_name: Some(AppName::normalise("billing agent")),
             expires_at: None,
         };
-        w.tokens.create(&admin, admin.account_id, request).await.unwrap()
+        w.tokens
+            .create(&admin, admin.account_id, request)
+            .await
+            .unwrap()
     };
     let old_secret = server.secret.expose().to_owned();
     w.verifier.verify(&old_secret).await.unwrap();
 
-    let rotation = w.tokens.rotate(&admin, admin.account_id, server.token.id).await.unwrap();
-    assert_eq!(rotation.issued.token.app_name.as_ref().unwrap().as_str(), "billing_agent");
+    let rotation = w
+        .tokens
+        .rotate(&admin, admin.account_id, server.token.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        rotation.issued.token.app_name.as_ref().unwrap().as_str(),
+        "billing_agent"
+    );
     assert_eq!(rotation.issued.token.kind, TokenKind::Server);
-    assert_eq!(rotation.previous_valid_until(), Some(w.clock.now() + Duration::minutes(10)));
+    assert_eq!(
+        rotation.previous_valid_until(),
+        Some(w.clock.now() + Duration::minutes(10))
+    );
     let new_secret = rotation.issued.secret.expose().to_owned();
 
     w.clock.advance(Duration::minutes(9));
-    assert!(w.verifier.verify(&old_secret).await.is_ok(), "inside the grace period");
+    assert!(
+        w.verifier.verify(&old_secret).await.is_ok(),
+        "inside the grace period"
+    );
     w.clock.advance(Duration::minutes(2));
-    assert!(matches!(w.verifier.verify(&old_secret).await, Err(AuthError::Expired)));
+    assert!(matches!(
+        w.verifier.verify(&old_secret).await,
+        Err(AuthError::Expired)
+    ));
     assert!(w.verifier.verify(&new_secret).await.is_ok());
 
-    let again = w.tokens.rotate(&admin, admin.account_id, server.token.id).await.unwrap_err();
+    let again = w
+        .tokens
+        .rotate(&admin, admin.account_id, server.token.id)
+        .await
+        .unwrap_err();
     assert_eq!(again.code(), Code::TokenExpired);
 }
 
@@ -178,12 +289,18 @@ async fn a_rotated_token_cannot_be_rotated_twice_and_revoked_ones_not_at_all() {
     let dev = w.issue(&admin, TokenGrant::Dev).await;
     let ctx = w.verifier.verify(&dev).await.unwrap();
     w.tokens.rotate_own(&ctx).await.unwrap();
-    assert_eq!(w.tokens.rotate_own(&ctx).await.unwrap_err().code(), Code::TokenAlreadyRotated);
+    assert_eq!(
+        w.tokens.rotate_own(&ctx).await.unwrap_err().code(),
+        Code::TokenAlreadyRotated
+    );
 
     let other = w.issue(&admin, TokenGrant::Dev).await;
     let other_ctx = w.verifier.verify(&other).await.unwrap();
     w.tokens.revoke_own(&other_ctx).await.unwrap();
-    assert_eq!(w.tokens.rotate_own(&other_ctx).await.unwrap_err().code(), Code::TokenAlreadyRevoked);
+    assert_eq!(
+        w.tokens.rotate_own(&other_ctx).await.unwrap_err().code(),
+        Code::TokenAlreadyRevoked
+    );
 }
 
 #[tokio::test]
@@ -195,14 +312,30 @@ async fn management_needs_admin_of_the_same_account() {
     let dev_ctx = w.verifier.verify(&dev).await.unwrap();
     let page = PageRequest::first(10);
 
-    let denied = w.tokens.list(&dev_ctx, admin.account_id, &page).await.unwrap_err();
+    let denied = w
+        .tokens
+        .list(&dev_ctx, admin.account_id, &page)
+        .await
+        .unwrap_err();
     assert_eq!(denied.code(), Code::InsufficientScope);
-    let mismatch = w.tokens.list(&stranger, admin.account_id, &page).await.unwrap_err();
+    let mismatch = w
+        .tokens
+        .list(&stranger, admin.account_id, &page)
+        .await
+        .unwrap_err();
     assert_eq!(mismatch.code(), Code::AccountMismatch);
-    let mismatch = w.tokens.revoke(&stranger, admin.account_id, dev_ctx.token_id().unwrap()).await.unwrap_err();
+    let mismatch = w
+        .tokens
+        .revoke(&stranger, admin.account_id, dev_ctx.token_id().unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(mismatch.code(), Code::AccountMismatch);
     // A stranger naming a token of another account under their own account finds nothing.
-    let hidden = w.tokens.revoke(&stranger, stranger.account_id, dev_ctx.token_id().unwrap()).await.unwrap_err();
+    let hidden = w
+        .tokens
+        .revoke(&stranger, stranger.account_id, dev_ctx.token_id().unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(hidden.code(), Code::TokenNotFound);
     assert!(w.verifier.verify(&dev).await.is_ok());
 }
@@ -213,13 +346,49 @@ async fn requests_are_validated_before_anything_is_written() {
     let (admin, _) = w.admin().await;
     let records = w.audit.all().len();
     let cases = [
-        (TokenRequest { name: None, grant: TokenGrant::Scopes(vec![]), app_name: None, expires_at: None }, Code::InvalidTokenRequest),
-        (TokenRequest { name: None, grant: TokenGrant::Dev, app_name: Some(AppName::normalise("x")), expires_at: None }, Code::InvalidTokenRequest),
-        (TokenRequest { name: Some("n".repeat(101)), grant: TokenGrant::Dev, app_name: None, expires_at: None }, Code::InvalidTokenRequest),
-        (TokenRequest { name: None, grant: TokenGrant::Dev, app_name: None, expires_at: Some(w.clock.now()) }, Code::InvalidExpiry),
+        (
+            TokenRequest {
+                name: None,
+                grant: TokenGrant::Scopes(vec![]),
+                app_name: None,
+                expires_at: None,
+            },
+            Code::InvalidTokenRequest,
+        ),
+        (
+            TokenRequest {
+                name: None,
+                grant: TokenGrant::Dev,
+                app_name: Some(AppName::normalise("x")),
+                expires_at: None,
+            },
+            Code::InvalidTokenRequest,
+        ),
+        (
+            TokenRequest {
+                name: Some("n".repeat(101)),
+                grant: TokenGrant::Dev,
+                app_name: None,
+                expires_at: None,
+            },
+            Code::InvalidTokenRequest,
+        ),
+        (
+            TokenRequest {
+                name: None,
+                grant: TokenGrant::Dev,
+                app_name: None,
+                expires_at: Some(w.clock.now()),
+            },
+            Code::InvalidExpiry,
+        ),
     ];
     for (request, code) in cases {
-        let error = w.tokens.create(&admin, admin.account_id, request).await.unwrap_err();
+        let error = w
+            .tokens
+            .create(&admin, admin.account_id, request)
+            .await
+            .unwrap_err();
         assert_eq!(error.code(), code);
     }
     assert_eq!(w.audit.all().len(), records);
@@ -235,12 +404,19 @@ async fn custom_scopes_and_expiry_are_honoured() {
         app_name: None,
         expires_at: Some(w.clock.now() + Duration::hours(1)),
     };
-    let issued = w.tokens.create(&admin, admin.account_id, request).await.unwrap();
+    let issued = w
+        .tokens
+        .create(&admin, admin.account_id, request)
+        .await
+        .unwrap();
     let ctx = w.verifier.verify(issued.secret.expose()).await.unwrap();
     assert!(ctx.scopes.allows(Scope::MetricsRead));
     assert!(!ctx.scopes.allows(Scope::PolicyRead));
     w.clock.advance(Duration::hours(1));
-    assert!(matches!(w.verifier.verify(issued.secret.expose()).await, Err(AuthError::Expired)));
+    assert!(matches!(
+        w.verifier.verify(issued.secret.expose()).await,
+        Err(AuthError::Expired)
+    ));
 }
 
 #[tokio::test]
@@ -251,13 +427,26 @@ async fn lists_page_newest_first() {
         w.clock.advance(Duration::seconds(1));
         w.issue(&admin, TokenGrant::Dev).await;
     }
-    let first = w.tokens.list(&admin, admin.account_id, &PageRequest::first(3)).await.unwrap();
+    let first = w
+        .tokens
+        .list(&admin, admin.account_id, &PageRequest::first(3))
+        .await
+        .unwrap();
     assert_eq!(first.items.len(), 3);
-    assert!(first.items.windows(2).all(|p| p[0].created_at >= p[1].created_at));
+    assert!(
+        first
+            .items
+            .windows(2)
+            .all(|p| p[0].created_at >= p[1].created_at)
+    );
     let cursor = first.next.unwrap().encode();
     let rest = w
         .tokens
-        .list(&admin, admin.account_id, &PageRequest::parse(Some(3), Some(&cursor)).unwrap())
+        .list(
+            &admin,
+            admin.account_id,
+            &PageRequest::parse(Some(3), Some(&cursor)).unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(rest.items.len(), 2, "four issued plus the bootstrap token");

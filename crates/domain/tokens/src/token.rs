@@ -2,7 +2,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use d2_kernel::{AccountId, AppName, AuthContext, Credential, Grant, Scope, ScopeSet, TokenId, UserId};
+use d2_kernel::{
+    AccountId, AppName, AuthContext, Credential, Grant, Scope, ScopeSet, TokenId, UserId,
+};
 
 use crate::secret::{TokenDigest, TokenSecret};
 

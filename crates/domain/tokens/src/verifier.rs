@@ -92,12 +92,19 @@ pub struct TokenVerifier {
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenVerifier").field("stats", &self.stats()).finish_non_exhaustive()
+        f.debug_struct("TokenVerifier")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 
 impl TokenVerifier {
-    pub fn new(repo: Arc<dyn TokenRepo>, pepper: Arc<Pepper>, clock: Arc<dyn Clock>, settings: CacheSettings) -> Self {
+    pub fn new(
+        repo: Arc<dyn TokenRepo>,
+        pepper: Arc<Pepper>,
+        clock: Arc<dyn Clock>,
+        settings: CacheSettings,
+    ) -> Self {
         let cache = Cache::builder()
             .max_capacity(settings.capacity)
             .time_to_live(settings.ttl)
@@ -134,7 +141,10 @@ impl TokenVerifier {
         if token.revoked_at.is_some() {
             return Err(AuthError::Revoked);
         }
-        if token.expires_at.is_some_and(|expires| expires <= self.clock.now()) {
+        if token
+            .expires_at
+            .is_some_and(|expires| expires <= self.clock.now())
+        {
             return Err(AuthError::Expired);
         }
         Ok(Arc::clone(&token.context))

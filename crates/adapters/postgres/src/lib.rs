@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+
+mod accounts;
+mod audit;
+mod error;
+mod listener;
+mod migrate;
+mod models;
+mod pool;
+#[rustfmt::skip]
+mod schema;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+mod tokens;
+
+pub use error::ConnectError;
+pub use listener::{Change, ChangeListener, TOKEN_CHANNEL};
+pub use migrate::{MigrateError, ensure_database, pending_migrations, run_migrations};
+pub use pool::{PgStore, PoolSettings};

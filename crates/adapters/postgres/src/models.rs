@@ -1,0 +1,253 @@
+//! Rows as stored, and their conversion to and from domain values. A row that does not
+//! convert is a corrupt record: `StoreError::Internal`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use d2_accounts::{Account, AccountName, Role, SampleRate, User};
+use d2_audit::{AuditEntry, AuditRecord};
+use d2_kernel::{AppName, ScopeSet, StoreError};
+use d2_tokens::{ApiToken, NewToken};
+use diesel::prelude::*;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::schema::{accounts, api_tokens, audit_logs, users};
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::corrupt(format!("stored {what} is not valid"))
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = accounts, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct AccountRow {
+    pub id: Uuid,
+    pub name: String,
+    pub plan: String,
+    pub trial_expires_at: Option<DateTime<Utc>>,
+    pub metrics_enabled: bool,
+    pub event_sample: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl AccountRow {
+    pub fn from_domain(account: &Account, updated_at: DateTime<Utc>) -> Self {
+        let sample: serde_json::Map<String, Value> = account
+            .event_sample
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from(v.get())))
+            .collect();
+        Self {
+            id: *account.id.as_uuid(),
+            name: account.name.as_str().to_owned(),
+            plan: account.plan.as_str().to_owned(),
+            trial_expires_at: account.trial_expires_at,
+            metrics_enabled: account.metrics_enabled,
+            event_sample: Value::Object(sample),
+            created_at: account.created_at,
+            updated_at,
+        }
+    }
+
+    pub fn into_domain(self) -> Result<Account, StoreError> {
+        let Value::Object(sample) = self.event_sample else {
+            return Err(corrupt("event_sample"));
+        };
+        let event_sample = sample
+            .into_iter()
+            .map(|(k, v)| {
+                let rate = v
+                    .as_f64()
+                    .and_then(|r| SampleRate::new(r).ok())
+                    .ok_or_else(|| corrupt("event_sample"))?;
+                Ok((k, rate))
+            })
+            .collect::<Result<BTreeMap<_, _>, StoreError>>()?;
+        Ok(Account {
+            id: self.id.into(),
+            name: AccountName::parse(&self.name).map_err(|_| corrupt("account name"))?,
+            plan: self.plan.parse().map_err(|_| corrupt("plan"))?,
+            trial_expires_at: self.trial_expires_at,
+            metrics_enabled: self.metrics_enabled,
+            event_sample,
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct UserRow {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub full_name: Option<String>,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl UserRow {
+    pub fn from_domain(user: &User) -> Self {
+        Self {
+            id: *user.id.as_uuid(),
+            account_id: *user.account_id.as_uuid(),
+            email: user.email.clone(),
+            display_name: user.display_name.clone(),
+            full_name: user.full_name.clone(),
+            role: user.role.as_str().to_owned(),
+            created_at: user.created_at,
+        }
+    }
+
+    pub fn into_domain(self) -> Result<User, StoreError> {
+        Ok(User {
+            id: self.id.into(),
+            account_id: self.account_id.into(),
+            email: self.email,
+            display_name: self.display_name,
+            full_name: self.full_name,
+            role: self.role.parse::<Role>().map_err(|_| corrupt("role"))?,
+            created_at: self.created_at,
+        })
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = api_tokens, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct TokenRow {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub kind: String,
+    pub scopes: String,
+    pub name: Option<String>,
+    pub app_name: Option<String>,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub replaced_by: Option<Uuid>,
+}
+
+impl TokenRow {
+    pub fn into_domain(self) -> Result<ApiToken, StoreError> {
+        Ok(ApiToken {
+            id: self.id.into(),
+            account_id: self.account_id.into(),
+            kind: self.kind.parse().map_err(|_| corrupt("token kind"))?,
+            scopes: self
+                .scopes
+                .parse::<ScopeSet>()
+                .map_err(|_| corrupt("token scopes"))?,
+            name: self.name,
+            app_name: self.app_name.as_deref().map(AppName::normalise),
+            created_by: self.created_by.map(Into::into),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            replaced_by: self.replaced_by.map(Into::into),
+        })
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = api_tokens, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct NewTokenRow<'a> {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub digest: &'a [u8],
+    pub kind: &'static str,
+    pub scopes: String,
+    pub name: Option<&'a str>,
+    pub app_name: Option<&'a str>,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> NewTokenRow<'a> {
+    pub fn from_domain(new: &'a NewToken) -> Self {
+        let token = &new.token;
+        Self {
+            id: *token.id.as_uuid(),
+            account_id: *token.account_id.as_uuid(),
+            digest: new.digest.as_bytes(),
+            kind: token.kind.as_str(),
+            scopes: token.scopes.names().join(" "),
+            name: token.name.as_deref(),
+            app_name: token.app_name.as_ref().map(AppName::as_str),
+            created_by: token.created_by.map(Uuid::from),
+            created_at: token.created_at,
+            expires_at: token.expires_at,
+        }
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = audit_logs, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct NewAuditRow<'a> {
+    pub account_id: Uuid,
+    pub actor: &'a str,
+    pub token_id: Option<Uuid>,
+    pub user_id: Option<Uuid>,
+    pub action: &'static str,
+    pub status: &'static str,
+    pub resource_type: Option<&'a str>,
+    pub resource_id: Option<&'a str>,
+    pub metadata: &'a Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl<'a> NewAuditRow<'a> {
+    pub fn from_domain(entry: &'a AuditEntry) -> Self {
+        Self {
+            account_id: *entry.account_id.as_uuid(),
+            actor: &entry.actor,
+            token_id: entry.token_id.map(Uuid::from),
+            user_id: entry.user_id.map(Uuid::from),
+            action: entry.action.as_str(),
+            status: entry.status.as_str(),
+            resource_type: entry.resource_type.as_deref(),
+            resource_id: entry.resource_id.as_deref(),
+            metadata: &entry.metadata,
+            created_at: entry.occurred_at,
+        }
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = audit_logs, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct AuditRow {
+    pub id: i64,
+    pub account_id: Uuid,
+    pub actor: String,
+    pub token_id: Option<Uuid>,
+    pub user_id: Option<Uuid>,
+    pub action: String,
+    pub status: String,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl AuditRow {
+    pub fn into_domain(self) -> Result<AuditRecord, StoreError> {
+        Ok(AuditRecord {
+            id: self.id,
+            entry: AuditEntry {
+                account_id: self.account_id.into(),
+                actor: self.actor,
+                token_id: self.token_id.map(Into::into),
+                user_id: self.user_id.map(Into::into),
+                action: self.action.parse().map_err(|_| corrupt("audit action"))?,
+                status: self.status.parse().map_err(|_| corrupt("audit status"))?,
+                resource_type: self.resource_type,
+                resource_id: self.resource_id,
+                metadata: self.metadata,
+                occurred_at: self.created_at,
+            },
+        })
+    }
+}

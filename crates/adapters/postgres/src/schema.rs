@@ -1,0 +1,65 @@
+// @generated automatically by Diesel CLI.
+
+diesel::table! {
+    accounts (id) {
+        id -> Uuid,
+        name -> Text,
+        plan -> Text,
+        trial_expires_at -> Nullable<Timestamptz>,
+        metrics_enabled -> Bool,
+        event_sample -> Jsonb,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    api_tokens (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        digest -> Bytea,
+        kind -> Text,
+        scopes -> Text,
+        name -> Nullable<Text>,
+        app_name -> Nullable<Text>,
+        created_by -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+        replaced_by -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    audit_logs (id) {
+        id -> Int8,
+        account_id -> Uuid,
+        actor -> Text,
+        token_id -> Nullable<Uuid>,
+        user_id -> Nullable<Uuid>,
+        action -> Text,
+        status -> Text,
+        resource_type -> Nullable<Text>,
+        resource_id -> Nullable<Text>,
+        metadata -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        email -> Nullable<Text>,
+        display_name -> Nullable<Text>,
+        full_name -> Nullable<Text>,
+        role -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(api_tokens -> accounts (account_id));
+diesel::joinable!(api_tokens -> users (created_by));
+diesel::joinable!(users -> accounts (account_id));
+
+diesel::allow_tables_to_appear_in_same_query!(accounts, api_tokens, audit_logs, users,);

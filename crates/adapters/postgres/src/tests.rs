@@ -1,0 +1,163 @@
+//! The adapter against a real PostgreSQL: the shared port contract, plus what only a
+//! database shared between processes does (change feed, migrations).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use d2_audit::{AuditAction, AuditEntry};
+use d2_kernel::{AccountId, TokenId};
+use d2_tokens::contract;
+use tokio_util::sync::CancellationToken;
+
+use crate::testing::TestDatabase;
+use crate::{Change, ChangeListener, PgStore, PoolSettings, pending_migrations};
+
+async fn store(db: &TestDatabase) -> PgStore {
+    PgStore::connect(&PoolSettings::new(db.url()))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_contract() {
+    let db = TestDatabase::new().await;
+    contract::accounts(&store(&db).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_contract() {
+    let db = TestDatabase::new().await;
+    contract::tokens(&store(&db).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_contract() {
+    let db = TestDatabase::new().await;
+    contract::audit(&store(&db).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cloned_database_has_every_migration_applied() {
+    let db = TestDatabase::new().await;
+    assert!(pending_migrations(db.url()).await.unwrap().is_empty());
+    // Running them again is a no-op.
+    assert!(crate::run_migrations(db.url()).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revokes_are_announced_to_listeners_on_commit() {
+    use d2_tokens::TokenRepo;
+
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let seen: Arc<Mutex<Vec<Change>>> = Arc::default();
+    let shutdown = CancellationToken::new();
+    let sink = seen.clone();
+    let listener = ChangeListener::spawn(db.url().to_owned(), shutdown.clone(), move |change| {
+        sink.lock().unwrap().push(change);
+    });
+    wait_for(&seen, |changes| changes.contains(&Change::Resync)).await;
+
+    // A revoke of an unknown token announces nothing; a real one announces its id.
+    let account = AccountId::random();
+    let audit = AuditEntry::system(account, AuditAction::TokenRevoke, Utc::now());
+    store
+        .revoke(account, TokenId::random(), Utc::now(), &audit)
+        .await
+        .unwrap();
+    let (token_id, account_id) = contract_token(&store).await;
+    let audit = AuditEntry::system(account_id, AuditAction::TokenRevoke, Utc::now());
+    store
+        .revoke(account_id, token_id, Utc::now(), &audit)
+        .await
+        .unwrap();
+    wait_for(&seen, |changes| changes.contains(&Change::Token(token_id))).await;
+    assert_eq!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|c| matches!(c, Change::Token(_)))
+            .count(),
+        1
+    );
+
+    shutdown.cancel();
+    listener.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_database_is_reported_as_unavailable() {
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    db.drop_now();
+    let error = store.ping().await.unwrap_err();
+    assert!(
+        matches!(error, d2_kernel::StoreError::Unavailable(_)),
+        "{error:?}"
+    );
+    let mut unreachable = PoolSettings::new("postgres://postgres@127.0.0.1:1/none");
+    unreachable.acquire_timeout = Duration::from_millis(500);
+    let error = PgStore::connect(&unreachable).await.unwrap_err();
+    assert!(error.to_string().contains("127.0.0.1:1/none"), "{error}");
+}
+
+/// Creates a tenant with a token through the bootstrap port and returns the token's ids.
+async fn contract_token(store: &PgStore) -> (TokenId, AccountId) {
+    use d2_accounts::{Account, AccountName, Role, User};
+    use d2_tokens::{BootstrapRepo, NewToken, Pepper, TokenGrant, TokenSecret};
+
+    let now = Utc::now();
+    let account = Account::new_trial(
+        AccountId::random(),
+        AccountName::parse("Feed").unwrap(),
+        now,
+        14,
+    );
+    let owner = User {
+        id: d2_kernel::UserId::random(),
+        account_id: account.id,
+        email: None,
+        display_name: None,
+        full_name: None,
+        role: Role::Owner,
+        created_at: now,
+    };
+    let secret = TokenSecret::generate().unwrap();
+    let token = d2_tokens::ApiToken {
+        id: TokenId::random(),
+        account_id: account.id,
+        kind: TokenGrant::Dev.kind(),
+        scopes: TokenGrant::Dev.scopes(),
+        name: None,
+        app_name: None,
+        created_by: Some(owner.id),
+        created_at: now,
+        expires_at: None,
+        revoked_at: None,
+        replaced_by: None,
+    };
+    let new = NewToken {
+        digest: Pepper::new(&[1; 32]).unwrap().digest(&secret),
+        token,
+    };
+    let audit = AuditEntry::control_plane(account.id, AuditAction::AccountBootstrap, now);
+    store
+        .create_account(&account, &owner, &new, &audit)
+        .await
+        .unwrap();
+    (new.token.id, account.id)
+}
+
+async fn wait_for(seen: &Arc<Mutex<Vec<Change>>>, done: impl Fn(&[Change]) -> bool) {
+    for _ in 0..100 {
+        if done(&seen.lock().unwrap()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "the change did not arrive within 2 s: {:?}",
+        seen.lock().unwrap()
+    );
+}

@@ -1,0 +1,230 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use d2_accounts::{Account, User};
+use d2_audit::AuditEntry;
+use d2_kernel::{AccountId, Cursor, Page, PageRequest, StoreError, TokenId};
+use d2_tokens::{
+    ApiToken, BootstrapRepo, NewToken, RevokeOutcome, RotateOutcome, TokenDigest, TokenRepo,
+    TokenState,
+};
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use crate::audit::write_audit;
+use crate::error::{TxError, from_diesel};
+use crate::listener::TOKEN_CHANNEL;
+use crate::models::{AccountRow, NewTokenRow, TokenRow, UserRow};
+use crate::pool::PgStore;
+use crate::schema::{accounts, api_tokens, users};
+
+/// Tells every replica to drop the token from its verification cache. Sent inside the
+/// transaction of the change, so it is delivered exactly when the change commits.
+async fn announce(conn: &mut AsyncPgConnection, id: TokenId) -> QueryResult<()> {
+    diesel::sql_query("SELECT pg_notify($1, $2)")
+        .bind::<Text, _>(TOKEN_CHANNEL)
+        .bind::<Text, _>(id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn insert_token(conn: &mut AsyncPgConnection, token: &NewToken) -> QueryResult<()> {
+    diesel::insert_into(api_tokens::table)
+        .values(NewTokenRow::from_domain(token))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+fn cursor_of(token: &ApiToken) -> Cursor {
+    Cursor::new(token.created_at, token.id.to_string())
+}
+
+#[async_trait]
+impl TokenRepo for PgStore {
+    async fn find_by_digest(&self, digest: &TokenDigest) -> Result<Option<ApiToken>, StoreError> {
+        let mut conn = self.conn().await?;
+        let row = api_tokens::table
+            .filter(api_tokens::digest.eq(digest.as_bytes().as_slice()))
+            .select(TokenRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?;
+        row.map(TokenRow::into_domain).transpose()
+    }
+
+    async fn find_token(
+        &self,
+        account_id: AccountId,
+        id: TokenId,
+    ) -> Result<Option<ApiToken>, StoreError> {
+        let mut conn = self.conn().await?;
+        let row = api_tokens::table
+            .filter(api_tokens::account_id.eq(account_id.as_uuid()))
+            .filter(api_tokens::id.eq(id.as_uuid()))
+            .select(TokenRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?;
+        row.map(TokenRow::into_domain).transpose()
+    }
+
+    async fn list_tokens(
+        &self,
+        account_id: AccountId,
+        page: &PageRequest,
+    ) -> Result<Page<ApiToken>, StoreError> {
+        let mut query = api_tokens::table
+            .filter(api_tokens::account_id.eq(account_id.as_uuid()))
+            .select(TokenRow::as_select())
+            .order((api_tokens::created_at.desc(), api_tokens::id.desc()))
+            .limit(i64::from(page.limit()) + 1)
+            .into_boxed();
+        if let Some(cursor) = page.after() {
+            let id: TokenId = cursor
+                .id_as()
+                .map_err(|_| StoreError::corrupt("token cursor"))?;
+            query = query.filter(
+                api_tokens::created_at
+                    .lt(cursor.at)
+                    .or(api_tokens::created_at
+                        .eq(cursor.at)
+                        .and(api_tokens::id.lt(*id.as_uuid()))),
+            );
+        }
+        let mut conn = self.conn().await?;
+        let rows = query.load(&mut conn).await.map_err(from_diesel)?;
+        let tokens = rows
+            .into_iter()
+            .map(TokenRow::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page.page_from(tokens, cursor_of))
+    }
+
+    async fn insert(&self, token: &NewToken, audit: &AuditEntry) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        conn.transaction(async |conn| {
+            insert_token(conn, token).await?;
+            write_audit(conn, audit).await?;
+            Ok::<_, TxError>(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke(
+        &self,
+        account_id: AccountId,
+        id: TokenId,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<RevokeOutcome, StoreError> {
+        let mut conn = self.conn().await?;
+        let outcome = conn
+            .transaction(async |conn| {
+                let current: Option<Option<DateTime<Utc>>> = api_tokens::table
+                    .filter(api_tokens::account_id.eq(account_id.as_uuid()))
+                    .filter(api_tokens::id.eq(id.as_uuid()))
+                    .select(api_tokens::revoked_at)
+                    .for_update()
+                    .first(conn)
+                    .await
+                    .optional()?;
+                match current {
+                    None => return Ok::<_, TxError>(RevokeOutcome::NotFound),
+                    Some(Some(_)) => return Ok(RevokeOutcome::AlreadyRevoked),
+                    Some(None) => {}
+                }
+                diesel::update(api_tokens::table.find(id.as_uuid()))
+                    .set(api_tokens::revoked_at.eq(at))
+                    .execute(conn)
+                    .await?;
+                write_audit(conn, audit).await?;
+                announce(conn, id).await?;
+                Ok(RevokeOutcome::Revoked)
+            })
+            .await?;
+        Ok(outcome)
+    }
+
+    async fn rotate(
+        &self,
+        account_id: AccountId,
+        id: TokenId,
+        replacement: &NewToken,
+        at: DateTime<Utc>,
+        grace_until: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<RotateOutcome, StoreError> {
+        let mut conn = self.conn().await?;
+        let outcome = conn
+            .transaction(async |conn| {
+                let row = api_tokens::table
+                    .filter(api_tokens::account_id.eq(account_id.as_uuid()))
+                    .filter(api_tokens::id.eq(id.as_uuid()))
+                    .select(TokenRow::as_select())
+                    .for_update()
+                    .first(conn)
+                    .await
+                    .optional()?;
+                let Some(row) = row else {
+                    return Ok::<_, TxError>(RotateOutcome::NotFound);
+                };
+                let mut old = row.into_domain()?;
+                match old.state(at) {
+                    TokenState::Revoked => return Ok(RotateOutcome::AlreadyRevoked),
+                    TokenState::Expired => return Ok(RotateOutcome::Expired),
+                    TokenState::Active if old.replaced_by.is_some() => {
+                        return Ok(RotateOutcome::AlreadyRotated);
+                    }
+                    TokenState::Active => {}
+                }
+                insert_token(conn, replacement).await?;
+                old.replaced_by = Some(replacement.token.id);
+                old.expires_at = Some(old.expires_at.map_or(grace_until, |e| e.min(grace_until)));
+                diesel::update(api_tokens::table.find(id.as_uuid()))
+                    .set((
+                        api_tokens::replaced_by.eq(replacement.token.id.as_uuid()),
+                        api_tokens::expires_at.eq(old.expires_at),
+                    ))
+                    .execute(conn)
+                    .await?;
+                write_audit(conn, audit).await?;
+                announce(conn, id).await?;
+                Ok(RotateOutcome::Rotated { previous: old })
+            })
+            .await?;
+        Ok(outcome)
+    }
+}
+
+#[async_trait]
+impl BootstrapRepo for PgStore {
+    async fn create_account(
+        &self,
+        account: &Account,
+        owner: &User,
+        token: &NewToken,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        conn.transaction(async |conn| {
+            diesel::insert_into(accounts::table)
+                .values(AccountRow::from_domain(account, account.created_at))
+                .execute(conn)
+                .await?;
+            diesel::insert_into(users::table)
+                .values(UserRow::from_domain(owner))
+                .execute(conn)
+                .await?;
+            insert_token(conn, token).await?;
+            write_audit(conn, audit).await?;
+            Ok::<_, TxError>(())
+        })
+        .await?;
+        Ok(())
+    }
+}
