@@ -1,0 +1,110 @@
+//! The `Auth` extractor: who is calling.
+//!
+//! A credential is read from `Authorization: Bearer <token>` or `X-API-Key: <token>`. API
+//! tokens (`d2_...`) are verified by the token domain's cached verifier. A second credential
+//! kind (identity-provider JWTs) slots in here: it produces the same
+//! [`AuthContext`](d2_kernel::AuthContext), and nothing downstream changes.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::web::Data;
+use actix_web::{FromRequest, HttpRequest};
+use d2_kernel::{AuthContext, Code};
+use d2_tokens::AuthError;
+use futures_util::future::LocalBoxFuture;
+
+use crate::error::ApiError;
+use crate::state::ApiState;
+
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Auth(pub Arc<AuthContext>);
+
+impl Deref for Auth {
+    type Target = AuthContext;
+
+    fn deref(&self) -> &AuthContext {
+        &self.0
+    }
+}
+
+/// The presented credential, if any.
+enum Presented {
+    None,
+    Malformed,
+    Token(String),
+}
+
+fn presented(req: &HttpRequest) -> Presented {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION) {
+        let Ok(value) = value.to_str() else {
+            return Presented::Malformed;
+        };
+        let mut parts = value.trim().splitn(2, ' ');
+        let (Some(scheme), Some(credential)) = (parts.next(), parts.next()) else {
+            return Presented::Malformed;
+        };
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Presented::Malformed;
+        }
+        return Presented::Token(credential.trim().to_owned());
+    }
+    match req.headers().get(API_KEY_HEADER).map(|v| v.to_str()) {
+        Some(Ok(value)) => Presented::Token(value.trim().to_owned()),
+        Some(Err(_)) => Presented::Malformed,
+        None => Presented::None,
+    }
+}
+
+/// Does the request carry a credential at all (valid or not)?
+pub fn has_credential(req: &HttpRequest) -> bool {
+    req.headers().contains_key(header::AUTHORIZATION) || req.headers().contains_key(API_KEY_HEADER)
+}
+
+impl FromRequest for Auth {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<Data<ApiState>>().cloned();
+        let presented = presented(req);
+        let ip = state.as_ref().map(|s| s.limiter.client_ip(req));
+        Box::pin(async move {
+            let (Some(state), Some(ip)) = (state, ip) else {
+                return Err(ApiError::new(Code::Internal, "application state missing"));
+            };
+            let token = match presented {
+                // Requests without credentials were already counted by the per-IP limit.
+                Presented::None => {
+                    return Err(ApiError::new(
+                        Code::MissingAuthorization,
+                        "send a token as `Authorization: Bearer <token>` or `X-API-Key: <token>`",
+                    ));
+                }
+                Presented::Malformed => {
+                    let error = ApiError::new(
+                        Code::InvalidToken,
+                        "the Authorization header must be `Bearer <token>`",
+                    );
+                    return Err(state.limiter.charge_failure(ip, error));
+                }
+                Presented::Token(token) => token,
+            };
+            match state.app.verifier.verify(&token).await {
+                Ok(context) => Ok(Auth(context)),
+                Err(AuthError::Store(error)) => Err(error.into()),
+                Err(error) => {
+                    tracing::info!(reason = error.code().as_str(), "authentication failed");
+                    Err(state.limiter.charge_failure(ip, error.into()))
+                }
+            }
+        })
+    }
+}
+
+use d2_kernel::ErrorCode as _;

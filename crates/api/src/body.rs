@@ -1,0 +1,115 @@
+//! Request-body and parameter extraction that answers every mistake as a problem.
+
+use actix_web::dev::Payload;
+use actix_web::error::{PathError, PayloadError, QueryPayloadError};
+use actix_web::http::header;
+use actix_web::web::Bytes;
+use actix_web::{FromRequest, HttpRequest};
+use d2_kernel::Code;
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+fn is_json(req: &HttpRequest) -> bool {
+    match req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        // No declared type: read the body as JSON anyway.
+        None => true,
+        Some(value) => {
+            let essence = value
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            essence == "application/json" || essence.ends_with("+json")
+        }
+    }
+}
+
+fn payload_error(error: &actix_web::Error) -> ApiError {
+    match error.as_error::<PayloadError>() {
+        Some(PayloadError::Overflow) => ApiError::new(
+            Code::PayloadTooLarge,
+            "the request body is larger than this route accepts",
+        ),
+        _ => ApiError::new(Code::MalformedRequest, "the request body could not be read"),
+    }
+}
+
+/// Reads the body as JSON; `None` when it is empty.
+fn read<T: DeserializeOwned + 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+) -> LocalBoxFuture<'static, Result<Option<T>, ApiError>> {
+    let json = is_json(req);
+    let bytes = Bytes::from_request(req, payload);
+    Box::pin(async move {
+        let bytes = bytes.await.map_err(|e| payload_error(&e))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        if !json {
+            return Err(ApiError::new(
+                Code::UnsupportedMediaType,
+                "send the body as JSON (Content-Type: application/json)",
+            ));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| ApiError::new(Code::InvalidBody, format!("the JSON body is invalid: {e}")))
+    })
+}
+
+/// A required JSON body.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = read::<T>(req, payload);
+        Box::pin(async move {
+            body.await?
+                .map(Json)
+                .ok_or_else(|| ApiError::new(Code::InvalidBody, "a JSON body is required"))
+        })
+    }
+}
+
+/// A JSON body that may be absent (or empty).
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = read::<T>(req, payload);
+        Box::pin(async move { body.await.map(OptionalJson) })
+    }
+}
+
+/// Handlers for actix's own `Path` and `Query` extractors.
+pub fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::new(
+        Code::InvalidPath,
+        format!("a path parameter is invalid: {error}"),
+    )
+    .into()
+}
+
+pub fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Error {
+    ApiError::new(
+        Code::InvalidQuery,
+        format!("the query string is invalid: {error}"),
+    )
+    .into()
+}

@@ -1,0 +1,212 @@
+//! Errors at the HTTP edge.
+//!
+//! Policy: domain crates return typed `thiserror` enums that each name a stable
+//! [`Code`]; this module owns the one table that maps a code to an HTTP status and a title,
+//! and answers every error as an RFC 9457 `application/problem+json` body carrying the code.
+//! Client errors (4xx) show the domain error's message, which describes the caller's
+//! mistake. Server errors (5xx) show a generic message; their cause chain is logged once,
+//! here, and never sent. Store outages are 503 with `Retry-After`; every 401 carries
+//! `WWW-Authenticate: Bearer`.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use d2_kernel::{Code, ErrorCode};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The one table: code -> (status, title).
+pub fn status_of(code: Code) -> (StatusCode, &'static str) {
+    match code {
+        Code::MalformedRequest => (StatusCode::BAD_REQUEST, "Malformed request"),
+        Code::InvalidBody => (StatusCode::BAD_REQUEST, "Invalid request body"),
+        Code::InvalidPath => (StatusCode::BAD_REQUEST, "Invalid path parameter"),
+        Code::InvalidQuery => (StatusCode::BAD_REQUEST, "Invalid query parameter"),
+        Code::InvalidCursor => (StatusCode::BAD_REQUEST, "Invalid cursor"),
+        Code::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
+        Code::UnsupportedMediaType => {
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type")
+        }
+        Code::RouteNotFound => (StatusCode::NOT_FOUND, "No such route"),
+        Code::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
+        Code::MissingAuthorization => (StatusCode::UNAUTHORIZED, "Credentials required"),
+        Code::InvalidToken => (StatusCode::UNAUTHORIZED, "Invalid token"),
+        Code::TokenExpired => (StatusCode::UNAUTHORIZED, "Token expired"),
+        Code::TokenRevoked => (StatusCode::UNAUTHORIZED, "Token revoked"),
+        Code::InsufficientScope => (StatusCode::FORBIDDEN, "Insufficient scope"),
+        Code::AccountMismatch => (StatusCode::FORBIDDEN, "Another account's resource"),
+        Code::InvalidControlPlaneToken => (StatusCode::UNAUTHORIZED, "Invalid control-plane token"),
+        Code::BootstrapDisabled => (StatusCode::NOT_FOUND, "Bootstrap disabled"),
+        Code::AccountNotFound => (StatusCode::NOT_FOUND, "Account not found"),
+        Code::InvalidAccountName => (StatusCode::BAD_REQUEST, "Invalid account name"),
+        Code::InvalidSampleRate => (StatusCode::BAD_REQUEST, "Invalid sampling rate"),
+        Code::TokenNotFound => (StatusCode::NOT_FOUND, "Token not found"),
+        Code::TokenAlreadyRevoked => (StatusCode::GONE, "Token already revoked"),
+        Code::TokenAlreadyRotated => (StatusCode::CONFLICT, "Token already rotated"),
+        Code::InvalidTokenRequest => (StatusCode::BAD_REQUEST, "Invalid token request"),
+        Code::InvalidExpiry => (StatusCode::BAD_REQUEST, "Invalid expiry"),
+        Code::Conflict => (StatusCode::CONFLICT, "Conflict"),
+        Code::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
+        Code::ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable"),
+        Code::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
+    }
+}
+
+/// Seconds a client should wait after a 503 caused by the store.
+const UNAVAILABLE_RETRY_SECONDS: u64 = 5;
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// `urn:d2:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    pub status: u16,
+    /// What went wrong, for people. Always a string.
+    pub detail: String,
+    /// Stable, machine-readable: match on this.
+    pub code: &'static str,
+}
+
+/// Rate-limit facts sent with a 429.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitInfo {
+    pub limit: u32,
+    pub retry_after_seconds: u64,
+}
+
+pub struct ApiError {
+    code: Code,
+    detail: String,
+    source: Option<Box<dyn StdError + Send + Sync>>,
+    rate_limit: Option<RateLimitInfo>,
+}
+
+impl ApiError {
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+            source: None,
+            rate_limit: None,
+        }
+    }
+
+    pub fn rate_limited(info: RateLimitInfo) -> Self {
+        Self {
+            rate_limit: Some(info),
+            ..Self::new(
+                Code::RateLimited,
+                "too many requests; retry after the time in Retry-After",
+            )
+        }
+    }
+
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    fn status(&self) -> StatusCode {
+        status_of(self.code).0
+    }
+}
+
+impl<E: ErrorCode + Send + Sync + 'static> From<E> for ApiError {
+    fn from(error: E) -> Self {
+        Self {
+            code: error.code(),
+            detail: error.to_string(),
+            source: Some(Box::new(error)),
+            rate_limit: None,
+        }
+    }
+}
+
+impl fmt::Debug for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiError")
+            .field("code", &self.code)
+            .field("detail", &self.detail)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.detail)
+    }
+}
+
+/// The whole cause chain, for the log.
+fn chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let (status, title) = status_of(self.code);
+        let detail = if status.is_server_error() {
+            let cause = self
+                .source
+                .as_deref()
+                .map_or_else(|| self.detail.clone(), |s| chain(s));
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                tracing::warn!(error.code = self.code.as_str(), error.cause = %cause, "request failed: dependency unavailable");
+                "the service is temporarily unavailable; retry later".to_owned()
+            } else {
+                tracing::error!(error.code = self.code.as_str(), error.cause = %cause, "request failed");
+                "the server failed to handle this request".to_owned()
+            }
+        } else {
+            self.detail.clone()
+        };
+        let problem = Problem {
+            kind: format!("urn:d2:problem:{}", self.code.as_str()),
+            title,
+            status: status.as_u16(),
+            detail,
+            code: self.code.as_str(),
+        };
+        let mut response = HttpResponse::build(status);
+        response.content_type("application/problem+json");
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = match self.code {
+                Code::InvalidToken | Code::TokenExpired | Code::TokenRevoked => {
+                    "Bearer realm=\"d2\", error=\"invalid_token\""
+                }
+                _ => "Bearer realm=\"d2\"",
+            };
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            ));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((header::RETRY_AFTER, UNAVAILABLE_RETRY_SECONDS));
+        }
+        if let Some(limit) = self.rate_limit {
+            response.insert_header((header::RETRY_AFTER, limit.retry_after_seconds));
+            response.insert_header(("X-RateLimit-Limit", limit.limit));
+            response.insert_header(("X-RateLimit-Remaining", 0));
+            response.insert_header(("X-RateLimit-Reset", limit.retry_after_seconds));
+        }
+        response.json(problem)
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

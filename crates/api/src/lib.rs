@@ -1,0 +1,15 @@
+#![doc = include_str!("../README.md")]
+
+pub mod auth;
+pub mod body;
+pub mod error;
+mod limit;
+mod metrics;
+pub mod observe;
+pub mod openapi;
+mod routes;
+mod server;
+mod state;
+
+pub use server::{Options, Running, start};
+pub use state::ApiState;

@@ -1,0 +1,81 @@
+//! The per-IP limit on unauthenticated requests and failed authentications. Authenticated
+//! traffic is never limited per IP (many SDKs share one NAT address); capabilities that
+//! need it limit per token and plan instead.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+
+use actix_web::HttpRequest;
+use actix_web::dev::ServiceRequest;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::error::{ApiError, RateLimitInfo};
+
+#[derive(Debug)]
+pub struct IpLimiter {
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    burst: u32,
+    trust_forwarded_for: bool,
+}
+
+impl IpLimiter {
+    pub fn new(per_minute: u32, burst: u32, trust_forwarded_for: bool) -> Self {
+        let rate = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+        let burst_size = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        Self {
+            limiter: RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst_size)),
+            burst,
+            trust_forwarded_for,
+        }
+    }
+
+    /// Spends one request of `ip`'s allowance; a 429 problem when it is used up.
+    pub fn check(&self, ip: IpAddr) -> Result<(), ApiError> {
+        self.limiter.check_key(&ip).map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            ApiError::rate_limited(RateLimitInfo {
+                limit: self.burst,
+                retry_after_seconds: wait.as_secs() + 1,
+            })
+        })
+    }
+
+    /// A failed authentication: answered `error`, or 429 once the IP is over its limit.
+    pub fn charge_failure(&self, ip: IpAddr, error: ApiError) -> ApiError {
+        match self.check(ip) {
+            Ok(()) => error,
+            Err(limited) => limited,
+        }
+    }
+
+    /// Forgets addresses that have been quiet long enough to be back at full allowance.
+    pub fn forget_idle(&self) {
+        self.limiter.retain_recent();
+    }
+
+    pub fn client_ip(&self, req: &HttpRequest) -> IpAddr {
+        client_ip(req, self.trust_forwarded_for)
+    }
+
+    pub fn service_client_ip(&self, req: &ServiceRequest) -> IpAddr {
+        client_ip(req.request(), self.trust_forwarded_for)
+    }
+}
+
+fn client_ip(req: &HttpRequest, trust_forwarded_for: bool) -> IpAddr {
+    if trust_forwarded_for
+        && let Some(ip) = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok())
+    {
+        return ip;
+    }
+    req.peer_addr()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |addr| {
+            addr.ip()
+        })
+}

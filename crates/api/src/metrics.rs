@@ -1,0 +1,155 @@
+//! Prometheus metrics of the API process.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use d2_app::App;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    cache_entries: IntGauge,
+    db_connections: IntGauge,
+    db_idle: IntGauge,
+    /// Serialises scrapes, so the cache counters are advanced once per change.
+    scrape: Mutex<()>,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    // Names are fixed and unique, so registration cannot fail.
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "d2_http_requests_total",
+                    "HTTP requests by route pattern, method and status.",
+                ),
+                &["method", "route", "status"],
+            )?,
+        );
+        let latency = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "d2_http_request_duration_seconds",
+                    "HTTP request latency by route pattern.",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ]),
+                &["method", "route"],
+            )?,
+        );
+        let cache_hits = register(
+            &registry,
+            IntCounter::new(
+                "d2_token_cache_hits_total",
+                "Token verifications answered from the cache.",
+            )?,
+        );
+        let cache_misses = register(
+            &registry,
+            IntCounter::new(
+                "d2_token_cache_misses_total",
+                "Token verifications that read the store.",
+            )?,
+        );
+        let cache_entries = register(
+            &registry,
+            IntGauge::new("d2_token_cache_entries", "Entries in the token cache.")?,
+        );
+        let db_connections = register(
+            &registry,
+            IntGauge::new("d2_db_pool_connections", "Open database connections.")?,
+        );
+        let db_idle = register(
+            &registry,
+            IntGauge::new("d2_db_pool_idle_connections", "Idle database connections.")?,
+        );
+        Ok(Self {
+            registry,
+            requests,
+            latency,
+            cache_hits,
+            cache_misses,
+            cache_entries,
+            db_connections,
+            db_idle,
+            scrape: Mutex::new(()),
+        })
+    }
+
+    pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .with_label_values(&[method, route, status_label(status)])
+            .inc();
+        self.latency
+            .with_label_values(&[method, route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition of every metric, current as of now.
+    pub fn render(&self, app: &App) -> String {
+        let _guard = self.scrape.lock();
+        let stats = app.verifier.stats();
+        advance(&self.cache_hits, stats.hits);
+        advance(&self.cache_misses, stats.misses);
+        self.cache_entries
+            .set(i64::try_from(stats.entries).unwrap_or(i64::MAX));
+        let (open, idle) = app.store.pool_state();
+        self.db_connections.set(i64::from(open));
+        self.db_idle.set(i64::from(idle));
+        let mut buffer = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// Moves a counter up to a monotonic total kept elsewhere.
+fn advance(counter: &IntCounter, total: u64) {
+    let current = counter.get();
+    if total > current {
+        counter.inc_by(total - current);
+    }
+}
+
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        202 => "202",
+        204 => "204",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        402 => "402",
+        403 => "403",
+        404 => "404",
+        409 => "409",
+        410 => "410",
+        413 => "413",
+        415 => "415",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,93 @@
+//! Per-request observability: the request id (accepted from `X-Request-Id` or generated,
+//! echoed back, and recorded on every log line of the request through its span), the
+//! access log line, and the request metrics.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::web::Data;
+use actix_web::{Error, HttpMessage};
+use tracing::Instrument;
+
+use crate::state::ApiState;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the current request, for handlers that want it.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// A client-supplied id is kept if it is short and printable; otherwise a new one is made.
+fn accept(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?;
+    (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| text.to_owned())
+}
+
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(accept)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %req.path());
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let state = req.app_data::<Data<ApiState>>().cloned();
+    let started = Instant::now();
+    let mut response = next.call(req).instrument(span.clone()).await?;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    if let Some(state) = state {
+        state
+            .metrics
+            .observe(method.as_str(), &route, status, elapsed);
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID, value);
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            http.route = %route,
+            http.status = status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "request completed"
+        );
+    });
+    Ok(response)
+}
+
+/// The per-IP limit on requests without any credential. Probes and the API description
+/// are exempt.
+pub async fn limit_unauthenticated(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, Error> {
+    let exempt = matches!(
+        req.path(),
+        "/" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json"
+    ) || req.path().starts_with("/docs");
+    if !exempt
+        && !crate::auth::has_credential(req.request())
+        && let Some(state) = req.app_data::<Data<ApiState>>()
+    {
+        let ip = state.limiter.service_client_ip(&req);
+        if let Err(limited) = state.limiter.check(ip) {
+            let response = actix_web::ResponseError::error_response(&limited);
+            return Ok(req.into_response(response).map_into_right_body());
+        }
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}

@@ -1,0 +1,102 @@
+use actix_web::web::{Data, Query};
+use actix_web::{HttpResponse, get};
+use chrono::{DateTime, Utc};
+use d2_audit::{AuditAction, AuditFilter, AuditRecord};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+use uuid::Uuid;
+
+use super::{invalid_query, paged};
+use crate::auth::Auth;
+use crate::error::ApiResult;
+use crate::state::ApiState;
+
+pub fn configure(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(list);
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Items per page, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// The `X-Next-Cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only this action, e.g. `token.create`.
+    pub action: Option<String>,
+    /// Only this actor: `token:<id>`, `control_plane` or `system`.
+    pub actor: Option<String>,
+    /// From this instant (inclusive, RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Before this instant (exclusive, RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditRecordBody {
+    pub id: i64,
+    pub action: &'static str,
+    /// `success`, `failure` or `denied`.
+    pub status: &'static str,
+    pub actor: String,
+    pub token_id: Option<Uuid>,
+    pub user_id: Option<Uuid>,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<AuditRecord> for AuditRecordBody {
+    fn from(record: AuditRecord) -> Self {
+        let entry = record.entry;
+        Self {
+            id: record.id,
+            action: entry.action.as_str(),
+            status: entry.status.as_str(),
+            actor: entry.actor,
+            token_id: entry.token_id.map(Uuid::from),
+            user_id: entry.user_id.map(Uuid::from),
+            resource_type: entry.resource_type,
+            resource_id: entry.resource_id,
+            metadata: entry.metadata,
+            created_at: entry.occurred_at,
+        }
+    }
+}
+
+/// The caller's account's audit trail, newest first (admin).
+#[utoipa::path(tag = "audit", security(("bearer" = []), ("api_key" = [])), params(AuditQuery), responses(
+    (status = 200, body = Vec<AuditRecordBody>, headers(("X-Next-Cursor" = String, description = "Present when another page follows"))),
+    (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/audit")]
+async fn list(
+    state: Data<ApiState>,
+    auth: Auth,
+    query: Query<AuditQuery>,
+) -> ApiResult<HttpResponse> {
+    let query = query.into_inner();
+    let page = super::PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .parse()?;
+    let action = query
+        .action
+        .as_deref()
+        .map(str::parse::<AuditAction>)
+        .transpose()
+        .map_err(|e| invalid_query(e.to_string()))?;
+    let filter = AuditFilter {
+        action,
+        actor: query.actor,
+        since: query.since,
+        until: query.until,
+    };
+    let records = state.app.audit.list(&auth, &filter, &page).await?;
+    Ok(paged(records, AuditRecordBody::from))
+}

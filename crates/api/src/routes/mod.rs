@@ -1,0 +1,72 @@
+//! The routes. Each module owns one group of endpoints and its wire types.
+
+mod accounts;
+mod audit;
+mod bootstrap;
+mod health;
+mod tokens;
+
+use actix_web::HttpResponse;
+use actix_web::http::header;
+use d2_kernel::{Code, Page, PageRequest};
+use serde::{Deserialize, Serialize};
+use utoipa::IntoParams;
+use utoipa_actix_web::service_config::ServiceConfig;
+
+use crate::error::{ApiError, ApiResult};
+
+pub use health::{health_routes, not_found};
+
+/// Every documented API route.
+pub fn configure(cfg: &mut ServiceConfig<'_>) {
+    cfg.configure(health::configure)
+        .configure(accounts::configure)
+        .configure(tokens::configure)
+        .configure(bootstrap::configure)
+        .configure(audit::configure);
+}
+
+/// `limit` and `cursor` of every list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// The `X-Next-Cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageQuery {
+    pub fn parse(&self) -> ApiResult<PageRequest> {
+        PageRequest::parse(self.limit, self.cursor.as_deref()).map_err(ApiError::from)
+    }
+}
+
+/// A page as a JSON array, with `X-Next-Cursor` when another page follows.
+pub fn paged<T, D: Serialize>(page: Page<T>, to_wire: impl FnMut(T) -> D) -> HttpResponse {
+    let next = page.next.as_ref().map(d2_kernel::Cursor::encode);
+    let items: Vec<D> = page.items.into_iter().map(to_wire).collect();
+    let mut response = HttpResponse::Ok();
+    if let Some(next) = next {
+        response.insert_header(("X-Next-Cursor", next));
+    }
+    response.insert_header((header::CACHE_CONTROL, "no-store"));
+    response.json(items)
+}
+
+/// A JSON response that must never be cached (it carries a secret).
+pub fn secret_response(status: actix_web::http::StatusCode, body: &impl Serialize) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(body)
+}
+
+/// `{"message": ...}` acknowledgements.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Message {
+    pub message: &'static str,
+}
+
+pub fn invalid_query(detail: impl Into<String>) -> ApiError {
+    ApiError::new(Code::InvalidQuery, detail)
+}

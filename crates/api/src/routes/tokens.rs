@@ -1,0 +1,301 @@
+use actix_web::http::StatusCode;
+use actix_web::web::{Data, Path, Query};
+use actix_web::{HttpResponse, delete, get, post};
+use chrono::{DateTime, Utc};
+use d2_kernel::{AccountId, AppName, Code, Grant, Scope, TokenId};
+use d2_tokens::{ApiToken, IssuedToken, Revocation, Rotation, TokenGrant, TokenRequest};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+use uuid::Uuid;
+
+use super::{Message, PageQuery, paged, secret_response};
+use crate::auth::Auth;
+use crate::body::OptionalJson;
+use crate::error::{ApiError, ApiResult};
+use crate::state::ApiState;
+
+pub fn configure(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(create)
+        .service(create_server)
+        .service(list)
+        .service(revoke)
+        .service(rotate);
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKindBody {
+    Dev,
+    Server,
+    Admin,
+}
+
+/// A new token. With neither `kind` nor `scopes`, a `dev` token.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenBody {
+    /// A label, at most 100 characters.
+    pub token_name: Option<String>,
+    pub kind: Option<TokenKindBody>,
+    /// `["dev"]`, `["server"]`, `["admin"]`, or atomic scopes such as `["metrics.read"]`.
+    pub scopes: Option<Vec<String>>,
+    /// Server tokens only: the app whose bundle the token reads (normalised).
+    pub app_name: Option<String>,
+    /// When the token stops working; never, if absent.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+fn grant_of(kind: Option<TokenKindBody>, scopes: Option<&[String]>) -> ApiResult<TokenGrant> {
+    let invalid = |detail: String| ApiError::new(Code::InvalidTokenRequest, detail);
+    match (kind, scopes) {
+        (Some(_), Some(_)) => Err(invalid("give either `kind` or `scopes`, not both".into())),
+        (Some(TokenKindBody::Dev), None) | (None, None) => Ok(TokenGrant::Dev),
+        (Some(TokenKindBody::Server), None) => Ok(TokenGrant::Server),
+        (Some(TokenKindBody::Admin), None) => Ok(TokenGrant::Admin),
+        (None, Some(names)) => match names {
+            [single] if single == "dev" => Ok(TokenGrant::Dev),
+            [single] if single == "server" => Ok(TokenGrant::Server),
+            [single] if single == "admin" => Ok(TokenGrant::Admin),
+            names => names
+                .iter()
+                .map(|name| match name.parse::<Grant>() {
+                    Ok(Grant::Scope(scope)) => Ok(scope),
+                    Ok(_) => Err(invalid(format!("`{name}` is a token kind; give it alone"))),
+                    Err(_) => Err(invalid(format!("unknown scope `{name}`"))),
+                })
+                .collect::<ApiResult<Vec<Scope>>>()
+                .map(TokenGrant::Scopes),
+        },
+    }
+}
+
+impl CreateTokenBody {
+    fn into_request(self, forced: Option<TokenGrant>) -> ApiResult<TokenRequest> {
+        let grant = match forced {
+            Some(grant) => grant,
+            None => grant_of(self.kind, self.scopes.as_deref())?,
+        };
+        Ok(TokenRequest {
+            name: self.token_name,
+            grant,
+            app_name: self.app_name.as_deref().map(AppName::normalise),
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+/// A token just issued. `token` is the secret: it is shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuedTokenBody {
+    pub token_id: Uuid,
+    pub token: String,
+    /// `dev`, `server`, `admin` or `custom`.
+    pub kind: &'static str,
+    pub scopes: Vec<String>,
+    pub token_name: Option<String>,
+    pub app_name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<IssuedToken> for IssuedTokenBody {
+    fn from(issued: IssuedToken) -> Self {
+        let token = issued.token;
+        Self {
+            token_id: *token.id.as_uuid(),
+            token: issued.secret.expose().to_owned(),
+            kind: token.kind.as_str(),
+            scopes: token.scopes.names(),
+            token_name: token.name,
+            app_name: token.app_name.map(|a| a.as_str().to_owned()),
+            created_at: token.created_at,
+            expires_at: token.expires_at,
+        }
+    }
+}
+
+/// A stored token. Never the secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenBody {
+    pub token_id: Uuid,
+    pub kind: &'static str,
+    pub scopes: Vec<String>,
+    pub token_name: Option<String>,
+    pub app_name: Option<String>,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Set once rotated: the replacement's id.
+    pub replaced_by: Option<Uuid>,
+}
+
+impl From<ApiToken> for TokenBody {
+    fn from(token: ApiToken) -> Self {
+        Self {
+            token_id: *token.id.as_uuid(),
+            kind: token.kind.as_str(),
+            scopes: token.scopes.names(),
+            token_name: token.name,
+            app_name: token.app_name.map(|a| a.as_str().to_owned()),
+            created_by: token.created_by.map(Uuid::from),
+            created_at: token.created_at,
+            expires_at: token.expires_at,
+            revoked_at: token.revoked_at,
+            replaced_by: token.replaced_by.map(Uuid::from),
+        }
+    }
+}
+
+/// A rotation: the new token (secret shown once) and until when the old one still works.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RotatedTokenBody {
+    #[serde(flatten)]
+    pub token: IssuedTokenBody,
+    pub previous_token_id: Uuid,
+    /// The old token keeps working until this instant (the rotation grace period).
+    pub previous_token_expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<Rotation> for RotatedTokenBody {
+    fn from(rotation: Rotation) -> Self {
+        Self {
+            previous_token_id: *rotation.previous.id.as_uuid(),
+            previous_token_expires_at: rotation.previous_valid_until(),
+            token: rotation.issued.into(),
+        }
+    }
+}
+
+/// Issue a token (admin). Audited as `token.create`.
+#[utoipa::path(tag = "tokens", security(("bearer" = []), ("api_key" = [])), request_body(content = Option<CreateTokenBody>),
+    params(("account_id" = Uuid, Path)), responses(
+    (status = 201, body = IssuedTokenBody),
+    (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/accounts/{account_id}/tokens")]
+async fn create(
+    state: Data<ApiState>,
+    auth: Auth,
+    account_id: Path<AccountId>,
+    body: OptionalJson<CreateTokenBody>,
+) -> ApiResult<HttpResponse> {
+    auth.require_account(*account_id)?;
+    let request = body.0.unwrap_or_default().into_request(None)?;
+    let issued = state.app.tokens.create(&auth, *account_id, request).await?;
+    Ok(secret_response(
+        StatusCode::CREATED,
+        &IssuedTokenBody::from(issued),
+    ))
+}
+
+/// A server token: what an SDK runtime uses.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateServerTokenBody {
+    pub token_name: Option<String>,
+    /// The app whose bundle the token reads (normalised); `default` if absent.
+    pub app_name: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Issue a server token bound to an app (admin). Audited as `token.create`.
+#[utoipa::path(tag = "tokens", security(("bearer" = []), ("api_key" = [])), request_body(content = Option<CreateServerTokenBody>),
+    params(("account_id" = Uuid, Path)), responses(
+    (status = 201, body = IssuedTokenBody),
+    (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/accounts/{account_id}/tokens/server")]
+async fn create_server(
+    state: Data<ApiState>,
+    auth: Auth,
+    account_id: Path<AccountId>,
+    body: OptionalJson<CreateServerTokenBody>,
+) -> ApiResult<HttpResponse> {
+    auth.require_account(*account_id)?;
+    let body = body.0.unwrap_or_default();
+    let request = CreateTokenBody {
+        token_name: body.token_name,
+        app_name: body.app_name,
+        expires_at: body.expires_at,
+        ..CreateTokenBody::default()
+    }
+    .into_request(Some(TokenGrant::Server))?;
+    let issued = state.app.tokens.create(&auth, *account_id, request).await?;
+    Ok(secret_response(
+        StatusCode::CREATED,
+        &IssuedTokenBody::from(issued),
+    ))
+}
+
+/// The account's tokens, newest first, revoked ones included (admin). Never a secret.
+#[utoipa::path(tag = "tokens", security(("bearer" = []), ("api_key" = [])),
+    params(("account_id" = Uuid, Path), PageQuery), responses(
+    (status = 200, body = Vec<TokenBody>, headers(("X-Next-Cursor" = String, description = "Present when another page follows"))),
+    (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/accounts/{account_id}/tokens")]
+async fn list(
+    state: Data<ApiState>,
+    auth: Auth,
+    account_id: Path<AccountId>,
+    query: Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    auth.require_account(*account_id)?;
+    let page = query.parse()?;
+    let tokens = state.app.tokens.list(&auth, *account_id, &page).await?;
+    Ok(paged(tokens, TokenBody::from))
+}
+
+/// Revoke a token (admin). It stops working on every replica within a second. Revoking
+/// twice is accepted. Audited as `token.revoke`.
+#[utoipa::path(tag = "tokens", security(("bearer" = []), ("api_key" = [])),
+    params(("account_id" = Uuid, Path), ("token_id" = Uuid, Path)), responses(
+    (status = 202, body = Message),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[delete("/v1/accounts/{account_id}/tokens/{token_id}")]
+async fn revoke(
+    state: Data<ApiState>,
+    auth: Auth,
+    ids: Path<(AccountId, TokenId)>,
+) -> ApiResult<HttpResponse> {
+    let (account_id, token_id) = ids.into_inner();
+    auth.require_account(account_id)?;
+    let outcome = state.app.tokens.revoke(&auth, account_id, token_id).await?;
+    let message = match outcome {
+        Revocation::Revoked => "token_revoked",
+        Revocation::WasAlreadyRevoked => "token_already_revoked",
+    };
+    Ok(HttpResponse::Accepted().json(Message { message }))
+}
+
+/// Replace a token with a new one; the old one keeps working for the grace period
+/// (`auth.rotation_grace_seconds`). Audited as `token.rotate`.
+#[utoipa::path(tag = "tokens", security(("bearer" = []), ("api_key" = [])),
+    params(("account_id" = Uuid, Path), ("token_id" = Uuid, Path)), responses(
+    (status = 201, body = RotatedTokenBody),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 410, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/accounts/{account_id}/tokens/{token_id}/rotate")]
+async fn rotate(
+    state: Data<ApiState>,
+    auth: Auth,
+    ids: Path<(AccountId, TokenId)>,
+) -> ApiResult<HttpResponse> {
+    let (account_id, token_id) = ids.into_inner();
+    auth.require_account(account_id)?;
+    let rotation = state.app.tokens.rotate(&auth, account_id, token_id).await?;
+    Ok(secret_response(
+        StatusCode::CREATED,
+        &RotatedTokenBody::from(rotation),
+    ))
+}

@@ -1,0 +1,173 @@
+//! Building and running the HTTP server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_cors::Cors;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::{Method, header};
+use actix_web::middleware::from_fn;
+use actix_web::web::{self, Bytes, Data};
+use actix_web::{App as ActixApp, HttpServer};
+use d2_app::App;
+use utoipa_actix_web::AppExt;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::body::{path_error, query_error};
+use crate::limit::IpLimiter;
+use crate::metrics::Metrics;
+use crate::observe::{limit_unauthenticated, observe};
+use crate::routes;
+use crate::state::ApiState;
+
+/// Headers browsers may read from responses.
+const EXPOSED: [&str; 9] = [
+    "ETag",
+    "X-D2-Poll-Seconds",
+    "Retry-After",
+    "X-Next-Cursor",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+    "X-Request-Id",
+    "WWW-Authenticate",
+];
+
+fn cors(origins: &[String], max_age: usize) -> Cors {
+    let mut cors = Cors::default()
+        .allowed_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+            header::IF_NONE_MATCH,
+            header::HeaderName::from_static("x-api-key"),
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers(EXPOSED)
+        .max_age(max_age);
+    if origins.iter().any(|o| o == "*") {
+        cors = cors.allow_any_origin();
+    } else {
+        for origin in origins {
+            cors = cors.allowed_origin(origin);
+        }
+    }
+    cors
+}
+
+/// A running server.
+pub struct Running {
+    pub port: u16,
+    pub handle: ServerHandle,
+    server: Server,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Serves until stopped (by a signal when signals are handled, or by `handle.stop`).
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Stop gracefully on SIGINT/SIGTERM (binaries); tests stop through the handle.
+    pub handle_signals: bool,
+}
+
+/// Starts serving `app` on `listener` (bind port 0 to get a free port).
+pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Result<Running> {
+    let settings = app.settings.clone();
+    let http = &settings.http;
+    let metrics = Arc::new(Metrics::new().map_err(std::io::Error::other)?);
+    let limiter = Arc::new(IpLimiter::new(
+        settings.rate_limit.unauthenticated_per_minute,
+        settings.rate_limit.unauthenticated_burst,
+        http.trust_forwarded_for,
+    ));
+    let openapi_json = Bytes::from(
+        crate::openapi::document()
+            .to_json()
+            .map_err(std::io::Error::other)?,
+    );
+    spawn_limiter_sweeper(limiter.clone(), app.shutdown_token());
+    let state = Data::new(ApiState {
+        app,
+        limiter,
+        metrics,
+        openapi_json,
+    });
+    let origins = http.cors.allowed_origins.clone();
+    let max_age = http.cors.max_age_seconds;
+    let max_body = http.max_body_bytes;
+    let swagger_ui = http.swagger_ui;
+    let port = listener.local_addr()?.port();
+
+    let mut server = HttpServer::new(move || {
+        let app = ActixApp::new()
+            .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .app_data(web::PathConfig::default().error_handler(path_error))
+            .app_data(web::QueryConfig::default().error_handler(query_error))
+            .wrap(from_fn(limit_unauthenticated))
+            .wrap(cors(&origins, max_age))
+            .wrap(from_fn(observe))
+            .into_utoipa_app()
+            .configure(routes::configure)
+            .into_app()
+            .configure(routes::health_routes);
+        let app = if swagger_ui {
+            app.service(
+                SwaggerUi::new("/docs/{_:.*}")
+                    .url("/openapi.json", utoipa::openapi::OpenApi::default()),
+            )
+        } else {
+            app.service(web::scope("/docs").default_service(web::to(routes::not_found)))
+        };
+        app.default_service(web::to(routes::not_found))
+    })
+    .listen(listener)?
+    .shutdown_timeout(http.shutdown_timeout_seconds);
+    if http.workers > 0 {
+        server = server.workers(http.workers);
+    }
+    if !options.handle_signals {
+        server = server.disable_signals();
+    }
+    let server = server.run();
+    Ok(Running {
+        port,
+        handle: server.handle(),
+        server,
+    })
+}
+
+/// Forgets idle addresses of the per-IP limiter now and then, so its memory stays bounded.
+fn spawn_limiter_sweeper(limiter: Arc<IpLimiter>, shutdown: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = every.tick() => limiter.forget_idle(),
+            }
+        }
+    });
+}

@@ -1,0 +1,17 @@
+use std::sync::Arc;
+
+use actix_web::web::Bytes;
+use d2_app::App;
+
+use crate::limit::IpLimiter;
+use crate::metrics::Metrics;
+
+/// What every handler can reach: the services, the per-IP limiter, the metrics and the
+/// OpenAPI document (rendered once).
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    pub app: App,
+    pub limiter: Arc<IpLimiter>,
+    pub metrics: Arc<Metrics>,
+    pub openapi_json: Bytes,
+}

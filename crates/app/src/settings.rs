@@ -1,0 +1,460 @@
+//! Configuration: `config/default.toml`, then `config/$D2_ENV.toml`, then environment
+//! variables `D2__SECTION__KEY` (for example `D2__HTTP__ADDR`). Validated right after
+//! loading; every failure names the key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use config::{Config, Environment, File, FileFormat};
+use d2_kernel::PlanCatalog;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The profile named by `D2_ENV`: `dev` (the default) relaxes the secret rules; every other
+/// profile (for example `production`) enforces them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Profile(String);
+
+impl Profile {
+    pub const DEV: &'static str = "dev";
+
+    pub fn new(name: impl Into<String>) -> Self {
+        Self(name.into())
+    }
+
+    pub fn is_dev(&self) -> bool {
+        self.0 == Self::DEV
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Self::new(Self::DEV)
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(skip)]
+    pub profile: Profile,
+    pub http: HttpSettings,
+    pub database: DatabaseSettings,
+    pub auth: AuthSettings,
+    pub crypto: CryptoSettings,
+    pub rate_limit: RateLimitSettings,
+    pub log: LogSettings,
+    #[serde(default)]
+    pub events: EventSettings,
+    pub plans: PlanCatalog,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub addr: String,
+    pub workers: usize,
+    pub max_body_bytes: usize,
+    pub shutdown_timeout_seconds: u64,
+    pub trust_forwarded_for: bool,
+    pub swagger_ui: bool,
+    pub cors: CorsSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSettings {
+    pub allowed_origins: Vec<String>,
+    pub max_age_seconds: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: Option<SecretString>,
+    pub auto_migrate: bool,
+    pub create_if_missing: bool,
+    pub pool: PoolConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub min_size: u32,
+    pub max_size: u32,
+    pub timeout_seconds: u64,
+    pub max_idle_seconds: u64,
+    pub max_lifetime_seconds: u64,
+    pub statement_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub control_plane_token: Option<SecretString>,
+    pub rotation_grace_seconds: u64,
+    pub token_cache: TokenCacheSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCacheSettings {
+    pub ttl_seconds: u64,
+    pub capacity: u64,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptoSettings {
+    pub token_pepper: Option<SecretString>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub unauthenticated_per_minute: u32,
+    pub unauthenticated_burst: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    #[serde(default)]
+    pub sample: BTreeMap<String, f64>,
+}
+
+/// Configuration that cannot be used; the message names the key and its variable.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("{key} (environment variable {var}) is required in the `{profile}` profile")]
+    Missing {
+        key: &'static str,
+        var: &'static str,
+        profile: String,
+    },
+    #[error("{key} (environment variable {var}) is invalid: {reason}")]
+    Invalid {
+        key: &'static str,
+        var: &'static str,
+        reason: String,
+    },
+}
+
+const EMBEDDED: [(&str, &str); 3] = [
+    ("default", include_str!("../../../config/default.toml")),
+    ("dev", include_str!("../../../config/dev.toml")),
+    (
+        "production",
+        include_str!("../../../config/production.toml"),
+    ),
+];
+
+/// A file of the config directory, or the copy built into the binary when the directory
+/// does not hold it (so the binaries run from anywhere).
+fn layer(
+    dir: &std::path::Path,
+    name: &str,
+    required: bool,
+) -> Result<Option<File<config::FileSourceString, FileFormat>>, SettingsError> {
+    let path = dir.join(format!("{name}.toml"));
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return Ok(Some(File::from_str(&text, FileFormat::Toml)));
+    }
+    match EMBEDDED.iter().find(|(embedded, _)| *embedded == name) {
+        Some((_, text)) => Ok(Some(File::from_str(text, FileFormat::Toml))),
+        None if required => Err(SettingsError::Invalid {
+            key: "D2_ENV",
+            var: "D2_ENV",
+            reason: format!("no configuration file {}", path.display()),
+        }),
+        None => Ok(None),
+    }
+}
+
+impl Settings {
+    /// Loads from the process environment: `D2_ENV` (default `dev`), `D2_CONFIG_DIR`
+    /// (default `config`) and the `D2__...` variables.
+    pub fn load() -> Result<Self, SettingsError> {
+        let profile = std::env::var("D2_ENV").unwrap_or_else(|_| Profile::DEV.to_owned());
+        let dir =
+            std::env::var("D2_CONFIG_DIR").map_or_else(|_| PathBuf::from("config"), PathBuf::from);
+        let mut settings = Self::load_with(Profile::new(profile), &dir, None)?;
+        if settings.profile.is_dev()
+            && (settings.crypto.token_pepper.is_none()
+                || settings.auth.control_plane_token.is_none())
+        {
+            let (pepper, control_plane) = crate::dev_secrets::load_or_create(
+                &crate::dev_secrets::data_dir(),
+            )
+            .map_err(|e| SettingsError::Invalid {
+                key: "crypto.token_pepper",
+                var: "D2__CRYPTO__TOKEN_PEPPER",
+                reason: e.to_string(),
+            })?;
+            settings.crypto.token_pepper.get_or_insert(pepper);
+            settings
+                .auth
+                .control_plane_token
+                .get_or_insert(control_plane);
+            settings.validate()?;
+        }
+        Ok(settings)
+    }
+
+    /// Loads a profile with the given variables instead of the process environment (tests
+    /// and embedders).
+    pub fn load_with(
+        profile: Profile,
+        dir: &std::path::Path,
+        variables: Option<std::collections::HashMap<String, String>>,
+    ) -> Result<Self, SettingsError> {
+        let mut builder = Config::builder();
+        if let Some(default) = layer(dir, "default", true)? {
+            builder = builder.add_source(default);
+        }
+        if let Some(profile_file) = layer(dir, profile.name(), !profile.is_dev())? {
+            builder = builder.add_source(profile_file);
+        }
+        let environment = Environment::with_prefix("D2")
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .with_list_parse_key("http.cors.allowed_origins")
+            .try_parsing(true)
+            .source(variables);
+        let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        settings.profile = profile;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.http.addr.parse::<std::net::SocketAddr>().is_err() && !self.http.addr.contains(':')
+        {
+            return Err(SettingsError::Invalid {
+                key: "http.addr",
+                var: "D2__HTTP__ADDR",
+                reason: "expected host:port".into(),
+            });
+        }
+        if self.database.url.is_none() {
+            return Err(SettingsError::Missing {
+                key: "database.url",
+                var: "D2__DATABASE__URL",
+                profile: self.profile.name().to_owned(),
+            });
+        }
+        let pool = &self.database.pool;
+        if pool.max_size == 0 || pool.min_size > pool.max_size {
+            return Err(SettingsError::Invalid {
+                key: "database.pool.max_size",
+                var: "D2__DATABASE__POOL__MAX_SIZE",
+                reason: "must be at least 1 and at least database.pool.min_size".into(),
+            });
+        }
+        if !self.profile.is_dev() {
+            self.token_pepper_bytes()?
+                .ok_or_else(|| SettingsError::Missing {
+                    key: "crypto.token_pepper",
+                    var: "D2__CRYPTO__TOKEN_PEPPER",
+                    profile: self.profile.name().to_owned(),
+                })?;
+        } else {
+            self.token_pepper_bytes()?;
+        }
+        if let Some(token) = &self.auth.control_plane_token
+            && token.expose_secret().len() < 16
+        {
+            return Err(SettingsError::Invalid {
+                key: "auth.control_plane_token",
+                var: "D2__AUTH__CONTROL_PLANE_TOKEN",
+                reason: "must be at least 16 characters".into(),
+            });
+        }
+        if self.rate_limit.unauthenticated_per_minute == 0
+            || self.rate_limit.unauthenticated_burst == 0
+        {
+            return Err(SettingsError::Invalid {
+                key: "rate_limit.unauthenticated_per_minute",
+                var: "D2__RATE_LIMIT__UNAUTHENTICATED_PER_MINUTE",
+                reason: "the rate and the burst must be at least 1".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The configured pepper, decoded; `None` when unset.
+    pub fn token_pepper_bytes(&self) -> Result<Option<Vec<u8>>, SettingsError> {
+        let Some(pepper) = &self.crypto.token_pepper else {
+            return Ok(None);
+        };
+        let invalid = |reason: &str| SettingsError::Invalid {
+            key: "crypto.token_pepper",
+            var: "D2__CRYPTO__TOKEN_PEPPER",
+            reason: reason.to_owned(),
+        };
+        let bytes = lenient_base64()
+            .decode(pepper.expose_secret().trim())
+            .map_err(|_| invalid("not URL-safe base64"))?;
+        if bytes.len() < d2_tokens::Pepper::MIN_BYTES {
+            return Err(invalid(
+                "must decode to at least 32 bytes (generate one with `d2ctl generate-secret`)",
+            ));
+        }
+        Ok(Some(bytes))
+    }
+
+    pub fn database_url(&self) -> &str {
+        self.database
+            .url
+            .as_ref()
+            .map_or("", ExposeSecret::expose_secret)
+    }
+
+    pub fn pool_settings(&self, application_name: &str) -> d2_postgres::PoolSettings {
+        let pool = &self.database.pool;
+        let mut settings = d2_postgres::PoolSettings::new(self.database_url());
+        settings.min_idle = pool.min_size;
+        settings.max_size = pool.max_size;
+        settings.acquire_timeout = Duration::from_secs(pool.timeout_seconds);
+        settings.idle_timeout = Duration::from_secs(pool.max_idle_seconds);
+        settings.max_lifetime = Duration::from_secs(pool.max_lifetime_seconds);
+        settings.statement_timeout = Duration::from_millis(pool.statement_timeout_ms);
+        application_name.clone_into(&mut settings.application_name);
+        settings
+    }
+}
+
+/// URL-safe base64 with or without padding.
+pub fn lenient_base64() -> GeneralPurpose {
+    GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    )
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use super::*;
+
+    fn load(profile: &str, vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        Settings::load_with(Profile::new(profile), &dir, Some(vars))
+    }
+
+    const PEPPER: &str = "c2VjcmV0LXBlcHBlci10aGF0LWlzLWxvbmctZW5vdWdoLTMyYg";
+
+    #[test]
+    fn the_plan_table_in_default_toml_is_the_built_in_one() {
+        let settings = load("dev", &[]).unwrap();
+        assert_eq!(settings.plans, PlanCatalog::default());
+    }
+
+    #[test]
+    fn environment_variables_override_files() {
+        let settings = load(
+            "dev",
+            &[
+                ("D2__HTTP__ADDR", "0.0.0.0:9999"),
+                ("D2__PLANS__PRO__MAX_TOOLS", "300"),
+                (
+                    "D2__HTTP__CORS__ALLOWED_ORIGINS",
+                    "https://a.test,https://b.test",
+                ),
+                ("D2__EVENTS__SAMPLE__JWKS_FETCH", "0.5"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(settings.http.addr, "0.0.0.0:9999");
+        assert_eq!(settings.plans.pro.max_tools, 300);
+        assert_eq!(settings.plans.pro.max_apps, 25);
+        assert_eq!(
+            settings.http.cors.allowed_origins,
+            ["https://a.test", "https://b.test"]
+        );
+        assert_eq!(settings.events.sample["jwks_fetch"], 0.5);
+        assert!(settings.database.auto_migrate);
+    }
+
+    #[test]
+    fn production_names_each_missing_secret() {
+        let error = load("production", &[]).unwrap_err().to_string();
+        assert!(error.contains("D2__DATABASE__URL"), "{error}");
+        let error = load("production", &[("D2__DATABASE__URL", "postgres://x@y/z")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("D2__CRYPTO__TOKEN_PEPPER"), "{error}");
+        let short = load(
+            "production",
+            &[
+                ("D2__DATABASE__URL", "postgres://x@y/z"),
+                ("D2__CRYPTO__TOKEN_PEPPER", "c2hvcnQ"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(short.contains("at least 32 bytes"), "{short}");
+        let ok = load(
+            "production",
+            &[
+                ("D2__DATABASE__URL", "postgres://x@y/z"),
+                ("D2__CRYPTO__TOKEN_PEPPER", PEPPER),
+            ],
+        )
+        .unwrap();
+        assert!(!ok.database.auto_migrate);
+        assert_eq!(ok.log.format, LogFormat::Json);
+        assert!(
+            !format!("{ok:?}").contains(PEPPER),
+            "secrets never appear in Debug output"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_profiles_are_refused() {
+        assert!(load("dev", &[("D2__HTTP__ADRESS", "x")]).is_err());
+        assert!(
+            load("staging", &[])
+                .unwrap_err()
+                .to_string()
+                .contains("staging")
+        );
+    }
+}

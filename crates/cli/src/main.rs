@@ -1,0 +1,148 @@
+//! `d2ctl`: the D2 operator's command line.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clap::{Parser, Subcommand};
+use d2_app::{App, Mode, Settings};
+use d2_kernel::{AccountId, SystemClock};
+use d2_tokens::BootstrapRequest;
+
+#[derive(Debug, Parser)]
+#[command(name = "d2ctl", version, about = "Operate a D2 control plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply pending database migrations.
+    Migrate {
+        /// List pending migrations without applying them.
+        #[arg(long)]
+        status: bool,
+    },
+    /// Create an account with its owner and an admin token (printed once), or, with
+    /// --account-id, a break-glass owner token for an existing account.
+    Bootstrap {
+        #[arg(long)]
+        account_id: Option<AccountId>,
+        #[arg(long)]
+        account_name: Option<String>,
+        #[arg(long)]
+        owner_email: Option<String>,
+        #[arg(long)]
+        owner_name: Option<String>,
+        #[arg(long)]
+        token_name: Option<String>,
+        /// Print a JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a new random secret (URL-safe base64) for the token pepper or the
+    /// control-plane token.
+    GenerateSecret {
+        /// Random bytes in the secret.
+        #[arg(long, default_value_t = 32)]
+        bytes: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("d2ctl: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::GenerateSecret { bytes } => {
+            anyhow::ensure!(bytes >= 16, "a secret needs at least 16 bytes");
+            println!("{}", URL_SAFE_NO_PAD.encode(d2_app::random_bytes(bytes)?));
+            Ok(())
+        }
+        Command::Migrate { status } => {
+            let settings = Settings::load()?;
+            let url = settings.database_url();
+            if settings.database.create_if_missing && d2_postgres::ensure_database(url).await? {
+                eprintln!("created the database");
+            }
+            if status {
+                let pending = d2_postgres::pending_migrations(url).await?;
+                if pending.is_empty() {
+                    println!("up to date");
+                }
+                for name in pending {
+                    println!("pending {name}");
+                }
+            } else {
+                let applied = d2_postgres::run_migrations(url).await?;
+                if applied.is_empty() {
+                    println!("up to date");
+                }
+                for version in applied {
+                    println!("applied {version}");
+                }
+            }
+            Ok(())
+        }
+        Command::Bootstrap {
+            account_id,
+            account_name,
+            owner_email,
+            owner_name,
+            token_name,
+            json,
+        } => {
+            let settings = Settings::load()?;
+            let app = App::build_with(settings, Arc::new(SystemClock), Mode::Command)
+                .await
+                .context("cannot reach the database")?;
+            let request = BootstrapRequest {
+                account_id,
+                account_name,
+                owner_email,
+                owner_name,
+                token_name,
+            };
+            let done = app.bootstrap.issue_trusted(request).await?;
+            let secret = done.issued.secret.expose();
+            if json {
+                let body = serde_json::json!({
+                    "userToken": secret,
+                    "token_id": done.issued.token.id,
+                    "account_id": done.account_id,
+                    "user_id": done.user_id,
+                    "created_account": done.created_account,
+                });
+                println!("{body}");
+            } else {
+                if done.created_account {
+                    eprintln!("created account {}", done.account_id);
+                } else {
+                    eprintln!(
+                        "issued a break-glass owner token for account {}",
+                        done.account_id
+                    );
+                }
+                eprintln!(
+                    "admin token {} (shown once; store it now):",
+                    done.issued.token.id
+                );
+                println!("{secret}");
+            }
+            app.shutdown().await;
+            Ok(())
+        }
+    }
+}
