@@ -46,6 +46,7 @@ pub fn status_of(code: Code) -> (StatusCode, &'static str) {
         Code::TokenNotFound => (StatusCode::NOT_FOUND, "Token not found"),
         Code::TokenAlreadyRevoked => (StatusCode::GONE, "Token already revoked"),
         Code::TokenAlreadyRotated => (StatusCode::CONFLICT, "Token already rotated"),
+        Code::TokenAlreadyExpired => (StatusCode::GONE, "Token already expired"),
         Code::InvalidTokenRequest => (StatusCode::BAD_REQUEST, "Invalid token request"),
         Code::InvalidExpiry => (StatusCode::BAD_REQUEST, "Invalid expiry"),
         Code::Conflict => (StatusCode::CONFLICT, "Conflict"),

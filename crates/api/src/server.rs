@@ -53,7 +53,10 @@ fn cors(origins: &[String], max_age: usize) -> Cors {
             header::HeaderName::from_static("x-request-id"),
         ])
         .expose_headers(EXPOSED)
-        .max_age(max_age);
+        .max_age(max_age)
+        // A foreign origin gets no CORS headers (the browser blocks it); the request itself
+        // is answered normally, so non-browser clients that send `Origin` are unaffected.
+        .block_on_origin_mismatch(false);
     if origins.iter().any(|o| o == "*") {
         cors = cors.allow_any_origin();
     } else {

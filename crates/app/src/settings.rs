@@ -248,6 +248,19 @@ impl Settings {
             .source(variables);
         let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
         settings.profile = profile;
+        // An empty value unsets a secret (so an environment can switch a feature off).
+        for secret in [
+            &mut settings.auth.control_plane_token,
+            &mut settings.crypto.token_pepper,
+            &mut settings.database.url,
+        ] {
+            if secret
+                .as_ref()
+                .is_some_and(|s| s.expose_secret().trim().is_empty())
+            {
+                *secret = None;
+            }
+        }
         settings.validate()?;
         Ok(settings)
     }

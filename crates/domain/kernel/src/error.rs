@@ -37,6 +37,7 @@ pub enum Code {
     TokenNotFound,
     TokenAlreadyRevoked,
     TokenAlreadyRotated,
+    TokenAlreadyExpired,
     InvalidTokenRequest,
     InvalidExpiry,
     // Generic.
@@ -72,6 +73,7 @@ impl Code {
             Code::TokenNotFound => "token_not_found",
             Code::TokenAlreadyRevoked => "token_already_revoked",
             Code::TokenAlreadyRotated => "token_already_rotated",
+            Code::TokenAlreadyExpired => "token_already_expired",
             Code::InvalidTokenRequest => "invalid_token_request",
             Code::InvalidExpiry => "invalid_expiry",
             Code::Conflict => "conflict",

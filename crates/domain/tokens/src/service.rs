@@ -44,7 +44,7 @@ impl ErrorCode for TokenError {
             TokenError::NotFound => Code::TokenNotFound,
             TokenError::AlreadyRevoked => Code::TokenAlreadyRevoked,
             TokenError::AlreadyRotated => Code::TokenAlreadyRotated,
-            TokenError::Expired => Code::TokenExpired,
+            TokenError::Expired => Code::TokenAlreadyExpired,
             TokenError::InvalidRequest(_) => Code::InvalidTokenRequest,
             TokenError::InvalidExpiry => Code::InvalidExpiry,
             TokenError::Page(error) => error.code(),

@@ -279,7 +279,7 @@ async fn rotation_keeps_the_old_token_for_the_grace_period_only() {
         .rotate(&admin, admin.account_id, server.token.id)
         .await
         .unwrap_err();
-    assert_eq!(again.code(), Code::TokenExpired);
+    assert_eq!(again.code(), Code::TokenAlreadyExpired);
 }
 
 #[tokio::test]

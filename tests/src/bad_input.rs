@@ -1,0 +1,198 @@
+//! Malformed requests get a clear 4xx problem, change nothing, and never a 500.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::harness::TestApp;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_bodies_paths_and_queries_are_4xx_problems() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let tokens = format!("/v1/accounts/{}/tokens", tenant.account_id);
+    let audit_before = app.audit(&tenant).await.len();
+    let post_raw = |path: &str, content_type: &str, body: Vec<u8>| {
+        app.request(Method::POST, path, Some(&tenant.token))
+            .header("content-type", content_type)
+            .body(body)
+    };
+
+    let cases = [
+        (
+            post_raw(&tokens, "application/json", b"{\"kind\":".to_vec()),
+            400,
+            "invalid_body",
+        ),
+        (
+            post_raw(&tokens, "application/json", b"[1,2,3]".to_vec()),
+            400,
+            "invalid_body",
+        ),
+        (
+            post_raw(
+                &tokens,
+                "application/json",
+                b"{\"token_name\": 42}".to_vec(),
+            ),
+            400,
+            "invalid_body",
+        ),
+        (
+            post_raw(&tokens, "application/json", b"{\"unknown\": true}".to_vec()),
+            400,
+            "invalid_body",
+        ),
+        (
+            post_raw(&tokens, "application/json", vec![0xff, 0xfe, 0x00]),
+            400,
+            "invalid_body",
+        ),
+        (
+            post_raw(&tokens, "text/plain", b"kind=dev".to_vec()),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            post_raw(&tokens, "application/json", vec![b' '; 300 * 1024]),
+            413,
+            "payload_too_large",
+        ),
+        (
+            app.request(
+                Method::GET,
+                "/v1/accounts/not-a-uuid/tokens",
+                Some(&tenant.token),
+            ),
+            400,
+            "invalid_path",
+        ),
+        (
+            app.request(
+                Method::DELETE,
+                &format!("{tokens}/12345"),
+                Some(&tenant.token),
+            ),
+            400,
+            "invalid_path",
+        ),
+        (
+            app.request(
+                Method::GET,
+                &format!("{tokens}?limit=ten"),
+                Some(&tenant.token),
+            ),
+            400,
+            "invalid_query",
+        ),
+        (
+            app.request(Method::GET, "/v1/nothing-here", Some(&tenant.token)),
+            404,
+            "route_not_found",
+        ),
+    ];
+    for (request, status, code) in cases {
+        app.send(request).await.assert_problem(status, code);
+    }
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let reply = app
+        .send(post_raw(&tokens, "application/json", deep.into_bytes()))
+        .await;
+    reply.assert_problem(400, "invalid_body");
+    assert_eq!(
+        app.audit(&tenant).await.len(),
+        audit_before,
+        "nothing was written"
+    );
+    let listed = app.get(&tokens, &tenant.token).await;
+    assert_eq!(listed.body.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_credentials_are_401_problems() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let mut typo = tenant.token.clone();
+    let last = typo.pop().unwrap();
+    typo.push(if last == 'A' { 'B' } else { 'A' });
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("authorization", "Bearer".to_owned(), "invalid_token"),
+        ("authorization", "Bearer ".to_owned(), "invalid_token"),
+        (
+            "authorization",
+            format!("Basic {}", tenant.token),
+            "invalid_token",
+        ),
+        (
+            "authorization",
+            "Bearer d2_short".to_owned(),
+            "invalid_token",
+        ),
+        ("authorization", format!("Bearer {typo}"), "invalid_token"),
+        (
+            "authorization",
+            format!("Bearer {}x", tenant.token),
+            "invalid_token",
+        ),
+        (
+            "authorization",
+            "Bearer eyJhbGciOiJIUzI1NiJ9.e30.x".to_owned(),
+            "invalid_token",
+        ),
+        ("x-api-key", "nonsense".to_owned(), "invalid_token"),
+    ];
+    for (header, value, code) in cases {
+        let reply = app
+            .send(
+                app.request(Method::GET, "/v1/accounts/me", None)
+                    .header(header, value.as_str()),
+            )
+            .await;
+        reply.assert_problem(401, code);
+        assert!(
+            reply
+                .header("www-authenticate")
+                .is_some_and(|v| v.starts_with("Bearer"))
+        );
+    }
+    let non_ascii = app
+        .send(
+            app.request(Method::GET, "/v1/accounts/me", None)
+                .header("authorization", &b"Bearer d2_\xff\xfe"[..]),
+        )
+        .await;
+    non_ascii.assert_problem(401, "invalid_token");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_database_malformed_tokens_still_get_401_and_the_rest_503() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let (unused, _) = app.issue(&tenant, json!({})).await;
+    app.db.drop_now();
+
+    // A malformed token is refused before any lookup, so the outage does not show.
+    app.get("/v1/accounts/me", "d2_this-is-not-a-real-token")
+        .await
+        .assert_problem(401, "invalid_token");
+    let mut typo = unused.clone();
+    typo.replace_range(10..11, if &unused[10..11] == "A" { "B" } else { "A" });
+    app.get("/v1/accounts/me", &typo)
+        .await
+        .assert_problem(401, "invalid_token");
+
+    // A well-formed token needs the store: 503 with Retry-After, never a 500.
+    let reply = app.get("/v1/accounts/me", &unused).await;
+    reply.assert_problem(503, "service_unavailable");
+    assert_eq!(reply.header("retry-after"), Some("5"));
+    assert!(
+        !reply.text.contains("postgres"),
+        "nothing internal in the body: {}",
+        reply.text
+    );
+    app.send(app.request(Method::GET, "/readyz", None))
+        .await
+        .assert_problem(503, "service_unavailable");
+    app.send(app.request(Method::GET, "/healthz", None))
+        .await
+        .assert_status(200);
+}

@@ -1,0 +1,165 @@
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::TestApp;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issue_needs_the_control_plane_token() {
+    let app = TestApp::spawn().await;
+    let issue = |secret: Option<&str>| {
+        let request = app.request(Method::POST, "/v1/user-token/issue", None);
+        match secret {
+            Some(secret) => request.header("X-Control-Plane-Token", secret),
+            None => request,
+        }
+    };
+    let missing = app.send(issue(None)).await;
+    missing.assert_problem(401, "invalid_control_plane_token");
+    assert_eq!(
+        missing.header("www-authenticate"),
+        Some("Bearer realm=\"d2\"")
+    );
+    let wrong = format!("{}x", app.control_plane);
+    app.send(issue(Some(&wrong)))
+        .await
+        .assert_problem(401, "invalid_control_plane_token");
+
+    let created = app.send(issue(Some(&app.control_plane))).await;
+    let body = created.assert_status(201).clone();
+    assert_eq!(body["created_account"], true);
+    assert_eq!(created.header("cache-control"), Some("no-store"));
+    let token = body["userToken"].as_str().unwrap();
+    let me = app.get("/v1/accounts/me", token).await;
+    assert_eq!(me.assert_status(200)["account_id"], body["account_id"]);
+    assert_eq!(
+        body["scopes"].as_array().unwrap().len(),
+        8,
+        "an admin token holds every scope"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn break_glass_issues_an_owner_token_for_an_existing_account_and_is_audited() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let request = |body: Value| {
+        app.request(Method::POST, "/v1/user-token/issue", None)
+            .header("X-Control-Plane-Token", &app.control_plane)
+            .json(&body)
+    };
+    let glass = app
+        .send(request(json!({ "account_id": tenant.account_id })))
+        .await;
+    let body = glass.assert_status(201).clone();
+    assert_eq!(body["created_account"], false);
+    assert_eq!(body["account_id"], tenant.account_id.as_str());
+    assert_eq!(body["user_id"], tenant.user_id.as_str());
+    app.get("/v1/accounts/me", body["userToken"].as_str().unwrap())
+        .await
+        .assert_status(200);
+    let trail = app.audit(&tenant).await;
+    let record = trail
+        .iter()
+        .find(|r| r["action"] == "token.break_glass")
+        .expect("audited");
+    assert_eq!(record["actor"], "control_plane");
+    assert_eq!(record["resource_id"], body["token_id"]);
+    assert!(trail.iter().any(|r| r["action"] == "account.bootstrap"));
+
+    let unknown = app
+        .send(request(json!({ "account_id": uuid::Uuid::new_v4() })))
+        .await;
+    unknown.assert_problem(404, "account_not_found");
+    app.send(request(json!({ "account_id": "not-a-uuid" })))
+        .await
+        .assert_problem(400, "invalid_body");
+    app.send(request(json!({ "owner_email": "nobody" })))
+        .await
+        .assert_problem(400, "invalid_body");
+    app.send(request(json!({ "plan": "enterprise" })))
+        .await
+        .assert_problem(400, "invalid_body");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bootstrap_is_disabled_without_a_control_plane_token() {
+    let app = TestApp::spawn_with(&[("D2__AUTH__CONTROL_PLANE_TOKEN", "")]).await;
+    let reply = app
+        .send(
+            app.request(Method::POST, "/v1/user-token/issue", None)
+                .header("X-Control-Plane-Token", "anything-at-all-here"),
+        )
+        .await;
+    reply.assert_problem(404, "bootstrap_disabled");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn callers_rotate_and_revoke_their_own_token() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let rotated = app
+        .send(app.request(Method::POST, "/v1/user-token/rotate", Some(&tenant.token)))
+        .await;
+    let body = rotated.assert_status(201).clone();
+    assert_eq!(body["previous_token_id"], tenant.token_id.as_str());
+    let new = body["userToken"].as_str().unwrap().to_owned();
+    assert_eq!(body["token"], body["userToken"]);
+    app.get("/v1/accounts/me", &new).await.assert_status(200);
+    app.get("/v1/accounts/me", &tenant.token)
+        .await
+        .assert_status(200);
+    app.advance(601);
+    app.get("/v1/accounts/me", &tenant.token)
+        .await
+        .assert_problem(401, "token_expired");
+
+    let revoked = app
+        .send(app.request(Method::POST, "/v1/user-token/revoke", Some(&new)))
+        .await;
+    assert_eq!(revoked.assert_status(200)["message"], "token_revoked");
+    app.get("/v1/accounts/me", &new)
+        .await
+        .assert_problem(401, "token_revoked");
+    let again = app
+        .send(app.request(Method::POST, "/v1/user-token/revoke", Some(&new)))
+        .await;
+    again.assert_problem(401, "token_revoked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unauthenticated_and_failed_requests_are_limited_per_ip_but_valid_tokens_are_not() {
+    let app = TestApp::spawn_with(&[
+        ("D2__RATE_LIMIT__UNAUTHENTICATED_PER_MINUTE", "1"),
+        ("D2__RATE_LIMIT__UNAUTHENTICATED_BURST", "3"),
+    ])
+    .await;
+    let tenant = app.bootstrap().await; // spends one
+    for _ in 0..2 {
+        let reply = app
+            .send(app.request(Method::GET, "/v1/accounts/me", None))
+            .await;
+        reply.assert_problem(401, "missing_authorization");
+    }
+    let limited = app
+        .send(app.request(Method::GET, "/v1/accounts/me", None))
+        .await;
+    limited.assert_problem(429, "rate_limited");
+    let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=61).contains(&retry));
+    assert_eq!(limited.header("x-ratelimit-limit"), Some("3"));
+    assert_eq!(limited.header("x-ratelimit-remaining"), Some("0"));
+    assert!(limited.header("x-ratelimit-reset").is_some());
+
+    // Bad tokens are charged too, and get 429 now.
+    let bad = app.get("/v1/accounts/me", "d2_not-a-token").await;
+    bad.assert_problem(429, "rate_limited");
+    // A valid token is never limited per IP; probes are exempt.
+    for _ in 0..5 {
+        app.get("/v1/accounts/me", &tenant.token)
+            .await
+            .assert_status(200);
+        app.send(app.request(Method::GET, "/healthz", None))
+            .await
+            .assert_status(200);
+    }
+}

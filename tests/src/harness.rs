@@ -1,0 +1,337 @@
+//! The test harness: a real server per test, its own database, a manual clock, HTTP
+//! helpers, and the captured log of the whole suite.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use actix_web::dev::ServerHandle;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use d2_app::{App, Profile, Settings};
+use d2_kernel::ManualClock;
+use d2_postgres::testing::TestDatabase;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tracing_subscriber::fmt::MakeWriter;
+
+// ---------------------------------------------------------------------------------------
+// Log capture
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        if std::env::var_os("D2_TEST_LOG").is_some() {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Capture {
+    type Writer = Capture;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+static LOGS: OnceLock<Capture> = OnceLock::new();
+
+/// The log filter of the suite: everything of ours at debug level.
+pub const LOG_FILTER: &str = "info,d2_api=debug,d2_app=debug,d2_tokens=debug,d2_accounts=debug,d2_audit=debug,d2_postgres=debug";
+
+fn install_logging() {
+    LOGS.get_or_init(|| {
+        let capture = Capture::default();
+        let _ = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_env_filter(LOG_FILTER)
+            .with_writer(capture.clone())
+            .try_init();
+        capture
+    });
+}
+
+/// Every log line written by this process so far.
+pub fn captured_logs() -> String {
+    LOGS.get()
+        .map(|c| String::from_utf8_lossy(&c.0.lock().unwrap()).into_owned())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers
+
+pub fn random_secret() -> String {
+    URL_SAFE_NO_PAD.encode(d2_app::random_bytes(32).unwrap())
+}
+
+/// Settings of a test server: the dev profile, on `db_url`, with its own secrets.
+pub fn settings(
+    db_url: &str,
+    pepper: &str,
+    control_plane: &str,
+    extra: &[(&str, &str)],
+) -> Settings {
+    let mut vars: HashMap<String, String> = [
+        ("D2__DATABASE__URL", db_url),
+        ("D2__DATABASE__AUTO_MIGRATE", "false"),
+        ("D2__DATABASE__CREATE_IF_MISSING", "false"),
+        ("D2__DATABASE__POOL__MAX_SIZE", "4"),
+        ("D2__DATABASE__POOL__TIMEOUT_SECONDS", "2"),
+        ("D2__CRYPTO__TOKEN_PEPPER", pepper),
+        ("D2__AUTH__CONTROL_PLANE_TOKEN", control_plane),
+        ("D2__HTTP__WORKERS", "1"),
+        ("D2__AUTH__ROTATION_GRACE_SECONDS", "600"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    vars.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+    Settings::load_with(Profile::new("dev"), &dir, Some(vars)).expect("test settings are valid")
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub clock: Arc<ManualClock>,
+    pub app: App,
+    pub db: TestDatabase,
+    pub pepper: String,
+    pub control_plane: String,
+    handle: ServerHandle,
+    secrets: Mutex<Vec<String>>,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a problem document with this status and code.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            self.text
+        );
+        assert_eq!(self.body["code"], code, "{}", self.text);
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["detail"].is_string());
+    }
+
+    #[track_caller]
+    pub fn assert_status(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text);
+        &self.body
+    }
+}
+
+/// An account made through the bootstrap route, with its admin token.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub account_id: String,
+    pub user_id: String,
+    pub token: String,
+    pub token_id: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    pub async fn spawn_with(extra: &[(&str, &str)]) -> Self {
+        install_logging();
+        let db = TestDatabase::new().await;
+        let pepper = random_secret();
+        let control_plane = random_secret();
+        let settings = settings(db.url(), &pepper, &control_plane, extra);
+        let clock = Arc::new(ManualClock::starting_now());
+        let app = App::build(settings, clock.clone())
+            .await
+            .expect("the app starts");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let running = d2_api::start(
+            app.clone(),
+            listener,
+            d2_api::Options {
+                handle_signals: false,
+            },
+        )
+        .unwrap();
+        let base = format!("http://127.0.0.1:{}", running.port);
+        let handle = running.handle.clone();
+        tokio::spawn(running.wait());
+        let test = Self {
+            base,
+            http: reqwest::Client::new(),
+            clock,
+            app,
+            db,
+            secrets: Mutex::new(vec![pepper.clone(), control_plane.clone()]),
+            pepper,
+            control_plane,
+            handle,
+        };
+        test
+    }
+
+    /// Records a secret that must never appear in a log line.
+    pub fn remember(&self, secret: &str) {
+        self.secrets.lock().unwrap().push(secret.to_owned());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("the server answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        for field in ["token", "userToken"] {
+            if let Some(secret) = body.get(field).and_then(Value::as_str) {
+                self.remember(secret);
+            }
+        }
+        Reply {
+            status,
+            headers,
+            text,
+            body,
+        }
+    }
+
+    pub fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, self.url(path));
+        match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.send(self.request(Method::GET, path, Some(token)))
+            .await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.send(self.request(Method::POST, path, Some(token)).json(&body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.send(self.request(Method::PATCH, path, Some(token)).json(&body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.send(self.request(Method::DELETE, path, Some(token)))
+            .await
+    }
+
+    /// A new account through `POST /v1/user-token/issue`.
+    pub async fn bootstrap(&self) -> Tenant {
+        let reply = self
+            .send(
+                self.request(Method::POST, "/v1/user-token/issue", None)
+                    .header("X-Control-Plane-Token", &self.control_plane)
+                    .json(&json!({ "owner_email": "owner@tenant.test", "account_name": "Tenant" })),
+            )
+            .await;
+        let body = reply.assert_status(201);
+        Tenant {
+            account_id: body["account_id"].as_str().unwrap().to_owned(),
+            user_id: body["user_id"].as_str().unwrap().to_owned(),
+            token: body["userToken"].as_str().unwrap().to_owned(),
+            token_id: body["token_id"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Issues a token in the tenant's account; returns (secret, id).
+    pub async fn issue(&self, tenant: &Tenant, body: Value) -> (String, String) {
+        let reply = self
+            .post(
+                &format!("/v1/accounts/{}/tokens", tenant.account_id),
+                &tenant.token,
+                body,
+            )
+            .await;
+        let body = reply.assert_status(201);
+        (
+            body["token"].as_str().unwrap().to_owned(),
+            body["token_id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// The tenant's audit trail, newest first.
+    pub async fn audit(&self, tenant: &Tenant) -> Vec<Value> {
+        let reply = self.get("/v1/audit?limit=1000", &tenant.token).await;
+        reply.assert_status(200).as_array().unwrap().clone()
+    }
+
+    pub fn advance(&self, seconds: i64) {
+        self.clock.advance(chrono::Duration::seconds(seconds));
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.app.shutdown_token().cancel();
+        drop(self.handle.stop(false));
+        if std::thread::panicking() {
+            return;
+        }
+        let logs = captured_logs();
+        for secret in self.secrets.lock().unwrap().iter() {
+            assert!(
+                !logs.contains(secret.as_str()),
+                "a secret appeared in the log"
+            );
+        }
+    }
+}
+
+impl TestApp {
+    pub fn clock_is_before(&self, at: chrono::DateTime<chrono::Utc>) -> bool {
+        use d2_kernel::Clock as _;
+        self.clock.now() < at
+    }
+}

@@ -1,0 +1,14 @@
+//! The end-to-end suite (see README.md). Everything here is test code.
+#![cfg(test)]
+
+mod harness;
+
+mod accounts;
+mod audit;
+mod bad_input;
+mod bootstrap;
+mod observability;
+mod openapi;
+mod replicas;
+mod tenancy;
+mod tokens;

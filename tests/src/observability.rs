@@ -1,0 +1,132 @@
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{TestApp, captured_logs};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_ids_are_echoed_or_made_and_carried_by_every_log_line_of_the_request() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let made = app.send(app.request(Method::GET, "/healthz", None)).await;
+    assert!(uuid::Uuid::parse_str(made.header("x-request-id").unwrap()).is_ok());
+
+    let request_id = format!("e2e-{}", uuid::Uuid::new_v4());
+    let reply = app
+        .send(
+            app.request(
+                Method::POST,
+                &format!("/v1/accounts/{}/tokens", tenant.account_id),
+                Some(&tenant.token),
+            )
+            .header("X-Request-Id", &request_id)
+            .json(&json!({})),
+        )
+        .await;
+    assert_eq!(reply.header("x-request-id"), Some(request_id.as_str()));
+    let token_id = reply.assert_status(201)["token_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let logs = captured_logs();
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| {
+            line.to_string().contains(&token_id) || line.to_string().contains(&request_id)
+        })
+        .collect();
+    let issued = lines
+        .iter()
+        .find(|l| l["message"] == "token issued")
+        .expect("the domain logged the issue");
+    assert_eq!(issued["span"]["request_id"], request_id.as_str());
+    let completed = lines
+        .iter()
+        .find(|l| l["message"] == "request completed")
+        .expect("an access log line");
+    assert_eq!(completed["span"]["request_id"], request_id.as_str());
+    assert_eq!(completed["http.status"], 201);
+    assert_eq!(completed["http.route"], "/v1/accounts/{account_id}/tokens");
+    for line in lines.iter().filter(|l| l.to_string().contains(&request_id)) {
+        assert_eq!(line["span"]["request_id"], request_id.as_str(), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_requests_by_route_and_the_token_cache() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    for _ in 0..3 {
+        app.get("/v1/accounts/me", &tenant.token)
+            .await
+            .assert_status(200);
+    }
+    let reply = app.send(app.request(Method::GET, "/metrics", None)).await;
+    assert_eq!(reply.status, 200);
+    let text = reply.text;
+    assert!(
+        text.contains(
+            r#"d2_http_requests_total{method="GET",route="/v1/accounts/me",status="200"} 3"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("d2_http_request_duration_seconds_bucket"));
+    let value = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    assert!(value("d2_token_cache_hits_total") >= 2);
+    assert!(value("d2_token_cache_misses_total") >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_allows_configured_origins_and_exposes_the_sdk_headers() {
+    let app =
+        TestApp::spawn_with(&[("D2__HTTP__CORS__ALLOWED_ORIGINS", "https://console.d2.test")])
+            .await;
+    let preflight = app
+        .send(
+            app.request(Method::OPTIONS, "/v1/accounts/me", None)
+                .header("Origin", "https://console.d2.test")
+                .header("Access-Control-Request-Method", "GET")
+                .header("Access-Control-Request-Headers", "authorization"),
+        )
+        .await;
+    assert_eq!(
+        preflight.header("access-control-allow-origin"),
+        Some("https://console.d2.test")
+    );
+    let tenant = app.bootstrap().await;
+    let reply = app
+        .send(
+            app.request(Method::GET, "/v1/accounts/me", Some(&tenant.token))
+                .header("Origin", "https://console.d2.test"),
+        )
+        .await;
+    let exposed = reply
+        .header("access-control-expose-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    for header in [
+        "etag",
+        "x-d2-poll-seconds",
+        "retry-after",
+        "x-next-cursor",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ] {
+        assert!(exposed.contains(header), "{header} not exposed: {exposed}");
+    }
+    let foreign = app
+        .send(
+            app.request(Method::GET, "/v1/accounts/me", Some(&tenant.token))
+                .header("Origin", "https://evil.test"),
+        )
+        .await;
+    assert!(foreign.header("access-control-allow-origin").is_none());
+}
