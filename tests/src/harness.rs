@@ -192,7 +192,7 @@ impl TestApp {
         let base = format!("http://127.0.0.1:{}", running.port);
         let handle = running.handle.clone();
         tokio::spawn(running.wait());
-        let test = Self {
+        Self {
             base,
             http: reqwest::Client::new(),
             clock,
@@ -202,8 +202,7 @@ impl TestApp {
             pepper,
             control_plane,
             handle,
-        };
-        test
+        }
     }
 
     /// Records a secret that must never appear in a log line.

@@ -60,7 +60,7 @@ pub fn load_or_create(dir: &Path) -> Result<(SecretString, SecretString), DevSec
         let text = serde_json::to_string_pretty(&fresh).map_err(|e| error(e.to_string()))?;
         match write_private(&path, &text) {
             Ok(()) => {
-                tracing::warn!(path = %path.display(), "dev profile: generated dev secrets (never use them in production)")
+                tracing::warn!(path = %path.display(), "dev profile: generated dev secrets (never use them in production)");
             }
             // Another process created it first: read theirs.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}

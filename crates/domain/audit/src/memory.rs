@@ -63,7 +63,7 @@ impl AuditLog for MemoryAuditLog {
             .filter(|r| after.is_none_or(|position| (r.entry.occurred_at, r.id) < position))
             .cloned()
             .collect();
-        matching.sort_by(|a, b| (b.entry.occurred_at, b.id).cmp(&(a.entry.occurred_at, a.id)));
+        matching.sort_by_key(|r| std::cmp::Reverse((r.entry.occurred_at, r.id)));
         matching.truncate(
             usize::try_from(page.limit())
                 .unwrap_or(usize::MAX)

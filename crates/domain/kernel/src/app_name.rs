@@ -98,7 +98,7 @@ mod tests {
         #[test]
         fn normalisation_is_idempotent(raw in ".{0,140}") {
             let once = AppName::normalise(&raw);
-            prop_assert_eq!(AppName::normalise(once.as_str()), once.clone());
+            prop_assert_eq!(&AppName::normalise(once.as_str()), &once);
             prop_assert!(!once.as_str().is_empty());
             prop_assert!(once.as_str().chars().count() <= AppName::MAX_CHARS);
         }

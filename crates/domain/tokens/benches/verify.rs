@@ -1,5 +1,10 @@
 //! The token hot path: format check, keyed digest, cached verification.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "a benchmark: a failure should stop it loudly"
+)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -48,7 +53,7 @@ fn hot_path(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("token");
     group.bench_function("check_format", |b| {
-        b.iter(|| TokenSecret::check_format(black_box(&text)))
+        b.iter(|| TokenSecret::check_format(black_box(&text)));
     });
     group.bench_function("check_format+digest", |b| {
         b.iter(|| {

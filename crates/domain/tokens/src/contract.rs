@@ -2,6 +2,12 @@
 //! function is run against the in-memory fakes and against every real adapter, so the
 //! adapters cannot drift apart.
 
+#![expect(
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test suite for adapters: failing loudly is its job"
+)]
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
@@ -168,7 +174,7 @@ pub async fn tokens(store: &dyn Store) {
             .unwrap_or_else(|e| panic!("insert: {e}"));
         issued.push(token.token);
     }
-    issued.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+    issued.sort_by_key(|t| std::cmp::Reverse((t.created_at, t.id)));
     let mut seen = Vec::new();
     let mut page = PageRequest::first(2);
     loop {

@@ -107,7 +107,7 @@ impl TokenRepo for MemoryStore {
             .filter(|t| after.is_none_or(|position| (t.created_at, t.id) < position))
             .cloned()
             .collect();
-        tokens.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+        tokens.sort_by_key(|t| std::cmp::Reverse((t.created_at, t.id)));
         tokens.truncate(
             usize::try_from(page.limit())
                 .unwrap_or(usize::MAX)
