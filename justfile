@@ -1,0 +1,35 @@
+# Thin recipes over the scripts; each works without `just` too (see the comments).
+
+# cargo run --release --bin d2-api
+run:
+    cargo run --release --bin d2-api
+
+# ./scripts/test.sh
+test:
+    ./scripts/test.sh
+
+# formatting, lints and the fast checks, without the full suite
+check:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    ./scripts/check-deps.sh
+
+# ./scripts/bench.sh (release build, wrk against /healthz and an authenticated route)
+bench:
+    ./scripts/bench.sh
+
+# criterion benchmarks of the token hot path
+bench-tokens:
+    cargo bench -p d2-tokens --features testing --bench verify
+
+# apply migrations to the configured database
+migrate:
+    cargo run --release --bin d2ctl -- migrate
+
+# create an account and print its first admin token
+bootstrap:
+    cargo run --release --bin d2ctl -- bootstrap
+
+# start the local services the tests need
+services:
+    ./scripts/services.sh
