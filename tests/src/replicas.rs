@@ -134,7 +134,7 @@ impl Drop for Replica {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_token_revoked_through_one_process_is_refused_by_another_within_a_second() {
+async fn changes_through_one_process_reach_another_within_a_second() {
     let app = TestApp::spawn().await;
     let tenant = app.bootstrap().await;
     let (token, token_id) = app.issue(&tenant, json!({ "kind": "server" })).await;
@@ -167,6 +167,36 @@ async fn a_token_revoked_through_one_process_is_refused_by_another_within_a_seco
     assert_eq!(
         status, 401,
         "the replica still accepted the revoked token a second later"
+    );
+
+    // An account change made through the first process reaches the second's cache too.
+    let me_on_replica = || {
+        app.http
+            .request(Method::GET, format!("{}/v1/accounts/me", replica.base))
+            .bearer_auth(&tenant.token)
+    };
+    let before: serde_json::Value = me_on_replica().send().await.unwrap().json().await.unwrap();
+    assert_eq!(before["event_sample"]["authz_decision"], 1.0);
+    app.patch(
+        "/v1/accounts/me",
+        &tenant.token,
+        json!({ "event_sample": { "authz_decision": 0.5 } }),
+    )
+    .await
+    .assert_status(200);
+    let changed_at = Instant::now();
+    let mut rate = before["event_sample"]["authz_decision"].clone();
+    while changed_at.elapsed() < Duration::from_secs(1) {
+        let body: serde_json::Value = me_on_replica().send().await.unwrap().json().await.unwrap();
+        rate = body["event_sample"]["authz_decision"].clone();
+        if rate == 0.5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        rate, 0.5,
+        "the replica still served the old account settings a second later"
     );
 
     let logs = replica.stop();

@@ -5,15 +5,14 @@ mod settings;
 pub mod telemetry;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use d2_accounts::{AccountService, SamplingPolicy};
 use d2_audit::AuditService;
 use d2_kernel::{Clock, StoreError};
 use d2_postgres::{Change, ChangeListener, PgStore};
 use d2_tokens::{
-    BootstrapService, CacheSettings, ControlPlaneSecret, Pepper, RandomnessUnavailable,
-    TokenService, TokenVerifier,
+    BootstrapService, ControlPlaneSecret, Pepper, RandomnessUnavailable, TokenService,
+    TokenVerifier,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::ExposeSecret;
@@ -152,15 +151,11 @@ impl App {
         }
 
         let shared = Arc::new(store.clone());
-        let cache = CacheSettings {
-            ttl: Duration::from_secs(settings.auth.token_cache.ttl_seconds),
-            capacity: settings.auth.token_cache.capacity,
-        };
         let verifier = Arc::new(TokenVerifier::new(
             shared.clone(),
             pepper.clone(),
             clock.clone(),
-            cache,
+            settings.auth.token_cache.settings(),
         ));
         let grace = chrono::Duration::seconds(
             i64::try_from(settings.auth.rotation_grace_seconds).unwrap_or(i64::MAX),
@@ -178,6 +173,7 @@ impl App {
             plans,
             Arc::new(SamplingPolicy::new(&settings.events.sample)),
             clock.clone(),
+            settings.accounts.cache.settings(),
         );
         let bootstrap = Arc::new(BootstrapService::new(
             control_plane,
@@ -194,12 +190,17 @@ impl App {
         let mut background = Vec::new();
         if mode == Mode::Server {
             let verifier = verifier.clone();
+            let accounts = accounts.clone();
             background.push(ChangeListener::spawn(
                 url,
                 shutdown.clone(),
                 move |change| match change {
                     Change::Token(id) => verifier.invalidate(id),
-                    Change::Resync => verifier.invalidate_all(),
+                    Change::Account(id) => accounts.invalidate(id),
+                    Change::Resync => {
+                        verifier.invalidate_all();
+                        accounts.invalidate_all();
+                    }
                 },
             ));
         }

@@ -49,6 +49,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub database: DatabaseSettings,
     pub auth: AuthSettings,
+    pub accounts: AccountsSettings,
     pub crypto: CryptoSettings,
     pub rate_limit: RateLimitSettings,
     pub log: LogSettings,
@@ -101,14 +102,29 @@ pub struct PoolConfig {
 pub struct AuthSettings {
     pub control_plane_token: Option<SecretString>,
     pub rotation_grace_seconds: u64,
-    pub token_cache: TokenCacheSettings,
+    pub token_cache: CacheConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TokenCacheSettings {
+pub struct CacheConfig {
     pub ttl_seconds: u64,
     pub capacity: u64,
+}
+
+impl CacheConfig {
+    pub fn settings(&self) -> d2_kernel::CacheSettings {
+        d2_kernel::CacheSettings {
+            ttl: Duration::from_secs(self.ttl_seconds),
+            capacity: self.capacity,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountsSettings {
+    pub cache: CacheConfig,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -6,6 +6,7 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 
 use crate::audit::write_audit;
 use crate::error::{TxError, from_diesel};
+use crate::listener::{Change, announce};
 use crate::models::{AccountRow, UserRow};
 use crate::pool::PgStore;
 use crate::schema::{accounts, users};
@@ -52,6 +53,7 @@ impl AccountRepo for PgStore {
                     .execute(conn)
                     .await?;
                 write_audit(conn, &audit).await?;
+                announce(conn, Change::Account(id)).await?;
                 Ok(Some(after))
             })
             .await?;

@@ -16,6 +16,6 @@ mod tests;
 mod tokens;
 
 pub use error::ConnectError;
-pub use listener::{Change, ChangeListener, TOKEN_CHANNEL};
+pub use listener::{CHANGE_CHANNEL, Change, ChangeListener};
 pub use migrate::{MigrateError, ensure_database, pending_migrations, run_migrations};
 pub use pool::{PgStore, PoolSettings};

@@ -1,9 +1,10 @@
-//! The change feed: `LISTEN` on a dedicated connection, so a token revoked or rotated
-//! through any replica is dropped from every replica's cache within a second.
+//! The change feed: `LISTEN` on a dedicated connection, so a token revoked or rotated, or
+//! an account changed, through any replica is dropped from every replica's caches within a
+//! second.
 
 use std::time::Duration;
 
-use d2_kernel::TokenId;
+use d2_kernel::{AccountId, TokenId};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
@@ -11,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pool::{connect, describe_target};
 
-/// The channel revokes and rotations are announced on; the payload is the token id.
-pub const TOKEN_CHANNEL: &str = "d2_token_changed";
+/// The channel changes are announced on. The payload names what changed:
+/// `token:<id>` or `account:<id>`.
+pub const CHANGE_CHANNEL: &str = "d2_changes";
 
 /// How often an idle listening connection is checked, so a silently dead connection is
 /// noticed and replaced.
@@ -23,9 +25,46 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     Token(TokenId),
+    Account(AccountId),
     /// The feed was (re)connected: announcements may have been missed, so everything
     /// cached must be considered stale.
     Resync,
+}
+
+impl Change {
+    /// The notification payload announcing this change.
+    pub fn payload(&self) -> Option<String> {
+        match self {
+            Change::Token(id) => Some(format!("token:{id}")),
+            Change::Account(id) => Some(format!("account:{id}")),
+            Change::Resync => None,
+        }
+    }
+
+    fn parse(payload: &str) -> Option<Self> {
+        match payload.split_once(':')? {
+            ("token", id) => id.parse().ok().map(Change::Token),
+            ("account", id) => id.parse().ok().map(Change::Account),
+            _ => None,
+        }
+    }
+}
+
+/// Announces `change` to every listener, inside the caller's transaction: it is delivered
+/// exactly when the change commits, and never if it rolls back.
+pub(crate) async fn announce(
+    conn: &mut AsyncPgConnection,
+    change: Change,
+) -> diesel::QueryResult<()> {
+    let Some(payload) = change.payload() else {
+        return Ok(());
+    };
+    diesel::sql_query("SELECT pg_notify($1, $2)")
+        .bind::<diesel::sql_types::Text, _>(CHANGE_CHANNEL)
+        .bind::<diesel::sql_types::Text, _>(payload)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 #[derive(Debug)]
@@ -66,7 +105,7 @@ where
     let mut conn: AsyncPgConnection = connect(url, Duration::from_secs(10), "d2-listener")
         .await
         .map_err(|e| e.to_string())?;
-    diesel::sql_query(format!("LISTEN {TOKEN_CHANNEL}"))
+    diesel::sql_query(format!("LISTEN {CHANGE_CHANNEL}"))
         .execute(&mut conn)
         .await
         .map_err(|e| e.to_string())?;
@@ -81,9 +120,9 @@ where
                 tokio::select! {
                     () = &mut deadline => break,
                     next = notifications.next() => match next {
-                        Some(Ok(notification)) => match notification.payload.parse::<TokenId>() {
-                            Ok(id) => on_change(Change::Token(id)),
-                            Err(_) => tracing::warn!(channel = %notification.channel, "ignoring a malformed change notification"),
+                        Some(Ok(notification)) => match Change::parse(&notification.payload) {
+                            Some(change) => on_change(change),
+                            None => tracing::warn!(channel = %notification.channel, "ignoring a malformed change notification"),
                         },
                         Some(Err(error)) => return Err(error.to_string()),
                         None => return Err("notification stream ended".to_owned()),

@@ -8,26 +8,14 @@ use d2_tokens::{
     TokenState,
 };
 use diesel::prelude::*;
-use diesel::sql_types::Text;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use crate::audit::write_audit;
 use crate::error::{TxError, from_diesel};
-use crate::listener::TOKEN_CHANNEL;
+use crate::listener::{Change, announce};
 use crate::models::{AccountRow, NewTokenRow, TokenRow, UserRow};
 use crate::pool::PgStore;
 use crate::schema::{accounts, api_tokens, users};
-
-/// Tells every replica to drop the token from its verification cache. Sent inside the
-/// transaction of the change, so it is delivered exactly when the change commits.
-async fn announce(conn: &mut AsyncPgConnection, id: TokenId) -> QueryResult<()> {
-    diesel::sql_query("SELECT pg_notify($1, $2)")
-        .bind::<Text, _>(TOKEN_CHANNEL)
-        .bind::<Text, _>(id.to_string())
-        .execute(conn)
-        .await?;
-    Ok(())
-}
 
 async fn insert_token(conn: &mut AsyncPgConnection, token: &NewToken) -> QueryResult<()> {
     diesel::insert_into(api_tokens::table)
@@ -143,7 +131,7 @@ impl TokenRepo for PgStore {
                     .execute(conn)
                     .await?;
                 write_audit(conn, audit).await?;
-                announce(conn, id).await?;
+                announce(conn, Change::Token(id)).await?;
                 Ok(RevokeOutcome::Revoked)
             })
             .await?;
@@ -193,7 +181,7 @@ impl TokenRepo for PgStore {
                     .execute(conn)
                     .await?;
                 write_audit(conn, audit).await?;
-                announce(conn, id).await?;
+                announce(conn, Change::Token(id)).await?;
                 Ok(RotateOutcome::Rotated { previous: old })
             })
             .await?;

@@ -3,8 +3,8 @@ use std::sync::Arc;
 
 use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::{
-    AccessError, AccountId, AuthContext, Clock, Code, ErrorCode, Plan, PlanCatalog, Quotas, Scope,
-    StoreError,
+    AccessError, AccountId, AuthContext, CacheSettings, Clock, Code, CoherentCache, ErrorCode,
+    Plan, PlanCatalog, Quotas, Scope, StoreError,
 };
 
 use crate::account::{Account, AccountPatch, InvalidAccountName, User};
@@ -50,12 +50,22 @@ pub struct AccountOverview {
     pub event_sample: BTreeMap<String, f64>,
 }
 
+/// An account and its member count, as cached between reads.
+#[derive(Debug)]
+struct Snapshot {
+    account: Account,
+    members: u64,
+}
+
 #[derive(Clone)]
 pub struct AccountService {
     repo: Arc<dyn AccountRepo>,
     plans: Arc<PlanCatalog>,
     sampling: Arc<SamplingPolicy>,
     clock: Arc<dyn Clock>,
+    /// `GET /v1/accounts/me` runs on every SDK start; it is served from here. Updates
+    /// invalidate it in this process at once, and in others through the change feed.
+    cache: Arc<CoherentCache<AccountId, Arc<Snapshot>>>,
 }
 
 impl std::fmt::Debug for AccountService {
@@ -70,13 +80,24 @@ impl AccountService {
         plans: Arc<PlanCatalog>,
         sampling: Arc<SamplingPolicy>,
         clock: Arc<dyn Clock>,
+        cache: CacheSettings,
     ) -> Self {
         Self {
             repo,
             plans,
             sampling,
             clock,
+            cache: Arc::new(CoherentCache::new(cache)),
         }
+    }
+
+    /// Forgets what is cached about one account (after a change elsewhere).
+    pub fn invalidate(&self, id: AccountId) {
+        self.cache.invalidate_if(move |key, _| *key == id);
+    }
+
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
     }
 
     pub fn plans(&self) -> &PlanCatalog {
@@ -86,12 +107,20 @@ impl AccountService {
     /// The caller's own account. Any valid credential of the account may read it: the SDK
     /// needs it for its quotas and sampling whatever its scopes.
     pub async fn overview(&self, ctx: &AuthContext) -> Result<AccountOverview, AccountError> {
-        let account = self
-            .repo
-            .find_account(ctx.account_id)
-            .await?
-            .ok_or(AccountError::NotFound)?;
-        self.describe(account).await
+        let id = ctx.account_id;
+        let snapshot = self
+            .cache
+            .get_or_load(&id, || async {
+                let account = self
+                    .repo
+                    .find_account(id)
+                    .await?
+                    .ok_or(AccountError::NotFound)?;
+                let members = self.repo.count_users(id).await?;
+                Ok::<_, AccountError>(Arc::new(Snapshot { account, members }))
+            })
+            .await?;
+        Ok(self.describe(snapshot.account.clone(), snapshot.members))
     }
 
     /// Changes the caller's account settings (admin only).
@@ -118,7 +147,9 @@ impl AccountService {
             .update(ctx.account_id, patch, &audit_of)
             .await?
             .ok_or(AccountError::NotFound)?;
-        self.describe(account).await
+        self.cache.invalidate(&ctx.account_id).await;
+        let members = self.repo.count_users(ctx.account_id).await?;
+        Ok(self.describe(account, members))
     }
 
     /// The users of `account_id` (admin of that account only).
@@ -132,16 +163,16 @@ impl AccountService {
         Ok(self.repo.list_users(account_id).await?)
     }
 
-    async fn describe(&self, account: Account) -> Result<AccountOverview, AccountError> {
+    fn describe(&self, account: Account, current_members: u64) -> AccountOverview {
+        // The plan is resolved at every read, so a trial locks the moment it expires.
         let plan = account.effective_plan(self.clock.now());
-        let current_members = self.repo.count_users(account.id).await?;
-        Ok(AccountOverview {
+        AccountOverview {
             plan,
             quotas: self.plans.quotas(plan).clone(),
             current_members,
             event_sample: self.sampling.merged(&account.event_sample),
             account,
-        })
+        }
     }
 }
 
@@ -188,6 +219,7 @@ mod tests {
             Arc::new(PlanCatalog::default()),
             Arc::new(SamplingPolicy::default()),
             clock.clone(),
+            CacheSettings::default(),
         );
         Fixture {
             service,

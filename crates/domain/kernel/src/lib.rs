@@ -9,6 +9,7 @@
 
 pub mod app_name;
 pub mod auth;
+pub mod cache;
 pub mod clock;
 pub mod error;
 pub mod ids;
@@ -18,6 +19,7 @@ pub mod scope;
 
 pub use app_name::AppName;
 pub use auth::{AccessError, AuthContext, Credential};
+pub use cache::{CacheSettings, CacheStats, CoherentCache};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Code, ErrorCode, StoreError};
 pub use ids::{AccountId, TokenId, UserId};

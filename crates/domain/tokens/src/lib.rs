@@ -21,13 +21,14 @@ mod verifier;
 pub use bootstrap::{
     BootstrapError, BootstrapRequest, BootstrapService, Bootstrapped, ControlPlaneSecret,
 };
+pub use d2_kernel::{CacheSettings, CacheStats};
 pub use ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenRepo};
 pub use secret::{
     MalformedToken, Pepper, RandomnessUnavailable, TokenDigest, TokenSecret, WeakPepper,
 };
 pub use service::{Revocation, Rotation, TokenError, TokenService};
 pub use token::{ApiToken, IssuedToken, NewToken, TokenGrant, TokenKind, TokenRequest, TokenState};
-pub use verifier::{AuthError, CacheSettings, CacheStats, TokenVerifier};
+pub use verifier::{AuthError, TokenVerifier};
 
 #[cfg(test)]
 mod tests;

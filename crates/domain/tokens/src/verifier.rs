@@ -1,12 +1,12 @@
 //! Token verification: the hot path of every authenticated request.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use d2_kernel::{AuthContext, Clock, Code, ErrorCode, StoreError, TokenId};
-use moka::future::Cache;
+use d2_kernel::{
+    AuthContext, CacheSettings, CacheStats, Clock, Code, CoherentCache, ErrorCode, StoreError,
+    TokenId,
+};
 
 use crate::ports::TokenRepo;
 use crate::secret::{Pepper, TokenDigest, TokenSecret};
@@ -39,29 +39,6 @@ impl ErrorCode for AuthError {
     }
 }
 
-/// Size and lifetime of the verification cache.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CacheSettings {
-    pub ttl: Duration,
-    pub capacity: u64,
-}
-
-impl Default for CacheSettings {
-    fn default() -> Self {
-        Self {
-            ttl: Duration::from_secs(60),
-            capacity: 100_000,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CacheStats {
-    pub hits: u64,
-    pub misses: u64,
-    pub entries: u64,
-}
-
 #[derive(Debug)]
 struct KnownToken {
     id: TokenId,
@@ -83,11 +60,7 @@ pub struct TokenVerifier {
     repo: Arc<dyn TokenRepo>,
     pepper: Arc<Pepper>,
     clock: Arc<dyn Clock>,
-    cache: Cache<TokenDigest, Lookup>,
-    /// Bumped by every invalidation, so a lookup that raced with one is not cached.
-    epoch: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    cache: CoherentCache<TokenDigest, Lookup>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -105,19 +78,11 @@ impl TokenVerifier {
         clock: Arc<dyn Clock>,
         settings: CacheSettings,
     ) -> Self {
-        let cache = Cache::builder()
-            .max_capacity(settings.capacity)
-            .time_to_live(settings.ttl)
-            .support_invalidation_closures()
-            .build();
         Self {
             repo,
             pepper,
             clock,
-            cache,
-            epoch: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            cache: CoherentCache::new(settings),
         }
     }
 
@@ -125,16 +90,15 @@ impl TokenVerifier {
     pub async fn verify(&self, presented: &str) -> Result<Arc<AuthContext>, AuthError> {
         TokenSecret::check_format(presented).map_err(|_| AuthError::Malformed)?;
         let digest = self.pepper.digest_text(presented);
-        let lookup = match self.cache.get(&digest).await {
-            Some(lookup) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                lookup
-            }
-            None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                self.load(digest).await?
-            }
-        };
+        let lookup = self
+            .cache
+            .get_or_load(&digest, || async {
+                Ok::<_, StoreError>(match self.repo.find_by_digest(&digest).await? {
+                    Some(token) => Lookup::Known(Arc::new(known(&token))),
+                    None => Lookup::Unknown,
+                })
+            })
+            .await?;
         let Lookup::Known(token) = lookup else {
             return Err(AuthError::Unknown);
         };
@@ -150,43 +114,20 @@ impl TokenVerifier {
         Ok(Arc::clone(&token.context))
     }
 
-    async fn load(&self, digest: TokenDigest) -> Result<Lookup, AuthError> {
-        let epoch = self.epoch.load(Ordering::Acquire);
-        let lookup = match self.repo.find_by_digest(&digest).await? {
-            Some(token) => Lookup::Known(Arc::new(known(&token))),
-            None => Lookup::Unknown,
-        };
-        self.cache.insert(digest, lookup.clone()).await;
-        if self.epoch.load(Ordering::Acquire) != epoch {
-            // An invalidation ran while we read: what we read may predate it.
-            self.cache.invalidate(&digest).await;
-        }
-        Ok(lookup)
-    }
-
     /// Drops the cached entry of one token (after a revoke or rotate, here or elsewhere).
     pub fn invalidate(&self, id: TokenId) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        let predicate = move |_: &TokenDigest, lookup: &Lookup| matches!(lookup, Lookup::Known(t) if t.id == id);
-        if self.cache.invalidate_entries_if(predicate).is_err() {
-            // Only possible if closures were not enabled at build time; be safe anyway.
-            self.cache.invalidate_all();
-        }
+        self.cache
+            .invalidate_if(move |_, lookup| matches!(lookup, Lookup::Known(t) if t.id == id));
     }
 
     /// Drops every cached entry (for example after losing the change feed, when some
     /// announcements may have been missed).
     pub fn invalidate_all(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.cache.invalidate_all();
     }
 
     pub fn stats(&self) -> CacheStats {
-        CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            entries: self.cache.entry_count(),
-        }
+        self.cache.stats()
     }
 }
 

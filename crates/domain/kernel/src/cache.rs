@@ -1,0 +1,181 @@
+//! A read-through cache that stays coherent with explicit invalidation.
+//!
+//! Lookups that miss read from the source and store the result. An invalidation bumps an
+//! epoch; a load that started before the epoch moved is not kept, so a value read just
+//! before a revoke can never outlive the revoke's invalidation.
+
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use moka::future::Cache;
+
+/// Size and lifetime of a cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Entries older than this are reloaded, whatever happened meanwhile.
+    pub ttl: Duration,
+    pub capacity: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(60),
+            capacity: 100_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: u64,
+}
+
+pub struct CoherentCache<K, V> {
+    cache: Cache<K, V>,
+    epoch: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl<K, V> std::fmt::Debug for CoherentCache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoherentCache")
+            .field("hits", &self.hits.load(Ordering::Relaxed))
+            .field("misses", &self.misses.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> CoherentCache<K, V>
+where
+    K: Hash + Eq + Send + Sync + Clone + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    pub fn new(settings: CacheSettings) -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(settings.capacity)
+                .time_to_live(settings.ttl)
+                .support_invalidation_closures()
+                .build(),
+            epoch: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// The cached value of `key`, or the one `load` reads (then cached).
+    pub async fn get_or_load<E, F, Fut>(&self, key: &K, load: F) -> Result<V, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        if let Some(value) = self.cache.get(key).await {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(value);
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let value = load().await?;
+        self.cache.insert(key.clone(), value.clone()).await;
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            // An invalidation ran while we read: what we read may predate it.
+            self.cache.invalidate(key).await;
+        }
+        Ok(value)
+    }
+
+    pub async fn invalidate(&self, key: &K) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.cache.invalidate(key).await;
+    }
+
+    /// Drops every entry matching `predicate` (entries are checked lazily, on access).
+    pub fn invalidate_if(&self, predicate: impl Fn(&K, &V) -> bool + Send + Sync + 'static) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if self.cache.invalidate_entries_if(predicate).is_err() {
+            self.cache.invalidate_all();
+        }
+    }
+
+    pub fn invalidate_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.cache.invalidate_all();
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.cache.entry_count(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU32;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_through_once_and_reloads_after_invalidation() {
+        let cache: CoherentCache<u32, u32> = CoherentCache::new(CacheSettings::default());
+        let loads = AtomicU32::new(0);
+        let load = || async {
+            loads.fetch_add(1, Ordering::Relaxed);
+            Ok::<_, ()>(7)
+        };
+        assert_eq!(cache.get_or_load(&1, load).await, Ok(7));
+        assert_eq!(cache.get_or_load(&1, load).await, Ok(7));
+        assert_eq!(loads.load(Ordering::Relaxed), 1);
+        cache.invalidate(&1).await;
+        assert_eq!(cache.get_or_load(&1, load).await, Ok(7));
+        assert_eq!(loads.load(Ordering::Relaxed), 2);
+        cache.invalidate_if(|_, v| *v == 7);
+        cache.get_or_load(&1, load).await.unwrap();
+        assert_eq!(loads.load(Ordering::Relaxed), 3);
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses), (1, 3));
+    }
+
+    #[tokio::test]
+    async fn a_load_that_races_an_invalidation_is_not_kept() {
+        let cache: Arc<CoherentCache<u32, &str>> =
+            Arc::new(CoherentCache::new(CacheSettings::default()));
+        let racing = cache.clone();
+        let stale = cache
+            .get_or_load(&1, || async move {
+                // The value is revoked while it is being read.
+                racing.invalidate(&1).await;
+                Ok::<_, ()>("stale")
+            })
+            .await;
+        assert_eq!(stale, Ok("stale"));
+        let fresh = cache
+            .get_or_load(&1, || async { Ok::<_, ()>("fresh") })
+            .await;
+        assert_eq!(fresh, Ok("fresh"), "the racing load was not cached");
+    }
+
+    #[tokio::test]
+    async fn errors_are_not_cached() {
+        let cache: CoherentCache<u32, u32> = CoherentCache::new(CacheSettings::default());
+        assert_eq!(
+            cache
+                .get_or_load(&1, || async { Err::<u32, _>("down") })
+                .await,
+            Err("down")
+        );
+        assert_eq!(
+            cache.get_or_load(&1, || async { Ok::<_, &str>(3) }).await,
+            Ok(3)
+        );
+    }
+}
