@@ -182,9 +182,26 @@ async fn create(
     account_id: Path<AccountId>,
     body: OptionalJson<CreateTokenBody>,
 ) -> ApiResult<HttpResponse> {
-    auth.require_account(*account_id)?;
-    let request = body.0.unwrap_or_default().into_request(None)?;
-    let issued = state.app.tokens.create(&auth, *account_id, request).await?;
+    issue(&state, &auth, *account_id, || {
+        body.0.unwrap_or_default().into_request(None)
+    })
+    .await
+}
+
+/// Issues a token and answers it (the secret, once). A caller of another account is
+/// refused before its request is even read.
+async fn issue(
+    state: &ApiState,
+    auth: &Auth,
+    account_id: AccountId,
+    request: impl FnOnce() -> ApiResult<TokenRequest>,
+) -> ApiResult<HttpResponse> {
+    auth.require_account(account_id)?;
+    let issued = state
+        .app
+        .tokens
+        .create(auth, account_id, request()?)
+        .await?;
     Ok(secret_response(
         StatusCode::CREATED,
         &IssuedTokenBody::from(issued),
@@ -215,20 +232,17 @@ async fn create_server(
     account_id: Path<AccountId>,
     body: OptionalJson<CreateServerTokenBody>,
 ) -> ApiResult<HttpResponse> {
-    auth.require_account(*account_id)?;
-    let body = body.0.unwrap_or_default();
-    let request = CreateTokenBody {
-        token_name: body.token_name,
-        app_name: body.app_name,
-        expires_at: body.expires_at,
-        ..CreateTokenBody::default()
-    }
-    .into_request(Some(TokenGrant::Server))?;
-    let issued = state.app.tokens.create(&auth, *account_id, request).await?;
-    Ok(secret_response(
-        StatusCode::CREATED,
-        &IssuedTokenBody::from(issued),
-    ))
+    issue(&state, &auth, *account_id, || {
+        let body = body.0.unwrap_or_default();
+        CreateTokenBody {
+            token_name: body.token_name,
+            app_name: body.app_name,
+            expires_at: body.expires_at,
+            ..CreateTokenBody::default()
+        }
+        .into_request(Some(TokenGrant::Server))
+    })
+    .await
 }
 
 /// The account's tokens, newest first, revoked ones included (admin). Never a secret.

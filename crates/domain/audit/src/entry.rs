@@ -114,16 +114,10 @@ impl AuditEntry {
     /// A successful action by an authenticated caller, in the caller's account.
     pub fn by(ctx: &AuthContext, action: AuditAction, at: DateTime<Utc>) -> Self {
         Self {
-            account_id: ctx.account_id,
             actor: ctx.actor(),
             token_id: ctx.token_id(),
             user_id: ctx.user_id,
-            action,
-            status: AuditStatus::Success,
-            resource_type: None,
-            resource_id: None,
-            metadata: Value::Object(serde_json::Map::new()),
-            occurred_at: at,
+            ..Self::system(ctx.account_id, action, at)
         }
     }
 

@@ -16,6 +16,7 @@ pub mod ids;
 pub mod page;
 pub mod plan;
 pub mod scope;
+pub mod text;
 
 pub use app_name::AppName;
 pub use auth::{AccessError, AuthContext, Credential};

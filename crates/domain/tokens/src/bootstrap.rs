@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use d2_accounts::{Account, AccountName, AccountRepo, Role, User};
 use d2_audit::{AuditAction, AuditEntry};
+use d2_kernel::text::optional_label;
 use d2_kernel::{AccountId, Clock, Code, ErrorCode, StoreError, UserId};
 use ring::hmac;
 use ring::rand::SystemRandom;
@@ -150,15 +151,9 @@ impl BootstrapService {
         &self,
         request: BootstrapRequest,
     ) -> Result<Bootstrapped, BootstrapError> {
-        let token_name = match request.token_name.as_deref().map(str::trim) {
-            Some(name) if name.chars().count() > 100 || name.chars().any(char::is_control) => {
-                return Err(BootstrapError::InvalidRequest(
-                    "`token_name` must be at most 100 characters",
-                ));
-            }
-            Some(name) if !name.is_empty() => Some(name.to_owned()),
-            _ => None,
-        };
+        let token_name = optional_label(request.token_name.as_deref(), 100).map_err(|_| {
+            BootstrapError::InvalidRequest("`token_name` must be at most 100 characters")
+        })?;
         match request.account_id {
             Some(account_id) => self.break_glass(account_id, token_name).await,
             None => self.new_account(&request, token_name).await,
@@ -180,15 +175,9 @@ impl BootstrapService {
             .as_deref()
             .map(parse_email)
             .transpose()?;
-        let owner_name = match request.owner_name.as_deref().map(str::trim) {
-            Some(n) if n.chars().count() > 200 || n.chars().any(char::is_control) => {
-                return Err(BootstrapError::InvalidRequest(
-                    "`owner_name` must be at most 200 characters",
-                ));
-            }
-            Some(n) if !n.is_empty() => Some(n.to_owned()),
-            _ => None,
-        };
+        let owner_name = optional_label(request.owner_name.as_deref(), 200).map_err(|_| {
+            BootstrapError::InvalidRequest("`owner_name` must be at most 200 characters")
+        })?;
         let account = Account::new_trial(AccountId::random(), name, now, self.trial_days);
         let owner = User {
             id: UserId::random(),

@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use d2_audit::{AuditAction, AuditEntry};
+use d2_kernel::text::optional_label;
 use d2_kernel::{
     AccessError, AccountId, AuthContext, Clock, Code, ErrorCode, Page, PageError, PageRequest,
     Scope, StoreError, TokenId, UserId,
@@ -324,17 +325,11 @@ pub(crate) fn validate(
     mut request: TokenRequest,
     now: DateTime<Utc>,
 ) -> Result<TokenRequest, TokenError> {
-    request.name = match request.name.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(name)
-            if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) =>
-        {
-            return Err(TokenError::InvalidRequest(
-                "`token_name` must be at most 100 characters without control characters",
-            ));
-        }
-        Some(name) => Some(name.to_owned()),
-    };
+    request.name = optional_label(request.name.as_deref(), MAX_NAME_CHARS).map_err(|_| {
+        TokenError::InvalidRequest(
+            "`token_name` must be at most 100 characters without control characters",
+        )
+    })?;
     if let TokenGrant::Scopes(scopes) = &request.grant
         && scopes.is_empty()
     {
