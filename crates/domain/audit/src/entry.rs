@@ -17,16 +17,39 @@ pub enum AuditAction {
     TokenRotate,
     /// An owner token issued by the control plane for an existing account.
     TokenBreakGlass,
+    /// An account's signing key was created (its first one, on first publish or by d2ctl).
+    KeyCreate,
+    /// An account's signing key was replaced and its active bundles re-signed.
+    JwksRotate,
+    /// A publisher (Ed25519) key was registered.
+    KeyUpload,
+    /// A publisher key was revoked.
+    KeyRevoke,
+    PolicyDraft,
+    PolicyPublish,
+    /// A published policy's description or content changed (content changes are new versions).
+    PolicyUpdate,
+    PolicyRevert,
+    PolicyRevoke,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 6] = [
+    pub const ALL: [AuditAction; 15] = [
         AuditAction::AccountBootstrap,
         AuditAction::AccountUpdate,
         AuditAction::TokenCreate,
         AuditAction::TokenRevoke,
         AuditAction::TokenRotate,
         AuditAction::TokenBreakGlass,
+        AuditAction::KeyCreate,
+        AuditAction::JwksRotate,
+        AuditAction::KeyUpload,
+        AuditAction::KeyRevoke,
+        AuditAction::PolicyDraft,
+        AuditAction::PolicyPublish,
+        AuditAction::PolicyUpdate,
+        AuditAction::PolicyRevert,
+        AuditAction::PolicyRevoke,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -37,6 +60,15 @@ impl AuditAction {
             AuditAction::TokenRevoke => "token.revoke",
             AuditAction::TokenRotate => "token.rotate",
             AuditAction::TokenBreakGlass => "token.break_glass",
+            AuditAction::KeyCreate => "jwks.key_create",
+            AuditAction::JwksRotate => "jwks.rotate",
+            AuditAction::KeyUpload => "key.upload",
+            AuditAction::KeyRevoke => "key.revoke",
+            AuditAction::PolicyDraft => "policy.draft",
+            AuditAction::PolicyPublish => "policy.publish",
+            AuditAction::PolicyUpdate => "policy.update",
+            AuditAction::PolicyRevert => "policy.revert",
+            AuditAction::PolicyRevoke => "policy.revoke",
         }
     }
 }

@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+#![deny(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::as_conversions,
+    clippy::panic
+)]
+
+mod key;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
+mod ports;
+mod seal;
+mod service;
+
+pub use key::{KeyError, PublishedKey, SigningKey};
+pub use ports::{FirstKey, SigningKeyRepo};
+pub use seal::{AesKey, InvalidAesKey, Keyring, SealError, Sealed};
+pub use service::{Jwks, JwksDocument, JwksError, JwsHeaderExtras, KeySet, RotationHint};

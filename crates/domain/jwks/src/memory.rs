@@ -1,0 +1,114 @@
+//! In-memory signing keys, for tests.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use d2_audit::AuditEntry;
+use d2_audit::memory::MemoryAuditLog;
+use d2_kernel::{AccountId, StoreError};
+
+use crate::key::SigningKey;
+use crate::ports::{FirstKey, SigningKeyRepo};
+use crate::seal::Sealed;
+
+#[derive(Debug, Default)]
+pub struct MemorySigningKeys {
+    keys: Mutex<Vec<SigningKey>>,
+    audit: Arc<MemoryAuditLog>,
+}
+
+impl MemorySigningKeys {
+    pub fn new(audit: Arc<MemoryAuditLog>) -> Self {
+        Self {
+            keys: Mutex::new(Vec::new()),
+            audit,
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Vec<SigningKey>> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn audit(&self) -> &Arc<MemoryAuditLog> {
+        &self.audit
+    }
+}
+
+#[async_trait]
+impl SigningKeyRepo for MemorySigningKeys {
+    async fn keys(&self, account_id: AccountId) -> Result<Vec<SigningKey>, StoreError> {
+        let mut keys: Vec<SigningKey> = self
+            .lock()
+            .iter()
+            .filter(|k| k.account_id == account_id)
+            .cloned()
+            .collect();
+        keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
+        Ok(keys)
+    }
+
+    async fn insert_first(
+        &self,
+        key: &SigningKey,
+        audit: &AuditEntry,
+    ) -> Result<FirstKey, StoreError> {
+        let mut keys = self.lock();
+        if let Some(active) = keys
+            .iter()
+            .find(|k| k.account_id == key.account_id && k.is_active())
+        {
+            return Ok(FirstKey::AlreadyActive(Box::new(active.clone())));
+        }
+        keys.push(key.clone());
+        self.audit.append(audit.clone());
+        Ok(FirstKey::Created)
+    }
+
+    async fn sealed_with_other_keys(
+        &self,
+        current_aes_key_id: &str,
+        limit: u32,
+    ) -> Result<Vec<SigningKey>, StoreError> {
+        Ok(self
+            .lock()
+            .iter()
+            .filter(|k| k.sealed_private.aes_key_id != current_aes_key_id)
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .cloned()
+            .collect())
+    }
+
+    async fn reseal(
+        &self,
+        kid: &str,
+        expected: &Sealed,
+        replacement: &Sealed,
+    ) -> Result<bool, StoreError> {
+        let mut keys = self.lock();
+        match keys
+            .iter_mut()
+            .find(|k| k.kid == kid && k.sealed_private == *expected)
+        {
+            Some(key) => {
+                key.sealed_private = replacement.clone();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn prune_retired(&self, retired_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut keys = self.lock();
+        let before = keys.len();
+        keys.retain(|k| k.retired_at.is_none_or(|retired| retired >= retired_before));
+        Ok(u64::try_from(before - keys.len()).unwrap_or_default())
+    }
+
+    async fn accounts_with_keys(&self) -> Result<Vec<AccountId>, StoreError> {
+        let mut accounts: Vec<AccountId> = self.lock().iter().map(|k| k.account_id).collect();
+        accounts.sort();
+        accounts.dedup();
+        Ok(accounts)
+    }
+}

@@ -1,0 +1,381 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use d2_audit::AuditEntry;
+use d2_kernel::{AccountId, CacheSettings, Clock, Code, CoherentCache, ErrorCode, StoreError};
+use josekit::jws::JwsHeader;
+use josekit::jws::alg::rsassa::RsassaJwsSigner;
+use ring::digest::{SHA256, digest};
+use serde_json::{Value, json};
+
+use crate::key::{KeyError, SigningKey};
+use crate::ports::{FirstKey, SigningKeyRepo};
+use crate::seal::Keyring;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("signing failed: {0}")]
+    Signing(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ErrorCode for JwksError {
+    fn code(&self) -> Code {
+        match self {
+            JwksError::Key(_) | JwksError::Signing(_) => Code::Internal,
+            JwksError::Store(error) => error.code(),
+        }
+    }
+}
+
+/// A serialised JWKS and its strong ETag (quoted hex SHA-256 of the body).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwksDocument {
+    pub body: Vec<u8>,
+    pub etag: String,
+}
+
+impl JwksDocument {
+    fn of(keys: &[&SigningKey]) -> Self {
+        let body = json!({ "keys": keys.iter().map(|k| &k.public).collect::<Vec<_>>() });
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let etag = format!("\"{}\"", hex(digest(&SHA256, &body).as_ref()));
+        Self { body, etag }
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An account's keys as of one read.
+#[derive(Clone, Debug)]
+pub struct KeySet {
+    pub active: Option<SigningKey>,
+    /// Every key: active and retired, newest first.
+    pub all: Vec<SigningKey>,
+    /// The published keys (active, and retired ones within the grace period).
+    pub document: JwksDocument,
+    /// When the oldest published retired key leaves the JWKS.
+    stale_after: Option<DateTime<Utc>>,
+}
+
+/// The hints a re-signed bundle's header carries after a rotation, in both spellings the
+/// SDKs read (`timestamp`/`reason` and `refresh_timestamp`/`refresh_reason`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JwsHeaderExtras {
+    pub rotation: Option<RotationHint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RotationHint {
+    pub rotation_id: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+    pub new_kid: String,
+}
+
+/// Signing keys of every account: lazy creation, signing, the public JWKS.
+pub struct Jwks {
+    repo: Arc<dyn SigningKeyRepo>,
+    keyring: Arc<Keyring>,
+    clock: Arc<dyn Clock>,
+    grace: Duration,
+    sets: CoherentCache<AccountId, Arc<KeySet>>,
+    signers: Mutex<HashMap<String, Arc<RsassaJwsSigner>>>,
+}
+
+impl std::fmt::Debug for Jwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jwks")
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opened signers kept in memory; far more than the active keys of the busiest replica.
+const MAX_SIGNERS: usize = 10_000;
+
+impl Jwks {
+    pub fn new(
+        repo: Arc<dyn SigningKeyRepo>,
+        keyring: Arc<Keyring>,
+        clock: Arc<dyn Clock>,
+        grace: Duration,
+        cache: CacheSettings,
+    ) -> Self {
+        Self {
+            repo,
+            keyring,
+            clock,
+            grace,
+            sets: CoherentCache::new(cache),
+            signers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How long a retired key stays published.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// The account's keys and JWKS document (cached).
+    pub async fn key_set(&self, account_id: AccountId) -> Result<Arc<KeySet>, JwksError> {
+        let now = self.clock.now();
+        let set = self.load(account_id).await?;
+        if set.stale_after.is_some_and(|stale| now >= stale) {
+            self.sets.invalidate(&account_id).await;
+            return self.load(account_id).await;
+        }
+        Ok(set)
+    }
+
+    async fn load(&self, account_id: AccountId) -> Result<Arc<KeySet>, JwksError> {
+        self.sets
+            .get_or_load(&account_id, || async {
+                let keys = self.repo.keys(account_id).await?;
+                Ok::<_, JwksError>(Arc::new(self.assemble(keys)))
+            })
+            .await
+    }
+
+    fn assemble(&self, all: Vec<SigningKey>) -> KeySet {
+        let now = self.clock.now();
+        let published: Vec<&SigningKey> = all
+            .iter()
+            .filter(|k| k.is_published(now, self.grace))
+            .collect();
+        let stale_after = published
+            .iter()
+            .filter_map(|k| k.retired_at)
+            .map(|retired| retired + self.grace)
+            .min();
+        KeySet {
+            document: JwksDocument::of(&published),
+            active: all.iter().find(|k| k.is_active()).cloned(),
+            stale_after,
+            all,
+        }
+    }
+
+    /// The account's active key, created on first use (the creation is audited by the
+    /// record `audit_of` builds).
+    pub async fn active_key(
+        &self,
+        account_id: AccountId,
+        audit_of: impl FnOnce(&SigningKey) -> AuditEntry,
+    ) -> Result<SigningKey, JwksError> {
+        if let Some(active) = self.key_set(account_id).await?.active.clone() {
+            return Ok(active);
+        }
+        let key = self.generate(account_id)?;
+        let audit = audit_of(&key);
+        let key = match self.repo.insert_first(&key, &audit).await? {
+            FirstKey::Created => {
+                tracing::info!(account.id = %account_id, key.kid = %key.kid, "created the account's first signing key");
+                key
+            }
+            FirstKey::AlreadyActive(existing) => *existing,
+        };
+        self.sets.invalidate(&account_id).await;
+        Ok(key)
+    }
+
+    /// A new key for `account_id`, not stored.
+    pub fn generate(&self, account_id: AccountId) -> Result<SigningKey, JwksError> {
+        Ok(SigningKey::generate(
+            account_id,
+            &self.keyring,
+            self.clock.now(),
+        )?)
+    }
+
+    /// A compact RS256 JWS of `payload`, signed with `key`.
+    pub fn sign(
+        &self,
+        key: &SigningKey,
+        extras: &JwsHeaderExtras,
+        payload: &[u8],
+    ) -> Result<String, JwksError> {
+        let signer = self.signer(key)?;
+        let mut header = JwsHeader::new();
+        header.set_token_type("JWT");
+        header.set_key_id(key.kid.clone());
+        if let Some(hint) = &extras.rotation {
+            let at = hint.at.to_rfc3339_opts(SecondsFormat::Secs, true);
+            let members = [
+                ("jwks_refresh", Value::Bool(true)),
+                ("rotation_id", Value::String(hint.rotation_id.clone())),
+                ("refresh_reason", Value::String(hint.reason.clone())),
+                ("reason", Value::String(hint.reason.clone())),
+                ("refresh_timestamp", Value::String(at.clone())),
+                ("timestamp", Value::String(at)),
+                ("new_kid", Value::String(hint.new_kid.clone())),
+            ];
+            for (name, value) in members {
+                header
+                    .set_claim(name, Some(value))
+                    .map_err(|e| JwksError::Signing(e.to_string()))?;
+            }
+        }
+        josekit::jws::serialize_compact(payload, &header, signer.as_ref())
+            .map_err(|e| JwksError::Signing(e.to_string()))
+    }
+
+    fn signer(&self, key: &SigningKey) -> Result<Arc<RsassaJwsSigner>, JwksError> {
+        if let Some(signer) = self
+            .signers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key.kid)
+        {
+            return Ok(Arc::clone(signer));
+        }
+        let signer = Arc::new(key.signer(&self.keyring)?);
+        let mut signers = self.signers.lock().unwrap_or_else(PoisonError::into_inner);
+        if signers.len() >= MAX_SIGNERS {
+            signers.clear();
+        }
+        signers.insert(key.kid.clone(), Arc::clone(&signer));
+        Ok(signer)
+    }
+
+    /// Forgets the cached keys of an account (after a change here or elsewhere).
+    pub fn invalidate(&self, account_id: AccountId) {
+        self.sets.invalidate_if(move |key, _| *key == account_id);
+    }
+
+    pub fn invalidate_all(&self) {
+        self.sets.invalidate_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use d2_audit::AuditAction;
+    use d2_audit::memory::MemoryAuditLog;
+    use d2_kernel::ManualClock;
+    use josekit::jwk::Jwk;
+    use josekit::jws::RS256;
+
+    use super::*;
+    use crate::memory::MemorySigningKeys;
+    use crate::seal::AesKey;
+
+    fn jwks() -> (Jwks, Arc<MemorySigningKeys>, Arc<ManualClock>) {
+        let audit = Arc::new(MemoryAuditLog::default());
+        let repo = Arc::new(MemorySigningKeys::new(audit));
+        let clock = Arc::new(ManualClock::starting_now());
+        let keyring = Arc::new(Keyring::new(AesKey::new(&[9; 32]).unwrap(), vec![]));
+        let service = Jwks::new(
+            repo.clone(),
+            keyring,
+            clock.clone(),
+            Duration::hours(1),
+            CacheSettings::default(),
+        );
+        (service, repo, clock)
+    }
+
+    fn audit_of(key: &SigningKey) -> AuditEntry {
+        AuditEntry::system(key.account_id, AuditAction::KeyCreate, Utc::now())
+    }
+
+    #[tokio::test]
+    async fn the_first_key_is_created_once_and_signatures_verify_with_the_published_key() {
+        let (jwks, repo, _) = jwks();
+        let account = AccountId::random();
+        assert!(jwks.key_set(account).await.unwrap().active.is_none());
+        let key = jwks.active_key(account, audit_of).await.unwrap();
+        let again = jwks.active_key(account, audit_of).await.unwrap();
+        assert_eq!(key.kid, again.kid);
+        assert_eq!(repo.lock().len(), 1);
+        assert_eq!(repo.audit().all().len(), 1);
+
+        let jws = jwks
+            .sign(&key, &JwsHeaderExtras::default(), br#"{"hello":"world"}"#)
+            .unwrap();
+        let set = jwks.key_set(account).await.unwrap();
+        let document: Value = serde_json::from_slice(&set.document.body).unwrap();
+        let published = &document["keys"][0];
+        assert_eq!(published["kid"], key.kid.as_str());
+        assert_eq!(published["kty"], "RSA");
+        assert!(published.get("d").is_none(), "never a private member");
+        let jwk = Jwk::from_bytes(serde_json::to_vec(published).unwrap()).unwrap();
+        let verifier = RS256.verifier_from_jwk(&jwk).unwrap();
+        let (payload, header) = josekit::jws::deserialize_compact(&jws, &verifier).unwrap();
+        assert_eq!(payload, br#"{"hello":"world"}"#);
+        assert_eq!(header.key_id(), Some(key.kid.as_str()));
+        assert_eq!(header.token_type(), Some("JWT"));
+    }
+
+    #[tokio::test]
+    async fn rotation_hints_go_in_the_header_in_both_spellings() {
+        let (jwks, _, _) = jwks();
+        let key = jwks
+            .active_key(AccountId::random(), audit_of)
+            .await
+            .unwrap();
+        let extras = JwsHeaderExtras {
+            rotation: Some(RotationHint {
+                rotation_id: "rot_1".into(),
+                reason: "key_rotation".into(),
+                at: Utc::now(),
+                new_kid: key.kid.clone(),
+            }),
+        };
+        let jws = jwks.sign(&key, &extras, b"{}").unwrap();
+        let header = jws.split('.').next().unwrap();
+        let header: Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(header["jwks_refresh"], true);
+        for (a, b) in [
+            ("reason", "refresh_reason"),
+            ("timestamp", "refresh_timestamp"),
+        ] {
+            assert_eq!(header[a], header[b]);
+            assert!(header[a].is_string());
+        }
+        assert_eq!(header["new_kid"], key.kid.as_str());
+        assert_eq!(header["alg"], "RS256");
+    }
+
+    #[tokio::test]
+    async fn retired_keys_stay_published_for_the_grace_period_only() {
+        let (jwks, repo, clock) = jwks();
+        let account = AccountId::random();
+        let old = jwks.active_key(account, audit_of).await.unwrap();
+        let new = jwks.generate(account).unwrap();
+        {
+            let mut keys = repo.lock();
+            keys.iter_mut()
+                .for_each(|k| k.retired_at = Some(clock.now()));
+            keys.push(new.clone());
+        }
+        jwks.invalidate(account);
+        let set = jwks.key_set(account).await.unwrap();
+        assert_eq!(set.active.as_ref().unwrap().kid, new.kid);
+        let body = String::from_utf8(set.document.body.clone()).unwrap();
+        assert!(body.contains(&old.kid) && body.contains(&new.kid));
+        clock.advance(Duration::minutes(61));
+        let set = jwks.key_set(account).await.unwrap();
+        let body = String::from_utf8(set.document.body.clone()).unwrap();
+        assert!(
+            !body.contains(&old.kid),
+            "dropped after the grace period without any write"
+        );
+        assert!(body.contains(&new.kid));
+        assert_eq!(set.all.len(), 2);
+    }
+}
