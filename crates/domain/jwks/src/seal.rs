@@ -195,7 +195,7 @@ mod tests {
         tampered.blob[last] ^= 1;
         assert_eq!(keyring.open(&tampered, b"kid"), Err(SealError::Corrupt));
         let short = Sealed {
-            aes_key_id: a.aes_key_id.clone(),
+            aes_key_id: a.aes_key_id,
             blob: vec![0; 5],
         };
         assert_eq!(keyring.open(&short, b"kid"), Err(SealError::Corrupt));
