@@ -49,6 +49,30 @@ pub fn status_of(code: Code) -> (StatusCode, &'static str) {
         Code::TokenAlreadyExpired => (StatusCode::GONE, "Token already expired"),
         Code::InvalidTokenRequest => (StatusCode::BAD_REQUEST, "Invalid token request"),
         Code::InvalidExpiry => (StatusCode::BAD_REQUEST, "Invalid expiry"),
+        Code::InvalidPublicKey => (StatusCode::BAD_REQUEST, "Invalid public key"),
+        Code::KeyIdMismatch => (StatusCode::BAD_REQUEST, "Key id does not match the key"),
+        Code::PublisherKeyRevoked => (StatusCode::FORBIDDEN, "Publisher key revoked"),
+        Code::PublisherKeyNotFound => (StatusCode::NOT_FOUND, "Publisher key not found"),
+        Code::SignatureRequired => (StatusCode::UNAUTHORIZED, "Signature required"),
+        Code::UnknownPublisherKey => (StatusCode::FORBIDDEN, "Unknown publisher key"),
+        Code::InvalidSignature => (StatusCode::FORBIDDEN, "Invalid signature"),
+        Code::PolicyInvalid => (StatusCode::BAD_REQUEST, "Invalid policy"),
+        Code::PolicyNotFound => (StatusCode::NOT_FOUND, "Policy not found"),
+        Code::PolicyRevoked => (StatusCode::GONE, "Policy revoked"),
+        Code::PolicyAlreadyActive => (StatusCode::CONFLICT, "Policy already active"),
+        Code::AppRequired => (StatusCode::NOT_FOUND, "App name required"),
+        Code::AppMismatch => (StatusCode::BAD_REQUEST, "App name mismatch"),
+        Code::EtagMismatch => (StatusCode::CONFLICT, "ETag mismatch"),
+        Code::VersionRollback => (StatusCode::CONFLICT, "Version rollback"),
+        Code::NoDenyRules => (StatusCode::BAD_REQUEST, "Deny rules dropped"),
+        Code::BundleTooLarge => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Bundle too large for the plan",
+        ),
+        Code::ToolLimit => (StatusCode::PAYMENT_REQUIRED, "Tool limit reached"),
+        Code::AppLimit => (StatusCode::PAYMENT_REQUIRED, "App limit reached"),
+        Code::Locked => (StatusCode::PAYMENT_REQUIRED, "Account locked"),
+        Code::AccountRequired => (StatusCode::BAD_REQUEST, "Account required"),
         Code::Conflict => (StatusCode::CONFLICT, "Conflict"),
         Code::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
         Code::ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable"),
@@ -121,8 +145,13 @@ impl<E: ErrorCode + Send + Sync + 'static> From<E> for ApiError {
         Self {
             code: error.code(),
             detail: error.to_string(),
+            rate_limit: error
+                .rate_limit()
+                .map(|(limit, retry_after_seconds)| RateLimitInfo {
+                    limit,
+                    retry_after_seconds,
+                }),
             source: Some(Box::new(error)),
-            rate_limit: None,
         }
     }
 }

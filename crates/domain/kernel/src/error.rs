@@ -40,6 +40,31 @@ pub enum Code {
     TokenAlreadyExpired,
     InvalidTokenRequest,
     InvalidExpiry,
+    // Publisher keys and signatures.
+    InvalidPublicKey,
+    KeyIdMismatch,
+    PublisherKeyRevoked,
+    PublisherKeyNotFound,
+    SignatureRequired,
+    UnknownPublisherKey,
+    InvalidSignature,
+    // Policies.
+    PolicyInvalid,
+    PolicyNotFound,
+    PolicyRevoked,
+    PolicyAlreadyActive,
+    AppRequired,
+    AppMismatch,
+    EtagMismatch,
+    VersionRollback,
+    NoDenyRules,
+    BundleTooLarge,
+    // Plan limits (402: the SDK reads `tool_limit` and `locked`).
+    ToolLimit,
+    AppLimit,
+    Locked,
+    // JWKS.
+    AccountRequired,
     // Generic.
     Conflict,
     RateLimited,
@@ -76,6 +101,27 @@ impl Code {
             Code::TokenAlreadyExpired => "token_already_expired",
             Code::InvalidTokenRequest => "invalid_token_request",
             Code::InvalidExpiry => "invalid_expiry",
+            Code::InvalidPublicKey => "invalid_public_key",
+            Code::KeyIdMismatch => "key_id_mismatch",
+            Code::PublisherKeyRevoked => "key_revoked",
+            Code::PublisherKeyNotFound => "key_not_found",
+            Code::SignatureRequired => "signature_required",
+            Code::UnknownPublisherKey => "unknown_key",
+            Code::InvalidSignature => "invalid_signature",
+            Code::PolicyInvalid => "policy_validation_failed",
+            Code::PolicyNotFound => "policy_not_found",
+            Code::PolicyRevoked => "policy_revoked",
+            Code::PolicyAlreadyActive => "policy_already_active",
+            Code::AppRequired => "app_name_required",
+            Code::AppMismatch => "app_name_mismatch",
+            Code::EtagMismatch => "etag_mismatch",
+            Code::VersionRollback => "version_rollback",
+            Code::NoDenyRules => "no_deny_rules",
+            Code::BundleTooLarge => "bundle_too_large",
+            Code::ToolLimit => "tool_limit",
+            Code::AppLimit => "app_limit",
+            Code::Locked => "locked",
+            Code::AccountRequired => "account_required",
             Code::Conflict => "conflict",
             Code::RateLimited => "rate_limited",
             Code::ServiceUnavailable => "service_unavailable",
@@ -94,6 +140,11 @@ impl fmt::Display for Code {
 /// codes, so it must describe the caller's mistake and never include internals.
 pub trait ErrorCode: StdError {
     fn code(&self) -> Code;
+
+    /// For `RateLimited`: the allowance (burst) and the seconds to wait.
+    fn rate_limit(&self) -> Option<(u32, u64)> {
+        None
+    }
 }
 
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;

@@ -75,6 +75,10 @@ typed_id!(
     /// An API token. The id is public; the secret is never stored.
     TokenId
 );
+typed_id!(
+    /// One version (or the draft) of an app's policy.
+    PolicyId
+);
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,7 @@ pub use auth::{AccessError, AuthContext, Credential};
 pub use cache::{CacheSettings, CacheStats, CoherentCache};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Code, ErrorCode, StoreError};
-pub use ids::{AccountId, TokenId, UserId};
+pub use ids::{AccountId, PolicyId, TokenId, UserId};
 pub use page::{Cursor, Page, PageError, PageRequest};
 pub use plan::{Plan, PlanCatalog, Quotas};
 pub use scope::{Grant, Scope, ScopeSet};

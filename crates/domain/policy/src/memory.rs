@@ -1,0 +1,386 @@
+//! In-memory policies and publisher keys, for tests.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use d2_audit::AuditEntry;
+use d2_audit::memory::MemoryAuditLog;
+use d2_jwks::memory::MemorySigningKeys;
+use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, PolicyId, StoreError};
+
+use crate::model::{AppState, PolicyRecord, Stage};
+use crate::ports::{
+    AuditOf, KeyRegistration, KeyRotation, PolicyRepo, Publication, PublishOutcome,
+    PublisherKeyRepo, RotationOutcome,
+};
+use crate::publisher::PublisherKey;
+
+#[derive(Debug)]
+pub struct MemoryPolicies {
+    rows: Mutex<Vec<PolicyRecord>>,
+    keys: Mutex<Vec<PublisherKey>>,
+    signing: Arc<MemorySigningKeys>,
+    audit: Arc<MemoryAuditLog>,
+}
+
+impl MemoryPolicies {
+    pub fn new(signing: Arc<MemorySigningKeys>) -> Self {
+        Self {
+            rows: Mutex::new(Vec::new()),
+            keys: Mutex::new(Vec::new()),
+            audit: signing.audit().clone(),
+            signing,
+        }
+    }
+
+    pub fn rows(&self) -> MutexGuard<'_, Vec<PolicyRecord>> {
+        self.rows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publisher_keys(&self) -> MutexGuard<'_, Vec<PublisherKey>> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn state_of(rows: &[PolicyRecord], account_id: AccountId, app: &AppName) -> AppState {
+    let of_app: Vec<&PolicyRecord> = rows
+        .iter()
+        .filter(|r| r.account_id == account_id && &r.app_name == app)
+        .collect();
+    let active = of_app.iter().find(|r| r.active).map(|r| (*r).clone());
+    let newest_published = of_app
+        .iter()
+        .filter(|r| r.stage == Stage::Published)
+        .max_by_key(|r| r.version);
+    AppState {
+        revoked: active.is_none() && newest_published.is_some_and(|r| r.is_revoked()),
+        active,
+        draft: of_app
+            .iter()
+            .find(|r| r.stage == Stage::Draft)
+            .map(|r| (*r).clone()),
+        max_version: of_app.iter().map(|r| r.version).max().unwrap_or(0),
+    }
+}
+
+fn publish_into(rows: &mut Vec<PolicyRecord>, publication: &Publication) -> PublishOutcome {
+    let record = &publication.record;
+    let state = state_of(rows, record.account_id, &record.app_name);
+    if state.active.as_ref().map(|a| a.id) != publication.expected_active {
+        return PublishOutcome::Conflict;
+    }
+    if let Some(requested) = publication.requested_version
+        && requested <= state.max_version
+    {
+        return PublishOutcome::VersionRollback {
+            highest: state.max_version,
+        };
+    }
+    if state.active.is_none() {
+        let mut serving: Vec<&AppName> = rows
+            .iter()
+            .filter(|r| r.account_id == record.account_id && r.active)
+            .map(|r| &r.app_name)
+            .collect();
+        serving.dedup();
+        if serving.len() >= usize::try_from(publication.max_apps).unwrap_or(usize::MAX) {
+            return PublishOutcome::AppLimit;
+        }
+    }
+    let mut stored = record.clone();
+    stored.version = publication
+        .requested_version
+        .unwrap_or(state.max_version + 1)
+        .max(state.max_version + 1);
+    stored.active = true;
+    rows.retain(|r| {
+        !(r.account_id == record.account_id
+            && r.app_name == record.app_name
+            && r.stage == Stage::Draft)
+    });
+    for row in rows
+        .iter_mut()
+        .filter(|r| r.account_id == record.account_id && r.app_name == record.app_name)
+    {
+        row.active = false;
+    }
+    rows.push(stored.clone());
+    PublishOutcome::Published(Box::new(stored))
+}
+
+#[async_trait]
+impl PolicyRepo for MemoryPolicies {
+    async fn app_state(
+        &self,
+        account_id: AccountId,
+        app: &AppName,
+    ) -> Result<AppState, StoreError> {
+        Ok(state_of(&self.rows(), account_id, app))
+    }
+
+    async fn find_policy(
+        &self,
+        account_id: AccountId,
+        id: PolicyId,
+    ) -> Result<Option<PolicyRecord>, StoreError> {
+        Ok(self
+            .rows()
+            .iter()
+            .find(|r| r.account_id == account_id && r.id == id)
+            .cloned())
+    }
+
+    async fn versions(
+        &self,
+        account_id: AccountId,
+        app: &AppName,
+    ) -> Result<Vec<PolicyRecord>, StoreError> {
+        let mut rows: Vec<PolicyRecord> = self
+            .rows()
+            .iter()
+            .filter(|r| r.account_id == account_id && &r.app_name == app)
+            .cloned()
+            .collect();
+        rows.sort_by_key(|r| std::cmp::Reverse(r.version));
+        Ok(rows)
+    }
+
+    async fn list_policies(
+        &self,
+        account_id: AccountId,
+        page: &PageRequest,
+    ) -> Result<Page<PolicyRecord>, StoreError> {
+        let after = match page.after() {
+            Some(cursor) => Some((
+                cursor.at,
+                cursor
+                    .id_as::<PolicyId>()
+                    .map_err(|_| StoreError::corrupt("cursor"))?,
+            )),
+            None => None,
+        };
+        let mut rows: Vec<PolicyRecord> = self
+            .rows()
+            .iter()
+            .filter(|r| r.account_id == account_id)
+            .filter(|r| after.is_none_or(|position| (r.created_at, r.id) < position))
+            .cloned()
+            .collect();
+        rows.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+        rows.truncate(
+            usize::try_from(page.limit())
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        );
+        Ok(page.page_from(rows, |r| Cursor::new(r.created_at, r.id.to_string())))
+    }
+
+    async fn apps(&self, account_id: AccountId) -> Result<Vec<AppName>, StoreError> {
+        let mut apps: Vec<AppName> = self
+            .rows()
+            .iter()
+            .filter(|r| r.account_id == account_id)
+            .map(|r| r.app_name.clone())
+            .collect();
+        apps.sort();
+        apps.dedup();
+        Ok(apps)
+    }
+
+    async fn active_policies(
+        &self,
+        account_id: AccountId,
+    ) -> Result<Vec<PolicyRecord>, StoreError> {
+        Ok(self
+            .rows()
+            .iter()
+            .filter(|r| r.account_id == account_id && r.active)
+            .cloned()
+            .collect())
+    }
+
+    async fn save_draft(
+        &self,
+        draft: &PolicyRecord,
+        audit_of: AuditOf<'_>,
+    ) -> Result<PolicyRecord, StoreError> {
+        let mut rows = self.rows();
+        let state = state_of(&rows, draft.account_id, &draft.app_name);
+        rows.retain(|r| {
+            !(r.account_id == draft.account_id
+                && r.app_name == draft.app_name
+                && r.stage == Stage::Draft)
+        });
+        let mut stored = draft.clone();
+        stored.version = state.max_version + 1;
+        stored.active = false;
+        rows.push(stored.clone());
+        self.audit.append(audit_of(&stored));
+        Ok(stored)
+    }
+
+    async fn publish(
+        &self,
+        publication: &Publication,
+        audit_of: AuditOf<'_>,
+    ) -> Result<PublishOutcome, StoreError> {
+        let mut rows = self.rows();
+        let outcome = publish_into(&mut rows, publication);
+        if let PublishOutcome::Published(stored) = &outcome {
+            self.audit.append(audit_of(stored));
+        }
+        Ok(outcome)
+    }
+
+    async fn revoke_app(
+        &self,
+        account_id: AccountId,
+        app: &AppName,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<u64, StoreError> {
+        let mut rows = self.rows();
+        let mut active = 0;
+        for row in rows.iter_mut().filter(|r| {
+            r.account_id == account_id && &r.app_name == app && r.stage == Stage::Published
+        }) {
+            if row.active {
+                active += 1;
+            }
+            row.active = false;
+            row.revoked_at.get_or_insert(at);
+        }
+        if active > 0 {
+            self.audit.append(audit.clone());
+        }
+        Ok(active)
+    }
+
+    async fn set_description(
+        &self,
+        account_id: AccountId,
+        id: PolicyId,
+        description: Option<&str>,
+        audit: &AuditEntry,
+    ) -> Result<Option<PolicyRecord>, StoreError> {
+        let mut rows = self.rows();
+        let Some(row) = rows
+            .iter_mut()
+            .find(|r| r.account_id == account_id && r.id == id)
+        else {
+            return Ok(None);
+        };
+        row.description = description.map(str::to_owned);
+        self.audit.append(audit.clone());
+        Ok(Some(row.clone()))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        rotation: &KeyRotation,
+        audit: &AuditEntry,
+    ) -> Result<RotationOutcome, StoreError> {
+        let mut rows = self.rows();
+        let mut keys = self.signing.lock();
+        let active_kid = keys
+            .iter()
+            .find(|k| k.account_id == rotation.account_id && k.is_active())
+            .map(|k| k.kid.clone());
+        if active_kid != rotation.expected_active_kid {
+            return Ok(RotationOutcome::Conflict);
+        }
+        let mut scratch = rows.clone();
+        let mut stored = Vec::new();
+        for (record, replaces) in &rotation.bundles {
+            let publication = Publication {
+                record: record.clone(),
+                expected_active: Some(*replaces),
+                requested_version: None,
+                max_apps: u32::MAX,
+            };
+            match publish_into(&mut scratch, &publication) {
+                PublishOutcome::Published(record) => stored.push(*record),
+                _ => return Ok(RotationOutcome::Conflict),
+            }
+        }
+        *rows = scratch;
+        for key in keys
+            .iter_mut()
+            .filter(|k| k.account_id == rotation.account_id && k.is_active())
+        {
+            key.retired_at = Some(rotation.at);
+        }
+        keys.push(rotation.new_key.clone());
+        self.audit.append(audit.clone());
+        Ok(RotationOutcome::Rotated(stored))
+    }
+}
+
+#[async_trait]
+impl PublisherKeyRepo for MemoryPolicies {
+    async fn register(
+        &self,
+        key: &PublisherKey,
+        audit: &AuditEntry,
+    ) -> Result<KeyRegistration, StoreError> {
+        let mut keys = self.publisher_keys();
+        if let Some(existing) = keys
+            .iter()
+            .find(|k| k.account_id == key.account_id && k.key_id == key.key_id)
+        {
+            return Ok(KeyRegistration::Exists(Box::new(existing.clone())));
+        }
+        keys.push(key.clone());
+        self.audit.append(audit.clone());
+        Ok(KeyRegistration::Created)
+    }
+
+    async fn find(
+        &self,
+        account_id: AccountId,
+        key_id: &str,
+    ) -> Result<Option<PublisherKey>, StoreError> {
+        Ok(self
+            .publisher_keys()
+            .iter()
+            .find(|k| k.account_id == account_id && k.key_id == key_id)
+            .cloned())
+    }
+
+    async fn list(
+        &self,
+        account_id: AccountId,
+        include_revoked: bool,
+    ) -> Result<Vec<PublisherKey>, StoreError> {
+        let mut keys: Vec<PublisherKey> = self
+            .publisher_keys()
+            .iter()
+            .filter(|k| k.account_id == account_id && (include_revoked || k.revoked_at.is_none()))
+            .cloned()
+            .collect();
+        keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
+        Ok(keys)
+    }
+
+    async fn revoke(
+        &self,
+        account_id: AccountId,
+        key_id: &str,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut keys = self.publisher_keys();
+        let Some(key) = keys
+            .iter_mut()
+            .find(|k| k.account_id == account_id && k.key_id == key_id)
+        else {
+            return Ok(false);
+        };
+        if key.revoked_at.is_none() {
+            key.revoked_at = Some(at);
+            self.audit.append(audit.clone());
+        }
+        Ok(true)
+    }
+}

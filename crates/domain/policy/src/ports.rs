@@ -1,0 +1,179 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use d2_audit::AuditEntry;
+use d2_jwks::SigningKey;
+use d2_kernel::{AccountId, AppName, Page, PageRequest, PolicyId, StoreError};
+
+use crate::model::{AppState, PolicyRecord};
+use crate::publisher::PublisherKey;
+
+/// Builds the audit record of a change from the stored record (whose version the store
+/// assigns inside the transaction).
+pub type AuditOf<'a> = &'a (dyn Fn(&PolicyRecord) -> AuditEntry + Send + Sync);
+
+/// A new published version to store.
+#[derive(Clone, Debug)]
+pub struct Publication {
+    /// The version's content; `version` is assigned by the store.
+    pub record: PolicyRecord,
+    /// The active version the decision to publish was based on (`None`: none was). If
+    /// another is active by now, nothing is written.
+    pub expected_active: Option<PolicyId>,
+    /// The caller's explicit version, which must be above every existing one.
+    pub requested_version: Option<i64>,
+    /// For an app with nothing active: refuse when the account already serves this many.
+    pub max_apps: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum PublishOutcome {
+    Published(Box<PolicyRecord>),
+    /// The active version changed since it was read.
+    Conflict,
+    /// The requested version is not above the app's highest.
+    VersionRollback {
+        highest: i64,
+    },
+    /// The account serves `max_apps` apps already.
+    AppLimit,
+}
+
+/// A signing-key rotation: the new key, and each active bundle re-signed with it.
+#[derive(Clone, Debug)]
+pub struct KeyRotation {
+    pub account_id: AccountId,
+    pub new_key: SigningKey,
+    /// The key that must still be active (`None`: the account had none).
+    pub expected_active_kid: Option<String>,
+    pub at: DateTime<Utc>,
+    /// Re-signed versions; each `expected_active` names the version it replaces.
+    pub bundles: Vec<(PolicyRecord, PolicyId)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RotationOutcome {
+    Rotated(Vec<PolicyRecord>),
+    /// A key or a bundle changed meanwhile; nothing was written.
+    Conflict,
+}
+
+/// Storage of policies.
+///
+/// Implementations shared between processes MUST announce every change of an app (and of
+/// an account's keys) so caches elsewhere drop it.
+#[async_trait]
+pub trait PolicyRepo: Send + Sync + 'static {
+    async fn app_state(&self, account_id: AccountId, app: &AppName)
+    -> Result<AppState, StoreError>;
+
+    async fn find_policy(
+        &self,
+        account_id: AccountId,
+        id: PolicyId,
+    ) -> Result<Option<PolicyRecord>, StoreError>;
+
+    /// The app's rows, newest version first.
+    async fn versions(
+        &self,
+        account_id: AccountId,
+        app: &AppName,
+    ) -> Result<Vec<PolicyRecord>, StoreError>;
+
+    /// All rows of the account, newest first by `(created_at, id)`.
+    async fn list_policies(
+        &self,
+        account_id: AccountId,
+        page: &PageRequest,
+    ) -> Result<Page<PolicyRecord>, StoreError>;
+
+    /// Apps with a draft or a published version, sorted.
+    async fn apps(&self, account_id: AccountId) -> Result<Vec<AppName>, StoreError>;
+
+    /// The active version of every app of the account.
+    async fn active_policies(&self, account_id: AccountId)
+    -> Result<Vec<PolicyRecord>, StoreError>;
+
+    /// Stores the app's draft (replacing an existing one) as version highest + 1, with its
+    /// audit record.
+    async fn save_draft(
+        &self,
+        draft: &PolicyRecord,
+        audit_of: AuditOf<'_>,
+    ) -> Result<PolicyRecord, StoreError>;
+
+    /// Stores a new active version (highest + 1), deactivates the previous one and
+    /// removes the app's draft, with its audit record, in one transaction serialised per
+    /// app. Writes nothing unless the outcome is `Published`.
+    async fn publish(
+        &self,
+        publication: &Publication,
+        audit_of: AuditOf<'_>,
+    ) -> Result<PublishOutcome, StoreError>;
+
+    /// Marks the app's published versions revoked; returns how many were active.
+    async fn revoke_app(
+        &self,
+        account_id: AccountId,
+        app: &AppName,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<u64, StoreError>;
+
+    /// Changes the description kept beside a row (not part of the signed content).
+    async fn set_description(
+        &self,
+        account_id: AccountId,
+        id: PolicyId,
+        description: Option<&str>,
+        audit: &AuditEntry,
+    ) -> Result<Option<PolicyRecord>, StoreError>;
+
+    /// Activates the new key, retires the previous one and stores the re-signed versions,
+    /// in one transaction.
+    async fn rotate_signing_key(
+        &self,
+        rotation: &KeyRotation,
+        audit: &AuditEntry,
+    ) -> Result<RotationOutcome, StoreError>;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyRegistration {
+    Created,
+    /// The account registered this key before (possibly revoked since).
+    Exists(Box<PublisherKey>),
+}
+
+/// Storage of publisher keys.
+#[async_trait]
+pub trait PublisherKeyRepo: Send + Sync + 'static {
+    /// Stores the key and its audit record, unless the account has it already.
+    async fn register(
+        &self,
+        key: &PublisherKey,
+        audit: &AuditEntry,
+    ) -> Result<KeyRegistration, StoreError>;
+
+    async fn find(
+        &self,
+        account_id: AccountId,
+        key_id: &str,
+    ) -> Result<Option<PublisherKey>, StoreError>;
+
+    /// Newest first.
+    async fn list(
+        &self,
+        account_id: AccountId,
+        include_revoked: bool,
+    ) -> Result<Vec<PublisherKey>, StoreError>;
+
+    /// Marks the key revoked (once); false if the account has no such key. A repeated
+    /// revoke returns true and writes nothing.
+    async fn revoke(
+        &self,
+        account_id: AccountId,
+        key_id: &str,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
+}
