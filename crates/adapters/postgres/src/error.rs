@@ -51,6 +51,8 @@ pub(crate) fn from_pool(error: RunError<PoolError>) -> StoreError {
 pub(crate) enum TxError {
     Diesel(DieselError),
     Store(StoreError),
+    /// Roll back: what the transaction was based on changed; the caller retries.
+    Retry,
 }
 
 impl From<DieselError> for TxError {
@@ -70,6 +72,7 @@ impl From<TxError> for StoreError {
         match error {
             TxError::Diesel(error) => from_diesel(error),
             TxError::Store(error) => error,
+            TxError::Retry => StoreError::Conflict("the transaction's premises changed".into()),
         }
     }
 }

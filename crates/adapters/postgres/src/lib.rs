@@ -3,9 +3,11 @@
 mod accounts;
 mod audit;
 mod error;
+mod jwks;
 mod listener;
 mod migrate;
 mod models;
+mod policies;
 mod pool;
 #[rustfmt::skip]
 mod schema;

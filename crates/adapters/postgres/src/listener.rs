@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use d2_kernel::{AccountId, TokenId};
+use d2_kernel::{AccountId, AppName, TokenId};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
@@ -22,10 +22,14 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// What the listener tells its subscriber.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Token(TokenId),
     Account(AccountId),
+    /// An app's policies changed (publish, draft, revoke, revert, rotation).
+    App(AccountId, AppName),
+    /// An account's signing keys changed.
+    Keys(AccountId),
     /// The feed was (re)connected: announcements may have been missed, so everything
     /// cached must be considered stale.
     Resync,
@@ -37,6 +41,8 @@ impl Change {
         match self {
             Change::Token(id) => Some(format!("token:{id}")),
             Change::Account(id) => Some(format!("account:{id}")),
+            Change::App(account, app) => Some(format!("app:{account}:{app}")),
+            Change::Keys(account) => Some(format!("keys:{account}")),
             Change::Resync => None,
         }
     }
@@ -45,6 +51,11 @@ impl Change {
         match payload.split_once(':')? {
             ("token", id) => id.parse().ok().map(Change::Token),
             ("account", id) => id.parse().ok().map(Change::Account),
+            ("app", rest) => {
+                let (account, app) = rest.split_once(':')?;
+                Some(Change::App(account.parse().ok()?, AppName::normalise(app)))
+            }
+            ("keys", id) => id.parse().ok().map(Change::Keys),
             _ => None,
         }
     }
@@ -135,4 +146,14 @@ where
             .await
             .map_err(|e| e.to_string())?;
     }
+}
+
+/// Serialises transactions on `name` (an app, an account's keys) until the caller's
+/// transaction ends.
+pub(crate) async fn lock(conn: &mut AsyncPgConnection, name: &str) -> diesel::QueryResult<()> {
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind::<diesel::sql_types::Text, _>(name)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

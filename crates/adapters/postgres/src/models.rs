@@ -12,7 +12,12 @@ use diesel::prelude::*;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::schema::{accounts, api_tokens, audit_logs, users};
+use d2_jwks::{PublishedKey, Sealed, SigningKey};
+use d2_policy::{PolicyRecord, PublisherKey, Stage};
+
+use crate::schema::{
+    accounts, api_tokens, audit_logs, policies, publisher_keys, signing_keys, users,
+};
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::corrupt(format!("stored {what} is not valid"))
@@ -248,6 +253,179 @@ impl AuditRow {
                 metadata: self.metadata,
                 occurred_at: self.created_at,
             },
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = signing_keys, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct SigningKeyRow {
+    pub kid: String,
+    pub account_id: Uuid,
+    pub public_n: String,
+    pub public_e: String,
+    pub aes_key_id: String,
+    pub sealed_private: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+impl SigningKeyRow {
+    pub fn from_domain(key: &SigningKey) -> Self {
+        Self {
+            kid: key.kid.clone(),
+            account_id: *key.account_id.as_uuid(),
+            public_n: key.public.n.clone(),
+            public_e: key.public.e.clone(),
+            aes_key_id: key.sealed_private.aes_key_id.clone(),
+            sealed_private: key.sealed_private.blob.clone(),
+            created_at: key.created_at,
+            retired_at: key.retired_at,
+        }
+    }
+
+    pub fn into_domain(self) -> SigningKey {
+        SigningKey {
+            public: PublishedKey::rsa(&self.kid, &self.public_n, &self.public_e),
+            kid: self.kid,
+            account_id: self.account_id.into(),
+            sealed_private: Sealed {
+                aes_key_id: self.aes_key_id,
+                blob: self.sealed_private,
+            },
+            created_at: self.created_at,
+            retired_at: self.retired_at,
+        }
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = publisher_keys, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct PublisherKeyRow {
+    pub account_id: Uuid,
+    pub key_id: String,
+    pub public_key: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub uploaded_by: String,
+    pub token_id: Option<Uuid>,
+    pub user_id: Option<Uuid>,
+}
+
+impl PublisherKeyRow {
+    pub fn from_domain(key: &PublisherKey) -> Self {
+        Self {
+            account_id: *key.account_id.as_uuid(),
+            key_id: key.key_id.clone(),
+            public_key: key.public_key.to_vec(),
+            created_at: key.created_at,
+            revoked_at: key.revoked_at,
+            uploaded_by: key.uploaded_by.clone(),
+            token_id: key.token_id.map(Uuid::from),
+            user_id: key.user_id.map(Uuid::from),
+        }
+    }
+
+    pub fn into_domain(self) -> Result<PublisherKey, StoreError> {
+        Ok(PublisherKey {
+            public_key: self
+                .public_key
+                .try_into()
+                .map_err(|_| corrupt("publisher key"))?,
+            key_id: self.key_id,
+            account_id: self.account_id.into(),
+            created_at: self.created_at,
+            revoked_at: self.revoked_at,
+            uploaded_by: self.uploaded_by,
+            token_id: self.token_id.map(Into::into),
+            user_id: self.user_id.map(Into::into),
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = policies, check_for_backend(diesel::pg::Pg))]
+pub(crate) struct PolicyRow {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub app_name: String,
+    pub version: i64,
+    pub stage: String,
+    pub active: bool,
+    pub document: Value,
+    pub jws: Option<String>,
+    pub etag: String,
+    pub kid: Option<String>,
+    pub tool_count: i32,
+    pub size_bytes: i64,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub actor: String,
+    pub token_id: Option<Uuid>,
+    pub user_id: Option<Uuid>,
+    pub publisher_key_id: Option<String>,
+    pub rotation_id: Option<String>,
+}
+
+impl PolicyRow {
+    pub fn from_domain(record: &PolicyRecord) -> Self {
+        Self {
+            id: *record.id.as_uuid(),
+            account_id: *record.account_id.as_uuid(),
+            app_name: record.app_name.as_str().to_owned(),
+            version: record.version,
+            stage: record.stage.as_str().to_owned(),
+            active: record.active,
+            document: record.document.clone(),
+            jws: record.jws.clone(),
+            etag: record.etag.clone(),
+            kid: record.kid.clone(),
+            tool_count: i32::try_from(record.tool_count).unwrap_or(i32::MAX),
+            size_bytes: i64::try_from(record.size_bytes).unwrap_or(i64::MAX),
+            description: record.description.clone(),
+            created_at: record.created_at,
+            published_at: record.published_at,
+            expires_at: record.expires_at,
+            revoked_at: record.revoked_at,
+            actor: record.actor.clone(),
+            token_id: record.token_id.map(Uuid::from),
+            user_id: record.user_id.map(Uuid::from),
+            publisher_key_id: record.publisher_key_id.clone(),
+            rotation_id: record.rotation_id.clone(),
+        }
+    }
+
+    pub fn into_domain(self) -> Result<PolicyRecord, StoreError> {
+        Ok(PolicyRecord {
+            id: self.id.into(),
+            account_id: self.account_id.into(),
+            app_name: AppName::normalise(&self.app_name),
+            version: self.version,
+            stage: match self.stage.as_str() {
+                "draft" => Stage::Draft,
+                "published" => Stage::Published,
+                _ => return Err(corrupt("policy stage")),
+            },
+            active: self.active,
+            document: self.document,
+            jws: self.jws,
+            etag: self.etag,
+            kid: self.kid,
+            tool_count: u32::try_from(self.tool_count).map_err(|_| corrupt("tool count"))?,
+            size_bytes: u64::try_from(self.size_bytes).map_err(|_| corrupt("size"))?,
+            description: self.description,
+            created_at: self.created_at,
+            published_at: self.published_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            actor: self.actor,
+            token_id: self.token_id.map(Into::into),
+            user_id: self.user_id.map(Into::into),
+            publisher_key_id: self.publisher_key_id,
+            rotation_id: self.rotation_id,
         })
     }
 }

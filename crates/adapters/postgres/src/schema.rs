@@ -47,6 +47,59 @@ diesel::table! {
 }
 
 diesel::table! {
+    policies (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        app_name -> Text,
+        version -> Int8,
+        stage -> Text,
+        active -> Bool,
+        document -> Jsonb,
+        jws -> Nullable<Text>,
+        etag -> Text,
+        kid -> Nullable<Text>,
+        tool_count -> Int4,
+        size_bytes -> Int8,
+        description -> Nullable<Text>,
+        created_at -> Timestamptz,
+        published_at -> Nullable<Timestamptz>,
+        expires_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+        actor -> Text,
+        token_id -> Nullable<Uuid>,
+        user_id -> Nullable<Uuid>,
+        publisher_key_id -> Nullable<Text>,
+        rotation_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    publisher_keys (account_id, key_id) {
+        account_id -> Uuid,
+        key_id -> Text,
+        public_key -> Bytea,
+        created_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+        uploaded_by -> Text,
+        token_id -> Nullable<Uuid>,
+        user_id -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    signing_keys (kid) {
+        kid -> Text,
+        account_id -> Uuid,
+        public_n -> Text,
+        public_e -> Text,
+        aes_key_id -> Text,
+        sealed_private -> Bytea,
+        created_at -> Timestamptz,
+        retired_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Uuid,
         account_id -> Uuid,
@@ -60,6 +113,17 @@ diesel::table! {
 
 diesel::joinable!(api_tokens -> accounts (account_id));
 diesel::joinable!(api_tokens -> users (created_by));
+diesel::joinable!(policies -> accounts (account_id));
+diesel::joinable!(publisher_keys -> accounts (account_id));
+diesel::joinable!(signing_keys -> accounts (account_id));
 diesel::joinable!(users -> accounts (account_id));
 
-diesel::allow_tables_to_appear_in_same_query!(accounts, api_tokens, audit_logs, users,);
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    api_tokens,
+    audit_logs,
+    policies,
+    publisher_keys,
+    signing_keys,
+    users,
+);

@@ -161,3 +161,31 @@ async fn wait_for(seen: &Arc<Mutex<Vec<Change>>>, done: impl Fn(&[Change]) -> bo
         seen.lock().unwrap()
     );
 }
+
+async fn two_accounts(store: &PgStore) -> (AccountId, AccountId) {
+    (contract_token(store).await.1, contract_token(store).await.1)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policies_contract() {
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let (a, b) = two_accounts(&store).await;
+    d2_policy::contract::policies(&store, a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publisher_keys_contract() {
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let (a, b) = two_accounts(&store).await;
+    d2_policy::contract::publisher_keys(&store, a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_keys_contract() {
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let (a, b) = two_accounts(&store).await;
+    d2_policy::contract::signing_keys(&store, a, b).await;
+}

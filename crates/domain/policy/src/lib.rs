@@ -7,6 +7,8 @@
     clippy::panic
 )]
 
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
 pub mod document;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
@@ -32,3 +34,35 @@ pub use service::{
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod memory_contract {
+    use std::sync::Arc;
+
+    use d2_audit::memory::MemoryAuditLog;
+    use d2_jwks::memory::MemorySigningKeys;
+    use d2_kernel::AccountId;
+
+    use crate::memory::MemoryPolicies;
+
+    fn store() -> MemoryPolicies {
+        MemoryPolicies::new(Arc::new(MemorySigningKeys::new(Arc::new(
+            MemoryAuditLog::default(),
+        ))))
+    }
+
+    #[tokio::test]
+    async fn policies() {
+        crate::contract::policies(&store(), AccountId::random(), AccountId::random()).await;
+    }
+
+    #[tokio::test]
+    async fn publisher_keys() {
+        crate::contract::publisher_keys(&store(), AccountId::random(), AccountId::random()).await;
+    }
+
+    #[tokio::test]
+    async fn signing_keys() {
+        crate::contract::signing_keys(&store(), AccountId::random(), AccountId::random()).await;
+    }
+}

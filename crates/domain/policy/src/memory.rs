@@ -384,3 +384,47 @@ impl PublisherKeyRepo for MemoryPolicies {
         Ok(true)
     }
 }
+
+/// Delegates to the signing keys it shares with the rotation, so one value stands for
+/// every port (as a database adapter does).
+#[async_trait]
+impl d2_jwks::SigningKeyRepo for MemoryPolicies {
+    async fn keys(&self, account_id: AccountId) -> Result<Vec<d2_jwks::SigningKey>, StoreError> {
+        self.signing.keys(account_id).await
+    }
+
+    async fn insert_first(
+        &self,
+        key: &d2_jwks::SigningKey,
+        audit: &AuditEntry,
+    ) -> Result<d2_jwks::FirstKey, StoreError> {
+        self.signing.insert_first(key, audit).await
+    }
+
+    async fn sealed_with_other_keys(
+        &self,
+        current_aes_key_id: &str,
+        limit: u32,
+    ) -> Result<Vec<d2_jwks::SigningKey>, StoreError> {
+        self.signing
+            .sealed_with_other_keys(current_aes_key_id, limit)
+            .await
+    }
+
+    async fn reseal(
+        &self,
+        kid: &str,
+        expected: &d2_jwks::Sealed,
+        replacement: &d2_jwks::Sealed,
+    ) -> Result<bool, StoreError> {
+        self.signing.reseal(kid, expected, replacement).await
+    }
+
+    async fn prune_retired(&self, retired_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.signing.prune_retired(retired_before).await
+    }
+
+    async fn accounts_with_keys(&self) -> Result<Vec<AccountId>, StoreError> {
+        self.signing.accounts_with_keys().await
+    }
+}

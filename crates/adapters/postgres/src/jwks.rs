@@ -1,0 +1,135 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use d2_audit::AuditEntry;
+use d2_jwks::{FirstKey, Sealed, SigningKey, SigningKeyRepo};
+use d2_kernel::{AccountId, StoreError};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::audit::write_audit;
+use crate::error::{TxError, from_diesel};
+use crate::listener::{Change, announce, lock};
+use crate::models::SigningKeyRow;
+use crate::pool::PgStore;
+use crate::schema::signing_keys;
+
+pub(crate) fn keys_lock(account_id: AccountId) -> String {
+    format!("keys:{account_id}")
+}
+
+pub(crate) async fn active_key(
+    conn: &mut AsyncPgConnection,
+    account_id: AccountId,
+) -> QueryResult<Option<SigningKeyRow>> {
+    signing_keys::table
+        .filter(signing_keys::account_id.eq(account_id.as_uuid()))
+        .filter(signing_keys::retired_at.is_null())
+        .select(SigningKeyRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+#[async_trait]
+impl SigningKeyRepo for PgStore {
+    async fn keys(&self, account_id: AccountId) -> Result<Vec<SigningKey>, StoreError> {
+        let mut conn = self.conn().await?;
+        let rows = signing_keys::table
+            .filter(signing_keys::account_id.eq(account_id.as_uuid()))
+            .order(signing_keys::created_at.desc())
+            .select(SigningKeyRow::as_select())
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        Ok(rows.into_iter().map(SigningKeyRow::into_domain).collect())
+    }
+
+    async fn insert_first(
+        &self,
+        key: &SigningKey,
+        audit: &AuditEntry,
+    ) -> Result<FirstKey, StoreError> {
+        let mut conn = self.conn().await?;
+        let outcome = conn
+            .transaction(async |conn| {
+                lock(conn, &keys_lock(key.account_id)).await?;
+                if let Some(existing) = active_key(conn, key.account_id).await? {
+                    return Ok::<_, TxError>(FirstKey::AlreadyActive(Box::new(
+                        existing.into_domain(),
+                    )));
+                }
+                diesel::insert_into(signing_keys::table)
+                    .values(SigningKeyRow::from_domain(key))
+                    .execute(conn)
+                    .await?;
+                write_audit(conn, audit).await?;
+                announce(conn, Change::Keys(key.account_id)).await?;
+                Ok(FirstKey::Created)
+            })
+            .await?;
+        Ok(outcome)
+    }
+
+    async fn sealed_with_other_keys(
+        &self,
+        current_aes_key_id: &str,
+        limit: u32,
+    ) -> Result<Vec<SigningKey>, StoreError> {
+        let mut conn = self.conn().await?;
+        let rows = signing_keys::table
+            .filter(signing_keys::aes_key_id.ne(current_aes_key_id))
+            .order(signing_keys::kid.asc())
+            .limit(i64::from(limit))
+            .select(SigningKeyRow::as_select())
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        Ok(rows.into_iter().map(SigningKeyRow::into_domain).collect())
+    }
+
+    async fn reseal(
+        &self,
+        kid: &str,
+        expected: &Sealed,
+        replacement: &Sealed,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let updated = diesel::update(
+            signing_keys::table
+                .filter(signing_keys::kid.eq(kid))
+                .filter(signing_keys::aes_key_id.eq(&expected.aes_key_id))
+                .filter(signing_keys::sealed_private.eq(&expected.blob)),
+        )
+        .set((
+            signing_keys::aes_key_id.eq(&replacement.aes_key_id),
+            signing_keys::sealed_private.eq(&replacement.blob),
+        ))
+        .execute(&mut conn)
+        .await
+        .map_err(from_diesel)?;
+        Ok(updated == 1)
+    }
+
+    async fn prune_retired(&self, retired_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        let deleted =
+            diesel::delete(signing_keys::table.filter(signing_keys::retired_at.lt(retired_before)))
+                .execute(&mut conn)
+                .await
+                .map_err(from_diesel)?;
+        Ok(u64::try_from(deleted).unwrap_or_default())
+    }
+
+    async fn accounts_with_keys(&self) -> Result<Vec<AccountId>, StoreError> {
+        let mut conn = self.conn().await?;
+        let ids: Vec<Uuid> = signing_keys::table
+            .select(signing_keys::account_id)
+            .distinct()
+            .order(signing_keys::account_id.asc())
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        Ok(ids.into_iter().map(AccountId::from).collect())
+    }
+}

@@ -1,0 +1,524 @@
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use d2_audit::AuditEntry;
+use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, PolicyId, StoreError};
+use d2_policy::{
+    AppState, AuditOf, KeyRegistration, KeyRotation, PolicyRecord, PolicyRepo, Publication,
+    PublishOutcome, PublisherKey, PublisherKeyRepo, RotationOutcome, Stage,
+};
+use diesel::dsl::max;
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use crate::audit::write_audit;
+use crate::error::{TxError, from_diesel};
+use crate::jwks::{active_key, keys_lock};
+use crate::listener::{Change, announce, lock};
+use crate::models::{PolicyRow, PublisherKeyRow, SigningKeyRow};
+use crate::pool::PgStore;
+use crate::schema::{policies, publisher_keys, signing_keys};
+
+fn app_lock(account_id: AccountId, app: &AppName) -> String {
+    format!("app:{account_id}:{app}")
+}
+
+fn of_app(account_id: AccountId, app: &AppName) -> policies::BoxedQuery<'static, diesel::pg::Pg> {
+    policies::table
+        .filter(policies::account_id.eq(*account_id.as_uuid()))
+        .filter(policies::app_name.eq(app.as_str().to_owned()))
+        .into_boxed()
+}
+
+async fn delete_draft(
+    conn: &mut AsyncPgConnection,
+    account_id: AccountId,
+    app: &AppName,
+) -> QueryResult<usize> {
+    diesel::delete(
+        policies::table
+            .filter(policies::account_id.eq(account_id.as_uuid()))
+            .filter(policies::app_name.eq(app.as_str()))
+            .filter(policies::stage.eq(Stage::Draft.as_str())),
+    )
+    .execute(conn)
+    .await
+}
+
+async fn load_state(
+    conn: &mut AsyncPgConnection,
+    account_id: AccountId,
+    app: &AppName,
+) -> Result<AppState, TxError> {
+    let active = of_app(account_id, app)
+        .filter(policies::active.eq(true))
+        .select(PolicyRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    let draft = of_app(account_id, app)
+        .filter(policies::stage.eq(Stage::Draft.as_str()))
+        .select(PolicyRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    let max_version: Option<i64> = of_app(account_id, app)
+        .select(max(policies::version))
+        .first(conn)
+        .await?;
+    let newest_published_revoked: Option<bool> = of_app(account_id, app)
+        .filter(policies::stage.eq(Stage::Published.as_str()))
+        .order(policies::version.desc())
+        .select(policies::revoked_at.is_not_null())
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(AppState {
+        revoked: active.is_none() && newest_published_revoked == Some(true),
+        active: active.map(PolicyRow::into_domain).transpose()?,
+        draft: draft.map(PolicyRow::into_domain).transpose()?,
+        max_version: max_version.unwrap_or(0),
+    })
+}
+
+/// Inserts `record` as the app's new active version, inside the caller's transaction
+/// (which holds the app's lock).
+async fn insert_active(
+    conn: &mut AsyncPgConnection,
+    publication: &Publication,
+) -> Result<PublishOutcome, TxError> {
+    let record = &publication.record;
+    let (account_id, app) = (record.account_id, &record.app_name);
+    let state = load_state(conn, account_id, app).await?;
+    if state.active.as_ref().map(|a| a.id) != publication.expected_active {
+        return Ok(PublishOutcome::Conflict);
+    }
+    if let Some(requested) = publication.requested_version
+        && requested <= state.max_version
+    {
+        return Ok(PublishOutcome::VersionRollback {
+            highest: state.max_version,
+        });
+    }
+    if state.active.is_none() {
+        let serving: i64 = policies::table
+            .filter(policies::account_id.eq(account_id.as_uuid()))
+            .filter(policies::active.eq(true))
+            .count()
+            .get_result(conn)
+            .await?;
+        if serving >= i64::from(publication.max_apps) {
+            return Ok(PublishOutcome::AppLimit);
+        }
+    }
+    let mut stored = record.clone();
+    stored.version = publication
+        .requested_version
+        .unwrap_or(0)
+        .max(state.max_version + 1);
+    stored.active = true;
+    delete_draft(conn, account_id, app).await?;
+    diesel::update(
+        policies::table
+            .filter(policies::account_id.eq(account_id.as_uuid()))
+            .filter(policies::app_name.eq(app.as_str()))
+            .filter(policies::active.eq(true)),
+    )
+    .set(policies::active.eq(false))
+    .execute(conn)
+    .await?;
+    diesel::insert_into(policies::table)
+        .values(PolicyRow::from_domain(&stored))
+        .execute(conn)
+        .await?;
+    announce(conn, Change::App(account_id, app.clone())).await?;
+    Ok(PublishOutcome::Published(Box::new(stored)))
+}
+
+#[async_trait]
+impl PolicyRepo for PgStore {
+    async fn app_state(
+        &self,
+        account_id: AccountId,
+        app: &AppName,
+    ) -> Result<AppState, StoreError> {
+        let mut conn = self.conn().await?;
+        Ok(load_state(&mut conn, account_id, app).await?)
+    }
+
+    async fn find_policy(
+        &self,
+        account_id: AccountId,
+        id: PolicyId,
+    ) -> Result<Option<PolicyRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let row = policies::table
+            .filter(policies::account_id.eq(account_id.as_uuid()))
+            .filter(policies::id.eq(id.as_uuid()))
+            .select(PolicyRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?;
+        row.map(PolicyRow::into_domain).transpose()
+    }
+
+    async fn versions(
+        &self,
+        account_id: AccountId,
+        app: &AppName,
+    ) -> Result<Vec<PolicyRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let rows = of_app(account_id, app)
+            .order(policies::version.desc())
+            .select(PolicyRow::as_select())
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        rows.into_iter().map(PolicyRow::into_domain).collect()
+    }
+
+    async fn list_policies(
+        &self,
+        account_id: AccountId,
+        page: &PageRequest,
+    ) -> Result<Page<PolicyRecord>, StoreError> {
+        let mut query = policies::table
+            .filter(policies::account_id.eq(account_id.as_uuid()))
+            .order((policies::created_at.desc(), policies::id.desc()))
+            .limit(i64::from(page.limit()) + 1)
+            .select(PolicyRow::as_select())
+            .into_boxed();
+        if let Some(cursor) = page.after() {
+            let id: PolicyId = cursor
+                .id_as()
+                .map_err(|_| StoreError::corrupt("policy cursor"))?;
+            query = query.filter(
+                policies::created_at.lt(cursor.at).or(policies::created_at
+                    .eq(cursor.at)
+                    .and(policies::id.lt(*id.as_uuid()))),
+            );
+        }
+        let mut conn = self.conn().await?;
+        let rows = query.load(&mut conn).await.map_err(from_diesel)?;
+        let records = rows
+            .into_iter()
+            .map(PolicyRow::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page.page_from(records, |r| Cursor::new(r.created_at, r.id.to_string())))
+    }
+
+    async fn apps(&self, account_id: AccountId) -> Result<Vec<AppName>, StoreError> {
+        let mut conn = self.conn().await?;
+        let names: Vec<String> = policies::table
+            .filter(policies::account_id.eq(account_id.as_uuid()))
+            .select(policies::app_name)
+            .distinct()
+            .order(policies::app_name.asc())
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        Ok(names.iter().map(|n| AppName::normalise(n)).collect())
+    }
+
+    async fn active_policies(
+        &self,
+        account_id: AccountId,
+    ) -> Result<Vec<PolicyRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let rows = policies::table
+            .filter(policies::account_id.eq(account_id.as_uuid()))
+            .filter(policies::active.eq(true))
+            .order(policies::app_name.asc())
+            .select(PolicyRow::as_select())
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        rows.into_iter().map(PolicyRow::into_domain).collect()
+    }
+
+    async fn save_draft(
+        &self,
+        draft: &PolicyRecord,
+        audit_of: AuditOf<'_>,
+    ) -> Result<PolicyRecord, StoreError> {
+        let mut conn = self.conn().await?;
+        let stored = conn
+            .transaction(async |conn| {
+                let (account_id, app) = (draft.account_id, &draft.app_name);
+                lock(conn, &app_lock(account_id, app)).await?;
+                let state = load_state(conn, account_id, app).await?;
+                delete_draft(conn, account_id, app).await?;
+                let mut stored = draft.clone();
+                stored.version = state.max_version + 1;
+                stored.active = false;
+                diesel::insert_into(policies::table)
+                    .values(PolicyRow::from_domain(&stored))
+                    .execute(conn)
+                    .await?;
+                write_audit(conn, &audit_of(&stored)).await?;
+                announce(conn, Change::App(account_id, app.clone())).await?;
+                Ok::<_, TxError>(stored)
+            })
+            .await?;
+        Ok(stored)
+    }
+
+    async fn publish(
+        &self,
+        publication: &Publication,
+        audit_of: AuditOf<'_>,
+    ) -> Result<PublishOutcome, StoreError> {
+        let mut conn = self.conn().await?;
+        let outcome = conn
+            .transaction(async |conn| {
+                let record = &publication.record;
+                lock(conn, &app_lock(record.account_id, &record.app_name)).await?;
+                let outcome = insert_active(conn, publication).await?;
+                if let PublishOutcome::Published(stored) = &outcome {
+                    write_audit(conn, &audit_of(stored)).await?;
+                }
+                Ok::<_, TxError>(outcome)
+            })
+            .await?;
+        Ok(outcome)
+    }
+
+    async fn revoke_app(
+        &self,
+        account_id: AccountId,
+        app: &AppName,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        let revoked = conn
+            .transaction(async |conn| {
+                lock(conn, &app_lock(account_id, app)).await?;
+                let active: i64 = of_app(account_id, app)
+                    .filter(policies::active.eq(true))
+                    .count()
+                    .get_result(conn)
+                    .await?;
+                if active == 0 {
+                    return Ok::<_, TxError>(0);
+                }
+                diesel::update(
+                    policies::table
+                        .filter(policies::account_id.eq(account_id.as_uuid()))
+                        .filter(policies::app_name.eq(app.as_str()))
+                        .filter(policies::stage.eq(Stage::Published.as_str())),
+                )
+                .set((
+                    policies::active.eq(false),
+                    policies::revoked_at.eq(diesel::dsl::sql::<
+                        diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+                    >("coalesce(revoked_at, ")
+                    .bind::<diesel::sql_types::Timestamptz, _>(at)
+                    .sql(")")),
+                ))
+                .execute(conn)
+                .await?;
+                write_audit(conn, audit).await?;
+                announce(conn, Change::App(account_id, app.clone())).await?;
+                Ok(u64::try_from(active).unwrap_or_default())
+            })
+            .await?;
+        Ok(revoked)
+    }
+
+    async fn set_description(
+        &self,
+        account_id: AccountId,
+        id: PolicyId,
+        description: Option<&str>,
+        audit: &AuditEntry,
+    ) -> Result<Option<PolicyRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let updated = conn
+            .transaction(async |conn| {
+                let row = diesel::update(
+                    policies::table
+                        .filter(policies::account_id.eq(account_id.as_uuid()))
+                        .filter(policies::id.eq(id.as_uuid())),
+                )
+                .set(policies::description.eq(description))
+                .returning(PolicyRow::as_returning())
+                .get_result(conn)
+                .await
+                .optional()?;
+                let Some(row) = row else {
+                    return Ok::<_, TxError>(None);
+                };
+                let record = row.into_domain()?;
+                write_audit(conn, audit).await?;
+                announce(conn, Change::App(account_id, record.app_name.clone())).await?;
+                Ok(Some(record))
+            })
+            .await?;
+        Ok(updated)
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        rotation: &KeyRotation,
+        audit: &AuditEntry,
+    ) -> Result<RotationOutcome, StoreError> {
+        let mut conn = self.conn().await?;
+        let outcome = conn
+            .transaction(async |conn| {
+                let account_id = rotation.account_id;
+                lock(conn, &keys_lock(account_id)).await?;
+                let mut apps: Vec<&AppName> =
+                    rotation.bundles.iter().map(|(r, _)| &r.app_name).collect();
+                apps.sort();
+                for app in &apps {
+                    lock(conn, &app_lock(account_id, app)).await?;
+                }
+                let active_kid = active_key(conn, account_id).await?.map(|k| k.kid);
+                if active_kid != rotation.expected_active_kid {
+                    return Ok::<_, TxError>(RotationOutcome::Conflict);
+                }
+                diesel::update(
+                    signing_keys::table
+                        .filter(signing_keys::account_id.eq(account_id.as_uuid()))
+                        .filter(signing_keys::retired_at.is_null()),
+                )
+                .set(signing_keys::retired_at.eq(rotation.at))
+                .execute(conn)
+                .await?;
+                diesel::insert_into(signing_keys::table)
+                    .values(SigningKeyRow::from_domain(&rotation.new_key))
+                    .execute(conn)
+                    .await?;
+                let mut stored = Vec::new();
+                for (record, replaces) in &rotation.bundles {
+                    let publication = Publication {
+                        record: record.clone(),
+                        expected_active: Some(*replaces),
+                        requested_version: None,
+                        max_apps: u32::MAX,
+                    };
+                    match insert_active(conn, &publication).await? {
+                        PublishOutcome::Published(record) => stored.push(*record),
+                        // Roll everything back: the service retries from fresh state.
+                        _ => return Err(TxError::Retry),
+                    }
+                }
+                write_audit(conn, audit).await?;
+                announce(conn, Change::Keys(account_id)).await?;
+                Ok(RotationOutcome::Rotated(stored))
+            })
+            .await;
+        match outcome {
+            Ok(outcome) => Ok(outcome),
+            Err(TxError::Retry) => Ok(RotationOutcome::Conflict),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+#[async_trait]
+impl PublisherKeyRepo for PgStore {
+    async fn register(
+        &self,
+        key: &PublisherKey,
+        audit: &AuditEntry,
+    ) -> Result<KeyRegistration, StoreError> {
+        let mut conn = self.conn().await?;
+        let outcome = conn
+            .transaction(async |conn| {
+                let inserted = diesel::insert_into(publisher_keys::table)
+                    .values(PublisherKeyRow::from_domain(key))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await?;
+                if inserted == 1 {
+                    write_audit(conn, audit).await?;
+                    return Ok::<_, TxError>(KeyRegistration::Created);
+                }
+                let existing = publisher_keys::table
+                    .filter(publisher_keys::account_id.eq(key.account_id.as_uuid()))
+                    .filter(publisher_keys::key_id.eq(&key.key_id))
+                    .select(PublisherKeyRow::as_select())
+                    .first(conn)
+                    .await?;
+                Ok(KeyRegistration::Exists(Box::new(existing.into_domain()?)))
+            })
+            .await?;
+        Ok(outcome)
+    }
+
+    async fn find(
+        &self,
+        account_id: AccountId,
+        key_id: &str,
+    ) -> Result<Option<PublisherKey>, StoreError> {
+        let mut conn = self.conn().await?;
+        let row = publisher_keys::table
+            .filter(publisher_keys::account_id.eq(account_id.as_uuid()))
+            .filter(publisher_keys::key_id.eq(key_id))
+            .select(PublisherKeyRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?;
+        row.map(PublisherKeyRow::into_domain).transpose()
+    }
+
+    async fn list(
+        &self,
+        account_id: AccountId,
+        include_revoked: bool,
+    ) -> Result<Vec<PublisherKey>, StoreError> {
+        let mut query = publisher_keys::table
+            .filter(publisher_keys::account_id.eq(account_id.as_uuid()))
+            .order(publisher_keys::created_at.desc())
+            .select(PublisherKeyRow::as_select())
+            .into_boxed();
+        if !include_revoked {
+            query = query.filter(publisher_keys::revoked_at.is_null());
+        }
+        let mut conn = self.conn().await?;
+        let rows = query.load(&mut conn).await.map_err(from_diesel)?;
+        rows.into_iter().map(PublisherKeyRow::into_domain).collect()
+    }
+
+    async fn revoke(
+        &self,
+        account_id: AccountId,
+        key_id: &str,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let found = conn
+            .transaction(async |conn| {
+                let revoked_at: Option<Option<DateTime<Utc>>> = publisher_keys::table
+                    .filter(publisher_keys::account_id.eq(account_id.as_uuid()))
+                    .filter(publisher_keys::key_id.eq(key_id))
+                    .select(publisher_keys::revoked_at)
+                    .for_update()
+                    .first(conn)
+                    .await
+                    .optional()?;
+                match revoked_at {
+                    None => Ok::<_, TxError>(false),
+                    Some(Some(_)) => Ok(true),
+                    Some(None) => {
+                        diesel::update(
+                            publisher_keys::table
+                                .filter(publisher_keys::account_id.eq(account_id.as_uuid()))
+                                .filter(publisher_keys::key_id.eq(key_id)),
+                        )
+                        .set(publisher_keys::revoked_at.eq(at))
+                        .execute(conn)
+                        .await?;
+                        write_audit(conn, audit).await?;
+                        Ok(true)
+                    }
+                }
+            })
+            .await?;
+        Ok(found)
+    }
+}

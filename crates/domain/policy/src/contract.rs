@@ -1,0 +1,478 @@
+//! The behaviour every storage adapter of policies, publisher keys and signing keys must
+//! show, run against the in-memory fakes and every real adapter.
+#![expect(
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test suite for adapters: failing loudly is its job"
+)]
+
+use chrono::{DateTime, Duration, Utc};
+use d2_audit::{AuditAction, AuditEntry};
+use d2_jwks::{AesKey, FirstKey, Keyring, SigningKey, SigningKeyRepo};
+use d2_kernel::{AccountId, AppName, PageRequest, PolicyId};
+use serde_json::json;
+
+use crate::model::{PolicyRecord, Stage};
+use crate::ports::{
+    KeyRegistration, KeyRotation, PolicyRepo, Publication, PublishOutcome, PublisherKeyRepo,
+    RotationOutcome,
+};
+use crate::publisher::{PublisherKey, derive_key_id};
+
+pub trait Store: PolicyRepo + PublisherKeyRepo + SigningKeyRepo {}
+impl<T: PolicyRepo + PublisherKeyRepo + SigningKeyRepo> Store for T {}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap_or_default()
+}
+
+fn audit(account_id: AccountId, action: AuditAction) -> AuditEntry {
+    AuditEntry::system(account_id, action, at(0))
+}
+
+fn record(account_id: AccountId, app: &str, stage: Stage, seconds: i64) -> PolicyRecord {
+    PolicyRecord {
+        id: PolicyId::random(),
+        account_id,
+        app_name: AppName::normalise(app),
+        version: 0,
+        stage,
+        active: false,
+        document: json!({ "metadata": { "name": app }, "policies": [{ "role": "r", "permissions": ["t"] }] }),
+        jws: (stage == Stage::Published).then(|| format!("jws-{seconds}")),
+        etag: format!("etag-{seconds}"),
+        kid: None,
+        tool_count: 1,
+        size_bytes: 10,
+        description: None,
+        created_at: at(seconds),
+        published_at: (stage == Stage::Published).then(|| at(seconds)),
+        expires_at: None,
+        revoked_at: None,
+        actor: "system".into(),
+        token_id: None,
+        user_id: None,
+        publisher_key_id: None,
+        rotation_id: None,
+    }
+}
+
+async fn publish(
+    store: &dyn Store,
+    account: AccountId,
+    app: &str,
+    seconds: i64,
+    expected: Option<PolicyId>,
+) -> PublishOutcome {
+    let publication = Publication {
+        record: record(account, app, Stage::Published, seconds),
+        expected_active: expected,
+        requested_version: None,
+        max_apps: 10,
+    };
+    let audit_of = |r: &PolicyRecord| audit(r.account_id, AuditAction::PolicyPublish);
+    store
+        .publish(&publication, &audit_of)
+        .await
+        .unwrap_or_else(|e| panic!("publish: {e}"))
+}
+
+fn published(outcome: PublishOutcome) -> PolicyRecord {
+    match outcome {
+        PublishOutcome::Published(record) => *record,
+        other => panic!("expected a publish, got {other:?}"),
+    }
+}
+
+/// Drafts, publishes, versions, revocation and isolation. `a` and `b` are existing accounts.
+pub async fn policies(store: &dyn Store, a: AccountId, b: AccountId) {
+    let app = AppName::normalise("app");
+    let audit_of = |r: &PolicyRecord| audit(r.account_id, AuditAction::PolicyDraft);
+    let draft = store
+        .save_draft(&record(a, "app", Stage::Draft, 1), &audit_of)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(draft.version, 1);
+    let again = store
+        .save_draft(&record(a, "app", Stage::Draft, 2), &audit_of)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        again.version, 2,
+        "a new draft replaces the old one and moves the version up"
+    );
+    let state = store
+        .app_state(a, &app)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(state.draft.as_ref().map(|d| d.id), Some(again.id));
+    assert!(state.active.is_none());
+
+    let v3 = published(publish(store, a, "app", 3, None).await);
+    assert_eq!(v3.version, 3);
+    assert!(v3.active);
+    let state = store
+        .app_state(a, &app)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(state.draft.is_none(), "publishing consumes the draft");
+    assert_eq!(state.active.as_ref().map(|r| r.id), Some(v3.id));
+    assert_eq!(state.max_version, 3);
+
+    // A stale base is refused and writes nothing.
+    assert_eq!(
+        publish(store, a, "app", 4, None).await,
+        PublishOutcome::Conflict
+    );
+    let v4 = published(publish(store, a, "app", 4, Some(v3.id)).await);
+    assert_eq!(v4.version, 4);
+    let versions = store
+        .versions(a, &app)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        versions.iter().map(|r| r.version).collect::<Vec<_>>(),
+        [4, 3]
+    );
+    assert_eq!(versions.iter().filter(|r| r.active).count(), 1);
+
+    // An explicit version must be above the highest.
+    let mut explicit = Publication {
+        record: record(a, "app", Stage::Published, 5),
+        expected_active: Some(v4.id),
+        requested_version: Some(4),
+        max_apps: 10,
+    };
+    let audit_publish = |r: &PolicyRecord| audit(r.account_id, AuditAction::PolicyPublish);
+    assert_eq!(
+        store.publish(&explicit, &audit_publish).await.ok(),
+        Some(PublishOutcome::VersionRollback { highest: 4 })
+    );
+    explicit.requested_version = Some(9);
+    assert_eq!(
+        published(
+            store
+                .publish(&explicit, &audit_publish)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"))
+        )
+        .version,
+        9
+    );
+
+    // The app limit counts apps that serve something.
+    let limited = Publication {
+        record: record(a, "second", Stage::Published, 6),
+        expected_active: None,
+        requested_version: None,
+        max_apps: 1,
+    };
+    assert_eq!(
+        store.publish(&limited, &audit_publish).await.ok(),
+        Some(PublishOutcome::AppLimit)
+    );
+    assert!(
+        store
+            .app_state(a, &AppName::normalise("second"))
+            .await
+            .is_ok_and(|s| s.max_version == 0)
+    );
+
+    // Revocation.
+    let revoked = store
+        .revoke_app(a, &app, at(7), &audit(a, AuditAction::PolicyRevoke))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(revoked, 1);
+    let state = store
+        .app_state(a, &app)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(state.active.is_none() && state.revoked);
+    assert_eq!(
+        store
+            .revoke_app(a, &app, at(8), &audit(a, AuditAction::PolicyRevoke))
+            .await
+            .ok(),
+        Some(0)
+    );
+    let fresh = published(publish(store, a, "app", 9, None).await);
+    assert_eq!(fresh.version, 10);
+    assert!(
+        !store
+            .app_state(a, &app)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .revoked
+    );
+
+    // Descriptions change beside the row; other accounts see nothing.
+    let described = store
+        .set_description(
+            a,
+            fresh.id,
+            Some("release 10"),
+            &audit(a, AuditAction::PolicyUpdate),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        described.and_then(|r| r.description).as_deref(),
+        Some("release 10")
+    );
+    assert!(
+        store
+            .set_description(b, fresh.id, None, &audit(b, AuditAction::PolicyUpdate))
+            .await
+            .is_ok_and(|r| r.is_none())
+    );
+    assert!(
+        store
+            .find_policy(b, fresh.id)
+            .await
+            .is_ok_and(|r| r.is_none())
+    );
+    assert!(
+        store
+            .find_policy(a, fresh.id)
+            .await
+            .is_ok_and(|r| r.is_some())
+    );
+    assert!(store.apps(b).await.is_ok_and(|apps| apps.is_empty()));
+    assert_eq!(store.apps(a).await.unwrap_or_default(), vec![app.clone()]);
+    assert_eq!(store.active_policies(a).await.unwrap_or_default().len(), 1);
+
+    // Paging newest first.
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(2);
+    loop {
+        let result = store
+            .list_policies(a, &page)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        seen.extend(result.items.iter().map(|r| r.id));
+        let Some(next) = result.next else { break };
+        page = PageRequest::parse(Some(2), Some(&next.encode())).unwrap_or_else(|_| unreachable!());
+    }
+    assert_eq!(
+        seen.len(),
+        store.versions(a, &app).await.unwrap_or_default().len()
+    );
+    assert!(
+        store
+            .list_policies(b, &PageRequest::first(10))
+            .await
+            .is_ok_and(|p| p.items.is_empty())
+    );
+}
+
+fn publisher_key(account: AccountId, byte: u8, seconds: i64) -> PublisherKey {
+    let public_key = [byte; 32];
+    PublisherKey {
+        key_id: derive_key_id(&public_key),
+        account_id: account,
+        public_key,
+        created_at: at(seconds),
+        revoked_at: None,
+        uploaded_by: "token:x".into(),
+        token_id: None,
+        user_id: None,
+    }
+}
+
+/// Publisher keys: idempotent registration per account, soft revocation.
+pub async fn publisher_keys(store: &dyn Store, a: AccountId, b: AccountId) {
+    let key = publisher_key(a, 1, 1);
+    let upload = audit(a, AuditAction::KeyUpload);
+    assert_eq!(
+        store.register(&key, &upload).await.ok(),
+        Some(KeyRegistration::Created)
+    );
+    assert!(matches!(
+        store.register(&key, &upload).await,
+        Ok(KeyRegistration::Exists(_))
+    ));
+    // The same key in another account is that account's own.
+    assert_eq!(
+        store
+            .register(&publisher_key(b, 1, 1), &audit(b, AuditAction::KeyUpload))
+            .await
+            .ok(),
+        Some(KeyRegistration::Created)
+    );
+    store
+        .register(&publisher_key(a, 2, 2), &upload)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store.find(a, &key.key_id).await.ok().flatten(),
+        Some(key.clone())
+    );
+    assert!(
+        store
+            .find(a, "ed_nothinghere")
+            .await
+            .is_ok_and(|k| k.is_none())
+    );
+
+    let revoke = audit(a, AuditAction::KeyRevoke);
+    assert_eq!(
+        store.revoke(a, &key.key_id, at(3), &revoke).await.ok(),
+        Some(true)
+    );
+    assert_eq!(
+        store.revoke(a, &key.key_id, at(4), &revoke).await.ok(),
+        Some(true)
+    );
+    assert_eq!(
+        store.revoke(a, "ed_nothinghere", at(4), &revoke).await.ok(),
+        Some(false)
+    );
+    let revoked = store
+        .find(a, &key.key_id)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("still stored"));
+    assert_eq!(revoked.revoked_at, Some(at(3)));
+    assert_eq!(store.list(a, false).await.unwrap_or_default().len(), 1);
+    assert_eq!(store.list(a, true).await.unwrap_or_default().len(), 2);
+    assert!(
+        store
+            .find(b, &key.key_id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|k| k.revoked_at.is_none()),
+        "b's key untouched"
+    );
+}
+
+fn keyring() -> Keyring {
+    Keyring::new(
+        AesKey::new(&[4; 32]).unwrap_or_else(|_| unreachable!()),
+        vec![],
+    )
+}
+
+/// Signing keys and rotations.
+pub async fn signing_keys(store: &dyn Store, a: AccountId, b: AccountId) {
+    let keyring = keyring();
+    let first = SigningKey::generate(a, &keyring, at(1)).unwrap_or_else(|e| panic!("{e}"));
+    let create = audit(a, AuditAction::KeyCreate);
+    assert_eq!(
+        store.insert_first(&first, &create).await.ok(),
+        Some(FirstKey::Created)
+    );
+    let second = SigningKey::generate(a, &keyring, at(2)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        matches!(store.insert_first(&second, &create).await, Ok(FirstKey::AlreadyActive(k)) if k.kid == first.kid)
+    );
+    assert_eq!(store.keys(a).await.unwrap_or_default(), vec![first.clone()]);
+    assert!(store.keys(b).await.is_ok_and(|k| k.is_empty()));
+
+    // Rotation: a bundle re-signed, the old key retired, all or nothing.
+    let live = published(publish(store, a, "rotated", 3, None).await);
+    let mut resigned = record(a, "rotated", Stage::Published, 4);
+    resigned.rotation_id = Some("rot_1".into());
+    let rotation = KeyRotation {
+        account_id: a,
+        new_key: second.clone(),
+        expected_active_kid: Some("somebody-else".into()),
+        at: at(4),
+        bundles: vec![(resigned.clone(), live.id)],
+    };
+    let rotate = audit(a, AuditAction::JwksRotate);
+    assert_eq!(
+        store.rotate_signing_key(&rotation, &rotate).await.ok(),
+        Some(RotationOutcome::Conflict)
+    );
+    let stale_bundle = KeyRotation {
+        expected_active_kid: Some(first.kid.clone()),
+        bundles: vec![(resigned.clone(), PolicyId::random())],
+        ..rotation.clone()
+    };
+    assert_eq!(
+        store.rotate_signing_key(&stale_bundle, &rotate).await.ok(),
+        Some(RotationOutcome::Conflict)
+    );
+    assert_eq!(
+        store.keys(a).await.unwrap_or_default().len(),
+        1,
+        "a refused rotation writes nothing"
+    );
+
+    let rotation = KeyRotation {
+        expected_active_kid: Some(first.kid.clone()),
+        ..rotation
+    };
+    let Ok(RotationOutcome::Rotated(stored)) = store.rotate_signing_key(&rotation, &rotate).await
+    else {
+        panic!("rotated");
+    };
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].version, live.version + 1);
+    assert_eq!(stored[0].rotation_id.as_deref(), Some("rot_1"));
+    let keys = store.keys(a).await.unwrap_or_default();
+    assert_eq!(keys.len(), 2);
+    assert!(
+        keys.iter()
+            .any(|k| k.kid == second.kid && k.retired_at.is_none())
+    );
+    assert!(
+        keys.iter()
+            .any(|k| k.kid == first.kid && k.retired_at == Some(at(4)))
+    );
+    let state = store
+        .app_state(a, &AppName::normalise("rotated"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(state.active.map(|r| r.id), Some(resigned.id));
+
+    // AES re-sealing is compare-and-swap.
+    let other = Keyring::new(
+        AesKey::new(&[5; 32]).unwrap_or_else(|_| unreachable!()),
+        vec![AesKey::new(&[4; 32]).unwrap_or_else(|_| unreachable!())],
+    );
+    let pending = store
+        .sealed_with_other_keys(other.current_id(), 10)
+        .await
+        .unwrap_or_default();
+    assert_eq!(pending.len(), 2);
+    let target = &pending[0];
+    let resealed = other
+        .reseal(&target.sealed_private, target.kid.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store
+            .reseal(&target.kid, &target.sealed_private, &resealed)
+            .await
+            .ok(),
+        Some(true)
+    );
+    assert_eq!(
+        store
+            .reseal(&target.kid, &target.sealed_private, &resealed)
+            .await
+            .ok(),
+        Some(false)
+    );
+    assert_eq!(
+        store
+            .sealed_with_other_keys(other.current_id(), 10)
+            .await
+            .unwrap_or_default()
+            .len(),
+        1
+    );
+
+    assert_eq!(
+        store.accounts_with_keys().await.unwrap_or_default(),
+        vec![a]
+    );
+    assert_eq!(
+        store.prune_retired(at(4) + Duration::seconds(1)).await.ok(),
+        Some(1)
+    );
+    assert_eq!(store.keys(a).await.unwrap_or_default().len(), 1);
+}

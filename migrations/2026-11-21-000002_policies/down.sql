@@ -1,0 +1,3 @@
+DROP TABLE policies;
+DROP TABLE publisher_keys;
+DROP TABLE signing_keys;
