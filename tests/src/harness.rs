@@ -85,6 +85,11 @@ pub fn settings(
     control_plane: &str,
     extra: &[(&str, &str)],
 ) -> Settings {
+    // Derived from the pepper, so a replica process given the same pepper opens the same keys.
+    let aes_key = URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        pepper.as_bytes(),
+    ));
     let mut vars: HashMap<String, String> = [
         ("D2__DATABASE__URL", db_url),
         ("D2__DATABASE__AUTO_MIGRATE", "false"),
@@ -92,6 +97,7 @@ pub fn settings(
         ("D2__DATABASE__POOL__MAX_SIZE", "4"),
         ("D2__DATABASE__POOL__TIMEOUT_SECONDS", "2"),
         ("D2__CRYPTO__TOKEN_PEPPER", pepper),
+        ("D2__CRYPTO__JWK_AES_KEY", &aes_key),
         ("D2__AUTH__CONTROL_PLANE_TOKEN", control_plane),
         ("D2__HTTP__WORKERS", "1"),
         ("D2__AUTH__ROTATION_GRACE_SECONDS", "600"),

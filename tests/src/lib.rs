@@ -9,6 +9,7 @@ mod bad_input;
 mod bootstrap;
 mod observability;
 mod openapi;
+mod policy;
 mod replicas;
 mod tenancy;
 mod tokens;

@@ -28,7 +28,9 @@ async fn every_documented_operation_is_routed() {
     for (template, operations) in paths {
         let path = template
             .replace("{account_id}", &tenant.account_id)
-            .replace("{token_id}", &uuid::Uuid::new_v4().to_string());
+            .replace("{token_id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{policy_id}", &uuid::Uuid::new_v4().to_string())
+            .replace("{key_id}", "ed_000000000000");
         for method in operations.as_object().unwrap().keys() {
             let method: Method = method.to_uppercase().parse().unwrap();
             let reply = app

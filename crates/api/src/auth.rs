@@ -66,6 +66,25 @@ pub fn has_credential(req: &HttpRequest) -> bool {
     req.headers().contains_key(header::AUTHORIZATION) || req.headers().contains_key(API_KEY_HEADER)
 }
 
+/// A caller who may be anonymous: `None` without credentials, an error for bad ones (a bad
+/// token is never silently treated as anonymous).
+#[derive(Debug, Clone)]
+pub struct MaybeAuth(pub Option<Auth>);
+
+impl FromRequest for MaybeAuth {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if has_credential(req) {
+            let auth = Auth::from_request(req, payload);
+            Box::pin(async move { auth.await.map(|a| MaybeAuth(Some(a))) })
+        } else {
+            Box::pin(async { Ok(MaybeAuth(None)) })
+        }
+    }
+}
+
 impl FromRequest for Auth {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;

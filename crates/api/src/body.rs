@@ -97,6 +97,38 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
     }
 }
 
+/// Reads a raw body of at most `limit` bytes (routes whose bodies may be larger than
+/// `http.max_body_bytes`, such as policy files).
+pub async fn read_limited(
+    mut payload: actix_web::web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt as _;
+    let mut body = actix_web::web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| {
+            ApiError::new(Code::MalformedRequest, "the request body could not be read")
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                Code::PayloadTooLarge,
+                format!("the request body is larger than this route accepts ({limit} bytes)"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Parses a JSON body read with [`read_limited`].
+pub fn json_of<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::new(Code::InvalidBody, "a JSON body is required"));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(Code::InvalidBody, format!("the JSON body is invalid: {e}")))
+}
+
 /// Handlers for actix's own `Path` and `Query` extractors.
 pub fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
     ApiError::new(

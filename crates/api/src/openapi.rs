@@ -8,7 +8,7 @@ use utoipa_actix_web::AppExt;
 #[openapi(
     info(
         title = "D2 control plane",
-        description = "Authorization control plane for AI agents: API tokens, accounts, audit. \
+        description = "Authorization control plane for AI agents: API tokens, accounts, signed policy bundles, signing keys, audit. \
                        Errors are RFC 9457 problem documents (`application/problem+json`) with a stable `code`.",
         license(name = "Apache-2.0")
     ),
@@ -20,6 +20,9 @@ use utoipa_actix_web::AppExt;
         (name = "tokens", description = "API tokens"),
         (name = "bootstrap", description = "Control-plane bootstrap and self-service token lifecycle"),
         (name = "audit", description = "The audit trail"),
+        (name = "policy", description = "Policy drafts, signed bundles, versions and polling"),
+        (name = "keys", description = "Publisher (Ed25519) keys that authorise publishing"),
+        (name = "jwks", description = "Signing keys and the public JWKS"),
     )
 )]
 struct ApiDoc;

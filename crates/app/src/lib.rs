@@ -5,10 +5,13 @@ mod settings;
 pub mod telemetry;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use d2_accounts::{AccountService, SamplingPolicy};
 use d2_audit::AuditService;
+use d2_jwks::{AesKey, Jwks, Keyring};
 use d2_kernel::{Clock, StoreError};
+use d2_policy::{PolicyService, PolicySettings, PublisherKeys};
 use d2_postgres::{Change, ChangeListener, PgStore};
 use d2_tokens::{
     BootstrapService, ControlPlaneSecret, Pepper, RandomnessUnavailable, TokenService,
@@ -73,6 +76,7 @@ pub struct App {
     pub verifier: Arc<TokenVerifier>,
     pub bootstrap: Arc<BootstrapService>,
     pub audit: AuditService,
+    pub policies: PolicyService,
     shutdown: CancellationToken,
     background: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -184,22 +188,31 @@ impl App {
             clock.clone(),
             settings.plans.trial_days,
         ));
+        let policies = policy_service(&settings, &shared, accounts.clone(), &clock)?;
         let audit = AuditService::new(shared);
 
         let shutdown = CancellationToken::new();
         let mut background = Vec::new();
         if mode == Mode::Server {
+            background.push(every(Duration::from_secs(60), shutdown.clone(), {
+                let policies = policies.clone();
+                move || policies.forget_idle_pollers()
+            }));
             let verifier = verifier.clone();
             let accounts = accounts.clone();
+            let policies = policies.clone();
             background.push(ChangeListener::spawn(
                 url,
                 shutdown.clone(),
                 move |change| match change {
                     Change::Token(id) => verifier.invalidate(id),
                     Change::Account(id) => accounts.invalidate(id),
+                    Change::App(account, app) => policies.invalidate_app(account, app),
+                    Change::Keys(account) => policies.jwks().invalidate(account),
                     Change::Resync => {
                         verifier.invalidate_all();
                         accounts.invalidate_all();
+                        policies.invalidate_all();
                     }
                 },
             ));
@@ -213,6 +226,7 @@ impl App {
             verifier,
             bootstrap,
             audit,
+            policies,
             shutdown,
             background: Arc::new(std::sync::Mutex::new(background)),
         })
@@ -235,6 +249,81 @@ impl App {
             let _ = task.await;
         }
     }
+}
+
+/// Runs `work` every `period` until `shutdown`.
+fn every(
+    period: Duration,
+    shutdown: CancellationToken,
+    work: impl Fn() + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = ticks.tick() => work(),
+            }
+        }
+    })
+}
+
+/// The keyring of signing keys: the configured AES keys, or (dev only) a throwaway one.
+pub fn keyring(settings: &Settings) -> Result<Keyring, StartupError> {
+    let (current, previous) = match settings.jwk_aes_keys()? {
+        Some(keys) => (keys.current, keys.previous),
+        None => {
+            tracing::warn!(
+                "dev profile: no crypto.jwk_aes_key set, using a throwaway one; signing keys stop working when the server restarts"
+            );
+            (random_bytes(32)?, Vec::new())
+        }
+    };
+    let invalid = |_| SettingsError::Invalid {
+        key: "crypto.jwk_aes_key",
+        var: "D2__CRYPTO__JWK_AES_KEY",
+        reason: "must be 32 bytes".into(),
+    };
+    let previous = previous
+        .iter()
+        .map(|k| AesKey::new(k).map_err(invalid))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Keyring::new(
+        AesKey::new(&current).map_err(invalid)?,
+        previous,
+    ))
+}
+
+fn policy_service(
+    settings: &Settings,
+    store: &Arc<PgStore>,
+    accounts: AccountService,
+    clock: &Arc<dyn Clock>,
+) -> Result<PolicyService, StartupError> {
+    let seconds = |s: u64| chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX));
+    let jwks = Arc::new(Jwks::new(
+        store.clone(),
+        Arc::new(keyring(settings)?),
+        clock.clone(),
+        seconds(settings.jwks.grace_seconds),
+        settings.jwks.cache.settings(),
+    ));
+    let policy = &settings.policy;
+    let policy_settings = PolicySettings {
+        bundle_ttl: chrono::Duration::days(i64::from(policy.bundle_ttl_days)),
+        policy_expiry: chrono::Duration::days(i64::from(policy.expiry_days)),
+        iat_backdate: seconds(u64::from(policy.iat_backdate_seconds)),
+        poll_burst: policy.poll_burst,
+        cache: policy.cache.settings(),
+    };
+    Ok(PolicyService::new(
+        store.clone(),
+        PublisherKeys::new(store.clone(), clock.clone()),
+        jwks,
+        accounts,
+        clock.clone(),
+        policy_settings,
+    ))
 }
 
 /// `n` random bytes from the system generator.

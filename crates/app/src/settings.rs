@@ -51,6 +51,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub accounts: AccountsSettings,
     pub crypto: CryptoSettings,
+    pub jwks: JwksSettings,
+    pub policy: PolicyConfig,
     pub rate_limit: RateLimitSettings,
     pub log: LogSettings,
     #[serde(default)]
@@ -131,6 +133,27 @@ pub struct AccountsSettings {
 #[serde(deny_unknown_fields)]
 pub struct CryptoSettings {
     pub token_pepper: Option<SecretString>,
+    pub jwk_aes_key: Option<SecretString>,
+    #[serde(default)]
+    pub jwk_aes_previous_keys: Vec<SecretString>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksSettings {
+    pub grace_seconds: u64,
+    pub cache_max_age_seconds: u64,
+    pub cache: CacheConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub bundle_ttl_days: u32,
+    pub expiry_days: u32,
+    pub iat_backdate_seconds: u32,
+    pub poll_burst: u32,
+    pub cache: CacheConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -221,21 +244,22 @@ impl Settings {
         let mut settings = Self::load_with(Profile::new(profile), &dir, None)?;
         if settings.profile.is_dev()
             && (settings.crypto.token_pepper.is_none()
-                || settings.auth.control_plane_token.is_none())
+                || settings.auth.control_plane_token.is_none()
+                || settings.crypto.jwk_aes_key.is_none())
         {
-            let (pepper, control_plane) = crate::dev_secrets::load_or_create(
-                &crate::dev_secrets::data_dir(),
-            )
-            .map_err(|e| SettingsError::Invalid {
-                key: "crypto.token_pepper",
-                var: "D2__CRYPTO__TOKEN_PEPPER",
-                reason: e.to_string(),
-            })?;
-            settings.crypto.token_pepper.get_or_insert(pepper);
+            let dev = crate::dev_secrets::load_or_create(&crate::dev_secrets::data_dir()).map_err(
+                |e| SettingsError::Invalid {
+                    key: "crypto.token_pepper",
+                    var: "D2__CRYPTO__TOKEN_PEPPER",
+                    reason: e.to_string(),
+                },
+            )?;
+            settings.crypto.token_pepper.get_or_insert(dev.token_pepper);
             settings
                 .auth
                 .control_plane_token
-                .get_or_insert(control_plane);
+                .get_or_insert(dev.control_plane_token);
+            settings.crypto.jwk_aes_key.get_or_insert(dev.jwk_aes_key);
             settings.validate()?;
         }
         Ok(settings)
@@ -260,6 +284,7 @@ impl Settings {
             .separator("__")
             .list_separator(",")
             .with_list_parse_key("http.cors.allowed_origins")
+            .with_list_parse_key("crypto.jwk_aes_previous_keys")
             .try_parsing(true)
             .source(variables);
         let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
@@ -268,6 +293,7 @@ impl Settings {
         for secret in [
             &mut settings.auth.control_plane_token,
             &mut settings.crypto.token_pepper,
+            &mut settings.crypto.jwk_aes_key,
             &mut settings.database.url,
         ] {
             if secret
@@ -315,6 +341,14 @@ impl Settings {
         } else {
             self.token_pepper_bytes()?;
         }
+        let aes = self.jwk_aes_keys()?;
+        if aes.is_none() && !self.profile.is_dev() {
+            return Err(SettingsError::Missing {
+                key: "crypto.jwk_aes_key",
+                var: "D2__CRYPTO__JWK_AES_KEY",
+                profile: self.profile.name().to_owned(),
+            });
+        }
         if let Some(token) = &self.auth.control_plane_token
             && token.expose_secret().len() < 16
         {
@@ -357,6 +391,45 @@ impl Settings {
         Ok(Some(bytes))
     }
 
+    /// The configured AES keys of signing keys, decoded: the current one and the previous
+    /// ones; `None` when no current key is set.
+    pub fn jwk_aes_keys(&self) -> Result<Option<AesKeyBytes>, SettingsError> {
+        let decode = |secret: &SecretString, key: &'static str, var: &'static str| {
+            let bytes = lenient_base64()
+                .decode(secret.expose_secret().trim())
+                .map_err(|_| SettingsError::Invalid {
+                    key,
+                    var,
+                    reason: "not URL-safe base64".into(),
+                })?;
+            if bytes.len() != 32 {
+                return Err(SettingsError::Invalid {
+                    key,
+                    var,
+                    reason: "must decode to exactly 32 bytes (generate one with `d2ctl generate-aes-key`)".into(),
+                });
+            }
+            Ok(bytes)
+        };
+        let Some(current) = &self.crypto.jwk_aes_key else {
+            return Ok(None);
+        };
+        let current = decode(current, "crypto.jwk_aes_key", "D2__CRYPTO__JWK_AES_KEY")?;
+        let previous = self
+            .crypto
+            .jwk_aes_previous_keys
+            .iter()
+            .map(|k| {
+                decode(
+                    k,
+                    "crypto.jwk_aes_previous_keys",
+                    "D2__CRYPTO__JWK_AES_PREVIOUS_KEYS",
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(AesKeyBytes { current, previous }))
+    }
+
     pub fn database_url(&self) -> &str {
         self.database
             .url
@@ -375,6 +448,18 @@ impl Settings {
         settings.statement_timeout = Duration::from_millis(pool.statement_timeout_ms);
         application_name.clone_into(&mut settings.application_name);
         settings
+    }
+}
+
+/// The decoded AES keys of signing keys.
+pub struct AesKeyBytes {
+    pub current: Vec<u8>,
+    pub previous: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for AesKeyBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AesKeyBytes(redacted, {} previous)", self.previous.len())
     }
 }
 
@@ -409,6 +494,8 @@ mod tests {
     }
 
     const PEPPER: &str = "c2VjcmV0LXBlcHBlci10aGF0LWlzLWxvbmctZW5vdWdoLTMyYg";
+    /// 32 bytes.
+    const AES: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
 
     #[test]
     fn the_plan_table_in_default_toml_is_the_built_in_one() {
@@ -460,14 +547,39 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(short.contains("at least 32 bytes"), "{short}");
-        let ok = load(
+        let no_aes = load(
             "production",
             &[
                 ("D2__DATABASE__URL", "postgres://x@y/z"),
                 ("D2__CRYPTO__TOKEN_PEPPER", PEPPER),
             ],
         )
+        .unwrap_err()
+        .to_string();
+        assert!(no_aes.contains("D2__CRYPTO__JWK_AES_KEY"), "{no_aes}");
+        let wrong_aes = load(
+            "production",
+            &[
+                ("D2__DATABASE__URL", "postgres://x@y/z"),
+                ("D2__CRYPTO__TOKEN_PEPPER", PEPPER),
+                ("D2__CRYPTO__JWK_AES_KEY", PEPPER),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(wrong_aes.contains("exactly 32 bytes"), "{wrong_aes}");
+        let ok = load(
+            "production",
+            &[
+                ("D2__DATABASE__URL", "postgres://x@y/z"),
+                ("D2__CRYPTO__TOKEN_PEPPER", PEPPER),
+                ("D2__CRYPTO__JWK_AES_KEY", AES),
+                ("D2__CRYPTO__JWK_AES_PREVIOUS_KEYS", &format!("{AES},{AES}")),
+            ],
+        )
         .unwrap();
+        assert_eq!(ok.jwk_aes_keys().unwrap().unwrap().previous.len(), 2);
+        assert!(!format!("{ok:?}").contains(AES));
         assert!(!ok.database.auto_migrate);
         assert_eq!(ok.log.format, LogFormat::Json);
         assert!(

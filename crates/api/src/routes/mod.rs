@@ -4,6 +4,9 @@ mod accounts;
 mod audit;
 mod bootstrap;
 mod health;
+mod jwks;
+mod keys;
+mod policy;
 mod tokens;
 
 use actix_web::HttpResponse;
@@ -23,7 +26,10 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(accounts::configure)
         .configure(tokens::configure)
         .configure(bootstrap::configure)
-        .configure(audit::configure);
+        .configure(audit::configure)
+        .configure(policy::configure)
+        .configure(keys::configure)
+        .configure(jwks::configure);
 }
 
 /// `limit` and `cursor` of every list.

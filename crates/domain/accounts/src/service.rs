@@ -107,9 +107,21 @@ impl AccountService {
     /// The caller's own account. Any valid credential of the account may read it: the SDK
     /// needs it for its quotas and sampling whatever its scopes.
     pub async fn overview(&self, ctx: &AuthContext) -> Result<AccountOverview, AccountError> {
-        let id = ctx.account_id;
-        let snapshot = self
-            .cache
+        let snapshot = self.snapshot(ctx.account_id).await?;
+        Ok(self.describe(snapshot.account.clone(), snapshot.members))
+    }
+
+    /// Whether the account exists (for public lookups by id, such as the JWKS).
+    pub async fn exists(&self, id: AccountId) -> Result<bool, AccountError> {
+        match self.snapshot(id).await {
+            Ok(_) => Ok(true),
+            Err(AccountError::NotFound) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn snapshot(&self, id: AccountId) -> Result<Arc<Snapshot>, AccountError> {
+        self.cache
             .get_or_load(&id, || async {
                 let account = self
                     .repo
@@ -119,8 +131,7 @@ impl AccountService {
                 let members = self.repo.count_users(id).await?;
                 Ok::<_, AccountError>(Arc::new(Snapshot { account, members }))
             })
-            .await?;
-        Ok(self.describe(snapshot.account.clone(), snapshot.members))
+            .await
     }
 
     /// Changes the caller's account settings (admin only).

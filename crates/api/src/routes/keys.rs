@@ -1,0 +1,150 @@
+use actix_web::http::StatusCode;
+use actix_web::web::{Data, Path, Query};
+use actix_web::{HttpResponse, delete, get, post};
+use chrono::{DateTime, Utc};
+use d2_policy::PublisherKey;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_actix_web::service_config::ServiceConfig;
+use uuid::Uuid;
+
+use super::Message;
+use crate::auth::Auth;
+use crate::body::Json;
+use crate::error::ApiResult;
+use crate::state::ApiState;
+
+pub fn configure(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(register).service(list).service(revoke);
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterKeyBody {
+    /// Standard base64 of the 32 raw bytes of an Ed25519 public key.
+    pub public_key: String,
+    /// Optional: if given, it must equal the id derived from the key.
+    pub key_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct KeyRegistered {
+    /// `key_added: <key_id>`, or `key_exists: <key_id>` for a repeated registration.
+    pub message: String,
+    /// `ed_` + hex of BLAKE2s-48 of the key, as the D2 SDK derives it.
+    pub key_id: String,
+}
+
+/// Registers a publisher key (scope `key.upload`). Registering the same key again answers
+/// 200. Audited as `key.upload`.
+#[utoipa::path(tag = "keys", security(("bearer" = []), ("api_key" = [])), request_body = RegisterKeyBody, responses(
+    (status = 201, body = KeyRegistered),
+    (status = 200, body = KeyRegistered),
+    (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/keys")]
+async fn register(
+    state: Data<ApiState>,
+    auth: Auth,
+    body: Json<RegisterKeyBody>,
+) -> ApiResult<HttpResponse> {
+    let body = body.0;
+    let (key, created) = state
+        .app
+        .policies
+        .publisher_keys()
+        .register(&auth, &body.public_key, body.key_id.as_deref())
+        .await?;
+    let (status, verb) = if created {
+        (StatusCode::CREATED, "key_added")
+    } else {
+        (StatusCode::OK, "key_exists")
+    };
+    Ok(HttpResponse::build(status).json(KeyRegistered {
+        message: format!("{verb}: {}", key.key_id),
+        key_id: key.key_id,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublisherKeyBody {
+    pub key_id: String,
+    /// `ed25519`.
+    pub algo: &'static str,
+    /// Standard base64.
+    pub public_key: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Who registered it (`token:<id>`).
+    pub uploaded_by: String,
+    pub user_id: Option<Uuid>,
+}
+
+impl From<PublisherKey> for PublisherKeyBody {
+    fn from(key: PublisherKey) -> Self {
+        Self {
+            public_key: key.public_key_base64(),
+            key_id: key.key_id,
+            algo: "ed25519",
+            created_at: key.created_at,
+            revoked_at: key.revoked_at,
+            uploaded_by: key.uploaded_by,
+            user_id: key.user_id.map(Uuid::from),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListKeysQuery {
+    /// Include revoked keys.
+    #[serde(default)]
+    pub include_revoked: bool,
+}
+
+/// The account's publisher keys, newest first (scope `key.upload`).
+#[utoipa::path(tag = "keys", security(("bearer" = []), ("api_key" = [])), params(ListKeysQuery), responses(
+    (status = 200, body = Vec<PublisherKeyBody>),
+))]
+#[get("/v1/keys")]
+async fn list(
+    state: Data<ApiState>,
+    auth: Auth,
+    query: Query<ListKeysQuery>,
+) -> ApiResult<HttpResponse> {
+    let keys = state
+        .app
+        .policies
+        .publisher_keys()
+        .list(&auth, query.include_revoked)
+        .await?;
+    Ok(HttpResponse::Ok().json(
+        keys.into_iter()
+            .map(PublisherKeyBody::from)
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Revokes a publisher key: its signatures no longer authorise publishing. Audited as
+/// `key.revoke`.
+#[utoipa::path(tag = "keys", security(("bearer" = []), ("api_key" = [])), params(("key_id" = String, Path)), responses(
+    (status = 202, body = Message),
+    (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[delete("/v1/keys/{key_id}")]
+async fn revoke(
+    state: Data<ApiState>,
+    auth: Auth,
+    key_id: Path<String>,
+) -> ApiResult<HttpResponse> {
+    state
+        .app
+        .policies
+        .publisher_keys()
+        .revoke(&auth, &key_id)
+        .await?;
+    Ok(HttpResponse::Accepted().json(Message {
+        message: "key_revoked",
+    }))
+}

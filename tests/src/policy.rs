@@ -1,0 +1,780 @@
+//! Publishing, polling, revocation, reverting and keys through the real server.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use reqwest::Method;
+use ring::rand::SystemRandom;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde_json::{Value, json};
+
+use crate::harness::{Reply, Tenant, TestApp};
+
+/// A publisher: an Ed25519 key registered with the account.
+pub struct Publisher {
+    pair: Ed25519KeyPair,
+    pub key_id: String,
+}
+
+impl Publisher {
+    pub async fn register(app: &TestApp, token: &str) -> Self {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let public_key = STANDARD.encode(pair.public_key().as_ref());
+        let reply = app
+            .post("/v1/keys", token, json!({ "public_key": public_key }))
+            .await;
+        let key_id = reply.assert_status(201)["key_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Self { pair, key_id }
+    }
+
+    pub fn sign(&self, body: &[u8]) -> String {
+        STANDARD.encode(self.pair.sign(body).as_ref())
+    }
+
+    pub async fn publish(&self, app: &TestApp, token: &str, body: &[u8], query: &str) -> Reply {
+        let request = app
+            .request(
+                Method::POST,
+                &format!("/v1/policy/publish{query}"),
+                Some(token),
+            )
+            .header("content-type", "application/octet-stream")
+            .header("X-D2-Key-Id", &self.key_id)
+            .header("X-D2-Signature", self.sign(body))
+            .header("If-Match", "*")
+            .body(body.to_vec());
+        app.send(request).await
+    }
+}
+
+pub fn yaml_policy(app: &str, tools: &[&str]) -> String {
+    let tools = tools
+        .iter()
+        .map(|t| format!("      - {t}\n"))
+        .collect::<String>();
+    format!(
+        "metadata:\n  name: {app}\n  description: e2e\npolicies:\n  - role: analyst\n    permissions:\n{tools}      - tool: secrets.read\n        allow: false\n"
+    )
+}
+
+fn decode(part: &str) -> Value {
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+}
+
+async fn server_token(app: &TestApp, tenant: &Tenant, app_name: &str) -> String {
+    app.issue(tenant, json!({ "kind": "server", "app_name": app_name }))
+        .await
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_poll_304_revoke_410_with_every_header_the_sdk_reads() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let (dev, _) = app.issue(&tenant, json!({ "kind": "dev" })).await;
+    let publisher = Publisher::register(&app, &dev).await;
+    let body = yaml_policy("billing agent", &["reports.read"]);
+    let published = publisher
+        .publish(&app, &dev, body.as_bytes(), "?app_name=billing%20agent")
+        .await;
+    let result = published.assert_status(200).clone();
+    assert_eq!(result["version"], 1);
+    assert_eq!(result["app_name"], "billing_agent");
+    let etag = published.header("etag").unwrap().to_owned();
+    assert_eq!(etag, format!("\"{}\"", result["etag"].as_str().unwrap()));
+    assert_eq!(published.header("x-d2-poll-seconds"), Some("300"));
+
+    let server = server_token(&app, &tenant, "billing agent").await;
+    let poll = app.get("/v1/policy/bundle", &server).await;
+    let bundle = poll.assert_status(200).clone();
+    assert_eq!(bundle.as_object().unwrap().len(), 4);
+    assert_eq!(bundle["jws"], result["jws"]);
+    assert!(bundle["bundle"].is_null());
+    assert_eq!(poll.header("etag"), Some(etag.as_str()));
+    assert_eq!(poll.header("x-d2-poll-seconds"), Some("300"));
+    let jws = bundle["jws"].as_str().unwrap();
+    let parts: Vec<&str> = jws.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header = decode(parts[0]);
+    assert_eq!(header["alg"], "RS256");
+    let payload = decode(parts[1]);
+    assert_eq!(
+        payload["aud"],
+        format!("d2-policy:{}:billing_agent", tenant.account_id)
+    );
+    assert_eq!(payload["metadata"]["name"], "billing agent");
+
+    let not_modified = app
+        .send(
+            app.request(Method::GET, "/v1/policy/bundle", Some(&server))
+                .header("If-None-Match", &etag),
+        )
+        .await;
+    assert_eq!(not_modified.status, 304);
+    assert!(not_modified.text.is_empty());
+    assert_eq!(not_modified.header("etag"), Some(etag.as_str()));
+    assert_eq!(not_modified.header("x-d2-poll-seconds"), Some("300"));
+
+    // A dev token must name the app; the hint is the SDK's.
+    let hint = app.get("/v1/policy/bundle", &dev).await;
+    hint.assert_problem(404, "app_name_required");
+    assert!(
+        hint.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("server tokens have automatic app resolution")
+    );
+    app.get("/v1/policy/bundle?app_name=billing_agent", &dev)
+        .await
+        .assert_status(200);
+
+    let revoked = app
+        .post(
+            "/v1/policy/revoke?app_name=billing%20agent",
+            &tenant.token,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(revoked.assert_status(202)["revoked_versions"], 1);
+    app.get("/v1/policy/bundle", &server)
+        .await
+        .assert_problem(410, "policy_revoked");
+    app.post(
+        "/v1/policy/revoke?app_name=billing_agent",
+        &dev,
+        Value::Null,
+    )
+    .await
+    .assert_problem(403, "insufficient_scope");
+
+    let trail = app.audit(&tenant).await;
+    let actions: Vec<&str> = trail
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "key.upload",
+        "jwks.key_create",
+        "policy.publish",
+        "policy.revoke",
+    ] {
+        assert!(actions.contains(&expected), "{expected} in {actions:?}");
+    }
+    let publish = trail
+        .iter()
+        .find(|r| r["action"] == "policy.publish")
+        .unwrap();
+    assert_eq!(publish["metadata"]["signature_verified"], true);
+    assert_eq!(publish["metadata"]["key_id"], publisher.key_id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn republishing_with_if_match_star_succeeds_and_a_stale_etag_is_409() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let (dev, _) = app.issue(&tenant, json!({})).await;
+    let publisher = Publisher::register(&app, &dev).await;
+    let body = yaml_policy("app", &["a"]);
+    let first = publisher
+        .publish(&app, &dev, body.as_bytes(), "?app_name=app")
+        .await;
+    let first_etag = first.header("etag").unwrap().to_owned();
+    let changed = yaml_policy("app", &["a", "b"]);
+    let second = publisher
+        .publish(&app, &dev, changed.as_bytes(), "?app_name=app")
+        .await;
+    assert_eq!(second.assert_status(200)["version"], 2);
+
+    let stale = app
+        .send(
+            app.request(Method::POST, "/v1/policy/publish?app_name=app", Some(&dev))
+                .header("X-D2-Key-Id", &publisher.key_id)
+                .header("X-D2-Signature", publisher.sign(body.as_bytes()))
+                .header("If-Match", &first_etag)
+                .body(body.clone()),
+        )
+        .await;
+    stale.assert_problem(409, "etag_mismatch");
+    let rollback = publisher
+        .publish(&app, &dev, body.as_bytes(), "?app_name=app&version=2")
+        .await;
+    rollback.assert_problem(409, "version_rollback");
+
+    // Registering the same key again is fine (the SDK does it before every publish).
+    let again = app
+        .post("/v1/keys", &dev, json!({ "public_key": STANDARD.encode(publisher.pair.public_key().as_ref()), "key_id": publisher.key_id }))
+        .await;
+    assert_eq!(
+        again.assert_status(200)["key_id"],
+        publisher.key_id.as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publishing_refuses_bad_signatures_documents_and_plan_overruns_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let (dev, _) = app.issue(&tenant, json!({})).await;
+    let publisher = Publisher::register(&app, &dev).await;
+    let body = yaml_policy("app", &["a"]);
+    let raw = |headers: &[(&str, String)], body: Vec<u8>| {
+        let mut request = app.request(Method::POST, "/v1/policy/publish?app_name=app", Some(&dev));
+        for (name, value) in headers {
+            request = request.header(*name, value.as_str());
+        }
+        request.body(body)
+    };
+    let key = ("X-D2-Key-Id", publisher.key_id.clone());
+    let good = ("X-D2-Signature", publisher.sign(body.as_bytes()));
+    let cases = [
+        (
+            raw(std::slice::from_ref(&key), body.clone().into_bytes()),
+            401,
+            "signature_required",
+        ),
+        (
+            raw(std::slice::from_ref(&good), body.clone().into_bytes()),
+            401,
+            "signature_required",
+        ),
+        (
+            raw(
+                &[("X-D2-Key-Id", "ed_000000000000".into()), good.clone()],
+                body.clone().into_bytes(),
+            ),
+            403,
+            "unknown_key",
+        ),
+        (
+            raw(
+                &[key.clone(), ("X-D2-Signature", "%%%not-base64".into())],
+                body.clone().into_bytes(),
+            ),
+            403,
+            "invalid_signature",
+        ),
+        (
+            raw(
+                &[key.clone(), ("X-D2-Signature", publisher.sign(b"other"))],
+                body.clone().into_bytes(),
+            ),
+            403,
+            "invalid_signature",
+        ),
+    ];
+    for (request, status, code) in cases {
+        app.send(request).await.assert_problem(status, code);
+    }
+    let signed = |bytes: &[u8]| {
+        raw(
+            &[key.clone(), ("X-D2-Signature", publisher.sign(bytes))],
+            bytes.to_vec(),
+        )
+    };
+    let invalid = app
+        .send(signed(b"metadata:\n  name: app\npolicies: []\n"))
+        .await;
+    invalid.assert_problem(400, "policy_validation_failed");
+    assert!(
+        invalid.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("`policies` must not be empty")
+    );
+    app.send(signed(b"{ not yaml: ["))
+        .await
+        .assert_problem(400, "policy_validation_failed");
+    app.send(signed(yaml_policy("other-app", &["a"]).as_bytes()))
+        .await
+        .assert_problem(400, "app_name_mismatch");
+    let six_tools = yaml_policy("app", &["a", "b", "c", "d", "e", "f"]);
+    app.send(signed(six_tools.as_bytes()))
+        .await
+        .assert_problem(402, "tool_limit");
+    let reserved = "metadata:\n  name: app\nexp: 1\npolicies:\n  - role: r\n    permissions: [a]\n";
+    app.send(signed(reserved.as_bytes()))
+        .await
+        .assert_problem(400, "policy_validation_failed");
+
+    let server = app
+        .issue(&tenant, json!({ "kind": "server", "app_name": "app" }))
+        .await
+        .0;
+    app.get("/v1/policy/bundle", &server)
+        .await
+        .assert_problem(404, "policy_not_found");
+    assert!(
+        app.audit(&tenant)
+            .await
+            .iter()
+            .all(|r| r["action"] != "policy.publish")
+    );
+
+    // A dev token of another account cannot use this account's key.
+    let other = app.bootstrap().await;
+    let (other_dev, _) = app.issue(&other, json!({})).await;
+    let foreign = app
+        .send(
+            app.request(
+                Method::POST,
+                "/v1/policy/publish?app_name=app",
+                Some(&other_dev),
+            )
+            .header("X-D2-Key-Id", &publisher.key_id)
+            .header("X-D2-Signature", publisher.sign(body.as_bytes()))
+            .body(body.clone()),
+        )
+        .await;
+    foreign.assert_problem(403, "unknown_key");
+
+    // Revoked keys stop authorising.
+    app.delete(&format!("/v1/keys/{}", publisher.key_id), &dev)
+        .await
+        .assert_status(202);
+    app.send(signed(body.as_bytes()))
+        .await
+        .assert_problem(403, "key_revoked");
+    app.delete("/v1/keys/ed_ffffffffffff", &dev)
+        .await
+        .assert_problem(404, "key_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_locked_account_gets_402_locked_on_poll_and_publish() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let (dev, _) = app.issue(&tenant, json!({})).await;
+    let publisher = Publisher::register(&app, &dev).await;
+    publisher
+        .publish(
+            &app,
+            &dev,
+            yaml_policy("app", &["a"]).as_bytes(),
+            "?app_name=app",
+        )
+        .await
+        .assert_status(200);
+    let server = app
+        .issue(&tenant, json!({ "kind": "server", "app_name": "app" }))
+        .await
+        .0;
+    app.advance(15 * 24 * 3600);
+    app.get("/v1/policy/bundle", &server)
+        .await
+        .assert_problem(402, "locked");
+    let publish = publisher
+        .publish(
+            &app,
+            &dev,
+            yaml_policy("app", &["a"]).as_bytes(),
+            "?app_name=app",
+        )
+        .await;
+    publish.assert_problem(402, "locked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn polls_are_limited_per_token_with_a_burst_and_retry_after() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let (dev, _) = app.issue(&tenant, json!({})).await;
+    let publisher = Publisher::register(&app, &dev).await;
+    publisher
+        .publish(
+            &app,
+            &dev,
+            yaml_policy("app", &["a"]).as_bytes(),
+            "?app_name=app",
+        )
+        .await
+        .assert_status(200);
+    let server = app
+        .issue(&tenant, json!({ "kind": "server", "app_name": "app" }))
+        .await
+        .0;
+    for _ in 0..3 {
+        app.get("/v1/policy/bundle", &server)
+            .await
+            .assert_status(200);
+    }
+    let limited = app.get("/v1/policy/bundle", &server).await;
+    limited.assert_problem(429, "rate_limited");
+    assert!(
+        limited
+            .header("retry-after")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    // Another token of the same account and app has its own bucket.
+    let other = app
+        .issue(&tenant, json!({ "kind": "server", "app_name": "app" }))
+        .await
+        .0;
+    app.get("/v1/policy/bundle", &other)
+        .await
+        .assert_status(200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drafts_versions_revert_and_the_editor_routes() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let (dev, _) = app.issue(&tenant, json!({})).await;
+    let publisher = Publisher::register(&app, &dev).await;
+    let document = json!({ "metadata": { "name": "app", "description": "d" }, "policies": [{ "role": ["a", "b"], "permissions": ["x", { "tool": "y", "allow": false }] }] });
+    let draft = app
+        .send(
+            app.request(Method::PUT, "/v1/policy/draft", Some(&dev))
+                .json(&json!({ "bundle": document })),
+        )
+        .await;
+    let draft = draft.assert_status(200).clone();
+    assert_eq!(draft["version"], 1);
+    let first = publisher
+        .publish(
+            &app,
+            &dev,
+            yaml_policy("app", &["a"]).as_bytes(),
+            "?app_name=app",
+        )
+        .await;
+    let first = first.assert_status(200).clone();
+    publisher
+        .publish(
+            &app,
+            &dev,
+            yaml_policy("app", &["b"]).as_bytes(),
+            "?app_name=app",
+        )
+        .await
+        .assert_status(200);
+
+    let versions = app.get("/v1/policy/versions?app_name=app", &dev).await;
+    let versions = versions.assert_status(200).as_array().unwrap().clone();
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| v["version"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        [3, 2]
+    );
+    assert_eq!(versions[0]["active"], true);
+
+    let reverted = app
+        .post(
+            "/v1/policy/revert",
+            &tenant.token,
+            json!({ "policy_id": first["policy_id"] }),
+        )
+        .await;
+    let reverted = reverted.assert_status(200).clone();
+    assert_eq!(reverted["version"], 4);
+    assert!(reverted["active"].as_bool().unwrap());
+    app.post(
+        "/v1/policy/revert",
+        &tenant.token,
+        json!({ "policy_id": reverted["id"] }),
+    )
+    .await
+    .assert_problem(409, "policy_already_active");
+    app.post(
+        "/v1/policy/revert",
+        &dev,
+        json!({ "policy_id": first["policy_id"] }),
+    )
+    .await
+    .assert_problem(403, "insufficient_scope");
+
+    let id = reverted["id"].as_str().unwrap();
+    let described = app
+        .patch(
+            &format!("/v1/policy/{id}/description"),
+            &dev,
+            json!({ "description": "rollback" }),
+        )
+        .await;
+    assert_eq!(described.assert_status(200)["description"], "rollback");
+    let fetched = app.get(&format!("/v1/policy/{id}"), &dev).await;
+    assert_eq!(
+        fetched.assert_status(200)["bundle"]["metadata"]["name"],
+        "app"
+    );
+
+    // Editing a published version publishes a new signed version, with a signature.
+    let edited = serde_json::to_vec(&json!({ "metadata": { "name": "app" }, "policies": [{ "role": "r", "permissions": ["z", "!y"] }] })).unwrap();
+    let unsigned = app
+        .send(
+            app.request(
+                Method::PATCH,
+                &format!("/v1/policy/{id}/bundle"),
+                Some(&dev),
+            )
+            .body(edited.clone()),
+        )
+        .await;
+    unsigned.assert_problem(401, "signature_required");
+    let signed = app
+        .send(
+            app.request(
+                Method::PATCH,
+                &format!("/v1/policy/{id}/bundle"),
+                Some(&dev),
+            )
+            .header("X-D2-Key-Id", &publisher.key_id)
+            .header("X-D2-Signature", publisher.sign(&edited))
+            .body(edited),
+        )
+        .await;
+    assert_eq!(signed.assert_status(200)["version"], 5);
+    assert_eq!(
+        app.get(&format!("/v1/policy/{id}"), &dev).await.body["version"],
+        4,
+        "the old row is untouched"
+    );
+
+    let apps = app.get("/v1/policy/apps", &dev).await;
+    assert_eq!(apps.assert_status(200), &json!(["app", "default"]));
+    let roles = app
+        .get("/v1/policy/roles-permissions?app_name=app", &dev)
+        .await;
+    assert_eq!(roles.assert_status(200)["roles"], json!(["r"]));
+    let list = app.get("/v1/policy/list?limit=2", &dev).await;
+    assert_eq!(list.assert_status(200).as_array().unwrap().len(), 2);
+    assert!(list.header("x-next-cursor").is_some());
+
+    let validation = app
+        .post(
+            "/v1/policy/validate",
+            &dev,
+            json!({ "bundle": { "metadata": {}, "policies": [] } }),
+        )
+        .await;
+    let validation = validation.assert_status(200).clone();
+    assert_eq!(validation["valid"], false);
+    assert!(validation["errors"].as_array().unwrap().len() >= 2);
+    let fine = app
+        .post("/v1/policy/validate", &dev, json!({ "bundle": document }))
+        .await;
+    assert_eq!(fine.assert_status(200)["valid"], true);
+
+    let actions: Vec<String> = app
+        .audit(&tenant)
+        .await
+        .iter()
+        .map(|r| r["action"].as_str().unwrap().to_owned())
+        .collect();
+    for expected in ["policy.draft", "policy.revert", "policy.update"] {
+        assert!(actions.iter().any(|a| a == expected), "{expected}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jwks_serves_one_accounts_keys_and_rotation_resigns_with_hints() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let (dev, _) = app.issue(&tenant, json!({})).await;
+    let publisher = Publisher::register(&app, &dev).await;
+    publisher
+        .publish(
+            &app,
+            &dev,
+            yaml_policy("app", &["a"]).as_bytes(),
+            "?app_name=app",
+        )
+        .await
+        .assert_status(200);
+
+    let anonymous = app
+        .send(app.request(Method::GET, "/.well-known/jwks.json", None))
+        .await;
+    anonymous.assert_problem(400, "account_required");
+    let unknown = app
+        .send(app.request(
+            Method::GET,
+            &format!("/.well-known/jwks.json?account_id={}", uuid::Uuid::new_v4()),
+            None,
+        ))
+        .await;
+    unknown.assert_problem(404, "account_not_found");
+    app.send(app.request(Method::GET, "/.well-known/jwks.json?account_id=nope", None))
+        .await
+        .assert_problem(400, "invalid_query");
+
+    let by_token = app.get("/.well-known/jwks.json", &dev).await;
+    let keys = by_token.assert_status(200)["keys"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].get("d").is_none() && keys[0]["kty"] == "RSA");
+    assert!(
+        by_token
+            .header("cache-control")
+            .unwrap()
+            .starts_with("public, max-age=")
+    );
+    let etag = by_token.header("etag").unwrap().to_owned();
+    let by_id = app
+        .send(app.request(
+            Method::GET,
+            &format!("/.well-known/jwks.json?account_id={}", tenant.account_id),
+            None,
+        ))
+        .await;
+    assert_eq!(by_id.assert_status(200)["keys"], json!(keys));
+    let cached = app
+        .send(
+            app.request(Method::GET, "/.well-known/jwks.json", Some(&dev))
+                .header("If-None-Match", &etag),
+        )
+        .await;
+    assert_eq!(cached.status, 304);
+
+    // Another tenant's token cannot read these keys through the filter.
+    let other = app.bootstrap().await;
+    let foreign = app
+        .get(
+            &format!("/.well-known/jwks.json?account_id={}", tenant.account_id),
+            &other.token,
+        )
+        .await;
+    foreign.assert_problem(403, "account_mismatch");
+    assert_eq!(
+        app.get("/.well-known/jwks.json", &other.token).await.body["keys"],
+        json!([])
+    );
+
+    let old_kid = keys[0]["kid"].as_str().unwrap().to_owned();
+    app.post("/v1/jwks/rotate", &dev, Value::Null)
+        .await
+        .assert_problem(403, "insufficient_scope");
+    let rotated = app
+        .post("/v1/jwks/rotate", &tenant.token, Value::Null)
+        .await;
+    let rotated = rotated.assert_status(201).clone();
+    assert_eq!(rotated["previous_key_id"], old_kid.as_str());
+    assert_eq!(
+        rotated["resigned"],
+        json!([{ "app_name": "app", "version": 2 }])
+    );
+    let after = app.get("/.well-known/jwks.json", &dev).await;
+    let kids: Vec<&str> = after.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&old_kid.as_str()) && kids.contains(&rotated["new_key_id"].as_str().unwrap())
+    );
+
+    let server = app
+        .issue(&tenant, json!({ "kind": "server", "app_name": "app" }))
+        .await
+        .0;
+    let bundle = app.get("/v1/policy/bundle", &server).await;
+    let header = decode(
+        bundle.body["jws"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .next()
+            .unwrap(),
+    );
+    assert_eq!(header["kid"], rotated["new_key_id"]);
+    assert_eq!(header["jwks_refresh"], true);
+    assert_eq!(header["new_kid"], rotated["new_key_id"]);
+    assert_eq!(header["reason"], header["refresh_reason"]);
+
+    let configuration = app.get("/v1/jwks/configuration", &tenant.token).await;
+    assert_eq!(
+        configuration.assert_status(200)["current_key_id"],
+        rotated["new_key_id"]
+    );
+    let history = app.get("/v1/jwks/history", &tenant.token).await;
+    assert_eq!(history.assert_status(200)["total_rotations"], 1);
+    app.get("/v1/jwks/history", &dev)
+        .await
+        .assert_problem(403, "insufficient_scope");
+    assert!(
+        app.audit(&tenant)
+            .await
+            .iter()
+            .any(|r| r["action"] == "jwks.rotate")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_accounts_policies_and_keys_are_invisible() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let (dev, _) = app.issue(&tenant, json!({})).await;
+    let publisher = Publisher::register(&app, &dev).await;
+    let published = publisher
+        .publish(
+            &app,
+            &dev,
+            yaml_policy("app", &["a"]).as_bytes(),
+            "?app_name=app",
+        )
+        .await;
+    let id = published.body["policy_id"].as_str().unwrap().to_owned();
+
+    let other = app.bootstrap().await;
+    let (their_dev, _) = app.issue(&other, json!({})).await;
+    app.get(&format!("/v1/policy/{id}"), &their_dev)
+        .await
+        .assert_problem(404, "policy_not_found");
+    app.patch(
+        &format!("/v1/policy/{id}/description"),
+        &their_dev,
+        json!({ "description": "x" }),
+    )
+    .await
+    .assert_problem(404, "policy_not_found");
+    app.post(
+        "/v1/policy/revert",
+        &other.token,
+        json!({ "policy_id": id }),
+    )
+    .await
+    .assert_problem(404, "policy_not_found");
+    app.get("/v1/policy/bundle?app_name=app", &their_dev)
+        .await
+        .assert_problem(404, "policy_not_found");
+    app.post("/v1/policy/revoke?app_name=app", &other.token, Value::Null)
+        .await
+        .assert_problem(404, "policy_not_found");
+    assert_eq!(
+        app.get("/v1/policy/versions?app_name=app", &their_dev)
+            .await
+            .body,
+        json!([])
+    );
+    assert_eq!(app.get("/v1/keys", &their_dev).await.body, json!([]));
+    app.delete(&format!("/v1/keys/{}", publisher.key_id), &their_dev)
+        .await
+        .assert_problem(404, "key_not_found");
+    // Untouched on our side.
+    let server = app
+        .issue(&tenant, json!({ "kind": "server", "app_name": "app" }))
+        .await
+        .0;
+    app.get("/v1/policy/bundle", &server)
+        .await
+        .assert_status(200);
+    assert_eq!(
+        app.get("/v1/keys", &dev)
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
