@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it. Needs the Rust toolchain; starts the local
-# PostgreSQL (installing it if missing) and installs the diesel CLI for the schema check.
+# The whole test suite, as CI runs it. Needs the Rust toolchain and Python 3; starts the
+# local PostgreSQL (installing it if missing), installs the diesel CLI for the schema check
+# and the D2 Python SDK (from PyPI, into target/sdk-venv) for the interoperability test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,3 +11,4 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 scripts/check-deps.sh
 scripts/check-schema.sh
 CI=${CI:-true} cargo test --workspace --locked
+scripts/sdk-interop.sh

@@ -203,6 +203,22 @@ async fn republishing_with_if_match_star_succeeds_and_a_stale_etag_is_409() {
         .await;
     rollback.assert_problem(409, "version_rollback");
 
+    for bad in [
+        json!({ "public_key": "%%%" }),
+        json!({ "public_key": STANDARD.encode([1u8; 31]) }),
+        json!({ "key": "x" }),
+    ] {
+        let reply = app.post("/v1/keys", &dev, bad.clone()).await;
+        assert_eq!(reply.status, 400, "{bad}: {}", reply.text);
+    }
+    let mismatch = app
+        .post(
+            "/v1/keys",
+            &dev,
+            json!({ "public_key": STANDARD.encode([7u8; 32]), "key_id": "ed_000000000000" }),
+        )
+        .await;
+    mismatch.assert_problem(400, "key_id_mismatch");
     // Registering the same key again is fine (the SDK does it before every publish).
     let again = app
         .post("/v1/keys", &dev, json!({ "public_key": STANDARD.encode(publisher.pair.public_key().as_ref()), "key_id": publisher.key_id }))
@@ -294,6 +310,13 @@ async fn publishing_refuses_bad_signatures_documents_and_plan_overruns_and_write
     app.send(signed(six_tools.as_bytes()))
         .await
         .assert_problem(402, "tool_limit");
+    let huge = format!(
+        "metadata:\n  name: app\n  description: \"{}\"\npolicies:\n  - role: r\n    permissions: [a]\n",
+        "x".repeat(600 * 1024)
+    );
+    app.send(signed(huge.as_bytes()))
+        .await
+        .assert_problem(413, "bundle_too_large");
     let reserved = "metadata:\n  name: app\nexp: 1\npolicies:\n  - role: r\n    permissions: [a]\n";
     app.send(signed(reserved.as_bytes()))
         .await
