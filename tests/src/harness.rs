@@ -119,7 +119,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub clock: Arc<ManualClock>,
     pub app: App,
-    pub db: TestDatabase,
+    db: Option<TestDatabase>,
     pub pepper: String,
     pub control_plane: String,
     handle: ServerHandle,
@@ -178,9 +178,36 @@ impl TestApp {
 
     pub async fn spawn_with(extra: &[(&str, &str)]) -> Self {
         install_logging();
-        let db = TestDatabase::new().await;
-        let pepper = random_secret();
-        let control_plane = random_secret();
+        Self::start(
+            TestDatabase::new().await,
+            random_secret(),
+            random_secret(),
+            extra,
+        )
+        .await
+    }
+
+    /// A new server on `previous`'s database and secrets (with other settings), as after a
+    /// configuration change and restart. `previous` is stopped.
+    pub async fn spawn_on(previous: TestApp, extra: &[(&str, &str)]) -> Self {
+        let mut previous = previous;
+        previous.stop();
+        let db = previous.db.take().expect("a database");
+        Self::start(
+            db,
+            previous.pepper.clone(),
+            previous.control_plane.clone(),
+            extra,
+        )
+        .await
+    }
+
+    async fn start(
+        db: TestDatabase,
+        pepper: String,
+        control_plane: String,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let settings = settings(db.url(), &pepper, &control_plane, extra);
         let clock = Arc::new(ManualClock::starting_now());
         let app = App::build(settings, clock.clone())
@@ -203,7 +230,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             clock,
             app,
-            db,
+            db: Some(db),
             secrets: Mutex::new(vec![pepper.clone(), control_plane.clone()]),
             pepper,
             control_plane,
@@ -317,10 +344,21 @@ impl TestApp {
     }
 }
 
-impl Drop for TestApp {
-    fn drop(&mut self) {
+impl TestApp {
+    pub fn db(&self) -> &TestDatabase {
+        self.db.as_ref().expect("the test database")
+    }
+
+    /// Stops the server (and its background tasks); the database stays.
+    fn stop(&mut self) {
         self.app.shutdown_token().cancel();
         drop(self.handle.stop(false));
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop();
         if std::thread::panicking() {
             return;
         }

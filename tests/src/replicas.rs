@@ -76,7 +76,7 @@ impl Replica {
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env(REPLICA_DB, app.db.url())
+            .env(REPLICA_DB, app.db().url())
             .env(REPLICA_PEPPER, &app.pepper)
             .env(REPLICA_CONTROL_PLANE, &app.control_plane)
             .stdin(Stdio::piped())

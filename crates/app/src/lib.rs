@@ -57,6 +57,13 @@ impl Store {
         }
     }
 
+    /// The signing-key storage (for the operator's key maintenance).
+    pub fn signing_keys(&self) -> Arc<dyn d2_jwks::SigningKeyRepo> {
+        match self {
+            Store::Postgres(store) => Arc::new(store.clone()),
+        }
+    }
+
     /// Connections open and idle.
     pub fn pool_state(&self) -> (u32, u32) {
         match self {

@@ -419,6 +419,8 @@ impl Settings {
             .crypto
             .jwk_aes_previous_keys
             .iter()
+            // An empty variable means none.
+            .filter(|k| !k.expose_secret().trim().is_empty())
             .map(|k| {
                 decode(
                     k,

@@ -7,7 +7,9 @@ use anyhow::Context;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Parser, Subcommand};
+
 use d2_app::{App, Mode, Settings};
+use d2_cli::keys;
 use d2_kernel::{AccountId, SystemClock};
 use d2_tokens::BootstrapRequest;
 
@@ -43,6 +45,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a new AES-256 key (32 random bytes, URL-safe base64) for
+    /// D2__CRYPTO__JWK_AES_KEY.
+    GenerateAesKey,
+    /// Re-seal every private signing key under the current AES key; resumable.
+    RotateAesKey,
+    /// Rotate signing keys (new key, active bundles re-signed).
+    RotateJwks {
+        /// Every account that has a signing key.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete retired signing keys whose grace period has ended.
+    PruneSigningKeys,
     /// Print a new random secret (URL-safe base64) for the token pepper or the
     /// control-plane token.
     GenerateSecret {
@@ -50,6 +65,17 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         bytes: usize,
     },
+}
+
+/// Runs `work` with the application built for a one-shot command.
+async fn with_app(work: impl AsyncFnOnce(&App) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    let app = App::build_with(settings, Arc::new(SystemClock), Mode::Command)
+        .await
+        .context("cannot reach the database")?;
+    let result = work(&app).await;
+    app.shutdown().await;
+    result
 }
 
 #[tokio::main]
@@ -66,6 +92,21 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::GenerateAesKey => {
+            println!("{}", URL_SAFE_NO_PAD.encode(d2_app::random_bytes(32)?));
+            Ok(())
+        }
+        Command::RotateAesKey => with_app(async |app| keys::rotate_aes_key(app).await).await,
+        Command::RotateJwks { all } => {
+            anyhow::ensure!(
+                all,
+                "say --all to rotate the signing key of every account (one account rotates with POST /v1/jwks/rotate)"
+            );
+            with_app(async |app| keys::rotate_jwks_all(app).await).await
+        }
+        Command::PruneSigningKeys => {
+            with_app(async |app| keys::prune_signing_keys(app).await).await
+        }
         Command::GenerateSecret { bytes } => {
             anyhow::ensure!(bytes >= 16, "a secret needs at least 16 bytes");
             println!("{}", URL_SAFE_NO_PAD.encode(d2_app::random_bytes(bytes)?));
@@ -104,45 +145,43 @@ async fn run(command: Command) -> anyhow::Result<()> {
             token_name,
             json,
         } => {
-            let settings = Settings::load()?;
-            let app = App::build_with(settings, Arc::new(SystemClock), Mode::Command)
-                .await
-                .context("cannot reach the database")?;
-            let request = BootstrapRequest {
-                account_id,
-                account_name,
-                owner_email,
-                owner_name,
-                token_name,
-            };
-            let done = app.bootstrap.issue_trusted(request).await?;
-            let secret = done.issued.secret.expose();
-            if json {
-                let body = serde_json::json!({
-                    "userToken": secret,
-                    "token_id": done.issued.token.id,
-                    "account_id": done.account_id,
-                    "user_id": done.user_id,
-                    "created_account": done.created_account,
-                });
-                println!("{body}");
-            } else {
-                if done.created_account {
-                    eprintln!("created account {}", done.account_id);
+            with_app(async |app| {
+                let request = BootstrapRequest {
+                    account_id,
+                    account_name,
+                    owner_email,
+                    owner_name,
+                    token_name,
+                };
+                let done = app.bootstrap.issue_trusted(request).await?;
+                let secret = done.issued.secret.expose();
+                if json {
+                    let body = serde_json::json!({
+                        "userToken": secret,
+                        "token_id": done.issued.token.id,
+                        "account_id": done.account_id,
+                        "user_id": done.user_id,
+                        "created_account": done.created_account,
+                    });
+                    println!("{body}");
                 } else {
+                    if done.created_account {
+                        eprintln!("created account {}", done.account_id);
+                    } else {
+                        eprintln!(
+                            "issued a break-glass owner token for account {}",
+                            done.account_id
+                        );
+                    }
                     eprintln!(
-                        "issued a break-glass owner token for account {}",
-                        done.account_id
+                        "admin token {} (shown once; store it now):",
+                        done.issued.token.id
                     );
+                    println!("{secret}");
                 }
-                eprintln!(
-                    "admin token {} (shown once; store it now):",
-                    done.issued.token.id
-                );
-                println!("{secret}");
-            }
-            app.shutdown().await;
-            Ok(())
+                Ok(())
+            })
+            .await
         }
     }
 }

@@ -88,6 +88,20 @@ impl SigningKeyRepo for PgStore {
         Ok(rows.into_iter().map(SigningKeyRow::into_domain).collect())
     }
 
+    async fn count_sealed_with_other_keys(
+        &self,
+        current_aes_key_id: &str,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        let count: i64 = signing_keys::table
+            .filter(signing_keys::aes_key_id.ne(current_aes_key_id))
+            .count()
+            .get_result(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
     async fn reseal(
         &self,
         kid: &str,
@@ -113,12 +127,24 @@ impl SigningKeyRepo for PgStore {
 
     async fn prune_retired(&self, retired_before: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut conn = self.conn().await?;
-        let deleted =
-            diesel::delete(signing_keys::table.filter(signing_keys::retired_at.lt(retired_before)))
-                .execute(&mut conn)
-                .await
-                .map_err(from_diesel)?;
-        Ok(u64::try_from(deleted).unwrap_or_default())
+        let pruned = conn
+            .transaction(async |conn| {
+                let mut accounts: Vec<Uuid> = diesel::delete(
+                    signing_keys::table.filter(signing_keys::retired_at.lt(retired_before)),
+                )
+                .returning(signing_keys::account_id)
+                .get_results(conn)
+                .await?;
+                let pruned = accounts.len();
+                accounts.sort();
+                accounts.dedup();
+                for account in accounts {
+                    announce(conn, Change::Keys(account.into())).await?;
+                }
+                Ok::<_, TxError>(pruned)
+            })
+            .await?;
+        Ok(u64::try_from(pruned).unwrap_or_default())
     }
 
     async fn accounts_with_keys(&self) -> Result<Vec<AccountId>, StoreError> {

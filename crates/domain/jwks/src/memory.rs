@@ -79,6 +79,18 @@ impl SigningKeyRepo for MemorySigningKeys {
             .collect())
     }
 
+    async fn count_sealed_with_other_keys(
+        &self,
+        current_aes_key_id: &str,
+    ) -> Result<u64, StoreError> {
+        let count = self
+            .lock()
+            .iter()
+            .filter(|k| k.sealed_private.aes_key_id != current_aes_key_id)
+            .count();
+        Ok(u64::try_from(count).unwrap_or(u64::MAX))
+    }
+
     async fn reseal(
         &self,
         kid: &str,

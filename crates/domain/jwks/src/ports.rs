@@ -36,6 +36,12 @@ pub trait SigningKeyRepo: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<SigningKey>, StoreError>;
 
+    /// How many keys of any account are sealed with an AES key other than the current one.
+    async fn count_sealed_with_other_keys(
+        &self,
+        current_aes_key_id: &str,
+    ) -> Result<u64, StoreError>;
+
     /// Replaces a key's ciphertext if it is still `expected` (so an interrupted or
     /// concurrent rotation never loses one). Returns whether it was replaced.
     async fn reseal(
@@ -45,7 +51,8 @@ pub trait SigningKeyRepo: Send + Sync + 'static {
         replacement: &Sealed,
     ) -> Result<bool, StoreError>;
 
-    /// Deletes keys retired before `retired_before`; returns how many.
+    /// Deletes keys retired before `retired_before` (announcing the change of each account's
+    /// keys); returns how many.
     async fn prune_retired(&self, retired_before: DateTime<Utc>) -> Result<u64, StoreError>;
 
     /// Accounts that have at least one signing key.

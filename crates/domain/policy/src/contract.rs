@@ -439,6 +439,13 @@ pub async fn signing_keys(store: &dyn Store, a: AccountId, b: AccountId) {
         .await
         .unwrap_or_default();
     assert_eq!(pending.len(), 2);
+    assert_eq!(
+        store
+            .count_sealed_with_other_keys(other.current_id())
+            .await
+            .ok(),
+        Some(2)
+    );
     let target = &pending[0];
     let resealed = other
         .reseal(&target.sealed_private, target.kid.as_bytes())

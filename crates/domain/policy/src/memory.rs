@@ -411,6 +411,15 @@ impl d2_jwks::SigningKeyRepo for MemoryPolicies {
             .await
     }
 
+    async fn count_sealed_with_other_keys(
+        &self,
+        current_aes_key_id: &str,
+    ) -> Result<u64, StoreError> {
+        self.signing
+            .count_sealed_with_other_keys(current_aes_key_id)
+            .await
+    }
+
     async fn reseal(
         &self,
         kid: &str,

@@ -1,0 +1,120 @@
+//! Signing-key maintenance: AES key rotation, signing-key rotation for every account,
+//! pruning of retired keys.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use d2_app::App;
+use d2_audit::{AuditAction, AuditEntry};
+use d2_jwks::SigningKeyRepo;
+use indicatif::{ProgressBar, ProgressStyle};
+
+fn bar(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    let style = ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({eta})")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(what.to_owned());
+    bar
+}
+
+const BATCH: u32 = 200;
+
+/// Re-seals every private key under the current AES key (`crypto.jwk_aes_key`), opening
+/// each with the previous keys (`crypto.jwk_aes_previous_keys`). Each key is re-sealed,
+/// checked, and swapped in only if nobody changed it meanwhile, so the command can be
+/// interrupted and run again: it resumes with what is left.
+pub async fn rotate_aes_key(app: &App) -> anyhow::Result<()> {
+    let repo: Arc<dyn SigningKeyRepo> = app.store.signing_keys();
+    let keyring = app.policies.jwks().keyring();
+    let current = keyring.current_id().to_owned();
+    let total = repo.count_sealed_with_other_keys(&current).await?;
+    if total == 0 {
+        println!("every signing key is sealed with the current AES key ({current})");
+        return Ok(());
+    }
+    let progress = bar(total, "re-sealing signing keys");
+    let mut resealed = 0u64;
+    let mut skipped = 0u64;
+    loop {
+        let batch = repo.sealed_with_other_keys(&current, BATCH).await?;
+        if batch.is_empty() {
+            break;
+        }
+        let mut progressed = false;
+        for key in batch {
+            let replacement = keyring.reseal(&key.sealed_private, key.kid.as_bytes()).with_context(|| {
+                format!(
+                    "signing key {} is sealed with AES key {}, which is neither D2__CRYPTO__JWK_AES_KEY nor in D2__CRYPTO__JWK_AES_PREVIOUS_KEYS",
+                    key.kid, key.sealed_private.aes_key_id
+                )
+            })?;
+            if repo
+                .reseal(&key.kid, &key.sealed_private, &replacement)
+                .await?
+            {
+                resealed += 1;
+                progressed = true;
+            } else {
+                // Changed by someone else meanwhile (another run); it is read again next round.
+                skipped += 1;
+            }
+            progress.inc(1);
+        }
+        if !progressed {
+            bail!("no key could be re-sealed in the last round; is another rotation running?");
+        }
+    }
+    progress.finish_and_clear();
+    println!(
+        "re-sealed {resealed} signing key(s) under AES key {current} ({skipped} changed concurrently and were redone)"
+    );
+    println!(
+        "every server now needs only D2__CRYPTO__JWK_AES_KEY; remove the old key from D2__CRYPTO__JWK_AES_PREVIOUS_KEYS"
+    );
+    Ok(())
+}
+
+/// Rotates the signing key of every account that has one, re-signing its active bundles.
+pub async fn rotate_jwks_all(app: &App) -> anyhow::Result<()> {
+    let accounts = app.store.signing_keys().accounts_with_keys().await?;
+    let progress = bar(
+        u64::try_from(accounts.len()).unwrap_or(u64::MAX),
+        "rotating signing keys",
+    );
+    let (mut rotated, mut resigned) = (0usize, 0usize);
+    let mut failures = Vec::new();
+    for account in accounts {
+        let audit = AuditEntry::control_plane(account, AuditAction::JwksRotate, app.clock.now());
+        match app.policies.rotate_for(account, audit).await {
+            Ok(result) => {
+                rotated += 1;
+                resigned += result.resigned.len();
+            }
+            Err(error) => failures.push(format!("{account}: {error}")),
+        }
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    println!(
+        "rotated {rotated} account(s), re-signed {resigned} bundle(s), {} failure(s)",
+        failures.len()
+    );
+    for failure in &failures {
+        println!("  failed {failure}");
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        bail!("{} account(s) were not rotated", failures.len())
+    }
+}
+
+/// Deletes signing keys whose grace period after retirement has ended.
+pub async fn prune_signing_keys(app: &App) -> anyhow::Result<()> {
+    let before = app.clock.now() - app.policies.jwks().grace();
+    let pruned = app.store.signing_keys().prune_retired(before).await?;
+    println!("deleted {pruned} retired signing key(s) past their grace period");
+    Ok(())
+}
