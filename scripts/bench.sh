@@ -29,6 +29,7 @@ trap cleanup EXIT
 export D2_ENV=production
 export D2__DATABASE__URL="postgres://postgres@127.0.0.1:5432/$db"
 export D2__CRYPTO__TOKEN_PEPPER=$(target/release/d2ctl generate-secret)
+export D2__CRYPTO__JWK_AES_KEY=$(target/release/d2ctl generate-aes-key)
 export D2__HTTP__ADDR="127.0.0.1:$PORT"
 export D2__LOG__FILTER="$LOG_FILTER"
 target/release/d2ctl migrate >/dev/null
@@ -54,9 +55,50 @@ run() { # name, path, extra wrk args...
     echo "$rps" > "$work/$name.rps"
 }
 
+# A published policy to poll, signed with a registered Ed25519 publisher key.
+account=$(curl -fs -H "Authorization: Bearer $token" "$base/v1/accounts/me" | python3 -c 'import json, sys; print(json.load(sys.stdin)["account_id"])')
+issue() {
+    curl -fs -X POST -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d "$1" \
+        "$base/v1/accounts/$account/tokens" | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])'
+}
+dev=$(issue '{"kind": "dev"}')
+server_token=$(issue '{"kind": "server", "app_name": "bench"}')
+printf 'metadata:\n  name: bench\n  description: load test\npolicies:\n  - role: analyst\n    permissions: [reports.read, reports.export]\n' > "$work/policy.yaml"
+"$(scripts/python-venv.sh)/bin/python" - "$work" <<'PY'
+import base64, sys
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives import serialization
+work = sys.argv[1]
+key = Ed25519PrivateKey.generate()
+public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+body = open(f"{work}/policy.yaml", "rb").read()
+open(f"{work}/public_key", "w").write(base64.b64encode(public).decode())
+open(f"{work}/signature", "w").write(base64.b64encode(key.sign(body)).decode())
+PY
+key_id=$(curl -fs -X POST -H "Authorization: Bearer $dev" -H 'Content-Type: application/json' \
+    -d "{\"public_key\": \"$(cat "$work/public_key")\"}" "$base/v1/keys" | python3 -c 'import json, sys; print(json.load(sys.stdin)["key_id"])')
+publish_once() {
+    curl -fs -X POST -H "Authorization: Bearer $dev" -H "X-D2-Key-Id: $key_id" -H "X-D2-Signature: $(cat "$work/signature")" \
+        -H 'If-Match: *' --data-binary "@$work/policy.yaml" "$base/v1/policy/publish?app_name=bench" -o /dev/null -D - \
+        | awk 'tolower($1) == "etag:" { print $2 }' | tr -d '\r'
+}
+etag=$(publish_once)
+cat > "$work/publish.lua" <<LUA
+wrk.method = "POST"
+wrk.body = io.open("$work/policy.yaml"):read("*a")
+wrk.headers["Authorization"] = "Bearer $dev"
+wrk.headers["X-D2-Key-Id"] = "$key_id"
+wrk.headers["X-D2-Signature"] = "$(cat "$work/signature")"
+wrk.headers["If-Match"] = "*"
+LUA
+
 echo "d2-api release build, $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, log filter $LOG_FILTER"
 run healthz /healthz
 run accounts_me /v1/accounts/me -H "Authorization: Bearer $token"
+run bundle_304 /v1/policy/bundle -H "Authorization: Bearer $server_token" -H "If-None-Match: $etag"
+run jwks /.well-known/jwks.json -H "Authorization: Bearer $server_token"
+CONNECTIONS=1 THREADS=1 run publish_1_client "/v1/policy/publish?app_name=bench" -s "$work/publish.lua"
 healthz=$(cat "$work/healthz.rps")
-me=$(cat "$work/accounts_me.rps")
-awk -v a="$me" -v h="$healthz" 'BEGIN { printf "authenticated GET /v1/accounts/me reaches %.0f%% of /healthz throughput\n", 100 * a / h }'
+for route in accounts_me bundle_304 jwks; do
+    awk -v a="$(cat "$work/$route.rps")" -v h="$healthz" -v r="$route" 'BEGIN { printf "%-12s reaches %.0f%% of /healthz throughput\n", r, 100 * a / h }'
+done

@@ -7,13 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/services.sh
-venv=target/sdk-venv
-if [ ! -x "$venv/bin/python" ] || ! cmp -s tests/sdk/requirements.txt "$venv/requirements.txt"; then
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
-    cp tests/sdk/requirements.txt "$venv/requirements.txt"
-fi
+venv=$(scripts/python-venv.sh)
 cargo build --quiet --locked --bin d2-api --bin d2ctl
 
 server=${D2_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}

@@ -111,11 +111,15 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
             .map_err(std::io::Error::other)?,
     );
     spawn_limiter_sweeper(limiter.clone(), app.shutdown_token());
+    let jwks_cache_control = format!("public, max-age={}", settings.jwks.cache_max_age_seconds)
+        .parse()
+        .map_err(std::io::Error::other)?;
     let state = Data::new(ApiState {
         app,
         limiter,
         metrics,
         openapi_json,
+        jwks_cache_control,
     });
     let origins = http.cors.allowed_origins.clone();
     let max_age = http.cors.max_age_seconds;

@@ -14,4 +14,6 @@ pub struct ApiState {
     pub limiter: Arc<IpLimiter>,
     pub metrics: Arc<Metrics>,
     pub openapi_json: Bytes,
+    /// `Cache-Control` of the JWKS, rendered once.
+    pub jwks_cache_control: actix_web::http::header::HeaderValue,
 }

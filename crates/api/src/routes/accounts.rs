@@ -15,12 +15,14 @@ use crate::body::Json;
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
+/// `/v1/accounts/me`: fixed paths, matched cheaply, registered early.
+pub fn configure_me(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(me).service(update_me);
+}
+
+/// Routes under `/v1/accounts/{account_id}`.
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
-    cfg.service(me)
-        .service(update_me)
-        .service(rename)
-        .service(users)
-        .service(scopes);
+    cfg.service(rename).service(users).service(scopes);
 }
 
 /// The quotas of the caller's effective plan, with the names the D2 SDK reads.

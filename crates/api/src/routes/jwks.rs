@@ -65,7 +65,6 @@ async fn jwks_document(
     };
     let set = state.app.policies.jwks().key_set(account_id).await?;
     let document = &set.document;
-    let max_age = state.app.settings.jwks.cache_max_age_seconds;
     let unchanged = req
         .headers()
         .get(header::IF_NONE_MATCH)
@@ -79,13 +78,12 @@ async fn jwks_document(
     let mut response = HttpResponse::build(status);
     response
         .insert_header((header::ETAG, document.etag.clone()))
-        .insert_header((header::CACHE_CONTROL, format!("public, max-age={max_age}")));
+        .insert_header((header::CACHE_CONTROL, state.jwks_cache_control.clone()));
     if unchanged {
         return Ok(response.finish());
     }
-    Ok(response
-        .content_type("application/json")
-        .body(document.body.clone()))
+    let body = actix_web::web::Bytes::from_owner(std::sync::Arc::clone(&document.body));
+    Ok(response.content_type("application/json").body(body))
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -20,16 +20,20 @@ use crate::error::{ApiError, ApiResult};
 
 pub use health::{health_routes, not_found};
 
-/// Every documented API route.
+/// Every documented API route. The router tries routes in this order, and each route with
+/// a path parameter costs a regex match, so the hot paths come first: probes, the JWKS,
+/// the bundle poll, the account overview.
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
     cfg.configure(health::configure)
-        .configure(accounts::configure)
-        .configure(tokens::configure)
+        .configure(jwks::configure)
+        .configure(accounts::configure_me)
+        .configure(policy::configure)
         .configure(bootstrap::configure)
         .configure(audit::configure)
-        .configure(policy::configure)
         .configure(keys::configure)
-        .configure(jwks::configure);
+        .configure(accounts::configure)
+        .configure(tokens::configure)
+        .configure(policy::configure_by_id);
 }
 
 /// `limit` and `cursor` of every list.

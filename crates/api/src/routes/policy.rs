@@ -15,8 +15,8 @@ use crate::body::{Json, json_of, read_limited};
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
+/// Fixed paths. They must come before `/v1/policy/{policy_id}`, which would match them.
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
-    // Fixed paths first: `/v1/policy/{policy_id}` would otherwise match them.
     cfg.service(bundle)
         .service(draft)
         .service(publish)
@@ -26,8 +26,12 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(list)
         .service(apps)
         .service(roles_permissions)
-        .service(validate)
-        .service(get_policy)
+        .service(validate);
+}
+
+/// Routes under `/v1/policy/{policy_id}`.
+pub fn configure_by_id(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(get_policy)
         .service(patch_description)
         .service(patch_bundle);
 }

@@ -35,7 +35,8 @@ impl ErrorCode for JwksError {
 /// A serialised JWKS and its strong ETag (quoted hex SHA-256 of the body).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JwksDocument {
-    pub body: Vec<u8>,
+    /// Shared, so serving it copies nothing.
+    pub body: Arc<[u8]>,
     pub etag: String,
 }
 
@@ -44,7 +45,10 @@ impl JwksDocument {
         let body = json!({ "keys": keys.iter().map(|k| &k.public).collect::<Vec<_>>() });
         let body = serde_json::to_vec(&body).unwrap_or_default();
         let etag = format!("\"{}\"", hex(digest(&SHA256, &body).as_ref()));
-        Self { body, etag }
+        Self {
+            body: body.into(),
+            etag,
+        }
     }
 }
 
@@ -366,11 +370,11 @@ mod tests {
         jwks.invalidate(account);
         let set = jwks.key_set(account).await.unwrap();
         assert_eq!(set.active.as_ref().unwrap().kid, new.kid);
-        let body = String::from_utf8(set.document.body.clone()).unwrap();
+        let body = String::from_utf8(set.document.body.to_vec()).unwrap();
         assert!(body.contains(&old.kid) && body.contains(&new.kid));
         clock.advance(Duration::minutes(61));
         let set = jwks.key_set(account).await.unwrap();
-        let body = String::from_utf8(set.document.body.clone()).unwrap();
+        let body = String::from_utf8(set.document.body.to_vec()).unwrap();
         assert!(
             !body.contains(&old.kid),
             "dropped after the grace period without any write"

@@ -587,11 +587,11 @@ async fn rotation_resigns_every_active_bundle_with_hints_and_keeps_the_old_key_f
     assert_eq!(header["new_kid"], rotated.new_key.kid.as_str());
     assert_eq!(header["rotation_id"], rotated.rotation_id.as_str());
     let set = w.policies.jwks().key_set(w.account).await.unwrap();
-    let body = String::from_utf8(set.document.body.clone()).unwrap();
+    let body = String::from_utf8(set.document.body.to_vec()).unwrap();
     assert!(body.contains(before.kid.as_deref().unwrap()) && body.contains(&rotated.new_key.kid));
     w.clock.advance(Duration::hours(2));
     let set = w.policies.jwks().key_set(w.account).await.unwrap();
-    let body = String::from_utf8(set.document.body.clone()).unwrap();
+    let body = String::from_utf8(set.document.body.to_vec()).unwrap();
     assert!(!body.contains(before.kid.as_deref().unwrap()));
     // A later publish carries no rotation hint.
     let later = w
