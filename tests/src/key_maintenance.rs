@@ -6,10 +6,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use d2_app::{App, Mode};
-use serde_json::json;
 
 use crate::harness::{TestApp, settings};
-use crate::policy::{Publisher, yaml_policy};
+use crate::policy::{publishing_tenant, yaml_policy};
 
 fn aes_key(byte: u8) -> String {
     URL_SAFE_NO_PAD.encode([byte; 32])
@@ -38,18 +37,8 @@ async fn aes_rotation_reseals_every_key_resumes_after_interruption_and_keeps_sig
     let app = TestApp::spawn_with(&[("D2__CRYPTO__JWK_AES_KEY", &old)]).await;
     let mut tenants = Vec::new();
     for _ in 0..3 {
-        let tenant = app.bootstrap().await;
-        let (dev, _) = app.issue(&tenant, json!({})).await;
-        let publisher = Publisher::register(&app, &dev).await;
-        publisher
-            .publish(
-                &app,
-                &dev,
-                yaml_policy("app", &["a"]).as_bytes(),
-                "?app_name=app",
-            )
-            .await
-            .assert_status(200);
+        let (tenant, dev, publisher) = publishing_tenant(&app).await;
+        publisher.publish_tools(&app, &dev, "app", &["a"]).await;
         tenants.push((tenant, dev, publisher));
     }
     let kids_before: Vec<serde_json::Value> = {
@@ -140,18 +129,8 @@ async fn rotate_jwks_all_rotates_every_account_and_prune_removes_expired_keys() 
     let app = TestApp::spawn_with(&[("D2__JWKS__GRACE_SECONDS", "1")]).await;
     let mut tenants = Vec::new();
     for _ in 0..2 {
-        let tenant = app.bootstrap().await;
-        let (dev, _) = app.issue(&tenant, json!({})).await;
-        let publisher = Publisher::register(&app, &dev).await;
-        publisher
-            .publish(
-                &app,
-                &dev,
-                yaml_policy("app", &["a"]).as_bytes(),
-                "?app_name=app",
-            )
-            .await
-            .assert_status(200);
+        let (tenant, dev, publisher) = publishing_tenant(&app).await;
+        publisher.publish_tools(&app, &dev, "app", &["a"]).await;
         tenants.push((tenant, dev));
     }
     let operator = command_app(

@@ -34,6 +34,21 @@ impl Publisher {
         STANDARD.encode(self.pair.sign(body).as_ref())
     }
 
+    /// Publishes a policy granting `tools` for app `name`, which must succeed.
+    pub async fn publish_tools(
+        &self,
+        app: &TestApp,
+        token: &str,
+        name: &str,
+        tools: &[&str],
+    ) -> Value {
+        let query = format!("?app_name={name}");
+        let reply = self
+            .publish(app, token, yaml_policy(name, tools).as_bytes(), &query)
+            .await;
+        reply.assert_status(200).clone()
+    }
+
     pub async fn publish(&self, app: &TestApp, token: &str, body: &[u8], query: &str) -> Reply {
         let request = app
             .request(
@@ -48,6 +63,14 @@ impl Publisher {
             .body(body.to_vec());
         app.send(request).await
     }
+}
+
+/// A new account with a dev token and a registered publisher key.
+pub async fn publishing_tenant(app: &TestApp) -> (Tenant, String, Publisher) {
+    let tenant = app.bootstrap().await;
+    let (dev, _) = app.issue(&tenant, json!({ "kind": "dev" })).await;
+    let publisher = Publisher::register(app, &dev).await;
+    (tenant, dev, publisher)
 }
 
 pub fn yaml_policy(app: &str, tools: &[&str]) -> String {
@@ -73,9 +96,7 @@ async fn server_token(app: &TestApp, tenant: &Tenant, app_name: &str) -> String 
 #[tokio::test(flavor = "multi_thread")]
 async fn publish_poll_304_revoke_410_with_every_header_the_sdk_reads() {
     let app = TestApp::spawn().await;
-    let tenant = app.bootstrap().await;
-    let (dev, _) = app.issue(&tenant, json!({ "kind": "dev" })).await;
-    let publisher = Publisher::register(&app, &dev).await;
+    let (tenant, dev, publisher) = publishing_tenant(&app).await;
     let body = yaml_policy("billing agent", &["reports.read"]);
     let published = publisher
         .publish(&app, &dev, body.as_bytes(), "?app_name=billing%20agent")
@@ -174,9 +195,7 @@ async fn publish_poll_304_revoke_410_with_every_header_the_sdk_reads() {
 #[tokio::test(flavor = "multi_thread")]
 async fn republishing_with_if_match_star_succeeds_and_a_stale_etag_is_409() {
     let app = TestApp::spawn().await;
-    let tenant = app.bootstrap().await;
-    let (dev, _) = app.issue(&tenant, json!({})).await;
-    let publisher = Publisher::register(&app, &dev).await;
+    let (_, dev, publisher) = publishing_tenant(&app).await;
     let body = yaml_policy("app", &["a"]);
     let first = publisher
         .publish(&app, &dev, body.as_bytes(), "?app_name=app")
@@ -232,9 +251,7 @@ async fn republishing_with_if_match_star_succeeds_and_a_stale_etag_is_409() {
 #[tokio::test(flavor = "multi_thread")]
 async fn publishing_refuses_bad_signatures_documents_and_plan_overruns_and_writes_nothing() {
     let app = TestApp::spawn().await;
-    let tenant = app.bootstrap().await;
-    let (dev, _) = app.issue(&tenant, json!({})).await;
-    let publisher = Publisher::register(&app, &dev).await;
+    let (tenant, dev, publisher) = publishing_tenant(&app).await;
     let body = yaml_policy("app", &["a"]);
     let raw = |headers: &[(&str, String)], body: Vec<u8>| {
         let mut request = app.request(Method::POST, "/v1/policy/publish?app_name=app", Some(&dev));
@@ -368,18 +385,8 @@ async fn publishing_refuses_bad_signatures_documents_and_plan_overruns_and_write
 #[tokio::test(flavor = "multi_thread")]
 async fn a_locked_account_gets_402_locked_on_poll_and_publish() {
     let app = TestApp::spawn().await;
-    let tenant = app.bootstrap().await;
-    let (dev, _) = app.issue(&tenant, json!({})).await;
-    let publisher = Publisher::register(&app, &dev).await;
-    publisher
-        .publish(
-            &app,
-            &dev,
-            yaml_policy("app", &["a"]).as_bytes(),
-            "?app_name=app",
-        )
-        .await
-        .assert_status(200);
+    let (tenant, dev, publisher) = publishing_tenant(&app).await;
+    publisher.publish_tools(&app, &dev, "app", &["a"]).await;
     let server = app
         .issue(&tenant, json!({ "kind": "server", "app_name": "app" }))
         .await
@@ -402,18 +409,8 @@ async fn a_locked_account_gets_402_locked_on_poll_and_publish() {
 #[tokio::test(flavor = "multi_thread")]
 async fn polls_are_limited_per_token_with_a_burst_and_retry_after() {
     let app = TestApp::spawn().await;
-    let tenant = app.bootstrap().await;
-    let (dev, _) = app.issue(&tenant, json!({})).await;
-    let publisher = Publisher::register(&app, &dev).await;
-    publisher
-        .publish(
-            &app,
-            &dev,
-            yaml_policy("app", &["a"]).as_bytes(),
-            "?app_name=app",
-        )
-        .await
-        .assert_status(200);
+    let (tenant, dev, publisher) = publishing_tenant(&app).await;
+    publisher.publish_tools(&app, &dev, "app", &["a"]).await;
     let server = app
         .issue(&tenant, json!({ "kind": "server", "app_name": "app" }))
         .await
@@ -446,9 +443,7 @@ async fn polls_are_limited_per_token_with_a_burst_and_retry_after() {
 #[tokio::test(flavor = "multi_thread")]
 async fn drafts_versions_revert_and_the_editor_routes() {
     let app = TestApp::spawn().await;
-    let tenant = app.bootstrap().await;
-    let (dev, _) = app.issue(&tenant, json!({})).await;
-    let publisher = Publisher::register(&app, &dev).await;
+    let (tenant, dev, publisher) = publishing_tenant(&app).await;
     let document = json!({ "metadata": { "name": "app", "description": "d" }, "policies": [{ "role": ["a", "b"], "permissions": ["x", { "tool": "y", "allow": false }] }] });
     let draft = app
         .send(
@@ -599,18 +594,8 @@ async fn drafts_versions_revert_and_the_editor_routes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn jwks_serves_one_accounts_keys_and_rotation_resigns_with_hints() {
     let app = TestApp::spawn().await;
-    let tenant = app.bootstrap().await;
-    let (dev, _) = app.issue(&tenant, json!({})).await;
-    let publisher = Publisher::register(&app, &dev).await;
-    publisher
-        .publish(
-            &app,
-            &dev,
-            yaml_policy("app", &["a"]).as_bytes(),
-            "?app_name=app",
-        )
-        .await
-        .assert_status(200);
+    let (tenant, dev, publisher) = publishing_tenant(&app).await;
+    publisher.publish_tools(&app, &dev, "app", &["a"]).await;
 
     let anonymous = app
         .send(app.request(Method::GET, "/.well-known/jwks.json", None))
@@ -735,9 +720,7 @@ async fn jwks_serves_one_accounts_keys_and_rotation_resigns_with_hints() {
 #[tokio::test(flavor = "multi_thread")]
 async fn another_accounts_policies_and_keys_are_invisible() {
     let app = TestApp::spawn().await;
-    let tenant = app.bootstrap().await;
-    let (dev, _) = app.issue(&tenant, json!({})).await;
-    let publisher = Publisher::register(&app, &dev).await;
+    let (tenant, dev, publisher) = publishing_tenant(&app).await;
     let published = publisher
         .publish(
             &app,

@@ -469,6 +469,46 @@ impl PolicyService {
         Ok(self.jwks.sign(key, extras, &bytes)?)
     }
 
+    /// `document` signed with the account's active key, as a version ready to store.
+    async fn signed_version(
+        &self,
+        ctx: &AuthContext,
+        overview: &AccountOverview,
+        document: &PolicyDocument,
+        tool_count: u32,
+        publisher_key_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<PolicyRecord, PolicyError> {
+        let key = self.signing_key(ctx, now).await?;
+        let app = document.app_name();
+        let mut signed = document.clone();
+        let jws = self.sign(
+            ctx.account_id,
+            &app,
+            &mut signed,
+            &key,
+            &JwsHeaderExtras::default(),
+            now,
+        )?;
+        let size = u64::try_from(jws.len()).unwrap_or(u64::MAX);
+        Self::check_size(size, overview)?;
+        let etag = hex_sha256(jws.as_bytes());
+        let mut record = self.record(
+            ctx,
+            &app,
+            Stage::Published,
+            &signed,
+            now,
+            tool_count,
+            size,
+            etag,
+        );
+        record.jws = Some(jws);
+        record.kid = Some(key.kid);
+        record.publisher_key_id = publisher_key_id.map(str::to_owned);
+        Ok(record)
+    }
+
     async fn signing_key(
         &self,
         ctx: &AuthContext,
@@ -533,31 +573,16 @@ impl PolicyService {
                 return Err(PolicyError::NoDenyRules);
             }
             let now = self.clock.now();
-            let key = self.signing_key(ctx, now).await?;
-            let mut signed = document.clone();
-            let jws = self.sign(
-                ctx.account_id,
-                &app,
-                &mut signed,
-                &key,
-                &JwsHeaderExtras::default(),
-                now,
-            )?;
-            let size = u64::try_from(jws.len()).unwrap_or(u64::MAX);
-            Self::check_size(size, &overview)?;
-            let mut record = self.record(
-                ctx,
-                &app,
-                Stage::Published,
-                &signed,
-                now,
-                tool_count,
-                size,
-                hex_sha256(jws.as_bytes()),
-            );
-            record.jws = Some(jws);
-            record.kid = Some(key.kid.clone());
-            record.publisher_key_id = Some(publisher.key_id.clone());
+            let record = self
+                .signed_version(
+                    ctx,
+                    &overview,
+                    &document,
+                    tool_count,
+                    Some(&publisher.key_id),
+                    now,
+                )
+                .await?;
             let publication = Publication {
                 record,
                 expected_active: state.active.as_ref().map(|a| a.id),
@@ -850,31 +875,16 @@ impl PolicyService {
         for _ in 0..MAX_RETRIES {
             let state = self.repo.app_state(ctx.account_id, &app).await?;
             let now = self.clock.now();
-            let key = self.signing_key(ctx, now).await?;
-            let mut signed = document.clone();
-            let jws = self.sign(
-                ctx.account_id,
-                &app,
-                &mut signed,
-                &key,
-                &JwsHeaderExtras::default(),
-                now,
-            )?;
-            let size = u64::try_from(jws.len()).unwrap_or(u64::MAX);
-            Self::check_size(size, overview)?;
-            let mut record = self.record(
-                ctx,
-                &app,
-                Stage::Published,
-                &signed,
-                now,
-                tool_count,
-                size,
-                hex_sha256(jws.as_bytes()),
-            );
-            record.jws = Some(jws);
-            record.kid = Some(key.kid.clone());
-            record.publisher_key_id.clone_from(&publisher_key_id);
+            let record = self
+                .signed_version(
+                    ctx,
+                    overview,
+                    &document,
+                    tool_count,
+                    publisher_key_id.as_deref(),
+                    now,
+                )
+                .await?;
             let publication = Publication {
                 record,
                 expected_active: state.active.as_ref().map(|a| a.id),
