@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 status=0
-for crate in d2-kernel d2-accounts d2-tokens d2-audit d2-jwks d2-policy; do
+for crate in d2-kernel d2-accounts d2-tokens d2-audit d2-jwks d2-policy d2-events; do
     for forbidden in actix-web diesel diesel-async reqwest tokio-postgres; do
         # `cargo tree -i` prints the path from the forbidden crate to ours, or nothing.
         path=$(cargo tree --locked -p "$crate" -e normal -i "$forbidden" 2>/dev/null || true)

@@ -73,6 +73,13 @@ pub fn status_of(code: Code) -> (StatusCode, &'static str) {
         Code::AppLimit => (StatusCode::PAYMENT_REQUIRED, "App limit reached"),
         Code::Locked => (StatusCode::PAYMENT_REQUIRED, "Account locked"),
         Code::AccountRequired => (StatusCode::BAD_REQUEST, "Account required"),
+        Code::EventBatchTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Event batch too large"),
+        Code::TooManyEvents => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Too many events in one batch",
+        ),
+        Code::InvalidEvent => (StatusCode::BAD_REQUEST, "Invalid event"),
+        Code::MetricsDisabled => (StatusCode::FORBIDDEN, "Metrics disabled"),
         Code::Conflict => (StatusCode::CONFLICT, "Conflict"),
         Code::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
         Code::ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable"),

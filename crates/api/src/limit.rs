@@ -3,28 +3,30 @@
 //! need it limit per token and plan instead.
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
+use std::time::Duration;
 
 use actix_web::HttpRequest;
 use actix_web::dev::ServiceRequest;
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use d2_kernel::limit::KeyedLimiter;
 
 use crate::error::{ApiError, RateLimitInfo};
 
 #[derive(Debug)]
 pub struct IpLimiter {
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    buckets: KeyedLimiter<IpAddr>,
+    /// The time to refill a whole burst at the configured rate.
+    per: Duration,
     burst: u32,
     trust_forwarded_for: bool,
 }
 
 impl IpLimiter {
     pub fn new(per_minute: u32, burst: u32, trust_forwarded_for: bool) -> Self {
-        let rate = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
-        let burst_size = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        let burst = burst.max(1);
+        let per = Duration::from_secs(60) * burst / per_minute.max(1);
         Self {
-            limiter: RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst_size)),
+            buckets: KeyedLimiter::default(),
+            per,
             burst,
             trust_forwarded_for,
         }
@@ -32,13 +34,14 @@ impl IpLimiter {
 
     /// Spends one request of `ip`'s allowance; a 429 problem when it is used up.
     pub fn check(&self, ip: IpAddr) -> Result<(), ApiError> {
-        self.limiter.check_key(&ip).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::rate_limited(RateLimitInfo {
-                limit: self.burst,
-                retry_after_seconds: wait.as_secs() + 1,
+        self.buckets
+            .check(&ip, self.per, self.burst)
+            .map_err(|retry_after_seconds| {
+                ApiError::rate_limited(RateLimitInfo {
+                    limit: self.burst,
+                    retry_after_seconds,
+                })
             })
-        })
     }
 
     /// A failed authentication: answered `error`, or 429 once the IP is over its limit.
@@ -51,7 +54,7 @@ impl IpLimiter {
 
     /// Forgets addresses that have been quiet long enough to be back at full allowance.
     pub fn forget_idle(&self) {
-        self.limiter.retain_recent();
+        self.buckets.forget_idle();
     }
 
     pub fn client_ip(&self, req: &HttpRequest) -> IpAddr {

@@ -65,6 +65,11 @@ pub enum Code {
     Locked,
     // JWKS.
     AccountRequired,
+    // Events and metrics.
+    EventBatchTooLarge,
+    TooManyEvents,
+    InvalidEvent,
+    MetricsDisabled,
     // Generic.
     Conflict,
     RateLimited,
@@ -122,6 +127,10 @@ impl Code {
             Code::AppLimit => "app_limit",
             Code::Locked => "locked",
             Code::AccountRequired => "account_required",
+            Code::EventBatchTooLarge => "event_batch_too_large",
+            Code::TooManyEvents => "too_many_events",
+            Code::InvalidEvent => "invalid_event",
+            Code::MetricsDisabled => "metrics_disabled",
             Code::Conflict => "conflict",
             Code::RateLimited => "rate_limited",
             Code::ServiceUnavailable => "service_unavailable",

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod clock;
 pub mod error;
 pub mod ids;
+pub mod limit;
 pub mod page;
 pub mod plan;
 pub mod scope;

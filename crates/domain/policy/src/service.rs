@@ -707,11 +707,7 @@ impl PolicyService {
             });
         }
         self.limiter
-            .check(
-                self.accounts.plans(),
-                overview.plan,
-                (ctx.account_id, app, ctx.token_id()),
-            )
+            .check(&overview.quotas, (ctx.account_id, app, ctx.token_id()))
             .map_err(|retry_after| PolicyError::PollRateLimited {
                 burst: self.settings.poll_burst,
                 retry_after,

@@ -1,0 +1,42 @@
+#![doc = include_str!("../README.md")]
+#![deny(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::as_conversions,
+    clippy::panic
+)]
+
+mod analytics;
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
+mod event;
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
+mod ports;
+mod service;
+
+pub use analytics::{Bucket, Dimension, Summary, TimePoint, Top, TopItem};
+pub use event::{
+    Decision, EventFacts, EventFilter, IncomingEvent, NewEvent, StoredEvent, parse_batch,
+};
+pub use ports::{
+    AnalyticsStore, AppResolver, EventForwarder, EventStore, ExportCursor, NoForwarding,
+};
+pub use service::{EventError, EventService, EventSettings, IngestOutcome, IngestRequest};
+
+#[cfg(test)]
+mod memory_contract {
+    use crate::memory::MemoryEvents;
+    use crate::ports::EventStore as _;
+
+    #[tokio::test]
+    async fn analytics() {
+        let store = MemoryEvents::default();
+        let feeder = &store;
+        crate::contract::analytics(&store, |events| async move {
+            feeder.insert_events(&events).await.unwrap();
+        })
+        .await;
+    }
+}

@@ -1,0 +1,296 @@
+//! In-memory events: the reference implementation of the event and analytics ports.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, StoreError};
+
+use crate::analytics::{Bucket, Dimension, Summary, TimePoint, Top, TopItem};
+use crate::event::{Decision, EventFilter, NewEvent, StoredEvent};
+use crate::ports::{AnalyticsStore, AppResolver, EventStore, ExportCursor};
+
+#[derive(Debug, Default)]
+pub struct MemoryEvents {
+    events: Mutex<Vec<StoredEvent>>,
+    etags: Mutex<HashMap<(AccountId, String), AppName>>,
+}
+
+impl MemoryEvents {
+    fn lock(&self) -> MutexGuard<'_, Vec<StoredEvent>> {
+        self.events.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn all(&self) -> Vec<StoredEvent> {
+        self.lock().clone()
+    }
+
+    pub fn know_etag(&self, account_id: AccountId, etag: &str, app: AppName) {
+        self.etags
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((account_id, etag.to_owned()), app);
+    }
+
+    fn in_window(
+        &self,
+        account_id: AccountId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Vec<NewEvent> {
+        self.lock()
+            .iter()
+            .map(|e| &e.event)
+            .filter(|e| e.account_id == account_id && e.occurred_at >= start && e.occurred_at < end)
+            .cloned()
+            .collect()
+    }
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    #[expect(clippy::as_conversions, reason = "a count of test events")]
+    let n = values.len() as f64;
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / n)
+}
+
+#[async_trait]
+impl EventStore for MemoryEvents {
+    async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<[u8; 32]>, StoreError> {
+        let mut stored = self.lock();
+        let mut inserted = Vec::new();
+        for event in events {
+            if stored
+                .iter()
+                .any(|s| s.event.account_id == event.account_id && s.event.key == event.key)
+            {
+                continue;
+            }
+            let id = i64::try_from(stored.len()).unwrap_or(i64::MAX) + 1;
+            stored.push(StoredEvent {
+                id,
+                event: event.clone(),
+            });
+            inserted.push(event.key);
+        }
+        Ok(inserted)
+    }
+
+    async fn list_events(
+        &self,
+        account_id: AccountId,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> Result<Page<StoredEvent>, StoreError> {
+        let after = match page.after() {
+            Some(cursor) => Some((
+                cursor.at,
+                cursor
+                    .id_as::<i64>()
+                    .map_err(|_| StoreError::corrupt("cursor"))?,
+            )),
+            None => None,
+        };
+        let mut events: Vec<StoredEvent> = self
+            .lock()
+            .iter()
+            .filter(|s| {
+                let e = &s.event;
+                e.account_id == account_id
+                    && filter
+                        .event_type
+                        .as_ref()
+                        .is_none_or(|t| *t == e.event_type)
+                    && filter
+                        .app_name
+                        .as_ref()
+                        .is_none_or(|a| Some(a) == e.app_name.as_ref())
+                    && filter
+                        .service
+                        .as_ref()
+                        .is_none_or(|s| Some(s) == e.service.as_ref())
+                    && filter.since.is_none_or(|t| e.occurred_at >= t)
+                    && filter.until.is_none_or(|t| e.occurred_at < t)
+                    && after.is_none_or(|position| (e.ingested_at, s.id) < position)
+            })
+            .cloned()
+            .collect();
+        events.sort_by_key(|s| std::cmp::Reverse((s.event.ingested_at, s.id)));
+        events.truncate(
+            usize::try_from(page.limit())
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        );
+        Ok(page.page_from(events, |s| {
+            Cursor::new(s.event.ingested_at, s.id.to_string())
+        }))
+    }
+
+    async fn events_after(
+        &self,
+        after: Option<ExportCursor>,
+        settled_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut events: Vec<StoredEvent> = self
+            .lock()
+            .iter()
+            .filter(|s| s.event.ingested_at < settled_before)
+            .filter(|s| after.is_none_or(|c| (s.event.ingested_at, s.id) > (c.ingested_at, c.id)))
+            .cloned()
+            .collect();
+        events.sort_by_key(|s| (s.event.ingested_at, s.id));
+        events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(events)
+    }
+
+    async fn prune_events(
+        &self,
+        up_to: ExportCursor,
+        older_than: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut events = self.lock();
+        let before = events.len();
+        events.retain(|s| {
+            !((s.event.ingested_at, s.id) <= (up_to.ingested_at, up_to.id)
+                && s.event.ingested_at < older_than)
+        });
+        Ok(count(before - events.len()))
+    }
+}
+
+#[async_trait]
+impl AnalyticsStore for MemoryEvents {
+    async fn summary(
+        &self,
+        account_id: AccountId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Summary, StoreError> {
+        let events = self.in_window(account_id, start, end);
+        let decided: Vec<&NewEvent> = events
+            .iter()
+            .filter(|e| e.facts.decision.is_some())
+            .collect();
+        let latencies: Vec<f64> = decided.iter().filter_map(|e| e.facts.latency_ms).collect();
+        #[expect(clippy::as_conversions, reason = "milliseconds of test events")]
+        let lags: Vec<f64> = events
+            .iter()
+            .map(|e| {
+                (e.ingested_at - e.occurred_at)
+                    .num_microseconds()
+                    .unwrap_or(0) as f64
+                    / 1000.0
+            })
+            .collect();
+        Ok(Summary {
+            allowed: count(
+                decided
+                    .iter()
+                    .filter(|e| e.facts.decision == Some(Decision::Allowed))
+                    .count(),
+            ),
+            denied: count(
+                decided
+                    .iter()
+                    .filter(|e| e.facts.decision == Some(Decision::Denied))
+                    .count(),
+            ),
+            unique_tools: count(
+                decided
+                    .iter()
+                    .filter_map(|e| e.facts.tool.as_ref())
+                    .collect::<BTreeSet<_>>()
+                    .len(),
+            ),
+            avg_decision_ms: mean(&latencies),
+            avg_ingest_lag_ms: mean(&lags),
+        })
+    }
+
+    async fn timeseries(
+        &self,
+        account_id: AccountId,
+        bucket: Bucket,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<Vec<TimePoint>, StoreError> {
+        let width = match bucket {
+            Bucket::Hour => TimeDelta::hours(1),
+            Bucket::Day => TimeDelta::days(1),
+        };
+        let mut points: BTreeMap<DateTime<Utc>, (u64, u64)> = BTreeMap::new();
+        for event in self.in_window(account_id, start, end) {
+            let Some(decision) = event.facts.decision else {
+                continue;
+            };
+            let ts = event
+                .occurred_at
+                .duration_trunc(width)
+                .map_err(StoreError::internal)?;
+            let point = points.entry(ts).or_default();
+            match decision {
+                Decision::Allowed => point.0 += 1,
+                Decision::Denied => point.1 += 1,
+            }
+        }
+        Ok(points
+            .into_iter()
+            .map(|(ts, (allowed, denied))| TimePoint {
+                ts,
+                allowed,
+                denied,
+            })
+            .collect())
+    }
+
+    async fn top(
+        &self,
+        account_id: AccountId,
+        dimension: Dimension,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        n: u32,
+    ) -> Result<Top, StoreError> {
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for event in self.in_window(account_id, start, end) {
+            let key = match dimension {
+                Dimension::Tools | Dimension::Resources => {
+                    event.facts.decision.and(event.facts.tool.clone())
+                }
+                Dimension::EventType => Some(event.event_type.clone()),
+            };
+            if let Some(key) = key {
+                *counts.entry(key).or_default() += 1;
+            }
+        }
+        let total = counts.values().sum();
+        let mut items: Vec<TopItem> = counts
+            .into_iter()
+            .map(|(key, count)| TopItem { key, count })
+            .collect();
+        items.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
+        items.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+        Ok(Top { total, items })
+    }
+}
+
+#[async_trait]
+impl AppResolver for MemoryEvents {
+    async fn app_for_etag(
+        &self,
+        account_id: AccountId,
+        etag: &str,
+    ) -> Result<Option<AppName>, StoreError> {
+        Ok(self
+            .etags
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(account_id, etag.to_owned()))
+            .cloned())
+    }
+}
