@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it. Needs the Rust toolchain and Python 3; starts the
-# local PostgreSQL (installing it if missing), installs the diesel CLI for the schema check
-# and the D2 Python SDK (from PyPI, into target/sdk-venv) for the interoperability test.
+# local PostgreSQL (installing it if missing) and a private ClickHouse (installed from
+# Debian's packages if missing, stopped at the end), installs the diesel CLI for the schema
+# check and the D2 Python SDK (from PyPI, into target/sdk-venv) for the interoperability
+# test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/services.sh
+D2_TEST_CLICKHOUSE_URL=$(scripts/clickhouse.sh start)
+export D2_TEST_CLICKHOUSE_URL
+trap 'scripts/clickhouse.sh stop' EXIT
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 scripts/check-deps.sh

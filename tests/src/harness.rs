@@ -225,6 +225,8 @@ impl TestApp {
         let base = format!("http://127.0.0.1:{}", running.port);
         let handle = running.handle.clone();
         tokio::spawn(running.wait());
+        // reqwest is built without a default crypto provider; the process installs ring's.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
             base,
             http: reqwest::Client::new(),

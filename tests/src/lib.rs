@@ -7,6 +7,7 @@ mod accounts;
 mod audit;
 mod bad_input;
 mod bootstrap;
+mod events;
 mod key_maintenance;
 mod observability;
 mod openapi;

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-fn is_json(req: &HttpRequest) -> bool {
+pub fn is_json(req: &HttpRequest) -> bool {
     match req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -100,8 +100,18 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
 /// Reads a raw body of at most `limit` bytes (routes whose bodies may be larger than
 /// `http.max_body_bytes`, such as policy files).
 pub async fn read_limited(
+    payload: actix_web::web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    read_capped(payload, limit, Code::PayloadTooLarge).await
+}
+
+/// Reads a raw body of at most `limit` bytes; a larger one is refused with `code` as soon
+/// as it passes the limit, unread beyond it.
+pub async fn read_capped(
     mut payload: actix_web::web::Payload,
     limit: usize,
+    code: Code,
 ) -> Result<Bytes, ApiError> {
     use futures_util::StreamExt as _;
     let mut body = actix_web::web::BytesMut::new();
@@ -111,7 +121,7 @@ pub async fn read_limited(
         })?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::new(
-                Code::PayloadTooLarge,
+                code,
                 format!("the request body is larger than this route accepts ({limit} bytes)"),
             ));
         }

@@ -80,6 +80,7 @@ pub fn status_of(code: Code) -> (StatusCode, &'static str) {
         ),
         Code::InvalidEvent => (StatusCode::BAD_REQUEST, "Invalid event"),
         Code::MetricsDisabled => (StatusCode::FORBIDDEN, "Metrics disabled"),
+        Code::InvalidTimeRange => (StatusCode::BAD_REQUEST, "Invalid time range"),
         Code::Conflict => (StatusCode::CONFLICT, "Conflict"),
         Code::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
         Code::ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable"),

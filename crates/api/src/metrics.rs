@@ -19,6 +19,11 @@ pub struct Metrics {
     cache_entries: IntGauge,
     db_connections: IntGauge,
     db_idle: IntGauge,
+    events_stored: IntCounter,
+    events_duplicate: IntCounter,
+    forwarded: IntCounterVec,
+    forward_retries: IntCounter,
+    forward_pending: IntGauge,
     /// Serialises scrapes, so the cache counters are advanced once per change.
     scrape: Mutex<()>,
 }
@@ -81,8 +86,51 @@ impl Metrics {
             &registry,
             IntGauge::new("d2_db_pool_idle_connections", "Idle database connections.")?,
         );
+        let events_stored = register(
+            &registry,
+            IntCounter::new(
+                "d2_events_stored_total",
+                "Telemetry events durably stored by ingest.",
+            )?,
+        );
+        let events_duplicate = register(
+            &registry,
+            IntCounter::new(
+                "d2_events_duplicate_total",
+                "Telemetry events received again (retried batches) and not stored twice.",
+            )?,
+        );
+        let forwarded = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "d2_logflare_events_total",
+                    "Events handed to the Logflare forwarder, by outcome: accepted into the queue, sent, failed (given up after retries), dropped_queue_full, dropped_closed, abandoned (at shutdown). Dropped events are only missing from Logflare, never from storage.",
+                ),
+                &["outcome"],
+            )?,
+        );
+        let forward_retries = register(
+            &registry,
+            IntCounter::new(
+                "d2_logflare_retries_total",
+                "Logflare requests retried after a network error, 429 or 5xx.",
+            )?,
+        );
+        let forward_pending = register(
+            &registry,
+            IntGauge::new(
+                "d2_logflare_pending_events",
+                "Events queued for Logflare and not yet sent.",
+            )?,
+        );
         Ok(Self {
             registry,
+            forwarded,
+            forward_retries,
+            forward_pending,
+            events_stored,
+            events_duplicate,
             requests,
             latency,
             cache_hits,
@@ -103,6 +151,13 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    pub fn events_ingested(&self, stored: usize, duplicates: usize) {
+        self.events_stored
+            .inc_by(u64::try_from(stored).unwrap_or(u64::MAX));
+        self.events_duplicate
+            .inc_by(u64::try_from(duplicates).unwrap_or(u64::MAX));
+    }
+
     /// The text exposition of every metric, current as of now.
     pub fn render(&self, app: &App) -> String {
         let _guard = self.scrape.lock();
@@ -111,6 +166,22 @@ impl Metrics {
         advance(&self.cache_misses, stats.misses);
         self.cache_entries
             .set(i64::try_from(stats.entries).unwrap_or(i64::MAX));
+        if let Some(logflare) = &app.logflare {
+            let stats = logflare.stats();
+            for (outcome, total) in [
+                ("accepted", stats.accepted),
+                ("sent", stats.sent),
+                ("failed", stats.failed_events),
+                ("dropped_queue_full", stats.dropped_queue_full),
+                ("dropped_closed", stats.dropped_closed),
+                ("abandoned", stats.abandoned),
+            ] {
+                advance(&self.forwarded.with_label_values(&[outcome]), total);
+            }
+            advance(&self.forward_retries, stats.retries);
+            self.forward_pending
+                .set(i64::try_from(stats.pending).unwrap_or(i64::MAX));
+        }
         let (open, idle) = app.store.pool_state();
         self.db_connections.set(i64::from(open));
         self.db_idle.set(i64::from(idle));

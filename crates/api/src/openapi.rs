@@ -8,7 +8,7 @@ use utoipa_actix_web::AppExt;
 #[openapi(
     info(
         title = "D2 control plane",
-        description = "Authorization control plane for AI agents: API tokens, accounts, signed policy bundles, signing keys, audit. \
+        description = "Authorization control plane for AI agents: API tokens, accounts, signed policy bundles, signing keys, telemetry and analytics, audit. \
                        Errors are RFC 9457 problem documents (`application/problem+json`) with a stable `code`.",
         license(name = "Apache-2.0")
     ),
@@ -23,6 +23,8 @@ use utoipa_actix_web::AppExt;
         (name = "policy", description = "Policy drafts, signed bundles, versions and polling"),
         (name = "keys", description = "Publisher (Ed25519) keys that authorise publishing"),
         (name = "jwks", description = "Signing keys and the public JWKS"),
+        (name = "events", description = "Telemetry ingest and the stored events"),
+        (name = "metrics", description = "Authorization analytics computed by the analytics store"),
     )
 )]
 struct ApiDoc;

@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use d2_accounts::{AccountService, SamplingPolicy};
 use d2_audit::AuditService;
+use d2_clickhouse::{ClickHouse, ClickHouseSettings};
+use d2_events::{AnalyticsStore, EventForwarder, EventService, NoForwarding};
 use d2_jwks::{AesKey, Jwks, Keyring};
 use d2_kernel::{Clock, StoreError};
+use d2_logflare::{LogflareForwarder, LogflareSettings, LogflareWorker};
 use d2_policy::{PolicyService, PolicySettings, PublisherKeys};
 use d2_postgres::{Change, ChangeListener, PgStore};
 use d2_tokens::{
@@ -23,8 +26,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use settings::{
-    AuthSettings, CorsSettings, DatabaseSettings, HttpSettings, LogFormat, LogSettings, Profile,
-    RateLimitSettings, Settings, SettingsError, lenient_base64,
+    AnalyticsBackend, AuthSettings, CorsSettings, DatabaseSettings, HttpSettings, LogFormat,
+    LogSettings, Profile, RateLimitSettings, Settings, SettingsError, lenient_base64,
 };
 
 /// Why the application could not start. Each message says what to do.
@@ -42,6 +45,10 @@ pub enum StartupError {
     PendingMigrations(usize),
     #[error(transparent)]
     Randomness(#[from] RandomnessUnavailable),
+    #[error("cannot use ClickHouse: {0}")]
+    ClickHouse(#[source] StoreError),
+    #[error("cannot start the Logflare forwarder: {0}")]
+    Logflare(#[from] d2_logflare::StartError),
 }
 
 /// The storage the services run on, chosen from configuration.
@@ -84,6 +91,13 @@ pub struct App {
     pub bootstrap: Arc<BootstrapService>,
     pub audit: AuditService,
     pub policies: PolicyService,
+    pub events: EventService,
+    /// ClickHouse, when `clickhouse.url` is set (the export target; the analytics store
+    /// too when `analytics.store = "clickhouse"`).
+    pub clickhouse: Option<ClickHouse>,
+    /// The Logflare forwarder, when configured (servers only).
+    pub logflare: Option<LogflareForwarder>,
+    logflare_worker: Arc<std::sync::Mutex<Option<LogflareWorker>>>,
     shutdown: CancellationToken,
     background: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -196,6 +210,33 @@ impl App {
             settings.plans.trial_days,
         ));
         let policies = policy_service(&settings, &shared, accounts.clone(), &clock)?;
+        let clickhouse = clickhouse(&settings)?;
+        let analytics: Arc<dyn AnalyticsStore> =
+            match (settings.analytics.store, clickhouse.as_ref()) {
+                (AnalyticsBackend::Clickhouse, Some(clickhouse)) => Arc::new(clickhouse.clone()),
+                _ => shared.clone(),
+            };
+        let (logflare, logflare_worker) = match (mode, logflare_settings(&settings)) {
+            (Mode::Server, Some(config)) => {
+                let (forwarder, worker) = LogflareForwarder::start(config)?;
+                tracing::info!("forwarding accepted events to Logflare");
+                (Some(forwarder), Some(worker))
+            }
+            _ => (None, None),
+        };
+        let forwarder: Arc<dyn EventForwarder> = match &logflare {
+            Some(forwarder) => Arc::new(forwarder.clone()),
+            None => Arc::new(NoForwarding),
+        };
+        let events = EventService::new(
+            shared.clone(),
+            analytics,
+            shared.clone(),
+            forwarder,
+            accounts.clone(),
+            clock.clone(),
+            settings.events.settings(),
+        );
         let audit = AuditService::new(shared);
 
         let shutdown = CancellationToken::new();
@@ -204,6 +245,10 @@ impl App {
             background.push(every(Duration::from_secs(60), shutdown.clone(), {
                 let policies = policies.clone();
                 move || policies.forget_idle_pollers()
+            }));
+            background.push(every(Duration::from_secs(60), shutdown.clone(), {
+                let events = events.clone();
+                move || events.forget_idle_senders()
             }));
             let verifier = verifier.clone();
             let accounts = accounts.clone();
@@ -234,6 +279,10 @@ impl App {
             bootstrap,
             audit,
             policies,
+            events,
+            clickhouse,
+            logflare,
+            logflare_worker: Arc::new(std::sync::Mutex::new(logflare_worker)),
             shutdown,
             background: Arc::new(std::sync::Mutex::new(background)),
         })
@@ -244,9 +293,23 @@ impl App {
         self.shutdown.clone()
     }
 
-    /// Stops background tasks and waits for them.
+    /// Stops background tasks and waits for them; events queued for Logflare get a few
+    /// seconds to go out.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
+        let logflare = self
+            .logflare_worker
+            .lock()
+            .map(|mut worker| worker.take())
+            .unwrap_or_default();
+        if let Some(worker) = logflare {
+            let stats = worker.shutdown(Duration::from_secs(5)).await;
+            tracing::info!(
+                sent = stats.sent,
+                abandoned = stats.abandoned,
+                "Logflare forwarder stopped"
+            );
+        }
         let tasks: Vec<JoinHandle<()>> = self
             .background
             .lock()
@@ -331,6 +394,40 @@ fn policy_service(
         clock.clone(),
         policy_settings,
     ))
+}
+
+/// The ClickHouse adapter, when `clickhouse.url` is set.
+fn clickhouse(settings: &Settings) -> Result<Option<ClickHouse>, StartupError> {
+    let config = &settings.clickhouse;
+    let Some(url) = &config.url else {
+        return Ok(None);
+    };
+    let mut adapter = ClickHouseSettings::new(url.clone(), config.database.clone());
+    adapter.user.clone_from(&config.user);
+    adapter.password = config
+        .password
+        .as_ref()
+        .map(|p| p.expose_secret().to_owned());
+    adapter.timeout = Duration::from_secs(config.timeout_seconds.max(1));
+    ClickHouse::new(adapter)
+        .map(Some)
+        .map_err(StartupError::ClickHouse)
+}
+
+/// The Logflare forwarder's settings, when all three of url, key and source are set.
+fn logflare_settings(settings: &Settings) -> Option<LogflareSettings> {
+    let config = &settings.logflare;
+    let (Some(url), Some(api_key), Some(source)) = (&config.url, &config.api_key, &config.source)
+    else {
+        return None;
+    };
+    let mut forward = LogflareSettings::new(url.clone(), api_key.expose_secret(), source.clone());
+    forward.queue_capacity = config.queue_capacity;
+    forward.batch_size = config.batch_size;
+    forward.flush_interval = Duration::from_millis(config.flush_interval_ms);
+    forward.timeout = Duration::from_secs(config.timeout_seconds);
+    forward.max_attempts = config.max_attempts;
+    Some(forward)
 }
 
 /// `n` random bytes from the system generator.

@@ -55,8 +55,11 @@ pub struct Settings {
     pub policy: PolicyConfig,
     pub rate_limit: RateLimitSettings,
     pub log: LogSettings,
-    #[serde(default)]
     pub events: EventSettings,
+    pub analytics: AnalyticsSettings,
+    pub clickhouse: ClickHouseConfig,
+    pub logflare: LogflareConfig,
+    pub worker: WorkerSettings,
     pub plans: PlanCatalog,
 }
 
@@ -177,11 +180,115 @@ pub struct LogSettings {
     pub filter: String,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventSettings {
     #[serde(default)]
     pub sample: BTreeMap<String, f64>,
+    pub max_age_days: u32,
+    pub max_future_seconds: u32,
+    pub ingest_burst: u32,
+    pub min_body_bytes: usize,
+    /// Which app a bundle ETag belongs to.
+    pub etag_cache: CacheConfig,
+}
+
+impl EventSettings {
+    pub fn settings(&self) -> d2_events::EventSettings {
+        d2_events::EventSettings {
+            max_age: chrono::Duration::days(i64::from(self.max_age_days)),
+            max_future: chrono::Duration::seconds(i64::from(self.max_future_seconds)),
+            ingest_burst: self.ingest_burst.max(1),
+            min_body_bytes: self.min_body_bytes,
+            cache: self.etag_cache.settings(),
+        }
+    }
+}
+
+/// Where analytics queries are answered.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AnalyticsBackend {
+    Postgres,
+    Clickhouse,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsSettings {
+    pub store: AnalyticsBackend,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    pub url: Option<String>,
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<SecretString>,
+    pub timeout_seconds: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogflareConfig {
+    pub url: Option<String>,
+    pub api_key: Option<SecretString>,
+    pub source: Option<String>,
+    pub queue_capacity: usize,
+    pub batch_size: usize,
+    pub flush_interval_ms: u64,
+    pub timeout_seconds: u64,
+    pub max_attempts: u32,
+}
+
+/// One scheduled job of the worker.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    pub enabled: bool,
+    pub interval_seconds: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportJobConfig {
+    pub enabled: bool,
+    pub interval_seconds: u64,
+    /// Events per ClickHouse insert.
+    pub batch_size: u32,
+    /// Batches per run at most, so one run cannot hold the lock for ever.
+    pub max_batches: u32,
+    /// Only events ingested at least this long ago are exported: an ingest transaction
+    /// still in flight (bounded by the statement timeout) cannot commit behind the cursor.
+    pub settle_seconds: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionJobConfig {
+    pub enabled: bool,
+    pub interval_seconds: u64,
+    /// Exported events older than this are deleted from PostgreSQL.
+    pub keep_days: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerJobs {
+    pub analytics_export: ExportJobConfig,
+    pub trial_locker: JobConfig,
+    pub token_expiry: JobConfig,
+    pub key_pruning: JobConfig,
+    pub retention: RetentionJobConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Where the worker serves `/metrics`, `/healthz` and `/readyz`.
+    pub addr: String,
+    pub jobs: WorkerJobs,
 }
 
 /// Configuration that cannot be used; the message names the key and its variable.
@@ -295,12 +402,24 @@ impl Settings {
             &mut settings.crypto.token_pepper,
             &mut settings.crypto.jwk_aes_key,
             &mut settings.database.url,
+            &mut settings.clickhouse.password,
+            &mut settings.logflare.api_key,
         ] {
             if secret
                 .as_ref()
                 .is_some_and(|s| s.expose_secret().trim().is_empty())
             {
                 *secret = None;
+            }
+        }
+        for value in [
+            &mut settings.clickhouse.url,
+            &mut settings.clickhouse.user,
+            &mut settings.logflare.url,
+            &mut settings.logflare.source,
+        ] {
+            if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
+                *value = None;
             }
         }
         settings.validate()?;
@@ -356,6 +475,26 @@ impl Settings {
                 key: "auth.control_plane_token",
                 var: "D2__AUTH__CONTROL_PLANE_TOKEN",
                 reason: "must be at least 16 characters".into(),
+            });
+        }
+        if self.analytics.store == AnalyticsBackend::Clickhouse && self.clickhouse.url.is_none() {
+            return Err(SettingsError::Missing {
+                key: "clickhouse.url",
+                var: "D2__CLICKHOUSE__URL",
+                profile: format!("{} (analytics.store = clickhouse)", self.profile.name()),
+            });
+        }
+        let logflare = [
+            self.logflare.url.is_some(),
+            self.logflare.api_key.is_some(),
+            self.logflare.source.is_some(),
+        ];
+        if logflare.contains(&true) && logflare.contains(&false) {
+            return Err(SettingsError::Invalid {
+                key: "logflare.url",
+                var: "D2__LOGFLARE__URL",
+                reason: "set logflare.url, logflare.api_key and logflare.source together, or none"
+                    .into(),
             });
         }
         if self.rate_limit.unauthenticated_per_minute == 0

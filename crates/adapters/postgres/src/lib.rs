@@ -3,6 +3,7 @@
 mod accounts;
 mod audit;
 mod error;
+mod events;
 mod jwks;
 mod listener;
 mod migrate;

@@ -4,7 +4,7 @@ use std::time::Duration;
 use d2_kernel::StoreError;
 use diesel_async::pooled_connection::bb8::{Pool, PooledConnection};
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::FutureExt;
@@ -136,7 +136,19 @@ impl PgStore {
         let statement_timeout = settings.statement_timeout;
         let application_name = settings.application_name.clone();
         let mut config = ManagerConfig::default();
-        config.recycling_method = RecyclingMethod::Fast;
+        // No query per checkout, but a connection the server has closed (a restart, a
+        // failover, a terminated backend) is discarded instead of failing the request.
+        config.recycling_method = RecyclingMethod::CustomFunction(Box::new(|conn| {
+            let broken = PoolableConnection::is_broken(conn);
+            async move {
+                if broken {
+                    Err(diesel::result::Error::BrokenTransactionManager)
+                } else {
+                    Ok(())
+                }
+            }
+            .boxed()
+        }));
         config.custom_setup =
             Box::new(move |url| connect(url, statement_timeout, &application_name));
         let manager =

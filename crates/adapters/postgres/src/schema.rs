@@ -47,6 +47,36 @@ diesel::table! {
 }
 
 diesel::table! {
+    events (id) {
+        id -> Int8,
+        account_id -> Uuid,
+        event_key -> Bytea,
+        token_id -> Nullable<Uuid>,
+        event_type -> Text,
+        occurred_at -> Timestamptz,
+        ingested_at -> Timestamptz,
+        app_name -> Nullable<Text>,
+        service -> Nullable<Text>,
+        host -> Nullable<Text>,
+        source_ip -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        decision -> Nullable<Int2>,
+        tool -> Nullable<Text>,
+        latency_ms -> Nullable<Float8>,
+        payload -> Jsonb,
+    }
+}
+
+diesel::table! {
+    job_checkpoints (job) {
+        job -> Text,
+        ingested_at -> Timestamptz,
+        event_id -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     policies (id) {
         id -> Uuid,
         account_id -> Uuid,
@@ -113,6 +143,7 @@ diesel::table! {
 
 diesel::joinable!(api_tokens -> accounts (account_id));
 diesel::joinable!(api_tokens -> users (created_by));
+diesel::joinable!(events -> accounts (account_id));
 diesel::joinable!(policies -> accounts (account_id));
 diesel::joinable!(publisher_keys -> accounts (account_id));
 diesel::joinable!(signing_keys -> accounts (account_id));
@@ -122,6 +153,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     api_tokens,
     audit_logs,
+    events,
+    job_checkpoints,
     policies,
     publisher_keys,
     signing_keys,

@@ -142,27 +142,48 @@ impl TestDatabase {
         &self.name
     }
 
-    /// Drops the database now, cutting every connection to it: the store becomes
-    /// unreachable for whoever still uses it.
-    pub fn drop_now(&self) {
+    /// Runs administrative SQL on the server from a thread of its own (callable from
+    /// `Drop` and from any runtime).
+    fn admin(&self, sql: String) -> bool {
         let server = self.server.clone();
-        let name = self.name.clone();
-        let dropped = std::thread::spawn(move || {
+        let done = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .expect("a runtime to drop the test database");
-            runtime.block_on(async {
-                admin_client(&server)
-                    .await
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .await
-            })
+                .expect("a runtime for the test database");
+            runtime.block_on(async { admin_client(&server).await.batch_execute(&sql).await })
         })
         .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}", self.name);
+        matches!(done, Ok(Ok(())))
+    }
+
+    /// Drops the database now, cutting every connection to it: the store becomes
+    /// unreachable for whoever still uses it.
+    pub fn drop_now(&self) {
+        let name = &self.name;
+        if !self.admin(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")) {
+            eprintln!("could not drop test database {name}");
         }
+    }
+
+    /// An outage: cuts every connection and refuses new ones until [`Self::reconnect`].
+    pub fn disconnect(&self) {
+        let name = &self.name;
+        assert!(
+            self.admin(format!(
+                "ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS false; \
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            )),
+            "could not cut off {name}"
+        );
+    }
+
+    pub fn reconnect(&self) {
+        let name = &self.name;
+        assert!(
+            self.admin(format!("ALTER DATABASE \"{name}\" ALLOW_CONNECTIONS true")),
+            "could not reopen {name}"
+        );
     }
 }
 

@@ -189,3 +189,82 @@ async fn signing_keys_contract() {
     let (a, b) = two_accounts(&store).await;
     d2_policy::contract::signing_keys(&store, a, b).await;
 }
+
+/// Creates bare accounts so events can reference them.
+async fn ensure_accounts(store: &PgStore, ids: impl IntoIterator<Item = AccountId>) {
+    use diesel_async::RunQueryDsl;
+
+    let mut conn = store.conn().await.unwrap();
+    for id in ids {
+        diesel::sql_query(
+            "INSERT INTO accounts (id, name, plan, created_at, updated_at) \
+             VALUES ($1, 'Events', 'pro', now(), now()) ON CONFLICT DO NOTHING",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(id.as_uuid())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn event_store_contract() {
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let (a, b) = (AccountId::random(), AccountId::random());
+    ensure_accounts(&store, [a, b]).await;
+    d2_events::contract::event_store(&store, a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn analytics_contract() {
+    use d2_events::EventStore;
+
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let feeder = &store;
+    d2_events::contract::analytics(&store, |events| async move {
+        ensure_accounts(feeder, events.iter().map(|e| e.account_id)).await;
+        feeder.insert_events(&events).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoints_are_kept_per_job_and_overwritten() {
+    use d2_events::{ExportCheckpoints, ExportCursor};
+
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    assert_eq!(store.load("analytics-export").await.unwrap(), None);
+    let first = ExportCursor {
+        ingested_at: Utc::now(),
+        id: 7,
+    };
+    store.save("analytics-export", first).await.unwrap();
+    let second = ExportCursor { id: 9, ..first };
+    store.save("analytics-export", second).await.unwrap();
+    let loaded = store.load("analytics-export").await.unwrap().unwrap();
+    assert_eq!(loaded.id, 9);
+    assert_eq!(
+        loaded.ingested_at.timestamp_micros(),
+        first.ingested_at.timestamp_micros()
+    );
+    assert_eq!(store.load("other").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_etag_resolves_to_its_app_in_its_account_only() {
+    use d2_events::AppResolver;
+
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let (a, b) = two_accounts(&store).await;
+    let etag = d2_policy::contract::publish_one(&store, a, "billing").await;
+    assert_eq!(
+        store.app_for_etag(a, &etag).await.unwrap(),
+        Some(d2_kernel::AppName::normalise("billing"))
+    );
+    assert_eq!(store.app_for_etag(b, &etag).await.unwrap(), None);
+    assert_eq!(store.app_for_etag(a, "nope").await.unwrap(), None);
+}

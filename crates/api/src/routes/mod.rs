@@ -1,8 +1,10 @@
 //! The routes. Each module owns one group of endpoints and its wire types.
 
 mod accounts;
+mod analytics;
 mod audit;
 mod bootstrap;
+mod events;
 mod health;
 mod jwks;
 mod keys;
@@ -22,12 +24,14 @@ pub use health::{health_routes, not_found};
 
 /// Every documented API route. The router tries routes in this order, and each route with
 /// a path parameter costs a regex match, so the hot paths come first: probes, the JWKS,
-/// the bundle poll, the account overview.
+/// the bundle poll, the account overview, event ingest.
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
     cfg.configure(health::configure)
         .configure(jwks::configure)
         .configure(accounts::configure_me)
         .configure(policy::configure)
+        .configure(events::configure)
+        .configure(analytics::configure)
         .configure(bootstrap::configure)
         .configure(audit::configure)
         .configure(keys::configure)

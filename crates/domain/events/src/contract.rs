@@ -2,18 +2,19 @@
 //! the in-memory reference), with the expected answers worked out by hand.
 #![expect(
     clippy::panic,
+    clippy::indexing_slicing,
     reason = "a test suite for adapters: failing loudly is its job"
 )]
 
 use std::future::Future;
 
 use chrono::{DateTime, Duration, Utc};
-use d2_kernel::{AccountId, AppName, TokenId};
+use d2_kernel::{AccountId, AppName, PageRequest, TokenId};
 use serde_json::{Value, json};
 
 use crate::analytics::{Bucket, Dimension, TimePoint, TopItem};
-use crate::event::{EventFacts, IncomingEvent, NewEvent};
-use crate::ports::AnalyticsStore;
+use crate::event::{EventFacts, EventFilter, IncomingEvent, NewEvent, StoredEvent};
+use crate::ports::{AnalyticsStore, EventStore, ExportCursor};
 
 /// The start of the window the suite asks about.
 pub fn t0() -> DateTime<Utc> {
@@ -226,4 +227,151 @@ where
         (theirs.allowed, theirs.denied, theirs.unique_tools),
         (1, 1, 1)
     );
+}
+
+/// The event store's rules: retries are not stored twice, listings page newest first
+/// without gaps or repeats, the export stream is ordered and settled, pruning stops at the
+/// cursor. `a` and `b` must be accounts the store accepts events for.
+pub async fn event_store(store: &dyn EventStore, a: AccountId, b: AccountId) {
+    let events = dataset(a, b);
+    let keys = store
+        .insert_events(&events)
+        .await
+        .unwrap_or_else(|e| panic!("insert: {e}"));
+    assert_eq!(keys.len(), events.len(), "every new event is reported");
+    let again = store
+        .insert_events(&events)
+        .await
+        .unwrap_or_else(|e| panic!("insert again: {e}"));
+    assert!(
+        again.is_empty(),
+        "a retried batch stores nothing: {again:?}"
+    );
+    let fresh = event(a, "policy_poll", json!({ "n": 1 }), t0(), 5);
+    let mixed = store
+        .insert_events(&[events[0].clone(), fresh.clone()])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        mixed,
+        vec![fresh.key],
+        "only the new event of a mixed batch"
+    );
+
+    // Listing: newest first by ingestion, paged without gaps or repeats, one account only.
+    let mut listed = Vec::new();
+    let mut page = PageRequest::first(4);
+    loop {
+        let found = store
+            .list_events(a, &EventFilter::default(), &page)
+            .await
+            .unwrap_or_else(|e| panic!("list: {e}"));
+        listed.extend(found.items);
+        match found.next {
+            Some(cursor) => {
+                page = PageRequest::parse(Some(4), Some(&cursor.encode()))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+            None => break,
+        }
+    }
+    let mut expected: Vec<&NewEvent> = events
+        .iter()
+        .chain([&fresh])
+        .filter(|e| e.account_id == a)
+        .collect();
+    expected.sort_by_key(|e| std::cmp::Reverse(e.ingested_at));
+    assert_eq!(
+        listed.iter().map(|s| &s.event).collect::<Vec<_>>(),
+        expected,
+        "newest first, every event of the account once"
+    );
+
+    let count = |filter: EventFilter| async move {
+        store
+            .list_events(a, &filter, &PageRequest::first(100))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .items
+            .len()
+    };
+    let of_type = |t: &str| EventFilter {
+        event_type: Some(t.to_owned()),
+        ..EventFilter::default()
+    };
+    assert_eq!(count(of_type("policy_poll")).await, 3);
+    assert_eq!(count(of_type("nothing")).await, 0);
+    let app = |name: &str| EventFilter {
+        app_name: Some(AppName::normalise(name)),
+        ..EventFilter::default()
+    };
+    assert_eq!(count(app("billing")).await, 11);
+    assert_eq!(count(app("other")).await, 0);
+    let service = EventFilter {
+        service: Some("billing".into()),
+        ..EventFilter::default()
+    };
+    assert_eq!(count(service).await, 11);
+    let window = EventFilter {
+        since: Some(t0()),
+        until: Some(t0() + Duration::minutes(80)),
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        count(window).await,
+        4,
+        "since is inclusive, until exclusive"
+    );
+
+    // The export stream: every account, in (ingested_at, id) order, settled.
+    let all = store
+        .events_after(None, t0() + Duration::days(1), 1000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(all.len(), events.len() + 1);
+    assert!(
+        all.windows(2).all(|w| match w {
+            [x, y] => (x.event.ingested_at, x.id) < (y.event.ingested_at, y.id),
+            _ => true,
+        }),
+        "ordered by (ingested_at, id)"
+    );
+    let first = store
+        .events_after(None, t0() + Duration::days(1), 3)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first, all[..3]);
+    let cursor = |s: &StoredEvent| ExportCursor {
+        ingested_at: s.event.ingested_at,
+        id: s.id,
+    };
+    let next = store
+        .events_after(Some(cursor(&all[2])), t0() + Duration::days(1), 3)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next, all[3..6]);
+    let settled = store
+        .events_after(None, all[4].event.ingested_at, 1000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        settled,
+        all[..4],
+        "events ingested at or after the bound wait"
+    );
+
+    // Pruning stops at the cursor and spares recent events.
+    let pruned = store
+        .prune_events(cursor(&all[3]), all[2].event.ingested_at)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        pruned, 2,
+        "only events up to the cursor and older than the bound"
+    );
+    let left = store
+        .events_after(None, t0() + Duration::days(1), 1000)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(left, all[2..]);
 }

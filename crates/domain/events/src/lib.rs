@@ -21,12 +21,15 @@ pub use event::{
     Decision, EventFacts, EventFilter, IncomingEvent, NewEvent, StoredEvent, parse_batch,
 };
 pub use ports::{
-    AnalyticsStore, AppResolver, EventForwarder, EventStore, ExportCursor, NoForwarding,
+    AnalyticsSink, AnalyticsStore, AppResolver, EventForwarder, EventStore, ExportCheckpoints,
+    ExportCursor, NoForwarding,
 };
 pub use service::{EventError, EventService, EventSettings, IngestOutcome, IngestRequest};
 
 #[cfg(test)]
 mod memory_contract {
+    use d2_kernel::AccountId;
+
     use crate::memory::MemoryEvents;
     use crate::ports::EventStore as _;
 
@@ -38,5 +41,11 @@ mod memory_contract {
             feeder.insert_events(&events).await.unwrap();
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn event_store() {
+        let store = MemoryEvents::default();
+        crate::contract::event_store(&store, AccountId::random(), AccountId::random()).await;
     }
 }

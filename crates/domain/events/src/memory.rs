@@ -9,12 +9,13 @@ use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, StoreError};
 
 use crate::analytics::{Bucket, Dimension, Summary, TimePoint, Top, TopItem};
 use crate::event::{Decision, EventFilter, NewEvent, StoredEvent};
-use crate::ports::{AnalyticsStore, AppResolver, EventStore, ExportCursor};
+use crate::ports::{AnalyticsStore, AppResolver, EventStore, ExportCheckpoints, ExportCursor};
 
 #[derive(Debug, Default)]
 pub struct MemoryEvents {
     events: Mutex<Vec<StoredEvent>>,
     etags: Mutex<HashMap<(AccountId, String), AppName>>,
+    checkpoints: Mutex<HashMap<String, ExportCursor>>,
 }
 
 impl MemoryEvents {
@@ -292,5 +293,25 @@ impl AppResolver for MemoryEvents {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&(account_id, etag.to_owned()))
             .cloned())
+    }
+}
+
+#[async_trait]
+impl ExportCheckpoints for MemoryEvents {
+    async fn load(&self, job: &str) -> Result<Option<ExportCursor>, StoreError> {
+        Ok(self
+            .checkpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(job)
+            .copied())
+    }
+
+    async fn save(&self, job: &str, cursor: ExportCursor) -> Result<(), StoreError> {
+        self.checkpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(job.to_owned(), cursor);
+        Ok(())
     }
 }

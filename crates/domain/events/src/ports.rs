@@ -77,6 +77,25 @@ pub trait AnalyticsStore: Send + Sync + 'static {
     ) -> Result<Top, StoreError>;
 }
 
+/// Where the worker exports events for analytics at volume (ClickHouse).
+#[async_trait]
+pub trait AnalyticsSink: Send + Sync + 'static {
+    /// Creates what the sink needs (database, tables) when missing.
+    async fn prepare(&self) -> Result<(), StoreError>;
+
+    /// Writes the events. Idempotent: writing events again (a retry after a crash between
+    /// this write and the checkpoint) never changes what queries answer.
+    async fn write(&self, events: &[StoredEvent]) -> Result<(), StoreError>;
+}
+
+/// Durable positions of the jobs that walk the event stream.
+#[async_trait]
+pub trait ExportCheckpoints: Send + Sync + 'static {
+    async fn load(&self, job: &str) -> Result<Option<ExportCursor>, StoreError>;
+
+    async fn save(&self, job: &str, cursor: ExportCursor) -> Result<(), StoreError>;
+}
+
 /// Which app a published bundle's ETag belongs to (the SDK reports `policy_etag`).
 #[async_trait]
 pub trait AppResolver: Send + Sync + 'static {

@@ -35,6 +35,8 @@ pub enum EventError {
     MetricsDisabled,
     #[error("{0}")]
     InvalidQuery(String),
+    #[error("{0}")]
+    InvalidTimeRange(&'static str),
     #[error(transparent)]
     Page(#[from] PageError),
     #[error(transparent)]
@@ -53,6 +55,7 @@ impl ErrorCode for EventError {
             EventError::RateLimited { .. } => Code::RateLimited,
             EventError::MetricsDisabled => Code::MetricsDisabled,
             EventError::InvalidQuery(_) => Code::InvalidQuery,
+            EventError::InvalidTimeRange(_) => Code::InvalidTimeRange,
             EventError::Page(e) => e.code(),
             EventError::Store(e) => e.code(),
         }
@@ -170,8 +173,18 @@ impl EventService {
         self.limiter.forget_idle();
     }
 
-    /// The largest body the account may send in one request.
-    pub fn body_cap(&self, overview: &AccountOverview) -> usize {
+    /// The largest body the caller may send to ingest, once the caller may ingest at all
+    /// (read before the body, so an oversized body is refused unread).
+    pub async fn ingest_body_cap(&self, ctx: &AuthContext) -> Result<usize, EventError> {
+        ctx.require(Scope::EventIngest)?;
+        let overview = self.accounts.overview(ctx).await?;
+        if overview.plan == Plan::Locked {
+            return Err(EventError::Locked);
+        }
+        Ok(self.body_cap(&overview))
+    }
+
+    fn body_cap(&self, overview: &AccountOverview) -> usize {
         usize::try_from(overview.quotas.max_batch_bytes)
             .unwrap_or(usize::MAX)
             .max(self.settings.min_body_bytes)
@@ -330,8 +343,8 @@ impl EventService {
         let end = end.unwrap_or_else(|| self.clock.now());
         let start = start.unwrap_or(end - Duration::days(30));
         if start >= end {
-            return Err(EventError::InvalidQuery(
-                "`start` must be earlier than `end`".into(),
+            return Err(EventError::InvalidTimeRange(
+                "`start` must be earlier than `end`",
             ));
         }
         Ok((
@@ -409,8 +422,8 @@ fn check_range(
     if let (Some(since), Some(until)) = (since, until)
         && since >= until
     {
-        return Err(EventError::InvalidQuery(
-            "`since` must be earlier than `until`".into(),
+        return Err(EventError::InvalidTimeRange(
+            "`since` must be earlier than `until`",
         ));
     }
     Ok(())

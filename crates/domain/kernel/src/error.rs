@@ -70,6 +70,7 @@ pub enum Code {
     TooManyEvents,
     InvalidEvent,
     MetricsDisabled,
+    InvalidTimeRange,
     // Generic.
     Conflict,
     RateLimited,
@@ -131,6 +132,7 @@ impl Code {
             Code::TooManyEvents => "too_many_events",
             Code::InvalidEvent => "invalid_event",
             Code::MetricsDisabled => "metrics_disabled",
+            Code::InvalidTimeRange => "invalid_time_range",
             Code::Conflict => "conflict",
             Code::RateLimited => "rate_limited",
             Code::ServiceUnavailable => "service_unavailable",

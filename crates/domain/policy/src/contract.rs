@@ -84,6 +84,12 @@ fn published(outcome: PublishOutcome) -> PolicyRecord {
     }
 }
 
+/// Publishes one version of `app` and returns its ETag (for ports of other crates that read
+/// policies, such as resolving an ETag to its app).
+pub async fn publish_one(store: &dyn Store, account: AccountId, app: &str) -> String {
+    published(publish(store, account, app, 1, None).await).etag
+}
+
 /// Drafts, publishes, versions, revocation and isolation. `a` and `b` are existing accounts.
 pub async fn policies(store: &dyn Store, a: AccountId, b: AccountId) {
     let app = AppName::normalise("app");

@@ -1,0 +1,2 @@
+DROP TABLE job_checkpoints;
+DROP TABLE events;
