@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # A private ClickHouse server for the tests: installed from Debian's packages when
 # missing, run as a background process with its own data directory and free ports.
-#   scripts/clickhouse.sh start   prints the HTTP URL (also written to target/clickhouse/url)
+#   scripts/clickhouse.sh start     a fresh server; prints the HTTP URL (also written to $dir/url)
 #   scripts/clickhouse.sh stop
+#   scripts/clickhouse.sh restart   the same server again: same data, same ports
+# CLICKHOUSE_DIR chooses the directory (default target/clickhouse), so tests that stop and
+# restart a server have one of their own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dir="$PWD/target/clickhouse"
+dir="${CLICKHOUSE_DIR:-$PWD/target/clickhouse}"
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -67,9 +70,16 @@ XML
     <max_concurrent_queries>100</max_concurrent_queries>
 </yandex>
 XML
+    echo "http://127.0.0.1:$http" > "$dir/address"
+    launch
+}
+
+# Runs the server configured in $dir and waits until it answers.
+launch() {
     nohup clickhouse-server --config-file="$dir/config.xml" > "$dir/log/stdout.log" 2>&1 &
     echo $! > "$dir/pid"
-    local url="http://127.0.0.1:$http"
+    local url
+    url=$(cat "$dir/address")
     for _ in $(seq 1 150); do
         if curl -fs "$url/ping" >/dev/null 2>&1; then
             echo "$url" > "$dir/url"
@@ -88,5 +98,6 @@ XML
 case "${1:-}" in
     start) start ;;
     stop) stop ;;
-    *) echo "usage: $0 start|stop" >&2; exit 2 ;;
+    restart) stop; launch ;;
+    *) echo "usage: $0 start|stop|restart" >&2; exit 2 ;;
 esac

@@ -29,6 +29,8 @@ export D2__CRYPTO__JWK_AES_KEY=$(target/debug/d2ctl generate-secret)
 export D2__HTTP__ADDR="127.0.0.1:$port"
 # Short poll intervals so a running SDK picks changes up within seconds.
 export D2__PLANS__TRIAL__POLL_SECONDS=2
+# ... and flushes its telemetry every few seconds.
+export D2__PLANS__TRIAL__INGEST_INTERVAL_SECONDS=3
 target/debug/d2ctl migrate >/dev/null
 admin=$(target/debug/d2ctl bootstrap --account-name interop 2>/dev/null)
 target/debug/d2-api > "$work/api.log" 2>&1 &

@@ -132,7 +132,8 @@ async def runtime():
         HOME=str(WORK / "runtime-home"),
         D2_TOKEN=SERVER,
         D2_POLICY_FILE=str(POLICY_FILE),
-        D2_TELEMETRY="off",
+        # Usage telemetry goes to /v1/events/ingest, and is read back at the end.
+        D2_TELEMETRY="usage",
         D2_SILENT="1",
     )
     import d2
@@ -211,6 +212,32 @@ async def runtime():
     assert await read_reports() == "read"
     step("after a revoke the SDK sees 410")
     await d2.shutdown_all_rbac()
+    telemetry()
+
+
+def telemetry():
+    """What the SDK reported (it flushes at shutdown), read back through the API."""
+    status, _, body = http("GET", "/v1/events?limit=1000&event_type=authz_decision", ADMIN)
+    assert status == 200, (status, body)
+    events = json.loads(body)
+    decisions = {(e["payload"].get("tool_id"), e["decision"]) for e in events}
+    assert ("reports.read", "allowed") in decisions, decisions
+    assert ("reports.delete", "denied") in decisions, decisions
+    # The SDK reports service "unknown" in cloud mode; the app comes from the server token.
+    assert {e["app_name"] for e in events} == {APP}, {e["app_name"] for e in events}
+    assert all(e["payload"].get("host") and e["host"] == e["payload"]["host"] for e in events)
+    status, _, body = http("GET", "/v1/metrics/summary", ADMIN)
+    assert status == 200, (status, body)
+    summary = json.loads(body)
+    assert summary["total_authorizations"] == len(events), (summary, len(events))
+    denied = sum(1 for e in events if e["decision"] == "denied")
+    assert summary["total_denied"] == denied >= 1, summary
+    status, _, body = http("GET", "/v1/metrics/top?dimension=tools", ADMIN)
+    tools = {item["key"] for item in json.loads(body)["items"]}
+    assert {"reports.read", "reports.delete"} <= tools, tools
+    status, _, body = http("GET", "/v1/metrics/top?dimension=event_type", ADMIN)
+    types = {item["key"] for item in json.loads(body)["items"]}
+    step(f"telemetry: {len(events)} authz_decision events ({denied} denied) read back; event types {sorted(types)}")
 
 
 def main():

@@ -380,3 +380,87 @@ impl TestApp {
         self.clock.now() < at
     }
 }
+
+/// The ClickHouse the suite shares (`scripts/clickhouse.sh start`): `D2_TEST_CLICKHOUSE_URL`,
+/// else the URL the script wrote.
+pub fn clickhouse_url() -> String {
+    if let Ok(url) = std::env::var("D2_TEST_CLICKHOUSE_URL") {
+        return url;
+    }
+    let written = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/clickhouse/url");
+    std::fs::read_to_string(&written)
+        .map(|url| url.trim().to_owned())
+        .unwrap_or_else(|_| {
+            panic!("no ClickHouse for the tests: run scripts/clickhouse.sh start (or set D2_TEST_CLICKHOUSE_URL)")
+        })
+}
+
+/// A ClickHouse server of a test's own, for tests that stop and restart it.
+pub struct OwnClickHouse {
+    dir: std::path::PathBuf,
+    pub url: String,
+}
+
+impl OwnClickHouse {
+    fn script(&self, command: &str) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/clickhouse.sh");
+        let output = std::process::Command::new(script)
+            .arg(command)
+            .env("CLICKHOUSE_DIR", &self.dir)
+            .output()
+            .expect("scripts/clickhouse.sh runs");
+        assert!(
+            output.status.success(),
+            "clickhouse.sh {command}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    pub fn start() -> Self {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target")
+            .join(format!("clickhouse-{}", uuid::Uuid::new_v4().simple()));
+        let mut server = Self {
+            dir,
+            url: String::new(),
+        };
+        server.url = server.script("start");
+        server
+    }
+
+    pub fn stop(&self) {
+        self.script("stop");
+    }
+
+    /// The same server (data and port) again.
+    pub fn restart(&self) {
+        self.script("restart");
+    }
+}
+
+impl Drop for OwnClickHouse {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/clickhouse.sh"),
+        )
+        .arg("stop")
+        .env("CLICKHOUSE_DIR", &self.dir)
+        .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs SQL on a ClickHouse server over HTTP and returns the text answer.
+pub async fn clickhouse_sql(url: &str, sql: &str) -> String {
+    let reply = reqwest::Client::new()
+        .post(url)
+        .body(sql.to_owned())
+        .send()
+        .await
+        .expect("ClickHouse answers");
+    let status = reply.status();
+    let text = reply.text().await.unwrap_or_default();
+    assert!(status.is_success(), "{sql}: {text}");
+    text.trim().to_owned()
+}

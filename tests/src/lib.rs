@@ -15,3 +15,4 @@ mod policy;
 mod replicas;
 mod tenancy;
 mod tokens;
+mod worker;

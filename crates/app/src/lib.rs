@@ -10,12 +10,14 @@ use std::time::Duration;
 use d2_accounts::{AccountService, SamplingPolicy};
 use d2_audit::AuditService;
 use d2_clickhouse::{ClickHouse, ClickHouseSettings};
-use d2_events::{AnalyticsStore, EventForwarder, EventService, NoForwarding};
+use d2_events::{
+    AnalyticsStore, EventForwarder, EventService, EventStore, ExportCheckpoints, NoForwarding,
+};
 use d2_jwks::{AesKey, Jwks, Keyring};
 use d2_kernel::{Clock, StoreError};
 use d2_logflare::{LogflareForwarder, LogflareSettings, LogflareWorker};
 use d2_policy::{PolicyService, PolicySettings, PublisherKeys};
-use d2_postgres::{Change, ChangeListener, PgStore};
+use d2_postgres::{Change, ChangeListener, JobLock, PgStore};
 use d2_tokens::{
     BootstrapService, ControlPlaneSecret, Pepper, RandomnessUnavailable, TokenService,
     TokenVerifier,
@@ -26,8 +28,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use settings::{
-    AnalyticsBackend, AuthSettings, CorsSettings, DatabaseSettings, HttpSettings, LogFormat,
-    LogSettings, Profile, RateLimitSettings, Settings, SettingsError, lenient_base64,
+    AnalyticsBackend, AuthSettings, CorsSettings, DatabaseSettings, ExportJobConfig, HttpSettings,
+    JobConfig, LogFormat, LogSettings, Profile, RateLimitSettings, RetentionJobConfig, Settings,
+    SettingsError, WorkerJobs, WorkerSettings, lenient_base64,
 };
 
 /// Why the application could not start. Each message says what to do.
@@ -68,6 +71,20 @@ impl Store {
     pub fn signing_keys(&self) -> Arc<dyn d2_jwks::SigningKeyRepo> {
         match self {
             Store::Postgres(store) => Arc::new(store.clone()),
+        }
+    }
+
+    /// The lock of a scheduled job, if no other process holds it.
+    pub async fn try_lock_job(&self, job: &str) -> Result<Option<JobLock>, StoreError> {
+        match self {
+            Store::Postgres(store) => store.try_lock_job(job).await,
+        }
+    }
+
+    /// The stored events and the export checkpoints.
+    pub fn events(&self) -> (Arc<dyn EventStore>, Arc<dyn ExportCheckpoints>) {
+        match self {
+            Store::Postgres(store) => (Arc::new(store.clone()), Arc::new(store.clone())),
         }
     }
 

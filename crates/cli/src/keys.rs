@@ -113,8 +113,7 @@ pub async fn rotate_jwks_all(app: &App) -> anyhow::Result<()> {
 
 /// Deletes signing keys whose grace period after retirement has ended.
 pub async fn prune_signing_keys(app: &App) -> anyhow::Result<()> {
-    let before = app.clock.now() - app.policies.jwks().grace();
-    let pruned = app.store.signing_keys().prune_retired(before).await?;
+    let pruned = app.policies.jwks().prune_retired().await?;
     println!("deleted {pruned} retired signing key(s) past their grace period");
     Ok(())
 }

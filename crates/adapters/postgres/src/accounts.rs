@@ -1,8 +1,10 @@
 use async_trait::async_trait;
-use d2_accounts::{Account, AccountPatch, AccountRepo, AuditOf, User};
-use d2_kernel::{AccountId, StoreError};
+use chrono::{DateTime, Utc};
+use d2_accounts::{Account, AccountPatch, AccountRepo, AuditOf, JobAuditOf, User};
+use d2_kernel::{AccountId, Plan, StoreError};
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl};
+use uuid::Uuid;
 
 use crate::audit::write_audit;
 use crate::error::{TxError, from_diesel};
@@ -81,5 +83,56 @@ impl AccountRepo for PgStore {
             .await
             .map_err(from_diesel)?;
         rows.into_iter().map(UserRow::into_domain).collect()
+    }
+
+    async fn lock_expired_trials(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        audit_of: JobAuditOf<'_>,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn().await?;
+        let locked = conn
+            .transaction(async |conn| {
+                // Rows another transaction holds (an update, another worker) are left for
+                // a later run rather than waited for.
+                let ids: Vec<Uuid> = accounts::table
+                    .filter(accounts::plan.eq(Plan::Trial.as_str()))
+                    .filter(accounts::trial_expires_at.le(now))
+                    .order(accounts::id.asc())
+                    .limit(i64::from(limit))
+                    .select(accounts::id)
+                    .for_update()
+                    .skip_locked()
+                    .load(conn)
+                    .await?;
+                if ids.is_empty() {
+                    return Ok::<_, TxError>(Vec::new());
+                }
+                let rows: Vec<AccountRow> =
+                    diesel::update(accounts::table.filter(accounts::id.eq_any(&ids)))
+                        .set((
+                            accounts::plan.eq(Plan::Locked.as_str()),
+                            accounts::updated_at.eq(now),
+                        ))
+                        .returning(AccountRow::as_returning())
+                        .get_results(conn)
+                        .await?;
+                let mut locked = rows
+                    .into_iter()
+                    .map(AccountRow::into_domain)
+                    .collect::<Result<Vec<_>, _>>()?;
+                locked.sort_by_key(|account| account.id);
+                for account in &locked {
+                    write_audit(conn, &audit_of(account)).await?;
+                    announce(conn, Change::Account(account.id)).await?;
+                }
+                Ok(locked.into_iter().map(|account| account.id).collect())
+            })
+            .await?;
+        Ok(locked)
     }
 }

@@ -226,24 +226,31 @@ impl EventStore for PgStore {
         up_to: ExportCursor,
         older_than: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
+        // In slices, so each statement stays short whatever the backlog.
         let mut conn = self.conn().await?;
-        let deleted = diesel::delete(
-            events::table
-                .filter(events::ingested_at.lt(older_than))
-                .filter(
-                    events::ingested_at
-                        .lt(up_to.ingested_at)
-                        .or(events::ingested_at
-                            .eq(up_to.ingested_at)
-                            .and(events::id.le(up_to.id))),
-                ),
-        )
-        .execute(&mut conn)
-        .await
-        .map_err(from_diesel)?;
-        Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+        let mut total = 0;
+        loop {
+            let deleted = diesel::sql_query(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events \
+                 WHERE ingested_at < $1 AND (ingested_at, id) <= ($2, $3) LIMIT $4)",
+            )
+            .bind::<Timestamptz, _>(older_than)
+            .bind::<Timestamptz, _>(up_to.ingested_at)
+            .bind::<BigInt, _>(up_to.id)
+            .bind::<BigInt, _>(PRUNE_SLICE)
+            .execute(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+            total += u64::try_from(deleted).unwrap_or(u64::MAX);
+            if i64::try_from(deleted).unwrap_or(i64::MAX) < PRUNE_SLICE {
+                return Ok(total);
+            }
+        }
     }
 }
+
+/// Rows deleted per statement by retention.
+const PRUNE_SLICE: i64 = 10_000;
 
 #[derive(QueryableByName)]
 struct SummaryRow {

@@ -4,6 +4,7 @@ mod accounts;
 mod audit;
 mod error;
 mod events;
+mod jobs;
 mod jwks;
 mod listener;
 mod migrate;
@@ -19,6 +20,7 @@ mod tests;
 mod tokens;
 
 pub use error::ConnectError;
+pub use jobs::JobLock;
 pub use listener::{CHANGE_CHANNEL, Change, ChangeListener};
 pub use migrate::{MigrateError, ensure_database, pending_migrations, run_migrations};
 pub use pool::{PgStore, PoolSettings};

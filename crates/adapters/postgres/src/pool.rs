@@ -178,6 +178,16 @@ impl PgStore {
         self.pool.get().await.map_err(from_pool)
     }
 
+    /// A connection of its own, outside the pool (closed when dropped).
+    pub(crate) async fn dedicated_connection(
+        &self,
+    ) -> Result<AsyncPgConnection, bb8::RunError<diesel_async::pooled_connection::PoolError>> {
+        self.pool
+            .dedicated_connection()
+            .await
+            .map_err(bb8::RunError::User)
+    }
+
     /// One round trip to the database (for readiness checks).
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn().await?;

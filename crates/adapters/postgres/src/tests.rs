@@ -268,3 +268,158 @@ async fn an_etag_resolves_to_its_app_in_its_account_only() {
     assert_eq!(store.app_for_etag(b, &etag).await.unwrap(), None);
     assert_eq!(store.app_for_etag(a, "nope").await.unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trial_locker_contract() {
+    let db = TestDatabase::new().await;
+    contract::trial_locker(&store(&db).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_expiry_contract() {
+    let db = TestDatabase::new().await;
+    contract::token_expiry(&store(&db).await).await;
+}
+
+/// Stores a trial account whose trial ended a day ago.
+async fn expired_trial(store: &PgStore) -> AccountId {
+    use diesel_async::RunQueryDsl;
+
+    let id = AccountId::random();
+    let mut conn = store.conn().await.unwrap();
+    diesel::sql_query(
+        "INSERT INTO accounts (id, name, plan, trial_expires_at, created_at, updated_at) \
+         VALUES ($1, 'Expired', 'trial', now() - interval '1 day', now(), now())",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(id.as_uuid())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    id
+}
+
+/// Creates a tenant whose token expired a minute ago.
+async fn expired_token(store: &PgStore) -> TokenId {
+    use diesel_async::RunQueryDsl;
+
+    let (token_id, _) = contract_token(store).await;
+    let mut conn = store.conn().await.unwrap();
+    diesel::sql_query(
+        "UPDATE api_tokens SET expires_at = now() - interval '1 minute' WHERE id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(token_id.as_uuid())
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    token_id
+}
+
+fn lock_audit(account: &d2_accounts::Account) -> AuditEntry {
+    AuditEntry::system(account.id, AuditAction::AccountLock, Utc::now())
+}
+
+fn expire_audit(token: &d2_tokens::ApiToken) -> AuditEntry {
+    AuditEntry::system(token.account_id, AuditAction::TokenExpire, Utc::now())
+        .target("token", token.id)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expiry_jobs_announce_each_change_on_commit() {
+    use d2_accounts::AccountRepo;
+    use d2_tokens::TokenRepo;
+
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let seen: Arc<Mutex<Vec<Change>>> = Arc::default();
+    let shutdown = CancellationToken::new();
+    let sink = seen.clone();
+    let listener = ChangeListener::spawn(db.url().to_owned(), shutdown.clone(), move |change| {
+        sink.lock().unwrap().push(change);
+    });
+    wait_for(&seen, |changes| changes.contains(&Change::Resync)).await;
+
+    let account = expired_trial(&store).await;
+    let token = expired_token(&store).await;
+    let locked = store
+        .lock_expired_trials(Utc::now(), 10, &lock_audit)
+        .await
+        .unwrap();
+    assert_eq!(locked, vec![account]);
+    let expired = store
+        .revoke_expired(Utc::now(), 10, &expire_audit)
+        .await
+        .unwrap();
+    assert_eq!(expired, vec![token]);
+    wait_for(&seen, |changes| {
+        changes.contains(&Change::Account(account)) && changes.contains(&Change::Token(token))
+    })
+    .await;
+
+    shutdown.cancel();
+    listener.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expiry_jobs_skip_rows_another_transaction_holds() {
+    use d2_accounts::AccountRepo;
+    use d2_tokens::TokenRepo;
+    use diesel_async::RunQueryDsl;
+
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let account = expired_trial(&store).await;
+    let token = expired_token(&store).await;
+
+    // Another transaction (a concurrent update or revoke) holds both rows.
+    let mut holder = store.conn().await.unwrap();
+    diesel::sql_query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    diesel::sql_query("SELECT id FROM accounts WHERE id = $1 FOR UPDATE")
+        .bind::<diesel::sql_types::Uuid, _>(account.as_uuid())
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    diesel::sql_query("SELECT id FROM api_tokens WHERE id = $1 FOR UPDATE")
+        .bind::<diesel::sql_types::Uuid, _>(token.as_uuid())
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let within = Duration::from_secs(5);
+    let locked = tokio::time::timeout(
+        within,
+        store.lock_expired_trials(Utc::now(), 10, &lock_audit),
+    )
+    .await
+    .expect("the job does not wait for held rows")
+    .unwrap();
+    assert!(locked.is_empty());
+    let expired = tokio::time::timeout(within, store.revoke_expired(Utc::now(), 10, &expire_audit))
+        .await
+        .expect("the job does not wait for held rows")
+        .unwrap();
+    assert!(expired.is_empty());
+
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    drop(holder);
+    assert_eq!(
+        store
+            .lock_expired_trials(Utc::now(), 10, &lock_audit)
+            .await
+            .unwrap(),
+        vec![account],
+        "a later run takes them"
+    );
+    assert_eq!(
+        store
+            .revoke_expired(Utc::now(), 10, &expire_audit)
+            .await
+            .unwrap(),
+        vec![token]
+    );
+}

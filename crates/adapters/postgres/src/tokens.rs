@@ -4,11 +4,12 @@ use d2_accounts::{Account, User};
 use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, Cursor, Page, PageRequest, StoreError, TokenId};
 use d2_tokens::{
-    ApiToken, BootstrapRepo, NewToken, RevokeOutcome, RotateOutcome, TokenDigest, TokenRepo,
-    TokenState,
+    ApiToken, BootstrapRepo, NewToken, RevokeOutcome, RotateOutcome, TokenAuditOf, TokenDigest,
+    TokenRepo, TokenState,
 };
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
 
 use crate::audit::write_audit;
 use crate::error::{TxError, from_diesel};
@@ -186,6 +187,54 @@ impl TokenRepo for PgStore {
             })
             .await?;
         Ok(outcome)
+    }
+
+    async fn revoke_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        audit_of: TokenAuditOf<'_>,
+    ) -> Result<Vec<TokenId>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn().await?;
+        let expired = conn
+            .transaction(async |conn| {
+                // Rows another transaction holds (a revoke, a rotation, another worker)
+                // are left for a later run rather than waited for.
+                let ids: Vec<Uuid> = api_tokens::table
+                    .filter(api_tokens::revoked_at.is_null())
+                    .filter(api_tokens::expires_at.le(now))
+                    .order(api_tokens::id.asc())
+                    .limit(i64::from(limit))
+                    .select(api_tokens::id)
+                    .for_update()
+                    .skip_locked()
+                    .load(conn)
+                    .await?;
+                if ids.is_empty() {
+                    return Ok::<_, TxError>(Vec::new());
+                }
+                let rows: Vec<TokenRow> =
+                    diesel::update(api_tokens::table.filter(api_tokens::id.eq_any(&ids)))
+                        .set(api_tokens::revoked_at.eq(api_tokens::expires_at))
+                        .returning(TokenRow::as_returning())
+                        .get_results(conn)
+                        .await?;
+                let mut expired = rows
+                    .into_iter()
+                    .map(TokenRow::into_domain)
+                    .collect::<Result<Vec<_>, _>>()?;
+                expired.sort_by_key(|token| token.id);
+                for token in &expired {
+                    write_audit(conn, &audit_of(token)).await?;
+                    announce(conn, Change::Token(token.id)).await?;
+                }
+                Ok(expired.into_iter().map(|token| token.id).collect())
+            })
+            .await?;
+        Ok(expired)
     }
 }
 

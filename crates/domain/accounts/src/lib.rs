@@ -15,6 +15,6 @@ mod sampling;
 mod service;
 
 pub use account::{Account, AccountName, AccountPatch, InvalidAccountName, Role, User};
-pub use ports::{AccountRepo, AuditOf};
+pub use ports::{AccountRepo, AuditOf, JobAuditOf};
 pub use sampling::{InvalidSampleRate, SampleRate, SamplingPolicy};
 pub use service::{AccountError, AccountOverview, AccountService};

@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use d2_audit::memory::MemoryAuditLog;
-use d2_kernel::{AccountId, StoreError};
+use d2_kernel::{AccountId, Plan, StoreError};
 
 use crate::account::{Account, AccountPatch, User};
-use crate::ports::{AccountRepo, AuditOf};
+use crate::ports::{AccountRepo, AuditOf, JobAuditOf};
 
 #[derive(Debug, Default)]
 struct State {
@@ -93,5 +94,29 @@ impl AccountRepo for MemoryAccountRepo {
             .collect();
         users.sort_by_key(|u| (u.created_at, u.id));
         Ok(users)
+    }
+
+    async fn lock_expired_trials(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        audit_of: JobAuditOf<'_>,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        let mut state = self.lock();
+        let mut expired: Vec<AccountId> = state
+            .accounts
+            .values()
+            .filter(|a| a.plan == Plan::Trial && a.trial_expires_at.is_some_and(|e| e <= now))
+            .map(|a| a.id)
+            .collect();
+        expired.sort_unstable();
+        expired.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        for id in &expired {
+            if let Some(account) = state.accounts.get_mut(id) {
+                account.plan = Plan::Locked;
+                self.audit.append(audit_of(account));
+            }
+        }
+        Ok(expired)
     }
 }

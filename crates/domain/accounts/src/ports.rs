@@ -1,4 +1,5 @@
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, StoreError};
 
@@ -6,6 +7,9 @@ use crate::account::{Account, AccountPatch, User};
 
 /// Builds the audit record of an update from the account before and after it.
 pub type AuditOf<'a> = &'a (dyn Fn(&Account, &Account) -> AuditEntry + Send + Sync);
+
+/// Builds the audit record of a change made by a job from the account as changed.
+pub type JobAuditOf<'a> = &'a (dyn Fn(&Account) -> AuditEntry + Send + Sync);
 
 /// Storage of accounts and their users.
 #[async_trait]
@@ -26,4 +30,21 @@ pub trait AccountRepo: Send + Sync + 'static {
 
     /// The account's users, oldest first.
     async fn list_users(&self, id: AccountId) -> Result<Vec<User>, StoreError>;
+
+    /// A scheduled job, across all accounts: stores `Plan::Locked` on at most `limit`
+    /// accounts whose plan is `Trial` and whose `trial_expires_at <= now` (lowest ids
+    /// first), keeping their `trial_expires_at`, and writes `audit_of(locked)` for each,
+    /// all in one transaction. Returns the ids of the accounts locked; fewer than `limit`
+    /// means no other expired trial was available.
+    ///
+    /// Accounts without a trial expiry, or on any other plan, are never touched. Shared
+    /// implementations MUST skip accounts another transaction holds (a later run takes
+    /// them) rather than wait, and MUST announce each locked account to other processes,
+    /// as `update` does.
+    async fn lock_expired_trials(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        audit_of: JobAuditOf<'_>,
+    ) -> Result<Vec<AccountId>, StoreError>;
 }

@@ -6,6 +6,7 @@ use d2_kernel::{
     AccessError, AccountId, AuthContext, CacheSettings, Clock, Code, CoherentCache, ErrorCode,
     Plan, PlanCatalog, Quotas, Scope, StoreError,
 };
+use serde_json::json;
 
 use crate::account::{Account, AccountPatch, InvalidAccountName, User};
 use crate::ports::AccountRepo;
@@ -49,6 +50,9 @@ pub struct AccountOverview {
     pub current_members: u64,
     pub event_sample: BTreeMap<String, f64>,
 }
+
+/// At most this many accounts change in one transaction of a scheduled job.
+const JOB_BATCH: u32 = 500;
 
 /// An account and its member count, as cached between reads.
 #[derive(Debug)]
@@ -161,6 +165,44 @@ impl AccountService {
         self.cache.invalidate(&ctx.account_id).await;
         let members = self.repo.count_users(ctx.account_id).await?;
         Ok(self.describe(account, members))
+    }
+
+    /// A scheduled job: stores `locked` as the plan of every trial that has expired by now,
+    /// each with an `account.lock` audit record by `system`, in transactions of bounded
+    /// size. Returns how many accounts it locked.
+    ///
+    /// Reads already serve an expired trial as locked ([`Account::effective_plan`]); this
+    /// makes the stored row say so, for reports and other systems. Running it again, or
+    /// on several workers at once, locks nothing twice.
+    pub async fn lock_expired_trials(&self) -> Result<u64, AccountError> {
+        self.lock_expired_trials_in_batches(JOB_BATCH).await
+    }
+
+    async fn lock_expired_trials_in_batches(&self, batch: u32) -> Result<u64, AccountError> {
+        let batch = batch.max(1);
+        let full = usize::try_from(batch).unwrap_or(usize::MAX);
+        // One instant for the whole run, so it ends even while trials keep expiring.
+        let now = self.clock.now();
+        let audit_of = |account: &Account| {
+            AuditEntry::system(account.id, AuditAction::AccountLock, now)
+                .target("account", account.id)
+                .metadata(json!({
+                    "from": Plan::Trial.as_str(),
+                    "to": Plan::Locked.as_str(),
+                    "trial_expired_at": account.trial_expires_at,
+                }))
+        };
+        let mut locked: u64 = 0;
+        loop {
+            let ids = self.repo.lock_expired_trials(now, batch, &audit_of).await?;
+            for id in &ids {
+                self.cache.invalidate(id).await;
+            }
+            locked = locked.saturating_add(u64::try_from(ids.len()).unwrap_or(u64::MAX));
+            if ids.len() < full {
+                return Ok(locked);
+            }
+        }
     }
 
     /// The users of `account_id` (admin of that account only).
@@ -335,5 +377,97 @@ mod tests {
             f.service.users(&admin, f.account.id).await.unwrap().len(),
             1
         );
+    }
+
+    fn insert_trial(f: &Fixture, days: u32, plan: Plan) -> Account {
+        let mut account = Account::new_trial(
+            AccountId::random(),
+            AccountName::parse("Trial").unwrap(),
+            f.clock.now(),
+            days,
+        );
+        account.plan = plan;
+        f.repo.insert_account(account.clone());
+        account
+    }
+
+    async fn stored_plan(f: &Fixture, id: AccountId) -> Plan {
+        f.repo.find_account(id).await.unwrap().unwrap().plan
+    }
+
+    #[tokio::test]
+    async fn the_trial_locker_stores_locked_in_batches_and_audits_each_account() {
+        let f = fixture();
+        let server = caller(f.account.id, ScopeSet::new([Grant::Server]));
+        // Cached while still a trial: the job must drop it.
+        let cached = f.service.overview(&server).await.unwrap();
+        assert_eq!(cached.account.plan, Plan::Trial);
+        let mut expiring = vec![f.account.id];
+        for _ in 0..4 {
+            expiring.push(insert_trial(&f, 3, Plan::Trial).id);
+        }
+        let later = insert_trial(&f, 30, Plan::Trial);
+        let paid = insert_trial(&f, 1, Plan::Pro);
+        let locked = insert_trial(&f, 1, Plan::Locked);
+        let mut open_ended = insert_trial(&f, 1, Plan::Trial);
+        open_ended.trial_expires_at = None;
+        f.repo.insert_account(open_ended.clone());
+
+        assert_eq!(f.service.lock_expired_trials().await.unwrap(), 0);
+        assert!(f.audit.all().is_empty(), "nothing expired yet");
+
+        f.clock.advance(Duration::days(15));
+        // Five expired trials in batches of two: the service loops until a short batch.
+        assert_eq!(
+            f.service.lock_expired_trials_in_batches(2).await.unwrap(),
+            5
+        );
+        for id in &expiring {
+            assert_eq!(stored_plan(&f, *id).await, Plan::Locked);
+        }
+        assert_eq!(stored_plan(&f, later.id).await, Plan::Trial);
+        assert_eq!(stored_plan(&f, paid.id).await, Plan::Pro);
+        assert_eq!(stored_plan(&f, locked.id).await, Plan::Locked);
+        assert_eq!(stored_plan(&f, open_ended.id).await, Plan::Trial);
+
+        let locks: Vec<_> = f
+            .audit
+            .all()
+            .into_iter()
+            .filter(|r| r.entry.action == AuditAction::AccountLock)
+            .collect();
+        assert_eq!(locks.len(), 5);
+        let mut audited: Vec<AccountId> = locks.iter().map(|r| r.entry.account_id).collect();
+        audited.sort_unstable();
+        expiring.sort_unstable();
+        assert_eq!(
+            audited, expiring,
+            "one record per locked account, in its account"
+        );
+        let first = &locks[0].entry;
+        assert_eq!(first.actor, "system");
+        assert_eq!(first.occurred_at, f.clock.now());
+        assert_eq!(first.resource_type.as_deref(), Some("account"));
+        assert_eq!(
+            first.resource_id.as_deref(),
+            Some(first.account_id.to_string().as_str())
+        );
+        assert_eq!(first.metadata["from"], "trial");
+        assert_eq!(first.metadata["to"], "locked");
+        assert!(first.metadata["trial_expired_at"].is_string());
+
+        // The overview was cached as a trial; it now shows the stored plan.
+        let overview = f.service.overview(&server).await.unwrap();
+        assert_eq!(overview.account.plan, Plan::Locked);
+        assert_eq!(overview.plan, Plan::Locked);
+        assert_eq!(overview.quotas, PlanCatalog::default().locked);
+        assert_eq!(
+            overview.account.trial_expires_at, f.account.trial_expires_at,
+            "the trial's end is kept"
+        );
+
+        // A second run finds nothing more.
+        assert_eq!(f.service.lock_expired_trials().await.unwrap(), 0);
+        assert_eq!(f.audit.all().len(), 5);
     }
 }

@@ -12,9 +12,13 @@ pub enum AuditAction {
     AccountBootstrap,
     /// An account's settings changed (name, sampling, metrics).
     AccountUpdate,
+    /// A trial ended and the account was locked by the worker.
+    AccountLock,
     TokenCreate,
     TokenRevoke,
     TokenRotate,
+    /// A token passed its expiry (or its rotation grace) and was marked revoked by the worker.
+    TokenExpire,
     /// An owner token issued by the control plane for an existing account.
     TokenBreakGlass,
     /// An account's signing key was created (its first one, on first publish or by d2ctl).
@@ -34,12 +38,14 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 15] = [
+    pub const ALL: [AuditAction; 17] = [
         AuditAction::AccountBootstrap,
         AuditAction::AccountUpdate,
+        AuditAction::AccountLock,
         AuditAction::TokenCreate,
         AuditAction::TokenRevoke,
         AuditAction::TokenRotate,
+        AuditAction::TokenExpire,
         AuditAction::TokenBreakGlass,
         AuditAction::KeyCreate,
         AuditAction::JwksRotate,
@@ -56,9 +62,11 @@ impl AuditAction {
         match self {
             AuditAction::AccountBootstrap => "account.bootstrap",
             AuditAction::AccountUpdate => "account.update",
+            AuditAction::AccountLock => "account.lock",
             AuditAction::TokenCreate => "token.create",
             AuditAction::TokenRevoke => "token.revoke",
             AuditAction::TokenRotate => "token.rotate",
+            AuditAction::TokenExpire => "token.expire",
             AuditAction::TokenBreakGlass => "token.break_glass",
             AuditAction::KeyCreate => "jwks.key_create",
             AuditAction::JwksRotate => "jwks.rotate",
@@ -221,5 +229,52 @@ impl AuditFilter {
                 .is_none_or(|actor| actor == entry.actor)
             && self.since.is_none_or(|since| entry.occurred_at >= since)
             && self.until.is_none_or(|until| entry.occurred_at < until)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_parses_back_from_its_name() {
+        for action in AuditAction::ALL {
+            assert_eq!(action.as_str().parse::<AuditAction>(), Ok(action));
+            assert_eq!(action.to_string(), action.as_str());
+        }
+        assert_eq!(
+            "account.locked".parse::<AuditAction>(),
+            Err(UnknownAction("account.locked".to_owned()))
+        );
+    }
+
+    #[test]
+    fn names_are_stable_and_unique() {
+        // Customers filter on these names: changing one breaks them.
+        let names: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "account.bootstrap",
+                "account.update",
+                "account.lock",
+                "token.create",
+                "token.revoke",
+                "token.rotate",
+                "token.expire",
+                "token.break_glass",
+                "jwks.key_create",
+                "jwks.rotate",
+                "key.upload",
+                "key.revoke",
+                "policy.draft",
+                "policy.publish",
+                "policy.update",
+                "policy.revert",
+                "policy.revoke",
+            ]
+        );
+        let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+        assert_eq!(unique.len(), names.len());
     }
 }

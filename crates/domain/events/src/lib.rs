@@ -11,6 +11,7 @@ mod analytics;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
 mod event;
+mod export;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 mod ports;
@@ -20,6 +21,7 @@ pub use analytics::{Bucket, Dimension, Summary, TimePoint, Top, TopItem};
 pub use event::{
     Decision, EventFacts, EventFilter, IncomingEvent, NewEvent, StoredEvent, parse_batch,
 };
+pub use export::{EXPORT_JOB, ExportReport, ExportSettings, Exporter};
 pub use ports::{
     AnalyticsSink, AnalyticsStore, AppResolver, EventForwarder, EventStore, ExportCheckpoints,
     ExportCursor, NoForwarding,

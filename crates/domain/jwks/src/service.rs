@@ -131,6 +131,13 @@ impl Jwks {
         &self.keyring
     }
 
+    /// Deletes signing keys retired longer ago than the grace period (no SDK can still
+    /// need them); returns how many.
+    pub async fn prune_retired(&self) -> Result<u64, JwksError> {
+        let before = self.clock.now() - self.grace;
+        Ok(self.repo.prune_retired(before).await?)
+    }
+
     /// The account's keys and JWKS document (cached).
     pub async fn key_set(&self, account_id: AccountId) -> Result<Arc<KeySet>, JwksError> {
         let now = self.clock.now();

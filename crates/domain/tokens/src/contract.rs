@@ -397,3 +397,321 @@ pub async fn audit(store: &dyn Store) {
     assert!(rest.next.is_none());
     assert_eq!(audit_count(store, other.id).await, 1);
 }
+
+/// Stores an account as given, with an owner and an admin token.
+async fn account_as(
+    store: &dyn Store,
+    plan: Plan,
+    trial_expires_at: Option<DateTime<Utc>>,
+) -> Account {
+    let mut account = Account::new_trial(
+        AccountId::random(),
+        AccountName::parse("Job Co").unwrap_or_else(|_| unreachable!()),
+        at(0),
+        14,
+    );
+    account.plan = plan;
+    account.trial_expires_at = trial_expires_at;
+    let owner = User {
+        id: UserId::random(),
+        account_id: account.id,
+        email: None,
+        display_name: None,
+        full_name: None,
+        role: Role::Owner,
+        created_at: at(0),
+    };
+    let token = new_token(account.id, TokenGrant::Admin, at(0));
+    let audit = AuditEntry::control_plane(account.id, AuditAction::AccountBootstrap, at(0));
+    store
+        .create_account(&account, &owner, &token, &audit)
+        .await
+        .unwrap_or_else(|e| panic!("bootstrap: {e}"));
+    account
+}
+
+/// The records of one action in an account's trail.
+async fn records_of(
+    store: &dyn Store,
+    account_id: AccountId,
+    action: AuditAction,
+) -> Vec<AuditEntry> {
+    let filter = AuditFilter {
+        action: Some(action),
+        ..AuditFilter::default()
+    };
+    store
+        .search(account_id, &filter, &PageRequest::first(1000))
+        .await
+        .unwrap_or_else(|e| panic!("audit list: {e}"))
+        .items
+        .into_iter()
+        .map(|record| record.entry)
+        .collect()
+}
+
+async fn read_account(store: &dyn Store, id: AccountId) -> Account {
+    AccountRepo::find_account(store, id)
+        .await
+        .unwrap_or_else(|e| panic!("find account: {e}"))
+        .unwrap_or_else(|| panic!("account {id} stored"))
+}
+
+/// The trial locker, a job across all accounts: only trials whose expiry has come lock,
+/// each with its audit record in its own account, at most `limit` per call, once.
+///
+/// The job is global, so this needs a store of its own.
+pub async fn trial_locker(store: &dyn Store) {
+    let now = at(200);
+    let mut expired = vec![
+        account_as(store, Plan::Trial, Some(at(100))).await,
+        account_as(store, Plan::Trial, Some(at(150))).await,
+        // Expiring exactly now counts as expired.
+        account_as(store, Plan::Trial, Some(now)).await,
+    ];
+    expired.sort_by_key(|a| a.id);
+    let untouched = vec![
+        account_as(store, Plan::Trial, Some(now + Duration::seconds(1))).await,
+        account_as(store, Plan::Trial, None).await,
+        account_as(store, Plan::Pro, Some(at(50))).await,
+        account_as(store, Plan::Locked, Some(at(50))).await,
+    ];
+    let audit_of = |account: &Account| {
+        assert_eq!(account.plan, Plan::Locked, "audited as changed");
+        AuditEntry::system(account.id, AuditAction::AccountLock, now)
+            .target("account", account.id)
+            .metadata(serde_json::json!({
+                "from": "trial",
+                "to": "locked",
+                "trial_expired_at": account.trial_expires_at,
+            }))
+    };
+
+    let first = store
+        .lock_expired_trials(now, 2, &audit_of)
+        .await
+        .unwrap_or_else(|e| panic!("lock: {e}"));
+    assert_eq!(first.len(), 2, "the limit holds");
+    let second = store
+        .lock_expired_trials(now, 2, &audit_of)
+        .await
+        .unwrap_or_else(|e| panic!("lock: {e}"));
+    assert_eq!(second.len(), 1, "the rest");
+    let mut locked: Vec<AccountId> = first.into_iter().chain(second).collect();
+    locked.sort_unstable();
+    assert_eq!(
+        locked,
+        expired.iter().map(|a| a.id).collect::<Vec<_>>(),
+        "exactly the expired trials, each once"
+    );
+    assert_eq!(
+        store.lock_expired_trials(now, 2, &audit_of).await.ok(),
+        Some(Vec::new()),
+        "a second run locks nothing more"
+    );
+
+    for account in &expired {
+        let read = read_account(store, account.id).await;
+        assert_eq!(read.plan, Plan::Locked);
+        assert_eq!(
+            read,
+            Account {
+                plan: Plan::Locked,
+                ..account.clone()
+            },
+            "nothing else changes, the trial's end is kept"
+        );
+        let records = records_of(store, account.id, AuditAction::AccountLock).await;
+        assert_eq!(records.len(), 1, "one record per locked account");
+        assert_eq!(records[0].account_id, account.id);
+        assert_eq!(records[0].actor, "system");
+        assert_eq!(
+            records[0].resource_id.as_deref(),
+            Some(account.id.to_string().as_str())
+        );
+        assert_eq!(records[0].metadata["to"], "locked");
+        assert_eq!(audit_count(store, account.id).await, 2);
+    }
+    for account in &untouched {
+        assert_eq!(&read_account(store, account.id).await, account);
+        assert_eq!(
+            audit_count(store, account.id).await,
+            1,
+            "no record in an account that was not locked"
+        );
+    }
+    assert_eq!(
+        store
+            .lock_expired_trials(at(10_000), 0, &audit_of)
+            .await
+            .ok(),
+        Some(Vec::new()),
+        "a limit of zero changes nothing"
+    );
+    let future = read_account(store, untouched[0].id).await;
+    assert_eq!(future.plan, Plan::Trial);
+}
+
+/// Inserts a token of `account_id` expiring at `expires_at`.
+async fn token_expiring(
+    store: &dyn Store,
+    account_id: AccountId,
+    expires_at: Option<DateTime<Utc>>,
+) -> ApiToken {
+    let mut token = new_token(account_id, TokenGrant::Dev, at(0));
+    token.token.expires_at = expires_at;
+    let audit = AuditEntry::system(account_id, AuditAction::TokenCreate, at(0));
+    store
+        .insert(&token, &audit)
+        .await
+        .unwrap_or_else(|e| panic!("insert: {e}"));
+    token.token
+}
+
+async fn read_token(store: &dyn Store, token: &ApiToken) -> ApiToken {
+    TokenRepo::find_token(store, token.account_id, token.id)
+        .await
+        .unwrap_or_else(|e| panic!("find token: {e}"))
+        .unwrap_or_else(|| panic!("token {} stored", token.id))
+}
+
+/// The expiry job, across all accounts: tokens past their expiry (rotated ones past their
+/// grace) and not revoked become revoked at their expiry, each with its audit record in
+/// its own account, at most `limit` per call, once.
+///
+/// The job is global, so this needs a store of its own.
+pub async fn token_expiry(store: &dyn Store) {
+    let now = at(200);
+    let (account, _, admin) = tenant(store, 0).await;
+    let (other, _, foreign) = tenant(store, 0).await;
+
+    let mut expired = vec![
+        token_expiring(store, account.id, Some(at(100))).await,
+        token_expiring(store, account.id, Some(now)).await,
+        token_expiring(store, other.id, Some(at(150))).await,
+    ];
+    // A rotated token whose grace period ended.
+    let rotated = token_expiring(store, account.id, None).await;
+    let replacement = new_token(account.id, TokenGrant::Dev, at(60));
+    let rotate = AuditEntry::system(account.id, AuditAction::TokenRotate, at(60));
+    let outcome = store
+        .rotate(
+            account.id,
+            rotated.id,
+            &replacement,
+            at(60),
+            at(120),
+            &rotate,
+        )
+        .await;
+    let Ok(RotateOutcome::Rotated { previous }) = outcome else {
+        panic!("rotated: {outcome:?}")
+    };
+    assert_eq!(previous.expires_at, Some(at(120)));
+    expired.push(previous);
+    expired.sort_by_key(|t| t.id);
+
+    // Revoked before it expired: keeps its own revocation.
+    let revoked = token_expiring(store, account.id, Some(at(50))).await;
+    let revoke = AuditEntry::system(account.id, AuditAction::TokenRevoke, at(40));
+    assert_eq!(
+        store
+            .revoke(account.id, revoked.id, at(40), &revoke)
+            .await
+            .ok(),
+        Some(RevokeOutcome::Revoked)
+    );
+    let untouched = vec![
+        read_token(store, &revoked).await,
+        token_expiring(store, account.id, Some(now + Duration::seconds(1))).await,
+        token_expiring(store, other.id, None).await,
+        read_token(store, &replacement.token).await,
+        admin.token.clone(),
+        foreign.token.clone(),
+    ];
+    let account_records = audit_count(store, account.id).await;
+    let other_records = audit_count(store, other.id).await;
+
+    let audit_of = |token: &ApiToken| {
+        assert_eq!(token.revoked_at, token.expires_at, "audited as changed");
+        AuditEntry::system(token.account_id, AuditAction::TokenExpire, now)
+            .target("token", token.id)
+            .metadata(serde_json::json!({
+                "reason": "expired",
+                "expired_at": token.expires_at,
+            }))
+    };
+    let mut changed = Vec::new();
+    let mut batches = Vec::new();
+    loop {
+        let batch = store
+            .revoke_expired(now, 2, &audit_of)
+            .await
+            .unwrap_or_else(|e| panic!("expire: {e}"));
+        batches.push(batch.len());
+        let done = batch.len() < 2;
+        changed.extend(batch);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(batches, vec![2, 2, 0], "the limit holds");
+    changed.sort_unstable();
+    assert_eq!(
+        changed,
+        expired.iter().map(|t| t.id).collect::<Vec<_>>(),
+        "exactly the expired tokens, each once"
+    );
+    assert_eq!(
+        store.revoke_expired(now, 2, &audit_of).await.ok(),
+        Some(Vec::new()),
+        "a second run changes nothing more"
+    );
+    assert_eq!(
+        store.revoke_expired(at(10_000), 0, &audit_of).await.ok(),
+        Some(Vec::new()),
+        "a limit of zero changes nothing"
+    );
+
+    for token in &expired {
+        let read = read_token(store, token).await;
+        assert_eq!(
+            read.revoked_at, token.expires_at,
+            "revoked when it stopped working"
+        );
+        assert_eq!(
+            read,
+            ApiToken {
+                revoked_at: token.expires_at,
+                ..token.clone()
+            },
+            "nothing else changes"
+        );
+        let records = records_of(store, token.account_id, AuditAction::TokenExpire).await;
+        let mine: Vec<&AuditEntry> = records
+            .iter()
+            .filter(|r| r.resource_id.as_deref() == Some(token.id.to_string().as_str()))
+            .collect();
+        assert_eq!(mine.len(), 1, "one record per token, in its own account");
+        assert_eq!(mine[0].resource_type.as_deref(), Some("token"));
+        assert_eq!(mine[0].actor, "system");
+        assert_eq!(mine[0].metadata["reason"], "expired");
+    }
+    assert_eq!(
+        records_of(store, account.id, AuditAction::TokenExpire)
+            .await
+            .len(),
+        3
+    );
+    assert_eq!(
+        records_of(store, other.id, AuditAction::TokenExpire)
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(audit_count(store, account.id).await, account_records + 3);
+    assert_eq!(audit_count(store, other.id).await, other_records + 1);
+    for token in &untouched {
+        assert_eq!(&read_token(store, token).await, token);
+    }
+}

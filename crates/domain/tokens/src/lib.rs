@@ -22,7 +22,7 @@ pub use bootstrap::{
     BootstrapError, BootstrapRequest, BootstrapService, Bootstrapped, ControlPlaneSecret,
 };
 pub use d2_kernel::{CacheSettings, CacheStats};
-pub use ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenRepo};
+pub use ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenAuditOf, TokenRepo};
 pub use secret::{
     MalformedToken, Pepper, RandomnessUnavailable, TokenDigest, TokenSecret, WeakPepper,
 };
@@ -61,5 +61,15 @@ mod memory_contract {
     #[tokio::test]
     async fn audit() {
         crate::contract::audit(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn trial_locker() {
+        crate::contract::trial_locker(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn token_expiry() {
+        crate::contract::token_expiry(&store()).await;
     }
 }

@@ -10,7 +10,7 @@ use d2_accounts::{Account, User};
 use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, Cursor, Page, PageRequest, StoreError, TokenId};
 
-use crate::ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenRepo};
+use crate::ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenAuditOf, TokenRepo};
 use crate::secret::TokenDigest;
 use crate::token::{ApiToken, NewToken, TokenState};
 
@@ -182,6 +182,30 @@ impl TokenRepo for MemoryStore {
         self.accounts.audit().append(audit.clone());
         Ok(RotateOutcome::Rotated { previous })
     }
+
+    async fn revoke_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        audit_of: TokenAuditOf<'_>,
+    ) -> Result<Vec<TokenId>, StoreError> {
+        let mut tokens = self.lock();
+        let mut expired: Vec<TokenId> = tokens
+            .iter()
+            .map(|(t, _)| t)
+            .filter(|t| t.revoked_at.is_none() && t.expires_at.is_some_and(|e| e <= now))
+            .map(|t| t.id)
+            .collect();
+        expired.sort_unstable();
+        expired.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        for (token, _) in tokens.iter_mut() {
+            if expired.binary_search(&token.id).is_ok() {
+                token.revoked_at = token.expires_at;
+                self.accounts.audit().append(audit_of(token));
+            }
+        }
+        Ok(expired)
+    }
 }
 
 #[async_trait]
@@ -225,6 +249,17 @@ impl d2_accounts::AccountRepo for MemoryStore {
 
     async fn list_users(&self, id: AccountId) -> Result<Vec<User>, StoreError> {
         self.accounts.list_users(id).await
+    }
+
+    async fn lock_expired_trials(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        audit_of: d2_accounts::JobAuditOf<'_>,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        self.accounts
+            .lock_expired_trials(now, limit, audit_of)
+            .await
     }
 }
 

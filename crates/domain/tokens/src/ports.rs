@@ -29,10 +29,13 @@ pub enum RotateOutcome {
     NotFound,
 }
 
+/// Builds the audit record of a token changed by a job, from the token as changed.
+pub type TokenAuditOf<'a> = &'a (dyn Fn(&ApiToken) -> AuditEntry + Send + Sync);
+
 /// Storage of API tokens.
 ///
-/// Implementations shared between processes (a database) MUST announce every revoke and
-/// rotate to the other processes, so their verification caches drop the token (the
+/// Implementations shared between processes (a database) MUST announce every revoke,
+/// rotate and expiry to the other processes, so their verification caches drop the token (the
 /// PostgreSQL adapter uses `NOTIFY` in the same transaction).
 #[async_trait]
 pub trait TokenRepo: Send + Sync + 'static {
@@ -80,6 +83,22 @@ pub trait TokenRepo: Send + Sync + 'static {
         grace_until: DateTime<Utc>,
         audit: &AuditEntry,
     ) -> Result<RotateOutcome, StoreError>;
+
+    /// A scheduled job, across all accounts: marks at most `limit` tokens that are not
+    /// revoked and whose `expires_at <= now` (lowest ids first) as revoked at their own
+    /// `expires_at`, the instant they stopped working, and writes `audit_of(token)` for
+    /// each (the token as changed), all in one transaction. Rotated tokens are among them
+    /// once their grace period has ended. Returns the ids of the tokens changed; fewer
+    /// than `limit` means no other expired token was available.
+    ///
+    /// Tokens without an expiry are never touched. Shared implementations MUST skip tokens
+    /// another transaction holds (a later run takes them) rather than wait.
+    async fn revoke_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        audit_of: TokenAuditOf<'_>,
+    ) -> Result<Vec<TokenId>, StoreError>;
 }
 
 /// Creation of a whole new tenant.

@@ -452,3 +452,172 @@ async fn lists_page_newest_first() {
     assert_eq!(rest.items.len(), 2, "four issued plus the bootstrap token");
     assert!(rest.next.is_none());
 }
+
+#[tokio::test]
+async fn the_expiry_job_revokes_expired_tokens_at_their_expiry_in_batches() {
+    let w = world();
+    let (admin, admin_secret) = w.admin().await;
+    let start = w.clock.now();
+    let expiring_at = |at| TokenRequest {
+        name: Some("ci".into()),
+        grant: TokenGrant::Dev,
+        app_name: None,
+        expires_at: Some(at),
+    };
+    let mut expiring = Vec::new();
+    for _ in 0..3 {
+        let issued = w
+            .tokens
+            .create(
+                &admin,
+                admin.account_id,
+                expiring_at(start + Duration::hours(1)),
+            )
+            .await
+            .unwrap();
+        expiring.push(issued);
+    }
+    let rotated_secret = w.issue(&admin, TokenGrant::Dev).await;
+    let rotated = w.verifier.verify(&rotated_secret).await.unwrap();
+    let rotation = w.tokens.rotate_own(&rotated).await.unwrap();
+    let revoked = w
+        .tokens
+        .create(
+            &admin,
+            admin.account_id,
+            expiring_at(start + Duration::hours(1)),
+        )
+        .await
+        .unwrap();
+    w.tokens
+        .revoke(&admin, admin.account_id, revoked.token.id)
+        .await
+        .unwrap();
+    let lasting = w
+        .tokens
+        .create(
+            &admin,
+            admin.account_id,
+            expiring_at(start + Duration::days(1)),
+        )
+        .await
+        .unwrap();
+
+    assert_eq!(
+        w.tokens.enforce_expiry().await.unwrap(),
+        0,
+        "nothing expired yet"
+    );
+
+    w.clock.advance(Duration::hours(2));
+    let mut stale: Vec<&str> = expiring.iter().map(|t| t.secret.expose()).collect();
+    stale.push(&rotated_secret);
+    for secret in &stale {
+        assert!(matches!(
+            w.verifier.verify(secret).await,
+            Err(AuthError::Expired)
+        ));
+    }
+    let lookups = w.repo.lookups();
+    let records = w.audit.all().len();
+
+    // Four expired tokens (one of them rotated) in batches of two: the service loops.
+    assert_eq!(w.tokens.enforce_expiry_in_batches(2).await.unwrap(), 4);
+
+    for issued in &expiring {
+        let stored = w
+            .repo
+            .find_token(admin.account_id, issued.token.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.revoked_at, stored.expires_at);
+        assert_eq!(stored.expires_at, Some(start + Duration::hours(1)));
+    }
+    let previous = w
+        .repo
+        .find_token(admin.account_id, rotation.previous.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        previous.revoked_at,
+        Some(start + Duration::minutes(10)),
+        "a rotated token is finished when its grace ended"
+    );
+    let stored_revoked = w
+        .repo
+        .find_token(admin.account_id, revoked.token.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored_revoked.revoked_at,
+        Some(start),
+        "its own revocation is kept"
+    );
+
+    // The cached verdicts were dropped, and the stored rows give the same answer.
+    for secret in &stale {
+        assert!(matches!(
+            w.verifier.verify(secret).await,
+            Err(AuthError::Expired)
+        ));
+    }
+    assert_eq!(w.repo.lookups(), lookups + 4, "read again after the job");
+    assert!(matches!(
+        w.verifier.verify(revoked.secret.expose()).await,
+        Err(AuthError::Revoked)
+    ));
+    assert!(w.verifier.verify(lasting.secret.expose()).await.is_ok());
+    assert!(w.verifier.verify(&admin_secret).await.is_ok());
+    assert!(
+        w.verifier
+            .verify(rotation.issued.secret.expose())
+            .await
+            .is_ok()
+    );
+    let again = w
+        .tokens
+        .rotate(&admin, admin.account_id, expiring[0].token.id)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        again.code(),
+        Code::TokenAlreadyExpired,
+        "still expired, not revoked"
+    );
+
+    let all = w.audit.all();
+    assert_eq!(all.len(), records + 4);
+    let expiries: Vec<_> = all
+        .iter()
+        .filter(|r| r.entry.action == AuditAction::TokenExpire)
+        .map(|r| &r.entry)
+        .collect();
+    assert_eq!(expiries.len(), 4);
+    for entry in &expiries {
+        assert_eq!(entry.account_id, admin.account_id);
+        assert_eq!(entry.actor, "system");
+        assert_eq!(entry.token_id, None);
+        assert_eq!(entry.occurred_at, w.clock.now());
+        assert_eq!(entry.resource_type.as_deref(), Some("token"));
+        assert_eq!(entry.metadata["reason"], "expired");
+        assert!(entry.metadata["expired_at"].is_string());
+    }
+    let mut audited: Vec<String> = expiries
+        .iter()
+        .filter_map(|e| e.resource_id.clone())
+        .collect();
+    audited.sort();
+    let mut expected: Vec<String> = expiring
+        .iter()
+        .map(|t| t.token.id.to_string())
+        .chain([rotation.previous.id.to_string()])
+        .collect();
+    expected.sort();
+    assert_eq!(audited, expected);
+
+    assert_eq!(w.tokens.enforce_expiry().await.unwrap(), 0, "a second run");
+    assert_eq!(w.audit.all().len(), records + 4);
+}

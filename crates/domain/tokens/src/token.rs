@@ -122,14 +122,11 @@ pub struct ApiToken {
 }
 
 impl ApiToken {
+    /// Whether the token works at `now`, and if not, why it first stopped: a token revoked
+    /// at or after its expiry (as the expiry job does, at `expires_at`) is `Expired`, so
+    /// it reads the same before and after the job ran.
     pub fn state(&self, now: DateTime<Utc>) -> TokenState {
-        if self.revoked_at.is_some() {
-            TokenState::Revoked
-        } else if self.expires_at.is_some_and(|expires| expires <= now) {
-            TokenState::Expired
-        } else {
-            TokenState::Active
-        }
+        state_at(self.expires_at, self.revoked_at, now)
     }
 
     pub fn auth_context(&self) -> AuthContext {
@@ -140,6 +137,20 @@ impl ApiToken {
             scopes: self.scopes.clone(),
             app_name: self.app_name.clone(),
         }
+    }
+}
+
+/// The state of a token with these instants, at `now` (see [`ApiToken::state`]).
+pub(crate) fn state_at(
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> TokenState {
+    match (revoked_at, expires_at) {
+        (Some(revoked), Some(expires)) if expires <= revoked => TokenState::Expired,
+        (Some(_), _) => TokenState::Revoked,
+        (None, Some(expires)) if expires <= now => TokenState::Expired,
+        (None, _) => TokenState::Active,
     }
 }
 
@@ -155,4 +166,35 @@ pub struct NewToken {
 pub struct IssuedToken {
     pub token: ApiToken,
     pub secret: TokenSecret,
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_token_reads_as_what_first_stopped_it() {
+        let now = Utc::now();
+        let hour = Duration::hours(1);
+        assert_eq!(state_at(None, None, now), TokenState::Active);
+        assert_eq!(state_at(Some(now + hour), None, now), TokenState::Active);
+        assert_eq!(state_at(Some(now), None, now), TokenState::Expired);
+        // Revoked while it still worked: revoked, also once its expiry has passed.
+        assert_eq!(state_at(None, Some(now - hour), now), TokenState::Revoked);
+        assert_eq!(
+            state_at(Some(now - hour), Some(now - hour - hour), now),
+            TokenState::Revoked
+        );
+        // Marked revoked at (or after) its expiry, as the expiry job does: expired.
+        assert_eq!(
+            state_at(Some(now - hour), Some(now - hour), now),
+            TokenState::Expired
+        );
+        assert_eq!(
+            state_at(Some(now - hour - hour), Some(now - hour), now),
+            TokenState::Expired
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! Token verification: the hot path of every authenticated request.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -10,7 +11,7 @@ use d2_kernel::{
 
 use crate::ports::TokenRepo;
 use crate::secret::{Pepper, TokenDigest, TokenSecret};
-use crate::token::ApiToken;
+use crate::token::{ApiToken, TokenState, state_at};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -102,22 +103,28 @@ impl TokenVerifier {
         let Lookup::Known(token) = lookup else {
             return Err(AuthError::Unknown);
         };
-        if token.revoked_at.is_some() {
-            return Err(AuthError::Revoked);
+        match state_at(token.expires_at, token.revoked_at, self.clock.now()) {
+            TokenState::Active => Ok(Arc::clone(&token.context)),
+            TokenState::Expired => Err(AuthError::Expired),
+            TokenState::Revoked => Err(AuthError::Revoked),
         }
-        if token
-            .expires_at
-            .is_some_and(|expires| expires <= self.clock.now())
-        {
-            return Err(AuthError::Expired);
-        }
-        Ok(Arc::clone(&token.context))
     }
 
     /// Drops the cached entry of one token (after a revoke or rotate, here or elsewhere).
     pub fn invalidate(&self, id: TokenId) {
         self.cache
             .invalidate_if(move |_, lookup| matches!(lookup, Lookup::Known(t) if t.id == id));
+    }
+
+    /// Drops the cached entries of many tokens at once (after a job changed them).
+    pub fn invalidate_many(&self, ids: &[TokenId]) {
+        if ids.is_empty() {
+            return;
+        }
+        let ids: HashSet<TokenId> = ids.iter().copied().collect();
+        self.cache.invalidate_if(
+            move |_, lookup| matches!(lookup, Lookup::Known(t) if ids.contains(&t.id)),
+        );
     }
 
     /// Drops every cached entry (for example after losing the change feed, when some

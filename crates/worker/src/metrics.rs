@@ -1,0 +1,130 @@
+//! Prometheus metrics of the worker process.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::{Job, JobError, JobOutcome};
+
+#[derive(Debug)]
+pub struct WorkerMetrics {
+    registry: Registry,
+    runs: IntCounterVec,
+    items: IntCounterVec,
+    duration: HistogramVec,
+    last_success: IntGaugeVec,
+    export_position: IntGauge,
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    // Names are fixed and unique, so registration cannot fail.
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+impl WorkerMetrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let runs = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "d2_worker_job_runs_total",
+                    "Job runs by outcome: success, failure, or busy (another worker held the lock).",
+                ),
+                &["job", "outcome"],
+            )?,
+        );
+        let items = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "d2_worker_job_items_total",
+                    "What successful runs handled: events exported, accounts locked, tokens expired, keys pruned, events pruned.",
+                ),
+                &["job"],
+            )?,
+        );
+        let duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new("d2_worker_job_duration_seconds", "Job run duration.")
+                    .buckets(vec![0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0]),
+                &["job"],
+            )?,
+        );
+        let last_success = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "d2_worker_job_last_success_timestamp_seconds",
+                    "Unix time of the job's last successful run.",
+                ),
+                &["job"],
+            )?,
+        );
+        let export_position = register(
+            &registry,
+            IntGauge::new(
+                "d2_worker_export_checkpoint_timestamp_seconds",
+                "Ingest time (Unix seconds) of the last event exported to ClickHouse.",
+            )?,
+        );
+        for job in Job::ALL {
+            for outcome in ["success", "failure", "busy"] {
+                runs.with_label_values(&[job.name(), outcome]);
+            }
+        }
+        Ok(Self {
+            registry,
+            runs,
+            items,
+            duration,
+            last_success,
+            export_position,
+        })
+    }
+
+    pub(crate) fn record(
+        &self,
+        job: Job,
+        outcome: &Result<JobOutcome, JobError>,
+        elapsed: Duration,
+    ) {
+        let name = job.name();
+        let label = match outcome {
+            Ok(JobOutcome::Done { items }) => {
+                self.items.with_label_values(&[name]).inc_by(*items);
+                self.last_success
+                    .with_label_values(&[name])
+                    .set(Utc::now().timestamp());
+                "success"
+            }
+            Ok(JobOutcome::Busy) => "busy",
+            Err(_) => "failure",
+        };
+        self.runs.with_label_values(&[name, label]).inc();
+        self.duration
+            .with_label_values(&[name])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn export_position(&self, ingested_at: DateTime<Utc>) {
+        self.export_position.set(ingested_at.timestamp());
+    }
+
+    /// Runs of `job` with `outcome` so far (for tests and the log).
+    pub fn runs(&self, job: Job, outcome: &str) -> u64 {
+        self.runs.with_label_values(&[job.name(), outcome]).get()
+    }
+
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}

@@ -1,0 +1,2 @@
+DROP INDEX api_tokens_unrevoked_expiry_idx;
+DROP INDEX accounts_trial_expiry_idx;

@@ -1,0 +1,398 @@
+//! The worker's jobs against the real PostgreSQL and ClickHouse, including their faults.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use async_trait::async_trait;
+use chrono::{Duration, SecondsFormat, Utc};
+use d2_events::{AnalyticsSink, EXPORT_JOB, ExportSettings, Exporter, StoredEvent};
+use d2_kernel::StoreError;
+use d2_worker::{Job, JobError, JobOutcome, Worker};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::harness::{OwnClickHouse, Tenant, TestApp, clickhouse_sql, clickhouse_url};
+
+fn decision(tool: &str, result: &str, seconds_ago: i64) -> Value {
+    json!({
+        "event_type": "authz_decision",
+        "payload": { "tool_id": tool, "result": result, "decision_ms": 1.5 },
+        "occurred_at": (Utc::now() - Duration::seconds(seconds_ago)).to_rfc3339_opts(SecondsFormat::Micros, false),
+    })
+}
+
+/// Seven authorizations (five allowed, two denied) over three tools.
+fn seven() -> Value {
+    json!([
+        decision("read", "allowed", 70),
+        decision("read", "allowed", 60),
+        decision("read", "allowed", 50),
+        decision("write", "denied", 40),
+        decision("write", "allowed", 30),
+        decision("delete", "denied", 20),
+        decision("read", "allowed", 10),
+    ])
+}
+
+fn database_name() -> String {
+    format!("d2_e2e_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A server whose metrics are answered by ClickHouse at `url`, exporting in batches of 2.
+async fn spawn(url: &str, database: &str, extra: &[(&str, &str)]) -> TestApp {
+    let mut settings = vec![
+        ("D2__CLICKHOUSE__URL", url),
+        ("D2__CLICKHOUSE__DATABASE", database),
+        ("D2__ANALYTICS__STORE", "clickhouse"),
+        ("D2__WORKER__JOBS__ANALYTICS_EXPORT__BATCH_SIZE", "2"),
+        ("D2__WORKER__JOBS__ANALYTICS_EXPORT__SETTLE_SECONDS", "0"),
+    ];
+    settings.extend_from_slice(extra);
+    TestApp::spawn_with(&settings).await
+}
+
+async fn ingest(app: &TestApp, tenant: &Tenant, events: Value) {
+    app.post(
+        "/v1/events/ingest",
+        &tenant.token,
+        json!({ "events": events }),
+    )
+    .await
+    .assert_status(202);
+    // Exported once settled: the clock moves past the ingest instant.
+    app.advance(1);
+}
+
+async fn summary(app: &TestApp, tenant: &Tenant) -> (u64, u64) {
+    let body = app.get("/v1/metrics/summary", &tenant.token).await;
+    let body = body.assert_status(200);
+    (
+        body["total_authorizations"].as_u64().unwrap(),
+        body["total_denied"].as_u64().unwrap(),
+    )
+}
+
+async fn distinct_and_stored(url: &str, database: &str) -> (String, String) {
+    (
+        clickhouse_sql(url, &format!("SELECT count() FROM {database}.events FINAL")).await,
+        clickhouse_sql(url, &format!("SELECT count() FROM {database}.events")).await,
+    )
+}
+
+async fn export(worker: &Worker) -> Result<JobOutcome, JobError> {
+    worker.run_once(Job::AnalyticsExport, &|| true).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exported_events_answer_the_metrics_from_clickhouse_exactly_once() {
+    let url = clickhouse_url();
+    let database = database_name();
+    let app = spawn(&url, &database, &[]).await;
+    let tenant = app.bootstrap().await;
+    let other = app.bootstrap().await;
+    ingest(&app, &tenant, seven()).await;
+    ingest(&app, &other, json!([decision("theirs", "denied", 5)])).await;
+    let worker = Worker::new(app.app.clone()).unwrap();
+
+    assert_eq!(
+        export(&worker).await.unwrap(),
+        JobOutcome::Done { items: 8 }
+    );
+    assert_eq!(summary(&app, &tenant).await, (7, 2));
+    assert_eq!(summary(&app, &other).await, (1, 1));
+    let top = app.get("/v1/metrics/top?n=1", &tenant.token).await;
+    assert_eq!(
+        top.assert_status(200)["items"],
+        json!([{ "key": "read", "count": 4 }])
+    );
+    // Nothing new: nothing exported, nothing doubled.
+    assert_eq!(
+        export(&worker).await.unwrap(),
+        JobOutcome::Done { items: 0 }
+    );
+    ingest(&app, &tenant, json!([decision("read", "denied", 1)])).await;
+    assert_eq!(
+        export(&worker).await.unwrap(),
+        JobOutcome::Done { items: 1 }
+    );
+    assert_eq!(summary(&app, &tenant).await, (8, 3));
+    assert_eq!(worker.metrics().runs(Job::AnalyticsExport, "success"), 3);
+    clickhouse_sql(&url, &format!("DROP DATABASE {database}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clickhouse_stopped_mid_export_keeps_the_checkpoint_and_a_restart_delivers_every_event_once()
+ {
+    let clickhouse = OwnClickHouse::start();
+    let database = database_name();
+    let app = spawn(&clickhouse.url, &database, &[]).await;
+    let tenant = app.bootstrap().await;
+    ingest(&app, &tenant, seven()).await;
+    let worker = Worker::new(app.app.clone()).unwrap();
+    let (_, checkpoints) = app.app.store.events();
+
+    // ClickHouse goes down after the first batch of two.
+    let batches = AtomicU32::new(0);
+    let failed = worker
+        .run_once(Job::AnalyticsExport, &|| {
+            if batches.fetch_add(1, Ordering::SeqCst) == 1 {
+                clickhouse.stop();
+            }
+            true
+        })
+        .await;
+    assert!(matches!(failed, Err(JobError::Failed { .. })), "{failed:?}");
+    let kept = checkpoints.load(EXPORT_JOB).await.unwrap().unwrap();
+    let first_two = app.get("/v1/events?limit=1000", &tenant.token).await;
+    let ids: Vec<i64> = first_two
+        .assert_status(200)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    let mut ascending = ids.clone();
+    ascending.sort_unstable();
+    assert_eq!(
+        kept.id, ascending[1],
+        "the checkpoint is the end of batch one"
+    );
+    assert_eq!(worker.metrics().runs(Job::AnalyticsExport, "failure"), 1);
+
+    // While it is down, every run fails and the checkpoint stays.
+    assert!(export(&worker).await.is_err());
+    assert_eq!(checkpoints.load(EXPORT_JOB).await.unwrap().unwrap(), kept);
+
+    clickhouse.restart();
+    assert_eq!(
+        export(&worker).await.unwrap(),
+        JobOutcome::Done { items: 5 }
+    );
+    assert_eq!(summary(&app, &tenant).await, (7, 2));
+    let (distinct, _) = distinct_and_stored(&clickhouse.url, &database).await;
+    assert_eq!(distinct, "7");
+}
+
+/// Writes to ClickHouse, then fails as if the process died before the checkpoint.
+struct DiesAfterWrite(d2_clickhouse::ClickHouse);
+
+#[async_trait]
+impl AnalyticsSink for DiesAfterWrite {
+    async fn prepare(&self) -> Result<(), StoreError> {
+        self.0.prepare().await
+    }
+
+    async fn write(&self, events: &[StoredEvent]) -> Result<(), StoreError> {
+        self.0.write(events).await?;
+        Err(StoreError::Unavailable(
+            "killed before the checkpoint".into(),
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_between_insert_and_checkpoint_leaves_no_duplicate_in_the_metrics() {
+    let url = clickhouse_url();
+    let database = database_name();
+    let app = spawn(&url, &database, &[]).await;
+    let tenant = app.bootstrap().await;
+    ingest(&app, &tenant, seven()).await;
+    let clickhouse = app.app.clickhouse.clone().unwrap();
+    let (store, checkpoints) = app.app.store.events();
+    let dying = Exporter::new(
+        store,
+        Arc::new(DiesAfterWrite(clickhouse)),
+        checkpoints.clone(),
+        app.app.clock.clone(),
+        ExportSettings {
+            batch_size: 100,
+            max_batches: 10,
+            settle: Duration::zero(),
+        },
+    );
+    dying.prepare().await.unwrap();
+    assert!(dying.run(&|| true).await.is_err());
+    assert_eq!(checkpoints.load(EXPORT_JOB).await.unwrap(), None);
+    assert_eq!(
+        summary(&app, &tenant).await,
+        (7, 2),
+        "written, not checkpointed"
+    );
+
+    // The next worker exports the same events again.
+    let worker = Worker::new(app.app.clone()).unwrap();
+    assert_eq!(
+        export(&worker).await.unwrap(),
+        JobOutcome::Done { items: 7 }
+    );
+    let (distinct, stored) = distinct_and_stored(&url, &database).await;
+    assert_eq!(distinct, "7");
+    assert!(
+        stored.parse::<u64>().unwrap() >= 7,
+        "copies may wait for a merge: {stored}"
+    );
+    assert_eq!(
+        summary(&app, &tenant).await,
+        (7, 2),
+        "no event counted twice"
+    );
+    let types = app
+        .get("/v1/metrics/top?dimension=event_type", &tenant.token)
+        .await;
+    assert_eq!(types.assert_status(200)["total"], 7);
+    clickhouse_sql(&url, &format!("DROP DATABASE {database}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_deletes_only_exported_events_from_postgresql() {
+    let url = clickhouse_url();
+    let database = database_name();
+    let app = spawn(
+        &url,
+        &database,
+        &[("D2__WORKER__JOBS__RETENTION__KEEP_DAYS", "1")],
+    )
+    .await;
+    let tenant = app.bootstrap().await;
+    ingest(&app, &tenant, seven()).await;
+    let worker = Worker::new(app.app.clone()).unwrap();
+    export(&worker).await.unwrap();
+    ingest(&app, &tenant, json!([decision("late", "allowed", 1)])).await;
+
+    let retention = || worker.run_once(Job::Retention, &|| true);
+    assert_eq!(
+        retention().await.unwrap(),
+        JobOutcome::Done { items: 0 },
+        "too recent"
+    );
+    app.advance(2 * 24 * 3600);
+    assert_eq!(retention().await.unwrap(), JobOutcome::Done { items: 7 });
+    let left = app.get("/v1/events?limit=1000", &tenant.token).await;
+    let left = left.assert_status(200).as_array().unwrap().clone();
+    assert_eq!(left.len(), 1, "the unexported event stays");
+    assert_eq!(left[0]["payload"]["tool_id"], "late");
+    clickhouse_sql(&url, &format!("DROP DATABASE {database}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_another_worker_holds_is_skipped_and_the_export_needs_clickhouse() {
+    let app = TestApp::spawn().await;
+    let worker = Worker::new(app.app.clone()).unwrap();
+    let held = app.app.store.try_lock_job("trial-locker").await.unwrap();
+    assert!(held.is_some());
+    assert_eq!(
+        worker.run_once(Job::TrialLocker, &|| true).await.unwrap(),
+        JobOutcome::Busy
+    );
+    drop(held);
+    assert!(matches!(
+        export(&worker).await,
+        Err(JobError::NotConfigured(Job::AnalyticsExport))
+    ));
+    let scheduled: Vec<Job> = worker.schedule().into_iter().map(|(job, _)| job).collect();
+    assert_eq!(
+        scheduled,
+        vec![Job::TrialLocker, Job::TokenExpiry, Job::KeyPruning],
+        "no export or retention without ClickHouse"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_trials_lock_and_expired_tokens_are_revoked_with_audit() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let expires_at = (Utc::now() + Duration::hours(1)).to_rfc3339();
+    let (_, short_id) = app
+        .issue(&tenant, json!({ "kind": "dev", "expires_at": expires_at }))
+        .await;
+    let worker = Worker::new(app.app.clone()).unwrap();
+    assert_eq!(
+        worker.run_once(Job::TrialLocker, &|| true).await.unwrap(),
+        JobOutcome::Done { items: 0 }
+    );
+    app.advance(15 * 24 * 3600);
+    assert_eq!(
+        worker.run_once(Job::TrialLocker, &|| true).await.unwrap(),
+        JobOutcome::Done { items: 1 }
+    );
+    assert_eq!(
+        worker.run_once(Job::TokenExpiry, &|| true).await.unwrap(),
+        JobOutcome::Done { items: 1 }
+    );
+    assert_eq!(
+        worker.run_once(Job::TokenExpiry, &|| true).await.unwrap(),
+        JobOutcome::Done { items: 0 },
+        "nothing twice"
+    );
+    let me = app.get("/v1/accounts/me", &tenant.token).await;
+    assert_eq!(me.assert_status(200)["plan"], "locked");
+    let audit = app.audit(&tenant).await;
+    let actions: Vec<&str> = audit
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"account.lock"), "{actions:?}");
+    let expired = audit
+        .iter()
+        .find(|r| r["action"] == "token.expire")
+        .unwrap();
+    assert_eq!(expired["resource_id"], short_id.as_str());
+    assert_eq!(
+        worker.run_once(Job::KeyPruning, &|| true).await.unwrap(),
+        JobOutcome::Done { items: 0 }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_serves_its_metrics_and_stops_cleanly_on_shutdown() {
+    let url = clickhouse_url();
+    let database = database_name();
+    let app = spawn(
+        &url,
+        &database,
+        &[("D2__WORKER__JOBS__ANALYTICS_EXPORT__INTERVAL_SECONDS", "1")],
+    )
+    .await;
+    let tenant = app.bootstrap().await;
+    ingest(&app, &tenant, seven()).await;
+    let worker = Worker::new(app.app.clone()).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (server, handle) = d2_worker::server::start(worker.clone(), listener).unwrap();
+    tokio::spawn(server);
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn({
+        let worker = worker.clone();
+        let shutdown = shutdown.clone();
+        async move { worker.run(shutdown).await }
+    });
+    let mut exported = false;
+    for _ in 0..200 {
+        if worker.metrics().runs(Job::AnalyticsExport, "success") >= 1 {
+            exported = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(exported, "the scheduled export ran");
+    shutdown.cancel();
+    running.await.unwrap();
+    assert_eq!(summary(&app, &tenant).await, (7, 2));
+
+    let get = |path: &str| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let http = app.http.clone();
+        async move { http.request(Method::GET, url).send().await.unwrap() }
+    };
+    let metrics = get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("d2_worker_job_runs_total{job=\"analytics-export\",outcome=\"success\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("d2_worker_job_items_total{job=\"analytics-export\"} 7"));
+    assert_eq!(get("/healthz").await.status(), 200);
+    assert_eq!(get("/readyz").await.status(), 200);
+    handle.stop(true).await;
+    clickhouse_sql(&url, &format!("DROP DATABASE {database}")).await;
+}
