@@ -161,5 +161,5 @@ async fn the_trail_filters_and_pages() {
                 .query(&[("since", &until), ("until", &since)]),
         )
         .await;
-    backwards.assert_problem(400, "invalid_query");
+    backwards.assert_problem(400, "invalid_time_range");
 }

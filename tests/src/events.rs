@@ -604,3 +604,41 @@ async fn accepted_events_are_forwarded_to_logflare_and_a_failing_logflare_change
         .assert_status(202);
     assert_eq!(events_of(&app, &tenant).await.len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_server_token_the_app_comes_from_the_reported_bundle_etag() {
+    let app = TestApp::spawn().await;
+    let (tenant, dev, publisher) = crate::policy::publishing_tenant(&app).await;
+    let published = publisher
+        .publish_tools(&app, &dev, "billing", &["reports.read"])
+        .await;
+    let etag = published["etag"].as_str().unwrap();
+    let event = |etag: &str| {
+        json!({
+            "event_type": "authz_decision",
+            "payload": { "tool_id": "reports.read", "result": "allowed", "service": "unknown", "policy_etag": etag },
+            "occurred_at": at(1),
+        })
+    };
+    ingest(
+        &app,
+        &dev,
+        json!([event(etag), event("0000"), event(&format!("\"{etag}\""))]),
+    )
+    .await
+    .assert_status(202);
+    let events = events_of(&app, &tenant).await;
+    let apps: Vec<&Value> = events.iter().map(|e| &e["app_name"]).collect();
+    assert_eq!(
+        apps.iter().filter(|a| **a == "billing").count(),
+        2,
+        "a bare or quoted ETag of the account's bundle names its app: {apps:?}"
+    );
+    assert_eq!(apps.iter().filter(|a| a.is_null()).count(), 1);
+    // Another account's ETag names nothing.
+    let other = app.bootstrap().await;
+    ingest(&app, &other.token, json!([event(etag)]))
+        .await
+        .assert_status(202);
+    assert!(events_of(&app, &other).await[0]["app_name"].is_null());
+}

@@ -131,11 +131,12 @@ async fn clickhouse_stopped_mid_export_keeps_the_checkpoint_and_a_restart_delive
     let worker = Worker::new(app.app.clone()).unwrap();
     let (_, checkpoints) = app.app.store.events();
 
-    // ClickHouse goes down after the first batch of two.
-    let batches = AtomicU32::new(0);
+    // ClickHouse goes down after the first batch of two: the exporter asks before it
+    // starts, then before each write that has another batch after it.
+    let asked = AtomicU32::new(0);
     let failed = worker
         .run_once(Job::AnalyticsExport, &|| {
-            if batches.fetch_add(1, Ordering::SeqCst) == 1 {
+            if asked.fetch_add(1, Ordering::SeqCst) == 2 {
                 clickhouse.stop();
             }
             true

@@ -7,7 +7,9 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use crate::error::from_diesel;
 use crate::models::{AuditRow, NewAuditRow};
 use crate::pool::PgStore;
+use crate::position::{Side, beyond};
 use crate::schema::audit_logs;
+use diesel::sql_types::BigInt;
 
 /// Writes an audit record inside the caller's transaction.
 pub(crate) async fn write_audit(
@@ -55,13 +57,12 @@ impl AuditLog for PgStore {
             let id: i64 = cursor
                 .id_as()
                 .map_err(|_| StoreError::corrupt("audit cursor"))?;
-            query = query.filter(
-                audit_logs::created_at
-                    .lt(cursor.at)
-                    .or(audit_logs::created_at
-                        .eq(cursor.at)
-                        .and(audit_logs::id.lt(id))),
-            );
+            query = query.filter(beyond::<_, BigInt, _>(
+                "created_at, id",
+                Side::Before,
+                cursor.at,
+                id,
+            ));
         }
         let mut conn = self.conn().await?;
         let rows = query.load(&mut conn).await.map_err(from_diesel)?;

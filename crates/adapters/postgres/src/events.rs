@@ -6,54 +6,74 @@ use d2_events::{
 };
 use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, StoreError, TokenId};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Double, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{
+    Array, BigInt, Bytea, Double, Integer, Jsonb, Nullable, SmallInt, Text, Timestamptz,
+    Uuid as SqlUuid,
+};
 use diesel::upsert::excluded;
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 
 use crate::error::from_diesel;
 use crate::pool::PgStore;
+use crate::position::{Side, beyond};
 use crate::schema::{events, job_checkpoints, policies};
 
-#[derive(Insertable)]
-#[diesel(table_name = events, check_for_backend(diesel::pg::Pg))]
-struct NewEventRow<'a> {
-    account_id: uuid::Uuid,
-    event_key: &'a [u8],
-    token_id: Option<uuid::Uuid>,
-    event_type: &'a str,
-    occurred_at: DateTime<Utc>,
-    ingested_at: DateTime<Utc>,
-    app_name: Option<&'a str>,
-    service: Option<&'a str>,
-    host: Option<&'a str>,
-    source_ip: Option<&'a str>,
-    request_id: Option<&'a str>,
-    decision: Option<i16>,
-    tool: Option<&'a str>,
-    latency_ms: Option<f64>,
-    payload: &'a serde_json::Value,
+/// A batch as one array per column, for one `INSERT ... SELECT FROM unnest(...)`: fifteen
+/// parameters whatever the batch size, where a multi-row `VALUES` list would bind (and
+/// PostgreSQL plan) fifteen per event.
+struct EventColumns<'a> {
+    account_id: Vec<uuid::Uuid>,
+    event_key: Vec<&'a [u8]>,
+    token_id: Vec<Option<uuid::Uuid>>,
+    event_type: Vec<&'a str>,
+    occurred_at: Vec<DateTime<Utc>>,
+    ingested_at: Vec<DateTime<Utc>>,
+    app_name: Vec<Option<&'a str>>,
+    service: Vec<Option<&'a str>>,
+    host: Vec<Option<&'a str>>,
+    source_ip: Vec<Option<&'a str>>,
+    request_id: Vec<Option<&'a str>>,
+    decision: Vec<Option<i16>>,
+    tool: Vec<Option<&'a str>>,
+    latency_ms: Vec<Option<f64>>,
+    payload: Vec<&'a serde_json::Value>,
 }
 
-impl<'a> NewEventRow<'a> {
-    fn from_domain(event: &'a NewEvent) -> Self {
+impl<'a> EventColumns<'a> {
+    fn of(events: &'a [NewEvent]) -> Self {
         Self {
-            account_id: *event.account_id.as_uuid(),
-            event_key: &event.key,
-            token_id: event.token_id.map(|id| *id.as_uuid()),
-            event_type: &event.event_type,
-            occurred_at: event.occurred_at,
-            ingested_at: event.ingested_at,
-            app_name: event.app_name.as_ref().map(AppName::as_str),
-            service: event.service.as_deref(),
-            host: event.host.as_deref(),
-            source_ip: event.source_ip.as_deref(),
-            request_id: event.request_id.as_deref(),
-            decision: event.facts.decision.map(Decision::as_i16),
-            tool: event.facts.tool.as_deref(),
-            latency_ms: event.facts.latency_ms,
-            payload: &event.payload,
+            account_id: events.iter().map(|e| *e.account_id.as_uuid()).collect(),
+            event_key: events.iter().map(|e| e.key.as_slice()).collect(),
+            token_id: events
+                .iter()
+                .map(|e| e.token_id.map(|id| *id.as_uuid()))
+                .collect(),
+            event_type: events.iter().map(|e| e.event_type.as_str()).collect(),
+            occurred_at: events.iter().map(|e| e.occurred_at).collect(),
+            ingested_at: events.iter().map(|e| e.ingested_at).collect(),
+            app_name: events
+                .iter()
+                .map(|e| e.app_name.as_ref().map(AppName::as_str))
+                .collect(),
+            service: events.iter().map(|e| e.service.as_deref()).collect(),
+            host: events.iter().map(|e| e.host.as_deref()).collect(),
+            source_ip: events.iter().map(|e| e.source_ip.as_deref()).collect(),
+            request_id: events.iter().map(|e| e.request_id.as_deref()).collect(),
+            decision: events
+                .iter()
+                .map(|e| e.facts.decision.map(Decision::as_i16))
+                .collect(),
+            tool: events.iter().map(|e| e.facts.tool.as_deref()).collect(),
+            latency_ms: events.iter().map(|e| e.facts.latency_ms).collect(),
+            payload: events.iter().map(|e| &e.payload).collect(),
         }
     }
+}
+
+#[derive(QueryableByName)]
+struct InsertedKey {
+    #[diesel(sql_type = Bytea)]
+    event_key: Vec<u8>,
 }
 
 #[derive(Queryable, Selectable)]
@@ -116,35 +136,42 @@ fn into_domain(rows: Vec<EventRow>) -> Result<Vec<StoredEvent>, StoreError> {
     rows.into_iter().map(EventRow::into_domain).collect()
 }
 
-/// Rows per INSERT statement: 15 parameters each stays well under PostgreSQL's 65,535.
-const ROWS_PER_STATEMENT: usize = 2000;
-
 #[async_trait]
 impl EventStore for PgStore {
     async fn insert_events(&self, batch: &[NewEvent]) -> Result<Vec<[u8; 32]>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        let columns = EventColumns::of(batch);
         let mut conn = self.conn().await?;
-        let keys = conn
-            .transaction(async |conn| {
-                let mut inserted = Vec::with_capacity(batch.len());
-                for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-                    let rows: Vec<NewEventRow<'_>> =
-                        chunk.iter().map(NewEventRow::from_domain).collect();
-                    let keys: Vec<Vec<u8>> = diesel::insert_into(events::table)
-                        .values(&rows)
-                        .on_conflict((events::account_id, events::event_key))
-                        .do_nothing()
-                        .returning(events::event_key)
-                        .get_results(conn)
-                        .await?;
-                    inserted.extend(keys);
-                }
-                diesel::QueryResult::Ok(inserted)
-            })
-            .await
-            .map_err(from_diesel)?;
+        // One statement: atomic without an explicit transaction.
+        let keys: Vec<InsertedKey> = diesel::sql_query(
+            "INSERT INTO events (account_id, event_key, token_id, event_type, occurred_at, \
+                 ingested_at, app_name, service, host, source_ip, request_id, decision, tool, \
+                 latency_ms, payload) \
+             SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+                 $14, $15) \
+             ON CONFLICT (account_id, occurred_at, event_key) DO NOTHING RETURNING event_key",
+        )
+        .bind::<Array<SqlUuid>, _>(&columns.account_id)
+        .bind::<Array<Bytea>, _>(&columns.event_key)
+        .bind::<Array<Nullable<SqlUuid>>, _>(&columns.token_id)
+        .bind::<Array<Text>, _>(&columns.event_type)
+        .bind::<Array<Timestamptz>, _>(&columns.occurred_at)
+        .bind::<Array<Timestamptz>, _>(&columns.ingested_at)
+        .bind::<Array<Nullable<Text>>, _>(&columns.app_name)
+        .bind::<Array<Nullable<Text>>, _>(&columns.service)
+        .bind::<Array<Nullable<Text>>, _>(&columns.host)
+        .bind::<Array<Nullable<Text>>, _>(&columns.source_ip)
+        .bind::<Array<Nullable<Text>>, _>(&columns.request_id)
+        .bind::<Array<Nullable<SmallInt>>, _>(&columns.decision)
+        .bind::<Array<Nullable<Text>>, _>(&columns.tool)
+        .bind::<Array<Nullable<Double>>, _>(&columns.latency_ms)
+        .bind::<Array<Jsonb>, _>(&columns.payload)
+        .load(&mut conn)
+        .await
+        .map_err(from_diesel)?;
+        let keys = keys.into_iter().map(|row| row.event_key);
         keys.into_iter()
             .map(|key| {
                 <[u8; 32]>::try_from(key.as_slice()).map_err(|_| StoreError::corrupt("event key"))
@@ -183,11 +210,12 @@ impl EventStore for PgStore {
             let id: i64 = cursor
                 .id_as()
                 .map_err(|_| StoreError::corrupt("event cursor"))?;
-            query = query.filter(
-                events::ingested_at
-                    .lt(cursor.at)
-                    .or(events::ingested_at.eq(cursor.at).and(events::id.lt(id))),
-            );
+            query = query.filter(beyond::<_, BigInt, _>(
+                "ingested_at, id",
+                Side::Before,
+                cursor.at,
+                id,
+            ));
         }
         let mut conn = self.conn().await?;
         let rows = query.load(&mut conn).await.map_err(from_diesel)?;
@@ -209,13 +237,12 @@ impl EventStore for PgStore {
             .limit(i64::from(limit))
             .into_boxed();
         if let Some(cursor) = after {
-            query = query.filter(
-                events::ingested_at
-                    .gt(cursor.ingested_at)
-                    .or(events::ingested_at
-                        .eq(cursor.ingested_at)
-                        .and(events::id.gt(cursor.id))),
-            );
+            query = query.filter(beyond::<_, BigInt, _>(
+                "ingested_at, id",
+                Side::After,
+                cursor.ingested_at,
+                cursor.id,
+            ));
         }
         let mut conn = self.conn().await?;
         into_domain(query.load(&mut conn).await.map_err(from_diesel)?)
@@ -290,7 +317,7 @@ fn count(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-// Every analytics query reads one account's window through `events_account_occurred_idx`:
+// Every analytics query reads one account's window through `events_identity`:
 // `$1` the account, `[$2, $3)` the window of `occurred_at`.
 const WINDOW: &str = "account_id = $1 AND occurred_at >= $2 AND occurred_at < $3";
 

@@ -11,6 +11,7 @@ mod migrate;
 mod models;
 mod policies;
 mod pool;
+mod position;
 #[rustfmt::skip]
 mod schema;
 #[cfg(any(test, feature = "testing"))]

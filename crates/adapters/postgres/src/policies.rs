@@ -16,6 +16,7 @@ use crate::jwks::{active_key, keys_lock};
 use crate::listener::{Change, announce, lock};
 use crate::models::{PolicyRow, PublisherKeyRow, SigningKeyRow};
 use crate::pool::PgStore;
+use crate::position::{Side, beyond};
 use crate::schema::{policies, publisher_keys, signing_keys};
 
 fn app_lock(account_id: AccountId, app: &AppName) -> String {
@@ -192,11 +193,12 @@ impl PolicyRepo for PgStore {
             let id: PolicyId = cursor
                 .id_as()
                 .map_err(|_| StoreError::corrupt("policy cursor"))?;
-            query = query.filter(
-                policies::created_at.lt(cursor.at).or(policies::created_at
-                    .eq(cursor.at)
-                    .and(policies::id.lt(*id.as_uuid()))),
-            );
+            query = query.filter(beyond::<_, diesel::sql_types::Uuid, _>(
+                "created_at, id",
+                Side::Before,
+                cursor.at,
+                *id.as_uuid(),
+            ));
         }
         let mut conn = self.conn().await?;
         let rows = query.load(&mut conn).await.map_err(from_diesel)?;

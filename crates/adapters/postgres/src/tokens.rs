@@ -16,6 +16,7 @@ use crate::error::{TxError, from_diesel};
 use crate::listener::{Change, announce};
 use crate::models::{AccountRow, NewTokenRow, TokenRow, UserRow};
 use crate::pool::PgStore;
+use crate::position::{Side, beyond};
 use crate::schema::{accounts, api_tokens, users};
 
 async fn insert_token(conn: &mut AsyncPgConnection, token: &NewToken) -> QueryResult<()> {
@@ -76,13 +77,12 @@ impl TokenRepo for PgStore {
             let id: TokenId = cursor
                 .id_as()
                 .map_err(|_| StoreError::corrupt("token cursor"))?;
-            query = query.filter(
-                api_tokens::created_at
-                    .lt(cursor.at)
-                    .or(api_tokens::created_at
-                        .eq(cursor.at)
-                        .and(api_tokens::id.lt(*id.as_uuid()))),
-            );
+            query = query.filter(beyond::<_, diesel::sql_types::Uuid, _>(
+                "created_at, id",
+                Side::Before,
+                cursor.at,
+                *id.as_uuid(),
+            ));
         }
         let mut conn = self.conn().await?;
         let rows = query.load(&mut conn).await.map_err(from_diesel)?;

@@ -39,7 +39,7 @@ impl ErrorCode for AuditError {
         match self {
             AuditError::Access(error) => error.code(),
             AuditError::Page(error) => error.code(),
-            AuditError::InvalidTimeRange => Code::InvalidQuery,
+            AuditError::InvalidTimeRange => Code::InvalidTimeRange,
             AuditError::Store(error) => error.code(),
         }
     }
@@ -167,6 +167,6 @@ mod tests {
             .list(&admin, &backwards, &PageRequest::first(10))
             .await
             .unwrap_err();
-        assert_eq!(error.code(), Code::InvalidQuery);
+        assert_eq!(error.code(), Code::InvalidTimeRange);
     }
 }

@@ -1,6 +1,6 @@
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
 use d2_kernel::{AccountId, AppName, TokenId};
-use ring::digest::{SHA256, digest};
+use ring::digest::{Context, SHA256};
 use serde_json::{Map, Value};
 
 /// Whether an authorization was allowed.
@@ -106,14 +106,15 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
         })
 }
 
-/// Checks a batch body: `{"events": [...]}`. The error names the first bad event.
+/// Checks a batch body: `{"events": [...]}`. The error names the first bad event. Takes
+/// the body by value: the payloads move into the events, never copied.
 pub fn parse_batch(
-    body: &Value,
+    body: Value,
     now: DateTime<Utc>,
     max_age: Duration,
     max_future: Duration,
 ) -> Result<Vec<IncomingEvent>, String> {
-    let Value::Object(root) = body else {
+    let Value::Object(mut root) = body else {
         return Err("the body must be an object: {\"events\": [...]}".into());
     };
     if let Some(unknown) = root.keys().find(|k| k.as_str() != "events") {
@@ -121,80 +122,85 @@ pub fn parse_batch(
             "unknown member `{unknown}`: the body is {{\"events\": [...]}}"
         ));
     }
-    let Some(Value::Array(events)) = root.get("events") else {
+    let Some(Value::Array(events)) = root.remove("events") else {
         return Err("`events` must be a list".into());
     };
     events
-        .iter()
+        .into_iter()
         .enumerate()
-        .map(|(index, event)| {
-            let Value::Object(event) = event else {
-                return Err(field_error(index, "must be an object"));
-            };
-            let event_type = match event.get("event_type") {
-                Some(Value::String(t))
-                    if (1..=MAX_TYPE_CHARS).contains(&t.len())
-                        && t.bytes().all(|b| {
-                            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.'
-                        }) =>
-                {
-                    t.clone()
-                }
-                Some(_) => {
-                    return Err(field_error(
-                        index,
-                        "`event_type` must be 1-64 characters of a-z, 0-9, `_`, `.`",
-                    ));
-                }
-                None => return Err(field_error(index, "`event_type` is required")),
-            };
-            let payload = match event.get("payload") {
-                Some(Value::Object(payload)) => payload.clone(),
-                Some(_) => return Err(field_error(index, "`payload` must be an object")),
-                None => return Err(field_error(index, "`payload` is required")),
-            };
-            let occurred_at = match event.get("occurred_at") {
-                Some(Value::String(text)) => parse_time(text).ok_or_else(|| {
-                    field_error(index, "`occurred_at` must be an ISO-8601 date-time")
-                })?,
-                Some(_) => {
-                    return Err(field_error(
-                        index,
-                        "`occurred_at` must be an ISO-8601 date-time",
-                    ));
-                }
-                None => return Err(field_error(index, "`occurred_at` is required")),
-            };
-            if occurred_at < now - max_age || occurred_at > now + max_future {
-                return Err(field_error(
-                    index,
-                    format!(
-                        "`occurred_at` must be within the last {} days and at most {} s ahead",
-                        max_age.num_days(),
-                        max_future.num_seconds()
-                    ),
-                ));
-            }
-            let client_id = match event.get("id").or_else(|| event.get("event_id")) {
-                None | Some(Value::Null) => None,
-                Some(Value::String(id)) if (1..=MAX_ID_CHARS).contains(&id.len()) => {
-                    Some(id.clone())
-                }
-                Some(_) => {
-                    return Err(field_error(
-                        index,
-                        "`id` must be a string of 1-128 characters",
-                    ));
-                }
-            };
-            Ok(IncomingEvent {
-                event_type,
-                payload,
-                occurred_at,
-                client_id,
-            })
-        })
+        .map(|(index, event)| parse_event(index, event, now, max_age, max_future))
         .collect()
+}
+
+fn parse_event(
+    index: usize,
+    event: Value,
+    now: DateTime<Utc>,
+    max_age: Duration,
+    max_future: Duration,
+) -> Result<IncomingEvent, String> {
+    let Value::Object(mut event) = event else {
+        return Err(field_error(index, "must be an object"));
+    };
+    let event_type = match event.remove("event_type") {
+        Some(Value::String(t))
+            if (1..=MAX_TYPE_CHARS).contains(&t.len())
+                && t.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.'
+                }) =>
+        {
+            t
+        }
+        Some(_) => {
+            return Err(field_error(
+                index,
+                "`event_type` must be 1-64 characters of a-z, 0-9, `_`, `.`",
+            ));
+        }
+        None => return Err(field_error(index, "`event_type` is required")),
+    };
+    let payload = match event.remove("payload") {
+        Some(Value::Object(payload)) => payload,
+        Some(_) => return Err(field_error(index, "`payload` must be an object")),
+        None => return Err(field_error(index, "`payload` is required")),
+    };
+    let occurred_at = match event.get("occurred_at") {
+        Some(Value::String(text)) => parse_time(text)
+            .ok_or_else(|| field_error(index, "`occurred_at` must be an ISO-8601 date-time"))?,
+        Some(_) => {
+            return Err(field_error(
+                index,
+                "`occurred_at` must be an ISO-8601 date-time",
+            ));
+        }
+        None => return Err(field_error(index, "`occurred_at` is required")),
+    };
+    if occurred_at < now - max_age || occurred_at > now + max_future {
+        return Err(field_error(
+            index,
+            format!(
+                "`occurred_at` must be within the last {} days and at most {} s ahead",
+                max_age.num_days(),
+                max_future.num_seconds()
+            ),
+        ));
+    }
+    let client_id = match event.remove("id").or_else(|| event.remove("event_id")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) if (1..=MAX_ID_CHARS).contains(&id.len()) => Some(id),
+        Some(_) => {
+            return Err(field_error(
+                index,
+                "`id` must be a string of 1-128 characters",
+            ));
+        }
+    };
+    Ok(IncomingEvent {
+        event_type,
+        payload,
+        occurred_at,
+        client_id,
+    })
 }
 
 /// An event ready to store.
@@ -218,24 +224,44 @@ pub struct NewEvent {
 
 impl NewEvent {
     pub fn key_of(account_id: AccountId, event: &IncomingEvent) -> [u8; 32] {
-        let mut material = account_id.as_uuid().as_bytes().to_vec();
+        let mut digest = Digest(Context::new(&SHA256));
+        digest.0.update(account_id.as_uuid().as_bytes());
         match &event.client_id {
             Some(id) => {
-                material.extend_from_slice(b"id:");
-                material.extend_from_slice(id.as_bytes());
+                digest.0.update(b"id:");
+                digest.0.update(id.as_bytes());
             }
             None => {
-                material.extend_from_slice(b"content:");
-                material.extend_from_slice(event.event_type.as_bytes());
-                material.extend_from_slice(&event.occurred_at.timestamp_micros().to_be_bytes());
-                material.extend_from_slice(&serde_json::to_vec(&event.payload).unwrap_or_default());
+                digest.0.update(b"content:");
+                digest.0.update(event.event_type.as_bytes());
+                digest
+                    .0
+                    .update(&event.occurred_at.timestamp_micros().to_be_bytes());
+                // Streamed into the digest: no copy of the payload's text is kept.
+                let _ = serde_json::to_writer(&mut digest, &event.payload);
             }
         }
-        digest(&SHA256, &material)
+        digest
+            .0
+            .finish()
             .as_ref()
             .first_chunk::<32>()
             .copied()
             .unwrap_or_default()
+    }
+}
+
+/// A digest that serde_json can write into.
+struct Digest(Context);
+
+impl std::io::Write for Digest {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -327,8 +353,7 @@ mod tests {
     #[test]
     fn batches_name_the_bad_event() {
         let now = Utc::now();
-        let parse =
-            |body: Value| parse_batch(&body, now, Duration::days(30), Duration::minutes(10));
+        let parse = |body: Value| parse_batch(body, now, Duration::days(30), Duration::minutes(10));
         let good = json!({ "event_type": "authz_decision", "payload": {}, "occurred_at": now.to_rfc3339() });
         assert_eq!(parse(json!({ "events": [good, good] })).unwrap().len(), 2);
         assert!(parse(json!({ "events": [] })).unwrap().is_empty());

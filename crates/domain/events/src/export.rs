@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use d2_kernel::{Clock, StoreError};
+use futures_util::future::join;
 
 use crate::ports::{AnalyticsSink, EventStore, ExportCheckpoints, ExportCursor};
 
@@ -88,21 +89,24 @@ impl Exporter {
 
     /// Exports batches until caught up, `max_batches` are done, or `keep_going` says stop
     /// (checked between batches, so a stop never leaves a batch half done). A failed write
-    /// leaves the checkpoint where it was.
+    /// leaves the checkpoint where it was. The next batch is read while the current one
+    /// is written, so the store and the sink work at the same time.
     pub async fn run(
         &self,
         keep_going: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<ExportReport, StoreError> {
         let settled_before = self.clock.now() - self.settings.settle;
+        let size = self.settings.batch_size;
+        let read = |after| self.store.events_after(after, settled_before, size);
         let mut report = ExportReport {
             cursor: self.checkpoints.load(EXPORT_JOB).await?,
             ..ExportReport::default()
         };
-        while report.batches < self.settings.max_batches && keep_going() {
-            let batch = self
-                .store
-                .events_after(report.cursor, settled_before, self.settings.batch_size)
-                .await?;
+        if self.settings.max_batches == 0 || !keep_going() {
+            return Ok(report);
+        }
+        let mut batch = read(report.cursor).await?;
+        loop {
             let Some(last) = batch.last() else {
                 report.caught_up = true;
                 break;
@@ -111,14 +115,26 @@ impl Exporter {
                 ingested_at: last.event.ingested_at,
                 id: last.id,
             };
-            self.sink.write(&batch).await?;
+            let full = batch.len() >= usize::try_from(size).unwrap_or(usize::MAX);
+            let more = full && report.batches + 1 < self.settings.max_batches && keep_going();
+            let next = if more {
+                let (written, next) = join(self.sink.write(&batch), read(Some(cursor))).await;
+                written?;
+                Some(next)
+            } else {
+                self.sink.write(&batch).await?;
+                None
+            };
             self.checkpoints.save(EXPORT_JOB, cursor).await?;
             report.cursor = Some(cursor);
             report.batches += 1;
             report.events += u64::try_from(batch.len()).unwrap_or(u64::MAX);
-            if batch.len() < usize::try_from(self.settings.batch_size).unwrap_or(usize::MAX) {
-                report.caught_up = true;
-                break;
+            match next {
+                Some(next) => batch = next?,
+                None => {
+                    report.caught_up = !full;
+                    break;
+                }
             }
         }
         Ok(report)

@@ -65,10 +65,11 @@ impl EventStore for MemoryEvents {
         let mut stored = self.lock();
         let mut inserted = Vec::new();
         for event in events {
-            if stored
-                .iter()
-                .any(|s| s.event.account_id == event.account_id && s.event.key == event.key)
-            {
+            if stored.iter().any(|s| {
+                s.event.account_id == event.account_id
+                    && s.event.occurred_at == event.occurred_at
+                    && s.event.key == event.key
+            }) {
                 continue;
             }
             let id = i64::try_from(stored.len()).unwrap_or(i64::MAX) + 1;

@@ -15,9 +15,9 @@ pub struct ExportCursor {
 /// The system of record of events.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
-    /// Stores the events in one transaction (one multi-row statement, not a round trip per
-    /// event), skipping any whose `(account, key)` is stored already. Returns the keys that
-    /// were new. Durable when it returns.
+    /// Stores the events in one transaction (one statement, not a round trip per event),
+    /// skipping any whose `(account, occurred_at, key)` is stored already. Returns the keys
+    /// that were new. Durable when it returns.
     async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<[u8; 32]>, StoreError>;
 
     /// The account's events, newest first by `(ingested_at, id)`.

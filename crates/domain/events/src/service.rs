@@ -224,7 +224,7 @@ impl EventService {
         let body: Value = serde_json::from_slice(request.body)
             .map_err(|e| EventError::Invalid(format!("the body is not JSON: {e}")))?;
         let now = self.clock.now();
-        let incoming = parse_batch(&body, now, self.settings.max_age, self.settings.max_future)
+        let incoming = parse_batch(body, now, self.settings.max_age, self.settings.max_future)
             .map_err(EventError::Invalid)?;
         let max = overview.quotas.event_batch;
         if incoming.len() > usize::try_from(max).unwrap_or(usize::MAX) {

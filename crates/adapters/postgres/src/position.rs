@@ -1,0 +1,46 @@
+//! Keyset positions: "after this (time, id)" as one row comparison.
+//!
+//! `(created_at, id) < ($1, $2)` is a range bound of a `(.., created_at, id)` index, so a
+//! page deep in a list (or an export batch deep in the stream) starts where the previous
+//! one stopped. The equivalent `created_at < $1 OR (created_at = $1 AND id < $2)` is only a
+//! filter: PostgreSQL walks the index from its start and discards every row before.
+
+use chrono::{DateTime, Utc};
+use diesel::expression::{AsExpression, BoxableExpression, ValidGrouping, is_aggregate};
+use diesel::pg::Pg;
+use diesel::query_builder::QueryFragment;
+use diesel::sql_types::{Bool, SingleValue, Timestamptz};
+
+/// Which side of the position.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Side {
+    /// Older: newest-first lists.
+    Before,
+    /// Newer: the export stream.
+    After,
+}
+
+/// `(time_column, id_column) < or > (at, id)`. The column names are the adapter's own
+/// constants, never input.
+pub(crate) fn beyond<QS, IdType, Id>(
+    columns: &'static str,
+    side: Side,
+    at: DateTime<Utc>,
+    id: Id,
+) -> impl BoxableExpression<QS, Pg, SqlType = Bool> + ValidGrouping<(), IsAggregate = is_aggregate::Never>
+where
+    IdType: SingleValue + Send + 'static,
+    Id: AsExpression<IdType> + Send + 'static,
+    Id::Expression: QueryFragment<Pg> + Send,
+    QS: 'static,
+{
+    let op = match side {
+        Side::Before => "<",
+        Side::After => ">",
+    };
+    diesel::dsl::sql::<Bool>(&format!("({columns}) {op} ("))
+        .bind::<Timestamptz, _>(at)
+        .sql(", ")
+        .bind::<IdType, _>(id)
+        .sql(")")
+}
