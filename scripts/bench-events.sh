@@ -54,7 +54,7 @@ export D2__EVENTS__INGEST_BURST=1000000
 export D2__CLICKHOUSE__URL="$clickhouse"
 export D2__CLICKHOUSE__DATABASE=d2_bench
 export D2__WORKER__JOBS__ANALYTICS_EXPORT__SETTLE_SECONDS=0
-export D2__WORKER__JOBS__ANALYTICS_EXPORT__BATCH_SIZE=${EXPORT_BATCH:-10000}
+export D2__WORKER__JOBS__ANALYTICS_EXPORT__BATCH_SIZE=${EXPORT_BATCH:-50000}
 export D2__WORKER__JOBS__ANALYTICS_EXPORT__MAX_BATCHES=100000
 target/release/d2ctl migrate >/dev/null
 ingest_token=$(target/release/d2ctl bootstrap --account-name ingest 2>/dev/null)
@@ -162,7 +162,7 @@ for store in postgres clickhouse; do
     echo "metrics over $EVENTS events, analytics.store = $store: wrk -t1 -c4 -d$DURATION"
     for route in "summary?start=$start" "timeseries?bucket=day&days=30" "timeseries?bucket=hour&days=30" "top?dimension=tools&days=30&n=10" "top?dimension=event_type&days=30"; do
         name="$store ${route%%\?*} ${route#*\?}"
-        wrk -t1 -c4 -d"$DURATION" --latency -H "Authorization: Bearer $metrics_token" \
+        wrk -t1 -c4 -d"$DURATION" --timeout 30s --latency -H "Authorization: Bearer $metrics_token" \
             "$base/v1/metrics/$route" > "$work/metrics.txt"
         report "${name:0:60}" "$work/metrics.txt" 1
     done

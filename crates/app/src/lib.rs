@@ -14,10 +14,10 @@ use d2_events::{
     AnalyticsStore, EventForwarder, EventService, EventStore, ExportCheckpoints, NoForwarding,
 };
 use d2_jwks::{AesKey, Jwks, Keyring};
-use d2_kernel::{Clock, StoreError};
+use d2_kernel::{Change, Clock, StoreError};
 use d2_logflare::{LogflareForwarder, LogflareSettings, LogflareWorker};
 use d2_policy::{PolicyService, PolicySettings, PublisherKeys};
-use d2_postgres::{Change, ChangeListener, JobLock, PgStore};
+use d2_postgres::{ChangeListener, JobLock, PgStore};
 use d2_tokens::{
     BootstrapService, ControlPlaneSecret, Pepper, RandomnessUnavailable, TokenService,
     TokenVerifier,

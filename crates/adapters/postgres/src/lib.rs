@@ -1,27 +1,71 @@
 #![doc = include_str!("../README.md")]
 
-mod accounts;
-mod audit;
+// Macros first: the shared modules below use them.
+/// A write transaction (`BEGIN` .. `COMMIT`) on `conn`, running `body`.
+macro_rules! write_transaction {
+    ($conn:expr, $body:expr) => {
+        diesel_async::AsyncConnection::transaction(&mut *$conn, $body)
+    };
+}
+
+/// `query` with its rows locked until the transaction ends (`FOR UPDATE`).
+macro_rules! locked {
+    ($query:expr) => {
+        diesel::QueryDsl::for_update($query)
+    };
+}
+
+/// `query` with the rows no other transaction holds locked, and the rest skipped.
+macro_rules! locked_skipping {
+    ($query:expr) => {
+        diesel::QueryDsl::skip_locked(diesel::QueryDsl::for_update($query))
+    };
+}
+
+mod analytics;
+mod changes;
 mod error;
-mod events;
+mod event_writes;
 mod jobs;
-mod jwks;
-mod listener;
 mod migrate;
-mod models;
-mod policies;
 mod pool;
-mod position;
 #[rustfmt::skip]
 mod schema;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]
 mod tests;
+
+// The repository code both SQL adapters share, compiled here against this crate's schema,
+// connection and helpers (see crates/adapters/sql/README.md).
+#[path = "../../sql/accounts.rs"]
+mod accounts;
+#[path = "../../sql/audit.rs"]
+mod audit;
+#[path = "../../sql/events.rs"]
+mod events;
+#[path = "../../sql/jwks.rs"]
+mod jwks;
+#[path = "../../sql/models.rs"]
+mod models;
+#[path = "../../sql/policies.rs"]
+mod policies;
+#[path = "../../sql/position.rs"]
+mod position;
+#[path = "../../sql/tokens.rs"]
 mod tokens;
 
+/// The SQL types the shared code names: PostgreSQL's own.
+mod types {
+    pub use diesel::sql_types::{Timestamptz, Uuid};
+}
+
+type Db = diesel::pg::Pg;
+type Conn = diesel_async::AsyncPgConnection;
+type Store = PgStore;
+
+pub use changes::{CHANGE_CHANNEL, ChangeListener};
 pub use error::ConnectError;
 pub use jobs::JobLock;
-pub use listener::{CHANGE_CHANNEL, Change, ChangeListener};
 pub use migrate::{MigrateError, ensure_database, pending_migrations, run_migrations};
 pub use pool::{PgStore, PoolSettings};

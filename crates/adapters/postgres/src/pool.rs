@@ -178,6 +178,13 @@ impl PgStore {
         self.pool.get().await.map_err(from_pool)
     }
 
+    /// A connection for a write (any pooled connection: PostgreSQL orders the writers).
+    pub(crate) async fn writer(
+        &self,
+    ) -> Result<PooledConnection<'_, AsyncPgConnection>, StoreError> {
+        self.conn().await
+    }
+
     /// A connection of its own, outside the pool (closed when dropped).
     pub(crate) async fn dedicated_connection(
         &self,

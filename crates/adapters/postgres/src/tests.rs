@@ -11,7 +11,9 @@ use d2_tokens::contract;
 use tokio_util::sync::CancellationToken;
 
 use crate::testing::TestDatabase;
-use crate::{Change, ChangeListener, PgStore, PoolSettings, pending_migrations};
+use d2_kernel::Change;
+
+use crate::{ChangeListener, PgStore, PoolSettings, pending_migrations};
 
 async fn store(db: &TestDatabase) -> PgStore {
     PgStore::connect(&PoolSettings::new(db.url()))

@@ -10,6 +10,7 @@
 pub mod app_name;
 pub mod auth;
 pub mod cache;
+pub mod change;
 pub mod clock;
 pub mod error;
 pub mod ids;
@@ -22,6 +23,7 @@ pub mod text;
 pub use app_name::AppName;
 pub use auth::{AccessError, AuthContext, Credential};
 pub use cache::{CacheSettings, CacheStats, CoherentCache};
+pub use change::Change;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Code, ErrorCode, StoreError};
 pub use ids::{AccountId, PolicyId, TokenId, UserId};

@@ -8,22 +8,22 @@ use d2_policy::{
 };
 use diesel::dsl::max;
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 
 use crate::audit::write_audit;
+use crate::changes::{announce, lock};
 use crate::error::{TxError, from_diesel};
 use crate::jwks::{active_key, keys_lock};
-use crate::listener::{Change, announce, lock};
 use crate::models::{PolicyRow, PublisherKeyRow, SigningKeyRow};
-use crate::pool::PgStore;
 use crate::position::{Side, beyond};
 use crate::schema::{policies, publisher_keys, signing_keys};
+use d2_kernel::Change;
 
 fn app_lock(account_id: AccountId, app: &AppName) -> String {
     format!("app:{account_id}:{app}")
 }
 
-fn of_app(account_id: AccountId, app: &AppName) -> policies::BoxedQuery<'static, diesel::pg::Pg> {
+fn of_app(account_id: AccountId, app: &AppName) -> policies::BoxedQuery<'static, crate::Db> {
     policies::table
         .filter(policies::account_id.eq(*account_id.as_uuid()))
         .filter(policies::app_name.eq(app.as_str().to_owned()))
@@ -31,7 +31,7 @@ fn of_app(account_id: AccountId, app: &AppName) -> policies::BoxedQuery<'static,
 }
 
 async fn delete_draft(
-    conn: &mut AsyncPgConnection,
+    conn: &mut crate::Conn,
     account_id: AccountId,
     app: &AppName,
 ) -> QueryResult<usize> {
@@ -46,7 +46,7 @@ async fn delete_draft(
 }
 
 async fn load_state(
-    conn: &mut AsyncPgConnection,
+    conn: &mut crate::Conn,
     account_id: AccountId,
     app: &AppName,
 ) -> Result<AppState, TxError> {
@@ -84,7 +84,7 @@ async fn load_state(
 /// Inserts `record` as the app's new active version, inside the caller's transaction
 /// (which holds the app's lock).
 async fn insert_active(
-    conn: &mut AsyncPgConnection,
+    conn: &mut crate::Conn,
     publication: &Publication,
 ) -> Result<PublishOutcome, TxError> {
     let record = &publication.record;
@@ -136,7 +136,7 @@ async fn insert_active(
 }
 
 #[async_trait]
-impl PolicyRepo for PgStore {
+impl PolicyRepo for crate::Store {
     async fn app_state(
         &self,
         account_id: AccountId,
@@ -193,7 +193,7 @@ impl PolicyRepo for PgStore {
             let id: PolicyId = cursor
                 .id_as()
                 .map_err(|_| StoreError::corrupt("policy cursor"))?;
-            query = query.filter(beyond::<_, diesel::sql_types::Uuid, _>(
+            query = query.filter(beyond::<_, crate::types::Uuid, _>(
                 "created_at, id",
                 Side::Before,
                 cursor.at,
@@ -243,25 +243,24 @@ impl PolicyRepo for PgStore {
         draft: &PolicyRecord,
         audit_of: AuditOf<'_>,
     ) -> Result<PolicyRecord, StoreError> {
-        let mut conn = self.conn().await?;
-        let stored = conn
-            .transaction(async |conn| {
-                let (account_id, app) = (draft.account_id, &draft.app_name);
-                lock(conn, &app_lock(account_id, app)).await?;
-                let state = load_state(conn, account_id, app).await?;
-                delete_draft(conn, account_id, app).await?;
-                let mut stored = draft.clone();
-                stored.version = state.max_version + 1;
-                stored.active = false;
-                diesel::insert_into(policies::table)
-                    .values(PolicyRow::from_domain(&stored))
-                    .execute(conn)
-                    .await?;
-                write_audit(conn, &audit_of(&stored)).await?;
-                announce(conn, Change::App(account_id, app.clone())).await?;
-                Ok::<_, TxError>(stored)
-            })
-            .await?;
+        let mut conn = self.writer().await?;
+        let stored = write_transaction!(conn, async |conn| {
+            let (account_id, app) = (draft.account_id, &draft.app_name);
+            lock(conn, &app_lock(account_id, app)).await?;
+            let state = load_state(conn, account_id, app).await?;
+            delete_draft(conn, account_id, app).await?;
+            let mut stored = draft.clone();
+            stored.version = state.max_version + 1;
+            stored.active = false;
+            diesel::insert_into(policies::table)
+                .values(PolicyRow::from_domain(&stored))
+                .execute(conn)
+                .await?;
+            write_audit(conn, &audit_of(&stored)).await?;
+            announce(conn, Change::App(account_id, app.clone())).await?;
+            Ok::<_, TxError>(stored)
+        })
+        .await?;
         Ok(stored)
     }
 
@@ -270,18 +269,17 @@ impl PolicyRepo for PgStore {
         publication: &Publication,
         audit_of: AuditOf<'_>,
     ) -> Result<PublishOutcome, StoreError> {
-        let mut conn = self.conn().await?;
-        let outcome = conn
-            .transaction(async |conn| {
-                let record = &publication.record;
-                lock(conn, &app_lock(record.account_id, &record.app_name)).await?;
-                let outcome = insert_active(conn, publication).await?;
-                if let PublishOutcome::Published(stored) = &outcome {
-                    write_audit(conn, &audit_of(stored)).await?;
-                }
-                Ok::<_, TxError>(outcome)
-            })
-            .await?;
+        let mut conn = self.writer().await?;
+        let outcome = write_transaction!(conn, async |conn| {
+            let record = &publication.record;
+            lock(conn, &app_lock(record.account_id, &record.app_name)).await?;
+            let outcome = insert_active(conn, publication).await?;
+            if let PublishOutcome::Published(stored) = &outcome {
+                write_audit(conn, &audit_of(stored)).await?;
+            }
+            Ok::<_, TxError>(outcome)
+        })
+        .await?;
         Ok(outcome)
     }
 
@@ -292,39 +290,38 @@ impl PolicyRepo for PgStore {
         at: DateTime<Utc>,
         audit: &AuditEntry,
     ) -> Result<u64, StoreError> {
-        let mut conn = self.conn().await?;
-        let revoked = conn
-            .transaction(async |conn| {
-                lock(conn, &app_lock(account_id, app)).await?;
-                let active: i64 = of_app(account_id, app)
-                    .filter(policies::active.eq(true))
-                    .count()
-                    .get_result(conn)
-                    .await?;
-                if active == 0 {
-                    return Ok::<_, TxError>(0);
-                }
-                diesel::update(
-                    policies::table
-                        .filter(policies::account_id.eq(account_id.as_uuid()))
-                        .filter(policies::app_name.eq(app.as_str()))
-                        .filter(policies::stage.eq(Stage::Published.as_str())),
-                )
-                .set((
-                    policies::active.eq(false),
-                    policies::revoked_at.eq(diesel::dsl::sql::<
-                        diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
-                    >("coalesce(revoked_at, ")
-                    .bind::<diesel::sql_types::Timestamptz, _>(at)
-                    .sql(")")),
-                ))
-                .execute(conn)
+        let mut conn = self.writer().await?;
+        let revoked = write_transaction!(conn, async |conn| {
+            lock(conn, &app_lock(account_id, app)).await?;
+            let active: i64 = of_app(account_id, app)
+                .filter(policies::active.eq(true))
+                .count()
+                .get_result(conn)
                 .await?;
-                write_audit(conn, audit).await?;
-                announce(conn, Change::App(account_id, app.clone())).await?;
-                Ok(u64::try_from(active).unwrap_or_default())
-            })
+            if active == 0 {
+                return Ok::<_, TxError>(0);
+            }
+            diesel::update(
+                policies::table
+                    .filter(policies::account_id.eq(account_id.as_uuid()))
+                    .filter(policies::app_name.eq(app.as_str()))
+                    .filter(policies::stage.eq(Stage::Published.as_str())),
+            )
+            .set((
+                policies::active.eq(false),
+                policies::revoked_at.eq(diesel::dsl::sql::<
+                    diesel::sql_types::Nullable<crate::types::Timestamptz>,
+                >("coalesce(revoked_at, ")
+                .bind::<crate::types::Timestamptz, _>(at)
+                .sql(")")),
+            ))
+            .execute(conn)
             .await?;
+            write_audit(conn, audit).await?;
+            announce(conn, Change::App(account_id, app.clone())).await?;
+            Ok(u64::try_from(active).unwrap_or_default())
+        })
+        .await?;
         Ok(revoked)
     }
 
@@ -335,28 +332,27 @@ impl PolicyRepo for PgStore {
         description: Option<&str>,
         audit: &AuditEntry,
     ) -> Result<Option<PolicyRecord>, StoreError> {
-        let mut conn = self.conn().await?;
-        let updated = conn
-            .transaction(async |conn| {
-                let row = diesel::update(
-                    policies::table
-                        .filter(policies::account_id.eq(account_id.as_uuid()))
-                        .filter(policies::id.eq(id.as_uuid())),
-                )
-                .set(policies::description.eq(description))
-                .returning(PolicyRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional()?;
-                let Some(row) = row else {
-                    return Ok::<_, TxError>(None);
-                };
-                let record = row.into_domain()?;
-                write_audit(conn, audit).await?;
-                announce(conn, Change::App(account_id, record.app_name.clone())).await?;
-                Ok(Some(record))
-            })
-            .await?;
+        let mut conn = self.writer().await?;
+        let updated = write_transaction!(conn, async |conn| {
+            let row = diesel::update(
+                policies::table
+                    .filter(policies::account_id.eq(account_id.as_uuid()))
+                    .filter(policies::id.eq(id.as_uuid())),
+            )
+            .set(policies::description.eq(description))
+            .returning(PolicyRow::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?;
+            let Some(row) = row else {
+                return Ok::<_, TxError>(None);
+            };
+            let record = row.into_domain()?;
+            write_audit(conn, audit).await?;
+            announce(conn, Change::App(account_id, record.app_name.clone())).await?;
+            Ok(Some(record))
+        })
+        .await?;
         Ok(updated)
     }
 
@@ -365,52 +361,51 @@ impl PolicyRepo for PgStore {
         rotation: &KeyRotation,
         audit: &AuditEntry,
     ) -> Result<RotationOutcome, StoreError> {
-        let mut conn = self.conn().await?;
-        let outcome = conn
-            .transaction(async |conn| {
-                let account_id = rotation.account_id;
-                lock(conn, &keys_lock(account_id)).await?;
-                let mut apps: Vec<&AppName> =
-                    rotation.bundles.iter().map(|(r, _)| &r.app_name).collect();
-                apps.sort();
-                for app in &apps {
-                    lock(conn, &app_lock(account_id, app)).await?;
-                }
-                let active_kid = active_key(conn, account_id).await?.map(|k| k.kid);
-                if active_kid != rotation.expected_active_kid {
-                    return Ok::<_, TxError>(RotationOutcome::Conflict);
-                }
-                diesel::update(
-                    signing_keys::table
-                        .filter(signing_keys::account_id.eq(account_id.as_uuid()))
-                        .filter(signing_keys::retired_at.is_null()),
-                )
-                .set(signing_keys::retired_at.eq(rotation.at))
+        let mut conn = self.writer().await?;
+        let outcome = write_transaction!(conn, async |conn| {
+            let account_id = rotation.account_id;
+            lock(conn, &keys_lock(account_id)).await?;
+            let mut apps: Vec<&AppName> =
+                rotation.bundles.iter().map(|(r, _)| &r.app_name).collect();
+            apps.sort();
+            for app in &apps {
+                lock(conn, &app_lock(account_id, app)).await?;
+            }
+            let active_kid = active_key(conn, account_id).await?.map(|k| k.kid);
+            if active_kid != rotation.expected_active_kid {
+                return Ok::<_, TxError>(RotationOutcome::Conflict);
+            }
+            diesel::update(
+                signing_keys::table
+                    .filter(signing_keys::account_id.eq(account_id.as_uuid()))
+                    .filter(signing_keys::retired_at.is_null()),
+            )
+            .set(signing_keys::retired_at.eq(rotation.at))
+            .execute(conn)
+            .await?;
+            diesel::insert_into(signing_keys::table)
+                .values(SigningKeyRow::from_domain(&rotation.new_key))
                 .execute(conn)
                 .await?;
-                diesel::insert_into(signing_keys::table)
-                    .values(SigningKeyRow::from_domain(&rotation.new_key))
-                    .execute(conn)
-                    .await?;
-                let mut stored = Vec::new();
-                for (record, replaces) in &rotation.bundles {
-                    let publication = Publication {
-                        record: record.clone(),
-                        expected_active: Some(*replaces),
-                        requested_version: None,
-                        max_apps: u32::MAX,
-                    };
-                    match insert_active(conn, &publication).await? {
-                        PublishOutcome::Published(record) => stored.push(*record),
-                        // Roll everything back: the service retries from fresh state.
-                        _ => return Err(TxError::Retry),
-                    }
+            let mut stored = Vec::new();
+            for (record, replaces) in &rotation.bundles {
+                let publication = Publication {
+                    record: record.clone(),
+                    expected_active: Some(*replaces),
+                    requested_version: None,
+                    max_apps: u32::MAX,
+                };
+                match insert_active(conn, &publication).await? {
+                    PublishOutcome::Published(record) => stored.push(*record),
+                    // Roll everything back: the service retries from fresh state.
+                    _ => return Err(TxError::Retry),
                 }
-                write_audit(conn, audit).await?;
-                announce(conn, Change::Keys(account_id)).await?;
-                Ok(RotationOutcome::Rotated(stored))
-            })
-            .await;
+            }
+            write_audit(conn, audit).await?;
+            announce(conn, Change::Keys(account_id)).await?;
+            Ok(RotationOutcome::Rotated(stored))
+        })
+        .await;
         match outcome {
             Ok(outcome) => Ok(outcome),
             Err(TxError::Retry) => Ok(RotationOutcome::Conflict),
@@ -420,33 +415,32 @@ impl PolicyRepo for PgStore {
 }
 
 #[async_trait]
-impl PublisherKeyRepo for PgStore {
+impl PublisherKeyRepo for crate::Store {
     async fn register(
         &self,
         key: &PublisherKey,
         audit: &AuditEntry,
     ) -> Result<KeyRegistration, StoreError> {
-        let mut conn = self.conn().await?;
-        let outcome = conn
-            .transaction(async |conn| {
-                let inserted = diesel::insert_into(publisher_keys::table)
-                    .values(PublisherKeyRow::from_domain(key))
-                    .on_conflict_do_nothing()
-                    .execute(conn)
-                    .await?;
-                if inserted == 1 {
-                    write_audit(conn, audit).await?;
-                    return Ok::<_, TxError>(KeyRegistration::Created);
-                }
-                let existing = publisher_keys::table
-                    .filter(publisher_keys::account_id.eq(key.account_id.as_uuid()))
-                    .filter(publisher_keys::key_id.eq(&key.key_id))
-                    .select(PublisherKeyRow::as_select())
-                    .first(conn)
-                    .await?;
-                Ok(KeyRegistration::Exists(Box::new(existing.into_domain()?)))
-            })
-            .await?;
+        let mut conn = self.writer().await?;
+        let outcome = write_transaction!(conn, async |conn| {
+            let inserted = diesel::insert_into(publisher_keys::table)
+                .values(PublisherKeyRow::from_domain(key))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if inserted == 1 {
+                write_audit(conn, audit).await?;
+                return Ok::<_, TxError>(KeyRegistration::Created);
+            }
+            let existing = publisher_keys::table
+                .filter(publisher_keys::account_id.eq(key.account_id.as_uuid()))
+                .filter(publisher_keys::key_id.eq(&key.key_id))
+                .select(PublisherKeyRow::as_select())
+                .first(conn)
+                .await?;
+            Ok(KeyRegistration::Exists(Box::new(existing.into_domain()?)))
+        })
+        .await?;
         Ok(outcome)
     }
 
@@ -492,35 +486,35 @@ impl PublisherKeyRepo for PgStore {
         at: DateTime<Utc>,
         audit: &AuditEntry,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn().await?;
-        let found = conn
-            .transaction(async |conn| {
-                let revoked_at: Option<Option<DateTime<Utc>>> = publisher_keys::table
+        let mut conn = self.writer().await?;
+        let found = write_transaction!(conn, async |conn| {
+            let revoked_at: Option<Option<DateTime<Utc>>> = locked!(
+                publisher_keys::table
                     .filter(publisher_keys::account_id.eq(account_id.as_uuid()))
                     .filter(publisher_keys::key_id.eq(key_id))
                     .select(publisher_keys::revoked_at)
-                    .for_update()
-                    .first(conn)
-                    .await
-                    .optional()?;
-                match revoked_at {
-                    None => Ok::<_, TxError>(false),
-                    Some(Some(_)) => Ok(true),
-                    Some(None) => {
-                        diesel::update(
-                            publisher_keys::table
-                                .filter(publisher_keys::account_id.eq(account_id.as_uuid()))
-                                .filter(publisher_keys::key_id.eq(key_id)),
-                        )
-                        .set(publisher_keys::revoked_at.eq(at))
-                        .execute(conn)
-                        .await?;
-                        write_audit(conn, audit).await?;
-                        Ok(true)
-                    }
+            )
+            .first(conn)
+            .await
+            .optional()?;
+            match revoked_at {
+                None => Ok::<_, TxError>(false),
+                Some(Some(_)) => Ok(true),
+                Some(None) => {
+                    diesel::update(
+                        publisher_keys::table
+                            .filter(publisher_keys::account_id.eq(account_id.as_uuid()))
+                            .filter(publisher_keys::key_id.eq(key_id)),
+                    )
+                    .set(publisher_keys::revoked_at.eq(at))
+                    .execute(conn)
+                    .await?;
+                    write_audit(conn, audit).await?;
+                    Ok(true)
                 }
-            })
-            .await?;
+            }
+        })
+        .await?;
         Ok(found)
     }
 }

@@ -4,22 +4,22 @@ use d2_audit::AuditEntry;
 use d2_jwks::{FirstKey, Sealed, SigningKey, SigningKeyRepo};
 use d2_kernel::{AccountId, StoreError};
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use crate::audit::write_audit;
+use crate::changes::{announce, lock};
 use crate::error::{TxError, from_diesel};
-use crate::listener::{Change, announce, lock};
 use crate::models::SigningKeyRow;
-use crate::pool::PgStore;
 use crate::schema::signing_keys;
+use d2_kernel::Change;
 
 pub(crate) fn keys_lock(account_id: AccountId) -> String {
     format!("keys:{account_id}")
 }
 
 pub(crate) async fn active_key(
-    conn: &mut AsyncPgConnection,
+    conn: &mut crate::Conn,
     account_id: AccountId,
 ) -> QueryResult<Option<SigningKeyRow>> {
     signing_keys::table
@@ -32,7 +32,7 @@ pub(crate) async fn active_key(
 }
 
 #[async_trait]
-impl SigningKeyRepo for PgStore {
+impl SigningKeyRepo for crate::Store {
     async fn keys(&self, account_id: AccountId) -> Result<Vec<SigningKey>, StoreError> {
         let mut conn = self.conn().await?;
         let rows = signing_keys::table
@@ -50,24 +50,21 @@ impl SigningKeyRepo for PgStore {
         key: &SigningKey,
         audit: &AuditEntry,
     ) -> Result<FirstKey, StoreError> {
-        let mut conn = self.conn().await?;
-        let outcome = conn
-            .transaction(async |conn| {
-                lock(conn, &keys_lock(key.account_id)).await?;
-                if let Some(existing) = active_key(conn, key.account_id).await? {
-                    return Ok::<_, TxError>(FirstKey::AlreadyActive(Box::new(
-                        existing.into_domain(),
-                    )));
-                }
-                diesel::insert_into(signing_keys::table)
-                    .values(SigningKeyRow::from_domain(key))
-                    .execute(conn)
-                    .await?;
-                write_audit(conn, audit).await?;
-                announce(conn, Change::Keys(key.account_id)).await?;
-                Ok(FirstKey::Created)
-            })
-            .await?;
+        let mut conn = self.writer().await?;
+        let outcome = write_transaction!(conn, async |conn| {
+            lock(conn, &keys_lock(key.account_id)).await?;
+            if let Some(existing) = active_key(conn, key.account_id).await? {
+                return Ok::<_, TxError>(FirstKey::AlreadyActive(Box::new(existing.into_domain())));
+            }
+            diesel::insert_into(signing_keys::table)
+                .values(SigningKeyRow::from_domain(key))
+                .execute(conn)
+                .await?;
+            write_audit(conn, audit).await?;
+            announce(conn, Change::Keys(key.account_id)).await?;
+            Ok(FirstKey::Created)
+        })
+        .await?;
         Ok(outcome)
     }
 
@@ -108,7 +105,7 @@ impl SigningKeyRepo for PgStore {
         expected: &Sealed,
         replacement: &Sealed,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.writer().await?;
         let updated = diesel::update(
             signing_keys::table
                 .filter(signing_keys::kid.eq(kid))
@@ -126,24 +123,23 @@ impl SigningKeyRepo for PgStore {
     }
 
     async fn prune_retired(&self, retired_before: DateTime<Utc>) -> Result<u64, StoreError> {
-        let mut conn = self.conn().await?;
-        let pruned = conn
-            .transaction(async |conn| {
-                let mut accounts: Vec<Uuid> = diesel::delete(
-                    signing_keys::table.filter(signing_keys::retired_at.lt(retired_before)),
-                )
-                .returning(signing_keys::account_id)
-                .get_results(conn)
-                .await?;
-                let pruned = accounts.len();
-                accounts.sort();
-                accounts.dedup();
-                for account in accounts {
-                    announce(conn, Change::Keys(account.into())).await?;
-                }
-                Ok::<_, TxError>(pruned)
-            })
+        let mut conn = self.writer().await?;
+        let pruned = write_transaction!(conn, async |conn| {
+            let mut accounts: Vec<Uuid> = diesel::delete(
+                signing_keys::table.filter(signing_keys::retired_at.lt(retired_before)),
+            )
+            .returning(signing_keys::account_id)
+            .get_results(conn)
             .await?;
+            let pruned = accounts.len();
+            accounts.sort();
+            accounts.dedup();
+            for account in accounts {
+                announce(conn, Change::Keys(account.into())).await?;
+            }
+            Ok::<_, TxError>(pruned)
+        })
+        .await?;
         Ok(u64::try_from(pruned).unwrap_or_default())
     }
 

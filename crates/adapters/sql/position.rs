@@ -5,11 +5,13 @@
 //! one stopped. The equivalent `created_at < $1 OR (created_at = $1 AND id < $2)` is only a
 //! filter: PostgreSQL walks the index from its start and discards every row before.
 
+use crate::Db;
 use chrono::{DateTime, Utc};
 use diesel::expression::{AsExpression, BoxableExpression, ValidGrouping, is_aggregate};
-use diesel::pg::Pg;
 use diesel::query_builder::QueryFragment;
-use diesel::sql_types::{Bool, SingleValue, Timestamptz};
+use diesel::sql_types::{Bool, SingleValue};
+
+use crate::types::Timestamptz;
 
 /// Which side of the position.
 #[derive(Clone, Copy, Debug)]
@@ -27,11 +29,11 @@ pub(crate) fn beyond<QS, IdType, Id>(
     side: Side,
     at: DateTime<Utc>,
     id: Id,
-) -> impl BoxableExpression<QS, Pg, SqlType = Bool> + ValidGrouping<(), IsAggregate = is_aggregate::Never>
+) -> impl BoxableExpression<QS, Db, SqlType = Bool> + ValidGrouping<(), IsAggregate = is_aggregate::Never>
 where
     IdType: SingleValue + Send + 'static,
     Id: AsExpression<IdType> + Send + 'static,
-    Id::Expression: QueryFragment<Pg> + Send,
+    Id::Expression: QueryFragment<Db> + Send,
     QS: 'static,
 {
     let op = match side {

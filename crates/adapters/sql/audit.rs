@@ -2,20 +2,16 @@ use async_trait::async_trait;
 use d2_audit::{AuditEntry, AuditFilter, AuditLog, AuditRecord};
 use d2_kernel::{AccountId, Cursor, Page, PageRequest, StoreError};
 use diesel::prelude::*;
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 
 use crate::error::from_diesel;
 use crate::models::{AuditRow, NewAuditRow};
-use crate::pool::PgStore;
 use crate::position::{Side, beyond};
 use crate::schema::audit_logs;
 use diesel::sql_types::BigInt;
 
 /// Writes an audit record inside the caller's transaction.
-pub(crate) async fn write_audit(
-    conn: &mut AsyncPgConnection,
-    entry: &AuditEntry,
-) -> QueryResult<()> {
+pub(crate) async fn write_audit(conn: &mut crate::Conn, entry: &AuditEntry) -> QueryResult<()> {
     diesel::insert_into(audit_logs::table)
         .values(NewAuditRow::from_domain(entry))
         .execute(conn)
@@ -28,7 +24,7 @@ fn cursor_of(record: &AuditRecord) -> Cursor {
 }
 
 #[async_trait]
-impl AuditLog for PgStore {
+impl AuditLog for crate::Store {
     async fn search(
         &self,
         account_id: AccountId,

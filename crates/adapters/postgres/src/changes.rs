@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use d2_kernel::{AccountId, AppName, TokenId};
+use d2_kernel::Change;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
@@ -12,54 +12,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pool::{connect, describe_target};
 
-/// The channel changes are announced on. The payload names what changed:
-/// `token:<id>` or `account:<id>`.
+/// The channel changes are announced on; the payload is `Change::payload`.
 pub const CHANGE_CHANNEL: &str = "d2_changes";
 
 /// How often an idle listening connection is checked, so a silently dead connection is
 /// noticed and replaced.
 const HEARTBEAT: Duration = Duration::from_secs(15);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// What the listener tells its subscriber.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    Token(TokenId),
-    Account(AccountId),
-    /// An app's policies changed (publish, draft, revoke, revert, rotation).
-    App(AccountId, AppName),
-    /// An account's signing keys changed.
-    Keys(AccountId),
-    /// The feed was (re)connected: announcements may have been missed, so everything
-    /// cached must be considered stale.
-    Resync,
-}
-
-impl Change {
-    /// The notification payload announcing this change.
-    pub fn payload(&self) -> Option<String> {
-        match self {
-            Change::Token(id) => Some(format!("token:{id}")),
-            Change::Account(id) => Some(format!("account:{id}")),
-            Change::App(account, app) => Some(format!("app:{account}:{app}")),
-            Change::Keys(account) => Some(format!("keys:{account}")),
-            Change::Resync => None,
-        }
-    }
-
-    fn parse(payload: &str) -> Option<Self> {
-        match payload.split_once(':')? {
-            ("token", id) => id.parse().ok().map(Change::Token),
-            ("account", id) => id.parse().ok().map(Change::Account),
-            ("app", rest) => {
-                let (account, app) = rest.split_once(':')?;
-                Some(Change::App(account.parse().ok()?, AppName::normalise(app)))
-            }
-            ("keys", id) => id.parse().ok().map(Change::Keys),
-            _ => None,
-        }
-    }
-}
 
 /// Announces `change` to every listener, inside the caller's transaction: it is delivered
 /// exactly when the change commits, and never if it rolls back.

@@ -24,7 +24,7 @@ fn corrupt(what: &str) -> StoreError {
 }
 
 #[derive(Queryable, Selectable, Insertable, AsChangeset)]
-#[diesel(table_name = accounts, check_for_backend(diesel::pg::Pg))]
+#[diesel(table_name = accounts, check_for_backend(crate::Db))]
 pub(crate) struct AccountRow {
     pub id: Uuid,
     pub name: String,
@@ -82,7 +82,7 @@ impl AccountRow {
 }
 
 #[derive(Queryable, Selectable, Insertable)]
-#[diesel(table_name = users, check_for_backend(diesel::pg::Pg))]
+#[diesel(table_name = users, check_for_backend(crate::Db))]
 pub(crate) struct UserRow {
     pub id: Uuid,
     pub account_id: Uuid,
@@ -120,7 +120,7 @@ impl UserRow {
 }
 
 #[derive(Queryable, Selectable)]
-#[diesel(table_name = api_tokens, check_for_backend(diesel::pg::Pg))]
+#[diesel(table_name = api_tokens, check_for_backend(crate::Db))]
 pub(crate) struct TokenRow {
     pub id: Uuid,
     pub account_id: Uuid,
@@ -157,7 +157,7 @@ impl TokenRow {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = api_tokens, check_for_backend(diesel::pg::Pg))]
+#[diesel(table_name = api_tokens, check_for_backend(crate::Db))]
 pub(crate) struct NewTokenRow<'a> {
     pub id: Uuid,
     pub account_id: Uuid,
@@ -190,7 +190,7 @@ impl<'a> NewTokenRow<'a> {
 }
 
 #[derive(Insertable)]
-#[diesel(table_name = audit_logs, check_for_backend(diesel::pg::Pg))]
+#[diesel(table_name = audit_logs, check_for_backend(crate::Db))]
 pub(crate) struct NewAuditRow<'a> {
     pub account_id: Uuid,
     pub actor: &'a str,
@@ -222,7 +222,7 @@ impl<'a> NewAuditRow<'a> {
 }
 
 #[derive(Queryable, Selectable)]
-#[diesel(table_name = audit_logs, check_for_backend(diesel::pg::Pg))]
+#[diesel(table_name = audit_logs, check_for_backend(crate::Db))]
 pub(crate) struct AuditRow {
     pub id: i64,
     pub account_id: Uuid,
@@ -258,7 +258,7 @@ impl AuditRow {
 }
 
 #[derive(Queryable, Selectable, Insertable)]
-#[diesel(table_name = signing_keys, check_for_backend(diesel::pg::Pg))]
+#[diesel(table_name = signing_keys, check_for_backend(crate::Db))]
 pub(crate) struct SigningKeyRow {
     pub kid: String,
     pub account_id: Uuid,
@@ -300,7 +300,7 @@ impl SigningKeyRow {
 }
 
 #[derive(Queryable, Selectable, Insertable)]
-#[diesel(table_name = publisher_keys, check_for_backend(diesel::pg::Pg))]
+#[diesel(table_name = publisher_keys, check_for_backend(crate::Db))]
 pub(crate) struct PublisherKeyRow {
     pub account_id: Uuid,
     pub key_id: String,
@@ -344,7 +344,7 @@ impl PublisherKeyRow {
 }
 
 #[derive(Queryable, Selectable, Insertable)]
-#[diesel(table_name = policies, check_for_backend(diesel::pg::Pg))]
+#[diesel(table_name = policies, check_for_backend(crate::Db))]
 pub(crate) struct PolicyRow {
     pub id: Uuid,
     pub account_id: Uuid,

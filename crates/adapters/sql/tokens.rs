@@ -8,18 +8,18 @@ use d2_tokens::{
     TokenRepo, TokenState,
 };
 use diesel::prelude::*;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use uuid::Uuid;
 
 use crate::audit::write_audit;
+use crate::changes::announce;
 use crate::error::{TxError, from_diesel};
-use crate::listener::{Change, announce};
 use crate::models::{AccountRow, NewTokenRow, TokenRow, UserRow};
-use crate::pool::PgStore;
 use crate::position::{Side, beyond};
 use crate::schema::{accounts, api_tokens, users};
+use d2_kernel::Change;
 
-async fn insert_token(conn: &mut AsyncPgConnection, token: &NewToken) -> QueryResult<()> {
+async fn insert_token(conn: &mut crate::Conn, token: &NewToken) -> QueryResult<()> {
     diesel::insert_into(api_tokens::table)
         .values(NewTokenRow::from_domain(token))
         .execute(conn)
@@ -32,7 +32,7 @@ fn cursor_of(token: &ApiToken) -> Cursor {
 }
 
 #[async_trait]
-impl TokenRepo for PgStore {
+impl TokenRepo for crate::Store {
     async fn find_by_digest(&self, digest: &TokenDigest) -> Result<Option<ApiToken>, StoreError> {
         let mut conn = self.conn().await?;
         let row = api_tokens::table
@@ -77,7 +77,7 @@ impl TokenRepo for PgStore {
             let id: TokenId = cursor
                 .id_as()
                 .map_err(|_| StoreError::corrupt("token cursor"))?;
-            query = query.filter(beyond::<_, diesel::sql_types::Uuid, _>(
+            query = query.filter(beyond::<_, crate::types::Uuid, _>(
                 "created_at, id",
                 Side::Before,
                 cursor.at,
@@ -94,8 +94,8 @@ impl TokenRepo for PgStore {
     }
 
     async fn insert(&self, token: &NewToken, audit: &AuditEntry) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        conn.transaction(async |conn| {
+        let mut conn = self.writer().await?;
+        write_transaction!(conn, async |conn| {
             insert_token(conn, token).await?;
             write_audit(conn, audit).await?;
             Ok::<_, TxError>(())
@@ -111,31 +111,31 @@ impl TokenRepo for PgStore {
         at: DateTime<Utc>,
         audit: &AuditEntry,
     ) -> Result<RevokeOutcome, StoreError> {
-        let mut conn = self.conn().await?;
-        let outcome = conn
-            .transaction(async |conn| {
-                let current: Option<Option<DateTime<Utc>>> = api_tokens::table
+        let mut conn = self.writer().await?;
+        let outcome = write_transaction!(conn, async |conn| {
+            let current: Option<Option<DateTime<Utc>>> = locked!(
+                api_tokens::table
                     .filter(api_tokens::account_id.eq(account_id.as_uuid()))
                     .filter(api_tokens::id.eq(id.as_uuid()))
                     .select(api_tokens::revoked_at)
-                    .for_update()
-                    .first(conn)
-                    .await
-                    .optional()?;
-                match current {
-                    None => return Ok::<_, TxError>(RevokeOutcome::NotFound),
-                    Some(Some(_)) => return Ok(RevokeOutcome::AlreadyRevoked),
-                    Some(None) => {}
-                }
-                diesel::update(api_tokens::table.find(id.as_uuid()))
-                    .set(api_tokens::revoked_at.eq(at))
-                    .execute(conn)
-                    .await?;
-                write_audit(conn, audit).await?;
-                announce(conn, Change::Token(id)).await?;
-                Ok(RevokeOutcome::Revoked)
-            })
-            .await?;
+            )
+            .first(conn)
+            .await
+            .optional()?;
+            match current {
+                None => return Ok::<_, TxError>(RevokeOutcome::NotFound),
+                Some(Some(_)) => return Ok(RevokeOutcome::AlreadyRevoked),
+                Some(None) => {}
+            }
+            diesel::update(api_tokens::table.find(id.as_uuid()))
+                .set(api_tokens::revoked_at.eq(at))
+                .execute(conn)
+                .await?;
+            write_audit(conn, audit).await?;
+            announce(conn, Change::Token(id)).await?;
+            Ok(RevokeOutcome::Revoked)
+        })
+        .await?;
         Ok(outcome)
     }
 
@@ -148,44 +148,44 @@ impl TokenRepo for PgStore {
         grace_until: DateTime<Utc>,
         audit: &AuditEntry,
     ) -> Result<RotateOutcome, StoreError> {
-        let mut conn = self.conn().await?;
-        let outcome = conn
-            .transaction(async |conn| {
-                let row = api_tokens::table
+        let mut conn = self.writer().await?;
+        let outcome = write_transaction!(conn, async |conn| {
+            let row = locked!(
+                api_tokens::table
                     .filter(api_tokens::account_id.eq(account_id.as_uuid()))
                     .filter(api_tokens::id.eq(id.as_uuid()))
                     .select(TokenRow::as_select())
-                    .for_update()
-                    .first(conn)
-                    .await
-                    .optional()?;
-                let Some(row) = row else {
-                    return Ok::<_, TxError>(RotateOutcome::NotFound);
-                };
-                let mut old = row.into_domain()?;
-                match old.state(at) {
-                    TokenState::Revoked => return Ok(RotateOutcome::AlreadyRevoked),
-                    TokenState::Expired => return Ok(RotateOutcome::Expired),
-                    TokenState::Active if old.replaced_by.is_some() => {
-                        return Ok(RotateOutcome::AlreadyRotated);
-                    }
-                    TokenState::Active => {}
+            )
+            .first(conn)
+            .await
+            .optional()?;
+            let Some(row) = row else {
+                return Ok::<_, TxError>(RotateOutcome::NotFound);
+            };
+            let mut old = row.into_domain()?;
+            match old.state(at) {
+                TokenState::Revoked => return Ok(RotateOutcome::AlreadyRevoked),
+                TokenState::Expired => return Ok(RotateOutcome::Expired),
+                TokenState::Active if old.replaced_by.is_some() => {
+                    return Ok(RotateOutcome::AlreadyRotated);
                 }
-                insert_token(conn, replacement).await?;
-                old.replaced_by = Some(replacement.token.id);
-                old.expires_at = Some(old.expires_at.map_or(grace_until, |e| e.min(grace_until)));
-                diesel::update(api_tokens::table.find(id.as_uuid()))
-                    .set((
-                        api_tokens::replaced_by.eq(replacement.token.id.as_uuid()),
-                        api_tokens::expires_at.eq(old.expires_at),
-                    ))
-                    .execute(conn)
-                    .await?;
-                write_audit(conn, audit).await?;
-                announce(conn, Change::Token(id)).await?;
-                Ok(RotateOutcome::Rotated { previous: old })
-            })
-            .await?;
+                TokenState::Active => {}
+            }
+            insert_token(conn, replacement).await?;
+            old.replaced_by = Some(replacement.token.id);
+            old.expires_at = Some(old.expires_at.map_or(grace_until, |e| e.min(grace_until)));
+            diesel::update(api_tokens::table.find(id.as_uuid()))
+                .set((
+                    api_tokens::replaced_by.eq(replacement.token.id.as_uuid()),
+                    api_tokens::expires_at.eq(old.expires_at),
+                ))
+                .execute(conn)
+                .await?;
+            write_audit(conn, audit).await?;
+            announce(conn, Change::Token(id)).await?;
+            Ok(RotateOutcome::Rotated { previous: old })
+        })
+        .await?;
         Ok(outcome)
     }
 
@@ -198,48 +198,47 @@ impl TokenRepo for PgStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut conn = self.conn().await?;
-        let expired = conn
-            .transaction(async |conn| {
-                // Rows another transaction holds (a revoke, a rotation, another worker)
-                // are left for a later run rather than waited for.
-                let ids: Vec<Uuid> = api_tokens::table
+        let mut conn = self.writer().await?;
+        let expired = write_transaction!(conn, async |conn| {
+            // Rows another transaction holds (a revoke, a rotation, another worker)
+            // are left for a later run rather than waited for.
+            let ids: Vec<Uuid> = locked_skipping!(
+                api_tokens::table
                     .filter(api_tokens::revoked_at.is_null())
                     .filter(api_tokens::expires_at.le(now))
                     .order(api_tokens::id.asc())
                     .limit(i64::from(limit))
                     .select(api_tokens::id)
-                    .for_update()
-                    .skip_locked()
-                    .load(conn)
-                    .await?;
-                if ids.is_empty() {
-                    return Ok::<_, TxError>(Vec::new());
-                }
-                let rows: Vec<TokenRow> =
-                    diesel::update(api_tokens::table.filter(api_tokens::id.eq_any(&ids)))
-                        .set(api_tokens::revoked_at.eq(api_tokens::expires_at))
-                        .returning(TokenRow::as_returning())
-                        .get_results(conn)
-                        .await?;
-                let mut expired = rows
-                    .into_iter()
-                    .map(TokenRow::into_domain)
-                    .collect::<Result<Vec<_>, _>>()?;
-                expired.sort_by_key(|token| token.id);
-                for token in &expired {
-                    write_audit(conn, &audit_of(token)).await?;
-                    announce(conn, Change::Token(token.id)).await?;
-                }
-                Ok(expired.into_iter().map(|token| token.id).collect())
-            })
+            )
+            .load(conn)
             .await?;
+            if ids.is_empty() {
+                return Ok::<_, TxError>(Vec::new());
+            }
+            let rows: Vec<TokenRow> =
+                diesel::update(api_tokens::table.filter(api_tokens::id.eq_any(&ids)))
+                    .set(api_tokens::revoked_at.eq(api_tokens::expires_at))
+                    .returning(TokenRow::as_returning())
+                    .get_results(conn)
+                    .await?;
+            let mut expired = rows
+                .into_iter()
+                .map(TokenRow::into_domain)
+                .collect::<Result<Vec<_>, _>>()?;
+            expired.sort_by_key(|token| token.id);
+            for token in &expired {
+                write_audit(conn, &audit_of(token)).await?;
+                announce(conn, Change::Token(token.id)).await?;
+            }
+            Ok(expired.into_iter().map(|token| token.id).collect())
+        })
+        .await?;
         Ok(expired)
     }
 }
 
 #[async_trait]
-impl BootstrapRepo for PgStore {
+impl BootstrapRepo for crate::Store {
     async fn create_account(
         &self,
         account: &Account,
@@ -247,8 +246,8 @@ impl BootstrapRepo for PgStore {
         token: &NewToken,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        conn.transaction(async |conn| {
+        let mut conn = self.writer().await?;
+        write_transaction!(conn, async |conn| {
             diesel::insert_into(accounts::table)
                 .values(AccountRow::from_domain(account, account.created_at))
                 .execute(conn)

@@ -1,0 +1,247 @@
+//! Stored events: the listing, the export stream, the export checkpoints and the app a
+//! bundle's etag belongs to. Writing a batch and pruning are each store's own
+//! (`crate::event_writes`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use d2_events::{
+    AppResolver, Decision, EventFacts, EventFilter, EventStore, ExportCheckpoints, ExportCursor,
+    NewEvent, StoredEvent,
+};
+use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, StoreError, TokenId};
+use diesel::prelude::*;
+use diesel::sql_types::BigInt;
+use diesel::upsert::excluded;
+use diesel_async::RunQueryDsl;
+
+use crate::error::from_diesel;
+use crate::event_writes;
+use crate::position::{Side, beyond};
+use crate::schema::{events, job_checkpoints, policies};
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = events, check_for_backend(crate::Db))]
+struct EventRow {
+    id: i64,
+    account_id: uuid::Uuid,
+    event_key: Vec<u8>,
+    token_id: Option<uuid::Uuid>,
+    event_type: String,
+    occurred_at: DateTime<Utc>,
+    ingested_at: DateTime<Utc>,
+    app_name: Option<String>,
+    service: Option<String>,
+    host: Option<String>,
+    source_ip: Option<String>,
+    request_id: Option<String>,
+    decision: Option<i16>,
+    tool: Option<String>,
+    latency_ms: Option<f64>,
+    payload: serde_json::Value,
+}
+
+impl EventRow {
+    fn into_domain(self) -> Result<StoredEvent, StoreError> {
+        let key = <[u8; 32]>::try_from(self.event_key.as_slice())
+            .map_err(|_| StoreError::corrupt("event key"))?;
+        let decision = match self.decision {
+            Some(value) => {
+                Some(Decision::from_i16(value).ok_or_else(|| StoreError::corrupt("decision"))?)
+            }
+            None => None,
+        };
+        Ok(StoredEvent {
+            id: self.id,
+            event: NewEvent {
+                account_id: AccountId::from_uuid(self.account_id),
+                key,
+                token_id: self.token_id.map(TokenId::from_uuid),
+                event_type: self.event_type,
+                occurred_at: self.occurred_at,
+                ingested_at: self.ingested_at,
+                app_name: self.app_name.as_deref().map(AppName::normalise),
+                service: self.service,
+                host: self.host,
+                source_ip: self.source_ip,
+                request_id: self.request_id,
+                facts: EventFacts {
+                    decision,
+                    tool: self.tool,
+                    latency_ms: self.latency_ms,
+                },
+                payload: self.payload,
+            },
+        })
+    }
+}
+
+fn into_domain(rows: Vec<EventRow>) -> Result<Vec<StoredEvent>, StoreError> {
+    rows.into_iter().map(EventRow::into_domain).collect()
+}
+
+#[async_trait]
+impl EventStore for crate::Store {
+    async fn insert_events(&self, batch: &[NewEvent]) -> Result<Vec<[u8; 32]>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.writer().await?;
+        let keys = event_writes::insert(&mut conn, batch)
+            .await
+            .map_err(from_diesel)?;
+        keys.into_iter()
+            .map(|key| {
+                <[u8; 32]>::try_from(key.as_slice()).map_err(|_| StoreError::corrupt("event key"))
+            })
+            .collect()
+    }
+
+    async fn list_events(
+        &self,
+        account_id: AccountId,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> Result<Page<StoredEvent>, StoreError> {
+        let mut query = events::table
+            .filter(events::account_id.eq(account_id.as_uuid()))
+            .select(EventRow::as_select())
+            .order((events::ingested_at.desc(), events::id.desc()))
+            .limit(i64::from(page.limit()) + 1)
+            .into_boxed();
+        if let Some(event_type) = &filter.event_type {
+            query = query.filter(events::event_type.eq(event_type.clone()));
+        }
+        if let Some(app) = &filter.app_name {
+            query = query.filter(events::app_name.eq(app.as_str().to_owned()));
+        }
+        if let Some(service) = &filter.service {
+            query = query.filter(events::service.eq(service.clone()));
+        }
+        if let Some(since) = filter.since {
+            query = query.filter(events::occurred_at.ge(since));
+        }
+        if let Some(until) = filter.until {
+            query = query.filter(events::occurred_at.lt(until));
+        }
+        if let Some(cursor) = page.after() {
+            let id: i64 = cursor
+                .id_as()
+                .map_err(|_| StoreError::corrupt("event cursor"))?;
+            query = query.filter(beyond::<_, BigInt, _>(
+                "ingested_at, id",
+                Side::Before,
+                cursor.at,
+                id,
+            ));
+        }
+        let mut conn = self.conn().await?;
+        let rows = query.load(&mut conn).await.map_err(from_diesel)?;
+        Ok(page.page_from(into_domain(rows)?, |s| {
+            Cursor::new(s.event.ingested_at, s.id.to_string())
+        }))
+    }
+
+    async fn events_after(
+        &self,
+        after: Option<ExportCursor>,
+        settled_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut query = events::table
+            .filter(events::ingested_at.lt(settled_before))
+            .select(EventRow::as_select())
+            .order((events::ingested_at.asc(), events::id.asc()))
+            .limit(i64::from(limit))
+            .into_boxed();
+        if let Some(cursor) = after {
+            query = query.filter(beyond::<_, BigInt, _>(
+                "ingested_at, id",
+                Side::After,
+                cursor.ingested_at,
+                cursor.id,
+            ));
+        }
+        let mut conn = self.conn().await?;
+        into_domain(query.load(&mut conn).await.map_err(from_diesel)?)
+    }
+
+    async fn prune_events(
+        &self,
+        up_to: ExportCursor,
+        older_than: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        // In slices, so each statement (each write lock, on SQLite) stays short whatever
+        // the backlog.
+        let mut total = 0;
+        loop {
+            let mut conn = self.writer().await?;
+            let deleted = event_writes::prune_slice(&mut conn, up_to, older_than, PRUNE_SLICE)
+                .await
+                .map_err(from_diesel)?;
+            total += u64::try_from(deleted).unwrap_or(u64::MAX);
+            if i64::try_from(deleted).unwrap_or(i64::MAX) < PRUNE_SLICE {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Rows deleted per statement by retention.
+const PRUNE_SLICE: i64 = 10_000;
+
+#[async_trait]
+impl AppResolver for crate::Store {
+    async fn app_for_etag(
+        &self,
+        account_id: AccountId,
+        etag: &str,
+    ) -> Result<Option<AppName>, StoreError> {
+        let mut conn = self.conn().await?;
+        let app: Option<String> = policies::table
+            .filter(policies::account_id.eq(account_id.as_uuid()))
+            .filter(policies::etag.eq(etag))
+            .select(policies::app_name)
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?;
+        Ok(app.as_deref().map(AppName::normalise))
+    }
+}
+
+#[async_trait]
+impl ExportCheckpoints for crate::Store {
+    async fn load(&self, job: &str) -> Result<Option<ExportCursor>, StoreError> {
+        let mut conn = self.conn().await?;
+        let row: Option<(DateTime<Utc>, i64)> = job_checkpoints::table
+            .filter(job_checkpoints::job.eq(job))
+            .select((job_checkpoints::ingested_at, job_checkpoints::event_id))
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?;
+        Ok(row.map(|(ingested_at, id)| ExportCursor { ingested_at, id }))
+    }
+
+    async fn save(&self, job: &str, cursor: ExportCursor) -> Result<(), StoreError> {
+        let mut conn = self.writer().await?;
+        diesel::insert_into(job_checkpoints::table)
+            .values((
+                job_checkpoints::job.eq(job),
+                job_checkpoints::ingested_at.eq(cursor.ingested_at),
+                job_checkpoints::event_id.eq(cursor.id),
+                job_checkpoints::updated_at.eq(Utc::now()),
+            ))
+            .on_conflict(job_checkpoints::job)
+            .do_update()
+            .set((
+                job_checkpoints::ingested_at.eq(excluded(job_checkpoints::ingested_at)),
+                job_checkpoints::event_id.eq(excluded(job_checkpoints::event_id)),
+                job_checkpoints::updated_at.eq(excluded(job_checkpoints::updated_at)),
+            ))
+            .execute(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        Ok(())
+    }
+}

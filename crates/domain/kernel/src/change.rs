@@ -1,0 +1,67 @@
+//! What a committed write changed, announced to every process sharing the store so each
+//! drops what it cached (PostgreSQL carries it with NOTIFY, SQLite with a polled table).
+
+use crate::{AccountId, AppName, TokenId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Token(TokenId),
+    Account(AccountId),
+    /// An app's policies changed (publish, draft, revoke, revert, rotation).
+    App(AccountId, AppName),
+    /// An account's signing keys changed.
+    Keys(AccountId),
+    /// The feed was (re)connected: announcements may have been missed, so everything
+    /// cached must be considered stale.
+    Resync,
+}
+
+impl Change {
+    /// The announcement's text: `token:<id>`, `account:<id>`, `app:<account>:<app>` or
+    /// `keys:<account>`. `Resync` is never announced.
+    pub fn payload(&self) -> Option<String> {
+        match self {
+            Change::Token(id) => Some(format!("token:{id}")),
+            Change::Account(id) => Some(format!("account:{id}")),
+            Change::App(account, app) => Some(format!("app:{account}:{app}")),
+            Change::Keys(account) => Some(format!("keys:{account}")),
+            Change::Resync => None,
+        }
+    }
+
+    /// The change an announcement names; `None` for text no version of D2 wrote.
+    pub fn parse(payload: &str) -> Option<Self> {
+        match payload.split_once(':')? {
+            ("token", id) => id.parse().ok().map(Change::Token),
+            ("account", id) => id.parse().ok().map(Change::Account),
+            ("app", rest) => {
+                let (account, app) = rest.split_once(':')?;
+                Some(Change::App(account.parse().ok()?, AppName::normalise(app)))
+            }
+            ("keys", id) => id.parse().ok().map(Change::Keys),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_announced_change_parses_back() {
+        let account = AccountId::random();
+        for change in [
+            Change::Token(TokenId::random()),
+            Change::Account(account),
+            Change::App(account, AppName::normalise("Billing Bot")),
+            Change::Keys(account),
+        ] {
+            let payload = change.payload().unwrap();
+            assert_eq!(Change::parse(&payload), Some(change));
+        }
+        assert_eq!(Change::Resync.payload(), None);
+        assert_eq!(Change::parse("nonsense"), None);
+        assert_eq!(Change::parse("token:not-a-uuid"), None);
+    }
+}
