@@ -1,10 +1,10 @@
+use crate::id::Id;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_accounts::{Account, AccountPatch, AccountRepo, AuditOf, JobAuditOf, User};
 use d2_kernel::{AccountId, Plan, StoreError};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use uuid::Uuid;
 
 use crate::audit::write_audit;
 use crate::changes::announce;
@@ -18,7 +18,7 @@ impl AccountRepo for crate::Store {
     async fn find_account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
         let mut conn = self.conn().await?;
         let row = accounts::table
-            .find(id.as_uuid())
+            .find(Id::from(id))
             .select(AccountRow::as_select())
             .first(&mut conn)
             .await
@@ -35,7 +35,7 @@ impl AccountRepo for crate::Store {
     ) -> Result<Option<Account>, StoreError> {
         let mut conn = self.writer().await?;
         let updated = write_transaction!(conn, async |conn| {
-            let row = locked!(accounts::table.find(id.as_uuid()))
+            let row = locked!(accounts::table.find(Id::from(id)))
                 .select(AccountRow::as_select())
                 .first(conn)
                 .await
@@ -47,7 +47,7 @@ impl AccountRepo for crate::Store {
             let mut after = before.clone();
             patch.apply(&mut after);
             let audit = audit_of(&before, &after);
-            diesel::update(accounts::table.find(id.as_uuid()))
+            diesel::update(accounts::table.find(Id::from(id)))
                 .set(AccountRow::from_domain(&after, audit.occurred_at))
                 .execute(conn)
                 .await?;
@@ -62,7 +62,7 @@ impl AccountRepo for crate::Store {
     async fn count_users(&self, id: AccountId) -> Result<u64, StoreError> {
         let mut conn = self.conn().await?;
         let count: i64 = users::table
-            .filter(users::account_id.eq(id.as_uuid()))
+            .filter(users::account_id.eq(Id::from(id)))
             .count()
             .get_result(&mut conn)
             .await
@@ -73,7 +73,7 @@ impl AccountRepo for crate::Store {
     async fn list_users(&self, id: AccountId) -> Result<Vec<User>, StoreError> {
         let mut conn = self.conn().await?;
         let rows = users::table
-            .filter(users::account_id.eq(id.as_uuid()))
+            .filter(users::account_id.eq(Id::from(id)))
             .order((users::created_at.asc(), users::id.asc()))
             .select(UserRow::as_select())
             .load(&mut conn)
@@ -95,7 +95,7 @@ impl AccountRepo for crate::Store {
         let locked = write_transaction!(conn, async |conn| {
             // Rows another transaction holds (an update, another worker) are left for
             // a later run rather than waited for.
-            let ids: Vec<Uuid> = locked_skipping!(
+            let ids: Vec<Id> = locked_skipping!(
                 accounts::table
                     .filter(accounts::plan.eq(Plan::Trial.as_str()))
                     .filter(accounts::trial_expires_at.le(now))

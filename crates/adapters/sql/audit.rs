@@ -5,6 +5,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use crate::error::from_diesel;
+use crate::id::Id;
 use crate::models::{AuditRow, NewAuditRow};
 use crate::position::{Side, beyond};
 use crate::schema::audit_logs;
@@ -32,7 +33,7 @@ impl AuditLog for crate::Store {
         page: &PageRequest,
     ) -> Result<Page<AuditRecord>, StoreError> {
         let mut query = audit_logs::table
-            .filter(audit_logs::account_id.eq(account_id.as_uuid()))
+            .filter(audit_logs::account_id.eq(Id::from(account_id)))
             .select(AuditRow::as_select())
             .order((audit_logs::created_at.desc(), audit_logs::id.desc()))
             .limit(i64::from(page.limit()) + 1)

@@ -1,5 +1,5 @@
-//! Stored events: the listing, the export stream, the export checkpoints and the app a
-//! bundle's etag belongs to. Writing a batch and pruning are each store's own
+//! Stored events: the listing, the export stream, retention, the export checkpoints and the
+//! app a bundle's etag belongs to. Writing a batch is each store's own
 //! (`crate::event_writes`).
 
 use async_trait::async_trait;
@@ -8,7 +8,7 @@ use d2_events::{
     AppResolver, Decision, EventFacts, EventFilter, EventStore, ExportCheckpoints, ExportCursor,
     NewEvent, StoredEvent,
 };
-use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, StoreError, TokenId};
+use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, StoreError};
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel::upsert::excluded;
@@ -16,6 +16,7 @@ use diesel_async::RunQueryDsl;
 
 use crate::error::from_diesel;
 use crate::event_writes;
+use crate::id::Id;
 use crate::position::{Side, beyond};
 use crate::schema::{events, job_checkpoints, policies};
 
@@ -23,9 +24,9 @@ use crate::schema::{events, job_checkpoints, policies};
 #[diesel(table_name = events, check_for_backend(crate::Db))]
 struct EventRow {
     id: i64,
-    account_id: uuid::Uuid,
+    account_id: Id,
     event_key: Vec<u8>,
-    token_id: Option<uuid::Uuid>,
+    token_id: Option<Id>,
     event_type: String,
     occurred_at: DateTime<Utc>,
     ingested_at: DateTime<Utc>,
@@ -53,9 +54,9 @@ impl EventRow {
         Ok(StoredEvent {
             id: self.id,
             event: NewEvent {
-                account_id: AccountId::from_uuid(self.account_id),
+                account_id: self.account_id.into(),
                 key,
-                token_id: self.token_id.map(TokenId::from_uuid),
+                token_id: self.token_id.map(Into::into),
                 event_type: self.event_type,
                 occurred_at: self.occurred_at,
                 ingested_at: self.ingested_at,
@@ -103,7 +104,7 @@ impl EventStore for crate::Store {
         page: &PageRequest,
     ) -> Result<Page<StoredEvent>, StoreError> {
         let mut query = events::table
-            .filter(events::account_id.eq(account_id.as_uuid()))
+            .filter(events::account_id.eq(Id::from(account_id)))
             .select(EventRow::as_select())
             .order((events::ingested_at.desc(), events::id.desc()))
             .limit(i64::from(page.limit()) + 1)
@@ -174,8 +175,20 @@ impl EventStore for crate::Store {
         // the backlog.
         let mut total = 0;
         loop {
+            let slice = events::table
+                .filter(events::ingested_at.lt(older_than))
+                .filter(beyond::<_, BigInt, _>(
+                    "ingested_at, id",
+                    Side::UpTo,
+                    up_to.ingested_at,
+                    up_to.id,
+                ))
+                .select(events::id)
+                .limit(PRUNE_SLICE)
+                .into_boxed();
             let mut conn = self.writer().await?;
-            let deleted = event_writes::prune_slice(&mut conn, up_to, older_than, PRUNE_SLICE)
+            let deleted = diesel::delete(events::table.filter(events::id.eq_any(slice)))
+                .execute(&mut conn)
                 .await
                 .map_err(from_diesel)?;
             total += u64::try_from(deleted).unwrap_or(u64::MAX);
@@ -198,7 +211,7 @@ impl AppResolver for crate::Store {
     ) -> Result<Option<AppName>, StoreError> {
         let mut conn = self.conn().await?;
         let app: Option<String> = policies::table
-            .filter(policies::account_id.eq(account_id.as_uuid()))
+            .filter(policies::account_id.eq(Id::from(account_id)))
             .filter(policies::etag.eq(etag))
             .select(policies::app_name)
             .first(&mut conn)

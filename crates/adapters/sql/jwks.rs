@@ -1,3 +1,4 @@
+use crate::id::Id;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
@@ -5,7 +6,6 @@ use d2_jwks::{FirstKey, Sealed, SigningKey, SigningKeyRepo};
 use d2_kernel::{AccountId, StoreError};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use uuid::Uuid;
 
 use crate::audit::write_audit;
 use crate::changes::{announce, lock};
@@ -23,7 +23,7 @@ pub(crate) async fn active_key(
     account_id: AccountId,
 ) -> QueryResult<Option<SigningKeyRow>> {
     signing_keys::table
-        .filter(signing_keys::account_id.eq(account_id.as_uuid()))
+        .filter(signing_keys::account_id.eq(Id::from(account_id)))
         .filter(signing_keys::retired_at.is_null())
         .select(SigningKeyRow::as_select())
         .first(conn)
@@ -36,7 +36,7 @@ impl SigningKeyRepo for crate::Store {
     async fn keys(&self, account_id: AccountId) -> Result<Vec<SigningKey>, StoreError> {
         let mut conn = self.conn().await?;
         let rows = signing_keys::table
-            .filter(signing_keys::account_id.eq(account_id.as_uuid()))
+            .filter(signing_keys::account_id.eq(Id::from(account_id)))
             .order(signing_keys::created_at.desc())
             .select(SigningKeyRow::as_select())
             .load(&mut conn)
@@ -125,7 +125,7 @@ impl SigningKeyRepo for crate::Store {
     async fn prune_retired(&self, retired_before: DateTime<Utc>) -> Result<u64, StoreError> {
         let mut conn = self.writer().await?;
         let pruned = write_transaction!(conn, async |conn| {
-            let mut accounts: Vec<Uuid> = diesel::delete(
+            let mut accounts: Vec<Id> = diesel::delete(
                 signing_keys::table.filter(signing_keys::retired_at.lt(retired_before)),
             )
             .returning(signing_keys::account_id)
@@ -145,7 +145,7 @@ impl SigningKeyRepo for crate::Store {
 
     async fn accounts_with_keys(&self) -> Result<Vec<AccountId>, StoreError> {
         let mut conn = self.conn().await?;
-        let ids: Vec<Uuid> = signing_keys::table
+        let ids: Vec<Id> = signing_keys::table
             .select(signing_keys::account_id)
             .distinct()
             .order(signing_keys::account_id.asc())

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::id::Id;
 use chrono::{DateTime, Utc};
 use d2_accounts::{Account, AccountName, Role, SampleRate, User};
 use d2_audit::{AuditEntry, AuditRecord};
@@ -10,7 +11,6 @@ use d2_kernel::{AppName, ScopeSet, StoreError};
 use d2_tokens::{ApiToken, NewToken};
 use diesel::prelude::*;
 use serde_json::Value;
-use uuid::Uuid;
 
 use d2_jwks::{PublishedKey, Sealed, SigningKey};
 use d2_policy::{PolicyRecord, PublisherKey, Stage};
@@ -26,7 +26,7 @@ fn corrupt(what: &str) -> StoreError {
 #[derive(Queryable, Selectable, Insertable, AsChangeset)]
 #[diesel(table_name = accounts, check_for_backend(crate::Db))]
 pub(crate) struct AccountRow {
-    pub id: Uuid,
+    pub id: Id,
     pub name: String,
     pub plan: String,
     pub trial_expires_at: Option<DateTime<Utc>>,
@@ -44,7 +44,7 @@ impl AccountRow {
             .map(|(k, v)| (k.clone(), Value::from(v.get())))
             .collect();
         Self {
-            id: *account.id.as_uuid(),
+            id: Id::from(account.id),
             name: account.name.as_str().to_owned(),
             plan: account.plan.as_str().to_owned(),
             trial_expires_at: account.trial_expires_at,
@@ -84,8 +84,8 @@ impl AccountRow {
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = users, check_for_backend(crate::Db))]
 pub(crate) struct UserRow {
-    pub id: Uuid,
-    pub account_id: Uuid,
+    pub id: Id,
+    pub account_id: Id,
     pub email: Option<String>,
     pub display_name: Option<String>,
     pub full_name: Option<String>,
@@ -96,8 +96,8 @@ pub(crate) struct UserRow {
 impl UserRow {
     pub fn from_domain(user: &User) -> Self {
         Self {
-            id: *user.id.as_uuid(),
-            account_id: *user.account_id.as_uuid(),
+            id: Id::from(user.id),
+            account_id: Id::from(user.account_id),
             email: user.email.clone(),
             display_name: user.display_name.clone(),
             full_name: user.full_name.clone(),
@@ -122,17 +122,17 @@ impl UserRow {
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = api_tokens, check_for_backend(crate::Db))]
 pub(crate) struct TokenRow {
-    pub id: Uuid,
-    pub account_id: Uuid,
+    pub id: Id,
+    pub account_id: Id,
     pub kind: String,
     pub scopes: String,
     pub name: Option<String>,
     pub app_name: Option<String>,
-    pub created_by: Option<Uuid>,
+    pub created_by: Option<Id>,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
-    pub replaced_by: Option<Uuid>,
+    pub replaced_by: Option<Id>,
 }
 
 impl TokenRow {
@@ -159,14 +159,14 @@ impl TokenRow {
 #[derive(Insertable)]
 #[diesel(table_name = api_tokens, check_for_backend(crate::Db))]
 pub(crate) struct NewTokenRow<'a> {
-    pub id: Uuid,
-    pub account_id: Uuid,
+    pub id: Id,
+    pub account_id: Id,
     pub digest: &'a [u8],
     pub kind: &'static str,
     pub scopes: String,
     pub name: Option<&'a str>,
     pub app_name: Option<&'a str>,
-    pub created_by: Option<Uuid>,
+    pub created_by: Option<Id>,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
 }
@@ -175,14 +175,14 @@ impl<'a> NewTokenRow<'a> {
     pub fn from_domain(new: &'a NewToken) -> Self {
         let token = &new.token;
         Self {
-            id: *token.id.as_uuid(),
-            account_id: *token.account_id.as_uuid(),
+            id: Id::from(token.id),
+            account_id: Id::from(token.account_id),
             digest: new.digest.as_bytes(),
             kind: token.kind.as_str(),
             scopes: token.scopes.names().join(" "),
             name: token.name.as_deref(),
             app_name: token.app_name.as_ref().map(AppName::as_str),
-            created_by: token.created_by.map(Uuid::from),
+            created_by: token.created_by.map(Id::from),
             created_at: token.created_at,
             expires_at: token.expires_at,
         }
@@ -192,10 +192,10 @@ impl<'a> NewTokenRow<'a> {
 #[derive(Insertable)]
 #[diesel(table_name = audit_logs, check_for_backend(crate::Db))]
 pub(crate) struct NewAuditRow<'a> {
-    pub account_id: Uuid,
+    pub account_id: Id,
     pub actor: &'a str,
-    pub token_id: Option<Uuid>,
-    pub user_id: Option<Uuid>,
+    pub token_id: Option<Id>,
+    pub user_id: Option<Id>,
     pub action: &'static str,
     pub status: &'static str,
     pub resource_type: Option<&'a str>,
@@ -207,10 +207,10 @@ pub(crate) struct NewAuditRow<'a> {
 impl<'a> NewAuditRow<'a> {
     pub fn from_domain(entry: &'a AuditEntry) -> Self {
         Self {
-            account_id: *entry.account_id.as_uuid(),
+            account_id: Id::from(entry.account_id),
             actor: &entry.actor,
-            token_id: entry.token_id.map(Uuid::from),
-            user_id: entry.user_id.map(Uuid::from),
+            token_id: entry.token_id.map(Id::from),
+            user_id: entry.user_id.map(Id::from),
             action: entry.action.as_str(),
             status: entry.status.as_str(),
             resource_type: entry.resource_type.as_deref(),
@@ -225,10 +225,10 @@ impl<'a> NewAuditRow<'a> {
 #[diesel(table_name = audit_logs, check_for_backend(crate::Db))]
 pub(crate) struct AuditRow {
     pub id: i64,
-    pub account_id: Uuid,
+    pub account_id: Id,
     pub actor: String,
-    pub token_id: Option<Uuid>,
-    pub user_id: Option<Uuid>,
+    pub token_id: Option<Id>,
+    pub user_id: Option<Id>,
     pub action: String,
     pub status: String,
     pub resource_type: Option<String>,
@@ -261,7 +261,7 @@ impl AuditRow {
 #[diesel(table_name = signing_keys, check_for_backend(crate::Db))]
 pub(crate) struct SigningKeyRow {
     pub kid: String,
-    pub account_id: Uuid,
+    pub account_id: Id,
     pub public_n: String,
     pub public_e: String,
     pub aes_key_id: String,
@@ -274,7 +274,7 @@ impl SigningKeyRow {
     pub fn from_domain(key: &SigningKey) -> Self {
         Self {
             kid: key.kid.clone(),
-            account_id: *key.account_id.as_uuid(),
+            account_id: Id::from(key.account_id),
             public_n: key.public.n.clone(),
             public_e: key.public.e.clone(),
             aes_key_id: key.sealed_private.aes_key_id.clone(),
@@ -302,27 +302,27 @@ impl SigningKeyRow {
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = publisher_keys, check_for_backend(crate::Db))]
 pub(crate) struct PublisherKeyRow {
-    pub account_id: Uuid,
+    pub account_id: Id,
     pub key_id: String,
     pub public_key: Vec<u8>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub uploaded_by: String,
-    pub token_id: Option<Uuid>,
-    pub user_id: Option<Uuid>,
+    pub token_id: Option<Id>,
+    pub user_id: Option<Id>,
 }
 
 impl PublisherKeyRow {
     pub fn from_domain(key: &PublisherKey) -> Self {
         Self {
-            account_id: *key.account_id.as_uuid(),
+            account_id: Id::from(key.account_id),
             key_id: key.key_id.clone(),
             public_key: key.public_key.to_vec(),
             created_at: key.created_at,
             revoked_at: key.revoked_at,
             uploaded_by: key.uploaded_by.clone(),
-            token_id: key.token_id.map(Uuid::from),
-            user_id: key.user_id.map(Uuid::from),
+            token_id: key.token_id.map(Id::from),
+            user_id: key.user_id.map(Id::from),
         }
     }
 
@@ -346,8 +346,8 @@ impl PublisherKeyRow {
 #[derive(Queryable, Selectable, Insertable)]
 #[diesel(table_name = policies, check_for_backend(crate::Db))]
 pub(crate) struct PolicyRow {
-    pub id: Uuid,
-    pub account_id: Uuid,
+    pub id: Id,
+    pub account_id: Id,
     pub app_name: String,
     pub version: i64,
     pub stage: String,
@@ -364,8 +364,8 @@ pub(crate) struct PolicyRow {
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub actor: String,
-    pub token_id: Option<Uuid>,
-    pub user_id: Option<Uuid>,
+    pub token_id: Option<Id>,
+    pub user_id: Option<Id>,
     pub publisher_key_id: Option<String>,
     pub rotation_id: Option<String>,
 }
@@ -373,8 +373,8 @@ pub(crate) struct PolicyRow {
 impl PolicyRow {
     pub fn from_domain(record: &PolicyRecord) -> Self {
         Self {
-            id: *record.id.as_uuid(),
-            account_id: *record.account_id.as_uuid(),
+            id: Id::from(record.id),
+            account_id: Id::from(record.account_id),
             app_name: record.app_name.as_str().to_owned(),
             version: record.version,
             stage: record.stage.as_str().to_owned(),
@@ -391,8 +391,8 @@ impl PolicyRow {
             expires_at: record.expires_at,
             revoked_at: record.revoked_at,
             actor: record.actor.clone(),
-            token_id: record.token_id.map(Uuid::from),
-            user_id: record.user_id.map(Uuid::from),
+            token_id: record.token_id.map(Id::from),
+            user_id: record.user_id.map(Id::from),
             publisher_key_id: record.publisher_key_id.clone(),
             rotation_id: record.rotation_id.clone(),
         }

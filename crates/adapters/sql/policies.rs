@@ -13,6 +13,7 @@ use diesel_async::RunQueryDsl;
 use crate::audit::write_audit;
 use crate::changes::{announce, lock};
 use crate::error::{TxError, from_diesel};
+use crate::id::Id;
 use crate::jwks::{active_key, keys_lock};
 use crate::models::{PolicyRow, PublisherKeyRow, SigningKeyRow};
 use crate::position::{Side, beyond};
@@ -25,7 +26,7 @@ fn app_lock(account_id: AccountId, app: &AppName) -> String {
 
 fn of_app(account_id: AccountId, app: &AppName) -> policies::BoxedQuery<'static, crate::Db> {
     policies::table
-        .filter(policies::account_id.eq(*account_id.as_uuid()))
+        .filter(policies::account_id.eq(Id::from(account_id)))
         .filter(policies::app_name.eq(app.as_str().to_owned()))
         .into_boxed()
 }
@@ -37,7 +38,7 @@ async fn delete_draft(
 ) -> QueryResult<usize> {
     diesel::delete(
         policies::table
-            .filter(policies::account_id.eq(account_id.as_uuid()))
+            .filter(policies::account_id.eq(Id::from(account_id)))
             .filter(policies::app_name.eq(app.as_str()))
             .filter(policies::stage.eq(Stage::Draft.as_str())),
     )
@@ -102,7 +103,7 @@ async fn insert_active(
     }
     if state.active.is_none() {
         let serving: i64 = policies::table
-            .filter(policies::account_id.eq(account_id.as_uuid()))
+            .filter(policies::account_id.eq(Id::from(account_id)))
             .filter(policies::active.eq(true))
             .count()
             .get_result(conn)
@@ -120,7 +121,7 @@ async fn insert_active(
     delete_draft(conn, account_id, app).await?;
     diesel::update(
         policies::table
-            .filter(policies::account_id.eq(account_id.as_uuid()))
+            .filter(policies::account_id.eq(Id::from(account_id)))
             .filter(policies::app_name.eq(app.as_str()))
             .filter(policies::active.eq(true)),
     )
@@ -153,8 +154,8 @@ impl PolicyRepo for crate::Store {
     ) -> Result<Option<PolicyRecord>, StoreError> {
         let mut conn = self.conn().await?;
         let row = policies::table
-            .filter(policies::account_id.eq(account_id.as_uuid()))
-            .filter(policies::id.eq(id.as_uuid()))
+            .filter(policies::account_id.eq(Id::from(account_id)))
+            .filter(policies::id.eq(Id::from(id)))
             .select(PolicyRow::as_select())
             .first(&mut conn)
             .await
@@ -184,7 +185,7 @@ impl PolicyRepo for crate::Store {
         page: &PageRequest,
     ) -> Result<Page<PolicyRecord>, StoreError> {
         let mut query = policies::table
-            .filter(policies::account_id.eq(account_id.as_uuid()))
+            .filter(policies::account_id.eq(Id::from(account_id)))
             .order((policies::created_at.desc(), policies::id.desc()))
             .limit(i64::from(page.limit()) + 1)
             .select(PolicyRow::as_select())
@@ -197,7 +198,7 @@ impl PolicyRepo for crate::Store {
                 "created_at, id",
                 Side::Before,
                 cursor.at,
-                *id.as_uuid(),
+                Id::from(id),
             ));
         }
         let mut conn = self.conn().await?;
@@ -212,7 +213,7 @@ impl PolicyRepo for crate::Store {
     async fn apps(&self, account_id: AccountId) -> Result<Vec<AppName>, StoreError> {
         let mut conn = self.conn().await?;
         let names: Vec<String> = policies::table
-            .filter(policies::account_id.eq(account_id.as_uuid()))
+            .filter(policies::account_id.eq(Id::from(account_id)))
             .select(policies::app_name)
             .distinct()
             .order(policies::app_name.asc())
@@ -228,7 +229,7 @@ impl PolicyRepo for crate::Store {
     ) -> Result<Vec<PolicyRecord>, StoreError> {
         let mut conn = self.conn().await?;
         let rows = policies::table
-            .filter(policies::account_id.eq(account_id.as_uuid()))
+            .filter(policies::account_id.eq(Id::from(account_id)))
             .filter(policies::active.eq(true))
             .order(policies::app_name.asc())
             .select(PolicyRow::as_select())
@@ -303,7 +304,7 @@ impl PolicyRepo for crate::Store {
             }
             diesel::update(
                 policies::table
-                    .filter(policies::account_id.eq(account_id.as_uuid()))
+                    .filter(policies::account_id.eq(Id::from(account_id)))
                     .filter(policies::app_name.eq(app.as_str()))
                     .filter(policies::stage.eq(Stage::Published.as_str())),
             )
@@ -336,8 +337,8 @@ impl PolicyRepo for crate::Store {
         let updated = write_transaction!(conn, async |conn| {
             let row = diesel::update(
                 policies::table
-                    .filter(policies::account_id.eq(account_id.as_uuid()))
-                    .filter(policies::id.eq(id.as_uuid())),
+                    .filter(policies::account_id.eq(Id::from(account_id)))
+                    .filter(policies::id.eq(Id::from(id))),
             )
             .set(policies::description.eq(description))
             .returning(PolicyRow::as_returning())
@@ -377,7 +378,7 @@ impl PolicyRepo for crate::Store {
             }
             diesel::update(
                 signing_keys::table
-                    .filter(signing_keys::account_id.eq(account_id.as_uuid()))
+                    .filter(signing_keys::account_id.eq(Id::from(account_id)))
                     .filter(signing_keys::retired_at.is_null()),
             )
             .set(signing_keys::retired_at.eq(rotation.at))
@@ -433,7 +434,7 @@ impl PublisherKeyRepo for crate::Store {
                 return Ok::<_, TxError>(KeyRegistration::Created);
             }
             let existing = publisher_keys::table
-                .filter(publisher_keys::account_id.eq(key.account_id.as_uuid()))
+                .filter(publisher_keys::account_id.eq(Id::from(key.account_id)))
                 .filter(publisher_keys::key_id.eq(&key.key_id))
                 .select(PublisherKeyRow::as_select())
                 .first(conn)
@@ -451,7 +452,7 @@ impl PublisherKeyRepo for crate::Store {
     ) -> Result<Option<PublisherKey>, StoreError> {
         let mut conn = self.conn().await?;
         let row = publisher_keys::table
-            .filter(publisher_keys::account_id.eq(account_id.as_uuid()))
+            .filter(publisher_keys::account_id.eq(Id::from(account_id)))
             .filter(publisher_keys::key_id.eq(key_id))
             .select(PublisherKeyRow::as_select())
             .first(&mut conn)
@@ -467,7 +468,7 @@ impl PublisherKeyRepo for crate::Store {
         include_revoked: bool,
     ) -> Result<Vec<PublisherKey>, StoreError> {
         let mut query = publisher_keys::table
-            .filter(publisher_keys::account_id.eq(account_id.as_uuid()))
+            .filter(publisher_keys::account_id.eq(Id::from(account_id)))
             .order(publisher_keys::created_at.desc())
             .select(PublisherKeyRow::as_select())
             .into_boxed();
@@ -490,7 +491,7 @@ impl PublisherKeyRepo for crate::Store {
         let found = write_transaction!(conn, async |conn| {
             let revoked_at: Option<Option<DateTime<Utc>>> = locked!(
                 publisher_keys::table
-                    .filter(publisher_keys::account_id.eq(account_id.as_uuid()))
+                    .filter(publisher_keys::account_id.eq(Id::from(account_id)))
                     .filter(publisher_keys::key_id.eq(key_id))
                     .select(publisher_keys::revoked_at)
             )
@@ -503,7 +504,7 @@ impl PublisherKeyRepo for crate::Store {
                 Some(None) => {
                     diesel::update(
                         publisher_keys::table
-                            .filter(publisher_keys::account_id.eq(account_id.as_uuid()))
+                            .filter(publisher_keys::account_id.eq(Id::from(account_id)))
                             .filter(publisher_keys::key_id.eq(key_id)),
                     )
                     .set(publisher_keys::revoked_at.eq(at))

@@ -20,9 +20,11 @@ pub(crate) enum Side {
     Before,
     /// Newer: the export stream.
     After,
+    /// The position and older: what an export has passed.
+    UpTo,
 }
 
-/// `(time_column, id_column) < or > (at, id)`. The column names are the adapter's own
+/// `(time_column, id_column) <, > or <= (at, id)`. The column names are the adapter's own
 /// constants, never input.
 pub(crate) fn beyond<QS, IdType, Id>(
     columns: &'static str,
@@ -39,6 +41,7 @@ where
     let op = match side {
         Side::Before => "<",
         Side::After => ">",
+        Side::UpTo => "<=",
     };
     diesel::dsl::sql::<Bool>(&format!("({columns}) {op} ("))
         .bind::<Timestamptz, _>(at)

@@ -1,3 +1,4 @@
+use crate::id::Id;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_accounts::{Account, User};
@@ -9,7 +10,6 @@ use d2_tokens::{
 };
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use uuid::Uuid;
 
 use crate::audit::write_audit;
 use crate::changes::announce;
@@ -52,8 +52,8 @@ impl TokenRepo for crate::Store {
     ) -> Result<Option<ApiToken>, StoreError> {
         let mut conn = self.conn().await?;
         let row = api_tokens::table
-            .filter(api_tokens::account_id.eq(account_id.as_uuid()))
-            .filter(api_tokens::id.eq(id.as_uuid()))
+            .filter(api_tokens::account_id.eq(Id::from(account_id)))
+            .filter(api_tokens::id.eq(Id::from(id)))
             .select(TokenRow::as_select())
             .first(&mut conn)
             .await
@@ -68,7 +68,7 @@ impl TokenRepo for crate::Store {
         page: &PageRequest,
     ) -> Result<Page<ApiToken>, StoreError> {
         let mut query = api_tokens::table
-            .filter(api_tokens::account_id.eq(account_id.as_uuid()))
+            .filter(api_tokens::account_id.eq(Id::from(account_id)))
             .select(TokenRow::as_select())
             .order((api_tokens::created_at.desc(), api_tokens::id.desc()))
             .limit(i64::from(page.limit()) + 1)
@@ -81,7 +81,7 @@ impl TokenRepo for crate::Store {
                 "created_at, id",
                 Side::Before,
                 cursor.at,
-                *id.as_uuid(),
+                Id::from(id),
             ));
         }
         let mut conn = self.conn().await?;
@@ -115,8 +115,8 @@ impl TokenRepo for crate::Store {
         let outcome = write_transaction!(conn, async |conn| {
             let current: Option<Option<DateTime<Utc>>> = locked!(
                 api_tokens::table
-                    .filter(api_tokens::account_id.eq(account_id.as_uuid()))
-                    .filter(api_tokens::id.eq(id.as_uuid()))
+                    .filter(api_tokens::account_id.eq(Id::from(account_id)))
+                    .filter(api_tokens::id.eq(Id::from(id)))
                     .select(api_tokens::revoked_at)
             )
             .first(conn)
@@ -127,7 +127,7 @@ impl TokenRepo for crate::Store {
                 Some(Some(_)) => return Ok(RevokeOutcome::AlreadyRevoked),
                 Some(None) => {}
             }
-            diesel::update(api_tokens::table.find(id.as_uuid()))
+            diesel::update(api_tokens::table.find(Id::from(id)))
                 .set(api_tokens::revoked_at.eq(at))
                 .execute(conn)
                 .await?;
@@ -152,8 +152,8 @@ impl TokenRepo for crate::Store {
         let outcome = write_transaction!(conn, async |conn| {
             let row = locked!(
                 api_tokens::table
-                    .filter(api_tokens::account_id.eq(account_id.as_uuid()))
-                    .filter(api_tokens::id.eq(id.as_uuid()))
+                    .filter(api_tokens::account_id.eq(Id::from(account_id)))
+                    .filter(api_tokens::id.eq(Id::from(id)))
                     .select(TokenRow::as_select())
             )
             .first(conn)
@@ -174,9 +174,9 @@ impl TokenRepo for crate::Store {
             insert_token(conn, replacement).await?;
             old.replaced_by = Some(replacement.token.id);
             old.expires_at = Some(old.expires_at.map_or(grace_until, |e| e.min(grace_until)));
-            diesel::update(api_tokens::table.find(id.as_uuid()))
+            diesel::update(api_tokens::table.find(Id::from(id)))
                 .set((
-                    api_tokens::replaced_by.eq(replacement.token.id.as_uuid()),
+                    api_tokens::replaced_by.eq(Id::from(replacement.token.id)),
                     api_tokens::expires_at.eq(old.expires_at),
                 ))
                 .execute(conn)
@@ -202,7 +202,7 @@ impl TokenRepo for crate::Store {
         let expired = write_transaction!(conn, async |conn| {
             // Rows another transaction holds (a revoke, a rotation, another worker)
             // are left for a later run rather than waited for.
-            let ids: Vec<Uuid> = locked_skipping!(
+            let ids: Vec<Id> = locked_skipping!(
                 api_tokens::table
                     .filter(api_tokens::revoked_at.is_null())
                     .filter(api_tokens::expires_at.le(now))

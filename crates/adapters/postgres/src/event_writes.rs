@@ -1,11 +1,11 @@
-//! Writing a batch of events and pruning them, the PostgreSQL way.
+//! Writing a batch of events, the PostgreSQL way.
 
 use chrono::{DateTime, Utc};
-use d2_events::{Decision, ExportCursor, NewEvent};
+use d2_events::{Decision, NewEvent};
 use d2_kernel::AppName;
 use diesel::QueryResult;
 use diesel::sql_types::{
-    Array, BigInt, Bytea, Double, Jsonb, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid,
+    Array, Bytea, Double, Jsonb, Nullable, SmallInt, Text, Timestamptz, Uuid as SqlUuid,
 };
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
@@ -100,23 +100,4 @@ pub(crate) async fn insert(
     .load(conn)
     .await?;
     Ok(keys.into_iter().map(|row| row.event_key).collect())
-}
-
-/// Deletes up to `slice` exported events ingested before `older_than`; returns how many.
-pub(crate) async fn prune_slice(
-    conn: &mut AsyncPgConnection,
-    up_to: ExportCursor,
-    older_than: DateTime<Utc>,
-    slice: i64,
-) -> QueryResult<usize> {
-    diesel::sql_query(
-        "DELETE FROM events WHERE id IN (SELECT id FROM events \
-         WHERE ingested_at < $1 AND (ingested_at, id) <= ($2, $3) LIMIT $4)",
-    )
-    .bind::<Timestamptz, _>(older_than)
-    .bind::<Timestamptz, _>(up_to.ingested_at)
-    .bind::<BigInt, _>(up_to.id)
-    .bind::<BigInt, _>(slice)
-    .execute(conn)
-    .await
 }

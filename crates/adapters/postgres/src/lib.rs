@@ -22,7 +22,7 @@ macro_rules! locked_skipping {
     };
 }
 
-mod analytics;
+mod analytics_sql;
 mod changes;
 mod error;
 mod event_writes;
@@ -40,10 +40,16 @@ mod tests;
 // connection and helpers (see crates/adapters/sql/README.md).
 #[path = "../../sql/accounts.rs"]
 mod accounts;
+#[path = "../../sql/analytics.rs"]
+mod analytics;
 #[path = "../../sql/audit.rs"]
 mod audit;
+#[path = "../../sql/errors.rs"]
+mod errors;
 #[path = "../../sql/events.rs"]
 mod events;
+#[path = "../../sql/id.rs"]
+mod id;
 #[path = "../../sql/jwks.rs"]
 mod jwks;
 #[path = "../../sql/models.rs"]
@@ -57,7 +63,24 @@ mod tokens;
 
 /// The SQL types the shared code names: PostgreSQL's own.
 mod types {
+    use diesel::deserialize::{self, FromSql};
+    use diesel::pg::{Pg, PgValue};
+    use diesel::serialize::{self, Output, ToSql};
     pub use diesel::sql_types::{Timestamptz, Uuid};
+
+    use crate::id::Id;
+
+    impl ToSql<Uuid, Pg> for Id {
+        fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+            ToSql::<Uuid, Pg>::to_sql(&self.0, out)
+        }
+    }
+
+    impl FromSql<Uuid, Pg> for Id {
+        fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
+            FromSql::<Uuid, Pg>::from_sql(value).map(Id)
+        }
+    }
 }
 
 type Db = diesel::pg::Pg;

@@ -1,19 +1,21 @@
-//! The adapter against a real PostgreSQL: the shared port contract, plus what only a
-//! database shared between processes does (change feed, migrations).
+//! The adapter against a real PostgreSQL: the shared port contracts (`ports`), plus what
+//! only PostgreSQL does (the LISTEN change feed, migrations, skipped row locks).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
 use d2_audit::{AuditAction, AuditEntry};
-use d2_kernel::{AccountId, TokenId};
-use d2_tokens::contract;
+use d2_kernel::{AccountId, Change, TokenId};
 use tokio_util::sync::CancellationToken;
 
 use crate::testing::TestDatabase;
-use d2_kernel::Change;
-
 use crate::{ChangeListener, PgStore, PoolSettings, pending_migrations};
+
+#[path = "../../sql/port_tests.rs"]
+mod ports;
+
+use ports::{contract_token, wait_for};
 
 async fn store(db: &TestDatabase) -> PgStore {
     PgStore::connect(&PoolSettings::new(db.url()))
@@ -21,22 +23,16 @@ async fn store(db: &TestDatabase) -> PgStore {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn accounts_contract() {
-    let db = TestDatabase::new().await;
-    contract::accounts(&store(&db).await).await;
+/// Another process's view of the test's database.
+async fn another(db: &TestDatabase) -> PgStore {
+    store(db).await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tokens_contract() {
+/// A store on a database of its own, dropped with the guard.
+async fn fresh() -> (TestDatabase, PgStore) {
     let db = TestDatabase::new().await;
-    contract::tokens(&store(&db).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn audit_contract() {
-    let db = TestDatabase::new().await;
-    contract::audit(&store(&db).await).await;
+    let store = store(&db).await;
+    (db, store)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -102,185 +98,6 @@ async fn an_unreachable_database_is_reported_as_unavailable() {
     unreachable.acquire_timeout = Duration::from_millis(500);
     let error = PgStore::connect(&unreachable).await.unwrap_err();
     assert!(error.to_string().contains("127.0.0.1:1/none"), "{error}");
-}
-
-/// Creates a tenant with a token through the bootstrap port and returns the token's ids.
-async fn contract_token(store: &PgStore) -> (TokenId, AccountId) {
-    use d2_accounts::{Account, AccountName, Role, User};
-    use d2_tokens::{BootstrapRepo, NewToken, Pepper, TokenGrant, TokenSecret};
-
-    let now = Utc::now();
-    let account = Account::new_trial(
-        AccountId::random(),
-        AccountName::parse("Feed").unwrap(),
-        now,
-        14,
-    );
-    let owner = User {
-        id: d2_kernel::UserId::random(),
-        account_id: account.id,
-        email: None,
-        display_name: None,
-        full_name: None,
-        role: Role::Owner,
-        created_at: now,
-    };
-    let secret = TokenSecret::generate().unwrap();
-    let token = d2_tokens::ApiToken {
-        id: TokenId::random(),
-        account_id: account.id,
-        kind: TokenGrant::Dev.kind(),
-        scopes: TokenGrant::Dev.scopes(),
-        name: None,
-        app_name: None,
-        created_by: Some(owner.id),
-        created_at: now,
-        expires_at: None,
-        revoked_at: None,
-        replaced_by: None,
-    };
-    let new = NewToken {
-        digest: Pepper::new(&[1; 32]).unwrap().digest(&secret),
-        token,
-    };
-    let audit = AuditEntry::control_plane(account.id, AuditAction::AccountBootstrap, now);
-    store
-        .create_account(&account, &owner, &new, &audit)
-        .await
-        .unwrap();
-    (new.token.id, account.id)
-}
-
-async fn wait_for(seen: &Arc<Mutex<Vec<Change>>>, done: impl Fn(&[Change]) -> bool) {
-    for _ in 0..100 {
-        if done(&seen.lock().unwrap()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!(
-        "the change did not arrive within 2 s: {:?}",
-        seen.lock().unwrap()
-    );
-}
-
-async fn two_accounts(store: &PgStore) -> (AccountId, AccountId) {
-    (contract_token(store).await.1, contract_token(store).await.1)
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn policies_contract() {
-    let db = TestDatabase::new().await;
-    let store = store(&db).await;
-    let (a, b) = two_accounts(&store).await;
-    d2_policy::contract::policies(&store, a, b).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn publisher_keys_contract() {
-    let db = TestDatabase::new().await;
-    let store = store(&db).await;
-    let (a, b) = two_accounts(&store).await;
-    d2_policy::contract::publisher_keys(&store, a, b).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn signing_keys_contract() {
-    let db = TestDatabase::new().await;
-    let store = store(&db).await;
-    let (a, b) = two_accounts(&store).await;
-    d2_policy::contract::signing_keys(&store, a, b).await;
-}
-
-/// Creates bare accounts so events can reference them.
-async fn ensure_accounts(store: &PgStore, ids: impl IntoIterator<Item = AccountId>) {
-    use diesel_async::RunQueryDsl;
-
-    let mut conn = store.conn().await.unwrap();
-    for id in ids {
-        diesel::sql_query(
-            "INSERT INTO accounts (id, name, plan, created_at, updated_at) \
-             VALUES ($1, 'Events', 'pro', now(), now()) ON CONFLICT DO NOTHING",
-        )
-        .bind::<diesel::sql_types::Uuid, _>(id.as_uuid())
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn event_store_contract() {
-    let db = TestDatabase::new().await;
-    let store = store(&db).await;
-    let (a, b) = (AccountId::random(), AccountId::random());
-    ensure_accounts(&store, [a, b]).await;
-    d2_events::contract::event_store(&store, a, b).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn analytics_contract() {
-    use d2_events::EventStore;
-
-    let db = TestDatabase::new().await;
-    let store = store(&db).await;
-    let feeder = &store;
-    d2_events::contract::analytics(&store, |events| async move {
-        ensure_accounts(feeder, events.iter().map(|e| e.account_id)).await;
-        feeder.insert_events(&events).await.unwrap();
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn checkpoints_are_kept_per_job_and_overwritten() {
-    use d2_events::{ExportCheckpoints, ExportCursor};
-
-    let db = TestDatabase::new().await;
-    let store = store(&db).await;
-    assert_eq!(store.load("analytics-export").await.unwrap(), None);
-    let first = ExportCursor {
-        ingested_at: Utc::now(),
-        id: 7,
-    };
-    store.save("analytics-export", first).await.unwrap();
-    let second = ExportCursor { id: 9, ..first };
-    store.save("analytics-export", second).await.unwrap();
-    let loaded = store.load("analytics-export").await.unwrap().unwrap();
-    assert_eq!(loaded.id, 9);
-    assert_eq!(
-        loaded.ingested_at.timestamp_micros(),
-        first.ingested_at.timestamp_micros()
-    );
-    assert_eq!(store.load("other").await.unwrap(), None);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn an_etag_resolves_to_its_app_in_its_account_only() {
-    use d2_events::AppResolver;
-
-    let db = TestDatabase::new().await;
-    let store = store(&db).await;
-    let (a, b) = two_accounts(&store).await;
-    let etag = d2_policy::contract::publish_one(&store, a, "billing").await;
-    assert_eq!(
-        store.app_for_etag(a, &etag).await.unwrap(),
-        Some(d2_kernel::AppName::normalise("billing"))
-    );
-    assert_eq!(store.app_for_etag(b, &etag).await.unwrap(), None);
-    assert_eq!(store.app_for_etag(a, "nope").await.unwrap(), None);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn trial_locker_contract() {
-    let db = TestDatabase::new().await;
-    contract::trial_locker(&store(&db).await).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn token_expiry_contract() {
-    let db = TestDatabase::new().await;
-    contract::token_expiry(&store(&db).await).await;
 }
 
 /// Stores a trial account whose trial ended a day ago.

@@ -51,6 +51,14 @@ impl Bucket {
             Bucket::Day => "day",
         }
     }
+
+    /// The bucket's width: buckets start at multiples of it since the Unix epoch (UTC).
+    pub const fn seconds(self) -> i64 {
+        match self {
+            Bucket::Hour => 3_600,
+            Bucket::Day => 86_400,
+        }
+    }
 }
 
 /// Authorizations in one bucket (only buckets with authorizations are returned).

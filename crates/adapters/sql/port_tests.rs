@@ -1,0 +1,235 @@
+//! The repository ports' contract suites (`d2_*::contract`), run against this adapter on
+//! a fresh database per test. Shared by both SQL adapters: `super::fresh()` is each one's
+//! own.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use d2_audit::{AuditAction, AuditEntry};
+use d2_kernel::{AccountId, Change, TokenId};
+use d2_tokens::contract;
+
+use super::{another, fresh};
+use crate::id::Id;
+use crate::schema::accounts;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_contract() {
+    let (_db, store) = fresh().await;
+    contract::accounts(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_contract() {
+    let (_db, store) = fresh().await;
+    contract::tokens(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_contract() {
+    let (_db, store) = fresh().await;
+    contract::audit(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trial_locker_contract() {
+    let (_db, store) = fresh().await;
+    contract::trial_locker(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_expiry_contract() {
+    let (_db, store) = fresh().await;
+    contract::token_expiry(&store).await;
+}
+
+/// Creates a tenant with a token through the bootstrap port and returns the token's ids.
+pub(super) async fn contract_token(store: &crate::Store) -> (TokenId, AccountId) {
+    use d2_accounts::{Account, AccountName, Role, User};
+    use d2_tokens::{BootstrapRepo, NewToken, Pepper, TokenGrant, TokenSecret};
+
+    let now = Utc::now();
+    let account = Account::new_trial(
+        AccountId::random(),
+        AccountName::parse("Feed").unwrap(),
+        now,
+        14,
+    );
+    let owner = User {
+        id: d2_kernel::UserId::random(),
+        account_id: account.id,
+        email: None,
+        display_name: None,
+        full_name: None,
+        role: Role::Owner,
+        created_at: now,
+    };
+    let secret = TokenSecret::generate().unwrap();
+    let token = d2_tokens::ApiToken {
+        id: TokenId::random(),
+        account_id: account.id,
+        kind: TokenGrant::Dev.kind(),
+        scopes: TokenGrant::Dev.scopes(),
+        name: None,
+        app_name: None,
+        created_by: Some(owner.id),
+        created_at: now,
+        expires_at: None,
+        revoked_at: None,
+        replaced_by: None,
+    };
+    let new = NewToken {
+        digest: Pepper::new(&[1; 32]).unwrap().digest(&secret),
+        token,
+    };
+    let audit = AuditEntry::control_plane(account.id, AuditAction::AccountBootstrap, now);
+    store
+        .create_account(&account, &owner, &new, &audit)
+        .await
+        .unwrap();
+    (new.token.id, account.id)
+}
+
+/// Waits up to 2 s for the changes seen to satisfy `done`.
+pub(super) async fn wait_for(seen: &Arc<Mutex<Vec<Change>>>, done: impl Fn(&[Change]) -> bool) {
+    for _ in 0..100 {
+        if done(&seen.lock().unwrap()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!(
+        "the change did not arrive within 2 s: {:?}",
+        seen.lock().unwrap()
+    );
+}
+
+async fn two_accounts(store: &crate::Store) -> (AccountId, AccountId) {
+    (contract_token(store).await.1, contract_token(store).await.1)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policies_contract() {
+    let (_db, store) = fresh().await;
+    let (a, b) = two_accounts(&store).await;
+    d2_policy::contract::policies(&store, a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publisher_keys_contract() {
+    let (_db, store) = fresh().await;
+    let (a, b) = two_accounts(&store).await;
+    d2_policy::contract::publisher_keys(&store, a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signing_keys_contract() {
+    let (_db, store) = fresh().await;
+    let (a, b) = two_accounts(&store).await;
+    d2_policy::contract::signing_keys(&store, a, b).await;
+}
+
+/// Creates bare accounts so events can reference them.
+async fn ensure_accounts(store: &crate::Store, ids: impl IntoIterator<Item = AccountId>) {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+
+    let now = Utc::now();
+    let mut conn = store.writer().await.unwrap();
+    for id in ids {
+        diesel::insert_into(accounts::table)
+            .values((
+                accounts::id.eq(Id::from(id)),
+                accounts::name.eq("Events"),
+                accounts::plan.eq("pro"),
+                accounts::created_at.eq(now),
+                accounts::updated_at.eq(now),
+            ))
+            .on_conflict_do_nothing()
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn event_store_contract() {
+    let (_db, store) = fresh().await;
+    let (a, b) = (AccountId::random(), AccountId::random());
+    ensure_accounts(&store, [a, b]).await;
+    d2_events::contract::event_store(&store, a, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn analytics_contract() {
+    use d2_events::EventStore;
+
+    let (_db, store) = fresh().await;
+    let feeder = &store;
+    d2_events::contract::analytics(&store, |events| async move {
+        ensure_accounts(feeder, events.iter().map(|e| e.account_id)).await;
+        feeder.insert_events(&events).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoints_are_kept_per_job_and_overwritten() {
+    use d2_events::{ExportCheckpoints, ExportCursor};
+
+    let (_db, store) = fresh().await;
+    assert_eq!(store.load("analytics-export").await.unwrap(), None);
+    let first = ExportCursor {
+        ingested_at: Utc::now(),
+        id: 7,
+    };
+    store.save("analytics-export", first).await.unwrap();
+    let second = ExportCursor { id: 9, ..first };
+    store.save("analytics-export", second).await.unwrap();
+    let loaded = store.load("analytics-export").await.unwrap().unwrap();
+    assert_eq!(loaded.id, 9);
+    assert_eq!(
+        loaded.ingested_at.timestamp_micros(),
+        first.ingested_at.timestamp_micros()
+    );
+    assert_eq!(store.load("other").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_etag_resolves_to_its_app_in_its_account_only() {
+    use d2_events::AppResolver;
+
+    let (_db, store) = fresh().await;
+    let (a, b) = two_accounts(&store).await;
+    let etag = d2_policy::contract::publish_one(&store, a, "billing").await;
+    assert_eq!(
+        store.app_for_etag(a, &etag).await.unwrap(),
+        Some(d2_kernel::AppName::normalise("billing"))
+    );
+    assert_eq!(store.app_for_etag(b, &etag).await.unwrap(), None);
+    assert_eq!(store.app_for_etag(a, "nope").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_process_at_a_time_holds_a_job_until_it_lets_go() {
+    let (db, first) = fresh().await;
+    let second = another(&db).await;
+    let held = first.try_lock_job("analytics-export").await.unwrap();
+    assert!(held.is_some());
+    let taken = second.try_lock_job("analytics-export").await.unwrap();
+    assert!(taken.is_none(), "held by the first");
+    let other_job = second.try_lock_job("trial-locker").await.unwrap();
+    assert!(other_job.is_some(), "other jobs are independent");
+    drop(held);
+    // Released asynchronously (a closed connection, a deleted lease).
+    let mut taken = None;
+    for _ in 0..100 {
+        taken = second.try_lock_job("analytics-export").await.unwrap();
+        if taken.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(taken.is_some(), "released when the holder lets go");
+}

@@ -1,0 +1,11 @@
+DROP TABLE changes;
+DROP TABLE job_locks;
+DROP TABLE job_checkpoints;
+DROP TABLE events;
+DROP TABLE policies;
+DROP TABLE publisher_keys;
+DROP TABLE signing_keys;
+DROP TABLE audit_logs;
+DROP TABLE api_tokens;
+DROP TABLE users;
+DROP TABLE accounts;

@@ -1,0 +1,75 @@
+#![doc = include_str!("../README.md")]
+
+// Macros first: the shared modules below use them.
+/// A write transaction on `conn` that takes SQLite's write lock at `BEGIN IMMEDIATE`:
+/// waiting for another process's writer happens there, under the busy timeout, instead of
+/// failing when a read turns into a write.
+macro_rules! write_transaction {
+    ($conn:expr, $body:expr) => {
+        $conn.immediate_transaction($body)
+    };
+}
+
+/// `query` as it is: a write transaction already excludes every other writer.
+macro_rules! locked {
+    ($query:expr) => {
+        $query
+    };
+}
+
+/// `query` as it is (see `locked!`).
+macro_rules! locked_skipping {
+    ($query:expr) => {
+        $query
+    };
+}
+
+mod analytics_sql;
+mod changes;
+mod error;
+mod event_writes;
+mod jobs;
+mod migrate;
+mod pool;
+#[rustfmt::skip]
+mod schema;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+#[cfg(test)]
+mod tests;
+mod types;
+
+// The repository code both SQL adapters share, compiled here against this crate's schema,
+// connection and helpers (see crates/adapters/sql/README.md).
+#[path = "../../sql/accounts.rs"]
+mod accounts;
+#[path = "../../sql/analytics.rs"]
+mod analytics;
+#[path = "../../sql/audit.rs"]
+mod audit;
+#[path = "../../sql/errors.rs"]
+mod errors;
+#[path = "../../sql/events.rs"]
+mod events;
+#[path = "../../sql/id.rs"]
+mod id;
+#[path = "../../sql/jwks.rs"]
+mod jwks;
+#[path = "../../sql/models.rs"]
+mod models;
+#[path = "../../sql/policies.rs"]
+mod policies;
+#[path = "../../sql/position.rs"]
+mod position;
+#[path = "../../sql/tokens.rs"]
+mod tokens;
+
+type Db = diesel::sqlite::Sqlite;
+type Conn = diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>;
+type Store = SqliteStore;
+
+pub use changes::ChangeListener;
+pub use error::ConnectError;
+pub use jobs::JobLock;
+pub use migrate::{MigrateError, pending_migrations, run_migrations};
+pub use pool::{SqliteSettings, SqliteStore, Target};

@@ -1,0 +1,213 @@
+//! The tables, as the PostgreSQL adapter's `schema.rs` declares them (same names, same Rust
+//! types), over the SQLite types of `crate::types`; times are diesel's `TimestamptzSqlite`.
+//! The port contract tests read and write every column against the migrated database.
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    accounts (id) {
+        id -> Uuid,
+        name -> Text,
+        plan -> Text,
+        trial_expires_at -> Nullable<TimestamptzSqlite>,
+        metrics_enabled -> Bool,
+        event_sample -> Jsonb,
+        created_at -> TimestamptzSqlite,
+        updated_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    api_tokens (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        digest -> Bytea,
+        kind -> Text,
+        scopes -> Text,
+        name -> Nullable<Text>,
+        app_name -> Nullable<Text>,
+        created_by -> Nullable<Uuid>,
+        created_at -> TimestamptzSqlite,
+        expires_at -> Nullable<TimestamptzSqlite>,
+        revoked_at -> Nullable<TimestamptzSqlite>,
+        replaced_by -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    audit_logs (id) {
+        id -> Int8,
+        account_id -> Uuid,
+        actor -> Text,
+        token_id -> Nullable<Uuid>,
+        user_id -> Nullable<Uuid>,
+        action -> Text,
+        status -> Text,
+        resource_type -> Nullable<Text>,
+        resource_id -> Nullable<Text>,
+        metadata -> Jsonb,
+        created_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    events (id) {
+        id -> Int8,
+        account_id -> Uuid,
+        event_key -> Bytea,
+        token_id -> Nullable<Uuid>,
+        event_type -> Text,
+        occurred_at -> TimestamptzSqlite,
+        ingested_at -> TimestamptzSqlite,
+        app_name -> Nullable<Text>,
+        service -> Nullable<Text>,
+        host -> Nullable<Text>,
+        source_ip -> Nullable<Text>,
+        request_id -> Nullable<Text>,
+        decision -> Nullable<Int2>,
+        tool -> Nullable<Text>,
+        latency_ms -> Nullable<Float8>,
+        payload -> Jsonb,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    job_checkpoints (job) {
+        job -> Text,
+        ingested_at -> TimestamptzSqlite,
+        event_id -> Int8,
+        updated_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    policies (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        app_name -> Text,
+        version -> Int8,
+        stage -> Text,
+        active -> Bool,
+        document -> Jsonb,
+        jws -> Nullable<Text>,
+        etag -> Text,
+        kid -> Nullable<Text>,
+        tool_count -> Int4,
+        size_bytes -> Int8,
+        description -> Nullable<Text>,
+        created_at -> TimestamptzSqlite,
+        published_at -> Nullable<TimestamptzSqlite>,
+        expires_at -> Nullable<TimestamptzSqlite>,
+        revoked_at -> Nullable<TimestamptzSqlite>,
+        actor -> Text,
+        token_id -> Nullable<Uuid>,
+        user_id -> Nullable<Uuid>,
+        publisher_key_id -> Nullable<Text>,
+        rotation_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    publisher_keys (account_id, key_id) {
+        account_id -> Uuid,
+        key_id -> Text,
+        public_key -> Bytea,
+        created_at -> TimestamptzSqlite,
+        revoked_at -> Nullable<TimestamptzSqlite>,
+        uploaded_by -> Text,
+        token_id -> Nullable<Uuid>,
+        user_id -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    signing_keys (kid) {
+        kid -> Text,
+        account_id -> Uuid,
+        public_n -> Text,
+        public_e -> Text,
+        aes_key_id -> Text,
+        sealed_private -> Bytea,
+        created_at -> TimestamptzSqlite,
+        retired_at -> Nullable<TimestamptzSqlite>,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    users (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        email -> Nullable<Text>,
+        display_name -> Nullable<Text>,
+        full_name -> Nullable<Text>,
+        role -> Text,
+        created_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+
+    job_locks (job) {
+        job -> Text,
+        holder -> Text,
+        expires_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+
+    changes (id) {
+        id -> BigInt,
+        payload -> Text,
+        created_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::joinable!(api_tokens -> accounts (account_id));
+diesel::joinable!(api_tokens -> users (created_by));
+diesel::joinable!(events -> accounts (account_id));
+diesel::joinable!(policies -> accounts (account_id));
+diesel::joinable!(publisher_keys -> accounts (account_id));
+diesel::joinable!(signing_keys -> accounts (account_id));
+diesel::joinable!(users -> accounts (account_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    accounts,
+    api_tokens,
+    changes,
+    audit_logs,
+    events,
+    job_checkpoints,
+    job_locks,
+    policies,
+    publisher_keys,
+    signing_keys,
+    users,
+);

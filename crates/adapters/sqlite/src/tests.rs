@@ -1,0 +1,164 @@
+//! The adapter on real SQLite files: the shared port contracts (`ports`), plus what only
+//! this adapter does (the polled change feed, job leases, opening files, one writer).
+
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use d2_audit::{AuditAction, AuditEntry};
+use d2_kernel::{Change, TokenId};
+use tokio_util::sync::CancellationToken;
+
+use crate::testing::TestDatabase;
+use crate::{
+    ChangeListener, SqliteSettings, SqliteStore, Target, pending_migrations, run_migrations,
+};
+
+#[path = "../../sql/port_tests.rs"]
+mod ports;
+
+use ports::{contract_token, wait_for};
+
+async fn fresh() -> (TestDatabase, SqliteStore) {
+    TestDatabase::new().await
+}
+
+/// Another process's view of the test's database.
+async fn another(db: &TestDatabase) -> SqliteStore {
+    SqliteStore::connect(&db.settings()).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_file_is_created_and_migrated_once() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("nested/dir/d2.sqlite");
+    let store = SqliteStore::connect(&SqliteSettings::new(Target::File(path.clone())))
+        .await
+        .unwrap();
+    assert!(path.exists(), "the file and its directories are created");
+    assert!(!pending_migrations(&store).await.unwrap().is_empty());
+    assert!(!run_migrations(&store).await.unwrap().is_empty());
+    assert!(pending_migrations(&store).await.unwrap().is_empty());
+    assert!(
+        run_migrations(&store).await.unwrap().is_empty(),
+        "a second run is a no-op"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_that_is_not_a_database_is_refused_with_its_path() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("d2.sqlite");
+    std::fs::write(&path, b"this is not a database, it only has its name").unwrap();
+    let error = SqliteStore::connect(&SqliteSettings::new(Target::File(path.clone())))
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("not a database"), "{message}");
+
+    let error = SqliteStore::connect(&SqliteSettings::new(Target::File(
+        directory.path().to_owned(),
+    )))
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("directory"), "{error}");
+}
+
+#[test]
+fn urls_name_a_file_or_memory() {
+    assert_eq!(
+        Target::from_url("sqlite://./data/d2.sqlite"),
+        Some(Target::File("./data/d2.sqlite".into()))
+    );
+    assert_eq!(
+        Target::from_url("sqlite:///var/lib/d2/d2.sqlite"),
+        Some(Target::File("/var/lib/d2/d2.sqlite".into()))
+    );
+    assert_eq!(Target::from_url("sqlite::memory:"), Some(Target::Memory));
+    assert_eq!(Target::from_url("sqlite://"), None);
+    assert_eq!(Target::from_url("postgres://localhost/d2"), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_in_memory_database_works_on_its_one_connection() {
+    let store = SqliteStore::connect(&SqliteSettings::new(Target::Memory))
+        .await
+        .unwrap();
+    run_migrations(&store).await.unwrap();
+    let (token, account) = contract_token(&store).await;
+    let found = d2_tokens::TokenRepo::find_token(&store, account, token)
+        .await
+        .unwrap();
+    assert!(found.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changes_made_through_another_store_on_the_file_reach_the_listener() {
+    use d2_tokens::TokenRepo;
+
+    let (db, store) = fresh().await;
+    // Another process's view of the same file.
+    let other = another(&db).await;
+    let seen: Arc<Mutex<Vec<Change>>> = Arc::default();
+    let shutdown = CancellationToken::new();
+    let sink = seen.clone();
+    let listener = ChangeListener::spawn(store.clone(), shutdown.clone(), move |change| {
+        sink.lock().unwrap().push(change);
+    });
+    wait_for(&seen, |changes| changes.contains(&Change::Resync)).await;
+
+    let (token_id, account_id) = contract_token(&other).await;
+    let audit = AuditEntry::system(account_id, AuditAction::TokenRevoke, Utc::now());
+    other
+        .revoke(account_id, token_id, Utc::now(), &audit)
+        .await
+        .unwrap();
+    // A revoke of an unknown token announces nothing.
+    other
+        .revoke(account_id, TokenId::random(), Utc::now(), &audit)
+        .await
+        .unwrap();
+    wait_for(&seen, |changes| changes.contains(&Change::Token(token_id))).await;
+    let tokens: Vec<Change> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| matches!(c, Change::Token(_)))
+        .cloned()
+        .collect();
+    assert_eq!(tokens, vec![Change::Token(token_id)]);
+
+    shutdown.cancel();
+    listener.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writers_in_two_stores_never_see_a_locked_database() {
+    use d2_tokens::TokenRepo;
+
+    let (db, first) = fresh().await;
+    let second = another(&db).await;
+    let (token_id, account_id) = contract_token(&first).await;
+    let mut writes = Vec::new();
+    for i in 0..200 {
+        let store = if i % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        writes.push(tokio::spawn(async move {
+            if i % 3 == 0 {
+                contract_token(&store).await;
+            } else {
+                let audit = AuditEntry::system(account_id, AuditAction::TokenRevoke, Utc::now());
+                store
+                    .revoke(account_id, token_id, Utc::now(), &audit)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for write in writes {
+        write.await.expect("no write failed");
+    }
+}
