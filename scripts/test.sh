@@ -3,7 +3,7 @@
 # local PostgreSQL (installing it if missing) and a private ClickHouse (installed from
 # Debian's packages if missing, stopped at the end), installs the diesel CLI for the schema
 # check and the D2 Python SDK (from PyPI, into target/sdk-venv) for the interoperability
-# test.
+# test. The end-to-end suite runs on PostgreSQL, then again on SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,4 +16,5 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 scripts/check-deps.sh
 scripts/check-schema.sh
 CI=${CI:-true} cargo test --workspace --locked
+CI=${CI:-true} D2_TEST_STORE=sqlite cargo test --locked -p d2-e2e
 scripts/sdk-interop.sh

@@ -12,7 +12,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use d2_app::{App, Profile, Settings};
 use d2_kernel::ManualClock;
-use d2_postgres::testing::TestDatabase;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tracing_subscriber::fmt::MakeWriter;
@@ -48,7 +47,7 @@ impl<'a> MakeWriter<'a> for Capture {
 static LOGS: OnceLock<Capture> = OnceLock::new();
 
 /// The log filter of the suite: everything of ours at debug level.
-pub const LOG_FILTER: &str = "info,d2_api=debug,d2_app=debug,d2_tokens=debug,d2_accounts=debug,d2_audit=debug,d2_postgres=debug";
+pub const LOG_FILTER: &str = "info,d2_api=debug,d2_app=debug,d2_tokens=debug,d2_accounts=debug,d2_audit=debug,d2_postgres=debug,d2_sqlite=debug";
 
 fn install_logging() {
     LOGS.get_or_init(|| {
@@ -112,6 +111,44 @@ pub fn settings(
     );
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
     Settings::load_with(Profile::new("dev"), &dir, Some(vars)).expect("test settings are valid")
+}
+
+/// The database of a test server, on the store the suite runs against: PostgreSQL, or
+/// SQLite when `D2_TEST_STORE=sqlite`.
+pub enum TestDatabase {
+    Postgres(d2_postgres::testing::TestDatabase),
+    Sqlite(d2_sqlite::testing::TestDatabase),
+}
+
+/// Whether the suite runs against SQLite (`D2_TEST_STORE=sqlite`) rather than PostgreSQL.
+pub fn on_sqlite() -> bool {
+    std::env::var("D2_TEST_STORE").is_ok_and(|store| store == "sqlite")
+}
+
+impl TestDatabase {
+    pub async fn new() -> Self {
+        if on_sqlite() {
+            TestDatabase::Sqlite(d2_sqlite::testing::TestDatabase::empty())
+        } else {
+            TestDatabase::Postgres(d2_postgres::testing::TestDatabase::new().await)
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            TestDatabase::Postgres(db) => db.url().to_owned(),
+            TestDatabase::Sqlite(db) => db.url(),
+        }
+    }
+
+    /// The PostgreSQL database, for the tests of what only PostgreSQL does (its outages);
+    /// `None` on SQLite.
+    pub fn postgres(&self) -> Option<&d2_postgres::testing::TestDatabase> {
+        match self {
+            TestDatabase::Postgres(db) => Some(db),
+            TestDatabase::Sqlite(_) => None,
+        }
+    }
 }
 
 pub struct TestApp {
@@ -208,7 +245,7 @@ impl TestApp {
         control_plane: String,
         extra: &[(&str, &str)],
     ) -> Self {
-        let settings = settings(db.url(), &pepper, &control_plane, extra);
+        let settings = settings(&db.url(), &pepper, &control_plane, extra);
         let clock = Arc::new(ManualClock::starting_now());
         let app = App::build(settings, clock.clone())
             .await

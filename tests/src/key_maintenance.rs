@@ -17,7 +17,7 @@ fn aes_key(byte: u8) -> String {
 /// A one-shot application on the test database with the given AES keys.
 async fn command_app(app: &TestApp, current: &str, previous: &str) -> App {
     let settings = settings(
-        app.db().url(),
+        &app.db().url(),
         &app.pepper,
         &app.control_plane,
         &[

@@ -70,6 +70,17 @@ impl AccountRepo for crate::Store {
         Ok(u64::try_from(count).unwrap_or_default())
     }
 
+    async fn has_accounts(&self) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let any: Option<Id> = accounts::table
+            .select(accounts::id)
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?;
+        Ok(any.is_some())
+    }
+
     async fn list_users(&self, id: AccountId) -> Result<Vec<User>, StoreError> {
         let mut conn = self.conn().await?;
         let rows = users::table

@@ -36,8 +36,24 @@ async fn main() -> anyhow::Result<()> {
         },
     )?;
     tracing::info!(addr = %addr, "listening");
+    match app.first_dev_account().await {
+        Ok(Some(first)) => announce_first_account(&first, &addr),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(error = %error, "cannot create the first dev account"),
+    }
     running.wait().await?;
     tracing::info!("stopping");
     app.shutdown().await;
     Ok(())
+}
+
+/// Prints the first account's admin token, once, with a request to try it.
+fn announce_first_account(first: &d2_tokens::Bootstrapped, addr: &str) {
+    let token = first.issued.secret.expose();
+    println!(
+        "\nd2-api: created a first account ({}) on this empty database.\n\
+         Its admin token, shown only now (store it; it cannot be read back):\n\n    {token}\n\n\
+         Try it:\n\n    curl -H 'Authorization: Bearer {token}' http://{addr}/v1/accounts/me\n",
+        first.account_id
+    );
 }

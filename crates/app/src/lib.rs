@@ -2,6 +2,7 @@
 
 pub mod dev_secrets;
 mod settings;
+mod store;
 pub mod telemetry;
 
 use std::sync::Arc;
@@ -10,17 +11,14 @@ use std::time::Duration;
 use d2_accounts::{AccountService, SamplingPolicy};
 use d2_audit::AuditService;
 use d2_clickhouse::{ClickHouse, ClickHouseSettings};
-use d2_events::{
-    AnalyticsStore, EventForwarder, EventService, EventStore, ExportCheckpoints, NoForwarding,
-};
+use d2_events::{AnalyticsStore, EventForwarder, EventService, NoForwarding};
 use d2_jwks::{AesKey, Jwks, Keyring};
 use d2_kernel::{Change, Clock, StoreError};
 use d2_logflare::{LogflareForwarder, LogflareSettings, LogflareWorker};
 use d2_policy::{PolicyService, PolicySettings, PublisherKeys};
-use d2_postgres::{ChangeListener, JobLock, PgStore};
 use d2_tokens::{
-    BootstrapService, ControlPlaneSecret, Pepper, RandomnessUnavailable, TokenService,
-    TokenVerifier,
+    BootstrapError, BootstrapRequest, BootstrapService, Bootstrapped, ControlPlaneSecret, Pepper,
+    RandomnessUnavailable, TokenService, TokenVerifier,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use secrecy::ExposeSecret;
@@ -32,6 +30,7 @@ pub use settings::{
     JobConfig, LogFormat, LogSettings, Profile, RateLimitSettings, RetentionJobConfig, Settings,
     SettingsError, WorkerJobs, WorkerSettings, lenient_base64,
 };
+pub use store::{JobLock, MigrateMode, Repositories, Store, StoreStartError};
 
 /// Why the application could not start. Each message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -39,61 +38,13 @@ pub enum StartupError {
     #[error(transparent)]
     Settings(#[from] SettingsError),
     #[error(transparent)]
-    Migrate(#[from] d2_postgres::MigrateError),
-    #[error(transparent)]
-    Connect(#[from] d2_postgres::ConnectError),
-    #[error(
-        "the database has {0} pending migration(s); run `d2ctl migrate` (or set database.auto_migrate)"
-    )]
-    PendingMigrations(usize),
+    Store(#[from] StoreStartError),
     #[error(transparent)]
     Randomness(#[from] RandomnessUnavailable),
     #[error("cannot use ClickHouse: {0}")]
     ClickHouse(#[source] StoreError),
     #[error("cannot start the Logflare forwarder: {0}")]
     Logflare(#[from] d2_logflare::StartError),
-}
-
-/// The storage the services run on, chosen from configuration.
-#[derive(Clone, Debug)]
-pub enum Store {
-    Postgres(PgStore),
-}
-
-impl Store {
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Postgres(store) => store.ping().await,
-        }
-    }
-
-    /// The signing-key storage (for the operator's key maintenance).
-    pub fn signing_keys(&self) -> Arc<dyn d2_jwks::SigningKeyRepo> {
-        match self {
-            Store::Postgres(store) => Arc::new(store.clone()),
-        }
-    }
-
-    /// The lock of a scheduled job, if no other process holds it.
-    pub async fn try_lock_job(&self, job: &str) -> Result<Option<JobLock>, StoreError> {
-        match self {
-            Store::Postgres(store) => store.try_lock_job(job).await,
-        }
-    }
-
-    /// The stored events and the export checkpoints.
-    pub fn events(&self) -> (Arc<dyn EventStore>, Arc<dyn ExportCheckpoints>) {
-        match self {
-            Store::Postgres(store) => (Arc::new(store.clone()), Arc::new(store.clone())),
-        }
-    }
-
-    /// Connections open and idle.
-    pub fn pool_state(&self) -> (u32, u32) {
-        match self {
-            Store::Postgres(store) => store.pool_state(),
-        }
-    }
 }
 
 /// Everything a driver needs: the services, built once from configuration.
@@ -149,22 +100,7 @@ impl App {
         mode: Mode,
     ) -> Result<Self, StartupError> {
         let url = settings.database_url().to_owned();
-        if settings.database.create_if_missing && d2_postgres::ensure_database(&url).await? {
-            tracing::info!("created the database");
-        }
-        if settings.database.auto_migrate {
-            let applied = d2_postgres::run_migrations(&url).await?;
-            if !applied.is_empty() {
-                tracing::info!(migrations = ?applied, "applied migrations");
-            }
-        } else {
-            let pending = d2_postgres::pending_migrations(&url).await?;
-            if !pending.is_empty() {
-                return Err(StartupError::PendingMigrations(pending.len()));
-            }
-        }
-        let store = PgStore::connect(&settings.pool_settings("d2")).await?;
-        tracing::info!(db.target = store.target(), "connected to PostgreSQL");
+        let store = Store::open(&settings).await?;
 
         let pepper = match settings.token_pepper_bytes()? {
             Some(bytes) => bytes,
@@ -192,7 +128,7 @@ impl App {
             );
         }
 
-        let shared = Arc::new(store.clone());
+        let shared = store.repositories();
         let verifier = Arc::new(TokenVerifier::new(
             shared.clone(),
             pepper.clone(),
@@ -270,10 +206,8 @@ impl App {
             let verifier = verifier.clone();
             let accounts = accounts.clone();
             let policies = policies.clone();
-            background.push(ChangeListener::spawn(
-                url,
-                shutdown.clone(),
-                move |change| match change {
+            background.push(
+                store.listen(url, shutdown.clone(), move |change| match change {
                     Change::Token(id) => verifier.invalidate(id),
                     Change::Account(id) => accounts.invalidate(id),
                     Change::App(account, app) => policies.invalidate_app(account, app),
@@ -283,13 +217,13 @@ impl App {
                         accounts.invalidate_all();
                         policies.invalidate_all();
                     }
-                },
-            ));
+                }),
+            );
         }
         Ok(Self {
             settings: Arc::new(settings),
             clock,
-            store: Store::Postgres(store),
+            store,
             accounts,
             tokens,
             verifier,
@@ -303,6 +237,22 @@ impl App {
             shutdown,
             background: Arc::new(std::sync::Mutex::new(background)),
         })
+    }
+
+    /// In the dev profile, on a store without any account: creates a first one and returns
+    /// it with its admin token (shown once), so a new server can be tried at once.
+    pub async fn first_dev_account(&self) -> Result<Option<Bootstrapped>, BootstrapError> {
+        if !self.settings.profile.is_dev() || self.store.repositories().has_accounts().await? {
+            return Ok(None);
+        }
+        let request = BootstrapRequest {
+            account_id: None,
+            account_name: Some("Dev".to_owned()),
+            owner_email: None,
+            owner_name: None,
+            token_name: Some("first admin token".to_owned()),
+        };
+        self.bootstrap.issue_trusted(request).await.map(Some)
     }
 
     /// Cancelled when the application shuts down; background work watches it.
@@ -383,7 +333,7 @@ pub fn keyring(settings: &Settings) -> Result<Keyring, StartupError> {
 
 fn policy_service(
     settings: &Settings,
-    store: &Arc<PgStore>,
+    store: &Arc<dyn Repositories>,
     accounts: AccountService,
     clock: &Arc<dyn Clock>,
 ) -> Result<PolicyService, StartupError> {

@@ -422,6 +422,9 @@ impl Settings {
                 *value = None;
             }
         }
+        if settings.profile.is_dev() && settings.database.url.is_none() {
+            settings.database.url = Some(SecretString::from(default_dev_database()));
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -590,6 +593,15 @@ impl Settings {
         application_name.clone_into(&mut settings.application_name);
         settings
     }
+}
+
+/// The dev profile's database when none is configured: `sqlite://<data dir>/d2.sqlite`
+/// (`D2_DATA_DIR`, default `./data`), created on first start.
+pub fn default_dev_database() -> String {
+    format!(
+        "sqlite://{}",
+        crate::dev_secrets::data_dir().join("d2.sqlite").display()
+    )
 }
 
 /// The decoded AES keys of signing keys.

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Parser, Subcommand};
 
-use d2_app::{App, Mode, Settings};
+use d2_app::{App, MigrateMode, Mode, Settings, Store};
 use d2_cli::keys;
 use d2_kernel::{AccountId, SystemClock};
 use d2_tokens::BootstrapRequest;
@@ -114,26 +114,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Migrate { status } => {
             let settings = Settings::load()?;
-            let url = settings.database_url();
-            if settings.database.create_if_missing && d2_postgres::ensure_database(url).await? {
-                eprintln!("created the database");
-            }
-            if status {
-                let pending = d2_postgres::pending_migrations(url).await?;
-                if pending.is_empty() {
-                    println!("up to date");
-                }
-                for name in pending {
-                    println!("pending {name}");
-                }
+            let mode = if status {
+                MigrateMode::Status
             } else {
-                let applied = d2_postgres::run_migrations(url).await?;
-                if applied.is_empty() {
-                    println!("up to date");
-                }
-                for version in applied {
-                    println!("applied {version}");
-                }
+                MigrateMode::Apply
+            };
+            let names = Store::migrate(&settings, mode).await?;
+            if names.is_empty() {
+                println!("up to date");
+            }
+            let verb = if status { "pending" } else { "applied" };
+            for name in names {
+                println!("{verb} {name}");
             }
             Ok(())
         }

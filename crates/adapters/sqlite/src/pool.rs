@@ -214,7 +214,9 @@ impl SqliteStore {
     }
 }
 
-/// Creates the file's directory when missing, and refuses a path that is a directory.
+/// Creates the file's directory when missing, and the file itself readable by its owner
+/// only (it holds token digests and sealed keys; SQLite gives its `-wal` and `-shm` files
+/// the same permissions). Refuses a path that is a directory.
 fn prepare_file(path: &Path) -> Result<(), ConnectError> {
     let unusable = |reason: String| ConnectError::Unusable {
         target: path.display().to_string(),
@@ -227,5 +229,13 @@ fn prepare_file(path: &Path) -> Result<(), ConnectError> {
         std::fs::create_dir_all(parent)
             .map_err(|e| unusable(format!("cannot create {}: {e}", parent.display())))?;
     }
-    Ok(())
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(unusable(format!("cannot create it: {error}"))),
+    }
 }

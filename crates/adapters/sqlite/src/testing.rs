@@ -12,13 +12,18 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// Creates and migrates a database file.
-    pub async fn new() -> (Self, SqliteStore) {
+    /// A place for a database file, not created yet (a server creates and migrates it).
+    pub fn empty() -> Self {
         let directory = tempfile::Builder::new()
             .prefix("d2-sqlite-test")
             .tempdir()
             .expect("a temporary directory");
-        let db = Self { directory };
+        Self { directory }
+    }
+
+    /// Creates and migrates a database file.
+    pub async fn new() -> (Self, SqliteStore) {
+        let db = Self::empty();
         let store = SqliteStore::connect(&db.settings())
             .await
             .expect("the test database opens");

@@ -35,6 +35,12 @@ async fn a_new_file_is_created_and_migrated_once() {
         .await
         .unwrap();
     assert!(path.exists(), "the file and its directories are created");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "readable by its owner only");
+    }
     assert!(!pending_migrations(&store).await.unwrap().is_empty());
     assert!(!run_migrations(&store).await.unwrap().is_empty());
     assert!(pending_migrations(&store).await.unwrap().is_empty());

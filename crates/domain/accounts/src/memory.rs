@@ -74,6 +74,10 @@ impl AccountRepo for MemoryAccountRepo {
         Ok(Some(account.clone()))
     }
 
+    async fn has_accounts(&self) -> Result<bool, StoreError> {
+        Ok(!self.lock().accounts.is_empty())
+    }
+
     async fn count_users(&self, id: AccountId) -> Result<u64, StoreError> {
         let count = self
             .lock()

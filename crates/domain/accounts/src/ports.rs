@@ -28,6 +28,9 @@ pub trait AccountRepo: Send + Sync + 'static {
 
     async fn count_users(&self, id: AccountId) -> Result<u64, StoreError>;
 
+    /// Whether any account exists (an empty store gets its first account in the dev profile).
+    async fn has_accounts(&self) -> Result<bool, StoreError>;
+
     /// The account's users, oldest first.
     async fn list_users(&self, id: AccountId) -> Result<Vec<User>, StoreError>;
 

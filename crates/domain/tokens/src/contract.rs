@@ -82,7 +82,12 @@ async fn audit_count(store: &dyn Store, account_id: AccountId) -> usize {
 
 /// Accounts and users: read back, atomic patch with audit, user listing, isolation.
 pub async fn accounts(store: &dyn Store) {
+    assert!(
+        AccountRepo::has_accounts(store).await.is_ok_and(|any| !any),
+        "a new store has no account"
+    );
     let (account, owner, _) = tenant(store, 0).await;
+    assert!(AccountRepo::has_accounts(store).await.is_ok_and(|any| any));
     let (other, _, _) = tenant(store, 0).await;
     let read = AccountRepo::find_account(store, account.id)
         .await

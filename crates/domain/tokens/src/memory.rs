@@ -247,6 +247,10 @@ impl d2_accounts::AccountRepo for MemoryStore {
         self.accounts.count_users(id).await
     }
 
+    async fn has_accounts(&self) -> Result<bool, StoreError> {
+        self.accounts.has_accounts().await
+    }
+
     async fn list_users(&self, id: AccountId) -> Result<Vec<User>, StoreError> {
         self.accounts.list_users(id).await
     }
