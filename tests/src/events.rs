@@ -13,7 +13,7 @@ fn at(minutes_ago: i64) -> String {
 }
 
 /// An `authz_decision` as SDK 1.2.2 sends it (in cloud mode its `service` is "unknown").
-fn decision(tool: &str, result: &str, minutes_ago: i64) -> Value {
+pub(crate) fn decision(tool: &str, result: &str, minutes_ago: i64) -> Value {
     json!({
         "event_type": "authz_decision",
         "payload": {
@@ -24,12 +24,12 @@ fn decision(tool: &str, result: &str, minutes_ago: i64) -> Value {
     })
 }
 
-async fn ingest(app: &TestApp, token: &str, events: Value) -> crate::harness::Reply {
+pub(crate) async fn ingest(app: &TestApp, token: &str, events: Value) -> crate::harness::Reply {
     app.post("/v1/events/ingest", token, json!({ "events": events }))
         .await
 }
 
-async fn events_of(app: &TestApp, tenant: &Tenant) -> Vec<Value> {
+pub(crate) async fn events_of(app: &TestApp, tenant: &Tenant) -> Vec<Value> {
     app.get("/v1/events?limit=1000", &tenant.token)
         .await
         .assert_status(200)

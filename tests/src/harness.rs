@@ -239,6 +239,28 @@ impl TestApp {
         .await
     }
 
+    /// A server on `db` (whatever the suite's store), with fresh secrets.
+    pub async fn spawn_on_database(db: TestDatabase) -> Self {
+        install_logging();
+        Self::start(db, random_secret(), random_secret(), &[]).await
+    }
+
+    /// A new server on `db` with `previous`'s secrets, as after moving its data there.
+    /// `previous` is stopped; its database stays.
+    pub async fn move_to(previous: TestApp, db: TestDatabase) -> (Self, TestDatabase) {
+        let mut previous = previous;
+        previous.stop();
+        let old = previous.db.take().expect("a database");
+        let moved = Self::start(
+            db,
+            previous.pepper.clone(),
+            previous.control_plane.clone(),
+            &[],
+        )
+        .await;
+        (moved, old)
+    }
+
     async fn start(
         db: TestDatabase,
         pepper: String,

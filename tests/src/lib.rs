@@ -9,6 +9,7 @@ mod bad_input;
 mod bootstrap;
 mod events;
 mod key_maintenance;
+mod migrate_store;
 mod observability;
 mod openapi;
 mod policy;

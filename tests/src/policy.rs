@@ -87,7 +87,7 @@ fn decode(part: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
 }
 
-async fn server_token(app: &TestApp, tenant: &Tenant, app_name: &str) -> String {
+pub(crate) async fn server_token(app: &TestApp, tenant: &Tenant, app_name: &str) -> String {
     app.issue(tenant, json!({ "kind": "server", "app_name": app_name }))
         .await
         .0

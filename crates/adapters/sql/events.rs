@@ -13,6 +13,7 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use diesel::upsert::excluded;
 use diesel_async::RunQueryDsl;
+use serde::{Deserialize, Serialize};
 
 use crate::error::from_diesel;
 use crate::event_writes;
@@ -20,9 +21,9 @@ use crate::id::Id;
 use crate::position::{Side, beyond};
 use crate::schema::{events, job_checkpoints, policies};
 
-#[derive(Queryable, Selectable)]
+#[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = events, check_for_backend(crate::Db))]
-struct EventRow {
+pub(crate) struct EventRow {
     id: i64,
     account_id: Id,
     event_key: Vec<u8>,
@@ -42,6 +43,10 @@ struct EventRow {
 }
 
 impl EventRow {
+    pub(crate) fn id(&self) -> i64 {
+        self.id
+    }
+
     fn into_domain(self) -> Result<StoredEvent, StoreError> {
         let key = <[u8; 32]>::try_from(self.event_key.as_slice())
             .map_err(|_| StoreError::corrupt("event key"))?;

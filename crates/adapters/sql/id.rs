@@ -4,9 +4,24 @@
 use d2_kernel::{AccountId, PolicyId, TokenId, UserId};
 use diesel::deserialize::FromSqlRow;
 use diesel::expression::AsExpression;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, AsExpression, FromSqlRow)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    AsExpression,
+    FromSqlRow,
+    Serialize,
+    Deserialize,
+)]
 #[diesel(sql_type = crate::types::Uuid)]
+#[serde(transparent)]
 pub(crate) struct Id(pub(crate) uuid::Uuid);
 
 macro_rules! id_conversions {

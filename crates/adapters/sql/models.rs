@@ -10,6 +10,7 @@ use d2_audit::{AuditEntry, AuditRecord};
 use d2_kernel::{AppName, ScopeSet, StoreError};
 use d2_tokens::{ApiToken, NewToken};
 use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use d2_jwks::{PublishedKey, Sealed, SigningKey};
@@ -23,7 +24,7 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::corrupt(format!("stored {what} is not valid"))
 }
 
-#[derive(Queryable, Selectable, Insertable, AsChangeset)]
+#[derive(Queryable, Selectable, Insertable, AsChangeset, Serialize, Deserialize)]
 #[diesel(table_name = accounts, check_for_backend(crate::Db))]
 pub(crate) struct AccountRow {
     pub id: Id,
@@ -81,7 +82,7 @@ impl AccountRow {
     }
 }
 
-#[derive(Queryable, Selectable, Insertable)]
+#[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = users, check_for_backend(crate::Db))]
 pub(crate) struct UserRow {
     pub id: Id,
@@ -257,7 +258,7 @@ impl AuditRow {
     }
 }
 
-#[derive(Queryable, Selectable, Insertable)]
+#[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = signing_keys, check_for_backend(crate::Db))]
 pub(crate) struct SigningKeyRow {
     pub kid: String,
@@ -299,7 +300,7 @@ impl SigningKeyRow {
     }
 }
 
-#[derive(Queryable, Selectable, Insertable)]
+#[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = publisher_keys, check_for_backend(crate::Db))]
 pub(crate) struct PublisherKeyRow {
     pub account_id: Id,
@@ -343,7 +344,7 @@ impl PublisherKeyRow {
     }
 }
 
-#[derive(Queryable, Selectable, Insertable)]
+#[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = policies, check_for_backend(crate::Db))]
 pub(crate) struct PolicyRow {
     pub id: Id,

@@ -30,7 +30,7 @@ pub use settings::{
     JobConfig, LogFormat, LogSettings, Profile, RateLimitSettings, RetentionJobConfig, Settings,
     SettingsError, WorkerJobs, WorkerSettings, lenient_base64,
 };
-pub use store::{JobLock, MigrateMode, Repositories, Store, StoreStartError};
+pub use store::{CopyError, JobLock, MigrateMode, Repositories, Store, StoreStartError};
 
 /// Why the application could not start. Each message says what to do.
 #[derive(Debug, thiserror::Error)]

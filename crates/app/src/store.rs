@@ -195,6 +195,91 @@ impl Store {
     }
 }
 
+/// Why a store could not be copied to another.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Open(#[from] StoreStartError),
+    #[error("the target database already holds accounts; copy only into an empty database")]
+    TargetNotEmpty,
+    #[error("copying {table}: {source}")]
+    Table {
+        table: &'static str,
+        #[source]
+        source: StoreError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Store {
+    /// Opens the store at `url` with the other settings of `settings`, creating and
+    /// migrating it as needed (the two ends of `copy_to`).
+    pub async fn open_url(settings: &Settings, url: &str) -> Result<Self, StoreStartError> {
+        let mut settings = settings.clone();
+        settings.database.url = Some(url.to_owned().into());
+        settings.database.auto_migrate = true;
+        settings.database.create_if_missing = true;
+        Store::open(&settings).await
+    }
+
+    /// Copies every table of this store into `target`, which must hold no account yet;
+    /// returns the rows copied per table. Tokens, signing keys, bundles and event ids are
+    /// copied as they are, so they stay valid with the same secrets.
+    pub async fn copy_to(&self, target: &Store) -> Result<Vec<(&'static str, u64)>, CopyError> {
+        if target.repositories().has_accounts().await? {
+            return Err(CopyError::TargetNotEmpty);
+        }
+        let mut copied = Vec::new();
+        for table in d2_sqlite::TRANSFER_TABLES {
+            let failed = |source| CopyError::Table { table, source };
+            let mut rows = 0u64;
+            let mut after = None;
+            loop {
+                let (page, next) = self.export_rows(table, after).await.map_err(failed)?;
+                rows += u64::try_from(page.len()).unwrap_or(u64::MAX);
+                target.import_rows(table, page).await.map_err(failed)?;
+                match next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            copied.push((table, rows));
+        }
+        target.finish_import().await?;
+        Ok(copied)
+    }
+
+    async fn export_rows(
+        &self,
+        table: &str,
+        after: Option<i64>,
+    ) -> Result<d2_sqlite::RowPage, StoreError> {
+        match self {
+            Store::Postgres(store) => store.export_rows(table, after).await,
+            Store::Sqlite(store) => store.export_rows(table, after).await,
+        }
+    }
+
+    async fn import_rows(
+        &self,
+        table: &str,
+        rows: Vec<serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(store) => store.import_rows(table, rows).await,
+            Store::Sqlite(store) => store.import_rows(table, rows).await,
+        }
+    }
+
+    async fn finish_import(&self) -> Result<(), StoreError> {
+        match self {
+            Store::Postgres(store) => store.finish_import().await,
+            Store::Sqlite(store) => store.finish_import().await,
+        }
+    }
+}
+
 /// SQLite's settings from `database.*`: `pool.max_size` reader connections, waiting up to
 /// `pool.timeout_seconds` for one.
 fn sqlite_settings(settings: &Settings, target: Target) -> SqliteSettings {

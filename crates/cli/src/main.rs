@@ -28,6 +28,15 @@ enum Command {
         #[arg(long)]
         status: bool,
     },
+    /// Copy every table of one database into another, empty one (created and migrated if
+    /// needed): `--from sqlite://./data/d2.sqlite --to postgres://...`. Tokens, signing keys
+    /// and bundles stay valid as long as the servers keep the same crypto secrets.
+    MigrateStore {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
     /// Create an account with its owner and an admin token (printed once), or, with
     /// --account-id, a break-glass owner token for an existing account.
     Bootstrap {
@@ -126,6 +135,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let verb = if status { "pending" } else { "applied" };
             for name in names {
                 println!("{verb} {name}");
+            }
+            Ok(())
+        }
+        Command::MigrateStore { from, to } => {
+            let settings = Settings::load()?;
+            let source = Store::open_url(&settings, &from)
+                .await
+                .context("cannot open the source database")?;
+            let target = Store::open_url(&settings, &to)
+                .await
+                .context("cannot open the target database")?;
+            for (table, rows) in source.copy_to(&target).await? {
+                println!("copied {rows} {table}");
             }
             Ok(())
         }

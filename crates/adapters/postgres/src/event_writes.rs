@@ -101,3 +101,16 @@ pub(crate) async fn insert(
     .await?;
     Ok(keys.into_iter().map(|row| row.event_key).collect())
 }
+
+/// Moves the id sequences past the ids a copy wrote, so new rows do not collide with them.
+pub(crate) async fn continue_ids(conn: &mut AsyncPgConnection) -> QueryResult<()> {
+    for table in ["events", "audit_logs"] {
+        diesel::sql_query(format!(
+            "SELECT setval(pg_get_serial_sequence('{table}', 'id'), max(id)) FROM {table} \
+             HAVING max(id) IS NOT NULL"
+        ))
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
+}

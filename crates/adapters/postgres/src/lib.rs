@@ -22,6 +22,20 @@ macro_rules! locked_skipping {
     };
 }
 
+/// Inserts `rows` into `table` with multi-row statements of a thousand rows (PostgreSQL
+/// takes at most 65,535 parameters per statement).
+macro_rules! insert_rows {
+    ($conn:expr, $table:expr, $rows:expr) => {
+        for chunk in $rows.chunks(1_000) {
+            diesel_async::RunQueryDsl::execute(
+                diesel::insert_into($table).values(chunk),
+                &mut *$conn,
+            )
+            .await?;
+        }
+    };
+}
+
 mod analytics_sql;
 mod changes;
 mod error;
@@ -60,6 +74,8 @@ mod policies;
 mod position;
 #[path = "../../sql/tokens.rs"]
 mod tokens;
+#[path = "../../sql/transfer.rs"]
+mod transfer;
 
 /// The SQL types the shared code names: PostgreSQL's own.
 mod types {
@@ -92,3 +108,4 @@ pub use error::ConnectError;
 pub use jobs::JobLock;
 pub use migrate::{MigrateError, ensure_database, pending_migrations, run_migrations};
 pub use pool::{PgStore, PoolSettings};
+pub use transfer::{RowPage, TABLES as TRANSFER_TABLES};

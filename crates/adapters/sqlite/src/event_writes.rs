@@ -68,3 +68,8 @@ fn insert_statement(events: &[NewEvent]) -> BoxedSqlQuery<'_, Sqlite, SqlQuery> 
     }
     query
 }
+
+/// Nothing to do: SQLite's `AUTOINCREMENT` continues after the largest id stored.
+pub(crate) async fn continue_ids(_conn: &mut Conn) -> QueryResult<()> {
+    Ok(())
+}

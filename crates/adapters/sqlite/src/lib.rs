@@ -24,6 +24,20 @@ macro_rules! locked_skipping {
     };
 }
 
+/// Inserts `rows` into `table` one at a time (diesel's multi-row insert is not available
+/// on the async SQLite connection); inside a transaction this costs no disk sync per row.
+macro_rules! insert_rows {
+    ($conn:expr, $table:expr, $rows:expr) => {
+        for row in &$rows {
+            diesel_async::RunQueryDsl::execute(
+                diesel::insert_into($table).values(row),
+                &mut *$conn,
+            )
+            .await?;
+        }
+    };
+}
+
 mod analytics_sql;
 mod changes;
 mod error;
@@ -63,6 +77,8 @@ mod policies;
 mod position;
 #[path = "../../sql/tokens.rs"]
 mod tokens;
+#[path = "../../sql/transfer.rs"]
+mod transfer;
 
 type Db = diesel::sqlite::Sqlite;
 type Conn = diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>;
@@ -73,3 +89,4 @@ pub use error::ConnectError;
 pub use jobs::JobLock;
 pub use migrate::{MigrateError, pending_migrations, run_migrations};
 pub use pool::{SqliteSettings, SqliteStore, Target};
+pub use transfer::{RowPage, TABLES as TRANSFER_TABLES};

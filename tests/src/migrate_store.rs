@@ -1,0 +1,94 @@
+//! `d2ctl migrate-store`: a SQLite store copied into an empty PostgreSQL database, and a
+//! server on the copy with the same secrets serves exactly what the first one did.
+
+use d2_app::{CopyError, Store};
+use serde_json::{Value, json};
+
+use crate::events::{decision, events_of, ingest};
+use crate::harness::{TestApp, TestDatabase, settings};
+use crate::policy::{publishing_tenant, server_token};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sqlite_store_moves_to_postgresql_with_tokens_keys_bundles_and_events_intact() {
+    let app = TestApp::spawn_on_database(TestDatabase::Sqlite(
+        d2_sqlite::testing::TestDatabase::empty(),
+    ))
+    .await;
+    let (tenant, dev, publisher) = publishing_tenant(&app).await;
+    publisher
+        .publish_tools(&app, &dev, "billing", &["reports.read"])
+        .await;
+    let server = server_token(&app, &tenant, "billing").await;
+    let bundle = app.get("/v1/policy/bundle", &server).await;
+    let etag = bundle.header("etag").unwrap().to_owned();
+    let jws = bundle.assert_status(200)["jws"].clone();
+    let jwks = app.get("/.well-known/jwks.json", &dev).await.body;
+    // A rotated token: the old one names its replacement.
+    let (old, old_id) = app.issue(&tenant, json!({ "kind": "dev" })).await;
+    let path = format!("/v1/accounts/{}/tokens/{old_id}/rotate", tenant.account_id);
+    let rotated = app.post(&path, &tenant.token, Value::Null).await;
+    let new = rotated.assert_status(201)["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ingest(
+        &app,
+        &server,
+        json!([
+            decision("reports.read", "allowed", 3),
+            decision("secrets.read", "denied", 2)
+        ]),
+    )
+    .await
+    .assert_status(202);
+    let events = events_of(&app, &tenant).await;
+    let audit = app.audit(&tenant).await;
+
+    // The copy, as `d2ctl migrate-store --from sqlite://... --to postgres://...` runs it.
+    let target = d2_postgres::testing::TestDatabase::new().await;
+    let config = settings(&app.db().url(), &app.pepper, &app.control_plane, &[]);
+    let source = Store::open_url(&config, &app.db().url()).await.unwrap();
+    let copy = Store::open_url(&config, target.url()).await.unwrap();
+    let copied = source.copy_to(&copy).await.unwrap();
+    let count = |table: &str| copied.iter().find(|(t, _)| *t == table).unwrap().1;
+    assert_eq!(count("accounts"), 1);
+    assert_eq!(count("policies"), 1);
+    assert_eq!(count("events"), 2);
+    assert_eq!(count("audit_logs"), u64::try_from(audit.len()).unwrap());
+    // A second copy into the same database is refused: it is not empty any more.
+    assert!(matches!(
+        source.copy_to(&copy).await,
+        Err(CopyError::TargetNotEmpty)
+    ));
+
+    let (moved, _sqlite) = TestApp::move_to(app, TestDatabase::Postgres(target)).await;
+    moved
+        .get("/v1/accounts/me", &tenant.token)
+        .await
+        .assert_status(200);
+    moved.get("/v1/accounts/me", &new).await.assert_status(200);
+    moved.get("/v1/accounts/me", &old).await.assert_status(200);
+    let poll = moved
+        .send(
+            moved
+                .request(reqwest::Method::GET, "/v1/policy/bundle", Some(&server))
+                .header("if-none-match", &etag),
+        )
+        .await;
+    assert_eq!(poll.status, 304, "the same bundle, by its etag");
+    let bundle = moved.get("/v1/policy/bundle", &server).await;
+    assert_eq!(bundle.assert_status(200)["jws"], jws);
+    assert_eq!(moved.get("/.well-known/jwks.json", &dev).await.body, jwks);
+    assert_eq!(events_of(&moved, &tenant).await, events);
+    assert_eq!(moved.audit(&tenant).await.len(), audit.len());
+    // New rows continue after the copied ones.
+    ingest(
+        &moved,
+        &server,
+        json!([decision("reports.read", "allowed", 1)]),
+    )
+    .await
+    .assert_status(202);
+    assert_eq!(events_of(&moved, &tenant).await.len(), 3);
+    moved.issue(&tenant, json!({ "kind": "dev" })).await;
+}
