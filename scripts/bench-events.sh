@@ -6,7 +6,8 @@
 #   2. export: `d2-worker --once analytics-export` copies every stored event to ClickHouse.
 #   3. metrics: summary, timeseries and top over one account's EVENTS events (default
 #      1,000,000), answered by PostgreSQL, then by ClickHouse.
-#   DURATION=15s CONNECTIONS=16 EVENTS=1000000 ./scripts/bench-events.sh
+# STORE=sqlite runs only the ingest step, on a SQLite file instead of the local PostgreSQL.
+#   DURATION=15s CONNECTIONS=16 EVENTS=1000000 STORE=postgres ./scripts/bench-events.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ CONNECTIONS=${CONNECTIONS:-16}
 THREADS=${THREADS:-2}
 EVENTS=${EVENTS:-1000000}
 PORT=${PORT:-18081}
+STORE=${STORE:-postgres}
 
 scripts/services.sh
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
@@ -22,7 +24,6 @@ cargo build --release --locked --quiet --bin d2-api --bin d2-worker --bin d2ctl
 
 server=postgres://postgres@127.0.0.1:5432/postgres
 db="d2_bench_events_$$"
-psql -q "$server" -c "CREATE DATABASE $db" >/dev/null
 work=$(mktemp -d)
 export CLICKHOUSE_DIR="$PWD/target/clickhouse-bench"
 clickhouse=$(scripts/clickhouse.sh start)
@@ -35,13 +36,18 @@ stop_api() {
 cleanup() {
     stop_api
     scripts/clickhouse.sh stop
-    psql -q "$server" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+    [ "$STORE" = postgres ] && psql -q "$server" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
     rm -rf "$work" "$CLICKHOUSE_DIR"
 }
 trap cleanup EXIT
 
 export D2_ENV=production
-export D2__DATABASE__URL="postgres://postgres@127.0.0.1:5432/$db"
+if [ "$STORE" = sqlite ]; then
+    export D2__DATABASE__URL="sqlite://$work/d2.sqlite"
+else
+    psql -q "$server" -c "CREATE DATABASE $db" >/dev/null
+    export D2__DATABASE__URL="postgres://postgres@127.0.0.1:5432/$db"
+fi
 export D2__DATABASE__POOL__MAX_SIZE=32
 export D2__CRYPTO__TOKEN_PEPPER=$(target/release/d2ctl generate-secret)
 export D2__CRYPTO__JWK_AES_KEY=$(target/release/d2ctl generate-aes-key)
@@ -125,6 +131,11 @@ for batch in 100 1000; do
     report "ingest batch $batch" "$work/ingest_$batch.txt" "$batch"
 done
 stop_api
+if [ "$STORE" = sqlite ]; then
+    stored=$(python3 -c "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM events').fetchone()[0])" "$work/d2.sqlite")
+    echo "ingest: $stored events stored"
+    exit 0
+fi
 stored=$(psql -tAq "$D2__DATABASE__URL" -c 'SELECT count(*) FROM events')
 echo "ingest: $stored events stored"
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark of the release build, one run: /healthz against authenticated routes.
 # Prints requests/s and p99 per route and each route's share of /healthz's throughput.
-#   DURATION=20s CONNECTIONS=64 THREADS=2 ./scripts/bench.sh
+# STORE=sqlite runs the same load on a SQLite file instead of the local PostgreSQL.
+#   DURATION=20s CONNECTIONS=64 THREADS=2 STORE=postgres ./scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,7 @@ CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 PORT=${PORT:-18080}
 LOG_FILTER=${LOG_FILTER:-info}
+STORE=${STORE:-postgres}
 
 scripts/services.sh
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
@@ -17,17 +19,21 @@ cargo build --release --locked --quiet --bin d2-api --bin d2ctl
 
 server=postgres://postgres@127.0.0.1:5432/postgres
 db="d2_bench_$$"
-psql -q "$server" -c "CREATE DATABASE $db" >/dev/null
 work=$(mktemp -d)
 cleanup() {
     [ -n "${api_pid:-}" ] && kill "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null
-    psql -q "$server" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+    [ "$STORE" = postgres ] && psql -q "$server" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
     rm -rf "$work"
 }
 trap cleanup EXIT
 
 export D2_ENV=production
-export D2__DATABASE__URL="postgres://postgres@127.0.0.1:5432/$db"
+if [ "$STORE" = sqlite ]; then
+    export D2__DATABASE__URL="sqlite://$work/d2.sqlite"
+else
+    psql -q "$server" -c "CREATE DATABASE $db" >/dev/null
+    export D2__DATABASE__URL="postgres://postgres@127.0.0.1:5432/$db"
+fi
 export D2__CRYPTO__TOKEN_PEPPER=$(target/release/d2ctl generate-secret)
 export D2__CRYPTO__JWK_AES_KEY=$(target/release/d2ctl generate-aes-key)
 export D2__HTTP__ADDR="127.0.0.1:$PORT"
