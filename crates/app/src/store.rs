@@ -69,6 +69,16 @@ pub enum JobLock {
     Sqlite(d2_sqlite::JobLock),
 }
 
+impl JobLock {
+    /// Lets the job go now (dropping it lets go too, a moment later).
+    pub async fn release(self) {
+        match self {
+            JobLock::Postgres(lock) => lock.release().await,
+            JobLock::Sqlite(lock) => lock.release().await,
+        }
+    }
+}
+
 /// What `migrate` did, or would do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MigrateMode {

@@ -139,11 +139,17 @@ impl Worker {
             .map_err(|e| failed(e.into()));
         let outcome = match lock {
             Ok(None) => Ok(JobOutcome::Busy),
-            Ok(Some(_held)) => self
-                .execute(job, keep_going)
-                .await
-                .map(|items| JobOutcome::Done { items })
-                .map_err(failed),
+            Ok(Some(held)) => {
+                let done = self
+                    .execute(job, keep_going)
+                    .await
+                    .map(|items| JobOutcome::Done { items })
+                    .map_err(failed);
+                // Released before the outcome is reported, so the next run (here or in
+                // another worker) finds the job free.
+                held.release().await;
+                done
+            }
             Err(error) => Err(error),
         };
         self.metrics.record(job, &outcome, started.elapsed());

@@ -17,7 +17,19 @@ struct Locked {
 /// the pool. Dropping it closes the connection, which releases the lock even when the
 /// job panicked or was abandoned; if the process dies, PostgreSQL releases it too.
 pub struct JobLock {
-    _connection: AsyncPgConnection,
+    connection: AsyncPgConnection,
+}
+
+impl JobLock {
+    /// Unlocks now, rather than when the server notices the connection closed.
+    pub async fn release(mut self) {
+        if let Err(error) = diesel::sql_query("SELECT pg_advisory_unlock_all()")
+            .execute(&mut self.connection)
+            .await
+        {
+            tracing::warn!(error = %error, "cannot unlock a job; closing its connection does");
+        }
+    }
 }
 
 impl std::fmt::Debug for JobLock {
@@ -37,8 +49,6 @@ impl PgStore {
         .get_result(&mut connection)
         .await
         .map_err(from_diesel)?;
-        Ok(row.locked.then_some(JobLock {
-            _connection: connection,
-        }))
+        Ok(row.locked.then_some(JobLock { connection }))
     }
 }

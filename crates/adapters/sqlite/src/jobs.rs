@@ -35,9 +35,24 @@ impl std::fmt::Debug for JobLock {
     }
 }
 
+impl JobLock {
+    /// Ends the lease now.
+    pub async fn release(mut self) {
+        self.renewal.abort();
+        let holder = std::mem::take(&mut self.holder);
+        if let Err(error) = release(&self.store, &self.job, &holder).await {
+            tracing::warn!(job = self.job, error = %error, "cannot release a job lease; it runs out on its own");
+        }
+    }
+}
+
 impl Drop for JobLock {
+    // Not released yet (`release` empties the holder): a task ends the lease.
     fn drop(&mut self) {
         self.renewal.abort();
+        if self.holder.is_empty() {
+            return;
+        }
         let (store, job, holder) = (self.store.clone(), self.job.clone(), self.holder.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
