@@ -2,7 +2,7 @@
 # Interoperability test: the unmodified D2 Python SDK (d2-sdk 1.2.2, CLI and runtime)
 # against a real d2-api. Creates a virtualenv in target/sdk-venv (from PyPI), a throwaway
 # database, a server on a free port, an account with dev, server and admin tokens, then
-# runs tests/sdk/interop.py.
+# runs tests/sdk/interop.py. STORE=sqlite puts the server on a SQLite file instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,16 +14,21 @@ server=${D2_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 db="d2_interop_$$"
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-psql -q "$server" -c "CREATE DATABASE $db" >/dev/null
+STORE=${STORE:-postgres}
 cleanup() {
     [ -n "${api_pid:-}" ] && kill "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null
-    psql -q "$server" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+    [ "$STORE" = postgres ] && psql -q "$server" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
     rm -rf "$work"
 }
 trap cleanup EXIT
 
 export D2_ENV=production
-export D2__DATABASE__URL="${server%/*}/$db"
+if [ "$STORE" = sqlite ]; then
+    export D2__DATABASE__URL="sqlite://$work/d2.sqlite"
+else
+    psql -q "$server" -c "CREATE DATABASE $db" >/dev/null
+    export D2__DATABASE__URL="${server%/*}/$db"
+fi
 export D2__CRYPTO__TOKEN_PEPPER=$(target/debug/d2ctl generate-secret)
 export D2__CRYPTO__JWK_AES_KEY=$(target/debug/d2ctl generate-secret)
 export D2__HTTP__ADDR="127.0.0.1:$port"

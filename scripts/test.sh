@@ -3,7 +3,7 @@
 # local PostgreSQL (installing it if missing) and a private ClickHouse (installed from
 # Debian's packages if missing, stopped at the end), installs the diesel CLI for the schema
 # check and the D2 Python SDK (from PyPI, into target/sdk-venv) for the interoperability
-# test. The end-to-end suite runs on PostgreSQL, then again on SQLite.
+# test. The end-to-end suite and the SDK test run on PostgreSQL, then again on SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,3 +18,4 @@ scripts/check-schema.sh
 CI=${CI:-true} cargo test --workspace --locked
 CI=${CI:-true} D2_TEST_STORE=sqlite cargo test --locked -p d2-e2e
 scripts/sdk-interop.sh
+STORE=sqlite scripts/sdk-interop.sh

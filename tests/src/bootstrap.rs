@@ -163,3 +163,41 @@ async fn unauthenticated_and_failed_requests_are_limited_per_ip_but_valid_tokens
             .assert_status(200);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_empty_dev_database_gets_a_first_account_once_and_its_token_works() {
+    let app = TestApp::spawn().await;
+    let first = app
+        .app
+        .first_dev_account()
+        .await
+        .unwrap()
+        .expect("an empty database gets a first account");
+    let token = first.issued.secret.expose().to_owned();
+    app.remember(&token);
+    let me = app.get("/v1/accounts/me", &token).await;
+    assert_eq!(
+        me.assert_status(200)["account_id"],
+        first.account_id.to_string()
+    );
+    // Once: the database is not empty any more.
+    assert!(app.app.first_dev_account().await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outside_the_dev_profile_no_account_is_made_unasked() {
+    let pepper = crate::harness::random_secret();
+    let app = TestApp::spawn_with(&[]).await;
+    let mut settings = (*app.app.settings).clone();
+    settings.profile = d2_app::Profile::new("production");
+    settings.crypto.token_pepper = Some(pepper.into());
+    let production = d2_app::App::build_with(
+        settings,
+        std::sync::Arc::new(d2_kernel::SystemClock),
+        d2_app::Mode::Command,
+    )
+    .await
+    .unwrap();
+    assert!(production.first_dev_account().await.unwrap().is_none());
+    production.shutdown().await;
+}
