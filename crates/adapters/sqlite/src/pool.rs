@@ -100,16 +100,20 @@ fn connect(
     .boxed()
 }
 
-/// Opens a connection of its own, reads the schema and takes (and releases) the write lock:
+/// Opens a connection of its own, reads the schema and writes (and rolls back) a change:
 /// a file that is not a database, or that cannot be written, fails here with SQLite's own
 /// words, rather than as a pool timing out on the first request.
 async fn check(name: &str, busy_timeout: Duration) -> Result<(), String> {
     let mut conn = connect(name.to_owned(), busy_timeout)
         .await
         .map_err(|e| e.to_string())?;
-    conn.batch_execute("SELECT count(*) FROM sqlite_schema; BEGIN IMMEDIATE; ROLLBACK;")
-        .await
-        .map_err(|e| e.to_string())
+    // A write rolled back: a connection SQLite had to open read-only fails here.
+    conn.batch_execute(
+        "SELECT count(*) FROM sqlite_schema; BEGIN IMMEDIATE; \
+         CREATE TABLE main.d2_write_check (x); ROLLBACK;",
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 fn pool(name: &str, size: u32, timeout: Duration, busy_timeout: Duration) -> Pool<Conn> {

@@ -70,6 +70,59 @@ async fn a_file_that_is_not_a_database_is_refused_with_its_path() {
     assert!(error.to_string().contains("directory"), "{error}");
 }
 
+/// Makes `path` unwritable: immutable for root (whom permission bits do not stop), read
+/// only for anyone else. Returns the undo.
+fn make_read_only(path: &std::path::Path) -> impl FnOnce() + use<> {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"0"));
+    let chattr = |flag: &str| {
+        let status = std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(path)
+            .status()
+            .expect("chattr runs");
+        assert!(status.success(), "chattr {flag} {}", path.display());
+    };
+    if root {
+        chattr("+i");
+    } else {
+        let mut permissions = std::fs::metadata(path).unwrap().permissions();
+        permissions.set_readonly(true);
+        std::fs::set_permissions(path, permissions).unwrap();
+    }
+    let path = path.to_owned();
+    move || {
+        if root {
+            let status = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&path)
+                .status()
+                .expect("chattr runs");
+            assert!(status.success());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_database_is_refused_with_its_path() {
+    let db = TestDatabase::empty();
+    {
+        let store = SqliteStore::connect(&db.settings()).await.unwrap();
+        run_migrations(&store).await.unwrap();
+    }
+    let undo = make_read_only(&db.path());
+    let refused = SqliteStore::connect(&db.settings()).await;
+    undo();
+    let message = refused.unwrap_err().to_string();
+    assert!(
+        message.contains(&db.path().display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("readonly"), "{message}");
+}
+
 #[test]
 fn urls_name_a_file_or_memory() {
     assert_eq!(
