@@ -175,25 +175,9 @@ async fn analytics_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn checkpoints_are_kept_per_job_and_overwritten() {
-    use d2_events::{ExportCheckpoints, ExportCursor};
-
+async fn checkpoints_contract() {
     let (_db, store) = fresh().await;
-    assert_eq!(store.load("analytics-export").await.unwrap(), None);
-    let first = ExportCursor {
-        ingested_at: Utc::now(),
-        id: 7,
-    };
-    store.save("analytics-export", first).await.unwrap();
-    let second = ExportCursor { id: 9, ..first };
-    store.save("analytics-export", second).await.unwrap();
-    let loaded = store.load("analytics-export").await.unwrap().unwrap();
-    assert_eq!(loaded.id, 9);
-    assert_eq!(
-        loaded.ingested_at.timestamp_micros(),
-        first.ingested_at.timestamp_micros()
-    );
-    assert_eq!(store.load("other").await.unwrap(), None);
+    d2_events::contract::checkpoints(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

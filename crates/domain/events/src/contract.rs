@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::analytics::{Bucket, Dimension, TimePoint, TopItem};
 use crate::event::{EventFacts, EventFilter, IncomingEvent, NewEvent, StoredEvent};
-use crate::ports::{AnalyticsStore, EventStore, ExportCursor};
+use crate::ports::{AnalyticsStore, EventStore, ExportCheckpoints, ExportCursor};
 
 /// The start of the window the suite asks about.
 pub fn t0() -> DateTime<Utc> {
@@ -374,4 +374,28 @@ pub async fn event_store(store: &dyn EventStore, a: AccountId, b: AccountId) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(left, all[2..]);
+}
+
+/// The export checkpoints: one per job, overwritten, kept to the microsecond.
+pub async fn checkpoints(store: &dyn ExportCheckpoints) {
+    let load = async |job: &str| {
+        store
+            .load(job)
+            .await
+            .unwrap_or_else(|e| panic!("load {job}: {e}"))
+    };
+    assert_eq!(load("analytics-export").await, None);
+    let first = ExportCursor {
+        ingested_at: t0() + Duration::microseconds(123_456),
+        id: 7,
+    };
+    let second = ExportCursor { id: 9, ..first };
+    for cursor in [first, second] {
+        store
+            .save("analytics-export", cursor)
+            .await
+            .unwrap_or_else(|e| panic!("save: {e}"));
+    }
+    assert_eq!(load("analytics-export").await, Some(second));
+    assert_eq!(load("other").await, None, "each job has its own");
 }

@@ -46,6 +46,11 @@ mod memory_contract {
     }
 
     #[tokio::test]
+    async fn checkpoints() {
+        crate::contract::checkpoints(&MemoryEvents::default()).await;
+    }
+
+    #[tokio::test]
     async fn event_store() {
         let store = MemoryEvents::default();
         crate::contract::event_store(&store, AccountId::random(), AccountId::random()).await;
