@@ -39,6 +39,19 @@ async fn trial_locker_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn token_races_contract() {
+    let (_db, store) = fresh().await;
+    contract::token_races(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_races_contract() {
+    let (_db, store) = fresh().await;
+    let (a, _) = two_accounts(&store).await;
+    d2_policy::contract::publish_races(&store, a).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn token_expiry_contract() {
     let (_db, store) = fresh().await;
     contract::token_expiry(&store).await;

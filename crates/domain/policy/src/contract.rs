@@ -489,3 +489,30 @@ pub async fn signing_keys(store: &dyn Store, a: AccountId, b: AccountId) {
     );
     assert_eq!(store.keys(a).await.unwrap_or_default().len(), 1);
 }
+
+/// Racing publishes of one app, each expecting the same active version: exactly one
+/// publishes, the others are told of the conflict, and the app has one active version.
+/// `a` is an existing account.
+pub async fn publish_races(store: &dyn Store, a: AccountId) {
+    let first = published(publish(store, a, "race", 1, None).await);
+    let outcomes = futures_util::future::join_all(
+        (0..8).map(|i| publish(store, a, "race", 2 + i, Some(first.id))),
+    )
+    .await;
+    let won = outcomes
+        .iter()
+        .filter(|o| matches!(o, PublishOutcome::Published(_)))
+        .count();
+    let lost = outcomes
+        .iter()
+        .filter(|o| matches!(o, PublishOutcome::Conflict))
+        .count();
+    assert_eq!((won, lost), (1, 7), "{outcomes:?}");
+    let state = store
+        .app_state(a, &AppName::normalise("race"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let active = state.active.unwrap_or_else(|| panic!("an active version"));
+    assert_eq!(active.version, 2, "one version after the first");
+    assert_eq!(state.max_version, 2);
+}

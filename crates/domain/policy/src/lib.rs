@@ -65,4 +65,9 @@ mod memory_contract {
     async fn signing_keys() {
         crate::contract::signing_keys(&store(), AccountId::random(), AccountId::random()).await;
     }
+
+    #[tokio::test]
+    async fn publish_races() {
+        crate::contract::publish_races(&store(), AccountId::random()).await;
+    }
 }

@@ -720,3 +720,61 @@ pub async fn token_expiry(store: &dyn Store) {
         assert_eq!(&read_token(store, token).await, token);
     }
 }
+
+/// Racing writes to one token: of eight concurrent rotations exactly one rotates (the
+/// others see it rotated), and of eight concurrent revokes exactly one revokes; each
+/// change is audited once.
+pub async fn token_races(store: &dyn Store) {
+    let (account, _, _) = tenant(store, 0).await;
+    let racing = new_token(account.id, TokenGrant::Dev, at(1));
+    store
+        .insert(
+            &racing,
+            &AuditEntry::system(account.id, AuditAction::TokenCreate, at(1)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("insert: {e}"));
+    let before = audit_count(store, account.id).await;
+    let replacements: Vec<NewToken> = (0..8)
+        .map(|_| new_token(account.id, TokenGrant::Dev, at(2)))
+        .collect();
+    let audit = AuditEntry::system(account.id, AuditAction::TokenRotate, at(2));
+    let grace = at(2) + Duration::minutes(5);
+    let rotations = futures_util::future::join_all(replacements.iter().map(|replacement| {
+        store.rotate(
+            account.id,
+            racing.token.id,
+            replacement,
+            at(2),
+            grace,
+            &audit,
+        )
+    }))
+    .await;
+    let rotated = rotations
+        .iter()
+        .filter(|r| matches!(r, Ok(RotateOutcome::Rotated { .. })))
+        .count();
+    let refused = rotations
+        .iter()
+        .filter(|r| matches!(r, Ok(RotateOutcome::AlreadyRotated)))
+        .count();
+    assert_eq!((rotated, refused), (1, 7), "{rotations:?}");
+    assert_eq!(audit_count(store, account.id).await, before + 1);
+
+    let audit = AuditEntry::system(account.id, AuditAction::TokenRevoke, at(3));
+    let revokes = futures_util::future::join_all(
+        (0..8).map(|_| store.revoke(account.id, racing.token.id, at(3), &audit)),
+    )
+    .await;
+    let revoked = revokes
+        .iter()
+        .filter(|r| matches!(r, Ok(RevokeOutcome::Revoked)))
+        .count();
+    let already = revokes
+        .iter()
+        .filter(|r| matches!(r, Ok(RevokeOutcome::AlreadyRevoked)))
+        .count();
+    assert_eq!((revoked, already), (1, 7), "{revokes:?}");
+    assert_eq!(audit_count(store, account.id).await, before + 2);
+}

@@ -72,4 +72,9 @@ mod memory_contract {
     async fn token_expiry() {
         crate::contract::token_expiry(&store()).await;
     }
+
+    #[tokio::test]
+    async fn token_races() {
+        crate::contract::token_races(&store()).await;
+    }
 }
