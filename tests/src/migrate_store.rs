@@ -1,4 +1,4 @@
-//! `d2ctl migrate-store`: a SQLite store copied into an empty PostgreSQL database, and a
+//! `d2ctl migrate-store`: a store copied into an empty database of the other kind, and a
 //! server on the copy with the same secrets serves exactly what the first one did.
 
 use d2_app::{CopyError, Store};
@@ -10,10 +10,20 @@ use crate::policy::{publishing_tenant, server_token};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sqlite_store_moves_to_postgresql_with_tokens_keys_bundles_and_events_intact() {
-    let app = TestApp::spawn_on_database(TestDatabase::Sqlite(
-        d2_sqlite::testing::TestDatabase::empty(),
-    ))
-    .await;
+    let sqlite = TestDatabase::Sqlite(d2_sqlite::testing::TestDatabase::empty());
+    let postgres = TestDatabase::Postgres(d2_postgres::testing::TestDatabase::new().await);
+    moves_intact(sqlite, postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgresql_store_moves_to_sqlite_just_as_well() {
+    let postgres = TestDatabase::Postgres(d2_postgres::testing::TestDatabase::new().await);
+    let sqlite = TestDatabase::Sqlite(d2_sqlite::testing::TestDatabase::empty());
+    moves_intact(postgres, sqlite).await;
+}
+
+async fn moves_intact(from: TestDatabase, to: TestDatabase) {
+    let app = TestApp::spawn_on_database(from).await;
     let (tenant, dev, publisher) = publishing_tenant(&app).await;
     publisher
         .publish_tools(&app, &dev, "billing", &["reports.read"])
@@ -44,11 +54,10 @@ async fn a_sqlite_store_moves_to_postgresql_with_tokens_keys_bundles_and_events_
     let events = events_of(&app, &tenant).await;
     let audit = app.audit(&tenant).await;
 
-    // The copy, as `d2ctl migrate-store --from sqlite://... --to postgres://...` runs it.
-    let target = d2_postgres::testing::TestDatabase::new().await;
+    // The copy, as `d2ctl migrate-store --from ... --to ...` runs it.
     let config = settings(&app.db().url(), &app.pepper, &app.control_plane, &[]);
     let source = Store::open_url(&config, &app.db().url()).await.unwrap();
-    let copy = Store::open_url(&config, target.url()).await.unwrap();
+    let copy = Store::open_url(&config, &to.url()).await.unwrap();
     let copied = source.copy_to(&copy).await.unwrap();
     let count = |table: &str| copied.iter().find(|(t, _)| *t == table).unwrap().1;
     assert_eq!(count("accounts"), 1);
@@ -61,7 +70,7 @@ async fn a_sqlite_store_moves_to_postgresql_with_tokens_keys_bundles_and_events_
         Err(CopyError::TargetNotEmpty)
     ));
 
-    let (moved, _sqlite) = TestApp::move_to(app, TestDatabase::Postgres(target)).await;
+    let (moved, _from) = TestApp::move_to(app, to).await;
     moved
         .get("/v1/accounts/me", &tenant.token)
         .await
