@@ -85,12 +85,13 @@ fn connect(
 ) -> BoxFuture<'static, diesel::ConnectionResult<Conn>> {
     async move {
         let mut conn = Conn::establish(&name).await?;
-        // WAL: readers never wait for the writer. NORMAL: a commit survives a crash of the
-        // process (not of the machine's power before the next checkpoint), at a fraction
-        // of FULL's fsyncs.
+        // WAL: readers never wait for the writer. FULL: the WAL is synced at every commit,
+        // so what a response says is stored (an accepted batch, a new token) survives a
+        // power loss, as with PostgreSQL's defaults; NORMAL would only survive a crash of
+        // the process.
         conn.batch_execute(&format!(
             "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
-             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+             PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
             busy_timeout.as_millis()
         ))
         .await
