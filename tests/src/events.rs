@@ -646,3 +646,34 @@ async fn without_a_server_token_the_app_comes_from_the_reported_bundle_etag() {
         .assert_status(202);
     assert!(events_of(&app, &other).await[0]["app_name"].is_null());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writes_of_every_kind_all_succeed_and_all_are_stored() {
+    // A burst large enough that the limiter stays out of the way: this is about the store.
+    let app = TestApp::spawn_with(&[("D2__EVENTS__INGEST_BURST", "100000")]).await;
+    let tenant = app.bootstrap().await;
+    let ingests = (0..32).map(|i| {
+        let batch = json!([
+            decision(&format!("tool-{i}"), "allowed", 3),
+            decision(&format!("tool-{i}"), "denied", 2)
+        ]);
+        ingest(&app, &tenant.token, batch)
+    });
+    let tokens = format!("/v1/accounts/{}/tokens", tenant.account_id);
+    let issues = (0..8).map(|i| {
+        let body = json!({ "kind": "dev", "token_name": format!("dev {i}") });
+        app.post(&tokens, &tenant.token, body)
+    });
+    let (ingested, issued) = futures_util::future::join(
+        futures_util::future::join_all(ingests),
+        futures_util::future::join_all(issues),
+    )
+    .await;
+    for reply in &ingested {
+        assert_eq!(reply.assert_status(202)["accepted"], 2, "{}", reply.text);
+    }
+    for reply in &issued {
+        reply.assert_status(201);
+    }
+    assert_eq!(events_of(&app, &tenant).await.len(), 64);
+}
