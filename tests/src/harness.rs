@@ -214,22 +214,19 @@ impl TestApp {
     }
 
     pub async fn spawn_with(extra: &[(&str, &str)]) -> Self {
+        Self::spawn_on_database(TestDatabase::new().await, extra).await
+    }
+
+    /// A server on `db` (whatever the suite's store), with fresh secrets.
+    pub async fn spawn_on_database(db: TestDatabase, extra: &[(&str, &str)]) -> Self {
         install_logging();
-        Self::start(
-            TestDatabase::new().await,
-            random_secret(),
-            random_secret(),
-            extra,
-        )
-        .await
+        Self::start(db, random_secret(), random_secret(), extra).await
     }
 
     /// A new server on `previous`'s database and secrets (with other settings), as after a
     /// configuration change and restart. `previous` is stopped.
     pub async fn spawn_on(previous: TestApp, extra: &[(&str, &str)]) -> Self {
-        let mut previous = previous;
-        previous.stop();
-        let db = previous.db.take().expect("a database");
+        let (previous, db) = previous.stopped();
         Self::start(
             db,
             previous.pepper.clone(),
@@ -239,26 +236,24 @@ impl TestApp {
         .await
     }
 
-    /// A server on `db` (whatever the suite's store), with fresh secrets.
-    pub async fn spawn_on_database(db: TestDatabase) -> Self {
-        install_logging();
-        Self::start(db, random_secret(), random_secret(), &[]).await
-    }
-
     /// A new server on `db` with `previous`'s secrets, as after moving its data there.
-    /// `previous` is stopped; its database stays.
+    /// `previous` is stopped; its database is returned.
     pub async fn move_to(previous: TestApp, db: TestDatabase) -> (Self, TestDatabase) {
-        let mut previous = previous;
-        previous.stop();
-        let old = previous.db.take().expect("a database");
+        let (previous, old) = previous.stopped();
         let moved = Self::start(
             db,
             previous.pepper.clone(),
             previous.control_plane.clone(),
             &[],
-        )
-        .await;
-        (moved, old)
+        );
+        (moved.await, old)
+    }
+
+    /// Stops the server and hands over its database.
+    fn stopped(mut self) -> (Self, TestDatabase) {
+        self.stop();
+        let db = self.db.take().expect("a database");
+        (self, db)
     }
 
     async fn start(

@@ -23,7 +23,7 @@ async fn a_postgresql_store_moves_to_sqlite_just_as_well() {
 }
 
 async fn moves_intact(from: TestDatabase, to: TestDatabase) {
-    let app = TestApp::spawn_on_database(from).await;
+    let app = TestApp::spawn_on_database(from, &[]).await;
     let (tenant, dev, publisher) = publishing_tenant(&app).await;
     publisher
         .publish_tools(&app, &dev, "billing", &["reports.read"])

@@ -92,8 +92,7 @@ impl Store {
     /// `database.auto_migrate` is set (otherwise it must be up to date), SQLite always (its
     /// schema travels with the binary).
     pub async fn open(settings: &Settings) -> Result<Self, StoreStartError> {
-        let url = settings.database_url();
-        if let Some(target) = Target::from_url(url) {
+        if let Some(target) = Target::from_url(settings.database_url())? {
             let store = SqliteStore::connect(&sqlite_settings(settings, target)).await?;
             let applied = d2_sqlite::run_migrations(&store).await?;
             if !applied.is_empty() {
@@ -102,16 +101,13 @@ impl Store {
             tracing::info!(db.target = %store.target(), "opened SQLite");
             return Ok(Store::Sqlite(store));
         }
-        if settings.database.create_if_missing && d2_postgres::ensure_database(url).await? {
-            tracing::info!("created the database");
-        }
         if settings.database.auto_migrate {
-            let applied = d2_postgres::run_migrations(url).await?;
+            let applied = Store::migrate(settings, MigrateMode::Apply).await?;
             if !applied.is_empty() {
                 tracing::info!(migrations = ?applied, "applied migrations");
             }
         } else {
-            let pending = d2_postgres::pending_migrations(url).await?;
+            let pending = Store::migrate(settings, MigrateMode::Status).await?;
             if !pending.is_empty() {
                 return Err(StoreStartError::PendingMigrations(pending.len()));
             }
@@ -128,7 +124,7 @@ impl Store {
         mode: MigrateMode,
     ) -> Result<Vec<String>, StoreStartError> {
         let url = settings.database_url();
-        if let Some(target) = Target::from_url(url) {
+        if let Some(target) = Target::from_url(url)? {
             let store = SqliteStore::connect(&sqlite_settings(settings, target)).await?;
             return Ok(match mode {
                 MigrateMode::Apply => d2_sqlite::run_migrations(&store).await?,

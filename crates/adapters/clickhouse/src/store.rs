@@ -117,10 +117,7 @@ impl AnalyticsStore for ClickHouse {
     ) -> Result<Vec<TimePoint>, StoreError> {
         // UTC buckets are whole multiples of the width since the epoch; the start of an
         // event's bucket is its time minus the (non-negative) remainder.
-        let width_us: i64 = match bucket {
-            Bucket::Hour => 3_600_000_000,
-            Bucket::Day => 86_400_000_000,
-        };
+        let width_us = bucket.seconds() * 1_000_000;
         let width = format!("toInt64({width_us})");
         let sql = format!(
             "SELECT \

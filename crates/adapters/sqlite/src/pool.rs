@@ -24,14 +24,20 @@ pub enum Target {
 
 impl Target {
     /// `sqlite://PATH` (`sqlite://./data/d2.sqlite`, `sqlite:///var/lib/d2/d2.sqlite`) or
-    /// `sqlite::memory:`. `None` for any other URL.
-    pub fn from_url(url: &str) -> Option<Self> {
-        let rest = url.strip_prefix("sqlite:")?;
+    /// `sqlite::memory:`; `None` for a URL of another scheme, an error for a `sqlite:` URL
+    /// without a path.
+    pub fn from_url(url: &str) -> Result<Option<Self>, ConnectError> {
+        let Some(rest) = url.strip_prefix("sqlite:") else {
+            return Ok(None);
+        };
         if rest == ":memory:" {
-            return Some(Target::Memory);
+            return Ok(Some(Target::Memory));
         }
         let path = rest.strip_prefix("//").unwrap_or(rest);
-        (!path.is_empty()).then(|| Target::File(PathBuf::from(path)))
+        if path.is_empty() {
+            return Err(ConnectError::InvalidUrl(url.to_owned()));
+        }
+        Ok(Some(Target::File(PathBuf::from(path))))
     }
 
     /// What SQLite opens: the path, or `:memory:`.

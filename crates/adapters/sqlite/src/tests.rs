@@ -125,17 +125,19 @@ async fn a_read_only_database_is_refused_with_its_path() {
 
 #[test]
 fn urls_name_a_file_or_memory() {
+    let target = |url: &str| Target::from_url(url).map_err(|e| e.to_string());
     assert_eq!(
-        Target::from_url("sqlite://./data/d2.sqlite"),
-        Some(Target::File("./data/d2.sqlite".into()))
+        target("sqlite://./data/d2.sqlite"),
+        Ok(Some(Target::File("./data/d2.sqlite".into())))
     );
     assert_eq!(
-        Target::from_url("sqlite:///var/lib/d2/d2.sqlite"),
-        Some(Target::File("/var/lib/d2/d2.sqlite".into()))
+        target("sqlite:///var/lib/d2/d2.sqlite"),
+        Ok(Some(Target::File("/var/lib/d2/d2.sqlite".into())))
     );
-    assert_eq!(Target::from_url("sqlite::memory:"), Some(Target::Memory));
-    assert_eq!(Target::from_url("sqlite://"), None);
-    assert_eq!(Target::from_url("postgres://localhost/d2"), None);
+    assert_eq!(target("sqlite::memory:"), Ok(Some(Target::Memory)));
+    assert_eq!(target("postgres://localhost/d2"), Ok(None));
+    let error = target("sqlite://").unwrap_err();
+    assert!(error.contains("sqlite://PATH"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
