@@ -42,6 +42,7 @@ async fn me_reports_exactly_what_the_sdk_reads_for_any_credential() {
                 "current_members",
                 "event_batch",
                 "event_payload_max_bytes",
+                "ingest_events_per_minute",
                 "ingest_interval",
                 "max_apps",
                 "max_members",
@@ -54,6 +55,7 @@ async fn me_reports_exactly_what_the_sdk_reads_for_any_credential() {
         assert_eq!(body["quotas"]["poll_sec"], 300);
         assert_eq!(body["poll_seconds"], 300);
         assert_eq!(body["quotas"]["ingest_interval"], 60);
+        assert_eq!(body["quotas"]["ingest_events_per_minute"], 10_000);
         assert_eq!(body["quotas"]["max_tools"], 5);
         assert_eq!(body["quotas"]["event_batch"], 1000);
         assert_eq!(body["quotas"]["current_members"], 1);

@@ -236,6 +236,19 @@ impl TestApp {
         .await
     }
 
+    /// Another replica beside this server: same database and secrets, other settings
+    /// (each replica has its own caches and local limits).
+    pub async fn replica(&self, extra: &[(&str, &str)]) -> Self {
+        let settings = settings(&self.db().url(), &self.pepper, &self.control_plane, extra);
+        Self::serve(
+            settings,
+            None,
+            self.pepper.clone(),
+            self.control_plane.clone(),
+        )
+        .await
+    }
+
     /// A new server on `db` with `previous`'s secrets, as after moving its data there.
     /// `previous` is stopped; its database is returned.
     pub async fn move_to(previous: TestApp, db: TestDatabase) -> (Self, TestDatabase) {
@@ -263,6 +276,15 @@ impl TestApp {
         extra: &[(&str, &str)],
     ) -> Self {
         let settings = settings(&db.url(), &pepper, &control_plane, extra);
+        Self::serve(settings, Some(db), pepper, control_plane).await
+    }
+
+    async fn serve(
+        settings: Settings,
+        db: Option<TestDatabase>,
+        pepper: String,
+        control_plane: String,
+    ) -> Self {
         let clock = Arc::new(ManualClock::starting_now());
         let app = App::build(settings, clock.clone())
             .await
@@ -286,7 +308,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             clock,
             app,
-            db: Some(db),
+            db,
             secrets: Mutex::new(vec![pepper.clone(), control_plane.clone()]),
             pepper,
             control_plane,
@@ -517,4 +539,66 @@ pub async fn clickhouse_sql(url: &str, sql: &str) -> String {
     let text = reply.text().await.unwrap_or_default();
     assert!(status.is_success(), "{sql}: {text}");
     text.trim().to_owned()
+}
+
+/// A Redis server of a test's own, on a free port, for tests that stop and restart it.
+pub struct OwnRedis {
+    pub port: u16,
+    child: Mutex<Option<std::process::Child>>,
+}
+
+impl OwnRedis {
+    pub fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let redis = Self {
+            port,
+            child: Mutex::new(None),
+        };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts the server (again, on the same port) and waits until it answers.
+    pub fn restart(&self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts (scripts/services.sh installs it)");
+        *self.child.lock().unwrap() = Some(child);
+        for _ in 0..100 {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::Read as _;
+                let _ = stream.write_all(b"PING\r\n");
+                let mut answer = [0u8; 5];
+                if stream.read_exact(&mut answer).is_ok() && &answer == b"+PONG" {
+                    return;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("redis-server does not answer on port {}", self.port);
+    }
+
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

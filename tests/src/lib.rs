@@ -8,6 +8,7 @@ mod audit;
 mod bad_input;
 mod bootstrap;
 mod events;
+mod fleet;
 mod key_maintenance;
 mod migrate_store;
 mod observability;

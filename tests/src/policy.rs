@@ -407,40 +407,6 @@ async fn a_locked_account_gets_402_locked_on_poll_and_publish() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn polls_are_limited_per_token_with_a_burst_and_retry_after() {
-    let app = TestApp::spawn().await;
-    let (tenant, dev, publisher) = publishing_tenant(&app).await;
-    publisher.publish_tools(&app, &dev, "app", &["a"]).await;
-    let server = app
-        .issue(&tenant, json!({ "kind": "server", "app_name": "app" }))
-        .await
-        .0;
-    for _ in 0..3 {
-        app.get("/v1/policy/bundle", &server)
-            .await
-            .assert_status(200);
-    }
-    let limited = app.get("/v1/policy/bundle", &server).await;
-    limited.assert_problem(429, "rate_limited");
-    assert!(
-        limited
-            .header("retry-after")
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            >= 1
-    );
-    // Another token of the same account and app has its own bucket.
-    let other = app
-        .issue(&tenant, json!({ "kind": "server", "app_name": "app" }))
-        .await
-        .0;
-    app.get("/v1/policy/bundle", &other)
-        .await
-        .assert_status(200);
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn drafts_versions_revert_and_the_editor_routes() {
     let app = TestApp::spawn().await;
     let (tenant, dev, publisher) = publishing_tenant(&app).await;

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_events::{
     AppResolver, Decision, EventFacts, EventFilter, EventStore, ExportCheckpoints, ExportCursor,
-    NewEvent, StoredEvent,
+    NewEvent, RefusedEvents, StoredEvent,
 };
 use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, StoreError};
 use diesel::prelude::*;
@@ -19,7 +19,7 @@ use crate::error::from_diesel;
 use crate::event_writes;
 use crate::id::Id;
 use crate::position::{Side, beyond};
-use crate::schema::{events, job_checkpoints, policies};
+use crate::schema::{events, ingest_refusals, job_checkpoints, policies};
 
 #[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = events, check_for_backend(crate::Db))]
@@ -201,6 +201,57 @@ impl EventStore for crate::Store {
                 return Ok(total);
             }
         }
+    }
+
+    async fn add_refusals(&self, refusals: &[RefusedEvents]) -> Result<(), StoreError> {
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        // A row at a time: a few rows a second at most, and one statement never names the
+        // same (account, hour) twice.
+        let mut conn = self.writer().await?;
+        for refusal in refusals {
+            diesel::insert_into(ingest_refusals::table)
+                .values((
+                    ingest_refusals::account_id.eq(Id::from(refusal.account_id)),
+                    ingest_refusals::hour.eq(refusal.hour),
+                    ingest_refusals::events.eq(count(refusal.events)),
+                    ingest_refusals::batches.eq(count(refusal.batches)),
+                ))
+                .on_conflict((ingest_refusals::account_id, ingest_refusals::hour))
+                .do_update()
+                .set((
+                    ingest_refusals::events
+                        .eq(ingest_refusals::events + excluded(ingest_refusals::events)),
+                    ingest_refusals::batches
+                        .eq(ingest_refusals::batches + excluded(ingest_refusals::batches)),
+                ))
+                .execute(&mut conn)
+                .await
+                .map_err(from_diesel)?;
+        }
+        Ok(())
+    }
+
+    async fn refused_events(
+        &self,
+        account_id: AccountId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        // At most one row per hour of the window: summed here, where both stores agree on
+        // the type of the sum.
+        let counts: Vec<i64> = ingest_refusals::table
+            .filter(ingest_refusals::account_id.eq(Id::from(account_id)))
+            .filter(ingest_refusals::hour.ge(start))
+            .filter(ingest_refusals::hour.lt(end))
+            .select(ingest_refusals::events)
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        Ok(counts
+            .into_iter()
+            .map(|n| u64::try_from(n).unwrap_or(0))
+            .fold(0, u64::saturating_add))
     }
 }
 

@@ -16,12 +16,12 @@ use crate::events::EventRow;
 use crate::id::Id;
 use crate::models::{AccountRow, PolicyRow, PublisherKeyRow, SigningKeyRow, UserRow};
 use crate::schema::{
-    accounts, api_tokens, audit_logs, events, job_checkpoints, policies, publisher_keys,
-    signing_keys, users,
+    accounts, api_tokens, audit_logs, events, ingest_refusals, job_checkpoints, policies,
+    publisher_keys, signing_keys, users,
 };
 
 /// The tables copied, in an order that satisfies every foreign key.
-pub const TABLES: [&str; 9] = [
+pub const TABLES: [&str; 10] = [
     "accounts",
     "users",
     "api_tokens",
@@ -30,6 +30,7 @@ pub const TABLES: [&str; 9] = [
     "policies",
     "audit_logs",
     "events",
+    "ingest_refusals",
     "job_checkpoints",
 ];
 
@@ -78,6 +79,15 @@ struct CheckpointCopy {
     ingested_at: DateTime<Utc>,
     event_id: i64,
     updated_at: DateTime<Utc>,
+}
+
+#[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
+#[diesel(table_name = ingest_refusals, check_for_backend(crate::Db))]
+struct RefusalCopy {
+    account_id: Id,
+    hour: DateTime<Utc>,
+    events: i64,
+    batches: i64,
 }
 
 fn to_json<T: Serialize>(rows: Vec<T>) -> Result<Vec<Value>, StoreError> {
@@ -195,6 +205,14 @@ impl crate::Store {
                 let last = rows.last().map(EventRow::id);
                 by_id(to_json(rows)?, last)
             }
+            "ingest_refusals" => whole(to_json(
+                ingest_refusals::table
+                    .order((ingest_refusals::account_id, ingest_refusals::hour))
+                    .select(RefusalCopy::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
             "job_checkpoints" => whole(to_json(
                 job_checkpoints::table
                     .order(job_checkpoints::job)
@@ -256,6 +274,13 @@ impl crate::Store {
                     insert_rows!(conn, audit_logs::table, from_json::<AuditCopy>(rows)?)
                 }
                 "events" => insert_rows!(conn, events::table, from_json::<EventRow>(rows)?),
+                "ingest_refusals" => {
+                    insert_rows!(
+                        conn,
+                        ingest_refusals::table,
+                        from_json::<RefusalCopy>(rows)?
+                    );
+                }
                 "job_checkpoints" => {
                     insert_rows!(
                         conn,

@@ -13,7 +13,8 @@ use std::fmt;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
+use d2_kernel::limit::RateLimit;
 use d2_kernel::{Code, ErrorCode};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -105,18 +106,11 @@ pub struct Problem {
     pub code: &'static str,
 }
 
-/// Rate-limit facts sent with a 429.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimitInfo {
-    pub limit: u32,
-    pub retry_after_seconds: u64,
-}
-
 pub struct ApiError {
     code: Code,
     detail: String,
     source: Option<Box<dyn StdError + Send + Sync>>,
-    rate_limit: Option<RateLimitInfo>,
+    rate_limit: Option<RateLimit>,
 }
 
 impl ApiError {
@@ -129,7 +123,7 @@ impl ApiError {
         }
     }
 
-    pub fn rate_limited(info: RateLimitInfo) -> Self {
+    pub fn rate_limited(info: RateLimit) -> Self {
         Self {
             rate_limit: Some(info),
             ..Self::new(
@@ -153,12 +147,7 @@ impl<E: ErrorCode + Send + Sync + 'static> From<E> for ApiError {
         Self {
             code: error.code(),
             detail: error.to_string(),
-            rate_limit: error
-                .rate_limit()
-                .map(|(limit, retry_after_seconds)| RateLimitInfo {
-                    limit,
-                    retry_after_seconds,
-                }),
+            rate_limit: error.rate_limit(),
             source: Some(Box::new(error)),
         }
     }
@@ -237,14 +226,22 @@ impl ResponseError for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, UNAVAILABLE_RETRY_SECONDS));
         }
-        if let Some(limit) = self.rate_limit {
-            response.insert_header((header::RETRY_AFTER, limit.retry_after_seconds));
-            response.insert_header(("X-RateLimit-Limit", limit.limit));
-            response.insert_header(("X-RateLimit-Remaining", 0));
-            response.insert_header(("X-RateLimit-Reset", limit.retry_after_seconds));
+        if let Some(limit) = &self.rate_limit {
+            with_rate_limit(&mut response, limit);
         }
         response.json(problem)
     }
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds until the bucket is full), and
+/// `Retry-After` on a refusal: on every answer of a limited route.
+pub fn with_rate_limit(response: &mut HttpResponseBuilder, limit: &RateLimit) {
+    response.insert_header(("X-RateLimit-Limit", limit.limit));
+    response.insert_header(("X-RateLimit-Remaining", limit.remaining));
+    response.insert_header(("X-RateLimit-Reset", limit.reset_seconds));
+    if !limit.is_allowed() {
+        response.insert_header((header::RETRY_AFTER, limit.retry_after_seconds));
+    }
+}

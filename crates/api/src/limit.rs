@@ -7,27 +7,25 @@ use std::time::Duration;
 
 use actix_web::HttpRequest;
 use actix_web::dev::ServiceRequest;
-use d2_kernel::limit::KeyedLimiter;
+use d2_kernel::limit::{KeyedLimiter, Rate};
 
-use crate::error::{ApiError, RateLimitInfo};
+use crate::error::ApiError;
 
 #[derive(Debug)]
 pub struct IpLimiter {
     buckets: KeyedLimiter<IpAddr>,
-    /// The time to refill a whole burst at the configured rate.
-    per: Duration,
-    burst: u32,
+    rate: Rate,
     trust_forwarded_for: bool,
 }
 
 impl IpLimiter {
     pub fn new(per_minute: u32, burst: u32, trust_forwarded_for: bool) -> Self {
         let burst = burst.max(1);
-        let per = Duration::from_secs(60) * burst / per_minute.max(1);
+        // `burst` at once, refilled at `per_minute`.
+        let rate = Rate::new(burst, Duration::from_secs(60) * burst / per_minute.max(1));
         Self {
             buckets: KeyedLimiter::default(),
-            per,
-            burst,
+            rate,
             trust_forwarded_for,
         }
     }
@@ -35,13 +33,9 @@ impl IpLimiter {
     /// Spends one request of `ip`'s allowance; a 429 problem when it is used up.
     pub fn check(&self, ip: IpAddr) -> Result<(), ApiError> {
         self.buckets
-            .check(&ip, self.per, self.burst)
-            .map_err(|retry_after_seconds| {
-                ApiError::rate_limited(RateLimitInfo {
-                    limit: self.burst,
-                    retry_after_seconds,
-                })
-            })
+            .check(&ip, self.rate)
+            .map(drop)
+            .map_err(ApiError::rate_limited)
     }
 
     /// A failed authentication: answered `error`, or 429 once the IP is over its limit.

@@ -24,6 +24,8 @@ pub struct Metrics {
     forwarded: IntCounterVec,
     forward_retries: IntCounter,
     forward_pending: IntGauge,
+    /// With `redis.url` only.
+    redis: Option<RedisMetrics>,
     /// Serialises scrapes, so the cache counters are advanced once per change.
     scrape: Mutex<()>,
 }
@@ -35,7 +37,7 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 }
 
 impl Metrics {
-    pub fn new() -> Result<Self, prometheus::Error> {
+    pub fn new(with_redis: bool) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = register(
             &registry,
@@ -124,8 +126,12 @@ impl Metrics {
                 "Events queued for Logflare and not yet sent.",
             )?,
         );
+        let redis = with_redis
+            .then(|| RedisMetrics::new(&registry))
+            .transpose()?;
         Ok(Self {
             registry,
+            redis,
             forwarded,
             forward_retries,
             forward_pending,
@@ -182,12 +188,54 @@ impl Metrics {
             self.forward_pending
                 .set(i64::try_from(stats.pending).unwrap_or(i64::MAX));
         }
+        if let (Some(metrics), Some(redis)) = (&self.redis, &app.redis) {
+            let stats = redis.stats();
+            metrics.available.set(i64::from(stats.redis_available));
+            advance(&metrics.local_decisions, stats.local_decisions);
+            advance(&metrics.outages, stats.outages);
+        }
         let (open, idle) = app.store.pool_state();
         self.db_connections.set(i64::from(open));
         self.db_idle.set(i64::from(idle));
         let mut buffer = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// The state of the Redis that shares account quotas.
+#[derive(Debug)]
+struct RedisMetrics {
+    available: IntGauge,
+    local_decisions: IntCounter,
+    outages: IntCounter,
+}
+
+impl RedisMetrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            available: register(
+                registry,
+                IntGauge::new(
+                    "d2_redis_available",
+                    "1 while account quotas are shared through Redis, 0 while this replica counts them alone (Redis unreachable).",
+                )?,
+            ),
+            local_decisions: register(
+                registry,
+                IntCounter::new(
+                    "d2_quota_local_decisions_total",
+                    "Account quota decisions this replica made alone because Redis was unreachable.",
+                )?,
+            ),
+            outages: register(
+                registry,
+                IntCounter::new(
+                    "d2_redis_outages_total",
+                    "Times this replica lost Redis and fell back to local quotas.",
+                )?,
+            ),
+        })
     }
 }
 

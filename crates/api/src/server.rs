@@ -99,7 +99,7 @@ pub struct Options {
 pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Result<Running> {
     let settings = app.settings.clone();
     let http = &settings.http;
-    let metrics = Arc::new(Metrics::new().map_err(std::io::Error::other)?);
+    let metrics = Arc::new(Metrics::new(app.redis.is_some()).map_err(std::io::Error::other)?);
     let limiter = Arc::new(IpLimiter::new(
         settings.rate_limit.unauthenticated_per_minute,
         settings.rate_limit.unauthenticated_burst,

@@ -13,9 +13,11 @@ use d2_audit::AuditService;
 use d2_clickhouse::{ClickHouse, ClickHouseSettings};
 use d2_events::{AnalyticsStore, EventForwarder, EventService, NoForwarding};
 use d2_jwks::{AesKey, Jwks, Keyring};
+use d2_kernel::limit::{LocalQuotas, QuotaStore};
 use d2_kernel::{Change, Clock, StoreError};
 use d2_logflare::{LogflareForwarder, LogflareSettings, LogflareWorker};
-use d2_policy::{PolicyService, PolicySettings, PublisherKeys};
+use d2_policy::{PolicyService, PolicySettings, PollCeiling, PublisherKeys};
+use d2_redis::{RedisQuotas, RedisSettings};
 use d2_tokens::{
     BootstrapError, BootstrapRequest, BootstrapService, Bootstrapped, ControlPlaneSecret, Pepper,
     RandomnessUnavailable, TokenService, TokenVerifier,
@@ -27,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use settings::{
     AnalyticsBackend, AuthSettings, CorsSettings, DatabaseSettings, ExportJobConfig, HttpSettings,
-    JobConfig, LogFormat, LogSettings, Profile, RateLimitSettings, RetentionJobConfig, Settings,
-    SettingsError, WorkerJobs, WorkerSettings, lenient_base64,
+    JobConfig, LogFormat, LogSettings, Profile, RateLimitSettings, RedisSettings as RedisConfig,
+    RetentionJobConfig, Settings, SettingsError, WorkerJobs, WorkerSettings, lenient_base64,
 };
 pub use store::{CopyError, JobLock, MigrateMode, Repositories, Store, StoreStartError};
 
@@ -45,6 +47,8 @@ pub enum StartupError {
     ClickHouse(#[source] StoreError),
     #[error("cannot start the Logflare forwarder: {0}")]
     Logflare(#[from] d2_logflare::StartError),
+    #[error("redis.url (D2__REDIS__URL) is invalid: {0}")]
+    Redis(#[source] redis_error::RedisError),
 }
 
 /// Everything a driver needs: the services, built once from configuration.
@@ -65,6 +69,8 @@ pub struct App {
     pub clickhouse: Option<ClickHouse>,
     /// The Logflare forwarder, when configured (servers only).
     pub logflare: Option<LogflareForwarder>,
+    /// Account quotas shared through Redis, when `redis.url` is set (servers only).
+    pub redis: Option<Arc<RedisQuotas>>,
     logflare_worker: Arc<std::sync::Mutex<Option<LogflareWorker>>>,
     shutdown: CancellationToken,
     background: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
@@ -181,6 +187,26 @@ impl App {
             Some(forwarder) => Arc::new(forwarder.clone()),
             None => Arc::new(NoForwarding),
         };
+        let local_quotas = Arc::new(LocalQuotas::default());
+        let redis = match (mode, &settings.redis.url) {
+            (Mode::Server, Some(url)) => {
+                let config = &settings.redis;
+                let quotas = RedisQuotas::new(RedisSettings {
+                    url: url.expose_secret().to_owned(),
+                    timeout: Duration::from_millis(config.timeout_ms.max(1)),
+                    retry_after: Duration::from_millis(config.retry_ms),
+                    key_prefix: config.key_prefix.clone(),
+                })
+                .map_err(|e| StartupError::Redis(redis_error::RedisError(e.to_string())))?;
+                tracing::info!("account quotas are shared through Redis");
+                Some(Arc::new(quotas))
+            }
+            _ => None,
+        };
+        let quotas: Arc<dyn QuotaStore> = match &redis {
+            Some(redis) => redis.clone(),
+            None => local_quotas.clone(),
+        };
         let events = EventService::new(
             shared.clone(),
             analytics,
@@ -189,7 +215,8 @@ impl App {
             accounts.clone(),
             clock.clone(),
             settings.events.settings(),
-        );
+        )
+        .with_quotas(quotas);
         let audit = AuditService::new(shared);
 
         let shutdown = CancellationToken::new();
@@ -200,9 +227,18 @@ impl App {
                 move || policies.forget_idle_pollers()
             }));
             background.push(every(Duration::from_secs(60), shutdown.clone(), {
-                let events = events.clone();
-                move || events.forget_idle_senders()
+                let redis = redis.clone();
+                move || {
+                    local_quotas.forget_idle();
+                    if let Some(redis) = &redis {
+                        redis.forget_idle();
+                    }
+                }
             }));
+            background.push(flush_refusals_every_second(
+                events.clone(),
+                shutdown.clone(),
+            ));
             let verifier = verifier.clone();
             let accounts = accounts.clone();
             let policies = policies.clone();
@@ -233,6 +269,7 @@ impl App {
             events,
             clickhouse,
             logflare,
+            redis,
             logflare_worker: Arc::new(std::sync::Mutex::new(logflare_worker)),
             shutdown,
             background: Arc::new(std::sync::Mutex::new(background)),
@@ -286,6 +323,35 @@ impl App {
             let _ = task.await;
         }
     }
+}
+
+/// Writes the refused-event counts every second, and once more at shutdown.
+fn flush_refusals_every_second(
+    events: EventService,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let stopping = tokio::select! {
+                () = shutdown.cancelled() => true,
+                _ = ticks.tick() => false,
+            };
+            if let Err(error) = events.flush_refusals().await {
+                tracing::warn!(error.cause = %error, "refused-event counts not written yet; retrying");
+            }
+            if stopping {
+                return;
+            }
+        }
+    })
+}
+
+/// The Redis client's errors, as text: its own type would carry the URL.
+mod redis_error {
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    pub struct RedisError(pub String);
 }
 
 /// Runs `work` every `period` until `shutdown`.
@@ -350,7 +416,10 @@ fn policy_service(
         bundle_ttl: chrono::Duration::days(i64::from(policy.bundle_ttl_days)),
         policy_expiry: chrono::Duration::days(i64::from(policy.expiry_days)),
         iat_backdate: seconds(u64::from(policy.iat_backdate_seconds)),
-        poll_burst: policy.poll_burst,
+        poll_ceiling: PollCeiling {
+            per_second: policy.poll_ceiling_per_second,
+            burst: policy.poll_ceiling_burst,
+        },
         cache: policy.cache.settings(),
     };
     Ok(PolicyService::new(

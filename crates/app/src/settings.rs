@@ -54,6 +54,7 @@ pub struct Settings {
     pub jwks: JwksSettings,
     pub policy: PolicyConfig,
     pub rate_limit: RateLimitSettings,
+    pub redis: RedisSettings,
     pub log: LogSettings,
     pub events: EventSettings,
     pub analytics: AnalyticsSettings,
@@ -155,8 +156,19 @@ pub struct PolicyConfig {
     pub bundle_ttl_days: u32,
     pub expiry_days: u32,
     pub iat_backdate_seconds: u32,
-    pub poll_burst: u32,
+    pub poll_ceiling_per_second: u32,
+    pub poll_ceiling_burst: u32,
     pub cache: CacheConfig,
+}
+
+/// Where account quotas are counted across replicas.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: Option<SecretString>,
+    pub timeout_ms: u64,
+    pub retry_ms: u64,
+    pub key_prefix: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -187,7 +199,6 @@ pub struct EventSettings {
     pub sample: BTreeMap<String, f64>,
     pub max_age_days: u32,
     pub max_future_seconds: u32,
-    pub ingest_burst: u32,
     pub min_body_bytes: usize,
     /// Which app a bundle ETag belongs to.
     pub etag_cache: CacheConfig,
@@ -198,7 +209,6 @@ impl EventSettings {
         d2_events::EventSettings {
             max_age: chrono::Duration::days(i64::from(self.max_age_days)),
             max_future: chrono::Duration::seconds(i64::from(self.max_future_seconds)),
-            ingest_burst: self.ingest_burst.max(1),
             min_body_bytes: self.min_body_bytes,
             cache: self.etag_cache.settings(),
         }
@@ -404,6 +414,7 @@ impl Settings {
             &mut settings.database.url,
             &mut settings.clickhouse.password,
             &mut settings.logflare.api_key,
+            &mut settings.redis.url,
         ] {
             if secret
                 .as_ref()
@@ -507,6 +518,58 @@ impl Settings {
                 key: "rate_limit.unauthenticated_per_minute",
                 var: "D2__RATE_LIMIT__UNAUTHENTICATED_PER_MINUTE",
                 reason: "the rate and the burst must be at least 1".into(),
+            });
+        }
+        if self.policy.poll_ceiling_per_second == 0 || self.policy.poll_ceiling_burst == 0 {
+            return Err(SettingsError::Invalid {
+                key: "policy.poll_ceiling_per_second",
+                var: "D2__POLICY__POLL_CEILING_PER_SECOND",
+                reason: "the ceiling and its burst must be at least 1".into(),
+            });
+        }
+        let plans = &self.plans;
+        for (quotas, key, var) in [
+            (
+                &plans.trial,
+                "plans.trial.ingest_events_per_minute",
+                "D2__PLANS__TRIAL__INGEST_EVENTS_PER_MINUTE",
+            ),
+            (
+                &plans.essentials,
+                "plans.essentials.ingest_events_per_minute",
+                "D2__PLANS__ESSENTIALS__INGEST_EVENTS_PER_MINUTE",
+            ),
+            (
+                &plans.pro,
+                "plans.pro.ingest_events_per_minute",
+                "D2__PLANS__PRO__INGEST_EVENTS_PER_MINUTE",
+            ),
+            (
+                &plans.enterprise,
+                "plans.enterprise.ingest_events_per_minute",
+                "D2__PLANS__ENTERPRISE__INGEST_EVENTS_PER_MINUTE",
+            ),
+            (
+                &plans.locked,
+                "plans.locked.ingest_events_per_minute",
+                "D2__PLANS__LOCKED__INGEST_EVENTS_PER_MINUTE",
+            ),
+        ] {
+            if quotas.ingest_events_per_minute < quotas.event_batch {
+                return Err(SettingsError::Invalid {
+                    key,
+                    var,
+                    reason: "must be at least the plan's event_batch, or no full batch could ever be accepted".into(),
+                });
+            }
+        }
+        if let Some(url) = &self.redis.url
+            && !url.expose_secret().starts_with("redis://")
+        {
+            return Err(SettingsError::Invalid {
+                key: "redis.url",
+                var: "D2__REDIS__URL",
+                reason: "must be a redis:// URL (TLS to Redis is not supported yet)".into(),
             });
         }
         Ok(())

@@ -68,6 +68,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    ingest_refusals (account_id, hour) {
+        account_id -> Uuid,
+        hour -> Timestamptz,
+        events -> Int8,
+        batches -> Int8,
+    }
+}
+
+diesel::table! {
     job_checkpoints (job) {
         job -> Text,
         ingested_at -> Timestamptz,
@@ -144,6 +153,7 @@ diesel::table! {
 diesel::joinable!(api_tokens -> accounts (account_id));
 diesel::joinable!(api_tokens -> users (created_by));
 diesel::joinable!(events -> accounts (account_id));
+diesel::joinable!(ingest_refusals -> accounts (account_id));
 diesel::joinable!(policies -> accounts (account_id));
 diesel::joinable!(publisher_keys -> accounts (account_id));
 diesel::joinable!(signing_keys -> accounts (account_id));
@@ -154,6 +164,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_tokens,
     audit_logs,
     events,
+    ingest_refusals,
     job_checkpoints,
     policies,
     publisher_keys,

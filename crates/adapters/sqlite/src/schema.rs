@@ -83,6 +83,18 @@ diesel::table! {
 
 diesel::table! {
     use diesel::sql_types::*;
+    use crate::types::Uuid;
+
+    ingest_refusals (account_id, hour) {
+        account_id -> Uuid,
+        hour -> TimestamptzSqlite,
+        events -> Int8,
+        batches -> Int8,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
     use crate::types::{Jsonb, Uuid};
 
     job_checkpoints (job) {
@@ -193,6 +205,7 @@ diesel::table! {
 diesel::joinable!(api_tokens -> accounts (account_id));
 diesel::joinable!(api_tokens -> users (created_by));
 diesel::joinable!(events -> accounts (account_id));
+diesel::joinable!(ingest_refusals -> accounts (account_id));
 diesel::joinable!(policies -> accounts (account_id));
 diesel::joinable!(publisher_keys -> accounts (account_id));
 diesel::joinable!(signing_keys -> accounts (account_id));
@@ -204,6 +217,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     changes,
     audit_logs,
     events,
+    ingest_refusals,
     job_checkpoints,
     job_locks,
     policies,

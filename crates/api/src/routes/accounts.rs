@@ -39,8 +39,11 @@ pub struct QuotasBody {
     pub current_members: u64,
     /// Bytes per ingest request.
     pub event_payload_max_bytes: u64,
-    /// Seconds between telemetry flushes.
+    /// Seconds between telemetry flushes (the SDK's advised flush interval).
     pub ingest_interval: u32,
+    /// Telemetry events the whole account may send per minute (every token and replica
+    /// together); over it, ingest answers 429 and counts the refused events.
+    pub ingest_events_per_minute: u32,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -73,6 +76,7 @@ impl From<AccountOverview> for AccountBody {
                 current_members: overview.current_members,
                 event_payload_max_bytes: quotas.max_batch_bytes,
                 ingest_interval: quotas.ingest_interval_seconds,
+                ingest_events_per_minute: quotas.ingest_events_per_minute,
             },
             metrics_enabled: overview.account.metrics_enabled,
             poll_seconds: quotas.poll_seconds,

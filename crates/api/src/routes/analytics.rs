@@ -45,6 +45,9 @@ pub struct SummaryBody {
     pub unique_resources: u64,
     pub avg_decision_ms: Option<f64>,
     pub avg_ingest_lag_ms: Option<f64>,
+    /// Telemetry events refused by the account's per-minute quota (429), counted per hour:
+    /// the hours that start in the window (the hour of `start` included).
+    pub events_refused: u64,
 }
 
 /// Authorization totals over a window (strict scope `metrics.read`; the account must have
@@ -65,6 +68,7 @@ async fn summary(
         .events
         .summary(&auth, query.start, query.end)
         .await?;
+    let events_refused = state.app.events.refused_events(&auth, start, end).await?;
     Ok(fresh(&SummaryBody {
         start,
         end,
@@ -75,6 +79,7 @@ async fn summary(
         unique_resources: summary.unique_tools,
         avg_decision_ms: summary.avg_decision_ms,
         avg_ingest_lag_ms: summary.avg_ingest_lag_ms,
+        events_refused,
     }))
 }
 

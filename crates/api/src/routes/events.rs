@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{PageQuery, paged};
 use crate::auth::Auth;
 use crate::body::{is_json, read_capped};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, with_rate_limit};
 use crate::observe::RequestId;
 use crate::state::ApiState;
 
@@ -57,14 +57,16 @@ pub struct IngestAccepted {
 /// Stores a batch of telemetry events (scope `event.ingest`). Answers 202 only once every
 /// event is durably stored; an invalid event rejects the whole batch (the error names its
 /// index). A body over the plan's byte cap (never below 40 KiB) or with more events than
-/// the plan's batch size is 413, so the SDK splits it.
+/// the plan's batch size is 413, so the SDK splits it. Each batch spends its events from
+/// the account's quota of `ingest_events_per_minute` (every token and replica together);
+/// over it, 429 with `Retry-After`, and the refused events are counted.
 #[utoipa::path(tag = "events", security(("bearer" = []), ("api_key" = [])), request_body = IngestBody, responses(
-    (status = 202, body = IngestAccepted),
+    (status = 202, body = IngestAccepted, headers(("X-RateLimit-Limit" = u32, description = "The bucket's capacity"), ("X-RateLimit-Remaining" = u32, description = "Units left"), ("X-RateLimit-Reset" = u64, description = "Seconds until the bucket is full"))),
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 402, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
-    (status = 429, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 429, body = crate::error::Problem, content_type = "application/problem+json", description = "The account's events-per-minute quota is spent; the batch is refused whole and counted in `events_refused` of the metrics summary", headers(("Retry-After" = u64, description = "Seconds to wait"), ("X-RateLimit-Limit" = u32), ("X-RateLimit-Remaining" = u32), ("X-RateLimit-Reset" = u64))),
     (status = 503, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[post("/v1/events/ingest")]
@@ -112,13 +114,13 @@ async fn ingest(
     state
         .metrics
         .events_ingested(outcome.accepted, outcome.duplicates);
-    Ok(
-        HttpResponse::build(StatusCode::ACCEPTED).json(IngestAccepted {
-            message: format!("Accepted {} events", outcome.accepted),
-            accepted: outcome.accepted,
-            duplicates: outcome.duplicates,
-        }),
-    )
+    let mut response = HttpResponse::build(StatusCode::ACCEPTED);
+    with_rate_limit(&mut response, &outcome.limit);
+    Ok(response.json(IngestAccepted {
+        message: format!("Accepted {} events", outcome.accepted),
+        accepted: outcome.accepted,
+        duplicates: outcome.duplicates,
+    }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

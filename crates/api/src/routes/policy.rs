@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{PageQuery, paged};
 use crate::auth::Auth;
 use crate::body::{Json, json_of, read_limited};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, with_rate_limit};
 use crate::state::ApiState;
 
 /// Fixed paths. They must come before `/v1/policy/{policy_id}`, which would match them.
@@ -93,14 +93,15 @@ fn with_poll_headers(
 }
 
 /// The SDK's poll: the app's signed bundle, or 304 when `If-None-Match` names it.
-/// 304 and 200 both carry `ETag` and `X-D2-Poll-Seconds`.
+/// 304 and 200 both carry `ETag`, `X-D2-Poll-Seconds` (the plan's advised interval) and
+/// the credential's poll ceiling in `X-RateLimit-*`.
 #[utoipa::path(tag = "policy", security(("bearer" = []), ("api_key" = [])), params(BundleQuery), responses(
-    (status = 200, body = BundleBody),
-    (status = 304, description = "Not modified"),
+    (status = 200, body = BundleBody, headers(("X-RateLimit-Limit" = u32, description = "The bucket's capacity"), ("X-RateLimit-Remaining" = u32, description = "Units left"), ("X-RateLimit-Reset" = u64, description = "Seconds until the bucket is full"))),
+    (status = 304, description = "Not modified", headers(("X-RateLimit-Limit" = u32, description = "The bucket's capacity"), ("X-RateLimit-Remaining" = u32, description = "Units left"), ("X-RateLimit-Reset" = u64, description = "Seconds until the bucket is full"))),
     (status = 402, body = crate::error::Problem, content_type = "application/problem+json", description = "`locked` or `tool_limit`"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 410, body = crate::error::Problem, content_type = "application/problem+json", description = "`policy_revoked`"),
-    (status = 429, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 429, body = crate::error::Problem, content_type = "application/problem+json", description = "Over the poll ceiling of the credential", headers(("Retry-After" = u64, description = "Seconds to wait"), ("X-RateLimit-Limit" = u32), ("X-RateLimit-Remaining" = u32), ("X-RateLimit-Reset" = u64))),
 ))]
 #[get("/v1/policy/bundle")]
 async fn bundle(
@@ -117,12 +118,19 @@ async fn bundle(
         .poll(&auth, query.app_name.as_deref(), stage, if_none_match)
         .await?;
     Ok(match poll {
-        Poll::NotModified { etag, poll_seconds } => {
-            with_poll_headers(HttpResponse::NotModified(), &etag, poll_seconds).finish()
+        Poll::NotModified {
+            etag,
+            poll_seconds,
+            limit,
+        } => {
+            let mut response = with_poll_headers(HttpResponse::NotModified(), &etag, poll_seconds);
+            with_rate_limit(&mut response, &limit);
+            response.finish()
         }
         Poll::Bundle {
             record,
             poll_seconds,
+            limit,
         } => {
             let body = BundleBody {
                 bundle: (record.stage == Stage::Draft).then(|| record.document.clone()),
@@ -130,7 +138,9 @@ async fn bundle(
                 version: record.version,
                 etag: record.etag.clone(),
             };
-            with_poll_headers(HttpResponse::Ok(), &record.etag, poll_seconds).json(body)
+            let mut response = with_poll_headers(HttpResponse::Ok(), &record.etag, poll_seconds);
+            with_rate_limit(&mut response, &limit);
+            response.json(body)
         }
     })
 }

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use crate::analytics::{Bucket, Dimension, TimePoint, TopItem};
 use crate::event::{EventFacts, EventFilter, IncomingEvent, NewEvent, StoredEvent};
 use crate::ports::{AnalyticsStore, EventStore, ExportCheckpoints, ExportCursor};
+use crate::refusals::RefusedEvents;
 
 /// The start of the window the suite asks about.
 pub fn t0() -> DateTime<Utc> {
@@ -374,6 +375,7 @@ pub async fn event_store(store: &dyn EventStore, a: AccountId, b: AccountId) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(left, all[2..]);
+    refusals(store, a, b).await;
 }
 
 /// The export checkpoints: one per job, overwritten, kept to the microsecond.
@@ -398,4 +400,34 @@ pub async fn checkpoints(store: &dyn ExportCheckpoints) {
     }
     assert_eq!(load("analytics-export").await, Some(second));
     assert_eq!(load("other").await, None, "each job has its own");
+}
+
+/// Refused-event counts add up per (account, hour) and are read by window and account.
+pub async fn refusals(store: &dyn EventStore, a: AccountId, b: AccountId) {
+    let hour = |h: i64| crate::refusals::hour_of(t0()) + Duration::hours(h);
+    let row = |account_id, h, events| RefusedEvents {
+        account_id,
+        hour: hour(h),
+        events,
+        batches: 1,
+    };
+    store
+        .add_refusals(&[row(a, 0, 100), row(a, 1, 20), row(b, 0, 7)])
+        .await
+        .unwrap_or_else(|e| panic!("add refusals: {e}"));
+    store
+        .add_refusals(&[row(a, 0, 5)])
+        .await
+        .unwrap_or_else(|e| panic!("add to existing refusals: {e}"));
+    let read = |account, from, to| async move {
+        store
+            .refused_events(account, hour(from), hour(to))
+            .await
+            .unwrap_or_else(|e| panic!("read refusals: {e}"))
+    };
+    assert_eq!(read(a, 0, 2).await, 125, "both hours, added up");
+    assert_eq!(read(a, 0, 1).await, 105, "the window ends before hour 1");
+    assert_eq!(read(a, 1, 5).await, 20);
+    assert_eq!(read(b, 0, 5).await, 7, "one account's counts only");
+    assert_eq!(read(a, 2, 5).await, 0);
 }

@@ -15,6 +15,7 @@ mod export;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 mod ports;
+mod refusals;
 mod service;
 
 pub use analytics::{Bucket, Dimension, Summary, TimePoint, Top, TopItem};
@@ -26,6 +27,7 @@ pub use ports::{
     AnalyticsSink, AnalyticsStore, AppResolver, EventForwarder, EventStore, ExportCheckpoints,
     ExportCursor, NoForwarding,
 };
+pub use refusals::{RefusedEvents, hour_of};
 pub use service::{EventError, EventService, EventSettings, IngestOutcome, IngestRequest};
 
 #[cfg(test)]

@@ -10,12 +10,14 @@ use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, StoreError};
 use crate::analytics::{Bucket, Dimension, Summary, TimePoint, Top, TopItem};
 use crate::event::{Decision, EventFilter, NewEvent, StoredEvent};
 use crate::ports::{AnalyticsStore, AppResolver, EventStore, ExportCheckpoints, ExportCursor};
+use crate::refusals::{RefusalCounts, RefusedEvents};
 
 #[derive(Debug, Default)]
 pub struct MemoryEvents {
     events: Mutex<Vec<StoredEvent>>,
     etags: Mutex<HashMap<(AccountId, String), AppName>>,
     checkpoints: Mutex<HashMap<String, ExportCursor>>,
+    refusals: Mutex<RefusalCounts>,
 }
 
 impl MemoryEvents {
@@ -162,6 +164,32 @@ impl EventStore for MemoryEvents {
                 && s.event.ingested_at < older_than)
         });
         Ok(count(before - events.len()))
+    }
+
+    async fn add_refusals(&self, refusals: &[RefusedEvents]) -> Result<(), StoreError> {
+        let mut stored = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        for refusal in refusals {
+            let counts = stored
+                .entry((refusal.account_id, refusal.hour))
+                .or_default();
+            counts.0 += refusal.events;
+            counts.1 += refusal.batches;
+        }
+        Ok(())
+    }
+
+    async fn refused_events(
+        &self,
+        account_id: AccountId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let stored = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(stored
+            .iter()
+            .filter(|((account, hour), _)| *account == account_id && start <= *hour && *hour < end)
+            .map(|(_, (events, _))| events)
+            .sum())
     }
 }
 

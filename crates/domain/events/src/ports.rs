@@ -4,6 +4,7 @@ use d2_kernel::{AccountId, AppName, Page, PageRequest, StoreError};
 
 use crate::analytics::{Bucket, Dimension, Summary, TimePoint, Top};
 use crate::event::{EventFilter, NewEvent, StoredEvent};
+use crate::refusals::RefusedEvents;
 
 /// A position in the stream of stored events, in `(ingested_at, id)` order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -43,6 +44,17 @@ pub trait EventStore: Send + Sync + 'static {
         &self,
         up_to: ExportCursor,
         older_than: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
+    /// Adds refused events to the counts of their (account, hour).
+    async fn add_refusals(&self, refusals: &[RefusedEvents]) -> Result<(), StoreError>;
+
+    /// The events refused for the account in the hours that start in `[start, end)`.
+    async fn refused_events(
+        &self,
+        account_id: AccountId,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
     ) -> Result<u64, StoreError>;
 }
 

@@ -1,19 +1,18 @@
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration as StdDuration;
-
 use chrono::{DateTime, Duration, Utc};
 use d2_accounts::{AccountError, AccountOverview, AccountService};
-use d2_kernel::limit::KeyedLimiter;
+use d2_kernel::limit::{LocalQuotas, QuotaStore, Rate, RateLimit};
 use d2_kernel::{
     AccessError, AccountId, AppName, AuthContext, CacheSettings, Clock, Code, CoherentCache,
-    ErrorCode, Page, PageError, PageRequest, Plan, Scope, StoreError, TokenId,
+    ErrorCode, Page, PageError, PageRequest, Plan, Scope, StoreError,
 };
 use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::analytics::{Bucket, Dimension, Summary, TimePoint, Top};
 use crate::event::{EventFacts, EventFilter, IncomingEvent, NewEvent, StoredEvent, parse_batch};
 use crate::ports::{AnalyticsStore, AppResolver, EventForwarder, EventStore};
+use crate::refusals::RefusalTally;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EventError {
@@ -29,8 +28,11 @@ pub enum EventError {
     TooManyEvents { count: usize, max: u32 },
     #[error("{0}")]
     Invalid(String),
-    #[error("events sent too often; retry after {retry_after} s")]
-    RateLimited { burst: u32, retry_after: u64 },
+    #[error(
+        "the account's telemetry quota of {} events per minute is spent ({} left, {} in this batch); retry after {} s",
+        .limit.limit, .limit.remaining, .events, .limit.retry_after_seconds
+    )]
+    QuotaExceeded { limit: RateLimit, events: u32 },
     #[error("metrics are disabled for this account")]
     MetricsDisabled,
     #[error("{0}")]
@@ -52,7 +54,7 @@ impl ErrorCode for EventError {
             EventError::TooLarge { .. } => Code::EventBatchTooLarge,
             EventError::TooManyEvents { .. } => Code::TooManyEvents,
             EventError::Invalid(_) => Code::InvalidEvent,
-            EventError::RateLimited { .. } => Code::RateLimited,
+            EventError::QuotaExceeded { .. } => Code::RateLimited,
             EventError::MetricsDisabled => Code::MetricsDisabled,
             EventError::InvalidQuery(_) => Code::InvalidQuery,
             EventError::InvalidTimeRange(_) => Code::InvalidTimeRange,
@@ -61,9 +63,9 @@ impl ErrorCode for EventError {
         }
     }
 
-    fn rate_limit(&self) -> Option<(u32, u64)> {
+    fn rate_limit(&self) -> Option<RateLimit> {
         match self {
-            EventError::RateLimited { burst, retry_after } => Some((*burst, *retry_after)),
+            EventError::QuotaExceeded { limit, .. } => Some(*limit),
             _ => None,
         }
     }
@@ -76,8 +78,6 @@ pub struct EventSettings {
     pub max_age: Duration,
     /// Events further in the future than this are refused (client clocks drift).
     pub max_future: Duration,
-    /// Requests a token may send at once; refilled over the plan's ingest interval.
-    pub ingest_burst: u32,
     /// The body cap never goes below this, whatever the plan: the SDK sends up to 32 KiB
     /// per chunk and slightly more when its size estimate is off.
     pub min_body_bytes: usize,
@@ -89,7 +89,6 @@ impl Default for EventSettings {
         Self {
             max_age: Duration::days(30),
             max_future: Duration::minutes(10),
-            ingest_burst: 60,
             min_body_bytes: 40 * 1024,
             cache: CacheSettings::default(),
         }
@@ -105,10 +104,12 @@ pub struct IngestRequest<'a> {
 }
 
 /// How many events were stored, and how many were already stored (a retried batch).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IngestOutcome {
     pub accepted: usize,
     pub duplicates: usize,
+    /// The account's telemetry quota after this batch.
+    pub limit: RateLimit,
 }
 
 type EtagKey = (AccountId, String);
@@ -122,7 +123,8 @@ pub struct EventService {
     accounts: AccountService,
     clock: Arc<dyn Clock>,
     settings: EventSettings,
-    limiter: Arc<KeyedLimiter<(AccountId, Option<TokenId>)>>,
+    quotas: Arc<dyn QuotaStore>,
+    refusals: Arc<RefusalTally>,
     /// Which app a `policy_etag` belongs to (an ETag never changes apps).
     apps_by_etag: Arc<CoherentCache<EtagKey, Option<AppName>>>,
 }
@@ -164,13 +166,68 @@ impl EventService {
             accounts,
             clock,
             apps_by_etag: Arc::new(CoherentCache::new(settings.cache)),
-            limiter: Arc::new(KeyedLimiter::default()),
+            quotas: Arc::new(LocalQuotas::default()),
+            refusals: Arc::default(),
             settings,
         }
     }
 
-    pub fn forget_idle_senders(&self) {
-        self.limiter.forget_idle();
+    /// Counts account quotas in `quotas` (shared by every replica) instead of this
+    /// process alone.
+    #[must_use]
+    pub fn with_quotas(self, quotas: Arc<dyn QuotaStore>) -> Self {
+        Self { quotas, ..self }
+    }
+
+    /// Writes the refusals counted since the last flush; on failure they are kept for the
+    /// next one.
+    pub async fn flush_refusals(&self) -> Result<(), StoreError> {
+        let refusals = self.refusals.take();
+        if refusals.is_empty() {
+            return Ok(());
+        }
+        if let Err(error) = self.store.add_refusals(&refusals).await {
+            self.refusals.merge(&refusals);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Events of the account refused by its quota in the hours that start in
+    /// `[start, end)` (strict scope `metrics.read`).
+    pub async fn refused_events(
+        &self,
+        ctx: &AuthContext,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Result<u64, EventError> {
+        self.reading(ctx).await?;
+        Ok(self
+            .store
+            .refused_events(ctx.account_id, crate::refusals::hour_of(start), end)
+            .await?)
+    }
+
+    /// Spends the batch's events from the account's per-minute quota (an empty batch
+    /// costs one), or counts them as refused.
+    async fn spend_quota(
+        &self,
+        ctx: &AuthContext,
+        overview: &AccountOverview,
+        events: usize,
+    ) -> Result<RateLimit, EventError> {
+        let events = u32::try_from(events).unwrap_or(u32::MAX);
+        let rate = Rate::per_minute(overview.quotas.ingest_events_per_minute);
+        let key = format!("ingest:{}", ctx.account_id);
+        self.quotas
+            .take(&key, events.max(1), rate)
+            .await
+            .into_result()
+            .map_err(|limit| {
+                self.refusals
+                    .add(ctx.account_id, self.clock.now(), u64::from(events));
+                EventError::QuotaExceeded { limit, events }
+            })
     }
 
     /// The largest body the caller may send to ingest, once the caller may ingest at all
@@ -209,18 +266,6 @@ impl EventService {
                 max: cap,
             });
         }
-        let interval =
-            StdDuration::from_secs(u64::from(overview.quotas.ingest_interval_seconds.max(1)));
-        self.limiter
-            .check(
-                &(ctx.account_id, ctx.token_id()),
-                interval,
-                self.settings.ingest_burst,
-            )
-            .map_err(|retry_after| EventError::RateLimited {
-                burst: self.settings.ingest_burst,
-                retry_after,
-            })?;
         let body: Value = serde_json::from_slice(request.body)
             .map_err(|e| EventError::Invalid(format!("the body is not JSON: {e}")))?;
         let now = self.clock.now();
@@ -233,8 +278,13 @@ impl EventService {
                 max,
             });
         }
+        let limit = self.spend_quota(ctx, &overview, incoming.len()).await?;
         if incoming.is_empty() {
-            return Ok(IngestOutcome::default());
+            return Ok(IngestOutcome {
+                accepted: 0,
+                duplicates: 0,
+                limit,
+            });
         }
         let mut events = Vec::with_capacity(incoming.len());
         for event in incoming {
@@ -248,7 +298,8 @@ impl EventService {
             .collect();
         let outcome = IngestOutcome {
             accepted: inserted.len(),
-            duplicates: events.len() - inserted.len(),
+            duplicates: events.len().saturating_sub(inserted.len()),
+            limit,
         };
         if outcome.accepted > 0 {
             let fresh: Vec<NewEvent> = events

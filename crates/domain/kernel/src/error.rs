@@ -152,8 +152,8 @@ impl fmt::Display for Code {
 pub trait ErrorCode: StdError {
     fn code(&self) -> Code;
 
-    /// For `RateLimited`: the allowance (burst) and the seconds to wait.
-    fn rate_limit(&self) -> Option<(u32, u64)> {
+    /// For `RateLimited`: where the caller's bucket stands.
+    fn rate_limit(&self) -> Option<crate::limit::RateLimit> {
         None
     }
 }

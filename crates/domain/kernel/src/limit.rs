@@ -1,24 +1,131 @@
-//! Token buckets keyed by caller, with the rate chosen per call (plans differ).
+//! Rate limits and quotas: token buckets keyed by caller, with the rate chosen per call
+//! (plans differ), and the facts a limited answer reports (`X-RateLimit-*`, `Retry-After`).
+//!
+//! Two kinds of limit use them:
+//! - **ceilings** that protect one process (requests per second per token, failed
+//!   authentications per address) are [`KeyedLimiter`]s in memory: each replica protects
+//!   itself, at no cost on the hot path;
+//! - **quotas** that belong to an account (telemetry events per minute) go through the
+//!   [`QuotaStore`] port, which an adapter may share across replicas (Redis); without one,
+//!   [`LocalQuotas`] limits each replica alone.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::hash::Hash;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::middleware::StateInformationMiddleware;
+use governor::{Quota, RateLimiter};
 
-/// The buckets of one rate: `burst` tokens per period.
-type Buckets<K> = Arc<DefaultKeyedRateLimiter<K>>;
-
-/// One bucket per key and rate: `burst` tokens, refilled evenly over `period`.
-pub struct KeyedLimiter<K: Hash + Eq + Clone> {
-    limiters: Mutex<HashMap<(Duration, u32), Buckets<K>>>,
+/// A rate: `capacity` units at once, refilled evenly over `period` (so `capacity` per
+/// `period` in the long run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rate {
+    pub capacity: u32,
+    pub period: Duration,
 }
 
-impl<K: Hash + Eq + Clone> std::fmt::Debug for KeyedLimiter<K> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Rate {
+    pub fn new(capacity: u32, period: Duration) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            period: period.max(Duration::from_millis(1)),
+        }
+    }
+
+    /// `capacity` per second.
+    pub fn per_second(capacity: u32) -> Self {
+        Self::new(capacity, Duration::from_secs(1))
+    }
+
+    /// `capacity` per minute.
+    pub fn per_minute(capacity: u32) -> Self {
+        Self::new(capacity, Duration::from_secs(60))
+    }
+
+    /// The time one unit takes to come back.
+    pub fn interval(&self) -> Duration {
+        (self.period / self.capacity.max(1)).max(Duration::from_nanos(1))
+    }
+
+    /// Whole seconds (rounded up) until `used` units have come back.
+    pub fn seconds_to_refill(&self, used: u32) -> u64 {
+        ceil_seconds(self.interval().saturating_mul(used))
+    }
+}
+
+/// Where a bucket stands after a decision: what `X-RateLimit-Limit`, `-Remaining` and
+/// `-Reset` report, and, when refused, `Retry-After`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// The bucket's capacity.
+    pub limit: u32,
+    /// Units left now.
+    pub remaining: u32,
+    /// Seconds until the bucket is full again.
+    pub reset_seconds: u64,
+    /// For a refusal: seconds until the refused cost would fit; 0 when allowed.
+    pub retry_after_seconds: u64,
+}
+
+impl RateLimit {
+    pub fn is_allowed(&self) -> bool {
+        self.retry_after_seconds == 0
+    }
+}
+
+/// The answer to "may this caller spend `cost` now?". Both arms carry the bucket's state,
+/// so every answer of a limited route can report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allowed(RateLimit),
+    Refused(RateLimit),
+}
+
+impl Decision {
+    pub fn rate_limit(&self) -> RateLimit {
+        match self {
+            Decision::Allowed(limit) | Decision::Refused(limit) => *limit,
+        }
+    }
+
+    /// The state when allowed, the state as an error when refused.
+    pub fn into_result(self) -> Result<RateLimit, RateLimit> {
+        match self {
+            Decision::Allowed(limit) => Ok(limit),
+            Decision::Refused(limit) => Err(limit),
+        }
+    }
+}
+
+fn ceil_seconds(duration: Duration) -> u64 {
+    let seconds = duration.as_secs();
+    if duration.subsec_nanos() > 0 {
+        seconds.saturating_add(1)
+    } else {
+        seconds
+    }
+}
+
+type Buckets<K> = Arc<
+    RateLimiter<
+        K,
+        governor::state::keyed::DefaultKeyedStateStore<K>,
+        DefaultClock,
+        StateInformationMiddleware,
+    >,
+>;
+
+/// One in-memory token bucket per key and rate.
+pub struct KeyedLimiter<K: Hash + Eq + Clone> {
+    limiters: Mutex<HashMap<Rate, Buckets<K>>>,
+}
+
+impl<K: Hash + Eq + Clone> fmt::Debug for KeyedLimiter<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedLimiter").finish_non_exhaustive()
     }
 }
@@ -32,33 +139,59 @@ impl<K: Hash + Eq + Clone> Default for KeyedLimiter<K> {
 }
 
 impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
-    fn limiter(&self, per: Duration, burst: u32) -> Buckets<K> {
-        let burst = burst.max(1);
+    fn limiter(&self, rate: Rate) -> Buckets<K> {
         let mut limiters = self.limiters.lock().unwrap_or_else(PoisonError::into_inner);
         limiters
-            .entry((per, burst))
+            .entry(rate)
             .or_insert_with(|| {
-                let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-                // One token every `per / burst`, at most `burst` at once.
-                let interval = (per / burst.get()).max(Duration::from_millis(1));
-                let quota = Quota::with_period(interval)
-                    .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+                let burst = NonZeroU32::new(rate.capacity).unwrap_or(NonZeroU32::MIN);
+                let quota = Quota::with_period(rate.interval())
+                    .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
                     .allow_burst(burst);
-                Arc::new(RateLimiter::keyed(quota))
+                Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>())
             })
             .clone()
     }
 
-    /// Spends one token of `key`'s bucket (`burst` per `per`); `Err(seconds)` to wait.
-    pub fn check(&self, key: &K, per: Duration, burst: u32) -> Result<(), u64> {
-        self.limiter(per, burst)
-            .check_key(key)
-            .map_err(|not_until| {
-                not_until
-                    .wait_time_from(DefaultClock::default().now())
-                    .as_secs()
-                    + 1
-            })
+    /// Spends `cost` units of `key`'s bucket of `rate`, all or nothing.
+    pub fn take(&self, key: &K, cost: u32, rate: Rate) -> Decision {
+        let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+        let limiter = self.limiter(rate);
+        match limiter.check_key_n(key, cost) {
+            Ok(Ok(snapshot)) => {
+                let remaining = snapshot.remaining_burst_capacity().min(rate.capacity);
+                Decision::Allowed(RateLimit {
+                    limit: rate.capacity,
+                    remaining,
+                    reset_seconds: rate.seconds_to_refill(rate.capacity.saturating_sub(remaining)),
+                    retry_after_seconds: 0,
+                })
+            }
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                // The units that fit now: the cost, less those still on their way back.
+                let missing = u32::try_from(ceil_div(wait, rate.interval())).unwrap_or(u32::MAX);
+                let remaining = cost.get().saturating_sub(missing).min(rate.capacity);
+                Decision::Refused(RateLimit {
+                    limit: rate.capacity,
+                    remaining,
+                    reset_seconds: rate.seconds_to_refill(rate.capacity.saturating_sub(remaining)),
+                    retry_after_seconds: ceil_seconds(wait).max(1),
+                })
+            }
+            // More than the bucket holds: never fits.
+            Err(_) => Decision::Refused(RateLimit {
+                limit: rate.capacity,
+                remaining: 0,
+                reset_seconds: rate.seconds_to_refill(rate.capacity),
+                retry_after_seconds: ceil_seconds(rate.period).max(1),
+            }),
+        }
+    }
+
+    /// Spends one unit of `key`'s bucket; `Err(seconds)` to wait when it is empty.
+    pub fn check(&self, key: &K, rate: Rate) -> Result<RateLimit, RateLimit> {
+        self.take(key, 1, rate).into_result()
     }
 
     /// Forgets idle keys, so memory stays bounded.
@@ -76,6 +209,131 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     }
 }
 
+fn ceil_div(wait: Duration, interval: Duration) -> u128 {
+    let interval = interval.as_nanos().max(1);
+    wait.as_nanos().div_ceil(interval)
+}
+
+/// Account-level quotas: buckets that may be shared by every replica.
+///
+/// Never fails: an adapter that loses its shared store answers from local buckets
+/// instead (a quota then holds per replica until the store is back), so a quota can
+/// never turn a request into a 5xx.
+#[async_trait::async_trait]
+pub trait QuotaStore: Send + Sync + fmt::Debug + 'static {
+    /// Spends `cost` units of the bucket `key` (of rate `rate`), all or nothing.
+    async fn take(&self, key: &str, cost: u32, rate: Rate) -> Decision;
+}
+
+/// Quotas kept in this process: each replica limits alone.
+#[derive(Debug, Default)]
+pub struct LocalQuotas {
+    buckets: KeyedLimiter<String>,
+}
+
+impl LocalQuotas {
+    pub fn take_now(&self, key: &str, cost: u32, rate: Rate) -> Decision {
+        self.buckets.take(&key.to_owned(), cost, rate)
+    }
+
+    pub fn forget_idle(&self) {
+        self.buckets.forget_idle();
+    }
+}
+
+#[async_trait::async_trait]
+impl QuotaStore for LocalQuotas {
+    async fn take(&self, key: &str, cost: u32, rate: Rate) -> Decision {
+        self.take_now(key, cost, rate)
+    }
+}
+
+/// The contract every [`QuotaStore`] keeps, run against [`LocalQuotas`] here and against
+/// each adapter in its own tests. Rates are slow (hours) so nothing refills mid-test.
+#[cfg(any(test, feature = "testing"))]
+#[expect(
+    clippy::unwrap_used,
+    reason = "a test suite for adapters: failing loudly is its job"
+)]
+pub mod contract {
+    use super::*;
+
+    fn unique(name: &str) -> String {
+        format!("contract:{name}:{}", uuid::Uuid::new_v4())
+    }
+
+    pub async fn all(store: Arc<dyn QuotaStore>) {
+        spends_until_empty_then_refuses(&*store).await;
+        costs_are_all_or_nothing(&*store).await;
+        keys_and_rates_are_separate(&*store).await;
+        concurrent_spends_never_exceed_the_capacity(store).await;
+    }
+
+    pub async fn spends_until_empty_then_refuses(store: &dyn QuotaStore) {
+        let key = unique("spend");
+        let rate = Rate::new(5, Duration::from_secs(3600));
+        for left in (0..5).rev() {
+            let limit = store.take(&key, 1, rate).await.into_result().unwrap();
+            assert_eq!(limit.limit, 5);
+            assert_eq!(limit.remaining, left);
+            assert!(limit.reset_seconds >= 1);
+        }
+        let refused = store.take(&key, 1, rate).await.into_result().unwrap_err();
+        assert_eq!(refused.remaining, 0);
+        assert!(
+            (600..=721).contains(&refused.retry_after_seconds),
+            "one unit of 5 per hour comes back in about 12 minutes: {refused:?}"
+        );
+    }
+
+    pub async fn costs_are_all_or_nothing(store: &dyn QuotaStore) {
+        let key = unique("cost");
+        let rate = Rate::new(100, Duration::from_secs(3600));
+        let first = store.take(&key, 70, rate).await.into_result().unwrap();
+        assert_eq!(first.remaining, 30);
+        let refused = store.take(&key, 40, rate).await.into_result().unwrap_err();
+        assert_eq!(refused.remaining, 30, "a refused cost spends nothing");
+        let fits = store.take(&key, 30, rate).await.into_result().unwrap();
+        assert_eq!(fits.remaining, 0);
+        let too_big = store.take(&unique("huge"), 101, rate).await;
+        assert!(
+            matches!(too_big, Decision::Refused(_)),
+            "more than the capacity never fits"
+        );
+    }
+
+    pub async fn keys_and_rates_are_separate(store: &dyn QuotaStore) {
+        let key = unique("separate");
+        let rate = Rate::new(1, Duration::from_secs(3600));
+        assert!(store.take(&key, 1, rate).await.rate_limit().is_allowed());
+        assert!(!store.take(&key, 1, rate).await.rate_limit().is_allowed());
+        assert!(
+            store
+                .take(&unique("other"), 1, rate)
+                .await
+                .rate_limit()
+                .is_allowed(),
+            "another key has its own bucket"
+        );
+    }
+
+    pub async fn concurrent_spends_never_exceed_the_capacity(store: Arc<dyn QuotaStore>) {
+        let key = unique("race");
+        let rate = Rate::new(40, Duration::from_secs(3600));
+        let takes = (0..100).map(|_| {
+            let store = store.clone();
+            let key = key.clone();
+            async move { store.take(&key, 1, rate).await }
+        });
+        let decisions = futures_util::future::join_all(takes).await;
+        let allowed = decisions
+            .iter()
+            .filter(|d| matches!(d, Decision::Allowed(_)))
+            .count();
+        assert_eq!(allowed, 40, "exactly the capacity is allowed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,19 +341,33 @@ mod tests {
     #[test]
     fn a_burst_then_a_wait_per_key() {
         let limiter: KeyedLimiter<u32> = KeyedLimiter::default();
-        let minute = Duration::from_secs(60);
-        for _ in 0..3 {
-            assert!(limiter.check(&1, minute, 3).is_ok());
+        let rate = Rate::per_minute(3);
+        for left in (0..3).rev() {
+            assert_eq!(limiter.check(&1, rate).unwrap().remaining, left);
         }
-        let wait = limiter.check(&1, minute, 3).unwrap_err();
+        let wait = limiter.check(&1, rate).unwrap_err().retry_after_seconds;
         assert!((1..=21).contains(&wait), "{wait}");
         assert!(
-            limiter.check(&2, minute, 3).is_ok(),
+            limiter.check(&2, rate).is_ok(),
             "another key has its own bucket"
         );
         assert!(
-            limiter.check(&1, minute, 10).is_ok(),
+            limiter.check(&1, Rate::per_minute(10)).is_ok(),
             "another rate is another bucket"
         );
+    }
+
+    #[test]
+    fn refills_are_reported_in_whole_seconds() {
+        let rate = Rate::per_minute(60);
+        assert_eq!(rate.seconds_to_refill(0), 0);
+        assert_eq!(rate.seconds_to_refill(1), 1);
+        assert_eq!(rate.seconds_to_refill(60), 60);
+        assert_eq!(Rate::per_minute(10_000).seconds_to_refill(1), 1);
+    }
+
+    #[tokio::test]
+    async fn local_quotas_keep_the_contract() {
+        contract::all(Arc::new(LocalQuotas::default())).await;
     }
 }

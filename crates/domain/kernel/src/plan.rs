@@ -74,8 +74,11 @@ pub struct Quotas {
     pub max_members: u32,
     /// Seconds between bundle polls the SDK is told to keep (`X-D2-Poll-Seconds`).
     pub poll_seconds: u32,
-    /// Seconds between telemetry flushes the SDK is told to keep.
+    /// Seconds between telemetry flushes the SDK is told to keep (advice, not a limit).
     pub ingest_interval_seconds: u32,
+    /// Telemetry events the whole account may send per minute (every token and replica
+    /// together), spent by the events of each accepted batch.
+    pub ingest_events_per_minute: u32,
     /// Events per ingest request.
     pub event_batch: u32,
     /// Bytes per ingest request body.
@@ -121,6 +124,7 @@ impl Default for PlanCatalog {
                 max_members: 2,
                 poll_seconds: 300,
                 ingest_interval_seconds: 60,
+                ingest_events_per_minute: 10_000,
                 event_batch: 1000,
                 max_batch_bytes: 32 * KIB,
                 max_bundle_bytes: MIB / 2,
@@ -131,6 +135,7 @@ impl Default for PlanCatalog {
                 max_members: 5,
                 poll_seconds: 60,
                 ingest_interval_seconds: 60,
+                ingest_events_per_minute: 60_000,
                 event_batch: 1000,
                 max_batch_bytes: 128 * KIB,
                 max_bundle_bytes: 2 * MIB,
@@ -141,6 +146,7 @@ impl Default for PlanCatalog {
                 max_members: 15,
                 poll_seconds: 30,
                 ingest_interval_seconds: 30,
+                ingest_events_per_minute: 300_000,
                 event_batch: 1000,
                 max_batch_bytes: 512 * KIB,
                 max_bundle_bytes: 5 * MIB,
@@ -151,6 +157,7 @@ impl Default for PlanCatalog {
                 max_members: 100,
                 poll_seconds: 10,
                 ingest_interval_seconds: 10,
+                ingest_events_per_minute: 1_200_000,
                 event_batch: 1000,
                 max_batch_bytes: MIB,
                 max_bundle_bytes: 20 * MIB,
@@ -161,6 +168,7 @@ impl Default for PlanCatalog {
                 max_members: 1,
                 poll_seconds: 300,
                 ingest_interval_seconds: 60,
+                ingest_events_per_minute: 10_000,
                 event_batch: 1000,
                 max_batch_bytes: 32 * KIB,
                 max_bundle_bytes: MIB / 2,
@@ -182,6 +190,16 @@ mod tests {
     }
 
     #[test]
+    fn every_plan_admits_a_full_batch_and_a_trial_ten_thousand_events_a_minute() {
+        let catalog = PlanCatalog::default();
+        assert!(catalog.trial.ingest_events_per_minute >= 10_000);
+        for plan in Plan::ALL {
+            let quotas = catalog.quotas(plan);
+            assert!(quotas.ingest_events_per_minute >= quotas.event_batch);
+        }
+    }
+
+    #[test]
     fn higher_tiers_never_have_lower_limits() {
         let catalog = PlanCatalog::default();
         let tiers = [
@@ -200,6 +218,7 @@ mod tests {
             assert!(higher.poll_seconds <= lower.poll_seconds);
             assert!(higher.max_batch_bytes >= lower.max_batch_bytes);
             assert!(higher.max_bundle_bytes >= lower.max_bundle_bytes);
+            assert!(higher.ingest_events_per_minute >= lower.ingest_events_per_minute);
         }
     }
 }

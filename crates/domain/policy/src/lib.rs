@@ -20,6 +20,7 @@ mod service;
 
 pub use document::{PolicyDocument, Report};
 pub use model::{AppState, PolicyRecord, Stage};
+pub use poll::PollCeiling;
 pub use ports::{
     AuditOf, KeyRegistration, KeyRotation, PolicyRepo, Publication, PublishOutcome,
     PublisherKeyRepo, RotationOutcome,

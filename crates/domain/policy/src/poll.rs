@@ -1,34 +1,62 @@
-//! The bundle-poll limit: a token bucket per (account, app, token), refilled once per the
-//! plan's poll interval, with a burst so the SDK's back-to-back listener and loader fetches
-//! never lose an update. Answers that carry nothing new (304) do not spend from it.
+//! The bundle-poll ceiling: abuse protection, not a schedule.
+//!
+//! A server token is shared by every pod of a service, so the ceiling is sized for fleets:
+//! a token bucket per credential of `burst` requests (every pod of a large fleet starting
+//! at once), refilled at `per_second`. 200 and 304 answers both spend from it; both come
+//! from memory. The plan's poll interval is advice to the SDK (`X-D2-Poll-Seconds`), never
+//! enforced. The ceiling is per process: each replica protects itself.
 
 use std::time::Duration;
 
-use d2_kernel::limit::KeyedLimiter;
-use d2_kernel::{AccountId, AppName, Quotas, TokenId};
+use d2_kernel::limit::{KeyedLimiter, Rate, RateLimit};
+use d2_kernel::{AccountId, TokenId};
 
-type Key = (AccountId, AppName, Option<TokenId>);
+type Key = (AccountId, Option<TokenId>);
+
+/// Requests per second per credential, and how many may come at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PollCeiling {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for PollCeiling {
+    fn default() -> Self {
+        Self {
+            per_second: 1000,
+            burst: 5000,
+        }
+    }
+}
+
+impl PollCeiling {
+    fn rate(self) -> Rate {
+        let per_second = self.per_second.max(1);
+        let burst = self.burst.max(per_second);
+        Rate::new(
+            burst,
+            Duration::from_secs(1).saturating_mul(burst) / per_second,
+        )
+    }
+}
 
 #[derive(Debug)]
 pub struct PollLimiter {
-    burst: u32,
+    rate: Rate,
     buckets: KeyedLimiter<Key>,
 }
 
 impl PollLimiter {
-    pub fn new(burst: u32) -> Self {
+    pub fn new(ceiling: PollCeiling) -> Self {
         Self {
-            burst: burst.max(3),
+            rate: ceiling.rate(),
             buckets: KeyedLimiter::default(),
         }
     }
 
-    /// Spends one fetch; `Err(seconds)` to wait when the bucket is empty.
-    pub fn check(&self, quotas: &Quotas, key: Key) -> Result<(), u64> {
-        // `burst` fetches, refilled at one per poll interval.
-        let per =
-            Duration::from_secs(u64::from(quotas.poll_seconds.max(1)) * u64::from(self.burst));
-        self.buckets.check(&key, per, self.burst)
+    /// Spends one poll of the credential's bucket.
+    pub fn check(&self, key: Key) -> Result<RateLimit, RateLimit> {
+        self.buckets.check(&key, self.rate)
     }
 
     pub fn forget_idle(&self) {
@@ -38,28 +66,35 @@ impl PollLimiter {
 
 #[cfg(test)]
 mod tests {
-    use d2_kernel::PlanCatalog;
-
     use super::*;
 
     #[test]
-    fn a_burst_of_three_then_a_wait_of_about_one_interval() {
-        let limiter = PollLimiter::new(3);
-        let trial = PlanCatalog::default().trial;
-        let key = (
-            AccountId::random(),
-            AppName::normalise("app"),
-            Some(TokenId::random()),
-        );
-        for _ in 0..3 {
-            assert!(limiter.check(&trial, key.clone()).is_ok());
+    fn a_fleet_starting_at_once_fits_the_burst_and_a_flood_does_not() {
+        let limiter = PollLimiter::new(PollCeiling {
+            per_second: 10,
+            burst: 1000,
+        });
+        let key = (AccountId::random(), Some(TokenId::random()));
+        for _ in 0..1000 {
+            assert!(limiter.check(key).is_ok());
         }
-        let wait = limiter.check(&trial, key.clone()).unwrap_err();
-        assert!((1..=301).contains(&wait), "{wait}");
-        let other = (key.0, key.1, Some(TokenId::random()));
+        let refused = limiter.check(key).unwrap_err();
+        assert_eq!(refused.limit, 1000);
+        assert_eq!(refused.retry_after_seconds, 1);
         assert!(
-            limiter.check(&trial, other).is_ok(),
+            limiter.check((key.0, Some(TokenId::random()))).is_ok(),
             "another token has its own bucket"
         );
+    }
+
+    #[test]
+    fn the_burst_is_never_below_one_second_of_rate() {
+        let rate = PollCeiling {
+            per_second: 50,
+            burst: 3,
+        }
+        .rate();
+        assert_eq!(rate.capacity, 50);
+        assert_eq!(rate.period, Duration::from_secs(1));
     }
 }

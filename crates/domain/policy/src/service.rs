@@ -4,6 +4,7 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use d2_accounts::{AccountError, AccountOverview, AccountService};
 use d2_audit::{AuditAction, AuditEntry};
 use d2_jwks::{Jwks, JwksError, JwsHeaderExtras, RotationHint, SigningKey};
+use d2_kernel::limit::RateLimit;
 use d2_kernel::{
     AccessError, AccountId, AppName, AuthContext, CacheSettings, Clock, Code, CoherentCache,
     ErrorCode, Page, PageError, PageRequest, Plan, PolicyId, Scope, StoreError,
@@ -13,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::document::{PolicyDocument, Report, Unparseable, parse_value};
 use crate::model::{AppState, PolicyRecord, Stage};
-use crate::poll::PollLimiter;
+use crate::poll::{PollCeiling, PollLimiter};
 use crate::ports::{KeyRotation, PolicyRepo, Publication, PublishOutcome, RotationOutcome};
 use crate::publisher::{PublisherKeys, SignatureError};
 
@@ -63,8 +64,11 @@ pub enum PolicyError {
     TooLarge { size: u64, max: u64, plan: Plan },
     #[error("another change to this app happened at the same time; retry")]
     Conflict,
-    #[error("bundle polled too often; retry after {retry_after} s")]
-    PollRateLimited { burst: u32, retry_after: u64 },
+    #[error(
+        "this credential polls faster than the ceiling of {} requests at once; retry after {} s",
+        .0.limit, .0.retry_after_seconds
+    )]
+    PollRateLimited(RateLimit),
     #[error(transparent)]
     Jwks(#[from] JwksError),
     #[error(transparent)]
@@ -93,16 +97,16 @@ impl ErrorCode for PolicyError {
             PolicyError::Locked => Code::Locked,
             PolicyError::TooLarge { .. } => Code::BundleTooLarge,
             PolicyError::Conflict => Code::Conflict,
-            PolicyError::PollRateLimited { .. } => Code::RateLimited,
+            PolicyError::PollRateLimited(_) => Code::RateLimited,
             PolicyError::Jwks(e) => e.code(),
             PolicyError::Page(e) => e.code(),
             PolicyError::Store(e) => e.code(),
         }
     }
 
-    fn rate_limit(&self) -> Option<(u32, u64)> {
+    fn rate_limit(&self) -> Option<RateLimit> {
         match self {
-            PolicyError::PollRateLimited { burst, retry_after } => Some((*burst, *retry_after)),
+            PolicyError::PollRateLimited(limit) => Some(*limit),
             _ => None,
         }
     }
@@ -118,7 +122,7 @@ pub struct PolicySettings {
     /// `iat` is set this far in the past: the SDK refuses a bundle issued "in the future",
     /// so a client clock slightly behind ours must not reject it.
     pub iat_backdate: Duration,
-    pub poll_burst: u32,
+    pub poll_ceiling: PollCeiling,
     pub cache: CacheSettings,
 }
 
@@ -128,7 +132,7 @@ impl Default for PolicySettings {
             bundle_ttl: Duration::days(365),
             policy_expiry: Duration::days(7),
             iat_backdate: Duration::seconds(30),
-            poll_burst: 3,
+            poll_ceiling: PollCeiling::default(),
             cache: CacheSettings::default(),
         }
     }
@@ -160,10 +164,13 @@ pub enum Poll {
     NotModified {
         etag: String,
         poll_seconds: u32,
+        /// The credential's poll ceiling, after this poll.
+        limit: RateLimit,
     },
     Bundle {
         record: Box<PolicyRecord>,
         poll_seconds: u32,
+        limit: RateLimit,
     },
 }
 
@@ -246,7 +253,7 @@ impl PolicyService {
             accounts,
             clock,
             bundles: Arc::new(CoherentCache::new(settings.cache)),
-            limiter: Arc::new(PollLimiter::new(settings.poll_burst)),
+            limiter: Arc::new(PollLimiter::new(settings.poll_ceiling)),
             settings,
         }
     }
@@ -668,6 +675,11 @@ impl PolicyService {
         if_none_match: Option<&str>,
     ) -> Result<Poll, PolicyError> {
         ctx.require(Scope::PolicyRead)?;
+        // The ceiling first, so a flood costs as little as possible.
+        let limit = self
+            .limiter
+            .check((ctx.account_id, ctx.token_id()))
+            .map_err(PolicyError::PollRateLimited)?;
         let app = Self::resolve_app(ctx, app)?;
         let overview = self.serving_account(ctx).await?;
         let state = self.state(ctx.account_id, &app).await?;
@@ -704,17 +716,13 @@ impl PolicyService {
             return Ok(Poll::NotModified {
                 etag: record.etag.clone(),
                 poll_seconds,
+                limit,
             });
         }
-        self.limiter
-            .check(&overview.quotas, (ctx.account_id, app, ctx.token_id()))
-            .map_err(|retry_after| PolicyError::PollRateLimited {
-                burst: self.settings.poll_burst,
-                retry_after,
-            })?;
         Ok(Poll::Bundle {
             record: Box::new(record.clone()),
             poll_seconds,
+            limit,
         })
     }
 }

@@ -34,6 +34,10 @@ struct World {
 }
 
 fn world() -> World {
+    world_with(PolicySettings::default())
+}
+
+fn world_with(settings: PolicySettings) -> World {
     let clock = Arc::new(ManualClock::starting_now());
     let audit = Arc::new(MemoryAuditLog::default());
     let accounts = Arc::new(MemoryAccountRepo::new(audit.clone()));
@@ -60,7 +64,7 @@ fn world() -> World {
         jwks,
         account_service,
         clock.clone(),
-        PolicySettings::default(),
+        settings,
     );
     let account = Account::new_trial(
         AccountId::random(),
@@ -400,8 +404,14 @@ async fn plan_limits_apply_to_drafts_publishes_and_polls() {
 }
 
 #[tokio::test]
-async fn polls_resolve_the_app_answer_304_limit_bursts_and_report_revocation() {
-    let w = world();
+async fn polls_resolve_the_app_answer_304_stop_at_the_ceiling_and_report_revocation() {
+    let w = world_with(PolicySettings {
+        poll_ceiling: PollCeiling {
+            per_second: 1,
+            burst: 14,
+        },
+        ..PolicySettings::default()
+    });
     let published = w
         .publish(&w.dev(), &policy("billing", &["a"], false), None, false)
         .await
@@ -426,6 +436,7 @@ async fn polls_resolve_the_app_answer_304_limit_bursts_and_report_revocation() {
     let Poll::Bundle {
         record,
         poll_seconds,
+        limit,
     } = w
         .policies
         .poll(&server, None, BundleStage::Auto, None)
@@ -435,7 +446,11 @@ async fn polls_resolve_the_app_answer_304_limit_bursts_and_report_revocation() {
         unreachable!("a bundle");
     };
     assert_eq!(record.jws, published.jws);
-    assert_eq!(poll_seconds, 300);
+    assert_eq!(
+        poll_seconds, 300,
+        "the plan's interval is advice to the SDK"
+    );
+    assert_eq!((limit.limit, limit.remaining), (14, 13));
     let quoted = format!("W/\"{}\"", published.etag);
     for _ in 0..10 {
         let answer = w
@@ -443,24 +458,24 @@ async fn polls_resolve_the_app_answer_304_limit_bursts_and_report_revocation() {
             .poll(&server, None, BundleStage::Auto, Some(&quoted))
             .await
             .unwrap();
-        assert!(matches!(answer, Poll::NotModified { .. }), "304s are free");
+        assert!(matches!(answer, Poll::NotModified { .. }));
     }
-    // The SDK fetches twice in a row; the burst absorbs it, then the bucket empties.
-    w.policies
-        .poll(&server, None, BundleStage::Auto, None)
-        .await
-        .unwrap();
-    w.policies
-        .poll(&server, None, BundleStage::Auto, None)
-        .await
-        .unwrap();
+    // Full fetches back to back are fine until the ceiling, which 304s spend from too.
+    for _ in 0..3 {
+        w.policies
+            .poll(&server, None, BundleStage::Auto, None)
+            .await
+            .unwrap();
+    }
     let limited = w
         .policies
         .poll(&server, None, BundleStage::Auto, None)
         .await
         .unwrap_err();
     assert_eq!(limited.code(), Code::RateLimited);
-    assert!(limited.rate_limit().unwrap().1 >= 1);
+    let limit = limited.rate_limit().unwrap();
+    assert_eq!((limit.limit, limit.remaining), (14, 0));
+    assert_eq!(limit.retry_after_seconds, 1);
 
     let admin = w.admin();
     w.policies.revoke(&admin, "billing").await.unwrap();
