@@ -130,3 +130,61 @@ async fn cors_allows_configured_origins_and_exposes_the_sdk_headers() {
         .await;
     assert!(foreign.header("access-control-allow-origin").is_none());
 }
+
+/// The `d2_http_requests_total` series of a scrape.
+fn request_series(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("d2_http_requests_total{"))
+        .map(|l| {
+            l.rsplit_once(' ')
+                .map_or(l, |(series, _)| series)
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_metrics_have_a_fixed_set_of_labels_whatever_callers_send() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    // Each shape of request once, so the series they make exist before the count.
+    app.send(app.request(Method::GET, "/v1/no-such-route-warmup", None))
+        .await;
+    app.send(app.request(
+        Method::from_bytes(b"WARMUP").unwrap(),
+        "/v1/accounts/me",
+        Some(&tenant.token),
+    ))
+    .await;
+    let before = app.send(app.request(Method::GET, "/metrics", None)).await;
+    let before = request_series(&before.text);
+
+    for i in 0..50 {
+        let method = Method::from_bytes(format!("FOO{i}").as_bytes()).unwrap();
+        app.send(app.request(method, &format!("/v1/made-up-{i}/path"), None))
+            .await;
+        let method = Method::from_bytes(format!("BAR{i}").as_bytes()).unwrap();
+        app.send(app.request(method, "/v1/accounts/me", Some(&tenant.token)))
+            .await;
+        app.send(app.request(Method::GET, &format!("/made-up-{i}"), Some(&tenant.token)))
+            .await;
+    }
+
+    let after = app.send(app.request(Method::GET, "/metrics", None)).await;
+    let text = after.text;
+    for name in ["FOO", "BAR", "made-up"] {
+        assert!(!text.contains(name), "{name} reached the metrics: {text}");
+    }
+    let after = request_series(&text);
+    let new: Vec<&String> = after.iter().filter(|s| !before.contains(s)).collect();
+    // The scrape itself and a few statuses at most; never one per request.
+    assert!(new.len() <= 3, "new series: {new:#?}");
+    assert!(
+        after.iter().all(|s| [
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER"
+        ]
+        .iter()
+        .any(|m| s.contains(&format!("method=\"{m}\"")))),
+        "{after:#?}"
+    );
+}

@@ -3,6 +3,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use actix_web::http::Method;
 use d2_app::App;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -142,7 +143,10 @@ impl Metrics {
         })
     }
 
-    pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+    /// Counts one request. `route` must be a matched route pattern or
+    /// [`crate::observe::UNMATCHED`], never the request path.
+    pub fn observe(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
+        let method = method_label(method);
         self.requests
             .with_label_values(&[method, route, status_label(status)])
             .inc();
@@ -196,6 +200,21 @@ fn advance(counter: &IntCounter, total: u64) {
     let current = counter.get();
     if total > current {
         counter.inc_by(total - current);
+    }
+}
+
+/// The method label of a request: one of a fixed set, so that no caller can add series
+/// to the metrics by sending made-up methods (HTTP allows any token as a method).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
     }
 }
 
