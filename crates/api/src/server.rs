@@ -114,12 +114,17 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
     let jwks_cache_control = format!("public, max-age={}", settings.jwks.cache_max_age_seconds)
         .parse()
         .map_err(std::io::Error::other)?;
+    let jwks_private_cache_control =
+        format!("private, max-age={}", settings.jwks.cache_max_age_seconds)
+            .parse()
+            .map_err(std::io::Error::other)?;
     let state = Data::new(ApiState {
         app,
         limiter,
         metrics,
         openapi_json,
         jwks_cache_control,
+        jwks_private_cache_control,
     });
     let origins = http.cors.allowed_origins.clone();
     let max_age = http.cors.max_age_seconds;

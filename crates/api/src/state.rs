@@ -16,4 +16,6 @@ pub struct ApiState {
     pub openapi_json: Bytes,
     /// `Cache-Control` of the JWKS, rendered once.
     pub jwks_cache_control: actix_web::http::header::HeaderValue,
+    /// `Cache-Control` of a JWKS chosen by the caller's credential, rendered once.
+    pub jwks_private_cache_control: actix_web::http::header::HeaderValue,
 }
