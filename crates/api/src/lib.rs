@@ -7,6 +7,7 @@ mod limit;
 mod metrics;
 pub mod observe;
 pub mod openapi;
+mod ready;
 mod routes;
 mod server;
 mod state;

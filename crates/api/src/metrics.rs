@@ -25,6 +25,7 @@ pub struct Metrics {
     forwarded: IntCounterVec,
     forward_retries: IntCounter,
     forward_pending: IntGauge,
+    readiness_checks: IntCounter,
     /// Serialises scrapes, so the cache counters are advanced once per change.
     scrape: Mutex<()>,
 }
@@ -125,8 +126,16 @@ impl Metrics {
                 "Events queued for Logflare and not yet sent.",
             )?,
         );
+        let readiness_checks = register(
+            &registry,
+            IntCounter::new(
+                "d2_readiness_checks_total",
+                "Store pings made to answer /readyz (at most one per second, however many probes arrive).",
+            )?,
+        );
         Ok(Self {
             registry,
+            readiness_checks,
             forwarded,
             forward_retries,
             forward_pending,
@@ -153,6 +162,10 @@ impl Metrics {
         self.latency
             .with_label_values(&[method, route])
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn readiness_checked(&self) {
+        self.readiness_checks.inc();
     }
 
     pub fn events_ingested(&self, stored: usize, duplicates: usize) {

@@ -18,8 +18,12 @@ use crate::body::{path_error, query_error};
 use crate::limit::IpLimiter;
 use crate::metrics::Metrics;
 use crate::observe::{limit_unauthenticated, observe};
+use crate::ready::Readiness;
 use crate::routes;
 use crate::state::ApiState;
+
+/// How long one store ping answers `/readyz`.
+const READINESS_TTL: Duration = Duration::from_secs(1);
 
 /// Headers browsers may read from responses.
 const EXPOSED: [&str; 9] = [
@@ -122,6 +126,7 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
         app,
         limiter,
         metrics,
+        readiness: Arc::new(Readiness::new(READINESS_TTL)),
         openapi_json,
         jwks_cache_control,
         jwks_private_cache_control,
