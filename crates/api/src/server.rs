@@ -107,7 +107,7 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
     let limiter = Arc::new(IpLimiter::new(
         settings.rate_limit.unauthenticated_per_minute,
         settings.rate_limit.unauthenticated_burst,
-        http.trust_forwarded_for,
+        http.trusted_proxies,
     ));
     let openapi_json = Bytes::from(
         crate::openapi::document()
