@@ -11,6 +11,7 @@ mod ready;
 mod routes;
 mod server;
 mod state;
+mod time;
 
 pub use server::{Options, Running, start};
 pub use state::ApiState;
