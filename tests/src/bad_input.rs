@@ -200,3 +200,78 @@ async fn without_the_database_malformed_tokens_still_get_401_and_the_rest_503() 
         .await
         .assert_status(200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nul_character_anywhere_in_a_body_is_400_invalid_text_and_nothing_is_stored() {
+    let app = TestApp::spawn().await;
+    let (tenant, dev, publisher) = crate::policy::publishing_tenant(&app).await;
+    let audit_before = app.audit(&tenant).await.len();
+    let tokens = format!("/v1/accounts/{}/tokens", tenant.account_id);
+    let tokens_before = app.get(&tokens, &tenant.token).await.text;
+
+    // A token name (serde_json writes NUL as the escape `\u0000`).
+    app.post(
+        &tokens,
+        &tenant.token,
+        json!({ "token_name": "ci\u{0}bot" }),
+    )
+    .await
+    .assert_problem(400, "invalid_text");
+    // A member name of an event payload, and a string deep inside one.
+    for payload in [
+        json!({ "tool_id": "t", "note\u{0}": "x" }),
+        json!({ "tool_id": "t", "args": { "list": ["a", "b\u{0}"] } }),
+    ] {
+        let event = json!({
+            "event_type": "authz_decision",
+            "payload": payload,
+            "occurred_at": chrono::Utc::now().to_rfc3339(),
+        });
+        app.post("/v1/events/ingest", &dev, json!({ "events": [event] }))
+            .await
+            .assert_problem(400, "invalid_text");
+    }
+    // A draft's document.
+    let document = json!({ "metadata": { "name": "app" }, "policies": [{ "role": "r\u{0}", "permissions": ["x"] }] });
+    app.send(
+        app.request(Method::PUT, "/v1/policy/draft", Some(&dev))
+            .json(&json!({ "bundle": document })),
+    )
+    .await
+    .assert_problem(400, "invalid_text");
+    // Published files, signed: JSON, and YAML with each of its escapes of NUL.
+    let yaml = |name: &str| {
+        format!(
+            "metadata:\n  name: app\n  description: \"{name}\"\npolicies:\n  - role: analyst\n    permissions:\n      - x\n      - tool: secrets.read\n        allow: false\n"
+        )
+    };
+    let json_file = serde_json::to_vec(&json!({ "metadata": { "name": "app", "description": "a\u{0}" }, "policies": [{ "role": "r", "permissions": ["x", { "tool": "y", "allow": false }] }] })).unwrap();
+    for body in [
+        json_file,
+        yaml(r"a\0b").into_bytes(),
+        yaml(r"a\x00b").into_bytes(),
+        yaml(r"a\u0000b").into_bytes(),
+        yaml(r"a\U00000000b").into_bytes(),
+        yaml("a\0b").into_bytes(),
+    ] {
+        publisher
+            .publish(&app, &dev, &body, "?app_name=app")
+            .await
+            .assert_problem(400, "invalid_text");
+    }
+    // Nothing of the refused requests was stored or audited.
+    assert_eq!(app.audit(&tenant).await.len(), audit_before);
+    assert_eq!(app.get(&tokens, &tenant.token).await.text, tokens_before);
+    assert_eq!(
+        app.get("/v1/events?limit=1000", &tenant.token)
+            .await
+            .assert_status(200),
+        &json!([])
+    );
+
+    // Text that spells a backslash and a zero is stored as it is.
+    publisher
+        .publish(&app, &dev, yaml(r"a\\0b").as_bytes(), "?app_name=app")
+        .await
+        .assert_status(200);
+}

@@ -165,6 +165,65 @@ async fn unauthenticated_and_failed_requests_are_limited_per_ip_but_valid_tokens
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn behind_a_trusted_proxy_spoofed_forwarded_entries_and_ipv6_host_bits_share_one_bucket() {
+    // One trusted proxy: the test client plays it, appending the address it "saw" last.
+    let app = TestApp::spawn_with(&[
+        ("D2__HTTP__TRUSTED_PROXIES", "1"),
+        ("D2__RATE_LIMIT__UNAUTHENTICATED_PER_MINUTE", "1"),
+        ("D2__RATE_LIMIT__UNAUTHENTICATED_BURST", "3"),
+    ])
+    .await;
+    let anonymous = |forwarded: String| {
+        app.send(
+            app.request(Method::GET, "/v1/accounts/me", None)
+                .header("X-Forwarded-For", forwarded),
+        )
+    };
+
+    // A new spoofed left-most entry on every request: still one client.
+    for i in 0..3 {
+        anonymous(format!("198.51.100.{i}, 203.0.113.7"))
+            .await
+            .assert_problem(401, "missing_authorization");
+    }
+    for i in 3..10 {
+        anonymous(format!("198.51.100.{i}, 10.{i}.0.1, 203.0.113.7"))
+            .await
+            .assert_problem(429, "rate_limited");
+    }
+    // Another client behind the same proxy has its own allowance.
+    anonymous("198.51.100.1, 203.0.113.8".to_owned())
+        .await
+        .assert_problem(401, "missing_authorization");
+
+    // An IPv6 client rotating the lower 64 bits of its address: one /64, one bucket.
+    for i in 0..3 {
+        anonymous(format!("2001:db8:7:1:{i:x}:{i:x}:{i:x}:1"))
+            .await
+            .assert_problem(401, "missing_authorization");
+    }
+    for i in 3..10 {
+        anonymous(format!("2001:db8:7:1:{i:x}:ffff:{i:x}:{i:x}"))
+            .await
+            .assert_problem(429, "rate_limited");
+    }
+    // The next /64 is another client.
+    anonymous("2001:db8:7:2::1".to_owned())
+        .await
+        .assert_problem(401, "missing_authorization");
+
+    // An IPv4 client is the same client written as an IPv4-mapped IPv6 address.
+    for _ in 0..3 {
+        anonymous("203.0.113.9".to_owned())
+            .await
+            .assert_problem(401, "missing_authorization");
+    }
+    anonymous("::ffff:203.0.113.9".to_owned())
+        .await
+        .assert_problem(429, "rate_limited");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_empty_dev_database_gets_a_first_account_once_and_its_token_works() {
     let app = TestApp::spawn().await;
     let first = app

@@ -434,6 +434,70 @@ async fn absurd_query_parameters_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn extreme_dates_in_time_ranges_are_400_never_a_panic_or_500() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    // The smallest and largest instants the server reads, and years just outside RFC
+    // 3339's four digits on either side.
+    let min = chrono::DateTime::<chrono::Utc>::MIN_UTC.to_rfc3339();
+    let max = chrono::DateTime::<chrono::Utc>::MAX_UTC.to_rfc3339();
+    let outside = [
+        min.as_str(),
+        max.as_str(),
+        "-262000-06-01T00:00:00Z",
+        "+262000-06-01T00:00:00Z",
+        "-0001-12-31T23:59:59Z",
+        "0000-12-31T23:59:59Z",
+        "+10000-01-01T00:00:00Z",
+    ];
+    // Beyond what the server reads at all: not a date, like any other unreadable value.
+    let unreadable = ["-262144-01-01T00:00:00Z", "+262143-12-31T23:59:59Z"];
+    let routes = [
+        ("/v1/metrics/summary", "start", "end"),
+        ("/v1/events", "since", "until"),
+        ("/v1/audit", "since", "until"),
+    ];
+    let get = |path: &str, query: Vec<(&str, &str)>| {
+        app.send(
+            app.request(Method::GET, path, Some(&tenant.token))
+                .query(&query),
+        )
+    };
+    for (path, from, to) in routes {
+        for date in outside {
+            for query in [
+                vec![(to, date)],
+                vec![(from, date)],
+                vec![(from, date), (to, "2026-01-01T00:00:00Z")],
+                vec![(from, "2000-01-01T00:00:00Z"), (to, date)],
+                vec![(from, date), (to, date)],
+            ] {
+                let reply = get(path, query.clone()).await;
+                assert_eq!(reply.status, 400, "{path} {query:?}: {}", reply.text);
+                reply.assert_problem(400, "invalid_time_range");
+            }
+        }
+        for date in unreadable {
+            for name in [from, to] {
+                get(path, vec![(name, date)])
+                    .await
+                    .assert_problem(400, "invalid_query");
+            }
+        }
+        // The far ends of the range every store keeps: answered.
+        for query in [
+            vec![(from, "0001-01-01T00:00:00Z")],
+            vec![(to, "0001-01-02T00:00:00Z")],
+            vec![(to, "9999-12-31T23:59:59Z")],
+            vec![(from, "0001-01-01T00:00:00Z"), (to, "9999-12-31T23:59:59Z")],
+        ] {
+            let reply = get(path, query.clone()).await;
+            assert_eq!(reply.status, 200, "{path} {query:?}: {}", reply.text);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn more_events_than_the_plans_batch_size_is_413_so_the_sdk_splits() {
     let app = TestApp::spawn_with(&[("D2__PLANS__TRIAL__EVENT_BATCH", "2")]).await;
     let tenant = app.bootstrap().await;

@@ -586,12 +586,20 @@ async fn jwks_serves_one_accounts_keys_and_rotation_resigns_with_hints() {
         .clone();
     assert_eq!(keys.len(), 1);
     assert!(keys[0].get("d").is_none() && keys[0]["kty"] == "RSA");
-    assert!(
-        by_token
-            .header("cache-control")
-            .unwrap()
-            .starts_with("public, max-age=")
-    );
+    // The same URL answers each caller its own account's keys: no shared cache may keep it.
+    let private = |reply: &crate::harness::Reply| {
+        assert!(
+            reply
+                .header("cache-control")
+                .unwrap()
+                .starts_with("private, max-age="),
+            "{:?}",
+            reply.headers
+        );
+        let vary = reply.header("vary").unwrap().to_ascii_lowercase();
+        assert!(vary.contains("authorization") && vary.contains("x-api-key"));
+    };
+    private(&by_token);
     let etag = by_token.header("etag").unwrap().to_owned();
     let by_id = app
         .send(app.request(
@@ -601,6 +609,13 @@ async fn jwks_serves_one_accounts_keys_and_rotation_resigns_with_hints() {
         ))
         .await;
     assert_eq!(by_id.assert_status(200)["keys"], json!(keys));
+    // The URL names the account: the same answer for everyone, cacheable by anyone.
+    assert!(
+        by_id
+            .header("cache-control")
+            .unwrap()
+            .starts_with("public, max-age=")
+    );
     let cached = app
         .send(
             app.request(Method::GET, "/.well-known/jwks.json", Some(&dev))
@@ -608,6 +623,7 @@ async fn jwks_serves_one_accounts_keys_and_rotation_resigns_with_hints() {
         )
         .await;
     assert_eq!(cached.status, 304);
+    private(&cached);
 
     // Another tenant's token cannot read these keys through the filter.
     let other = app.bootstrap().await;

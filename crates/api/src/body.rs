@@ -59,9 +59,11 @@ fn read<T: DeserializeOwned + 'static>(
                 "send the body as JSON (Content-Type: application/json)",
             ));
         }
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| ApiError::new(Code::InvalidBody, format!("the JSON body is invalid: {e}")))
+        let body = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(Code::InvalidBody, format!("the JSON body is invalid: {e}"))
+        })?;
+        refuse_nul(&bytes)?;
+        Ok(Some(body))
     })
 }
 
@@ -127,7 +129,48 @@ pub async fn read_capped(
         }
         body.extend_from_slice(&chunk);
     }
+    refuse_nul(&body)?;
     Ok(body.freeze())
+}
+
+/// Refuses a body holding U+0000, raw or as the JSON escape `\u0000`, with 400
+/// `invalid_text`.
+///
+/// No store keeps NUL in text (PostgreSQL refuses it in `text` and `jsonb`, so it used to
+/// surface as a 500 after part of a request's work), and no name, policy or event needs
+/// it. Every request body is read by [`read`] (typed JSON bodies) or [`read_capped`] (raw
+/// bodies: events, policies), so checking the bytes here covers every route and every
+/// field, including free-form payloads, at one place and before anything is parsed or
+/// stored; checking in each domain type would miss the free-form ones. The scan steps over
+/// escape pairs, so an escaped backslash followed by `u0000` (the text `\u0000`) passes.
+/// YAML policies can also spell NUL as `\0`, `\x00` or `\U00000000`, escapes only inside
+/// double quotes: the policy parser refuses those after parsing, with the same code.
+fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
+    if has_nul(bytes) {
+        return Err(ApiError::new(
+            Code::InvalidText,
+            "the body contains a NUL character (U+0000, or the escape \\u0000), which no text may contain",
+        ));
+    }
+    Ok(())
+}
+
+fn has_nul(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    while let Some(at) = rest.iter().position(|b| *b == b'\\' || *b == 0) {
+        let (Some(found), Some(after)) = (rest.get(at), rest.get(at + 1..)) else {
+            return false;
+        };
+        if *found == 0 {
+            return true;
+        }
+        // A backslash: `\u0000` is NUL; any other escape is stepped over whole.
+        if after.starts_with(b"u0000") {
+            return true;
+        }
+        rest = after.get(1..).unwrap_or_default();
+    }
+    false
 }
 
 /// Parses a JSON body read with [`read_limited`].
@@ -154,4 +197,21 @@ pub fn query_error(error: QueryPayloadError, _: &HttpRequest) -> actix_web::Erro
         format!("the query string is invalid: {error}"),
     )
     .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul;
+
+    #[test]
+    fn nul_is_found_raw_and_escaped_but_not_in_escaped_backslashes() {
+        assert!(has_nul(br#"{"name": "a\u0000b"}"#));
+        assert!(has_nul(b"{\"name\": \"a\0b\"}"));
+        assert!(has_nul(br#"{"name": "a\\\u0000b"}"#));
+        assert!(has_nul(br#"{"\u0000": 1}"#));
+        assert!(!has_nul(br#"{"name": "a\\u0000b"}"#));
+        assert!(!has_nul(br#"{"name": "a\u0001b \\ \" \n"}"#));
+        assert!(!has_nul(br#"{"name": "trailing\"#));
+        assert!(!has_nul(b""));
+    }
 }

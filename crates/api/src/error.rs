@@ -31,6 +31,7 @@ pub fn status_of(code: Code) -> (StatusCode, &'static str) {
         Code::UnsupportedMediaType => {
             (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type")
         }
+        Code::InvalidText => (StatusCode::BAD_REQUEST, "NUL character in text"),
         Code::RouteNotFound => (StatusCode::NOT_FOUND, "No such route"),
         Code::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
         Code::MissingAuthorization => (StatusCode::UNAUTHORIZED, "Credentials required"),

@@ -7,9 +7,11 @@ mod limit;
 mod metrics;
 pub mod observe;
 pub mod openapi;
+mod ready;
 mod routes;
 mod server;
 mod state;
+mod time;
 
 pub use server::{Options, Running, start};
 pub use state::ApiState;

@@ -3,6 +3,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use actix_web::http::Method;
 use d2_app::App;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -24,6 +25,7 @@ pub struct Metrics {
     forwarded: IntCounterVec,
     forward_retries: IntCounter,
     forward_pending: IntGauge,
+    readiness_checks: IntCounter,
     /// With `redis.url` only.
     redis: Option<RedisMetrics>,
     /// Serialises scrapes, so the cache counters are advanced once per change.
@@ -129,9 +131,17 @@ impl Metrics {
         let redis = with_redis
             .then(|| RedisMetrics::new(&registry))
             .transpose()?;
+        let readiness_checks = register(
+            &registry,
+            IntCounter::new(
+                "d2_readiness_checks_total",
+                "Store pings made to answer /readyz (at most one per second, however many probes arrive).",
+            )?,
+        );
         Ok(Self {
             registry,
             redis,
+            readiness_checks,
             forwarded,
             forward_retries,
             forward_pending,
@@ -148,13 +158,20 @@ impl Metrics {
         })
     }
 
-    pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+    /// Counts one request. `route` must be a matched route pattern or
+    /// [`crate::observe::UNMATCHED`], never the request path.
+    pub fn observe(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
+        let method = method_label(method);
         self.requests
             .with_label_values(&[method, route, status_label(status)])
             .inc();
         self.latency
             .with_label_values(&[method, route])
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn readiness_checked(&self) {
+        self.readiness_checks.inc();
     }
 
     pub fn events_ingested(&self, stored: usize, duplicates: usize) {
@@ -244,6 +261,21 @@ fn advance(counter: &IntCounter, total: u64) {
     let current = counter.get();
     if total > current {
         counter.inc_by(total - current);
+    }
+}
+
+/// The method label of a request: one of a fixed set, so that no caller can add series
+/// to the metrics by sending made-up methods (HTTP allows any token as a method).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
     }
 }
 

@@ -20,6 +20,9 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone, Debug)]
 pub struct RequestId(pub String);
 
+/// The route label of requests no route matched: one label, whatever the path.
+pub const UNMATCHED: &str = "unmatched";
+
 /// A client-supplied id is kept if it is short and printable; otherwise a new one is made.
 fn accept(value: &HeaderValue) -> Option<String> {
     let text = value.to_str().ok()?;
@@ -47,11 +50,9 @@ pub async fn observe(
     let route = response
         .request()
         .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .unwrap_or_else(|| UNMATCHED.to_owned());
     if let Some(state) = state {
-        state
-            .metrics
-            .observe(method.as_str(), &route, status, elapsed);
+        state.metrics.observe(&method, &route, status, elapsed);
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID, value);

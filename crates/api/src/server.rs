@@ -18,8 +18,12 @@ use crate::body::{path_error, query_error};
 use crate::limit::IpLimiter;
 use crate::metrics::Metrics;
 use crate::observe::{limit_unauthenticated, observe};
+use crate::ready::Readiness;
 use crate::routes;
 use crate::state::ApiState;
+
+/// How long one store ping answers `/readyz`.
+const READINESS_TTL: Duration = Duration::from_secs(1);
 
 /// Headers browsers may read from responses.
 const EXPOSED: [&str; 9] = [
@@ -103,7 +107,7 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
     let limiter = Arc::new(IpLimiter::new(
         settings.rate_limit.unauthenticated_per_minute,
         settings.rate_limit.unauthenticated_burst,
-        http.trust_forwarded_for,
+        http.trusted_proxies,
     ));
     let openapi_json = Bytes::from(
         crate::openapi::document()
@@ -114,12 +118,18 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
     let jwks_cache_control = format!("public, max-age={}", settings.jwks.cache_max_age_seconds)
         .parse()
         .map_err(std::io::Error::other)?;
+    let jwks_private_cache_control =
+        format!("private, max-age={}", settings.jwks.cache_max_age_seconds)
+            .parse()
+            .map_err(std::io::Error::other)?;
     let state = Data::new(ApiState {
         app,
         limiter,
         metrics,
+        readiness: Arc::new(Readiness::new(READINESS_TTL)),
         openapi_json,
         jwks_cache_control,
+        jwks_private_cache_control,
     });
     let origins = http.cors.allowed_origins.clone();
     let max_age = http.cors.max_age_seconds;

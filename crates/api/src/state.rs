@@ -5,6 +5,7 @@ use d2_app::App;
 
 use crate::limit::IpLimiter;
 use crate::metrics::Metrics;
+use crate::ready::Readiness;
 
 /// What every handler can reach: the services, the per-IP limiter, the metrics and the
 /// OpenAPI document (rendered once).
@@ -13,7 +14,11 @@ pub struct ApiState {
     pub app: App,
     pub limiter: Arc<IpLimiter>,
     pub metrics: Arc<Metrics>,
+    /// The shared answer of `/readyz`.
+    pub readiness: Arc<Readiness>,
     pub openapi_json: Bytes,
     /// `Cache-Control` of the JWKS, rendered once.
     pub jwks_cache_control: actix_web::http::header::HeaderValue,
+    /// `Cache-Control` of a JWKS chosen by the caller's credential, rendered once.
+    pub jwks_private_cache_control: actix_web::http::header::HeaderValue,
 }

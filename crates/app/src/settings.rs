@@ -71,7 +71,9 @@ pub struct HttpSettings {
     pub workers: usize,
     pub max_body_bytes: usize,
     pub shutdown_timeout_seconds: u64,
-    pub trust_forwarded_for: bool,
+    /// Proxies in front of the server, the one connecting to it included; the client
+    /// address is then read from `X-Forwarded-For` (0: the header is ignored).
+    pub trusted_proxies: usize,
     pub swagger_ui: bool,
     pub cors: CorsSettings,
 }

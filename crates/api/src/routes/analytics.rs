@@ -63,6 +63,7 @@ async fn summary(
     auth: Auth,
     query: Query<SummaryQuery>,
 ) -> ApiResult<HttpResponse> {
+    crate::time::check_instants(&[("start", query.start), ("end", query.end)])?;
     let (summary, start, end) = state
         .app
         .events

@@ -80,6 +80,7 @@ async fn list(
     query: Query<AuditQuery>,
 ) -> ApiResult<HttpResponse> {
     let query = query.into_inner();
+    crate::time::check_instants(&[("since", query.since), ("until", query.until)])?;
     let page = super::PageQuery {
         limit: query.limit,
         cursor: query.cursor,

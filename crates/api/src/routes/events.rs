@@ -200,6 +200,7 @@ async fn list(
     query: Query<EventsQuery>,
 ) -> ApiResult<HttpResponse> {
     let query = query.into_inner();
+    crate::time::check_instants(&[("since", query.since), ("until", query.until)])?;
     let page = PageQuery {
         limit: query.limit,
         cursor: query.cursor,

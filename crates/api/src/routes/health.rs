@@ -40,15 +40,47 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Status { status: "ok" })
 }
 
-/// The database answers (readiness probe).
+/// The database answers (readiness probe). One store ping per second at most answers
+/// every probe; a failing database is reported within about a second.
 #[utoipa::path(tag = "health", responses(
     (status = 200, body = Status),
     (status = 503, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[get("/readyz")]
 async fn readyz(state: Data<ApiState>) -> ApiResult<HttpResponse> {
-    state.app.store.ping().await?;
-    Ok(HttpResponse::Ok().json(Status { status: "ready" }))
+    let ready = state
+        .readiness
+        .ready(|| async {
+            state.metrics.readiness_checked();
+            match state.app.store.ping().await {
+                Ok(()) => true,
+                Err(error) => {
+                    // Logged once per check, not once per probe answered with it.
+                    tracing::warn!(error.cause = %cause_chain(&error), "readiness check failed");
+                    false
+                }
+            }
+        })
+        .await;
+    if ready {
+        Ok(HttpResponse::Ok().json(Status { status: "ready" }))
+    } else {
+        Err(ApiError::new(
+            Code::ServiceUnavailable,
+            "the database is not answering",
+        ))
+    }
+}
+
+fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Prometheus metrics: requests by route and status, latency, token-cache hits and misses,

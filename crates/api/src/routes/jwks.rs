@@ -28,10 +28,11 @@ pub struct JwksQuery {
 }
 
 /// The public keys that verify an account's bundles: the active key and retired keys
-/// still in their grace period. With a token, its account's; with `?account_id=`, that
-/// account's; with neither, 400. Never every tenant's keys.
+/// still in their grace period. With a token, its account's (a private answer); with
+/// `?account_id=`, that account's (a public one); with neither, 400. Never every tenant's
+/// keys.
 #[utoipa::path(tag = "jwks", params(JwksQuery), security((), ("bearer" = []), ("api_key" = [])), responses(
-    (status = 200, body = Object, description = "`{\"keys\": [{kty, kid, alg, use, n, e}]}`, with `ETag` and `Cache-Control`"),
+    (status = 200, body = Object, description = "`{\"keys\": [{kty, kid, alg, use, n, e}]}`, with `ETag` and `Cache-Control` (`private` and `Vary: Authorization, X-API-Key` when the token chooses the account)"),
     (status = 304, description = "Not modified"),
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -44,6 +45,10 @@ async fn jwks_document(
     req: HttpRequest,
     query: Query<JwksQuery>,
 ) -> ApiResult<HttpResponse> {
+    // Without `account_id` the answer depends on the credential, not on the URL: it is
+    // marked private (and varies by the credential headers) so that no shared cache hands
+    // one account's keys to another caller. A URL naming the account stays public.
+    let by_credential = auth.0.is_some() && query.account_id.is_none();
     let account_id = match (&auth.0, query.account_id) {
         (Some(auth), Some(requested)) => {
             auth.require_account(requested)?;
@@ -76,9 +81,17 @@ async fn jwks_document(
         StatusCode::OK
     };
     let mut response = HttpResponse::build(status);
-    response
-        .insert_header((header::ETAG, document.etag.clone()))
-        .insert_header((header::CACHE_CONTROL, state.jwks_cache_control.clone()));
+    response.insert_header((header::ETAG, document.etag.clone()));
+    if by_credential {
+        response
+            .insert_header((
+                header::CACHE_CONTROL,
+                state.jwks_private_cache_control.clone(),
+            ))
+            .insert_header((header::VARY, "Authorization, X-API-Key"));
+    } else {
+        response.insert_header((header::CACHE_CONTROL, state.jwks_cache_control.clone()));
+    }
     if unchanged {
         return Ok(response.finish());
     }

@@ -392,7 +392,12 @@ impl EventService {
     ) -> Result<(Summary, DateTime<Utc>, DateTime<Utc>), EventError> {
         self.reading(ctx).await?;
         let end = end.unwrap_or_else(|| self.clock.now());
-        let start = start.unwrap_or(end - Duration::days(30));
+        let start = match start {
+            Some(start) => start,
+            None => end
+                .checked_sub_signed(Duration::days(30))
+                .ok_or(EventError::InvalidTimeRange("`end` is too early"))?,
+        };
         if start >= end {
             return Err(EventError::InvalidTimeRange(
                 "`start` must be earlier than `end`",

@@ -18,6 +18,8 @@ pub enum Code {
     InvalidCursor,
     PayloadTooLarge,
     UnsupportedMediaType,
+    /// Text holding U+0000, which no store keeps.
+    InvalidText,
     RouteNotFound,
     MethodNotAllowed,
     // Authentication and authorisation.
@@ -88,6 +90,7 @@ impl Code {
             Code::InvalidCursor => "invalid_cursor",
             Code::PayloadTooLarge => "payload_too_large",
             Code::UnsupportedMediaType => "unsupported_media_type",
+            Code::InvalidText => "invalid_text",
             Code::RouteNotFound => "route_not_found",
             Code::MethodNotAllowed => "method_not_allowed",
             Code::MissingAuthorization => "missing_authorization",

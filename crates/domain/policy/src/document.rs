@@ -53,8 +53,15 @@ impl Report {
 
 /// The body could not be read as a document at all.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the policy is neither JSON nor YAML: {0}")]
-pub struct Unparseable(pub String);
+pub enum Unparseable {
+    #[error("the policy is neither JSON nor YAML: {0}")]
+    Syntax(String),
+    /// No store keeps U+0000 in text (PostgreSQL refuses it). JSON bodies are refused at
+    /// the HTTP edge; YAML spells it in escapes (`\0`, `\x00`, `\u0000`, `\U00000000`)
+    /// whose meaning depends on the quoting, so it is found here, after parsing.
+    #[error("the policy contains a NUL character (U+0000), which no text may contain")]
+    NulCharacter,
+}
 
 /// Documents larger than this are refused before parsing, whatever the plan.
 pub const MAX_DOCUMENT_BYTES: usize = 32 * 1024 * 1024;
@@ -62,13 +69,33 @@ pub const MAX_DOCUMENT_BYTES: usize = 32 * 1024 * 1024;
 /// Reads a document from the bytes of a policy file: JSON, else YAML.
 pub fn parse_value(bytes: &[u8]) -> Result<Value, Unparseable> {
     if bytes.len() > MAX_DOCUMENT_BYTES {
-        return Err(Unparseable("the document is too large".into()));
+        return Err(Unparseable::Syntax("the document is too large".into()));
     }
-    if let Ok(value) = serde_json::from_slice::<Value>(bytes) {
-        return Ok(value);
+    let value = match serde_json::from_slice::<Value>(bytes) {
+        Ok(value) => value,
+        Err(_) => {
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| Unparseable::Syntax("not UTF-8 text".into()))?;
+            serde_saphyr::from_str::<Value>(text)
+                .map_err(|e| Unparseable::Syntax(first_line(&e.to_string())))?
+        }
+    };
+    if has_nul(&value) {
+        return Err(Unparseable::NulCharacter);
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| Unparseable("not UTF-8 text".into()))?;
-    serde_saphyr::from_str::<Value>(text).map_err(|e| Unparseable(first_line(&e.to_string())))
+    Ok(value)
+}
+
+/// Whether any string or member name of `value` holds U+0000.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(members) => members
+            .iter()
+            .any(|(name, value)| name.contains('\0') || has_nul(value)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
 }
 
 fn first_line(text: &str) -> String {
@@ -649,6 +676,26 @@ mod tests {
                 "{denying}"
             );
         }
+    }
+
+    #[test]
+    fn a_nul_character_in_any_text_is_refused_however_it_is_spelled() {
+        for body in [
+            "metadata:\n  name: \"my\\0app\"\n",
+            "metadata:\n  name: \"my\\x00app\"\n",
+            "metadata:\n  name: \"my\\u0000app\"\n",
+            "metadata:\n  \"na\\U00000000me\": app\n",
+            "policies:\n  - permissions: [\"a\\0\"]\n",
+            "{\"metadata\": {\"name\": \"my\\u0000app\"}}",
+        ] {
+            assert_eq!(
+                parse_value(body.as_bytes()),
+                Err(Unparseable::NulCharacter),
+                "{body}"
+            );
+        }
+        // A backslash and a zero are plain text outside double quotes.
+        assert!(parse_value(b"metadata:\n  name: my\\0app\n").is_ok());
     }
 
     #[test]

@@ -83,6 +83,7 @@ impl ErrorCode for PolicyError {
             PolicyError::Access(e) => e.code(),
             PolicyError::Account(e) => e.code(),
             PolicyError::Signature(e) => e.code(),
+            PolicyError::Unparseable(Unparseable::NulCharacter) => Code::InvalidText,
             PolicyError::Unparseable(_) | PolicyError::Invalid(_) => Code::PolicyInvalid,
             PolicyError::AppMismatch { .. } => Code::AppMismatch,
             PolicyError::AppRequired => Code::AppRequired,
