@@ -134,6 +134,11 @@ async fn unauthenticated_and_failed_requests_are_limited_per_ip_but_valid_tokens
     ])
     .await;
     let tenant = app.bootstrap().await; // spends one
+    // Verified once, so this replica knows it: an address over its failure budget gets
+    // answers from the token cache only (see the next test).
+    app.get("/v1/accounts/me", &tenant.token)
+        .await
+        .assert_status(200);
     for _ in 0..2 {
         let reply = app
             .send(app.request(Method::GET, "/v1/accounts/me", None))
@@ -259,4 +264,55 @@ async fn outside_the_dev_profile_no_account_is_made_unasked() {
     .unwrap();
     assert!(production.first_dev_account().await.unwrap().is_none());
     production.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn once_an_address_is_over_its_failure_budget_unknown_tokens_cost_no_lookup() {
+    let app = TestApp::spawn_with(&[
+        ("D2__RATE_LIMIT__UNAUTHENTICATED_PER_MINUTE", "1"),
+        ("D2__RATE_LIMIT__UNAUTHENTICATED_BURST", "3"),
+    ])
+    .await;
+    let tenant = app.bootstrap().await; // spends one
+    app.get("/v1/accounts/me", &tenant.token)
+        .await
+        .assert_status(200); // now cached
+    let forged = || {
+        d2_tokens::TokenSecret::generate()
+            .unwrap()
+            .expose()
+            .to_owned()
+    };
+    let lookups = || async {
+        let text = app.get("/metrics", "").await.text;
+        text.lines()
+            .find_map(|l| l.strip_prefix("d2_token_cache_misses_total "))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    for _ in 0..2 {
+        app.get("/v1/accounts/me", &forged())
+            .await
+            .assert_problem(401, "invalid_token");
+    }
+    app.get("/v1/accounts/me", &forged())
+        .await
+        .assert_problem(429, "rate_limited");
+    let before = lookups().await;
+    for _ in 0..50 {
+        let reply = app.get("/v1/accounts/me", &forged()).await;
+        reply.assert_problem(429, "rate_limited");
+        assert!(reply.header("retry-after").is_some());
+    }
+    assert_eq!(
+        lookups().await,
+        before,
+        "no lookup for an address over its budget"
+    );
+    // A token already known is still served from the cache.
+    app.get("/v1/accounts/me", &tenant.token)
+        .await
+        .assert_status(200);
 }

@@ -766,3 +766,52 @@ async fn another_accounts_policies_and_keys_are_invisible() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_absurd_explicit_version_is_refused_and_wedges_neither_the_app_nor_key_rotation() {
+    let app = TestApp::spawn().await;
+    let (tenant, dev, publisher) = publishing_tenant(&app).await;
+    publisher.publish_tools(&app, &dev, "app", &["a"]).await;
+    let body = yaml_policy("app", &["a", "b"]);
+    for absurd in [
+        "9223372036854775807",
+        "9007199254740993",
+        "9007199254740992",
+        "1000002",
+    ] {
+        let reply = publisher
+            .publish(
+                &app,
+                &dev,
+                body.as_bytes(),
+                &format!("?app_name=app&version={absurd}"),
+            )
+            .await;
+        assert_eq!(reply.status, 400, "{absurd}: {}", reply.text);
+        if reply.header("content-type") == Some("application/problem+json")
+            && reply.body["code"] == "version_out_of_range"
+        {
+            continue;
+        }
+        reply.assert_problem(400, "invalid_query");
+    }
+    // The furthest allowed skip is taken, and the app goes on from there.
+    let skipped = publisher
+        .publish(&app, &dev, body.as_bytes(), "?app_name=app&version=1000001")
+        .await;
+    assert_eq!(skipped.assert_status(200)["version"], 1_000_001);
+    let next = publisher
+        .publish(
+            &app,
+            &dev,
+            yaml_policy("app", &["c"]).as_bytes(),
+            "?app_name=app",
+        )
+        .await;
+    assert_eq!(next.assert_status(200)["version"], 1_000_002);
+    app.post("/v1/jwks/rotate", &tenant.token, Value::Null)
+        .await
+        .assert_status(201);
+    let polled = app.get("/v1/policy/bundle?app_name=app", &dev).await;
+    assert!(polled.assert_status(200)["version"].as_i64().unwrap() > 1_000_002);
+}

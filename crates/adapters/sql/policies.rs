@@ -4,7 +4,7 @@ use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, PolicyId, StoreError};
 use d2_policy::{
     AppState, AuditOf, KeyRegistration, KeyRotation, PolicyRecord, PolicyRepo, Publication,
-    PublishOutcome, PublisherKey, PublisherKeyRepo, RotationOutcome, Stage,
+    PublishOutcome, PublisherKey, PublisherKeyRepo, RotationOutcome, Stage, next_version,
 };
 use diesel::dsl::max;
 use diesel::prelude::*;
@@ -94,13 +94,10 @@ async fn insert_active(
     if state.active.as_ref().map(|a| a.id) != publication.expected_active {
         return Ok(PublishOutcome::Conflict);
     }
-    if let Some(requested) = publication.requested_version
-        && requested <= state.max_version
-    {
-        return Ok(PublishOutcome::VersionRollback {
-            highest: state.max_version,
-        });
-    }
+    let version = match next_version(state.max_version, publication.requested_version) {
+        Ok(version) => version,
+        Err(outcome) => return Ok(outcome),
+    };
     if state.active.is_none() {
         let serving: i64 = policies::table
             .filter(policies::account_id.eq(Id::from(account_id)))
@@ -113,10 +110,7 @@ async fn insert_active(
         }
     }
     let mut stored = record.clone();
-    stored.version = publication
-        .requested_version
-        .unwrap_or(0)
-        .max(state.max_version + 1);
+    stored.version = version;
     stored.active = true;
     delete_draft(conn, account_id, app).await?;
     diesel::update(
@@ -251,7 +245,8 @@ impl PolicyRepo for crate::Store {
             let state = load_state(conn, account_id, app).await?;
             delete_draft(conn, account_id, app).await?;
             let mut stored = draft.clone();
-            stored.version = state.max_version + 1;
+            stored.version = next_version(state.max_version, None)
+                .map_err(|_| TxError::Store(StoreError::corrupt("no version left for the app")))?;
             stored.active = false;
             diesel::insert_into(policies::table)
                 .values(PolicyRow::from_domain(&stored))

@@ -114,6 +114,15 @@ impl FromRequest for Auth {
                 }
                 Presented::Token(token) => token,
             };
+            // Over its failed-authentication budget, an address gets answers from the cache
+            // only: an unknown token costs no lookup.
+            if let Some(limited) = state.limiter.over_budget(ip) {
+                return match state.app.verifier.verify_cached(&token).await {
+                    Some(Ok(context)) => Ok(Auth(context)),
+                    Some(Err(AuthError::Store(error))) => Err(error.into()),
+                    Some(Err(_)) | None => Err(limited),
+                };
+            }
             match state.app.verifier.verify(&token).await {
                 Ok(context) => Ok(Auth(context)),
                 Err(AuthError::Store(error)) => Err(error.into()),

@@ -66,6 +66,7 @@ pub fn status_of(code: Code) -> (StatusCode, &'static str) {
         Code::AppMismatch => (StatusCode::BAD_REQUEST, "App name mismatch"),
         Code::EtagMismatch => (StatusCode::CONFLICT, "ETag mismatch"),
         Code::VersionRollback => (StatusCode::CONFLICT, "Version rollback"),
+        Code::VersionOutOfRange => (StatusCode::BAD_REQUEST, "Version out of range"),
         Code::NoDenyRules => (StatusCode::BAD_REQUEST, "Deny rules dropped"),
         Code::BundleTooLarge => (
             StatusCode::PAYLOAD_TOO_LARGE,

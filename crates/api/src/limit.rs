@@ -2,20 +2,29 @@
 //! traffic is never limited per IP (many SDKs share one NAT address); capabilities that
 //! need it limit per token and plan instead.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use actix_web::dev::ServiceRequest;
-use d2_kernel::limit::{KeyedLimiter, Rate};
+use d2_kernel::limit::{KeyedLimiter, Rate, RateLimit};
 
 use crate::error::ApiError;
+
+/// Addresses remembered as over their allowance at most; past it, the oldest refusals
+/// are not remembered (their requests are still limited, through a lookup).
+const MAX_OVER_BUDGET: usize = 100_000;
 
 #[derive(Debug)]
 pub struct IpLimiter {
     buckets: KeyedLimiter<IpAddr>,
     rate: Rate,
     trusted_proxies: usize,
+    /// Addresses over their allowance, until when: their unknown credentials are refused
+    /// before any lookup.
+    over_budget: Mutex<HashMap<IpAddr, (Instant, RateLimit)>>,
 }
 
 impl IpLimiter {
@@ -27,16 +36,53 @@ impl IpLimiter {
             buckets: KeyedLimiter::default(),
             rate,
             trusted_proxies,
+            over_budget: Mutex::default(),
         }
     }
 
     /// Spends one request of `ip`'s allowance (shared by its whole /64 for IPv6); a 429
     /// problem when it is used up.
     pub fn check(&self, ip: IpAddr) -> Result<(), ApiError> {
+        let bucket = bucket_of(ip);
         self.buckets
-            .check(&bucket_of(ip), self.rate)
+            .check(&bucket, self.rate)
             .map(drop)
-            .map_err(ApiError::rate_limited)
+            .map_err(|limit| {
+                self.remember_over_budget(bucket, limit);
+                ApiError::rate_limited(limit)
+            })
+    }
+
+    fn remember_over_budget(&self, bucket: IpAddr, limit: RateLimit) {
+        let until = Instant::now() + Duration::from_secs(limit.retry_after_seconds);
+        let mut over = self
+            .over_budget
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if over.len() >= MAX_OVER_BUDGET {
+            let now = Instant::now();
+            over.retain(|_, (until, _)| *until > now);
+        }
+        if over.len() < MAX_OVER_BUDGET {
+            over.insert(bucket, (until, limit));
+        }
+    }
+
+    /// When `ip` has spent its allowance (on failed authentications or unauthenticated
+    /// requests): the 429 to answer a credential that is not already known, without
+    /// looking it up. Checked before any lookup, so a flood of well-formed unknown tokens
+    /// costs no database query once the address is over its budget.
+    pub fn over_budget(&self, ip: IpAddr) -> Option<ApiError> {
+        let over = self
+            .over_budget
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (until, limit) = over.get(&bucket_of(ip))?;
+        let left = until.checked_duration_since(Instant::now())?;
+        Some(ApiError::rate_limited(RateLimit {
+            retry_after_seconds: left.as_secs().saturating_add(1),
+            ..*limit
+        }))
     }
 
     /// A failed authentication: answered `error`, or 429 once the IP is over its limit.
@@ -50,6 +96,11 @@ impl IpLimiter {
     /// Forgets addresses that have been quiet long enough to be back at full allowance.
     pub fn forget_idle(&self) {
         self.buckets.forget_idle();
+        let now = Instant::now();
+        self.over_budget
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, (until, _)| *until > now);
     }
 
     /// The client's address: for the per-IP limit and for what is recorded (events'

@@ -186,7 +186,9 @@ pub struct PublishQuery {
     /// Publish even though every deny rule of the active version is dropped (audited).
     #[serde(default)]
     pub force: bool,
-    /// An explicit new version, which must be above every existing one.
+    /// An explicit new version: above every existing one, at most 1,000,000 above the
+    /// highest, and at most 2^53.
+    #[param(minimum = 1, maximum = 9007199254740992_i64)]
     pub version: Option<i64>,
 }
 

@@ -69,6 +69,15 @@ where
         }
     }
 
+    /// The cached value of `key`, if any (nothing is loaded).
+    pub async fn get(&self, key: &K) -> Option<V> {
+        let value = self.cache.get(key).await;
+        if value.is_some() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        value
+    }
+
     /// The cached value of `key`, or the one `load` reads (then cached).
     pub async fn get_or_load<E, F, Fut>(&self, key: &K, load: F) -> Result<V, E>
     where

@@ -59,6 +59,7 @@ pub enum Code {
     AppMismatch,
     EtagMismatch,
     VersionRollback,
+    VersionOutOfRange,
     NoDenyRules,
     BundleTooLarge,
     // Plan limits (402: the SDK reads `tool_limit` and `locked`).
@@ -125,6 +126,7 @@ impl Code {
             Code::AppMismatch => "app_name_mismatch",
             Code::EtagMismatch => "etag_mismatch",
             Code::VersionRollback => "version_rollback",
+            Code::VersionOutOfRange => "version_out_of_range",
             Code::NoDenyRules => "no_deny_rules",
             Code::BundleTooLarge => "bundle_too_large",
             Code::ToolLimit => "tool_limit",

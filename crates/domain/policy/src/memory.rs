@@ -12,7 +12,7 @@ use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, PolicyId, StoreEr
 use crate::model::{AppState, PolicyRecord, Stage};
 use crate::ports::{
     AuditOf, KeyRegistration, KeyRotation, PolicyRepo, Publication, PublishOutcome,
-    PublisherKeyRepo, RotationOutcome,
+    PublisherKeyRepo, RotationOutcome, next_version,
 };
 use crate::publisher::PublisherKey;
 
@@ -70,13 +70,10 @@ fn publish_into(rows: &mut Vec<PolicyRecord>, publication: &Publication) -> Publ
     if state.active.as_ref().map(|a| a.id) != publication.expected_active {
         return PublishOutcome::Conflict;
     }
-    if let Some(requested) = publication.requested_version
-        && requested <= state.max_version
-    {
-        return PublishOutcome::VersionRollback {
-            highest: state.max_version,
-        };
-    }
+    let version = match next_version(state.max_version, publication.requested_version) {
+        Ok(version) => version,
+        Err(outcome) => return outcome,
+    };
     if state.active.is_none() {
         let mut serving: Vec<&AppName> = rows
             .iter()
@@ -89,10 +86,7 @@ fn publish_into(rows: &mut Vec<PolicyRecord>, publication: &Publication) -> Publ
         }
     }
     let mut stored = record.clone();
-    stored.version = publication
-        .requested_version
-        .unwrap_or(state.max_version + 1)
-        .max(state.max_version + 1);
+    stored.version = version;
     stored.active = true;
     rows.retain(|r| {
         !(r.account_id == record.account_id
@@ -213,7 +207,8 @@ impl PolicyRepo for MemoryPolicies {
                 && r.stage == Stage::Draft)
         });
         let mut stored = draft.clone();
-        stored.version = state.max_version + 1;
+        stored.version = next_version(state.max_version, None)
+            .map_err(|_| StoreError::corrupt("no version left for the app"))?;
         stored.active = false;
         rows.push(stored.clone());
         self.audit.append(audit_of(&stored));

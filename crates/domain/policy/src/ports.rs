@@ -34,6 +34,10 @@ pub enum PublishOutcome {
     VersionRollback {
         highest: i64,
     },
+    /// The requested version skips too far ahead (or no version is left).
+    VersionOutOfRange {
+        highest: i64,
+    },
     /// The account serves `max_apps` apps already.
     AppLimit,
 }
@@ -176,4 +180,73 @@ pub trait PublisherKeyRepo: Send + Sync + 'static {
         at: DateTime<Utc>,
         audit: &AuditEntry,
     ) -> Result<bool, StoreError>;
+}
+
+/// The largest version: 2^53, so every JSON client (JavaScript's numbers included) reads
+/// versions exactly.
+pub const MAX_VERSION: i64 = 1 << 53;
+
+/// How far an explicit version may skip ahead of the app's highest, so that no request can
+/// use up the versions left and wedge the app.
+pub const MAX_VERSION_STEP: i64 = 1_000_000;
+
+/// The version a new publication of an app whose highest version is `highest` gets: the
+/// next one, or `requested` when it is above `highest` and within [`MAX_VERSION_STEP`] of
+/// it (and at most [`MAX_VERSION`]). Every adapter assigns versions through this, under the
+/// app's lock.
+pub fn next_version(highest: i64, requested: Option<i64>) -> Result<i64, PublishOutcome> {
+    let next = highest
+        .checked_add(1)
+        .filter(|next| *next <= MAX_VERSION)
+        .ok_or(PublishOutcome::VersionOutOfRange { highest })?;
+    let Some(requested) = requested else {
+        return Ok(next);
+    };
+    if requested <= highest {
+        return Err(PublishOutcome::VersionRollback { highest });
+    }
+    let furthest = highest.saturating_add(MAX_VERSION_STEP).min(MAX_VERSION);
+    if requested > furthest {
+        return Err(PublishOutcome::VersionOutOfRange { highest });
+    }
+    Ok(requested)
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn versions_go_up_by_at_most_the_step_and_never_past_2_pow_53() {
+        assert_eq!(next_version(0, None), Ok(1));
+        assert_eq!(next_version(7, Some(9)), Ok(9));
+        assert_eq!(
+            next_version(7, Some(7)),
+            Err(PublishOutcome::VersionRollback { highest: 7 })
+        );
+        assert_eq!(
+            next_version(7, Some(-3)),
+            Err(PublishOutcome::VersionRollback { highest: 7 })
+        );
+        assert_eq!(
+            next_version(7, Some(7 + MAX_VERSION_STEP)),
+            Ok(7 + MAX_VERSION_STEP)
+        );
+        for absurd in [8 + MAX_VERSION_STEP, MAX_VERSION, i64::MAX] {
+            assert_eq!(
+                next_version(7, Some(absurd)),
+                Err(PublishOutcome::VersionOutOfRange { highest: 7 })
+            );
+        }
+        assert_eq!(
+            next_version(MAX_VERSION - 1, Some(MAX_VERSION)),
+            Ok(MAX_VERSION)
+        );
+        for highest in [MAX_VERSION, i64::MAX] {
+            assert_eq!(
+                next_version(highest, None),
+                Err(PublishOutcome::VersionOutOfRange { highest })
+            );
+        }
+    }
 }

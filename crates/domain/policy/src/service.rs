@@ -51,6 +51,11 @@ pub enum PolicyError {
     #[error("version {requested} is not above the app's highest version {highest}")]
     VersionRollback { requested: i64, highest: i64 },
     #[error(
+        "version {requested} is out of range: at most {step} above the app's highest version {highest}, and at most 2^53",
+        step = crate::ports::MAX_VERSION_STEP
+    )]
+    VersionOutOfRange { requested: i64, highest: i64 },
+    #[error(
         "the new version drops every deny rule of the active one; publish with force=true to do it anyway"
     )]
     NoDenyRules,
@@ -92,6 +97,7 @@ impl ErrorCode for PolicyError {
             PolicyError::AlreadyActive => Code::PolicyAlreadyActive,
             PolicyError::EtagMismatch => Code::EtagMismatch,
             PolicyError::VersionRollback { .. } => Code::VersionRollback,
+            PolicyError::VersionOutOfRange { .. } => Code::VersionOutOfRange,
             PolicyError::NoDenyRules => Code::NoDenyRules,
             PolicyError::ToolLimit { .. } => Code::ToolLimit,
             PolicyError::AppLimit { .. } => Code::AppLimit,
@@ -628,6 +634,12 @@ impl PolicyService {
                         highest,
                     });
                 }
+                PublishOutcome::VersionOutOfRange { highest } => {
+                    return Err(PolicyError::VersionOutOfRange {
+                        requested: request.version.unwrap_or_default(),
+                        highest,
+                    });
+                }
                 PublishOutcome::AppLimit => {
                     return Err(PolicyError::AppLimit {
                         max: overview.quotas.max_apps,
@@ -914,6 +926,12 @@ impl PolicyService {
                 }
                 PublishOutcome::Conflict => {}
                 PublishOutcome::VersionRollback { .. } => return Err(PolicyError::Conflict),
+                PublishOutcome::VersionOutOfRange { highest } => {
+                    return Err(PolicyError::VersionOutOfRange {
+                        requested: highest.saturating_add(1),
+                        highest,
+                    });
+                }
                 PublishOutcome::AppLimit => {
                     return Err(PolicyError::AppLimit {
                         max: overview.quotas.max_apps,

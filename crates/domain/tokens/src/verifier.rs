@@ -100,6 +100,24 @@ impl TokenVerifier {
                 })
             })
             .await?;
+        self.answer(lookup)
+    }
+
+    /// Like [`verify`](Self::verify), from the cache alone: `None` when answering would
+    /// need the store (for callers that must not cost a query, such as an address over its
+    /// failed-authentication budget).
+    pub async fn verify_cached(
+        &self,
+        presented: &str,
+    ) -> Option<Result<Arc<AuthContext>, AuthError>> {
+        if TokenSecret::check_format(presented).is_err() {
+            return Some(Err(AuthError::Malformed));
+        }
+        let digest = self.pepper.digest_text(presented);
+        Some(self.answer(self.cache.get(&digest).await?))
+    }
+
+    fn answer(&self, lookup: Lookup) -> Result<Arc<AuthContext>, AuthError> {
         let Lookup::Known(token) = lookup else {
             return Err(AuthError::Unknown);
         };
