@@ -171,7 +171,7 @@ impl fmt::Display for ApiError {
 }
 
 /// The whole cause chain, for the log.
-fn chain(error: &(dyn StdError + 'static)) -> String {
+pub(crate) fn chain(error: &(dyn StdError + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

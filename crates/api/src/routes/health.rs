@@ -56,7 +56,7 @@ async fn readyz(state: Data<ApiState>) -> ApiResult<HttpResponse> {
                 Ok(()) => true,
                 Err(error) => {
                     // Logged once per check, not once per probe answered with it.
-                    tracing::warn!(error.cause = %cause_chain(&error), "readiness check failed");
+                    tracing::warn!(error.cause = %crate::error::chain(&error), "readiness check failed");
                     false
                 }
             }
@@ -70,17 +70,6 @@ async fn readyz(state: Data<ApiState>) -> ApiResult<HttpResponse> {
             "the database is not answering",
         ))
     }
-}
-
-fn cause_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Prometheus metrics: requests by route and status, latency, token-cache hits and misses,
