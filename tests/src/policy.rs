@@ -815,3 +815,71 @@ async fn an_absurd_explicit_version_is_refused_and_wedges_neither_the_app_nor_ke
     let polled = app.get("/v1/policy/bundle?app_name=app", &dev).await;
     assert!(polled.assert_status(200)["version"].as_i64().unwrap() > 1_000_002);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_token_sees_only_its_own_app_and_dev_tokens_see_every_app() {
+    let app = TestApp::spawn_with(&[("D2__PLANS__TRIAL__MAX_APPS", "5")]).await;
+    let (tenant, dev, publisher) = publishing_tenant(&app).await;
+    let mut ids = std::collections::HashMap::new();
+    for name in ["a", "b"] {
+        let published = publisher.publish_tools(&app, &dev, name, &["t"]).await;
+        let draft = json!({ "bundle": { "metadata": { "name": name }, "policies": [{ "role": "r", "permissions": ["t"] }] } });
+        app.send(
+            app.request(Method::PUT, "/v1/policy/draft", Some(&dev))
+                .json(&draft),
+        )
+        .await
+        .assert_status(200);
+        ids.insert(name, published["policy_id"].as_str().unwrap().to_owned());
+    }
+    let server = server_token(&app, &tenant, "a").await;
+
+    let reads = |name: &str| {
+        vec![
+            format!("/v1/policy/bundle?app_name={name}"),
+            format!("/v1/policy/bundle?app_name={name}&stage=published"),
+            format!("/v1/policy/bundle?app_name={name}&stage=draft"),
+            format!("/v1/policy/versions?app_name={name}"),
+            format!("/v1/policy/roles-permissions?app_name={name}"),
+            format!("/v1/policy/{}", ids[name]),
+        ]
+    };
+    for path in reads("a") {
+        app.get(&path, &server).await.assert_status(200);
+        app.get(&path, &dev).await.assert_status(200);
+    }
+    for path in reads("b") {
+        app.get(&path, &server)
+            .await
+            .assert_problem(404, "policy_not_found");
+        app.get(&path, &dev).await.assert_status(200);
+    }
+    // Without a name, the token's own app.
+    app.get("/v1/policy/bundle", &server)
+        .await
+        .assert_status(200);
+
+    let apps_of = |reply: &Value| {
+        let mut apps: Vec<String> = reply
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["app_name"].as_str().unwrap().to_owned())
+            .collect();
+        apps.sort();
+        apps.dedup();
+        apps
+    };
+    let listed = app.get("/v1/policy/list?limit=100", &server).await;
+    assert_eq!(apps_of(listed.assert_status(200)), ["a"]);
+    let listed = app.get("/v1/policy/list?limit=100", &dev).await;
+    assert_eq!(apps_of(listed.assert_status(200)), ["a", "b"]);
+    assert_eq!(
+        app.get("/v1/policy/apps", &server).await.assert_status(200),
+        &json!(["a"])
+    );
+    assert_eq!(
+        app.get("/v1/policy/apps", &dev).await.assert_status(200),
+        &json!(["a", "b", "default"])
+    );
+}

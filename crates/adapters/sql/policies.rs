@@ -176,6 +176,7 @@ impl PolicyRepo for crate::Store {
     async fn list_policies(
         &self,
         account_id: AccountId,
+        app: Option<&AppName>,
         page: &PageRequest,
     ) -> Result<Page<PolicyRecord>, StoreError> {
         let mut query = policies::table
@@ -184,6 +185,9 @@ impl PolicyRepo for crate::Store {
             .limit(i64::from(page.limit()) + 1)
             .select(PolicyRow::as_select())
             .into_boxed();
+        if let Some(app) = app {
+            query = query.filter(policies::app_name.eq(app.as_str().to_owned()));
+        }
         if let Some(cursor) = page.after() {
             let id: PolicyId = cursor
                 .id_as()

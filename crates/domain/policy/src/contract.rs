@@ -253,7 +253,7 @@ pub async fn policies(store: &dyn Store, a: AccountId, b: AccountId) {
     let mut page = PageRequest::first(2);
     loop {
         let result = store
-            .list_policies(a, &page)
+            .list_policies(a, None, &page)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         seen.extend(result.items.iter().map(|r| r.id));
@@ -266,7 +266,26 @@ pub async fn policies(store: &dyn Store, a: AccountId, b: AccountId) {
     );
     assert!(
         store
-            .list_policies(b, &PageRequest::first(10))
+            .list_policies(b, None, &PageRequest::first(10))
+            .await
+            .is_ok_and(|p| p.items.is_empty())
+    );
+    // Only the named app's rows.
+    assert_eq!(
+        store
+            .list_policies(a, Some(&app), &PageRequest::first(100))
+            .await
+            .map(|p| p.items.len())
+            .unwrap_or_default(),
+        seen.len()
+    );
+    assert!(
+        store
+            .list_policies(
+                a,
+                Some(&AppName::normalise("elsewhere")),
+                &PageRequest::first(10)
+            )
             .await
             .is_ok_and(|p| p.items.is_empty())
     );

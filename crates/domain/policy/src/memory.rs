@@ -143,6 +143,7 @@ impl PolicyRepo for MemoryPolicies {
     async fn list_policies(
         &self,
         account_id: AccountId,
+        app: Option<&AppName>,
         page: &PageRequest,
     ) -> Result<Page<PolicyRecord>, StoreError> {
         let after = match page.after() {
@@ -158,6 +159,7 @@ impl PolicyRepo for MemoryPolicies {
             .rows()
             .iter()
             .filter(|r| r.account_id == account_id)
+            .filter(|r| app.is_none_or(|app| r.app_name == *app))
             .filter(|r| after.is_none_or(|position| (r.created_at, r.id) < position))
             .cloned()
             .collect();

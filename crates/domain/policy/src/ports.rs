@@ -83,10 +83,12 @@ pub trait PolicyRepo: Send + Sync + 'static {
         app: &AppName,
     ) -> Result<Vec<PolicyRecord>, StoreError>;
 
-    /// All rows of the account, newest first by `(created_at, id)`.
+    /// All rows of the account (only those of `app` when given), newest first by
+    /// `(created_at, id)`.
     async fn list_policies(
         &self,
         account_id: AccountId,
+        app: Option<&AppName>,
         page: &PageRequest,
     ) -> Result<Page<PolicyRecord>, StoreError>;
 

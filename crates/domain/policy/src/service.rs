@@ -384,8 +384,9 @@ impl PolicyService {
         let canonical = serde_json::to_vec(document.as_map()).unwrap_or_default();
         let size = u64::try_from(canonical.len()).unwrap_or(u64::MAX);
         Self::check_size(size, &overview)?;
-        let now = self.clock.now();
         let app = document.app_name();
+        Self::within_app(ctx, &app, "draft")?;
+        let now = self.clock.now();
         let draft = self.record(
             ctx,
             &app,
@@ -558,6 +559,7 @@ impl PolicyService {
             .await?;
         let document = Self::document_of(parse_value(request.body)?)?;
         let app = document.app_name();
+        Self::within_app(ctx, &app, "published")?;
         if let Some(requested) = request.app_name.map(AppName::normalise)
             && requested != app
         {
@@ -651,13 +653,57 @@ impl PolicyService {
         Err(PolicyError::Conflict)
     }
 
+    /// Fails with `NotFound` when the caller is a server token bound to another app: a
+    /// server token sees only its own app, and another app of the account looks the same as
+    /// an app that does not exist. Dev and admin tokens see every app of their account.
+    fn within_app(ctx: &AuthContext, app: &AppName, what: &'static str) -> Result<(), PolicyError> {
+        match &ctx.app_name {
+            Some(bound) if bound != app => Err(PolicyError::NotFound {
+                app: app.to_string(),
+                what,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// A stored row, as the caller may see it: another app's row is `IdNotFound` for a
+    /// server token bound to an app.
+    fn visible(ctx: &AuthContext, record: PolicyRecord) -> Result<PolicyRecord, PolicyError> {
+        match &ctx.app_name {
+            Some(bound) if *bound != record.app_name => Err(PolicyError::IdNotFound),
+            _ => Ok(record),
+        }
+    }
+
+    /// The row `id` of the caller's account, if the caller may see it.
+    async fn find_visible(
+        &self,
+        ctx: &AuthContext,
+        id: PolicyId,
+    ) -> Result<PolicyRecord, PolicyError> {
+        let record = self
+            .repo
+            .find_policy(ctx.account_id, id)
+            .await?
+            .ok_or(PolicyError::IdNotFound)?;
+        Self::visible(ctx, record)
+    }
+
     /// Resolves the app of a bundle request: an explicit name, or the server token's app.
-    fn resolve_app(ctx: &AuthContext, requested: Option<&str>) -> Result<AppName, PolicyError> {
+    /// A server token naming another app gets `NotFound`.
+    fn resolve_app(
+        ctx: &AuthContext,
+        requested: Option<&str>,
+        what: &'static str,
+    ) -> Result<AppName, PolicyError> {
         let requested = requested
             .map(AppName::normalise)
             .filter(|a| !a.is_default());
         match (requested, &ctx.app_name) {
-            (Some(app), _) => Ok(app),
+            (Some(app), _) => {
+                Self::within_app(ctx, &app, what)?;
+                Ok(app)
+            }
             (None, Some(bound)) => Ok(bound.clone()),
             (None, None) if ctx.scopes.grants().contains(&d2_kernel::Grant::Server) => {
                 Ok(AppName::default_app())
@@ -693,7 +739,12 @@ impl PolicyService {
             .limiter
             .check((ctx.account_id, ctx.token_id()))
             .map_err(PolicyError::PollRateLimited)?;
-        let app = Self::resolve_app(ctx, app)?;
+        let what = if stage == BundleStage::Draft {
+            "draft"
+        } else {
+            "published"
+        };
+        let app = Self::resolve_app(ctx, app, what)?;
         let overview = self.serving_account(ctx).await?;
         let state = self.state(ctx.account_id, &app).await?;
         let record = match stage {
@@ -705,11 +756,6 @@ impl PolicyService {
             if state.revoked && stage != BundleStage::Draft {
                 return Err(PolicyError::Revoked(app.to_string()));
             }
-            let what = if stage == BundleStage::Draft {
-                "draft"
-            } else {
-                "published"
-            };
             return Err(PolicyError::NotFound {
                 app: app.to_string(),
                 what,
@@ -748,10 +794,9 @@ impl PolicyService {
         app: &str,
     ) -> Result<Vec<PolicyRecord>, PolicyError> {
         ctx.require(Scope::PolicyRead)?;
-        Ok(self
-            .repo
-            .versions(ctx.account_id, &AppName::normalise(app))
-            .await?)
+        let app = AppName::normalise(app);
+        Self::within_app(ctx, &app, "published or draft")?;
+        Ok(self.repo.versions(ctx.account_id, &app).await?)
     }
 
     pub async fn list(
@@ -763,20 +808,24 @@ impl PolicyService {
         if let Some(cursor) = page.after() {
             cursor.id_as::<PolicyId>()?;
         }
-        Ok(self.repo.list_policies(ctx.account_id, page).await?)
+        Ok(self
+            .repo
+            .list_policies(ctx.account_id, ctx.app_name.as_ref(), page)
+            .await?)
     }
 
     pub async fn get(&self, ctx: &AuthContext, id: PolicyId) -> Result<PolicyRecord, PolicyError> {
         ctx.require(Scope::PolicyRead)?;
-        self.repo
-            .find_policy(ctx.account_id, id)
-            .await?
-            .ok_or(PolicyError::IdNotFound)
+        self.find_visible(ctx, id).await
     }
 
-    /// Every app with a draft or a version, and `default`, sorted.
+    /// Every app with a draft or a version, and `default`, sorted. A server token bound to
+    /// an app sees only that app.
     pub async fn apps(&self, ctx: &AuthContext) -> Result<Vec<AppName>, PolicyError> {
         ctx.require(Scope::PolicyRead)?;
+        if let Some(bound) = &ctx.app_name {
+            return Ok(vec![bound.clone()]);
+        }
         let mut apps = self.repo.apps(ctx.account_id).await?;
         apps.push(AppName::default_app());
         apps.sort();
@@ -791,7 +840,7 @@ impl PolicyService {
         app: Option<&str>,
     ) -> Result<Value, PolicyError> {
         ctx.require(Scope::PolicyRead)?;
-        let app = Self::resolve_app(ctx, app)?;
+        let app = Self::resolve_app(ctx, app, "published or draft")?;
         let state = self.repo.app_state(ctx.account_id, &app).await?;
         let record = state
             .active
@@ -823,6 +872,7 @@ impl PolicyService {
     pub async fn revoke(&self, ctx: &AuthContext, app: &str) -> Result<u64, PolicyError> {
         ctx.require(Scope::PolicyRevoke)?;
         let app = AppName::normalise(app);
+        Self::within_app(ctx, &app, "active")?;
         let now = self.clock.now();
         let audit = AuditEntry::by(ctx, AuditAction::PolicyRevoke, now)
             .target("app", &app)
@@ -850,11 +900,7 @@ impl PolicyService {
     ) -> Result<PolicyRecord, PolicyError> {
         ctx.require(Scope::PolicyRevert)?;
         let overview = self.serving_account(ctx).await?;
-        let target = self
-            .repo
-            .find_policy(ctx.account_id, id)
-            .await?
-            .ok_or(PolicyError::IdNotFound)?;
+        let target = self.find_visible(ctx, id).await?;
         if target.stage != Stage::Published {
             return Err(PolicyError::IdNotFound);
         }
@@ -961,6 +1007,9 @@ impl PolicyService {
                 warnings: vec![],
             })
         })?;
+        if ctx.app_name.is_some() {
+            self.find_visible(ctx, id).await?;
+        }
         let audit = AuditEntry::by(ctx, AuditAction::PolicyUpdate, self.clock.now())
             .target("policy", id)
             .metadata(json!({ "field": "description" }));
@@ -982,11 +1031,7 @@ impl PolicyService {
         signature: Option<&str>,
     ) -> Result<PolicyRecord, PolicyError> {
         ctx.require(Scope::PolicyPublish)?;
-        let target = self
-            .repo
-            .find_policy(ctx.account_id, id)
-            .await?
-            .ok_or(PolicyError::IdNotFound)?;
+        let target = self.find_visible(ctx, id).await?;
         let value = parse_value(body)?;
         let document = Self::document_of(value)?;
         if document.app_name() != target.app_name {
