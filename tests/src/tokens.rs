@@ -387,3 +387,87 @@ async fn the_api_key_header_is_accepted_and_scopes_are_listed() {
         .await;
     anonymous.assert_problem(401, "missing_authorization");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leaked_token_cannot_keep_itself_alive_by_rotating() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    // A leaked dev token rotates itself twice: the holder of the leak keeps the newest.
+    let (leaked, leaked_id) = app.issue(&tenant, json!({ "kind": "dev" })).await;
+    let once = app
+        .send(app.request(Method::POST, "/v1/user-token/rotate", Some(&leaked)))
+        .await;
+    let once = once.assert_status(201)["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let twice = app
+        .send(app.request(Method::POST, "/v1/user-token/rotate", Some(&once)))
+        .await;
+    let twice = twice.assert_status(201).clone();
+    let newest = twice["token"].as_str().unwrap().to_owned();
+
+    // Revoking the token the owner knows, with the chain: every successor stops.
+    let path = format!("{}/{leaked_id}?chain=true", tokens_path(&tenant));
+    let reply = app.delete(&path, &tenant.token).await;
+    let body = reply.assert_status(202).clone();
+    assert_eq!(body["message"], "token_chain_revoked");
+    assert_eq!(body["revoked"].as_array().unwrap().len(), 3);
+    for token in [&leaked, &once, &newest] {
+        app.get("/v1/accounts/me", token)
+            .await
+            .assert_problem(401, "token_revoked");
+    }
+    let audit = app.audit(&tenant).await;
+    let chain_revokes = audit
+        .iter()
+        .filter(|r| {
+            r["action"] == "token.revoke" && r["metadata"]["chain_of"] == leaked_id.as_str()
+        })
+        .count();
+    assert_eq!(chain_revokes, 3, "one audit record per token");
+    let rotations: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["action"] == "token.rotate")
+        .collect();
+    assert_eq!(rotations.len(), 2);
+    assert!(
+        rotations
+            .iter()
+            .all(|r| r["metadata"]["old_token_id"].is_string())
+    );
+
+    // A plain revoke keeps its meaning: rotate, deploy the new one, revoke the old early.
+    let (old, old_id) = app
+        .issue(&tenant, json!({ "kind": "server", "app_name": "a" }))
+        .await;
+    let rotated = app
+        .post(
+            &format!("{}/{old_id}/rotate", tokens_path(&tenant)),
+            &tenant.token,
+            Value::Null,
+        )
+        .await;
+    let new = rotated.assert_status(201)["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.delete(&format!("{}/{old_id}", tokens_path(&tenant)), &tenant.token)
+        .await
+        .assert_status(202);
+    app.get("/v1/accounts/me", &old)
+        .await
+        .assert_problem(401, "token_revoked");
+    app.get("/v1/accounts/me", &new).await.assert_status(200);
+
+    // A server token cannot mint its own successor.
+    app.send(app.request(Method::POST, "/v1/user-token/rotate", Some(&new)))
+        .await
+        .assert_problem(403, "self_rotation_refused");
+    app.delete(
+        &format!("{}/{old_id}?chain=maybe", tokens_path(&tenant)),
+        &tenant.token,
+    )
+    .await
+    .assert_problem(400, "invalid_query");
+}

@@ -49,6 +49,7 @@ pub fn status_of(code: Code) -> (StatusCode, &'static str) {
         Code::TokenAlreadyRevoked => (StatusCode::GONE, "Token already revoked"),
         Code::TokenAlreadyRotated => (StatusCode::CONFLICT, "Token already rotated"),
         Code::TokenAlreadyExpired => (StatusCode::GONE, "Token already expired"),
+        Code::SelfRotationRefused => (StatusCode::FORBIDDEN, "Self-rotation refused"),
         Code::InvalidTokenRequest => (StatusCode::BAD_REQUEST, "Invalid token request"),
         Code::InvalidExpiry => (StatusCode::BAD_REQUEST, "Invalid expiry"),
         Code::InvalidPublicKey => (StatusCode::BAD_REQUEST, "Invalid public key"),

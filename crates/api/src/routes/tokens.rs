@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use d2_kernel::{AccountId, AppName, Code, Grant, Scope, TokenId};
 use d2_tokens::{ApiToken, IssuedToken, Revocation, Rotation, TokenGrant, TokenRequest};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
@@ -265,11 +265,34 @@ async fn list(
     Ok(paged(tokens, TokenBody::from))
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeQuery {
+    /// Also revoke every token this one was rotated into (and those they were rotated
+    /// into), so a leaked token cannot keep itself alive by rotating.
+    #[serde(default)]
+    pub chain: bool,
+}
+
+/// What `?chain=true` revoked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChainRevoked {
+    /// `token_chain_revoked`.
+    pub message: &'static str,
+    /// The tokens this call revoked, the named one first, then its replacements in order
+    /// (tokens revoked before are not listed).
+    pub revoked: Vec<Uuid>,
+}
+
 /// Revoke a token (admin). It stops working on every replica within a second. Revoking
-/// twice is accepted. Audited as `token.revoke`.
+/// twice is accepted. With `?chain=true`, every token it was rotated into is revoked too
+/// (answered with the list); without it, its replacement keeps working, so the flow
+/// "rotate, deploy the new one, revoke the old one early" works. Audited as
+/// `token.revoke`, once per token.
 #[utoipa::path(tag = "tokens", security(("bearer" = []), ("api_key" = [])),
-    params(("account_id" = Uuid, Path), ("token_id" = Uuid, Path)), responses(
-    (status = 202, body = Message),
+    params(("account_id" = Uuid, Path), ("token_id" = Uuid, Path), RevokeQuery), responses(
+    (status = 202, body = Message, description = "`{\"message\"}`, or with `?chain=true` `{\"message\", \"revoked\": [ids]}`"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
@@ -278,9 +301,21 @@ async fn revoke(
     state: Data<ApiState>,
     auth: Auth,
     ids: Path<(AccountId, TokenId)>,
+    query: Query<RevokeQuery>,
 ) -> ApiResult<HttpResponse> {
     let (account_id, token_id) = ids.into_inner();
     auth.require_account(account_id)?;
+    if query.chain {
+        let revoked = state
+            .app
+            .tokens
+            .revoke_chain(&auth, account_id, token_id)
+            .await?;
+        return Ok(HttpResponse::Accepted().json(ChainRevoked {
+            message: "token_chain_revoked",
+            revoked: revoked.into_iter().map(Uuid::from).collect(),
+        }));
+    }
     let outcome = state.app.tokens.revoke(&auth, account_id, token_id).await?;
     let message = match outcome {
         Revocation::Revoked => "token_revoked",

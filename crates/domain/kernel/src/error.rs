@@ -40,6 +40,7 @@ pub enum Code {
     TokenAlreadyRevoked,
     TokenAlreadyRotated,
     TokenAlreadyExpired,
+    SelfRotationRefused,
     InvalidTokenRequest,
     InvalidExpiry,
     // Publisher keys and signatures.
@@ -109,6 +110,7 @@ impl Code {
             Code::TokenAlreadyRevoked => "token_already_revoked",
             Code::TokenAlreadyRotated => "token_already_rotated",
             Code::TokenAlreadyExpired => "token_already_expired",
+            Code::SelfRotationRefused => "self_rotation_refused",
             Code::InvalidTokenRequest => "invalid_token_request",
             Code::InvalidExpiry => "invalid_expiry",
             Code::InvalidPublicKey => "invalid_public_key",

@@ -26,6 +26,10 @@ pub enum TokenError {
     AlreadyRotated,
     #[error("the token has expired")]
     Expired,
+    #[error(
+        "a {0} token cannot rotate itself (it is shared, or held by a service): an admin rotates it with POST /v1/accounts/{{account_id}}/tokens/{{token_id}}/rotate"
+    )]
+    SelfRotationRefused(TokenKind),
     #[error("{0}")]
     InvalidRequest(&'static str),
     #[error("`expires_at` must be in the future")]
@@ -46,6 +50,7 @@ impl ErrorCode for TokenError {
             TokenError::AlreadyRevoked => Code::TokenAlreadyRevoked,
             TokenError::AlreadyRotated => Code::TokenAlreadyRotated,
             TokenError::Expired => Code::TokenAlreadyExpired,
+            TokenError::SelfRotationRefused(_) => Code::SelfRotationRefused,
             TokenError::InvalidRequest(_) => Code::InvalidTokenRequest,
             TokenError::InvalidExpiry => Code::InvalidExpiry,
             TokenError::Page(error) => error.code(),
@@ -195,6 +200,46 @@ impl TokenService {
         self.revoke_unchecked(ctx, token_id).await
     }
 
+    /// Revokes the token and every token it was rotated into, so a leaked token cannot
+    /// keep itself alive by rotating (admin). Each revocation is audited `token.revoke`
+    /// with the chain's first token; revoking again finishes a chain left half done.
+    /// Returns the tokens this call revoked, in chain order.
+    pub async fn revoke_chain(
+        &self,
+        ctx: &AuthContext,
+        account_id: AccountId,
+        token_id: TokenId,
+    ) -> Result<Vec<TokenId>, TokenError> {
+        ctx.require_account(account_id)?;
+        ctx.require(Scope::Admin)?;
+        let mut revoked = Vec::new();
+        let mut next = Some(token_id);
+        while let Some(id) = next {
+            let now = self.clock.now();
+            let audit = AuditEntry::by(ctx, AuditAction::TokenRevoke, now)
+                .target("token", id)
+                .metadata(json!({ "chain_of": token_id.to_string() }));
+            match self.repo.revoke(account_id, id, now, &audit).await? {
+                RevokeOutcome::Revoked => {
+                    self.verifier.invalidate(id);
+                    revoked.push(id);
+                }
+                RevokeOutcome::AlreadyRevoked => {}
+                RevokeOutcome::NotFound => return Err(TokenError::NotFound),
+            }
+            // Read after the revoke: a rotation racing it either linked its replacement
+            // first (followed here) or found the token revoked and did nothing.
+            next = self
+                .repo
+                .find_token(account_id, id)
+                .await?
+                .and_then(|token| token.replaced_by)
+                .filter(|successor| !revoked.contains(successor) && *successor != token_id);
+        }
+        tracing::info!(token.id = %token_id, account.id = %account_id, revoked = revoked.len(), "token chain revoked");
+        Ok(revoked)
+    }
+
     /// Revokes the caller's own token: any token may give itself up.
     pub async fn revoke_own(&self, ctx: &AuthContext) -> Result<Revocation, TokenError> {
         let token_id = ctx.token_id().ok_or(TokenError::NotFound)?;
@@ -235,9 +280,20 @@ impl TokenService {
         self.rotate_unchecked(ctx, token_id).await
     }
 
-    /// Rotates the caller's own token.
+    /// Rotates the caller's own token: only admin and dev tokens, whose holders manage
+    /// their own credential. Server and custom tokens are deployed to services (often a
+    /// whole fleet), so a leaked one must not mint its own successor; an admin rotates them.
     pub async fn rotate_own(&self, ctx: &AuthContext) -> Result<Rotation, TokenError> {
         let token_id = ctx.token_id().ok_or(TokenError::NotFound)?;
+        let own = self
+            .repo
+            .find_token(ctx.account_id, token_id)
+            .await?
+            .ok_or(TokenError::NotFound)?;
+        let kind = own.kind;
+        if !matches!(kind, TokenKind::Admin | TokenKind::Dev) {
+            return Err(TokenError::SelfRotationRefused(kind));
+        }
         self.rotate_unchecked(ctx, token_id).await
     }
 

@@ -621,3 +621,67 @@ async fn the_expiry_job_revokes_expired_tokens_at_their_expiry_in_batches() {
     assert_eq!(w.tokens.enforce_expiry().await.unwrap(), 0, "a second run");
     assert_eq!(w.audit.all().len(), records + 4);
 }
+
+#[tokio::test]
+async fn a_chain_revoke_follows_every_rotation_and_a_plain_revoke_keeps_the_replacement() {
+    let w = world();
+    let (admin, _) = w.admin().await;
+    let first = w.issue(&admin, TokenGrant::Server).await;
+    let first_ctx = w.verifier.verify(&first).await.unwrap();
+    let first_id = first_ctx.token_id().unwrap();
+    let second = w
+        .tokens
+        .rotate(&admin, admin.account_id, first_id)
+        .await
+        .unwrap();
+    let third = w
+        .tokens
+        .rotate(&admin, admin.account_id, second.issued.token.id)
+        .await
+        .unwrap();
+    let third_secret = third.issued.secret.expose().to_owned();
+
+    // A plain revoke of the first: its replacements keep working.
+    w.tokens
+        .revoke(&admin, admin.account_id, first_id)
+        .await
+        .unwrap();
+    assert!(w.verifier.verify(&third_secret).await.is_ok());
+
+    // The chain: everything after it too, once; again, nothing more.
+    let revoked = w
+        .tokens
+        .revoke_chain(&admin, admin.account_id, first_id)
+        .await
+        .unwrap();
+    assert_eq!(revoked, [second.issued.token.id, third.issued.token.id]);
+    assert_eq!(
+        w.verifier.verify(&third_secret).await.unwrap_err().code(),
+        Code::TokenRevoked
+    );
+    assert!(
+        w.tokens
+            .revoke_chain(&admin, admin.account_id, first_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn only_admin_and_dev_tokens_rotate_themselves() {
+    let w = world();
+    let (admin, _) = w.admin().await;
+    for grant in [TokenGrant::Dev, TokenGrant::Admin] {
+        let secret = w.issue(&admin, grant).await;
+        let ctx = w.verifier.verify(&secret).await.unwrap();
+        w.tokens.rotate_own(&ctx).await.unwrap();
+    }
+    let server = w.issue(&admin, TokenGrant::Server).await;
+    let ctx = w.verifier.verify(&server).await.unwrap();
+    assert_eq!(
+        w.tokens.rotate_own(&ctx).await.unwrap_err().code(),
+        Code::SelfRotationRefused
+    );
+    assert!(w.verifier.verify(&server).await.is_ok(), "nothing changed");
+}
