@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod blocking;
 pub mod dev_secrets;
 mod settings;
 mod store;
@@ -27,6 +28,7 @@ use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use blocking::BlockingPool;
 pub use settings::{
     AnalyticsBackend, AuthSettings, CorsSettings, DatabaseSettings, ExportJobConfig, HttpSettings,
     JobConfig, LogFormat, LogSettings, Profile, RateLimitSettings, RedisSettings as RedisConfig,
@@ -408,6 +410,7 @@ fn policy_service(
         store.clone(),
         Arc::new(keyring(settings)?),
         clock.clone(),
+        Arc::new(BlockingPool),
         seconds(settings.jwks.grace_seconds),
         settings.jwks.cache.settings(),
     ));

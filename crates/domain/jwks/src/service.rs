@@ -3,7 +3,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use d2_audit::AuditEntry;
-use d2_kernel::{AccountId, CacheSettings, Clock, Code, CoherentCache, ErrorCode, StoreError};
+use d2_kernel::{
+    AccountId, Blocking, CacheSettings, Clock, Code, CoherentCache, ErrorCode, StoreError,
+    run_blocking,
+};
 use josekit::jws::JwsHeader;
 use josekit::jws::alg::rsassa::RsassaJwsSigner;
 use ring::digest::{SHA256, digest};
@@ -88,6 +91,8 @@ pub struct Jwks {
     repo: Arc<dyn SigningKeyRepo>,
     keyring: Arc<Keyring>,
     clock: Arc<dyn Clock>,
+    /// Where RSA keys are generated: tens of milliseconds of CPU, off the async workers.
+    blocking: Arc<dyn Blocking>,
     grace: Duration,
     sets: CoherentCache<AccountId, Arc<KeySet>>,
     signers: Mutex<HashMap<String, Arc<RsassaJwsSigner>>>,
@@ -109,6 +114,7 @@ impl Jwks {
         repo: Arc<dyn SigningKeyRepo>,
         keyring: Arc<Keyring>,
         clock: Arc<dyn Clock>,
+        blocking: Arc<dyn Blocking>,
         grace: Duration,
         cache: CacheSettings,
     ) -> Self {
@@ -116,6 +122,7 @@ impl Jwks {
             repo,
             keyring,
             clock,
+            blocking,
             grace,
             sets: CoherentCache::new(cache),
             signers: Mutex::new(HashMap::new()),
@@ -187,7 +194,7 @@ impl Jwks {
         if let Some(active) = self.key_set(account_id).await?.active.clone() {
             return Ok(active);
         }
-        let key = self.generate(account_id)?;
+        let key = self.generate(account_id).await?;
         let audit = audit_of(&key);
         let key = match self.repo.insert_first(&key, &audit).await? {
             FirstKey::Created => {
@@ -200,13 +207,17 @@ impl Jwks {
         Ok(key)
     }
 
-    /// A new key for `account_id`, not stored.
-    pub fn generate(&self, account_id: AccountId) -> Result<SigningKey, JwksError> {
-        Ok(SigningKey::generate(
-            account_id,
-            &self.keyring,
-            self.clock.now(),
-        )?)
+    /// A new key for `account_id`, not stored. Generated through the injected
+    /// [`Blocking`] pool, never on the calling async task.
+    pub async fn generate(&self, account_id: AccountId) -> Result<SigningKey, JwksError> {
+        let keyring = Arc::clone(&self.keyring);
+        let now = self.clock.now();
+        let generated = run_blocking(self.blocking.as_ref(), move || {
+            SigningKey::generate(account_id, &keyring, now)
+        })
+        .await
+        .ok_or_else(|| KeyError::Generation("the key generation did not complete".into()))?;
+        Ok(generated?)
     }
 
     /// A compact RS256 JWS of `payload`, signed with `key`.
@@ -282,6 +293,10 @@ mod tests {
     use crate::seal::AesKey;
 
     fn jwks() -> (Jwks, Arc<MemorySigningKeys>, Arc<ManualClock>) {
+        jwks_on(Arc::new(d2_kernel::blocking::Inline))
+    }
+
+    fn jwks_on(blocking: Arc<dyn Blocking>) -> (Jwks, Arc<MemorySigningKeys>, Arc<ManualClock>) {
         let audit = Arc::new(MemoryAuditLog::default());
         let repo = Arc::new(MemorySigningKeys::new(audit));
         let clock = Arc::new(ManualClock::starting_now());
@@ -290,10 +305,64 @@ mod tests {
             repo.clone(),
             keyring,
             clock.clone(),
+            blocking,
             Duration::hours(1),
             CacheSettings::default(),
         );
         (service, repo, clock)
+    }
+
+    /// Runs jobs inline on a thread of its own, and counts them.
+    #[derive(Default)]
+    struct CountingPool {
+        jobs: std::sync::atomic::AtomicUsize,
+        threads: Mutex<Vec<std::thread::ThreadId>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Blocking for CountingPool {
+        async fn run(&self, job: d2_kernel::blocking::Job) {
+            self.jobs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let thread = std::thread::spawn(move || {
+                job();
+                std::thread::current().id()
+            })
+            .join()
+            .unwrap();
+            self.threads.lock().unwrap().push(thread);
+        }
+    }
+
+    /// A pool that never runs anything.
+    struct Refusing;
+
+    #[async_trait::async_trait]
+    impl Blocking for Refusing {
+        async fn run(&self, _job: d2_kernel::blocking::Job) {}
+    }
+
+    #[tokio::test]
+    async fn keys_are_generated_on_the_injected_pool_never_on_the_calling_task() {
+        let pool = Arc::new(CountingPool::default());
+        let (jwks, _, _) = jwks_on(pool.clone());
+        let account = AccountId::random();
+        let first = jwks.active_key(account, audit_of).await.unwrap();
+        let second = jwks.generate(account).await.unwrap();
+        assert_ne!(first.kid, second.kid);
+        assert_eq!(pool.jobs.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let here = std::thread::current().id();
+        assert!(pool.threads.lock().unwrap().iter().all(|t| *t != here));
+        // Signing with a key made there works as with any other.
+        jwks.sign(&second, &JwsHeaderExtras::default(), b"{}")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_generation_the_pool_never_ran_is_an_error_not_a_hang() {
+        let (jwks, _, _) = jwks_on(Arc::new(Refusing));
+        let error = jwks.generate(AccountId::random()).await.unwrap_err();
+        assert!(matches!(error, JwksError::Key(KeyError::Generation(_))));
+        assert_eq!(error.code(), Code::Internal);
     }
 
     fn audit_of(key: &SigningKey) -> AuditEntry {
@@ -367,7 +436,7 @@ mod tests {
         let (jwks, repo, clock) = jwks();
         let account = AccountId::random();
         let old = jwks.active_key(account, audit_of).await.unwrap();
-        let new = jwks.generate(account).unwrap();
+        let new = jwks.generate(account).await.unwrap();
         {
             let mut keys = repo.lock();
             keys.iter_mut()

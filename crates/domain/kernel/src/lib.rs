@@ -9,6 +9,7 @@
 
 pub mod app_name;
 pub mod auth;
+pub mod blocking;
 pub mod cache;
 pub mod change;
 pub mod clock;
@@ -22,6 +23,7 @@ pub mod text;
 
 pub use app_name::AppName;
 pub use auth::{AccessError, AuthContext, Credential};
+pub use blocking::{Blocking, run_blocking};
 pub use cache::{CacheSettings, CacheStats, CoherentCache};
 pub use change::Change;
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -1081,7 +1081,7 @@ impl PolicyService {
             let now = self.clock.now();
             self.jwks.invalidate(account_id);
             let previous = self.jwks.key_set(account_id).await?.active.clone();
-            let new_key = self.jwks.generate(account_id)?;
+            let new_key = self.jwks.generate(account_id).await?;
             let rotation_id = format!("rot_{}", uuid::Uuid::new_v4().simple());
             let extras = JwsHeaderExtras {
                 rotation: Some(RotationHint {

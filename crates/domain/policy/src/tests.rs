@@ -48,6 +48,7 @@ fn world_with(settings: PolicySettings) -> World {
         signing,
         keyring,
         clock.clone(),
+        Arc::new(d2_kernel::blocking::Inline),
         Duration::hours(1),
         CacheSettings::default(),
     ));
