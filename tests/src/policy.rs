@@ -883,3 +883,33 @@ async fn a_server_token_sees_only_its_own_app_and_dev_tokens_see_every_app() {
         &json!(["a", "b", "default"])
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_rotations_are_limited_per_account_with_retry_after() {
+    let app = TestApp::spawn_with(&[("D2__JWKS__MAX_ROTATIONS_PER_HOUR", "2")]).await;
+    let (tenant, dev, publisher) = publishing_tenant(&app).await;
+    publisher.publish_tools(&app, &dev, "app", &["a"]).await;
+    for _ in 0..2 {
+        app.post("/v1/jwks/rotate", &tenant.token, Value::Null)
+            .await
+            .assert_status(201);
+    }
+    let refused = app
+        .post("/v1/jwks/rotate", &tenant.token, Value::Null)
+        .await;
+    refused.assert_problem(429, "rate_limited");
+    let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    // One rotation comes back every half hour at 2 per hour.
+    assert!((1..=1800).contains(&retry_after), "{retry_after}");
+    assert_eq!(refused.header("x-ratelimit-limit"), Some("2"));
+    assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));
+    // Nothing was rotated by the refused request.
+    let history = app.get("/v1/jwks/history", &tenant.token).await;
+    assert_eq!(history.assert_status(200)["total_rotations"], 2);
+
+    // Another account has its own allowance.
+    let other = app.bootstrap().await;
+    app.post("/v1/jwks/rotate", &other.token, Value::Null)
+        .await
+        .assert_status(201);
+}

@@ -423,6 +423,7 @@ fn policy_service(
             per_second: policy.poll_ceiling_per_second,
             burst: policy.poll_ceiling_burst,
         },
+        max_rotations_per_hour: settings.jwks.max_rotations_per_hour,
         cache: policy.cache.settings(),
     };
     Ok(PolicyService::new(

@@ -149,6 +149,8 @@ pub struct CryptoSettings {
 pub struct JwksSettings {
     pub grace_seconds: u64,
     pub cache_max_age_seconds: u64,
+    /// Signing-key rotations an account may ask for per hour (`POST /v1/jwks/rotate`).
+    pub max_rotations_per_hour: u32,
     pub cache: CacheConfig,
 }
 
@@ -520,6 +522,13 @@ impl Settings {
                 key: "rate_limit.unauthenticated_per_minute",
                 var: "D2__RATE_LIMIT__UNAUTHENTICATED_PER_MINUTE",
                 reason: "the rate and the burst must be at least 1".into(),
+            });
+        }
+        if self.jwks.max_rotations_per_hour == 0 {
+            return Err(SettingsError::Invalid {
+                key: "jwks.max_rotations_per_hour",
+                var: "D2__JWKS__MAX_ROTATIONS_PER_HOUR",
+                reason: "must be at least 1".into(),
             });
         }
         if self.policy.poll_ceiling_per_second == 0 || self.policy.poll_ceiling_burst == 0 {

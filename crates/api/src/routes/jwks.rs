@@ -121,10 +121,12 @@ pub struct RotatedBody {
 
 /// Replaces the account's signing key (admin): every active bundle is re-signed as a new
 /// version whose header tells SDKs to refresh their JWKS; the old key stays published for
-/// `jwks.grace_seconds`. Audited as `jwks.rotate`.
+/// `jwks.grace_seconds`. At most `jwks.max_rotations_per_hour` per account. Audited as
+/// `jwks.rotate`.
 #[utoipa::path(tag = "jwks", security(("bearer" = []), ("api_key" = [])), responses(
     (status = 201, body = RotatedBody),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 429, body = crate::error::Problem, content_type = "application/problem+json", description = "Over the account's rotations per hour", headers(("Retry-After" = u64, description = "Seconds to wait"), ("X-RateLimit-Limit" = u32), ("X-RateLimit-Remaining" = u32), ("X-RateLimit-Reset" = u64))),
 ))]
 #[post("/v1/jwks/rotate")]
 async fn rotate(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {

@@ -4,7 +4,7 @@ use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use d2_accounts::{AccountError, AccountOverview, AccountService};
 use d2_audit::{AuditAction, AuditEntry};
 use d2_jwks::{Jwks, JwksError, JwsHeaderExtras, RotationHint, SigningKey};
-use d2_kernel::limit::RateLimit;
+use d2_kernel::limit::{KeyedLimiter, Rate, RateLimit};
 use d2_kernel::{
     AccessError, AccountId, AppName, AuthContext, CacheSettings, Clock, Code, CoherentCache,
     ErrorCode, Page, PageError, PageRequest, Plan, PolicyId, Scope, StoreError,
@@ -74,6 +74,11 @@ pub enum PolicyError {
         .0.limit, .0.retry_after_seconds
     )]
     PollRateLimited(RateLimit),
+    #[error(
+        "this account has rotated its signing key {} times within the hour; retry after {} s",
+        .0.limit, .0.retry_after_seconds
+    )]
+    RotationRateLimited(RateLimit),
     #[error(transparent)]
     Jwks(#[from] JwksError),
     #[error(transparent)]
@@ -104,7 +109,9 @@ impl ErrorCode for PolicyError {
             PolicyError::Locked => Code::Locked,
             PolicyError::TooLarge { .. } => Code::BundleTooLarge,
             PolicyError::Conflict => Code::Conflict,
-            PolicyError::PollRateLimited(_) => Code::RateLimited,
+            PolicyError::PollRateLimited(_) | PolicyError::RotationRateLimited(_) => {
+                Code::RateLimited
+            }
             PolicyError::Jwks(e) => e.code(),
             PolicyError::Page(e) => e.code(),
             PolicyError::Store(e) => e.code(),
@@ -113,7 +120,9 @@ impl ErrorCode for PolicyError {
 
     fn rate_limit(&self) -> Option<RateLimit> {
         match self {
-            PolicyError::PollRateLimited(limit) => Some(*limit),
+            PolicyError::PollRateLimited(limit) | PolicyError::RotationRateLimited(limit) => {
+                Some(*limit)
+            }
             _ => None,
         }
     }
@@ -130,6 +139,10 @@ pub struct PolicySettings {
     /// so a client clock slightly behind ours must not reject it.
     pub iat_backdate: Duration,
     pub poll_ceiling: PollCeiling,
+    /// Signing-key rotations an account may ask for per hour (a bucket of this many,
+    /// refilled evenly over the hour; per process). Each rotation generates an RSA key and
+    /// re-signs every active bundle, so it is the most expensive request an admin can send.
+    pub max_rotations_per_hour: u32,
     pub cache: CacheSettings,
 }
 
@@ -140,6 +153,7 @@ impl Default for PolicySettings {
             policy_expiry: Duration::days(7),
             iat_backdate: Duration::seconds(30),
             poll_ceiling: PollCeiling::default(),
+            max_rotations_per_hour: 10,
             cache: CacheSettings::default(),
         }
     }
@@ -232,6 +246,8 @@ pub struct PolicyService {
     /// What each app serves; polls are answered from here without touching the store.
     bundles: Arc<CoherentCache<BundleKey, Arc<AppState>>>,
     limiter: Arc<PollLimiter>,
+    /// Key rotations per account.
+    rotations: Arc<KeyedLimiter<AccountId>>,
 }
 
 impl std::fmt::Debug for PolicyService {
@@ -261,6 +277,7 @@ impl PolicyService {
             clock,
             bundles: Arc::new(CoherentCache::new(settings.cache)),
             limiter: Arc::new(PollLimiter::new(settings.poll_ceiling)),
+            rotations: Arc::new(KeyedLimiter::default()),
             settings,
         }
     }
@@ -292,6 +309,7 @@ impl PolicyService {
 
     pub fn forget_idle_pollers(&self) {
         self.limiter.forget_idle();
+        self.rotations.forget_idle();
     }
 
     async fn serving_account(&self, ctx: &AuthContext) -> Result<AccountOverview, PolicyError> {
@@ -1061,9 +1079,17 @@ impl PolicyService {
 
     /// Replaces the account's signing key and re-signs every active bundle with it, as new
     /// versions whose header tells SDKs to refresh their JWKS. The old key stays published
-    /// for the grace period. Audited as `jwks.rotate`.
+    /// for the grace period. Audited as `jwks.rotate`. An account may rotate at most
+    /// `max_rotations_per_hour` times an hour; past it `RotationRateLimited`.
     pub async fn rotate_signing_key(&self, ctx: &AuthContext) -> Result<Rotated, PolicyError> {
         ctx.require(Scope::Admin)?;
+        let hourly = Rate::new(
+            self.settings.max_rotations_per_hour,
+            std::time::Duration::from_secs(3600),
+        );
+        self.rotations
+            .check(&ctx.account_id, hourly)
+            .map_err(PolicyError::RotationRateLimited)?;
         self.rotate_for(
             ctx.account_id,
             AuditEntry::by(ctx, AuditAction::JwksRotate, self.clock.now()),

@@ -686,3 +686,39 @@ async fn publisher_keys_are_idempotent_and_checked() {
     assert_eq!(keys.list(&dev, false).await.unwrap().len(), 0);
     assert_eq!(keys.list(&dev, true).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn key_rotations_are_limited_per_account_but_not_for_the_operator() {
+    let w = world_with(PolicySettings {
+        max_rotations_per_hour: 2,
+        ..PolicySettings::default()
+    });
+    let admin = w.admin();
+    for _ in 0..2 {
+        w.policies.rotate_signing_key(&admin).await.unwrap();
+    }
+    let refused = w.policies.rotate_signing_key(&admin).await.unwrap_err();
+    assert!(matches!(refused, PolicyError::RotationRateLimited(_)));
+    assert_eq!(refused.code(), d2_kernel::Code::RateLimited);
+    let limit = refused.rate_limit().unwrap();
+    assert_eq!((limit.limit, limit.remaining), (2, 0));
+    assert!((1..=1800).contains(&limit.retry_after_seconds));
+
+    let other = AuthContext {
+        account_id: AccountId::random(),
+        ..w.admin()
+    };
+    w.policies.rotate_signing_key(&other).await.unwrap();
+    // The operator's rotation of every account is not an admin's request.
+    w.policies
+        .rotate_for(
+            w.account,
+            d2_audit::AuditEntry::system(
+                w.account,
+                d2_audit::AuditAction::JwksRotate,
+                w.clock.now(),
+            ),
+        )
+        .await
+        .unwrap();
+}
