@@ -913,3 +913,67 @@ async fn key_rotations_are_limited_per_account_with_retry_after() {
         .await
         .assert_status(201);
 }
+
+/// Sends only the head of a request that announces `length` bytes, and reads the answer:
+/// a route that checks before reading answers at once.
+async fn announce_body(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    token: &str,
+    length: usize,
+) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = app.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    // A generous bound that only matters when the server waits for the body it announced.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(30), stream.read(&mut answer))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..read]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_bodies_are_capped_by_the_plan_and_checked_before_they_are_read() {
+    let app = TestApp::spawn().await;
+    let (tenant, dev, _) = publishing_tenant(&app).await;
+    let server = server_token(&app, &tenant, "app").await;
+    // The trial allows 512 KiB bundles: a 1 MiB policy is refused as a body, unparsed.
+    let huge = json!({ "bundle": {
+        "metadata": { "name": "app", "description": "x".repeat(1024 * 1024) },
+        "policies": [{ "role": "r", "permissions": ["t"] }]
+    }});
+    for (method, path) in [
+        (Method::PUT, "/v1/policy/draft"),
+        (Method::POST, "/v1/policy/validate"),
+        (Method::POST, "/v1/policy/publish"),
+    ] {
+        let reply = app
+            .send(app.request(method, path, Some(&dev)).json(&huge))
+            .await;
+        reply.assert_problem(413, "bundle_too_large");
+    }
+    // Announced sizes are refused before a byte of the body is read: over the plan, or by
+    // a credential that may not use the route at all.
+    let answer = announce_body(&app, "PUT", "/v1/policy/draft", &dev, 50_000_000).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let answer = announce_body(&app, "PUT", "/v1/policy/draft", &server, 100_000).await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    // Within the plan, nothing changes.
+    let fine = json!({ "bundle": {
+        "metadata": { "name": "app", "description": "x".repeat(400 * 1024) },
+        "policies": [{ "role": "r", "permissions": ["t"] }]
+    }});
+    app.send(
+        app.request(Method::PUT, "/v1/policy/draft", Some(&dev))
+            .json(&fine),
+    )
+    .await
+    .assert_status(200);
+}

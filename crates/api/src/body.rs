@@ -173,6 +173,14 @@ fn has_nul(bytes: &[u8]) -> bool {
     false
 }
 
+/// The request's `Content-Length`, when it is a number.
+pub fn content_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
 /// Parses a JSON body read with [`read_limited`].
 pub fn json_of<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {

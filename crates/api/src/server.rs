@@ -127,6 +127,9 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
         limiter,
         metrics,
         readiness: Arc::new(Readiness::new(READINESS_TTL)),
+        large_bodies: Arc::new(tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+        )),
         openapi_json,
         jwks_cache_control,
         jwks_private_cache_control,

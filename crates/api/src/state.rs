@@ -16,6 +16,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// The shared answer of `/readyz`.
     pub readiness: Arc<Readiness>,
+    /// Permits to work on a large policy body, one per core.
+    pub large_bodies: Arc<tokio::sync::Semaphore>,
     pub openapi_json: Bytes,
     /// `Cache-Control` of the JWKS, rendered once.
     pub jwks_cache_control: actix_web::http::header::HeaderValue,

@@ -1,4 +1,4 @@
-use actix_web::http::{StatusCode, header};
+use actix_web::http::StatusCode;
 use actix_web::web::{Data, Payload, Query};
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, get, post};
 use chrono::{DateTime, Utc};
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{PageQuery, paged};
 use crate::auth::Auth;
-use crate::body::{is_json, read_capped};
+use crate::body::{content_length, is_json, read_capped};
 use crate::error::{ApiError, ApiResult, with_rate_limit};
 use crate::observe::RequestId;
 use crate::state::ApiState;
@@ -84,11 +84,7 @@ async fn ingest(
             format!("the batch is {size} bytes; at most {cap} are accepted (split it)"),
         )
     };
-    if let Some(length) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
+    if let Some(length) = content_length(&req)
         && length > cap
     {
         return Err(too_large(&length.to_string()));

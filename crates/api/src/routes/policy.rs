@@ -2,7 +2,7 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::web::{Data, Path, Payload, Query};
 use actix_web::{HttpRequest, HttpResponse, get, patch, post, put};
 use chrono::{DateTime, Utc};
-use d2_kernel::{Code, PolicyId};
+use d2_kernel::{Code, PolicyId, Scope};
 use d2_policy::{BundleStage, PolicyRecord, Poll, PublishRequest, Stage};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{PageQuery, paged};
 use crate::auth::Auth;
-use crate::body::{Json, json_of, read_limited};
+use crate::body::{Json, content_length, json_of, read_capped};
 use crate::error::{ApiError, ApiResult, with_rate_limit};
 use crate::state::ApiState;
 
@@ -36,23 +36,47 @@ pub fn configure_by_id(cfg: &mut ServiceConfig<'_>) {
         .service(patch_bundle);
 }
 
-/// Policy files may be as large as the largest plan allows, plus room for JSON framing.
-fn policy_body_limit(state: &ApiState) -> usize {
-    let plans = &state.app.settings.plans;
-    let largest = [
-        &plans.trial,
-        &plans.essentials,
-        &plans.pro,
-        &plans.enterprise,
-        &plans.locked,
-    ]
-    .iter()
-    .map(|q| q.max_bundle_bytes)
-    .max()
-    .unwrap_or_default();
-    usize::try_from(largest)
-        .unwrap_or(usize::MAX)
-        .saturating_add(64 * 1024)
+/// Bodies larger than this are parsed a few at a time (see [`policy_body`]).
+const LARGE_BODY: usize = 64 * 1024;
+
+/// A policy route's body, read only once the caller may use the route: the scope and the
+/// plan are checked first, a `Content-Length` over the plan's cap is refused unread, and
+/// a body is read up to that cap. A large body holds one of a few parse permits (one per
+/// core) for as long as the route works on it, so no number of concurrent uploads can cost
+/// more than a small multiple of the plan's cap in memory and CPU.
+async fn policy_body(
+    state: &ApiState,
+    auth: &Auth,
+    req: &HttpRequest,
+    payload: Payload,
+    scope: Scope,
+) -> ApiResult<(
+    actix_web::web::Bytes,
+    Option<tokio::sync::OwnedSemaphorePermit>,
+)> {
+    let cap = state.app.policies.body_cap(auth, scope).await?;
+    if content_length(req).is_some_and(|length| length > cap) {
+        return Err(ApiError::new(
+            Code::BundleTooLarge,
+            format!("the request body is larger than your plan's policies allow ({cap} bytes)"),
+        ));
+    }
+    let body = read_capped(payload, cap, Code::BundleTooLarge).await?;
+    let permit = if body.len() > LARGE_BODY {
+        Some(
+            state
+                .large_bodies
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| {
+                    ApiError::new(Code::ServiceUnavailable, "the server is shutting down")
+                })?,
+        )
+    } else {
+        None
+    };
+    Ok((body, permit))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -162,8 +186,13 @@ pub struct DraftSaved {
     (status = 402, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[put("/v1/policy/draft")]
-async fn draft(state: Data<ApiState>, auth: Auth, payload: Payload) -> ApiResult<HttpResponse> {
-    let body = read_limited(payload, policy_body_limit(&state)).await?;
+async fn draft(
+    state: Data<ApiState>,
+    auth: Auth,
+    req: HttpRequest,
+    payload: Payload,
+) -> ApiResult<HttpResponse> {
+    let (body, _permit) = policy_body(&state, &auth, &req, payload, Scope::PolicyPublish).await?;
     let value: serde_json::Value = json_of(&body)?;
     let stored = state.app.policies.save_draft(&auth, value).await?;
     Ok(HttpResponse::Ok().json(DraftSaved {
@@ -223,7 +252,7 @@ async fn publish(
     query: Query<PublishQuery>,
     payload: Payload,
 ) -> ApiResult<HttpResponse> {
-    let body = read_limited(payload, policy_body_limit(&state)).await?;
+    let (body, _permit) = policy_body(&state, &auth, &req, payload, Scope::PolicyPublish).await?;
     let headers = req.headers();
     let request = PublishRequest {
         app_name: query.app_name.as_deref(),
@@ -455,8 +484,13 @@ pub struct Validation {
     (status = 200, body = Validation),
 ))]
 #[post("/v1/policy/validate")]
-async fn validate(state: Data<ApiState>, auth: Auth, payload: Payload) -> ApiResult<HttpResponse> {
-    let body = read_limited(payload, policy_body_limit(&state)).await?;
+async fn validate(
+    state: Data<ApiState>,
+    auth: Auth,
+    req: HttpRequest,
+    payload: Payload,
+) -> ApiResult<HttpResponse> {
+    let (body, _permit) = policy_body(&state, &auth, &req, payload, Scope::PolicyRead).await?;
     let value: serde_json::Value = json_of(&body)?;
     let (report, metadata) = state.app.policies.validate(&auth, value)?;
     Ok(HttpResponse::Ok().json(Validation {
@@ -529,7 +563,7 @@ async fn patch_bundle(
     id: Path<PolicyId>,
     payload: Payload,
 ) -> ApiResult<HttpResponse> {
-    let body = read_limited(payload, policy_body_limit(&state)).await?;
+    let (body, _permit) = policy_body(&state, &auth, &req, payload, Scope::PolicyPublish).await?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(
             Code::InvalidBody,

@@ -312,6 +312,24 @@ impl PolicyService {
         self.rotations.forget_idle();
     }
 
+    /// The largest body the caller may send to a route that takes a policy document,
+    /// checked before the body is read: the route's scope, an account that is served (for
+    /// the routes that store), and the plan's `max_bundle_bytes` plus room for the
+    /// request's framing (`{"bundle": ...}`, YAML layout). A caller who may not use the
+    /// route, or a body over its plan, costs no read.
+    pub async fn body_cap(&self, ctx: &AuthContext, scope: Scope) -> Result<usize, PolicyError> {
+        const FRAMING: usize = 64 * 1024;
+        ctx.require(scope)?;
+        let overview = if scope == Scope::PolicyRead {
+            self.accounts.overview(ctx).await?
+        } else {
+            self.serving_account(ctx).await?
+        };
+        Ok(usize::try_from(overview.quotas.max_bundle_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(FRAMING))
+    }
+
     async fn serving_account(&self, ctx: &AuthContext) -> Result<AccountOverview, PolicyError> {
         let overview = self.accounts.overview(ctx).await?;
         if overview.plan == Plan::Locked {
