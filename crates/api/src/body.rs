@@ -99,15 +99,6 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalJson<T> {
     }
 }
 
-/// Reads a raw body of at most `limit` bytes (routes whose bodies may be larger than
-/// `http.max_body_bytes`, such as policy files).
-pub async fn read_limited(
-    payload: actix_web::web::Payload,
-    limit: usize,
-) -> Result<Bytes, ApiError> {
-    read_capped(payload, limit, Code::PayloadTooLarge).await
-}
-
 /// Reads a raw body of at most `limit` bytes; a larger one is refused with `code` as soon
 /// as it passes the limit, unread beyond it.
 pub async fn read_capped(
@@ -181,7 +172,7 @@ pub fn content_length(req: &HttpRequest) -> Option<usize> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Parses a JSON body read with [`read_limited`].
+/// Parses a JSON body read with [`read_capped`].
 pub fn json_of<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::new(Code::InvalidBody, "a JSON body is required"));
