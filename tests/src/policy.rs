@@ -977,3 +977,74 @@ async fn policy_bodies_are_capped_by_the_plan_and_checked_before_they_are_read()
     .await
     .assert_status(200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drafts_take_an_app_and_versions_come_in_pages_with_documents_only_when_asked() {
+    let app = TestApp::spawn().await; // trial: one app
+    let (_, dev, publisher) = publishing_tenant(&app).await;
+    publisher.publish_tools(&app, &dev, "first", &["t"]).await;
+    let draft_of = |name: &str| {
+        json!({ "bundle": {
+            "metadata": { "name": name }, "policies": [{ "role": "r", "permissions": ["t"] }]
+        }})
+    };
+    // A draft of the same app is fine; a draft of a second app takes a second app.
+    app.send(
+        app.request(Method::PUT, "/v1/policy/draft", Some(&dev))
+            .json(&draft_of("first")),
+    )
+    .await
+    .assert_status(200);
+    app.send(
+        app.request(Method::PUT, "/v1/policy/draft", Some(&dev))
+            .json(&draft_of("second")),
+    )
+    .await
+    .assert_problem(402, "app_limit");
+    let apps = app.get("/v1/policy/apps", &dev).await;
+    assert_eq!(apps.assert_status(200), &json!(["default", "first"]));
+
+    for tools in [["a"], ["b"], ["c"]] {
+        publisher.publish_tools(&app, &dev, "first", &tools).await;
+    }
+    let page = app
+        .get("/v1/policy/versions?app_name=first&limit=2", &dev)
+        .await;
+    let items = page.assert_status(200).as_array().unwrap().clone();
+    assert_eq!(items.len(), 2);
+    assert!(
+        items
+            .iter()
+            .all(|v| v.get("bundle").is_none() && v.get("jws").is_none())
+    );
+    let cursor = page
+        .header("x-next-cursor")
+        .expect("another page")
+        .to_owned();
+    let rest = app
+        .get(
+            &format!("/v1/policy/versions?app_name=first&limit=100&include_jws=true&include_bundle=true&cursor={cursor}"),
+            &dev,
+        )
+        .await;
+    let rest = rest.assert_status(200).as_array().unwrap().clone();
+    assert!(!rest.is_empty());
+    assert!(rest.iter().all(|v| v["bundle"].is_object()));
+    assert!(
+        rest.iter()
+            .filter(|v| v["stage"] == "published")
+            .all(|v| v["jws"].is_string())
+    );
+    let versions: Vec<i64> = items
+        .iter()
+        .chain(&rest)
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
+    let mut sorted = versions.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(versions, sorted, "newest first, no repeats across pages");
+    app.get("/v1/policy/versions?app_name=first&limit=0", &dev)
+        .await
+        .assert_problem(400, "invalid_query");
+}

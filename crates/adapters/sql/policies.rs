@@ -3,8 +3,9 @@ use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, PolicyId, StoreError};
 use d2_policy::{
-    AppState, AuditOf, KeyRegistration, KeyRotation, PolicyRecord, PolicyRepo, Publication,
-    PublishOutcome, PublisherKey, PublisherKeyRepo, RotationOutcome, Stage, next_version,
+    AppState, AuditOf, DraftOutcome, KeyRegistration, KeyRotation, PolicyRecord, PolicyRepo,
+    Publication, PublishOutcome, PublisherKey, PublisherKeyRepo, RotationOutcome, Stage,
+    next_version,
 };
 use diesel::dsl::max;
 use diesel::prelude::*;
@@ -22,6 +23,35 @@ use d2_kernel::Change;
 
 fn app_lock(account_id: AccountId, app: &AppName) -> String {
     format!("app:{account_id}:{app}")
+}
+
+/// Whether the app may take one of the account's `max_apps`: an app with a draft or an
+/// active version holds one already; another needs a free one. Counted under the
+/// account's apps lock, so two new apps racing cannot both take the last.
+async fn may_take_an_app(
+    conn: &mut crate::Conn,
+    state: &AppState,
+    account_id: AccountId,
+    app: &AppName,
+    max_apps: u32,
+) -> Result<bool, TxError> {
+    if state.active.is_some() || state.draft.is_some() {
+        return Ok(true);
+    }
+    lock(conn, &format!("apps:{account_id}")).await?;
+    let in_use: Vec<String> = policies::table
+        .filter(policies::account_id.eq(Id::from(account_id)))
+        .filter(policies::app_name.ne(app.as_str()))
+        .filter(
+            policies::active
+                .eq(true)
+                .or(policies::stage.eq(Stage::Draft.as_str())),
+        )
+        .select(policies::app_name)
+        .distinct()
+        .load(conn)
+        .await?;
+    Ok(in_use.len() < usize::try_from(max_apps).unwrap_or(usize::MAX))
 }
 
 fn of_app(account_id: AccountId, app: &AppName) -> policies::BoxedQuery<'static, crate::Db> {
@@ -98,16 +128,8 @@ async fn insert_active(
         Ok(version) => version,
         Err(outcome) => return Ok(outcome),
     };
-    if state.active.is_none() {
-        let serving: i64 = policies::table
-            .filter(policies::account_id.eq(Id::from(account_id)))
-            .filter(policies::active.eq(true))
-            .count()
-            .get_result(conn)
-            .await?;
-        if serving >= i64::from(publication.max_apps) {
-            return Ok(PublishOutcome::AppLimit);
-        }
+    if !may_take_an_app(conn, &state, account_id, app, publication.max_apps).await? {
+        return Ok(PublishOutcome::AppLimit);
     }
     let mut stored = record.clone();
     stored.version = version;
@@ -162,15 +184,27 @@ impl PolicyRepo for crate::Store {
         &self,
         account_id: AccountId,
         app: &AppName,
-    ) -> Result<Vec<PolicyRecord>, StoreError> {
-        let mut conn = self.conn().await?;
-        let rows = of_app(account_id, app)
+        page: &PageRequest,
+    ) -> Result<Page<PolicyRecord>, StoreError> {
+        let mut query = of_app(account_id, app)
             .order(policies::version.desc())
-            .select(PolicyRow::as_select())
-            .load(&mut conn)
-            .await
-            .map_err(from_diesel)?;
-        rows.into_iter().map(PolicyRow::into_domain).collect()
+            .limit(i64::from(page.limit()) + 1)
+            .select(PolicyRow::as_select());
+        if let Some(cursor) = page.after() {
+            let below: i64 = cursor
+                .id_as()
+                .map_err(|_| StoreError::corrupt("version cursor"))?;
+            query = query.filter(policies::version.lt(below));
+        }
+        let mut conn = self.conn().await?;
+        let rows = query.load(&mut conn).await.map_err(from_diesel)?;
+        let records = rows
+            .into_iter()
+            .map(PolicyRow::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page.page_from(records, |r| {
+            Cursor::new(r.created_at, r.version.to_string())
+        }))
     }
 
     async fn list_policies(
@@ -240,13 +274,17 @@ impl PolicyRepo for crate::Store {
     async fn save_draft(
         &self,
         draft: &PolicyRecord,
+        max_apps: u32,
         audit_of: AuditOf<'_>,
-    ) -> Result<PolicyRecord, StoreError> {
+    ) -> Result<DraftOutcome, StoreError> {
         let mut conn = self.writer().await?;
-        let stored = write_transaction!(conn, async |conn| {
+        let outcome = write_transaction!(conn, async |conn| {
             let (account_id, app) = (draft.account_id, &draft.app_name);
             lock(conn, &app_lock(account_id, app)).await?;
             let state = load_state(conn, account_id, app).await?;
+            if !may_take_an_app(conn, &state, account_id, app, max_apps).await? {
+                return Ok(DraftOutcome::AppLimit);
+            }
             delete_draft(conn, account_id, app).await?;
             let mut stored = draft.clone();
             stored.version = next_version(state.max_version, None)
@@ -258,10 +296,10 @@ impl PolicyRepo for crate::Store {
                 .await?;
             write_audit(conn, &audit_of(&stored)).await?;
             announce(conn, Change::App(account_id, app.clone())).await?;
-            Ok::<_, TxError>(stored)
+            Ok::<_, TxError>(DraftOutcome::Saved(Box::new(stored)))
         })
         .await?;
-        Ok(stored)
+        Ok(outcome)
     }
 
     async fn publish(

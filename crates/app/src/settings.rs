@@ -162,7 +162,24 @@ pub struct PolicyConfig {
     pub iat_backdate_seconds: u32,
     pub poll_ceiling_per_second: u32,
     pub poll_ceiling_burst: u32,
-    pub cache: CacheConfig,
+    pub cache: ByteCacheConfig,
+}
+
+/// A cache bounded by the bytes it holds, for values from bytes to megabytes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByteCacheConfig {
+    pub ttl_seconds: u64,
+    pub max_bytes: u64,
+}
+
+impl ByteCacheConfig {
+    pub fn settings(&self) -> d2_kernel::CacheSettings {
+        d2_kernel::CacheSettings {
+            ttl: Duration::from_secs(self.ttl_seconds),
+            capacity: self.max_bytes,
+        }
+    }
 }
 
 /// Where account quotas are counted across replicas.

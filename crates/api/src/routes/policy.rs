@@ -364,6 +364,9 @@ pub struct PolicySummary {
     /// The document (when asked for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bundle: Option<serde_json::Value>,
+    /// The signed bundle of a published version (when asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jws: Option<String>,
 }
 
 impl PolicySummary {
@@ -389,6 +392,7 @@ impl PolicySummary {
             expires: record.expires_at,
             revocation_time: record.revoked_at,
             bundle: with_bundle.then_some(record.document),
+            jws: None,
         }
     }
 }
@@ -400,11 +404,19 @@ pub struct VersionsQuery {
     /// Include each version's document.
     #[serde(default)]
     pub include_bundle: bool,
+    /// Include each published version's signed bundle (compact JWS).
+    #[serde(default)]
+    pub include_jws: bool,
+    /// Items per page, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+    /// The `X-Next-Cursor` of the previous page.
+    pub cursor: Option<String>,
 }
 
-/// An app's versions and draft, newest first.
+/// An app's versions and draft, newest first, a page at a time; documents and signed
+/// bundles only when asked.
 #[utoipa::path(tag = "policy", security(("bearer" = []), ("api_key" = [])), params(VersionsQuery), responses(
-    (status = 200, body = Vec<PolicySummary>),
+    (status = 200, body = Vec<PolicySummary>, headers(("X-Next-Cursor" = String, description = "Present when another page follows"))),
 ))]
 #[get("/v1/policy/versions")]
 async fn versions(
@@ -412,14 +424,24 @@ async fn versions(
     auth: Auth,
     query: Query<VersionsQuery>,
 ) -> ApiResult<HttpResponse> {
-    let records = state.app.policies.versions(&auth, &query.app_name).await?;
-    let include = query.include_bundle;
-    Ok(HttpResponse::Ok().json(
-        records
-            .into_iter()
-            .map(|r| PolicySummary::of(r, include))
-            .collect::<Vec<_>>(),
-    ))
+    let page = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor.clone(),
+    }
+    .parse()?;
+    let records = state
+        .app
+        .policies
+        .versions(&auth, &query.app_name, &page)
+        .await?;
+    let (with_document, with_jws) = (query.include_bundle, query.include_jws);
+    Ok(paged(records, |record| {
+        let jws = with_jws.then(|| record.jws.clone()).flatten();
+        PolicySummary {
+            jws,
+            ..PolicySummary::of(record, with_document)
+        }
+    }))
 }
 
 /// Every draft and version of the account, newest first.

@@ -56,10 +56,31 @@ where
     K: Hash + Eq + Send + Sync + Clone + 'static,
     V: Clone + Send + Sync + 'static,
 {
+    /// At most `settings.capacity` entries.
     pub fn new(settings: CacheSettings) -> Self {
-        Self {
-            cache: Cache::builder()
+        Self::from_builder(Cache::builder().max_capacity(settings.capacity), settings)
+    }
+
+    /// At most `settings.capacity` in total of what `weigh` says each entry costs (bytes,
+    /// for caches whose values vary from a few bytes to megabytes).
+    pub fn weighted(
+        settings: CacheSettings,
+        weigh: impl Fn(&K, &V) -> u32 + Send + Sync + 'static,
+    ) -> Self {
+        Self::from_builder(
+            Cache::builder()
                 .max_capacity(settings.capacity)
+                .weigher(weigh),
+            settings,
+        )
+    }
+
+    fn from_builder(
+        builder: moka::future::CacheBuilder<K, V, Cache<K, V>>,
+        settings: CacheSettings,
+    ) -> Self {
+        Self {
+            cache: builder
                 .time_to_live(settings.ttl)
                 .support_invalidation_closures()
                 .build(),
@@ -132,6 +153,31 @@ mod tests {
     use std::sync::atomic::AtomicU32;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_weighted_cache_holds_bytes_not_entries() {
+        let settings = CacheSettings {
+            ttl: Duration::from_secs(60),
+            capacity: 1_000,
+        };
+        let cache: CoherentCache<u32, String> =
+            CoherentCache::weighted(settings, |_, value: &String| {
+                u32::try_from(value.len()).unwrap_or(u32::MAX)
+            });
+        for key in 0..10 {
+            let value = cache
+                .get_or_load(&key, || async { Ok::<_, ()>("x".repeat(300)) })
+                .await;
+            assert_eq!(value.map(|v| v.len()), Ok(300));
+        }
+        cache.cache.run_pending_tasks().await;
+        assert!(
+            cache.cache.weighted_size() <= 1_000,
+            "{} bytes held",
+            cache.cache.weighted_size()
+        );
+        assert!(cache.cache.entry_count() <= 3);
+    }
 
     #[tokio::test]
     async fn reads_through_once_and_reloads_after_invalidation() {

@@ -14,8 +14,8 @@ use serde_json::json;
 
 use crate::model::{PolicyRecord, Stage};
 use crate::ports::{
-    KeyRegistration, KeyRotation, PolicyRepo, Publication, PublishOutcome, PublisherKeyRepo,
-    RotationOutcome,
+    DraftOutcome, KeyRegistration, KeyRotation, PolicyRepo, Publication, PublishOutcome,
+    PublisherKeyRepo, RotationOutcome,
 };
 use crate::publisher::{PublisherKey, derive_key_id};
 
@@ -94,15 +94,40 @@ pub async fn publish_one(store: &dyn Store, account: AccountId, app: &str) -> St
 pub async fn policies(store: &dyn Store, a: AccountId, b: AccountId) {
     let app = AppName::normalise("app");
     let audit_of = |r: &PolicyRecord| audit(r.account_id, AuditAction::PolicyDraft);
-    let draft = store
-        .save_draft(&record(a, "app", Stage::Draft, 1), &audit_of)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let saved = |outcome: DraftOutcome| match outcome {
+        DraftOutcome::Saved(record) => *record,
+        DraftOutcome::AppLimit => panic!("refused as over the app limit"),
+    };
+    let draft = saved(
+        store
+            .save_draft(&record(a, "app", Stage::Draft, 1), 1, &audit_of)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
     assert_eq!(draft.version, 1);
-    let again = store
-        .save_draft(&record(a, "app", Stage::Draft, 2), &audit_of)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let again = saved(
+        store
+            .save_draft(&record(a, "app", Stage::Draft, 2), 1, &audit_of)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    assert_eq!(
+        store
+            .save_draft(&record(a, "other", Stage::Draft, 1), 1, &audit_of)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        DraftOutcome::AppLimit,
+        "a draft of a new app takes one of the account's apps"
+    );
+    assert!(
+        store
+            .app_state(a, &AppName::normalise("other"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .draft
+            .is_none(),
+        "nothing written"
+    );
     assert_eq!(
         again.version, 2,
         "a new draft replaces the old one and moves the version up"
@@ -133,9 +158,10 @@ pub async fn policies(store: &dyn Store, a: AccountId, b: AccountId) {
     let v4 = published(publish(store, a, "app", 4, Some(v3.id)).await);
     assert_eq!(v4.version, 4);
     let versions = store
-        .versions(a, &app)
+        .versions(a, &app, &PageRequest::first(100))
         .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{e}"))
+        .items;
     assert_eq!(
         versions.iter().map(|r| r.version).collect::<Vec<_>>(),
         [4, 3]
@@ -262,7 +288,11 @@ pub async fn policies(store: &dyn Store, a: AccountId, b: AccountId) {
     }
     assert_eq!(
         seen.len(),
-        store.versions(a, &app).await.unwrap_or_default().len()
+        store
+            .versions(a, &app, &PageRequest::first(100))
+            .await
+            .map(|page| page.items.len())
+            .unwrap_or_default()
     );
     assert!(
         store

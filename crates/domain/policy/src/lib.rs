@@ -22,8 +22,8 @@ pub use document::{PolicyDocument, Report};
 pub use model::{AppState, PolicyRecord, Stage};
 pub use poll::PollCeiling;
 pub use ports::{
-    AuditOf, KeyRegistration, KeyRotation, MAX_VERSION, MAX_VERSION_STEP, PolicyRepo, Publication,
-    PublishOutcome, PublisherKeyRepo, RotationOutcome, next_version,
+    AuditOf, DraftOutcome, KeyRegistration, KeyRotation, MAX_VERSION, MAX_VERSION_STEP, PolicyRepo,
+    Publication, PublishOutcome, PublisherKeyRepo, RotationOutcome, next_version,
 };
 pub use publisher::{
     PublisherKey, PublisherKeyError, PublisherKeys, SignatureError, derive_key_id,

@@ -11,7 +11,7 @@ use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, PolicyId, StoreEr
 
 use crate::model::{AppState, PolicyRecord, Stage};
 use crate::ports::{
-    AuditOf, KeyRegistration, KeyRotation, PolicyRepo, Publication, PublishOutcome,
+    AuditOf, DraftOutcome, KeyRegistration, KeyRotation, PolicyRepo, Publication, PublishOutcome,
     PublisherKeyRepo, RotationOutcome, next_version,
 };
 use crate::publisher::PublisherKey;
@@ -64,6 +64,29 @@ fn state_of(rows: &[PolicyRecord], account_id: AccountId, app: &AppName) -> AppS
     }
 }
 
+/// Whether the app may take one of the account's `max_apps` (apps with a draft or an
+/// active version).
+fn may_take_an_app(
+    rows: &[PolicyRecord],
+    state: &AppState,
+    record: &PolicyRecord,
+    max_apps: u32,
+) -> bool {
+    if state.active.is_some() || state.draft.is_some() {
+        return true;
+    }
+    let in_use: std::collections::BTreeSet<&AppName> = rows
+        .iter()
+        .filter(|r| {
+            r.account_id == record.account_id
+                && r.app_name != record.app_name
+                && (r.active || r.stage == Stage::Draft)
+        })
+        .map(|r| &r.app_name)
+        .collect();
+    in_use.len() < usize::try_from(max_apps).unwrap_or(usize::MAX)
+}
+
 fn publish_into(rows: &mut Vec<PolicyRecord>, publication: &Publication) -> PublishOutcome {
     let record = &publication.record;
     let state = state_of(rows, record.account_id, &record.app_name);
@@ -74,16 +97,8 @@ fn publish_into(rows: &mut Vec<PolicyRecord>, publication: &Publication) -> Publ
         Ok(version) => version,
         Err(outcome) => return outcome,
     };
-    if state.active.is_none() {
-        let mut serving: Vec<&AppName> = rows
-            .iter()
-            .filter(|r| r.account_id == record.account_id && r.active)
-            .map(|r| &r.app_name)
-            .collect();
-        serving.dedup();
-        if serving.len() >= usize::try_from(publication.max_apps).unwrap_or(usize::MAX) {
-            return PublishOutcome::AppLimit;
-        }
+    if !may_take_an_app(rows, &state, record, publication.max_apps) {
+        return PublishOutcome::AppLimit;
     }
     let mut stored = record.clone();
     stored.version = version;
@@ -129,15 +144,27 @@ impl PolicyRepo for MemoryPolicies {
         &self,
         account_id: AccountId,
         app: &AppName,
-    ) -> Result<Vec<PolicyRecord>, StoreError> {
+        page: &PageRequest,
+    ) -> Result<Page<PolicyRecord>, StoreError> {
+        let below = match page.after() {
+            Some(cursor) => cursor
+                .id_as::<i64>()
+                .map_err(|_| StoreError::corrupt("version cursor"))?,
+            None => i64::MAX,
+        };
         let mut rows: Vec<PolicyRecord> = self
             .rows()
             .iter()
-            .filter(|r| r.account_id == account_id && &r.app_name == app)
+            .filter(|r| r.account_id == account_id && &r.app_name == app && r.version < below)
             .cloned()
             .collect();
         rows.sort_by_key(|r| std::cmp::Reverse(r.version));
-        Ok(rows)
+        rows.truncate(
+            usize::try_from(page.limit())
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        );
+        Ok(page.page_from(rows, |r| Cursor::new(r.created_at, r.version.to_string())))
     }
 
     async fn list_policies(
@@ -199,10 +226,14 @@ impl PolicyRepo for MemoryPolicies {
     async fn save_draft(
         &self,
         draft: &PolicyRecord,
+        max_apps: u32,
         audit_of: AuditOf<'_>,
-    ) -> Result<PolicyRecord, StoreError> {
+    ) -> Result<DraftOutcome, StoreError> {
         let mut rows = self.rows();
         let state = state_of(&rows, draft.account_id, &draft.app_name);
+        if !may_take_an_app(&rows, &state, draft, max_apps) {
+            return Ok(DraftOutcome::AppLimit);
+        }
         rows.retain(|r| {
             !(r.account_id == draft.account_id
                 && r.app_name == draft.app_name
@@ -214,7 +245,7 @@ impl PolicyRepo for MemoryPolicies {
         stored.active = false;
         rows.push(stored.clone());
         self.audit.append(audit_of(&stored));
-        Ok(stored)
+        Ok(DraftOutcome::Saved(Box::new(stored)))
     }
 
     async fn publish(

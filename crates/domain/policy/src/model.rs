@@ -71,3 +71,23 @@ pub struct AppState {
     /// The highest version of the app so far (0 if none).
     pub max_version: i64,
 }
+
+impl AppState {
+    /// About what the state holds in bytes: each record's document and JWS, and a little
+    /// for the rest (what the bundle cache is bounded by).
+    pub fn weight(&self) -> u32 {
+        let record = |r: &PolicyRecord| {
+            let jws = r.jws.as_ref().map_or(0, String::len);
+            u64::try_from(jws)
+                .unwrap_or(u64::MAX)
+                .saturating_add(r.size_bytes)
+                .saturating_add(512)
+        };
+        let total = [&self.active, &self.draft]
+            .into_iter()
+            .flatten()
+            .map(record)
+            .fold(256, u64::saturating_add);
+        u32::try_from(total).unwrap_or(u32::MAX)
+    }
+}

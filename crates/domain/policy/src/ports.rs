@@ -26,6 +26,13 @@ pub struct Publication {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+pub enum DraftOutcome {
+    Saved(Box<PolicyRecord>),
+    /// The account uses `max_apps` apps already (with a draft or an active version).
+    AppLimit,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub enum PublishOutcome {
     Published(Box<PolicyRecord>),
     /// The active version changed since it was read.
@@ -38,7 +45,7 @@ pub enum PublishOutcome {
     VersionOutOfRange {
         highest: i64,
     },
-    /// The account serves `max_apps` apps already.
+    /// The account uses `max_apps` apps already (with a draft or an active version).
     AppLimit,
 }
 
@@ -81,7 +88,8 @@ pub trait PolicyRepo: Send + Sync + 'static {
         &self,
         account_id: AccountId,
         app: &AppName,
-    ) -> Result<Vec<PolicyRecord>, StoreError>;
+        page: &PageRequest,
+    ) -> Result<Page<PolicyRecord>, StoreError>;
 
     /// All rows of the account (only those of `app` when given), newest first by
     /// `(created_at, id)`.
@@ -100,12 +108,15 @@ pub trait PolicyRepo: Send + Sync + 'static {
     -> Result<Vec<PolicyRecord>, StoreError>;
 
     /// Stores the app's draft (replacing an existing one) as version highest + 1, with its
-    /// audit record.
+    /// audit record. An app without a draft or an active version takes one of the
+    /// account's `max_apps` (apps with a draft or an active version); writes nothing when
+    /// none is free.
     async fn save_draft(
         &self,
         draft: &PolicyRecord,
+        max_apps: u32,
         audit_of: AuditOf<'_>,
-    ) -> Result<PolicyRecord, StoreError>;
+    ) -> Result<DraftOutcome, StoreError>;
 
     /// Stores a new active version (highest + 1), deactivates the previous one and
     /// removes the app's draft, with its audit record, in one transaction serialised per

@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use crate::document::{PolicyDocument, Report, Unparseable, parse_value};
 use crate::model::{AppState, PolicyRecord, Stage};
 use crate::poll::{PollCeiling, PollLimiter};
-use crate::ports::{KeyRotation, PolicyRepo, Publication, PublishOutcome, RotationOutcome};
+use crate::ports::{
+    DraftOutcome, KeyRotation, PolicyRepo, Publication, PublishOutcome, RotationOutcome,
+};
 use crate::publisher::{PublisherKeys, SignatureError};
 
 /// The substrings the D2 SDK looks for in a 404 to print its hint.
@@ -139,6 +141,7 @@ pub struct PolicySettings {
     /// so a client clock slightly behind ours must not reject it.
     pub iat_backdate: Duration,
     pub poll_ceiling: PollCeiling,
+    /// The bundle cache: its `capacity` is in bytes (see [`AppState::weight`]).
     /// Signing-key rotations an account may ask for per hour (a bucket of this many,
     /// refilled evenly over the hour; per process). Each rotation generates an RSA key and
     /// re-signs every active bundle, so it is the most expensive request an admin can send.
@@ -275,7 +278,10 @@ impl PolicyService {
             jwks,
             accounts,
             clock,
-            bundles: Arc::new(CoherentCache::new(settings.cache)),
+            bundles: Arc::new(CoherentCache::weighted(
+                settings.cache,
+                |_, state: &Arc<AppState>| state.weight(),
+            )),
             limiter: Arc::new(PollLimiter::new(settings.poll_ceiling)),
             rotations: Arc::new(KeyedLimiter::default()),
             settings,
@@ -438,9 +444,17 @@ impl PolicyService {
                 .target("policy", stored.id)
                 .metadata(json!({ "app_name": stored.app_name.as_str(), "version": stored.version, "tool_count": tool_count }))
         };
-        let stored = self.repo.save_draft(&draft, &audit_of).await?;
-        self.invalidate_app(ctx.account_id, app);
-        Ok(stored)
+        let max_apps = overview.quotas.max_apps;
+        match self.repo.save_draft(&draft, max_apps, &audit_of).await? {
+            DraftOutcome::Saved(stored) => {
+                self.invalidate_app(ctx.account_id, app);
+                Ok(*stored)
+            }
+            DraftOutcome::AppLimit => Err(PolicyError::AppLimit {
+                max: max_apps,
+                plan: overview.plan,
+            }),
+        }
     }
 
     #[expect(
@@ -828,11 +842,15 @@ impl PolicyService {
         &self,
         ctx: &AuthContext,
         app: &str,
-    ) -> Result<Vec<PolicyRecord>, PolicyError> {
+        page: &PageRequest,
+    ) -> Result<Page<PolicyRecord>, PolicyError> {
         ctx.require(Scope::PolicyRead)?;
         let app = AppName::normalise(app);
         Self::within_app(ctx, &app, "published or draft")?;
-        Ok(self.repo.versions(ctx.account_id, &app).await?)
+        if let Some(cursor) = page.after() {
+            cursor.id_as::<i64>()?;
+        }
+        Ok(self.repo.versions(ctx.account_id, &app, page).await?)
     }
 
     pub async fn list(

@@ -13,7 +13,7 @@ use d2_jwks::memory::MemorySigningKeys;
 use d2_jwks::{AesKey, Jwks, Keyring};
 use d2_kernel::{
     AccountId, AppName, AuthContext, CacheSettings, Clock, Code, Credential, ErrorCode, Grant,
-    ManualClock, PlanCatalog, ScopeSet, TokenId,
+    ManualClock, PageRequest, PlanCatalog, ScopeSet, TokenId,
 };
 use josekit::jwk::Jwk;
 use josekit::jws::RS256;
@@ -532,9 +532,10 @@ async fn drafts_are_served_only_when_asked_or_nothing_is_published() {
     assert_eq!(live.version, 2, "versions count drafts too");
     assert!(
         w.policies
-            .versions(&w.dev(), "app")
+            .versions(&w.dev(), "app", &PageRequest::first(100))
             .await
             .unwrap()
+            .items
             .iter()
             .all(|r| r.stage == Stage::Published),
         "the draft was consumed"
