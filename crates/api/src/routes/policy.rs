@@ -458,6 +458,14 @@ pub struct Validation {
 async fn validate(state: Data<ApiState>, auth: Auth, payload: Payload) -> ApiResult<HttpResponse> {
     let body = read_limited(payload, policy_body_limit(&state)).await?;
     let value: serde_json::Value = json_of(&body)?;
+    if !value.is_object() {
+        // The document says `Object`: anything else is a malformed request, not a policy
+        // that fails validation.
+        return Err(ApiError::new(
+            Code::InvalidBody,
+            "the body must be a JSON object: the policy document or {\"bundle\": ...}",
+        ));
+    }
     let (report, metadata) = state.app.policies.validate(&auth, value)?;
     Ok(HttpResponse::Ok().json(Validation {
         valid: report.is_valid(),
@@ -486,6 +494,7 @@ async fn get_policy(
 #[serde(deny_unknown_fields)]
 pub struct DescriptionBody {
     /// At most 2000 characters; null or empty clears it.
+    #[schema(max_length = 2000, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub description: Option<String>,
 }
 
