@@ -19,3 +19,4 @@ CI=${CI:-true} cargo test --workspace --locked
 CI=${CI:-true} D2_TEST_STORE=sqlite cargo test --locked -p d2-e2e
 scripts/sdk-interop.sh
 STORE=sqlite scripts/sdk-interop.sh
+scripts/schemathesis.sh

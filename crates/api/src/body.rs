@@ -182,7 +182,10 @@ pub fn json_of<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// Handlers for actix's own `Path` and `Query` extractors.
-pub fn path_error(error: PathError, _: &HttpRequest) -> actix_web::Error {
+pub fn path_error(error: PathError, req: &HttpRequest) -> actix_web::Error {
+    if let Some(response) = crate::methods::shadowed(req) {
+        return actix_web::error::InternalError::from_response(error, response).into();
+    }
     ApiError::new(
         Code::InvalidPath,
         format!("a path parameter is invalid: {error}"),

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 mod limit;
+mod methods;
 mod metrics;
 pub mod observe;
 pub mod openapi;

@@ -68,17 +68,21 @@ pub async fn observe(
     Ok(response)
 }
 
+/// The probes and the API description, which the per-IP limit never refuses.
+pub fn is_exempt_from_ip_limit(path: &str) -> bool {
+    matches!(
+        path,
+        "/" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json"
+    ) || path.starts_with("/docs")
+}
+
 /// The per-IP limit on requests without any credential. Probes and the API description
 /// are exempt.
 pub async fn limit_unauthenticated(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, Error> {
-    let exempt = matches!(
-        req.path(),
-        "/" | "/healthz" | "/readyz" | "/metrics" | "/openapi.json"
-    ) || req.path().starts_with("/docs");
-    if !exempt
+    if !is_exempt_from_ip_limit(req.path())
         && !crate::auth::has_credential(req.request())
         && let Some(state) = req.app_data::<Data<ApiState>>()
     {

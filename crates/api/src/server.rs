@@ -16,6 +16,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::body::{path_error, query_error};
 use crate::limit::IpLimiter;
+use crate::methods::{self, MethodTable};
 use crate::metrics::Metrics;
 use crate::observe::{limit_unauthenticated, observe};
 use crate::ready::Readiness;
@@ -109,11 +110,9 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
         settings.rate_limit.unauthenticated_burst,
         http.trusted_proxies,
     ));
-    let openapi_json = Bytes::from(
-        crate::openapi::document()
-            .to_json()
-            .map_err(std::io::Error::other)?,
-    );
+    let document = crate::openapi::document();
+    let methods = Arc::new(MethodTable::from_document(&document));
+    let openapi_json = Bytes::from(document.to_json().map_err(std::io::Error::other)?);
     spawn_limiter_sweeper(limiter.clone(), app.shutdown_token());
     let jwks_cache_control = format!("public, max-age={}", settings.jwks.cache_max_age_seconds)
         .parse()
@@ -131,6 +130,7 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
         )),
         openapi_json,
+        methods,
         jwks_cache_control,
         jwks_private_cache_control,
     });
@@ -161,7 +161,7 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
         } else {
             app.service(web::scope("/docs").default_service(web::to(routes::not_found)))
         };
-        app.default_service(web::to(routes::not_found))
+        app.default_service(web::to(methods::unmatched))
     })
     .listen(listener)?
     .shutdown_timeout(http.shutdown_timeout_seconds);

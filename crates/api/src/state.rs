@@ -4,6 +4,7 @@ use actix_web::web::Bytes;
 use d2_app::App;
 
 use crate::limit::IpLimiter;
+use crate::methods::MethodTable;
 use crate::metrics::Metrics;
 use crate::ready::Readiness;
 
@@ -19,6 +20,8 @@ pub struct ApiState {
     /// Permits to work on a large policy body, one per core.
     pub large_bodies: Arc<tokio::sync::Semaphore>,
     pub openapi_json: Bytes,
+    /// The methods each documented path declares (for 405 and `Allow`).
+    pub methods: Arc<MethodTable>,
     /// `Cache-Control` of the JWKS, rendered once.
     pub jwks_cache_control: actix_web::http::header::HeaderValue,
     /// `Cache-Control` of a JWKS chosen by the caller's credential, rendered once.

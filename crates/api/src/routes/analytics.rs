@@ -89,8 +89,10 @@ async fn summary(
 #[serde(deny_unknown_fields)]
 pub struct TimeseriesQuery {
     /// `hour` or `day` (default `day`); buckets are UTC.
+    #[param(value_type = Option<String>, pattern = "^(hour|day)$")]
     pub bucket: Option<String>,
     /// The last 1 to 90 days (default 7).
+    #[param(minimum = 1, maximum = 90)]
     pub days: Option<u32>,
 }
 
@@ -152,10 +154,13 @@ async fn timeseries(
 #[serde(deny_unknown_fields)]
 pub struct TopQuery {
     /// `tools`, `resources` or `event_type` (default `tools`).
+    #[param(value_type = Option<String>, pattern = "^(tools|resources|event_type)$")]
     pub dimension: Option<String>,
     /// The last 1 to 180 days (default 30).
+    #[param(minimum = 1, maximum = 180)]
     pub days: Option<u32>,
     /// How many keys, 1 to 100 (default 10).
+    #[param(minimum = 1, maximum = 100)]
     pub n: Option<u32>,
 }
 

@@ -124,6 +124,7 @@ async fn ingest(
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Items per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// The `X-Next-Cursor` of the previous page.
     pub cursor: Option<String>,

@@ -514,6 +514,14 @@ async fn validate(
 ) -> ApiResult<HttpResponse> {
     let (body, _permit) = policy_body(&state, &auth, &req, payload, Scope::PolicyRead).await?;
     let value: serde_json::Value = json_of(&body)?;
+    if !value.is_object() {
+        // The document says `Object`: anything else is a malformed request, not a policy
+        // that fails validation.
+        return Err(ApiError::new(
+            Code::InvalidBody,
+            "the body must be a JSON object: the policy document or {\"bundle\": ...}",
+        ));
+    }
     let (report, metadata) = state.app.policies.validate(&auth, value)?;
     Ok(HttpResponse::Ok().json(Validation {
         valid: report.is_valid(),
@@ -542,6 +550,7 @@ async fn get_policy(
 #[serde(deny_unknown_fields)]
 pub struct DescriptionBody {
     /// At most 2000 characters; null or empty clears it.
+    #[schema(max_length = 2000, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub description: Option<String>,
 }
 

@@ -36,9 +36,11 @@ pub enum TokenKindBody {
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenBody {
     /// A label, at most 100 characters.
+    #[schema(max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub token_name: Option<String>,
     pub kind: Option<TokenKindBody>,
     /// `["dev"]`, `["server"]`, `["admin"]`, or atomic scopes such as `["metrics.read"]`.
+    #[schema(min_items = 1)]
     pub scopes: Option<Vec<String>>,
     /// Server tokens only: the app whose bundle the token reads (normalised).
     pub app_name: Option<String>,
@@ -212,6 +214,8 @@ async fn issue(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateServerTokenBody {
+    /// A label, at most 100 characters.
+    #[schema(max_length = 100, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")]
     pub token_name: Option<String>,
     /// The app whose bundle the token reads (normalised); `default` if absent.
     pub app_name: Option<String>,
