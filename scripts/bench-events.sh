@@ -5,9 +5,12 @@
 #      every 202 means the batch was committed.
 #   2. export: `d2-worker --once analytics-export` copies every stored event to ClickHouse.
 #   3. metrics: summary, timeseries and top over one account's EVENTS events (default
-#      1,000,000), answered by PostgreSQL, then by ClickHouse.
+#      1,000,000), answered by each of METRICS_STORES (default PostgreSQL, then ClickHouse);
+#      then the totals of both stores over the same window, which must be equal.
 # STORE=sqlite runs only the ingest step, on a SQLite file instead of the local PostgreSQL.
+# INGEST=0 skips the ingest step (the fixture alone, for EVENTS=10000000).
 #   DURATION=15s CONNECTIONS=16 EVENTS=1000000 STORE=postgres ./scripts/bench-events.sh
+#   INGEST=0 EVENTS=10000000 METRICS_STORES=clickhouse ./scripts/bench-events.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +20,9 @@ THREADS=${THREADS:-2}
 EVENTS=${EVENTS:-1000000}
 PORT=${PORT:-18081}
 STORE=${STORE:-postgres}
+INGEST=${INGEST:-1}
+METRICS_STORES=${METRICS_STORES:-postgres clickhouse}
+target="${CARGO_TARGET_DIR:-target}/release"
 
 scripts/services.sh
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
@@ -49,8 +55,8 @@ else
     export D2__DATABASE__URL="postgres://postgres@127.0.0.1:5432/$db"
 fi
 export D2__DATABASE__POOL__MAX_SIZE=32
-export D2__CRYPTO__TOKEN_PEPPER=$(target/release/d2ctl generate-secret)
-export D2__CRYPTO__JWK_AES_KEY=$(target/release/d2ctl generate-aes-key)
+export D2__CRYPTO__TOKEN_PEPPER=$($target/d2ctl generate-secret)
+export D2__CRYPTO__JWK_AES_KEY=$($target/d2ctl generate-aes-key)
 export D2__HTTP__ADDR="127.0.0.1:$PORT"
 export D2__LOG__FILTER=warn
 # Room for the load: 1,000-event batches (about 200 KB), no ingest rate limit to speak of.
@@ -62,13 +68,13 @@ export D2__CLICKHOUSE__DATABASE=d2_bench
 export D2__WORKER__JOBS__ANALYTICS_EXPORT__SETTLE_SECONDS=0
 export D2__WORKER__JOBS__ANALYTICS_EXPORT__BATCH_SIZE=${EXPORT_BATCH:-50000}
 export D2__WORKER__JOBS__ANALYTICS_EXPORT__MAX_BATCHES=100000
-target/release/d2ctl migrate >/dev/null
-ingest_token=$(target/release/d2ctl bootstrap --account-name ingest 2>/dev/null)
-metrics_token=$(target/release/d2ctl bootstrap --account-name metrics 2>/dev/null)
+$target/d2ctl migrate >/dev/null
+ingest_token=$($target/d2ctl bootstrap --account-name ingest 2>/dev/null)
+metrics_token=$($target/d2ctl bootstrap --account-name metrics 2>/dev/null)
 
 base="http://127.0.0.1:$PORT"
 start_api() {
-    target/release/d2-api > "$work/api.log" 2>&1 &
+    $target/d2-api > "$work/api.log" 2>&1 &
     api_pid=$!
     for _ in $(seq 1 100); do
         curl -fs "$base/healthz" >/dev/null 2>&1 && return 0
@@ -95,6 +101,7 @@ report() { # name, wrk output file, events per request
 echo "release build, $(nproc) cores; PostgreSQL $(psql -tAq "$server" -c 'SHOW server_version'), ClickHouse $(curl -fs "$clickhouse" --data-binary 'SELECT version()')"
 
 # 1. Ingest. Each request carries distinct events (thread, request and index in the payload).
+if [ "$INGEST" = 1 ]; then
 start_api
 cat > "$work/ingest.lua" <<'LUA'
 local threads = 0
@@ -131,6 +138,7 @@ for batch in 100 1000; do
     report "ingest batch $batch" "$work/ingest_$batch.txt" "$batch"
 done
 stop_api
+fi
 if [ "$STORE" = sqlite ]; then
     stored=$(python3 -c "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM events').fetchone()[0])" "$work/d2.sqlite")
     echo "ingest: $stored events stored"
@@ -160,15 +168,16 @@ total=$(psql -tAq "$D2__DATABASE__URL" -c 'SELECT count(*) FROM events')
 
 # 3. Export everything to ClickHouse, timed.
 started=$(date +%s.%N)
-target/release/d2-worker --once analytics-export > "$work/export.txt"
+$target/d2-worker --once analytics-export > "$work/export.txt"
 ended=$(date +%s.%N)
-exported=$(curl -fs "$clickhouse" --data-binary 'SELECT count() FROM d2_bench.events FINAL')
+# Every stored event counted once in the hourly counts.
+exported=$(curl -fs "$clickhouse" --data-binary 'SELECT sum(events) FROM d2_bench.event_counts')
 awk -v n="$exported" -v total="$total" -v s="$started" -v e="$ended" -v b="$D2__WORKER__JOBS__ANALYTICS_EXPORT__BATCH_SIZE" \
     'BEGIN { printf "export: %d of %d events in %.1f s = %.0f events/s (batches of %d)\n", n, total, e - s, n / (e - s), b }'
 
 # 4. Metrics over the account's events, on each analytics store.
 start=$(date -u -d '30 days ago' +%Y-%m-%dT%H:%M:%SZ)
-for store in postgres clickhouse; do
+for store in $METRICS_STORES; do
     D2__ANALYTICS__STORE=$store start_api
     echo "metrics over $EVENTS events, analytics.store = $store: wrk -t1 -c4 -d$DURATION"
     for route in "summary?start=$start" "timeseries?bucket=day&days=30" "timeseries?bucket=hour&days=30" "top?dimension=tools&days=30&n=10" "top?dimension=event_type&days=30"; do
@@ -179,3 +188,20 @@ for store in postgres clickhouse; do
     done
     stop_api
 done
+
+declare -A totals
+# 5. The same totals from both stores: the summary over the window from `start` (fixed, so
+#    both answer over the same events; the `days=` routes slide with the clock).
+for store in postgres clickhouse; do
+    D2__ANALYTICS__STORE=$store start_api
+    summary=$(curl -fs -H "Authorization: Bearer $metrics_token" "$base/v1/metrics/summary?start=$start" --max-time 300)
+    stop_api
+    totals[$store]=$(python3 -c 'import json, sys; s = json.loads(sys.argv[1]); print(s["total_authorizations"], s["total_denied"], s["unique_tools"], round(s["avg_decision_ms"], 4))' "$summary")
+    echo "totals $store: authorizations, denied, unique tools, mean decision ms: ${totals[$store]}"
+done
+if [ "${totals[postgres]}" = "${totals[clickhouse]}" ]; then
+    echo "totals: equal"
+else
+    echo "totals: DIFFERENT" >&2
+    exit 1
+fi

@@ -74,8 +74,12 @@ async fn summary(app: &TestApp, tenant: &Tenant) -> (u64, u64) {
 
 async fn distinct_and_stored(url: &str, database: &str) -> (String, String) {
     (
-        clickhouse_sql(url, &format!("SELECT count() FROM {database}.events FINAL")).await,
-        clickhouse_sql(url, &format!("SELECT count() FROM {database}.events")).await,
+        clickhouse_sql(
+            url,
+            &format!("SELECT count() FROM {database}.event_rows FINAL"),
+        )
+        .await,
+        clickhouse_sql(url, &format!("SELECT count() FROM {database}.event_rows")).await,
     )
 }
 

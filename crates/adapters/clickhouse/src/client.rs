@@ -173,9 +173,31 @@ impl ClickHouse {
         })
     }
 
-    /// The qualified, quoted name of the events table.
-    pub(crate) fn events_table(&self) -> String {
-        format!("{}.`events`", self.database.quoted())
+    /// The qualified, quoted name of the table of events, one row each.
+    pub(crate) fn rows_table(&self) -> String {
+        format!("{}.`event_rows`", self.database.quoted())
+    }
+
+    /// The qualified, quoted name of the table of hourly counts (and export marks).
+    pub(crate) fn counts_table(&self) -> String {
+        format!("{}.`event_counts`", self.database.quoted())
+    }
+
+    /// Runs `INSERT ... FORMAT JSONEachRow` + `rows` rows as one block, so that the rows
+    /// of one partition land in one part, committed whole or not at all.
+    pub(crate) async fn insert(
+        &self,
+        operation: &'static str,
+        body: Vec<u8>,
+        rows: usize,
+    ) -> Result<(), StoreError> {
+        let block = rows.max(1_048_576).to_string();
+        self.execute_with(
+            operation,
+            body,
+            &[("max_insert_block_size", block.as_str())],
+        )
+        .await
     }
 
     /// Runs a statement that answers nothing (DDL, `INSERT ... FORMAT JSONEachRow` + rows).
@@ -184,7 +206,17 @@ impl ClickHouse {
         operation: &'static str,
         body: impl Into<reqwest::Body>,
     ) -> Result<(), StoreError> {
-        let response = self.post(operation, body.into()).await?;
+        self.execute_with(operation, body, &[]).await
+    }
+
+    /// [`Self::execute`] with ClickHouse settings for this statement only.
+    pub(crate) async fn execute_with(
+        &self,
+        operation: &'static str,
+        body: impl Into<reqwest::Body>,
+        settings: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
+        let response = self.post(operation, body.into(), settings).await?;
         // Drain the answer so the connection goes back to the pool.
         response
             .bytes()
@@ -199,7 +231,7 @@ impl ClickHouse {
         operation: &'static str,
         sql: String,
     ) -> Result<Answer<T>, StoreError> {
-        let response = self.post(operation, sql.into()).await?;
+        let response = self.post(operation, sql.into(), &[]).await?;
         let body = response
             .bytes()
             .await
@@ -214,6 +246,7 @@ impl ClickHouse {
         &self,
         operation: &'static str,
         body: reqwest::Body,
+        settings: &[(&str, &str)],
     ) -> Result<reqwest::Response, StoreError> {
         let max_execution_time = self.timeout.as_secs().max(1).to_string();
         let response = self
@@ -226,6 +259,7 @@ impl ClickHouse {
                 ("output_format_json_quote_64bit_integers", "0"),
                 ("max_execution_time", max_execution_time.as_str()),
             ])
+            .query(settings)
             .body(body)
             .send()
             .await

@@ -71,6 +71,11 @@ impl DatabaseName {
         valid.then(|| Self(name.to_owned()))
     }
 
+    /// The name itself (safe inside single quotes too).
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// The name quoted for SQL.
     pub(crate) fn quoted(&self) -> String {
         format!("`{}`", self.0)

@@ -10,28 +10,77 @@ use d2_kernel::{AccountId, StoreError};
 use serde::Deserialize;
 
 use crate::client::{ClickHouse, number};
+use crate::sink::HOUR_US;
 
-/// The rows of one account with `occurred_at` in `[start, end)`.
+/// The facts of one account's events with `occurred_at` in `[start, end)`, as a subquery
+/// of partial sums: the whole hours of the window from `event_counts`, the rest (the
+/// partial hours at its edges, or all of it when `whole_hours` is false) from `event_rows`.
 ///
-/// The exact bounds are on `occurred_us`; the bounds on `occurred_at` (whole seconds,
-/// clamped to `DateTime`'s range exactly as the column is) are implied by them and only
-/// let ClickHouse skip the partitions outside the window.
-fn window(account_id: AccountId, start: DateTime<Utc>, end: DateTime<Utc>) -> String {
+/// Its columns: `at_us` (the event's time, or its hour's start for counts), `kind` (the
+/// event type), `tool_key` and `has_tool` (`''` and 0 for no tool), `decision`, and the
+/// sums `cnt` (events), `timed` (events with a latency), `latency_sum` (ms), `lag_sum`
+/// (µs). Rows are read by the primary key of each table; a row written twice (the worker
+/// died before writing its counts) is counted once, by id. No `FINAL` anywhere.
+fn facts(
+    clickhouse: &ClickHouse,
+    account_id: AccountId,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    whole_hours: bool,
+) -> String {
+    let (counts, rows) = (clickhouse.counts_table(), clickhouse.rows_table());
+    let account = account_id.as_uuid().hyphenated();
     let (start_us, end_us) = (start.timestamp_micros(), end.timestamp_micros());
-    let seconds = |us: i64| us.div_euclid(1_000_000).clamp(0, i64::from(u32::MAX));
-    format!(
-        "account_id = '{account}' \
-         AND occurred_us >= {start_us} AND occurred_us < {end_us} \
-         AND occurred_at >= toDateTime({start_s}, 'UTC') \
-         AND occurred_at <= toDateTime({end_s}, 'UTC')",
-        account = account_id.as_uuid().hyphenated(),
-        start_s = seconds(start_us),
-        end_s = seconds(end_us),
-    )
+    // The whole hours `[first, last)` inside the window.
+    let first = start_us.div_euclid(HOUR_US) + i64::from(start_us.rem_euclid(HOUR_US) != 0);
+    let last = end_us.div_euclid(HOUR_US);
+    let mut edges = Vec::new();
+    let mut parts = Vec::new();
+    if whole_hours && first < last {
+        let (from_us, to_us) = (first * HOUR_US, last * HOUR_US);
+        if start_us < from_us {
+            edges.push((start_us, from_us));
+        }
+        if to_us < end_us {
+            edges.push((to_us, end_us));
+        }
+        parts.push(format!(
+            "SELECT hour * toInt64({HOUR_US}) AS at_us, event_type AS kind, tool AS tool_key, \
+                has_tool, decision, events AS cnt, timed, latency_ms AS latency_sum, \
+                lag_us AS lag_sum \
+             FROM {counts} \
+             WHERE account_id = '{account}' AND hour >= {first} AND hour < {last}"
+        ));
+    } else {
+        edges.push((start_us, end_us));
+    }
+    if !edges.is_empty() || parts.is_empty() {
+        let within = edges
+            .iter()
+            .map(|(from, to)| format!("(occurred_us >= {from} AND occurred_us < {to})"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let within = if within.is_empty() {
+            "0".to_owned()
+        } else {
+            within
+        };
+        parts.push(format!(
+            "SELECT toInt64(o_us) AS at_us, toString(etype) AS kind, \
+                toString(ifNull(t, '')) AS tool_key, toUInt8(isNotNull(t)) AS has_tool, \
+                toInt8(d) AS decision, toUInt64(1) AS cnt, toUInt64(isNotNull(lat)) AS timed, \
+                toFloat64(ifNull(lat, toFloat64(0))) AS latency_sum, \
+                toInt64(i_us - o_us) AS lag_sum \
+             FROM (SELECT id, any(occurred_us) AS o_us, any(ingested_us) AS i_us, \
+                      any(event_type) AS etype, any(tool) AS t, any(decision) AS d, \
+                      any(latency_ms) AS lat \
+                   FROM {rows} \
+                   WHERE account_id = '{account}' AND ({within}) \
+                   GROUP BY id)"
+        ));
+    }
+    format!("({})", parts.join(" UNION ALL "))
 }
-
-/// Authorizations: events with a decision (1 allowed, 0 denied; -1 is none).
-const DECIDED: &str = "decision >= 0";
 
 #[derive(Debug, Deserialize)]
 struct SummaryRow {
@@ -82,21 +131,20 @@ impl AnalyticsStore for ClickHouse {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<Summary, StoreError> {
-        let timed = format!("{DECIDED} AND isNotNull(latency_ms)");
+        // Authorizations are the events with a decision (1 allowed, 0 denied; -1 none).
         let sql = format!(
             "SELECT \
-                countIf(decision = 1) AS allowed, \
-                countIf(decision = 0) AS denied, \
-                uniqExactIf(tool, {DECIDED} AND isNotNull(tool)) AS unique_tools, \
-                if(countIf({timed}) > 0, sumIf(latency_ms, {timed}) / countIf({timed}), NULL) \
+                sumIf(cnt, decision = 1) AS allowed, \
+                sumIf(cnt, decision = 0) AS denied, \
+                uniqExactIf(tool_key, decision >= 0 AND has_tool = 1) AS unique_tools, \
+                if(sumIf(timed, decision >= 0) > 0, \
+                   sumIf(latency_sum, decision >= 0) / sumIf(timed, decision >= 0), NULL) \
                     AS avg_decision_ms, \
-                if(count() > 0, sum(toFloat64(ingested_us - occurred_us)) / count() / 1000, NULL) \
+                if(sum(cnt) > 0, sum(toFloat64(lag_sum)) / sum(cnt) / 1000, NULL) \
                     AS avg_ingest_lag_ms \
-             FROM {table} FINAL \
-             WHERE {window} \
+             FROM {facts} \
              FORMAT JSON",
-            table = self.events_table(),
-            window = window(account_id, start, end),
+            facts = facts(self, account_id, start, end, true),
         );
         let row: SummaryRow = single(self.query("summary", sql).await?.data, "summary")?;
         Ok(Summary {
@@ -121,16 +169,16 @@ impl AnalyticsStore for ClickHouse {
         let width = format!("toInt64({width_us})");
         let sql = format!(
             "SELECT \
-                occurred_us - (occurred_us % {width} + {width}) % {width} AS bucket_us, \
-                countIf(decision = 1) AS allowed, \
-                countIf(decision = 0) AS denied \
-             FROM {table} FINAL \
-             WHERE {window} AND {DECIDED} \
+                at_us - (at_us % {width} + {width}) % {width} AS bucket_us, \
+                sumIf(cnt, decision = 1) AS allowed, \
+                sumIf(cnt, decision = 0) AS denied \
+             FROM {facts} \
+             WHERE decision >= 0 \
              GROUP BY bucket_us \
              ORDER BY bucket_us \
              FORMAT JSON",
-            table = self.events_table(),
-            window = window(account_id, start, end),
+            // Hours fall whole into buckets of whole hours.
+            facts = facts(self, account_id, start, end, width_us % HOUR_US == 0),
         );
         let rows: Vec<PointRow> = self.query("timeseries", sql).await?.data;
         rows.into_iter()
@@ -156,22 +204,21 @@ impl AnalyticsStore for ClickHouse {
     ) -> Result<Top, StoreError> {
         let (key, only) = match dimension {
             Dimension::Tools | Dimension::Resources => {
-                ("tool", format!("AND {DECIDED} AND isNotNull(tool)"))
+                ("tool_key", "WHERE decision >= 0 AND has_tool = 1")
             }
-            Dimension::EventType => ("event_type", String::new()),
+            Dimension::EventType => ("kind", ""),
         };
         // `WITH TOTALS` counts every group, not only those within the LIMIT. `LIMIT 0`
         // would skip the totals as well, so ask for at least one row and drop it below.
         let sql = format!(
-            "SELECT {key} AS key, count() AS n \
-             FROM {table} FINAL \
-             WHERE {window} {only} \
+            "SELECT {key} AS key, sum(cnt) AS n \
+             FROM {facts} \
+             {only} \
              GROUP BY key WITH TOTALS \
              ORDER BY n DESC, key ASC \
              LIMIT {limit} \
              FORMAT JSON",
-            table = self.events_table(),
-            window = window(account_id, start, end),
+            facts = facts(self, account_id, start, end, true),
             limit = n.max(1),
         );
         let answer = self.query::<TopRow>("top", sql).await?;

@@ -65,10 +65,35 @@ impl TestDb {
         }
         let sql = format!(
             "SELECT count() AS n FROM {} {final_} FORMAT JSON",
-            self.store.events_table()
+            self.store.rows_table()
         );
         let answer = self.store.query::<Row>("count", sql).await.unwrap();
         answer.data.first().unwrap().n
+    }
+
+    /// The events `event_counts` counts.
+    async fn counted(&self) -> u64 {
+        #[derive(Deserialize)]
+        struct Row {
+            #[serde(deserialize_with = "number::u64")]
+            n: u64,
+        }
+        let sql = format!(
+            "SELECT sum(events) AS n FROM {} FORMAT JSON",
+            self.store.counts_table()
+        );
+        let answer = self.store.query::<Row>("counted", sql).await.unwrap();
+        answer.data.first().unwrap().n
+    }
+
+    /// Merges every part, as the background would eventually.
+    async fn optimize(&self) {
+        for table in [self.store.rows_table(), self.store.counts_table()] {
+            self.store
+                .execute("optimize", format!("OPTIMIZE TABLE {table} FINAL"))
+                .await
+                .unwrap();
+        }
     }
 }
 
@@ -310,7 +335,7 @@ async fn server_errors_are_internal_and_keep_sql_and_secrets_out() {
             "probe",
             format!(
                 "INSERT INTO {} FORMAT JSONEachRow\n{{\"id\": \"marker-of-a-row\"}}\n",
-                db.store.events_table()
+                db.store.rows_table()
             ),
         )
         .await
@@ -523,7 +548,7 @@ async fn awkward_text_round_trips() {
     }
     let sql = format!(
         "SELECT id, payload FROM {} FINAL ORDER BY id FORMAT JSON",
-        db.store.events_table()
+        db.store.rows_table()
     );
     let rows = db.store.query::<Row>("payloads", sql).await.unwrap().data;
     assert_eq!(rows.len(), events.len());
@@ -534,4 +559,118 @@ async fn awkward_text_round_trips() {
             event.event.payload
         );
     }
+}
+
+/// Windows whose edges fall inside hours (answered from rows), on hours, or both.
+fn windows() -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let (minute, micro) = (
+        chrono::Duration::minutes(1),
+        chrono::Duration::microseconds(1),
+    );
+    vec![
+        (t0(), t0() + chrono::Duration::days(3)),
+        (
+            t0() + minute * 7 + micro,
+            t0() + chrono::Duration::hours(29) - micro,
+        ),
+        (t0() - minute * 30, t0() + minute * 200),
+        (t0() + minute * 61, t0() + minute * 62),
+        (t0() + minute * 5, t0() + minute * 5),
+    ]
+}
+
+async fn same_answers_everywhere(db: &TestDb, reference: &MemoryEvents, account: AccountId) {
+    for (start, end) in windows() {
+        same_answers(&db.store, reference, account, start, end).await;
+    }
+}
+
+#[tokio::test]
+async fn a_re_exported_batch_changes_no_answer() {
+    let db = TestDb::new().await;
+    let account = AccountId::random();
+    let events = stored(batch(account, 150));
+    let reference = MemoryEvents::default();
+    reference
+        .insert_events(&events.iter().map(|s| s.event.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+
+    db.store.write(&events).await.unwrap();
+    same_answers_everywhere(&db, &reference, account).await;
+    // The worker died between the write and its checkpoint: the same batch again, twice.
+    db.store.write(&events).await.unwrap();
+    db.store.write(&events).await.unwrap();
+    same_answers_everywhere(&db, &reference, account).await;
+    assert_eq!(db.counted().await, 150, "each event counted once");
+    assert_eq!(db.count("").await, 150, "nothing written again");
+    // Merged or not, the answers stay.
+    db.optimize().await;
+    same_answers_everywhere(&db, &reference, account).await;
+}
+
+#[tokio::test]
+async fn a_write_that_died_between_its_two_inserts_is_completed_by_the_retry() {
+    let db = TestDb::new().await;
+    let account = AccountId::random();
+    let events = stored(batch(account, 90));
+    let reference = MemoryEvents::default();
+    reference
+        .insert_events(&events.iter().map(|s| s.event.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    db.store.write(events.get(..30).unwrap()).await.unwrap();
+    // The rows of the next 40 reached ClickHouse, their counts did not.
+    let (start, end) = (t0(), t0() + chrono::Duration::days(3));
+    let next: Vec<&StoredEvent> = events.get(30..70).unwrap().iter().collect();
+    db.store.write_rows(&next).await.unwrap();
+    db.store.write(events.get(30..70).unwrap()).await.unwrap();
+    db.store.write(&events).await.unwrap();
+    same_answers_everywhere(&db, &reference, account).await;
+    same_answers(&db.store, &reference, account, start, end).await;
+    assert_eq!(db.counted().await, 90);
+}
+
+#[tokio::test]
+async fn prepare_migrates_the_former_events_table() {
+    let db = TestDb::new().await;
+    let account = AccountId::random();
+    let events = stored(batch(account, 200));
+    let reference = MemoryEvents::default();
+    reference
+        .insert_events(&events.iter().map(|s| s.event.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    // A deployment of the former schema: one `events` table, with a retried batch's copies,
+    // and ids with gaps.
+    let some: Vec<StoredEvent> = events.iter().filter(|e| e.id % 7 != 3).cloned().collect();
+    db.store.write(&some).await.unwrap();
+    let database = db.store.database.quoted();
+    let legacy = format!("{database}.`events`");
+    for sql in [
+        format!(
+            "CREATE TABLE {legacy} ({}) {}",
+            crate::sink::ROWS_COLUMNS,
+            crate::sink::LEGACY_ENGINE
+        ),
+        format!("INSERT INTO {legacy} SELECT * FROM {database}.`event_rows`"),
+        format!("INSERT INTO {legacy} SELECT * FROM {database}.`event_rows` WHERE id < 50"),
+        format!("DROP TABLE {database}.`event_rows`"),
+        format!("DROP TABLE {database}.`event_counts`"),
+    ] {
+        db.store.execute("legacy", sql).await.unwrap();
+    }
+
+    db.store.prepare().await.unwrap();
+    db.store.prepare().await.unwrap();
+    let migrated = MemoryEvents::default();
+    migrated
+        .insert_events(&some.iter().map(|s| s.event.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    same_answers_everywhere(&db, &migrated, account).await;
+    // The export goes on: migrated events are not counted again, the others are.
+    db.store.write(&events).await.unwrap();
+    same_answers_everywhere(&db, &reference, account).await;
+    assert_eq!(db.counted().await, 200);
 }
