@@ -91,11 +91,21 @@ impl SigningKey {
         })
     }
 
-    /// Opens the private key and builds a signer. The caller caches it.
+    /// Opens the private key and builds a signer. The caller caches it. The public key
+    /// served in the JWKS must be the sealed key's own: a stored public half that does
+    /// not match (a row edited or mixed up) is refused rather than signing bundles that
+    /// no SDK could verify, or that another key would verify.
     pub fn signer(&self, keyring: &Keyring) -> Result<RsassaJwsSigner, KeyError> {
         let plaintext = keyring.open(&self.sealed_private, self.kid.as_bytes())?;
         let jwk =
             Jwk::from_bytes(plaintext.as_slice()).map_err(|e| KeyError::Corrupt(e.to_string()))?;
+        let own = PublishedKey::rsa(&self.kid, &parameter(&jwk, "n")?, &parameter(&jwk, "e")?);
+        if own != self.public {
+            return Err(KeyError::Corrupt(format!(
+                "the published key {} is not the sealed key's public half",
+                self.kid
+            )));
+        }
         RS256
             .signer_from_jwk(&jwk)
             .map_err(|e| KeyError::Corrupt(e.to_string()))
@@ -108,5 +118,31 @@ impl SigningKey {
     /// Published in the JWKS at `now`: active, or retired less than `grace` ago.
     pub fn is_published(&self, now: DateTime<Utc>, grace: Duration) -> bool {
         self.retired_at.is_none_or(|retired| now < retired + grace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seal::AesKey;
+
+    #[test]
+    fn a_published_key_that_is_not_the_sealed_keys_own_is_refused() {
+        let keyring = Keyring::new(AesKey::new(&[5; 32]).unwrap(), vec![]);
+        let now = Utc::now();
+        let key = SigningKey::generate(AccountId::random(), &keyring, now).unwrap();
+        assert!(key.signer(&keyring).is_ok());
+        let other = SigningKey::generate(AccountId::random(), &keyring, now).unwrap();
+        let swapped = SigningKey {
+            public: PublishedKey {
+                kid: key.kid.clone(),
+                ..other.public
+            },
+            ..key
+        };
+        assert!(matches!(
+            swapped.signer(&keyring),
+            Err(KeyError::Corrupt(reason)) if reason.contains("public half")
+        ));
     }
 }
