@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::HttpRequest;
 use actix_web::dev::ServiceRequest;
-use d2_kernel::limit::{KeyedLimiter, Rate, RateLimit};
+use d2_kernel::limit::{Rate, RateBuckets, RateLimit};
 
 use crate::error::ApiError;
 
@@ -19,8 +19,7 @@ const MAX_OVER_BUDGET: usize = 100_000;
 
 #[derive(Debug)]
 pub struct IpLimiter {
-    buckets: KeyedLimiter<IpAddr>,
-    rate: Rate,
+    buckets: RateBuckets<IpAddr>,
     trusted_proxies: usize,
     /// Addresses over their allowance, until when: their unknown credentials are refused
     /// before any lookup.
@@ -33,8 +32,7 @@ impl IpLimiter {
         // `burst` at once, refilled at `per_minute`.
         let rate = Rate::new(burst, Duration::from_secs(60) * burst / per_minute.max(1));
         Self {
-            buckets: KeyedLimiter::default(),
-            rate,
+            buckets: RateBuckets::new(rate),
             trusted_proxies,
             over_budget: Mutex::default(),
         }
@@ -44,13 +42,10 @@ impl IpLimiter {
     /// problem when it is used up.
     pub fn check(&self, ip: IpAddr) -> Result<(), ApiError> {
         let bucket = bucket_of(ip);
-        self.buckets
-            .check(&bucket, self.rate)
-            .map(drop)
-            .map_err(|limit| {
-                self.remember_over_budget(bucket, limit);
-                ApiError::rate_limited(limit)
-            })
+        self.buckets.check(&bucket).map(drop).map_err(|limit| {
+            self.remember_over_budget(bucket, limit);
+            ApiError::rate_limited(limit)
+        })
     }
 
     fn remember_over_budget(&self, bucket: IpAddr, limit: RateLimit) {

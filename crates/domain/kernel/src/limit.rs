@@ -119,45 +119,40 @@ type Buckets<K> = Arc<
     >,
 >;
 
-/// One in-memory token bucket per key and rate.
-pub struct KeyedLimiter<K: Hash + Eq + Clone> {
-    limiters: Mutex<HashMap<Rate, Buckets<K>>>,
+/// In-memory token buckets of one rate, one per key. No lock of its own: the hot paths
+/// whose rate is fixed (the poll ceiling, the per-IP limit) use it directly.
+pub struct RateBuckets<K: Hash + Eq + Clone> {
+    rate: Rate,
+    buckets: Buckets<K>,
 }
 
-impl<K: Hash + Eq + Clone> fmt::Debug for KeyedLimiter<K> {
+impl<K: Hash + Eq + Clone> fmt::Debug for RateBuckets<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyedLimiter").finish_non_exhaustive()
+        f.debug_struct("RateBuckets")
+            .field("rate", &self.rate)
+            .finish_non_exhaustive()
     }
 }
 
-impl<K: Hash + Eq + Clone> Default for KeyedLimiter<K> {
-    fn default() -> Self {
+impl<K: Hash + Eq + Clone> RateBuckets<K> {
+    pub fn new(rate: Rate) -> Self {
+        let burst = NonZeroU32::new(rate.capacity).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(rate.interval())
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
+            .allow_burst(burst);
         Self {
-            limiters: Mutex::new(HashMap::new()),
+            rate,
+            buckets: Arc::new(
+                RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+            ),
         }
     }
-}
 
-impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
-    fn limiter(&self, rate: Rate) -> Buckets<K> {
-        let mut limiters = self.limiters.lock().unwrap_or_else(PoisonError::into_inner);
-        limiters
-            .entry(rate)
-            .or_insert_with(|| {
-                let burst = NonZeroU32::new(rate.capacity).unwrap_or(NonZeroU32::MIN);
-                let quota = Quota::with_period(rate.interval())
-                    .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))
-                    .allow_burst(burst);
-                Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>())
-            })
-            .clone()
-    }
-
-    /// Spends `cost` units of `key`'s bucket of `rate`, all or nothing.
-    pub fn take(&self, key: &K, cost: u32, rate: Rate) -> Decision {
+    /// Spends `cost` units of `key`'s bucket, all or nothing.
+    pub fn take(&self, key: &K, cost: u32) -> Decision {
+        let rate = self.rate;
         let cost = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
-        let limiter = self.limiter(rate);
-        match limiter.check_key_n(key, cost) {
+        match self.buckets.check_key_n(key, cost) {
             Ok(Ok(snapshot)) => {
                 let remaining = snapshot.remaining_burst_capacity().min(rate.capacity);
                 Decision::Allowed(RateLimit {
@@ -189,7 +184,52 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
         }
     }
 
-    /// Spends one unit of `key`'s bucket; `Err(seconds)` to wait when it is empty.
+    /// Spends one unit of `key`'s bucket: its state, or its state as an error when empty.
+    pub fn check(&self, key: &K) -> Result<RateLimit, RateLimit> {
+        self.take(key, 1).into_result()
+    }
+
+    /// Forgets idle keys, so memory stays bounded.
+    pub fn forget_idle(&self) {
+        self.buckets.retain_recent();
+    }
+}
+
+/// In-memory token buckets per key and rate, for limits whose rate varies by call (plans
+/// differ).
+pub struct KeyedLimiter<K: Hash + Eq + Clone> {
+    limiters: Mutex<HashMap<Rate, Arc<RateBuckets<K>>>>,
+}
+
+impl<K: Hash + Eq + Clone> fmt::Debug for KeyedLimiter<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedLimiter").finish_non_exhaustive()
+    }
+}
+
+impl<K: Hash + Eq + Clone> Default for KeyedLimiter<K> {
+    fn default() -> Self {
+        Self {
+            limiters: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
+    fn limiter(&self, rate: Rate) -> Arc<RateBuckets<K>> {
+        let mut limiters = self.limiters.lock().unwrap_or_else(PoisonError::into_inner);
+        limiters
+            .entry(rate)
+            .or_insert_with(|| Arc::new(RateBuckets::new(rate)))
+            .clone()
+    }
+
+    /// Spends `cost` units of `key`'s bucket of `rate`, all or nothing.
+    pub fn take(&self, key: &K, cost: u32, rate: Rate) -> Decision {
+        self.limiter(rate).take(key, cost)
+    }
+
+    /// Spends one unit of `key`'s bucket of `rate`.
     pub fn check(&self, key: &K, rate: Rate) -> Result<RateLimit, RateLimit> {
         self.take(key, 1, rate).into_result()
     }
@@ -204,7 +244,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
             .cloned()
             .collect();
         for limiter in limiters {
-            limiter.retain_recent();
+            limiter.forget_idle();
         }
     }
 }

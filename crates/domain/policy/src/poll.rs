@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use d2_kernel::limit::{KeyedLimiter, Rate, RateLimit};
+use d2_kernel::limit::{Rate, RateBuckets, RateLimit};
 use d2_kernel::{AccountId, TokenId};
 
 type Key = (AccountId, Option<TokenId>);
@@ -42,21 +42,19 @@ impl PollCeiling {
 
 #[derive(Debug)]
 pub struct PollLimiter {
-    rate: Rate,
-    buckets: KeyedLimiter<Key>,
+    buckets: RateBuckets<Key>,
 }
 
 impl PollLimiter {
     pub fn new(ceiling: PollCeiling) -> Self {
         Self {
-            rate: ceiling.rate(),
-            buckets: KeyedLimiter::default(),
+            buckets: RateBuckets::new(ceiling.rate()),
         }
     }
 
     /// Spends one poll of the credential's bucket.
     pub fn check(&self, key: Key) -> Result<RateLimit, RateLimit> {
-        self.buckets.check(&key, self.rate)
+        self.buckets.check(&key)
     }
 
     pub fn forget_idle(&self) {
