@@ -187,8 +187,8 @@ pub struct RenameResult {
 #[patch("/v1/accounts/{account_id}/name")]
 async fn rename(
     state: Data<ApiState>,
-    auth: Auth,
     account_id: Path<AccountId>,
+    auth: Auth,
     body: Json<RenameBody>,
 ) -> ApiResult<HttpResponse> {
     auth.require_account(*account_id)?;
@@ -242,8 +242,8 @@ pub struct UsersBody {
 #[get("/v1/accounts/{account_id}/users")]
 async fn users(
     state: Data<ApiState>,
-    auth: Auth,
     account_id: Path<AccountId>,
+    auth: Auth,
 ) -> ApiResult<HttpResponse> {
     let users = state.app.accounts.users(&auth, *account_id).await?;
     Ok(HttpResponse::Ok().json(UsersBody {

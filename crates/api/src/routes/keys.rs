@@ -135,8 +135,8 @@ async fn list(
 #[delete("/v1/keys/{key_id}")]
 async fn revoke(
     state: Data<ApiState>,
-    auth: Auth,
     key_id: Path<String>,
+    auth: Auth,
 ) -> ApiResult<HttpResponse> {
     state
         .app

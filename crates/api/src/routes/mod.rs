@@ -1,4 +1,9 @@
 //! The routes. Each module owns one group of endpoints and its wire types.
+//!
+//! Handlers take `Path` before `Auth`: extractors run in order and the first error stops
+//! the rest, so a path that does not parse is answered before any credential lookup
+//! starts (a lookup dropped half way would be work thrown away, and on SQLite a query
+//! cancelled on a request thread).
 
 mod accounts;
 mod analytics;

@@ -539,8 +539,8 @@ async fn validate(
 #[get("/v1/policy/{policy_id}")]
 async fn get_policy(
     state: Data<ApiState>,
-    auth: Auth,
     id: Path<PolicyId>,
+    auth: Auth,
 ) -> ApiResult<HttpResponse> {
     let record = state.app.policies.get(&auth, *id).await?;
     Ok(HttpResponse::Ok().json(PolicySummary::of(record, true)))
@@ -564,8 +564,8 @@ pub struct DescriptionBody {
 #[patch("/v1/policy/{policy_id}/description")]
 async fn patch_description(
     state: Data<ApiState>,
-    auth: Auth,
     id: Path<PolicyId>,
+    auth: Auth,
     body: Json<DescriptionBody>,
 ) -> ApiResult<HttpResponse> {
     let record = state
@@ -589,9 +589,9 @@ async fn patch_description(
 #[patch("/v1/policy/{policy_id}/bundle")]
 async fn patch_bundle(
     state: Data<ApiState>,
+    id: Path<PolicyId>,
     auth: Auth,
     req: HttpRequest,
-    id: Path<PolicyId>,
     payload: Payload,
 ) -> ApiResult<HttpResponse> {
     let (body, _permit) = policy_body(&state, &auth, &req, payload, Scope::PolicyPublish).await?;

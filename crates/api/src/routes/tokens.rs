@@ -180,8 +180,8 @@ impl From<Rotation> for RotatedTokenBody {
 #[post("/v1/accounts/{account_id}/tokens")]
 async fn create(
     state: Data<ApiState>,
-    auth: Auth,
     account_id: Path<AccountId>,
+    auth: Auth,
     body: OptionalJson<CreateTokenBody>,
 ) -> ApiResult<HttpResponse> {
     issue(&state, &auth, *account_id, || {
@@ -232,8 +232,8 @@ pub struct CreateServerTokenBody {
 #[post("/v1/accounts/{account_id}/tokens/server")]
 async fn create_server(
     state: Data<ApiState>,
-    auth: Auth,
     account_id: Path<AccountId>,
+    auth: Auth,
     body: OptionalJson<CreateServerTokenBody>,
 ) -> ApiResult<HttpResponse> {
     issue(&state, &auth, *account_id, || {
@@ -259,8 +259,8 @@ async fn create_server(
 #[get("/v1/accounts/{account_id}/tokens")]
 async fn list(
     state: Data<ApiState>,
-    auth: Auth,
     account_id: Path<AccountId>,
+    auth: Auth,
     query: Query<PageQuery>,
 ) -> ApiResult<HttpResponse> {
     auth.require_account(*account_id)?;
@@ -303,8 +303,8 @@ pub struct ChainRevoked {
 #[delete("/v1/accounts/{account_id}/tokens/{token_id}")]
 async fn revoke(
     state: Data<ApiState>,
-    auth: Auth,
     ids: Path<(AccountId, TokenId)>,
+    auth: Auth,
     query: Query<RevokeQuery>,
 ) -> ApiResult<HttpResponse> {
     let (account_id, token_id) = ids.into_inner();
@@ -341,8 +341,8 @@ async fn revoke(
 #[post("/v1/accounts/{account_id}/tokens/{token_id}/rotate")]
 async fn rotate(
     state: Data<ApiState>,
-    auth: Auth,
     ids: Path<(AccountId, TokenId)>,
+    auth: Auth,
 ) -> ApiResult<HttpResponse> {
     let (account_id, token_id) = ids.into_inner();
     auth.require_account(account_id)?;
