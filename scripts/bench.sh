@@ -1,27 +1,33 @@
 #!/usr/bin/env bash
-# Load benchmark of the release build, one run: /healthz against authenticated routes.
-# Prints requests/s and p99 per route and each route's share of /healthz's throughput.
+# Load benchmark of the release build, one run: the hot routes of d2-api beside a bare
+# actix-web server (crates/api/examples/bare.rs: same allocator and workers, no
+# authentication, middleware or logging) measured in the same run. Prints requests/s, p50
+# and p99 per route and each hot route's share of the bare handler's throughput: the
+# authenticated 304 poll against the bare 304, the JWKS and /v1/accounts/me against the
+# bare JSON handler.
 # STORE=sqlite runs the same load on a SQLite file instead of the local PostgreSQL.
-#   DURATION=20s CONNECTIONS=64 THREADS=2 STORE=postgres ./scripts/bench.sh
+#   DURATION=20s CONNECTIONS=64 THREADS=1 STORE=postgres ./scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-20s}
 CONNECTIONS=${CONNECTIONS:-64}
-THREADS=${THREADS:-2}
+THREADS=${THREADS:-1}
 PORT=${PORT:-18080}
 LOG_FILTER=${LOG_FILTER:-info}
 STORE=${STORE:-postgres}
 
 scripts/services.sh
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --locked --quiet --bin d2-api --bin d2ctl
+# One build, so the reference and the server share every dependency's build.
+cargo build --release --locked --quiet --bin d2-api --bin d2ctl --example bare
 
 server=postgres://postgres@127.0.0.1:5432/postgres
 db="d2_bench_$$"
 work=$(mktemp -d)
 cleanup() {
     [ -n "${api_pid:-}" ] && kill "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null
+    [ -n "${bare_pid:-}" ] && kill "$bare_pid" 2>/dev/null && wait "$bare_pid" 2>/dev/null
     [ "$STORE" = postgres ] && psql -q "$server" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
     rm -rf "$work"
 }
@@ -46,22 +52,38 @@ target/release/d2ctl migrate >/dev/null
 token=$(target/release/d2ctl bootstrap 2>/dev/null)
 target/release/d2-api > "$work/api.log" 2>&1 &
 api_pid=$!
+bare_base="http://127.0.0.1:$((PORT + 1))"
+target/release/examples/bare "127.0.0.1:$((PORT + 1))" > /dev/null 2>&1 &
+bare_pid=$!
 for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break
+    curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && curl -fs "$bare_base/json" >/dev/null 2>&1 && break
     sleep 0.1
 done
 
 base="http://127.0.0.1:$PORT"
-run() { # name, path, extra wrk args...
-    local name=$1 path=$2
+cpu_ticks() { # pid: its user + system CPU time so far, in clock ticks
+    awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+run() { # name, url (a path on d2-api, or a whole URL), extra wrk args...
+    local name=$1 url=$2
     shift 2
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$base$path" > "$work/$name.txt"
-    local rps p50 p99 non2xx
+    local pid=$bare_pid
+    case "$url" in /*) url="$base$url"; pid=$api_pid ;; esac
+    local cpu_before cpu_after
+    cpu_before=$(cpu_ticks "$pid")
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url" > "$work/$name.txt"
+    cpu_after=$(cpu_ticks "$pid")
+    local rps p50 p99 non2xx requests cpu_us
     rps=$(awk '/Requests\/sec/ {print $2}' "$work/$name.txt")
+    requests=$(awk '/requests in/ {print $1}' "$work/$name.txt")
+    # The server's own CPU time per request (user + system), whatever wrk costs.
+    cpu_us=$(awk -v t=$((cpu_after - cpu_before)) -v n="$requests" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
     p50=$(awk '$1 == "50%" {print $2}' "$work/$name.txt")
     p99=$(awk '$1 == "99%" {print $2}' "$work/$name.txt")
     non2xx=$(awk '/Non-2xx/ {print $5}' "$work/$name.txt")
-    printf '%-28s %12s req/s   p50 %-9s p99 %-9s non-2xx %s\n' "$name" "$rps" "$p50" "$p99" "${non2xx:-0}"
+    printf '%-18s %12s req/s   p50 %-9s p99 %-9s server CPU %6s us/request   non-2xx %s\n' \
+        "$name" "$rps" "$p50" "$p99" "$cpu_us" "${non2xx:-0}"
     echo "$rps" > "$work/$name.rps"
 }
 
@@ -102,13 +124,19 @@ wrk.headers["X-D2-Signature"] = "$(cat "$work/signature")"
 wrk.headers["If-Match"] = "*"
 LUA
 
-echo "d2-api release build, $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, log filter $LOG_FILTER"
-run healthz /healthz
-run accounts_me /v1/accounts/me -H "Authorization: Bearer $token"
+echo "d2-api release build, $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, log filter $LOG_FILTER (JSON to a file)"
+run bare_304 "$bare_base/bundle" -H 'If-None-Match: "sha256:bare"'
 run bundle_304 /v1/policy/bundle -H "Authorization: Bearer $server_token" -H "If-None-Match: $etag"
+run bare_json "$bare_base/json"
 run jwks /.well-known/jwks.json -H "Authorization: Bearer $server_token"
+run accounts_me /v1/accounts/me -H "Authorization: Bearer $token"
+run healthz /healthz
 CONNECTIONS=1 THREADS=1 run publish_1_client "/v1/policy/publish?app_name=bench" -s "$work/publish.lua"
-healthz=$(cat "$work/healthz.rps")
-for route in accounts_me bundle_304 jwks; do
-    awk -v a="$(cat "$work/$route.rps")" -v h="$healthz" -v r="$route" 'BEGIN { printf "%-12s reaches %.0f%% of /healthz throughput\n", r, 100 * a / h }'
-done
+share() { # route, reference
+    awk -v a="$(cat "$work/$1.rps")" -v h="$(cat "$work/$2.rps")" -v r="$1" -v b="$2" \
+        'BEGIN { printf "%-12s reaches %.0f%% of %s\n", r, 100 * a / h, b }'
+}
+share bundle_304 bare_304
+share jwks bare_json
+share accounts_me bare_json
+share healthz bare_json

@@ -275,3 +275,33 @@ async fn a_nul_character_anywhere_in_a_body_is_400_invalid_text_and_nothing_is_s
         .await
         .assert_status(200);
 }
+
+/// A body that fails to parse while the credential is still being looked up (a token this
+/// server has not cached yet) is a 400, and the server goes on answering: the lookup is
+/// never cancelled midway (on SQLite, that panicked the worker).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_body_beside_a_credential_not_yet_cached_is_a_400() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let mut tokens = Vec::new();
+    for _ in 0..8 {
+        tokens.push(app.issue(&tenant, json!({ "kind": "dev" })).await.0);
+    }
+    // A replica of its own: none of the tokens is in its cache.
+    let fresh = app.replica(&[]).await;
+    let path = format!("/v1/accounts/{}/tokens", tenant.account_id);
+    for token in &tokens {
+        fresh
+            .send(
+                fresh
+                    .request(Method::POST, &path, Some(token))
+                    .header("content-type", "application/json")
+                    .body("{\"kind\":"),
+            )
+            .await
+            .assert_problem(400, "invalid_body");
+    }
+    for token in &tokens {
+        fresh.get("/v1/accounts/me", token).await.assert_status(200);
+    }
+}

@@ -123,7 +123,23 @@ impl FromRequest for Auth {
                     Some(Err(_)) | None => Err(limited),
                 };
             }
-            match state.app.verifier.verify(&token).await {
+            let verified = match state.app.verifier.verify_cached(&token).await {
+                Some(answer) => answer,
+                None => {
+                    // A lookup runs in a task of its own, to its end even when actix drops
+                    // this extractor early (another extractor of the handler failed, say on
+                    // a bad body): a store query cancelled midway panics an actix worker on
+                    // SQLite, whose cancellation waits with `block_in_place`, which a
+                    // current-thread runtime forbids. Finished, it also fills the cache.
+                    let verifier = state.app.verifier.clone();
+                    actix_web::rt::spawn(async move { verifier.verify(&token).await })
+                        .await
+                        .map_err(|_| {
+                            ApiError::new(Code::Internal, "the credential lookup failed")
+                        })?
+                }
+            };
+            match verified {
                 Ok(context) => Ok(Auth(context)),
                 Err(AuthError::Store(error)) => Err(error.into()),
                 Err(error) => {
