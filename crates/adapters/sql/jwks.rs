@@ -2,7 +2,7 @@ use crate::id::Id;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
-use d2_jwks::{FirstKey, Sealed, SigningKey, SigningKeyRepo};
+use d2_jwks::{Binding, FirstKey, Sealed, SigningKey, SigningKeyRepo};
 use d2_kernel::{AccountId, StoreError};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -13,6 +13,18 @@ use crate::error::{TxError, from_diesel};
 use crate::models::SigningKeyRow;
 use crate::schema::signing_keys;
 use d2_kernel::Change;
+
+/// Keys sealed with another AES key than the current one, or not with the current binding.
+fn needs_reseal(
+    current_aes_key_id: &str,
+) -> diesel::dsl::Or<
+    diesel::dsl::NotEq<signing_keys::aes_key_id, &str>,
+    diesel::dsl::NotEq<signing_keys::seal_version, i16>,
+> {
+    signing_keys::aes_key_id
+        .ne(current_aes_key_id)
+        .or(signing_keys::seal_version.ne(Binding::CURRENT.version()))
+}
 
 pub(crate) fn keys_lock(account_id: AccountId) -> String {
     format!("keys:{account_id}")
@@ -68,14 +80,14 @@ impl SigningKeyRepo for crate::Store {
         Ok(outcome)
     }
 
-    async fn sealed_with_other_keys(
+    async fn to_reseal(
         &self,
         current_aes_key_id: &str,
         limit: u32,
     ) -> Result<Vec<SigningKey>, StoreError> {
         let mut conn = self.conn().await?;
         let rows = signing_keys::table
-            .filter(signing_keys::aes_key_id.ne(current_aes_key_id))
+            .filter(needs_reseal(current_aes_key_id))
             .order(signing_keys::kid.asc())
             .limit(i64::from(limit))
             .select(SigningKeyRow::as_select())
@@ -85,13 +97,10 @@ impl SigningKeyRepo for crate::Store {
         Ok(rows.into_iter().map(SigningKeyRow::into_domain).collect())
     }
 
-    async fn count_sealed_with_other_keys(
-        &self,
-        current_aes_key_id: &str,
-    ) -> Result<u64, StoreError> {
+    async fn count_to_reseal(&self, current_aes_key_id: &str) -> Result<u64, StoreError> {
         let mut conn = self.conn().await?;
         let count: i64 = signing_keys::table
-            .filter(signing_keys::aes_key_id.ne(current_aes_key_id))
+            .filter(needs_reseal(current_aes_key_id))
             .count()
             .get_result(&mut conn)
             .await
@@ -110,10 +119,12 @@ impl SigningKeyRepo for crate::Store {
             signing_keys::table
                 .filter(signing_keys::kid.eq(kid))
                 .filter(signing_keys::aes_key_id.eq(&expected.aes_key_id))
+                .filter(signing_keys::seal_version.eq(expected.binding.version()))
                 .filter(signing_keys::sealed_private.eq(&expected.blob)),
         )
         .set((
             signing_keys::aes_key_id.eq(&replacement.aes_key_id),
+            signing_keys::seal_version.eq(replacement.binding.version()),
             signing_keys::sealed_private.eq(&replacement.blob),
         ))
         .execute(&mut conn)

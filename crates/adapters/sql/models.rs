@@ -13,7 +13,7 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use d2_jwks::{PublishedKey, Sealed, SigningKey};
+use d2_jwks::{Binding, PublishedKey, Sealed, SigningKey};
 use d2_policy::{PolicyRecord, PublisherKey, Stage};
 
 use crate::schema::{
@@ -269,6 +269,7 @@ pub(crate) struct SigningKeyRow {
     pub sealed_private: Vec<u8>,
     pub created_at: DateTime<Utc>,
     pub retired_at: Option<DateTime<Utc>>,
+    pub seal_version: i16,
 }
 
 impl SigningKeyRow {
@@ -282,6 +283,7 @@ impl SigningKeyRow {
             sealed_private: key.sealed_private.blob.clone(),
             created_at: key.created_at,
             retired_at: key.retired_at,
+            seal_version: key.sealed_private.binding.version(),
         }
     }
 
@@ -292,6 +294,7 @@ impl SigningKeyRow {
             account_id: self.account_id.into(),
             sealed_private: Sealed {
                 aes_key_id: self.aes_key_id,
+                binding: Binding::from_version(self.seal_version),
                 blob: self.sealed_private,
             },
             created_at: self.created_at,

@@ -393,10 +393,10 @@ pub fn keyring(settings: &Settings) -> Result<Keyring, StartupError> {
         .iter()
         .map(|k| AesKey::new(k).map_err(invalid))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Keyring::new(
-        AesKey::new(&current).map_err(invalid)?,
-        previous,
-    ))
+    Ok(
+        Keyring::new(AesKey::new(&current).map_err(invalid)?, previous)
+            .accepting_legacy(settings.crypto.accept_legacy_seals),
+    )
 }
 
 fn policy_service(

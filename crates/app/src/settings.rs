@@ -142,6 +142,10 @@ pub struct CryptoSettings {
     pub jwk_aes_key: Option<SecretString>,
     #[serde(default)]
     pub jwk_aes_previous_keys: Vec<SecretString>,
+    /// Whether private keys sealed before accounts were bound (bound to their key id only)
+    /// still open. True during the transition; false once `d2ctl rotate-aes-key` has
+    /// re-sealed them all.
+    pub accept_legacy_seals: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -759,6 +763,7 @@ mod tests {
                     "https://a.test,https://b.test",
                 ),
                 ("D2__EVENTS__SAMPLE__JWKS_FETCH", "0.5"),
+                ("D2__CRYPTO__ACCEPT_LEGACY_SEALS", "false"),
             ],
         )
         .unwrap();
@@ -770,6 +775,7 @@ mod tests {
             ["https://a.test", "https://b.test"]
         );
         assert_eq!(settings.events.sample["jwks_fetch"], 0.5);
+        assert!(!settings.crypto.accept_legacy_seals);
         assert!(settings.database.auto_migrate);
     }
 
@@ -823,6 +829,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.jwk_aes_keys().unwrap().unwrap().previous.len(), 2);
+        assert!(
+            ok.crypto.accept_legacy_seals,
+            "keys sealed before the upgrade open until re-sealed"
+        );
         assert!(!format!("{ok:?}").contains(AES));
         assert!(!ok.database.auto_migrate);
         assert_eq!(ok.log.format, LogFormat::Json);

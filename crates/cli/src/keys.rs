@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use d2_app::App;
 use d2_audit::{AuditAction, AuditEntry};
-use d2_jwks::SigningKeyRepo;
+use d2_jwks::{SealError, SigningKey, SigningKeyRepo};
 use indicatif::{ProgressBar, ProgressStyle};
 
 fn bar(total: u64, what: &str) -> ProgressBar {
@@ -21,35 +21,37 @@ fn bar(total: u64, what: &str) -> ProgressBar {
 
 const BATCH: u32 = 200;
 
-/// Re-seals every private key under the current AES key (`crypto.jwk_aes_key`), opening
-/// each with the previous keys (`crypto.jwk_aes_previous_keys`). Each key is re-sealed,
-/// checked, and swapped in only if nobody changed it meanwhile, so the command can be
-/// interrupted and run again: it resumes with what is left.
+/// Re-seals every private key that is not sealed the way the server seals now: under the
+/// current AES key (`crypto.jwk_aes_key`) and bound to its account. Keys sealed with a
+/// previous AES key open with `crypto.jwk_aes_previous_keys`; keys sealed before accounts
+/// were bound open while `crypto.accept_legacy_seals` is true, even when the AES key does
+/// not change. Each key is re-sealed, checked, and swapped in only if nobody changed it
+/// meanwhile, so the command can be interrupted and run again: it resumes with what is
+/// left.
 pub async fn rotate_aes_key(app: &App) -> anyhow::Result<()> {
     let repo: Arc<dyn SigningKeyRepo> = app.store.signing_keys();
     let keyring = app.policies.jwks().keyring();
     let current = keyring.current_id().to_owned();
-    let total = repo.count_sealed_with_other_keys(&current).await?;
+    let total = repo.count_to_reseal(&current).await?;
     if total == 0 {
-        println!("every signing key is sealed with the current AES key ({current})");
+        println!(
+            "every signing key is sealed with the current AES key ({current}) and bound to its account"
+        );
         return Ok(());
     }
     let progress = bar(total, "re-sealing signing keys");
     let mut resealed = 0u64;
     let mut skipped = 0u64;
     loop {
-        let batch = repo.sealed_with_other_keys(&current, BATCH).await?;
+        let batch = repo.to_reseal(&current, BATCH).await?;
         if batch.is_empty() {
             break;
         }
         let mut progressed = false;
         for key in batch {
-            let replacement = keyring.reseal(&key.sealed_private, key.kid.as_bytes()).with_context(|| {
-                format!(
-                    "signing key {} is sealed with AES key {}, which is neither D2__CRYPTO__JWK_AES_KEY nor in D2__CRYPTO__JWK_AES_PREVIOUS_KEYS",
-                    key.kid, key.sealed_private.aes_key_id
-                )
-            })?;
+            let replacement = keyring
+                .reseal(&key.sealed_private, key.owner())
+                .map_err(|error| unopened(&key, error))?;
             if repo
                 .reseal(&key.kid, &key.sealed_private, &replacement)
                 .await?
@@ -68,12 +70,32 @@ pub async fn rotate_aes_key(app: &App) -> anyhow::Result<()> {
     }
     progress.finish_and_clear();
     println!(
-        "re-sealed {resealed} signing key(s) under AES key {current} ({skipped} changed concurrently and were redone)"
+        "re-sealed {resealed} signing key(s) under AES key {current}, bound to their account ({skipped} changed concurrently and were redone)"
     );
     println!(
-        "every server now needs only D2__CRYPTO__JWK_AES_KEY; remove the old key from D2__CRYPTO__JWK_AES_PREVIOUS_KEYS"
+        "every server now needs only D2__CRYPTO__JWK_AES_KEY: remove D2__CRYPTO__JWK_AES_PREVIOUS_KEYS and set D2__CRYPTO__ACCEPT_LEGACY_SEALS=false"
     );
     Ok(())
+}
+
+/// Why a key could not be opened, in the operator's terms.
+fn unopened(key: &SigningKey, error: SealError) -> anyhow::Error {
+    let which = format!("signing key {} of account {}", key.kid, key.account_id);
+    let advice = match &error {
+        SealError::UnknownKey(aes_key_id) => format!(
+            "{which} is sealed with AES key {aes_key_id}, which is neither D2__CRYPTO__JWK_AES_KEY nor in D2__CRYPTO__JWK_AES_PREVIOUS_KEYS"
+        ),
+        SealError::LegacyRefused => format!(
+            "{which} is sealed without its account binding and D2__CRYPTO__ACCEPT_LEGACY_SEALS is false; if the key predates the upgrade, run this command with D2__CRYPTO__ACCEPT_LEGACY_SEALS=true"
+        ),
+        SealError::Corrupt => format!(
+            "{which} does not open: its ciphertext is corrupt or was sealed for another account or key id; rotate the account's key (POST /v1/jwks/rotate) and look into how the row changed"
+        ),
+        SealError::UnsupportedBinding(_) | SealError::Randomness => {
+            format!("{which} could not be re-sealed")
+        }
+    };
+    anyhow::Error::new(error).context(advice)
 }
 
 /// Rotates the signing key of every account that has one, re-signing its active bundles.

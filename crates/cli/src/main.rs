@@ -62,7 +62,8 @@ enum Command {
     /// Print a new AES-256 key (32 random bytes, URL-safe base64) for
     /// D2__CRYPTO__JWK_AES_KEY.
     GenerateAesKey,
-    /// Re-seal every private signing key under the current AES key; resumable.
+    /// Re-seal every private signing key under the current AES key, bound to its
+    /// account; resumable.
     RotateAesKey,
     /// Rotate signing keys (new key, active bundles re-signed).
     RotateJwks {

@@ -135,6 +135,7 @@ diesel::table! {
         sealed_private -> Bytea,
         created_at -> Timestamptz,
         retired_at -> Nullable<Timestamptz>,
+        seal_version -> Int2,
     }
 }
 

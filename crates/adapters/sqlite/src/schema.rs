@@ -164,6 +164,7 @@ diesel::table! {
         sealed_private -> Bytea,
         created_at -> TimestamptzSqlite,
         retired_at -> Nullable<TimestamptzSqlite>,
+        seal_version -> Int2,
     }
 }
 

@@ -6,7 +6,7 @@ use josekit::jws::RS256;
 use josekit::jws::alg::rsassa::RsassaJwsSigner;
 use serde::Serialize;
 
-use crate::seal::{Keyring, SealError, Sealed};
+use crate::seal::{Keyring, SealError, SealOwner, Sealed};
 
 const RSA_BITS: u32 = 2048;
 
@@ -80,7 +80,13 @@ impl SigningKey {
         let public =
             PublishedKey::rsa(&kid, &parameter(&private, "n")?, &parameter(&private, "e")?);
         let plaintext = zeroize::Zeroizing::new(private.to_string().into_bytes());
-        let sealed_private = keyring.seal(&plaintext, kid.as_bytes())?;
+        let sealed_private = keyring.seal(
+            &plaintext,
+            SealOwner {
+                account_id,
+                kid: &kid,
+            },
+        )?;
         Ok(Self {
             kid,
             account_id,
@@ -91,12 +97,21 @@ impl SigningKey {
         })
     }
 
-    /// Opens the private key and builds a signer. The caller caches it. The public key
+    /// What the sealed private key is bound to: this row's account and key id.
+    pub fn owner(&self) -> SealOwner<'_> {
+        SealOwner {
+            account_id: self.account_id,
+            kid: &self.kid,
+        }
+    }
+
+    /// Opens the private key and builds a signer. The caller caches it. The sealed key
+    /// opens only in the row of the account and key id it was sealed for. The public key
     /// served in the JWKS must be the sealed key's own: a stored public half that does
     /// not match (a row edited or mixed up) is refused rather than signing bundles that
     /// no SDK could verify, or that another key would verify.
     pub fn signer(&self, keyring: &Keyring) -> Result<RsassaJwsSigner, KeyError> {
-        let plaintext = keyring.open(&self.sealed_private, self.kid.as_bytes())?;
+        let plaintext = keyring.open(&self.sealed_private, self.owner())?;
         let jwk =
             Jwk::from_bytes(plaintext.as_slice()).map_err(|e| KeyError::Corrupt(e.to_string()))?;
         let own = PublishedKey::rsa(&self.kid, &parameter(&jwk, "n")?, &parameter(&jwk, "e")?);
@@ -143,6 +158,20 @@ mod tests {
         assert!(matches!(
             swapped.signer(&keyring),
             Err(KeyError::Corrupt(reason)) if reason.contains("public half")
+        ));
+    }
+
+    #[test]
+    fn a_key_moved_to_another_account_does_not_open() {
+        let keyring = Keyring::new(AesKey::new(&[5; 32]).unwrap(), vec![]);
+        let key = SigningKey::generate(AccountId::random(), &keyring, Utc::now()).unwrap();
+        let moved = SigningKey {
+            account_id: AccountId::random(),
+            ..key
+        };
+        assert!(matches!(
+            moved.signer(&keyring),
+            Err(KeyError::Seal(SealError::Corrupt))
         ));
     }
 }

@@ -16,5 +16,5 @@ mod service;
 
 pub use key::{KeyError, PublishedKey, SigningKey};
 pub use ports::{FirstKey, SigningKeyRepo};
-pub use seal::{AesKey, InvalidAesKey, Keyring, SealError, Sealed};
+pub use seal::{AesKey, Binding, InvalidAesKey, Keyring, SealError, SealOwner, Sealed};
 pub use service::{Jwks, JwksDocument, JwksError, JwsHeaderExtras, KeySet, RotationHint};

@@ -10,7 +10,7 @@ use d2_kernel::{AccountId, StoreError};
 
 use crate::key::SigningKey;
 use crate::ports::{FirstKey, SigningKeyRepo};
-use crate::seal::Sealed;
+use crate::seal::{Binding, Sealed};
 
 #[derive(Debug, Default)]
 pub struct MemorySigningKeys {
@@ -33,6 +33,11 @@ impl MemorySigningKeys {
     pub fn audit(&self) -> &Arc<MemoryAuditLog> {
         &self.audit
     }
+}
+
+fn needs_reseal(key: &SigningKey, current_aes_key_id: &str) -> bool {
+    key.sealed_private.aes_key_id != current_aes_key_id
+        || key.sealed_private.binding != Binding::CURRENT
 }
 
 #[async_trait]
@@ -65,28 +70,27 @@ impl SigningKeyRepo for MemorySigningKeys {
         Ok(FirstKey::Created)
     }
 
-    async fn sealed_with_other_keys(
+    async fn to_reseal(
         &self,
         current_aes_key_id: &str,
         limit: u32,
     ) -> Result<Vec<SigningKey>, StoreError> {
-        Ok(self
+        let mut keys: Vec<SigningKey> = self
             .lock()
             .iter()
-            .filter(|k| k.sealed_private.aes_key_id != current_aes_key_id)
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .filter(|k| needs_reseal(k, current_aes_key_id))
             .cloned()
-            .collect())
+            .collect();
+        keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+        keys.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(keys)
     }
 
-    async fn count_sealed_with_other_keys(
-        &self,
-        current_aes_key_id: &str,
-    ) -> Result<u64, StoreError> {
+    async fn count_to_reseal(&self, current_aes_key_id: &str) -> Result<u64, StoreError> {
         let count = self
             .lock()
             .iter()
-            .filter(|k| k.sealed_private.aes_key_id != current_aes_key_id)
+            .filter(|k| needs_reseal(k, current_aes_key_id))
             .count();
         Ok(u64::try_from(count).unwrap_or(u64::MAX))
     }

@@ -28,22 +28,21 @@ pub trait SigningKeyRepo: Send + Sync + 'static {
         audit: &AuditEntry,
     ) -> Result<FirstKey, StoreError>;
 
-    /// Up to `limit` keys of any account sealed with an AES key other than
-    /// `current_aes_key_id` (what an AES key rotation still has to re-seal).
-    async fn sealed_with_other_keys(
+    /// Up to `limit` keys of any account that `d2ctl rotate-aes-key` still has to re-seal:
+    /// sealed with an AES key other than `current_aes_key_id`, or with a binding other
+    /// than [`Binding::CURRENT`](crate::Binding::CURRENT), in key id order.
+    async fn to_reseal(
         &self,
         current_aes_key_id: &str,
         limit: u32,
     ) -> Result<Vec<SigningKey>, StoreError>;
 
-    /// How many keys of any account are sealed with an AES key other than the current one.
-    async fn count_sealed_with_other_keys(
-        &self,
-        current_aes_key_id: &str,
-    ) -> Result<u64, StoreError>;
+    /// How many keys of any account [`SigningKeyRepo::to_reseal`] would list.
+    async fn count_to_reseal(&self, current_aes_key_id: &str) -> Result<u64, StoreError>;
 
-    /// Replaces a key's ciphertext if it is still `expected` (so an interrupted or
-    /// concurrent rotation never loses one). Returns whether it was replaced.
+    /// Replaces a key's ciphertext (AES key id, binding and bytes) if it is still
+    /// `expected` (so an interrupted or concurrent rotation never loses one). Returns
+    /// whether it was replaced.
     async fn reseal(
         &self,
         kid: &str,

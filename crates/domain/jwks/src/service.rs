@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::key::{KeyError, SigningKey};
 use crate::ports::{FirstKey, SigningKeyRepo};
-use crate::seal::Keyring;
+use crate::seal::{Binding, Keyring};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
@@ -95,7 +95,9 @@ pub struct Jwks {
     blocking: Arc<dyn Blocking>,
     grace: Duration,
     sets: CoherentCache<AccountId, Arc<KeySet>>,
-    signers: Mutex<HashMap<String, Arc<RsassaJwsSigner>>>,
+    /// Opened signers by account and key id: a row moved to another account is opened
+    /// (and refused) again, never signed with from the cache.
+    signers: Mutex<HashMap<(AccountId, String), Arc<RsassaJwsSigner>>>,
 }
 
 impl std::fmt::Debug for Jwks {
@@ -253,20 +255,28 @@ impl Jwks {
     }
 
     fn signer(&self, key: &SigningKey) -> Result<Arc<RsassaJwsSigner>, JwksError> {
+        let cache_key = (key.account_id, key.kid.clone());
         if let Some(signer) = self
             .signers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&key.kid)
+            .get(&cache_key)
         {
             return Ok(Arc::clone(signer));
         }
         let signer = Arc::new(key.signer(&self.keyring)?);
+        if key.sealed_private.binding == Binding::KidOnly {
+            tracing::warn!(
+                account.id = %key.account_id,
+                key.kid = %key.kid,
+                "signing key sealed without its account binding; d2ctl rotate-aes-key re-seals it"
+            );
+        }
         let mut signers = self.signers.lock().unwrap_or_else(PoisonError::into_inner);
         if signers.len() >= MAX_SIGNERS {
             signers.clear();
         }
-        signers.insert(key.kid.clone(), Arc::clone(&signer));
+        signers.insert(cache_key, Arc::clone(&signer));
         Ok(signer)
     }
 
@@ -395,6 +405,30 @@ mod tests {
         assert_eq!(payload, br#"{"hello":"world"}"#);
         assert_eq!(header.key_id(), Some(key.kid.as_str()));
         assert_eq!(header.token_type(), Some("JWT"));
+    }
+
+    #[tokio::test]
+    async fn a_key_moved_to_another_account_is_refused_even_after_it_signed() {
+        let (jwks, repo, _) = jwks();
+        let (a, b) = (AccountId::random(), AccountId::random());
+        let key = jwks.active_key(a, audit_of).await.unwrap();
+        jwks.sign(&key, &JwsHeaderExtras::default(), b"{}").unwrap();
+        repo.lock()
+            .iter_mut()
+            .for_each(|stored| stored.account_id = b);
+        let moved = jwks.active_key(b, audit_of).await.unwrap();
+        assert_eq!(moved.kid, key.kid);
+        let error = jwks
+            .sign(&moved, &JwsHeaderExtras::default(), b"{}")
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                JwksError::Key(KeyError::Seal(crate::SealError::Corrupt))
+            ),
+            "{error}"
+        );
+        assert_eq!(error.code(), Code::Internal);
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use d2_audit::{AuditAction, AuditEntry};
-use d2_jwks::{AesKey, FirstKey, Keyring, SigningKey, SigningKeyRepo};
+use d2_jwks::{AesKey, Binding, FirstKey, Keyring, Sealed, SigningKey, SigningKeyRepo};
 use d2_kernel::{AccountId, AppName, PageRequest, PolicyId};
 use serde_json::json;
 
@@ -490,20 +490,18 @@ pub async fn signing_keys(store: &dyn Store, a: AccountId, b: AccountId) {
         vec![AesKey::new(&[4; 32]).unwrap_or_else(|_| unreachable!())],
     );
     let pending = store
-        .sealed_with_other_keys(other.current_id(), 10)
+        .to_reseal(other.current_id(), 10)
         .await
         .unwrap_or_default();
     assert_eq!(pending.len(), 2);
+    assert!(pending[0].kid < pending[1].kid, "in key id order");
     assert_eq!(
-        store
-            .count_sealed_with_other_keys(other.current_id())
-            .await
-            .ok(),
+        store.count_to_reseal(other.current_id()).await.ok(),
         Some(2)
     );
     let target = &pending[0];
     let resealed = other
-        .reseal(&target.sealed_private, target.kid.as_bytes())
+        .reseal(&target.sealed_private, target.owner())
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         store
@@ -521,11 +519,51 @@ pub async fn signing_keys(store: &dyn Store, a: AccountId, b: AccountId) {
     );
     assert_eq!(
         store
-            .sealed_with_other_keys(other.current_id(), 10)
+            .to_reseal(other.current_id(), 10)
             .await
             .unwrap_or_default()
             .len(),
         1
+    );
+
+    // The binding is stored with the ciphertext, compared by the swap, and a key sealed
+    // with the current AES key but not bound to its account still needs a re-seal.
+    let kid_only = Sealed {
+        binding: Binding::KidOnly,
+        ..resealed.clone()
+    };
+    assert_eq!(
+        store.reseal(&target.kid, &resealed, &kid_only).await.ok(),
+        Some(true)
+    );
+    assert_eq!(
+        store.reseal(&target.kid, &resealed, &resealed).await.ok(),
+        Some(false),
+        "the expected binding is part of the swap"
+    );
+    let stored = store.keys(a).await.unwrap_or_default();
+    assert!(
+        stored
+            .iter()
+            .any(|k| k.kid == target.kid && k.sealed_private == kid_only)
+    );
+    let pending = store
+        .to_reseal(other.current_id(), 10)
+        .await
+        .unwrap_or_default();
+    assert_eq!(pending.len(), 2);
+    assert!(pending.iter().any(|k| k.kid == target.kid));
+    assert_eq!(
+        store.count_to_reseal(other.current_id()).await.ok(),
+        Some(2)
+    );
+    assert_eq!(
+        store.reseal(&target.kid, &kid_only, &resealed).await.ok(),
+        Some(true)
+    );
+    assert_eq!(
+        store.count_to_reseal(other.current_id()).await.ok(),
+        Some(1)
     );
 
     assert_eq!(

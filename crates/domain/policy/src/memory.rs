@@ -429,23 +429,16 @@ impl d2_jwks::SigningKeyRepo for MemoryPolicies {
         self.signing.insert_first(key, audit).await
     }
 
-    async fn sealed_with_other_keys(
+    async fn to_reseal(
         &self,
         current_aes_key_id: &str,
         limit: u32,
     ) -> Result<Vec<d2_jwks::SigningKey>, StoreError> {
-        self.signing
-            .sealed_with_other_keys(current_aes_key_id, limit)
-            .await
+        self.signing.to_reseal(current_aes_key_id, limit).await
     }
 
-    async fn count_sealed_with_other_keys(
-        &self,
-        current_aes_key_id: &str,
-    ) -> Result<u64, StoreError> {
-        self.signing
-            .count_sealed_with_other_keys(current_aes_key_id)
-            .await
+    async fn count_to_reseal(&self, current_aes_key_id: &str) -> Result<u64, StoreError> {
+        self.signing.count_to_reseal(current_aes_key_id).await
     }
 
     async fn reseal(
