@@ -26,6 +26,7 @@ async fn me_reports_exactly_what_the_sdk_reads_for_any_credential() {
                 "plan",
                 "poll_seconds",
                 "quotas",
+                "require_publisher_key_approval",
                 "trial_expires"
             ]
         );
@@ -60,6 +61,7 @@ async fn me_reports_exactly_what_the_sdk_reads_for_any_credential() {
         assert_eq!(body["quotas"]["event_batch"], 1000);
         assert_eq!(body["quotas"]["current_members"], 1);
         assert_eq!(body["metrics_enabled"], true);
+        assert_eq!(body["require_publisher_key_approval"], false);
         assert_eq!(body["event_sample"]["authz_decision"], 1.0);
         assert_eq!(body["event_sample"]["policy_poll_interval"], 0.1);
         assert_eq!(body["event_sample"]["missing_policy"], 0.5);

@@ -16,18 +16,35 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub async fn register(app: &TestApp, token: &str) -> Self {
+    /// A new key pair, not registered; its id is derived as the D2 SDK derives it.
+    pub fn generate() -> Self {
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-        let public_key = STANDARD.encode(pair.public_key().as_ref());
+        let public: [u8; 32] = pair.public_key().as_ref().try_into().unwrap();
+        Self {
+            key_id: d2_policy::derive_key_id(&public),
+            pair,
+        }
+    }
+
+    pub fn public_key(&self) -> String {
+        STANDARD.encode(self.pair.public_key().as_ref())
+    }
+
+    pub async fn register(app: &TestApp, token: &str) -> Self {
+        let publisher = Self::generate();
         let reply = app
-            .post("/v1/keys", token, json!({ "public_key": public_key }))
+            .post(
+                "/v1/keys",
+                token,
+                json!({ "public_key": publisher.public_key() }),
+            )
             .await;
-        let key_id = reply.assert_status(201)["key_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        Self { pair, key_id }
+        assert_eq!(
+            reply.assert_status(201)["key_id"],
+            publisher.key_id.as_str()
+        );
+        publisher
     }
 
     pub fn sign(&self, body: &[u8]) -> String {

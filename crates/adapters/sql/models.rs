@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use d2_jwks::{Binding, PublishedKey, Sealed, SigningKey};
-use d2_policy::{PolicyRecord, PublisherKey, Stage};
+use d2_policy::{KeyApproval, PolicyRecord, PublisherKey, Stage, content_digest};
 
 use crate::schema::{
     accounts, api_tokens, audit_logs, policies, publisher_keys, signing_keys, users,
@@ -35,6 +35,7 @@ pub(crate) struct AccountRow {
     pub event_sample: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub require_publisher_key_approval: bool,
 }
 
 impl AccountRow {
@@ -53,6 +54,7 @@ impl AccountRow {
             event_sample: Value::Object(sample),
             created_at: account.created_at,
             updated_at,
+            require_publisher_key_approval: account.require_publisher_key_approval,
         }
     }
 
@@ -77,6 +79,7 @@ impl AccountRow {
             trial_expires_at: self.trial_expires_at,
             metrics_enabled: self.metrics_enabled,
             event_sample,
+            require_publisher_key_approval: self.require_publisher_key_approval,
             created_at: self.created_at,
         })
     }
@@ -314,6 +317,9 @@ pub(crate) struct PublisherKeyRow {
     pub uploaded_by: String,
     pub token_id: Option<Id>,
     pub user_id: Option<Id>,
+    pub pending: bool,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub approved_by: Option<String>,
 }
 
 impl PublisherKeyRow {
@@ -327,6 +333,9 @@ impl PublisherKeyRow {
             uploaded_by: key.uploaded_by.clone(),
             token_id: key.token_id.map(Id::from),
             user_id: key.user_id.map(Id::from),
+            pending: key.pending,
+            approved_at: key.approval.as_ref().map(|a| a.at),
+            approved_by: key.approval.as_ref().map(|a| a.by.clone()),
         }
     }
 
@@ -343,6 +352,12 @@ impl PublisherKeyRow {
             uploaded_by: self.uploaded_by,
             token_id: self.token_id.map(Into::into),
             user_id: self.user_id.map(Into::into),
+            pending: self.pending,
+            approval: match (self.approved_at, self.approved_by) {
+                (Some(at), Some(by)) => Some(KeyApproval { at, by }),
+                (None, None) => None,
+                _ => return Err(corrupt("publisher key approval")),
+            },
         })
     }
 }
@@ -372,6 +387,8 @@ pub(crate) struct PolicyRow {
     pub user_id: Option<Id>,
     pub publisher_key_id: Option<String>,
     pub rotation_id: Option<String>,
+    /// `None` on rows written before the column existed (or by an older release).
+    pub content_digest: Option<String>,
 }
 
 impl PolicyRow {
@@ -399,6 +416,7 @@ impl PolicyRow {
             user_id: record.user_id.map(Id::from),
             publisher_key_id: record.publisher_key_id.clone(),
             rotation_id: record.rotation_id.clone(),
+            content_digest: Some(record.content_digest.clone()),
         }
     }
 
@@ -414,6 +432,9 @@ impl PolicyRow {
                 _ => return Err(corrupt("policy stage")),
             },
             active: self.active,
+            content_digest: self
+                .content_digest
+                .unwrap_or_else(|| content_digest(&self.document)),
             document: self.document,
             jws: self.jws,
             etag: self.etag,

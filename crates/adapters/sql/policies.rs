@@ -3,9 +3,9 @@ use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, PolicyId, StoreError};
 use d2_policy::{
-    AppState, AuditOf, DraftOutcome, KeyRegistration, KeyRotation, PolicyRecord, PolicyRepo,
-    Publication, PublishOutcome, PublisherKey, PublisherKeyRepo, RotationOutcome, Stage,
-    next_version,
+    AppState, ApprovalOutcome, AuditOf, DraftOutcome, KeyApproval, KeyRegistration, KeyRotation,
+    PolicyRecord, PolicyRepo, Publication, PublishOutcome, PublisherKey, PublisherKeyRepo,
+    RotationOutcome, Stage, content_digest, next_version,
 };
 use diesel::dsl::max;
 use diesel::prelude::*;
@@ -112,6 +112,54 @@ async fn load_state(
     })
 }
 
+/// Stores the content digest of the app's rows written without one (before the column
+/// existed, or by an older release during a rolling upgrade), so that they can be found
+/// by digest. Usually there are none; a row is filled in once.
+async fn fill_content_digests(
+    conn: &mut crate::Conn,
+    account_id: AccountId,
+    app: &AppName,
+) -> Result<(), TxError> {
+    let missing: Vec<(Id, serde_json::Value)> = of_app(account_id, app)
+        .filter(policies::content_digest.is_null())
+        .select((policies::id, policies::document))
+        .load(conn)
+        .await?;
+    for (id, document) in missing {
+        diesel::update(policies::table.find(id))
+            .set(policies::content_digest.eq(content_digest(&document)))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The newest published version of the record's app with the record's content, unless the
+/// active version has that content too (republishing the active content is allowed).
+async fn earlier_with_content(
+    conn: &mut crate::Conn,
+    state: &AppState,
+    record: &PolicyRecord,
+) -> Result<Option<(PolicyId, i64)>, TxError> {
+    if state
+        .active
+        .as_ref()
+        .is_some_and(|active| active.content_digest == record.content_digest)
+    {
+        return Ok(None);
+    }
+    fill_content_digests(conn, record.account_id, &record.app_name).await?;
+    let earlier: Option<(Id, i64)> = of_app(record.account_id, &record.app_name)
+        .filter(policies::stage.eq(Stage::Published.as_str()))
+        .filter(policies::content_digest.eq(record.content_digest.clone()))
+        .order(policies::version.desc())
+        .select((policies::id, policies::version))
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(earlier.map(|(id, version)| (id.into(), version)))
+}
+
 /// Inserts `record` as the app's new active version, inside the caller's transaction
 /// (which holds the app's lock).
 async fn insert_active(
@@ -128,6 +176,11 @@ async fn insert_active(
         Ok(version) => version,
         Err(outcome) => return Ok(outcome),
     };
+    if publication.refuse_earlier_content
+        && let Some((id, version)) = earlier_with_content(conn, &state, record).await?
+    {
+        return Ok(PublishOutcome::IdenticalTo { id, version });
+    }
     if !may_take_an_app(conn, &state, account_id, app, publication.max_apps).await? {
         return Ok(PublishOutcome::AppLimit);
     }
@@ -432,6 +485,7 @@ impl PolicyRepo for crate::Store {
                     expected_active: Some(*replaces),
                     requested_version: None,
                     max_apps: u32::MAX,
+                    refuse_earlier_content: false,
                 };
                 match insert_active(conn, &publication).await? {
                     PublishOutcome::Published(record) => stored.push(*record),
@@ -515,6 +569,51 @@ impl PublisherKeyRepo for crate::Store {
         let mut conn = self.conn().await?;
         let rows = query.load(&mut conn).await.map_err(from_diesel)?;
         rows.into_iter().map(PublisherKeyRow::into_domain).collect()
+    }
+
+    async fn approve(
+        &self,
+        account_id: AccountId,
+        key_id: &str,
+        approval: &KeyApproval,
+        audit: &AuditEntry,
+    ) -> Result<ApprovalOutcome, StoreError> {
+        let mut conn = self.writer().await?;
+        let outcome = write_transaction!(conn, async |conn| {
+            let approved: Option<PublisherKeyRow> = diesel::update(
+                publisher_keys::table
+                    .filter(publisher_keys::account_id.eq(Id::from(account_id)))
+                    .filter(publisher_keys::key_id.eq(key_id))
+                    .filter(publisher_keys::pending.eq(true))
+                    .filter(publisher_keys::revoked_at.is_null()),
+            )
+            .set((
+                publisher_keys::pending.eq(false),
+                publisher_keys::approved_at.eq(approval.at),
+                publisher_keys::approved_by.eq(&approval.by),
+            ))
+            .returning(PublisherKeyRow::as_returning())
+            .get_result(conn)
+            .await
+            .optional()?;
+            if let Some(row) = approved {
+                write_audit(conn, audit).await?;
+                return Ok::<_, TxError>(ApprovalOutcome::Approved(Box::new(row.into_domain()?)));
+            }
+            let existing = publisher_keys::table
+                .filter(publisher_keys::account_id.eq(Id::from(account_id)))
+                .filter(publisher_keys::key_id.eq(key_id))
+                .select(PublisherKeyRow::as_select())
+                .first(conn)
+                .await
+                .optional()?;
+            Ok(match existing {
+                Some(row) => ApprovalOutcome::NotPending(Box::new(row.into_domain()?)),
+                None => ApprovalOutcome::NotFound,
+            })
+        })
+        .await?;
+        Ok(outcome)
     }
 
     async fn revoke(

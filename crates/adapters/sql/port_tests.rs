@@ -137,6 +137,41 @@ async fn publisher_keys_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn earlier_content_contract() {
+    let (_db, store) = fresh().await;
+    let (a, _) = two_accounts(&store).await;
+    d2_policy::contract::earlier_content(&store, a).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn earlier_content_without_digests_contract() {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+
+    use crate::schema::policies;
+
+    let (_db, store) = fresh().await;
+    let (a, _) = two_accounts(&store).await;
+    let forget = async || {
+        let mut conn = store.writer().await.unwrap();
+        diesel::update(policies::table)
+            .set(policies::content_digest.eq(None::<String>))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    };
+    d2_policy::contract::earlier_content_without_digests(&store, a, forget).await;
+    let mut conn = store.conn().await.unwrap();
+    let missing: i64 = policies::table
+        .filter(policies::content_digest.is_null())
+        .count()
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(missing, 0, "the publish stored the missing digests");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn signing_keys_contract() {
     let (_db, store) = fresh().await;
     let (a, b) = two_accounts(&store).await;

@@ -55,7 +55,12 @@ pub fn status_of(code: Code) -> (StatusCode, &'static str) {
         Code::InvalidPublicKey => (StatusCode::BAD_REQUEST, "Invalid public key"),
         Code::KeyIdMismatch => (StatusCode::BAD_REQUEST, "Key id does not match the key"),
         Code::PublisherKeyRevoked => (StatusCode::FORBIDDEN, "Publisher key revoked"),
+        Code::PublisherKeyPending => (StatusCode::FORBIDDEN, "Publisher key awaits approval"),
         Code::PublisherKeyNotFound => (StatusCode::NOT_FOUND, "Publisher key not found"),
+        Code::KeyOwnerOrAdminRequired => (
+            StatusCode::FORBIDDEN,
+            "Only its registrant or an admin may revoke this key",
+        ),
         Code::SignatureRequired => (StatusCode::UNAUTHORIZED, "Signature required"),
         Code::UnknownPublisherKey => (StatusCode::FORBIDDEN, "Unknown publisher key"),
         Code::InvalidSignature => (StatusCode::FORBIDDEN, "Invalid signature"),
@@ -68,6 +73,7 @@ pub fn status_of(code: Code) -> (StatusCode, &'static str) {
         Code::EtagMismatch => (StatusCode::CONFLICT, "ETag mismatch"),
         Code::VersionRollback => (StatusCode::CONFLICT, "Version rollback"),
         Code::VersionOutOfRange => (StatusCode::BAD_REQUEST, "Version out of range"),
+        Code::IdenticalToVersion => (StatusCode::CONFLICT, "Identical to an earlier version"),
         Code::NoDenyRules => (StatusCode::BAD_REQUEST, "Deny rules dropped"),
         Code::BundleTooLarge => (
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -428,7 +428,7 @@ fn policy_service(
     };
     Ok(PolicyService::new(
         store.clone(),
-        PublisherKeys::new(store.clone(), clock.clone()),
+        PublisherKeys::new(store.clone(), accounts.clone(), clock.clone()),
         jwks,
         accounts,
         clock.clone(),

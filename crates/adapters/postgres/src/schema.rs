@@ -10,6 +10,7 @@ diesel::table! {
         event_sample -> Jsonb,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        require_publisher_key_approval -> Bool,
     }
 }
 
@@ -109,6 +110,7 @@ diesel::table! {
         user_id -> Nullable<Uuid>,
         publisher_key_id -> Nullable<Text>,
         rotation_id -> Nullable<Text>,
+        content_digest -> Nullable<Text>,
     }
 }
 
@@ -122,6 +124,9 @@ diesel::table! {
         uploaded_by -> Text,
         token_id -> Nullable<Uuid>,
         user_id -> Nullable<Uuid>,
+        pending -> Bool,
+        approved_at -> Nullable<Timestamptz>,
+        approved_by -> Nullable<Text>,
     }
 }
 

@@ -15,6 +15,7 @@ diesel::table! {
         event_sample -> Jsonb,
         created_at -> TimestamptzSqlite,
         updated_at -> TimestamptzSqlite,
+        require_publisher_key_approval -> Bool,
     }
 }
 
@@ -132,6 +133,7 @@ diesel::table! {
         user_id -> Nullable<Uuid>,
         publisher_key_id -> Nullable<Text>,
         rotation_id -> Nullable<Text>,
+        content_digest -> Nullable<Text>,
     }
 }
 
@@ -148,6 +150,9 @@ diesel::table! {
         uploaded_by -> Text,
         token_id -> Nullable<Uuid>,
         user_id -> Nullable<Uuid>,
+        pending -> Bool,
+        approved_at -> Nullable<TimestamptzSqlite>,
+        approved_by -> Nullable<Text>,
     }
 }
 

@@ -58,6 +58,9 @@ pub struct AccountBody {
     pub poll_seconds: u32,
     /// Sampling rate per event type: defaults, then configuration, then the account's own.
     pub event_sample: BTreeMap<String, f64>,
+    /// Publisher keys registered by non-admin credentials wait for an admin's approval
+    /// (`POST /v1/keys/{key_id}/approve`) before they authorise publishing.
+    pub require_publisher_key_approval: bool,
 }
 
 impl From<AccountOverview> for AccountBody {
@@ -81,6 +84,7 @@ impl From<AccountOverview> for AccountBody {
             metrics_enabled: overview.account.metrics_enabled,
             poll_seconds: quotas.poll_seconds,
             event_sample: overview.event_sample,
+            require_publisher_key_approval: overview.account.require_publisher_key_approval,
         }
     }
 }
@@ -111,6 +115,9 @@ pub struct AccountPatchBody {
     /// Per event type: a rate in [0, 1], or `null` to drop the account's own rate.
     #[schema(value_type = Option<BTreeMap<String, Option<f64>>>)]
     pub event_sample: Option<BTreeMap<String, Option<f64>>>,
+    /// Whether publisher keys registered by non-admin credentials need an admin's
+    /// approval. Keys already active stay active when it is turned on.
+    pub require_publisher_key_approval: Option<bool>,
 }
 
 impl AccountPatchBody {
@@ -137,6 +144,7 @@ impl AccountPatchBody {
             name,
             metrics_enabled: self.metrics_enabled,
             event_sample,
+            require_publisher_key_approval: self.require_publisher_key_approval,
         })
     }
 }

@@ -2,7 +2,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Data, Path, Query};
 use actix_web::{HttpResponse, delete, get, post};
 use chrono::{DateTime, Utc};
-use d2_policy::PublisherKey;
+use d2_policy::{KeyState, PublisherKey};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -15,7 +15,10 @@ use crate::error::ApiResult;
 use crate::state::ApiState;
 
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
-    cfg.service(register).service(list).service(revoke);
+    cfg.service(register)
+        .service(list)
+        .service(revoke)
+        .service(approve);
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -33,10 +36,34 @@ pub struct KeyRegistered {
     pub message: String,
     /// `ed_` + hex of BLAKE2s-48 of the key, as the D2 SDK derives it.
     pub key_id: String,
+    /// `active`, or `pending` until an admin approves it.
+    pub state: KeyStateBody,
+}
+
+/// Whether a publisher key authorises publishing: `active`, `pending` (waits for an
+/// admin's approval) or `revoked`.
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStateBody {
+    Active,
+    Pending,
+    Revoked,
+}
+
+impl From<KeyState> for KeyStateBody {
+    fn from(state: KeyState) -> Self {
+        match state {
+            KeyState::Active => KeyStateBody::Active,
+            KeyState::Pending => KeyStateBody::Pending,
+            KeyState::Revoked => KeyStateBody::Revoked,
+        }
+    }
 }
 
 /// Registers a publisher key (scope `key.upload`). Registering the same key again answers
-/// 200. Audited as `key.upload`.
+/// 200. When the account requires approval of publisher keys and the caller is not an
+/// admin, the key is `pending`: it authorises no publish until an admin approves it.
+/// Audited as `key.upload`.
 #[utoipa::path(tag = "keys", security(("bearer" = []), ("api_key" = [])), request_body = RegisterKeyBody, responses(
     (status = 201, body = KeyRegistered),
     (status = 200, body = KeyRegistered),
@@ -63,6 +90,7 @@ async fn register(
     };
     Ok(HttpResponse::build(status).json(KeyRegistered {
         message: format!("{verb}: {}", key.key_id),
+        state: key.state().into(),
         key_id: key.key_id,
     }))
 }
@@ -79,18 +107,31 @@ pub struct PublisherKeyBody {
     /// Who registered it (`token:<id>`).
     pub uploaded_by: String,
     pub user_id: Option<Uuid>,
+    pub state: KeyStateBody,
+    /// When a pending key was approved (null for keys active from the start).
+    pub approved_at: Option<DateTime<Utc>>,
+    /// Who approved it (`token:<id>`).
+    pub approved_by: Option<String>,
 }
 
 impl From<PublisherKey> for PublisherKeyBody {
     fn from(key: PublisherKey) -> Self {
+        let (approved_at, approved_by) = key
+            .approval
+            .clone()
+            .map(|approval| (approval.at, approval.by))
+            .unzip();
         Self {
             public_key: key.public_key_base64(),
+            state: key.state().into(),
             key_id: key.key_id,
             algo: "ed25519",
             created_at: key.created_at,
             revoked_at: key.revoked_at,
             uploaded_by: key.uploaded_by,
             user_id: key.user_id.map(Uuid::from),
+            approved_at,
+            approved_by,
         }
     }
 }
@@ -126,10 +167,12 @@ async fn list(
     ))
 }
 
-/// Revokes a publisher key: its signatures no longer authorise publishing. Audited as
-/// `key.revoke`.
+/// Revokes a publisher key: its signatures no longer authorise publishing. A credential
+/// may revoke the keys it registered; revoking another's needs the `admin` scope (403
+/// `key_owner_or_admin_required`). Audited as `key.revoke`.
 #[utoipa::path(tag = "keys", security(("bearer" = []), ("api_key" = [])), params(("key_id" = String, Path)), responses(
     (status = 202, body = Message),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[delete("/v1/keys/{key_id}")]
@@ -147,4 +190,27 @@ async fn revoke(
     Ok(HttpResponse::Accepted().json(Message {
         message: "key_revoked",
     }))
+}
+
+/// Approves a pending publisher key of the caller's account (admin): from now on its
+/// signatures authorise publishing. Approving an active key changes nothing; a revoked key
+/// is 403 `key_revoked`. Audited as `key.approve`.
+#[utoipa::path(tag = "keys", security(("bearer" = []), ("api_key" = [])), params(("key_id" = String, Path)), responses(
+    (status = 200, body = PublisherKeyBody),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/keys/{key_id}/approve")]
+async fn approve(
+    state: Data<ApiState>,
+    key_id: Path<String>,
+    auth: Auth,
+) -> ApiResult<HttpResponse> {
+    let key = state
+        .app
+        .policies
+        .publisher_keys()
+        .approve(&auth, &key_id)
+        .await?;
+    Ok(HttpResponse::Ok().json(PublisherKeyBody::from(key)))
 }

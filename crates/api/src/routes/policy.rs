@@ -232,8 +232,10 @@ pub struct Published {
 
 /// Publishes the request body (the policy file, YAML or JSON, or `{"bundle": ...}`) as
 /// the app's new signed version. `X-D2-Signature` (standard base64 Ed25519 over the exact
-/// body) and `X-D2-Key-Id` (a registered publisher key) are required; `If-Match` is `*` or
-/// the active ETag. Audited as `policy.publish`.
+/// body) and `X-D2-Key-Id` (a registered publisher key, not revoked nor waiting for
+/// approval) are required; `If-Match` is `*` or the active ETag. The content of an earlier
+/// version other than the active one is refused (409 `identical_to_version`): going back is
+/// `POST /v1/policy/revert`. Audited as `policy.publish`.
 #[utoipa::path(tag = "policy", security(("bearer" = []), ("api_key" = [])), params(PublishQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses(
     (status = 200, body = Published),

@@ -50,6 +50,9 @@ pub struct Account {
     pub metrics_enabled: bool,
     /// Per-event-type sampling rates set for this account; they win over configuration.
     pub event_sample: BTreeMap<String, SampleRate>,
+    /// Publisher keys registered by credentials without the `admin` scope wait for an
+    /// admin's approval before they authorise a publish.
+    pub require_publisher_key_approval: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -67,6 +70,7 @@ impl Account {
             trial_expires_at: Some(now + Duration::days(i64::from(trial_days))),
             metrics_enabled: true,
             event_sample: BTreeMap::new(),
+            require_publisher_key_approval: false,
             created_at: now,
         }
     }
@@ -87,11 +91,15 @@ pub struct AccountPatch {
     pub metrics_enabled: Option<bool>,
     /// Per event type: `Some(rate)` sets the account's rate, `None` removes the override.
     pub event_sample: BTreeMap<String, Option<SampleRate>>,
+    pub require_publisher_key_approval: Option<bool>,
 }
 
 impl AccountPatch {
     pub fn is_empty(&self) -> bool {
-        self.name.is_none() && self.metrics_enabled.is_none() && self.event_sample.is_empty()
+        self.name.is_none()
+            && self.metrics_enabled.is_none()
+            && self.event_sample.is_empty()
+            && self.require_publisher_key_approval.is_none()
     }
 
     pub fn apply(&self, account: &mut Account) {
@@ -100,6 +108,9 @@ impl AccountPatch {
         }
         if let Some(enabled) = self.metrics_enabled {
             account.metrics_enabled = enabled;
+        }
+        if let Some(required) = self.require_publisher_key_approval {
+            account.require_publisher_key_approval = required;
         }
         for (event_type, rate) in &self.event_sample {
             match rate {
@@ -126,6 +137,15 @@ impl AccountPatch {
             changes.insert(
                 "metrics_enabled".into(),
                 json!({ "old": before.metrics_enabled, "new": after.metrics_enabled }),
+            );
+        }
+        if before.require_publisher_key_approval != after.require_publisher_key_approval {
+            changes.insert(
+                "require_publisher_key_approval".into(),
+                json!({
+                    "old": before.require_publisher_key_approval,
+                    "new": after.require_publisher_key_approval,
+                }),
             );
         }
         if before.event_sample != after.event_sample {
@@ -219,6 +239,7 @@ mod tests {
         let before = account.clone();
         let patch = AccountPatch {
             metrics_enabled: Some(false),
+            require_publisher_key_approval: Some(true),
             event_sample: BTreeMap::from([
                 (
                     "authz_decision".to_owned(),
@@ -231,9 +252,14 @@ mod tests {
         patch.apply(&mut account);
         assert_eq!(account.name, before.name);
         assert!(!account.metrics_enabled);
+        assert!(account.require_publisher_key_approval);
         assert_eq!(account.event_sample.len(), 1);
         let described = AccountPatch::describe(&before, &account);
         assert_eq!(described["changes"]["metrics_enabled"]["new"], false);
+        assert_eq!(
+            described["changes"]["require_publisher_key_approval"],
+            json!({ "old": false, "new": true })
+        );
         assert!(described["changes"].get("name").is_none());
     }
 }

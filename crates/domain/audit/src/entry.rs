@@ -29,6 +29,8 @@ pub enum AuditAction {
     KeyUpload,
     /// A publisher key was revoked.
     KeyRevoke,
+    /// A publisher key waiting for approval was approved by an admin.
+    KeyApprove,
     PolicyDraft,
     PolicyPublish,
     /// A published policy's description or content changed (content changes are new versions).
@@ -38,7 +40,7 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 17] = [
+    pub const ALL: [AuditAction; 18] = [
         AuditAction::AccountBootstrap,
         AuditAction::AccountUpdate,
         AuditAction::AccountLock,
@@ -51,6 +53,7 @@ impl AuditAction {
         AuditAction::JwksRotate,
         AuditAction::KeyUpload,
         AuditAction::KeyRevoke,
+        AuditAction::KeyApprove,
         AuditAction::PolicyDraft,
         AuditAction::PolicyPublish,
         AuditAction::PolicyUpdate,
@@ -72,6 +75,7 @@ impl AuditAction {
             AuditAction::JwksRotate => "jwks.rotate",
             AuditAction::KeyUpload => "key.upload",
             AuditAction::KeyRevoke => "key.revoke",
+            AuditAction::KeyApprove => "key.approve",
             AuditAction::PolicyDraft => "policy.draft",
             AuditAction::PolicyPublish => "policy.publish",
             AuditAction::PolicyUpdate => "policy.update",
@@ -267,6 +271,7 @@ mod tests {
                 "jwks.rotate",
                 "key.upload",
                 "key.revoke",
+                "key.approve",
                 "policy.draft",
                 "policy.publish",
                 "policy.update",

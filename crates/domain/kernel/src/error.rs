@@ -47,7 +47,11 @@ pub enum Code {
     InvalidPublicKey,
     KeyIdMismatch,
     PublisherKeyRevoked,
+    /// Registered while the account requires approval, and not approved yet.
+    PublisherKeyPending,
     PublisherKeyNotFound,
+    /// Revoking a key another credential registered, without the `admin` scope.
+    KeyOwnerOrAdminRequired,
     SignatureRequired,
     UnknownPublisherKey,
     InvalidSignature,
@@ -61,6 +65,8 @@ pub enum Code {
     EtagMismatch,
     VersionRollback,
     VersionOutOfRange,
+    /// Publishing the content of an earlier version (going back is a revert).
+    IdenticalToVersion,
     NoDenyRules,
     BundleTooLarge,
     // Plan limits (402: the SDK reads `tool_limit` and `locked`).
@@ -116,7 +122,9 @@ impl Code {
             Code::InvalidPublicKey => "invalid_public_key",
             Code::KeyIdMismatch => "key_id_mismatch",
             Code::PublisherKeyRevoked => "key_revoked",
+            Code::PublisherKeyPending => "key_pending",
             Code::PublisherKeyNotFound => "key_not_found",
+            Code::KeyOwnerOrAdminRequired => "key_owner_or_admin_required",
             Code::SignatureRequired => "signature_required",
             Code::UnknownPublisherKey => "unknown_key",
             Code::InvalidSignature => "invalid_signature",
@@ -129,6 +137,7 @@ impl Code {
             Code::EtagMismatch => "etag_mismatch",
             Code::VersionRollback => "version_rollback",
             Code::VersionOutOfRange => "version_out_of_range",
+            Code::IdenticalToVersion => "identical_to_version",
             Code::NoDenyRules => "no_deny_rules",
             Code::BundleTooLarge => "bundle_too_large",
             Code::ToolLimit => "tool_limit",

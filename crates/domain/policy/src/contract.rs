@@ -14,10 +14,10 @@ use serde_json::json;
 
 use crate::model::{PolicyRecord, Stage};
 use crate::ports::{
-    DraftOutcome, KeyRegistration, KeyRotation, PolicyRepo, Publication, PublishOutcome,
-    PublisherKeyRepo, RotationOutcome,
+    ApprovalOutcome, DraftOutcome, KeyRegistration, KeyRotation, PolicyRepo, Publication,
+    PublishOutcome, PublisherKeyRepo, RotationOutcome,
 };
-use crate::publisher::{PublisherKey, derive_key_id};
+use crate::publisher::{KeyApproval, KeyState, PublisherKey, derive_key_id};
 
 pub trait Store: PolicyRepo + PublisherKeyRepo + SigningKeyRepo {}
 impl<T: PolicyRepo + PublisherKeyRepo + SigningKeyRepo> Store for T {}
@@ -31,6 +31,19 @@ fn audit(account_id: AccountId, action: AuditAction) -> AuditEntry {
 }
 
 fn record(account_id: AccountId, app: &str, stage: Stage, seconds: i64) -> PolicyRecord {
+    record_granting(account_id, app, stage, seconds, "t")
+}
+
+/// A record whose document grants `tool`: records granting the same tool have the same
+/// content.
+fn record_granting(
+    account_id: AccountId,
+    app: &str,
+    stage: Stage,
+    seconds: i64,
+    tool: &str,
+) -> PolicyRecord {
+    let document = json!({ "metadata": { "name": app }, "policies": [{ "role": "r", "permissions": [tool] }] });
     PolicyRecord {
         id: PolicyId::random(),
         account_id,
@@ -38,7 +51,8 @@ fn record(account_id: AccountId, app: &str, stage: Stage, seconds: i64) -> Polic
         version: 0,
         stage,
         active: false,
-        document: json!({ "metadata": { "name": app }, "policies": [{ "role": "r", "permissions": ["t"] }] }),
+        content_digest: crate::document::content_digest(&document),
+        document,
         jws: (stage == Stage::Published).then(|| format!("jws-{seconds}")),
         etag: format!("etag-{seconds}"),
         kid: None,
@@ -69,6 +83,7 @@ async fn publish(
         expected_active: expected,
         requested_version: None,
         max_apps: 10,
+        refuse_earlier_content: false,
     };
     let audit_of = |r: &PolicyRecord| audit(r.account_id, AuditAction::PolicyPublish);
     store
@@ -174,6 +189,7 @@ pub async fn policies(store: &dyn Store, a: AccountId, b: AccountId) {
         expected_active: Some(v4.id),
         requested_version: Some(4),
         max_apps: 10,
+        refuse_earlier_content: false,
     };
     let audit_publish = |r: &PolicyRecord| audit(r.account_id, AuditAction::PolicyPublish);
     assert_eq!(
@@ -198,6 +214,7 @@ pub async fn policies(store: &dyn Store, a: AccountId, b: AccountId) {
         expected_active: None,
         requested_version: None,
         max_apps: 1,
+        refuse_earlier_content: false,
     };
     assert_eq!(
         store.publish(&limited, &audit_publish).await.ok(),
@@ -332,6 +349,8 @@ fn publisher_key(account: AccountId, byte: u8, seconds: i64) -> PublisherKey {
         uploaded_by: "token:x".into(),
         token_id: None,
         user_id: None,
+        pending: false,
+        approval: None,
     }
 }
 
@@ -401,6 +420,236 @@ pub async fn publisher_keys(store: &dyn Store, a: AccountId, b: AccountId) {
             .is_some_and(|k| k.revoked_at.is_none()),
         "b's key untouched"
     );
+
+    // Pending keys: stored pending, approved once, by their own account only.
+    let pending = PublisherKey {
+        pending: true,
+        ..publisher_key(a, 3, 5)
+    };
+    store
+        .register(&pending, &upload)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stored = store.find(a, &pending.key_id).await.ok().flatten();
+    assert_eq!(stored.as_ref(), Some(&pending));
+    assert_eq!(stored.map(|k| k.state()), Some(KeyState::Pending));
+    assert!(
+        store
+            .list(a, false)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|k| k.key_id == pending.key_id),
+        "pending keys are listed"
+    );
+    let approval = KeyApproval {
+        at: at(6),
+        by: "token:admin".into(),
+    };
+    let approve = audit(a, AuditAction::KeyApprove);
+    for (account, key_id) in [(b, pending.key_id.as_str()), (a, "ed_nothinghere")] {
+        assert_eq!(
+            store
+                .approve(account, key_id, &approval, &approve)
+                .await
+                .ok(),
+            Some(ApprovalOutcome::NotFound)
+        );
+    }
+    assert!(
+        store
+            .find(a, &pending.key_id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|k| k.pending),
+        "another account's approval changed nothing"
+    );
+    let approved = PublisherKey {
+        pending: false,
+        approval: Some(approval.clone()),
+        ..pending.clone()
+    };
+    assert_eq!(
+        store
+            .approve(a, &pending.key_id, &approval, &approve)
+            .await
+            .ok(),
+        Some(ApprovalOutcome::Approved(Box::new(approved.clone())))
+    );
+    assert_eq!(
+        store.find(a, &pending.key_id).await.ok().flatten(),
+        Some(approved.clone())
+    );
+    let later = KeyApproval {
+        at: at(7),
+        by: "token:other".into(),
+    };
+    assert_eq!(
+        store
+            .approve(a, &pending.key_id, &later, &approve)
+            .await
+            .ok(),
+        Some(ApprovalOutcome::NotPending(Box::new(approved))),
+        "approving an active key changes nothing"
+    );
+
+    // A pending key can be revoked, and a revoked key is never approved.
+    let rejected = PublisherKey {
+        pending: true,
+        ..publisher_key(a, 4, 8)
+    };
+    store
+        .register(&rejected, &upload)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        store.revoke(a, &rejected.key_id, at(9), &revoke).await.ok(),
+        Some(true)
+    );
+    let outcome = store
+        .approve(a, &rejected.key_id, &later, &approve)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ApprovalOutcome::NotPending(unchanged) = outcome else {
+        panic!("a revoked key is not approved: {outcome:?}");
+    };
+    assert_eq!(unchanged.state(), KeyState::Revoked);
+    assert!(unchanged.approval.is_none());
+}
+
+/// Rows stored without a content digest (written before adapters stored one) still count:
+/// `forget_digests` makes the adapter forget the digests of the rows written so far.
+/// `a` is an existing account.
+pub async fn earlier_content_without_digests(
+    store: &dyn Store,
+    a: AccountId,
+    forget_digests: impl AsyncFnOnce(),
+) {
+    let publish = async |seconds: i64, tool: &str| {
+        let expected = store
+            .app_state(a, &AppName::normalise("old"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .active
+            .map(|r| r.id);
+        let publication = Publication {
+            record: record_granting(a, "old", Stage::Published, seconds, tool),
+            expected_active: expected,
+            requested_version: None,
+            max_apps: 10,
+            refuse_earlier_content: true,
+        };
+        let audit_of = |r: &PolicyRecord| audit(r.account_id, AuditAction::PolicyPublish);
+        store
+            .publish(&publication, &audit_of)
+            .await
+            .unwrap_or_else(|e| panic!("publish: {e}"))
+    };
+    let first = published(publish(1, "a").await);
+    published(publish(2, "b").await);
+    forget_digests().await;
+    assert_eq!(
+        store
+            .find_policy(a, first.id)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.content_digest),
+        Some(first.content_digest.clone()),
+        "a row without a digest reads with the digest of its document"
+    );
+    assert_eq!(
+        publish(3, "a").await,
+        PublishOutcome::IdenticalTo {
+            id: first.id,
+            version: 1
+        }
+    );
+    assert_eq!(published(publish(4, "c").await).version, 3);
+}
+
+/// Publishing an earlier version's content is refused when asked (`refuse_earlier_content`)
+/// unless the active version has that content; a revert (not asking) brings it back.
+/// `a` is an existing account.
+pub async fn earlier_content(store: &dyn Store, a: AccountId) {
+    let publish = async |seconds: i64, tool: &str, refuse: bool| {
+        let expected = store
+            .app_state(a, &AppName::normalise("same"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .active
+            .map(|r| r.id);
+        let publication = Publication {
+            record: record_granting(a, "same", Stage::Published, seconds, tool),
+            expected_active: expected,
+            requested_version: None,
+            max_apps: 10,
+            refuse_earlier_content: refuse,
+        };
+        let audit_of = |r: &PolicyRecord| audit(r.account_id, AuditAction::PolicyPublish);
+        store
+            .publish(&publication, &audit_of)
+            .await
+            .unwrap_or_else(|e| panic!("publish: {e}"))
+    };
+    let first = published(publish(1, "a", true).await);
+    let second = published(publish(2, "b", true).await);
+    assert_ne!(first.content_digest, second.content_digest);
+    assert_eq!(
+        publish(3, "a", true).await,
+        PublishOutcome::IdenticalTo {
+            id: first.id,
+            version: 1
+        }
+    );
+    let state = store
+        .app_state(a, &AppName::normalise("same"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        state.active.map(|r| r.id),
+        Some(second.id),
+        "nothing written"
+    );
+    assert_eq!(state.max_version, 2);
+
+    // A revert does not ask; then the active content may be published again.
+    let reverted = published(publish(4, "a", false).await);
+    assert_eq!(reverted.version, 3);
+    assert_eq!(reverted.content_digest, first.content_digest);
+    let again = published(publish(5, "a", true).await);
+    assert_eq!(again.version, 4);
+    assert_eq!(
+        publish(6, "b", true).await,
+        PublishOutcome::IdenticalTo {
+            id: second.id,
+            version: 2
+        }
+    );
+    // The digest is stored and read back.
+    assert_eq!(
+        store
+            .find_policy(a, second.id)
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.content_digest),
+        Some(second.content_digest)
+    );
+    // Content is compared within the app: another app may hold the same content.
+    let other = Publication {
+        record: record_granting(a, "elsewhere", Stage::Published, 7, "a"),
+        expected_active: None,
+        requested_version: None,
+        max_apps: 10,
+        refuse_earlier_content: true,
+    };
+    let audit_of = |r: &PolicyRecord| audit(r.account_id, AuditAction::PolicyPublish);
+    assert!(matches!(
+        store.publish(&other, &audit_of).await,
+        Ok(PublishOutcome::Published(_))
+    ));
 }
 
 fn keyring() -> Keyring {

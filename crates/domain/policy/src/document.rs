@@ -98,6 +98,38 @@ fn has_nul(value: &Value) -> bool {
     }
 }
 
+/// The identity of a document's content, which tells whether a publish repeats an earlier
+/// version: the hex SHA-256 of its canonical JSON (members sorted by name at every level,
+/// no whitespace) without `metadata.expires`, which the server sets at every publish. The
+/// same policy sent as YAML or as JSON, with its members in any order, has one digest.
+pub fn content_digest(document: &Value) -> String {
+    let mut document = document.clone();
+    if let Some(Value::Object(metadata)) = document.get_mut("metadata") {
+        metadata.remove("expires");
+    }
+    let canonical = serde_json::to_vec(&sorted(&document)).unwrap_or_default();
+    crate::service::hex_sha256(&canonical)
+}
+
+/// `value` with the members of every object in name order (serde_json keeps insertion
+/// order here, as the workspace enables `preserve_order`).
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(members) => {
+            let mut names: Vec<&String> = members.keys().collect();
+            names.sort_unstable();
+            Value::Object(
+                names
+                    .into_iter()
+                    .filter_map(|name| Some((name.clone(), sorted(members.get(name)?))))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
 fn first_line(text: &str) -> String {
     text.lines()
         .next()
@@ -556,6 +588,22 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_content_digest_ignores_format_member_order_and_expiry_only() {
+        let yaml = b"metadata:\n  name: app\n  expires: 2026-01-01T00:00:00Z\npolicies:\n  - role: r\n    permissions: [a, b]\n";
+        let json = br#"{"policies": [{"permissions": ["a", "b"], "role": "r"}], "metadata": {"name": "app"}}"#;
+        let from_yaml = content_digest(&parse_value(yaml).unwrap());
+        assert_eq!(from_yaml, content_digest(&parse_value(json).unwrap()));
+        assert_eq!(from_yaml.len(), 64);
+        for different in [
+            json!({ "metadata": { "name": "app" }, "policies": [{ "role": "r", "permissions": ["b", "a"] }] }),
+            json!({ "metadata": { "name": "app", "description": "x" }, "policies": [{ "role": "r", "permissions": ["a", "b"] }] }),
+            json!({ "metadata": { "name": "other" }, "policies": [{ "role": "r", "permissions": ["a", "b"] }] }),
+        ] {
+            assert_ne!(content_digest(&different), from_yaml, "{different}");
+        }
+    }
 
     fn sdk_policy() -> Value {
         json!({

@@ -18,15 +18,17 @@ mod ports;
 mod publisher;
 mod service;
 
-pub use document::{PolicyDocument, Report};
+pub use document::{PolicyDocument, Report, content_digest};
 pub use model::{AppState, PolicyRecord, Stage};
 pub use poll::PollCeiling;
 pub use ports::{
-    AuditOf, DraftOutcome, KeyRegistration, KeyRotation, MAX_VERSION, MAX_VERSION_STEP, PolicyRepo,
-    Publication, PublishOutcome, PublisherKeyRepo, RotationOutcome, next_version,
+    ApprovalOutcome, AuditOf, DraftOutcome, KeyRegistration, KeyRotation, MAX_VERSION,
+    MAX_VERSION_STEP, PolicyRepo, Publication, PublishOutcome, PublisherKeyRepo, RotationOutcome,
+    next_version,
 };
 pub use publisher::{
-    PublisherKey, PublisherKeyError, PublisherKeys, SignatureError, derive_key_id,
+    KeyApproval, KeyState, PublisherKey, PublisherKeyError, PublisherKeys, SignatureError,
+    derive_key_id,
 };
 pub use service::{
     APP_REQUIRED_HINT, BundleStage, PolicyError, PolicyService, PolicySettings, Poll,
@@ -60,6 +62,11 @@ mod memory_contract {
     #[tokio::test]
     async fn publisher_keys() {
         crate::contract::publisher_keys(&store(), AccountId::random(), AccountId::random()).await;
+    }
+
+    #[tokio::test]
+    async fn earlier_content() {
+        crate::contract::earlier_content(&store(), AccountId::random()).await;
     }
 
     #[tokio::test]

@@ -11,10 +11,10 @@ use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, PolicyId, StoreEr
 
 use crate::model::{AppState, PolicyRecord, Stage};
 use crate::ports::{
-    AuditOf, DraftOutcome, KeyRegistration, KeyRotation, PolicyRepo, Publication, PublishOutcome,
-    PublisherKeyRepo, RotationOutcome, next_version,
+    ApprovalOutcome, AuditOf, DraftOutcome, KeyRegistration, KeyRotation, PolicyRepo, Publication,
+    PublishOutcome, PublisherKeyRepo, RotationOutcome, next_version,
 };
-use crate::publisher::PublisherKey;
+use crate::publisher::{KeyApproval, PublisherKey};
 
 #[derive(Debug)]
 pub struct MemoryPolicies {
@@ -87,6 +87,30 @@ fn may_take_an_app(
     in_use.len() < usize::try_from(max_apps).unwrap_or(usize::MAX)
 }
 
+/// The newest published version of the record's app with the record's content, unless the
+/// active version has that content too (republishing the active content is allowed).
+fn earlier_with_content<'a>(
+    rows: &'a [PolicyRecord],
+    state: &AppState,
+    record: &PolicyRecord,
+) -> Option<&'a PolicyRecord> {
+    if state
+        .active
+        .as_ref()
+        .is_some_and(|active| active.content_digest == record.content_digest)
+    {
+        return None;
+    }
+    rows.iter()
+        .filter(|r| {
+            r.account_id == record.account_id
+                && r.app_name == record.app_name
+                && r.stage == Stage::Published
+                && r.content_digest == record.content_digest
+        })
+        .max_by_key(|r| r.version)
+}
+
 fn publish_into(rows: &mut Vec<PolicyRecord>, publication: &Publication) -> PublishOutcome {
     let record = &publication.record;
     let state = state_of(rows, record.account_id, &record.app_name);
@@ -97,6 +121,14 @@ fn publish_into(rows: &mut Vec<PolicyRecord>, publication: &Publication) -> Publ
         Ok(version) => version,
         Err(outcome) => return outcome,
     };
+    if publication.refuse_earlier_content
+        && let Some(earlier) = earlier_with_content(rows, &state, record)
+    {
+        return PublishOutcome::IdenticalTo {
+            id: earlier.id,
+            version: earlier.version,
+        };
+    }
     if !may_take_an_app(rows, &state, record, publication.max_apps) {
         return PublishOutcome::AppLimit;
     }
@@ -326,6 +358,7 @@ impl PolicyRepo for MemoryPolicies {
                 expected_active: Some(*replaces),
                 requested_version: None,
                 max_apps: u32::MAX,
+                refuse_earlier_content: false,
             };
             match publish_into(&mut scratch, &publication) {
                 PublishOutcome::Published(record) => stored.push(*record),
@@ -389,6 +422,29 @@ impl PublisherKeyRepo for MemoryPolicies {
             .collect();
         keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
         Ok(keys)
+    }
+
+    async fn approve(
+        &self,
+        account_id: AccountId,
+        key_id: &str,
+        approval: &KeyApproval,
+        audit: &AuditEntry,
+    ) -> Result<ApprovalOutcome, StoreError> {
+        let mut keys = self.publisher_keys();
+        let Some(key) = keys
+            .iter_mut()
+            .find(|k| k.account_id == account_id && k.key_id == key_id)
+        else {
+            return Ok(ApprovalOutcome::NotFound);
+        };
+        if !key.pending || key.revoked_at.is_some() {
+            return Ok(ApprovalOutcome::NotPending(Box::new(key.clone())));
+        }
+        key.pending = false;
+        key.approval = Some(approval.clone());
+        self.audit.append(audit.clone());
+        Ok(ApprovalOutcome::Approved(Box::new(key.clone())))
     }
 
     async fn revoke(

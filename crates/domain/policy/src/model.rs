@@ -31,6 +31,8 @@ pub struct PolicyRecord {
     /// The one version the app serves.
     pub active: bool,
     pub document: Value,
+    /// [`crate::content_digest`] of `document`: equal for versions with the same content.
+    pub content_digest: String,
     /// The compact JWS, for published versions.
     pub jws: Option<String>,
     /// Hex SHA-256 of the JWS (published) or of the canonical document (draft).

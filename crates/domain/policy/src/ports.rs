@@ -5,7 +5,7 @@ use d2_jwks::SigningKey;
 use d2_kernel::{AccountId, AppName, Page, PageRequest, PolicyId, StoreError};
 
 use crate::model::{AppState, PolicyRecord};
-use crate::publisher::PublisherKey;
+use crate::publisher::{KeyApproval, PublisherKey};
 
 /// Builds the audit record of a change from the stored record (whose version the store
 /// assigns inside the transaction).
@@ -23,6 +23,11 @@ pub struct Publication {
     pub requested_version: Option<i64>,
     /// For an app with nothing active: refuse when the account already serves this many.
     pub max_apps: u32,
+    /// Refuse (`IdenticalTo`) a record whose `content_digest` is that of an earlier
+    /// published version other than the active one: going back to earlier content is a
+    /// revert. Republishing the active version's content is allowed (it renews
+    /// `metadata.expires`).
+    pub refuse_earlier_content: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -47,6 +52,11 @@ pub enum PublishOutcome {
     },
     /// The account uses `max_apps` apps already (with a draft or an active version).
     AppLimit,
+    /// The content is that of this earlier version (the newest such), which is not active.
+    IdenticalTo {
+        id: PolicyId,
+        version: i64,
+    },
 }
 
 /// A signing-key rotation: the new key, and each active bundle re-signed with it.
@@ -120,7 +130,8 @@ pub trait PolicyRepo: Send + Sync + 'static {
 
     /// Stores a new active version (highest + 1), deactivates the previous one and
     /// removes the app's draft, with its audit record, in one transaction serialised per
-    /// app. Writes nothing unless the outcome is `Published`.
+    /// app. Writes nothing unless the outcome is `Published`, except that SQL adapters
+    /// MAY store the content digests of the app's rows written without one.
     async fn publish(
         &self,
         publication: &Publication,
@@ -155,6 +166,16 @@ pub trait PolicyRepo: Send + Sync + 'static {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApprovalOutcome {
+    /// The pending key is active now.
+    Approved(Box<PublisherKey>),
+    /// The key was not pending (active, or revoked); nothing was written.
+    NotPending(Box<PublisherKey>),
+    /// The account has no such key.
+    NotFound,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyRegistration {
     Created,
     /// The account registered this key before (possibly revoked since).
@@ -184,8 +205,19 @@ pub trait PublisherKeyRepo: Send + Sync + 'static {
         include_revoked: bool,
     ) -> Result<Vec<PublisherKey>, StoreError>;
 
+    /// Makes a pending key active, recording `approval`, with the audit record, in one
+    /// transaction. A key that is not pending (active or revoked) is returned unchanged,
+    /// and nothing is written.
+    async fn approve(
+        &self,
+        account_id: AccountId,
+        key_id: &str,
+        approval: &KeyApproval,
+        audit: &AuditEntry,
+    ) -> Result<ApprovalOutcome, StoreError>;
+
     /// Marks the key revoked (once); false if the account has no such key. A repeated
-    /// revoke returns true and writes nothing.
+    /// revoke returns true and writes nothing. A pending key can be revoked.
     async fn revoke(
         &self,
         account_id: AccountId,

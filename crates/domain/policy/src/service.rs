@@ -58,6 +58,14 @@ pub enum PolicyError {
     )]
     VersionOutOfRange { requested: i64, highest: i64 },
     #[error(
+        "the policy is identical to version {version} of app `{app}`; to serve it again, revert to that version: POST /v1/policy/revert with {{\"policy_id\": \"{policy_id}\"}}"
+    )]
+    IdenticalToVersion {
+        app: String,
+        version: i64,
+        policy_id: PolicyId,
+    },
+    #[error(
         "the new version drops every deny rule of the active one; publish with force=true to do it anyway"
     )]
     NoDenyRules,
@@ -105,6 +113,7 @@ impl ErrorCode for PolicyError {
             PolicyError::EtagMismatch => Code::EtagMismatch,
             PolicyError::VersionRollback { .. } => Code::VersionRollback,
             PolicyError::VersionOutOfRange { .. } => Code::VersionOutOfRange,
+            PolicyError::IdenticalToVersion { .. } => Code::IdenticalToVersion,
             PolicyError::NoDenyRules => Code::NoDenyRules,
             PolicyError::ToolLimit { .. } => Code::ToolLimit,
             PolicyError::AppLimit { .. } => Code::AppLimit,
@@ -479,6 +488,7 @@ impl PolicyService {
             .and_then(Value::as_str)
             .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
             .map(|e| e.with_timezone(&Utc));
+        let value = document.to_value();
         PolicyRecord {
             id: PolicyId::random(),
             account_id: ctx.account_id,
@@ -486,7 +496,8 @@ impl PolicyService {
             version: 0,
             stage,
             active: stage == Stage::Published,
-            document: document.to_value(),
+            content_digest: crate::document::content_digest(&value),
+            document: value,
             jws: None,
             etag,
             kid: None,
@@ -654,6 +665,7 @@ impl PolicyService {
                 expected_active: state.active.as_ref().map(|a| a.id),
                 requested_version: request.version,
                 max_apps: overview.quotas.max_apps,
+                refuse_earlier_content: true,
             };
             let forced = drops_denies && request.force;
             let audit_of = |stored: &PolicyRecord| {
@@ -696,6 +708,13 @@ impl PolicyService {
                     return Err(PolicyError::AppLimit {
                         max: overview.quotas.max_apps,
                         plan: overview.plan,
+                    });
+                }
+                PublishOutcome::IdenticalTo { id, version } => {
+                    return Err(PolicyError::IdenticalToVersion {
+                        app: app.to_string(),
+                        version,
+                        policy_id: id,
                     });
                 }
             }
@@ -978,6 +997,7 @@ impl PolicyService {
 
     /// Publishes `document` as a new version on the system's authority (revert, editor
     /// changes already authorised): signed with the current key, checked against the plan.
+    /// Only a revert may bring back an earlier version's content.
     async fn republish(
         &self,
         ctx: &AuthContext,
@@ -1007,6 +1027,7 @@ impl PolicyService {
                 expected_active: state.active.as_ref().map(|a| a.id),
                 requested_version: None,
                 max_apps: overview.quotas.max_apps,
+                refuse_earlier_content: action != AuditAction::PolicyRevert,
             };
             let audit_of = |stored: &PolicyRecord| {
                 let mut metadata =
@@ -1036,6 +1057,13 @@ impl PolicyService {
                     return Err(PolicyError::AppLimit {
                         max: overview.quotas.max_apps,
                         plan: overview.plan,
+                    });
+                }
+                PublishOutcome::IdenticalTo { id, version } => {
+                    return Err(PolicyError::IdenticalToVersion {
+                        app: app.to_string(),
+                        version,
+                        policy_id: id,
                     });
                 }
             }

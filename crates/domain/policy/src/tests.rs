@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chrono::Duration;
 use d2_accounts::memory::MemoryAccountRepo;
-use d2_accounts::{Account, AccountName, AccountService, SamplingPolicy};
+use d2_accounts::{Account, AccountName, AccountPatch, AccountService, SamplingPolicy};
 use d2_audit::AuditAction;
 use d2_audit::memory::MemoryAuditLog;
 use d2_jwks::memory::MemorySigningKeys;
@@ -28,6 +28,7 @@ struct World {
     clock: Arc<ManualClock>,
     audit: Arc<MemoryAuditLog>,
     accounts: Arc<MemoryAccountRepo>,
+    account_service: AccountService,
     policies: PolicyService,
     account: AccountId,
     signer: Ed25519KeyPair,
@@ -61,9 +62,9 @@ fn world_with(settings: PolicySettings) -> World {
     );
     let policies = PolicyService::new(
         repo.clone(),
-        PublisherKeys::new(repo, clock.clone()),
+        PublisherKeys::new(repo, account_service.clone(), clock.clone()),
         jwks,
-        account_service,
+        account_service.clone(),
         clock.clone(),
         settings,
     );
@@ -81,6 +82,7 @@ fn world_with(settings: PolicySettings) -> World {
         clock,
         audit,
         accounts,
+        account_service,
         policies,
         account: id,
         signer,
@@ -278,7 +280,7 @@ async fn publishing_needs_a_good_signature_by_a_live_key_of_the_account() {
 
     w.policies
         .publisher_keys()
-        .revoke(&w.dev(), &key_id)
+        .revoke(&w.admin(), &key_id)
         .await
         .unwrap();
     assert_eq!(
@@ -722,4 +724,276 @@ async fn key_rotations_are_limited_per_account_but_not_for_the_operator() {
         )
         .await
         .unwrap();
+}
+
+fn new_signer() -> Ed25519KeyPair {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+}
+
+/// Registers `signer`'s key as `ctx`.
+async fn register_key(w: &World, ctx: &AuthContext, signer: &Ed25519KeyPair) -> PublisherKey {
+    let public = STANDARD.encode(signer.public_key().as_ref());
+    let (key, created) = w
+        .policies
+        .publisher_keys()
+        .register(ctx, &public, None)
+        .await
+        .unwrap();
+    assert!(created);
+    key
+}
+
+/// Publishes `body` signed by `signer` under `key_id`.
+async fn publish_signed(
+    w: &World,
+    ctx: &AuthContext,
+    signer: &Ed25519KeyPair,
+    key_id: &str,
+    body: &[u8],
+) -> Result<PolicyRecord, PolicyError> {
+    let signature = STANDARD.encode(signer.sign(body).as_ref());
+    let request = PublishRequest {
+        body,
+        key_id: Some(key_id),
+        signature: Some(&signature),
+        if_match: Some("*"),
+        ..PublishRequest::default()
+    };
+    w.policies
+        .publish(ctx, request)
+        .await
+        .map(|(record, _)| record)
+}
+
+fn approval_required(required: bool) -> AccountPatch {
+    AccountPatch {
+        require_publisher_key_approval: Some(required),
+        ..AccountPatch::default()
+    }
+}
+
+#[tokio::test]
+async fn with_approval_required_a_developers_key_waits_for_an_admin() {
+    let w = world();
+    let (dev, admin) = (w.dev(), w.admin());
+    let body = serde_json::to_vec(&policy("app", &["a"], false)).unwrap();
+    let before = new_signer();
+    let early = register_key(&w, &dev, &before).await;
+    assert_eq!(
+        early.state(),
+        KeyState::Active,
+        "approval is off by default"
+    );
+
+    w.account_service
+        .update(&admin, &approval_required(true))
+        .await
+        .unwrap();
+    let signer = new_signer();
+    let pending = register_key(&w, &dev, &signer).await;
+    assert_eq!(pending.state(), KeyState::Pending);
+    let upload = w
+        .audit
+        .all()
+        .into_iter()
+        .rfind(|r| r.entry.action == AuditAction::KeyUpload)
+        .unwrap();
+    assert_eq!(upload.entry.metadata["state"], "pending");
+    let refused = publish_signed(&w, &dev, &signer, &pending.key_id, &body).await;
+    assert_eq!(refused.unwrap_err().code(), Code::PublisherKeyPending);
+    // Keys active before the setting was turned on stay active.
+    publish_signed(&w, &dev, &before, &early.key_id, &body)
+        .await
+        .unwrap();
+    // An admin's own key is active at once.
+    let admins = register_key(&w, &admin, &new_signer()).await;
+    assert_eq!(admins.state(), KeyState::Active);
+
+    let keys = w.policies.publisher_keys();
+    assert_eq!(
+        keys.approve(&dev, &pending.key_id)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InsufficientScope
+    );
+    let stranger = AuthContext {
+        account_id: AccountId::random(),
+        ..w.admin()
+    };
+    assert_eq!(
+        keys.approve(&stranger, &pending.key_id)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PublisherKeyNotFound
+    );
+    assert_eq!(
+        keys.approve(&admin, "ed_ffffffffffff")
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PublisherKeyNotFound
+    );
+    let approved = keys.approve(&admin, &pending.key_id).await.unwrap();
+    assert_eq!(approved.state(), KeyState::Active);
+    let approval = approved.approval.clone().unwrap();
+    assert_eq!(approval.by, admin.actor());
+    assert_eq!(approval.at, w.clock.now());
+    let approvals = || {
+        w.audit
+            .all()
+            .into_iter()
+            .filter(|r| r.entry.action == AuditAction::KeyApprove)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(approvals().len(), 1);
+    assert_eq!(
+        approvals()[0].entry.resource_id.as_deref(),
+        Some(pending.key_id.as_str())
+    );
+    // Approving again changes nothing and records nothing.
+    assert_eq!(
+        keys.approve(&admin, &pending.key_id).await.unwrap(),
+        approved
+    );
+    assert_eq!(approvals().len(), 1);
+    let body = serde_json::to_vec(&policy("app", &["a", "b"], false)).unwrap();
+    publish_signed(&w, &dev, &signer, &pending.key_id, &body)
+        .await
+        .unwrap();
+
+    // A pending key can be revoked by its registrant, and is never approved after.
+    let rejected = register_key(&w, &dev, &new_signer()).await;
+    keys.revoke(&dev, &rejected.key_id).await.unwrap();
+    assert_eq!(
+        keys.approve(&admin, &rejected.key_id)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PublisherKeyRevoked
+    );
+}
+
+#[tokio::test]
+async fn only_the_registering_credential_or_an_admin_revokes_a_key() {
+    let w = world();
+    let user = Some(d2_kernel::UserId::random());
+    // Two dev tokens minted by the same person are still two parties.
+    let mine = AuthContext {
+        user_id: user,
+        ..w.dev()
+    };
+    let theirs = AuthContext {
+        user_id: user,
+        ..w.dev()
+    };
+    let keys = w.policies.publisher_keys();
+    let key = register_key(&w, &mine, &new_signer()).await;
+    let refused = keys.revoke(&theirs, &key.key_id).await.unwrap_err();
+    assert_eq!(refused.code(), Code::KeyOwnerOrAdminRequired);
+    assert!(refused.to_string().contains("admin"));
+    assert!(
+        w.audit
+            .all()
+            .iter()
+            .all(|r| r.entry.action != AuditAction::KeyRevoke)
+    );
+    assert_eq!(
+        keys.revoke(&theirs, "ed_ffffffffffff")
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PublisherKeyNotFound
+    );
+    keys.revoke(&mine, &key.key_id).await.unwrap();
+
+    let admins = register_key(&w, &w.admin(), &new_signer()).await;
+    assert_eq!(
+        keys.revoke(&mine, &admins.key_id).await.unwrap_err().code(),
+        Code::KeyOwnerOrAdminRequired
+    );
+    let developers = register_key(&w, &theirs, &new_signer()).await;
+    keys.revoke(&w.admin(), &developers.key_id).await.unwrap();
+    keys.revoke(&w.admin(), &admins.key_id).await.unwrap();
+    assert_eq!(keys.list(&mine, true).await.unwrap().len(), 3);
+    assert!(keys.list(&mine, false).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn publishing_an_earlier_versions_content_is_refused_and_revert_brings_it_back() {
+    let w = world();
+    let (dev, admin) = (w.dev(), w.admin());
+    let first = w
+        .publish(&dev, &policy("app", &["a"], false), Some("*"), false)
+        .await
+        .unwrap();
+    let second = w
+        .publish(&dev, &policy("app", &["a", "b"], false), Some("*"), false)
+        .await
+        .unwrap();
+    let refused = w
+        .publish(&dev, &policy("app", &["a"], false), Some("*"), false)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::IdenticalToVersion);
+    let detail = refused.to_string();
+    assert!(detail.contains("version 1"), "{detail}");
+    assert!(detail.contains("POST /v1/policy/revert"), "{detail}");
+    assert!(detail.contains(&first.id.to_string()), "{detail}");
+    assert!(
+        w.audit
+            .all()
+            .iter()
+            .filter(|r| r.entry.action == AuditAction::PolicyPublish)
+            .count()
+            == 2,
+        "nothing published"
+    );
+
+    // The active content may be published again (it renews the expiry).
+    let renewed = w
+        .publish(&dev, &policy("app", &["a", "b"], false), Some("*"), false)
+        .await
+        .unwrap();
+    assert_eq!(renewed.version, 3);
+
+    let reverted = w.policies.revert(&admin, first.id).await.unwrap();
+    assert_eq!(reverted.version, 4);
+    let revert = w
+        .audit
+        .all()
+        .into_iter()
+        .rfind(|r| r.entry.action == AuditAction::PolicyRevert)
+        .unwrap();
+    assert_eq!(revert.entry.metadata["from_version"], 1);
+    assert_eq!(revert.entry.metadata["version"], 4);
+    w.publish(&dev, &policy("app", &["a"], false), Some("*"), false)
+        .await
+        .unwrap();
+
+    // The same content as YAML, members in another order: still the earlier version.
+    let yaml = b"policies:\n  - permissions: [a, b]\n    role: analyst\nmetadata:\n  description: test\n  name: app\n";
+    let signature = STANDARD.encode(w.signer.sign(yaml).as_ref());
+    let key_id = w.register(&dev).await;
+    let request = PublishRequest {
+        body: yaml,
+        key_id: Some(&key_id),
+        signature: Some(&signature),
+        if_match: Some("*"),
+        ..PublishRequest::default()
+    };
+    let refused = w.policies.publish(&dev, request).await.unwrap_err();
+    assert_eq!(refused.code(), Code::IdenticalToVersion);
+    assert!(refused.to_string().contains("version 3"), "{refused}");
+
+    // An edit from the editor is a publish too.
+    let edit = serde_json::to_vec(&policy("app", &["a", "b"], false)).unwrap();
+    let signature = STANDARD.encode(w.signer.sign(&edit).as_ref());
+    let edited = w
+        .policies
+        .update_bundle(&dev, second.id, &edit, Some(&key_id), Some(&signature))
+        .await;
+    assert_eq!(edited.unwrap_err().code(), Code::IdenticalToVersion);
 }

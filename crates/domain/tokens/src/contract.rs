@@ -108,6 +108,7 @@ pub async fn accounts(store: &dyn Store) {
             "authz_decision".to_owned(),
             Some(SampleRate::new(0.5).unwrap_or_else(|_| unreachable!())),
         )]),
+        require_publisher_key_approval: Some(true),
     };
     let audit_of = |before: &Account, after: &Account| {
         AuditEntry::system(before.id, AuditAction::AccountUpdate, at(1))
@@ -120,6 +121,7 @@ pub async fn accounts(store: &dyn Store) {
         .unwrap_or_else(|| panic!("updated"));
     assert_eq!(updated.name.as_str(), "Renamed");
     assert!(!updated.metrics_enabled);
+    assert!(updated.require_publisher_key_approval);
     let read = AccountRepo::find_account(store, account.id)
         .await
         .unwrap_or_default()
