@@ -78,6 +78,7 @@ diesel::table! {
         tool -> Nullable<Text>,
         latency_ms -> Nullable<Float8>,
         payload -> Jsonb,
+        stream_position -> Int8,
     }
 }
 
@@ -102,6 +103,7 @@ diesel::table! {
         ingested_at -> TimestamptzSqlite,
         event_id -> Int8,
         updated_at -> TimestamptzSqlite,
+        stream_position -> Int8,
     }
 }
 
