@@ -420,6 +420,15 @@ impl TestApp {
     pub fn advance(&self, seconds: i64) {
         self.clock.advance(chrono::Duration::seconds(seconds));
     }
+
+    /// Returns once every stored event is final, so the next export run takes it: at once
+    /// on SQLite; on PostgreSQL once the transactions begun before it have ended (on any
+    /// database of the server: the suite's tests share one).
+    pub async fn events_final(&self) {
+        if let d2_app::Store::Postgres(store) = &self.app.store {
+            store.wait_until_events_final().await;
+        }
+    }
 }
 
 impl TestApp {

@@ -2,6 +2,7 @@
 //! server on the copy with the same secrets serves exactly what the first one did.
 
 use d2_app::{CopyError, Store};
+use d2_events::{EXPORT_JOB, ExportCheckpoint};
 use serde_json::{Value, json};
 
 use crate::events::{decision, events_of, ingest};
@@ -53,6 +54,15 @@ async fn moves_intact(from: TestDatabase, to: TestDatabase) {
     .assert_status(202);
     let events = events_of(&app, &tenant).await;
     let audit = app.audit(&tenant).await;
+    // The export has passed the first event, not the second.
+    app.events_final().await;
+    let (stream, checkpoints) = app.app.store.events();
+    let first = stream.events_after(None, 1).await.unwrap();
+    let exported = ExportCheckpoint {
+        cursor: first.end.unwrap(),
+        ingested_at: first.events[0].event.ingested_at,
+    };
+    checkpoints.save(EXPORT_JOB, exported).await.unwrap();
 
     // The copy, as `d2ctl migrate-store --from ... --to ...` runs it.
     let config = settings(&app.db().url(), &app.pepper, &app.control_plane, &[]);
@@ -100,4 +110,18 @@ async fn moves_intact(from: TestDatabase, to: TestDatabase) {
     .assert_status(202);
     assert_eq!(events_of(&moved, &tenant).await.len(), 3);
     moved.issue(&tenant, json!({ "kind": "dev" })).await;
+
+    // The checkpoint is a place in the target's own stream: the export goes on with the
+    // second event, then the new one.
+    moved.events_final().await;
+    let (stream, checkpoints) = moved.app.store.events();
+    let resumed = checkpoints.load(EXPORT_JOB).await.unwrap().unwrap();
+    assert_eq!(resumed.ingested_at, exported.ingested_at);
+    let next = stream
+        .events_after(Some(resumed.cursor), 100)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = next.events.iter().map(|e| e.id).collect();
+    let newest = events_of(&moved, &tenant).await[0]["id"].as_i64().unwrap();
+    assert_eq!(ids, vec![first.events[0].id + 1, newest]);
 }

@@ -5,12 +5,12 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_events::{
-    AppResolver, Decision, EventFacts, EventFilter, EventStore, ExportCheckpoints, ExportCursor,
-    NewEvent, RefusedEvents, StoredEvent,
+    AppResolver, Decision, EventFacts, EventFilter, EventStore, ExportBatch, ExportCheckpoint,
+    ExportCheckpoints, ExportCursor, NewEvent, RefusedEvents, StoredEvent,
 };
 use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, StoreError};
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
+use diesel::sql_types::{BigInt, Bool};
 use diesel::upsert::excluded;
 use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::from_diesel;
 use crate::event_writes;
 use crate::id::Id;
-use crate::position::{Side, beyond};
+use crate::position::{Side, beyond, in_stream};
 use crate::schema::{events, ingest_refusals, job_checkpoints, policies};
 
 #[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
@@ -150,25 +150,27 @@ impl EventStore for crate::Store {
     async fn events_after(
         &self,
         after: Option<ExportCursor>,
-        settled_before: DateTime<Utc>,
         limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
+    ) -> Result<ExportBatch, StoreError> {
         let mut query = events::table
-            .filter(events::ingested_at.lt(settled_before))
-            .select(EventRow::as_select())
-            .order((events::ingested_at.asc(), events::id.asc()))
+            .filter(diesel::dsl::sql::<Bool>(event_writes::FINAL_POSITIONS))
+            .select((events::stream_position, EventRow::as_select()))
+            .order((events::stream_position.asc(), events::id.asc()))
             .limit(i64::from(limit))
             .into_boxed();
         if let Some(cursor) = after {
-            query = query.filter(beyond::<_, BigInt, _>(
-                "ingested_at, id",
-                Side::After,
-                cursor.ingested_at,
-                cursor.id,
-            ));
+            query = query.filter(in_stream(Side::After, cursor.position, cursor.id));
         }
         let mut conn = self.conn().await?;
-        into_domain(query.load(&mut conn).await.map_err(from_diesel)?)
+        let rows: Vec<(i64, EventRow)> = query.load(&mut conn).await.map_err(from_diesel)?;
+        let end = rows.last().map(|(position, row)| ExportCursor {
+            position: *position,
+            id: row.id,
+        });
+        Ok(ExportBatch {
+            events: into_domain(rows.into_iter().map(|(_, row)| row).collect())?,
+            end,
+        })
     }
 
     async fn prune_events(
@@ -182,12 +184,7 @@ impl EventStore for crate::Store {
         loop {
             let slice = events::table
                 .filter(events::ingested_at.lt(older_than))
-                .filter(beyond::<_, BigInt, _>(
-                    "ingested_at, id",
-                    Side::UpTo,
-                    up_to.ingested_at,
-                    up_to.id,
-                ))
+                .filter(in_stream(Side::UpTo, up_to.position, up_to.id))
                 .select(events::id)
                 .limit(PRUNE_SLICE)
                 .into_boxed();
@@ -280,32 +277,41 @@ impl AppResolver for crate::Store {
 
 #[async_trait]
 impl ExportCheckpoints for crate::Store {
-    async fn load(&self, job: &str) -> Result<Option<ExportCursor>, StoreError> {
+    async fn load(&self, job: &str) -> Result<Option<ExportCheckpoint>, StoreError> {
         let mut conn = self.conn().await?;
-        let row: Option<(DateTime<Utc>, i64)> = job_checkpoints::table
+        let row: Option<(i64, i64, DateTime<Utc>)> = job_checkpoints::table
             .filter(job_checkpoints::job.eq(job))
-            .select((job_checkpoints::ingested_at, job_checkpoints::event_id))
+            .select((
+                job_checkpoints::stream_position,
+                job_checkpoints::event_id,
+                job_checkpoints::ingested_at,
+            ))
             .first(&mut conn)
             .await
             .optional()
             .map_err(from_diesel)?;
-        Ok(row.map(|(ingested_at, id)| ExportCursor { ingested_at, id }))
+        Ok(row.map(|(position, id, ingested_at)| ExportCheckpoint {
+            cursor: ExportCursor { position, id },
+            ingested_at,
+        }))
     }
 
-    async fn save(&self, job: &str, cursor: ExportCursor) -> Result<(), StoreError> {
+    async fn save(&self, job: &str, checkpoint: ExportCheckpoint) -> Result<(), StoreError> {
         let mut conn = self.writer().await?;
         diesel::insert_into(job_checkpoints::table)
             .values((
                 job_checkpoints::job.eq(job),
-                job_checkpoints::ingested_at.eq(cursor.ingested_at),
-                job_checkpoints::event_id.eq(cursor.id),
+                job_checkpoints::stream_position.eq(checkpoint.cursor.position),
+                job_checkpoints::event_id.eq(checkpoint.cursor.id),
+                job_checkpoints::ingested_at.eq(checkpoint.ingested_at),
                 job_checkpoints::updated_at.eq(Utc::now()),
             ))
             .on_conflict(job_checkpoints::job)
             .do_update()
             .set((
-                job_checkpoints::ingested_at.eq(excluded(job_checkpoints::ingested_at)),
+                job_checkpoints::stream_position.eq(excluded(job_checkpoints::stream_position)),
                 job_checkpoints::event_id.eq(excluded(job_checkpoints::event_id)),
+                job_checkpoints::ingested_at.eq(excluded(job_checkpoints::ingested_at)),
                 job_checkpoints::updated_at.eq(excluded(job_checkpoints::updated_at)),
             ))
             .execute(&mut conn)

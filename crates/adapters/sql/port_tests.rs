@@ -1,6 +1,6 @@
 //! The repository ports' contract suites (`d2_*::contract`), run against this adapter on
-//! a fresh database per test. Shared by both SQL adapters: `super::fresh()` is each one's
-//! own.
+//! a fresh database per test. Shared by both SQL adapters: `super::fresh()` (and
+//! `another`, `until_events_final`) is each one's own.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,7 +10,7 @@ use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::{AccountId, Change, TokenId};
 use d2_tokens::contract;
 
-use super::{another, fresh};
+use super::{another, fresh, until_events_final};
 use crate::id::Id;
 use crate::schema::accounts;
 
@@ -179,7 +179,10 @@ async fn signing_keys_contract() {
 }
 
 /// Creates bare accounts so events can reference them.
-async fn ensure_accounts(store: &crate::Store, ids: impl IntoIterator<Item = AccountId>) {
+pub(super) async fn ensure_accounts(
+    store: &crate::Store,
+    ids: impl IntoIterator<Item = AccountId>,
+) {
     use diesel::prelude::*;
     use diesel_async::RunQueryDsl;
 
@@ -206,7 +209,7 @@ async fn event_store_contract() {
     let (_db, store) = fresh().await;
     let (a, b) = (AccountId::random(), AccountId::random());
     ensure_accounts(&store, [a, b]).await;
-    d2_events::contract::event_store(&store, a, b).await;
+    d2_events::contract::event_store(&store, a, b, || until_events_final(&store)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,4 +1,5 @@
-//! Keyset positions: "after this (time, id)" as one row comparison.
+//! Keyset positions: "after this (time, id)" (or this place in the export stream) as one
+//! row comparison.
 //!
 //! `(created_at, id) < ($1, $2)` is a range bound of a `(.., created_at, id)` index, so a
 //! page deep in a list (or an export batch deep in the stream) starts where the previous
@@ -9,7 +10,7 @@ use crate::Db;
 use chrono::{DateTime, Utc};
 use diesel::expression::{AsExpression, BoxableExpression, ValidGrouping, is_aggregate};
 use diesel::query_builder::QueryFragment;
-use diesel::sql_types::{Bool, SingleValue};
+use diesel::sql_types::{BigInt, Bool, SingleValue};
 
 use crate::types::Timestamptz;
 
@@ -47,5 +48,27 @@ where
         .bind::<Timestamptz, _>(at)
         .sql(", ")
         .bind::<IdType, _>(id)
+        .sql(")")
+}
+
+/// `(stream_position, id) >, < or <= (position, id)`: a place in the export stream of events
+/// (`ExportCursor`), a range bound of the `(stream_position, id)` index.
+pub(crate) fn in_stream<QS>(
+    side: Side,
+    position: i64,
+    id: i64,
+) -> impl BoxableExpression<QS, Db, SqlType = Bool> + ValidGrouping<(), IsAggregate = is_aggregate::Never>
+where
+    QS: 'static,
+{
+    let op = match side {
+        Side::Before => "<",
+        Side::After => ">",
+        Side::UpTo => "<=",
+    };
+    diesel::dsl::sql::<Bool>(&format!("(stream_position, id) {op} ("))
+        .bind::<BigInt, _>(position)
+        .sql(", ")
+        .bind::<BigInt, _>(id)
         .sql(")")
 }

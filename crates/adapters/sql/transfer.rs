@@ -1,7 +1,10 @@
 //! Moving a whole store to another (`d2ctl migrate-store`): every table, row for row, as
 //! JSON rows both adapters read and write. Token digests, sealed keys, signed bundles and
-//! event ids are copied as they are, so tokens, keys, bundles and the export checkpoint
-//! stay valid; audit records keep their order and are numbered by the target.
+//! event ids are copied as they are, so tokens, keys and bundles stay valid; audit records
+//! keep their order and are numbered by the target. Places in the export stream are each
+//! store's own (a transaction id, a row id), so an export checkpoint travels as the event
+//! id up to which every event was exported, and the target turns that back into a place
+//! in its own stream.
 
 use chrono::{DateTime, Utc};
 use d2_kernel::StoreError;
@@ -15,6 +18,7 @@ use crate::error::{TxError, from_diesel};
 use crate::events::EventRow;
 use crate::id::Id;
 use crate::models::{AccountRow, PolicyRow, PublisherKeyRow, SigningKeyRow, UserRow};
+use crate::position::{Side, in_stream};
 use crate::schema::{
     accounts, api_tokens, audit_logs, events, ingest_refusals, job_checkpoints, policies,
     publisher_keys, signing_keys, users,
@@ -72,12 +76,23 @@ struct AuditCopy {
     created_at: DateTime<Utc>,
 }
 
-#[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
+#[derive(Queryable, Selectable)]
 #[diesel(table_name = job_checkpoints, check_for_backend(crate::Db))]
+struct CheckpointRow {
+    job: String,
+    stream_position: i64,
+    event_id: i64,
+    ingested_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// A checkpoint in terms both stores share: every event with an id up to `exported_through`
+/// was passed, none above it needs to have been.
+#[derive(Serialize, Deserialize)]
 struct CheckpointCopy {
     job: String,
+    exported_through: i64,
     ingested_at: DateTime<Utc>,
-    event_id: i64,
     updated_at: DateTime<Utc>,
 }
 
@@ -118,6 +133,64 @@ fn by_id(rows: Vec<Value>, last_id: Option<i64>) -> RowPage {
 
 fn unknown(table: &str) -> StoreError {
     StoreError::corrupt(format!("no table {table} to copy"))
+}
+
+/// `row` as the event id up to which every event was passed: just below the smallest id
+/// after its place in the stream, or, with no event after it, the largest id stored.
+async fn checkpoint_copy(
+    conn: &mut crate::Conn,
+    row: CheckpointRow,
+) -> QueryResult<CheckpointCopy> {
+    let first_after: Option<i64> = events::table
+        .filter(in_stream(Side::After, row.stream_position, row.event_id))
+        .select(diesel::dsl::min(events::id))
+        .into_boxed()
+        .first(conn)
+        .await?;
+    let exported_through = match first_after {
+        Some(id) => id - 1,
+        None => events::table
+            .select(diesel::dsl::max(events::id))
+            .first::<Option<i64>>(conn)
+            .await?
+            .unwrap_or(row.event_id),
+    };
+    Ok(CheckpointCopy {
+        job: row.job,
+        exported_through,
+        ingested_at: row.ingested_at,
+        updated_at: row.updated_at,
+    })
+}
+
+/// Writes a copied checkpoint at the place in this store's stream of the copied event with
+/// the largest id up to `exported_through`. The events were copied before, in pages in id
+/// order, each page a transaction, so the copied events stand in the stream in id order on
+/// either store (SQLite: their ids; PostgreSQL: the pages' transaction ids, then ids): every
+/// event up to that place was exported. With no such event nothing was, and no checkpoint
+/// is written.
+async fn import_checkpoint(conn: &mut crate::Conn, copy: CheckpointCopy) -> Result<(), TxError> {
+    let place: Option<(i64, i64)> = events::table
+        .filter(events::id.le(copy.exported_through))
+        .order(events::id.desc())
+        .select((events::stream_position, events::id))
+        .first(conn)
+        .await
+        .optional()?;
+    let Some((stream_position, event_id)) = place else {
+        return Ok(());
+    };
+    diesel::insert_into(job_checkpoints::table)
+        .values((
+            job_checkpoints::job.eq(copy.job),
+            job_checkpoints::stream_position.eq(stream_position),
+            job_checkpoints::event_id.eq(event_id),
+            job_checkpoints::ingested_at.eq(copy.ingested_at),
+            job_checkpoints::updated_at.eq(copy.updated_at),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 impl crate::Store {
@@ -213,14 +286,19 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
-            "job_checkpoints" => whole(to_json(
-                job_checkpoints::table
+            "job_checkpoints" => {
+                let rows: Vec<CheckpointRow> = job_checkpoints::table
                     .order(job_checkpoints::job)
-                    .select(CheckpointCopy::as_select())
+                    .select(CheckpointRow::as_select())
                     .load(conn)
                     .await
-                    .map_err(from_diesel)?,
-            )?),
+                    .map_err(from_diesel)?;
+                let mut copies = Vec::with_capacity(rows.len());
+                for row in rows {
+                    copies.push(checkpoint_copy(conn, row).await.map_err(from_diesel)?);
+                }
+                whole(to_json(copies)?)
+            }
             other => return Err(unknown(other)),
         };
         Ok(page)
@@ -282,11 +360,9 @@ impl crate::Store {
                     );
                 }
                 "job_checkpoints" => {
-                    insert_rows!(
-                        conn,
-                        job_checkpoints::table,
-                        from_json::<CheckpointCopy>(rows)?
-                    );
+                    for copy in from_json::<CheckpointCopy>(rows)? {
+                        import_checkpoint(conn, copy).await?;
+                    }
                 }
                 other => return Err(TxError::Store(unknown(other))),
             }

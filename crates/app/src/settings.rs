@@ -294,9 +294,6 @@ pub struct ExportJobConfig {
     pub batch_size: u32,
     /// Batches per run at most, so one run cannot hold the lock for ever.
     pub max_batches: u32,
-    /// Only events ingested at least this long ago are exported: an ingest transaction
-    /// still in flight (bounded by the statement timeout) cannot commit behind the cursor.
-    pub settle_seconds: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

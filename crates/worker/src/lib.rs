@@ -99,7 +99,6 @@ impl Worker {
                 ExportSettings {
                     batch_size: export.batch_size.max(1),
                     max_batches: export.max_batches.max(1),
-                    settle: seconds(export.settle_seconds),
                 },
             )
         });
@@ -186,8 +185,8 @@ impl Worker {
                 };
                 exporter.prepare().await?;
                 let report = exporter.run(keep_going).await?;
-                if let Some(cursor) = report.cursor {
-                    self.metrics.export_position(cursor.ingested_at);
+                if let Some(checkpoint) = report.checkpoint {
+                    self.metrics.export_position(checkpoint.ingested_at);
                 }
                 report.events
             }
@@ -265,10 +264,6 @@ impl Worker {
         }
         while loops.join_next().await.is_some() {}
     }
-}
-
-fn seconds(s: u64) -> chrono::Duration {
-    chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ impl WorkerMetrics {
             &registry,
             IntGauge::new(
                 "d2_worker_export_checkpoint_timestamp_seconds",
-                "Ingest time (Unix seconds) of the last event exported to ClickHouse.",
+                "Latest ingest time (Unix seconds) among the events exported to ClickHouse.",
             )?,
         );
         for job in Job::ALL {

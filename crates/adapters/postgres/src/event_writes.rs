@@ -1,4 +1,4 @@
-//! Writing a batch of events, the PostgreSQL way.
+//! Writing a batch of events, and where they stand in the export stream, the PostgreSQL way.
 
 use chrono::{DateTime, Utc};
 use d2_events::{Decision, NewEvent};
@@ -67,8 +67,19 @@ struct InsertedKey {
     event_key: Vec<u8>,
 }
 
+/// The places in the export stream that are final. An event's `stream_position` is the id of
+/// the transaction that inserted it (the column's default, `pg_current_xact_id()`); a
+/// transaction id below the oldest one still running (`xmin` of the statement's snapshot)
+/// belongs to a transaction that has ended, so its events are visible now or never will
+/// be, and every transaction yet to write gets a larger id. Ids that are not final yet are
+/// left for a later read, whoever holds them back: an ingest in flight, or any long
+/// transaction on the server.
+pub(crate) const FINAL_POSITIONS: &str =
+    "stream_position < pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
 /// Inserts the events not stored before, in one statement (atomic without an explicit
-/// transaction); returns the keys of those inserted.
+/// transaction); returns the keys of those inserted. Their `stream_position` is the
+/// column's default.
 pub(crate) async fn insert(
     conn: &mut AsyncPgConnection,
     batch: &[NewEvent],

@@ -53,6 +53,28 @@ pub async fn run_migrations(url: &str) -> Result<Vec<String>, MigrateError> {
     .await
 }
 
+/// Applies the pending migrations that come before the one whose name starts with
+/// `version`: a database as it stood before that migration, for testing what it does to
+/// existing rows.
+#[cfg(test)]
+pub(crate) async fn run_migrations_before(url: &str, version: &str) -> Result<(), MigrateError> {
+    let version = version.to_owned();
+    with_harness(url, move |conn| {
+        let failed =
+            |e: Box<dyn std::error::Error + Send + Sync>| MigrateError::Migration(e.to_string());
+        loop {
+            let pending = conn.pending_migrations(MIGRATIONS).map_err(failed)?;
+            match pending.first() {
+                Some(next) if !next.name().to_string().starts_with(&version) => {
+                    conn.run_migration(next.as_ref()).map_err(failed)?;
+                }
+                _ => return Ok(()),
+            }
+        }
+    })
+    .await
+}
+
 /// The versions of the migrations not yet applied.
 pub async fn pending_migrations(url: &str) -> Result<Vec<String>, MigrateError> {
     with_harness(url, |conn| {

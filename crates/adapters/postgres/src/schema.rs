@@ -65,6 +65,7 @@ diesel::table! {
         tool -> Nullable<Text>,
         latency_ms -> Nullable<Float8>,
         payload -> Jsonb,
+        stream_position -> Int8,
     }
 }
 
@@ -83,6 +84,7 @@ diesel::table! {
         ingested_at -> Timestamptz,
         event_id -> Int8,
         updated_at -> Timestamptz,
+        stream_position -> Int8,
     }
 }
 

@@ -7,9 +7,14 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::Path;
+use std::time::Duration;
 
+use d2_events::NewEvent;
+use diesel::sql_types::Bool;
+use diesel_async::{AnsiTransactionManager, AsyncPgConnection, TransactionManager};
 use uuid::Uuid;
 
+use crate::PgStore;
 use crate::migrate::run_migrations;
 
 const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -134,6 +139,17 @@ impl TestDatabase {
         Self { server, name, url }
     }
 
+    /// A database of its own with no migration applied.
+    pub async fn unmigrated() -> Self {
+        let server = server_url();
+        let name = format!("d2_test_{}", Uuid::new_v4().simple());
+        let url = with_database(&server, &name);
+        crate::ensure_database(&url)
+            .await
+            .expect("create an empty database");
+        Self { server, name, url }
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -190,5 +206,74 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         self.drop_now();
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Final {
+    #[diesel(sql_type = Bool)]
+    settled: bool,
+}
+
+/// An ingest whose transaction is still open: its events are written, not committed.
+pub struct OpenIngest {
+    connection: AsyncPgConnection,
+}
+
+impl std::fmt::Debug for OpenIngest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpenIngest")
+    }
+}
+
+impl OpenIngest {
+    pub async fn commit(mut self) {
+        AnsiTransactionManager::commit_transaction(&mut self.connection)
+            .await
+            .expect("commit the held ingest");
+    }
+}
+
+impl PgStore {
+    /// Inserts `events` as ingest does, in a transaction of its own connection that stays
+    /// open until [`OpenIngest::commit`] (an ingest that commits late).
+    pub async fn insert_events_uncommitted(&self, events: &[NewEvent]) -> OpenIngest {
+        let mut connection = self
+            .dedicated_connection()
+            .await
+            .expect("a connection for the held ingest");
+        AnsiTransactionManager::begin_transaction(&mut connection)
+            .await
+            .expect("begin the held ingest");
+        crate::event_writes::insert(&mut connection, events)
+            .await
+            .expect("insert the held events");
+        OpenIngest { connection }
+    }
+
+    /// Waits until every event committed so far is final for the export, that is until
+    /// every transaction begun before the newest of them has ended. Transactions in every
+    /// database of the server count (the tests' databases share one), so this may wait for
+    /// another test's; it panics after a minute.
+    pub async fn wait_until_events_final(&self) {
+        use diesel_async::RunQueryDsl as _;
+
+        for _ in 0..1200 {
+            let mut conn = self.conn().await.expect("a connection");
+            let row: Final = diesel::sql_query(
+                "SELECT coalesce(max(stream_position), 0) \
+                     < pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS settled \
+                 FROM events",
+            )
+            .get_result(&mut conn)
+            .await
+            .expect("the oldest running transaction");
+            if row.settled {
+                return;
+            }
+            drop(conn);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("stored events are still not final after a minute: a transaction stays open");
     }
 }

@@ -28,6 +28,12 @@ async fn another(db: &TestDatabase) -> PgStore {
     store(db).await
 }
 
+/// Returns once every stored event is final for the export (transactions begun before
+/// them, on any database of the server, have ended).
+async fn until_events_final(store: &PgStore) {
+    store.wait_until_events_final().await;
+}
+
 /// A store on a database of its own, dropped with the guard.
 async fn fresh() -> (TestDatabase, PgStore) {
     let db = TestDatabase::new().await;
@@ -241,4 +247,130 @@ async fn expiry_jobs_skip_rows_another_transaction_holds() {
             .unwrap(),
         vec![token]
     );
+}
+
+mod export_order {
+    use chrono::Duration;
+    use d2_events::contract::{event, t0};
+    use d2_events::{EventStore, ExportCheckpoints, ExportCursor, NewEvent};
+    use serde_json::json;
+
+    use super::{fresh, store};
+    use crate::migrate::{run_migrations, run_migrations_before};
+    use crate::testing::TestDatabase;
+
+    fn polls(account: d2_kernel::AccountId, ingested: &[i64]) -> Vec<NewEvent> {
+        ingested
+            .iter()
+            .map(|&s| {
+                event(
+                    account,
+                    "policy_poll",
+                    json!({ "s": s }),
+                    t0() + Duration::seconds(s),
+                    0,
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_ingest_still_open_holds_back_every_later_event_until_it_commits() {
+        let (_db, store) = fresh().await;
+        let account = d2_kernel::AccountId::random();
+        super::ports::ensure_accounts(&store, [account]).await;
+        let [early, later] = <[NewEvent; 2]>::try_from(polls(account, &[0, 3600])).unwrap();
+
+        let held = store
+            .insert_events_uncommitted(std::slice::from_ref(&early))
+            .await;
+        store
+            .insert_events(std::slice::from_ref(&later))
+            .await
+            .unwrap();
+        // `later` is committed, but its transaction began after the held one: a cursor
+        // past it would pass `early` when that commits.
+        let batch = store.events_after(None, 100).await.unwrap();
+        assert!(batch.events.is_empty(), "{batch:?}");
+
+        held.commit().await;
+        store.wait_until_events_final().await;
+        let batch = store.events_after(None, 100).await.unwrap();
+        let stream: Vec<&NewEvent> = batch.events.iter().map(|s| &s.event).collect();
+        assert_eq!(
+            stream,
+            vec![&early, &later],
+            "in the order their transactions began"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_export_checkpoint_in_ingest_order_becomes_a_place_the_export_resumes_from() {
+        let db = TestDatabase::unmigrated().await;
+        run_migrations_before(db.url(), "2026-12-01-000007")
+            .await
+            .unwrap();
+        let before = store(&db).await;
+        let account = d2_kernel::AccountId::random();
+        super::ports::ensure_accounts(&before, [account]).await;
+        // Ids 1 to 5, ingested (by the seconds below) out of id order.
+        let events = polls(account, &[3, 1, 5, 2, 4]);
+        for event in &events {
+            before
+                .insert_events(std::slice::from_ref(event))
+                .await
+                .unwrap();
+        }
+        // The former checkpoint: past every event up to (t0 + 3 s, id 1), so ids 2, 4 and
+        // 1 were exported, 5 and 3 were not.
+        {
+            use diesel::sql_types::{BigInt, Timestamptz};
+            use diesel_async::RunQueryDsl;
+            let mut conn = before.conn().await.unwrap();
+            diesel::sql_query(
+                "INSERT INTO job_checkpoints (job, ingested_at, event_id) \
+                 VALUES ('analytics-export', $1, $2)",
+            )
+            .bind::<Timestamptz, _>(t0() + Duration::seconds(3))
+            .bind::<BigInt, _>(1_i64)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        drop(before);
+        run_migrations(db.url()).await.unwrap();
+
+        let store = store(&db).await;
+        let checkpoint = store.load("analytics-export").await.unwrap().unwrap();
+        assert_eq!(
+            checkpoint.cursor,
+            ExportCursor { position: 0, id: 2 },
+            "every event up to id 2 was exported"
+        );
+        assert_eq!(checkpoint.ingested_at, t0() + Duration::seconds(3));
+        let new = event(account, "policy_poll", json!({ "new": true }), t0(), 0);
+        store
+            .insert_events(std::slice::from_ref(&new))
+            .await
+            .unwrap();
+        store.wait_until_events_final().await;
+        let next = store
+            .events_after(Some(checkpoint.cursor), 100)
+            .await
+            .unwrap();
+        let ids: Vec<i64> = next.events.iter().map(|s| s.id).collect();
+        assert_eq!(
+            ids,
+            vec![3, 4, 5, 6],
+            "the events not exported (and 4 again), then new ones"
+        );
+        assert_eq!(
+            store
+                .prune_events(checkpoint.cursor, t0() + Duration::days(1))
+                .await
+                .unwrap(),
+            2,
+            "retention stops at the migrated checkpoint"
+        );
+    }
 }

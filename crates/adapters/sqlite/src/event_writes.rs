@@ -1,4 +1,4 @@
-//! Writing a batch of events, the SQLite way.
+//! Writing a batch of events, and where they stand in the export stream, the SQLite way.
 
 use d2_events::{Decision, NewEvent};
 use d2_kernel::AppName;
@@ -16,8 +16,15 @@ use crate::types::{Jsonb, Timestamptz, Uuid};
 /// Rows per `INSERT`: fifteen parameters each, well under SQLite's limit of 32,766.
 const ROWS_PER_STATEMENT: usize = 1_000;
 
+/// The places in the export stream that are final: all that a read can see. An event's
+/// `stream_position` is its row id (a generated column), which SQLite assigns inside the
+/// write transaction; with one writer at a time, a transaction still to commit can only
+/// get ids above every committed one (`AUTOINCREMENT` never reuses an id, even after the
+/// largest row is deleted), so nothing can appear behind what a reader has seen.
+pub(crate) const FINAL_POSITIONS: &str = "true";
+
 /// Inserts the events not stored before, in one transaction of multi-row `INSERT`s;
-/// returns the keys of those inserted.
+/// returns the keys of those inserted. Their `stream_position` is their id.
 pub(crate) async fn insert(conn: &mut Conn, batch: &[NewEvent]) -> QueryResult<Vec<Vec<u8>>> {
     write_transaction!(conn, async |conn| {
         let mut inserted = Vec::with_capacity(batch.len());

@@ -34,6 +34,42 @@ pub async fn run_migrations(store: &SqliteStore) -> Result<Vec<String>, MigrateE
     applied.map_err(MigrateError::Migration)
 }
 
+/// Applies the pending migrations that come before the one whose name starts with
+/// `version`: a database as it stood before that migration, for testing what it does to
+/// existing rows.
+#[cfg(test)]
+pub(crate) async fn run_migrations_before(
+    store: &SqliteStore,
+    version: &str,
+) -> Result<(), MigrateError> {
+    let version = version.to_owned();
+    let mut conn = store
+        .writer()
+        .await
+        .map_err(|e| MigrateError::Unavailable(e.to_string()))?;
+    let applied = conn
+        .spawn_blocking(move |conn| {
+            let mut step = || -> Result<(), String> {
+                loop {
+                    let pending = conn
+                        .pending_migrations(MIGRATIONS)
+                        .map_err(|e| e.to_string())?;
+                    match pending.first() {
+                        Some(next) if !next.name().to_string().starts_with(&version) => {
+                            conn.run_migration(next.as_ref())
+                                .map_err(|e| e.to_string())?;
+                        }
+                        _ => return Ok(()),
+                    }
+                }
+            };
+            Ok(step())
+        })
+        .await
+        .map_err(|e| MigrateError::Unavailable(e.to_string()))?;
+    applied.map_err(MigrateError::Migration)
+}
+
 /// The versions of the migrations not yet applied.
 pub async fn pending_migrations(store: &SqliteStore) -> Result<Vec<String>, MigrateError> {
     let mut conn = store

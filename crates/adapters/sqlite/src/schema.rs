@@ -79,6 +79,7 @@ diesel::table! {
         tool -> Nullable<Text>,
         latency_ms -> Nullable<Float8>,
         payload -> Jsonb,
+        stream_position -> Int8,
     }
 }
 
@@ -103,6 +104,7 @@ diesel::table! {
         ingested_at -> TimestamptzSqlite,
         event_id -> Int8,
         updated_at -> TimestamptzSqlite,
+        stream_position -> Int8,
     }
 }
 

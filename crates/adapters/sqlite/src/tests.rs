@@ -22,6 +22,9 @@ async fn fresh() -> (TestDatabase, SqliteStore) {
     TestDatabase::new().await
 }
 
+/// Every committed event is final for the export on SQLite: nothing to wait for.
+async fn until_events_final(_: &SqliteStore) {}
+
 /// Another process's view of the test's database.
 async fn another(db: &TestDatabase) -> SqliteStore {
     SqliteStore::connect(&db.settings()).await.unwrap()
@@ -221,5 +224,148 @@ async fn concurrent_writers_in_two_stores_never_see_a_locked_database() {
     }
     for write in writes {
         write.await.expect("no write failed");
+    }
+}
+
+mod export_order {
+    use chrono::Duration;
+    use d2_events::contract::{event, t0};
+    use d2_events::{EventStore, ExportCheckpoints, ExportCursor, NewEvent};
+    use diesel::ExpressionMethods as _;
+    use diesel_async::RunQueryDsl;
+    use serde_json::json;
+
+    use super::{another, fresh};
+    use crate::SqliteStore;
+    use crate::id::Id;
+    use crate::migrate::{run_migrations, run_migrations_before};
+    use crate::testing::TestDatabase;
+
+    fn polls(account: d2_kernel::AccountId, ingested: &[i64]) -> Vec<NewEvent> {
+        ingested
+            .iter()
+            .map(|&s| {
+                let at = t0() + Duration::seconds(s);
+                event(account, "policy_poll", json!({ "s": s }), at, 0)
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_ingest_that_commits_after_a_read_comes_after_the_cursor_whatever_its_time() {
+        use crate::schema::events;
+
+        let (db, store) = fresh().await;
+        let account = d2_kernel::AccountId::random();
+        super::ports::ensure_accounts(&store, [account]).await;
+        let first = polls(account, &[3600]);
+        store.insert_events(&first).await.unwrap();
+
+        // Another process's ingest, its transaction open, its event ingested before `first`.
+        let other = another(&db).await;
+        let mut held = other.writer().await.unwrap();
+        diesel::sql_query("BEGIN IMMEDIATE")
+            .execute(&mut held)
+            .await
+            .unwrap();
+        diesel::insert_into(events::table)
+            .values((
+                events::account_id.eq(Id::from(account)),
+                events::event_key.eq(vec![7_u8; 32]),
+                events::event_type.eq("late"),
+                events::occurred_at.eq(t0()),
+                events::ingested_at.eq(t0()),
+                events::payload.eq(json!({})),
+            ))
+            .execute(&mut held)
+            .await
+            .unwrap();
+        let read = store.events_after(None, 100).await.unwrap();
+        assert_eq!(
+            read.events.len(),
+            1,
+            "the open transaction's event is not seen"
+        );
+
+        diesel::sql_query("COMMIT")
+            .execute(&mut held)
+            .await
+            .unwrap();
+        let next = store.events_after(read.end, 100).await.unwrap();
+        let types: Vec<&str> = next
+            .events
+            .iter()
+            .map(|s| s.event.event_type.as_str())
+            .collect();
+        assert_eq!(
+            types,
+            vec!["late"],
+            "after the cursor, though ingested before"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_export_checkpoint_in_ingest_order_becomes_a_place_the_export_resumes_from() {
+        let db = TestDatabase::empty();
+        let store = SqliteStore::connect(&db.settings()).await.unwrap();
+        run_migrations_before(&store, "2026-12-01-000003")
+            .await
+            .unwrap();
+        let account = d2_kernel::AccountId::random();
+        super::ports::ensure_accounts(&store, [account]).await;
+        // Ids 1 to 5, ingested (by the seconds below) out of id order.
+        for event in polls(account, &[3, 1, 5, 2, 4]) {
+            store.insert_events(&[event]).await.unwrap();
+        }
+        // The former checkpoint: past every event up to (t0 + 3 s, id 1), so ids 2, 4 and
+        // 1 were exported, 5 and 3 were not.
+        {
+            use diesel::sql_types::BigInt;
+
+            use crate::types::Timestamptz;
+            let mut conn = store.writer().await.unwrap();
+            diesel::sql_query(
+                "INSERT INTO job_checkpoints (job, ingested_at, event_id, updated_at) \
+                 VALUES ('analytics-export', ?, ?, ?)",
+            )
+            .bind::<Timestamptz, _>(t0() + Duration::seconds(3))
+            .bind::<BigInt, _>(1_i64)
+            .bind::<Timestamptz, _>(t0())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        run_migrations(&store).await.unwrap();
+
+        let checkpoint = ExportCheckpoints::load(&store, "analytics-export")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            checkpoint.cursor,
+            ExportCursor { position: 2, id: 2 },
+            "every event up to id 2 was exported"
+        );
+        assert_eq!(checkpoint.ingested_at, t0() + Duration::seconds(3));
+        let new = event(account, "policy_poll", json!({ "new": true }), t0(), 0);
+        store.insert_events(&[new]).await.unwrap();
+        let next = store
+            .events_after(Some(checkpoint.cursor), 100)
+            .await
+            .unwrap();
+        let ids: Vec<i64> = next.events.iter().map(|s| s.id).collect();
+        assert_eq!(
+            ids,
+            vec![3, 4, 5, 6],
+            "the events not exported (and 4 again), then new ones"
+        );
+        assert_eq!(
+            store
+                .prune_events(checkpoint.cursor, t0() + Duration::days(1))
+                .await
+                .unwrap(),
+            2,
+            "retention stops at the migrated checkpoint"
+        );
     }
 }

@@ -13,8 +13,10 @@ use d2_kernel::{AccountId, AppName, PageRequest, TokenId};
 use serde_json::{Value, json};
 
 use crate::analytics::{Bucket, Dimension, TimePoint, TopItem};
-use crate::event::{EventFacts, EventFilter, IncomingEvent, NewEvent, StoredEvent};
-use crate::ports::{AnalyticsStore, EventStore, ExportCheckpoints, ExportCursor};
+use crate::event::{EventFacts, EventFilter, IncomingEvent, NewEvent};
+use crate::ports::{
+    AnalyticsStore, EventStore, ExportBatch, ExportCheckpoint, ExportCheckpoints, ExportCursor,
+};
 use crate::refusals::RefusedEvents;
 
 /// The start of the window the suite asks about.
@@ -231,9 +233,16 @@ where
 }
 
 /// The event store's rules: retries are not stored twice, listings page newest first
-/// without gaps or repeats, the export stream is ordered and settled, pruning stops at the
-/// cursor. `a` and `b` must be accounts the store accepts events for.
-pub async fn event_store(store: &dyn EventStore, a: AccountId, b: AccountId) {
+/// without gaps or repeats, the export stream is in the order the events were stored
+/// (never their ingest time) and resumes from any cursor, pruning stops at the cursor.
+/// `a` and `b` must be accounts the store accepts events for. `until_final` returns once
+/// every event stored so far is final, readable by `events_after` (at once where stored
+/// events always are; on PostgreSQL, once transactions begun before them have ended).
+pub async fn event_store<F, Fut>(store: &dyn EventStore, a: AccountId, b: AccountId, until_final: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()>,
+{
     let events = dataset(a, b);
     let keys = store
         .insert_events(&events)
@@ -324,61 +333,84 @@ pub async fn event_store(store: &dyn EventStore, a: AccountId, b: AccountId) {
         "since is inclusive, until exclusive"
     );
 
-    // The export stream: every account, in (ingested_at, id) order, settled.
-    let all = store
-        .events_after(None, t0() + Duration::days(1), 1000)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(all.len(), events.len() + 1);
-    assert!(
-        all.windows(2).all(|w| match w {
-            [x, y] => (x.event.ingested_at, x.id) < (y.event.ingested_at, y.id),
-            _ => true,
-        }),
-        "ordered by (ingested_at, id)"
-    );
-    let first = store
-        .events_after(None, t0() + Duration::days(1), 3)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(first, all[..3]);
-    let cursor = |s: &StoredEvent| ExportCursor {
-        ingested_at: s.event.ingested_at,
-        id: s.id,
+    // The export stream: every account, in the order stored, whatever the ingest times
+    // (the dataset's are not in order, and `fresh`, stored last, was ingested early).
+    until_final().await;
+    let stream = |after: Option<ExportCursor>, limit: u32| async move {
+        store
+            .events_after(after, limit)
+            .await
+            .unwrap_or_else(|e| panic!("events after {after:?}: {e}"))
     };
-    let next = store
-        .events_after(Some(cursor(&all[2])), t0() + Duration::days(1), 3)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(next, all[3..6]);
-    let settled = store
-        .events_after(None, all[4].event.ingested_at, 1000)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let all = stream(None, 1000).await;
+    let stored: Vec<&NewEvent> = events.iter().chain([&fresh]).collect();
     assert_eq!(
-        settled,
-        all[..4],
-        "events ingested at or after the bound wait"
+        all.events.iter().map(|s| &s.event).collect::<Vec<_>>(),
+        stored,
+        "in the order stored"
     );
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let batch = stream(after, 3).await;
+        if batch.events.is_empty() {
+            assert_eq!(batch, ExportBatch::default(), "an empty batch has no end");
+            break;
+        }
+        assert!(batch.events.len() <= 3);
+        assert!(batch.end > after, "cursors only move forward");
+        walked.extend(batch.events);
+        after = batch.end;
+    }
+    assert_eq!(
+        walked, all.events,
+        "each batch starts where the previous ended"
+    );
+    assert_eq!(after, all.end);
 
-    // Pruning stops at the cursor and spares recent events.
+    // Stored after the cursor passed, though ingested before every other event (a host
+    // whose clock lags, an ingest that took long to commit): next, not behind the cursor.
+    let late = event(
+        a,
+        "policy_poll",
+        json!({ "late": true }),
+        t0() - Duration::days(1),
+        0,
+    );
+    store
+        .insert_events(std::slice::from_ref(&late))
+        .await
+        .unwrap_or_else(|e| panic!("insert late: {e}"));
+    until_final().await;
+    let next = stream(all.end, 1000).await;
+    assert_eq!(
+        next.events.iter().map(|s| &s.event).collect::<Vec<_>>(),
+        vec![&late],
+        "a late event comes after the cursor"
+    );
+    assert!(next.end > all.end);
+
+    // Pruning: events up to the cursor ingested before the bound; never one after the
+    // cursor, however old (`late` is the oldest of all).
+    let first_four = stream(None, 4).await;
+    let up_to = first_four.end.unwrap_or_else(|| panic!("four events"));
     let pruned = store
-        .prune_events(cursor(&all[3]), all[2].event.ingested_at)
+        .prune_events(up_to, all.events[2].event.ingested_at)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         pruned, 2,
         "only events up to the cursor and older than the bound"
     );
-    let left = store
-        .events_after(None, t0() + Duration::days(1), 1000)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(left, all[2..]);
+    let left = stream(None, 1000).await;
+    let mut expected = all.events[2..].to_vec();
+    expected.extend(next.events);
+    assert_eq!(left.events, expected, "the unexported event stays");
     refusals(store, a, b).await;
 }
 
-/// The export checkpoints: one per job, overwritten, kept to the microsecond.
+/// The export checkpoints: one per job, overwritten, kept whole (positions past 32 bits,
+/// times to the microsecond).
 pub async fn checkpoints(store: &dyn ExportCheckpoints) {
     let load = async |job: &str| {
         store
@@ -387,14 +419,23 @@ pub async fn checkpoints(store: &dyn ExportCheckpoints) {
             .unwrap_or_else(|e| panic!("load {job}: {e}"))
     };
     assert_eq!(load("analytics-export").await, None);
-    let first = ExportCursor {
+    let first = ExportCheckpoint {
+        cursor: ExportCursor {
+            position: 5_000_000_000,
+            id: 7,
+        },
         ingested_at: t0() + Duration::microseconds(123_456),
-        id: 7,
     };
-    let second = ExportCursor { id: 9, ..first };
-    for cursor in [first, second] {
+    let second = ExportCheckpoint {
+        cursor: ExportCursor {
+            position: 5_000_000_001,
+            id: 3,
+        },
+        ..first
+    };
+    for checkpoint in [first, second] {
         store
-            .save("analytics-export", cursor)
+            .save("analytics-export", checkpoint)
             .await
             .unwrap_or_else(|e| panic!("save: {e}"));
     }

@@ -24,8 +24,8 @@ pub use event::{
 };
 pub use export::{EXPORT_JOB, ExportReport, ExportSettings, Exporter};
 pub use ports::{
-    AnalyticsSink, AnalyticsStore, AppResolver, EventForwarder, EventStore, ExportCheckpoints,
-    ExportCursor, NoForwarding,
+    AnalyticsSink, AnalyticsStore, AppResolver, EventForwarder, EventStore, ExportBatch,
+    ExportCheckpoint, ExportCheckpoints, ExportCursor, NoForwarding,
 };
 pub use refusals::{RefusedEvents, hour_of};
 pub use service::{EventError, EventService, EventSettings, IngestOutcome, IngestRequest};
@@ -55,6 +55,8 @@ mod memory_contract {
     #[tokio::test]
     async fn event_store() {
         let store = MemoryEvents::default();
-        crate::contract::event_store(&store, AccountId::random(), AccountId::random()).await;
+        let (a, b) = (AccountId::random(), AccountId::random());
+        // Every insert is final when it returns.
+        crate::contract::event_store(&store, a, b, || async {}).await;
     }
 }

@@ -9,24 +9,44 @@ use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, StoreError};
 
 use crate::analytics::{Bucket, Dimension, Summary, TimePoint, Top, TopItem};
 use crate::event::{Decision, EventFilter, NewEvent, StoredEvent};
-use crate::ports::{AnalyticsStore, AppResolver, EventStore, ExportCheckpoints, ExportCursor};
+use crate::ports::{
+    AnalyticsStore, AppResolver, EventStore, ExportBatch, ExportCheckpoint, ExportCheckpoints,
+    ExportCursor,
+};
 use crate::refusals::{RefusalCounts, RefusedEvents};
 
 #[derive(Debug, Default)]
 pub struct MemoryEvents {
-    events: Mutex<Vec<StoredEvent>>,
+    events: Mutex<Events>,
     etags: Mutex<HashMap<(AccountId, String), AppName>>,
-    checkpoints: Mutex<HashMap<String, ExportCursor>>,
+    checkpoints: Mutex<HashMap<String, ExportCheckpoint>>,
     refusals: Mutex<RefusalCounts>,
 }
 
+/// The stored events with their places in the export stream: each insert is one position
+/// (as a transaction is on PostgreSQL), in the order of the inserts, which is the order
+/// they become visible. Ids and positions are never reused, pruned or not.
+#[derive(Debug, Default)]
+struct Events {
+    rows: Vec<(ExportCursor, StoredEvent)>,
+    last_id: i64,
+    last_position: i64,
+}
+
+impl Events {
+    fn stored(&self) -> impl Iterator<Item = &StoredEvent> {
+        self.rows.iter().map(|(_, stored)| stored)
+    }
+}
+
 impl MemoryEvents {
-    fn lock(&self) -> MutexGuard<'_, Vec<StoredEvent>> {
+    fn lock(&self) -> MutexGuard<'_, Events> {
         self.events.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Every stored event, in insertion order.
     pub fn all(&self) -> Vec<StoredEvent> {
-        self.lock().clone()
+        self.lock().stored().cloned().collect()
     }
 
     pub fn know_etag(&self, account_id: AccountId, etag: &str, app: AppName) {
@@ -43,7 +63,7 @@ impl MemoryEvents {
         end: DateTime<Utc>,
     ) -> Vec<NewEvent> {
         self.lock()
-            .iter()
+            .stored()
             .map(|e| &e.event)
             .filter(|e| e.account_id == account_id && e.occurred_at >= start && e.occurred_at < end)
             .cloned()
@@ -65,20 +85,26 @@ fn mean(values: &[f64]) -> Option<f64> {
 impl EventStore for MemoryEvents {
     async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<[u8; 32]>, StoreError> {
         let mut stored = self.lock();
+        stored.last_position += 1;
+        let position = stored.last_position;
         let mut inserted = Vec::new();
         for event in events {
-            if stored.iter().any(|s| {
+            if stored.stored().any(|s| {
                 s.event.account_id == event.account_id
                     && s.event.occurred_at == event.occurred_at
                     && s.event.key == event.key
             }) {
                 continue;
             }
-            let id = i64::try_from(stored.len()).unwrap_or(i64::MAX) + 1;
-            stored.push(StoredEvent {
-                id,
-                event: event.clone(),
-            });
+            stored.last_id += 1;
+            let id = stored.last_id;
+            stored.rows.push((
+                ExportCursor { position, id },
+                StoredEvent {
+                    id,
+                    event: event.clone(),
+                },
+            ));
             inserted.push(event.key);
         }
         Ok(inserted)
@@ -101,7 +127,7 @@ impl EventStore for MemoryEvents {
         };
         let mut events: Vec<StoredEvent> = self
             .lock()
-            .iter()
+            .stored()
             .filter(|s| {
                 let e = &s.event;
                 e.account_id == account_id
@@ -137,19 +163,22 @@ impl EventStore for MemoryEvents {
     async fn events_after(
         &self,
         after: Option<ExportCursor>,
-        settled_before: DateTime<Utc>,
         limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut events: Vec<StoredEvent> = self
+    ) -> Result<ExportBatch, StoreError> {
+        // Every insert is visible whole once it returns: every position is final.
+        let mut rows: Vec<(ExportCursor, StoredEvent)> = self
             .lock()
+            .rows
             .iter()
-            .filter(|s| s.event.ingested_at < settled_before)
-            .filter(|s| after.is_none_or(|c| (s.event.ingested_at, s.id) > (c.ingested_at, c.id)))
+            .filter(|(cursor, _)| after.is_none_or(|after| *cursor > after))
             .cloned()
             .collect();
-        events.sort_by_key(|s| (s.event.ingested_at, s.id));
-        events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        Ok(events)
+        rows.sort_by_key(|(cursor, _)| *cursor);
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(ExportBatch {
+            end: rows.last().map(|(cursor, _)| *cursor),
+            events: rows.into_iter().map(|(_, stored)| stored).collect(),
+        })
     }
 
     async fn prune_events(
@@ -158,12 +187,11 @@ impl EventStore for MemoryEvents {
         older_than: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let mut events = self.lock();
-        let before = events.len();
-        events.retain(|s| {
-            !((s.event.ingested_at, s.id) <= (up_to.ingested_at, up_to.id)
-                && s.event.ingested_at < older_than)
-        });
-        Ok(count(before - events.len()))
+        let before = events.rows.len();
+        events
+            .rows
+            .retain(|(cursor, s)| !(*cursor <= up_to && s.event.ingested_at < older_than));
+        Ok(count(before - events.rows.len()))
     }
 
     async fn add_refusals(&self, refusals: &[RefusedEvents]) -> Result<(), StoreError> {
@@ -327,7 +355,7 @@ impl AppResolver for MemoryEvents {
 
 #[async_trait]
 impl ExportCheckpoints for MemoryEvents {
-    async fn load(&self, job: &str) -> Result<Option<ExportCursor>, StoreError> {
+    async fn load(&self, job: &str) -> Result<Option<ExportCheckpoint>, StoreError> {
         Ok(self
             .checkpoints
             .lock()
@@ -336,11 +364,11 @@ impl ExportCheckpoints for MemoryEvents {
             .copied())
     }
 
-    async fn save(&self, job: &str, cursor: ExportCursor) -> Result<(), StoreError> {
+    async fn save(&self, job: &str, checkpoint: ExportCheckpoint) -> Result<(), StoreError> {
         self.checkpoints
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(job.to_owned(), cursor);
+            .insert(job.to_owned(), checkpoint);
         Ok(())
     }
 }

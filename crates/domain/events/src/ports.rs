@@ -6,11 +6,33 @@ use crate::analytics::{Bucket, Dimension, Summary, TimePoint, Top};
 use crate::event::{EventFilter, NewEvent, StoredEvent};
 use crate::refusals::RefusedEvents;
 
-/// A position in the stream of stored events, in `(ingested_at, id)` order.
+/// A place in the export stream: the events of every account in the order the store made
+/// their positions final, never the clock of the host that ingested them. The store assigns
+/// `position` when the event is written (PostgreSQL: the id of the inserting transaction;
+/// SQLite: the row id; the in-memory store: the insert's sequence number); `id` orders the
+/// events that share one. A cursor means something only to the store that made it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ExportCursor {
-    pub ingested_at: DateTime<Utc>,
+    pub position: i64,
     pub id: i64,
+}
+
+/// Events of the export stream, in cursor order, and the cursor of the last one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ExportBatch {
+    pub events: Vec<StoredEvent>,
+    /// Where the next batch starts; `None` when the batch is empty.
+    pub end: Option<ExportCursor>,
+}
+
+/// Where a job that walks the event stream stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExportCheckpoint {
+    /// The last event the job has passed.
+    pub cursor: ExportCursor,
+    /// The latest ingest time among the events passed: how far behind ingest the job is,
+    /// for people and alerts. Never used to order or select events.
+    pub ingested_at: DateTime<Utc>,
 }
 
 /// The system of record of events.
@@ -29,17 +51,19 @@ pub trait EventStore: Send + Sync + 'static {
         page: &PageRequest,
     ) -> Result<Page<StoredEvent>, StoreError>;
 
-    /// Up to `limit` events of every account after `after`, in `(ingested_at, id)` order,
-    /// ingested before `settled_before` (so no transaction still in flight can later commit
-    /// an event the cursor has passed).
+    /// Up to `limit` events of every account after `after`, in cursor order. Only final
+    /// positions are read: once `events_after` has returned an event, no event can commit
+    /// at or before its cursor, however long its transaction stayed open and whatever the
+    /// clock of the host that ingested it said. So a job that moves its cursor along these
+    /// batches never passes an event it has not seen.
     async fn events_after(
         &self,
         after: Option<ExportCursor>,
-        settled_before: DateTime<Utc>,
         limit: u32,
-    ) -> Result<Vec<StoredEvent>, StoreError>;
+    ) -> Result<ExportBatch, StoreError>;
 
-    /// Deletes events at or before `up_to` that were ingested before `older_than`.
+    /// Deletes the events at or before `up_to` in the export stream that were ingested
+    /// before `older_than`; an event after `up_to` stays, however old.
     async fn prune_events(
         &self,
         up_to: ExportCursor,
@@ -103,9 +127,9 @@ pub trait AnalyticsSink: Send + Sync + 'static {
 /// Durable positions of the jobs that walk the event stream.
 #[async_trait]
 pub trait ExportCheckpoints: Send + Sync + 'static {
-    async fn load(&self, job: &str) -> Result<Option<ExportCursor>, StoreError>;
+    async fn load(&self, job: &str) -> Result<Option<ExportCheckpoint>, StoreError>;
 
-    async fn save(&self, job: &str, cursor: ExportCursor) -> Result<(), StoreError>;
+    async fn save(&self, job: &str, checkpoint: ExportCheckpoint) -> Result<(), StoreError>;
 }
 
 /// Which app a published bundle's ETag belongs to (the SDK reports `policy_etag`).
