@@ -67,7 +67,10 @@ impl Account {
             id,
             name,
             plan: Plan::Trial,
-            trial_expires_at: Some(now + Duration::days(i64::from(trial_days))),
+            trial_expires_at: Some(
+                Duration::try_days(i64::from(trial_days))
+                    .map_or(DateTime::<Utc>::MAX_UTC, |days| d2_kernel::later(now, days)),
+            ),
             metrics_enabled: true,
             event_sample: BTreeMap::new(),
             require_publisher_key_approval: false,

@@ -12,7 +12,7 @@ pub struct Summary {
 
 impl Summary {
     pub fn total(&self) -> u64 {
-        self.allowed + self.denied
+        self.allowed.saturating_add(self.denied)
     }
 
     /// Denied over total, to four decimal places; 0 without authorizations.
@@ -71,7 +71,7 @@ pub struct TimePoint {
 
 impl TimePoint {
     pub fn total(&self) -> u64 {
-        self.allowed + self.denied
+        self.allowed.saturating_add(self.denied)
     }
 }
 

@@ -175,7 +175,9 @@ fn parse_event(
         }
         None => return Err(field_error(index, "`occurred_at` is required")),
     };
-    if occurred_at < now - max_age || occurred_at > now + max_future {
+    if occurred_at < d2_kernel::earlier(now, max_age)
+        || occurred_at > d2_kernel::later(now, max_future)
+    {
         return Err(field_error(
             index,
             format!(

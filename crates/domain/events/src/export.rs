@@ -141,7 +141,9 @@ impl Exporter {
                     .map_or(newest, |c| c.ingested_at.max(newest)),
             };
             let full = batch.events.len() >= usize::try_from(size).unwrap_or(usize::MAX);
-            let more = full && report.batches + 1 < self.settings.max_batches && keep_going();
+            let more = full
+                && report.batches.saturating_add(1) < self.settings.max_batches
+                && keep_going();
             let next = if more {
                 let (written, next) =
                     join(self.sink.write(&batch.events), read(Some(cursor))).await;
@@ -153,8 +155,10 @@ impl Exporter {
             };
             self.checkpoints.save(EXPORT_JOB, checkpoint).await?;
             report.checkpoint = Some(checkpoint);
-            report.batches += 1;
-            report.events += u64::try_from(batch.events.len()).unwrap_or(u64::MAX);
+            report.batches = report.batches.saturating_add(1);
+            report.events = report
+                .events
+                .saturating_add(u64::try_from(batch.events.len()).unwrap_or(u64::MAX));
             match next {
                 Some(next) => batch = next?,
                 None => {
@@ -174,12 +178,16 @@ impl Exporter {
         let Some(checkpoint) = self.checkpoints.load(EXPORT_JOB).await? else {
             return Ok(0);
         };
-        let older_than: DateTime<Utc> = self.clock.now() - keep;
+        let older_than: DateTime<Utc> = d2_kernel::earlier(self.clock.now(), keep);
         self.store.prune_events(checkpoint.cursor, older_than).await
     }
 }
 
 #[cfg(test)]
+#[expect(
+    clippy::arithmetic_side_effects,
+    reason = "test times are small offsets"
+)]
 mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -85,7 +85,7 @@ fn mean(values: &[f64]) -> Option<f64> {
 impl EventStore for MemoryEvents {
     async fn insert_events(&self, events: &[NewEvent]) -> Result<Vec<[u8; 32]>, StoreError> {
         let mut stored = self.lock();
-        stored.last_position += 1;
+        stored.last_position = stored.last_position.saturating_add(1);
         let position = stored.last_position;
         let mut inserted = Vec::new();
         for event in events {
@@ -96,7 +96,7 @@ impl EventStore for MemoryEvents {
             }) {
                 continue;
             }
-            stored.last_id += 1;
+            stored.last_id = stored.last_id.saturating_add(1);
             let id = stored.last_id;
             stored.rows.push((
                 ExportCursor { position, id },
@@ -191,7 +191,7 @@ impl EventStore for MemoryEvents {
         events
             .rows
             .retain(|(cursor, s)| !(*cursor <= up_to && s.event.ingested_at < older_than));
-        Ok(count(before - events.rows.len()))
+        Ok(count(before.saturating_sub(events.rows.len())))
     }
 
     async fn add_refusals(&self, refusals: &[RefusedEvents]) -> Result<(), StoreError> {
@@ -200,8 +200,8 @@ impl EventStore for MemoryEvents {
             let counts = stored
                 .entry((refusal.account_id, refusal.hour))
                 .or_default();
-            counts.0 += refusal.events;
-            counts.1 += refusal.batches;
+            counts.0 = counts.0.saturating_add(refusal.events);
+            counts.1 = counts.1.saturating_add(refusal.batches);
         }
         Ok(())
     }
@@ -239,7 +239,8 @@ impl AnalyticsStore for MemoryEvents {
         let lags: Vec<f64> = events
             .iter()
             .map(|e| {
-                (e.ingested_at - e.occurred_at)
+                e.ingested_at
+                    .signed_duration_since(e.occurred_at)
                     .num_microseconds()
                     .unwrap_or(0) as f64
                     / 1000.0
@@ -292,8 +293,8 @@ impl AnalyticsStore for MemoryEvents {
                 .map_err(StoreError::internal)?;
             let point = points.entry(ts).or_default();
             match decision {
-                Decision::Allowed => point.0 += 1,
-                Decision::Denied => point.1 += 1,
+                Decision::Allowed => point.0 = point.0.saturating_add(1),
+                Decision::Denied => point.1 = point.1.saturating_add(1),
             }
         }
         Ok(points
@@ -323,7 +324,8 @@ impl AnalyticsStore for MemoryEvents {
                 Dimension::EventType => Some(event.event_type.clone()),
             };
             if let Some(key) = key {
-                *counts.entry(key).or_default() += 1;
+                let n = counts.entry(key).or_default();
+                *n = n.saturating_add(1);
             }
         }
         let total = counts.values().sum();

@@ -426,7 +426,10 @@ impl EventService {
             )));
         }
         let end = self.clock.now();
-        Ok((end - Duration::days(i64::from(days)), end))
+        Ok((
+            d2_kernel::earlier(end, Duration::days(i64::from(days))),
+            end,
+        ))
     }
 
     pub async fn timeseries(

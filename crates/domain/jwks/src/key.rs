@@ -132,7 +132,8 @@ impl SigningKey {
 
     /// Published in the JWKS at `now`: active, or retired less than `grace` ago.
     pub fn is_published(&self, now: DateTime<Utc>, grace: Duration) -> bool {
-        self.retired_at.is_none_or(|retired| now < retired + grace)
+        self.retired_at
+            .is_none_or(|retired| now < d2_kernel::later(retired, grace))
     }
 }
 

@@ -118,7 +118,7 @@ impl SigningKeyRepo for MemorySigningKeys {
         let mut keys = self.lock();
         let before = keys.len();
         keys.retain(|k| k.retired_at.is_none_or(|retired| retired >= retired_before));
-        Ok(u64::try_from(before - keys.len()).unwrap_or_default())
+        Ok(u64::try_from(before.saturating_sub(keys.len())).unwrap_or_default())
     }
 
     async fn accounts_with_keys(&self) -> Result<Vec<AccountId>, StoreError> {

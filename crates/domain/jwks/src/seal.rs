@@ -143,8 +143,12 @@ impl Binding {
             }
             Binding::AccountAndKid => {
                 let account = owner.account_id.as_uuid().hyphenated().to_string();
-                let mut data =
-                    Vec::with_capacity(V2_CONTEXT.len() + account.len() + 1 + owner.kid.len());
+                let mut data = Vec::with_capacity(
+                    V2_CONTEXT
+                        .len()
+                        .saturating_add(account.len())
+                        .saturating_add(owner.kid.len().saturating_add(1)),
+                );
                 data.extend_from_slice(V2_CONTEXT);
                 data.extend_from_slice(account.as_bytes());
                 data.push(0);
@@ -272,7 +276,7 @@ impl Keyring {
                 },
             )
             .map_err(|_| SealError::Corrupt)?;
-        let mut blob = Vec::with_capacity(NONCE_BYTES + ciphertext.len());
+        let mut blob = Vec::with_capacity(ciphertext.len().saturating_add(NONCE_BYTES));
         blob.extend_from_slice(&nonce);
         blob.extend_from_slice(&ciphertext);
         Ok(Sealed {

@@ -143,7 +143,7 @@ impl Jwks {
     /// Deletes signing keys retired longer ago than the grace period (no SDK can still
     /// need them); returns how many.
     pub async fn prune_retired(&self) -> Result<u64, JwksError> {
-        let before = self.clock.now() - self.grace;
+        let before = d2_kernel::earlier(self.clock.now(), self.grace);
         Ok(self.repo.prune_retired(before).await?)
     }
 
@@ -176,7 +176,7 @@ impl Jwks {
         let stale_after = published
             .iter()
             .filter_map(|k| k.retired_at)
-            .map(|retired| retired + self.grace)
+            .map(|retired| d2_kernel::later(retired, self.grace))
             .min();
         KeySet {
             document: JwksDocument::of(&published),

@@ -12,6 +12,27 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     fn now(&self) -> DateTime<Utc>;
 }
 
+/// `at + by`, or the end of chrono's range when that is past it: a time nothing reaches.
+/// Domain code adds durations through this (the crates deny unchecked arithmetic).
+pub fn later(at: DateTime<Utc>, by: Duration) -> DateTime<Utc> {
+    at.checked_add_signed(by)
+        .unwrap_or(if by < Duration::zero() {
+            DateTime::<Utc>::MIN_UTC
+        } else {
+            DateTime::<Utc>::MAX_UTC
+        })
+}
+
+/// `at - by`, or the start of chrono's range when that is before it.
+pub fn earlier(at: DateTime<Utc>, by: Duration) -> DateTime<Utc> {
+    at.checked_sub_signed(by)
+        .unwrap_or(if by < Duration::zero() {
+            DateTime::<Utc>::MAX_UTC
+        } else {
+            DateTime::<Utc>::MIN_UTC
+        })
+}
+
 fn to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
     at.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(at)
 }
@@ -49,7 +70,7 @@ impl ManualClock {
             .now
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *now += by;
+        *now = later(*now, by);
     }
 
     pub fn set(&self, at: DateTime<Utc>) {
@@ -73,6 +94,20 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_added_past_the_range_stop_at_its_ends() {
+        let now = Utc::now();
+        assert_eq!(later(now, Duration::seconds(5)), now + Duration::seconds(5));
+        assert_eq!(
+            earlier(now, Duration::seconds(5)),
+            now - Duration::seconds(5)
+        );
+        assert_eq!(later(now, Duration::MAX), DateTime::<Utc>::MAX_UTC);
+        assert_eq!(later(now, Duration::MIN), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(earlier(now, Duration::MAX), DateTime::<Utc>::MIN_UTC);
+        assert_eq!(earlier(now, Duration::MIN), DateTime::<Utc>::MAX_UTC);
+    }
 
     #[test]
     fn manual_clock_moves_only_when_told() {

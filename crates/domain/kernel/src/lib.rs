@@ -4,7 +4,8 @@
     clippy::unwrap_used,
     clippy::indexing_slicing,
     clippy::as_conversions,
-    clippy::panic
+    clippy::panic,
+    clippy::arithmetic_side_effects
 )]
 
 pub mod app_name;
@@ -26,7 +27,7 @@ pub use auth::{AccessError, AuthContext, Credential};
 pub use blocking::{Blocking, run_blocking};
 pub use cache::{CacheSettings, CacheStats, CoherentCache};
 pub use change::Change;
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock, earlier, later};
 pub use error::{Code, ErrorCode, StoreError};
 pub use ids::{AccountId, PolicyId, TokenId, UserId};
 pub use page::{Cursor, Page, PageError, PageRequest};

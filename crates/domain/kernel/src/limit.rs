@@ -48,7 +48,10 @@ impl Rate {
 
     /// The time one unit takes to come back.
     pub fn interval(&self) -> Duration {
-        (self.period / self.capacity.max(1)).max(Duration::from_nanos(1))
+        self.period
+            .checked_div(self.capacity.max(1))
+            .unwrap_or(self.period)
+            .max(Duration::from_nanos(1))
     }
 
     /// Whole seconds (rounded up) until `used` units have come back.

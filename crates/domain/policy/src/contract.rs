@@ -3,6 +3,7 @@
 #![expect(
     clippy::panic,
     clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
     reason = "a test suite for adapters: failing loudly is its job"
 )]
 

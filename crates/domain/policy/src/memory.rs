@@ -306,7 +306,7 @@ impl PolicyRepo for MemoryPolicies {
             r.account_id == account_id && &r.app_name == app && r.stage == Stage::Published
         }) {
             if row.active {
-                active += 1;
+                active = u64::saturating_add(active, 1);
             }
             row.active = false;
             row.revoked_at.get_or_insert(at);

@@ -35,7 +35,10 @@ impl PollCeiling {
         let burst = self.burst.max(per_second);
         Rate::new(
             burst,
-            Duration::from_secs(1).saturating_mul(burst) / per_second,
+            Duration::from_secs(1)
+                .saturating_mul(burst)
+                .checked_div(per_second)
+                .unwrap_or(Duration::from_secs(1)),
         )
     }
 }

@@ -528,16 +528,17 @@ impl PolicyService {
         now: DateTime<Utc>,
     ) -> Result<String, PolicyError> {
         document.set_expires(
-            &(now + self.settings.policy_expiry).to_rfc3339_opts(SecondsFormat::Secs, true),
+            &d2_kernel::later(now, self.settings.policy_expiry)
+                .to_rfc3339_opts(SecondsFormat::Secs, true),
         );
         let mut payload = document.as_map().clone();
         payload.insert(
             "iat".into(),
-            json!((now - self.settings.iat_backdate).timestamp()),
+            json!(d2_kernel::earlier(now, self.settings.iat_backdate).timestamp()),
         );
         payload.insert(
             "exp".into(),
-            json!((now + self.settings.bundle_ttl).timestamp()),
+            json!(d2_kernel::later(now, self.settings.bundle_ttl).timestamp()),
         );
         payload.insert("iss".into(), json!("d2-policy-service"));
         payload.insert("aud".into(), json!(format!("d2-policy:{account_id}:{app}")));
@@ -1231,7 +1232,7 @@ impl PolicyService {
                         new_key,
                         previous_kid: previous.map(|k| k.kid),
                         at: now,
-                        old_keys_published_until: now + self.jwks.grace(),
+                        old_keys_published_until: d2_kernel::later(now, self.jwks.grace()),
                         resigned,
                     });
                 }

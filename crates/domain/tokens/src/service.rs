@@ -316,7 +316,7 @@ impl TokenService {
             expires_at: old.expires_at.filter(|expires| *expires > now),
         };
         let (new, secret) = mint(&self.pepper, ctx.account_id, &request, old.created_by, now)?;
-        let grace_until = now + self.rotation_grace;
+        let grace_until = d2_kernel::later(now, self.rotation_grace);
         let audit = AuditEntry::by(ctx, AuditAction::TokenRotate, now)
             .target("token", token_id)
             .metadata(json!({
