@@ -20,7 +20,8 @@ use crate::sink::HOUR_US;
 /// event type), `tool_key` and `has_tool` (`''` and 0 for no tool), `decision`, and the
 /// sums `cnt` (events), `timed` (events with a latency), `latency_sum` (ms), `lag_sum`
 /// (µs). Rows are read by the primary key of each table; a row written twice (the worker
-/// died before writing its counts) is counted once, by id. No `FINAL` anywhere.
+/// died before writing its counts) is counted once, by id (`LIMIT 1 BY id`: the copies are
+/// identical, and keeping the first costs half of grouping by id). No `FINAL` anywhere.
 fn facts(
     clickhouse: &ClickHouse,
     account_id: AccountId,
@@ -71,12 +72,11 @@ fn facts(
                 toInt8(d) AS decision, toUInt64(1) AS cnt, toUInt64(isNotNull(lat)) AS timed, \
                 toFloat64(ifNull(lat, toFloat64(0))) AS latency_sum, \
                 toInt64(i_us - o_us) AS lag_sum \
-             FROM (SELECT id, any(occurred_us) AS o_us, any(ingested_us) AS i_us, \
-                      any(event_type) AS etype, any(tool) AS t, any(decision) AS d, \
-                      any(latency_ms) AS lat \
+             FROM (SELECT id, occurred_us AS o_us, ingested_us AS i_us, \
+                      event_type AS etype, tool AS t, decision AS d, latency_ms AS lat \
                    FROM {rows} \
                    WHERE account_id = '{account}' AND ({within}) \
-                   GROUP BY id)"
+                   LIMIT 1 BY id)"
         ));
     }
     format!("({})", parts.join(" UNION ALL "))
