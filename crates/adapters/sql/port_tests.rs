@@ -268,3 +268,45 @@ async fn one_process_at_a_time_holds_a_job_until_it_lets_go() {
     }
     assert!(taken.is_some(), "released when the holder lets go");
 }
+
+/// After the migration of a checkpoint in the former order (ids 1 to 5 stored, 1, 2 and 4
+/// exported): the export resumes with what was not exported (and 4 again) then new events,
+/// and retention stops at the checkpoint.
+pub(super) async fn resumes_from_a_migrated_checkpoint(
+    store: &crate::Store,
+    account: AccountId,
+    checkpoint: d2_events::ExportCheckpoint,
+) {
+    use chrono::Duration;
+    use d2_events::EventStore as _;
+    use d2_events::contract::{event, t0};
+
+    assert_eq!(checkpoint.ingested_at, t0() + Duration::seconds(3));
+    let new = event(
+        account,
+        "policy_poll",
+        serde_json::json!({ "new": true }),
+        t0(),
+        0,
+    );
+    store.insert_events(&[new]).await.unwrap();
+    until_events_final(store).await;
+    let next = store
+        .events_after(Some(checkpoint.cursor), 100)
+        .await
+        .unwrap();
+    let ids: Vec<i64> = next.events.iter().map(|s| s.id).collect();
+    assert_eq!(
+        ids,
+        vec![3, 4, 5, 6],
+        "the events not exported (and 4 again), then new ones"
+    );
+    assert_eq!(
+        store
+            .prune_events(checkpoint.cursor, t0() + Duration::days(1))
+            .await
+            .unwrap(),
+        2,
+        "retention stops at the migrated checkpoint"
+    );
+}

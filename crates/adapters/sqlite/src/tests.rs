@@ -346,26 +346,6 @@ mod export_order {
             ExportCursor { position: 2, id: 2 },
             "every event up to id 2 was exported"
         );
-        assert_eq!(checkpoint.ingested_at, t0() + Duration::seconds(3));
-        let new = event(account, "policy_poll", json!({ "new": true }), t0(), 0);
-        store.insert_events(&[new]).await.unwrap();
-        let next = store
-            .events_after(Some(checkpoint.cursor), 100)
-            .await
-            .unwrap();
-        let ids: Vec<i64> = next.events.iter().map(|s| s.id).collect();
-        assert_eq!(
-            ids,
-            vec![3, 4, 5, 6],
-            "the events not exported (and 4 again), then new ones"
-        );
-        assert_eq!(
-            store
-                .prune_events(checkpoint.cursor, t0() + Duration::days(1))
-                .await
-                .unwrap(),
-            2,
-            "retention stops at the migrated checkpoint"
-        );
+        super::ports::resumes_from_a_migrated_checkpoint(&store, account, checkpoint).await;
     }
 }
