@@ -6,7 +6,11 @@
 # authenticated 304 poll against the bare 304, the JWKS and /v1/accounts/me against the
 # bare JSON handler.
 # STORE=sqlite runs the same load on a SQLite file instead of the local PostgreSQL.
+# INSTRUCTIONS=1 runs d2-api under valgrind's callgrind instead and prints the instructions
+# it executes per request on each hot route: exact and repeatable whatever else the machine
+# does, where throughput on two shared cores moves by several percent from run to run.
 #   DURATION=20s CONNECTIONS=64 THREADS=1 STORE=postgres ./scripts/bench.sh
+#   INSTRUCTIONS=1 REQUESTS=2000 LOG_FILTER=info ./scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,9 +20,14 @@ THREADS=${THREADS:-1}
 PORT=${PORT:-18080}
 LOG_FILTER=${LOG_FILTER:-info}
 STORE=${STORE:-postgres}
+INSTRUCTIONS=${INSTRUCTIONS:-0}
+REQUESTS=${REQUESTS:-2000}
 
 scripts/services.sh
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+if [ "$INSTRUCTIONS" = 1 ]; then
+    command -v valgrind >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+fi
 # One build, so the reference and the server share every dependency's build.
 cargo build --release --locked --quiet --bin d2-api --bin d2ctl --example bare
 
@@ -50,12 +59,16 @@ export D2__POLICY__POLL_CEILING_PER_SECOND=1000000000
 export D2__POLICY__POLL_CEILING_BURST=1000000000
 target/release/d2ctl migrate >/dev/null
 token=$(target/release/d2ctl bootstrap 2>/dev/null)
-target/release/d2-api > "$work/api.log" 2>&1 &
+if [ "$INSTRUCTIONS" = 1 ]; then
+    valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out" target/release/d2-api > "$work/api.log" 2>&1 &
+else
+    target/release/d2-api > "$work/api.log" 2>&1 &
+fi
 api_pid=$!
 bare_base="http://127.0.0.1:$((PORT + 1))"
 target/release/examples/bare "127.0.0.1:$((PORT + 1))" > /dev/null 2>&1 &
 bare_pid=$!
-for _ in $(seq 1 100); do
+for _ in $(seq 1 600); do
     curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && curl -fs "$bare_base/json" >/dev/null 2>&1 && break
     sleep 0.1
 done
@@ -124,6 +137,25 @@ wrk.headers["X-D2-Signature"] = "$(cat "$work/signature")"
 wrk.headers["If-Match"] = "*"
 LUA
 
+if [ "$INSTRUCTIONS" = 1 ]; then
+    count() { # name, path, curl args...: instructions per request over REQUESTS requests
+        local name=$1 url="$base$2" urls=() total
+        shift 2
+        for _ in $(seq 1 "$REQUESTS"); do urls+=("$url"); done
+        curl -s "$@" "${urls[@]}" > /dev/null # warm-up, on one keep-alive connection
+        callgrind_control -z "$api_pid" > /dev/null 2>&1
+        curl -s "$@" "${urls[@]}" > /dev/null
+        callgrind_control -d "$name" "$api_pid" > /dev/null 2>&1
+        total=$(awk '/^summary:/ { print $2 }' "$(ls -t "$work"/callgrind.out.* | head -1)")
+        printf '%-18s %10d instructions/request\n' "$name" $((total / REQUESTS))
+    }
+    echo "d2-api release build under callgrind, $REQUESTS requests per route, log filter $LOG_FILTER (JSON to a file)"
+    count bundle_304 /v1/policy/bundle -H "Authorization: Bearer $server_token" -H "If-None-Match: $etag"
+    count jwks /.well-known/jwks.json -H "Authorization: Bearer $server_token"
+    count accounts_me /v1/accounts/me -H "Authorization: Bearer $token"
+    count healthz /healthz
+    exit 0
+fi
 echo "d2-api release build, $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, log filter $LOG_FILTER (JSON to a file)"
 run bare_304 "$bare_base/bundle" -H 'If-None-Match: "sha256:bare"'
 run bundle_304 /v1/policy/bundle -H "Authorization: Bearer $server_token" -H "If-None-Match: $etag"

@@ -52,13 +52,11 @@ pub const LOG_FILTER: &str = "info,d2_api=debug,d2_app=debug,d2_tokens=debug,d2_
 fn install_logging() {
     LOGS.get_or_init(|| {
         let capture = Capture::default();
-        let _ = tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_env_filter(LOG_FILTER)
-            .with_writer(capture.clone())
-            .try_init();
+        // The binaries' own JSON format, so the suite reads what operators would.
+        let filter = tracing_subscriber::EnvFilter::new(LOG_FILTER);
+        let _ = tracing_subscriber::util::SubscriberInitExt::try_init(
+            d2_app::telemetry::json_subscriber(filter, capture.clone()),
+        );
         capture
     });
 }

@@ -40,7 +40,13 @@ pub async fn observe(
         .and_then(accept)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let method = req.method().clone();
-    let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %req.path());
+    // Text fields as `&str`, not `%` Display: recorded as they are, with no formatting.
+    let span = tracing::info_span!(
+        "request",
+        request_id = request_id.as_str(),
+        method = method.as_str(),
+        path = req.path()
+    );
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let state = req.app_data::<Data<ApiState>>().cloned();
     let started = Instant::now();
@@ -59,7 +65,7 @@ pub async fn observe(
     }
     span.in_scope(|| {
         tracing::info!(
-            http.route = %route,
+            http.route = route.as_str(),
             http.status = status,
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             "request completed"
