@@ -14,7 +14,7 @@ check:
     cargo clippy --workspace --all-targets -- -D warnings
     ./scripts/check-deps.sh
 
-# ./scripts/bench.sh (release build, wrk against /healthz and an authenticated route)
+# ./scripts/bench.sh (release build, wrk on the hot routes beside a bare actix handler)
 bench:
     ./scripts/bench.sh
 
