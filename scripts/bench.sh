@@ -66,7 +66,11 @@ else
 fi
 api_pid=$!
 bare_base="http://127.0.0.1:$((PORT + 1))"
-target/release/examples/bare "127.0.0.1:$((PORT + 1))" > /dev/null 2>&1 &
+if [ "$INSTRUCTIONS" = 1 ]; then
+    valgrind --tool=callgrind --callgrind-out-file="$work/bare.out" target/release/examples/bare "127.0.0.1:$((PORT + 1))" > /dev/null 2>&1 &
+else
+    target/release/examples/bare "127.0.0.1:$((PORT + 1))" > /dev/null 2>&1 &
+fi
 bare_pid=$!
 for _ in $(seq 1 600); do
     curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && curl -fs "$bare_base/json" >/dev/null 2>&1 && break
@@ -138,22 +142,35 @@ wrk.headers["If-Match"] = "*"
 LUA
 
 if [ "$INSTRUCTIONS" = 1 ]; then
-    count() { # name, path, curl args...: instructions per request over REQUESTS requests
-        local name=$1 url="$base$2" urls=() total
+    count() { # name, path (on d2-api) or whole URL (on the reference), curl args...:
+        # instructions per request over REQUESTS requests
+        local name=$1 url=$2 pid=$bare_pid out=bare.out urls=() total
         shift 2
+        case "$url" in /*) url="$base$url"; pid=$api_pid; out=callgrind.out ;; esac
         for _ in $(seq 1 "$REQUESTS"); do urls+=("$url"); done
         curl -s "$@" "${urls[@]}" > /dev/null # warm-up, on one keep-alive connection
-        callgrind_control -z "$api_pid" > /dev/null 2>&1
+        callgrind_control -z "$pid" > /dev/null 2>&1
         curl -s "$@" "${urls[@]}" > /dev/null
-        callgrind_control -d "$name" "$api_pid" > /dev/null 2>&1
-        total=$(awk '/^summary:/ { print $2 }' "$(ls -t "$work"/callgrind.out.* | head -1)")
+        callgrind_control -d "$name" "$pid" > /dev/null 2>&1
+        total=$(awk '/^summary:/ { print $2 }' "$(ls -t "$work/$out".* | head -1)")
         printf '%-18s %10d instructions/request\n' "$name" $((total / REQUESTS))
+        echo $((total / REQUESTS)) > "$work/$name.count"
+    }
+    instruction_share() { # route, reference: the reference's instructions as a share of the route's
+        awk -v a="$(cat "$work/$1.count")" -v h="$(cat "$work/$2.count")" -v r="$1" -v b="$2" \
+            'BEGIN { printf "%-12s executes %.2fx the instructions of %s (%.0f%%)\n", r, a / h, b, 100 * h / a }'
     }
     echo "d2-api release build under callgrind, $REQUESTS requests per route, log filter $LOG_FILTER (JSON to a file)"
+    count bare_304 "$bare_base/bundle" -H 'If-None-Match: "sha256:bare"'
     count bundle_304 /v1/policy/bundle -H "Authorization: Bearer $server_token" -H "If-None-Match: $etag"
+    count bare_json "$bare_base/json"
     count jwks /.well-known/jwks.json -H "Authorization: Bearer $server_token"
     count accounts_me /v1/accounts/me -H "Authorization: Bearer $token"
     count healthz /healthz
+    instruction_share bundle_304 bare_304
+    instruction_share jwks bare_json
+    instruction_share accounts_me bare_json
+    instruction_share healthz bare_json
     exit 0
 fi
 echo "d2-api release build, $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, log filter $LOG_FILTER (JSON to a file)"

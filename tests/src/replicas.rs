@@ -36,9 +36,14 @@ fn replica_process() {
             &db,
             &pepper,
             &control_plane,
-            &[("D2__LOG__FORMAT", "json"), ("D2__LOG__FILTER", LOG_FILTER)],
+            // Each line at once: the parent reads them all, and stops this process with a kill.
+            &[
+                ("D2__LOG__FORMAT", "json"),
+                ("D2__LOG__FILTER", LOG_FILTER),
+                ("D2__LOG__FLUSH_INTERVAL_MS", "0"),
+            ],
         );
-        d2_app::telemetry::init(&settings.log);
+        let _log = d2_app::telemetry::init(&settings.log);
         let app = d2_app::App::build(settings, Arc::new(d2_kernel::SystemClock))
             .await
             .unwrap();

@@ -17,9 +17,8 @@ use d2_tokens::AuthError;
 use futures_util::future::LocalBoxFuture;
 
 use crate::error::ApiError;
+use crate::headers::API_KEY;
 use crate::state::ApiState;
-
-pub const API_KEY_HEADER: &str = "x-api-key";
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -54,7 +53,7 @@ fn presented(req: &HttpRequest) -> Presented {
         }
         return Presented::Token(credential.trim().to_owned());
     }
-    match req.headers().get(API_KEY_HEADER).map(|v| v.to_str()) {
+    match req.headers().get(API_KEY).map(|v| v.to_str()) {
         Some(Ok(value)) => Presented::Token(value.trim().to_owned()),
         Some(Err(_)) => Presented::Malformed,
         None => Presented::None,
@@ -63,7 +62,7 @@ fn presented(req: &HttpRequest) -> Presented {
 
 /// Does the request carry a credential at all (valid or not)?
 pub fn has_credential(req: &HttpRequest) -> bool {
-    req.headers().contains_key(header::AUTHORIZATION) || req.headers().contains_key(API_KEY_HEADER)
+    req.headers().contains_key(header::AUTHORIZATION) || req.headers().contains_key(API_KEY)
 }
 
 /// A caller who may be anonymous: `None` without credentials, an error for bad ones (a bad

@@ -247,9 +247,9 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` (seconds until the bucket is full), and
 /// `Retry-After` on a refusal: on every answer of a limited route.
 pub fn with_rate_limit(response: &mut HttpResponseBuilder, limit: &RateLimit) {
-    response.insert_header(("X-RateLimit-Limit", limit.limit));
-    response.insert_header(("X-RateLimit-Remaining", limit.remaining));
-    response.insert_header(("X-RateLimit-Reset", limit.reset_seconds));
+    response.insert_header((crate::headers::RATE_LIMIT_LIMIT, limit.limit));
+    response.insert_header((crate::headers::RATE_LIMIT_REMAINING, limit.remaining));
+    response.insert_header((crate::headers::RATE_LIMIT_RESET, limit.reset_seconds));
     if !limit.is_allowed() {
         response.insert_header((header::RETRY_AFTER, limit.retry_after_seconds));
     }

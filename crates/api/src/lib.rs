@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod body;
 pub mod error;
+pub mod headers;
 mod limit;
 mod methods;
 mod metrics;

@@ -128,7 +128,7 @@ fn client_ip(req: &HttpRequest, trusted_proxies: usize) -> IpAddr {
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |addr| addr.ip());
     let forwarded = req
         .headers()
-        .get_all("x-forwarded-for")
+        .get_all(crate::headers::FORWARDED_FOR)
         .map(|value| value.to_str().ok());
     from_forwarded(peer, forwarded, trusted_proxies)
 }

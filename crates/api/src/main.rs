@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    telemetry::init(&settings.log);
+    let log = telemetry::init(&settings.log);
     let addr = settings.http.addr.clone();
     tracing::info!(profile = %settings.profile, "starting d2-api");
     let app = match App::build(settings, Arc::new(SystemClock)).await {
@@ -29,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
         Err(error) => {
             tracing::error!(error = %error, "cannot start");
             eprintln!("d2-api: {error}");
+            log.flush();
             std::process::exit(1);
         }
     };

@@ -6,15 +6,14 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::HeaderValue;
 use actix_web::middleware::Next;
 use actix_web::web::Data;
 use actix_web::{Error, HttpMessage};
 use tracing::Instrument;
 
+use crate::headers::REQUEST_ID;
 use crate::state::ApiState;
-
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The id of the current request, for handlers that want it.
 #[derive(Clone, Debug)]

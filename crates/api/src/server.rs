@@ -54,8 +54,8 @@ fn cors(origins: &[String], max_age: usize) -> Cors {
             header::CONTENT_TYPE,
             header::IF_MATCH,
             header::IF_NONE_MATCH,
-            header::HeaderName::from_static("x-api-key"),
-            header::HeaderName::from_static("x-request-id"),
+            crate::headers::API_KEY,
+            crate::headers::REQUEST_ID,
         ])
         .expose_headers(EXPOSED)
         .max_age(max_age)

@@ -215,6 +215,9 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub format: LogFormat,
     pub filter: String,
+    /// JSON lines are gathered in memory and written out this often (and whenever 64 KiB
+    /// gather); 0 writes each line as it is made.
+    pub flush_interval_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -10,29 +10,42 @@
 //! opens, and spliced into each line as they are; event fields are written straight into
 //! the line.
 
-use std::fmt;
-use std::io;
+use std::fmt::{self, Write as _};
+use std::io::{self, BufWriter, Write as _};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::{FmtSpan, Writer};
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::settings::{LogFormat, LogSettings};
 
-/// Installs the global subscriber. Call once, from a binary's `main`.
-pub fn init(settings: &LogSettings) {
+/// Installs the global subscriber. Call once, from a binary's `main`, and keep the guard
+/// until the end: dropping it writes out what is still buffered (call
+/// [`LogGuard::flush`] before `std::process::exit`, which drops nothing).
+pub fn init(settings: &LogSettings) -> LogGuard {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let installed = match settings.format {
-        LogFormat::Json => json_subscriber(filter, io::stdout).try_init().is_ok(),
-        LogFormat::Pretty => tracing_subscriber::fmt()
+    let buffer =
+        (settings.format == LogFormat::Json && settings.flush_interval_ms > 0).then(|| {
+            Buffered::start(
+                io::stdout(),
+                Duration::from_millis(settings.flush_interval_ms),
+            )
+        });
+    let installed = match (settings.format, &buffer) {
+        (LogFormat::Json, Some(buffer)) => {
+            json_subscriber(filter, buffer.clone()).try_init().is_ok()
+        }
+        (LogFormat::Json, None) => json_subscriber(filter, io::stdout).try_init().is_ok(),
+        (LogFormat::Pretty, _) => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_span_events(FmtSpan::NONE)
             .compact()
@@ -41,6 +54,89 @@ pub fn init(settings: &LogSettings) {
     };
     if !installed {
         tracing::debug!("a global subscriber was already installed");
+    }
+    LogGuard { buffer }
+}
+
+/// Writes out the buffered log lines when dropped.
+#[derive(Debug)]
+#[must_use = "keep the guard until the end, so what is buffered then is written out"]
+pub struct LogGuard {
+    buffer: Option<Buffered<io::Stdout>>,
+}
+
+impl LogGuard {
+    pub fn flush(&self) {
+        if let Some(buffer) = &self.buffer {
+            buffer.flush();
+        }
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// A writer (standard output) behind a 64 KiB buffer that a thread of its own flushes
+/// every `log.flush_interval_ms`, and that a panic flushes too. Written line by line, the access
+/// log cost each request a `write` system call, a third of the kernel time of a cached
+/// 304 poll; gathered, it costs one call per interval or per 64 KiB (as nginx's
+/// `access_log ... buffer= flush=`). What a `kill -9` can lose is the last interval's lines.
+#[derive(Debug)]
+pub struct Buffered<W: io::Write>(Arc<Mutex<BufWriter<W>>>);
+
+impl<W: io::Write> Clone for Buffered<W> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<W: io::Write + Send + 'static> Buffered<W> {
+    fn new(writer: W) -> Self {
+        Self(Arc::new(Mutex::new(BufWriter::with_capacity(
+            64 * 1024,
+            writer,
+        ))))
+    }
+
+    fn start(writer: W, interval: Duration) -> Self {
+        let buffer = Self::new(writer);
+        let flusher = buffer.clone();
+        let spawned = std::thread::Builder::new()
+            .name("log-flush".to_owned())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(interval);
+                    flusher.flush();
+                }
+            });
+        if spawned.is_err() {
+            eprintln!("cannot start the log flusher; log lines are written when 64 KiB gather");
+        }
+        let on_panic = buffer.clone();
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            on_panic.flush();
+        }));
+        buffer
+    }
+
+    fn flush(&self) {
+        let mut writer = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // Nothing to tell anyone if standard output is gone.
+        let _ = writer.flush();
+    }
+}
+
+impl<'a, W: io::Write + 'a> MakeWriter<'a> for Buffered<W> {
+    type Writer = <Mutex<BufWriter<W>> as MakeWriter<'a>>::Writer;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        // The formatter renders the whole line first: the lock is held for one copy.
+        self.0.make_writer()
     }
 }
 
@@ -109,7 +205,7 @@ where
     ) -> fmt::Result {
         let meta = event.metadata();
         writer.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut writer)?;
+        write_timestamp(&mut writer, std::time::SystemTime::now())?;
         write!(writer, "\",\"level\":\"{}\"", meta.level())?;
         let mut visitor = JsonMembers::new(&mut writer, true);
         event.record(&mut visitor);
@@ -203,41 +299,74 @@ impl Visit for JsonMembers<'_, '_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        // Escaped piece by piece as it is formatted: the message of every line comes here,
+        // and this way it is never copied into a string of its own.
         self.member(field, |w| {
-            let text = format!("{value:?}");
-            write_json_str(w, &text)
+            w.write_char('"')?;
+            write!(JsonStringContents(&mut *w), "{value:?}")?;
+            w.write_char('"')
         });
     }
 }
 
-/// Writes `text` as a JSON string. Text with nothing JSON must escape (a quote, a
-/// backslash, a control character) is written as it is, which is what `serde_json` would
-/// write; other text is escaped by `serde_json`.
+/// Writes `text` as a JSON string.
 fn write_json_str(writer: &mut impl fmt::Write, text: &str) -> fmt::Result {
-    if !text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        writer.write_char('"')?;
-        writer.write_str(text)?;
-        return writer.write_char('"');
-    }
-    let mut bridge = Utf8Bridge(writer);
-    serde_json::to_writer(&mut bridge, text).map_err(|_| fmt::Error)
+    writer.write_char('"')?;
+    JsonStringContents(&mut *writer).write_str(text)?;
+    writer.write_char('"')
 }
 
-/// `serde_json` writes to `io::Write`; its output is UTF-8 in whole characters, so each
-/// chunk can be passed on to a `fmt::Write` as text.
-struct Utf8Bridge<'a, W: fmt::Write>(&'a mut W);
+/// Whether JSON must escape something in `text`: a quote, a backslash or a control
+/// character. Every byte is looked at, with no early exit, so the loop is vectorised.
+fn needs_escape(text: &str) -> bool {
+    text.bytes().fold(false, |found, b| {
+        found | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
+}
 
-impl<W: fmt::Write> io::Write for Utf8Bridge<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let text =
-            std::str::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        self.0.write_str(text).map_err(io::Error::other)?;
-        Ok(buf.len())
-    }
+/// Writes what it is given as the inside of a JSON string: text with nothing to escape as
+/// it is, which is what `serde_json` would write; other text escaped by `serde_json`.
+struct JsonStringContents<W: fmt::Write>(W);
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+impl<W: fmt::Write> fmt::Write for JsonStringContents<W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        if !needs_escape(text) {
+            return self.0.write_str(text);
+        }
+        let quoted = serde_json::to_string(text).map_err(|_| fmt::Error)?;
+        let contents = quoted
+            .strip_prefix('"')
+            .and_then(|rest| rest.strip_suffix('"'))
+            .ok_or(fmt::Error)?;
+        self.0.write_str(contents)
     }
+}
+
+/// Writes `time` as `tracing-subscriber` does, RFC 3339 in UTC with microseconds
+/// (`2026-12-01T10:34:39.123456Z`). The date and time up to the second are formatted once
+/// a second per thread and reused.
+fn write_timestamp(writer: &mut impl fmt::Write, time: std::time::SystemTime) -> fmt::Result {
+    use std::cell::RefCell;
+    thread_local! {
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let since_epoch = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = since_epoch.as_secs();
+    SECOND.with_borrow_mut(|(cached, text)| {
+        if *cached != seconds {
+            let at = i64::try_from(seconds)
+                .ok()
+                .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                .unwrap_or_default();
+            text.clear();
+            write!(text, "{}", at.format("%Y-%m-%dT%H:%M:%S"))?;
+            *cached = seconds;
+        }
+        writer.write_str(text)
+    })?;
+    write!(writer, ".{:06}Z", since_epoch.subsec_micros())
 }
 
 #[cfg(test)]
@@ -395,6 +524,44 @@ mod tests {
             let mut ours = String::new();
             write_json_str(&mut ours, text).unwrap();
             assert_eq!(ours, serde_json::to_string(text).unwrap(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn buffered_lines_are_written_out_when_flushed() {
+        let lines = Lines::default();
+        let buffer = Buffered::new(lines.clone());
+        let subscriber = json_subscriber(EnvFilter::new("info"), buffer.clone());
+        tracing::subscriber::with_default(subscriber, || tracing::info!(n = 1, "first"));
+        assert!(lines.0.lock().unwrap().is_empty(), "written before a flush");
+        buffer.flush();
+        tracing::subscriber::with_default(
+            json_subscriber(EnvFilter::new("info"), buffer.clone()),
+            || tracing::info!(n = 2, "second"),
+        );
+        buffer.flush();
+        let written = parse(&lines);
+        assert_eq!(written.len(), 2);
+        assert_eq!(written[0]["message"], "first");
+        assert_eq!(written[1]["n"], 2);
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_with_microseconds_as_the_library_writes_them() {
+        use std::time::{Duration, UNIX_EPOCH};
+        // Twice in the same second (the cached prefix), then in the next one.
+        for offset in [
+            Duration::new(1_796_121_279, 5_000),
+            Duration::new(1_796_121_279, 999_999_000),
+            Duration::new(1_796_121_280, 0),
+            Duration::new(0, 1_000),
+        ] {
+            let time = UNIX_EPOCH + offset;
+            let mut ours = String::new();
+            write_timestamp(&mut ours, time).unwrap();
+            let expected = chrono::DateTime::<chrono::Utc>::from(time)
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            assert_eq!(ours, expected);
         }
     }
 

@@ -34,13 +34,14 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    telemetry::init(&settings.log);
+    let log = telemetry::init(&settings.log);
     let addr = settings.worker.addr.clone();
     let app = match App::build_with(settings, Arc::new(SystemClock), Mode::Command).await {
         Ok(app) => app,
         Err(error) => {
             tracing::error!(error = %error, "cannot start");
             eprintln!("d2-worker: {error}");
+            log.flush();
             std::process::exit(1);
         }
     };
@@ -53,10 +54,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(JobOutcome::Done { items }) => println!("{job}: done ({items})"),
             Ok(JobOutcome::Busy) => {
                 eprintln!("d2-worker: {job} is running in another worker");
+                log.flush();
                 std::process::exit(3);
             }
             Err(error) => {
                 eprintln!("d2-worker: {error}");
+                log.flush();
                 std::process::exit(1);
             }
         }

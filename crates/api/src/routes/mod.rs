@@ -68,7 +68,7 @@ pub fn paged<T, D: Serialize>(page: Page<T>, to_wire: impl FnMut(T) -> D) -> Htt
     let items: Vec<D> = page.items.into_iter().map(to_wire).collect();
     let mut response = HttpResponse::Ok();
     if let Some(next) = next {
-        response.insert_header(("X-Next-Cursor", next));
+        response.insert_header((crate::headers::NEXT_CURSOR, next));
     }
     response.insert_header((header::CACHE_CONTROL, "no-store"));
     response.json(items)

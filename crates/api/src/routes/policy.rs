@@ -1,4 +1,4 @@
-use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::header::{self, HeaderMap, HeaderName};
 use actix_web::web::{Data, Path, Payload, Query};
 use actix_web::{HttpRequest, HttpResponse, get, patch, post, put};
 use chrono::{DateTime, Utc};
@@ -13,6 +13,7 @@ use super::{PageQuery, paged};
 use crate::auth::Auth;
 use crate::body::{Json, content_length, json_of, read_capped};
 use crate::error::{ApiError, ApiResult, with_rate_limit};
+use crate::headers::{KEY_ID, POLL_SECONDS, SIGNATURE};
 use crate::state::ApiState;
 
 /// Fixed paths. They must come before `/v1/policy/{policy_id}`, which would match them.
@@ -79,7 +80,7 @@ async fn policy_body(
     Ok((body, permit))
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -104,14 +105,23 @@ pub struct BundleQuery {
     pub stage: Option<String>,
 }
 
+/// `etag` between double quotes, as the `ETag` header carries it.
+fn quoted(etag: &str) -> String {
+    let mut value = String::with_capacity(etag.len().saturating_add(2));
+    value.push('"');
+    value.push_str(etag);
+    value.push('"');
+    value
+}
+
 fn with_poll_headers(
     mut response: actix_web::HttpResponseBuilder,
     etag: &str,
     poll_seconds: u32,
 ) -> actix_web::HttpResponseBuilder {
     response
-        .insert_header((header::ETAG, format!("\"{etag}\"")))
-        .insert_header(("X-D2-Poll-Seconds", poll_seconds))
+        .insert_header((header::ETAG, quoted(etag)))
+        .insert_header((POLL_SECONDS, poll_seconds))
         .insert_header((header::CACHE_CONTROL, "no-cache"));
     response
 }
@@ -134,7 +144,7 @@ async fn bundle(
     req: HttpRequest,
     query: Query<BundleQuery>,
 ) -> ApiResult<HttpResponse> {
-    let if_none_match = header(req.headers(), "if-none-match");
+    let if_none_match = header(req.headers(), header::IF_NONE_MATCH);
     let stage = BundleStage::parse(query.stage.as_deref());
     let poll = state
         .app
@@ -259,9 +269,9 @@ async fn publish(
     let request = PublishRequest {
         app_name: query.app_name.as_deref(),
         body: &body,
-        key_id: header(headers, "x-d2-key-id"),
-        signature: header(headers, "x-d2-signature"),
-        if_match: header(headers, "if-match"),
+        key_id: header(headers, KEY_ID),
+        signature: header(headers, SIGNATURE),
+        if_match: header(headers, header::IF_MATCH),
         version: query.version,
         force: query.force,
     };
@@ -611,8 +621,8 @@ async fn patch_bundle(
             &auth,
             *id,
             &body,
-            header(headers, "x-d2-key-id"),
-            header(headers, "x-d2-signature"),
+            header(headers, KEY_ID),
+            header(headers, SIGNATURE),
         )
         .await?;
     Ok(HttpResponse::Ok().json(PolicySummary::of(record, true)))

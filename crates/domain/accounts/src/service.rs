@@ -51,6 +51,15 @@ pub struct AccountOverview {
     pub event_sample: BTreeMap<String, f64>,
 }
 
+/// What an account may do now: its effective plan and that plan's quotas. The other
+/// domains ask for this on their hot paths (every poll and every batch), so it carries
+/// nothing else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entitlement {
+    pub plan: Plan,
+    pub quotas: Quotas,
+}
+
 /// At most this many accounts change in one transaction of a scheduled job.
 const JOB_BATCH: u32 = 500;
 
@@ -113,6 +122,16 @@ impl AccountService {
     pub async fn overview(&self, ctx: &AuthContext) -> Result<AccountOverview, AccountError> {
         let snapshot = self.snapshot(ctx.account_id).await?;
         Ok(self.describe(snapshot.account.clone(), snapshot.members))
+    }
+
+    /// The caller's account's effective plan and quotas, from the cache.
+    pub async fn entitlement(&self, ctx: &AuthContext) -> Result<Entitlement, AccountError> {
+        let snapshot = self.snapshot(ctx.account_id).await?;
+        let plan = snapshot.account.effective_plan(self.clock.now());
+        Ok(Entitlement {
+            plan,
+            quotas: self.plans.quotas(plan).clone(),
+        })
     }
 
     /// Whether the account exists (for public lookups by id, such as the JWKS).

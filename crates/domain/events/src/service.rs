@@ -1,5 +1,5 @@
 use chrono::{DateTime, Duration, Utc};
-use d2_accounts::{AccountError, AccountOverview, AccountService};
+use d2_accounts::{AccountError, AccountService, Entitlement};
 use d2_kernel::limit::{LocalQuotas, QuotaStore, Rate, RateLimit};
 use d2_kernel::{
     AccessError, AccountId, AppName, AuthContext, CacheSettings, Clock, Code, CoherentCache,
@@ -213,7 +213,7 @@ impl EventService {
     async fn spend_quota(
         &self,
         ctx: &AuthContext,
-        overview: &AccountOverview,
+        overview: &Entitlement,
         events: usize,
     ) -> Result<RateLimit, EventError> {
         let events = u32::try_from(events).unwrap_or(u32::MAX);
@@ -234,14 +234,14 @@ impl EventService {
     /// (read before the body, so an oversized body is refused unread).
     pub async fn ingest_body_cap(&self, ctx: &AuthContext) -> Result<usize, EventError> {
         ctx.require(Scope::EventIngest)?;
-        let overview = self.accounts.overview(ctx).await?;
+        let overview = self.accounts.entitlement(ctx).await?;
         if overview.plan == Plan::Locked {
             return Err(EventError::Locked);
         }
         Ok(self.body_cap(&overview))
     }
 
-    fn body_cap(&self, overview: &AccountOverview) -> usize {
+    fn body_cap(&self, overview: &Entitlement) -> usize {
         usize::try_from(overview.quotas.max_batch_bytes)
             .unwrap_or(usize::MAX)
             .max(self.settings.min_body_bytes)
@@ -255,7 +255,7 @@ impl EventService {
         request: IngestRequest<'_>,
     ) -> Result<IngestOutcome, EventError> {
         ctx.require(Scope::EventIngest)?;
-        let overview = self.accounts.overview(ctx).await?;
+        let overview = self.accounts.entitlement(ctx).await?;
         if overview.plan == Plan::Locked {
             return Err(EventError::Locked);
         }

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use d2_accounts::{AccountError, AccountOverview, AccountService};
+use d2_accounts::{AccountError, AccountService, Entitlement};
 use d2_audit::{AuditAction, AuditEntry};
 use d2_jwks::{Jwks, JwksError, JwsHeaderExtras, RotationHint, SigningKey};
 use d2_kernel::limit::{KeyedLimiter, Rate, RateLimit};
@@ -336,7 +336,7 @@ impl PolicyService {
         const FRAMING: usize = 64 * 1024;
         ctx.require(scope)?;
         let overview = if scope == Scope::PolicyRead {
-            self.accounts.overview(ctx).await?
+            self.accounts.entitlement(ctx).await?
         } else {
             self.serving_account(ctx).await?
         };
@@ -345,18 +345,15 @@ impl PolicyService {
             .saturating_add(FRAMING))
     }
 
-    async fn serving_account(&self, ctx: &AuthContext) -> Result<AccountOverview, PolicyError> {
-        let overview = self.accounts.overview(ctx).await?;
+    async fn serving_account(&self, ctx: &AuthContext) -> Result<Entitlement, PolicyError> {
+        let overview = self.accounts.entitlement(ctx).await?;
         if overview.plan == Plan::Locked {
             return Err(PolicyError::Locked);
         }
         Ok(overview)
     }
 
-    fn check_tools(
-        document: &PolicyDocument,
-        overview: &AccountOverview,
-    ) -> Result<u32, PolicyError> {
+    fn check_tools(document: &PolicyDocument, overview: &Entitlement) -> Result<u32, PolicyError> {
         let count = document.tools().len();
         let max = overview.quotas.max_tools;
         if count > usize::try_from(max).unwrap_or(usize::MAX) {
@@ -369,7 +366,7 @@ impl PolicyService {
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
-    fn check_size(size: u64, overview: &AccountOverview) -> Result<(), PolicyError> {
+    fn check_size(size: u64, overview: &Entitlement) -> Result<(), PolicyError> {
         let max = overview.quotas.max_bundle_bytes;
         if size > max {
             return Err(PolicyError::TooLarge {
@@ -550,7 +547,7 @@ impl PolicyService {
     async fn signed_version(
         &self,
         ctx: &AuthContext,
-        overview: &AccountOverview,
+        overview: &Entitlement,
         document: &PolicyDocument,
         tool_count: u32,
         publisher_key_id: Option<&str>,
@@ -1002,7 +999,7 @@ impl PolicyService {
     async fn republish(
         &self,
         ctx: &AuthContext,
-        overview: &AccountOverview,
+        overview: &Entitlement,
         document: PolicyDocument,
         action: AuditAction,
         details: Value,

@@ -110,11 +110,16 @@ impl TokenVerifier {
         &self,
         presented: &str,
     ) -> Option<Result<Arc<AuthContext>, AuthError>> {
-        if TokenSecret::check_format(presented).is_err() {
-            return Some(Err(AuthError::Malformed));
-        }
+        // The cache first: only well-formed tokens are ever cached, so a hit needs no
+        // format check, and the hot path computes one digest and nothing else.
         let digest = self.pepper.digest_text(presented);
-        Some(self.answer(self.cache.get(&digest).await?))
+        match self.cache.get(&digest).await {
+            Some(lookup) => Some(self.answer(lookup)),
+            None if TokenSecret::check_format(presented).is_err() => {
+                Some(Err(AuthError::Malformed))
+            }
+            None => None,
+        }
     }
 
     fn answer(&self, lookup: Lookup) -> Result<Arc<AuthContext>, AuthError> {
