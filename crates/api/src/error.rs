@@ -1,8 +1,10 @@
 //! Errors at the HTTP edge.
 //!
 //! Policy: domain crates return typed `thiserror` enums that each name a stable
-//! [`Code`]; this module owns the one table that maps a code to an HTTP status and a title,
-//! and answers every error as an RFC 9457 `application/problem+json` body carrying the code.
+//! [`Code`], declared once in the kernel with its string, kind and title; this module owns
+//! the one table that maps a kind to an HTTP status, and answers every error as an RFC 9457
+//! `application/problem+json` body carrying the code. (The OAuth endpoints will answer the
+//! same codes as RFC 6749 error JSON: a second rendering of `ApiError`, keyed by kind.)
 //! Client errors (4xx) show the domain error's message, which describes the caller's
 //! mistake. Server errors (5xx) show a generic message; their cause chain is logged once,
 //! here, and never sent. Store outages are 503 with `Retry-After`; every 401 carries
@@ -15,86 +17,27 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use d2_kernel::limit::RateLimit;
-use d2_kernel::{Code, ErrorCode};
+use d2_kernel::{Code, ErrorCode, ErrorKind};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// The one table: code -> (status, title).
-pub fn status_of(code: Code) -> (StatusCode, &'static str) {
-    match code {
-        Code::MalformedRequest => (StatusCode::BAD_REQUEST, "Malformed request"),
-        Code::InvalidBody => (StatusCode::BAD_REQUEST, "Invalid request body"),
-        Code::InvalidPath => (StatusCode::BAD_REQUEST, "Invalid path parameter"),
-        Code::InvalidQuery => (StatusCode::BAD_REQUEST, "Invalid query parameter"),
-        Code::InvalidCursor => (StatusCode::BAD_REQUEST, "Invalid cursor"),
-        Code::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
-        Code::UnsupportedMediaType => {
-            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported media type")
-        }
-        Code::InvalidText => (StatusCode::BAD_REQUEST, "NUL character in text"),
-        Code::RouteNotFound => (StatusCode::NOT_FOUND, "No such route"),
-        Code::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"),
-        Code::MissingAuthorization => (StatusCode::UNAUTHORIZED, "Credentials required"),
-        Code::InvalidToken => (StatusCode::UNAUTHORIZED, "Invalid token"),
-        Code::TokenExpired => (StatusCode::UNAUTHORIZED, "Token expired"),
-        Code::TokenRevoked => (StatusCode::UNAUTHORIZED, "Token revoked"),
-        Code::InsufficientScope => (StatusCode::FORBIDDEN, "Insufficient scope"),
-        Code::AccountMismatch => (StatusCode::FORBIDDEN, "Another account's resource"),
-        Code::InvalidControlPlaneToken => (StatusCode::UNAUTHORIZED, "Invalid control-plane token"),
-        Code::BootstrapDisabled => (StatusCode::NOT_FOUND, "Bootstrap disabled"),
-        Code::AccountNotFound => (StatusCode::NOT_FOUND, "Account not found"),
-        Code::InvalidAccountName => (StatusCode::BAD_REQUEST, "Invalid account name"),
-        Code::InvalidSampleRate => (StatusCode::BAD_REQUEST, "Invalid sampling rate"),
-        Code::TokenNotFound => (StatusCode::NOT_FOUND, "Token not found"),
-        Code::TokenAlreadyRevoked => (StatusCode::GONE, "Token already revoked"),
-        Code::TokenAlreadyRotated => (StatusCode::CONFLICT, "Token already rotated"),
-        Code::TokenAlreadyExpired => (StatusCode::GONE, "Token already expired"),
-        Code::SelfRotationRefused => (StatusCode::FORBIDDEN, "Self-rotation refused"),
-        Code::InvalidTokenRequest => (StatusCode::BAD_REQUEST, "Invalid token request"),
-        Code::InvalidExpiry => (StatusCode::BAD_REQUEST, "Invalid expiry"),
-        Code::InvalidPublicKey => (StatusCode::BAD_REQUEST, "Invalid public key"),
-        Code::KeyIdMismatch => (StatusCode::BAD_REQUEST, "Key id does not match the key"),
-        Code::PublisherKeyRevoked => (StatusCode::FORBIDDEN, "Publisher key revoked"),
-        Code::PublisherKeyPending => (StatusCode::FORBIDDEN, "Publisher key awaits approval"),
-        Code::PublisherKeyNotFound => (StatusCode::NOT_FOUND, "Publisher key not found"),
-        Code::KeyOwnerOrAdminRequired => (
-            StatusCode::FORBIDDEN,
-            "Only its registrant or an admin may revoke this key",
-        ),
-        Code::SignatureRequired => (StatusCode::UNAUTHORIZED, "Signature required"),
-        Code::UnknownPublisherKey => (StatusCode::FORBIDDEN, "Unknown publisher key"),
-        Code::InvalidSignature => (StatusCode::FORBIDDEN, "Invalid signature"),
-        Code::PolicyInvalid => (StatusCode::BAD_REQUEST, "Invalid policy"),
-        Code::PolicyNotFound => (StatusCode::NOT_FOUND, "Policy not found"),
-        Code::PolicyRevoked => (StatusCode::GONE, "Policy revoked"),
-        Code::PolicyAlreadyActive => (StatusCode::CONFLICT, "Policy already active"),
-        Code::AppRequired => (StatusCode::NOT_FOUND, "App name required"),
-        Code::AppMismatch => (StatusCode::BAD_REQUEST, "App name mismatch"),
-        Code::EtagMismatch => (StatusCode::CONFLICT, "ETag mismatch"),
-        Code::VersionRollback => (StatusCode::CONFLICT, "Version rollback"),
-        Code::VersionOutOfRange => (StatusCode::BAD_REQUEST, "Version out of range"),
-        Code::IdenticalToVersion => (StatusCode::CONFLICT, "Identical to an earlier version"),
-        Code::NoDenyRules => (StatusCode::BAD_REQUEST, "Deny rules dropped"),
-        Code::BundleTooLarge => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Bundle too large for the plan",
-        ),
-        Code::ToolLimit => (StatusCode::PAYMENT_REQUIRED, "Tool limit reached"),
-        Code::AppLimit => (StatusCode::PAYMENT_REQUIRED, "App limit reached"),
-        Code::Locked => (StatusCode::PAYMENT_REQUIRED, "Account locked"),
-        Code::AccountRequired => (StatusCode::BAD_REQUEST, "Account required"),
-        Code::EventBatchTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Event batch too large"),
-        Code::TooManyEvents => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Too many events in one batch",
-        ),
-        Code::InvalidEvent => (StatusCode::BAD_REQUEST, "Invalid event"),
-        Code::MetricsDisabled => (StatusCode::FORBIDDEN, "Metrics disabled"),
-        Code::InvalidTimeRange => (StatusCode::BAD_REQUEST, "Invalid time range"),
-        Code::Conflict => (StatusCode::CONFLICT, "Conflict"),
-        Code::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "Too many requests"),
-        Code::ServiceUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "Service unavailable"),
-        Code::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "Internal error"),
+/// The one table: each kind of error answers one status. Codes carry their kind and
+/// title (`d2_kernel::Code`), so a new code needs nothing here.
+pub const fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Gone => StatusCode::GONE,
+        ErrorKind::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
+        ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -147,7 +90,7 @@ impl ApiError {
     }
 
     fn status(&self) -> StatusCode {
-        status_of(self.code).0
+        status_of(self.code.kind())
     }
 }
 
@@ -195,7 +138,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let (status, title) = status_of(self.code);
+        let (status, title) = (status_of(self.code.kind()), self.code.title());
         let detail = if status.is_server_error() {
             let cause = self
                 .source
@@ -252,5 +195,51 @@ pub fn with_rate_limit(response: &mut HttpResponseBuilder, limit: &RateLimit) {
     response.insert_header((crate::headers::RATE_LIMIT_RESET, limit.reset_seconds));
     if !limit.is_allowed() {
         response.insert_header((header::RETRY_AFTER, limit.retry_after_seconds));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/api.md` lists every code with the status it answers, and nothing else.
+    #[test]
+    fn the_api_reference_lists_every_code_with_its_status() {
+        let reference = include_str!("../../../docs/api.md");
+        let section = reference
+            .split("\n## Errors\n")
+            .nth(1)
+            .expect("docs/api.md has an Errors section");
+        let documented: Vec<(&str, &str)> = section
+            .lines()
+            .filter_map(|line| {
+                let mut cells = line.strip_prefix("| `")?.split(" | ");
+                let code = cells.next()?.strip_suffix('`')?;
+                Some((code, cells.next()?))
+            })
+            .collect();
+        for code in Code::ALL {
+            let status = status_of(code.kind()).as_u16().to_string();
+            assert!(
+                documented.contains(&(code.as_str(), status.as_str())),
+                "docs/api.md: no row `{}` | {status}",
+                code.as_str()
+            );
+        }
+        for (code, _) in &documented {
+            assert!(
+                Code::ALL.iter().any(|known| known.as_str() == *code),
+                "docs/api.md lists `{code}`, which no error has"
+            );
+        }
+    }
+
+    #[test]
+    fn every_code_has_a_distinct_string_and_a_title() {
+        let mut seen = std::collections::HashSet::new();
+        for code in Code::ALL {
+            assert!(seen.insert(code.as_str()), "{} twice", code.as_str());
+            assert!(!code.title().is_empty());
+        }
     }
 }

@@ -7,154 +7,146 @@
 use std::error::Error as StdError;
 use std::fmt;
 
-/// Every machine-readable error code the API can answer with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Code {
-    // Requests the server cannot read.
-    MalformedRequest,
-    InvalidBody,
-    InvalidPath,
-    InvalidQuery,
-    InvalidCursor,
+/// What kind of failure a code is. The HTTP edge answers each kind with one status (and
+/// the OAuth endpoints with one RFC 6749 error), so a new code never touches the edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request cannot be used as sent.
+    BadRequest,
+    /// No credential, or one that is not valid.
+    Unauthenticated,
+    /// A valid credential that may not do this.
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    /// The request collides with the current state.
+    Conflict,
+    /// What the request names existed and is gone for good.
+    Gone,
+    /// The plan does not allow it.
+    PaymentRequired,
     PayloadTooLarge,
     UnsupportedMediaType,
-    /// Text holding U+0000, which no store keeps.
-    InvalidText,
-    RouteNotFound,
-    MethodNotAllowed,
-    // Authentication and authorisation.
-    MissingAuthorization,
-    InvalidToken,
-    TokenExpired,
-    TokenRevoked,
-    InsufficientScope,
-    AccountMismatch,
-    InvalidControlPlaneToken,
-    BootstrapDisabled,
-    // Accounts.
-    AccountNotFound,
-    InvalidAccountName,
-    InvalidSampleRate,
-    // Tokens.
-    TokenNotFound,
-    TokenAlreadyRevoked,
-    TokenAlreadyRotated,
-    TokenAlreadyExpired,
-    SelfRotationRefused,
-    InvalidTokenRequest,
-    InvalidExpiry,
-    // Publisher keys and signatures.
-    InvalidPublicKey,
-    KeyIdMismatch,
-    PublisherKeyRevoked,
-    /// Registered while the account requires approval, and not approved yet.
-    PublisherKeyPending,
-    PublisherKeyNotFound,
-    /// Revoking a key another credential registered, without the `admin` scope.
-    KeyOwnerOrAdminRequired,
-    SignatureRequired,
-    UnknownPublisherKey,
-    InvalidSignature,
-    // Policies.
-    PolicyInvalid,
-    PolicyNotFound,
-    PolicyRevoked,
-    PolicyAlreadyActive,
-    AppRequired,
-    AppMismatch,
-    EtagMismatch,
-    VersionRollback,
-    VersionOutOfRange,
-    /// Publishing the content of an earlier version (going back is a revert).
-    IdenticalToVersion,
-    NoDenyRules,
-    BundleTooLarge,
-    // Plan limits (402: the SDK reads `tool_limit` and `locked`).
-    ToolLimit,
-    AppLimit,
-    Locked,
-    // JWKS.
-    AccountRequired,
-    // Events and metrics.
-    EventBatchTooLarge,
-    TooManyEvents,
-    InvalidEvent,
-    MetricsDisabled,
-    InvalidTimeRange,
-    // Generic.
-    Conflict,
     RateLimited,
-    ServiceUnavailable,
+    /// A dependency is unavailable; retrying later may succeed.
+    Unavailable,
+    /// A bug.
     Internal,
 }
 
-impl Code {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Code::MalformedRequest => "malformed_request",
-            Code::InvalidBody => "invalid_body",
-            Code::InvalidPath => "invalid_path",
-            Code::InvalidQuery => "invalid_query",
-            Code::InvalidCursor => "invalid_cursor",
-            Code::PayloadTooLarge => "payload_too_large",
-            Code::UnsupportedMediaType => "unsupported_media_type",
-            Code::InvalidText => "invalid_text",
-            Code::RouteNotFound => "route_not_found",
-            Code::MethodNotAllowed => "method_not_allowed",
-            Code::MissingAuthorization => "missing_authorization",
-            Code::InvalidToken => "invalid_token",
-            Code::TokenExpired => "token_expired",
-            Code::TokenRevoked => "token_revoked",
-            Code::InsufficientScope => "insufficient_scope",
-            Code::AccountMismatch => "account_mismatch",
-            Code::InvalidControlPlaneToken => "invalid_control_plane_token",
-            Code::BootstrapDisabled => "bootstrap_disabled",
-            Code::AccountNotFound => "account_not_found",
-            Code::InvalidAccountName => "invalid_account_name",
-            Code::InvalidSampleRate => "invalid_sample_rate",
-            Code::TokenNotFound => "token_not_found",
-            Code::TokenAlreadyRevoked => "token_already_revoked",
-            Code::TokenAlreadyRotated => "token_already_rotated",
-            Code::TokenAlreadyExpired => "token_already_expired",
-            Code::SelfRotationRefused => "self_rotation_refused",
-            Code::InvalidTokenRequest => "invalid_token_request",
-            Code::InvalidExpiry => "invalid_expiry",
-            Code::InvalidPublicKey => "invalid_public_key",
-            Code::KeyIdMismatch => "key_id_mismatch",
-            Code::PublisherKeyRevoked => "key_revoked",
-            Code::PublisherKeyPending => "key_pending",
-            Code::PublisherKeyNotFound => "key_not_found",
-            Code::KeyOwnerOrAdminRequired => "key_owner_or_admin_required",
-            Code::SignatureRequired => "signature_required",
-            Code::UnknownPublisherKey => "unknown_key",
-            Code::InvalidSignature => "invalid_signature",
-            Code::PolicyInvalid => "policy_validation_failed",
-            Code::PolicyNotFound => "policy_not_found",
-            Code::PolicyRevoked => "policy_revoked",
-            Code::PolicyAlreadyActive => "policy_already_active",
-            Code::AppRequired => "app_name_required",
-            Code::AppMismatch => "app_name_mismatch",
-            Code::EtagMismatch => "etag_mismatch",
-            Code::VersionRollback => "version_rollback",
-            Code::VersionOutOfRange => "version_out_of_range",
-            Code::IdenticalToVersion => "identical_to_version",
-            Code::NoDenyRules => "no_deny_rules",
-            Code::BundleTooLarge => "bundle_too_large",
-            Code::ToolLimit => "tool_limit",
-            Code::AppLimit => "app_limit",
-            Code::Locked => "locked",
-            Code::AccountRequired => "account_required",
-            Code::EventBatchTooLarge => "event_batch_too_large",
-            Code::TooManyEvents => "too_many_events",
-            Code::InvalidEvent => "invalid_event",
-            Code::MetricsDisabled => "metrics_disabled",
-            Code::InvalidTimeRange => "invalid_time_range",
-            Code::Conflict => "conflict",
-            Code::RateLimited => "rate_limited",
-            Code::ServiceUnavailable => "service_unavailable",
-            Code::Internal => "internal_error",
+/// Declares every error code once: the variant, its wire string, its kind and its title.
+macro_rules! error_codes {
+    ($($(#[$meta:meta])* $variant:ident = $text:literal, $kind:ident, $title:literal;)+) => {
+        /// Every machine-readable error code the API can answer with.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Code {
+            $($(#[$meta])* $variant,)+
         }
-    }
+
+        impl Code {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant),+];
+
+            /// The stable string clients match on.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $text,)+
+                }
+            }
+
+            pub const fn kind(self) -> ErrorKind {
+                match self {
+                    $(Code::$variant => ErrorKind::$kind,)+
+                }
+            }
+
+            /// A short summary for people, the same for every occurrence.
+            pub const fn title(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $title,)+
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    // Requests the server cannot read.
+    MalformedRequest = "malformed_request", BadRequest, "Malformed request";
+    InvalidBody = "invalid_body", BadRequest, "Invalid request body";
+    InvalidPath = "invalid_path", BadRequest, "Invalid path parameter";
+    InvalidQuery = "invalid_query", BadRequest, "Invalid query parameter";
+    InvalidCursor = "invalid_cursor", BadRequest, "Invalid cursor";
+    PayloadTooLarge = "payload_too_large", PayloadTooLarge, "Request body too large";
+    UnsupportedMediaType = "unsupported_media_type", UnsupportedMediaType, "Unsupported media type";
+    /// Text holding U+0000, which no store keeps.
+    InvalidText = "invalid_text", BadRequest, "NUL character in text";
+    RouteNotFound = "route_not_found", NotFound, "No such route";
+    MethodNotAllowed = "method_not_allowed", MethodNotAllowed, "Method not allowed";
+    // Authentication and authorisation.
+    MissingAuthorization = "missing_authorization", Unauthenticated, "Credentials required";
+    InvalidToken = "invalid_token", Unauthenticated, "Invalid token";
+    TokenExpired = "token_expired", Unauthenticated, "Token expired";
+    TokenRevoked = "token_revoked", Unauthenticated, "Token revoked";
+    InsufficientScope = "insufficient_scope", Forbidden, "Insufficient scope";
+    AccountMismatch = "account_mismatch", Forbidden, "Another account's resource";
+    InvalidControlPlaneToken = "invalid_control_plane_token", Unauthenticated, "Invalid control-plane token";
+    BootstrapDisabled = "bootstrap_disabled", NotFound, "Bootstrap disabled";
+    // Accounts.
+    AccountNotFound = "account_not_found", NotFound, "Account not found";
+    InvalidAccountName = "invalid_account_name", BadRequest, "Invalid account name";
+    InvalidSampleRate = "invalid_sample_rate", BadRequest, "Invalid sampling rate";
+    // Tokens.
+    TokenNotFound = "token_not_found", NotFound, "Token not found";
+    TokenAlreadyRevoked = "token_already_revoked", Gone, "Token already revoked";
+    TokenAlreadyRotated = "token_already_rotated", Conflict, "Token already rotated";
+    TokenAlreadyExpired = "token_already_expired", Gone, "Token already expired";
+    SelfRotationRefused = "self_rotation_refused", Forbidden, "Self-rotation refused";
+    InvalidTokenRequest = "invalid_token_request", BadRequest, "Invalid token request";
+    InvalidExpiry = "invalid_expiry", BadRequest, "Invalid expiry";
+    // Publisher keys and signatures.
+    InvalidPublicKey = "invalid_public_key", BadRequest, "Invalid public key";
+    KeyIdMismatch = "key_id_mismatch", BadRequest, "Key id does not match the key";
+    PublisherKeyRevoked = "key_revoked", Forbidden, "Publisher key revoked";
+    /// Registered while the account requires approval, and not approved yet.
+    PublisherKeyPending = "key_pending", Forbidden, "Publisher key awaits approval";
+    PublisherKeyNotFound = "key_not_found", NotFound, "Publisher key not found";
+    /// Revoking a key another credential registered, without the `admin` scope.
+    KeyOwnerOrAdminRequired = "key_owner_or_admin_required", Forbidden, "Only its registrant or an admin may revoke this key";
+    SignatureRequired = "signature_required", Unauthenticated, "Signature required";
+    UnknownPublisherKey = "unknown_key", Forbidden, "Unknown publisher key";
+    InvalidSignature = "invalid_signature", Forbidden, "Invalid signature";
+    // Policies.
+    PolicyInvalid = "policy_validation_failed", BadRequest, "Invalid policy";
+    PolicyNotFound = "policy_not_found", NotFound, "Policy not found";
+    PolicyRevoked = "policy_revoked", Gone, "Policy revoked";
+    PolicyAlreadyActive = "policy_already_active", Conflict, "Policy already active";
+    AppRequired = "app_name_required", NotFound, "App name required";
+    AppMismatch = "app_name_mismatch", BadRequest, "App name mismatch";
+    EtagMismatch = "etag_mismatch", Conflict, "ETag mismatch";
+    VersionRollback = "version_rollback", Conflict, "Version rollback";
+    VersionOutOfRange = "version_out_of_range", BadRequest, "Version out of range";
+    /// Publishing the content of an earlier version (going back is a revert).
+    IdenticalToVersion = "identical_to_version", Conflict, "Identical to an earlier version";
+    NoDenyRules = "no_deny_rules", BadRequest, "Deny rules dropped";
+    BundleTooLarge = "bundle_too_large", PayloadTooLarge, "Bundle too large for the plan";
+    // Plan limits (402: the SDK reads `tool_limit` and `locked`).
+    ToolLimit = "tool_limit", PaymentRequired, "Tool limit reached";
+    AppLimit = "app_limit", PaymentRequired, "App limit reached";
+    Locked = "locked", PaymentRequired, "Account locked";
+    // JWKS.
+    AccountRequired = "account_required", BadRequest, "Account required";
+    // Events and metrics.
+    EventBatchTooLarge = "event_batch_too_large", PayloadTooLarge, "Event batch too large";
+    TooManyEvents = "too_many_events", PayloadTooLarge, "Too many events in one batch";
+    InvalidEvent = "invalid_event", BadRequest, "Invalid event";
+    MetricsDisabled = "metrics_disabled", Forbidden, "Metrics disabled";
+    InvalidTimeRange = "invalid_time_range", BadRequest, "Invalid time range";
+    // Generic.
+    Conflict = "conflict", Conflict, "Conflict";
+    RateLimited = "rate_limited", RateLimited, "Too many requests";
+    ServiceUnavailable = "service_unavailable", Unavailable, "Service unavailable";
+    Internal = "internal_error", Internal, "Internal error";
 }
 
 impl fmt::Display for Code {

@@ -28,7 +28,7 @@ pub use blocking::{Blocking, run_blocking};
 pub use cache::{CacheSettings, CacheStats, CoherentCache};
 pub use change::Change;
 pub use clock::{Clock, ManualClock, SystemClock, earlier, later};
-pub use error::{Code, ErrorCode, StoreError};
+pub use error::{Code, ErrorCode, ErrorKind, StoreError};
 pub use ids::{AccountId, PolicyId, TokenId, UserId};
 pub use page::{Cursor, Page, PageError, PageRequest};
 pub use plan::{Plan, PlanCatalog, Quotas};

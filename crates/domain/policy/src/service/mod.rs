@@ -587,6 +587,4 @@ impl PolicyService {
             })
             .await
     }
-
 }
-
