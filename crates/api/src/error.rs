@@ -202,44 +202,86 @@ pub fn with_rate_limit(response: &mut HttpResponseBuilder, limit: &RateLimit) {
 mod tests {
     use super::*;
 
-    /// `docs/api.md` lists every code with the status it answers, and nothing else.
-    #[test]
-    fn the_api_reference_lists_every_code_with_its_status() {
-        let reference = include_str!("../../../docs/api.md");
-        let section = reference
-            .split("\n## Errors\n")
-            .nth(1)
-            .expect("docs/api.md has an Errors section");
-        let documented: Vec<(&str, &str)> = section
-            .lines()
-            .filter_map(|line| {
-                let mut cells = line.strip_prefix("| `")?.split(" | ");
-                let code = cells.next()?.strip_suffix('`')?;
-                Some((code, cells.next()?))
-            })
-            .collect();
-        for code in Code::ALL {
-            let status = status_of(code.kind()).as_u16().to_string();
-            assert!(
-                documented.contains(&(code.as_str(), status.as_str())),
-                "docs/api.md: no row `{}` | {status}",
-                code.as_str()
-            );
-        }
-        for (code, _) in &documented {
-            assert!(
-                Code::ALL.iter().any(|known| known.as_str() == *code),
-                "docs/api.md lists `{code}`, which no error has"
-            );
-        }
-    }
-
     #[test]
     fn every_code_has_a_distinct_string_and_a_title() {
         let mut seen = std::collections::HashSet::new();
         for code in Code::ALL {
             assert!(seen.insert(code.as_str()), "{} twice", code.as_str());
             assert!(!code.title().is_empty());
+        }
+    }
+}
+
+/// The lists of `docs/api.md` that mirror a declaration in code.
+#[cfg(test)]
+mod reference {
+    use super::*;
+
+    const API_MD: &str = include_str!("../../../docs/api.md");
+
+    /// The text of the section of `docs/api.md` under `## {title}`.
+    fn section(title: &str) -> &'static str {
+        let start = API_MD
+            .split_once(&format!("\n## {title}\n"))
+            .unwrap_or_else(|| panic!("docs/api.md has no section {title}"))
+            .1;
+        start.split("\n## ").next().unwrap_or(start)
+    }
+
+    /// The first cell of each table row whose first cell is code: `| `x` | ...`.
+    fn first_cells(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter_map(|line| line.strip_prefix("| `")?.split_once('`'))
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// Every code with the status it answers, and nothing else.
+    #[test]
+    fn every_code_is_listed_with_its_status() {
+        let rows: Vec<(&str, &str)> = section("Errors")
+            .lines()
+            .filter_map(|line| {
+                let (code, rest) = line.strip_prefix("| `")?.split_once('`')?;
+                Some((code, rest.strip_prefix(" | ")?.split(" | ").next()?))
+            })
+            .collect();
+        let declared: Vec<(&str, String)> = Code::ALL
+            .iter()
+            .map(|code| (code.as_str(), status_of(code.kind()).as_u16().to_string()))
+            .collect();
+        for (code, status) in &declared {
+            assert!(
+                rows.contains(&(code, status.as_str())),
+                "docs/api.md, Errors: no row `{code}` | {status}"
+            );
+        }
+        for (code, _) in &rows {
+            assert!(
+                declared.iter().any(|(known, _)| known == code),
+                "docs/api.md lists `{code}`, which no error has"
+            );
+        }
+    }
+
+    #[test]
+    fn every_audit_action_is_listed_and_nothing_else() {
+        let listed = first_cells(section("Audit actions"));
+        let declared: Vec<&str> = d2_audit::AuditAction::ALL
+            .iter()
+            .map(|action| action.as_str())
+            .collect();
+        assert_eq!(listed, declared);
+    }
+
+    #[test]
+    fn every_scope_is_named_in_the_scopes_section() {
+        let text = section("Scopes");
+        for scope in d2_kernel::Scope::ALL {
+            assert!(
+                text.contains(&format!("`{scope}`")),
+                "docs/api.md, Scopes: `{scope}` missing"
+            );
         }
     }
 }

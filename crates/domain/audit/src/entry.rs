@@ -1,110 +1,47 @@
-use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use d2_kernel::{AccountId, AuthContext, TokenId, UserId};
 use serde_json::Value;
 
-/// What happened. The names are stable and shown to customers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AuditAction {
-    /// A new account, its owner and first admin token, created by the control plane.
-    AccountBootstrap,
-    /// An account's settings changed (name, sampling, metrics).
-    AccountUpdate,
-    /// A trial ended and the account was locked by the worker.
-    AccountLock,
-    TokenCreate,
-    TokenRevoke,
-    TokenRotate,
-    /// A token passed its expiry (or its rotation grace) and was marked revoked by the worker.
-    TokenExpire,
-    /// An owner token issued by the control plane for an existing account.
-    TokenBreakGlass,
-    /// An account's signing key was created (its first one, on first publish or by d2ctl).
-    KeyCreate,
-    /// An account's signing key was replaced and its active bundles re-signed.
-    JwksRotate,
-    /// A publisher (Ed25519) key was registered.
-    KeyUpload,
-    /// A publisher key was revoked.
-    KeyRevoke,
-    /// A publisher key waiting for approval was approved by an admin.
-    KeyApprove,
-    PolicyDraft,
-    PolicyPublish,
-    /// A published policy's description or content changed (content changes are new versions).
-    PolicyUpdate,
-    PolicyRevert,
-    PolicyRevoke,
-}
-
-impl AuditAction {
-    pub const ALL: [AuditAction; 18] = [
-        AuditAction::AccountBootstrap,
-        AuditAction::AccountUpdate,
-        AuditAction::AccountLock,
-        AuditAction::TokenCreate,
-        AuditAction::TokenRevoke,
-        AuditAction::TokenRotate,
-        AuditAction::TokenExpire,
-        AuditAction::TokenBreakGlass,
-        AuditAction::KeyCreate,
-        AuditAction::JwksRotate,
-        AuditAction::KeyUpload,
-        AuditAction::KeyRevoke,
-        AuditAction::KeyApprove,
-        AuditAction::PolicyDraft,
-        AuditAction::PolicyPublish,
-        AuditAction::PolicyUpdate,
-        AuditAction::PolicyRevert,
-        AuditAction::PolicyRevoke,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            AuditAction::AccountBootstrap => "account.bootstrap",
-            AuditAction::AccountUpdate => "account.update",
-            AuditAction::AccountLock => "account.lock",
-            AuditAction::TokenCreate => "token.create",
-            AuditAction::TokenRevoke => "token.revoke",
-            AuditAction::TokenRotate => "token.rotate",
-            AuditAction::TokenExpire => "token.expire",
-            AuditAction::TokenBreakGlass => "token.break_glass",
-            AuditAction::KeyCreate => "jwks.key_create",
-            AuditAction::JwksRotate => "jwks.rotate",
-            AuditAction::KeyUpload => "key.upload",
-            AuditAction::KeyRevoke => "key.revoke",
-            AuditAction::KeyApprove => "key.approve",
-            AuditAction::PolicyDraft => "policy.draft",
-            AuditAction::PolicyPublish => "policy.publish",
-            AuditAction::PolicyUpdate => "policy.update",
-            AuditAction::PolicyRevert => "policy.revert",
-            AuditAction::PolicyRevoke => "policy.revoke",
-        }
-    }
-}
-
-impl fmt::Display for AuditAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+d2_kernel::named_values! {
+    /// What happened. The names are stable and shown to customers.
+    pub enum AuditAction (unknown: UnknownAction) {
+        /// A new account, its owner and first admin token, created by the control plane.
+        AccountBootstrap = "account.bootstrap",
+        /// An account's settings changed (name, sampling, metrics).
+        AccountUpdate = "account.update",
+        /// A trial ended and the account was locked by the worker.
+        AccountLock = "account.lock",
+        TokenCreate = "token.create",
+        TokenRevoke = "token.revoke",
+        TokenRotate = "token.rotate",
+        /// A token passed its expiry (or its rotation grace) and was marked revoked by the worker.
+        TokenExpire = "token.expire",
+        /// An owner token issued by the control plane for an existing account.
+        TokenBreakGlass = "token.break_glass",
+        /// An account's signing key was created (its first one, on first publish or by d2ctl).
+        KeyCreate = "jwks.key_create",
+        /// An account's signing key was replaced and its active bundles re-signed.
+        JwksRotate = "jwks.rotate",
+        /// A publisher (Ed25519) key was registered.
+        KeyUpload = "key.upload",
+        /// A publisher key was revoked.
+        KeyRevoke = "key.revoke",
+        /// A publisher key waiting for approval was approved by an admin.
+        KeyApprove = "key.approve",
+        PolicyDraft = "policy.draft",
+        PolicyPublish = "policy.publish",
+        /// A published policy's description or content changed (content changes are new versions).
+        PolicyUpdate = "policy.update",
+        PolicyRevert = "policy.revert",
+        PolicyRevoke = "policy.revoke",
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown audit action `{0}`")]
 pub struct UnknownAction(pub String);
-
-impl FromStr for AuditAction {
-    type Err = UnknownAction;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        AuditAction::ALL
-            .into_iter()
-            .find(|action| action.as_str() == s)
-            .ok_or_else(|| UnknownAction(s.to_owned()))
-    }
-}
 
 /// The outcome the record describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -17,6 +17,7 @@ pub mod clock;
 pub mod error;
 pub mod ids;
 pub mod limit;
+mod named;
 pub mod page;
 pub mod plan;
 pub mod scope;

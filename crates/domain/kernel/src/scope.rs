@@ -17,62 +17,39 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// An atomic permission.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Scope {
-    PolicyRead,
-    PolicyPublish,
-    PolicyRevoke,
-    PolicyRevert,
-    KeyUpload,
-    EventIngest,
-    MetricsRead,
-    /// Management of the account: tokens, members, keys, rotation, audit.
-    Admin,
+crate::named_values! {
+    /// An atomic permission.
+    pub enum Scope (unknown: UnknownScope) {
+        PolicyRead = "policy.read",
+        PolicyPublish = "policy.publish",
+        PolicyRevoke = "policy.revoke",
+        PolicyRevert = "policy.revert",
+        KeyUpload = "key.upload",
+        EventIngest = "event.ingest",
+        MetricsRead = "metrics.read",
+        /// Management of the account: tokens, members, keys, rotation, audit.
+        Admin = "admin",
+    }
 }
 
+// Each scope has its bit in a `u64`.
+const _: () = assert!(Scope::ALL.len() <= 64);
+
 impl Scope {
-    /// Every atomic scope, in a stable order.
-    pub const ALL: [Scope; 8] = [
-        Scope::PolicyRead,
-        Scope::PolicyPublish,
-        Scope::PolicyRevoke,
-        Scope::PolicyRevert,
-        Scope::KeyUpload,
-        Scope::EventIngest,
-        Scope::MetricsRead,
-        Scope::Admin,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Scope::PolicyRead => "policy.read",
-            Scope::PolicyPublish => "policy.publish",
-            Scope::PolicyRevoke => "policy.revoke",
-            Scope::PolicyRevert => "policy.revert",
-            Scope::KeyUpload => "key.upload",
-            Scope::EventIngest => "event.ingest",
-            Scope::MetricsRead => "metrics.read",
-            Scope::Admin => "admin",
-        }
-    }
-
     /// Strict scopes are never satisfied through a composite grant.
     pub const fn is_strict(self) -> bool {
         matches!(self, Scope::MetricsRead)
     }
 
-    const fn bit(self) -> u16 {
-        match self {
-            Scope::PolicyRead => 1,
-            Scope::PolicyPublish => 1 << 1,
-            Scope::PolicyRevoke => 1 << 2,
-            Scope::PolicyRevert => 1 << 3,
-            Scope::KeyUpload => 1 << 4,
-            Scope::EventIngest => 1 << 5,
-            Scope::MetricsRead => 1 << 6,
-            Scope::Admin => 1 << 7,
-        }
+    /// The scope's bit in a [`ScopeSet`]: its position in [`Scope::ALL`], so a new scope
+    /// is one line in the declaration above, and a set holds up to 64.
+    fn bit(self) -> u64 {
+        Scope::ALL
+            .iter()
+            .position(|scope| *scope == self)
+            .and_then(|index| u32::try_from(index).ok())
+            .and_then(|index| 1_u64.checked_shl(index))
+            .unwrap_or(0)
     }
 
     pub const fn description(self) -> &'static str {
@@ -89,27 +66,10 @@ impl Scope {
     }
 }
 
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// The text is not a known scope or grant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown scope `{0}`")]
 pub struct UnknownScope(pub String);
-
-impl FromStr for Scope {
-    type Err = UnknownScope;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Scope::ALL
-            .into_iter()
-            .find(|scope| scope.as_str() == s)
-            .ok_or_else(|| UnknownScope(s.to_owned()))
-    }
-}
 
 /// What a credential was granted: an atomic scope or a composite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -139,7 +99,7 @@ impl Grant {
     }
 
     /// The atomic scopes this grant confers to non-strict checks, as a bit set.
-    const fn bits(self) -> u16 {
+    fn bits(self) -> u64 {
         match self {
             Grant::Scope(scope) => scope.bit(),
             Grant::Dev => {
@@ -153,7 +113,7 @@ impl Grant {
     }
 
     /// Does this grant confer `scope` to a non-strict check?
-    pub const fn confers(self, scope: Scope) -> bool {
+    pub fn confers(self, scope: Scope) -> bool {
         self.bits() & scope.bit() != 0
     }
 }
@@ -194,8 +154,8 @@ impl<'de> Deserialize<'de> for Grant {
 #[derive(Clone, PartialEq, Eq)]
 pub struct ScopeSet {
     grants: Vec<Grant>,
-    explicit: u16,
-    effective: u16,
+    explicit: u64,
+    effective: u64,
 }
 
 impl ScopeSet {
