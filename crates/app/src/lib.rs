@@ -214,7 +214,7 @@ impl App {
             analytics,
             shared.clone(),
             forwarder,
-            accounts.clone(),
+            Arc::new(accounts.clone()),
             clock.clone(),
             settings.events.settings(),
         )
@@ -430,7 +430,7 @@ fn policy_service(
         store.clone(),
         PublisherKeys::new(store.clone(), accounts.clone(), clock.clone()),
         jwks,
-        accounts,
+        Arc::new(accounts),
         clock.clone(),
         policy_settings,
     ))

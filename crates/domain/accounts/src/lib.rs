@@ -18,4 +18,4 @@ mod service;
 pub use account::{Account, AccountName, AccountPatch, InvalidAccountName, Role, User};
 pub use ports::{AccountRepo, AuditOf, JobAuditOf};
 pub use sampling::{InvalidSampleRate, SampleRate, SamplingPolicy};
-pub use service::{AccountError, AccountOverview, AccountService, Entitlement};
+pub use service::{AccountError, AccountOverview, AccountService};

@@ -3,8 +3,8 @@ use std::sync::Arc;
 
 use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::{
-    AccessError, AccountId, AuthContext, CacheSettings, Clock, Code, CoherentCache, ErrorCode,
-    Plan, PlanCatalog, Quotas, Scope, StoreError,
+    AccessError, AccountId, AuthContext, CacheSettings, Clock, Code, CoherentCache, Entitlement,
+    EntitlementError, Entitlements, ErrorCode, Plan, PlanCatalog, Quotas, Scope, StoreError,
 };
 use serde_json::json;
 
@@ -51,15 +51,6 @@ pub struct AccountOverview {
     pub event_sample: BTreeMap<String, f64>,
 }
 
-/// What an account may do now: its effective plan and that plan's quotas. The other
-/// domains ask for this on their hot paths (every poll and every batch), so it carries
-/// nothing else.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entitlement {
-    pub plan: Plan,
-    pub quotas: Quotas,
-}
-
 /// At most this many accounts change in one transaction of a scheduled job.
 const JOB_BATCH: u32 = 500;
 
@@ -84,6 +75,20 @@ pub struct AccountService {
 impl std::fmt::Debug for AccountService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccountService").finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl Entitlements for AccountService {
+    async fn entitlement(&self, account: AccountId) -> Result<Entitlement, EntitlementError> {
+        self.entitlement_of(account)
+            .await
+            .map_err(|error| match error {
+                AccountError::NotFound => EntitlementError::UnknownAccount,
+                AccountError::Store(error) => EntitlementError::Store(error),
+                // A read raises nothing else.
+                other => EntitlementError::Store(StoreError::internal(other)),
+            })
     }
 }
 
@@ -124,13 +129,14 @@ impl AccountService {
         Ok(self.describe(snapshot.account.clone(), snapshot.members))
     }
 
-    /// The caller's account's effective plan and quotas, from the cache.
-    pub async fn entitlement(&self, ctx: &AuthContext) -> Result<Entitlement, AccountError> {
-        let snapshot = self.snapshot(ctx.account_id).await?;
+    /// The account's effective plan and quotas, from the cache.
+    pub async fn entitlement_of(&self, account: AccountId) -> Result<Entitlement, AccountError> {
+        let snapshot = self.snapshot(account).await?;
         let plan = snapshot.account.effective_plan(self.clock.now());
         Ok(Entitlement {
             plan,
             quotas: self.plans.quotas(plan).clone(),
+            metrics_enabled: snapshot.account.metrics_enabled,
         })
     }
 
@@ -326,6 +332,26 @@ mod tests {
         let overview = f.service.overview(&server).await.unwrap();
         assert_eq!(overview.plan, Plan::Locked);
         assert_eq!(overview.quotas, PlanCatalog::default().locked);
+    }
+
+    #[tokio::test]
+    async fn entitlements_follow_the_plan_and_lock_when_the_trial_ends() {
+        let f = fixture();
+        let entitlements: &dyn Entitlements = &f.service;
+        let now = entitlements.entitlement(f.account.id).await.unwrap();
+        assert_eq!(now.plan, Plan::Trial);
+        assert!(!now.is_locked());
+        assert_eq!(now.quotas, PlanCatalog::default().trial);
+        assert!(now.metrics_enabled);
+
+        f.clock.advance(Duration::days(15));
+        let later = entitlements.entitlement(f.account.id).await.unwrap();
+        assert!(later.is_locked());
+        assert_eq!(later.quotas, PlanCatalog::default().locked);
+        assert!(matches!(
+            entitlements.entitlement(AccountId::random()).await,
+            Err(EntitlementError::UnknownAccount)
+        ));
     }
 
     #[tokio::test]

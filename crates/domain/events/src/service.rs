@@ -1,9 +1,9 @@
 use chrono::{DateTime, Duration, Utc};
-use d2_accounts::{AccountError, AccountService, Entitlement};
 use d2_kernel::limit::{LocalQuotas, QuotaStore, Rate, RateLimit};
 use d2_kernel::{
     AccessError, AccountId, AppName, AuthContext, CacheSettings, Clock, Code, CoherentCache,
-    ErrorCode, Page, PageError, PageRequest, Plan, Scope, StoreError,
+    Entitlement, EntitlementError, Entitlements, ErrorCode, Page, PageError, PageRequest, Scope,
+    StoreError,
 };
 use serde_json::Value;
 use std::collections::HashSet;
@@ -19,7 +19,7 @@ pub enum EventError {
     #[error(transparent)]
     Access(#[from] AccessError),
     #[error(transparent)]
-    Account(#[from] AccountError),
+    Entitlement(#[from] EntitlementError),
     #[error("the account is locked (its trial has ended)")]
     Locked,
     #[error("the batch is {size} bytes; at most {max} are accepted (split it)")]
@@ -49,7 +49,7 @@ impl ErrorCode for EventError {
     fn code(&self) -> Code {
         match self {
             EventError::Access(e) => e.code(),
-            EventError::Account(e) => e.code(),
+            EventError::Entitlement(e) => e.code(),
             EventError::Locked => Code::Locked,
             EventError::TooLarge { .. } => Code::EventBatchTooLarge,
             EventError::TooManyEvents { .. } => Code::TooManyEvents,
@@ -120,7 +120,7 @@ pub struct EventService {
     analytics: Arc<dyn AnalyticsStore>,
     resolver: Arc<dyn AppResolver>,
     forwarder: Arc<dyn EventForwarder>,
-    accounts: AccountService,
+    entitlements: Arc<dyn Entitlements>,
     clock: Arc<dyn Clock>,
     settings: EventSettings,
     quotas: Arc<dyn QuotaStore>,
@@ -154,7 +154,7 @@ impl EventService {
         analytics: Arc<dyn AnalyticsStore>,
         resolver: Arc<dyn AppResolver>,
         forwarder: Arc<dyn EventForwarder>,
-        accounts: AccountService,
+        entitlements: Arc<dyn Entitlements>,
         clock: Arc<dyn Clock>,
         settings: EventSettings,
     ) -> Self {
@@ -163,7 +163,7 @@ impl EventService {
             analytics,
             resolver,
             forwarder,
-            accounts,
+            entitlements,
             clock,
             apps_by_etag: Arc::new(CoherentCache::new(settings.cache)),
             quotas: Arc::new(LocalQuotas::default()),
@@ -213,11 +213,11 @@ impl EventService {
     async fn spend_quota(
         &self,
         ctx: &AuthContext,
-        overview: &Entitlement,
+        entitlement: &Entitlement,
         events: usize,
     ) -> Result<RateLimit, EventError> {
         let events = u32::try_from(events).unwrap_or(u32::MAX);
-        let rate = Rate::per_minute(overview.quotas.ingest_events_per_minute);
+        let rate = Rate::per_minute(entitlement.quotas.ingest_events_per_minute);
         let key = format!("ingest:{}", ctx.account_id);
         self.quotas
             .take(&key, events.max(1), rate)
@@ -234,15 +234,15 @@ impl EventService {
     /// (read before the body, so an oversized body is refused unread).
     pub async fn ingest_body_cap(&self, ctx: &AuthContext) -> Result<usize, EventError> {
         ctx.require(Scope::EventIngest)?;
-        let overview = self.accounts.entitlement(ctx).await?;
-        if overview.plan == Plan::Locked {
+        let entitlement = self.entitled(ctx).await?;
+        if entitlement.is_locked() {
             return Err(EventError::Locked);
         }
-        Ok(self.body_cap(&overview))
+        Ok(self.body_cap(&entitlement))
     }
 
-    fn body_cap(&self, overview: &Entitlement) -> usize {
-        usize::try_from(overview.quotas.max_batch_bytes)
+    fn body_cap(&self, entitlement: &Entitlement) -> usize {
+        usize::try_from(entitlement.quotas.max_batch_bytes)
             .unwrap_or(usize::MAX)
             .max(self.settings.min_body_bytes)
     }
@@ -255,11 +255,11 @@ impl EventService {
         request: IngestRequest<'_>,
     ) -> Result<IngestOutcome, EventError> {
         ctx.require(Scope::EventIngest)?;
-        let overview = self.accounts.entitlement(ctx).await?;
-        if overview.plan == Plan::Locked {
+        let entitlement = self.entitled(ctx).await?;
+        if entitlement.is_locked() {
             return Err(EventError::Locked);
         }
-        let cap = self.body_cap(&overview);
+        let cap = self.body_cap(&entitlement);
         if request.body.len() > cap {
             return Err(EventError::TooLarge {
                 size: request.body.len(),
@@ -271,14 +271,14 @@ impl EventService {
         let now = self.clock.now();
         let incoming = parse_batch(body, now, self.settings.max_age, self.settings.max_future)
             .map_err(EventError::Invalid)?;
-        let max = overview.quotas.event_batch;
+        let max = entitlement.quotas.event_batch;
         if incoming.len() > usize::try_from(max).unwrap_or(usize::MAX) {
             return Err(EventError::TooManyEvents {
                 count: incoming.len(),
                 max,
             });
         }
-        let limit = self.spend_quota(ctx, &overview, incoming.len()).await?;
+        let limit = self.spend_quota(ctx, &entitlement, incoming.len()).await?;
         if incoming.is_empty() {
             return Ok(IngestOutcome {
                 accepted: 0,
@@ -361,9 +361,13 @@ impl EventService {
             .await?)
     }
 
+    async fn entitled(&self, ctx: &AuthContext) -> Result<Entitlement, EventError> {
+        Ok(self.entitlements.entitlement(ctx.account_id).await?)
+    }
+
     async fn reading(&self, ctx: &AuthContext) -> Result<(), EventError> {
         ctx.require(Scope::MetricsRead)?;
-        if !self.accounts.overview(ctx).await?.account.metrics_enabled {
+        if !self.entitled(ctx).await?.metrics_enabled {
             return Err(EventError::MetricsDisabled);
         }
         Ok(())

@@ -64,7 +64,7 @@ fn world_with(settings: PolicySettings) -> World {
         repo.clone(),
         PublisherKeys::new(repo, account_service.clone(), clock.clone()),
         jwks,
-        account_service.clone(),
+        Arc::new(account_service.clone()),
         clock.clone(),
         settings,
     );

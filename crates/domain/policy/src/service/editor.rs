@@ -141,14 +141,14 @@ impl PolicyService {
         if target.stage == Stage::Draft {
             return self.save_draft(ctx, document.into_value()).await;
         }
-        let overview = self.serving_account(ctx).await?;
+        let entitlement = self.serving_account(ctx).await?;
         let publisher = self
             .keys
             .verify(ctx.account_id, key_id, signature, body)
             .await?;
         self.republish(
             ctx,
-            &overview,
+            &entitlement,
             document,
             AuditAction::PolicyUpdate,
             json!({ "from_version": target.version, "key_id": publisher.key_id }),

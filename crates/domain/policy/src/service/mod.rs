@@ -1,13 +1,13 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use d2_accounts::{AccountError, AccountService, Entitlement};
 use d2_audit::{AuditAction, AuditEntry};
 use d2_jwks::{Jwks, JwksError, JwsHeaderExtras, RotationHint, SigningKey};
 use d2_kernel::limit::{KeyedLimiter, Rate, RateLimit};
 use d2_kernel::{
     AccessError, AccountId, AppName, AuthContext, CacheSettings, Clock, Code, CoherentCache,
-    ErrorCode, Page, PageError, PageRequest, Plan, PolicyId, Scope, StoreError,
+    Entitlement, EntitlementError, Entitlements, ErrorCode, Page, PageError, PageRequest, Plan,
+    PolicyId, Scope, StoreError,
 };
 use ring::digest::{SHA256, digest};
 use serde_json::{Value, json};
@@ -34,7 +34,7 @@ pub enum PolicyError {
     #[error(transparent)]
     Access(#[from] AccessError),
     #[error(transparent)]
-    Account(#[from] AccountError),
+    Entitlement(#[from] EntitlementError),
     #[error(transparent)]
     Signature(#[from] SignatureError),
     #[error(transparent)]
@@ -106,7 +106,7 @@ impl ErrorCode for PolicyError {
     fn code(&self) -> Code {
         match self {
             PolicyError::Access(e) => e.code(),
-            PolicyError::Account(e) => e.code(),
+            PolicyError::Entitlement(e) => e.code(),
             PolicyError::Signature(e) => e.code(),
             PolicyError::Unparseable(Unparseable::NulCharacter) => Code::InvalidText,
             PolicyError::Unparseable(_) | PolicyError::Invalid(_) => Code::PolicyInvalid,
@@ -257,7 +257,7 @@ pub struct PolicyService {
     repo: Arc<dyn PolicyRepo>,
     keys: PublisherKeys,
     jwks: Arc<Jwks>,
-    accounts: AccountService,
+    entitlements: Arc<dyn Entitlements>,
     clock: Arc<dyn Clock>,
     settings: PolicySettings,
     /// What each app serves; polls are answered from here without touching the store.
@@ -282,7 +282,7 @@ impl PolicyService {
         repo: Arc<dyn PolicyRepo>,
         keys: PublisherKeys,
         jwks: Arc<Jwks>,
-        accounts: AccountService,
+        entitlements: Arc<dyn Entitlements>,
         clock: Arc<dyn Clock>,
         settings: PolicySettings,
     ) -> Self {
@@ -290,7 +290,7 @@ impl PolicyService {
             repo,
             keys,
             jwks,
-            accounts,
+            entitlements,
             clock,
             bundles: Arc::new(CoherentCache::weighted(
                 settings.cache,
@@ -333,33 +333,36 @@ impl PolicyService {
     }
 
     async fn serving_account(&self, ctx: &AuthContext) -> Result<Entitlement, PolicyError> {
-        let overview = self.accounts.entitlement(ctx).await?;
-        if overview.plan == Plan::Locked {
+        let entitlement = self.entitlements.entitlement(ctx.account_id).await?;
+        if entitlement.is_locked() {
             return Err(PolicyError::Locked);
         }
-        Ok(overview)
+        Ok(entitlement)
     }
 
-    fn check_tools(document: &PolicyDocument, overview: &Entitlement) -> Result<u32, PolicyError> {
+    fn check_tools(
+        document: &PolicyDocument,
+        entitlement: &Entitlement,
+    ) -> Result<u32, PolicyError> {
         let count = document.tools().len();
-        let max = overview.quotas.max_tools;
+        let max = entitlement.quotas.max_tools;
         if count > usize::try_from(max).unwrap_or(usize::MAX) {
             return Err(PolicyError::ToolLimit {
                 count,
                 max,
-                plan: overview.plan,
+                plan: entitlement.plan,
             });
         }
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
-    fn check_size(size: u64, overview: &Entitlement) -> Result<(), PolicyError> {
-        let max = overview.quotas.max_bundle_bytes;
+    fn check_size(size: u64, entitlement: &Entitlement) -> Result<(), PolicyError> {
+        let max = entitlement.quotas.max_bundle_bytes;
         if size > max {
             return Err(PolicyError::TooLarge {
                 size,
                 max,
-                plan: overview.plan,
+                plan: entitlement.plan,
             });
         }
         Ok(())
@@ -465,7 +468,7 @@ impl PolicyService {
     async fn signed_version(
         &self,
         ctx: &AuthContext,
-        overview: &Entitlement,
+        entitlement: &Entitlement,
         document: &PolicyDocument,
         tool_count: u32,
         publisher_key_id: Option<&str>,
@@ -483,7 +486,7 @@ impl PolicyService {
             now,
         )?;
         let size = u64::try_from(jws.len()).unwrap_or(u64::MAX);
-        Self::check_size(size, overview)?;
+        Self::check_size(size, entitlement)?;
         let etag = hex_sha256(jws.as_bytes());
         let mut record = self.record(
             ctx,

@@ -23,7 +23,7 @@ impl PolicyService {
             "published"
         };
         let app = Self::resolve_app(ctx, app, what)?;
-        let overview = self.serving_account(ctx).await?;
+        let entitlement = self.serving_account(ctx).await?;
         let state = self.state(ctx.account_id, &app).await?;
         let record = match stage {
             BundleStage::Auto => state.active.as_ref().or(state.draft.as_ref()),
@@ -39,16 +39,16 @@ impl PolicyService {
                 what,
             });
         };
-        let max_tools = overview.quotas.max_tools;
+        let max_tools = entitlement.quotas.max_tools;
         if record.tool_count > max_tools {
             return Err(PolicyError::ToolLimit {
                 count: usize::try_from(record.tool_count).unwrap_or(usize::MAX),
                 max: max_tools,
-                plan: overview.plan,
+                plan: entitlement.plan,
             });
         }
-        Self::check_size(record.size_bytes, &overview)?;
-        let poll_seconds = overview.quotas.poll_seconds;
+        Self::check_size(record.size_bytes, &entitlement)?;
+        let poll_seconds = entitlement.quotas.poll_seconds;
         if if_none_match.map(normalise_etag) == Some(record.etag.as_str()) {
             return Ok(Poll::NotModified {
                 etag: record.etag.clone(),

@@ -11,12 +11,12 @@ impl PolicyService {
     pub async fn body_cap(&self, ctx: &AuthContext, scope: Scope) -> Result<usize, PolicyError> {
         const FRAMING: usize = 64 * 1024;
         ctx.require(scope)?;
-        let overview = if scope == Scope::PolicyRead {
-            self.accounts.entitlement(ctx).await?
+        let entitlement = if scope == Scope::PolicyRead {
+            self.entitlements.entitlement(ctx.account_id).await?
         } else {
             self.serving_account(ctx).await?
         };
-        Ok(usize::try_from(overview.quotas.max_bundle_bytes)
+        Ok(usize::try_from(entitlement.quotas.max_bundle_bytes)
             .unwrap_or(usize::MAX)
             .saturating_add(FRAMING))
     }
@@ -53,12 +53,12 @@ impl PolicyService {
         value: Value,
     ) -> Result<PolicyRecord, PolicyError> {
         ctx.require(Scope::PolicyPublish)?;
-        let overview = self.serving_account(ctx).await?;
+        let entitlement = self.serving_account(ctx).await?;
         let document = Self::document_of(value)?;
-        let tool_count = Self::check_tools(&document, &overview)?;
+        let tool_count = Self::check_tools(&document, &entitlement)?;
         let canonical = serde_json::to_vec(document.as_map()).unwrap_or_default();
         let size = u64::try_from(canonical.len()).unwrap_or(u64::MAX);
-        Self::check_size(size, &overview)?;
+        Self::check_size(size, &entitlement)?;
         let app = document.app_name();
         Self::within_app(ctx, &app, "draft")?;
         let now = self.clock.now();
@@ -77,7 +77,7 @@ impl PolicyService {
                 .target("policy", stored.id)
                 .metadata(json!({ "app_name": stored.app_name.as_str(), "version": stored.version, "tool_count": tool_count }))
         };
-        let max_apps = overview.quotas.max_apps;
+        let max_apps = entitlement.quotas.max_apps;
         match self.repo.save_draft(&draft, max_apps, &audit_of).await? {
             DraftOutcome::Saved(stored) => {
                 self.invalidate_app(ctx.account_id, app);
@@ -85,7 +85,7 @@ impl PolicyService {
             }
             DraftOutcome::AppLimit => Err(PolicyError::AppLimit {
                 max: max_apps,
-                plan: overview.plan,
+                plan: entitlement.plan,
             }),
         }
     }
@@ -98,7 +98,7 @@ impl PolicyService {
         request: PublishRequest<'_>,
     ) -> Result<(PolicyRecord, u32), PolicyError> {
         ctx.require(Scope::PolicyPublish)?;
-        let overview = self.serving_account(ctx).await?;
+        let entitlement = self.serving_account(ctx).await?;
         let publisher = self
             .keys
             .verify(
@@ -119,7 +119,7 @@ impl PolicyService {
                 document: app.to_string(),
             });
         }
-        let tool_count = Self::check_tools(&document, &overview)?;
+        let tool_count = Self::check_tools(&document, &entitlement)?;
         for _ in 0..MAX_RETRIES {
             let state = self.repo.app_state(ctx.account_id, &app).await?;
             if let Some(expected) = request.if_match.map(normalise_etag).filter(|e| *e != "*")
@@ -143,7 +143,7 @@ impl PolicyService {
             let record = self
                 .signed_version(
                     ctx,
-                    &overview,
+                    &entitlement,
                     &document,
                     tool_count,
                     Some(&publisher.key_id),
@@ -154,7 +154,7 @@ impl PolicyService {
                 record,
                 expected_active: state.active.as_ref().map(|a| a.id),
                 requested_version: request.version,
-                max_apps: overview.quotas.max_apps,
+                max_apps: entitlement.quotas.max_apps,
                 refuse_earlier_content: true,
             };
             let forced = drops_denies && request.force;
@@ -175,7 +175,7 @@ impl PolicyService {
             match self.repo.publish(&publication, &audit_of).await? {
                 PublishOutcome::Published(stored) => {
                     self.invalidate_app(ctx.account_id, app);
-                    return Ok((*stored, overview.quotas.poll_seconds));
+                    return Ok((*stored, entitlement.quotas.poll_seconds));
                 }
                 PublishOutcome::Conflict => {
                     if request.if_match.is_some_and(|m| normalise_etag(m) != "*") {
@@ -196,8 +196,8 @@ impl PolicyService {
                 }
                 PublishOutcome::AppLimit => {
                     return Err(PolicyError::AppLimit {
-                        max: overview.quotas.max_apps,
-                        plan: overview.plan,
+                        max: entitlement.quotas.max_apps,
+                        plan: entitlement.plan,
                     });
                 }
                 PublishOutcome::IdenticalTo { id, version } => {
@@ -244,7 +244,7 @@ impl PolicyService {
         id: PolicyId,
     ) -> Result<PolicyRecord, PolicyError> {
         ctx.require(Scope::PolicyRevert)?;
-        let overview = self.serving_account(ctx).await?;
+        let entitlement = self.serving_account(ctx).await?;
         let target = self.find_visible(ctx, id).await?;
         if target.stage != Stage::Published {
             return Err(PolicyError::IdNotFound);
@@ -258,7 +258,7 @@ impl PolicyService {
         let from_version = target.version;
         self.republish(
             ctx,
-            &overview,
+            &entitlement,
             document,
             AuditAction::PolicyRevert,
             json!({ "from_version": from_version }),
@@ -273,13 +273,13 @@ impl PolicyService {
     pub(super) async fn republish(
         &self,
         ctx: &AuthContext,
-        overview: &Entitlement,
+        entitlement: &Entitlement,
         document: PolicyDocument,
         action: AuditAction,
         details: Value,
         publisher_key_id: Option<String>,
     ) -> Result<PolicyRecord, PolicyError> {
-        let tool_count = Self::check_tools(&document, overview)?;
+        let tool_count = Self::check_tools(&document, entitlement)?;
         let app = document.app_name();
         for _ in 0..MAX_RETRIES {
             let state = self.repo.app_state(ctx.account_id, &app).await?;
@@ -287,7 +287,7 @@ impl PolicyService {
             let record = self
                 .signed_version(
                     ctx,
-                    overview,
+                    entitlement,
                     &document,
                     tool_count,
                     publisher_key_id.as_deref(),
@@ -298,7 +298,7 @@ impl PolicyService {
                 record,
                 expected_active: state.active.as_ref().map(|a| a.id),
                 requested_version: None,
-                max_apps: overview.quotas.max_apps,
+                max_apps: entitlement.quotas.max_apps,
                 refuse_earlier_content: action != AuditAction::PolicyRevert,
             };
             let audit_of = |stored: &PolicyRecord| {
@@ -327,8 +327,8 @@ impl PolicyService {
                 }
                 PublishOutcome::AppLimit => {
                     return Err(PolicyError::AppLimit {
-                        max: overview.quotas.max_apps,
-                        plan: overview.plan,
+                        max: entitlement.quotas.max_apps,
+                        plan: entitlement.plan,
                     });
                 }
                 PublishOutcome::IdenticalTo { id, version } => {
