@@ -4,8 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Every crate under crates/domain, found rather than listed, so a new domain is checked
+# from its first commit.
+crates=$(for manifest in crates/domain/*/Cargo.toml; do
+    # The package's name: the first `name` of the manifest, in its [package] table.
+    sed -n 's/^name = "\(.*\)"$/\1/p' "$manifest" | head -n 1
+done)
+[ -n "$crates" ] || { echo "check-deps: no crates under crates/domain" >&2; exit 1; }
 status=0
-for crate in d2-kernel d2-accounts d2-tokens d2-audit d2-jwks d2-policy d2-events; do
+for crate in $crates; do
     for forbidden in actix-web diesel diesel-async reqwest tokio-postgres; do
         # `cargo tree -i` prints the path from the forbidden crate to ours, or nothing.
         path=$(cargo tree --locked -p "$crate" -e normal -i "$forbidden" 2>/dev/null || true)
@@ -16,5 +23,5 @@ for crate in d2-kernel d2-accounts d2-tokens d2-audit d2-jwks d2-policy d2-event
         fi
     done
 done
-[ "$status" -eq 0 ] && echo "check-deps: domain crates are free of actix-web, diesel, reqwest and tokio-postgres" >&2
+[ "$status" -eq 0 ] && echo "check-deps: the domain crates ($(echo $crates | tr ' ' ',')) are free of actix-web, diesel, reqwest and tokio-postgres" >&2
 exit "$status"

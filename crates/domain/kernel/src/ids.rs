@@ -1,62 +1,81 @@
 //! Typed identifiers. Each entity has its own id type so that an `AccountId` can never be
 //! passed where a `TokenId` is expected. On the wire they are plain UUIDs.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
-
+/// Declares an id type: a UUID that only its own entity's code accepts, shown and parsed
+/// as the hyphenated UUID, serialised as a plain UUID string. For domain crates' own
+/// entities too:
+///
+/// ```
+/// d2_kernel::typed_id!(
+///     /// An invitation to join an account.
+///     InvitationId
+/// );
+///
+/// let id = InvitationId::random();
+/// assert_eq!(id.to_string().parse::<InvitationId>().unwrap(), id);
+/// assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{id}\""));
+/// ```
+#[macro_export]
 macro_rules! typed_id {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(transparent)]
-        pub struct $name(Uuid);
+        #[derive(
+            Clone,
+            Copy,
+            PartialEq,
+            Eq,
+            Hash,
+            PartialOrd,
+            Ord,
+            $crate::__private::serde::Serialize,
+            $crate::__private::serde::Deserialize,
+        )]
+        #[serde(transparent, crate = "d2_kernel::__private::serde")]
+        pub struct $name($crate::__private::uuid::Uuid);
 
         impl $name {
             /// A new random (v4) id.
             pub fn random() -> Self {
-                Self(Uuid::new_v4())
+                Self($crate::__private::uuid::Uuid::new_v4())
             }
 
-            pub const fn from_uuid(uuid: Uuid) -> Self {
+            pub const fn from_uuid(uuid: $crate::__private::uuid::Uuid) -> Self {
                 Self(uuid)
             }
 
-            pub const fn as_uuid(&self) -> &Uuid {
+            pub const fn as_uuid(&self) -> &$crate::__private::uuid::Uuid {
                 &self.0
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                self.0.hyphenated().fmt(f)
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                ::std::fmt::Display::fmt(&self.0.hyphenated(), f)
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 write!(f, "{}({})", stringify!($name), self.0.hyphenated())
             }
         }
 
-        impl FromStr for $name {
-            type Err = uuid::Error;
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::__private::uuid::Error;
 
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Uuid::parse_str(s).map(Self)
+            fn from_str(s: &str) -> ::std::result::Result<Self, Self::Err> {
+                $crate::__private::uuid::Uuid::parse_str(s).map(Self)
             }
         }
 
-        impl From<Uuid> for $name {
-            fn from(uuid: Uuid) -> Self {
+        impl ::std::convert::From<$crate::__private::uuid::Uuid> for $name {
+            fn from(uuid: $crate::__private::uuid::Uuid) -> Self {
                 Self(uuid)
             }
         }
 
-        impl From<$name> for Uuid {
-            fn from(id: $name) -> Uuid {
+        impl ::std::convert::From<$name> for $crate::__private::uuid::Uuid {
+            fn from(id: $name) -> $crate::__private::uuid::Uuid {
                 id.0
             }
         }

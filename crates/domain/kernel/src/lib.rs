@@ -8,6 +8,9 @@
     clippy::arithmetic_side_effects
 )]
 
+// The exported macros name this crate by its name, as other crates see it.
+extern crate self as d2_kernel;
+
 pub mod app_name;
 pub mod auth;
 pub mod blocking;
@@ -36,3 +39,10 @@ pub use ids::{AccountId, PolicyId, TokenId, UserId};
 pub use page::{Cursor, Page, PageError, PageRequest};
 pub use plan::{Plan, PlanCatalog, Quotas};
 pub use scope::{Grant, Scope, ScopeSet};
+
+/// What the exported macros expand to, so their users need no dependencies of their own.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+    pub use uuid;
+}
