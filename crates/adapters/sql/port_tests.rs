@@ -310,3 +310,38 @@ pub(super) async fn resumes_from_a_migrated_checkpoint(
         "retention stops at the migrated checkpoint"
     );
 }
+
+#[derive(diesel::QueryableByName)]
+struct TableName {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+}
+
+/// `d2ctl migrate-store` copies every table there is, or says why not (`NOT_COPIED`).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_table_is_copied_by_migrate_store_or_named_as_not_copied() {
+    use diesel_async::RunQueryDsl as _;
+
+    let (_db, store) = fresh().await;
+    let mut conn = store.conn().await.unwrap();
+    let tables: Vec<TableName> = diesel::sql_query(super::TABLE_NAMES)
+        .load(&mut conn)
+        .await
+        .unwrap();
+    let existing: Vec<&str> = tables.iter().map(|table| table.name.as_str()).collect();
+    for table in &existing {
+        assert!(
+            crate::transfer::TABLES.contains(table)
+                || crate::transfer::NOT_COPIED
+                    .iter()
+                    .any(|(name, _)| name == table),
+            "`{table}` is neither copied (transfer::TABLES) nor named in transfer::NOT_COPIED"
+        );
+    }
+    for table in crate::transfer::TABLES {
+        assert!(
+            existing.contains(&table),
+            "`{table}` is copied but does not exist"
+        );
+    }
+}

@@ -15,6 +15,10 @@ use crate::{ChangeListener, PgStore, PoolSettings, pending_migrations};
 #[path = "../../sql/port_tests.rs"]
 mod ports;
 
+/// Every table of the database, by name.
+const TABLE_NAMES: &str =
+    "SELECT tablename AS name FROM pg_tables WHERE schemaname = current_schema()";
+
 use ports::{contract_token, wait_for};
 
 async fn store(db: &TestDatabase) -> PgStore {

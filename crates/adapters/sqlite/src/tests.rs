@@ -16,6 +16,10 @@ use crate::{
 #[path = "../../sql/port_tests.rs"]
 mod ports;
 
+/// Every table of the database, by name (SQLite's own `sqlite_` tables aside).
+const TABLE_NAMES: &str =
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite!_%' ESCAPE '!'";
+
 use ports::{contract_token, wait_for};
 
 async fn fresh() -> (TestDatabase, SqliteStore) {
