@@ -15,7 +15,7 @@ use d2_clickhouse::{ClickHouse, ClickHouseSettings};
 use d2_events::{AnalyticsStore, EventForwarder, EventService, NoForwarding};
 use d2_jwks::{AesKey, Jwks, Keyring};
 use d2_kernel::limit::{LocalQuotas, QuotaStore};
-use d2_kernel::{Change, Clock, StoreError};
+use d2_kernel::{ChangeSubscriber, Clock, StoreError};
 use d2_logflare::{LogflareForwarder, LogflareSettings, LogflareWorker};
 use d2_policy::{PolicyService, PolicySettings, PollCeiling, PublisherKeys};
 use d2_redis::{RedisQuotas, RedisSettings};
@@ -241,22 +241,17 @@ impl App {
                 events.clone(),
                 shutdown.clone(),
             ));
-            let verifier = verifier.clone();
-            let accounts = accounts.clone();
-            let policies = policies.clone();
-            background.push(
-                store.listen(url, shutdown.clone(), move |change| match change {
-                    Change::Token(id) => verifier.invalidate(id),
-                    Change::Account(id) => accounts.invalidate(id),
-                    Change::App(account, app) => policies.invalidate_app(account, app),
-                    Change::Keys(account) => policies.jwks().invalidate(account),
-                    Change::Resync => {
-                        verifier.invalidate_all();
-                        accounts.invalidate_all();
-                        policies.invalidate_all();
-                    }
-                }),
-            );
+            // Every service that caches what a change can make stale.
+            let subscribers: Vec<Arc<dyn ChangeSubscriber>> = vec![
+                verifier.clone(),
+                Arc::new(accounts.clone()),
+                Arc::new(policies.clone()),
+            ];
+            background.push(store.listen(url, shutdown.clone(), move |change| {
+                for subscriber in &subscribers {
+                    subscriber.on_change(&change);
+                }
+            }));
         }
         Ok(Self {
             settings: Arc::new(settings),

@@ -3,8 +3,9 @@ use std::sync::Arc;
 
 use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::{
-    AccessError, AccountId, AuthContext, CacheSettings, Clock, Code, CoherentCache, Entitlement,
-    EntitlementError, Entitlements, ErrorCode, Plan, PlanCatalog, Quotas, Scope, StoreError,
+    AccessError, AccountId, AuthContext, CacheSettings, Change, ChangeSubscriber, Clock, Code,
+    CoherentCache, Entitlement, EntitlementError, Entitlements, ErrorCode, Plan, PlanCatalog,
+    Quotas, Scope, StoreError,
 };
 use serde_json::json;
 
@@ -75,6 +76,16 @@ pub struct AccountService {
 impl std::fmt::Debug for AccountService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccountService").finish_non_exhaustive()
+    }
+}
+
+impl ChangeSubscriber for AccountService {
+    fn on_change(&self, change: &Change) {
+        match change {
+            Change::Account(id) => self.invalidate(*id),
+            Change::Resync => self.invalidate_all(),
+            Change::Token(_) | Change::App(..) | Change::Keys(_) => {}
+        }
     }
 }
 

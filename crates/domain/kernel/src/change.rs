@@ -16,6 +16,15 @@ pub enum Change {
     Resync,
 }
 
+/// A service that caches what a [`Change`] can make stale. Each registers with the app's
+/// change feed, which hands it every change announced by any process; a new domain that
+/// caches implements this and adds itself to the list, and nothing else changes.
+pub trait ChangeSubscriber: Send + Sync + 'static {
+    /// Drops what `change` made stale (for [`Change::Resync`], everything). Changes that
+    /// concern other services are ignored.
+    fn on_change(&self, change: &Change);
+}
+
 impl Change {
     /// The announcement's text: `token:<id>`, `account:<id>`, `app:<account>:<app>` or
     /// `keys:<account>`. `Resync` is never announced.

@@ -31,7 +31,7 @@ pub use app_name::AppName;
 pub use auth::{AccessError, AuthContext, Credential};
 pub use blocking::{Blocking, run_blocking};
 pub use cache::{CacheSettings, CacheStats, CoherentCache};
-pub use change::Change;
+pub use change::{Change, ChangeSubscriber};
 pub use clock::{Clock, ManualClock, SystemClock, earlier, later};
 pub use entitlement::{Entitlement, EntitlementError, Entitlements};
 pub use error::{Code, ErrorCode, ErrorKind, StoreError};

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use d2_kernel::{
-    AuthContext, CacheSettings, CacheStats, Clock, Code, CoherentCache, ErrorCode, StoreError,
-    TokenId,
+    AuthContext, CacheSettings, CacheStats, Change, ChangeSubscriber, Clock, Code, CoherentCache,
+    ErrorCode, StoreError, TokenId,
 };
 
 use crate::ports::TokenRepo;
@@ -69,6 +69,16 @@ impl std::fmt::Debug for TokenVerifier {
         f.debug_struct("TokenVerifier")
             .field("stats", &self.stats())
             .finish_non_exhaustive()
+    }
+}
+
+impl ChangeSubscriber for TokenVerifier {
+    fn on_change(&self, change: &Change) {
+        match change {
+            Change::Token(id) => self.invalidate(*id),
+            Change::Resync => self.invalidate_all(),
+            Change::Account(_) | Change::App(..) | Change::Keys(_) => {}
+        }
     }
 }
 

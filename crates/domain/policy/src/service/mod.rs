@@ -5,9 +5,9 @@ use d2_audit::{AuditAction, AuditEntry};
 use d2_jwks::{Jwks, JwksError, JwsHeaderExtras, RotationHint, SigningKey};
 use d2_kernel::limit::{KeyedLimiter, Rate, RateLimit};
 use d2_kernel::{
-    AccessError, AccountId, AppName, AuthContext, CacheSettings, Clock, Code, CoherentCache,
-    Entitlement, EntitlementError, Entitlements, ErrorCode, Page, PageError, PageRequest, Plan,
-    PolicyId, Scope, StoreError,
+    AccessError, AccountId, AppName, AuthContext, CacheSettings, Change, ChangeSubscriber, Clock,
+    Code, CoherentCache, Entitlement, EntitlementError, Entitlements, ErrorCode, Page, PageError,
+    PageRequest, Plan, PolicyId, Scope, StoreError,
 };
 use ring::digest::{SHA256, digest};
 use serde_json::{Value, json};
@@ -276,6 +276,17 @@ impl std::fmt::Debug for PolicyService {
 }
 
 const MAX_RETRIES: usize = 3;
+
+impl ChangeSubscriber for PolicyService {
+    fn on_change(&self, change: &Change) {
+        match change {
+            Change::App(account, app) => self.invalidate_app(*account, app.clone()),
+            Change::Keys(account) => self.jwks.invalidate(*account),
+            Change::Resync => self.invalidate_all(),
+            Change::Token(_) | Change::Account(_) => {}
+        }
+    }
+}
 
 impl PolicyService {
     pub fn new(
