@@ -12,7 +12,9 @@ use std::time::Duration;
 use d2_accounts::{AccountService, SamplingPolicy};
 use d2_audit::AuditService;
 use d2_clickhouse::{ClickHouse, ClickHouseSettings};
-use d2_events::{AnalyticsStore, EventForwarder, EventService, NoForwarding};
+use d2_events::{
+    AnalyticsStore, EventForwarder, EventService, ExportSettings, Exporter, NoForwarding,
+};
 use d2_jwks::{AesKey, Jwks, Keyring};
 use d2_kernel::limit::{LocalQuotas, QuotaStore};
 use d2_kernel::{ChangeSubscriber, Clock, StoreError};
@@ -69,6 +71,9 @@ pub struct App {
     /// ClickHouse, when `clickhouse.url` is set (the export target; the analytics store
     /// too when `analytics.store = "clickhouse"`).
     pub clickhouse: Option<ClickHouse>,
+    /// The export of stored events to ClickHouse, when `clickhouse.url` is set (run by the
+    /// worker's `analytics-export` job).
+    pub exporter: Option<Exporter>,
     /// The Logflare forwarder, when configured (servers only).
     pub logflare: Option<LogflareForwarder>,
     /// Account quotas shared through Redis, when `redis.url` is set (servers only).
@@ -172,6 +177,20 @@ impl App {
         ));
         let policies = policy_service(&settings, &shared, accounts.clone(), &clock)?;
         let clickhouse = clickhouse(&settings)?;
+        let exporter = clickhouse.clone().map(|clickhouse| {
+            let export = &settings.worker.jobs.analytics_export;
+            let (events, checkpoints) = store.events();
+            Exporter::new(
+                events,
+                Arc::new(clickhouse),
+                checkpoints,
+                clock.clone(),
+                ExportSettings {
+                    batch_size: export.batch_size.max(1),
+                    max_batches: export.max_batches.max(1),
+                },
+            )
+        });
         let analytics: Arc<dyn AnalyticsStore> =
             match (settings.analytics.store, clickhouse.as_ref()) {
                 (AnalyticsBackend::Clickhouse, Some(clickhouse)) => Arc::new(clickhouse.clone()),
@@ -265,6 +284,7 @@ impl App {
             policies,
             events,
             clickhouse,
+            exporter,
             logflare,
             redis,
             logflare_worker: Arc::new(std::sync::Mutex::new(logflare_worker)),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use d2_app::App;
-use d2_events::{ExportSettings, Exporter};
+use d2_events::Exporter;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -88,20 +88,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(app: App) -> Result<Self, prometheus::Error> {
-        let export = &app.settings.worker.jobs.analytics_export;
-        let exporter = app.clickhouse.clone().map(|clickhouse| {
-            let (store, checkpoints) = app.store.events();
-            Exporter::new(
-                store,
-                Arc::new(clickhouse),
-                checkpoints,
-                app.clock.clone(),
-                ExportSettings {
-                    batch_size: export.batch_size.max(1),
-                    max_batches: export.max_batches.max(1),
-                },
-            )
-        });
+        let exporter = app.exporter.clone();
         Ok(Self {
             app,
             exporter,
