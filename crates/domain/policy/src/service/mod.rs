@@ -102,6 +102,25 @@ pub enum PolicyError {
     Store(#[from] StoreError),
 }
 
+impl PolicyError {
+    /// A new app beyond the plan's `max_apps`.
+    fn app_limit(entitlement: &Entitlement) -> Self {
+        PolicyError::AppLimit {
+            max: entitlement.quotas.max_apps,
+            plan: entitlement.plan,
+        }
+    }
+
+    /// Content an earlier version of `app` already had (going back is a revert).
+    fn identical_to(app: &AppName, policy_id: PolicyId, version: i64) -> Self {
+        PolicyError::IdenticalToVersion {
+            app: app.to_string(),
+            version,
+            policy_id,
+        }
+    }
+}
+
 impl ErrorCode for PolicyError {
     fn code(&self) -> Code {
         match self {

@@ -83,10 +83,7 @@ impl PolicyService {
                 self.invalidate_app(ctx.account_id, app);
                 Ok(*stored)
             }
-            DraftOutcome::AppLimit => Err(PolicyError::AppLimit {
-                max: max_apps,
-                plan: entitlement.plan,
-            }),
+            DraftOutcome::AppLimit => Err(PolicyError::app_limit(&entitlement)),
         }
     }
 
@@ -194,18 +191,9 @@ impl PolicyService {
                         highest,
                     });
                 }
-                PublishOutcome::AppLimit => {
-                    return Err(PolicyError::AppLimit {
-                        max: entitlement.quotas.max_apps,
-                        plan: entitlement.plan,
-                    });
-                }
+                PublishOutcome::AppLimit => return Err(PolicyError::app_limit(&entitlement)),
                 PublishOutcome::IdenticalTo { id, version } => {
-                    return Err(PolicyError::IdenticalToVersion {
-                        app: app.to_string(),
-                        version,
-                        policy_id: id,
-                    });
+                    return Err(PolicyError::identical_to(&app, id, version));
                 }
             }
         }
@@ -325,18 +313,9 @@ impl PolicyService {
                         highest,
                     });
                 }
-                PublishOutcome::AppLimit => {
-                    return Err(PolicyError::AppLimit {
-                        max: entitlement.quotas.max_apps,
-                        plan: entitlement.plan,
-                    });
-                }
+                PublishOutcome::AppLimit => return Err(PolicyError::app_limit(entitlement)),
                 PublishOutcome::IdenticalTo { id, version } => {
-                    return Err(PolicyError::IdenticalToVersion {
-                        app: app.to_string(),
-                        version,
-                        policy_id: id,
-                    });
+                    return Err(PolicyError::identical_to(&app, id, version));
                 }
             }
         }
