@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{Duration, SecondsFormat, Utc};
 use d2_events::{AnalyticsSink, EXPORT_JOB, ExportSettings, Exporter, StoredEvent};
 use d2_kernel::StoreError;
-use d2_worker::{Job, JobError, JobOutcome, Worker};
+use d2_worker::{JobError, JobOutcome, Worker};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -83,7 +83,7 @@ async fn distinct_and_stored(url: &str, database: &str) -> (String, String) {
 }
 
 async fn export(worker: &Worker) -> Result<JobOutcome, JobError> {
-    worker.run_once(Job::AnalyticsExport, &|| true).await
+    worker.run_once("analytics-export", &|| true).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -119,7 +119,7 @@ async fn exported_events_answer_the_metrics_from_clickhouse_exactly_once() {
         JobOutcome::Done { items: 1 }
     );
     assert_eq!(summary(&app, &tenant).await, (8, 3));
-    assert_eq!(worker.metrics().runs(Job::AnalyticsExport, "success"), 3);
+    assert_eq!(worker.metrics().runs("analytics-export", "success"), 3);
     clickhouse_sql(&url, &format!("DROP DATABASE {database}")).await;
 }
 
@@ -138,7 +138,7 @@ async fn clickhouse_stopped_mid_export_keeps_the_checkpoint_and_a_restart_delive
     // starts, then before each write that has another batch after it.
     let asked = AtomicU32::new(0);
     let failed = worker
-        .run_once(Job::AnalyticsExport, &|| {
+        .run_once("analytics-export", &|| {
             if asked.fetch_add(1, Ordering::SeqCst) == 2 {
                 clickhouse.stop();
             }
@@ -161,7 +161,7 @@ async fn clickhouse_stopped_mid_export_keeps_the_checkpoint_and_a_restart_delive
         kept.cursor.id, ascending[1],
         "the checkpoint is the end of batch one"
     );
-    assert_eq!(worker.metrics().runs(Job::AnalyticsExport, "failure"), 1);
+    assert_eq!(worker.metrics().runs("analytics-export", "failure"), 1);
 
     // While it is down, every run fails and the checkpoint stays.
     assert!(export(&worker).await.is_err());
@@ -262,7 +262,7 @@ async fn retention_deletes_only_exported_events_from_postgresql() {
     export(&worker).await.unwrap();
     ingest(&app, &tenant, json!([decision("late", "allowed", 1)])).await;
 
-    let retention = || worker.run_once(Job::Retention, &|| true);
+    let retention = || worker.run_once("retention", &|| true);
     assert_eq!(
         retention().await.unwrap(),
         JobOutcome::Done { items: 0 },
@@ -333,7 +333,7 @@ async fn an_ingest_that_commits_after_an_export_run_reaches_clickhouse_once_and_
     // not been exported stays.
     app.advance(2 * 24 * 3600);
     assert_eq!(
-        worker.run_once(Job::Retention, &|| true).await.unwrap(),
+        worker.run_once("retention", &|| true).await.unwrap(),
         JobOutcome::Done { items: 7 }
     );
     let left = events_of(&app, &tenant).await;
@@ -387,18 +387,21 @@ async fn a_job_another_worker_holds_is_skipped_and_the_export_needs_clickhouse()
     let held = app.app.store.try_lock_job("trial-locker").await.unwrap();
     assert!(held.is_some());
     assert_eq!(
-        worker.run_once(Job::TrialLocker, &|| true).await.unwrap(),
+        worker.run_once("trial-locker", &|| true).await.unwrap(),
         JobOutcome::Busy
     );
     drop(held);
     assert!(matches!(
         export(&worker).await,
-        Err(JobError::NotConfigured(Job::AnalyticsExport))
+        Err(JobError::NotConfigured {
+            job: "analytics-export",
+            ..
+        })
     ));
-    let scheduled: Vec<Job> = worker.schedule().into_iter().map(|(job, _)| job).collect();
+    let scheduled: Vec<&str> = worker.schedule().into_iter().map(|(job, _)| job).collect();
     assert_eq!(
         scheduled,
-        vec![Job::TrialLocker, Job::TokenExpiry, Job::KeyPruning],
+        vec!["trial-locker", "token-expiry", "key-pruning"],
         "no export or retention without ClickHouse"
     );
 }
@@ -413,20 +416,20 @@ async fn expired_trials_lock_and_expired_tokens_are_revoked_with_audit() {
         .await;
     let worker = Worker::new(app.app.clone()).unwrap();
     assert_eq!(
-        worker.run_once(Job::TrialLocker, &|| true).await.unwrap(),
+        worker.run_once("trial-locker", &|| true).await.unwrap(),
         JobOutcome::Done { items: 0 }
     );
     app.advance(15 * 24 * 3600);
     assert_eq!(
-        worker.run_once(Job::TrialLocker, &|| true).await.unwrap(),
+        worker.run_once("trial-locker", &|| true).await.unwrap(),
         JobOutcome::Done { items: 1 }
     );
     assert_eq!(
-        worker.run_once(Job::TokenExpiry, &|| true).await.unwrap(),
+        worker.run_once("token-expiry", &|| true).await.unwrap(),
         JobOutcome::Done { items: 1 }
     );
     assert_eq!(
-        worker.run_once(Job::TokenExpiry, &|| true).await.unwrap(),
+        worker.run_once("token-expiry", &|| true).await.unwrap(),
         JobOutcome::Done { items: 0 },
         "nothing twice"
     );
@@ -444,7 +447,7 @@ async fn expired_trials_lock_and_expired_tokens_are_revoked_with_audit() {
         .unwrap();
     assert_eq!(expired["resource_id"], short_id.as_str());
     assert_eq!(
-        worker.run_once(Job::KeyPruning, &|| true).await.unwrap(),
+        worker.run_once("key-pruning", &|| true).await.unwrap(),
         JobOutcome::Done { items: 0 }
     );
 }
@@ -475,7 +478,7 @@ async fn the_worker_serves_its_metrics_and_stops_cleanly_on_shutdown() {
     });
     let mut exported = false;
     for _ in 0..200 {
-        if worker.metrics().runs(Job::AnalyticsExport, "success") >= 1 {
+        if worker.metrics().runs("analytics-export", "success") >= 1 {
             exported = true;
             break;
         }

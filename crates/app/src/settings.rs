@@ -1,18 +1,24 @@
 //! Configuration: `config/default.toml`, then `config/$D2_ENV.toml`, then environment
 //! variables `D2__SECTION__KEY` (for example `D2__HTTP__ADDR`). Validated right after
-//! loading; every failure names the key.
+//! loading; every failure names the key and its variable.
+//!
+//! The sections of the process (HTTP, database, log, Redis, keys, the worker's schedule)
+//! are here; each domain's own sections are declared in its module of
+//! [`crate::domains`].
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use config::{Config, Environment, File, FileFormat};
-use d2_kernel::PlanCatalog;
+use d2_kernel::{Plan, PlanCatalog};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+
+use crate::domains::{accounts, events, policy, tokens};
 
 /// The profile named by `D2_ENV`: `dev` (the default) relaxes the secret rules; every other
 /// profile (for example `production`) enforces them.
@@ -41,6 +47,12 @@ impl Default for Profile {
     }
 }
 
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -48,20 +60,21 @@ pub struct Settings {
     pub profile: Profile,
     pub http: HttpSettings,
     pub database: DatabaseSettings,
-    pub auth: AuthSettings,
-    pub accounts: AccountsSettings,
     pub crypto: CryptoSettings,
-    pub jwks: JwksSettings,
-    pub policy: PolicyConfig,
-    pub rate_limit: RateLimitSettings,
     pub redis: RedisSettings,
+    pub rate_limit: RateLimitSettings,
     pub log: LogSettings,
-    pub events: EventSettings,
-    pub analytics: AnalyticsSettings,
-    pub clickhouse: ClickHouseConfig,
-    pub logflare: LogflareConfig,
     pub worker: WorkerSettings,
     pub plans: PlanCatalog,
+    // The domains' sections.
+    pub auth: tokens::AuthSettings,
+    pub accounts: accounts::AccountsSettings,
+    pub jwks: policy::JwksSettings,
+    pub policy: policy::PolicyConfig,
+    pub events: events::EventSettings,
+    pub analytics: events::AnalyticsSettings,
+    pub clickhouse: events::ClickHouseConfig,
+    pub logflare: events::LogflareConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -88,6 +101,7 @@ pub struct CorsSettings {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
+    #[serde(default, deserialize_with = "blank_is_none")]
     pub url: Option<SecretString>,
     pub auto_migrate: bool,
     pub create_if_missing: bool,
@@ -105,40 +119,13 @@ pub struct PoolConfig {
     pub statement_timeout_ms: u64,
 }
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthSettings {
-    pub control_plane_token: Option<SecretString>,
-    pub rotation_grace_seconds: u64,
-    pub token_cache: CacheConfig,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheConfig {
-    pub ttl_seconds: u64,
-    pub capacity: u64,
-}
-
-impl CacheConfig {
-    pub fn settings(&self) -> d2_kernel::CacheSettings {
-        d2_kernel::CacheSettings {
-            ttl: Duration::from_secs(self.ttl_seconds),
-            capacity: self.capacity,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccountsSettings {
-    pub cache: CacheConfig,
-}
-
+/// The server's own keys: of secret digests, and of the seals of signing keys.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CryptoSettings {
+    #[serde(default, deserialize_with = "blank_is_none")]
     pub token_pepper: Option<SecretString>,
+    #[serde(default, deserialize_with = "blank_is_none")]
     pub jwk_aes_key: Option<SecretString>,
     #[serde(default)]
     pub jwk_aes_previous_keys: Vec<SecretString>,
@@ -148,48 +135,11 @@ pub struct CryptoSettings {
     pub accept_legacy_seals: bool,
 }
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JwksSettings {
-    pub grace_seconds: u64,
-    pub cache_max_age_seconds: u64,
-    /// Signing-key rotations an account may ask for per hour (`POST /v1/jwks/rotate`).
-    pub max_rotations_per_hour: u32,
-    pub cache: CacheConfig,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PolicyConfig {
-    pub bundle_ttl_days: u32,
-    pub expiry_days: u32,
-    pub iat_backdate_seconds: u32,
-    pub poll_ceiling_per_second: u32,
-    pub poll_ceiling_burst: u32,
-    pub cache: ByteCacheConfig,
-}
-
-/// A cache bounded by the bytes it holds, for values from bytes to megabytes.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ByteCacheConfig {
-    pub ttl_seconds: u64,
-    pub max_bytes: u64,
-}
-
-impl ByteCacheConfig {
-    pub fn settings(&self) -> d2_kernel::CacheSettings {
-        d2_kernel::CacheSettings {
-            ttl: Duration::from_secs(self.ttl_seconds),
-            capacity: self.max_bytes,
-        }
-    }
-}
-
 /// Where account quotas are counted across replicas.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
+    #[serde(default, deserialize_with = "blank_is_none")]
     pub url: Option<SecretString>,
     pub timeout_ms: u64,
     pub retry_ms: u64,
@@ -220,102 +170,21 @@ pub struct LogSettings {
     pub flush_interval_ms: u64,
 }
 
+/// A cache bounded by its number of entries.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct EventSettings {
-    #[serde(default)]
-    pub sample: BTreeMap<String, f64>,
-    pub max_age_days: u32,
-    pub max_future_seconds: u32,
-    pub min_body_bytes: usize,
-    /// Which app a bundle ETag belongs to.
-    pub etag_cache: CacheConfig,
+pub struct CacheConfig {
+    pub ttl_seconds: u64,
+    pub capacity: u64,
 }
 
-impl EventSettings {
-    pub fn settings(&self) -> d2_events::EventSettings {
-        d2_events::EventSettings {
-            max_age: chrono::Duration::days(i64::from(self.max_age_days)),
-            max_future: chrono::Duration::seconds(i64::from(self.max_future_seconds)),
-            min_body_bytes: self.min_body_bytes,
-            cache: self.etag_cache.settings(),
+impl CacheConfig {
+    pub fn settings(&self) -> d2_kernel::CacheSettings {
+        d2_kernel::CacheSettings {
+            ttl: Duration::from_secs(self.ttl_seconds),
+            capacity: self.capacity,
         }
     }
-}
-
-/// Where analytics queries are answered.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum AnalyticsBackend {
-    Postgres,
-    Clickhouse,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AnalyticsSettings {
-    pub store: AnalyticsBackend,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClickHouseConfig {
-    pub url: Option<String>,
-    pub database: String,
-    pub user: Option<String>,
-    pub password: Option<SecretString>,
-    pub timeout_seconds: u64,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LogflareConfig {
-    pub url: Option<String>,
-    pub api_key: Option<SecretString>,
-    pub source: Option<String>,
-    pub queue_capacity: usize,
-    pub batch_size: usize,
-    pub flush_interval_ms: u64,
-    pub timeout_seconds: u64,
-    pub max_attempts: u32,
-}
-
-/// One scheduled job of the worker.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobConfig {
-    pub enabled: bool,
-    pub interval_seconds: u64,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExportJobConfig {
-    pub enabled: bool,
-    pub interval_seconds: u64,
-    /// Events per ClickHouse insert.
-    pub batch_size: u32,
-    /// Batches per run at most, so one run cannot hold the lock for ever.
-    pub max_batches: u32,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionJobConfig {
-    pub enabled: bool,
-    pub interval_seconds: u64,
-    /// Exported events older than this are deleted from PostgreSQL.
-    pub keep_days: u32,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WorkerJobs {
-    pub analytics_export: ExportJobConfig,
-    pub trial_locker: JobConfig,
-    pub token_expiry: JobConfig,
-    pub key_pruning: JobConfig,
-    pub retention: RetentionJobConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -323,7 +192,42 @@ pub struct WorkerJobs {
 pub struct WorkerSettings {
     /// Where the worker serves `/metrics`, `/healthz` and `/readyz`.
     pub addr: String,
-    pub jobs: WorkerJobs,
+    /// Each scheduled job by its key (its name with `_` for `-`).
+    pub jobs: BTreeMap<String, JobSettings>,
+}
+
+/// The schedule of one job, and the options it reads itself.
+#[derive(Clone, Debug, Deserialize)]
+pub struct JobSettings {
+    pub enabled: bool,
+    pub interval_seconds: u64,
+    #[serde(flatten)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+impl WorkerSettings {
+    /// The schedule of the job called `name`.
+    pub fn job(&self, name: &str) -> Result<&JobSettings, SettingsError> {
+        let key = d2_kernel::job::config_key(name);
+        self.jobs.get(&key).ok_or_else(|| {
+            SettingsError::invalid(
+                format!("worker.jobs.{key}"),
+                "missing: every job needs `enabled` and `interval_seconds`",
+            )
+        })
+    }
+
+    /// The options of the job called `name` beside its schedule (with none at all, an
+    /// empty struct), refusing unknown keys.
+    pub fn options<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, SettingsError> {
+        let options = self.job(name)?.options.clone();
+        serde_json::from_value(serde_json::Value::Object(options)).map_err(|e| {
+            SettingsError::invalid(
+                format!("worker.jobs.{}", d2_kernel::job::config_key(name)),
+                e.to_string(),
+            )
+        })
+    }
 }
 
 /// Configuration that cannot be used; the message names the key and its variable.
@@ -331,18 +235,43 @@ pub struct WorkerSettings {
 pub enum SettingsError {
     #[error("cannot load configuration: {0}")]
     Load(#[from] config::ConfigError),
-    #[error("{key} (environment variable {var}) is required in the `{profile}` profile")]
-    Missing {
-        key: &'static str,
-        var: &'static str,
-        profile: String,
-    },
-    #[error("{key} (environment variable {var}) is invalid: {reason}")]
-    Invalid {
-        key: &'static str,
-        var: &'static str,
-        reason: String,
-    },
+    #[error("{key} (environment variable {var}) is required in the `{profile}` profile", var = env_var(key))]
+    Missing { key: String, profile: String },
+    #[error("{key} (environment variable {var}) is invalid: {reason}", var = env_var(key))]
+    Invalid { key: String, reason: String },
+}
+
+impl SettingsError {
+    pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn missing(key: impl Into<String>, profile: impl fmt::Display) -> Self {
+        Self::Missing {
+            key: key.into(),
+            profile: profile.to_string(),
+        }
+    }
+}
+
+/// The environment variable of a key: `http.cors.max_age_seconds` is
+/// `D2__HTTP__CORS__MAX_AGE_SECONDS`.
+pub fn env_var(key: &str) -> String {
+    format!("D2__{}", key.to_ascii_uppercase().replace('.', "__"))
+}
+
+/// An optional value where an empty one means unset, so an environment can switch a feature
+/// off (`D2__REDIS__URL=`).
+pub(crate) fn blank_is_none<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: From<String>,
+{
+    let value = Option::<String>::deserialize(deserializer)?;
+    Ok(value.filter(|v| !v.trim().is_empty()).map(T::from))
 }
 
 const EMBEDDED: [(&str, &str); 3] = [
@@ -354,10 +283,13 @@ const EMBEDDED: [(&str, &str); 3] = [
     ),
 ];
 
+/// Keys whose environment variable is a comma-separated list.
+const LIST_KEYS: [&str; 2] = ["http.cors.allowed_origins", "crypto.jwk_aes_previous_keys"];
+
 /// A file of the config directory, or the copy built into the binary when the directory
 /// does not hold it (so the binaries run from anywhere).
 fn layer(
-    dir: &std::path::Path,
+    dir: &Path,
     name: &str,
     required: bool,
 ) -> Result<Option<File<config::FileSourceString, FileFormat>>, SettingsError> {
@@ -368,8 +300,7 @@ fn layer(
     match EMBEDDED.iter().find(|(embedded, _)| *embedded == name) {
         Some((_, text)) => Ok(Some(File::from_str(text, FileFormat::Toml))),
         None if required => Err(SettingsError::Invalid {
-            key: "D2_ENV",
-            var: "D2_ENV",
+            key: "D2_ENV".into(),
             reason: format!("no configuration file {}", path.display()),
         }),
         None => Ok(None),
@@ -378,7 +309,8 @@ fn layer(
 
 impl Settings {
     /// Loads from the process environment: `D2_ENV` (default `dev`), `D2_CONFIG_DIR`
-    /// (default `config`) and the `D2__...` variables.
+    /// (default `config`) and the `D2__...` variables. In the dev profile, missing secrets
+    /// come from the data directory's `dev-secrets.json` (created on first start).
     pub fn load() -> Result<Self, SettingsError> {
         let profile = std::env::var("D2_ENV").unwrap_or_else(|_| Profile::DEV.to_owned());
         let dir =
@@ -389,13 +321,8 @@ impl Settings {
                 || settings.auth.control_plane_token.is_none()
                 || settings.crypto.jwk_aes_key.is_none())
         {
-            let dev = crate::dev_secrets::load_or_create(&crate::dev_secrets::data_dir()).map_err(
-                |e| SettingsError::Invalid {
-                    key: "crypto.token_pepper",
-                    var: "D2__CRYPTO__TOKEN_PEPPER",
-                    reason: e.to_string(),
-                },
-            )?;
+            let dev = crate::dev_secrets::load_or_create(&crate::dev_secrets::data_dir())
+                .map_err(|e| SettingsError::invalid("crypto.token_pepper", e.to_string()))?;
             settings.crypto.token_pepper.get_or_insert(dev.token_pepper);
             settings
                 .auth
@@ -411,7 +338,7 @@ impl Settings {
     /// and embedders).
     pub fn load_with(
         profile: Profile,
-        dir: &std::path::Path,
+        dir: &Path,
         variables: Option<std::collections::HashMap<String, String>>,
     ) -> Result<Self, SettingsError> {
         let mut builder = Config::builder();
@@ -421,43 +348,17 @@ impl Settings {
         if let Some(profile_file) = layer(dir, profile.name(), !profile.is_dev())? {
             builder = builder.add_source(profile_file);
         }
-        let environment = Environment::with_prefix("D2")
-            .prefix_separator("__")
-            .separator("__")
-            .list_separator(",")
-            .with_list_parse_key("http.cors.allowed_origins")
-            .with_list_parse_key("crypto.jwk_aes_previous_keys")
-            .try_parsing(true)
-            .source(variables);
+        let environment = LIST_KEYS.into_iter().fold(
+            Environment::with_prefix("D2")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .try_parsing(true)
+                .source(variables),
+            Environment::with_list_parse_key,
+        );
         let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
         settings.profile = profile;
-        // An empty value unsets a secret (so an environment can switch a feature off).
-        for secret in [
-            &mut settings.auth.control_plane_token,
-            &mut settings.crypto.token_pepper,
-            &mut settings.crypto.jwk_aes_key,
-            &mut settings.database.url,
-            &mut settings.clickhouse.password,
-            &mut settings.logflare.api_key,
-            &mut settings.redis.url,
-        ] {
-            if secret
-                .as_ref()
-                .is_some_and(|s| s.expose_secret().trim().is_empty())
-            {
-                *secret = None;
-            }
-        }
-        for value in [
-            &mut settings.clickhouse.url,
-            &mut settings.clickhouse.user,
-            &mut settings.logflare.url,
-            &mut settings.logflare.source,
-        ] {
-            if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
-                *value = None;
-            }
-        }
         if settings.profile.is_dev() && settings.database.url.is_none() {
             settings.database.url = Some(SecretString::from(default_dev_database()));
         }
@@ -466,145 +367,56 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
+        let profile = &self.profile;
         if self.http.addr.parse::<std::net::SocketAddr>().is_err() && !self.http.addr.contains(':')
         {
-            return Err(SettingsError::Invalid {
-                key: "http.addr",
-                var: "D2__HTTP__ADDR",
-                reason: "expected host:port".into(),
-            });
+            return Err(SettingsError::invalid("http.addr", "expected host:port"));
         }
         if self.database.url.is_none() {
-            return Err(SettingsError::Missing {
-                key: "database.url",
-                var: "D2__DATABASE__URL",
-                profile: self.profile.name().to_owned(),
-            });
+            return Err(SettingsError::missing("database.url", profile));
         }
         let pool = &self.database.pool;
         if pool.max_size == 0 || pool.min_size > pool.max_size {
-            return Err(SettingsError::Invalid {
-                key: "database.pool.max_size",
-                var: "D2__DATABASE__POOL__MAX_SIZE",
-                reason: "must be at least 1 and at least database.pool.min_size".into(),
-            });
+            return Err(SettingsError::invalid(
+                "database.pool.max_size",
+                "must be at least 1 and at least database.pool.min_size",
+            ));
         }
-        if !self.profile.is_dev() {
-            self.token_pepper_bytes()?
-                .ok_or_else(|| SettingsError::Missing {
-                    key: "crypto.token_pepper",
-                    var: "D2__CRYPTO__TOKEN_PEPPER",
-                    profile: self.profile.name().to_owned(),
-                })?;
-        } else {
-            self.token_pepper_bytes()?;
+        if self.token_pepper_bytes()?.is_none() && !profile.is_dev() {
+            return Err(SettingsError::missing("crypto.token_pepper", profile));
         }
-        let aes = self.jwk_aes_keys()?;
-        if aes.is_none() && !self.profile.is_dev() {
-            return Err(SettingsError::Missing {
-                key: "crypto.jwk_aes_key",
-                var: "D2__CRYPTO__JWK_AES_KEY",
-                profile: self.profile.name().to_owned(),
-            });
-        }
-        if let Some(token) = &self.auth.control_plane_token
-            && token.expose_secret().len() < 16
-        {
-            return Err(SettingsError::Invalid {
-                key: "auth.control_plane_token",
-                var: "D2__AUTH__CONTROL_PLANE_TOKEN",
-                reason: "must be at least 16 characters".into(),
-            });
-        }
-        if self.analytics.store == AnalyticsBackend::Clickhouse && self.clickhouse.url.is_none() {
-            return Err(SettingsError::Missing {
-                key: "clickhouse.url",
-                var: "D2__CLICKHOUSE__URL",
-                profile: format!("{} (analytics.store = clickhouse)", self.profile.name()),
-            });
-        }
-        let logflare = [
-            self.logflare.url.is_some(),
-            self.logflare.api_key.is_some(),
-            self.logflare.source.is_some(),
-        ];
-        if logflare.contains(&true) && logflare.contains(&false) {
-            return Err(SettingsError::Invalid {
-                key: "logflare.url",
-                var: "D2__LOGFLARE__URL",
-                reason: "set logflare.url, logflare.api_key and logflare.source together, or none"
-                    .into(),
-            });
+        if self.jwk_aes_keys()?.is_none() && !profile.is_dev() {
+            return Err(SettingsError::missing("crypto.jwk_aes_key", profile));
         }
         if self.rate_limit.unauthenticated_per_minute == 0
             || self.rate_limit.unauthenticated_burst == 0
         {
-            return Err(SettingsError::Invalid {
-                key: "rate_limit.unauthenticated_per_minute",
-                var: "D2__RATE_LIMIT__UNAUTHENTICATED_PER_MINUTE",
-                reason: "the rate and the burst must be at least 1".into(),
-            });
+            return Err(SettingsError::invalid(
+                "rate_limit.unauthenticated_per_minute",
+                "the rate and the burst must be at least 1",
+            ));
         }
-        if self.jwks.max_rotations_per_hour == 0 {
-            return Err(SettingsError::Invalid {
-                key: "jwks.max_rotations_per_hour",
-                var: "D2__JWKS__MAX_ROTATIONS_PER_HOUR",
-                reason: "must be at least 1".into(),
-            });
-        }
-        if self.policy.poll_ceiling_per_second == 0 || self.policy.poll_ceiling_burst == 0 {
-            return Err(SettingsError::Invalid {
-                key: "policy.poll_ceiling_per_second",
-                var: "D2__POLICY__POLL_CEILING_PER_SECOND",
-                reason: "the ceiling and its burst must be at least 1".into(),
-            });
-        }
-        let plans = &self.plans;
-        for (quotas, key, var) in [
-            (
-                &plans.trial,
-                "plans.trial.ingest_events_per_minute",
-                "D2__PLANS__TRIAL__INGEST_EVENTS_PER_MINUTE",
-            ),
-            (
-                &plans.essentials,
-                "plans.essentials.ingest_events_per_minute",
-                "D2__PLANS__ESSENTIALS__INGEST_EVENTS_PER_MINUTE",
-            ),
-            (
-                &plans.pro,
-                "plans.pro.ingest_events_per_minute",
-                "D2__PLANS__PRO__INGEST_EVENTS_PER_MINUTE",
-            ),
-            (
-                &plans.enterprise,
-                "plans.enterprise.ingest_events_per_minute",
-                "D2__PLANS__ENTERPRISE__INGEST_EVENTS_PER_MINUTE",
-            ),
-            (
-                &plans.locked,
-                "plans.locked.ingest_events_per_minute",
-                "D2__PLANS__LOCKED__INGEST_EVENTS_PER_MINUTE",
-            ),
-        ] {
+        for plan in Plan::ALL {
+            let quotas = self.plans.quotas(plan);
             if quotas.ingest_events_per_minute < quotas.event_batch {
-                return Err(SettingsError::Invalid {
-                    key,
-                    var,
-                    reason: "must be at least the plan's event_batch, or no full batch could ever be accepted".into(),
-                });
+                return Err(SettingsError::invalid(
+                    format!("plans.{plan}.ingest_events_per_minute"),
+                    "must be at least the plan's event_batch, or no full batch could ever be accepted",
+                ));
             }
         }
         if let Some(url) = &self.redis.url
             && !url.expose_secret().starts_with("redis://")
         {
-            return Err(SettingsError::Invalid {
-                key: "redis.url",
-                var: "D2__REDIS__URL",
-                reason: "must be a redis:// URL (TLS to Redis is not supported yet)".into(),
-            });
+            return Err(SettingsError::invalid(
+                "redis.url",
+                "must be a redis:// URL (TLS to Redis is not supported yet)",
+            ));
         }
-        Ok(())
+        self.auth.validate()?;
+        self.jwks.validate()?;
+        self.policy.validate()?;
+        events::validate(self)
     }
 
     /// The configured pepper, decoded; `None` when unset.
@@ -612,11 +424,7 @@ impl Settings {
         let Some(pepper) = &self.crypto.token_pepper else {
             return Ok(None);
         };
-        let invalid = |reason: &str| SettingsError::Invalid {
-            key: "crypto.token_pepper",
-            var: "D2__CRYPTO__TOKEN_PEPPER",
-            reason: reason.to_owned(),
-        };
+        let invalid = |reason: &str| SettingsError::invalid("crypto.token_pepper", reason);
         let bytes = lenient_base64()
             .decode(pepper.expose_secret().trim())
             .map_err(|_| invalid("not URL-safe base64"))?;
@@ -631,40 +439,29 @@ impl Settings {
     /// The configured AES keys of signing keys, decoded: the current one and the previous
     /// ones; `None` when no current key is set.
     pub fn jwk_aes_keys(&self) -> Result<Option<AesKeyBytes>, SettingsError> {
-        let decode = |secret: &SecretString, key: &'static str, var: &'static str| {
+        let decode = |secret: &SecretString, key: &str| {
             let bytes = lenient_base64()
                 .decode(secret.expose_secret().trim())
-                .map_err(|_| SettingsError::Invalid {
-                    key,
-                    var,
-                    reason: "not URL-safe base64".into(),
-                })?;
+                .map_err(|_| SettingsError::invalid(key, "not URL-safe base64"))?;
             if bytes.len() != 32 {
-                return Err(SettingsError::Invalid {
+                return Err(SettingsError::invalid(
                     key,
-                    var,
-                    reason: "must decode to exactly 32 bytes (generate one with `d2ctl generate-aes-key`)".into(),
-                });
+                    "must decode to exactly 32 bytes (generate one with `d2ctl generate-aes-key`)",
+                ));
             }
             Ok(bytes)
         };
         let Some(current) = &self.crypto.jwk_aes_key else {
             return Ok(None);
         };
-        let current = decode(current, "crypto.jwk_aes_key", "D2__CRYPTO__JWK_AES_KEY")?;
+        let current = decode(current, "crypto.jwk_aes_key")?;
         let previous = self
             .crypto
             .jwk_aes_previous_keys
             .iter()
             // An empty variable means none.
             .filter(|k| !k.expose_secret().trim().is_empty())
-            .map(|k| {
-                decode(
-                    k,
-                    "crypto.jwk_aes_previous_keys",
-                    "D2__CRYPTO__JWK_AES_PREVIOUS_KEYS",
-                )
-            })
+            .map(|k| decode(k, "crypto.jwk_aes_previous_keys"))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Some(AesKeyBytes { current, previous }))
     }
@@ -717,12 +514,6 @@ pub fn lenient_base64() -> GeneralPurpose {
         &base64::alphabet::URL_SAFE,
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
     )
-}
-
-impl fmt::Display for Profile {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 #[cfg(test)]
@@ -840,6 +631,37 @@ mod tests {
             !format!("{ok:?}").contains(PEPPER),
             "secrets never appear in Debug output"
         );
+    }
+
+    #[test]
+    fn variables_are_named_after_keys() {
+        assert_eq!(
+            env_var("http.cors.max_age_seconds"),
+            "D2__HTTP__CORS__MAX_AGE_SECONDS"
+        );
+        let error = load("dev", &[("D2__JWKS__MAX_ROTATIONS_PER_HOUR", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("jwks.max_rotations_per_hour (environment variable D2__JWKS__MAX_ROTATIONS_PER_HOUR) is invalid"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_empty_variable_unsets_an_optional_value() {
+        let settings = load(
+            "dev",
+            &[
+                ("D2__REDIS__URL", ""),
+                ("D2__CLICKHOUSE__URL", " "),
+                ("D2__AUTH__CONTROL_PLANE_TOKEN", ""),
+            ],
+        )
+        .unwrap();
+        assert!(settings.redis.url.is_none());
+        assert!(settings.clickhouse.url.is_none());
+        assert!(settings.auth.control_plane_token.is_none());
     }
 
     #[test]

@@ -14,48 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use d2_app::App;
-use d2_events::Exporter;
+use d2_kernel::{JobReport, ScheduledJob};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use metrics::WorkerMetrics;
-
-/// The scheduled jobs. Their names are those of `d2-worker --once <job>`, of the advisory
-/// locks and of the metrics labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum Job {
-    AnalyticsExport,
-    TrialLocker,
-    TokenExpiry,
-    KeyPruning,
-    Retention,
-}
-
-impl Job {
-    pub const ALL: [Job; 5] = [
-        Job::AnalyticsExport,
-        Job::TrialLocker,
-        Job::TokenExpiry,
-        Job::KeyPruning,
-        Job::Retention,
-    ];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Job::AnalyticsExport => "analytics-export",
-            Job::TrialLocker => "trial-locker",
-            Job::TokenExpiry => "token-expiry",
-            Job::KeyPruning => "key-pruning",
-            Job::Retention => "retention",
-        }
-    }
-}
-
-impl std::fmt::Display for Job {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// What a run did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,31 +31,35 @@ pub enum JobOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    #[error("{0} needs clickhouse.url")]
-    NotConfigured(Job),
+    #[error("there is no job {0}; the jobs are {1}")]
+    Unknown(String, String),
+    #[error("{job} {reason}")]
+    NotConfigured {
+        job: &'static str,
+        reason: &'static str,
+    },
     #[error("{job} failed: {source}")]
     Failed {
-        job: Job,
+        job: &'static str,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
-/// Runs the jobs of one worker process.
+/// Runs the jobs the domains registered in the [`App`], each under its lock so that one
+/// worker process at a time runs it.
 #[derive(Clone, Debug)]
 pub struct Worker {
     app: App,
-    exporter: Option<Exporter>,
     metrics: Arc<WorkerMetrics>,
 }
 
 impl Worker {
     pub fn new(app: App) -> Result<Self, prometheus::Error> {
-        let exporter = app.exporter.clone();
+        let names: Vec<&str> = app.jobs.iter().map(|job| job.name()).collect();
         Ok(Self {
+            metrics: Arc::new(WorkerMetrics::new(&names)?),
             app,
-            exporter,
-            metrics: Arc::new(WorkerMetrics::new()?),
         })
     }
 
@@ -104,124 +71,90 @@ impl Worker {
         &self.metrics
     }
 
-    /// Runs `job` once under its lock. `keep_going` is asked between export batches, so a
-    /// shutdown finishes the batch in hand and stops.
+    /// The job called `name` (as `d2-worker --once` takes it).
+    pub fn job(&self, name: &str) -> Result<Arc<dyn ScheduledJob>, JobError> {
+        self.app.job(name).cloned().ok_or_else(|| {
+            let names: Vec<&str> = self.app.jobs.iter().map(|job| job.name()).collect();
+            JobError::Unknown(name.to_owned(), names.join(", "))
+        })
+    }
+
+    /// Runs the job called `name` once under its lock. `keep_going` is asked between the
+    /// steps of a long run, so a shutdown finishes the step in hand and stops.
     pub async fn run_once(
         &self,
-        job: Job,
+        name: &str,
         keep_going: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<JobOutcome, JobError> {
-        if job == Job::AnalyticsExport && self.exporter.is_none() {
-            return Err(JobError::NotConfigured(job));
+        let job = self.job(name)?;
+        let name = job.name();
+        if let Some(reason) = job.unavailable() {
+            return Err(JobError::NotConfigured { job: name, reason });
         }
-        let failed =
-            |source: Box<dyn std::error::Error + Send + Sync>| JobError::Failed { job, source };
+        let failed = |source: Box<dyn std::error::Error + Send + Sync>| JobError::Failed {
+            job: name,
+            source,
+        };
         let started = Instant::now();
         let lock = self
             .app
             .store
-            .try_lock_job(job.name())
+            .try_lock_job(name)
             .await
             .map_err(|e| failed(e.into()));
         let outcome = match lock {
             Ok(None) => Ok(JobOutcome::Busy),
             Ok(Some(held)) => {
-                let done = self
-                    .execute(job, keep_going)
-                    .await
-                    .map(|items| JobOutcome::Done { items })
-                    .map_err(failed);
+                let done = job.run(keep_going).await.map_err(failed);
                 // Released before the outcome is reported, so the next run (here or in
                 // another worker) finds the job free.
                 held.release().await;
-                done
+                done.map(|report| self.reported(name, report))
             }
             Err(error) => Err(error),
         };
-        self.metrics.record(job, &outcome, started.elapsed());
+        self.metrics.record(name, &outcome, started.elapsed());
         match &outcome {
             Ok(JobOutcome::Done { items }) => {
                 tracing::info!(
-                    job = job.name(),
+                    job = name,
                     items,
                     elapsed_ms = started.elapsed().as_millis(),
                     "job done"
                 );
             }
             Ok(JobOutcome::Busy) => {
-                tracing::debug!(
-                    job = job.name(),
-                    "job skipped: another worker holds its lock"
-                );
+                tracing::debug!(job = name, "job skipped: another worker holds its lock");
             }
-            Err(error) => tracing::warn!(job = job.name(), error = %error, "job failed"),
+            Err(error) => tracing::warn!(job = name, error = %error, "job failed"),
         }
         outcome
     }
 
-    async fn execute(
-        &self,
-        job: Job,
-        keep_going: &(dyn Fn() -> bool + Send + Sync),
-    ) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
-        let app = &self.app;
-        Ok(match job {
-            Job::AnalyticsExport => {
-                let Some(exporter) = &self.exporter else {
-                    return Ok(0);
-                };
-                exporter.prepare().await?;
-                let report = exporter.run(keep_going).await?;
-                if let Some(checkpoint) = report.checkpoint {
-                    self.metrics.export_position(checkpoint.ingested_at);
-                }
-                report.events
-            }
-            Job::TrialLocker => app.accounts.lock_expired_trials().await?,
-            Job::TokenExpiry => app.tokens.enforce_expiry().await?,
-            Job::KeyPruning => app.policies.jwks().prune_retired().await?,
-            Job::Retention => match &self.exporter {
-                // Only exported events are ever deleted.
-                Some(exporter) => {
-                    let keep = app.settings.worker.jobs.retention.keep_days;
-                    exporter
-                        .prune_exported(chrono::Duration::days(i64::from(keep)))
-                        .await?
-                }
-                None => 0,
-            },
-        })
+    fn reported(&self, name: &str, report: JobReport) -> JobOutcome {
+        if let Some(position) = report.position {
+            self.metrics.position(name, position);
+        }
+        JobOutcome::Done {
+            items: report.items,
+        }
     }
 
-    /// The enabled jobs and their periods (the export only with ClickHouse).
-    pub fn schedule(&self) -> Vec<(Job, Duration)> {
-        let jobs = &self.app.settings.worker.jobs;
-        let every = Duration::from_secs;
-        Job::ALL
-            .into_iter()
+    /// The jobs to run and their periods: enabled in `worker.jobs` and able to run in this
+    /// configuration (the export only with ClickHouse).
+    pub fn schedule(&self) -> Vec<(&'static str, Duration)> {
+        self.app
+            .jobs
+            .iter()
+            .filter(|job| job.unavailable().is_none())
             .filter_map(|job| {
-                let (enabled, interval) = match job {
-                    Job::AnalyticsExport => (
-                        jobs.analytics_export.enabled && self.exporter.is_some(),
-                        jobs.analytics_export.interval_seconds,
-                    ),
-                    Job::TrialLocker => (
-                        jobs.trial_locker.enabled,
-                        jobs.trial_locker.interval_seconds,
-                    ),
-                    Job::TokenExpiry => (
-                        jobs.token_expiry.enabled,
-                        jobs.token_expiry.interval_seconds,
-                    ),
-                    Job::KeyPruning => {
-                        (jobs.key_pruning.enabled, jobs.key_pruning.interval_seconds)
-                    }
-                    Job::Retention => (
-                        jobs.retention.enabled && self.exporter.is_some(),
-                        jobs.retention.interval_seconds,
-                    ),
-                };
-                enabled.then(|| (job, every(interval.max(1))))
+                let settings = self.app.settings.worker.job(job.name()).ok()?;
+                settings.enabled.then(|| {
+                    (
+                        job.name(),
+                        Duration::from_secs(settings.interval_seconds.max(1)),
+                    )
+                })
             })
             .collect()
     }
@@ -231,7 +164,7 @@ impl Worker {
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut loops = JoinSet::new();
         for (job, period) in self.schedule() {
-            tracing::info!(job = job.name(), period_s = period.as_secs(), "scheduled");
+            tracing::info!(job, period_s = period.as_secs(), "scheduled");
             let worker = self.clone();
             let shutdown = shutdown.clone();
             loops.spawn(async move {
@@ -250,20 +183,5 @@ impl Worker {
             });
         }
         while loops.join_next().await.is_some() {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use clap::ValueEnum as _;
-
-    use super::Job;
-
-    #[test]
-    fn command_line_names_are_the_job_names() {
-        for job in Job::ALL {
-            assert_eq!(Job::from_str(job.name(), false), Ok(job));
-        }
-        assert!(Job::from_str("analytics_export", false).is_err());
     }
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use d2_app::{App, Mode, Settings, telemetry};
 use d2_kernel::SystemClock;
-use d2_worker::{Job, JobOutcome, Worker};
+use d2_worker::{JobOutcome, Worker};
 use tokio_util::sync::CancellationToken;
 
 // glibc's malloc spent about half of the CPU of JSON-heavy work (ingest, export) on its
@@ -19,9 +19,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "d2-worker", version)]
 struct Cli {
-    /// Run this job once and exit (status 1 if it failed, 3 if another worker holds it).
+    /// Run this job once and exit (status 1 if it failed, 3 if another worker holds it):
+    /// analytics-export, trial-locker, token-expiry, key-pruning or retention.
     #[arg(long, value_name = "JOB")]
-    once: Option<Job>,
+    once: Option<String>,
 }
 
 #[tokio::main]
@@ -48,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
     let worker = Worker::new(app.clone())?;
 
     if let Some(job) = cli.once {
-        let outcome = worker.run_once(job, &|| true).await;
+        let outcome = worker.run_once(&job, &|| true).await;
         app.shutdown().await;
         match outcome {
             Ok(JobOutcome::Done { items }) => println!("{job}: done ({items})"),

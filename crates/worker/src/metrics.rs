@@ -4,11 +4,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::{Job, JobError, JobOutcome};
+use crate::{JobError, JobOutcome};
 
 #[derive(Debug)]
 pub struct WorkerMetrics {
@@ -17,7 +16,7 @@ pub struct WorkerMetrics {
     items: IntCounterVec,
     duration: HistogramVec,
     last_success: IntGaugeVec,
-    export_position: IntGauge,
+    position: IntGaugeVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -27,7 +26,8 @@ fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 }
 
 impl WorkerMetrics {
-    pub fn new() -> Result<Self, prometheus::Error> {
+    /// The metrics of a worker running the jobs called `jobs`.
+    pub fn new(jobs: &[&str]) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let runs = register(
             &registry,
@@ -67,16 +67,19 @@ impl WorkerMetrics {
                 &["job"],
             )?,
         );
-        let export_position = register(
+        let position = register(
             &registry,
-            IntGauge::new(
-                "d2_worker_export_checkpoint_timestamp_seconds",
-                "Latest ingest time (Unix seconds) among the events exported to ClickHouse.",
+            IntGaugeVec::new(
+                Opts::new(
+                    "d2_worker_job_position_timestamp_seconds",
+                    "How far a job working through a stream has come, in Unix seconds (analytics-export: the latest ingest time among the events exported).",
+                ),
+                &["job"],
             )?,
         );
-        for job in Job::ALL {
+        for job in jobs {
             for outcome in ["success", "failure", "busy"] {
-                runs.with_label_values(&[job.name(), outcome]);
+                runs.with_label_values(&[job, outcome]);
             }
         }
         Ok(Self {
@@ -85,17 +88,16 @@ impl WorkerMetrics {
             items,
             duration,
             last_success,
-            export_position,
+            position,
         })
     }
 
     pub(crate) fn record(
         &self,
-        job: Job,
+        name: &str,
         outcome: &Result<JobOutcome, JobError>,
         elapsed: Duration,
     ) {
-        let name = job.name();
         let label = match outcome {
             Ok(JobOutcome::Done { items }) => {
                 self.items.with_label_values(&[name]).inc_by(*items);
@@ -113,13 +115,13 @@ impl WorkerMetrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub(crate) fn export_position(&self, ingested_at: DateTime<Utc>) {
-        self.export_position.set(ingested_at.timestamp());
+    pub(crate) fn position(&self, job: &str, at: DateTime<Utc>) {
+        self.position.with_label_values(&[job]).set(at.timestamp());
     }
 
     /// Runs of `job` with `outcome` so far (for tests and the log).
-    pub fn runs(&self, job: Job, outcome: &str) -> u64 {
-        self.runs.with_label_values(&[job.name(), outcome]).get()
+    pub fn runs(&self, job: &str, outcome: &str) -> u64 {
+        self.runs.with_label_values(&[job, outcome]).get()
     }
 
     pub fn render(&self) -> String {

@@ -9,6 +9,7 @@
 )]
 
 mod account;
+mod jobs;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 mod ports;
@@ -16,6 +17,7 @@ mod sampling;
 mod service;
 
 pub use account::{Account, AccountName, AccountPatch, InvalidAccountName, Role, User};
+pub use jobs::TrialLocker;
 pub use ports::{AccountRepo, AuditOf, JobAuditOf};
 pub use sampling::{InvalidSampleRate, SampleRate, SamplingPolicy};
 pub use service::{AccountError, AccountOverview, AccountService};

@@ -13,6 +13,7 @@ mod analytics;
 pub mod contract;
 mod event;
 mod export;
+mod jobs;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 mod ports;
@@ -24,6 +25,7 @@ pub use event::{
     Decision, EventFacts, EventFilter, IncomingEvent, NewEvent, StoredEvent, parse_batch,
 };
 pub use export::{EXPORT_JOB, ExportReport, ExportSettings, Exporter};
+pub use jobs::{AnalyticsExport, Retention};
 pub use ports::{
     AnalyticsSink, AnalyticsStore, AppResolver, EventForwarder, EventStore, ExportBatch,
     ExportCheckpoint, ExportCheckpoints, ExportCursor, NoForwarding,

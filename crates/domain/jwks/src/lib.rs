@@ -8,6 +8,7 @@
     clippy::arithmetic_side_effects
 )]
 
+mod jobs;
 mod key;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
@@ -15,6 +16,7 @@ mod ports;
 mod seal;
 mod service;
 
+pub use jobs::KeyPruning;
 pub use key::{KeyError, PublishedKey, SigningKey};
 pub use ports::{FirstKey, SigningKeyRepo};
 pub use seal::{AesKey, Binding, InvalidAesKey, Keyring, SealError, SealOwner, Sealed};

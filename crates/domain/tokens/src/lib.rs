@@ -11,6 +11,7 @@
 mod bootstrap;
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
+mod jobs;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 mod ports;
@@ -23,6 +24,7 @@ pub use bootstrap::{
     BootstrapError, BootstrapRequest, BootstrapService, Bootstrapped, ControlPlaneSecret,
 };
 pub use d2_kernel::{CacheSettings, CacheStats};
+pub use jobs::TokenExpiry;
 pub use ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenAuditOf, TokenRepo};
 pub use secret::{
     MalformedToken, Pepper, RandomnessUnavailable, TokenDigest, TokenSecret, WeakPepper,

@@ -1,0 +1,88 @@
+//! Tokens: the `[auth]` section, the verifier, the token service and the bootstrap.
+
+use std::sync::Arc;
+
+use d2_tokens::{BootstrapService, ControlPlaneSecret, TokenExpiry, TokenService, TokenVerifier};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::{Registry, Shared};
+use crate::settings::{CacheConfig, SettingsError, blank_is_none};
+use crate::{Mode, StartupError};
+
+/// `[auth]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The secret of `POST /v1/user-token/issue`; unset, the route is disabled.
+    #[serde(default, deserialize_with = "blank_is_none")]
+    pub control_plane_token: Option<SecretString>,
+    /// How long a rotated token keeps working.
+    pub rotation_grace_seconds: u64,
+    pub token_cache: CacheConfig,
+}
+
+impl AuthSettings {
+    pub(crate) fn validate(&self) -> Result<(), SettingsError> {
+        if let Some(token) = &self.control_plane_token
+            && token.expose_secret().len() < 16
+        {
+            return Err(SettingsError::invalid(
+                "auth.control_plane_token",
+                "must be at least 16 characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+pub(crate) struct Tokens {
+    pub verifier: Arc<TokenVerifier>,
+    pub tokens: TokenService,
+    pub bootstrap: Arc<BootstrapService>,
+}
+
+pub(crate) fn build(shared: &Shared<'_>, registry: &mut Registry) -> Result<Tokens, StartupError> {
+    let settings = &shared.settings.auth;
+    let repositories = &shared.repositories;
+    let control_plane = settings
+        .control_plane_token
+        .as_ref()
+        .map(|secret| ControlPlaneSecret::new(secret.expose_secret()))
+        .transpose()?;
+    if control_plane.is_none() && shared.mode == Mode::Server {
+        tracing::info!("no auth.control_plane_token set: POST /v1/user-token/issue is disabled");
+    }
+    let verifier = Arc::new(TokenVerifier::new(
+        repositories.clone(),
+        shared.pepper.clone(),
+        shared.clock.clone(),
+        settings.token_cache.settings(),
+    ));
+    let grace = chrono::Duration::seconds(
+        i64::try_from(settings.rotation_grace_seconds).unwrap_or(i64::MAX),
+    );
+    let tokens = TokenService::new(
+        repositories.clone(),
+        verifier.clone(),
+        shared.pepper.clone(),
+        shared.clock.clone(),
+        grace,
+    );
+    let bootstrap = Arc::new(BootstrapService::new(
+        control_plane,
+        repositories.clone(),
+        repositories.clone(),
+        repositories.clone(),
+        shared.pepper.clone(),
+        shared.clock.clone(),
+        shared.settings.plans.trial_days,
+    ));
+    registry.subscribe(verifier.clone());
+    registry.schedule(TokenExpiry(tokens.clone()));
+    Ok(Tokens {
+        verifier,
+        tokens,
+        bootstrap,
+    })
+}
