@@ -17,6 +17,7 @@ mod policy;
 mod publisher_keys;
 mod replicas;
 mod rollback;
+mod tasks;
 mod tenancy;
 mod tokens;
 mod worker;

@@ -3,6 +3,7 @@
 
 use d2_app::{CopyError, Store};
 use d2_events::{EXPORT_JOB, ExportCheckpoint};
+use d2_kernel::TaskState;
 use serde_json::{Value, json};
 
 use crate::events::{decision, events_of, ingest};
@@ -63,6 +64,25 @@ async fn moves_intact(from: TestDatabase, to: TestDatabase) {
         ingested_at: first.events[0].event.ingested_at,
     };
     checkpoints.save(EXPORT_JOB, exported).await.unwrap();
+    // Work still queued: a pending task and a dead one.
+    let now = app.app.clock.now();
+    let queued = d2_kernel::NewTask {
+        kind: "test.copy".into(),
+        account_id: None,
+        payload: serde_json::json!({ "to": "ada@example.com" }),
+        run_at: now,
+    };
+    let queue = &app.app.tasks;
+    queue.enqueue(&queued, now).await.unwrap();
+    let buried = queue.enqueue(&queued, now).await.unwrap();
+    let claimed = queue
+        .claim(&["test.copy"], 2, now, chrono::Duration::minutes(5))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(queue.bury(buried, 1, "no such mailbox").await.unwrap());
+    let pending = queue.tasks(TaskState::Pending, 10).await.unwrap();
+    let dead = queue.tasks(TaskState::Dead, 10).await.unwrap();
 
     // The copy, as `d2ctl migrate-store --from ... --to ...` runs it.
     let config = settings(&app.db().url(), &app.pepper, &app.control_plane, &[]);
@@ -74,6 +94,7 @@ async fn moves_intact(from: TestDatabase, to: TestDatabase) {
     assert_eq!(count("policies"), 1);
     assert_eq!(count("events"), 2);
     assert_eq!(count("audit_logs"), u64::try_from(audit.len()).unwrap());
+    assert_eq!(count("tasks"), 2);
     // A second copy into the same database is refused: it is not empty any more.
     assert!(matches!(
         source.copy_to(&copy).await,
@@ -100,6 +121,29 @@ async fn moves_intact(from: TestDatabase, to: TestDatabase) {
     assert_eq!(moved.get("/.well-known/jwks.json", &dev).await.body, jwks);
     assert_eq!(events_of(&moved, &tenant).await, events);
     assert_eq!(moved.audit(&tenant).await.len(), audit.len());
+    let without_ids = |tasks: Vec<d2_kernel::Task>| {
+        tasks
+            .into_iter()
+            .map(|task| {
+                (
+                    task.kind,
+                    task.payload,
+                    task.attempts,
+                    task.run_at,
+                    task.last_error,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let queue = &moved.app.tasks;
+    assert_eq!(
+        without_ids(queue.tasks(TaskState::Pending, 10).await.unwrap()),
+        without_ids(pending)
+    );
+    assert_eq!(
+        without_ids(queue.tasks(TaskState::Dead, 10).await.unwrap()),
+        without_ids(dead)
+    );
     // New rows continue after the copied ones.
     ingest(
         &moved,

@@ -345,3 +345,52 @@ async fn every_table_is_copied_by_migrate_store_or_named_as_not_copied() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_queue_contract() {
+    let (_db, store) = fresh().await;
+    let (_, account) = contract_token(&store).await;
+    d2_kernel::task::contract::all(Arc::new(store), account).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_enqueued_in_a_write_transaction_commits_and_rolls_back_with_it() {
+    use d2_kernel::{NewTask, TaskQueue as _};
+
+    use crate::error::TxError;
+
+    let (_db, store) = fresh().await;
+    let now = d2_kernel::Clock::now(&d2_kernel::SystemClock);
+    let task = NewTask {
+        kind: "contract.outbox".into(),
+        account_id: None,
+        payload: serde_json::json!({ "n": 1 }),
+        run_at: now,
+    };
+    let mut conn = store.writer().await.unwrap();
+    let rolled_back: Result<(), TxError> = write_transaction!(conn, async |conn| {
+        crate::tasks::enqueue(conn, &task, now).await?;
+        // The change the task belonged to failed.
+        Err(TxError::Retry)
+    })
+    .await;
+    assert!(rolled_back.is_err());
+    assert_eq!(
+        store.counts().await.unwrap().pending,
+        0,
+        "gone with its change"
+    );
+    write_transaction!(conn, async |conn| {
+        crate::tasks::enqueue(conn, &task, now).await?;
+        Ok::<_, TxError>(())
+    })
+    .await
+    .unwrap();
+    drop(conn);
+    let pending = store
+        .tasks(d2_kernel::TaskState::Pending, 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].payload, task.payload);
+}

@@ -1,7 +1,7 @@
 //! Moving a whole store to another (`d2ctl migrate-store`): every table, row for row, as
 //! JSON rows both adapters read and write. Token digests, sealed keys, signed bundles and
 //! event ids are copied as they are, so tokens, keys and bundles stay valid; audit records
-//! keep their order and are numbered by the target. Places in the export stream are each
+//! keep their order and are numbered by the target, as are tasks. Places in the export stream are each
 //! store's own (a transaction id, a row id), so an export checkpoint travels as the event
 //! id up to which every event was exported, and the target turns that back into a place
 //! in its own stream.
@@ -21,11 +21,12 @@ use crate::models::{AccountRow, PolicyRow, PublisherKeyRow, SigningKeyRow, UserR
 use crate::position::{Side, in_stream};
 use crate::schema::{
     accounts, api_tokens, audit_logs, events, ingest_refusals, job_checkpoints, policies,
-    publisher_keys, signing_keys, users,
+    publisher_keys, signing_keys, tasks, users,
 };
+use crate::tasks::TaskCopy;
 
 /// The tables copied, in an order that satisfies every foreign key.
-pub const TABLES: [&str; 10] = [
+pub const TABLES: [&str; 11] = [
     "accounts",
     "users",
     "api_tokens",
@@ -36,6 +37,7 @@ pub const TABLES: [&str; 10] = [
     "events",
     "ingest_refusals",
     "job_checkpoints",
+    "tasks",
 ];
 
 /// The tables `TABLES` leaves out (some exist in one store only), and why. A test holds
@@ -57,7 +59,7 @@ pub const NOT_COPIED: [(&str, &str); 3] = [
     ),
 ];
 
-/// Rows per page of the tables read in pages (audit records and events).
+/// Rows per page of the tables read in pages (audit records, events and tasks).
 const PAGE: i64 = 5_000;
 
 /// Some of a table's rows, and where the next page starts (`None`: the table is done).
@@ -318,6 +320,21 @@ impl crate::Store {
                 }
                 whole(to_json(copies)?)
             }
+            "tasks" => {
+                let rows: Vec<(i64, TaskCopy)> = tasks::table
+                    .filter(tasks::id.gt(after.unwrap_or(0)))
+                    .order(tasks::id)
+                    .limit(PAGE)
+                    .select((tasks::id, TaskCopy::as_select()))
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?;
+                let last = rows.last().map(|(id, _)| *id);
+                by_id(
+                    to_json(rows.into_iter().map(|(_, row)| row).collect())?,
+                    last,
+                )
+            }
             other => return Err(unknown(other)),
         };
         Ok(page)
@@ -383,6 +400,7 @@ impl crate::Store {
                         import_checkpoint(conn, copy).await?;
                     }
                 }
+                "tasks" => insert_rows!(conn, tasks::table, from_json::<TaskCopy>(rows)?),
                 other => return Err(TxError::Store(unknown(other))),
             }
             Ok::<_, TxError>(())

@@ -16,7 +16,7 @@ use d2_clickhouse::ClickHouse;
 use d2_events::{EventService, Exporter};
 use d2_kernel::job::config_key;
 use d2_kernel::limit::{LocalQuotas, QuotaStore};
-use d2_kernel::{Clock, ScheduledJob, StoreError};
+use d2_kernel::{Clock, ScheduledJob, StoreError, TaskHandler, TaskQueue, TaskRunner};
 use d2_logflare::{LogflareForwarder, LogflareWorker};
 use d2_policy::PolicyService;
 use d2_redis::{RedisQuotas, RedisSettings};
@@ -34,8 +34,8 @@ pub use domains::events::AnalyticsBackend;
 pub use domains::policy::keyring;
 pub use settings::{
     CorsSettings, DatabaseSettings, HttpSettings, JobSettings, LogFormat, LogSettings, Profile,
-    RateLimitSettings, RedisSettings as RedisConfig, Settings, SettingsError, WorkerSettings,
-    env_var, lenient_base64,
+    RateLimitSettings, RedisSettings as RedisConfig, Settings, SettingsError, TaskSettings,
+    WorkerSettings, env_var, lenient_base64,
 };
 pub use store::{CopyError, JobLock, MigrateMode, Repositories, Store, StoreStartError};
 
@@ -81,6 +81,9 @@ pub struct App {
     pub redis: Option<Arc<RedisQuotas>>,
     /// The scheduled jobs the domains registered, for the worker.
     pub jobs: Vec<Arc<dyn ScheduledJob>>,
+    /// The task queue, and the handlers of the tasks the domains enqueue, for the worker.
+    pub tasks: Arc<dyn TaskQueue>,
+    pub task_handlers: Vec<Arc<dyn TaskHandler>>,
     logflare_worker: Arc<std::sync::Mutex<Option<LogflareWorker>>>,
     shutdown: CancellationToken,
     background: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
@@ -139,6 +142,7 @@ impl App {
         let audit = domains::audit::build(&shared);
         check_job_settings(&settings, &registry.jobs)?;
 
+        let shared_tasks: Arc<dyn TaskQueue> = store.repositories();
         let subscribers = std::mem::take(&mut registry.subscribers);
         let url = settings.database_url().to_owned();
         registry.spawn(|shutdown| {
@@ -164,10 +168,26 @@ impl App {
             logflare: events.logflare,
             redis,
             jobs: registry.jobs,
+            tasks: shared_tasks,
+            task_handlers: registry.task_handlers,
             logflare_worker: Arc::new(std::sync::Mutex::new(events.logflare_worker)),
             shutdown: registry.shutdown,
             background: Arc::new(std::sync::Mutex::new(registry.background)),
         })
+    }
+
+    /// A runner of the task queue with the domains' handlers and `extra` ones (an
+    /// embedder's), as `worker.tasks` configures it.
+    pub fn task_runner(&self, extra: &[Arc<dyn TaskHandler>]) -> TaskRunner {
+        let settings = &self.settings.worker.tasks;
+        TaskRunner::new(
+            self.tasks.clone(),
+            self.task_handlers.iter().chain(extra).cloned().collect(),
+            self.clock.clone(),
+            settings.retry_policy(),
+            Duration::from_secs(settings.lease_seconds),
+            settings.batch,
+        )
     }
 
     /// The registered job called `name`.

@@ -194,6 +194,35 @@ pub struct WorkerSettings {
     pub addr: String,
     /// Each scheduled job by its key (its name with `_` for `-`).
     pub jobs: BTreeMap<String, JobSettings>,
+    pub tasks: TaskSettings,
+}
+
+/// How the worker works through the task queue.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSettings {
+    pub enabled: bool,
+    /// How often an idle worker looks for due tasks (a busy one goes on at once).
+    pub poll_interval_ms: u64,
+    /// Tasks claimed at a time.
+    pub batch: u32,
+    /// How long a claimed task is the worker's: past it, another worker may claim it.
+    pub lease_seconds: u64,
+    /// Attempts before a task is dead.
+    pub max_attempts: u32,
+    /// The wait after a first failure; it doubles after each one, up to the maximum.
+    pub first_retry_seconds: u64,
+    pub max_retry_seconds: u64,
+}
+
+impl TaskSettings {
+    pub fn retry_policy(&self) -> d2_kernel::RetryPolicy {
+        d2_kernel::RetryPolicy {
+            max_attempts: self.max_attempts.max(1),
+            first_delay: Duration::from_secs(self.first_retry_seconds),
+            max_delay: Duration::from_secs(self.max_retry_seconds),
+        }
+    }
 }
 
 /// The schedule of one job, and the options it reads itself.
@@ -411,6 +440,13 @@ impl Settings {
             return Err(SettingsError::invalid(
                 "redis.url",
                 "must be a redis:// URL (TLS to Redis is not supported yet)",
+            ));
+        }
+        let tasks = &self.worker.tasks;
+        if tasks.lease_seconds == 0 || tasks.batch == 0 {
+            return Err(SettingsError::invalid(
+                "worker.tasks.lease_seconds",
+                "the lease and the batch must be at least 1",
             ));
         }
         self.auth.validate()?;

@@ -8,7 +8,7 @@ use d2_accounts::AccountRepo;
 use d2_audit::AuditLog;
 use d2_events::{AnalyticsStore, AppResolver, EventStore, ExportCheckpoints};
 use d2_jwks::SigningKeyRepo;
-use d2_kernel::{Change, StoreError};
+use d2_kernel::{Change, StoreError, TaskQueue};
 use d2_policy::{PolicyRepo, PublisherKeyRepo};
 use d2_postgres::PgStore;
 use d2_sqlite::{SqliteSettings, SqliteStore, Target};
@@ -31,6 +31,7 @@ pub trait Repositories:
     + AnalyticsStore
     + AppResolver
     + ExportCheckpoints
+    + TaskQueue
 {
 }
 

@@ -9,8 +9,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Parser, Subcommand};
 
 use d2_app::{App, MigrateMode, Mode, Settings, Store};
-use d2_cli::keys;
-use d2_kernel::{AccountId, SystemClock};
+use d2_cli::{keys, tasks};
+use d2_kernel::{AccountId, SystemClock, TaskState};
 use d2_tokens::BootstrapRequest;
 
 // glibc's malloc spent about half of the CPU of JSON-heavy work (ingest, export) on its
@@ -73,6 +73,11 @@ enum Command {
     },
     /// Delete retired signing keys whose grace period has ended.
     PruneSigningKeys,
+    /// The task queue: list pending or dead tasks, revive a dead one.
+    Tasks {
+        #[command(subcommand)]
+        action: TasksCommand,
+    },
     /// Print a new random secret (URL-safe base64) for the token pepper or the
     /// control-plane token.
     GenerateSecret {
@@ -80,6 +85,19 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         bytes: usize,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TasksCommand {
+    /// The counts, then the pending tasks (or, with --dead, the dead ones), oldest first.
+    List {
+        #[arg(long)]
+        dead: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Make a dead task pending again, due now, with its attempts reset.
+    Revive { id: i64 },
 }
 
 /// Runs `work` with the application built for a one-shot command.
@@ -121,6 +139,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::PruneSigningKeys => {
             with_app(async |app| keys::prune_signing_keys(app).await).await
+        }
+        Command::Tasks { action } => {
+            with_app(async |app| match action {
+                TasksCommand::List { dead, limit } => {
+                    let state = if dead {
+                        TaskState::Dead
+                    } else {
+                        TaskState::Pending
+                    };
+                    print!("{}", tasks::list(app, state, limit).await?);
+                    Ok(())
+                }
+                TasksCommand::Revive { id } => tasks::revive(app, id).await,
+            })
+            .await
         }
         Command::GenerateSecret { bytes } => {
             anyhow::ensure!(bytes >= 16, "a secret needs at least 16 bytes");

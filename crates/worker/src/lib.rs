@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use d2_app::App;
-use d2_kernel::{JobReport, ScheduledJob};
+use d2_kernel::{JobReport, ScheduledJob, TaskHandler, TaskRunner};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -52,15 +52,29 @@ pub enum JobError {
 pub struct Worker {
     app: App,
     metrics: Arc<WorkerMetrics>,
+    tasks: Arc<TaskRunner>,
 }
 
 impl Worker {
     pub fn new(app: App) -> Result<Self, prometheus::Error> {
+        Self::with_task_handlers(app, &[])
+    }
+
+    /// A worker that also does the tasks of `handlers` (an embedder's own kinds).
+    pub fn with_task_handlers(
+        app: App,
+        handlers: &[Arc<dyn TaskHandler>],
+    ) -> Result<Self, prometheus::Error> {
         let names: Vec<&str> = app.jobs.iter().map(|job| job.name()).collect();
         Ok(Self {
             metrics: Arc::new(WorkerMetrics::new(&names)?),
+            tasks: Arc::new(app.task_runner(handlers)),
             app,
         })
+    }
+
+    pub fn task_runner(&self) -> &TaskRunner {
+        &self.tasks
     }
 
     pub fn app(&self) -> &App {
@@ -182,6 +196,48 @@ impl Worker {
                 }
             });
         }
+        let settings = &self.app.settings.worker.tasks;
+        if settings.enabled && !self.tasks.kinds().is_empty() {
+            let worker = self.clone();
+            let idle = Duration::from_millis(settings.poll_interval_ms.max(1));
+            tracing::info!(kinds = ?self.tasks.kinds(), "working through the task queue");
+            loops.spawn(async move { worker.work_through_tasks(idle, shutdown).await });
+        }
         while loops.join_next().await.is_some() {}
+    }
+
+    /// Claims and runs due tasks until `shutdown`: at once again after a full batch, after
+    /// `idle` otherwise. A batch in hand is finished before this returns.
+    async fn work_through_tasks(&self, idle: Duration, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let busy = match self.tasks.run_once().await {
+                Ok(pass) => {
+                    self.metrics.tasks_passed(&pass);
+                    if pass.claimed() > 0 {
+                        tracing::info!(
+                            done = pass.done,
+                            retried = pass.retried,
+                            dead = pass.dead,
+                            lost = pass.lost,
+                            "tasks run"
+                        );
+                    }
+                    pass.claimed() > 0
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot claim tasks; trying again");
+                    false
+                }
+            };
+            if let Ok(counts) = self.tasks.queue().counts().await {
+                self.metrics.task_counts(counts);
+            }
+            if !busy {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(idle) => {}
+                }
+            }
+        }
     }
 }

@@ -7,6 +7,8 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use d2_kernel::{TaskCounts, TaskPass};
+
 use crate::{JobError, JobOutcome};
 
 #[derive(Debug)]
@@ -17,6 +19,8 @@ pub struct WorkerMetrics {
     duration: HistogramVec,
     last_success: IntGaugeVec,
     position: IntGaugeVec,
+    task_outcomes: IntCounterVec,
+    tasks: IntGaugeVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -77,6 +81,29 @@ impl WorkerMetrics {
                 &["job"],
             )?,
         );
+        let task_outcomes = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "d2_worker_tasks_total",
+                    "Claimed tasks by outcome: done, retried (failed, tried again later), dead (failed for good), lost (finished after its lease ran out).",
+                ),
+                &["outcome"],
+            )?,
+        );
+        let tasks = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "d2_worker_tasks",
+                    "Tasks in the queue by state: pending (due, waiting or leased) and dead.",
+                ),
+                &["state"],
+            )?,
+        );
+        for outcome in ["done", "retried", "dead", "lost"] {
+            task_outcomes.with_label_values(&[outcome]);
+        }
         for job in jobs {
             for outcome in ["success", "failure", "busy"] {
                 runs.with_label_values(&[job, outcome]);
@@ -89,6 +116,8 @@ impl WorkerMetrics {
             duration,
             last_success,
             position,
+            task_outcomes,
+            tasks,
         })
     }
 
@@ -117,6 +146,32 @@ impl WorkerMetrics {
 
     pub(crate) fn position(&self, job: &str, at: DateTime<Utc>) {
         self.position.with_label_values(&[job]).set(at.timestamp());
+    }
+
+    pub(crate) fn tasks_passed(&self, pass: &TaskPass) {
+        for (outcome, count) in [
+            ("done", pass.done),
+            ("retried", pass.retried),
+            ("dead", pass.dead),
+            ("lost", pass.lost),
+        ] {
+            self.task_outcomes
+                .with_label_values(&[outcome])
+                .inc_by(count);
+        }
+    }
+
+    pub(crate) fn task_counts(&self, counts: TaskCounts) {
+        for (state, count) in [("pending", counts.pending), ("dead", counts.dead)] {
+            self.tasks
+                .with_label_values(&[state])
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Claimed tasks with `outcome` so far (for tests and the log).
+    pub fn task_outcomes(&self, outcome: &str) -> u64 {
+        self.task_outcomes.with_label_values(&[outcome]).get()
     }
 
     /// Runs of `job` with `outcome` so far (for tests and the log).

@@ -52,30 +52,9 @@ mod tests;
 
 // The repository code both SQL adapters share, compiled here against this crate's schema,
 // connection and helpers (see crates/adapters/sql/README.md).
-#[path = "../../sql/accounts.rs"]
-mod accounts;
-#[path = "../../sql/analytics.rs"]
-mod analytics;
-#[path = "../../sql/audit.rs"]
-mod audit;
-#[path = "../../sql/errors.rs"]
-mod errors;
-#[path = "../../sql/events.rs"]
-mod events;
-#[path = "../../sql/id.rs"]
-mod id;
-#[path = "../../sql/jwks.rs"]
-mod jwks;
-#[path = "../../sql/models.rs"]
-mod models;
-#[path = "../../sql/policies.rs"]
-mod policies;
-#[path = "../../sql/position.rs"]
-mod position;
-#[path = "../../sql/tokens.rs"]
-mod tokens;
-#[path = "../../sql/transfer.rs"]
-mod transfer;
+#[path = "../../sql/mod.rs"]
+mod sql;
+use sql::*;
 
 /// The SQL types the shared code names: PostgreSQL's own.
 mod types {

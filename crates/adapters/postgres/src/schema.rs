@@ -147,6 +147,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    tasks (id) {
+        id -> Int8,
+        kind -> Text,
+        account_id -> Nullable<Uuid>,
+        payload -> Jsonb,
+        state -> Text,
+        attempts -> Int4,
+        run_at -> Timestamptz,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Uuid,
         account_id -> Uuid,
@@ -177,5 +191,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     policies,
     publisher_keys,
     signing_keys,
+    tasks,
     users,
 );

@@ -179,6 +179,23 @@ diesel::table! {
     use diesel::sql_types::*;
     use crate::types::{Jsonb, Uuid};
 
+    tasks (id) {
+        id -> Int8,
+        kind -> Text,
+        account_id -> Nullable<Uuid>,
+        payload -> Jsonb,
+        state -> Text,
+        attempts -> Int4,
+        run_at -> TimestamptzSqlite,
+        last_error -> Nullable<Text>,
+        created_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
     users (id) {
         id -> Uuid,
         account_id -> Uuid,
@@ -231,5 +248,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     policies,
     publisher_keys,
     signing_keys,
+    tasks,
     users,
 );

@@ -2,7 +2,8 @@
 //! (deserialized from `config/`, validated, documented in `config/default.toml`) and one
 //! `build` function that makes its services from the [`Shared`] dependencies and
 //! registers, in the [`Registry`], what it adds to the process: the subscribers of the
-//! change feed, its scheduled jobs and its in-process housekeeping.
+//! change feed, its scheduled jobs, the handlers of the tasks it enqueues and its
+//! in-process housekeeping.
 
 pub mod accounts;
 pub mod audit;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use d2_kernel::limit::QuotaStore;
-use d2_kernel::{ChangeSubscriber, Clock, ScheduledJob};
+use d2_kernel::{ChangeSubscriber, Clock, ScheduledJob, TaskHandler};
 use d2_tokens::Pepper;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +39,7 @@ pub(crate) struct Shared<'a> {
 pub(crate) struct Registry {
     pub subscribers: Vec<Arc<dyn ChangeSubscriber>>,
     pub jobs: Vec<Arc<dyn ScheduledJob>>,
+    pub task_handlers: Vec<Arc<dyn TaskHandler>>,
     pub background: Vec<JoinHandle<()>>,
     pub shutdown: CancellationToken,
     mode: Mode,
@@ -48,6 +50,7 @@ impl Registry {
         Self {
             subscribers: Vec::new(),
             jobs: Vec::new(),
+            task_handlers: Vec::new(),
             background: Vec::new(),
             shutdown: CancellationToken::new(),
             mode,
@@ -62,6 +65,15 @@ impl Registry {
     /// A job for the worker.
     pub fn schedule(&mut self, job: impl ScheduledJob + 'static) {
         self.jobs.push(Arc::new(job));
+    }
+
+    /// The handler of the tasks of one kind the domain enqueues.
+    #[expect(
+        dead_code,
+        reason = "no domain enqueues tasks yet; the worker and embedders run handlers of their own"
+    )]
+    pub fn handle(&mut self, handler: impl TaskHandler + 'static) {
+        self.task_handlers.push(Arc::new(handler));
     }
 
     /// Runs `work` every `period` until shutdown, in servers only (a command is gone before

@@ -26,6 +26,7 @@ mod named;
 pub mod page;
 pub mod plan;
 pub mod scope;
+pub mod task;
 pub mod text;
 
 pub use app_name::AppName;
@@ -41,6 +42,10 @@ pub use job::{JobFailure, JobReport, ScheduledJob};
 pub use page::{Cursor, Page, PageError, PageRequest};
 pub use plan::{Plan, PlanCatalog, Quotas};
 pub use scope::{Grant, Scope, ScopeSet};
+pub use task::{
+    NewTask, RetryPolicy, Task, TaskCounts, TaskFailure, TaskHandler, TaskId, TaskPass, TaskQueue,
+    TaskRunner, TaskState,
+};
 
 /// What the exported macros expand to, so their users need no dependencies of their own.
 #[doc(hidden)]

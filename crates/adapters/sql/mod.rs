@@ -1,0 +1,16 @@
+//! The repository code both SQL adapters share, compiled into each against its own schema,
+//! connection and helpers (see README.md): each adapter includes this file once.
+
+pub(crate) mod accounts;
+pub(crate) mod analytics;
+pub(crate) mod audit;
+pub(crate) mod errors;
+pub(crate) mod events;
+pub(crate) mod id;
+pub(crate) mod jwks;
+pub(crate) mod models;
+pub(crate) mod policies;
+pub(crate) mod position;
+pub(crate) mod tasks;
+pub(crate) mod tokens;
+pub(crate) mod transfer;

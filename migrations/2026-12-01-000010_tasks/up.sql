@@ -1,0 +1,17 @@
+-- The task queue: work enqueued in the transaction of the change that calls for it, done
+-- afterwards by a worker. A claim moves run_at to the end of its lease and counts an
+-- attempt; a done task is deleted; a task that failed for good stays as 'dead'.
+CREATE TABLE tasks (
+    id         bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind       text        NOT NULL,
+    account_id uuid,
+    payload    jsonb       NOT NULL,
+    state      text        NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'dead')),
+    attempts   integer     NOT NULL DEFAULT 0,
+    run_at     timestamptz NOT NULL,
+    last_error text,
+    created_at timestamptz NOT NULL
+);
+
+-- What claims scan: the pending tasks by due time.
+CREATE INDEX tasks_due_idx ON tasks (run_at, id) WHERE state = 'pending';
