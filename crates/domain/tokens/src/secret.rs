@@ -198,6 +198,23 @@ mod tests {
         );
     }
 
+    /// A token built from the bytes 0..32, its checksum and its digest under the pepper
+    /// `[7; 32]`, computed independently of this code. Issued tokens and stored digests must
+    /// keep verifying, so neither may ever change.
+    #[test]
+    fn the_wire_format_and_the_digest_never_change() {
+        const TEXT: &str = "d2_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh86oZqdQ";
+        const DIGEST: [u8; 32] = [
+            0xaf, 0x9f, 0xfb, 0xc5, 0x0b, 0x55, 0x7a, 0xfd, 0x41, 0xd0, 0xba, 0x00, 0xb3, 0xf5,
+            0xca, 0xee, 0x6d, 0x47, 0x92, 0xa4, 0x0c, 0xc9, 0x0c, 0x36, 0xeb, 0x93, 0x4a, 0x70,
+            0xda, 0xef, 0x12, 0x5b,
+        ];
+        let secret = TokenSecret::parse(TEXT).unwrap();
+        assert_eq!(secret.expose(), TEXT);
+        let pepper = Pepper::new(&[7; 32]).unwrap();
+        assert_eq!(pepper.digest(&secret).as_bytes(), &DIGEST);
+    }
+
     proptest! {
         #[test]
         fn any_single_character_change_is_caught(position in 3usize..TokenSecret::LENGTH, replacement in "[A-Za-z0-9_-]") {
