@@ -25,6 +25,7 @@ mod named;
 pub mod page;
 pub mod plan;
 pub mod scope;
+pub mod secret;
 pub mod text;
 
 pub use app_name::AppName;
@@ -39,6 +40,7 @@ pub use ids::{AccountId, PolicyId, TokenId, UserId};
 pub use page::{Cursor, Page, PageError, PageRequest};
 pub use plan::{Plan, PlanCatalog, Quotas};
 pub use scope::{Grant, Scope, ScopeSet};
+pub use secret::{Pepper, Secret, SecretDigest, SecretFormat};
 
 /// What the exported macros expand to, so their users need no dependencies of their own.
 #[doc(hidden)]
