@@ -25,7 +25,8 @@ pub use bootstrap::{
 pub use d2_kernel::{CacheSettings, CacheStats};
 pub use ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenAuditOf, TokenRepo};
 pub use secret::{
-    MalformedToken, Pepper, RandomnessUnavailable, TokenDigest, TokenSecret, WeakPepper,
+    ApiTokenFormat, MalformedToken, Pepper, RandomnessUnavailable, TokenDigest, TokenSecret,
+    WeakPepper,
 };
 pub use service::{Revocation, Rotation, TokenError, TokenService};
 pub use token::{ApiToken, IssuedToken, NewToken, TokenGrant, TokenKind, TokenRequest, TokenState};
