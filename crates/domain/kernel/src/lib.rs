@@ -29,7 +29,7 @@ pub mod secret;
 pub mod text;
 
 pub use app_name::AppName;
-pub use auth::{AccessError, AuthContext, Credential};
+pub use auth::{AccessError, ActingFor, AuthContext, Credential};
 pub use blocking::{Blocking, run_blocking};
 pub use cache::{CacheSettings, CacheStats, CoherentCache};
 pub use change::{Change, ChangeSubscriber};
