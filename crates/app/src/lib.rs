@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod authenticator;
 mod blocking;
 pub mod dev_secrets;
 mod settings;
@@ -30,6 +31,7 @@ use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use authenticator::{AuthenticationError, Authenticator, CredentialKind};
 pub use blocking::BlockingPool;
 pub use settings::{
     AnalyticsBackend, AuthSettings, CorsSettings, DatabaseSettings, ExportJobConfig, HttpSettings,
@@ -64,6 +66,8 @@ pub struct App {
     pub accounts: AccountService,
     pub tokens: TokenService,
     pub verifier: Arc<TokenVerifier>,
+    /// Authenticates every kind of credential (API tokens through `verifier`).
+    pub authenticator: Arc<Authenticator>,
     pub bootstrap: Arc<BootstrapService>,
     pub audit: AuditService,
     pub policies: PolicyService,
@@ -148,6 +152,7 @@ impl App {
             clock.clone(),
             settings.auth.token_cache.settings(),
         ));
+        let authenticator = Arc::new(Authenticator::new(verifier.clone()));
         let grace = chrono::Duration::seconds(
             i64::try_from(settings.auth.rotation_grace_seconds).unwrap_or(i64::MAX),
         );
@@ -279,6 +284,7 @@ impl App {
             accounts,
             tokens,
             verifier,
+            authenticator,
             bootstrap,
             audit,
             policies,
