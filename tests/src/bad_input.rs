@@ -161,6 +161,16 @@ async fn bad_credentials_are_401_problems() {
         )
         .await;
     non_ascii.assert_problem(401, "invalid_token");
+
+    // A JWT is told apart from an API token, and refused: no identity provider is set up.
+    let jwt = app
+        .get("/v1/accounts/me", "eyJhbGciOiJIUzI1NiJ9.e30.x")
+        .await;
+    jwt.assert_problem(401, "invalid_token");
+    assert_eq!(
+        jwt.body["detail"],
+        "identity-provider sign-in is not configured"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -181,6 +191,9 @@ async fn without_the_database_malformed_tokens_still_get_401_and_the_rest_503() 
     let mut typo = unused.clone();
     typo.replace_range(10..11, if &unused[10..11] == "A" { "B" } else { "A" });
     app.get("/v1/accounts/me", &typo)
+        .await
+        .assert_problem(401, "invalid_token");
+    app.get("/v1/accounts/me", "eyJhbGciOiJIUzI1NiJ9.e30.x")
         .await
         .assert_problem(401, "invalid_token");
 

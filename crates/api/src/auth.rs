@@ -1,9 +1,11 @@
 //! The `Auth` extractor: who is calling.
 //!
-//! A credential is read from `Authorization: Bearer <token>` or `X-API-Key: <token>`. API
-//! tokens (`d2_...`) are verified by the token domain's cached verifier. A second credential
-//! kind (identity-provider JWTs) slots in here: it produces the same
-//! [`AuthContext`](d2_kernel::AuthContext), and nothing downstream changes.
+//! A credential is read from `Authorization: Bearer <token>` or `X-API-Key: <token>` and
+//! handed to the app's [`Authenticator`](d2_app::Authenticator), which tells its kind apart
+//! (an API token, `d2_...`; a JWT) before any lookup and answers each with the same
+//! [`AuthContext`](d2_kernel::AuthContext): nothing downstream cares which kind it was.
+//! What stays here is actix's part: the per-address failure budget, and running a lookup
+//! to its end in a task of its own.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use actix_web::dev::Payload;
 use actix_web::http::header;
 use actix_web::web::Data;
 use actix_web::{FromRequest, HttpRequest};
+use d2_app::AuthenticationError;
 use d2_kernel::{AuthContext, Code};
 use d2_tokens::AuthError;
 use futures_util::future::LocalBoxFuture;
@@ -116,13 +119,15 @@ impl FromRequest for Auth {
             // Over its failed-authentication budget, an address gets answers from the cache
             // only: an unknown token costs no lookup.
             if let Some(limited) = state.limiter.over_budget(ip) {
-                return match state.app.verifier.verify_cached(&token).await {
+                return match state.app.authenticator.authenticate_cached(&token).await {
                     Some(Ok(context)) => Ok(Auth(context)),
-                    Some(Err(AuthError::Store(error))) => Err(error.into()),
+                    Some(Err(AuthenticationError::Token(AuthError::Store(error)))) => {
+                        Err(error.into())
+                    }
                     Some(Err(_)) | None => Err(limited),
                 };
             }
-            let verified = match state.app.verifier.verify_cached(&token).await {
+            let verified = match state.app.authenticator.authenticate_cached(&token).await {
                 Some(answer) => answer,
                 None => {
                     // A lookup runs in a task of its own, to its end even when actix drops
@@ -130,8 +135,8 @@ impl FromRequest for Auth {
                     // a bad body): a store query cancelled midway panics an actix worker on
                     // SQLite, whose cancellation waits with `block_in_place`, which a
                     // current-thread runtime forbids. Finished, it also fills the cache.
-                    let verifier = state.app.verifier.clone();
-                    actix_web::rt::spawn(async move { verifier.verify(&token).await })
+                    let authenticator = state.app.authenticator.clone();
+                    actix_web::rt::spawn(async move { authenticator.authenticate(&token).await })
                         .await
                         .map_err(|_| {
                             ApiError::new(Code::Internal, "the credential lookup failed")
@@ -140,7 +145,7 @@ impl FromRequest for Auth {
             };
             match verified {
                 Ok(context) => Ok(Auth(context)),
-                Err(AuthError::Store(error)) => Err(error.into()),
+                Err(AuthenticationError::Token(AuthError::Store(error))) => Err(error.into()),
                 Err(error) => {
                     tracing::info!(reason = error.code().as_str(), "authentication failed");
                     Err(state.limiter.charge_failure(ip, error.into()))

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod authenticator;
 mod blocking;
 pub mod dev_secrets;
 pub mod domains;
@@ -29,6 +30,7 @@ use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use authenticator::{AuthenticationError, Authenticator, CredentialKind};
 pub use blocking::BlockingPool;
 pub use domains::events::AnalyticsBackend;
 pub use domains::policy::keyring;
@@ -65,6 +67,8 @@ pub struct App {
     pub accounts: AccountService,
     pub tokens: TokenService,
     pub verifier: Arc<TokenVerifier>,
+    /// Authenticates every kind of credential (API tokens through `verifier`).
+    pub authenticator: Arc<Authenticator>,
     pub bootstrap: Arc<BootstrapService>,
     pub audit: AuditService,
     pub policies: PolicyService,
@@ -158,6 +162,7 @@ impl App {
             store,
             accounts,
             tokens: tokens.tokens,
+            authenticator: Arc::new(Authenticator::new(tokens.verifier.clone())),
             verifier: tokens.verifier,
             bootstrap: tokens.bootstrap,
             audit,

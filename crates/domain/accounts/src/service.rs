@@ -324,6 +324,7 @@ mod tests {
             account_id,
             credential: Credential::ApiToken(TokenId::random()),
             user_id: None,
+            acting_for: None,
             scopes,
             app_name: None,
         }

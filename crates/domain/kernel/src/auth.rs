@@ -1,17 +1,29 @@
 //! Who is calling: the result of authenticating a request, whatever the credential.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use crate::app_name::AppName;
 use crate::error::{Code, ErrorCode};
 use crate::ids::{AccountId, TokenId, UserId};
 use crate::scope::{Scope, ScopeSet};
 
-/// The kind of credential a request presented. Identity-provider sessions will be a second
-/// variant; everything downstream reads [`AuthContext`] and does not care which.
+/// The kind of credential a request presented. Everything downstream reads
+/// [`AuthContext`] and rarely cares which.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Credential {
+    /// An API token (`d2_...`).
     ApiToken(TokenId),
+    /// A person signed in through an identity provider (a verified JWT naming the user).
+    UserSession(UserId),
+}
+
+/// On whose behalf a caller acts when it is not on its own: a delegated credential (an
+/// agent's token used for a person) names the person it serves. It grants nothing: the
+/// rights stay the credential's own (its account and scopes); it says who is served, for
+/// audit records and for the rules that ask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActingFor {
+    pub user_id: UserId,
 }
 
 /// An authenticated caller.
@@ -19,17 +31,23 @@ pub enum Credential {
 pub struct AuthContext {
     pub account_id: AccountId,
     pub credential: Credential,
-    /// The person behind the credential, when there is one (the token's creator).
+    /// The person behind the credential, when there is one: the token's creator, or the
+    /// signed-in user of a session.
     pub user_id: Option<UserId>,
+    /// The person the caller acts for, when it acts on someone's behalf (`None`: on its
+    /// own).
+    pub acting_for: Option<ActingFor>,
     pub scopes: ScopeSet,
     /// The app a server token is bound to.
     pub app_name: Option<AppName>,
 }
 
 impl AuthContext {
+    /// The API token presented, if the credential is one.
     pub fn token_id(&self) -> Option<TokenId> {
         match self.credential {
             Credential::ApiToken(id) => Some(id),
+            Credential::UserSession(_) => None,
         }
     }
 
@@ -52,11 +70,18 @@ impl AuthContext {
         }
     }
 
-    /// How audit records name this caller: `token:<id>`.
+    /// How audit records name this caller: `token:<id>` or `user:<id>` (a session),
+    /// followed by ` for user:<id>` when it acts on someone's behalf.
     pub fn actor(&self) -> String {
-        match self.credential {
+        let mut actor = match self.credential {
             Credential::ApiToken(id) => format!("token:{id}"),
+            Credential::UserSession(id) => format!("user:{id}"),
+        };
+        if let Some(ActingFor { user_id }) = self.acting_for {
+            // Writing to a `String` cannot fail.
+            let _ = write!(actor, " for user:{user_id}");
         }
+        actor
     }
 }
 
@@ -66,6 +91,7 @@ impl fmt::Debug for AuthContext {
             .field("account_id", &self.account_id)
             .field("credential", &self.credential)
             .field("user_id", &self.user_id)
+            .field("acting_for", &self.acting_for)
             .field("scopes", &self.scopes)
             .field("app_name", &self.app_name)
             .finish()
@@ -86,5 +112,49 @@ impl ErrorCode for AccessError {
             AccessError::InsufficientScope(_) => Code::InsufficientScope,
             AccessError::AccountMismatch => Code::AccountMismatch,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn context(credential: Credential) -> AuthContext {
+        AuthContext {
+            account_id: AccountId::random(),
+            credential,
+            user_id: None,
+            acting_for: None,
+            scopes: ScopeSet::all(),
+            app_name: None,
+        }
+    }
+
+    #[test]
+    fn audit_records_name_tokens_sessions_and_whom_they_act_for() {
+        let token = TokenId::random();
+        let user = UserId::random();
+        let served = UserId::random();
+
+        let by_token = context(Credential::ApiToken(token));
+        assert_eq!(by_token.actor(), format!("token:{token}"));
+        assert_eq!(by_token.token_id(), Some(token));
+
+        let session = AuthContext {
+            user_id: Some(user),
+            ..context(Credential::UserSession(user))
+        };
+        assert_eq!(session.actor(), format!("user:{user}"));
+        assert_eq!(session.token_id(), None);
+
+        let delegated = AuthContext {
+            acting_for: Some(ActingFor { user_id: served }),
+            ..by_token
+        };
+        assert_eq!(
+            delegated.actor(),
+            format!("token:{token} for user:{served}")
+        );
+        assert_eq!(delegated.token_id(), Some(token));
     }
 }

@@ -26,11 +26,12 @@ mod named;
 pub mod page;
 pub mod plan;
 pub mod scope;
+pub mod secret;
 pub mod task;
 pub mod text;
 
 pub use app_name::AppName;
-pub use auth::{AccessError, AuthContext, Credential};
+pub use auth::{AccessError, ActingFor, AuthContext, Credential};
 pub use blocking::{Blocking, run_blocking};
 pub use cache::{CacheSettings, CacheStats, CoherentCache};
 pub use change::{Change, ChangeSubscriber};
@@ -42,6 +43,7 @@ pub use job::{JobFailure, JobReport, ScheduledJob};
 pub use page::{Cursor, Page, PageError, PageRequest};
 pub use plan::{Plan, PlanCatalog, Quotas};
 pub use scope::{Grant, Scope, ScopeSet};
+pub use secret::{Pepper, Secret, SecretDigest, SecretFormat};
 pub use task::{
     NewTask, RetryPolicy, Task, TaskCounts, TaskFailure, TaskHandler, TaskId, TaskPass, TaskQueue,
     TaskRunner, TaskState,

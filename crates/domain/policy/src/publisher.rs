@@ -113,6 +113,9 @@ impl PublisherKey {
     pub fn registered_by(&self, ctx: &AuthContext) -> bool {
         match ctx.credential {
             Credential::ApiToken(id) => self.token_id == Some(id),
+            // A key records the token that registered it, not a session: a key registered
+            // in a session is revoked by an admin.
+            Credential::UserSession(_) => false,
         }
     }
 }

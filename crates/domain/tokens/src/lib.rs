@@ -27,7 +27,8 @@ pub use d2_kernel::{CacheSettings, CacheStats};
 pub use jobs::TokenExpiry;
 pub use ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenAuditOf, TokenRepo};
 pub use secret::{
-    MalformedToken, Pepper, RandomnessUnavailable, TokenDigest, TokenSecret, WeakPepper,
+    ApiTokenFormat, MalformedToken, Pepper, RandomnessUnavailable, TokenDigest, TokenSecret,
+    WeakPepper,
 };
 pub use service::{Revocation, Rotation, TokenError, TokenService};
 pub use token::{ApiToken, IssuedToken, NewToken, TokenGrant, TokenKind, TokenRequest, TokenState};

@@ -134,6 +134,7 @@ impl ApiToken {
             account_id: self.account_id,
             credential: Credential::ApiToken(self.id),
             user_id: self.created_by,
+            acting_for: None,
             scopes: self.scopes.clone(),
             app_name: self.app_name.clone(),
         }
