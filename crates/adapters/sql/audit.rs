@@ -5,11 +5,13 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use crate::error::from_diesel;
+use crate::errors::corrupt;
 use crate::id::Id;
-use crate::models::{AuditRow, NewAuditRow};
 use crate::position::{Side, beyond};
 use crate::schema::audit_logs;
+use chrono::{DateTime, Utc};
 use diesel::sql_types::BigInt;
+use serde_json::Value;
 
 /// Writes an audit record inside the caller's transaction.
 pub(crate) async fn write_audit(conn: &mut crate::Conn, entry: &AuditEntry) -> QueryResult<()> {
@@ -68,5 +70,75 @@ impl AuditLog for crate::Store {
             .map(AuditRow::into_domain)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(page.page_from(records, cursor_of))
+    }
+}
+
+// The rows of this module's tables, and their conversion to and from domain values.
+
+#[derive(Insertable)]
+#[diesel(table_name = audit_logs, check_for_backend(crate::Db))]
+pub(crate) struct NewAuditRow<'a> {
+    pub account_id: Id,
+    pub actor: &'a str,
+    pub token_id: Option<Id>,
+    pub user_id: Option<Id>,
+    pub action: &'static str,
+    pub status: &'static str,
+    pub resource_type: Option<&'a str>,
+    pub resource_id: Option<&'a str>,
+    pub metadata: &'a Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl<'a> NewAuditRow<'a> {
+    pub fn from_domain(entry: &'a AuditEntry) -> Self {
+        Self {
+            account_id: Id::from(entry.account_id),
+            actor: &entry.actor,
+            token_id: entry.token_id.map(Id::from),
+            user_id: entry.user_id.map(Id::from),
+            action: entry.action.as_str(),
+            status: entry.status.as_str(),
+            resource_type: entry.resource_type.as_deref(),
+            resource_id: entry.resource_id.as_deref(),
+            metadata: &entry.metadata,
+            created_at: entry.occurred_at,
+        }
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = audit_logs, check_for_backend(crate::Db))]
+pub(crate) struct AuditRow {
+    pub id: i64,
+    pub account_id: Id,
+    pub actor: String,
+    pub token_id: Option<Id>,
+    pub user_id: Option<Id>,
+    pub action: String,
+    pub status: String,
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+impl AuditRow {
+    pub fn into_domain(self) -> Result<AuditRecord, StoreError> {
+        Ok(AuditRecord {
+            id: self.id,
+            entry: AuditEntry {
+                account_id: self.account_id.into(),
+                actor: self.actor,
+                token_id: self.token_id.map(Into::into),
+                user_id: self.user_id.map(Into::into),
+                action: self.action.parse().map_err(|_| corrupt("audit action"))?,
+                status: self.status.parse().map_err(|_| corrupt("audit status"))?,
+                resource_type: self.resource_type,
+                resource_id: self.resource_id,
+                metadata: self.metadata,
+                occurred_at: self.created_at,
+            },
+        })
     }
 }

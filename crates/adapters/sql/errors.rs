@@ -7,6 +7,11 @@ use diesel_async::pooled_connection::PoolError;
 
 use crate::error::from_diesel;
 
+/// A stored value that does not convert to its domain value: a corrupt record.
+pub(crate) fn corrupt(what: &str) -> StoreError {
+    StoreError::corrupt(format!("stored {what} is not valid"))
+}
+
 pub(crate) fn from_pool(error: RunError<PoolError>) -> StoreError {
     match error {
         RunError::TimedOut => {

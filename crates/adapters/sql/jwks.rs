@@ -2,7 +2,7 @@ use crate::id::Id;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
-use d2_jwks::{Binding, FirstKey, Sealed, SigningKey, SigningKeyRepo};
+use d2_jwks::{Binding, FirstKey, PublishedKey, Sealed, SigningKey, SigningKeyRepo};
 use d2_kernel::{AccountId, StoreError};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -10,9 +10,9 @@ use diesel_async::RunQueryDsl;
 use crate::audit::write_audit;
 use crate::changes::{announce, lock};
 use crate::error::{TxError, from_diesel};
-use crate::models::SigningKeyRow;
 use crate::schema::signing_keys;
 use d2_kernel::Change;
+use serde::{Deserialize, Serialize};
 
 /// Keys sealed with another AES key than the current one, or not with the current binding.
 fn needs_reseal(
@@ -164,5 +164,52 @@ impl SigningKeyRepo for crate::Store {
             .await
             .map_err(from_diesel)?;
         Ok(ids.into_iter().map(AccountId::from).collect())
+    }
+}
+
+// The rows of this module's tables, and their conversion to and from domain values.
+
+#[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
+#[diesel(table_name = signing_keys, check_for_backend(crate::Db))]
+pub(crate) struct SigningKeyRow {
+    pub kid: String,
+    pub account_id: Id,
+    pub public_n: String,
+    pub public_e: String,
+    pub aes_key_id: String,
+    pub sealed_private: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub retired_at: Option<DateTime<Utc>>,
+    pub seal_version: i16,
+}
+
+impl SigningKeyRow {
+    pub fn from_domain(key: &SigningKey) -> Self {
+        Self {
+            kid: key.kid.clone(),
+            account_id: Id::from(key.account_id),
+            public_n: key.public.n.clone(),
+            public_e: key.public.e.clone(),
+            aes_key_id: key.sealed_private.aes_key_id.clone(),
+            sealed_private: key.sealed_private.blob.clone(),
+            created_at: key.created_at,
+            retired_at: key.retired_at,
+            seal_version: key.sealed_private.binding.version(),
+        }
+    }
+
+    pub fn into_domain(self) -> SigningKey {
+        SigningKey {
+            public: PublishedKey::rsa(&self.kid, &self.public_n, &self.public_e),
+            kid: self.kid,
+            account_id: self.account_id.into(),
+            sealed_private: Sealed {
+                aes_key_id: self.aes_key_id,
+                binding: Binding::from_version(self.seal_version),
+                blob: self.sealed_private,
+            },
+            created_at: self.created_at,
+            retired_at: self.retired_at,
+        }
     }
 }

@@ -14,12 +14,15 @@ use diesel_async::RunQueryDsl;
 use crate::audit::write_audit;
 use crate::changes::{announce, lock};
 use crate::error::{TxError, from_diesel};
+use crate::errors::corrupt;
 use crate::id::Id;
+use crate::jwks::SigningKeyRow;
 use crate::jwks::{active_key, keys_lock};
-use crate::models::{PolicyRow, PublisherKeyRow, SigningKeyRow};
 use crate::position::{Side, beyond};
 use crate::schema::{policies, publisher_keys, signing_keys};
 use d2_kernel::Change;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 fn app_lock(account_id: AccountId, app: &AppName) -> String {
     format!("app:{account_id}:{app}")
@@ -653,5 +656,156 @@ impl PublisherKeyRepo for crate::Store {
         })
         .await?;
         Ok(found)
+    }
+}
+
+// The rows of this module's tables, and their conversion to and from domain values.
+
+#[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
+#[diesel(table_name = publisher_keys, check_for_backend(crate::Db))]
+pub(crate) struct PublisherKeyRow {
+    pub account_id: Id,
+    pub key_id: String,
+    pub public_key: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub uploaded_by: String,
+    pub token_id: Option<Id>,
+    pub user_id: Option<Id>,
+    pub pending: bool,
+    pub approved_at: Option<DateTime<Utc>>,
+    pub approved_by: Option<String>,
+}
+
+impl PublisherKeyRow {
+    pub fn from_domain(key: &PublisherKey) -> Self {
+        Self {
+            account_id: Id::from(key.account_id),
+            key_id: key.key_id.clone(),
+            public_key: key.public_key.to_vec(),
+            created_at: key.created_at,
+            revoked_at: key.revoked_at,
+            uploaded_by: key.uploaded_by.clone(),
+            token_id: key.token_id.map(Id::from),
+            user_id: key.user_id.map(Id::from),
+            pending: key.pending,
+            approved_at: key.approval.as_ref().map(|a| a.at),
+            approved_by: key.approval.as_ref().map(|a| a.by.clone()),
+        }
+    }
+
+    pub fn into_domain(self) -> Result<PublisherKey, StoreError> {
+        Ok(PublisherKey {
+            public_key: self
+                .public_key
+                .try_into()
+                .map_err(|_| corrupt("publisher key"))?,
+            key_id: self.key_id,
+            account_id: self.account_id.into(),
+            created_at: self.created_at,
+            revoked_at: self.revoked_at,
+            uploaded_by: self.uploaded_by,
+            token_id: self.token_id.map(Into::into),
+            user_id: self.user_id.map(Into::into),
+            pending: self.pending,
+            approval: match (self.approved_at, self.approved_by) {
+                (Some(at), Some(by)) => Some(KeyApproval { at, by }),
+                (None, None) => None,
+                _ => return Err(corrupt("publisher key approval")),
+            },
+        })
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
+#[diesel(table_name = policies, check_for_backend(crate::Db))]
+pub(crate) struct PolicyRow {
+    pub id: Id,
+    pub account_id: Id,
+    pub app_name: String,
+    pub version: i64,
+    pub stage: String,
+    pub active: bool,
+    pub document: Value,
+    pub jws: Option<String>,
+    pub etag: String,
+    pub kid: Option<String>,
+    pub tool_count: i32,
+    pub size_bytes: i64,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub actor: String,
+    pub token_id: Option<Id>,
+    pub user_id: Option<Id>,
+    pub publisher_key_id: Option<String>,
+    pub rotation_id: Option<String>,
+    /// `None` on rows written before the column existed (or by an older release).
+    pub content_digest: Option<String>,
+}
+
+impl PolicyRow {
+    pub fn from_domain(record: &PolicyRecord) -> Self {
+        Self {
+            id: Id::from(record.id),
+            account_id: Id::from(record.account_id),
+            app_name: record.app_name.as_str().to_owned(),
+            version: record.version,
+            stage: record.stage.as_str().to_owned(),
+            active: record.active,
+            document: record.document.clone(),
+            jws: record.jws.clone(),
+            etag: record.etag.clone(),
+            kid: record.kid.clone(),
+            tool_count: i32::try_from(record.tool_count).unwrap_or(i32::MAX),
+            size_bytes: i64::try_from(record.size_bytes).unwrap_or(i64::MAX),
+            description: record.description.clone(),
+            created_at: record.created_at,
+            published_at: record.published_at,
+            expires_at: record.expires_at,
+            revoked_at: record.revoked_at,
+            actor: record.actor.clone(),
+            token_id: record.token_id.map(Id::from),
+            user_id: record.user_id.map(Id::from),
+            publisher_key_id: record.publisher_key_id.clone(),
+            rotation_id: record.rotation_id.clone(),
+            content_digest: Some(record.content_digest.clone()),
+        }
+    }
+
+    pub fn into_domain(self) -> Result<PolicyRecord, StoreError> {
+        Ok(PolicyRecord {
+            id: self.id.into(),
+            account_id: self.account_id.into(),
+            app_name: AppName::normalise(&self.app_name),
+            version: self.version,
+            stage: match self.stage.as_str() {
+                "draft" => Stage::Draft,
+                "published" => Stage::Published,
+                _ => return Err(corrupt("policy stage")),
+            },
+            active: self.active,
+            content_digest: self
+                .content_digest
+                .unwrap_or_else(|| content_digest(&self.document)),
+            document: self.document,
+            jws: self.jws,
+            etag: self.etag,
+            kid: self.kid,
+            tool_count: u32::try_from(self.tool_count).map_err(|_| corrupt("tool count"))?,
+            size_bytes: u64::try_from(self.size_bytes).map_err(|_| corrupt("size"))?,
+            description: self.description,
+            created_at: self.created_at,
+            published_at: self.published_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            actor: self.actor,
+            token_id: self.token_id.map(Into::into),
+            user_id: self.user_id.map(Into::into),
+            publisher_key_id: self.publisher_key_id,
+            rotation_id: self.rotation_id,
+        })
     }
 }

@@ -3,7 +3,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_accounts::{Account, User};
 use d2_audit::AuditEntry;
-use d2_kernel::{AccountId, Cursor, Page, PageRequest, StoreError, TokenId};
+use d2_kernel::{
+    AccountId, AppName, Change, Cursor, Page, PageRequest, ScopeSet, StoreError, TokenId,
+};
 use d2_tokens::{
     ApiToken, BootstrapRepo, NewToken, RevokeOutcome, RotateOutcome, TokenAuditOf, TokenDigest,
     TokenRepo, TokenState,
@@ -14,10 +16,10 @@ use diesel_async::RunQueryDsl;
 use crate::audit::write_audit;
 use crate::changes::announce;
 use crate::error::{TxError, from_diesel};
-use crate::models::{AccountRow, NewTokenRow, TokenRow, UserRow};
+use crate::errors::corrupt;
+use crate::models::{AccountRow, UserRow};
 use crate::position::{Side, beyond};
 use crate::schema::{accounts, api_tokens, users};
-use d2_kernel::Change;
 
 async fn insert_token(conn: &mut crate::Conn, token: &NewToken) -> QueryResult<()> {
     diesel::insert_into(api_tokens::table)
@@ -262,5 +264,77 @@ impl BootstrapRepo for crate::Store {
         })
         .await?;
         Ok(())
+    }
+}
+
+// The rows of this module's tables, and their conversion to and from domain values.
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = api_tokens, check_for_backend(crate::Db))]
+pub(crate) struct TokenRow {
+    pub id: Id,
+    pub account_id: Id,
+    pub kind: String,
+    pub scopes: String,
+    pub name: Option<String>,
+    pub app_name: Option<String>,
+    pub created_by: Option<Id>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub replaced_by: Option<Id>,
+}
+
+impl TokenRow {
+    pub fn into_domain(self) -> Result<ApiToken, StoreError> {
+        Ok(ApiToken {
+            id: self.id.into(),
+            account_id: self.account_id.into(),
+            kind: self.kind.parse().map_err(|_| corrupt("token kind"))?,
+            scopes: self
+                .scopes
+                .parse::<ScopeSet>()
+                .map_err(|_| corrupt("token scopes"))?,
+            name: self.name,
+            app_name: self.app_name.as_deref().map(AppName::normalise),
+            created_by: self.created_by.map(Into::into),
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            replaced_by: self.replaced_by.map(Into::into),
+        })
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = api_tokens, check_for_backend(crate::Db))]
+pub(crate) struct NewTokenRow<'a> {
+    pub id: Id,
+    pub account_id: Id,
+    pub digest: &'a [u8],
+    pub kind: &'static str,
+    pub scopes: String,
+    pub name: Option<&'a str>,
+    pub app_name: Option<&'a str>,
+    pub created_by: Option<Id>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> NewTokenRow<'a> {
+    pub fn from_domain(new: &'a NewToken) -> Self {
+        let token = &new.token;
+        Self {
+            id: Id::from(token.id),
+            account_id: Id::from(token.account_id),
+            digest: new.digest.as_bytes(),
+            kind: token.kind.as_str(),
+            scopes: token.scopes.names().join(" "),
+            name: token.name.as_deref(),
+            app_name: token.app_name.as_ref().map(AppName::as_str),
+            created_by: token.created_by.map(Id::from),
+            created_at: token.created_at,
+            expires_at: token.expires_at,
+        }
     }
 }

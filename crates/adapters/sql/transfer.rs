@@ -17,7 +17,9 @@ use serde_json::Value;
 use crate::error::{TxError, from_diesel};
 use crate::events::EventRow;
 use crate::id::Id;
-use crate::models::{AccountRow, PolicyRow, PublisherKeyRow, SigningKeyRow, UserRow};
+use crate::jwks::SigningKeyRow;
+use crate::models::{AccountRow, UserRow};
+use crate::policies::{PolicyRow, PublisherKeyRow};
 use crate::position::{Side, in_stream};
 use crate::schema::{
     accounts, api_tokens, audit_logs, events, ingest_refusals, job_checkpoints, policies,
