@@ -3,8 +3,9 @@
 //! Policy: domain crates return typed `thiserror` enums that each name a stable
 //! [`Code`], declared once in the kernel with its string, kind and title; this module owns
 //! the one table that maps a kind to an HTTP status, and answers every error as an RFC 9457
-//! `application/problem+json` body carrying the code. (The OAuth endpoints will answer the
-//! same codes as RFC 6749 error JSON: a second rendering of `ApiError`, keyed by kind.)
+//! `application/problem+json` body carrying the code, or, on OAuth endpoints
+//! ([`ApiError::for_oauth`]), as RFC 6749 §5.2 error JSON, whose `error` follows from the
+//! kind too ([`oauth_error_of`]).
 //! Client errors (4xx) show the domain error's message, which describes the caller's
 //! mistake. Server errors (5xx) show a generic message; their cause chain is logged once,
 //! here, and never sent. Store outages are 503 with `Retry-After`; every 401 carries
@@ -41,6 +42,42 @@ pub const fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
+/// The RFC 6749 `error` of each kind, for OAuth endpoints: the registered values clients
+/// switch on. Codes that need a more precise one (`invalid_grant`, `unsupported_grant_type`)
+/// are answered with it by the endpoint that knows.
+pub const fn oauth_error_of(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Unauthenticated => "invalid_client",
+        ErrorKind::Forbidden => "unauthorized_client",
+        ErrorKind::RateLimited | ErrorKind::Unavailable => "temporarily_unavailable",
+        ErrorKind::Internal => "server_error",
+        ErrorKind::BadRequest
+        | ErrorKind::NotFound
+        | ErrorKind::MethodNotAllowed
+        | ErrorKind::Conflict
+        | ErrorKind::Gone
+        | ErrorKind::PaymentRequired
+        | ErrorKind::PayloadTooLarge
+        | ErrorKind::UnsupportedMediaType => "invalid_request",
+    }
+}
+
+/// How an error is written: a problem document, or RFC 6749 error JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ErrorFormat {
+    Problem,
+    OAuth,
+}
+
+/// An RFC 6749 §5.2 error response, with the D2 code beside the registered one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthError {
+    pub error: &'static str,
+    pub error_description: String,
+    /// The D2 code, as in problem documents.
+    pub code: &'static str,
+}
+
 /// Seconds a client should wait after a 503 caused by the store.
 const UNAVAILABLE_RETRY_SECONDS: u64 = 5;
 
@@ -63,6 +100,7 @@ pub struct ApiError {
     detail: String,
     source: Option<Box<dyn StdError + Send + Sync>>,
     rate_limit: Option<RateLimit>,
+    format: ErrorFormat,
 }
 
 impl ApiError {
@@ -72,7 +110,22 @@ impl ApiError {
             detail: detail.into(),
             source: None,
             rate_limit: None,
+            format: ErrorFormat::Problem,
         }
+    }
+
+    /// The same error, answered as RFC 6749 error JSON (OAuth endpoints).
+    #[must_use]
+    pub fn for_oauth(self) -> Self {
+        Self {
+            format: ErrorFormat::OAuth,
+            ..self
+        }
+    }
+
+    /// The RFC 6749 `error` this error answers on an OAuth endpoint.
+    pub fn oauth_error(&self) -> &'static str {
+        oauth_error_of(self.code.kind())
     }
 
     pub fn rate_limited(info: RateLimit) -> Self {
@@ -101,6 +154,7 @@ impl<E: ErrorCode + Send + Sync + 'static> From<E> for ApiError {
             detail: error.to_string(),
             rate_limit: error.rate_limit(),
             source: Some(Box::new(error)),
+            format: ErrorFormat::Problem,
         }
     }
 }
@@ -154,15 +208,7 @@ impl ResponseError for ApiError {
         } else {
             self.detail.clone()
         };
-        let problem = Problem {
-            kind: format!("urn:d2:problem:{}", self.code.as_str()),
-            title,
-            status: status.as_u16(),
-            detail,
-            code: self.code.as_str(),
-        };
         let mut response = HttpResponse::build(status);
-        response.content_type("application/problem+json");
         if status == StatusCode::UNAUTHORIZED {
             let challenge = match self.code {
                 Code::InvalidToken | Code::TokenExpired | Code::TokenRevoked => {
@@ -181,7 +227,28 @@ impl ResponseError for ApiError {
         if let Some(limit) = &self.rate_limit {
             with_rate_limit(&mut response, limit);
         }
-        response.json(problem)
+        match self.format {
+            ErrorFormat::Problem => {
+                response
+                    .content_type("application/problem+json")
+                    .json(Problem {
+                        kind: format!("urn:d2:problem:{}", self.code.as_str()),
+                        title,
+                        status: status.as_u16(),
+                        detail,
+                        code: self.code.as_str(),
+                    })
+            }
+            // RFC 6749 §5.1: responses carrying credentials or their errors are not stored.
+            ErrorFormat::OAuth => response
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .insert_header((header::PRAGMA, "no-cache"))
+                .json(OAuthError {
+                    error: self.oauth_error(),
+                    error_description: detail,
+                    code: self.code.as_str(),
+                }),
+        }
     }
 }
 
@@ -201,6 +268,51 @@ pub fn with_rate_limit(response: &mut HttpResponseBuilder, limit: &RateLimit) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn body_of(response: HttpResponse) -> serde_json::Value {
+        let bytes = actix_web::body::to_bytes(response.into_body())
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[actix_web::test]
+    async fn an_error_answers_a_problem_or_on_oauth_endpoints_rfc_6749_json() {
+        let problem = ApiError::new(Code::InvalidToken, "the token is malformed").error_response();
+        assert_eq!(problem.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            problem.headers().get(header::CONTENT_TYPE).unwrap(),
+            "application/problem+json"
+        );
+        assert_eq!(body_of(problem).await["code"], "invalid_token");
+
+        let oauth = ApiError::new(Code::InvalidToken, "the token is malformed")
+            .for_oauth()
+            .error_response();
+        assert_eq!(oauth.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            oauth.headers().get(header::CACHE_CONTROL).unwrap(),
+            "no-store"
+        );
+        assert!(oauth.headers().contains_key(header::WWW_AUTHENTICATE));
+        assert_eq!(
+            body_of(oauth).await,
+            serde_json::json!({
+                "error": "invalid_client",
+                "error_description": "the token is malformed",
+                "code": "invalid_token",
+            })
+        );
+        let internal = ApiError::new(Code::Internal, "pool exhausted: secret detail")
+            .for_oauth()
+            .error_response();
+        let body = body_of(internal).await;
+        assert_eq!(body["error"], "server_error");
+        assert!(
+            !body.to_string().contains("secret detail"),
+            "causes are logged, never sent: {body}"
+        );
+    }
 
     #[test]
     fn every_code_has_a_distinct_string_and_a_title() {
