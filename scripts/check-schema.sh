@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The committed diesel schema must be exactly what the migrations produce, and every
-# migration must roll back cleanly. Uses the diesel CLI (installed on first use).
+# migration must roll back cleanly. Uses the diesel CLI (installed on first use). This is
+# PostgreSQL's schema; SQLite's, written by hand, is held to its migrations by a test of
+# d2-sqlite (`cargo test -p d2-sqlite schema`), which the workspace tests run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +26,8 @@ diesel migration redo --all --database-url "$url" --migration-dir migrations >/d
 generated=$(mktemp)
 diesel print-schema --database-url "$url" --config-file diesel.toml > "$generated"
 if ! diff -u crates/adapters/postgres/src/schema.rs "$generated"; then
-    echo "check-schema: schema.rs differs from the migrations; regenerate it with diesel print-schema" >&2
+    echo "check-schema: PostgreSQL's schema.rs differs from the migrations; regenerate it with diesel print-schema" >&2
     exit 1
 fi
-echo "check-schema: schema.rs matches the migrations, and they roll back cleanly" >&2
+echo "check-schema: PostgreSQL's schema.rs matches the migrations, and they roll back cleanly" >&2
+echo "check-schema: SQLite's schema.rs is checked against its migrations by \`cargo test -p d2-sqlite schema\` (part of the workspace tests)" >&2

@@ -47,6 +47,8 @@ mod migrate;
 mod pool;
 #[rustfmt::skip]
 mod schema;
+#[cfg(test)]
+mod schema_check;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 #[cfg(test)]

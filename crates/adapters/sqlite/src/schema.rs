@@ -1,6 +1,7 @@
 //! The tables, as the PostgreSQL adapter's `schema.rs` declares them (same names, same Rust
 //! types), over the SQLite types of `crate::types`; times are diesel's `TimestamptzSqlite`.
-//! The port contract tests read and write every column against the migrated database.
+//! The port contract tests read and write every column against the migrated database, and
+//! `schema_check` holds every table here to the migrations (`cargo test -p d2-sqlite schema`).
 
 diesel::table! {
     use diesel::sql_types::*;
