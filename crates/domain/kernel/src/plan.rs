@@ -10,27 +10,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::lock::AccountLock;
 
-/// A subscription tier.
+/// A subscription tier. Being locked is not one: it is a state an account on any plan can
+/// be in ([`AccountLock`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Plan {
-    /// A new account: the free quotas until the trial expires, then `Locked`.
+    /// A new account: the free quotas until the trial expires, when it becomes locked
+    /// (still on `Trial`).
     Trial,
     Essentials,
     Pro,
     Enterprise,
-    /// An expired trial or an unpaid account: minimal quotas, serving refused.
-    Locked,
 }
 
 impl Plan {
-    pub const ALL: [Plan; 5] = [
-        Plan::Trial,
-        Plan::Essentials,
-        Plan::Pro,
-        Plan::Enterprise,
-        Plan::Locked,
-    ];
+    pub const ALL: [Plan; 4] = [Plan::Trial, Plan::Essentials, Plan::Pro, Plan::Enterprise];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -38,7 +32,6 @@ impl Plan {
             Plan::Essentials => "essentials",
             Plan::Pro => "pro",
             Plan::Enterprise => "enterprise",
-            Plan::Locked => "locked",
         }
     }
 }
@@ -113,7 +106,6 @@ impl PlanCatalog {
             Plan::Essentials => &self.essentials,
             Plan::Pro => &self.pro,
             Plan::Enterprise => &self.enterprise,
-            Plan::Locked => &self.locked,
         }
     }
 
@@ -212,6 +204,7 @@ mod tests {
             assert_eq!(plan.as_str().parse::<Plan>().unwrap(), plan);
         }
         assert!("free".parse::<Plan>().is_err());
+        assert!("locked".parse::<Plan>().is_err(), "a state, not a plan");
     }
 
     #[test]
