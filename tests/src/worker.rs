@@ -425,6 +425,11 @@ async fn expired_trials_lock_and_expired_tokens_are_revoked_with_audit() {
         JobOutcome::Done { items: 1 }
     );
     assert_eq!(
+        worker.run_once("trial-locker", &|| true).await.unwrap(),
+        JobOutcome::Done { items: 0 },
+        "a locked account is not locked again"
+    );
+    assert_eq!(
         worker.run_once("token-expiry", &|| true).await.unwrap(),
         JobOutcome::Done { items: 1 }
     );
@@ -435,12 +440,23 @@ async fn expired_trials_lock_and_expired_tokens_are_revoked_with_audit() {
     );
     let me = app.get("/v1/accounts/me", &tenant.token).await;
     assert_eq!(me.assert_status(200)["plan"], "locked");
+    crate::events::ingest(&app, &tenant.token, json!([]))
+        .await
+        .assert_problem(402, "locked");
     let audit = app.audit(&tenant).await;
     let actions: Vec<&str> = audit
         .iter()
         .map(|r| r["action"].as_str().unwrap())
         .collect();
     assert!(actions.contains(&"account.lock"), "{actions:?}");
+    let locks: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["action"] == "account.lock")
+        .collect();
+    assert_eq!(locks.len(), 1, "audited once");
+    assert_eq!(locks[0]["metadata"]["from"], "trial");
+    assert_eq!(locks[0]["metadata"]["to"], "locked");
+    assert_eq!(locks[0]["metadata"]["reason"], "trial_ended");
     let expired = audit
         .iter()
         .find(|r| r["action"] == "token.expire")

@@ -2,7 +2,7 @@ use crate::id::Id;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_accounts::{Account, AccountPatch, AccountRepo, AuditOf, JobAuditOf, User};
-use d2_kernel::{AccountId, Plan, StoreError};
+use d2_kernel::{AccountId, LockReason, Plan, StoreError};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
@@ -109,6 +109,7 @@ impl AccountRepo for crate::Store {
             let ids: Vec<Id> = locked_skipping!(
                 accounts::table
                     .filter(accounts::plan.eq(Plan::Trial.as_str()))
+                    .filter(accounts::locked_at.is_null())
                     .filter(accounts::trial_expires_at.le(now))
                     .order(accounts::id.asc())
                     .limit(i64::from(limit))
@@ -119,10 +120,12 @@ impl AccountRepo for crate::Store {
             if ids.is_empty() {
                 return Ok::<_, TxError>(Vec::new());
             }
+            // Locked since the trial's end (`Account::trial_ended_lock`); the plan stays.
             let rows: Vec<AccountRow> =
                 diesel::update(accounts::table.filter(accounts::id.eq_any(&ids)))
                     .set((
-                        accounts::plan.eq(Plan::Locked.as_str()),
+                        accounts::locked_at.eq(accounts::trial_expires_at),
+                        accounts::lock_reason.eq(LockReason::TrialEnded.as_str()),
                         accounts::updated_at.eq(now),
                     ))
                     .returning(AccountRow::as_returning())

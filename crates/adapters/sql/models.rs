@@ -13,8 +13,10 @@ use serde_json::Value;
 
 use crate::schema::{accounts, users};
 
+/// An account as stored. It is read and written whole: an update sets every column,
+/// `None` included (a lifted lock is written as `NULL`, not skipped).
 #[derive(Queryable, Selectable, Insertable, AsChangeset, Serialize, Deserialize)]
-#[diesel(table_name = accounts, check_for_backend(crate::Db))]
+#[diesel(table_name = accounts, check_for_backend(crate::Db), treat_none_as_null = true)]
 pub(crate) struct AccountRow {
     pub id: Id,
     pub name: String,
@@ -25,6 +27,9 @@ pub(crate) struct AccountRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub require_publisher_key_approval: bool,
+    /// With `lock_reason`, the account's lock: both set or both `NULL`.
+    pub locked_at: Option<DateTime<Utc>>,
+    pub lock_reason: Option<String>,
 }
 
 impl AccountRow {
@@ -44,6 +49,8 @@ impl AccountRow {
             created_at: account.created_at,
             updated_at,
             require_publisher_key_approval: account.require_publisher_key_approval,
+            locked_at: account.locked.map(|lock| lock.since),
+            lock_reason: account.locked.map(|lock| lock.reason.as_str().to_owned()),
         }
     }
 
@@ -61,11 +68,20 @@ impl AccountRow {
                 Ok((k, rate))
             })
             .collect::<Result<BTreeMap<_, _>, StoreError>>()?;
+        let locked = match (self.locked_at, self.lock_reason) {
+            (None, None) => None,
+            (Some(since), Some(reason)) => Some(d2_kernel::AccountLock {
+                since,
+                reason: reason.parse().map_err(|_| corrupt("lock_reason"))?,
+            }),
+            _ => return Err(corrupt("lock")),
+        };
         Ok(Account {
             id: self.id.into(),
             name: AccountName::parse(&self.name).map_err(|_| corrupt("account name"))?,
             plan: self.plan.parse().map_err(|_| corrupt("plan"))?,
             trial_expires_at: self.trial_expires_at,
+            locked,
             metrics_enabled: self.metrics_enabled,
             event_sample,
             require_publisher_key_approval: self.require_publisher_key_approval,

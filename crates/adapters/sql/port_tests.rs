@@ -394,3 +394,160 @@ async fn a_task_enqueued_in_a_write_transaction_commits_and_rolls_back_with_it()
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].payload, task.payload);
 }
+
+/// `d2ctl migrate-store` copies an account's lock with it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_is_copied_with_its_lock() {
+    use d2_accounts::AccountRepo as _;
+
+    let (_db, store) = fresh().await;
+    let (_target_db, target) = fresh().await;
+    let (_, id) = contract_token(&store).await;
+    let lock_audit = |account: &d2_accounts::Account| {
+        AuditEntry::system(account.id, AuditAction::AccountLock, Utc::now())
+    };
+    let after_the_trial = Utc::now() + chrono::Duration::days(15);
+    assert_eq!(
+        store
+            .lock_expired_trials(after_the_trial, 10, &lock_audit)
+            .await
+            .unwrap(),
+        vec![id]
+    );
+    let locked = store.find_account(id).await.unwrap().unwrap();
+    assert!(locked.locked.is_some());
+
+    let (rows, next) = store.export_rows("accounts", None).await.unwrap();
+    assert!(next.is_none());
+    target.import_rows("accounts", rows).await.unwrap();
+    assert_eq!(target.find_account(id).await.unwrap(), Some(locked));
+}
+
+/// A time of the accounts below, in whole seconds (both stores keep them exactly).
+fn lock_migration_time(days: i64) -> chrono::DateTime<Utc> {
+    chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap() + chrono::Duration::days(days)
+}
+
+/// Accounts as the release before the migration that made locked a state (`*_account_lock`)
+/// stored them, written before that migration runs: a trial its trial locker stored as
+/// `locked` on day 1 (the trial ended on day 0), an account stored as `locked` without a
+/// trial end (changed last on day 2), a trial ended on day 0 and not locked yet, a paid
+/// account. Returns their ids in that order.
+pub(super) async fn accounts_with_a_locked_plan(store: &crate::Store) -> [AccountId; 4] {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+
+    let ids = [(); 4].map(|()| AccountId::random());
+    let rows = [
+        (
+            "locked",
+            Some(lock_migration_time(0)),
+            lock_migration_time(1),
+        ),
+        ("locked", None, lock_migration_time(2)),
+        (
+            "trial",
+            Some(lock_migration_time(0)),
+            lock_migration_time(0),
+        ),
+        ("pro", None, lock_migration_time(0)),
+    ];
+    let mut conn = store.writer().await.unwrap();
+    for (id, (plan, trial_expires_at, updated_at)) in ids.iter().zip(rows) {
+        diesel::insert_into(accounts::table)
+            .values((
+                accounts::id.eq(Id::from(*id)),
+                accounts::name.eq("Before"),
+                accounts::plan.eq(plan),
+                accounts::trial_expires_at.eq(trial_expires_at),
+                accounts::created_at.eq(lock_migration_time(-14)),
+                accounts::updated_at.eq(updated_at),
+            ))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    ids
+}
+
+/// After the migration: the accounts of [`accounts_with_a_locked_plan`] keep their plan (a
+/// trial is a trial) and those stored as `locked` are locked, since their trial's end or,
+/// without one, their last change; the plan `locked` cannot be stored any more; the trial
+/// locker then locks the expired trial alone.
+pub(super) async fn a_locked_plan_became_a_lock(store: &crate::Store, ids: [AccountId; 4]) {
+    use d2_accounts::AccountRepo as _;
+    use d2_kernel::{AccountLock, LockReason, Plan};
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+
+    let [ended, no_end, expired, paid] = ids;
+    let ended_lock = |days| AccountLock {
+        since: lock_migration_time(days),
+        reason: LockReason::TrialEnded,
+    };
+    let read = async |id: AccountId| store.find_account(id).await.unwrap().unwrap();
+    let account = read(ended).await;
+    assert_eq!(
+        (account.plan, account.trial_expires_at, account.locked),
+        (
+            Plan::Trial,
+            Some(lock_migration_time(0)),
+            Some(ended_lock(0))
+        )
+    );
+    let account = read(no_end).await;
+    assert_eq!(
+        (account.plan, account.trial_expires_at, account.locked),
+        (Plan::Trial, None, Some(ended_lock(2)))
+    );
+    let account = read(expired).await;
+    assert_eq!((account.plan, account.locked), (Plan::Trial, None));
+    assert_eq!(
+        account.lock_at(lock_migration_time(3)),
+        Some(ended_lock(0)),
+        "served as locked"
+    );
+    let account = read(paid).await;
+    assert_eq!((account.plan, account.locked), (Plan::Pro, None));
+
+    let mut conn = store.writer().await.unwrap();
+    let previous_release_lock = diesel::update(accounts::table.find(Id::from(expired)))
+        .set(accounts::plan.eq("locked"))
+        .execute(&mut conn)
+        .await;
+    assert!(
+        previous_release_lock.is_err(),
+        "the plan `locked` is refused"
+    );
+    drop(conn);
+
+    let lock_audit = |account: &d2_accounts::Account| {
+        AuditEntry::system(account.id, AuditAction::AccountLock, lock_migration_time(3))
+    };
+    let locked = store
+        .lock_expired_trials(lock_migration_time(3), 10, &lock_audit)
+        .await
+        .unwrap();
+    assert_eq!(locked, vec![expired], "only the trial not locked yet");
+    assert_eq!(read(expired).await.locked, Some(ended_lock(0)));
+}
+
+/// After the migration is reverted: every locked account is stored with the plan `locked`
+/// again, the others keep theirs.
+pub(super) async fn a_lock_became_a_locked_plan_again(store: &crate::Store, ids: [AccountId; 4]) {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+
+    let mut conn = store.conn().await.unwrap();
+    let mut plans = Vec::new();
+    for id in ids {
+        let plan: String = accounts::table
+            .find(Id::from(id))
+            .select(accounts::plan)
+            .first(&mut conn)
+            .await
+            .unwrap();
+        plans.push(plan);
+    }
+    assert_eq!(plans, ["locked", "locked", "locked", "pro"]);
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use config::{Config, Environment, File, FileFormat};
-use d2_kernel::{Plan, PlanCatalog};
+use d2_kernel::PlanCatalog;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
@@ -425,11 +425,10 @@ impl Settings {
                 "the rate and the burst must be at least 1",
             ));
         }
-        for plan in Plan::ALL {
-            let quotas = self.plans.quotas(plan);
+        for (key, quotas) in self.plans.every_quotas() {
             if quotas.ingest_events_per_minute < quotas.event_batch {
                 return Err(SettingsError::invalid(
-                    format!("plans.{plan}.ingest_events_per_minute"),
+                    format!("plans.{key}.ingest_events_per_minute"),
                     "must be at least the plan's event_batch, or no full batch could ever be accepted",
                 ));
             }
@@ -585,6 +584,7 @@ mod tests {
             &[
                 ("D2__HTTP__ADDR", "0.0.0.0:9999"),
                 ("D2__PLANS__PRO__MAX_TOOLS", "300"),
+                ("D2__PLANS__LOCKED__MAX_MEMBERS", "3"),
                 (
                     "D2__HTTP__CORS__ALLOWED_ORIGINS",
                     "https://a.test,https://b.test",
@@ -597,6 +597,7 @@ mod tests {
         assert_eq!(settings.http.addr, "0.0.0.0:9999");
         assert_eq!(settings.plans.pro.max_tools, 300);
         assert_eq!(settings.plans.pro.max_apps, 25);
+        assert_eq!(settings.plans.locked.max_members, 3);
         assert_eq!(
             settings.http.cors.allowed_origins,
             ["https://a.test", "https://b.test"]
@@ -604,6 +605,20 @@ mod tests {
         assert_eq!(settings.events.sample["jwks_fetch"], 0.5);
         assert!(!settings.crypto.accept_legacy_seals);
         assert!(settings.database.auto_migrate);
+    }
+
+    #[test]
+    fn the_locked_quotas_are_validated_under_their_key() {
+        let error = load(
+            "dev",
+            &[("D2__PLANS__LOCKED__INGEST_EVENTS_PER_MINUTE", "10")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("plans.locked.ingest_events_per_minute"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -75,6 +75,17 @@ pub(crate) async fn run_migrations_before(url: &str, version: &str) -> Result<()
     .await
 }
 
+/// Reverts the last migration applied (its `down.sql`); returns its version.
+#[cfg(test)]
+pub(crate) async fn revert_last_migration(url: &str) -> Result<String, MigrateError> {
+    with_harness(url, |conn| {
+        conn.revert_last_migration(MIGRATIONS)
+            .map(|version| version.to_string())
+            .map_err(|e| MigrateError::Migration(e.to_string()))
+    })
+    .await
+}
+
 /// The versions of the migrations not yet applied.
 pub async fn pending_migrations(url: &str) -> Result<Vec<String>, MigrateError> {
     with_harness(url, |conn| {

@@ -11,6 +11,8 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         require_publisher_key_approval -> Bool,
+        locked_at -> Nullable<Timestamptz>,
+        lock_reason -> Nullable<Text>,
     }
 }
 

@@ -354,3 +354,26 @@ mod export_order {
         super::ports::resumes_from_a_migrated_checkpoint(&store, account, checkpoint).await;
     }
 }
+
+mod account_lock {
+    use super::{ports, store};
+    use crate::migrate::{revert_last_migration, run_migrations, run_migrations_before};
+    use crate::testing::TestDatabase;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_locked_plan_becomes_a_lock_on_the_plan_kept_and_back() {
+        let db = TestDatabase::unmigrated().await;
+        run_migrations_before(db.url(), "2026-12-01-000011")
+            .await
+            .unwrap();
+        let ids = ports::accounts_with_a_locked_plan(&store(&db).await).await;
+        run_migrations(db.url()).await.unwrap();
+        ports::a_locked_plan_became_a_lock(&store(&db).await, ids).await;
+        assert_eq!(
+            revert_last_migration(db.url()).await.unwrap(),
+            "20261201000011",
+            "the version, as diesel records it"
+        );
+        ports::a_lock_became_a_locked_plan_again(&store(&db).await, ids).await;
+    }
+}

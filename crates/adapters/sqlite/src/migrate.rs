@@ -70,6 +70,25 @@ pub(crate) async fn run_migrations_before(
     applied.map_err(MigrateError::Migration)
 }
 
+/// Reverts the last migration applied (its `down.sql`); returns its version.
+#[cfg(test)]
+pub(crate) async fn revert_last_migration(store: &SqliteStore) -> Result<String, MigrateError> {
+    let mut conn = store
+        .writer()
+        .await
+        .map_err(|e| MigrateError::Unavailable(e.to_string()))?;
+    let reverted = conn
+        .spawn_blocking(|conn| {
+            Ok(conn
+                .revert_last_migration(MIGRATIONS)
+                .map(|version| version.to_string())
+                .map_err(|e| e.to_string()))
+        })
+        .await
+        .map_err(|e| MigrateError::Unavailable(e.to_string()))?;
+    reverted.map_err(MigrateError::Migration)
+}
+
 /// The versions of the migrations not yet applied.
 pub async fn pending_migrations(store: &SqliteStore) -> Result<Vec<String>, MigrateError> {
     let mut conn = store

@@ -17,6 +17,8 @@ diesel::table! {
         created_at -> TimestamptzSqlite,
         updated_at -> TimestamptzSqlite,
         require_publisher_key_approval -> Bool,
+        locked_at -> Nullable<TimestamptzSqlite>,
+        lock_reason -> Nullable<Text>,
     }
 }
 

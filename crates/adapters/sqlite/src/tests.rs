@@ -353,3 +353,28 @@ mod export_order {
         super::ports::resumes_from_a_migrated_checkpoint(&store, account, checkpoint).await;
     }
 }
+
+mod account_lock {
+    use super::ports;
+    use crate::SqliteStore;
+    use crate::migrate::{revert_last_migration, run_migrations, run_migrations_before};
+    use crate::testing::TestDatabase;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_locked_plan_becomes_a_lock_on_the_plan_kept_and_back() {
+        let db = TestDatabase::empty();
+        let store = SqliteStore::connect(&db.settings()).await.unwrap();
+        run_migrations_before(&store, "2026-12-01-000007")
+            .await
+            .unwrap();
+        let ids = ports::accounts_with_a_locked_plan(&store).await;
+        run_migrations(&store).await.unwrap();
+        ports::a_locked_plan_became_a_lock(&store, ids).await;
+        assert_eq!(
+            revert_last_migration(&store).await.unwrap(),
+            "20261201000007",
+            "the version, as diesel records it"
+        );
+        ports::a_lock_became_a_locked_plan_again(&store, ids).await;
+    }
+}

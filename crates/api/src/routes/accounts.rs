@@ -68,7 +68,7 @@ impl From<AccountOverview> for AccountBody {
         let quotas = &overview.quotas;
         Self {
             account_id: *overview.account.id.as_uuid(),
-            plan: overview.plan.as_str().to_owned(),
+            plan: overview.plan_name().to_owned(),
             trial_expires: overview.account.trial_expires_at,
             quotas: QuotasBody {
                 poll_sec: quotas.poll_seconds,

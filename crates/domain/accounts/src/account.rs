@@ -3,7 +3,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Duration, Utc};
-use d2_kernel::{AccountId, Plan, UserId};
+use d2_kernel::{AccountId, AccountLock, LockReason, Plan, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::sampling::SampleRate;
@@ -44,9 +44,12 @@ impl fmt::Display for AccountName {
 pub struct Account {
     pub id: AccountId,
     pub name: AccountName,
-    /// The stored plan. Use [`Account::effective_plan`] to decide what to serve.
+    /// The plan subscribed to. A lock keeps it: an expired trial stays `Trial`.
     pub plan: Plan,
     pub trial_expires_at: Option<DateTime<Utc>>,
+    /// The lock recorded for this account. An expired trial is locked from its end even
+    /// before the trial locker records it: use [`Account::lock_at`] to decide what to serve.
+    pub locked: Option<AccountLock>,
     pub metrics_enabled: bool,
     /// Per-event-type sampling rates set for this account; they win over configuration.
     pub event_sample: BTreeMap<String, SampleRate>,
@@ -71,6 +74,7 @@ impl Account {
                 Duration::try_days(i64::from(trial_days))
                     .map_or(DateTime::<Utc>::MAX_UTC, |days| d2_kernel::later(now, days)),
             ),
+            locked: None,
             metrics_enabled: true,
             event_sample: BTreeMap::new(),
             require_publisher_key_approval: false,
@@ -78,11 +82,21 @@ impl Account {
         }
     }
 
-    /// The plan in force at `now`: an expired trial is `Locked`.
-    pub fn effective_plan(&self, now: DateTime<Utc>) -> Plan {
+    /// The lock in force at `now`: the one recorded, else the one a trial past its end is
+    /// due ([`Account::trial_ended_lock`]), so a trial locks the moment it expires.
+    pub fn lock_at(&self, now: DateTime<Utc>) -> Option<AccountLock> {
+        self.locked.or_else(|| self.trial_ended_lock(now))
+    }
+
+    /// The lock of a trial whose end has come by `now`: `TrialEnded`, since that end. This
+    /// is what the trial locker records; it says nothing of a lock already recorded.
+    pub fn trial_ended_lock(&self, now: DateTime<Utc>) -> Option<AccountLock> {
         match (self.plan, self.trial_expires_at) {
-            (Plan::Trial, Some(expires)) if expires <= now => Plan::Locked,
-            (plan, _) => plan,
+            (Plan::Trial, Some(expires)) if expires <= now => Some(AccountLock {
+                since: expires,
+                reason: LockReason::TrialEnded,
+            }),
+            _ => None,
         }
     }
 }
@@ -225,6 +239,47 @@ mod tests {
         assert!(AccountName::parse("   ").is_err());
         assert!(AccountName::parse(&"a".repeat(201)).is_err());
         assert!(AccountName::parse("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn a_trial_is_locked_from_its_end_on_and_keeps_its_plan() {
+        let now = Utc::now();
+        let mut account = Account::new_trial(
+            AccountId::random(),
+            AccountName::parse("Acme").unwrap(),
+            now,
+            14,
+        );
+        let end = account.trial_expires_at.unwrap();
+        let ended = AccountLock {
+            since: end,
+            reason: LockReason::TrialEnded,
+        };
+        assert_eq!(account.lock_at(now), None);
+        assert_eq!(
+            account.lock_at(d2_kernel::earlier(end, Duration::microseconds(1))),
+            None
+        );
+        assert_eq!(account.lock_at(end), Some(ended), "expiring now is expired");
+        assert_eq!(
+            account.trial_ended_lock(d2_kernel::later(end, Duration::days(1))),
+            Some(ended)
+        );
+        assert_eq!(account.plan, Plan::Trial);
+
+        // A recorded lock holds whatever the time; a paid plan has no trial to end.
+        let recorded = AccountLock {
+            since: now,
+            reason: LockReason::TrialEnded,
+        };
+        account.locked = Some(recorded);
+        assert_eq!(account.lock_at(now), Some(recorded));
+        account.locked = None;
+        account.plan = Plan::Pro;
+        assert_eq!(
+            account.lock_at(d2_kernel::later(end, Duration::days(1))),
+            None
+        );
     }
 
     #[test]

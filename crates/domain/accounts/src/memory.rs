@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_audit::memory::MemoryAuditLog;
-use d2_kernel::{AccountId, Plan, StoreError};
+use d2_kernel::{AccountId, StoreError};
 
 use crate::account::{Account, AccountPatch, User};
 use crate::ports::{AccountRepo, AuditOf, JobAuditOf};
@@ -110,14 +110,14 @@ impl AccountRepo for MemoryAccountRepo {
         let mut expired: Vec<AccountId> = state
             .accounts
             .values()
-            .filter(|a| a.plan == Plan::Trial && a.trial_expires_at.is_some_and(|e| e <= now))
+            .filter(|a| a.locked.is_none() && a.trial_ended_lock(now).is_some())
             .map(|a| a.id)
             .collect();
         expired.sort_unstable();
         expired.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         for id in &expired {
             if let Some(account) = state.accounts.get_mut(id) {
-                account.plan = Plan::Locked;
+                account.locked = account.trial_ended_lock(now);
                 self.audit.append(audit_of(account));
             }
         }

@@ -34,13 +34,16 @@ pub trait AccountRepo: Send + Sync + 'static {
     /// The account's users, oldest first.
     async fn list_users(&self, id: AccountId) -> Result<Vec<User>, StoreError>;
 
-    /// A scheduled job, across all accounts: stores `Plan::Locked` on at most `limit`
-    /// accounts whose plan is `Trial` and whose `trial_expires_at <= now` (lowest ids
-    /// first), keeping their `trial_expires_at`, and writes `audit_of(locked)` for each,
-    /// all in one transaction. Returns the ids of the accounts locked; fewer than `limit`
-    /// means no other expired trial was available.
+    /// A scheduled job, across all accounts: records the lock of an ended trial
+    /// ([`Account::trial_ended_lock`]: `TrialEnded`, since `trial_expires_at`) on at most
+    /// `limit` accounts whose plan is `Trial`, that are not locked and whose
+    /// `trial_expires_at <= now` (lowest ids first), keeping their plan and
+    /// `trial_expires_at`, and writes `audit_of(locked)` for each, all in one transaction.
+    /// Returns the ids of the accounts locked; fewer than `limit` means no other expired
+    /// trial was available.
     ///
-    /// Accounts without a trial expiry, or on any other plan, are never touched. Shared
+    /// Accounts already locked, without a trial expiry, or on any other plan, are never
+    /// touched. Shared
     /// implementations MUST skip accounts another transaction holds (a later run takes
     /// them) rather than wait, and MUST announce each locked account to other processes,
     /// as `update` does.

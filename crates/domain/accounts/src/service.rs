@@ -3,9 +3,9 @@ use std::sync::Arc;
 
 use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::{
-    AccessError, AccountId, AuthContext, CacheSettings, Change, ChangeSubscriber, Clock, Code,
-    CoherentCache, Entitlement, EntitlementError, Entitlements, ErrorCode, Plan, PlanCatalog,
-    Quotas, Scope, StoreError,
+    AccessError, AccountId, AccountLock, AuthContext, CacheSettings, Change, ChangeSubscriber,
+    Clock, Code, CoherentCache, Entitlement, EntitlementError, Entitlements, ErrorCode,
+    PlanCatalog, Quotas, Scope, StoreError,
 };
 use serde_json::json;
 
@@ -42,14 +42,27 @@ impl ErrorCode for AccountError {
     }
 }
 
-/// An account as its callers see it: effective plan, quotas and merged sampling rates.
+/// An account as its callers see it: the lock in force, the quotas in force and merged
+/// sampling rates.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AccountOverview {
     pub account: Account,
-    pub plan: Plan,
+    /// The lock in force now (an expired trial's, recorded or not).
+    pub lock: Option<AccountLock>,
+    /// The plan's quotas, or those of `plans.locked` while locked.
     pub quotas: Quotas,
     pub current_members: u64,
     pub event_sample: BTreeMap<String, f64>,
+}
+
+impl AccountOverview {
+    /// The plan as the SDKs read it: `locked` while the account is locked, else its plan.
+    pub fn plan_name(&self) -> &'static str {
+        match self.lock {
+            Some(_) => AccountLock::NAME,
+            None => self.account.plan.as_str(),
+        }
+    }
 }
 
 /// At most this many accounts change in one transaction of a scheduled job.
@@ -140,14 +153,19 @@ impl AccountService {
         Ok(self.describe(snapshot.account.clone(), snapshot.members))
     }
 
-    /// The account's effective plan and quotas, from the cache.
+    /// The account's plan, the lock in force and the quotas in force, from the cache.
     pub async fn entitlement_of(&self, account: AccountId) -> Result<Entitlement, AccountError> {
         let snapshot = self.snapshot(account).await?;
-        let plan = snapshot.account.effective_plan(self.clock.now());
+        let account = &snapshot.account;
+        let lock = account.lock_at(self.clock.now());
         Ok(Entitlement {
-            plan,
-            quotas: self.plans.quotas(plan).clone(),
-            metrics_enabled: snapshot.account.metrics_enabled,
+            plan: account.plan,
+            quotas: self
+                .plans
+                .quotas_in_force(account.plan, lock.as_ref())
+                .clone(),
+            lock,
+            metrics_enabled: account.metrics_enabled,
         })
     }
 
@@ -203,13 +221,15 @@ impl AccountService {
         Ok(self.describe(account, members))
     }
 
-    /// A scheduled job: stores `locked` as the plan of every trial that has expired by now,
-    /// each with an `account.lock` audit record by `system`, in transactions of bounded
-    /// size. Returns how many accounts it locked.
+    /// A scheduled job: records the lock of every trial that has expired by now and is not
+    /// locked yet (`trial_ended`, since the trial's end; the plan stays `trial`), each with
+    /// an `account.lock` audit record by `system`, in transactions of bounded size. Returns
+    /// how many accounts it locked.
     ///
-    /// Reads already serve an expired trial as locked ([`Account::effective_plan`]); this
-    /// makes the stored row say so, for reports and other systems. Running it again, or
-    /// on several workers at once, locks nothing twice.
+    /// Reads already serve an expired trial as locked ([`Account::lock_at`]); this makes
+    /// the stored row say so, for reports and other systems. An account already locked is
+    /// skipped, so running it again, or on several workers at once, locks and audits
+    /// nothing twice.
     pub async fn lock_expired_trials(&self) -> Result<u64, AccountError> {
         self.lock_expired_trials_in_batches(JOB_BATCH).await
     }
@@ -223,8 +243,9 @@ impl AccountService {
             AuditEntry::system(account.id, AuditAction::AccountLock, now)
                 .target("account", account.id)
                 .metadata(json!({
-                    "from": Plan::Trial.as_str(),
-                    "to": Plan::Locked.as_str(),
+                    "from": account.plan.as_str(),
+                    "to": AccountLock::NAME,
+                    "reason": account.locked.map(|lock| lock.reason.as_str()),
                     "trial_expired_at": account.trial_expires_at,
                 }))
         };
@@ -253,11 +274,14 @@ impl AccountService {
     }
 
     fn describe(&self, account: Account, current_members: u64) -> AccountOverview {
-        // The plan is resolved at every read, so a trial locks the moment it expires.
-        let plan = account.effective_plan(self.clock.now());
+        // The lock is resolved at every read, so a trial locks the moment it expires.
+        let lock = account.lock_at(self.clock.now());
         AccountOverview {
-            plan,
-            quotas: self.plans.quotas(plan).clone(),
+            quotas: self
+                .plans
+                .quotas_in_force(account.plan, lock.as_ref())
+                .clone(),
+            lock,
             current_members,
             event_sample: self.sampling.merged(&account.event_sample),
             account,
@@ -273,7 +297,7 @@ mod tests {
     use crate::sampling::SampleRate;
     use chrono::Duration;
     use d2_audit::memory::MemoryAuditLog;
-    use d2_kernel::{Credential, Grant, ManualClock, ScopeSet, TokenId, UserId};
+    use d2_kernel::{Credential, Grant, LockReason, ManualClock, Plan, ScopeSet, TokenId, UserId};
 
     struct Fixture {
         service: AccountService,
@@ -335,14 +359,18 @@ mod tests {
         let f = fixture();
         let server = caller(f.account.id, ScopeSet::new([Grant::Server]));
         let overview = f.service.overview(&server).await.unwrap();
-        assert_eq!(overview.plan, Plan::Trial);
+        assert_eq!(overview.plan_name(), "trial");
+        assert_eq!(overview.lock, None);
         assert_eq!(overview.quotas.poll_seconds, 300);
         assert_eq!(overview.current_members, 1);
         assert_eq!(overview.event_sample["policy_poll_interval"], 0.1);
 
         f.clock.advance(Duration::days(15));
         let overview = f.service.overview(&server).await.unwrap();
-        assert_eq!(overview.plan, Plan::Locked);
+        assert_eq!(overview.plan_name(), "locked");
+        assert_eq!(overview.account.plan, Plan::Trial, "the plan is kept");
+        assert_eq!(overview.lock, Some(trial_ended(&f.account)));
+        assert_eq!(overview.account.locked, None, "not recorded yet");
         assert_eq!(overview.quotas, PlanCatalog::default().locked);
     }
 
@@ -359,6 +387,8 @@ mod tests {
         f.clock.advance(Duration::days(15));
         let later = entitlements.entitlement(f.account.id).await.unwrap();
         assert!(later.is_locked());
+        assert_eq!(later.lock, Some(trial_ended(&f.account)));
+        assert_eq!(later.plan, Plan::Trial);
         assert_eq!(later.quotas, PlanCatalog::default().locked);
         assert!(matches!(
             entitlements.entitlement(AccountId::random()).await,
@@ -436,6 +466,14 @@ mod tests {
         );
     }
 
+    /// The lock the end of `account`'s trial brings.
+    fn trial_ended(account: &Account) -> AccountLock {
+        AccountLock {
+            since: account.trial_expires_at.unwrap(),
+            reason: LockReason::TrialEnded,
+        }
+    }
+
     fn insert_trial(f: &Fixture, days: u32, plan: Plan) -> Account {
         let mut account = Account::new_trial(
             AccountId::random(),
@@ -448,12 +486,12 @@ mod tests {
         account
     }
 
-    async fn stored_plan(f: &Fixture, id: AccountId) -> Plan {
-        f.repo.find_account(id).await.unwrap().unwrap().plan
+    async fn stored(f: &Fixture, id: AccountId) -> Account {
+        f.repo.find_account(id).await.unwrap().unwrap()
     }
 
     #[tokio::test]
-    async fn the_trial_locker_stores_locked_in_batches_and_audits_each_account() {
+    async fn the_trial_locker_records_locks_in_batches_and_audits_each_account_once() {
         let f = fixture();
         let server = caller(f.account.id, ScopeSet::new([Grant::Server]));
         // Cached while still a trial: the job must drop it.
@@ -465,7 +503,13 @@ mod tests {
         }
         let later = insert_trial(&f, 30, Plan::Trial);
         let paid = insert_trial(&f, 1, Plan::Pro);
-        let locked = insert_trial(&f, 1, Plan::Locked);
+        // Locked before (since it was created): never locked or audited again.
+        let mut locked = insert_trial(&f, 1, Plan::Trial);
+        locked.locked = Some(AccountLock {
+            since: f.clock.now(),
+            reason: LockReason::TrialEnded,
+        });
+        f.repo.insert_account(locked.clone());
         let mut open_ended = insert_trial(&f, 1, Plan::Trial);
         open_ended.trial_expires_at = None;
         f.repo.insert_account(open_ended.clone());
@@ -480,12 +524,14 @@ mod tests {
             5
         );
         for id in &expiring {
-            assert_eq!(stored_plan(&f, *id).await, Plan::Locked);
+            let account = stored(&f, *id).await;
+            assert_eq!(account.plan, Plan::Trial, "the plan is kept");
+            assert_eq!(account.locked, Some(trial_ended(&account)));
         }
-        assert_eq!(stored_plan(&f, later.id).await, Plan::Trial);
-        assert_eq!(stored_plan(&f, paid.id).await, Plan::Pro);
-        assert_eq!(stored_plan(&f, locked.id).await, Plan::Locked);
-        assert_eq!(stored_plan(&f, open_ended.id).await, Plan::Trial);
+        assert_eq!(stored(&f, later.id).await, later);
+        assert_eq!(stored(&f, paid.id).await, paid);
+        assert_eq!(stored(&f, locked.id).await, locked);
+        assert_eq!(stored(&f, open_ended.id).await, open_ended);
 
         let locks: Vec<_> = f
             .audit
@@ -511,12 +557,15 @@ mod tests {
         );
         assert_eq!(first.metadata["from"], "trial");
         assert_eq!(first.metadata["to"], "locked");
+        assert_eq!(first.metadata["reason"], "trial_ended");
         assert!(first.metadata["trial_expired_at"].is_string());
 
-        // The overview was cached as a trial; it now shows the stored plan.
+        // The overview was cached as a trial; it now shows the stored lock.
         let overview = f.service.overview(&server).await.unwrap();
-        assert_eq!(overview.account.plan, Plan::Locked);
-        assert_eq!(overview.plan, Plan::Locked);
+        assert_eq!(overview.account.plan, Plan::Trial);
+        assert_eq!(overview.account.locked, Some(trial_ended(&f.account)));
+        assert_eq!(overview.lock, overview.account.locked);
+        assert_eq!(overview.plan_name(), "locked");
         assert_eq!(overview.quotas, PlanCatalog::default().locked);
         assert_eq!(
             overview.account.trial_expires_at, f.account.trial_expires_at,

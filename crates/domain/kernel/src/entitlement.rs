@@ -1,16 +1,22 @@
 //! What an account may do now: the port through which every domain asks the plan rules
 //! (locked, tool and app limits, quotas). The accounts domain answers it from the account's
-//! plan today; billing can answer it later without any domain that asks changing.
+//! plan and lock today; billing can answer it later without any domain that asks changing.
 
 use crate::error::{Code, ErrorCode, StoreError};
 use crate::ids::AccountId;
+use crate::lock::AccountLock;
 use crate::plan::{Plan, Quotas};
 
-/// An account's effective plan and that plan's quotas, as of now, and whether its
-/// events and metrics may be read.
+/// An account's plan, its lock and the quotas in force, as of now, and whether its events
+/// and metrics may be read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entitlement {
+    /// The account's plan, kept while it is locked.
     pub plan: Plan,
+    /// The lock in force now, if any (an expired trial is locked from its end, recorded or
+    /// not).
+    pub lock: Option<AccountLock>,
+    /// The plan's quotas, or those of `plans.locked` while locked.
     pub quotas: Quotas,
     /// The owner's switch (`metrics_enabled`): off, the account's telemetry is still
     /// taken but cannot be read.
@@ -18,10 +24,10 @@ pub struct Entitlement {
 }
 
 impl Entitlement {
-    /// A locked account (an expired trial, an unpaid plan) keeps its data and its reads,
-    /// and is served nothing new: no bundle, no publish, no ingest.
+    /// A locked account (an expired trial, later an unpaid plan) keeps its data and its
+    /// reads, and is served nothing new: no bundle, no publish, no ingest.
     pub fn is_locked(&self) -> bool {
-        self.plan == Plan::Locked
+        self.lock.is_some()
     }
 }
 

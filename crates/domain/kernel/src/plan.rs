@@ -1,34 +1,30 @@
-//! Plans and their quotas.
+//! Plans and their quotas, and the quotas of a locked account.
 //!
 //! The values of [`PlanCatalog::default`] are those of the original D2 service; every one of
-//! them can be overridden by configuration (`plans.<tier>.<quota>`).
+//! them can be overridden by configuration (`plans.<tier>.<quota>`, `plans.locked.<quota>`).
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// A subscription tier.
+use crate::lock::AccountLock;
+
+/// A subscription tier. Being locked is not one: it is a state an account on any plan can
+/// be in ([`AccountLock`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Plan {
-    /// A new account: the free quotas until the trial expires, then `Locked`.
+    /// A new account: the free quotas until the trial expires, when it becomes locked
+    /// (still on `Trial`).
     Trial,
     Essentials,
     Pro,
     Enterprise,
-    /// An expired trial or an unpaid account: minimal quotas, serving refused.
-    Locked,
 }
 
 impl Plan {
-    pub const ALL: [Plan; 5] = [
-        Plan::Trial,
-        Plan::Essentials,
-        Plan::Pro,
-        Plan::Enterprise,
-        Plan::Locked,
-    ];
+    pub const ALL: [Plan; 4] = [Plan::Trial, Plan::Essentials, Plan::Pro, Plan::Enterprise];
 
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -36,7 +32,6 @@ impl Plan {
             Plan::Essentials => "essentials",
             Plan::Pro => "pro",
             Plan::Enterprise => "enterprise",
-            Plan::Locked => "locked",
         }
     }
 }
@@ -90,7 +85,7 @@ pub struct Quotas {
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
 
-/// The quotas of every plan, and the length of a trial.
+/// The quotas of every plan and of a locked account, and the length of a trial.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanCatalog {
@@ -99,18 +94,40 @@ pub struct PlanCatalog {
     pub essentials: Quotas,
     pub pro: Quotas,
     pub enterprise: Quotas,
+    /// The quotas of a locked account, whatever its plan (`plans.locked`).
     pub locked: Quotas,
 }
 
 impl PlanCatalog {
+    /// The quotas of `plan`, for an account that is not locked.
     pub fn quotas(&self, plan: Plan) -> &Quotas {
         match plan {
             Plan::Trial => &self.trial,
             Plan::Essentials => &self.essentials,
             Plan::Pro => &self.pro,
             Plan::Enterprise => &self.enterprise,
-            Plan::Locked => &self.locked,
         }
+    }
+
+    /// The quotas in force for an account on `plan`: its plan's, or `locked`'s while a lock
+    /// holds it.
+    pub fn quotas_in_force(&self, plan: Plan, lock: Option<&AccountLock>) -> &Quotas {
+        match lock {
+            Some(_) => &self.locked,
+            None => self.quotas(plan),
+        }
+    }
+
+    /// Every set of quotas with the key that configures it (`plans.<key>`): each plan's,
+    /// then the locked state's.
+    pub fn every_quotas(&self) -> [(&'static str, &Quotas); 5] {
+        [
+            (Plan::Trial.as_str(), &self.trial),
+            (Plan::Essentials.as_str(), &self.essentials),
+            (Plan::Pro.as_str(), &self.pro),
+            (Plan::Enterprise.as_str(), &self.enterprise),
+            (AccountLock::NAME, &self.locked),
+        ]
     }
 }
 
@@ -187,16 +204,31 @@ mod tests {
             assert_eq!(plan.as_str().parse::<Plan>().unwrap(), plan);
         }
         assert!("free".parse::<Plan>().is_err());
+        assert!("locked".parse::<Plan>().is_err(), "a state, not a plan");
     }
 
     #[test]
     fn every_plan_admits_a_full_batch_and_a_trial_ten_thousand_events_a_minute() {
         let catalog = PlanCatalog::default();
         assert!(catalog.trial.ingest_events_per_minute >= 10_000);
-        for plan in Plan::ALL {
-            let quotas = catalog.quotas(plan);
+        for (_, quotas) in catalog.every_quotas() {
             assert!(quotas.ingest_events_per_minute >= quotas.event_batch);
         }
+    }
+
+    #[test]
+    fn a_lock_puts_any_plan_on_the_locked_quotas() {
+        let catalog = PlanCatalog::default();
+        let lock = AccountLock {
+            since: chrono::DateTime::UNIX_EPOCH,
+            reason: crate::lock::LockReason::TrialEnded,
+        };
+        for plan in Plan::ALL {
+            assert_eq!(catalog.quotas_in_force(plan, None), catalog.quotas(plan));
+            assert_eq!(catalog.quotas_in_force(plan, Some(&lock)), &catalog.locked);
+        }
+        let keys: Vec<&str> = catalog.every_quotas().iter().map(|(key, _)| *key).collect();
+        assert_eq!(keys, ["trial", "essentials", "pro", "enterprise", "locked"]);
     }
 
     #[test]

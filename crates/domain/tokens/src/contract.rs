@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Duration, Utc};
 use d2_accounts::{Account, AccountName, AccountPatch, AccountRepo, Role, SampleRate, User};
 use d2_audit::{AuditAction, AuditEntry, AuditFilter, AuditLog};
-use d2_kernel::{AccountId, AppName, PageRequest, Plan, StoreError, TokenId, UserId};
+use d2_kernel::{
+    AccountId, AccountLock, AppName, LockReason, PageRequest, Plan, StoreError, TokenId, UserId,
+};
 
 use crate::ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenRepo};
 use crate::secret::{Pepper, TokenSecret};
@@ -411,6 +413,7 @@ async fn account_as(
     store: &dyn Store,
     plan: Plan,
     trial_expires_at: Option<DateTime<Utc>>,
+    locked: Option<AccountLock>,
 ) -> Account {
     let mut account = Account::new_trial(
         AccountId::random(),
@@ -420,6 +423,7 @@ async fn account_as(
     );
     account.plan = plan;
     account.trial_expires_at = trial_expires_at;
+    account.locked = locked;
     let owner = User {
         id: UserId::random(),
         account_id: account.id,
@@ -465,27 +469,42 @@ async fn read_account(store: &dyn Store, id: AccountId) -> Account {
         .unwrap_or_else(|| panic!("account {id} stored"))
 }
 
-/// The trial locker, a job across all accounts: only trials whose expiry has come lock,
-/// each with its audit record in its own account, at most `limit` per call, once.
+/// The lock the end of a trial at `end` brings.
+fn trial_ended(end: DateTime<Utc>) -> AccountLock {
+    AccountLock {
+        since: end,
+        reason: LockReason::TrialEnded,
+    }
+}
+
+/// The trial locker, a job across all accounts: only trials whose expiry has come and that
+/// are not locked yet lock (keeping their plan), each with its audit record in its own
+/// account, at most `limit` per call, once.
 ///
 /// The job is global, so this needs a store of its own.
 pub async fn trial_locker(store: &dyn Store) {
     let now = at(200);
     let mut expired = vec![
-        account_as(store, Plan::Trial, Some(at(100))).await,
-        account_as(store, Plan::Trial, Some(at(150))).await,
+        account_as(store, Plan::Trial, Some(at(100)), None).await,
+        account_as(store, Plan::Trial, Some(at(150)), None).await,
         // Expiring exactly now counts as expired.
-        account_as(store, Plan::Trial, Some(now)).await,
+        account_as(store, Plan::Trial, Some(now), None).await,
     ];
     expired.sort_by_key(|a| a.id);
     let untouched = vec![
-        account_as(store, Plan::Trial, Some(now + Duration::seconds(1))).await,
-        account_as(store, Plan::Trial, None).await,
-        account_as(store, Plan::Pro, Some(at(50))).await,
-        account_as(store, Plan::Locked, Some(at(50))).await,
+        account_as(store, Plan::Trial, Some(now + Duration::seconds(1)), None).await,
+        account_as(store, Plan::Trial, None, None).await,
+        account_as(store, Plan::Pro, Some(at(50)), None).await,
+        // Locked already (recorded after its end): never locked or audited again.
+        account_as(store, Plan::Trial, Some(at(50)), Some(trial_ended(at(60)))).await,
     ];
     let audit_of = |account: &Account| {
-        assert_eq!(account.plan, Plan::Locked, "audited as changed");
+        assert_eq!(account.plan, Plan::Trial, "the plan is kept");
+        assert_eq!(
+            account.locked,
+            account.trial_expires_at.map(trial_ended),
+            "audited as changed"
+        );
         AuditEntry::system(account.id, AuditAction::AccountLock, now)
             .target("account", account.id)
             .metadata(serde_json::json!({
@@ -520,14 +539,14 @@ pub async fn trial_locker(store: &dyn Store) {
 
     for account in &expired {
         let read = read_account(store, account.id).await;
-        assert_eq!(read.plan, Plan::Locked);
+        assert_eq!(read.plan, Plan::Trial);
         assert_eq!(
             read,
             Account {
-                plan: Plan::Locked,
+                locked: account.trial_expires_at.map(trial_ended),
                 ..account.clone()
             },
-            "nothing else changes, the trial's end is kept"
+            "locked since the trial's end; nothing else changes, the plan and the trial's end are kept"
         );
         let records = records_of(store, account.id, AuditAction::AccountLock).await;
         assert_eq!(records.len(), 1, "one record per locked account");
@@ -558,6 +577,33 @@ pub async fn trial_locker(store: &dyn Store) {
     );
     let future = read_account(store, untouched[0].id).await;
     assert_eq!(future.plan, Plan::Trial);
+    assert_eq!(future.locked, None);
+
+    // An update writes the whole account: the lock it read stays.
+    let patch = AccountPatch {
+        name: Some(AccountName::parse("Still Locked").unwrap_or_else(|_| unreachable!())),
+        ..AccountPatch::default()
+    };
+    let update_audit = |before: &Account, after: &Account| {
+        AuditEntry::system(before.id, AuditAction::AccountUpdate, now)
+            .metadata(AccountPatch::describe(before, after))
+    };
+    let recorded = [
+        (&expired[0], expired[0].trial_expires_at.map(trial_ended)),
+        (&untouched[3], untouched[3].locked),
+    ];
+    for (account, lock) in recorded {
+        let updated = store
+            .update(account.id, &patch, &update_audit)
+            .await
+            .unwrap_or_else(|e| panic!("update: {e}"))
+            .unwrap_or_else(|| panic!("account {} stored", account.id));
+        let read = read_account(store, account.id).await;
+        assert_eq!(read, updated);
+        assert_eq!(read.name.as_str(), "Still Locked");
+        assert!(lock.is_some());
+        assert_eq!(read.locked, lock, "the lock is kept");
+    }
 }
 
 /// Inserts a token of `account_id` expiring at `expires_at`.
