@@ -8,7 +8,6 @@ pub(crate) mod errors;
 pub(crate) mod events;
 pub(crate) mod id;
 pub(crate) mod jwks;
-pub(crate) mod models;
 pub(crate) mod policies;
 pub(crate) mod position;
 pub(crate) mod tasks;

@@ -13,11 +13,11 @@ use d2_tokens::{
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
+use crate::accounts::{AccountRow, UserRow};
 use crate::audit::write_audit;
 use crate::changes::announce;
 use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
-use crate::models::{AccountRow, UserRow};
 use crate::position::{Side, beyond};
 use crate::schema::{accounts, api_tokens, users};
 

@@ -14,11 +14,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::accounts::{AccountRow, UserRow};
 use crate::error::{TxError, from_diesel};
 use crate::events::EventRow;
 use crate::id::Id;
 use crate::jwks::SigningKeyRow;
-use crate::models::{AccountRow, UserRow};
 use crate::policies::{PolicyRow, PublisherKeyRow};
 use crate::position::{Side, in_stream};
 use crate::schema::{
