@@ -398,6 +398,12 @@ async fn a_job_another_worker_holds_is_skipped_and_the_export_needs_clickhouse()
             ..
         })
     ));
+    let unknown = worker.run_once("nightly", &|| true).await.unwrap_err();
+    assert!(matches!(unknown, JobError::Unknown(..)), "{unknown}");
+    assert!(
+        unknown.to_string().contains("trial-locker"),
+        "names the jobs there are: {unknown}"
+    );
     let scheduled: Vec<&str> = worker.schedule().into_iter().map(|(job, _)| job).collect();
     assert_eq!(
         scheduled,
