@@ -5,57 +5,59 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
-use d2_audit::{AuditAction, AuditEntry};
-use d2_kernel::{AccountId, Change, TokenId};
-use d2_tokens::contract;
-
 use super::{another, fresh, until_events_final};
 use crate::id::Id;
 use crate::schema::accounts;
+use chrono::Utc;
+use d2_audit::{AuditAction, AuditEntry};
+use d2_kernel::{AccountId, Change, TokenId};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn accounts_contract() {
-    let (_db, store) = fresh().await;
-    contract::accounts(&store).await;
+/// This store, for the contract suites: a fresh database per suite.
+struct Kit;
+
+impl d2_testkit::ContractStore for Kit {
+    type Guard = super::TestDatabase;
+    type Tokens = crate::Store;
+    type Policies = crate::Store;
+    type Events = crate::Store;
+    type Tasks = crate::Store;
+
+    async fn tokens() -> (Self::Guard, crate::Store) {
+        fresh().await
+    }
+
+    async fn policies() -> (Self::Guard, crate::Store, AccountId, AccountId) {
+        let (db, store) = fresh().await;
+        let (a, b) = two_accounts(&store).await;
+        (db, store, a, b)
+    }
+
+    async fn events() -> (Self::Guard, crate::Store, AccountId, AccountId) {
+        let (db, store) = fresh().await;
+        let (a, b) = (AccountId::random(), AccountId::random());
+        ensure_accounts(&store, [a, b]).await;
+        (db, store, a, b)
+    }
+
+    async fn until_final(store: &crate::Store) {
+        until_events_final(store).await;
+    }
+
+    async fn feed(store: &crate::Store, events: Vec<d2_events::NewEvent>) {
+        use d2_events::EventStore as _;
+
+        ensure_accounts(store, events.iter().map(|e| e.account_id)).await;
+        store.insert_events(&events).await.unwrap();
+    }
+
+    async fn tasks() -> (Self::Guard, crate::Store, AccountId) {
+        let (db, store) = fresh().await;
+        let (_, account) = contract_token(&store).await;
+        (db, store, account)
+    }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tokens_contract() {
-    let (_db, store) = fresh().await;
-    contract::tokens(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn audit_contract() {
-    let (_db, store) = fresh().await;
-    contract::audit(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn trial_locker_contract() {
-    let (_db, store) = fresh().await;
-    contract::trial_locker(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn token_races_contract() {
-    let (_db, store) = fresh().await;
-    contract::token_races(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn publish_races_contract() {
-    let (_db, store) = fresh().await;
-    let (a, _) = two_accounts(&store).await;
-    d2_policy::contract::publish_races(&store, a).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn token_expiry_contract() {
-    let (_db, store) = fresh().await;
-    contract::token_expiry(&store).await;
-}
+d2_testkit::contract_suites!(Kit);
 
 /// Creates a tenant with a token through the bootstrap port and returns the token's ids.
 pub(super) async fn contract_token(store: &crate::Store) -> (TokenId, AccountId) {
@@ -123,27 +125,6 @@ async fn two_accounts(store: &crate::Store) -> (AccountId, AccountId) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn policies_contract() {
-    let (_db, store) = fresh().await;
-    let (a, b) = two_accounts(&store).await;
-    d2_policy::contract::policies(&store, a, b).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn publisher_keys_contract() {
-    let (_db, store) = fresh().await;
-    let (a, b) = two_accounts(&store).await;
-    d2_policy::contract::publisher_keys(&store, a, b).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn earlier_content_contract() {
-    let (_db, store) = fresh().await;
-    let (a, _) = two_accounts(&store).await;
-    d2_policy::contract::earlier_content(&store, a).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn earlier_content_without_digests_contract() {
     use diesel::prelude::*;
     use diesel_async::RunQueryDsl;
@@ -171,13 +152,6 @@ async fn earlier_content_without_digests_contract() {
     assert_eq!(missing, 0, "the publish stored the missing digests");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn signing_keys_contract() {
-    let (_db, store) = fresh().await;
-    let (a, b) = two_accounts(&store).await;
-    d2_policy::contract::signing_keys(&store, a, b).await;
-}
-
 /// Creates bare accounts so events can reference them.
 pub(super) async fn ensure_accounts(
     store: &crate::Store,
@@ -202,33 +176,6 @@ pub(super) async fn ensure_accounts(
             .await
             .unwrap();
     }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn event_store_contract() {
-    let (_db, store) = fresh().await;
-    let (a, b) = (AccountId::random(), AccountId::random());
-    ensure_accounts(&store, [a, b]).await;
-    d2_events::contract::event_store(&store, a, b, || until_events_final(&store)).await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn analytics_contract() {
-    use d2_events::EventStore;
-
-    let (_db, store) = fresh().await;
-    let feeder = &store;
-    d2_events::contract::analytics(&store, |events| async move {
-        ensure_accounts(feeder, events.iter().map(|e| e.account_id)).await;
-        feeder.insert_events(&events).await.unwrap();
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn checkpoints_contract() {
-    let (_db, store) = fresh().await;
-    d2_events::contract::checkpoints(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -344,13 +291,6 @@ async fn every_table_is_copied_by_migrate_store_or_named_as_not_copied() {
             "`{table}` is copied but does not exist"
         );
     }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn task_queue_contract() {
-    let (_db, store) = fresh().await;
-    let (_, account) = contract_token(&store).await;
-    d2_kernel::task::contract::all(Arc::new(store), account).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -32,34 +32,3 @@ pub use ports::{
 };
 pub use refusals::{RefusedEvents, hour_of};
 pub use service::{EventError, EventService, EventSettings, IngestOutcome, IngestRequest};
-
-#[cfg(test)]
-mod memory_contract {
-    use d2_kernel::AccountId;
-
-    use crate::memory::MemoryEvents;
-    use crate::ports::EventStore as _;
-
-    #[tokio::test]
-    async fn analytics() {
-        let store = MemoryEvents::default();
-        let feeder = &store;
-        crate::contract::analytics(&store, |events| async move {
-            feeder.insert_events(&events).await.unwrap();
-        })
-        .await;
-    }
-
-    #[tokio::test]
-    async fn checkpoints() {
-        crate::contract::checkpoints(&MemoryEvents::default()).await;
-    }
-
-    #[tokio::test]
-    async fn event_store() {
-        let store = MemoryEvents::default();
-        let (a, b) = (AccountId::random(), AccountId::random());
-        // Every insert is final when it returns.
-        crate::contract::event_store(&store, a, b, || async {}).await;
-    }
-}
