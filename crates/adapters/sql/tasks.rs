@@ -13,34 +13,30 @@ use crate::error::{TxError, from_diesel};
 use crate::id::Id;
 use crate::schema::tasks;
 
+/// A task as stored: its number, and the rest as the copy carries it.
 #[derive(Queryable, Selectable)]
 #[diesel(table_name = tasks, check_for_backend(crate::Db))]
 struct TaskRow {
     id: i64,
-    kind: String,
-    account_id: Option<Id>,
-    payload: Value,
-    state: String,
-    attempts: i32,
-    run_at: DateTime<Utc>,
-    last_error: Option<String>,
-    created_at: DateTime<Utc>,
+    #[diesel(embed)]
+    task: TaskCopy,
 }
 
 impl TaskRow {
     fn into_domain(self) -> Result<Task, StoreError> {
+        let task = self.task;
         Ok(Task {
             id: TaskId(self.id),
-            kind: self.kind,
-            account_id: self.account_id.map(Into::into),
-            payload: self.payload,
-            state: TaskState::parse(&self.state)
-                .ok_or_else(|| StoreError::corrupt(format!("task state {}", self.state)))?,
-            attempts: u32::try_from(self.attempts)
+            kind: task.kind,
+            account_id: task.account_id.map(Into::into),
+            payload: task.payload,
+            state: TaskState::parse(&task.state)
+                .ok_or_else(|| StoreError::corrupt(format!("task state {}", task.state)))?,
+            attempts: u32::try_from(task.attempts)
                 .map_err(|_| StoreError::corrupt("task attempts"))?,
-            run_at: self.run_at,
-            last_error: self.last_error,
-            created_at: self.created_at,
+            run_at: task.run_at,
+            last_error: task.last_error,
+            created_at: task.created_at,
         })
     }
 }

@@ -154,6 +154,14 @@ fn by_id(rows: Vec<Value>, last_id: Option<i64>) -> RowPage {
     (rows, last_id.filter(|_| full))
 }
 
+/// A page of a table whose rows the target numbers anew: the rows without their ids, the
+/// next page after the last id read.
+fn renumbered<T: Serialize>(rows: Vec<(i64, T)>) -> Result<RowPage, StoreError> {
+    let last = rows.last().map(|(id, _)| *id);
+    let rows = to_json(rows.into_iter().map(|(_, row)| row).collect())?;
+    Ok(by_id(rows, last))
+}
+
 fn unknown(table: &str) -> StoreError {
     StoreError::corrupt(format!("no table {table} to copy"))
 }
@@ -283,11 +291,7 @@ impl crate::Store {
                     .load(conn)
                     .await
                     .map_err(from_diesel)?;
-                let last = rows.last().map(|(id, _)| *id);
-                by_id(
-                    to_json(rows.into_iter().map(|(_, row)| row).collect())?,
-                    last,
-                )
+                renumbered(rows)?
             }
             "events" => {
                 let rows: Vec<EventRow> = events::table
@@ -331,11 +335,7 @@ impl crate::Store {
                     .load(conn)
                     .await
                     .map_err(from_diesel)?;
-                let last = rows.last().map(|(id, _)| *id);
-                by_id(
-                    to_json(rows.into_iter().map(|(_, row)| row).collect())?,
-                    last,
-                )
+                renumbered(rows)?
             }
             other => return Err(unknown(other)),
         };
