@@ -3,10 +3,8 @@ use std::collections::BTreeMap;
 use crate::id::Id;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use d2_accounts::{
-    Account, AccountName, AccountPatch, AccountRepo, AuditOf, JobAuditOf, Role, SampleRate, User,
-};
-use d2_kernel::{AccountId, LockReason, Plan, StoreError};
+use d2_accounts::{Account, AccountName, AccountPatch, AccountRepo, AuditOf, JobAuditOf, SampleRate};
+use d2_kernel::{AccountId, LockReason, Plan, Role, StoreError, UserId};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
@@ -16,7 +14,7 @@ use crate::audit::write_audit;
 use crate::changes::announce;
 use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
-use crate::schema::{accounts, users};
+use crate::schema::{accounts, members};
 use d2_kernel::Change;
 
 #[async_trait]
@@ -65,10 +63,10 @@ impl AccountRepo for crate::Store {
         Ok(updated)
     }
 
-    async fn count_users(&self, id: AccountId) -> Result<u64, StoreError> {
+    async fn count_members(&self, id: AccountId) -> Result<u64, StoreError> {
         let mut conn = self.conn().await?;
-        let count: i64 = users::table
-            .filter(users::account_id.eq(Id::from(id)))
+        let count: i64 = members::table
+            .filter(members::account_id.eq(Id::from(id)))
             .count()
             .get_result(&mut conn)
             .await
@@ -87,16 +85,18 @@ impl AccountRepo for crate::Store {
         Ok(any.is_some())
     }
 
-    async fn list_users(&self, id: AccountId) -> Result<Vec<User>, StoreError> {
+    async fn first_owner(&self, id: AccountId) -> Result<Option<UserId>, StoreError> {
         let mut conn = self.conn().await?;
-        let rows = users::table
-            .filter(users::account_id.eq(Id::from(id)))
-            .order((users::created_at.asc(), users::id.asc()))
-            .select(UserRow::as_select())
-            .load(&mut conn)
+        let owner: Option<Id> = members::table
+            .filter(members::account_id.eq(Id::from(id)))
+            .filter(members::role.eq(Role::Owner.as_str()))
+            .order((members::created_at.asc(), members::user_id.asc()))
+            .select(members::user_id)
+            .first(&mut conn)
             .await
+            .optional()
             .map_err(from_diesel)?;
-        rows.into_iter().map(UserRow::into_domain).collect()
+        Ok(owner.map(Into::into))
     }
 
     async fn lock_expired_trials(
@@ -227,44 +227,6 @@ impl AccountRow {
             metrics_enabled: self.metrics_enabled,
             event_sample,
             require_publisher_key_approval: self.require_publisher_key_approval,
-            created_at: self.created_at,
-        })
-    }
-}
-
-#[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
-#[diesel(table_name = users, check_for_backend(crate::Db))]
-pub(crate) struct UserRow {
-    pub id: Id,
-    pub account_id: Id,
-    pub email: Option<String>,
-    pub display_name: Option<String>,
-    pub full_name: Option<String>,
-    pub role: String,
-    pub created_at: DateTime<Utc>,
-}
-
-impl UserRow {
-    pub fn from_domain(user: &User) -> Self {
-        Self {
-            id: Id::from(user.id),
-            account_id: Id::from(user.account_id),
-            email: user.email.clone(),
-            display_name: user.display_name.clone(),
-            full_name: user.full_name.clone(),
-            role: user.role.as_str().to_owned(),
-            created_at: user.created_at,
-        }
-    }
-
-    pub fn into_domain(self) -> Result<User, StoreError> {
-        Ok(User {
-            id: self.id.into(),
-            account_id: self.account_id.into(),
-            email: self.email,
-            display_name: self.display_name,
-            full_name: self.full_name,
-            role: self.role.parse::<Role>().map_err(|_| corrupt("role"))?,
             created_at: self.created_at,
         })
     }

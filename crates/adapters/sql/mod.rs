@@ -8,6 +8,7 @@ pub(crate) mod errors;
 pub(crate) mod events;
 pub(crate) mod id;
 pub(crate) mod jwks;
+pub(crate) mod members;
 pub(crate) mod policies;
 pub(crate) mod position;
 pub(crate) mod tasks;

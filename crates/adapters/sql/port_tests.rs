@@ -21,8 +21,13 @@ impl d2_testkit::ContractStore for Kit {
     type Policies = crate::Store;
     type Events = crate::Store;
     type Tasks = crate::Store;
+    type Members = crate::Store;
 
     async fn tokens() -> (Self::Guard, crate::Store) {
+        fresh().await
+    }
+
+    async fn members() -> (Self::Guard, crate::Store) {
         fresh().await
     }
 
@@ -61,7 +66,8 @@ d2_testkit::contract_suites!(Kit);
 
 /// Creates a tenant with a token through the bootstrap port and returns the token's ids.
 pub(super) async fn contract_token(store: &crate::Store) -> (TokenId, AccountId) {
-    use d2_accounts::{Account, AccountName, Role, User};
+    use d2_accounts::{Account, AccountName};
+    use d2_members::User;
     use d2_tokens::{BootstrapRepo, NewToken, Pepper, TokenGrant, TokenSecret};
 
     let now = Utc::now();
@@ -71,15 +77,7 @@ pub(super) async fn contract_token(store: &crate::Store) -> (TokenId, AccountId)
         now,
         14,
     );
-    let owner = User {
-        id: d2_kernel::UserId::random(),
-        account_id: account.id,
-        email: None,
-        display_name: None,
-        full_name: None,
-        role: Role::Owner,
-        created_at: now,
-    };
+    let owner = User::invited_owner(None, None, now);
     let secret = TokenSecret::generate().unwrap();
     let token = d2_tokens::ApiToken {
         id: TokenId::random(),
@@ -490,4 +488,98 @@ pub(super) async fn a_lock_became_a_locked_plan_again(store: &crate::Store, ids:
         plans.push(plan);
     }
     assert_eq!(plans, ["locked", "locked", "locked", "pro"]);
+}
+
+/// Before the members migration: an account whose users are an owner, a `dev` and a
+/// member, each a user of that one account (written as that release wrote them).
+pub(super) async fn people_of_one_account(store: &crate::Store) -> (AccountId, [d2_kernel::UserId; 3]) {
+    use diesel_async::RunQueryDsl;
+
+    let account = AccountId::random();
+    let users = [(); 3].map(|()| d2_kernel::UserId::random());
+    let at = "2026-11-01 00:00:00+00:00";
+    let mut statements = vec![format!(
+        "INSERT INTO accounts (id, name, plan, created_at, updated_at) \
+         VALUES ('{account}', 'Before', 'pro', '{at}', '{at}')"
+    )];
+    for (user, role) in users.iter().zip(["owner", "dev", "member"]) {
+        statements.push(format!(
+            "INSERT INTO users (id, account_id, email, role, created_at) \
+             VALUES ('{user}', '{account}', '{role}@before.test', '{role}', '{at}')"
+        ));
+    }
+    statements.push(format!(
+        "INSERT INTO api_tokens (id, account_id, digest, kind, scopes, created_by, created_at) \
+         VALUES ('{}', '{account}', {}, 'dev', 'dev', '{}', '{at}')",
+        TokenId::random(),
+        super::blob_literal(&"01".repeat(32)),
+        users[1]
+    ));
+    let mut conn = store.writer().await.unwrap();
+    for statement in statements {
+        diesel::sql_query(statement).execute(&mut conn).await.unwrap();
+    }
+    (account, users)
+}
+
+/// After it: each of them is a member of that account with their role (`dev` is now
+/// `developer`), and a person who has not signed in yet; their token still names its
+/// creator.
+pub(super) async fn people_became_members(
+    store: &crate::Store,
+    (account, users): (AccountId, [d2_kernel::UserId; 3]),
+) {
+    use d2_accounts::AccountRepo as _;
+    use d2_kernel::Role;
+    use d2_members::MemberRepo as _;
+
+    let members = store.members(account).await.unwrap();
+    let roles: Vec<(d2_kernel::UserId, Role)> =
+        members.iter().map(|m| (m.user.id, m.role)).collect();
+    let mut expected = vec![
+        (users[0], Role::Owner),
+        (users[1], Role::Developer),
+        (users[2], Role::Member),
+    ];
+    expected.sort_by_key(|(user, _)| *user);
+    let mut roles = roles;
+    roles.sort_by_key(|(user, _)| *user);
+    assert_eq!(roles, expected);
+    assert_eq!(members[0].user.email.as_deref().map(|e| e.ends_with("@before.test")), Some(true));
+    assert!(members.iter().all(|m| m.user.last_sign_in_at.is_none()));
+    assert_eq!(store.count_members(account).await.unwrap(), 3);
+    assert_eq!(store.first_owner(account).await.unwrap(), Some(users[0]));
+    let tokens = d2_tokens::TokenRepo::list_tokens(store, account, &d2_kernel::PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(tokens.items[0].created_by, Some(users[1]));
+}
+
+/// After reverting it: the users are the account's again, with their former roles.
+pub(super) async fn members_became_people_again(
+    store: &crate::Store,
+    (account, users): (AccountId, [d2_kernel::UserId; 3]),
+) {
+    use diesel::sql_types::Text;
+    use diesel_async::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        role: String,
+        #[diesel(sql_type = Text)]
+        account: String,
+    }
+    let mut conn = store.writer().await.unwrap();
+    for (user, role) in users.iter().zip(["owner", "dev", "member"]) {
+        let rows: Vec<Row> = diesel::sql_query(format!(
+            "SELECT role, CAST(account_id AS text) AS account FROM users WHERE id = '{user}'"
+        ))
+        .load(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].role, role);
+        assert_eq!(rows[0].account, account.to_string());
+    }
 }

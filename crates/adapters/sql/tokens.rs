@@ -1,10 +1,11 @@
 use crate::id::Id;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use d2_accounts::{Account, User};
+use d2_accounts::Account;
+use d2_members::User;
 use d2_audit::AuditEntry;
 use d2_kernel::{
-    AccountId, AppName, Change, Cursor, Page, PageRequest, ScopeSet, StoreError, TokenId,
+    AccountId, AppName, Change, Cursor, Page, PageRequest, Role, ScopeSet, StoreError, TokenId,
 };
 use d2_tokens::{
     ApiToken, BootstrapRepo, NewToken, RevokeOutcome, RotateOutcome, TokenAuditOf, TokenDigest,
@@ -13,11 +14,12 @@ use d2_tokens::{
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use crate::accounts::{AccountRow, UserRow};
+use crate::accounts::AccountRow;
 use crate::audit::write_audit;
 use crate::changes::announce;
 use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
+use crate::members::{UserRow, insert_member};
 use crate::position::{Side, beyond};
 use crate::schema::{accounts, api_tokens, users};
 
@@ -258,6 +260,7 @@ impl BootstrapRepo for crate::Store {
                 .values(UserRow::from_domain(owner))
                 .execute(conn)
                 .await?;
+            insert_member(conn, account.id, owner.id, Role::Owner, account.created_at).await?;
             insert_token(conn, token).await?;
             write_audit(conn, audit).await?;
             Ok::<_, TxError>(())

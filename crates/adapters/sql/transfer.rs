@@ -14,23 +14,25 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::accounts::{AccountRow, UserRow};
+use crate::accounts::AccountRow;
 use crate::error::{TxError, from_diesel};
 use crate::events::EventRow;
 use crate::id::Id;
 use crate::jwks::SigningKeyRow;
+use crate::members::{MemberRow, UserRow};
 use crate::policies::{PolicyRow, PublisherKeyRow};
 use crate::position::{Side, in_stream};
 use crate::schema::{
-    accounts, api_tokens, audit_logs, events, ingest_refusals, job_checkpoints, policies,
-    publisher_keys, signing_keys, tasks, users,
+    accounts, api_tokens, audit_logs, events, ingest_refusals, job_checkpoints, members,
+    policies, publisher_keys, signing_keys, tasks, users,
 };
 use crate::tasks::TaskCopy;
 
 /// The tables copied, in an order that satisfies every foreign key.
-pub const TABLES: [&str; 11] = [
+pub const TABLES: [&str; 12] = [
     "accounts",
     "users",
+    "members",
     "api_tokens",
     "signing_keys",
     "publisher_keys",
@@ -250,6 +252,14 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
+            "members" => whole(to_json(
+                members::table
+                    .order((members::account_id, members::user_id))
+                    .select(MemberRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
             "api_tokens" => whole(to_json(
                 api_tokens::table
                     .order(api_tokens::id)
@@ -352,6 +362,7 @@ impl crate::Store {
             match table {
                 "accounts" => insert_rows!(conn, accounts::table, from_json::<AccountRow>(rows)?),
                 "users" => insert_rows!(conn, users::table, from_json::<UserRow>(rows)?),
+                "members" => insert_rows!(conn, members::table, from_json::<MemberRow>(rows)?),
                 "api_tokens" => {
                     // A token names its replacement, which may come later in the table:
                     // inserted without it, then linked.

@@ -5,7 +5,7 @@ use d2_kernel::{AccountId, TaskQueue};
 
 #[doc(hidden)]
 pub mod __private {
-    pub use {d2_events, d2_kernel, d2_policy, d2_tokens, tokio};
+    pub use {d2_events, d2_kernel, d2_members, d2_policy, d2_tokens, tokio};
 }
 
 /// A store the contract suites run against. Each constructor returns a fresh store for
@@ -17,8 +17,12 @@ pub trait ContractStore {
     type Policies: d2_policy::contract::Store;
     type Events: EventStore + AnalyticsStore + ExportCheckpoints;
     type Tasks: TaskQueue + 'static;
+    type Members: d2_members::contract::Store;
 
     async fn tokens() -> (Self::Guard, Self::Tokens);
+
+    /// A store for people and memberships (which creates its own accounts).
+    async fn members() -> (Self::Guard, Self::Members);
 
     /// A store with two accounts the policy suites may write into.
     async fn policies() -> (Self::Guard, Self::Policies, AccountId, AccountId);
@@ -43,6 +47,7 @@ macro_rules! contract_suites {
     ($kit:ty) => {
         $crate::contract_suites!(@tokens $kit: accounts, tokens, audit, trial_locker, token_races, token_expiry);
         $crate::contract_suites!(@policies $kit: policies, publisher_keys, signing_keys);
+        $crate::contract_suites!(@members $kit: sign_in, sign_in_races, memberships, member_changes, last_owner_races);
 
         #[$crate::__private::tokio::test(flavor = "multi_thread")]
         async fn earlier_content_contract() {
@@ -101,6 +106,15 @@ macro_rules! contract_suites {
             }
         )*
     };
+    (@members $kit:ty: $($suite:ident),*) => {
+        $(
+            #[$crate::__private::tokio::test(flavor = "multi_thread")]
+            async fn $suite() {
+                let (_guard, store) = <$kit as $crate::ContractStore>::members().await;
+                $crate::__private::d2_members::contract::$suite(&store).await;
+            }
+        )*
+    };
     (@policies $kit:ty: $($suite:ident),*) => {
         $(
             #[$crate::__private::tokio::test(flavor = "multi_thread")]
@@ -124,6 +138,7 @@ mod memory {
     use d2_jwks::memory::MemorySigningKeys;
     use d2_kernel::AccountId;
     use d2_kernel::task::memory::MemoryTasks;
+    use d2_members::memory::MemoryMembers;
     use d2_policy::memory::MemoryPolicies;
     use d2_tokens::memory::MemoryStore;
 
@@ -135,10 +150,16 @@ mod memory {
         type Policies = MemoryPolicies;
         type Events = MemoryEvents;
         type Tasks = MemoryTasks;
+        type Members = MemoryMembers;
 
         async fn tokens() -> ((), MemoryStore) {
             let accounts = MemoryAccountRepo::new(Arc::new(MemoryAuditLog::default()));
             ((), MemoryStore::new(Arc::new(accounts)))
+        }
+
+        async fn members() -> ((), MemoryMembers) {
+            let accounts = MemoryAccountRepo::new(Arc::new(MemoryAuditLog::default()));
+            ((), MemoryMembers::new(Arc::new(accounts)))
         }
 
         async fn policies() -> ((), MemoryPolicies, AccountId, AccountId) {

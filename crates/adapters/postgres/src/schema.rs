@@ -91,6 +91,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    members (account_id, user_id) {
+        account_id -> Uuid,
+        user_id -> Uuid,
+        role -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     policies (id) {
         id -> Uuid,
         account_id -> Uuid,
@@ -165,12 +174,14 @@ diesel::table! {
 diesel::table! {
     users (id) {
         id -> Uuid,
-        account_id -> Uuid,
         email -> Nullable<Text>,
         display_name -> Nullable<Text>,
         full_name -> Nullable<Text>,
-        role -> Text,
         created_at -> Timestamptz,
+        issuer -> Nullable<Text>,
+        subject -> Nullable<Text>,
+        email_verified -> Bool,
+        last_sign_in_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -178,10 +189,11 @@ diesel::joinable!(api_tokens -> accounts (account_id));
 diesel::joinable!(api_tokens -> users (created_by));
 diesel::joinable!(events -> accounts (account_id));
 diesel::joinable!(ingest_refusals -> accounts (account_id));
+diesel::joinable!(members -> accounts (account_id));
+diesel::joinable!(members -> users (user_id));
 diesel::joinable!(policies -> accounts (account_id));
 diesel::joinable!(publisher_keys -> accounts (account_id));
 diesel::joinable!(signing_keys -> accounts (account_id));
-diesel::joinable!(users -> accounts (account_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
@@ -190,6 +202,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     events,
     ingest_refusals,
     job_checkpoints,
+    members,
     policies,
     publisher_keys,
     signing_keys,

@@ -27,6 +27,11 @@ async fn store(db: &TestDatabase) -> PgStore {
         .unwrap()
 }
 
+/// A `bytea` literal of the bytes `hex` spells, for SQL written by hand.
+fn blob_literal(hex: &str) -> String {
+    format!("'\\x{hex}'::bytea")
+}
+
 /// Another process's view of the test's database.
 async fn another(db: &TestDatabase) -> PgStore {
     store(db).await
@@ -355,9 +360,33 @@ mod export_order {
     }
 }
 
+mod members {
+    use super::{ports, store};
+    use crate::migrate::{revert_last_migration, run_migrations_before};
+    use crate::testing::TestDatabase;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn users_of_one_account_become_members_and_back() {
+        let db = TestDatabase::unmigrated().await;
+        run_migrations_before(db.url(), "2026-12-01-000012")
+            .await
+            .unwrap();
+        let people = ports::people_of_one_account(&store(&db).await).await;
+        run_migrations_before(db.url(), "2026-12-01-000013")
+            .await
+            .unwrap();
+        ports::people_became_members(&store(&db).await, people).await;
+        assert_eq!(
+            revert_last_migration(db.url()).await.unwrap(),
+            "20261201000012"
+        );
+        ports::members_became_people_again(&store(&db).await, people).await;
+    }
+}
+
 mod account_lock {
     use super::{ports, store};
-    use crate::migrate::{revert_last_migration, run_migrations, run_migrations_before};
+    use crate::migrate::{revert_last_migration, run_migrations_before};
     use crate::testing::TestDatabase;
 
     #[tokio::test(flavor = "multi_thread")]
@@ -367,7 +396,9 @@ mod account_lock {
             .await
             .unwrap();
         let ids = ports::accounts_with_a_locked_plan(&store(&db).await).await;
-        run_migrations(db.url()).await.unwrap();
+        run_migrations_before(db.url(), "2026-12-01-000012")
+            .await
+            .unwrap();
         ports::a_locked_plan_became_a_lock(&store(&db).await, ids).await;
         assert_eq!(
             revert_last_migration(db.url()).await.unwrap(),

@@ -201,10 +201,24 @@ diesel::table! {
 
     users (id) {
         id -> Uuid,
-        account_id -> Uuid,
         email -> Nullable<Text>,
         display_name -> Nullable<Text>,
         full_name -> Nullable<Text>,
+        created_at -> TimestamptzSqlite,
+        issuer -> Nullable<Text>,
+        subject -> Nullable<Text>,
+        email_verified -> Bool,
+        last_sign_in_at -> Nullable<TimestamptzSqlite>,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::Uuid;
+
+    members (account_id, user_id) {
+        account_id -> Uuid,
+        user_id -> Uuid,
         role -> Text,
         created_at -> TimestamptzSqlite,
     }
@@ -234,10 +248,11 @@ diesel::joinable!(api_tokens -> accounts (account_id));
 diesel::joinable!(api_tokens -> users (created_by));
 diesel::joinable!(events -> accounts (account_id));
 diesel::joinable!(ingest_refusals -> accounts (account_id));
+diesel::joinable!(members -> accounts (account_id));
+diesel::joinable!(members -> users (user_id));
 diesel::joinable!(policies -> accounts (account_id));
 diesel::joinable!(publisher_keys -> accounts (account_id));
 diesel::joinable!(signing_keys -> accounts (account_id));
-diesel::joinable!(users -> accounts (account_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
@@ -248,6 +263,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     ingest_refusals,
     job_checkpoints,
     job_locks,
+    members,
     policies,
     publisher_keys,
     signing_keys,

@@ -30,6 +30,11 @@ async fn fresh() -> (TestDatabase, SqliteStore) {
 async fn until_events_final(_: &SqliteStore) {}
 
 /// Another process's view of the test's database.
+/// A blob literal of the bytes `hex` spells, for SQL written by hand.
+fn blob_literal(hex: &str) -> String {
+    format!("X'{hex}'")
+}
+
 async fn another(db: &TestDatabase) -> SqliteStore {
     SqliteStore::connect(&db.settings()).await.unwrap()
 }
@@ -354,10 +359,36 @@ mod export_order {
     }
 }
 
+mod members {
+    use super::ports;
+    use crate::SqliteStore;
+    use crate::migrate::{revert_last_migration, run_migrations_before};
+    use crate::testing::TestDatabase;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn users_of_one_account_become_members_and_back() {
+        let db = TestDatabase::empty();
+        let store = SqliteStore::connect(&db.settings()).await.unwrap();
+        run_migrations_before(&store, "2026-12-01-000008")
+            .await
+            .unwrap();
+        let people = ports::people_of_one_account(&store).await;
+        run_migrations_before(&store, "2026-12-01-000009")
+            .await
+            .unwrap();
+        ports::people_became_members(&store, people).await;
+        assert_eq!(
+            revert_last_migration(&store).await.unwrap(),
+            "20261201000008"
+        );
+        ports::members_became_people_again(&store, people).await;
+    }
+}
+
 mod account_lock {
     use super::ports;
     use crate::SqliteStore;
-    use crate::migrate::{revert_last_migration, run_migrations, run_migrations_before};
+    use crate::migrate::{revert_last_migration, run_migrations_before};
     use crate::testing::TestDatabase;
 
     #[tokio::test(flavor = "multi_thread")]
@@ -368,7 +399,9 @@ mod account_lock {
             .await
             .unwrap();
         let ids = ports::accounts_with_a_locked_plan(&store).await;
-        run_migrations(&store).await.unwrap();
+        run_migrations_before(&store, "2026-12-01-000008")
+            .await
+            .unwrap();
         ports::a_locked_plan_became_a_lock(&store, ids).await;
         assert_eq!(
             revert_last_migration(&store).await.unwrap(),

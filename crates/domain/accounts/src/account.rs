@@ -1,9 +1,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Duration, Utc};
-use d2_kernel::{AccountId, AccountLock, LockReason, Plan, UserId};
+use d2_kernel::{AccountId, AccountLock, LockReason, Plan};
 use serde_json::{Map, Value, json};
 
 use crate::sampling::SampleRate;
@@ -180,53 +179,6 @@ impl AccountPatch {
         }
         json!({ "changes": changes })
     }
-}
-
-/// What a user may do in their account.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Role {
-    Owner,
-    Dev,
-    Member,
-}
-
-impl Role {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Role::Owner => "owner",
-            Role::Dev => "dev",
-            Role::Member => "member",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role `{0}`")]
-pub struct UnknownRole(pub String);
-
-impl FromStr for Role {
-    type Err = UnknownRole;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "owner" => Ok(Role::Owner),
-            "dev" => Ok(Role::Dev),
-            "member" => Ok(Role::Member),
-            other => Err(UnknownRole(other.to_owned())),
-        }
-    }
-}
-
-/// A person in an account.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct User {
-    pub id: UserId,
-    pub account_id: AccountId,
-    pub email: Option<String>,
-    pub display_name: Option<String>,
-    pub full_name: Option<String>,
-    pub role: Role,
-    pub created_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ mod ports;
 mod sampling;
 mod service;
 
-pub use account::{Account, AccountName, AccountPatch, InvalidAccountName, Role, User};
+pub use account::{Account, AccountName, AccountPatch, InvalidAccountName};
 pub use jobs::TrialLocker;
 pub use ports::{AccountRepo, AuditOf, JobAuditOf};
 pub use sampling::{InvalidSampleRate, SampleRate, SamplingPolicy};

@@ -1,4 +1,4 @@
-//! In-memory accounts and users, for tests.
+//! In-memory accounts and their memberships, for tests.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -6,15 +6,25 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_audit::memory::MemoryAuditLog;
-use d2_kernel::{AccountId, StoreError};
+use d2_kernel::{AccountId, Role, StoreError, UserId};
 
-use crate::account::{Account, AccountPatch, User};
+use crate::account::{Account, AccountPatch};
 use crate::ports::{AccountRepo, AuditOf, JobAuditOf};
 
 #[derive(Debug, Default)]
 struct State {
     accounts: HashMap<AccountId, Account>,
-    users: Vec<User>,
+    memberships: Vec<Membership>,
+}
+
+/// One person's membership of one account, as the members domain's fake keeps it here (so
+/// that member counts and owners answer from the same state).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    pub account_id: AccountId,
+    pub user_id: UserId,
+    pub role: Role,
+    pub joined_at: DateTime<Utc>,
 }
 
 #[derive(Debug)]
@@ -39,8 +49,35 @@ impl MemoryAccountRepo {
         self.lock().accounts.insert(account.id, account);
     }
 
-    pub fn insert_user(&self, user: User) {
-        self.lock().users.push(user);
+    /// Adds a membership, or changes the role of an existing one.
+    pub fn put_member(&self, membership: Membership) {
+        let mut state = self.lock();
+        match state.memberships.iter_mut().find(|m| {
+            m.account_id == membership.account_id && m.user_id == membership.user_id
+        }) {
+            Some(existing) => existing.role = membership.role,
+            None => state.memberships.push(membership),
+        }
+    }
+
+    pub fn remove_member(&self, account_id: AccountId, user_id: UserId) -> bool {
+        let mut state = self.lock();
+        let before = state.memberships.len();
+        state
+            .memberships
+            .retain(|m| !(m.account_id == account_id && m.user_id == user_id));
+        state.memberships.len() != before
+    }
+
+    /// Every membership, oldest first.
+    pub fn memberships(&self) -> Vec<Membership> {
+        let mut all = self.lock().memberships.clone();
+        all.sort_by_key(|m| (m.joined_at, m.account_id, m.user_id));
+        all
+    }
+
+    pub fn account(&self, id: AccountId) -> Option<Account> {
+        self.lock().accounts.get(&id).cloned()
     }
 
     pub fn contains(&self, id: AccountId) -> bool {
@@ -78,26 +115,22 @@ impl AccountRepo for MemoryAccountRepo {
         Ok(!self.lock().accounts.is_empty())
     }
 
-    async fn count_users(&self, id: AccountId) -> Result<u64, StoreError> {
+    async fn count_members(&self, id: AccountId) -> Result<u64, StoreError> {
         let count = self
             .lock()
-            .users
+            .memberships
             .iter()
-            .filter(|u| u.account_id == id)
+            .filter(|m| m.account_id == id)
             .count();
         Ok(u64::try_from(count).unwrap_or(u64::MAX))
     }
 
-    async fn list_users(&self, id: AccountId) -> Result<Vec<User>, StoreError> {
-        let mut users: Vec<User> = self
-            .lock()
-            .users
-            .iter()
-            .filter(|u| u.account_id == id)
-            .cloned()
-            .collect();
-        users.sort_by_key(|u| (u.created_at, u.id));
-        Ok(users)
+    async fn first_owner(&self, id: AccountId) -> Result<Option<UserId>, StoreError> {
+        Ok(self
+            .memberships()
+            .into_iter()
+            .find(|m| m.account_id == id && m.role == Role::Owner)
+            .map(|m| m.user_id))
     }
 
     async fn lock_expired_trials(

@@ -1,9 +1,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
-use d2_kernel::{AccountId, StoreError};
+use d2_kernel::{AccountId, StoreError, UserId};
 
-use crate::account::{Account, AccountPatch, User};
+use crate::account::{Account, AccountPatch};
 
 /// Builds the audit record of an update from the account before and after it.
 pub type AuditOf<'a> = &'a (dyn Fn(&Account, &Account) -> AuditEntry + Send + Sync);
@@ -26,13 +26,15 @@ pub trait AccountRepo: Send + Sync + 'static {
         audit_of: AuditOf<'_>,
     ) -> Result<Option<Account>, StoreError>;
 
-    async fn count_users(&self, id: AccountId) -> Result<u64, StoreError>;
+    /// How many people are members of the account.
+    async fn count_members(&self, id: AccountId) -> Result<u64, StoreError>;
 
     /// Whether any account exists (an empty store gets its first account in the dev profile).
     async fn has_accounts(&self) -> Result<bool, StoreError>;
 
-    /// The account's users, oldest first.
-    async fn list_users(&self, id: AccountId) -> Result<Vec<User>, StoreError>;
+    /// The account's first owner (the longest-standing), if it has one: whom a break-glass
+    /// token is issued for.
+    async fn first_owner(&self, id: AccountId) -> Result<Option<UserId>, StoreError>;
 
     /// A scheduled job, across all accounts: records the lock of an ended trial
     /// ([`Account::trial_ended_lock`]: `TrialEnded`, since `trial_expires_at`) on at most

@@ -9,7 +9,7 @@ use d2_kernel::{
 };
 use serde_json::json;
 
-use crate::account::{Account, AccountPatch, InvalidAccountName, User};
+use crate::account::{Account, AccountPatch, InvalidAccountName};
 use crate::ports::AccountRepo;
 use crate::sampling::{InvalidSampleRate, SamplingPolicy};
 
@@ -95,9 +95,10 @@ impl std::fmt::Debug for AccountService {
 impl ChangeSubscriber for AccountService {
     fn on_change(&self, change: &Change) {
         match change {
-            Change::Account(id) => self.invalidate(*id),
+            // A membership changes the member count.
+            Change::Account(id) | Change::Member(id, _) => self.invalidate(*id),
             Change::Resync => self.invalidate_all(),
-            Change::Token(_) | Change::App(..) | Change::Keys(_) => {}
+            _ => {}
         }
     }
 }
@@ -186,7 +187,7 @@ impl AccountService {
                     .find_account(id)
                     .await?
                     .ok_or(AccountError::NotFound)?;
-                let members = self.repo.count_users(id).await?;
+                let members = self.repo.count_members(id).await?;
                 Ok::<_, AccountError>(Arc::new(Snapshot { account, members }))
             })
             .await
@@ -217,7 +218,7 @@ impl AccountService {
             .await?
             .ok_or(AccountError::NotFound)?;
         self.cache.invalidate(&ctx.account_id).await;
-        let members = self.repo.count_users(ctx.account_id).await?;
+        let members = self.repo.count_members(ctx.account_id).await?;
         Ok(self.describe(account, members))
     }
 
@@ -262,17 +263,6 @@ impl AccountService {
         }
     }
 
-    /// The users of `account_id` (admin of that account only).
-    pub async fn users(
-        &self,
-        ctx: &AuthContext,
-        account_id: AccountId,
-    ) -> Result<Vec<User>, AccountError> {
-        ctx.require_account(account_id)?;
-        ctx.require(Scope::Admin)?;
-        Ok(self.repo.list_users(account_id).await?)
-    }
-
     fn describe(&self, account: Account, current_members: u64) -> AccountOverview {
         // The lock is resolved at every read, so a trial locks the moment it expires.
         let lock = account.lock_at(self.clock.now());
@@ -292,8 +282,8 @@ impl AccountService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::account::{AccountName, Role};
-    use crate::memory::MemoryAccountRepo;
+    use crate::account::AccountName;
+    use crate::memory::{Membership, MemoryAccountRepo};
     use crate::sampling::SampleRate;
     use chrono::Duration;
     use d2_audit::memory::MemoryAuditLog;
@@ -318,14 +308,11 @@ mod tests {
             14,
         );
         repo.insert_account(account.clone());
-        repo.insert_user(User {
-            id: UserId::random(),
+        repo.put_member(Membership {
             account_id: account.id,
-            email: Some("owner@acme.test".into()),
-            display_name: None,
-            full_name: None,
-            role: Role::Owner,
-            created_at: clock.now(),
+            user_id: UserId::random(),
+            role: d2_kernel::Role::Owner,
+            joined_at: clock.now(),
         });
         let service = AccountService::new(
             repo.clone(),
@@ -349,6 +336,7 @@ mod tests {
             credential: Credential::ApiToken(TokenId::random()),
             user_id: None,
             acting_for: None,
+            role: None,
             scopes,
             app_name: None,
         }
@@ -449,19 +437,6 @@ mod tests {
                 .unwrap()
                 .event_sample
                 .len(),
-            1
-        );
-    }
-
-    #[tokio::test]
-    async fn users_of_another_account_are_refused() {
-        let f = fixture();
-        let stranger = caller(AccountId::random(), ScopeSet::all());
-        let error = f.service.users(&stranger, f.account.id).await.unwrap_err();
-        assert_eq!(error.code(), Code::AccountMismatch);
-        let admin = caller(f.account.id, ScopeSet::all());
-        assert_eq!(
-            f.service.users(&admin, f.account.id).await.unwrap().len(),
             1
         );
     }

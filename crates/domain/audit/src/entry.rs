@@ -13,6 +13,12 @@ d2_kernel::named_values! {
         AccountUpdate = "account.update",
         /// A trial ended and the account was locked by the worker.
         AccountLock = "account.lock",
+        /// A new account, created by a signed-in person who becomes its owner.
+        AccountCreate = "account.create",
+        /// A member's role changed.
+        MemberRoleChange = "member.role_change",
+        /// A member was removed from the account (or left it).
+        MemberRemove = "member.remove",
         TokenCreate = "token.create",
         TokenRevoke = "token.revoke",
         TokenRotate = "token.rotate",
@@ -78,7 +84,7 @@ impl FromStr for AuditStatus {
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditEntry {
     pub account_id: AccountId,
-    /// Who acted: `token:<id>`, `control_plane` or `system`.
+    /// Who acted: `token:<id>`, `user:<id>`, `control_plane` or `system`.
     pub actor: String,
     pub token_id: Option<TokenId>,
     pub user_id: Option<UserId>,
@@ -99,6 +105,21 @@ impl AuditEntry {
             token_id: ctx.token_id(),
             user_id: ctx.user_id,
             ..Self::system(ctx.account_id, action, at)
+        }
+    }
+
+    /// A successful action by a signed-in person outside any account's session (creating
+    /// an account, accepting an invitation): recorded in the account it concerns.
+    pub fn by_user(
+        account_id: AccountId,
+        user_id: UserId,
+        action: AuditAction,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            actor: format!("user:{user_id}"),
+            user_id: Some(user_id),
+            ..Self::system(account_id, action, at)
         }
     }
 

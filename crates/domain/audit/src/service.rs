@@ -95,6 +95,7 @@ mod tests {
             credential: Credential::ApiToken(TokenId::random()),
             user_id: None,
             acting_for: None,
+            role: None,
             scopes,
             app_name: None,
         }

@@ -5,6 +5,7 @@ use std::fmt::{self, Write as _};
 use crate::app_name::AppName;
 use crate::error::{Code, ErrorCode};
 use crate::ids::{AccountId, TokenId, UserId};
+use crate::role::Role;
 use crate::scope::{Scope, ScopeSet};
 
 /// The kind of credential a request presented. Everything downstream reads
@@ -37,6 +38,9 @@ pub struct AuthContext {
     /// The person the caller acts for, when it acts on someone's behalf (`None`: on its
     /// own).
     pub acting_for: Option<ActingFor>,
+    /// A session's role in its account (capped by the identity provider's role claim, if
+    /// any): its scopes are this role's. `None` for every other credential.
+    pub role: Option<Role>,
     pub scopes: ScopeSet,
     /// The app a server token is bound to.
     pub app_name: Option<AppName>,
@@ -92,6 +96,7 @@ impl fmt::Debug for AuthContext {
             .field("credential", &self.credential)
             .field("user_id", &self.user_id)
             .field("acting_for", &self.acting_for)
+            .field("role", &self.role)
             .field("scopes", &self.scopes)
             .field("app_name", &self.app_name)
             .finish()
@@ -125,6 +130,7 @@ mod tests {
             credential,
             user_id: None,
             acting_for: None,
+            role: None,
             scopes: ScopeSet::all(),
             app_name: None,
         }

@@ -1,7 +1,7 @@
 //! What a committed write changed, announced to every process sharing the store so each
 //! drops what it cached (PostgreSQL carries it with NOTIFY, SQLite with a polled table).
 
-use crate::{AccountId, AppName, TokenId};
+use crate::{AccountId, AppName, TokenId, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -11,6 +11,8 @@ pub enum Change {
     App(AccountId, AppName),
     /// An account's signing keys changed.
     Keys(AccountId),
+    /// A person's membership of an account changed (role changed, removed, joined).
+    Member(AccountId, UserId),
     /// The feed was (re)connected: announcements may have been missed, so everything
     /// cached must be considered stale.
     Resync,
@@ -27,13 +29,14 @@ pub trait ChangeSubscriber: Send + Sync + 'static {
 
 impl Change {
     /// The announcement's text: `token:<id>`, `account:<id>`, `app:<account>:<app>` or
-    /// `keys:<account>`. `Resync` is never announced.
+    /// `keys:<account>` or `member:<account>:<user>`. `Resync` is never announced.
     pub fn payload(&self) -> Option<String> {
         match self {
             Change::Token(id) => Some(format!("token:{id}")),
             Change::Account(id) => Some(format!("account:{id}")),
             Change::App(account, app) => Some(format!("app:{account}:{app}")),
             Change::Keys(account) => Some(format!("keys:{account}")),
+            Change::Member(account, user) => Some(format!("member:{account}:{user}")),
             Change::Resync => None,
         }
     }
@@ -48,6 +51,10 @@ impl Change {
                 Some(Change::App(account.parse().ok()?, AppName::normalise(app)))
             }
             ("keys", id) => id.parse().ok().map(Change::Keys),
+            ("member", rest) => {
+                let (account, user) = rest.split_once(':')?;
+                Some(Change::Member(account.parse().ok()?, user.parse().ok()?))
+            }
             _ => None,
         }
     }
@@ -65,6 +72,7 @@ mod tests {
             Change::Account(account),
             Change::App(account, AppName::normalise("Billing Bot")),
             Change::Keys(account),
+            Change::Member(account, UserId::random()),
         ] {
             let payload = change.payload().unwrap();
             assert_eq!(Change::parse(&payload), Some(change));

@@ -96,6 +96,18 @@ error_codes! {
     AccountNotFound = "account_not_found", NotFound, "Account not found";
     InvalidAccountName = "invalid_account_name", BadRequest, "Invalid account name";
     InvalidSampleRate = "invalid_sample_rate", BadRequest, "Invalid sampling rate";
+    // Members and roles.
+    /// A signed-in person naming an account they are not a member of.
+    NotAMember = "not_a_member", Forbidden, "Not a member of this account";
+    MemberNotFound = "member_not_found", NotFound, "Member not found";
+    InvalidRole = "invalid_role", BadRequest, "Invalid role";
+    /// Changing or removing an owner, or making one, without being an owner.
+    OwnerRequired = "owner_required", Forbidden, "Only an owner may do this";
+    /// The change would leave the account without an owner.
+    LastOwner = "last_owner", Conflict, "An account keeps at least one owner";
+    MemberLimit = "member_limit", PaymentRequired, "Member limit reached";
+    /// A route for signed-in people, called with an API token.
+    UserSessionRequired = "user_session_required", Forbidden, "Sign-in required";
     // Tokens.
     TokenNotFound = "token_not_found", NotFound, "Token not found";
     TokenAlreadyRevoked = "token_already_revoked", Gone, "Token already revoked";

@@ -27,6 +27,7 @@ pub mod mail;
 mod named;
 pub mod page;
 pub mod plan;
+pub mod role;
 pub mod scope;
 pub mod secret;
 pub mod task;
@@ -46,6 +47,7 @@ pub use lock::{AccountLock, LockReason, UnknownLockReason};
 pub use mail::{Email, MailError, Mailer};
 pub use page::{Cursor, Page, PageError, PageRequest};
 pub use plan::{Plan, PlanCatalog, Quotas};
+pub use role::{Role, UnknownRole};
 pub use scope::{Grant, Scope, ScopeSet};
 pub use secret::{Pepper, Secret, SecretDigest, SecretFormat};
 pub use task::{

@@ -27,6 +27,8 @@ crate::named_values! {
         KeyUpload = "key.upload",
         EventIngest = "event.ingest",
         MetricsRead = "metrics.read",
+        /// See the account's members (every role has it).
+        MembersRead = "members.read",
         /// Management of the account: tokens, members, keys, rotation, audit.
         Admin = "admin",
     }
@@ -61,6 +63,7 @@ impl Scope {
             Scope::KeyUpload => "Register and revoke publisher public keys.",
             Scope::EventIngest => "Send telemetry events.",
             Scope::MetricsRead => "Read events and metrics (strict: never granted by a composite).",
+            Scope::MembersRead => "List the account's members and their roles.",
             Scope::Admin => "Manage the account: tokens, members, keys, rotation and audit.",
         }
     }

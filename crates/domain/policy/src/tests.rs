@@ -95,6 +95,7 @@ fn caller(account_id: AccountId, grants: &[Grant], app: Option<&str>) -> AuthCon
         credential: Credential::ApiToken(TokenId::random()),
         user_id: None,
         acting_for: None,
+        role: None,
         scopes: ScopeSet::new(grants.iter().copied()),
         app_name: app.map(AppName::normalise),
     }

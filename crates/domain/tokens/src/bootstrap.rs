@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use d2_accounts::{Account, AccountName, AccountRepo, Role, User};
+use d2_accounts::{Account, AccountName, AccountRepo};
+use d2_members::User;
 use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::text::optional_label;
 use d2_kernel::{AccountId, Clock, Code, ErrorCode, StoreError, UserId};
@@ -179,15 +180,7 @@ impl BootstrapService {
             BootstrapError::InvalidRequest("`owner_name` must be at most 200 characters")
         })?;
         let account = Account::new_trial(AccountId::random(), name, now, self.trial_days);
-        let owner = User {
-            id: UserId::random(),
-            account_id: account.id,
-            email,
-            display_name: owner_name.clone(),
-            full_name: owner_name,
-            role: Role::Owner,
-            created_at: now,
-        };
+        let owner = User::invited_owner(email, owner_name, now);
         let token_request = TokenRequest {
             name: token_name.or_else(|| Some("bootstrap".to_owned())),
             grant: TokenGrant::Admin,
@@ -234,13 +227,7 @@ impl BootstrapService {
         if self.accounts.find_account(account_id).await?.is_none() {
             return Err(BootstrapError::AccountNotFound);
         }
-        let owner = self
-            .accounts
-            .list_users(account_id)
-            .await?
-            .into_iter()
-            .find(|user| user.role == Role::Owner)
-            .map(|user| user.id);
+        let owner = self.accounts.first_owner(account_id).await?;
         let now = self.clock.now();
         let token_request = TokenRequest {
             name: token_name.or_else(|| Some("break-glass".to_owned())),

@@ -12,7 +12,8 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use d2_accounts::{Account, AccountName, AccountPatch, AccountRepo, Role, SampleRate, User};
+use d2_accounts::{Account, AccountName, AccountPatch, AccountRepo, SampleRate};
+use d2_members::{Identity, MemberRepo, User};
 use d2_audit::{AuditAction, AuditEntry, AuditFilter, AuditLog};
 use d2_kernel::{
     AccountId, AccountLock, AppName, LockReason, PageRequest, Plan, StoreError, TokenId, UserId,
@@ -23,8 +24,8 @@ use crate::secret::{Pepper, TokenSecret};
 use crate::token::{ApiToken, NewToken, TokenGrant, TokenKind, TokenRequest};
 
 /// Everything the suite needs from one store.
-pub trait Store: TokenRepo + BootstrapRepo + AccountRepo + AuditLog {}
-impl<T: TokenRepo + BootstrapRepo + AccountRepo + AuditLog> Store for T {}
+pub trait Store: TokenRepo + BootstrapRepo + AccountRepo + MemberRepo + AuditLog {}
+impl<T: TokenRepo + BootstrapRepo + AccountRepo + MemberRepo + AuditLog> Store for T {}
 
 fn at(seconds: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap_or_default()
@@ -53,15 +54,11 @@ async fn tenant(store: &dyn Store, seconds: i64) -> (Account, User, NewToken) {
         at(seconds),
         14,
     );
-    let owner = User {
-        id: UserId::random(),
-        account_id: account.id,
-        email: Some(format!("owner+{}@contract.test", account.id)),
-        display_name: Some("Owner".into()),
-        full_name: None,
-        role: Role::Owner,
-        created_at: at(seconds),
-    };
+    let owner = User::invited_owner(
+        Some(format!("owner+{}@contract.test", account.id)),
+        Some("Owner".into()),
+        at(seconds),
+    );
     let token = new_token(account.id, TokenGrant::Admin, at(seconds));
     let audit = AuditEntry::control_plane(account.id, AuditAction::AccountBootstrap, at(seconds));
     store
@@ -139,10 +136,56 @@ pub async fn accounts(store: &dyn Store) {
     let missing = store.update(AccountId::random(), &patch, &audit_of).await;
     assert!(matches!(missing, Ok(None)));
 
-    assert_eq!(store.count_users(account.id).await.unwrap_or_default(), 1);
-    let users = store.list_users(account.id).await.unwrap_or_default();
-    assert_eq!(users, vec![owner]);
-    assert_eq!(store.count_users(AccountId::random()).await.unwrap_or(9), 0);
+    assert_eq!(store.count_members(account.id).await.unwrap_or_default(), 1);
+    assert_eq!(
+        store.first_owner(account.id).await.unwrap_or_default(),
+        Some(owner.id)
+    );
+    assert_eq!(store.count_members(AccountId::random()).await.unwrap_or(9), 0);
+    assert_eq!(store.first_owner(AccountId::random()).await.unwrap_or_default(), None);
+    assert_eq!(
+        store.find_user(owner.id).await.unwrap_or_default(),
+        Some(owner.clone())
+    );
+
+    // The owner bootstrap created is claimed by the first sign-in that proves their email,
+    // and only by one the provider verified.
+    let email = owner.email.clone().unwrap_or_default();
+    let claim = |subject: &str, verified: bool| Identity {
+        issuer: "https://idp.contract.test".into(),
+        subject: subject.into(),
+        email: Some(email.to_uppercase()),
+        email_verified: verified,
+        display_name: None,
+        role_cap: None,
+    };
+    let unverified = store
+        .sign_in(&claim(&UserId::random().to_string(), false), at(50))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(unverified.id, owner.id, "an unverified email claims nobody");
+    let subject = UserId::random().to_string();
+    let claimed = store
+        .sign_in(&claim(&subject, true), at(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(claimed.id, owner.id);
+    assert_eq!(claimed.display_name.as_deref(), Some("Owner"), "kept");
+    assert_eq!(claimed.last_sign_in_at, Some(at(60)));
+    assert_eq!(
+        store.role_of(account.id, owner.id).await.unwrap_or_default(),
+        Some(d2_kernel::Role::Owner)
+    );
+    let again = store
+        .sign_in(&claim(&subject, true), at(70))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.id, owner.id, "the same identity from now on");
+    let other_subject = store
+        .sign_in(&claim(&UserId::random().to_string(), true), at(80))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(other_subject.id, owner.id, "a claimed person is claimed once");
 }
 
 /// Tokens: lookup by digest, account-scoped reads, paging, conflicts, revoke, rotate.
@@ -424,15 +467,7 @@ async fn account_as(
     account.plan = plan;
     account.trial_expires_at = trial_expires_at;
     account.locked = locked;
-    let owner = User {
-        id: UserId::random(),
-        account_id: account.id,
-        email: None,
-        display_name: None,
-        full_name: None,
-        role: Role::Owner,
-        created_at: at(0),
-    };
+    let owner = User::invited_owner(None, None, at(0));
     let token = new_token(account.id, TokenGrant::Admin, at(0));
     let audit = AuditEntry::control_plane(account.id, AuditAction::AccountBootstrap, at(0));
     store

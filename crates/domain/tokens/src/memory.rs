@@ -5,10 +5,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use d2_accounts::memory::MemoryAccountRepo;
-use d2_accounts::{Account, User};
+use d2_accounts::Account;
+use d2_accounts::memory::{Membership, MemoryAccountRepo};
+use d2_members::User;
+use d2_members::memory::MemoryMembers;
 use d2_audit::AuditEntry;
-use d2_kernel::{AccountId, Cursor, Page, PageRequest, StoreError, TokenId};
+use d2_kernel::{AccountId, Cursor, Page, PageRequest, Role, StoreError, TokenId, UserId};
 
 use crate::ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenAuditOf, TokenRepo};
 use crate::secret::TokenDigest;
@@ -18,6 +20,7 @@ use crate::token::{ApiToken, NewToken, TokenState};
 pub struct MemoryStore {
     tokens: Mutex<Vec<(ApiToken, TokenDigest)>>,
     accounts: Arc<MemoryAccountRepo>,
+    members: Arc<MemoryMembers>,
     lookups: AtomicU64,
 }
 
@@ -25,9 +28,15 @@ impl MemoryStore {
     pub fn new(accounts: Arc<MemoryAccountRepo>) -> Self {
         Self {
             tokens: Mutex::new(Vec::new()),
+            members: Arc::new(MemoryMembers::new(Arc::clone(&accounts))),
             accounts,
             lookups: AtomicU64::new(0),
         }
+    }
+
+    /// The people and memberships beside these tokens (the same accounts).
+    pub fn members(&self) -> &Arc<MemoryMembers> {
+        &self.members
     }
 
     /// How many times `find_by_digest` reached the store.
@@ -219,7 +228,13 @@ impl BootstrapRepo for MemoryStore {
     ) -> Result<(), StoreError> {
         let mut tokens = self.lock();
         self.accounts.insert_account(account.clone());
-        self.accounts.insert_user(owner.clone());
+        self.members.insert_user(owner.clone());
+        self.accounts.put_member(Membership {
+            account_id: account.id,
+            user_id: owner.id,
+            role: Role::Owner,
+            joined_at: account.created_at,
+        });
         self.append(&mut tokens, token)?;
         self.accounts.audit().append(audit.clone());
         Ok(())
@@ -243,16 +258,16 @@ impl d2_accounts::AccountRepo for MemoryStore {
         self.accounts.update(id, patch, audit_of).await
     }
 
-    async fn count_users(&self, id: AccountId) -> Result<u64, StoreError> {
-        self.accounts.count_users(id).await
+    async fn count_members(&self, id: AccountId) -> Result<u64, StoreError> {
+        self.accounts.count_members(id).await
     }
 
     async fn has_accounts(&self) -> Result<bool, StoreError> {
         self.accounts.has_accounts().await
     }
 
-    async fn list_users(&self, id: AccountId) -> Result<Vec<User>, StoreError> {
-        self.accounts.list_users(id).await
+    async fn first_owner(&self, id: AccountId) -> Result<Option<UserId>, StoreError> {
+        self.accounts.first_owner(id).await
     }
 
     async fn lock_expired_trials(
@@ -276,5 +291,73 @@ impl d2_audit::AuditLog for MemoryStore {
         page: &PageRequest,
     ) -> Result<Page<d2_audit::AuditRecord>, StoreError> {
         d2_audit::AuditLog::search(self.accounts.audit().as_ref(), account_id, filter, page).await
+    }
+}
+
+/// People too, from the same accounts, so bootstrap's owners can sign in.
+#[async_trait]
+impl d2_members::MemberRepo for MemoryStore {
+    async fn sign_in(
+        &self,
+        identity: &d2_members::Identity,
+        at: DateTime<Utc>,
+    ) -> Result<User, StoreError> {
+        self.members.sign_in(identity, at).await
+    }
+
+    async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.members.find_user(id).await
+    }
+
+    async fn role_of(&self, account: AccountId, user: UserId) -> Result<Option<Role>, StoreError> {
+        self.members.role_of(account, user).await
+    }
+
+    async fn member(
+        &self,
+        account: AccountId,
+        user: UserId,
+    ) -> Result<Option<d2_members::Member>, StoreError> {
+        self.members.member(account, user).await
+    }
+
+    async fn members(&self, account: AccountId) -> Result<Vec<d2_members::Member>, StoreError> {
+        self.members.members(account).await
+    }
+
+    async fn memberships(&self, user: UserId) -> Result<Vec<d2_members::Membership>, StoreError> {
+        self.members.memberships(user).await
+    }
+
+    async fn create_owned_account(
+        &self,
+        account: &Account,
+        owner: UserId,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.members.create_owned_account(account, owner, audit).await
+    }
+
+    async fn add_member(
+        &self,
+        account: AccountId,
+        user: UserId,
+        role: Role,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        self.members.add_member(account, user, role, audit).await
+    }
+
+    async fn update_member(
+        &self,
+        account: AccountId,
+        user: UserId,
+        expected: Role,
+        update: d2_members::MemberUpdate,
+        audit_of: d2_members::MemberAuditOf<'_>,
+    ) -> Result<d2_members::MemberOutcome, StoreError> {
+        self.members
+            .update_member(account, user, expected, update, audit_of)
+            .await
     }
 }

@@ -1,6 +1,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use d2_accounts::{Account, User};
+use d2_accounts::Account;
+use d2_members::User;
 use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, Page, PageRequest, StoreError, TokenId};
 
@@ -104,8 +105,8 @@ pub trait TokenRepo: Send + Sync + 'static {
 /// Creation of a whole new tenant.
 #[async_trait]
 pub trait BootstrapRepo: Send + Sync + 'static {
-    /// Stores the account, its owner, its first token and the audit record in one
-    /// transaction.
+    /// Stores the account, its owner (a person, and their membership as the account's
+    /// owner), its first token and the audit record in one transaction.
     async fn create_account(
         &self,
         account: &Account,

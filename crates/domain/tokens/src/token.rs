@@ -135,6 +135,7 @@ impl ApiToken {
             credential: Credential::ApiToken(self.id),
             user_id: self.created_by,
             acting_for: None,
+            role: None,
             scopes: self.scopes.clone(),
             app_name: self.app_name.clone(),
         }

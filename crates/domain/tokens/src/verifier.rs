@@ -77,7 +77,7 @@ impl ChangeSubscriber for TokenVerifier {
         match change {
             Change::Token(id) => self.invalidate(*id),
             Change::Resync => self.invalidate_all(),
-            Change::Account(_) | Change::App(..) | Change::Keys(_) => {}
+            _ => {}
         }
     }
 }

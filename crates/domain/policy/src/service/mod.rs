@@ -302,7 +302,7 @@ impl ChangeSubscriber for PolicyService {
             Change::App(account, app) => self.invalidate_app(*account, app.clone()),
             Change::Keys(account) => self.jwks.invalidate(*account),
             Change::Resync => self.invalidate_all(),
-            Change::Token(_) | Change::Account(_) => {}
+            _ => {}
         }
     }
 }
