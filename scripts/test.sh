@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it. Needs the Rust toolchain and Python 3; starts the
-# local PostgreSQL (installing it if missing) and a private ClickHouse (installed from
-# Debian's packages if missing, stopped at the end), installs the diesel CLI for the schema
-# check and the D2 Python SDK (from PyPI, into target/sdk-venv) for the interoperability
-# test. The end-to-end suite and the SDK test run on PostgreSQL, then again on SQLite.
+# The whole test suite, as CI runs it. Needs the Rust toolchain, Python 3, Node.js and npm;
+# starts the local PostgreSQL (installing it if missing), a private ClickHouse (installed
+# from Debian's packages if missing) and the tests' OpenID provider (its npm packages
+# installed into target/oidc), both stopped at the end, installs the diesel CLI for the
+# schema check and the D2 Python SDK (from PyPI, into target/sdk-venv) for the
+# interoperability test. The end-to-end suite and the SDK test run on PostgreSQL, then
+# again on SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,9 @@ scripts/services.sh
 D2_TEST_CLICKHOUSE_URL=$(scripts/clickhouse.sh start)
 export D2_TEST_CLICKHOUSE_URL
 trap 'scripts/clickhouse.sh stop' EXIT
+D2_TEST_OIDC_URL=$(scripts/oidc-provider.sh start)
+export D2_TEST_OIDC_URL
+trap 'scripts/oidc-provider.sh stop; scripts/clickhouse.sh stop' EXIT
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 scripts/check-deps.sh

@@ -2,6 +2,7 @@
 #![cfg(test)]
 
 mod harness;
+pub mod oidc;
 
 mod accounts;
 mod audit;
