@@ -193,18 +193,19 @@ async fn rename_and_users() {
         .await
         .assert_problem(400, "invalid_account_name");
 
-    let users = app
+    let members = app
         .get(
-            &format!("/v1/accounts/{}/users", tenant.account_id),
+            &format!("/v1/accounts/{}/members", tenant.account_id),
             &tenant.token,
         )
         .await;
-    let users = users.assert_status(200)["users"]
+    let members = members.assert_status(200)["members"]
         .as_array()
         .unwrap()
         .clone();
-    assert_eq!(users.len(), 1);
-    assert_eq!(users[0]["role"], "owner");
-    assert_eq!(users[0]["email"], "owner@tenant.test");
-    assert_eq!(users[0]["user_id"], tenant.user_id.as_str());
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0]["role"], "owner");
+    assert_eq!(members[0]["email"], "owner@tenant.test");
+    assert_eq!(members[0]["user_id"], tenant.user_id.as_str());
+    assert!(members[0]["last_sign_in_at"].is_null(), "not signed in yet");
 }

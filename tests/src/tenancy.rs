@@ -21,6 +21,7 @@ async fn every_account_route_refuses_another_accounts_caller_and_changes_nothing
     let their_audit_before = app.audit(&theirs).await;
 
     let account = &theirs.account_id;
+    let their_user = &theirs.user_id;
     let routes: Vec<(Method, String, Value)> = vec![
         (
             Method::GET,
@@ -49,7 +50,17 @@ async fn every_account_route_refuses_another_accounts_caller_and_changes_nothing
         ),
         (
             Method::GET,
-            format!("/v1/accounts/{account}/users"),
+            format!("/v1/accounts/{account}/members"),
+            Value::Null,
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/accounts/{account}/members/{their_user}"),
+            json!({ "role": "member" }),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/accounts/{account}/members/{their_user}"),
             Value::Null,
         ),
         (

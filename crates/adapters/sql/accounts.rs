@@ -3,7 +3,9 @@ use std::collections::BTreeMap;
 use crate::id::Id;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use d2_accounts::{Account, AccountName, AccountPatch, AccountRepo, AuditOf, JobAuditOf, SampleRate};
+use d2_accounts::{
+    Account, AccountName, AccountPatch, AccountRepo, AuditOf, JobAuditOf, SampleRate,
+};
 use d2_kernel::{AccountId, LockReason, Plan, Role, StoreError, UserId};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;

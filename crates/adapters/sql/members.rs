@@ -87,11 +87,7 @@ impl MemberRepo for crate::Store {
         Ok(row.map(UserRow::into_domain))
     }
 
-    async fn role_of(
-        &self,
-        account: AccountId,
-        user: UserId,
-    ) -> Result<Option<Role>, StoreError> {
+    async fn role_of(&self, account: AccountId, user: UserId) -> Result<Option<Role>, StoreError> {
         let mut conn = self.conn().await?;
         let role: Option<String> = members::table
             .find((Id::from(account), Id::from(user)))
@@ -103,11 +99,7 @@ impl MemberRepo for crate::Store {
         role.as_deref().map(parse_role).transpose()
     }
 
-    async fn member(
-        &self,
-        account: AccountId,
-        user: UserId,
-    ) -> Result<Option<Member>, StoreError> {
+    async fn member(&self, account: AccountId, user: UserId) -> Result<Option<Member>, StoreError> {
         let mut conn = self.conn().await?;
         let row = members::table
             .inner_join(users::table)

@@ -492,7 +492,9 @@ pub(super) async fn a_lock_became_a_locked_plan_again(store: &crate::Store, ids:
 
 /// Before the members migration: an account whose users are an owner, a `dev` and a
 /// member, each a user of that one account (written as that release wrote them).
-pub(super) async fn people_of_one_account(store: &crate::Store) -> (AccountId, [d2_kernel::UserId; 3]) {
+pub(super) async fn people_of_one_account(
+    store: &crate::Store,
+) -> (AccountId, [d2_kernel::UserId; 3]) {
     use diesel_async::RunQueryDsl;
 
     let account = AccountId::random();
@@ -517,7 +519,10 @@ pub(super) async fn people_of_one_account(store: &crate::Store) -> (AccountId, [
     ));
     let mut conn = store.writer().await.unwrap();
     for statement in statements {
-        diesel::sql_query(statement).execute(&mut conn).await.unwrap();
+        diesel::sql_query(statement)
+            .execute(&mut conn)
+            .await
+            .unwrap();
     }
     (account, users)
 }
@@ -545,13 +550,21 @@ pub(super) async fn people_became_members(
     let mut roles = roles;
     roles.sort_by_key(|(user, _)| *user);
     assert_eq!(roles, expected);
-    assert_eq!(members[0].user.email.as_deref().map(|e| e.ends_with("@before.test")), Some(true));
+    assert_eq!(
+        members[0]
+            .user
+            .email
+            .as_deref()
+            .map(|e| e.ends_with("@before.test")),
+        Some(true)
+    );
     assert!(members.iter().all(|m| m.user.last_sign_in_at.is_none()));
     assert_eq!(store.count_members(account).await.unwrap(), 3);
     assert_eq!(store.first_owner(account).await.unwrap(), Some(users[0]));
-    let tokens = d2_tokens::TokenRepo::list_tokens(store, account, &d2_kernel::PageRequest::first(10))
-        .await
-        .unwrap();
+    let tokens =
+        d2_tokens::TokenRepo::list_tokens(store, account, &d2_kernel::PageRequest::first(10))
+            .await
+            .unwrap();
     assert_eq!(tokens.items[0].created_by, Some(users[1]));
 }
 

@@ -2,11 +2,11 @@ use crate::id::Id;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_accounts::Account;
-use d2_members::User;
 use d2_audit::AuditEntry;
 use d2_kernel::{
     AccountId, AppName, Change, Cursor, Page, PageRequest, Role, ScopeSet, StoreError, TokenId,
 };
+use d2_members::User;
 use d2_tokens::{
     ApiToken, BootstrapRepo, NewToken, RevokeOutcome, RotateOutcome, TokenAuditOf, TokenDigest,
     TokenRepo, TokenState,

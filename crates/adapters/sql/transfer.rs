@@ -23,8 +23,8 @@ use crate::members::{MemberRow, UserRow};
 use crate::policies::{PolicyRow, PublisherKeyRow};
 use crate::position::{Side, in_stream};
 use crate::schema::{
-    accounts, api_tokens, audit_logs, events, ingest_refusals, job_checkpoints, members,
-    policies, publisher_keys, signing_keys, tasks, users,
+    accounts, api_tokens, audit_logs, events, ingest_refusals, job_checkpoints, members, policies,
+    publisher_keys, signing_keys, tasks, users,
 };
 use crate::tasks::TaskCopy;
 

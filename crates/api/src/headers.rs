@@ -13,3 +13,7 @@ pub const NEXT_CURSOR: HeaderName = HeaderName::from_static("x-next-cursor");
 pub const RATE_LIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 pub const RATE_LIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 pub const RATE_LIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+/// The agent runtime's credential header (the same tokens as `Authorization`).
+pub const AGENT_TOKEN: HeaderName = HeaderName::from_static("x-agent-token");
+/// The account a signed-in person acts in, on routes without one in the path.
+pub const ORG_ID: HeaderName = HeaderName::from_static("x-org-id");

@@ -9,12 +9,13 @@
 //! | presented | kind | answered by |
 //! |---|---|---|
 //! | `d2_...` | API token | [`TokenVerifier`] (cache, then store) |
-//! | three non-empty base64url segments joined by `.` | JWT | refused: no identity provider is configured yet |
+//! | three non-empty base64url segments joined by `.` | JWT | [`SessionVerifier`]: the identity provider's signature, then the person's membership of the account named (refused when no provider is configured) |
 //! | anything else | malformed | refused, before any lookup |
 
 use std::sync::Arc;
 
-use d2_kernel::{AuthContext, Code, ErrorCode, SecretFormat as _};
+use d2_kernel::{AccountId, AuthContext, Code, ErrorCode, SecretFormat as _};
+use d2_members::{IdentityError, MemberError, SessionVerifier, SignedIn};
 use d2_tokens::{ApiTokenFormat, AuthError, TokenVerifier};
 
 /// What a presented credential is, told from its shape alone.
@@ -76,6 +77,21 @@ pub enum AuthenticationError {
     /// An API token the token verifier refused (or could not look up).
     #[error(transparent)]
     Token(#[from] AuthError),
+    /// A sign-in token the identity provider refused, or a person who is not a member of
+    /// the account named.
+    #[error(transparent)]
+    Session(#[from] MemberError),
+    /// A session on a route without an account in its path, and no `X-Org-ID`.
+    #[error(
+        "name the account: signed-in people send `X-Org-ID: <account id>` on routes without one in the path"
+    )]
+    AccountRequired,
+    /// An API token sent with another account's id (path or `X-Org-ID`).
+    #[error("this credential belongs to another account")]
+    AccountMismatch,
+    /// An API token on a route for signed-in people.
+    #[error("this route is for signed-in people: present an identity provider's token")]
+    UserSessionRequired,
 }
 
 impl ErrorCode for AuthenticationError {
@@ -85,6 +101,33 @@ impl ErrorCode for AuthenticationError {
                 Code::InvalidToken
             }
             AuthenticationError::Token(error) => error.code(),
+            AuthenticationError::Session(error) => error.code(),
+            AuthenticationError::AccountRequired => Code::AccountRequired,
+            AuthenticationError::AccountMismatch => Code::AccountMismatch,
+            AuthenticationError::UserSessionRequired => Code::UserSessionRequired,
+        }
+    }
+}
+
+impl AuthenticationError {
+    /// Whether the credential itself was refused (as opposed to a valid one used where it
+    /// may not be, or a store that could not answer): what counts against an address's
+    /// failed-authentication budget.
+    pub fn is_bad_credential(&self) -> bool {
+        match self {
+            AuthenticationError::Malformed
+            | AuthenticationError::SignInNotConfigured
+            | AuthenticationError::Token(
+                AuthError::Malformed | AuthError::Unknown | AuthError::Expired | AuthError::Revoked,
+            )
+            | AuthenticationError::Session(MemberError::Identity(
+                IdentityError::Invalid(_) | IdentityError::Expired,
+            )) => true,
+            AuthenticationError::Token(AuthError::Store(_))
+            | AuthenticationError::Session(_)
+            | AuthenticationError::AccountRequired
+            | AuthenticationError::AccountMismatch
+            | AuthenticationError::UserSessionRequired => false,
         }
     }
 }
@@ -93,22 +136,32 @@ impl ErrorCode for AuthenticationError {
 #[derive(Debug)]
 pub struct Authenticator {
     tokens: Arc<TokenVerifier>,
+    /// Sign-in through the identity provider, when one is configured.
+    sessions: Option<Arc<SessionVerifier>>,
 }
 
 impl Authenticator {
-    pub fn new(tokens: Arc<TokenVerifier>) -> Self {
-        Self { tokens }
+    pub fn new(tokens: Arc<TokenVerifier>, sessions: Option<Arc<SessionVerifier>>) -> Self {
+        Self { tokens, sessions }
     }
 
-    /// The caller behind `presented`, or why it is refused, looking it up in the store if
-    /// need be.
+    /// The caller behind `presented` acting in `account` (the account a route's path or
+    /// the `X-Org-ID` header names, if any), or why it is refused, looking it up in the
+    /// store if need be. An API token acts in its own account, and refuses another named;
+    /// a signed-in person acts in the account named, as a member of it.
     pub async fn authenticate(
         &self,
         presented: &str,
+        account: Option<AccountId>,
     ) -> Result<Arc<AuthContext>, AuthenticationError> {
         match CredentialKind::of(presented) {
-            CredentialKind::ApiToken => Ok(self.tokens.verify(presented).await?),
-            CredentialKind::Jwt => Err(AuthenticationError::SignInNotConfigured),
+            CredentialKind::ApiToken => in_account(self.tokens.verify(presented).await?, account),
+            CredentialKind::Jwt => {
+                let sessions = self.sessions()?;
+                let signed_in = sessions.sign_in(presented).await?;
+                let account = account.ok_or(AuthenticationError::AccountRequired)?;
+                Ok(sessions.session(&signed_in, account).await?)
+            }
             CredentialKind::Malformed => Err(AuthenticationError::Malformed),
         }
     }
@@ -120,16 +173,65 @@ impl Authenticator {
     pub async fn authenticate_cached(
         &self,
         presented: &str,
+        account: Option<AccountId>,
     ) -> Option<Result<Arc<AuthContext>, AuthenticationError>> {
         match CredentialKind::of(presented) {
-            CredentialKind::ApiToken => self
-                .tokens
-                .verify_cached(presented)
-                .await
-                .map(|answer| answer.map_err(AuthenticationError::Token)),
-            CredentialKind::Jwt => Some(Err(AuthenticationError::SignInNotConfigured)),
+            CredentialKind::ApiToken => Some(match self.tokens.verify_cached(presented).await? {
+                Ok(context) => in_account(context, account),
+                Err(error) => Err(error.into()),
+            }),
+            CredentialKind::Jwt => {
+                let sessions = match self.sessions() {
+                    Ok(sessions) => sessions,
+                    Err(error) => return Some(Err(error)),
+                };
+                let signed_in = match sessions.sign_in_cached(presented).await? {
+                    Ok(signed_in) => signed_in,
+                    Err(error) => return Some(Err(error.into())),
+                };
+                let Some(account) = account else {
+                    return Some(Err(AuthenticationError::AccountRequired));
+                };
+                Some(
+                    sessions
+                        .session_cached(&signed_in, account)
+                        .await?
+                        .map_err(Into::into),
+                )
+            }
             CredentialKind::Malformed => Some(Err(AuthenticationError::Malformed)),
         }
+    }
+
+    /// The signed-in person behind `presented`, on routes for people rather than accounts
+    /// (`GET /v1/users/me`, `POST /v1/accounts`). API tokens are refused.
+    pub async fn identify(&self, presented: &str) -> Result<Arc<SignedIn>, AuthenticationError> {
+        match CredentialKind::of(presented) {
+            CredentialKind::ApiToken => {
+                // A valid token is the wrong credential here; an invalid one is invalid.
+                self.tokens.verify(presented).await?;
+                Err(AuthenticationError::UserSessionRequired)
+            }
+            CredentialKind::Jwt => Ok(self.sessions()?.sign_in(presented).await?),
+            CredentialKind::Malformed => Err(AuthenticationError::Malformed),
+        }
+    }
+
+    fn sessions(&self) -> Result<&SessionVerifier, AuthenticationError> {
+        self.sessions
+            .as_deref()
+            .ok_or(AuthenticationError::SignInNotConfigured)
+    }
+}
+
+/// `context`, when the account named (if any) is its own.
+fn in_account(
+    context: Arc<AuthContext>,
+    account: Option<AccountId>,
+) -> Result<Arc<AuthContext>, AuthenticationError> {
+    match account {
+        Some(account) if account != context.account_id => Err(AuthenticationError::AccountMismatch),
+        _ => Ok(context),
     }
 }
 
@@ -203,7 +305,7 @@ mod tests {
             .secret;
         World {
             store,
-            authenticator: Authenticator::new(verifier),
+            authenticator: Authenticator::new(verifier, None),
             token,
         }
     }
@@ -213,19 +315,28 @@ mod tests {
         let w = world().await;
         let text = w.token.expose();
         // Nothing cached yet: the cached call cannot answer.
-        assert!(w.authenticator.authenticate_cached(text).await.is_none());
-        let context = w.authenticator.authenticate(text).await.unwrap();
+        assert!(
+            w.authenticator
+                .authenticate_cached(text, None)
+                .await
+                .is_none()
+        );
+        let context = w.authenticator.authenticate(text, None).await.unwrap();
         assert!(matches!(context.credential, Credential::ApiToken(_)));
         assert_eq!(w.store.lookups(), 1);
         // Now from the cache, without another lookup.
-        let cached = w.authenticator.authenticate_cached(text).await.unwrap();
+        let cached = w
+            .authenticator
+            .authenticate_cached(text, None)
+            .await
+            .unwrap();
         assert_eq!(cached.unwrap(), context);
         assert_eq!(w.store.lookups(), 1);
 
         let unknown = TokenSecret::generate().unwrap();
         let refused = w
             .authenticator
-            .authenticate(unknown.expose())
+            .authenticate(unknown.expose(), None)
             .await
             .unwrap_err();
         assert!(matches!(
@@ -239,7 +350,7 @@ mod tests {
     async fn jwts_and_garbage_are_refused_before_any_lookup() {
         let w = world().await;
 
-        let jwt = w.authenticator.authenticate(JWT).await.unwrap_err();
+        let jwt = w.authenticator.authenticate(JWT, None).await.unwrap_err();
         assert!(matches!(jwt, AuthenticationError::SignInNotConfigured));
         assert_eq!(jwt.code(), Code::InvalidToken);
         assert_eq!(
@@ -247,23 +358,27 @@ mod tests {
             "identity-provider sign-in is not configured"
         );
         assert!(matches!(
-            w.authenticator.authenticate_cached(JWT).await,
+            w.authenticator.authenticate_cached(JWT, None).await,
             Some(Err(AuthenticationError::SignInNotConfigured))
         ));
 
         for garbage in ["", "not a token", "a.b", "a.b.c.d"] {
-            let refused = w.authenticator.authenticate(garbage).await.unwrap_err();
+            let refused = w
+                .authenticator
+                .authenticate(garbage, None)
+                .await
+                .unwrap_err();
             assert!(matches!(refused, AuthenticationError::Malformed));
             assert_eq!(refused.code(), Code::InvalidToken);
             assert!(matches!(
-                w.authenticator.authenticate_cached(garbage).await,
+                w.authenticator.authenticate_cached(garbage, None).await,
                 Some(Err(AuthenticationError::Malformed))
             ));
         }
         // A mistyped API token is the verifier's to refuse, still without a lookup.
         let typo = w.token.expose().replacen("d2_", "d2_x", 1);
         assert!(matches!(
-            w.authenticator.authenticate(&typo).await,
+            w.authenticator.authenticate(&typo, None).await,
             Err(AuthenticationError::Token(AuthError::Malformed))
         ));
         assert_eq!(w.store.lookups(), 0);

@@ -19,6 +19,7 @@ use d2_kernel::job::config_key;
 use d2_kernel::limit::{LocalQuotas, QuotaStore};
 use d2_kernel::{Clock, ScheduledJob, StoreError, TaskHandler, TaskQueue, TaskRunner};
 use d2_logflare::{LogflareForwarder, LogflareWorker};
+use d2_members::MembersService;
 use d2_policy::PolicyService;
 use d2_redis::{RedisQuotas, RedisSettings};
 use d2_tokens::{
@@ -65,6 +66,7 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub store: Store,
     pub accounts: AccountService,
+    pub members: Arc<MembersService>,
     pub tokens: TokenService,
     pub verifier: Arc<TokenVerifier>,
     /// Authenticates every kind of credential (API tokens through `verifier`).
@@ -141,6 +143,7 @@ impl App {
         };
         let accounts = domains::accounts::build(&shared, &mut registry);
         let tokens = domains::tokens::build(&shared, &mut registry)?;
+        let members = domains::members::build(&shared, &mut registry).await?;
         let policies = domains::policy::build(&shared, &mut registry, &accounts)?;
         let events = domains::events::build(&shared, &mut registry, &accounts)?;
         let audit = domains::audit::build(&shared);
@@ -162,7 +165,11 @@ impl App {
             store,
             accounts,
             tokens: tokens.tokens,
-            authenticator: Arc::new(Authenticator::new(tokens.verifier.clone())),
+            authenticator: Arc::new(Authenticator::new(
+                tokens.verifier.clone(),
+                members.sessions,
+            )),
+            members: members.members,
             verifier: tokens.verifier,
             bootstrap: tokens.bootstrap,
             audit,

@@ -18,7 +18,7 @@ use d2_kernel::PlanCatalog;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
-use crate::domains::{accounts, events, policy, tokens};
+use crate::domains::{accounts, events, members, policy, tokens};
 
 /// The profile named by `D2_ENV`: `dev` (the default) relaxes the secret rules; every other
 /// profile (for example `production`) enforces them.
@@ -69,6 +69,7 @@ pub struct Settings {
     // The domains' sections.
     pub auth: tokens::AuthSettings,
     pub accounts: accounts::AccountsSettings,
+    pub members: members::MembersSettings,
     pub jwks: policy::JwksSettings,
     pub policy: policy::PolicyConfig,
     pub events: events::EventSettings,

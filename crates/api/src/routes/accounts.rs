@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use actix_web::web::{Data, Path};
 use actix_web::{HttpResponse, get, patch};
 use chrono::{DateTime, Utc};
-use d2_accounts::{AccountName, AccountOverview, AccountPatch, SampleRate, User};
+use d2_accounts::{AccountName, AccountOverview, AccountPatch, SampleRate};
 use d2_kernel::{AccountId, Grant, Scope};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -22,7 +22,7 @@ pub fn configure_me(cfg: &mut ServiceConfig<'_>) {
 
 /// Routes under `/v1/accounts/{account_id}`.
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
-    cfg.service(rename).service(users).service(scopes);
+    cfg.service(rename).service(scopes);
 }
 
 /// The quotas of the caller's effective plan, with the names the D2 SDK reads.
@@ -209,53 +209,6 @@ async fn rename(
     Ok(HttpResponse::Ok().json(RenameResult {
         message: "account_name_updated",
         name: overview.account.name.as_str().to_owned(),
-    }))
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UserBody {
-    pub user_id: Uuid,
-    pub email: Option<String>,
-    pub display_name: Option<String>,
-    pub full_name: Option<String>,
-    /// `owner`, `dev` or `member`.
-    pub role: &'static str,
-    pub created_at: DateTime<Utc>,
-}
-
-impl From<User> for UserBody {
-    fn from(user: User) -> Self {
-        Self {
-            user_id: *user.id.as_uuid(),
-            email: user.email,
-            display_name: user.display_name,
-            full_name: user.full_name,
-            role: user.role.as_str(),
-            created_at: user.created_at,
-        }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct UsersBody {
-    pub users: Vec<UserBody>,
-}
-
-/// The account's users (admin of that account).
-#[utoipa::path(tag = "accounts", security(("bearer" = []), ("api_key" = [])),
-    params(("account_id" = Uuid, Path)), responses(
-    (status = 200, body = UsersBody),
-    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
-))]
-#[get("/v1/accounts/{account_id}/users")]
-async fn users(
-    state: Data<ApiState>,
-    account_id: Path<AccountId>,
-    auth: Auth,
-) -> ApiResult<HttpResponse> {
-    let users = state.app.accounts.users(&auth, *account_id).await?;
-    Ok(HttpResponse::Ok().json(UsersBody {
-        users: users.into_iter().map(UserBody::from).collect(),
     }))
 }
 

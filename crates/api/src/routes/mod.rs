@@ -13,6 +13,7 @@ mod events;
 mod health;
 mod jwks;
 mod keys;
+mod members;
 mod policy;
 mod tokens;
 
@@ -41,6 +42,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(audit::configure)
         .configure(keys::configure)
         .configure(accounts::configure)
+        .configure(members::configure)
         .configure(tokens::configure)
         .configure(policy::configure_by_id);
 }

@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod events;
+pub mod members;
 pub mod policy;
 pub mod tokens;
 

@@ -20,6 +20,16 @@ pub struct AuthSettings {
     /// How long a rotated token keeps working.
     pub rotation_grace_seconds: u64,
     pub token_cache: CacheConfig,
+    /// Sign-in through an OpenID provider (`[auth.idp]`, read by the members domain);
+    /// unset, only API tokens authenticate.
+    #[serde(default)]
+    pub idp: Option<IdpSettings>,
+}
+
+/// `[auth.idp]`: placeholder until the OpenID adapter lands.
+#[derive(Clone, Debug, Deserialize)]
+pub struct IdpSettings {
+    pub issuer: String,
 }
 
 impl AuthSettings {

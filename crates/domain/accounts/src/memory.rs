@@ -52,9 +52,11 @@ impl MemoryAccountRepo {
     /// Adds a membership, or changes the role of an existing one.
     pub fn put_member(&self, membership: Membership) {
         let mut state = self.lock();
-        match state.memberships.iter_mut().find(|m| {
-            m.account_id == membership.account_id && m.user_id == membership.user_id
-        }) {
+        match state
+            .memberships
+            .iter_mut()
+            .find(|m| m.account_id == membership.account_id && m.user_id == membership.user_id)
+        {
             Some(existing) => existing.role = membership.role,
             None => state.memberships.push(membership),
         }

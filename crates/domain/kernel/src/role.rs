@@ -125,6 +125,9 @@ mod tests {
         assert_eq!(Role::from_claim("DEVELOPER"), Some(Role::Developer));
         assert_eq!(Role::from_claim("root"), None);
         assert_eq!("developer".parse::<Role>(), Ok(Role::Developer));
-        assert!("dev".parse::<Role>().is_err(), "the API speaks only the four names");
+        assert!(
+            "dev".parse::<Role>().is_err(),
+            "the API speaks only the four names"
+        );
     }
 }

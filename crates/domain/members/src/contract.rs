@@ -99,9 +99,15 @@ pub async fn sign_in(store: &dyn Store) {
         .sign_in(&identity(&subject), at(10))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(first.email.as_deref(), Some(&*format!("{subject}@contract.test")));
+    assert_eq!(
+        first.email.as_deref(),
+        Some(&*format!("{subject}@contract.test"))
+    );
     assert!(first.email_verified);
-    assert_eq!(first.display_name.as_deref(), Some(&*format!("Person {subject}")));
+    assert_eq!(
+        first.display_name.as_deref(),
+        Some(&*format!("Person {subject}"))
+    );
     assert_eq!(first.created_at, at(10));
     assert_eq!(first.last_sign_in_at, Some(at(10)));
 
@@ -120,7 +126,10 @@ pub async fn sign_in(store: &dyn Store) {
     assert_eq!(again.created_at, at(10));
     assert_eq!(again.last_sign_in_at, Some(at(20)));
     assert_eq!(
-        store.find_user(first.id).await.unwrap_or_else(|e| panic!("{e}")),
+        store
+            .find_user(first.id)
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
         Some(again)
     );
 
@@ -132,7 +141,10 @@ pub async fn sign_in(store: &dyn Store) {
         .sign_in(&elsewhere, at(30))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_ne!(stranger.id, first.id, "another issuer's subject is another person");
+    assert_ne!(
+        stranger.id, first.id,
+        "another issuer's subject is another person"
+    );
     assert_eq!(store.find_user(UserId::random()).await.ok().flatten(), None);
 }
 
@@ -165,12 +177,19 @@ pub async fn memberships(store: &dyn Store) {
         "a member is added once"
     );
 
-    let members = store.members(account.id).await.unwrap_or_else(|e| panic!("{e}"));
+    let members = store
+        .members(account.id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(members.len(), 2);
     assert_eq!(members[0].user, owner, "longest-standing first");
     assert_eq!(members[0].role, Role::Owner);
     assert_eq!(members[1].user.id, developer.id);
-    assert_eq!(members[1].role, Role::Developer, "the second add changed nothing");
+    assert_eq!(
+        members[1].role,
+        Role::Developer,
+        "the second add changed nothing"
+    );
     assert_eq!(
         store.member(account.id, developer.id).await.ok().flatten(),
         Some(members[1].clone())
@@ -181,9 +200,19 @@ pub async fn memberships(store: &dyn Store) {
     );
     assert_eq!(store.role_of(other.id, owner.id).await.ok().flatten(), None);
     assert_eq!(store.member(other.id, owner.id).await.ok().flatten(), None);
-    assert_eq!(store.role_of(AccountId::random(), owner.id).await.ok().flatten(), None);
+    assert_eq!(
+        store
+            .role_of(AccountId::random(), owner.id)
+            .await
+            .ok()
+            .flatten(),
+        None
+    );
 
-    let mine = store.memberships(developer.id).await.unwrap_or_else(|e| panic!("{e}"));
+    let mine = store
+        .memberships(developer.id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(mine.len(), 2);
     assert_eq!(mine[0].account_id, other.id, "oldest first");
     assert_eq!(mine[0].role, Role::Owner);
@@ -197,8 +226,14 @@ pub async fn memberships(store: &dyn Store) {
             .unwrap_or_else(|e| panic!("{e}"))
             .is_empty()
     );
-    assert_eq!(audited(store, account.id, AuditAction::AccountCreate).await, 1);
-    assert_eq!(audited(store, other.id, AuditAction::AccountCreate).await, 1);
+    assert_eq!(
+        audited(store, account.id, AuditAction::AccountCreate).await,
+        1
+    );
+    assert_eq!(
+        audited(store, other.id, AuditAction::AccountCreate).await,
+        1
+    );
 }
 
 /// Role changes and removals: checked against the role they were decided on, never leaving
@@ -210,10 +245,20 @@ pub async fn member_changes(store: &dyn Store) {
     join(store, account.id, member.id, Role::Member).await;
 
     let outcome = store
-        .update_member(account.id, member.id, Role::Admin, MemberUpdate::SetRole(Role::Developer), &audit_of)
+        .update_member(
+            account.id,
+            member.id,
+            Role::Admin,
+            MemberUpdate::SetRole(Role::Developer),
+            &audit_of,
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(outcome, MemberOutcome::Stale(Role::Member), "decided on another role");
+    assert_eq!(
+        outcome,
+        MemberOutcome::Stale(Role::Member),
+        "decided on another role"
+    );
     assert_eq!(
         store.role_of(account.id, member.id).await.ok().flatten(),
         Some(Role::Member),
@@ -221,7 +266,13 @@ pub async fn member_changes(store: &dyn Store) {
     );
 
     let MemberOutcome::Changed(Some(after)) = store
-        .update_member(account.id, member.id, Role::Member, MemberUpdate::SetRole(Role::Developer), &audit_of)
+        .update_member(
+            account.id,
+            member.id,
+            Role::Member,
+            MemberUpdate::SetRole(Role::Developer),
+            &audit_of,
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"))
     else {
@@ -233,7 +284,11 @@ pub async fn member_changes(store: &dyn Store) {
         store.role_of(account.id, member.id).await.ok().flatten(),
         Some(Role::Developer)
     );
-    assert_eq!(audited(store, account.id, AuditAction::MemberRoleChange).await, 2, "the join and the change");
+    assert_eq!(
+        audited(store, account.id, AuditAction::MemberRoleChange).await,
+        2,
+        "the join and the change"
+    );
 
     for update in [MemberUpdate::SetRole(Role::Admin), MemberUpdate::Remove] {
         assert_eq!(
@@ -246,12 +301,23 @@ pub async fn member_changes(store: &dyn Store) {
     }
     assert_eq!(
         store
-            .update_member(account.id, owner.id, Role::Owner, MemberUpdate::SetRole(Role::Owner), &audit_of)
+            .update_member(
+                account.id,
+                owner.id,
+                Role::Owner,
+                MemberUpdate::SetRole(Role::Owner),
+                &audit_of
+            )
             .await
             .unwrap_or_else(|e| panic!("{e}")),
         MemberOutcome::Changed(Some(Member {
             account_id: account.id,
-            user: store.find_user(owner.id).await.ok().flatten().unwrap_or_else(|| panic!("owner")),
+            user: store
+                .find_user(owner.id)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| panic!("owner")),
             role: Role::Owner,
             joined_at: at(1),
         })),
@@ -260,7 +326,13 @@ pub async fn member_changes(store: &dyn Store) {
 
     // With a second owner, the first may step down.
     let MemberOutcome::Changed(_) = store
-        .update_member(account.id, member.id, Role::Developer, MemberUpdate::SetRole(Role::Owner), &audit_of)
+        .update_member(
+            account.id,
+            member.id,
+            Role::Developer,
+            MemberUpdate::SetRole(Role::Owner),
+            &audit_of,
+        )
         .await
         .unwrap_or_else(|e| panic!("{e}"))
     else {
@@ -268,29 +340,56 @@ pub async fn member_changes(store: &dyn Store) {
     };
     assert_eq!(
         store
-            .update_member(account.id, owner.id, Role::Owner, MemberUpdate::Remove, &audit_of)
+            .update_member(
+                account.id,
+                owner.id,
+                Role::Owner,
+                MemberUpdate::Remove,
+                &audit_of
+            )
             .await
             .unwrap_or_else(|e| panic!("{e}")),
         MemberOutcome::Changed(None)
     );
-    assert_eq!(store.role_of(account.id, owner.id).await.ok().flatten(), None);
-    assert!(store.find_user(owner.id).await.ok().flatten().is_some(), "the person stays");
+    assert_eq!(
+        store.role_of(account.id, owner.id).await.ok().flatten(),
+        None
+    );
+    assert!(
+        store.find_user(owner.id).await.ok().flatten().is_some(),
+        "the person stays"
+    );
     assert_eq!(
         store
-            .update_member(account.id, owner.id, Role::Owner, MemberUpdate::Remove, &audit_of)
+            .update_member(
+                account.id,
+                owner.id,
+                Role::Owner,
+                MemberUpdate::Remove,
+                &audit_of
+            )
             .await
             .unwrap_or_else(|e| panic!("{e}")),
         MemberOutcome::NotFound
     );
     assert_eq!(
         store
-            .update_member(AccountId::random(), member.id, Role::Owner, MemberUpdate::Remove, &audit_of)
+            .update_member(
+                AccountId::random(),
+                member.id,
+                Role::Owner,
+                MemberUpdate::Remove,
+                &audit_of
+            )
             .await
             .unwrap_or_else(|e| panic!("{e}")),
         MemberOutcome::NotFound,
         "another account's member is not found"
     );
-    assert_eq!(audited(store, account.id, AuditAction::MemberRemove).await, 1);
+    assert_eq!(
+        audited(store, account.id, AuditAction::MemberRemove).await,
+        1
+    );
 }
 
 /// Two owners demoting each other at once: one succeeds, and the account keeps an owner.

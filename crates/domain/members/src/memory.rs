@@ -128,11 +128,7 @@ impl MemberRepo for MemoryMembers {
         Ok(self.user(id))
     }
 
-    async fn role_of(
-        &self,
-        account: AccountId,
-        user: UserId,
-    ) -> Result<Option<Role>, StoreError> {
+    async fn role_of(&self, account: AccountId, user: UserId) -> Result<Option<Role>, StoreError> {
         Ok(self
             .accounts
             .memberships()
@@ -141,11 +137,7 @@ impl MemberRepo for MemoryMembers {
             .map(|m| m.role))
     }
 
-    async fn member(
-        &self,
-        account: AccountId,
-        user: UserId,
-    ) -> Result<Option<Member>, StoreError> {
+    async fn member(&self, account: AccountId, user: UserId) -> Result<Option<Member>, StoreError> {
         Ok(self
             .accounts
             .memberships()

@@ -51,11 +51,9 @@ pub trait MemberRepo: Send + Sync + 'static {
     async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
 
     /// The role of `user` in `account`, if a member.
-    async fn role_of(&self, account: AccountId, user: UserId)
-    -> Result<Option<Role>, StoreError>;
+    async fn role_of(&self, account: AccountId, user: UserId) -> Result<Option<Role>, StoreError>;
 
-    async fn member(&self, account: AccountId, user: UserId)
-    -> Result<Option<Member>, StoreError>;
+    async fn member(&self, account: AccountId, user: UserId) -> Result<Option<Member>, StoreError>;
 
     /// The account's members, longest-standing first.
     async fn members(&self, account: AccountId) -> Result<Vec<Member>, StoreError>;

@@ -123,7 +123,9 @@ impl MembersService {
                 "plan": account.plan.as_str(),
                 "trial_expires_at": account.trial_expires_at,
             }));
-        self.repo.create_owned_account(&account, user, &audit).await?;
+        self.repo
+            .create_owned_account(&account, user, &audit)
+            .await?;
         tracing::info!(account.id = %account.id, user.id = %user, "account created");
         Ok(account)
     }

@@ -20,11 +20,7 @@ pub struct User {
 impl User {
     /// A person created with an account by the control plane (bootstrap), not signed in
     /// yet: their first sign-in with this (verified) email claims them.
-    pub fn invited_owner(
-        email: Option<String>,
-        name: Option<String>,
-        now: DateTime<Utc>,
-    ) -> Self {
+    pub fn invited_owner(email: Option<String>, name: Option<String>, now: DateTime<Utc>) -> Self {
         Self {
             id: UserId::random(),
             email,

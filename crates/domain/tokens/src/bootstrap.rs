@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use d2_accounts::{Account, AccountName, AccountRepo};
-use d2_members::User;
 use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::text::optional_label;
 use d2_kernel::{AccountId, Clock, Code, ErrorCode, StoreError, UserId};
+use d2_members::User;
 use ring::hmac;
 use ring::rand::SystemRandom;
 use serde_json::json;

@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use d2_accounts::{Account, AccountName, AccountPatch, AccountRepo, SampleRate};
-use d2_members::{Identity, MemberRepo, User};
 use d2_audit::{AuditAction, AuditEntry, AuditFilter, AuditLog};
 use d2_kernel::{
     AccountId, AccountLock, AppName, LockReason, PageRequest, Plan, StoreError, TokenId, UserId,
 };
+use d2_members::{Identity, MemberRepo, User};
 
 use crate::ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenRepo};
 use crate::secret::{Pepper, TokenSecret};
@@ -141,8 +141,17 @@ pub async fn accounts(store: &dyn Store) {
         store.first_owner(account.id).await.unwrap_or_default(),
         Some(owner.id)
     );
-    assert_eq!(store.count_members(AccountId::random()).await.unwrap_or(9), 0);
-    assert_eq!(store.first_owner(AccountId::random()).await.unwrap_or_default(), None);
+    assert_eq!(
+        store.count_members(AccountId::random()).await.unwrap_or(9),
+        0
+    );
+    assert_eq!(
+        store
+            .first_owner(AccountId::random())
+            .await
+            .unwrap_or_default(),
+        None
+    );
     assert_eq!(
         store.find_user(owner.id).await.unwrap_or_default(),
         Some(owner.clone())
@@ -173,7 +182,10 @@ pub async fn accounts(store: &dyn Store) {
     assert_eq!(claimed.display_name.as_deref(), Some("Owner"), "kept");
     assert_eq!(claimed.last_sign_in_at, Some(at(60)));
     assert_eq!(
-        store.role_of(account.id, owner.id).await.unwrap_or_default(),
+        store
+            .role_of(account.id, owner.id)
+            .await
+            .unwrap_or_default(),
         Some(d2_kernel::Role::Owner)
     );
     let again = store
@@ -185,7 +197,10 @@ pub async fn accounts(store: &dyn Store) {
         .sign_in(&claim(&UserId::random().to_string(), true), at(80))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_ne!(other_subject.id, owner.id, "a claimed person is claimed once");
+    assert_ne!(
+        other_subject.id, owner.id,
+        "a claimed person is claimed once"
+    );
 }
 
 /// Tokens: lookup by digest, account-scoped reads, paging, conflicts, revoke, rotate.

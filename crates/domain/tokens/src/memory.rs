@@ -7,10 +7,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_accounts::Account;
 use d2_accounts::memory::{Membership, MemoryAccountRepo};
-use d2_members::User;
-use d2_members::memory::MemoryMembers;
 use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, Cursor, Page, PageRequest, Role, StoreError, TokenId, UserId};
+use d2_members::User;
+use d2_members::memory::MemoryMembers;
 
 use crate::ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenAuditOf, TokenRepo};
 use crate::secret::TokenDigest;
@@ -335,7 +335,9 @@ impl d2_members::MemberRepo for MemoryStore {
         owner: UserId,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        self.members.create_owned_account(account, owner, audit).await
+        self.members
+            .create_owned_account(account, owner, audit)
+            .await
     }
 
     async fn add_member(

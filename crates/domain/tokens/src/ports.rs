@@ -1,9 +1,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_accounts::Account;
-use d2_members::User;
 use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, Page, PageRequest, StoreError, TokenId};
+use d2_members::User;
 
 use crate::secret::TokenDigest;
 use crate::token::{ApiToken, NewToken};
