@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+#![deny(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::as_conversions,
+    clippy::panic
+)]
+
+mod claims;
+mod fetch;
+mod keys;
+mod provider;
+mod settings;
+mod token;
+
+pub use provider::{ConnectError, OidcProvider};
+pub use settings::{OidcSettings, SettingsError};
+
+#[cfg(test)]
+mod tests;

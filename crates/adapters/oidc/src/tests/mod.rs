@@ -1,0 +1,9 @@
+//! The adapter against a provider made of `wiremock` and keys generated here, and against
+//! a real OpenID provider.
+
+#![expect(clippy::panic, reason = "tests fail loudly, with the case at hand")]
+
+mod fetching;
+mod real_provider;
+pub(crate) mod support;
+mod verify;
