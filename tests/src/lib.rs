@@ -14,6 +14,7 @@ mod key_maintenance;
 mod migrate_store;
 mod observability;
 mod openapi;
+mod people;
 mod policy;
 mod publisher_keys;
 mod replicas;

@@ -14,14 +14,14 @@ use crate::policy::{publishing_tenant, server_token};
 async fn a_sqlite_store_moves_to_postgresql_with_tokens_keys_bundles_and_events_intact() {
     let sqlite = TestDatabase::Sqlite(d2_sqlite::testing::TestDatabase::empty());
     let postgres = TestDatabase::Postgres(d2_postgres::testing::TestDatabase::new().await);
-    moves_intact(sqlite, postgres).await;
+    Box::pin(moves_intact(sqlite, postgres)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgresql_store_moves_to_sqlite_just_as_well() {
     let postgres = TestDatabase::Postgres(d2_postgres::testing::TestDatabase::new().await);
     let sqlite = TestDatabase::Sqlite(d2_sqlite::testing::TestDatabase::empty());
-    moves_intact(postgres, sqlite).await;
+    Box::pin(moves_intact(postgres, sqlite)).await;
 }
 
 async fn moves_intact(from: TestDatabase, to: TestDatabase) {

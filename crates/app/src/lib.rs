@@ -55,6 +55,8 @@ pub enum StartupError {
     ClickHouse(#[source] StoreError),
     #[error("cannot start the Logflare forwarder: {0}")]
     Logflare(#[from] d2_logflare::StartError),
+    #[error("cannot use the identity provider of auth.idp: {0}")]
+    IdentityProvider(#[source] d2_oidc::ConnectError),
     #[error("redis.url (D2__REDIS__URL) is invalid: {0}")]
     Redis(#[source] redis_error::RedisError),
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use d2_members::{IdentityProvider, MembersService, SessionVerifier};
+use d2_oidc::OidcProvider;
 use serde::Deserialize;
 
 use super::{Registry, Shared};
@@ -29,7 +30,7 @@ pub(crate) async fn build(
     shared: &Shared<'_>,
     registry: &mut Registry,
 ) -> Result<Members, StartupError> {
-    let sessions = match identity_provider(shared, registry).await? {
+    let sessions = match identity_provider(shared).await? {
         Some(provider) => {
             let sessions = Arc::new(SessionVerifier::new(
                 provider,
@@ -52,13 +53,18 @@ pub(crate) async fn build(
     Ok(Members { members, sessions })
 }
 
-/// The OpenID provider of `auth.idp`, if configured.
+/// The OpenID provider of `auth.idp`, if configured. Its keys are fetched now and
+/// refreshed in the background; a provider unreachable at start is not fatal (sign-ins
+/// answer 503 until its keys can be fetched).
 async fn identity_provider(
     shared: &Shared<'_>,
-    _registry: &mut Registry,
 ) -> Result<Option<Arc<dyn IdentityProvider>>, StartupError> {
-    let Some(_settings) = &shared.settings.auth.idp else {
+    let Some(settings) = &shared.settings.auth.idp else {
         return Ok(None);
     };
-    Ok(None)
+    let provider = OidcProvider::connect(settings.clone(), shared.clock.clone())
+        .await
+        .map_err(StartupError::IdentityProvider)?;
+    tracing::info!(issuer = %settings.issuer, "identity-provider sign-in enabled");
+    Ok(Some(Arc::new(provider)))
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use d2_oidc::OidcSettings;
 use d2_tokens::{BootstrapService, ControlPlaneSecret, TokenExpiry, TokenService, TokenVerifier};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -23,13 +24,7 @@ pub struct AuthSettings {
     /// Sign-in through an OpenID provider (`[auth.idp]`, read by the members domain);
     /// unset, only API tokens authenticate.
     #[serde(default)]
-    pub idp: Option<IdpSettings>,
-}
-
-/// `[auth.idp]`: placeholder until the OpenID adapter lands.
-#[derive(Clone, Debug, Deserialize)]
-pub struct IdpSettings {
-    pub issuer: String,
+    pub idp: Option<OidcSettings>,
 }
 
 impl AuthSettings {
@@ -41,6 +36,11 @@ impl AuthSettings {
                 "auth.control_plane_token",
                 "must be at least 16 characters",
             ));
+        }
+        if let Some(idp) = &self.idp {
+            idp.validate().map_err(|error| {
+                SettingsError::invalid(format!("auth.idp.{}", error.key), error.reason)
+            })?;
         }
         Ok(())
     }
