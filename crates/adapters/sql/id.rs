@@ -39,4 +39,10 @@ macro_rules! id_conversions {
     )*};
 }
 
-id_conversions!(AccountId, PolicyId, TokenId, UserId);
+id_conversions!(
+    AccountId,
+    PolicyId,
+    TokenId,
+    UserId,
+    d2_members::InvitationId
+);

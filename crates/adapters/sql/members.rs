@@ -21,6 +21,7 @@ use crate::id::Id;
 use crate::schema::{accounts, members, users};
 
 diesel::define_sql_function! {
+    #[sql_name = "lower"]
     /// SQL's `lower`, for emails compared without case.
     fn lower(text: diesel::sql_types::Nullable<diesel::sql_types::Text>) -> diesel::sql_types::Nullable<diesel::sql_types::Text>;
 }

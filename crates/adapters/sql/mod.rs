@@ -7,6 +7,7 @@ pub(crate) mod audit;
 pub(crate) mod errors;
 pub(crate) mod events;
 pub(crate) mod id;
+pub(crate) mod invitations;
 pub(crate) mod jwks;
 pub(crate) mod members;
 pub(crate) mod policies;

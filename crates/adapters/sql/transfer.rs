@@ -18,21 +18,23 @@ use crate::accounts::AccountRow;
 use crate::error::{TxError, from_diesel};
 use crate::events::EventRow;
 use crate::id::Id;
+use crate::invitations::InvitationRow;
 use crate::jwks::SigningKeyRow;
 use crate::members::{MemberRow, UserRow};
 use crate::policies::{PolicyRow, PublisherKeyRow};
 use crate::position::{Side, in_stream};
 use crate::schema::{
-    accounts, api_tokens, audit_logs, events, ingest_refusals, job_checkpoints, members, policies,
-    publisher_keys, signing_keys, tasks, users,
+    accounts, api_tokens, audit_logs, events, ingest_refusals, invitations, job_checkpoints,
+    members, policies, publisher_keys, signing_keys, tasks, users,
 };
 use crate::tasks::TaskCopy;
 
 /// The tables copied, in an order that satisfies every foreign key.
-pub const TABLES: [&str; 12] = [
+pub const TABLES: [&str; 13] = [
     "accounts",
     "users",
     "members",
+    "invitations",
     "api_tokens",
     "signing_keys",
     "publisher_keys",
@@ -260,6 +262,14 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
+            "invitations" => whole(to_json(
+                invitations::table
+                    .order(invitations::id)
+                    .select(InvitationRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
             "api_tokens" => whole(to_json(
                 api_tokens::table
                     .order(api_tokens::id)
@@ -363,6 +373,9 @@ impl crate::Store {
                 "accounts" => insert_rows!(conn, accounts::table, from_json::<AccountRow>(rows)?),
                 "users" => insert_rows!(conn, users::table, from_json::<UserRow>(rows)?),
                 "members" => insert_rows!(conn, members::table, from_json::<MemberRow>(rows)?),
+                "invitations" => {
+                    insert_rows!(conn, invitations::table, from_json::<InvitationRow>(rows)?);
+                }
                 "api_tokens" => {
                     // A token names its replacement, which may come later in the table:
                     // inserted without it, then linked.

@@ -47,7 +47,7 @@ macro_rules! contract_suites {
     ($kit:ty) => {
         $crate::contract_suites!(@tokens $kit: accounts, tokens, audit, trial_locker, token_races, token_expiry);
         $crate::contract_suites!(@policies $kit: policies, publisher_keys, signing_keys);
-        $crate::contract_suites!(@members $kit: sign_in, sign_in_races, memberships, member_changes, last_owner_races);
+        $crate::contract_suites!(@members $kit: sign_in, sign_in_races, memberships, member_changes, last_owner_races, invitations, invitation_acceptance, invitation_limit_races);
 
         #[$crate::__private::tokio::test(flavor = "multi_thread")]
         async fn earlier_content_contract() {

@@ -53,9 +53,9 @@ pub async fn run_migrations(url: &str) -> Result<Vec<String>, MigrateError> {
     .await
 }
 
-/// Applies the pending migrations that come before the one whose name starts with
-/// `version`: a database as it stood before that migration, for testing what it does to
-/// existing rows.
+/// Applies the pending migrations whose names sort before `version` (a name's date and
+/// number, `2026-12-01-000007`): a database as it stood before that migration, for testing
+/// what it does to existing rows.
 #[cfg(test)]
 pub(crate) async fn run_migrations_before(url: &str, version: &str) -> Result<(), MigrateError> {
     let version = version.to_owned();
@@ -65,7 +65,7 @@ pub(crate) async fn run_migrations_before(url: &str, version: &str) -> Result<()
         loop {
             let pending = conn.pending_migrations(MIGRATIONS).map_err(failed)?;
             match pending.first() {
-                Some(next) if !next.name().to_string().starts_with(&version) => {
+                Some(next) if next.name().to_string() < version => {
                     conn.run_migration(next.as_ref()).map_err(failed)?;
                 }
                 _ => return Ok(()),

@@ -81,6 +81,22 @@ diesel::table! {
 }
 
 diesel::table! {
+    invitations (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        email -> Text,
+        role -> Text,
+        invited_by -> Nullable<Uuid>,
+        digest -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        accepted_at -> Nullable<Timestamptz>,
+        accepted_by -> Nullable<Uuid>,
+        cancelled_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     job_checkpoints (job) {
         job -> Text,
         ingested_at -> Timestamptz,
@@ -189,6 +205,7 @@ diesel::joinable!(api_tokens -> accounts (account_id));
 diesel::joinable!(api_tokens -> users (created_by));
 diesel::joinable!(events -> accounts (account_id));
 diesel::joinable!(ingest_refusals -> accounts (account_id));
+diesel::joinable!(invitations -> accounts (account_id));
 diesel::joinable!(members -> accounts (account_id));
 diesel::joinable!(members -> users (user_id));
 diesel::joinable!(policies -> accounts (account_id));
@@ -201,6 +218,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_logs,
     events,
     ingest_refusals,
+    invitations,
     job_checkpoints,
     members,
     policies,

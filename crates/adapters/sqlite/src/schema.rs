@@ -216,6 +216,25 @@ diesel::table! {
     use diesel::sql_types::*;
     use crate::types::Uuid;
 
+    invitations (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        email -> Text,
+        role -> Text,
+        invited_by -> Nullable<Uuid>,
+        digest -> Nullable<Bytea>,
+        created_at -> TimestamptzSqlite,
+        expires_at -> TimestamptzSqlite,
+        accepted_at -> Nullable<TimestamptzSqlite>,
+        accepted_by -> Nullable<Uuid>,
+        cancelled_at -> Nullable<TimestamptzSqlite>,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::Uuid;
+
     members (account_id, user_id) {
         account_id -> Uuid,
         user_id -> Uuid,
@@ -248,6 +267,7 @@ diesel::joinable!(api_tokens -> accounts (account_id));
 diesel::joinable!(api_tokens -> users (created_by));
 diesel::joinable!(events -> accounts (account_id));
 diesel::joinable!(ingest_refusals -> accounts (account_id));
+diesel::joinable!(invitations -> accounts (account_id));
 diesel::joinable!(members -> accounts (account_id));
 diesel::joinable!(members -> users (user_id));
 diesel::joinable!(policies -> accounts (account_id));
@@ -261,6 +281,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_logs,
     events,
     ingest_refusals,
+    invitations,
     job_checkpoints,
     job_locks,
     members,

@@ -19,6 +19,12 @@ d2_kernel::named_values! {
         MemberRoleChange = "member.role_change",
         /// A member was removed from the account (or left it).
         MemberRemove = "member.remove",
+        /// Someone was invited to the account by email.
+        InvitationCreate = "invitation.create",
+        /// A pending invitation was cancelled.
+        InvitationCancel = "invitation.cancel",
+        /// An invitation was accepted: the person became a member.
+        InvitationAccept = "invitation.accept",
         TokenCreate = "token.create",
         TokenRevoke = "token.revoke",
         TokenRotate = "token.rotate",

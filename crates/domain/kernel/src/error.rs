@@ -106,6 +106,14 @@ error_codes! {
     /// The change would leave the account without an owner.
     LastOwner = "last_owner", Conflict, "An account keeps at least one owner";
     MemberLimit = "member_limit", PaymentRequired, "Member limit reached";
+    InvalidEmail = "invalid_email", BadRequest, "Invalid email";
+    AlreadyMember = "already_member", Conflict, "Already a member";
+    AlreadyInvited = "already_invited", Conflict, "Already invited";
+    InvitationNotFound = "invitation_not_found", NotFound, "Invitation not found";
+    InvitationUsed = "invitation_used", Gone, "Invitation already used";
+    InvitationExpired = "invitation_expired", Gone, "Invitation expired";
+    /// Accepting with another email than the invited one, or one the provider did not verify.
+    InvitationEmailMismatch = "invitation_email_mismatch", Forbidden, "Invitation for another email";
     /// A route for signed-in people, called with an API token.
     UserSessionRequired = "user_session_required", Forbidden, "Sign-in required";
     // Tokens.

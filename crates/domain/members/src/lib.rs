@@ -10,6 +10,8 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod contract;
+mod invitation;
+mod invitations;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 mod ports;
@@ -17,9 +19,14 @@ mod service;
 mod sessions;
 mod user;
 
+pub use invitation::{
+    AcceptOutcome, INVITATION_LIFETIME_DAYS, Invitation, InvitationDetails, InvitationFormat,
+    InvitationId, InvitationToken, InviteOutcome,
+};
+pub use invitations::{INVITATION_EMAIL, InvitationMailer, Invitations, Invited};
 pub use ports::{
-    IdentityError, IdentityProvider, MemberAuditOf, MemberOutcome, MemberRepo, MemberUpdate,
-    VerifiedIdentity,
+    IdentityError, IdentityProvider, InvitationAuditOf, InvitationRepo, MemberAuditOf,
+    MemberOutcome, MemberRepo, MemberUpdate, VerifiedIdentity,
 };
 pub use service::{Me, MemberError, MembersService};
 pub use sessions::{SessionVerifier, SignedIn};

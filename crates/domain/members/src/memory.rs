@@ -8,9 +8,14 @@ use chrono::{DateTime, Utc};
 use d2_accounts::Account;
 use d2_accounts::memory::{Membership as Row, MemoryAccountRepo};
 use d2_audit::AuditEntry;
-use d2_kernel::{AccountId, Role, StoreError, UserId};
+use d2_kernel::{AccountId, NewTask, Role, SecretDigest, StoreError, UserId};
 
-use crate::ports::{MemberAuditOf, MemberOutcome, MemberRepo, MemberUpdate};
+use crate::invitation::{
+    AcceptOutcome, Invitation, InvitationDetails, InvitationId, InviteOutcome,
+};
+use crate::ports::{
+    InvitationAuditOf, InvitationRepo, MemberAuditOf, MemberOutcome, MemberRepo, MemberUpdate,
+};
 use crate::user::{Identity, Member, Membership, User};
 
 #[derive(Debug)]
@@ -22,6 +27,8 @@ struct Person {
 #[derive(Debug)]
 pub struct MemoryMembers {
     people: Mutex<Vec<Person>>,
+    invitations: Mutex<Vec<(Invitation, Option<SecretDigest>)>>,
+    tasks: Mutex<Vec<NewTask>>,
     accounts: Arc<MemoryAccountRepo>,
 }
 
@@ -29,6 +36,8 @@ impl MemoryMembers {
     pub fn new(accounts: Arc<MemoryAccountRepo>) -> Self {
         Self {
             people: Mutex::new(Vec::new()),
+            invitations: Mutex::new(Vec::new()),
+            tasks: Mutex::new(Vec::new()),
             accounts,
         }
     }
@@ -43,6 +52,44 @@ impl MemoryMembers {
             user,
             identity: None,
         });
+    }
+
+    /// The tasks enqueued with invitations, oldest first.
+    pub fn enqueued(&self) -> Vec<NewTask> {
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn invitations(&self) -> MutexGuard<'_, Vec<(Invitation, Option<SecretDigest>)>> {
+        self.invitations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn details(&self, invitation: &Invitation) -> Option<InvitationDetails> {
+        Some(InvitationDetails {
+            account_name: self
+                .accounts
+                .account(invitation.account_id)?
+                .name
+                .to_string(),
+            inviter_name: invitation
+                .invited_by
+                .and_then(|id| self.user(id))
+                .and_then(|user| user.label().map(str::to_owned)),
+            invitation: invitation.clone(),
+        })
+    }
+
+    fn is_member_email(&self, account: AccountId, email: &str) -> bool {
+        self.accounts
+            .memberships()
+            .iter()
+            .filter(|m| m.account_id == account)
+            .filter_map(|m| self.user(m.user_id))
+            .any(|user| user.email.is_some_and(|e| e.eq_ignore_ascii_case(email)))
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Person>> {
@@ -290,5 +337,163 @@ impl d2_audit::AuditLog for MemoryMembers {
         page: &d2_kernel::PageRequest,
     ) -> Result<d2_kernel::Page<d2_audit::AuditRecord>, StoreError> {
         d2_audit::AuditLog::search(self.accounts.audit().as_ref(), account_id, filter, page).await
+    }
+}
+
+#[async_trait]
+impl InvitationRepo for MemoryMembers {
+    async fn create_invitation(
+        &self,
+        invitation: &Invitation,
+        digest: Option<&SecretDigest>,
+        max_members: u32,
+        audit: &AuditEntry,
+        email: Option<&NewTask>,
+    ) -> Result<InviteOutcome, StoreError> {
+        let now = invitation.created_at;
+        let account = invitation.account_id;
+        if self.is_member_email(account, &invitation.email) {
+            return Ok(InviteOutcome::AlreadyMember);
+        }
+        let mut invitations = self.invitations();
+        let pending: Vec<&Invitation> = invitations
+            .iter()
+            .map(|(i, _)| i)
+            .filter(|i| i.account_id == account && i.is_pending(now))
+            .collect();
+        if pending
+            .iter()
+            .any(|i| i.email.eq_ignore_ascii_case(&invitation.email))
+        {
+            return Ok(InviteOutcome::AlreadyInvited);
+        }
+        let members = self
+            .accounts
+            .memberships()
+            .iter()
+            .filter(|m| m.account_id == account)
+            .count();
+        if members.saturating_add(pending.len())
+            >= usize::try_from(max_members).unwrap_or(usize::MAX)
+        {
+            return Ok(InviteOutcome::MemberLimit);
+        }
+        invitations.push((invitation.clone(), digest.copied()));
+        if let Some(task) = email {
+            self.tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(task.clone());
+        }
+        self.audit(audit.clone());
+        Ok(InviteOutcome::Created)
+    }
+
+    async fn pending_invitations(
+        &self,
+        account: AccountId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Invitation>, StoreError> {
+        let mut pending: Vec<Invitation> = self
+            .invitations()
+            .iter()
+            .map(|(i, _)| i)
+            .filter(|i| i.account_id == account && i.is_pending(now))
+            .cloned()
+            .collect();
+        pending.sort_by_key(|i| std::cmp::Reverse((i.created_at, i.id)));
+        Ok(pending)
+    }
+
+    async fn cancel_invitation(
+        &self,
+        account: AccountId,
+        id: InvitationId,
+        now: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut invitations = self.invitations();
+        let Some((invitation, _)) = invitations
+            .iter_mut()
+            .find(|(i, _)| i.id == id && i.account_id == account && i.is_pending(now))
+        else {
+            return Ok(false);
+        };
+        invitation.cancelled_at = Some(now);
+        self.audit(audit.clone());
+        Ok(true)
+    }
+
+    async fn invitation_by_digest(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<InvitationDetails>, StoreError> {
+        let found = self
+            .invitations()
+            .iter()
+            .find(|(_, d)| d.as_ref() == Some(digest))
+            .map(|(i, _)| i.clone());
+        Ok(found.and_then(|invitation| self.details(&invitation)))
+    }
+
+    async fn renew_invitation_token(
+        &self,
+        id: InvitationId,
+        digest: &SecretDigest,
+        now: DateTime<Utc>,
+    ) -> Result<Option<InvitationDetails>, StoreError> {
+        let renewed = {
+            let mut invitations = self.invitations();
+            let Some((invitation, stored)) = invitations
+                .iter_mut()
+                .find(|(i, _)| i.id == id && i.is_pending(now))
+            else {
+                return Ok(None);
+            };
+            *stored = Some(*digest);
+            invitation.clone()
+        };
+        Ok(self.details(&renewed))
+    }
+
+    async fn accept_invitation(
+        &self,
+        digest: &SecretDigest,
+        user: UserId,
+        now: DateTime<Utc>,
+        audit_of: InvitationAuditOf<'_>,
+    ) -> Result<Option<AcceptOutcome>, StoreError> {
+        let mut invitations = self.invitations();
+        let Some((invitation, _)) = invitations
+            .iter_mut()
+            .find(|(_, d)| d.as_ref() == Some(digest))
+        else {
+            return Ok(None);
+        };
+        if invitation.accepted_at.is_some() || invitation.cancelled_at.is_some() {
+            return Ok(Some(AcceptOutcome::Used));
+        }
+        if invitation.expires_at <= now {
+            return Ok(Some(AcceptOutcome::Expired));
+        }
+        let account = invitation.account_id;
+        if self
+            .accounts
+            .memberships()
+            .iter()
+            .any(|m| m.account_id == account && m.user_id == user)
+        {
+            return Ok(Some(AcceptOutcome::AlreadyMember));
+        }
+        invitation.accepted_at = Some(now);
+        invitation.accepted_by = Some(user);
+        self.accounts.put_member(Row {
+            account_id: account,
+            user_id: user,
+            role: invitation.role,
+            joined_at: now,
+        });
+        self.audit(audit_of(invitation));
+        Ok(Some(AcceptOutcome::Accepted(account, invitation.role)))
     }
 }

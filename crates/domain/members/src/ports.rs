@@ -5,13 +5,19 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_accounts::Account;
 use d2_audit::AuditEntry;
-use d2_kernel::{AccountId, Code, ErrorCode, Role, StoreError, UserId};
+use d2_kernel::{AccountId, Code, ErrorCode, NewTask, Role, SecretDigest, StoreError, UserId};
 
+use crate::invitation::{
+    AcceptOutcome, Invitation, InvitationDetails, InvitationId, InviteOutcome,
+};
 use crate::user::{Identity, Member, Membership, User};
 
 /// Builds the audit record of a member change from the member before and after it (`None`
 /// after a removal).
 pub type MemberAuditOf<'a> = &'a (dyn Fn(&Member, Option<&Member>) -> AuditEntry + Send + Sync);
+
+/// Builds the audit record of an accepted invitation.
+pub type InvitationAuditOf<'a> = &'a (dyn Fn(&Invitation) -> AuditEntry + Send + Sync);
 
 /// A change to one membership.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,4 +136,67 @@ impl ErrorCode for IdentityError {
 #[async_trait]
 pub trait IdentityProvider: Send + Sync + 'static {
     async fn verify(&self, token: &str) -> Result<VerifiedIdentity, IdentityError>;
+}
+
+/// Storage of invitations. Every write records its audit entry in the same transaction.
+#[async_trait]
+pub trait InvitationRepo: Send + Sync + 'static {
+    /// Stores `invitation` (with the digest of its token when it is made now; `None` when
+    /// the email task makes it) and `audit`, and enqueues `email` (the task that sends it,
+    /// when mail is configured), at once; unless a member of the account has its email
+    /// ([`InviteOutcome::AlreadyMember`]), a pending invitation of the account has it
+    /// ([`InviteOutcome::AlreadyInvited`]), or members and pending invitations already
+    /// number `max_members` ([`InviteOutcome::MemberLimit`]). Emails compare without case.
+    /// Concurrent invitations to one account are serialised, so the limit holds.
+    async fn create_invitation(
+        &self,
+        invitation: &Invitation,
+        digest: Option<&SecretDigest>,
+        max_members: u32,
+        audit: &AuditEntry,
+        email: Option<&NewTask>,
+    ) -> Result<InviteOutcome, StoreError>;
+
+    /// The account's pending invitations at `now`, newest first.
+    async fn pending_invitations(
+        &self,
+        account: AccountId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Invitation>, StoreError>;
+
+    /// Cancels a pending invitation of `account`, with `audit`. `false` when the account has
+    /// no such pending invitation.
+    async fn cancel_invitation(
+        &self,
+        account: AccountId,
+        id: InvitationId,
+        now: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
+
+    /// The invitation whose token has `digest`, whatever its state.
+    async fn invitation_by_digest(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<InvitationDetails>, StoreError>;
+
+    /// Gives a pending invitation a new token (its email task, before sending it); `None`,
+    /// and nothing written, when it is no longer pending at `now`.
+    async fn renew_invitation_token(
+        &self,
+        id: InvitationId,
+        digest: &SecretDigest,
+        now: DateTime<Utc>,
+    ) -> Result<Option<InvitationDetails>, StoreError>;
+
+    /// Accepts the invitation whose token has `digest` for `user`, once: the invitation is
+    /// used and the person becomes a member with its role, with `audit`, at once.
+    /// `None` when no invitation has the digest.
+    async fn accept_invitation(
+        &self,
+        digest: &SecretDigest,
+        user: UserId,
+        now: DateTime<Utc>,
+        audit_of: InvitationAuditOf<'_>,
+    ) -> Result<Option<AcceptOutcome>, StoreError>;
 }

@@ -35,6 +35,32 @@ pub enum MemberError {
     Conflict,
     #[error(transparent)]
     InvalidAccountName(#[from] InvalidAccountName),
+    #[error(
+        "an email must be 3 to 254 characters, with one `@` between a name and a domain, and no spaces"
+    )]
+    InvalidEmail,
+    #[error("the plan allows {0} members, counting pending invitations")]
+    MemberLimit(u32),
+    #[error("a member of the account already has this email")]
+    AlreadyMember,
+    #[error(
+        "a pending invitation of the account already has this email: cancel it to invite again"
+    )]
+    AlreadyInvited,
+    #[error("no such invitation")]
+    InvitationNotFound,
+    #[error("the invitation was accepted or cancelled")]
+    InvitationUsed,
+    #[error("the invitation has expired")]
+    InvitationExpired,
+    #[error(
+        "the invitation is for another email: sign in as the invited person, with an email your identity provider has verified"
+    )]
+    InvitationEmailMismatch,
+    #[error("the system random number generator failed")]
+    Randomness,
+    #[error(transparent)]
+    Entitlement(d2_kernel::EntitlementError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -51,6 +77,16 @@ impl ErrorCode for MemberError {
             MemberError::LastOwner => Code::LastOwner,
             MemberError::Conflict => Code::Conflict,
             MemberError::InvalidAccountName(_) => Code::InvalidAccountName,
+            MemberError::InvalidEmail => Code::InvalidEmail,
+            MemberError::MemberLimit(_) => Code::MemberLimit,
+            MemberError::AlreadyMember => Code::AlreadyMember,
+            MemberError::AlreadyInvited => Code::AlreadyInvited,
+            MemberError::InvitationNotFound => Code::InvitationNotFound,
+            MemberError::InvitationUsed => Code::InvitationUsed,
+            MemberError::InvitationExpired => Code::InvitationExpired,
+            MemberError::InvitationEmailMismatch => Code::InvitationEmailMismatch,
+            MemberError::Randomness => Code::Internal,
+            MemberError::Entitlement(error) => error.code(),
             MemberError::Store(error) => error.code(),
         }
     }
@@ -184,7 +220,7 @@ impl MembersService {
         user: UserId,
         update: MemberUpdate,
     ) -> Result<Option<Member>, MemberError> {
-        let caller = Self::caller_role(ctx);
+        let caller = caller_role(ctx);
         let leaving = update == MemberUpdate::Remove && ctx.user_id == Some(user);
         let now = self.clock.now();
         let audit_of = |before: &Member, after: Option<&Member>| match after {
@@ -227,14 +263,14 @@ impl MembersService {
         }
         Err(MemberError::Conflict)
     }
+}
 
-    /// The role the caller acts with: a session's (capped) role, an admin token's
-    /// [`Role::Admin`].
-    fn caller_role(ctx: &AuthContext) -> Role {
-        match ctx.role {
-            Some(role) => role,
-            None if ctx.scopes.allows(Scope::Admin) => Role::Admin,
-            None => Role::Member,
-        }
+/// The role the caller acts with: a session's (capped) role, an admin token's
+/// [`Role::Admin`].
+pub(crate) fn caller_role(ctx: &AuthContext) -> Role {
+    match ctx.role {
+        Some(role) => role,
+        None if ctx.scopes.allows(Scope::Admin) => Role::Admin,
+        None => Role::Member,
     }
 }
