@@ -2,6 +2,7 @@
 #![cfg(test)]
 
 mod harness;
+mod invitations;
 pub mod oidc;
 
 mod accounts;
@@ -19,6 +20,7 @@ mod policy;
 mod publisher_keys;
 mod replicas;
 mod rollback;
+mod smtp;
 mod tasks;
 mod tenancy;
 mod tokens;

@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use crate::harness::{Reply, TestApp};
 use crate::oidc::{OidcProvider, TestUser, decode_jwt};
 
-const AUDIENCE: &str = "https://d2.e2e.test";
+pub(crate) const AUDIENCE: &str = "https://d2.e2e.test";
 
 /// A server whose people sign in through `provider`, with the role claim `role`.
-async fn app_signing_in_with(provider: &OidcProvider) -> TestApp {
+pub(crate) async fn app_signing_in_with(provider: &OidcProvider) -> TestApp {
     TestApp::spawn_with(&[
         ("D2__AUTH__IDP__ISSUER", provider.issuer()),
         ("D2__AUTH__IDP__AUDIENCE", AUDIENCE),
@@ -26,7 +26,7 @@ async fn app_signing_in_with(provider: &OidcProvider) -> TestApp {
 }
 
 /// A person of the provider: a subject of their own, verified email, a name.
-fn person(name: &str) -> TestUser {
+pub(crate) fn person(name: &str) -> TestUser {
     let sub = uuid::Uuid::new_v4().to_string();
     TestUser::new(sub.clone(), AUDIENCE)
         .email(format!("{name}-{sub}@people.test"))
@@ -34,7 +34,7 @@ fn person(name: &str) -> TestUser {
         .name(name)
 }
 
-async fn signed_in(
+pub(crate) async fn signed_in(
     app: &TestApp,
     token: &str,
     method: Method,
@@ -48,7 +48,7 @@ async fn signed_in(
     app.send(request).await
 }
 
-async fn me(app: &TestApp, token: &str) -> Value {
+pub(crate) async fn me(app: &TestApp, token: &str) -> Value {
     signed_in(app, token, Method::GET, "/v1/users/me", None)
         .await
         .assert_status(200)
@@ -56,7 +56,7 @@ async fn me(app: &TestApp, token: &str) -> Value {
 }
 
 /// A new account owned by the person behind `token`; its id.
-async fn create_account(app: &TestApp, token: &str, name: &str) -> String {
+pub(crate) async fn create_account(app: &TestApp, token: &str, name: &str) -> String {
     let reply = app
         .send(
             app.request(Method::POST, "/v1/accounts", Some(token))
@@ -71,7 +71,7 @@ async fn create_account(app: &TestApp, token: &str, name: &str) -> String {
 
 /// Makes the person `user_id` a member of `account` with `role`, through the store (the
 /// way in, invitations, is tested on its own).
-async fn add_member(app: &TestApp, account: &str, user_id: &str, role: d2_kernel::Role) {
+pub(crate) async fn add_member(app: &TestApp, account: &str, user_id: &str, role: d2_kernel::Role) {
     let account: d2_kernel::AccountId = account.parse().unwrap();
     let user: d2_kernel::UserId = user_id.parse().unwrap();
     let audit = d2_audit::AuditEntry::system(
@@ -568,6 +568,41 @@ fn routes(account: &str) -> Vec<(Method, String, &'static str, Option<Value>, Ne
             "/v1/policy/{policy_id}/description",
             Some(json!({ "description": "d" })),
             Scope("policy.publish"),
+        ),
+        (
+            Method::POST,
+            "/v1/invitations".into(),
+            "/v1/invitations",
+            Some(json!({ "email": "someone@roles.test", "role": "member" })),
+            Scope("admin"),
+        ),
+        (
+            Method::GET,
+            "/v1/invitations".into(),
+            "/v1/invitations",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/invitations/{id}"),
+            "/v1/invitations/{invitation_id}",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::GET,
+            "/public/invitations/d2inv_nope".into(),
+            "/public/invitations/{token}",
+            None,
+            Public,
+        ),
+        (
+            Method::POST,
+            "/public/invitations/accept".into(),
+            "/public/invitations/accept",
+            Some(json!({ "token": "d2inv_nope" })),
+            Person,
         ),
         (
             Method::POST,

@@ -9,6 +9,7 @@ mod methods;
 mod metrics;
 pub mod observe;
 pub mod openapi;
+mod public;
 mod ready;
 mod routes;
 mod server;

@@ -29,6 +29,16 @@ fn accept(value: &HeaderValue) -> Option<String> {
         .then(|| text.to_owned())
 }
 
+/// The path as logs record it: secrets in paths (an invitation's token, in
+/// `GET /public/invitations/{token}`) are replaced by their parameter's name.
+fn loggable_path(path: &str) -> &str {
+    const INVITATION: &str = "/public/invitations/";
+    match path.strip_prefix(INVITATION) {
+        Some(rest) if rest != "accept" => "/public/invitations/{token}",
+        _ => path,
+    }
+}
+
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -44,7 +54,7 @@ pub async fn observe(
         "request",
         request_id = request_id.as_str(),
         method = method.as_str(),
-        path = req.path()
+        path = loggable_path(req.path())
     );
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let state = req.app_data::<Data<ApiState>>().cloned();
@@ -100,4 +110,22 @@ pub async fn limit_unauthenticated(
     next.call(req)
         .await
         .map(ServiceResponse::map_into_left_body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn invitation_tokens_never_reach_the_log() {
+        assert_eq!(
+            loggable_path("/public/invitations/d2inv_secret"),
+            "/public/invitations/{token}"
+        );
+        assert_eq!(
+            loggable_path("/public/invitations/accept"),
+            "/public/invitations/accept"
+        );
+        assert_eq!(loggable_path("/v1/keys/ed_1"), "/v1/keys/ed_1");
+    }
 }

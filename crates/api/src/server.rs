@@ -12,6 +12,7 @@ use actix_web::web::{self, Bytes, Data};
 use actix_web::{App as ActixApp, HttpServer};
 use d2_app::App;
 use utoipa_actix_web::AppExt;
+use utoipa_redoc::{Redoc, Servable as _};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::body::{path_error, query_error};
@@ -55,6 +56,8 @@ fn cors(origins: &[String], max_age: usize) -> Cors {
             header::IF_MATCH,
             header::IF_NONE_MATCH,
             crate::headers::API_KEY,
+            crate::headers::AGENT_TOKEN,
+            crate::headers::ORG_ID,
             crate::headers::REQUEST_ID,
         ])
         .expose_headers(EXPOSED)
@@ -113,6 +116,13 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
     let document = crate::openapi::document();
     let methods = Arc::new(MethodTable::from_document(&document));
     let openapi_json = Bytes::from(document.to_json().map_err(std::io::Error::other)?);
+    let openapi_yaml = Bytes::from(format!(
+        "# The D2 control plane's API, generated {} from the running server's routes.\n{}",
+        app.clock
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        document.to_yaml().map_err(std::io::Error::other)?
+    ));
     spawn_limiter_sweeper(limiter.clone(), app.shutdown_token());
     let jwks_cache_control = format!("public, max-age={}", settings.jwks.cache_max_age_seconds)
         .parse()
@@ -130,6 +140,7 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
         )),
         openapi_json,
+        openapi_yaml,
         methods,
         jwks_cache_control,
         jwks_private_cache_control,
@@ -138,6 +149,7 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
     let max_age = http.cors.max_age_seconds;
     let max_body = http.max_body_bytes;
     let swagger_ui = http.swagger_ui;
+    let redoc_document = document.clone();
     let port = listener.local_addr()?.port();
 
     let mut server = HttpServer::new(move || {
@@ -148,6 +160,7 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .wrap(from_fn(limit_unauthenticated))
             .wrap(cors(&origins, max_age))
+            .wrap(from_fn(crate::public::public_cors))
             .wrap(from_fn(observe))
             .into_utoipa_app()
             .configure(routes::configure)
@@ -158,8 +171,10 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
                 SwaggerUi::new("/docs/{_:.*}")
                     .url("/openapi.json", utoipa::openapi::OpenApi::default()),
             )
+            .service(Redoc::with_url("/redoc", redoc_document.clone()))
         } else {
             app.service(web::scope("/docs").default_service(web::to(routes::not_found)))
+                .service(web::resource("/redoc").to(routes::not_found))
         };
         app.default_service(web::to(methods::unmatched))
     })

@@ -20,6 +20,8 @@ pub struct ApiState {
     /// Permits to work on a large policy body, one per core.
     pub large_bodies: Arc<tokio::sync::Semaphore>,
     pub openapi_json: Bytes,
+    /// `/public/openapi.yaml`: the same, as YAML, with the time it was generated.
+    pub openapi_yaml: Bytes,
     /// The methods each documented path declares (for 405 and `Allow`).
     pub methods: Arc<MethodTable>,
     /// `Cache-Control` of the JWKS, rendered once.

@@ -19,7 +19,7 @@ use d2_kernel::job::config_key;
 use d2_kernel::limit::{LocalQuotas, QuotaStore};
 use d2_kernel::{Clock, ScheduledJob, StoreError, TaskHandler, TaskQueue, TaskRunner};
 use d2_logflare::{LogflareForwarder, LogflareWorker};
-use d2_members::MembersService;
+use d2_members::{Invitations, MembersService};
 use d2_policy::PolicyService;
 use d2_redis::{RedisQuotas, RedisSettings};
 use d2_tokens::{
@@ -55,6 +55,8 @@ pub enum StartupError {
     ClickHouse(#[source] StoreError),
     #[error("cannot start the Logflare forwarder: {0}")]
     Logflare(#[from] d2_logflare::StartError),
+    #[error("cannot use the mail server of [smtp]: {0}")]
+    Smtp(#[source] d2_smtp::StartError),
     #[error("cannot use the identity provider of auth.idp: {0}")]
     IdentityProvider(#[source] d2_oidc::ConnectError),
     #[error("redis.url (D2__REDIS__URL) is invalid: {0}")]
@@ -69,6 +71,7 @@ pub struct App {
     pub store: Store,
     pub accounts: AccountService,
     pub members: Arc<MembersService>,
+    pub invitations: Arc<Invitations>,
     pub tokens: TokenService,
     pub verifier: Arc<TokenVerifier>,
     /// Authenticates every kind of credential (API tokens through `verifier`).
@@ -145,7 +148,7 @@ impl App {
         };
         let accounts = domains::accounts::build(&shared, &mut registry);
         let tokens = domains::tokens::build(&shared, &mut registry)?;
-        let members = domains::members::build(&shared, &mut registry).await?;
+        let members = domains::members::build(&shared, &mut registry, &accounts).await?;
         let policies = domains::policy::build(&shared, &mut registry, &accounts)?;
         let events = domains::events::build(&shared, &mut registry, &accounts)?;
         let audit = domains::audit::build(&shared);
@@ -172,6 +175,7 @@ impl App {
                 members.sessions,
             )),
             members: members.members,
+            invitations: members.invitations,
             verifier: tokens.verifier,
             bootstrap: tokens.bootstrap,
             audit,

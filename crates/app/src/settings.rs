@@ -70,6 +70,9 @@ pub struct Settings {
     pub auth: tokens::AuthSettings,
     pub accounts: accounts::AccountsSettings,
     pub members: members::MembersSettings,
+    /// Outgoing mail (invitations), when `smtp.url` is set.
+    #[serde(default)]
+    pub smtp: Option<d2_smtp::SmtpSettings>,
     pub jwks: policy::JwksSettings,
     pub policy: policy::PolicyConfig,
     pub events: events::EventSettings,
@@ -450,6 +453,7 @@ impl Settings {
             ));
         }
         self.auth.validate()?;
+        self.members.validate()?;
         self.jwks.validate()?;
         self.policy.validate()?;
         events::validate(self)

@@ -23,7 +23,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
 
 /// Routes served outside the OpenAPI description.
 pub fn health_routes(cfg: &mut actix_web::web::ServiceConfig) {
-    cfg.service(openapi_json);
+    cfg.service(openapi_json).service(openapi_yaml);
 }
 
 /// The process is up.
@@ -87,6 +87,18 @@ async fn openapi_json(state: Data<ApiState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
         .body(state.openapi_json.clone())
+}
+
+/// The API description as YAML, for tools and pages anywhere (public, cacheable).
+#[get("/public/openapi.yaml")]
+async fn openapi_yaml(state: Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/yaml")
+        .insert_header((
+            actix_web::http::header::CACHE_CONTROL,
+            "public, max-age=300",
+        ))
+        .body(state.openapi_yaml.clone())
 }
 
 /// Anything no route matched.

@@ -11,6 +11,7 @@ mod audit;
 mod bootstrap;
 mod events;
 mod health;
+mod invitations;
 mod jwks;
 mod keys;
 mod members;
@@ -43,6 +44,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(keys::configure)
         .configure(accounts::configure)
         .configure(members::configure)
+        .configure(invitations::configure)
+        .configure(invitations::configure_public)
         .configure(tokens::configure)
         .configure(policy::configure_by_id);
 }

@@ -1,15 +1,19 @@
-//! Members: the `[members]` section, the identity provider of `auth.idp`, sessions and the
-//! members service.
+//! Members: the `[members]` and `[smtp]` sections, the identity provider of `auth.idp`,
+//! sessions, the members and invitations services, and the task that mails invitations.
 
 use std::sync::Arc;
 
-use d2_members::{IdentityProvider, MembersService, SessionVerifier};
+use d2_accounts::AccountService;
+use d2_members::{
+    IdentityProvider, InvitationMailer, Invitations, MembersService, SessionVerifier,
+};
 use d2_oidc::OidcProvider;
+use d2_smtp::SmtpMailer;
 use serde::Deserialize;
 
 use super::{Registry, Shared};
 use crate::StartupError;
-use crate::settings::CacheConfig;
+use crate::settings::{CacheConfig, SettingsError};
 
 /// `[members]`
 #[derive(Clone, Debug, Deserialize)]
@@ -18,10 +22,28 @@ pub struct MembersSettings {
     /// Verified sign-in tokens and members' roles; a membership change invalidates its
     /// entries on every replica.
     pub session_cache: CacheConfig,
+    /// The acceptance page of invitations (a dashboard's): an invitation's link is this
+    /// followed by its token.
+    pub invitation_link: String,
+}
+
+impl MembersSettings {
+    pub(crate) fn validate(&self) -> Result<(), SettingsError> {
+        if !(self.invitation_link.starts_with("https://")
+            || self.invitation_link.starts_with("http://"))
+        {
+            return Err(SettingsError::invalid(
+                "members.invitation_link",
+                "must be an http(s) URL",
+            ));
+        }
+        Ok(())
+    }
 }
 
 pub(crate) struct Members {
     pub members: Arc<MembersService>,
+    pub invitations: Arc<Invitations>,
     /// Sign-in, when `auth.idp` is configured.
     pub sessions: Option<Arc<SessionVerifier>>,
 }
@@ -29,6 +51,7 @@ pub(crate) struct Members {
 pub(crate) async fn build(
     shared: &Shared<'_>,
     registry: &mut Registry,
+    accounts: &AccountService,
 ) -> Result<Members, StartupError> {
     let sessions = match identity_provider(shared).await? {
         Some(provider) => {
@@ -50,7 +73,34 @@ pub(crate) async fn build(
         shared.clock.clone(),
         shared.settings.plans.trial_days,
     ));
-    Ok(Members { members, sessions })
+    let mailer = match &shared.settings.smtp {
+        Some(smtp) => Some(Arc::new(
+            SmtpMailer::new(smtp.clone()).map_err(StartupError::Smtp)?,
+        )),
+        None => None,
+    };
+    let invitations = Arc::new(Invitations::new(
+        shared.repositories.clone(),
+        shared.repositories.clone(),
+        Arc::new(accounts.clone()),
+        shared.pepper.clone(),
+        shared.clock.clone(),
+        mailer.is_some(),
+    ));
+    if let Some(mailer) = mailer {
+        registry.handle(InvitationMailer::new(
+            shared.repositories.clone(),
+            mailer,
+            shared.pepper.clone(),
+            shared.clock.clone(),
+            shared.settings.members.invitation_link.clone(),
+        ));
+    }
+    Ok(Members {
+        members,
+        invitations,
+        sessions,
+    })
 }
 
 /// The OpenID provider of `auth.idp`, if configured. Its keys are fetched now and

@@ -69,10 +69,6 @@ impl Registry {
     }
 
     /// The handler of the tasks of one kind the domain enqueues.
-    #[expect(
-        dead_code,
-        reason = "no domain enqueues tasks yet; the worker and embedders run handlers of their own"
-    )]
     pub fn handle(&mut self, handler: impl TaskHandler + 'static) {
         self.task_handlers.push(Arc::new(handler));
     }
