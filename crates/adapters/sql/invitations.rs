@@ -140,7 +140,7 @@ impl InvitationRepo for crate::Store {
         let mut conn = self.writer().await?;
         let cancelled = write_transaction!(conn, async |conn| {
             let cancelled = diesel::update(
-                pending_of!(Id::from(account), now).filter(invitations::id.eq(Id::from(id))),
+                pending_of!(Id::from(account), now).filter(invitations::id.eq(Id(*id.as_uuid()))),
             )
             .set(invitations::cancelled_at.eq(now))
             .execute(conn)
@@ -179,7 +179,7 @@ impl InvitationRepo for crate::Store {
         let row = write_transaction!(conn, async |conn| {
             let renewed = diesel::update(
                 invitations::table
-                    .filter(invitations::id.eq(Id::from(id)))
+                    .filter(invitations::id.eq(Id(*id.as_uuid())))
                     .filter(invitations::accepted_at.is_null())
                     .filter(invitations::cancelled_at.is_null())
                     .filter(invitations::expires_at.gt(now)),
@@ -192,7 +192,7 @@ impl InvitationRepo for crate::Store {
             }
             Ok(Some(
                 with_details!()
-                    .filter(invitations::id.eq(Id::from(id)))
+                    .filter(invitations::id.eq(Id(*id.as_uuid())))
                     .first::<DetailsRow>(conn)
                     .await?,
             ))
@@ -237,7 +237,7 @@ impl InvitationRepo for crate::Store {
             if member.is_some() {
                 return Ok(Some(AcceptOutcome::AlreadyMember));
             }
-            diesel::update(invitations::table.find(Id::from(invitation.id)))
+            diesel::update(invitations::table.find(Id(*invitation.id.as_uuid())))
                 .set((
                     invitations::accepted_at.eq(now),
                     invitations::accepted_by.eq(Id::from(user)),
@@ -281,7 +281,7 @@ pub(crate) struct InvitationRow {
 impl InvitationRow {
     fn from_domain(invitation: &Invitation, digest: Option<&SecretDigest>) -> Self {
         Self {
-            id: Id::from(invitation.id),
+            id: Id(*invitation.id.as_uuid()),
             account_id: Id::from(invitation.account_id),
             email: invitation.email.clone(),
             role: invitation.role.as_str().to_owned(),
@@ -297,7 +297,7 @@ impl InvitationRow {
 
     fn into_domain(self) -> Result<Invitation, StoreError> {
         Ok(Invitation {
-            id: self.id.into(),
+            id: InvitationId::from_uuid(self.id.0),
             account_id: self.account_id.into(),
             email: self.email,
             role: self

@@ -149,7 +149,7 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
     let max_age = http.cors.max_age_seconds;
     let max_body = http.max_body_bytes;
     let swagger_ui = http.swagger_ui;
-    let redoc_document = document.clone();
+    let redoc_document = document;
     let port = listener.local_addr()?.port();
 
     let mut server = HttpServer::new(move || {
