@@ -4,7 +4,8 @@
 # authentication, middleware or logging) measured in the same run. Prints requests/s, p50
 # and p99 per route and each hot route's share of the bare handler's throughput: the
 # authenticated 304 poll against the bare 304, the JWKS and /v1/accounts/me against the
-# bare JSON handler.
+# bare JSON handler; and /v1/accounts/me with a signed-in person's cached JWT (from a real
+# OpenID provider, scripts/oidc-provider.sh) against the same route with an API token.
 # STORE=sqlite runs the same load on a SQLite file instead of the local PostgreSQL.
 # INSTRUCTIONS=1 runs d2-api under valgrind's callgrind instead and prints the instructions
 # it executes per request on each hot route: exact and repeatable whatever else the machine
@@ -38,6 +39,7 @@ cleanup() {
     [ -n "${api_pid:-}" ] && kill "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null
     [ -n "${bare_pid:-}" ] && kill "$bare_pid" 2>/dev/null && wait "$bare_pid" 2>/dev/null
     [ "$STORE" = postgres ] && psql -q "$server" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
+    OIDC_DIR="$work/oidc" scripts/oidc-provider.sh stop 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -57,6 +59,10 @@ export D2__LOG__FILTER="$LOG_FILTER"
 # route's own cost is measured (the ceiling is still checked on every poll).
 export D2__POLICY__POLL_CEILING_PER_SECOND=1000000000
 export D2__POLICY__POLL_CEILING_BURST=1000000000
+# People sign in through a real OpenID provider.
+issuer=$(OIDC_DIR="$work/oidc" scripts/oidc-provider.sh start)
+export D2__AUTH__IDP__ISSUER="$issuer"
+export D2__AUTH__IDP__AUDIENCE="https://d2.bench"
 target/release/d2ctl migrate >/dev/null
 token=$(target/release/d2ctl bootstrap 2>/dev/null)
 if [ "$INSTRUCTIONS" = 1 ]; then
@@ -111,6 +117,12 @@ issue() {
         "$base/v1/accounts/$account/tokens" | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])'
 }
 dev=$(issue '{"kind": "dev"}')
+# A signed-in person with an account of their own: the JWT is verified once, then cached.
+jwt=$(curl -fs -u d2-tests:d2-tests-secret -d grant_type=urn:d2:test:user -d sub=bench-person \
+    -d email=person@bench.test -d email_verified=true -d name=Bench -d resource=https://d2.bench \
+    -d ttl=86400 "$issuer/token" | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
+org=$(curl -fs -X POST -H "Authorization: Bearer $jwt" -H 'Content-Type: application/json' \
+    -d '{"name": "Bench people"}' "$base/v1/accounts" | python3 -c 'import json, sys; print(json.load(sys.stdin)["account_id"])')
 server_token=$(issue '{"kind": "server", "app_name": "bench"}')
 printf 'metadata:\n  name: bench\n  description: load test\npolicies:\n  - role: analyst\n    permissions: [reports.read, reports.export]\n' > "$work/policy.yaml"
 "$(scripts/python-venv.sh)/bin/python" - "$work" <<'PY'
@@ -166,11 +178,14 @@ if [ "$INSTRUCTIONS" = 1 ]; then
     count bare_json "$bare_base/json"
     count jwks /.well-known/jwks.json -H "Authorization: Bearer $server_token"
     count accounts_me /v1/accounts/me -H "Authorization: Bearer $token"
+    count accounts_me_jwt /v1/accounts/me -H "Authorization: Bearer $jwt" -H "X-Org-ID: $org"
     count healthz /healthz
     instruction_share bundle_304 bare_304
     instruction_share jwks bare_json
     instruction_share accounts_me bare_json
     instruction_share healthz bare_json
+share accounts_me_jwt accounts_me
+    instruction_share accounts_me_jwt accounts_me
     exit 0
 fi
 echo "d2-api release build, $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, log filter $LOG_FILTER (JSON to a file)"
@@ -179,6 +194,7 @@ run bundle_304 /v1/policy/bundle -H "Authorization: Bearer $server_token" -H "If
 run bare_json "$bare_base/json"
 run jwks /.well-known/jwks.json -H "Authorization: Bearer $server_token"
 run accounts_me /v1/accounts/me -H "Authorization: Bearer $token"
+run accounts_me_jwt /v1/accounts/me -H "Authorization: Bearer $jwt" -H "X-Org-ID: $org"
 run healthz /healthz
 CONNECTIONS=1 THREADS=1 run publish_1_client "/v1/policy/publish?app_name=bench" -s "$work/publish.lua"
 share() { # route, reference

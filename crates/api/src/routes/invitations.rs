@@ -32,10 +32,15 @@ pub fn configure_public(cfg: &mut ServiceConfig<'_>) {
 pub struct InviteBody {
     /// Where the invitation goes; the person accepting must have this email, verified by
     /// their identity provider.
-    #[schema(min_length = 3, max_length = 254, example = "ada@example.com")]
+    #[schema(
+        min_length = 3,
+        max_length = 254,
+        pattern = "^\\s*[^@\\s\\u0000-\\u001F\\u007F-\\u009F]+@[^@\\s\\u0000-\\u001F\\u007F-\\u009F]+\\s*$",
+        example = "ada@example.com"
+    )]
     pub email: String,
     /// `owner` (owners only), `admin`, `developer` or `member`.
-    #[schema(example = "developer")]
+    #[schema(pattern = "^(owner|admin|developer|member)$", example = "developer")]
     pub role: String,
 }
 

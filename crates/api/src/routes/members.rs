@@ -197,8 +197,8 @@ async fn list_members(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
-    #[schema(value_type = String, example = "developer")]
     /// `owner`, `admin`, `developer` or `member`.
+    #[schema(pattern = "^(owner|admin|developer|member)$", example = "developer")]
     pub role: String,
 }
 
