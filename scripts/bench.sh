@@ -184,7 +184,6 @@ if [ "$INSTRUCTIONS" = 1 ]; then
     instruction_share jwks bare_json
     instruction_share accounts_me bare_json
     instruction_share healthz bare_json
-share accounts_me_jwt accounts_me
     instruction_share accounts_me_jwt accounts_me
     exit 0
 fi
@@ -205,3 +204,4 @@ share bundle_304 bare_304
 share jwks bare_json
 share accounts_me bare_json
 share healthz bare_json
+share accounts_me_jwt accounts_me

@@ -1,9 +1,10 @@
 //! One authenticator for every kind of credential a caller can present.
 //!
-//! The kind is told from the text's shape alone, before any digest or lookup: the API
-//! token prefix (`d2_`) is checked first, so the hot path (the bundle poll, a cached API
-//! token) costs one prefix comparison more than the token verifier alone and allocates
-//! nothing. Each kind is answered by its own verifier and ends as the same
+//! The kind is told from the text's shape alone, before any lookup: the API token prefix
+//! (`d2_`) is checked first, so the hot path (the bundle poll, a cached API token) costs
+//! one prefix comparison more than the token verifier alone and allocates nothing. A
+//! session served before is found by its keyed digest first, so a cached JWT is not
+//! parsed again either. Each kind is answered by its own verifier and ends as the same
 //! [`AuthContext`]: drivers and services never ask which kind it was.
 //!
 //! | presented | kind | answered by |
@@ -158,9 +159,12 @@ impl Authenticator {
             CredentialKind::ApiToken => in_account(self.tokens.verify(presented).await?, account),
             CredentialKind::Jwt => {
                 let sessions = self.sessions()?;
-                let signed_in = sessions.sign_in(presented).await?;
-                let account = account.ok_or(AuthenticationError::AccountRequired)?;
-                Ok(sessions.session(&signed_in, account).await?)
+                let Some(account) = account else {
+                    // Verified anyway: a bad token is refused as such, not for its route.
+                    sessions.sign_in(presented).await?;
+                    return Err(AuthenticationError::AccountRequired);
+                };
+                Ok(sessions.authenticate(presented, account).await?)
             }
             CredentialKind::Malformed => Err(AuthenticationError::Malformed),
         }
@@ -175,30 +179,24 @@ impl Authenticator {
         presented: &str,
         account: Option<AccountId>,
     ) -> Option<Result<Arc<AuthContext>, AuthenticationError>> {
+        // A session served before answers from its keyed digest, without reading the text
+        // again: only verified tokens are cached.
+        if let (Some(sessions), Some(account)) = (self.sessions.as_deref(), account)
+            && !presented.starts_with(ApiTokenFormat::PREFIX)
+            && let Some(answer) = sessions.authenticate_cached(presented, account).await
+        {
+            return Some(answer.map_err(Into::into));
+        }
         match CredentialKind::of(presented) {
             CredentialKind::ApiToken => Some(match self.tokens.verify_cached(presented).await? {
                 Ok(context) => in_account(context, account),
                 Err(error) => Err(error.into()),
             }),
-            CredentialKind::Jwt => {
-                let sessions = match self.sessions() {
-                    Ok(sessions) => sessions,
-                    Err(error) => return Some(Err(error)),
-                };
-                let signed_in = match sessions.sign_in_cached(presented).await? {
-                    Ok(signed_in) => signed_in,
-                    Err(error) => return Some(Err(error.into())),
-                };
-                let Some(account) = account else {
-                    return Some(Err(AuthenticationError::AccountRequired));
-                };
-                Some(
-                    sessions
-                        .session_cached(&signed_in, account)
-                        .await?
-                        .map_err(Into::into),
-                )
-            }
+            // Not served before (or no account named): the provider or the store decides.
+            CredentialKind::Jwt => match self.sessions() {
+                Err(error) => Some(Err(error)),
+                Ok(_) => None,
+            },
             CredentialKind::Malformed => Some(Err(AuthenticationError::Malformed)),
         }
     }
