@@ -17,6 +17,8 @@ pub mod memory;
 mod ports;
 mod service;
 mod sessions;
+#[cfg(test)]
+mod tests;
 mod user;
 
 pub use invitation::{
