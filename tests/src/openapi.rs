@@ -51,16 +51,67 @@ async fn every_documented_operation_is_routed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn swagger_ui_is_served_outside_production() {
+async fn swagger_ui_and_redoc_are_served_outside_production() {
     let app = TestApp::spawn().await;
     let reply = app.send(app.request(Method::GET, "/docs/", None)).await;
     assert_eq!(reply.status, 200);
     assert!(reply.text.to_lowercase().contains("swagger"));
+    let redoc = app.send(app.request(Method::GET, "/redoc", None)).await;
+    assert_eq!(redoc.status, 200);
+    assert!(
+        redoc.text.to_lowercase().contains("redoc"),
+        "{}",
+        redoc.text
+    );
+    assert!(
+        redoc.text.contains("/v1/invitations"),
+        "the document is the API's"
+    );
     let hidden = TestApp::spawn_with(&[("D2__HTTP__SWAGGER_UI", "false")]).await;
-    let reply = hidden
-        .send(hidden.request(Method::GET, "/docs/", None))
+    for path in ["/docs/", "/redoc"] {
+        let reply = hidden.send(hidden.request(Method::GET, path, None)).await;
+        reply.assert_problem(404, "route_not_found");
+    }
+}
+
+/// `/public/openapi.yaml`: the same document as YAML, dated, cacheable, for any origin.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_public_yaml_description_is_the_json_one_dated_and_cacheable() {
+    let app = TestApp::spawn_with(&[("D2__HTTP__SWAGGER_UI", "false")]).await;
+    let reply = app
+        .send(
+            app.request(Method::GET, "/public/openapi.yaml", None)
+                .header("Origin", "https://anywhere.test"),
+        )
         .await;
-    reply.assert_problem(404, "route_not_found");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.header("cache-control"), Some("public, max-age=300"));
+    assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(reply.header("content-type"), Some("application/yaml"));
+    let first = reply.text.lines().next().unwrap();
+    assert!(
+        first.starts_with("# ") && first.contains("generated"),
+        "{first}"
+    );
+    let year = app.app.clock.now().format("%Y-").to_string();
+    assert!(first.contains(&year), "{first}");
+    let json = app
+        .send(app.request(Method::GET, "/openapi.json", None))
+        .await;
+    for path in json.body["paths"].as_object().unwrap().keys() {
+        assert!(
+            reply.text.contains(&format!("{path}:")),
+            "{path} missing from the YAML"
+        );
+    }
+    // Other routes keep the configured origins.
+    let private = app
+        .send(
+            app.request(Method::GET, "/healthz", None)
+                .header("Origin", "https://anywhere.test"),
+        )
+        .await;
+    assert_ne!(private.header("access-control-allow-origin"), Some("*"));
 }
 
 /// A method a documented path does not declare is 405 with `Allow` listing the declared
