@@ -45,6 +45,12 @@ impl MemoryMembers {
         });
     }
 
+    /// How lists name the person `id` ([`User::label`]), if they exist.
+    pub fn label_of(&self, id: UserId) -> Option<String> {
+        self.user(id)
+            .and_then(|user| user.label().map(str::to_owned))
+    }
+
     fn lock(&self) -> MutexGuard<'_, Vec<Person>> {
         self.people.lock().unwrap_or_else(PoisonError::into_inner)
     }
