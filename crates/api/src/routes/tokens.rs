@@ -154,8 +154,8 @@ pub struct TokenBody {
     pub revoked_at: Option<DateTime<Utc>>,
     /// Set once rotated: the replacement's id.
     pub replaced_by: Option<Uuid>,
-    /// When it last authenticated a request, to the minute; the servers write it every
-    /// 30 seconds, so it can lag by that much.
+    /// When it last authenticated a request, to within a minute: a server notes a token's
+    /// use at most once a minute, and writes what it noted every 30 seconds.
     pub last_used_at: Option<DateTime<Utc>>,
 }
 

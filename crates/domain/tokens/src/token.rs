@@ -124,8 +124,9 @@ pub struct ApiToken {
     pub revoked_at: Option<DateTime<Utc>>,
     /// Set when the token was rotated: the id of its replacement.
     pub replaced_by: Option<TokenId>,
-    /// When the token last authenticated a request, to the minute, as last written by the
-    /// verifiers' batched writes (so up to a flush interval behind).
+    /// When the token last authenticated a request, to within a minute (a verifier notes
+    /// a token's use at most once a minute), as last written by the verifiers' batched
+    /// writes (so up to a flush interval behind).
     pub last_used_at: Option<DateTime<Utc>>,
 }
 

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use d2_kernel::{
     AuthContext, CacheSettings, CacheStats, Change, ChangeSubscriber, Clock, Code, CoherentCache,
     ErrorCode, StoreError, TokenId,
@@ -173,10 +173,12 @@ impl TokenVerifier {
         {
             return;
         }
+        // To the second: every store keeps that exactly.
+        let at = now.trunc_subsecs(0);
         self.pending_uses()
             .entry(token.id)
-            .and_modify(|at| *at = (*at).max(now))
-            .or_insert(now);
+            .and_modify(|noted| *noted = (*noted).max(at))
+            .or_insert(at);
     }
 
     fn pending_uses(&self) -> MutexGuard<'_, HashMap<TokenId, DateTime<Utc>>> {

@@ -1,7 +1,7 @@
 //! Tokens for people: assignees, the plan's cap, one token's reads and changes, and when
 //! tokens were last used.
 
-use chrono::Duration;
+use chrono::{Duration, SubsecRound as _};
 use d2_accounts::memory::Membership;
 use d2_audit::AuditAction;
 use d2_kernel::{AuthContext, Clock, Code, ErrorCode, PageRequest, PlanCatalog, Role, TokenId};
@@ -338,7 +338,7 @@ async fn uses_are_noted_once_a_minute_and_written_only_by_a_flush() {
     };
     // `admin()` verified the token once: noted, not written.
     assert_eq!(last_used().await, None);
-    let first_use = w.clock.now();
+    let first_use = w.clock.now().trunc_subsecs(0);
     assert_eq!(w.tokens.flush_usage().await.unwrap(), 1);
     assert_eq!(last_used().await, Some(first_use));
     assert_eq!(
