@@ -21,5 +21,6 @@ mod replicas;
 mod rollback;
 mod tasks;
 mod tenancy;
+mod token_people;
 mod tokens;
 mod worker;
