@@ -325,6 +325,8 @@ async fn one_token_is_read_and_changed_and_malformed_requests_change_nothing() {
             "account_mismatch",
         ),
         (path.clone(), json!({}), 400, "invalid_body"),
+        (path.clone(), json!([null, null]), 400, "invalid_body"),
+        (path.clone(), json!(null), 400, "invalid_body"),
         (
             path.clone(),
             json!({ "scopes": ["admin"] }),
