@@ -23,7 +23,12 @@ fn token_path(tenant: &Tenant, token_id: &str) -> String {
 /// A person who signed in with these names, a member of `tenant`'s account when given
 /// (through the store: the ways in, sign-in and membership changes, are tested on their
 /// own); their id.
-async fn person(app: &TestApp, name: Option<&str>, email: &str, tenant: Option<&Tenant>) -> String {
+pub(crate) async fn person(
+    app: &TestApp,
+    name: Option<&str>,
+    email: &str,
+    tenant: Option<&Tenant>,
+) -> String {
     let store = app.app.store.repositories();
     let identity = Identity {
         issuer: "https://idp.token-people.test".into(),
