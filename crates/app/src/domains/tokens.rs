@@ -56,7 +56,7 @@ pub(crate) struct Tokens {
 }
 
 /// How often a server writes the token uses its verifier noted (one statement per flush;
-/// `last_used_at` is shown to the minute, so lists lag by at most this much more).
+/// a use is noted at most once a minute per token, so lists lag by at most this much more).
 const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
 
 pub(crate) fn build(
