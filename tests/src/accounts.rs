@@ -47,6 +47,7 @@ async fn me_reports_exactly_what_the_sdk_reads_for_any_credential() {
                 "ingest_interval",
                 "max_apps",
                 "max_members",
+                "max_tokens",
                 "max_tools",
                 "poll_sec"
             ]
@@ -60,6 +61,7 @@ async fn me_reports_exactly_what_the_sdk_reads_for_any_credential() {
         assert_eq!(body["quotas"]["max_tools"], 5);
         assert_eq!(body["quotas"]["event_batch"], 1000);
         assert_eq!(body["quotas"]["current_members"], 1);
+        assert_eq!(body["quotas"]["max_tokens"], 10);
         assert_eq!(body["metrics_enabled"], true);
         assert_eq!(body["require_publisher_key_approval"], false);
         assert_eq!(body["event_sample"]["authz_decision"], 1.0);

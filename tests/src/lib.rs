@@ -23,5 +23,6 @@ mod rollback;
 mod smtp;
 mod tasks;
 mod tenancy;
+mod token_people;
 mod tokens;
 mod worker;

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::events::{decision, events_of, ingest};
 use crate::harness::{TestApp, TestDatabase, settings};
 use crate::policy::{publishing_tenant, server_token};
+use crate::token_people::person;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sqlite_store_moves_to_postgresql_with_tokens_keys_bundles_and_events_intact() {
@@ -53,6 +54,37 @@ async fn moves_intact(from: TestDatabase, to: TestDatabase) {
     )
     .await
     .assert_status(202);
+    // A token issued for a member, and when tokens were last used.
+    let member = person(&app, Some("Mo Member"), "mo@copy.test", Some(&tenant)).await;
+    let tokens_path = format!("/v1/accounts/{}/tokens", tenant.account_id);
+    app.post(
+        &tokens_path,
+        &tenant.token,
+        json!({ "kind": "dev", "assigned_user_id": member }),
+    )
+    .await
+    .assert_status(201);
+    app.app.tokens.flush_usage().await.unwrap();
+    let people_of = |list: &Value| {
+        let mut people: Vec<(Value, Value, Value, Value)> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["token_id"].clone(),
+                    t["assigned_user_id"].clone(),
+                    t["user_name"].clone(),
+                    t["last_used_at"].clone(),
+                )
+            })
+            .collect();
+        people.sort_by_key(|p| p.0.to_string());
+        people
+    };
+    let people = people_of(&app.get(&tokens_path, &tenant.token).await.body);
+    assert!(people.iter().any(|p| p.1 == member.as_str()));
+    assert!(people.iter().any(|p| p.3.is_string()));
     let events = events_of(&app, &tenant).await;
     let audit = app.audit(&tenant).await;
     // The export has passed the first event, not the second.
@@ -102,6 +134,11 @@ async fn moves_intact(from: TestDatabase, to: TestDatabase) {
     ));
 
     let (moved, _from) = TestApp::move_to(app, to).await;
+    assert_eq!(
+        people_of(&moved.get(&tokens_path, &tenant.token).await.body),
+        people,
+        "assignees and last uses are copied"
+    );
     moved
         .get("/v1/accounts/me", &tenant.token)
         .await

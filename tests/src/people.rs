@@ -372,6 +372,20 @@ fn routes(account: &str) -> Vec<(Method, String, &'static str, Option<Value>, Ne
             Scope("admin"),
         ),
         (
+            Method::GET,
+            format!("/v1/accounts/{account}/tokens/{id}"),
+            "/v1/accounts/{account_id}/tokens/{token_id}",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/accounts/{account}/tokens/{id}"),
+            "/v1/accounts/{account_id}/tokens/{token_id}",
+            Some(json!({ "token_name": "roles" })),
+            Scope("admin"),
+        ),
+        (
             Method::DELETE,
             format!("/v1/accounts/{account}/tokens/{id}"),
             "/v1/accounts/{account_id}/tokens/{token_id}",

@@ -174,6 +174,47 @@ async fn changes_through_one_process_reach_another_within_a_second() {
         "the replica still accepted the revoked token a second later"
     );
 
+    // A new expiry set through the first process holds on the second at once (the
+    // replica runs on the real clock, which is past this server's manual one).
+    let (expiring, expiring_id) = app.issue(&tenant, json!({ "kind": "server" })).await;
+    let expiring_on_replica = || {
+        app.http
+            .request(Method::GET, format!("{}/v1/accounts/me", replica.base))
+            .bearer_auth(&expiring)
+    };
+    for _ in 0..3 {
+        assert_eq!(expiring_on_replica().send().await.unwrap().status(), 200);
+    }
+    let expires_at = {
+        use d2_kernel::Clock as _;
+        app.clock.now() + chrono::Duration::milliseconds(100)
+    };
+    app.patch(
+        &format!("/v1/accounts/{}/tokens/{expiring_id}", tenant.account_id),
+        &tenant.token,
+        json!({ "expires_at": expires_at }),
+    )
+    .await
+    .assert_status(200);
+    let changed_at = Instant::now();
+    let mut status = 200;
+    while changed_at.elapsed() < Duration::from_secs(1) {
+        status = expiring_on_replica()
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 401 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        status, 401,
+        "the replica still accepted the token a second after its new expiry"
+    );
+
     // An account change made through the first process reaches the second's cache too.
     let me_on_replica = || {
         app.http
@@ -209,7 +250,13 @@ async fn changes_through_one_process_reach_another_within_a_second() {
         logs.contains("request completed"),
         "the replica's log was captured"
     );
-    for secret in [&token, &tenant.token, &app.pepper, &app.control_plane] {
+    for secret in [
+        &token,
+        &expiring,
+        &tenant.token,
+        &app.pepper,
+        &app.control_plane,
+    ] {
         assert!(
             !logs.contains(secret.as_str()),
             "a secret appeared in the replica's log"

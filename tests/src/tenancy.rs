@@ -39,6 +39,16 @@ async fn every_account_route_refuses_another_accounts_caller_and_changes_nothing
             json!({ "app_name": "x" }),
         ),
         (
+            Method::GET,
+            format!("/v1/accounts/{account}/tokens/{their_dev_id}"),
+            Value::Null,
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/accounts/{account}/tokens/{their_dev_id}"),
+            json!({ "token_name": "pwned", "expires_at": null }),
+        ),
+        (
             Method::DELETE,
             format!("/v1/accounts/{account}/tokens/{their_dev_id}"),
             Value::Null,
@@ -93,6 +103,12 @@ async fn every_account_route_refuses_another_accounts_caller_and_changes_nothing
         .await
         .assert_problem(404, "token_not_found");
     app.post(&format!("{mine_path}/rotate"), &mine.token, Value::Null)
+        .await
+        .assert_problem(404, "token_not_found");
+    app.get(&mine_path, &mine.token)
+        .await
+        .assert_problem(404, "token_not_found");
+    app.patch(&mine_path, &mine.token, json!({ "token_name": "pwned" }))
         .await
         .assert_problem(404, "token_not_found");
 

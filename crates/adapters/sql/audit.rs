@@ -7,8 +7,9 @@ use diesel_async::RunQueryDsl;
 use crate::error::from_diesel;
 use crate::errors::corrupt;
 use crate::id::Id;
+use crate::members::PersonNames;
 use crate::position::{Side, beyond};
-use crate::schema::audit_logs;
+use crate::schema::{audit_logs, users};
 use chrono::{DateTime, Utc};
 use diesel::sql_types::BigInt;
 use serde_json::Value;
@@ -34,9 +35,12 @@ impl AuditLog for crate::Store {
         filter: &AuditFilter,
         page: &PageRequest,
     ) -> Result<Page<AuditRecord>, StoreError> {
+        // The person of each record read with it; the trail has no foreign keys (it
+        // outlives what it names), so a person deleted since is simply not found.
         let mut query = audit_logs::table
+            .left_join(users::table.on(audit_logs::user_id.eq(users::id.nullable())))
             .filter(audit_logs::account_id.eq(Id::from(account_id)))
-            .select(AuditRow::as_select())
+            .select((AuditRow::as_select(), PersonNames::COLUMNS.nullable()))
             .order((audit_logs::created_at.desc(), audit_logs::id.desc()))
             .limit(i64::from(page.limit()) + 1)
             .into_boxed();
@@ -57,18 +61,24 @@ impl AuditLog for crate::Store {
                 .id_as()
                 .map_err(|_| StoreError::corrupt("audit cursor"))?;
             query = query.filter(beyond::<_, BigInt, _>(
-                "created_at, id",
+                "audit_logs.created_at, audit_logs.id",
                 Side::Before,
                 cursor.at,
                 id,
             ));
         }
         let mut conn = self.conn().await?;
-        let rows = query.load(&mut conn).await.map_err(from_diesel)?;
+        let rows: Vec<(AuditRow, Option<PersonNames>)> =
+            query.load(&mut conn).await.map_err(from_diesel)?;
         let records = rows
             .into_iter()
-            .map(AuditRow::into_domain)
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(row, person)| {
+                Ok(AuditRecord {
+                    user_name: person.and_then(PersonNames::label),
+                    ..row.into_domain()?
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(page.page_from(records, cursor_of))
     }
 }
@@ -139,6 +149,7 @@ impl AuditRow {
                 metadata: self.metadata,
                 occurred_at: self.created_at,
             },
+            user_name: None,
         })
     }
 }

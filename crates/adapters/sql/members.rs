@@ -339,6 +339,30 @@ fn member_of((member, user): (MemberRow, UserRow)) -> Result<Member, StoreError>
 
 // The rows of this module's tables, and their conversion to and from domain values.
 
+/// The names a list shows a person by, read with the rows that name them (a join, not a
+/// query per person).
+#[derive(Queryable)]
+pub(crate) struct PersonNames {
+    pub display_name: Option<String>,
+    pub full_name: Option<String>,
+    pub email: Option<String>,
+}
+
+impl PersonNames {
+    pub const COLUMNS: (users::display_name, users::full_name, users::email) =
+        (users::display_name, users::full_name, users::email);
+
+    /// As [`User::label`]: display name, else full name, else email.
+    pub fn label(self) -> Option<String> {
+        d2_members::person_label(
+            self.display_name.as_deref(),
+            self.full_name.as_deref(),
+            self.email.as_deref(),
+        )
+        .map(str::to_owned)
+    }
+}
+
 #[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = users, check_for_backend(crate::Db))]
 pub(crate) struct UserRow {

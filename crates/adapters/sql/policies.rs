@@ -4,8 +4,8 @@ use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, PolicyId, StoreError};
 use d2_policy::{
     AppState, ApprovalOutcome, AuditOf, DraftOutcome, KeyApproval, KeyRegistration, KeyRotation,
-    PolicyRecord, PolicyRepo, Publication, PublishOutcome, PublisherKey, PublisherKeyRepo,
-    RotationOutcome, Stage, content_digest, next_version,
+    ListedKey, PolicyRecord, PolicyRepo, Publication, PublishOutcome, PublisherKey,
+    PublisherKeyRepo, RotationOutcome, Stage, content_digest, next_version,
 };
 use diesel::dsl::max;
 use diesel::prelude::*;
@@ -18,8 +18,9 @@ use crate::errors::corrupt;
 use crate::id::Id;
 use crate::jwks::SigningKeyRow;
 use crate::jwks::{active_key, keys_lock};
+use crate::members::PersonNames;
 use crate::position::{Side, beyond};
-use crate::schema::{policies, publisher_keys, signing_keys};
+use crate::schema::{policies, publisher_keys, signing_keys, users};
 use d2_kernel::Change;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -560,18 +561,31 @@ impl PublisherKeyRepo for crate::Store {
         &self,
         account_id: AccountId,
         include_revoked: bool,
-    ) -> Result<Vec<PublisherKey>, StoreError> {
+    ) -> Result<Vec<ListedKey>, StoreError> {
+        // The person of each key read with it (keys have no foreign key to people).
         let mut query = publisher_keys::table
+            .left_join(users::table.on(publisher_keys::user_id.eq(users::id.nullable())))
             .filter(publisher_keys::account_id.eq(Id::from(account_id)))
             .order(publisher_keys::created_at.desc())
-            .select(PublisherKeyRow::as_select())
+            .select((
+                PublisherKeyRow::as_select(),
+                PersonNames::COLUMNS.nullable(),
+            ))
             .into_boxed();
         if !include_revoked {
             query = query.filter(publisher_keys::revoked_at.is_null());
         }
         let mut conn = self.conn().await?;
-        let rows = query.load(&mut conn).await.map_err(from_diesel)?;
-        rows.into_iter().map(PublisherKeyRow::into_domain).collect()
+        let rows: Vec<(PublisherKeyRow, Option<PersonNames>)> =
+            query.load(&mut conn).await.map_err(from_diesel)?;
+        rows.into_iter()
+            .map(|(row, person)| {
+                Ok(ListedKey {
+                    key: row.into_domain()?,
+                    uploaded_by_name: person.and_then(PersonNames::label),
+                })
+            })
+            .collect()
     }
 
     async fn approve(

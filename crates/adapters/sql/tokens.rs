@@ -8,20 +8,56 @@ use d2_kernel::{
 };
 use d2_members::User;
 use d2_tokens::{
-    ApiToken, BootstrapRepo, NewToken, RevokeOutcome, RotateOutcome, TokenAuditOf, TokenDigest,
-    TokenRepo, TokenState,
+    ApiToken, BootstrapRepo, IssueOutcome, ListedToken, NewToken, RevokeOutcome, RotateOutcome,
+    TokenAuditOf, TokenChangeAuditOf, TokenDigest, TokenPatch, TokenRepo, TokenState,
+    UpdateOutcome,
 };
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use crate::accounts::AccountRow;
 use crate::audit::write_audit;
-use crate::changes::announce;
+use crate::changes::{announce, lock};
 use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
-use crate::members::{UserRow, insert_member};
+use crate::members::{PersonNames, UserRow, insert_member};
 use crate::position::{Side, beyond};
-use crate::schema::{accounts, api_tokens, users};
+use crate::schema::{accounts, api_tokens, members, users};
+
+diesel::alias!(users as creators: CreatorsAlias, users as assignees: AssigneesAlias);
+
+/// A token row with the names of its creator and its assignee, as the lists read them.
+type ListedRow = (TokenRow, Option<PersonNames>, Option<PersonNames>);
+
+/// The account's tokens, each joined to the people it names (one query, however many).
+macro_rules! listed_tokens {
+    () => {
+        api_tokens::table
+            .left_join(creators.on(api_tokens::created_by.eq(creators.field(users::id).nullable())))
+            .left_join(
+                assignees.on(api_tokens::assigned_to.eq(assignees.field(users::id).nullable())),
+            )
+            .select((
+                TokenRow::as_select(),
+                creators.fields(PersonNames::COLUMNS).nullable(),
+                assignees.fields(PersonNames::COLUMNS).nullable(),
+            ))
+    };
+}
+
+fn listed((row, creator, assignee): ListedRow) -> Result<ListedToken, StoreError> {
+    Ok(ListedToken {
+        token: row.into_domain()?,
+        created_by_name: creator.and_then(PersonNames::label),
+        assigned_to_name: assignee.and_then(PersonNames::label),
+    })
+}
+
+/// Issues in one account wait for each other on this lock, so two cannot both take the
+/// plan's last free place.
+fn issue_lock(account_id: AccountId) -> String {
+    format!("tokens:{account_id}")
+}
 
 async fn insert_token(conn: &mut crate::Conn, token: &NewToken) -> QueryResult<()> {
     diesel::insert_into(api_tokens::table)
@@ -31,8 +67,8 @@ async fn insert_token(conn: &mut crate::Conn, token: &NewToken) -> QueryResult<(
     Ok(())
 }
 
-fn cursor_of(token: &ApiToken) -> Cursor {
-    Cursor::new(token.created_at, token.id.to_string())
+fn cursor_of(listed: &ListedToken) -> Cursor {
+    Cursor::new(listed.token.created_at, listed.token.id.to_string())
 }
 
 #[async_trait]
@@ -66,14 +102,29 @@ impl TokenRepo for crate::Store {
         row.map(TokenRow::into_domain).transpose()
     }
 
+    async fn listed_token(
+        &self,
+        account_id: AccountId,
+        id: TokenId,
+    ) -> Result<Option<ListedToken>, StoreError> {
+        let mut conn = self.conn().await?;
+        let row: Option<ListedRow> = listed_tokens!()
+            .filter(api_tokens::account_id.eq(Id::from(account_id)))
+            .filter(api_tokens::id.eq(Id::from(id)))
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?;
+        row.map(listed).transpose()
+    }
+
     async fn list_tokens(
         &self,
         account_id: AccountId,
         page: &PageRequest,
-    ) -> Result<Page<ApiToken>, StoreError> {
-        let mut query = api_tokens::table
+    ) -> Result<Page<ListedToken>, StoreError> {
+        let mut query = listed_tokens!()
             .filter(api_tokens::account_id.eq(Id::from(account_id)))
-            .select(TokenRow::as_select())
             .order((api_tokens::created_at.desc(), api_tokens::id.desc()))
             .limit(i64::from(page.limit()) + 1)
             .into_boxed();
@@ -82,19 +133,126 @@ impl TokenRepo for crate::Store {
                 .id_as()
                 .map_err(|_| StoreError::corrupt("token cursor"))?;
             query = query.filter(beyond::<_, crate::types::Uuid, _>(
-                "created_at, id",
+                "api_tokens.created_at, api_tokens.id",
                 Side::Before,
                 cursor.at,
                 Id::from(id),
             ));
         }
         let mut conn = self.conn().await?;
-        let rows = query.load(&mut conn).await.map_err(from_diesel)?;
+        let rows: Vec<ListedRow> = query.load(&mut conn).await.map_err(from_diesel)?;
         let tokens = rows
             .into_iter()
-            .map(TokenRow::into_domain)
+            .map(listed)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(page.page_from(tokens, cursor_of))
+    }
+
+    async fn issue(
+        &self,
+        token: &NewToken,
+        max_active: u32,
+        audit: &AuditEntry,
+    ) -> Result<IssueOutcome, StoreError> {
+        let new = &token.token;
+        let account = Id::from(new.account_id);
+        let mut conn = self.writer().await?;
+        let outcome = write_transaction!(conn, async |conn| {
+            lock(conn, &issue_lock(new.account_id)).await?;
+            let active: i64 = api_tokens::table
+                .filter(api_tokens::account_id.eq(account))
+                .filter(api_tokens::revoked_at.is_null())
+                .filter(
+                    api_tokens::expires_at
+                        .is_null()
+                        .or(api_tokens::expires_at.gt(new.created_at)),
+                )
+                .count()
+                .get_result(conn)
+                .await?;
+            if active >= i64::from(max_active) {
+                return Ok::<_, TxError>(IssueOutcome::LimitReached);
+            }
+            if let Some(assignee) = new.assigned_to {
+                // Held until the token is stored, so the membership cannot end meanwhile.
+                let role: Option<String> = locked!(
+                    members::table
+                        .find((account, Id::from(assignee)))
+                        .select(members::role)
+                )
+                .first(conn)
+                .await
+                .optional()?;
+                if role.is_none() {
+                    return Ok(IssueOutcome::NotAMember);
+                }
+            }
+            insert_token(conn, token).await?;
+            write_audit(conn, audit).await?;
+            Ok(IssueOutcome::Issued)
+        })
+        .await?;
+        Ok(outcome)
+    }
+
+    async fn update_token(
+        &self,
+        account_id: AccountId,
+        id: TokenId,
+        patch: &TokenPatch,
+        at: DateTime<Utc>,
+        audit_of: TokenChangeAuditOf<'_>,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let mut conn = self.writer().await?;
+        let outcome = write_transaction!(conn, async |conn| {
+            let row = locked!(
+                api_tokens::table
+                    .filter(api_tokens::account_id.eq(Id::from(account_id)))
+                    .filter(api_tokens::id.eq(Id::from(id)))
+                    .select(TokenRow::as_select())
+            )
+            .first(conn)
+            .await
+            .optional()?;
+            let Some(row) = row else {
+                return Ok::<_, TxError>(UpdateOutcome::NotFound);
+            };
+            let before = row.into_domain()?;
+            match before.state(at) {
+                TokenState::Revoked => return Ok(UpdateOutcome::AlreadyRevoked),
+                TokenState::Expired => return Ok(UpdateOutcome::Expired),
+                TokenState::Active
+                    if patch.expires_at.is_some() && before.replaced_by.is_some() =>
+                {
+                    return Ok(UpdateOutcome::AlreadyRotated);
+                }
+                TokenState::Active => {}
+            }
+            let after = patch.apply(&before);
+            diesel::update(api_tokens::table.find(Id::from(id)))
+                .set((
+                    api_tokens::name.eq(after.name.as_deref()),
+                    api_tokens::expires_at.eq(after.expires_at),
+                ))
+                .execute(conn)
+                .await?;
+            write_audit(conn, &audit_of(&before, &after)).await?;
+            announce(conn, Change::Token(id)).await?;
+            Ok(UpdateOutcome::Updated(Box::new(after)))
+        })
+        .await?;
+        Ok(outcome)
+    }
+
+    async fn record_usage(&self, used: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.writer().await?;
+        crate::token_writes::record_usage(&mut conn, used)
+            .await
+            .map_err(from_diesel)?;
+        Ok(())
     }
 
     async fn insert(&self, token: &NewToken, audit: &AuditEntry) -> Result<(), StoreError> {
@@ -187,7 +345,9 @@ impl TokenRepo for crate::Store {
                 .await?;
             write_audit(conn, audit).await?;
             announce(conn, Change::Token(id)).await?;
-            Ok(RotateOutcome::Rotated { previous: old })
+            Ok(RotateOutcome::Rotated {
+                previous: Box::new(old),
+            })
         })
         .await?;
         Ok(outcome)
@@ -286,6 +446,8 @@ pub(crate) struct TokenRow {
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub replaced_by: Option<Id>,
+    pub assigned_to: Option<Id>,
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 impl TokenRow {
@@ -301,10 +463,12 @@ impl TokenRow {
             name: self.name,
             app_name: self.app_name.as_deref().map(AppName::normalise),
             created_by: self.created_by.map(Into::into),
+            assigned_to: self.assigned_to.map(Into::into),
             created_at: self.created_at,
             expires_at: self.expires_at,
             revoked_at: self.revoked_at,
             replaced_by: self.replaced_by.map(Into::into),
+            last_used_at: self.last_used_at,
         })
     }
 }
@@ -320,6 +484,7 @@ pub(crate) struct NewTokenRow<'a> {
     pub name: Option<&'a str>,
     pub app_name: Option<&'a str>,
     pub created_by: Option<Id>,
+    pub assigned_to: Option<Id>,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
 }
@@ -336,6 +501,7 @@ impl<'a> NewTokenRow<'a> {
             name: token.name.as_deref(),
             app_name: token.app_name.as_ref().map(AppName::as_str),
             created_by: token.created_by.map(Id::from),
+            assigned_to: token.assigned_to.map(Id::from),
             created_at: token.created_at,
             expires_at: token.expires_at,
         }

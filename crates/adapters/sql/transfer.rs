@@ -86,6 +86,8 @@ struct TokenCopy {
     expires_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
     replaced_by: Option<Id>,
+    assigned_to: Option<Id>,
+    last_used_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]

@@ -41,7 +41,7 @@ fn payload_error(error: &actix_web::Error) -> ApiError {
     }
 }
 
-/// Reads the body as JSON; `None` when it is empty.
+/// Reads the body as a JSON object; `None` when it is empty.
 fn read<T: DeserializeOwned + 'static>(
     req: &HttpRequest,
     payload: &mut Payload,
@@ -57,6 +57,15 @@ fn read<T: DeserializeOwned + 'static>(
             return Err(ApiError::new(
                 Code::UnsupportedMediaType,
                 "send the body as JSON (Content-Type: application/json)",
+            ));
+        }
+        // Every body read here is an object: serde also reads a struct from an array of its
+        // fields in order, which no schema admits (`[null, null]` would clear both fields of
+        // a token's change).
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::new(
+                Code::InvalidBody,
+                "the JSON body must be an object",
             ));
         }
         let body = serde_json::from_slice(&bytes).map_err(|e| {
@@ -170,6 +179,16 @@ pub fn content_length(req: &HttpRequest) -> Option<usize> {
         .get(actix_web::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+}
+
+/// A field of a change (`PATCH`) where `null` clears the value: absent is `None`, `null`
+/// is `Some(None)`. Use with `#[serde(default, deserialize_with = "present")]`.
+pub fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
 /// Parses a JSON body read with [`read_capped`].

@@ -147,7 +147,7 @@ impl App {
             mode,
         };
         let accounts = domains::accounts::build(&shared, &mut registry);
-        let tokens = domains::tokens::build(&shared, &mut registry)?;
+        let tokens = domains::tokens::build(&shared, &mut registry, &accounts)?;
         let members = domains::members::build(&shared, &mut registry, &accounts).await?;
         let policies = domains::policy::build(&shared, &mut registry, &accounts)?;
         let events = domains::events::build(&shared, &mut registry, &accounts)?;

@@ -45,7 +45,7 @@ pub trait ContractStore {
 #[macro_export]
 macro_rules! contract_suites {
     ($kit:ty) => {
-        $crate::contract_suites!(@tokens $kit: accounts, tokens, audit, trial_locker, token_races, token_expiry);
+        $crate::contract_suites!(@tokens $kit: accounts, tokens, audit, trial_locker, token_races, token_expiry, token_people, token_limit, token_limit_races, token_updates, token_usage);
         $crate::contract_suites!(@policies $kit: policies, publisher_keys, signing_keys);
         $crate::contract_suites!(@members $kit: sign_in, sign_in_races, memberships, member_changes, last_owner_races, invitations, invitation_acceptance, invitation_limit_races);
 

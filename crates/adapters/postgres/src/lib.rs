@@ -43,6 +43,7 @@ mod event_writes;
 mod jobs;
 mod migrate;
 mod pool;
+mod token_writes;
 #[rustfmt::skip]
 mod schema;
 #[cfg(any(test, feature = "testing"))]

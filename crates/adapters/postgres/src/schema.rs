@@ -30,6 +30,8 @@ diesel::table! {
         expires_at -> Nullable<Timestamptz>,
         revoked_at -> Nullable<Timestamptz>,
         replaced_by -> Nullable<Uuid>,
+        assigned_to -> Nullable<Uuid>,
+        last_used_at -> Nullable<Timestamptz>,
     }
 }
 
@@ -202,7 +204,6 @@ diesel::table! {
 }
 
 diesel::joinable!(api_tokens -> accounts (account_id));
-diesel::joinable!(api_tokens -> users (created_by));
 diesel::joinable!(events -> accounts (account_id));
 diesel::joinable!(ingest_refusals -> accounts (account_id));
 diesel::joinable!(invitations -> accounts (account_id));

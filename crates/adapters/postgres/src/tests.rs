@@ -59,7 +59,7 @@ async fn a_cloned_database_has_every_migration_applied() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn revokes_are_announced_to_listeners_on_commit() {
+async fn token_changes_are_announced_to_listeners_on_commit() {
     use d2_tokens::TokenRepo;
 
     let db = TestDatabase::new().await;
@@ -80,19 +80,40 @@ async fn revokes_are_announced_to_listeners_on_commit() {
         .await
         .unwrap();
     let (token_id, account_id) = contract_token(&store).await;
+    // A changed expiry is announced too: cached verifications hold the old one.
+    let patch = d2_tokens::TokenPatch {
+        expires_at: Some(Some(Utc::now() + chrono::Duration::hours(1))),
+        ..d2_tokens::TokenPatch::default()
+    };
+    let audit_of = |_: &d2_tokens::ApiToken, _: &d2_tokens::ApiToken| {
+        AuditEntry::system(account_id, AuditAction::TokenUpdate, Utc::now())
+    };
+    let updated = store
+        .update_token(account_id, token_id, &patch, Utc::now(), &audit_of)
+        .await
+        .unwrap();
+    assert!(matches!(updated, d2_tokens::UpdateOutcome::Updated(_)));
+    wait_for(&seen, |changes| changes.contains(&Change::Token(token_id))).await;
     let audit = AuditEntry::system(account_id, AuditAction::TokenRevoke, Utc::now());
     store
         .revoke(account_id, token_id, Utc::now(), &audit)
         .await
         .unwrap();
-    wait_for(&seen, |changes| changes.contains(&Change::Token(token_id))).await;
+    wait_for(&seen, |changes| {
+        changes
+            .iter()
+            .filter(|c| **c == Change::Token(token_id))
+            .count()
+            == 2
+    })
+    .await;
     assert_eq!(
         seen.lock()
             .unwrap()
             .iter()
             .filter(|c| matches!(c, Change::Token(_)))
             .count(),
-        1
+        2
     );
 
     shutdown.cancel();

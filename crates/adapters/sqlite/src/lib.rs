@@ -45,6 +45,7 @@ mod event_writes;
 mod jobs;
 mod migrate;
 mod pool;
+mod token_writes;
 #[rustfmt::skip]
 mod schema;
 #[cfg(test)]

@@ -39,6 +39,8 @@ diesel::table! {
         expires_at -> Nullable<TimestamptzSqlite>,
         revoked_at -> Nullable<TimestamptzSqlite>,
         replaced_by -> Nullable<Uuid>,
+        assigned_to -> Nullable<Uuid>,
+        last_used_at -> Nullable<TimestamptzSqlite>,
     }
 }
 
@@ -264,7 +266,6 @@ diesel::table! {
 }
 
 diesel::joinable!(api_tokens -> accounts (account_id));
-diesel::joinable!(api_tokens -> users (created_by));
 diesel::joinable!(events -> accounts (account_id));
 diesel::joinable!(ingest_refusals -> accounts (account_id));
 diesel::joinable!(invitations -> accounts (account_id));

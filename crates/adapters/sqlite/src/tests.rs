@@ -181,6 +181,19 @@ async fn changes_made_through_another_store_on_the_file_reach_the_listener() {
     wait_for(&seen, |changes| changes.contains(&Change::Resync)).await;
 
     let (token_id, account_id) = contract_token(&other).await;
+    // A changed expiry is announced: cached verifications hold the old one.
+    let patch = d2_tokens::TokenPatch {
+        expires_at: Some(Some(Utc::now() + chrono::Duration::hours(1))),
+        ..d2_tokens::TokenPatch::default()
+    };
+    let audit_of = |_: &d2_tokens::ApiToken, _: &d2_tokens::ApiToken| {
+        AuditEntry::system(account_id, AuditAction::TokenUpdate, Utc::now())
+    };
+    let updated = other
+        .update_token(account_id, token_id, &patch, Utc::now(), &audit_of)
+        .await
+        .unwrap();
+    assert!(matches!(updated, d2_tokens::UpdateOutcome::Updated(_)));
     let audit = AuditEntry::system(account_id, AuditAction::TokenRevoke, Utc::now());
     other
         .revoke(account_id, token_id, Utc::now(), &audit)
@@ -191,7 +204,14 @@ async fn changes_made_through_another_store_on_the_file_reach_the_listener() {
         .revoke(account_id, TokenId::random(), Utc::now(), &audit)
         .await
         .unwrap();
-    wait_for(&seen, |changes| changes.contains(&Change::Token(token_id))).await;
+    wait_for(&seen, |changes| {
+        changes
+            .iter()
+            .filter(|c| **c == Change::Token(token_id))
+            .count()
+            == 2
+    })
+    .await;
     let tokens: Vec<Change> = seen
         .lock()
         .unwrap()
@@ -199,7 +219,10 @@ async fn changes_made_through_another_store_on_the_file_reach_the_listener() {
         .filter(|c| matches!(c, Change::Token(_)))
         .cloned()
         .collect();
-    assert_eq!(tokens, vec![Change::Token(token_id)]);
+    assert_eq!(
+        tokens,
+        vec![Change::Token(token_id), Change::Token(token_id)]
+    );
 
     shutdown.cancel();
     listener.await.unwrap();

@@ -37,6 +37,8 @@ pub struct QuotasBody {
     pub max_tools: u32,
     pub max_members: u32,
     pub current_members: u64,
+    /// API tokens that work (neither revoked nor expired) the account may hold.
+    pub max_tokens: u32,
     /// Bytes per ingest request.
     pub event_payload_max_bytes: u64,
     /// Seconds between telemetry flushes (the SDK's advised flush interval).
@@ -77,6 +79,7 @@ impl From<AccountOverview> for AccountBody {
                 max_tools: quotas.max_tools,
                 max_members: quotas.max_members,
                 current_members: overview.current_members,
+                max_tokens: quotas.max_tokens,
                 event_payload_max_bytes: quotas.max_batch_bytes,
                 ingest_interval: quotas.ingest_interval_seconds,
                 ingest_events_per_minute: quotas.ingest_events_per_minute,

@@ -44,6 +44,10 @@ pub struct AuditRecordBody {
     pub actor: String,
     pub token_id: Option<Uuid>,
     pub user_id: Option<Uuid>,
+    /// The name of `user_id` (display name, else full name, else email); `Server Token`
+    /// for an action of a token without a person; null for the system and the control
+    /// plane.
+    pub user_name: Option<String>,
     pub resource_type: Option<String>,
     pub resource_id: Option<String>,
     pub metadata: serde_json::Value,
@@ -53,6 +57,10 @@ pub struct AuditRecordBody {
 impl From<AuditRecord> for AuditRecordBody {
     fn from(record: AuditRecord) -> Self {
         let entry = record.entry;
+        let user_name = match (entry.user_id, entry.token_id) {
+            (None, None) => None,
+            (user, _) => super::person_or_server_token(user, record.user_name),
+        };
         Self {
             id: record.id,
             action: entry.action.as_str(),
@@ -60,6 +68,7 @@ impl From<AuditRecord> for AuditRecordBody {
             actor: entry.actor,
             token_id: entry.token_id.map(Uuid::from),
             user_id: entry.user_id.map(Uuid::from),
+            user_name,
             resource_type: entry.resource_type,
             resource_id: entry.resource_id,
             metadata: entry.metadata,

@@ -2,13 +2,13 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Data, Path, Query};
 use actix_web::{HttpResponse, delete, get, post};
 use chrono::{DateTime, Utc};
-use d2_policy::{KeyState, PublisherKey};
+use d2_policy::{KeyState, ListedKey, PublisherKey};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
-use super::Message;
+use super::{Message, person_or_server_token};
 use crate::auth::Auth;
 use crate::body::Json;
 use crate::error::ApiResult;
@@ -136,6 +136,25 @@ impl From<PublisherKey> for PublisherKeyBody {
     }
 }
 
+/// A key as the list shows it: with the name of the person it was registered for.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ListedKeyBody {
+    #[serde(flatten)]
+    pub key: PublisherKeyBody,
+    /// The name of `user_id` (display name, else full name, else email); `Server Token`
+    /// for a key registered by a token without a person.
+    pub uploaded_by_name: Option<String>,
+}
+
+impl From<ListedKey> for ListedKeyBody {
+    fn from(listed: ListedKey) -> Self {
+        Self {
+            uploaded_by_name: person_or_server_token(listed.key.user_id, listed.uploaded_by_name),
+            key: listed.key.into(),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListKeysQuery {
@@ -144,9 +163,10 @@ pub struct ListKeysQuery {
     pub include_revoked: bool,
 }
 
-/// The account's publisher keys, newest first (scope `key.upload`).
+/// The account's publisher keys, newest first, with the names of the people they were
+/// registered for (scope `key.upload`).
 #[utoipa::path(tag = "keys", security(("bearer" = []), ("api_key" = [])), params(ListKeysQuery), responses(
-    (status = 200, body = Vec<PublisherKeyBody>),
+    (status = 200, body = Vec<ListedKeyBody>),
 ))]
 #[get("/v1/keys")]
 async fn list(
@@ -162,7 +182,7 @@ async fn list(
         .await?;
     Ok(HttpResponse::Ok().json(
         keys.into_iter()
-            .map(PublisherKeyBody::from)
+            .map(ListedKeyBody::from)
             .collect::<Vec<_>>(),
     ))
 }

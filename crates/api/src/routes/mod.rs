@@ -20,7 +20,7 @@ mod tokens;
 
 use actix_web::HttpResponse;
 use actix_web::http::header;
-use d2_kernel::{Code, Page, PageRequest};
+use d2_kernel::{Code, Page, PageRequest, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -84,6 +84,19 @@ pub fn secret_response(status: actix_web::http::StatusCode, body: &impl Serializ
     HttpResponse::build(status)
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(body)
+}
+
+/// How lists name the credential where no person is involved: a token without a creator
+/// (issued by the control plane for nobody), and what such a token did.
+pub const SERVER_TOKEN: &str = "Server Token";
+
+/// How a list names the person `user`: their label (display name, else full name, else
+/// email, as the store read it), or [`SERVER_TOKEN`] when no person is involved.
+pub fn person_or_server_token(user: Option<UserId>, label: Option<String>) -> Option<String> {
+    match user {
+        Some(_) => label,
+        None => Some(SERVER_TOKEN.to_owned()),
+    }
 }
 
 /// `{"message": ...}` acknowledgements.

@@ -1,7 +1,10 @@
-//! Tokens: the `[auth]` section, the verifier, the token service and the bootstrap.
+//! Tokens: the `[auth]` section, the verifier, the token service and the bootstrap, and
+//! the servers' periodic write of when tokens were last used.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use d2_accounts::AccountService;
 use d2_oidc::OidcSettings;
 use d2_tokens::{BootstrapService, ControlPlaneSecret, TokenExpiry, TokenService, TokenVerifier};
 use secrecy::{ExposeSecret, SecretString};
@@ -52,7 +55,15 @@ pub(crate) struct Tokens {
     pub bootstrap: Arc<BootstrapService>,
 }
 
-pub(crate) fn build(shared: &Shared<'_>, registry: &mut Registry) -> Result<Tokens, StartupError> {
+/// How often a server writes the token uses its verifier noted (one statement per flush;
+/// a use is noted at most once a minute per token, so lists lag by at most this much more).
+const USAGE_FLUSH_INTERVAL: Duration = Duration::from_secs(30);
+
+pub(crate) fn build(
+    shared: &Shared<'_>,
+    registry: &mut Registry,
+    accounts: &AccountService,
+) -> Result<Tokens, StartupError> {
     let settings = &shared.settings.auth;
     let repositories = &shared.repositories;
     let control_plane = settings
@@ -77,6 +88,7 @@ pub(crate) fn build(shared: &Shared<'_>, registry: &mut Registry) -> Result<Toke
         verifier.clone(),
         shared.pepper.clone(),
         shared.clock.clone(),
+        Arc::new(accounts.clone()),
         grace,
     );
     let bootstrap = Arc::new(BootstrapService::new(
@@ -90,9 +102,30 @@ pub(crate) fn build(shared: &Shared<'_>, registry: &mut Registry) -> Result<Toke
     ));
     registry.subscribe(verifier.clone());
     registry.schedule(TokenExpiry(tokens.clone()));
+    let flushing = verifier.clone();
+    registry.spawn(move |shutdown| {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(USAGE_FLUSH_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = ticks.tick() => flush_usage(&flushing).await,
+                }
+            }
+            // What was noted since the last tick is written before the process ends.
+            flush_usage(&flushing).await;
+        })
+    });
     Ok(Tokens {
         verifier,
         tokens,
         bootstrap,
     })
+}
+
+async fn flush_usage(verifier: &TokenVerifier) {
+    if let Err(error) = verifier.flush_usage().await {
+        tracing::warn!(error = %error, "cannot record when tokens were last used; kept for the next flush");
+    }
 }

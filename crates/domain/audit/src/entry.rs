@@ -28,6 +28,8 @@ d2_kernel::named_values! {
         TokenCreate = "token.create",
         TokenRevoke = "token.revoke",
         TokenRotate = "token.rotate",
+        /// A token's name or expiry changed.
+        TokenUpdate = "token.update",
         /// A token passed its expiry (or its rotation grace) and was marked revoked by the worker.
         TokenExpire = "token.expire",
         /// An owner token issued by the control plane for an existing account.
@@ -175,6 +177,9 @@ impl AuditEntry {
 pub struct AuditRecord {
     pub id: i64,
     pub entry: AuditEntry,
+    /// How lists name the person `entry.user_id` names (display name, else full name, else
+    /// email), read with the record; `None` without a person or one the store does not know.
+    pub user_name: Option<String>,
 }
 
 /// Which records to list. Every field narrows the result.
@@ -226,9 +231,13 @@ mod tests {
                 "account.bootstrap",
                 "account.update",
                 "account.lock",
+                "account.create",
+                "member.role_change",
+                "member.remove",
                 "token.create",
                 "token.revoke",
                 "token.rotate",
+                "token.update",
                 "token.expire",
                 "token.break_glass",
                 "jwks.key_create",

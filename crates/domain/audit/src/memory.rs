@@ -21,7 +21,11 @@ impl MemoryAuditLog {
         let id = i64::try_from(records.len())
             .unwrap_or(i64::MAX)
             .saturating_add(1);
-        records.push(AuditRecord { id, entry });
+        records.push(AuditRecord {
+            id,
+            entry,
+            user_name: None,
+        });
     }
 
     pub fn all(&self) -> Vec<AuditRecord> {

@@ -124,6 +124,8 @@ error_codes! {
     SelfRotationRefused = "self_rotation_refused", Forbidden, "Self-rotation refused";
     InvalidTokenRequest = "invalid_token_request", BadRequest, "Invalid token request";
     InvalidExpiry = "invalid_expiry", BadRequest, "Invalid expiry";
+    /// `assigned_user_id` names nobody who is a member of the account.
+    InvalidAssignee = "invalid_assignee", BadRequest, "Invalid assignee";
     // Publisher keys and signatures.
     InvalidPublicKey = "invalid_public_key", BadRequest, "Invalid public key";
     KeyIdMismatch = "key_id_mismatch", BadRequest, "Key id does not match the key";
@@ -153,6 +155,7 @@ error_codes! {
     // Plan limits (402: the SDK reads `tool_limit` and `locked`).
     ToolLimit = "tool_limit", PaymentRequired, "Tool limit reached";
     AppLimit = "app_limit", PaymentRequired, "App limit reached";
+    TokenLimit = "token_limit", PaymentRequired, "Token limit reached";
     Locked = "locked", PaymentRequired, "Account locked";
     // JWKS.
     AccountRequired = "account_required", BadRequest, "Account required";

@@ -67,6 +67,9 @@ pub struct Quotas {
     pub max_apps: u32,
     /// Users of the account.
     pub max_members: u32,
+    /// API tokens of the account that work (neither revoked nor expired). Issuing one more
+    /// is refused; a rotation replaces a token and is not counted.
+    pub max_tokens: u32,
     /// Seconds between bundle polls the SDK is told to keep (`X-D2-Poll-Seconds`).
     pub poll_seconds: u32,
     /// Seconds between telemetry flushes the SDK is told to keep (advice, not a limit).
@@ -139,6 +142,7 @@ impl Default for PlanCatalog {
                 max_tools: 5,
                 max_apps: 1,
                 max_members: 2,
+                max_tokens: 10,
                 poll_seconds: 300,
                 ingest_interval_seconds: 60,
                 ingest_events_per_minute: 10_000,
@@ -150,6 +154,7 @@ impl Default for PlanCatalog {
                 max_tools: 25,
                 max_apps: 5,
                 max_members: 5,
+                max_tokens: 25,
                 poll_seconds: 60,
                 ingest_interval_seconds: 60,
                 ingest_events_per_minute: 60_000,
@@ -161,6 +166,7 @@ impl Default for PlanCatalog {
                 max_tools: 250,
                 max_apps: 25,
                 max_members: 15,
+                max_tokens: 100,
                 poll_seconds: 30,
                 ingest_interval_seconds: 30,
                 ingest_events_per_minute: 300_000,
@@ -172,6 +178,7 @@ impl Default for PlanCatalog {
                 max_tools: 1000,
                 max_apps: 100,
                 max_members: 100,
+                max_tokens: 1000,
                 poll_seconds: 10,
                 ingest_interval_seconds: 10,
                 ingest_events_per_minute: 1_200_000,
@@ -183,6 +190,7 @@ impl Default for PlanCatalog {
                 max_tools: 5,
                 max_apps: 1,
                 max_members: 1,
+                max_tokens: 10,
                 poll_seconds: 300,
                 ingest_interval_seconds: 60,
                 ingest_events_per_minute: 10_000,
@@ -247,6 +255,7 @@ mod tests {
             assert!(higher.max_tools >= lower.max_tools);
             assert!(higher.max_apps >= lower.max_apps);
             assert!(higher.max_members >= lower.max_members);
+            assert!(higher.max_tokens >= lower.max_tokens);
             assert!(higher.poll_seconds <= lower.poll_seconds);
             assert!(higher.max_batch_bytes >= lower.max_batch_bytes);
             assert!(higher.max_bundle_bytes >= lower.max_bundle_bytes);

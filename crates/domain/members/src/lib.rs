@@ -32,4 +32,4 @@ pub use ports::{
 };
 pub use service::{Me, MemberError, MembersService};
 pub use sessions::{SessionVerifier, SignedIn};
-pub use user::{Identity, Member, Membership, User};
+pub use user::{Identity, Member, Membership, User, person_label};

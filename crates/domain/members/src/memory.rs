@@ -75,10 +75,7 @@ impl MemoryMembers {
                 .account(invitation.account_id)?
                 .name
                 .to_string(),
-            inviter_name: invitation
-                .invited_by
-                .and_then(|id| self.user(id))
-                .and_then(|user| user.label().map(str::to_owned)),
+            inviter_name: invitation.invited_by.and_then(|id| self.label_of(id)),
             invitation: invitation.clone(),
         })
     }
@@ -90,6 +87,12 @@ impl MemoryMembers {
             .filter(|m| m.account_id == account)
             .filter_map(|m| self.user(m.user_id))
             .any(|user| user.email.is_some_and(|e| e.eq_ignore_ascii_case(email)))
+    }
+
+    /// How lists name the person `id` ([`User::label`]), if they exist.
+    pub fn label_of(&self, id: UserId) -> Option<String> {
+        self.user(id)
+            .and_then(|user| user.label().map(str::to_owned))
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Person>> {

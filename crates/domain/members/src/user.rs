@@ -34,11 +34,22 @@ impl User {
 
     /// How lists show this person: display name, else full name, else email.
     pub fn label(&self) -> Option<&str> {
-        self.display_name
-            .as_deref()
-            .or(self.full_name.as_deref())
-            .or(self.email.as_deref())
+        person_label(
+            self.display_name.as_deref(),
+            self.full_name.as_deref(),
+            self.email.as_deref(),
+        )
     }
+}
+
+/// How lists show a person with these names ([`User::label`]), for stores that read the
+/// names without the rest of the person.
+pub fn person_label<'a>(
+    display_name: Option<&'a str>,
+    full_name: Option<&'a str>,
+    email: Option<&'a str>,
+) -> Option<&'a str> {
+    display_name.or(full_name).or(email)
 }
 
 /// What an identity provider's verified token says about its holder.

@@ -10,7 +10,8 @@
 use chrono::{DateTime, Duration, Utc};
 use d2_audit::{AuditAction, AuditEntry};
 use d2_jwks::{AesKey, Binding, FirstKey, Keyring, Sealed, SigningKey, SigningKeyRepo};
-use d2_kernel::{AccountId, AppName, PageRequest, PolicyId};
+use d2_kernel::{AccountId, AppName, PageRequest, PolicyId, UserId};
+use d2_members::{Identity, MemberRepo};
 use serde_json::json;
 
 use crate::model::{PolicyRecord, Stage};
@@ -20,8 +21,8 @@ use crate::ports::{
 };
 use crate::publisher::{KeyApproval, KeyState, PublisherKey, derive_key_id};
 
-pub trait Store: PolicyRepo + PublisherKeyRepo + SigningKeyRepo {}
-impl<T: PolicyRepo + PublisherKeyRepo + SigningKeyRepo> Store for T {}
+pub trait Store: PolicyRepo + PublisherKeyRepo + SigningKeyRepo + MemberRepo {}
+impl<T: PolicyRepo + PublisherKeyRepo + SigningKeyRepo + MemberRepo> Store for T {}
 
 fn at(seconds: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap_or_default()
@@ -414,6 +415,15 @@ pub async fn publisher_keys(store: &dyn Store, a: AccountId, b: AccountId) {
     assert_eq!(store.list(a, true).await.unwrap_or_default().len(), 2);
     assert!(
         store
+            .list(a, true)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .all(|k| k.uploaded_by_name.is_none()),
+        "keys registered for nobody name nobody"
+    );
+    assert!(
+        store
             .find(b, &key.key_id)
             .await
             .ok()
@@ -440,7 +450,7 @@ pub async fn publisher_keys(store: &dyn Store, a: AccountId, b: AccountId) {
             .await
             .unwrap_or_default()
             .iter()
-            .any(|k| k.key_id == pending.key_id),
+            .any(|k| k.key.key_id == pending.key_id),
         "pending keys are listed"
     );
     let approval = KeyApproval {
@@ -517,6 +527,56 @@ pub async fn publisher_keys(store: &dyn Store, a: AccountId, b: AccountId) {
     };
     assert_eq!(unchanged.state(), KeyState::Revoked);
     assert!(unchanged.approval.is_none());
+
+    // The list names the person a key was registered for (display name, else full name,
+    // else email), read with it; a person the store does not know is named by nobody.
+    let person = |email: &str, name: Option<&str>| Identity {
+        issuer: "https://idp.contract.test".into(),
+        subject: format!("{email}-{}", a),
+        email: Some(email.to_owned()),
+        email_verified: true,
+        display_name: name.map(str::to_owned),
+        role_cap: None,
+    };
+    let kay = store
+        .sign_in(&person("kay@contract.test", Some("Kay Keys")), at(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let lee = store
+        .sign_in(&person("lee@contract.test", None), at(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (byte, user) in [
+        (5, Some(kay.id)),
+        (6, Some(lee.id)),
+        (7, Some(UserId::random())),
+    ] {
+        let key = PublisherKey {
+            user_id: user,
+            ..publisher_key(a, byte, 10 + i64::from(byte))
+        };
+        store
+            .register(&key, &upload)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let names: Vec<Option<String>> = store
+        .list(a, false)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .into_iter()
+        .take(3)
+        .map(|k| k.uploaded_by_name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            None,
+            Some("lee@contract.test".to_owned()),
+            Some("Kay Keys".to_owned())
+        ],
+        "newest first"
+    );
 }
 
 /// Rows stored without a content digest (written before adapters stored one) still count:

@@ -28,8 +28,8 @@ pub use ports::{
     next_version,
 };
 pub use publisher::{
-    KeyApproval, KeyState, PublisherKey, PublisherKeyError, PublisherKeys, SignatureError,
-    derive_key_id,
+    KeyApproval, KeyState, ListedKey, PublisherKey, PublisherKeyError, PublisherKeys,
+    SignatureError, derive_key_id,
 };
 pub use service::{
     APP_REQUIRED_HINT, BundleStage, PolicyError, PolicyService, PolicySettings, Poll,

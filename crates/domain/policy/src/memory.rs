@@ -4,17 +4,23 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use d2_accounts::Account;
+use d2_accounts::memory::MemoryAccountRepo;
 use d2_audit::AuditEntry;
 use d2_audit::memory::MemoryAuditLog;
 use d2_jwks::memory::MemorySigningKeys;
-use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, PolicyId, StoreError};
+use d2_kernel::{
+    AccountId, AppName, Cursor, Page, PageRequest, PolicyId, Role, StoreError, UserId,
+};
+use d2_members::memory::MemoryMembers;
+use d2_members::{Identity, Member, MemberAuditOf, MemberOutcome, MemberRepo, MemberUpdate, User};
 
 use crate::model::{AppState, PolicyRecord, Stage};
 use crate::ports::{
     ApprovalOutcome, AuditOf, DraftOutcome, KeyRegistration, KeyRotation, PolicyRepo, Publication,
     PublishOutcome, PublisherKeyRepo, RotationOutcome, next_version,
 };
-use crate::publisher::{KeyApproval, PublisherKey};
+use crate::publisher::{KeyApproval, ListedKey, PublisherKey};
 
 #[derive(Debug)]
 pub struct MemoryPolicies {
@@ -22,16 +28,26 @@ pub struct MemoryPolicies {
     keys: Mutex<Vec<PublisherKey>>,
     signing: Arc<MemorySigningKeys>,
     audit: Arc<MemoryAuditLog>,
+    /// The people keys name, so lists read their names as the stores join them.
+    members: Arc<MemoryMembers>,
 }
 
 impl MemoryPolicies {
     pub fn new(signing: Arc<MemorySigningKeys>) -> Self {
+        let audit = signing.audit().clone();
+        let accounts = Arc::new(MemoryAccountRepo::new(audit.clone()));
         Self {
             rows: Mutex::new(Vec::new()),
             keys: Mutex::new(Vec::new()),
-            audit: signing.audit().clone(),
+            members: Arc::new(MemoryMembers::new(accounts)),
+            audit,
             signing,
         }
+    }
+
+    /// The people beside these policies.
+    pub fn members(&self) -> &Arc<MemoryMembers> {
+        &self.members
     }
 
     pub fn rows(&self) -> MutexGuard<'_, Vec<PolicyRecord>> {
@@ -413,7 +429,7 @@ impl PublisherKeyRepo for MemoryPolicies {
         &self,
         account_id: AccountId,
         include_revoked: bool,
-    ) -> Result<Vec<PublisherKey>, StoreError> {
+    ) -> Result<Vec<ListedKey>, StoreError> {
         let mut keys: Vec<PublisherKey> = self
             .publisher_keys()
             .iter()
@@ -421,7 +437,13 @@ impl PublisherKeyRepo for MemoryPolicies {
             .cloned()
             .collect();
         keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
-        Ok(keys)
+        Ok(keys
+            .into_iter()
+            .map(|key| ListedKey {
+                uploaded_by_name: key.user_id.and_then(|id| self.members.label_of(id)),
+                key,
+            })
+            .collect())
     }
 
     async fn approve(
@@ -512,5 +534,67 @@ impl d2_jwks::SigningKeyRepo for MemoryPolicies {
 
     async fn accounts_with_keys(&self) -> Result<Vec<AccountId>, StoreError> {
         self.signing.accounts_with_keys().await
+    }
+}
+
+/// People too, so the contract suites can name who registered a key.
+#[async_trait]
+impl MemberRepo for MemoryPolicies {
+    async fn sign_in(&self, identity: &Identity, at: DateTime<Utc>) -> Result<User, StoreError> {
+        self.members.sign_in(identity, at).await
+    }
+
+    async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.members.find_user(id).await
+    }
+
+    async fn role_of(&self, account: AccountId, user: UserId) -> Result<Option<Role>, StoreError> {
+        self.members.role_of(account, user).await
+    }
+
+    async fn member(&self, account: AccountId, user: UserId) -> Result<Option<Member>, StoreError> {
+        self.members.member(account, user).await
+    }
+
+    async fn members(&self, account: AccountId) -> Result<Vec<Member>, StoreError> {
+        self.members.members(account).await
+    }
+
+    async fn memberships(&self, user: UserId) -> Result<Vec<d2_members::Membership>, StoreError> {
+        self.members.memberships(user).await
+    }
+
+    async fn create_owned_account(
+        &self,
+        account: &Account,
+        owner: UserId,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        self.members
+            .create_owned_account(account, owner, audit)
+            .await
+    }
+
+    async fn add_member(
+        &self,
+        account: AccountId,
+        user: UserId,
+        role: Role,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        self.members.add_member(account, user, role, audit).await
+    }
+
+    async fn update_member(
+        &self,
+        account: AccountId,
+        user: UserId,
+        expected: Role,
+        update: MemberUpdate,
+        audit_of: MemberAuditOf<'_>,
+    ) -> Result<MemberOutcome, StoreError> {
+        self.members
+            .update_member(account, user, expected, update, audit_of)
+            .await
     }
 }

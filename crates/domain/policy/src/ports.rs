@@ -5,7 +5,7 @@ use d2_jwks::SigningKey;
 use d2_kernel::{AccountId, AppName, Page, PageRequest, PolicyId, StoreError};
 
 use crate::model::{AppState, PolicyRecord};
-use crate::publisher::{KeyApproval, PublisherKey};
+use crate::publisher::{KeyApproval, ListedKey, PublisherKey};
 
 /// Builds the audit record of a change from the stored record (whose version the store
 /// assigns inside the transaction).
@@ -198,12 +198,13 @@ pub trait PublisherKeyRepo: Send + Sync + 'static {
         key_id: &str,
     ) -> Result<Option<PublisherKey>, StoreError>;
 
-    /// Newest first.
+    /// Newest first, each with the name of the person it was registered for, read in the
+    /// same query.
     async fn list(
         &self,
         account_id: AccountId,
         include_revoked: bool,
-    ) -> Result<Vec<PublisherKey>, StoreError>;
+    ) -> Result<Vec<ListedKey>, StoreError>;
 
     /// Makes a pending key active, recording `approval`, with the audit record, in one
     /// transaction. A key that is not pending (active or revoked) is returned unchanged,

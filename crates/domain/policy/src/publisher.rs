@@ -94,6 +94,15 @@ pub struct PublisherKey {
     pub approval: Option<KeyApproval>,
 }
 
+/// A key as the list shows it: with the name of the person it was registered for (their
+/// display name, else full name, else email; `None` for a credential without a person,
+/// such as a server token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedKey {
+    pub key: PublisherKey,
+    pub uploaded_by_name: Option<String>,
+}
+
 impl PublisherKey {
     pub fn public_key_base64(&self) -> String {
         STANDARD.encode(self.public_key)
@@ -283,7 +292,7 @@ impl PublisherKeys {
         &self,
         ctx: &AuthContext,
         include_revoked: bool,
-    ) -> Result<Vec<PublisherKey>, PublisherKeyError> {
+    ) -> Result<Vec<ListedKey>, PublisherKeyError> {
         ctx.require(Scope::KeyUpload)?;
         Ok(self.repo.list(ctx.account_id, include_revoked).await?)
     }

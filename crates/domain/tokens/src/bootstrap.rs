@@ -186,6 +186,7 @@ impl BootstrapService {
             grant: TokenGrant::Admin,
             app_name: None,
             expires_at: None,
+            assigned_to: None,
         };
         let (new, secret) = mint(
             &self.pepper,
@@ -234,6 +235,7 @@ impl BootstrapService {
             grant: TokenGrant::Admin,
             app_name: None,
             expires_at: None,
+            assigned_to: None,
         };
         let (new, secret) = mint(&self.pepper, account_id, &token_request, owner, now)?;
         let audit = AuditEntry::control_plane(account_id, AuditAction::TokenBreakGlass, now)

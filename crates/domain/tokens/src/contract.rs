@@ -19,6 +19,10 @@ use d2_kernel::{
 };
 use d2_members::{Identity, MemberRepo, User};
 
+mod issue;
+
+pub use issue::{token_limit, token_limit_races, token_people, token_updates, token_usage};
+
 use crate::ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenRepo};
 use crate::secret::{Pepper, TokenSecret};
 use crate::token::{ApiToken, NewToken, TokenGrant, TokenKind, TokenRequest};
@@ -41,6 +45,7 @@ fn new_token(account_id: AccountId, grant: TokenGrant, created_at: DateTime<Utc>
         grant,
         app_name: None,
         expires_at: None,
+        assigned_to: None,
     };
     let (new, _) = crate::service::mint(&pepper(), account_id, &request, None, created_at)
         .unwrap_or_else(|_| unreachable!());
@@ -253,6 +258,7 @@ pub async fn tokens(store: &dyn Store) {
         let Some(next) = result.next else { break };
         page = PageRequest::parse(Some(2), Some(&next.encode())).unwrap_or_else(|_| unreachable!());
     }
+    let seen: Vec<ApiToken> = seen.into_iter().map(|listed| listed.token).collect();
     assert_eq!(seen, issued);
     assert!(!seen.iter().any(|t| t.id == foreign.token.id));
 
@@ -712,7 +718,7 @@ pub async fn token_expiry(store: &dyn Store) {
         panic!("rotated: {outcome:?}")
     };
     assert_eq!(previous.expires_at, Some(at(120)));
-    expired.push(previous);
+    expired.push(*previous);
     expired.sort_by_key(|t| t.id);
 
     // Revoked before it expired: keeps its own revocation.

@@ -25,13 +25,19 @@ pub use bootstrap::{
 };
 pub use d2_kernel::{CacheSettings, CacheStats};
 pub use jobs::TokenExpiry;
-pub use ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenAuditOf, TokenRepo};
+pub use ports::{
+    BootstrapRepo, IssueOutcome, RevokeOutcome, RotateOutcome, TokenAuditOf, TokenChangeAuditOf,
+    TokenRepo, UpdateOutcome,
+};
 pub use secret::{
     ApiTokenFormat, MalformedToken, Pepper, RandomnessUnavailable, TokenDigest, TokenSecret,
     WeakPepper,
 };
 pub use service::{Revocation, Rotation, TokenError, TokenService};
-pub use token::{ApiToken, IssuedToken, NewToken, TokenGrant, TokenKind, TokenRequest, TokenState};
+pub use token::{
+    ApiToken, IssuedToken, ListedToken, NewToken, TokenGrant, TokenKind, TokenPatch, TokenRequest,
+    TokenState,
+};
 pub use verifier::{AuthError, TokenVerifier};
 
 #[cfg(test)]

@@ -12,9 +12,12 @@ use d2_kernel::{AccountId, Cursor, Page, PageRequest, Role, StoreError, TokenId,
 use d2_members::User;
 use d2_members::memory::MemoryMembers;
 
-use crate::ports::{BootstrapRepo, RevokeOutcome, RotateOutcome, TokenAuditOf, TokenRepo};
+use crate::ports::{
+    BootstrapRepo, IssueOutcome, RevokeOutcome, RotateOutcome, TokenAuditOf, TokenChangeAuditOf,
+    TokenRepo, UpdateOutcome,
+};
 use crate::secret::TokenDigest;
-use crate::token::{ApiToken, NewToken, TokenState};
+use crate::token::{ApiToken, ListedToken, NewToken, TokenPatch, TokenState};
 
 #[derive(Debug)]
 pub struct MemoryStore {
@@ -65,10 +68,19 @@ impl MemoryStore {
         tokens.push((new.token.clone(), new.digest));
         Ok(())
     }
+
+    /// The token with the names of the people it names, as the stores join them.
+    fn listed(&self, token: ApiToken) -> ListedToken {
+        ListedToken {
+            created_by_name: token.created_by.and_then(|id| self.members.label_of(id)),
+            assigned_to_name: token.assigned_to.and_then(|id| self.members.label_of(id)),
+            token,
+        }
+    }
 }
 
-fn cursor_of(token: &ApiToken) -> Cursor {
-    Cursor::new(token.created_at, token.id.to_string())
+fn cursor_of(listed: &ListedToken) -> Cursor {
+    Cursor::new(listed.token.created_at, listed.token.id.to_string())
 }
 
 #[async_trait]
@@ -94,11 +106,20 @@ impl TokenRepo for MemoryStore {
             .map(|(t, _)| t.clone()))
     }
 
+    async fn listed_token(
+        &self,
+        account_id: AccountId,
+        id: TokenId,
+    ) -> Result<Option<ListedToken>, StoreError> {
+        let token = TokenRepo::find_token(self, account_id, id).await?;
+        Ok(token.map(|token| self.listed(token)))
+    }
+
     async fn list_tokens(
         &self,
         account_id: AccountId,
         page: &PageRequest,
-    ) -> Result<Page<ApiToken>, StoreError> {
+    ) -> Result<Page<ListedToken>, StoreError> {
         let after = match page.after() {
             Some(cursor) => Some((
                 cursor.at,
@@ -122,13 +143,84 @@ impl TokenRepo for MemoryStore {
                 .unwrap_or(usize::MAX)
                 .saturating_add(1),
         );
-        Ok(page.page_from(tokens, cursor_of))
+        let listed = tokens.into_iter().map(|t| self.listed(t)).collect();
+        Ok(page.page_from(listed, cursor_of))
     }
 
     async fn insert(&self, token: &NewToken, audit: &AuditEntry) -> Result<(), StoreError> {
         let mut tokens = self.lock();
         self.append(&mut tokens, token)?;
         self.accounts.audit().append(audit.clone());
+        Ok(())
+    }
+
+    async fn issue(
+        &self,
+        token: &NewToken,
+        max_active: u32,
+        audit: &AuditEntry,
+    ) -> Result<IssueOutcome, StoreError> {
+        let new = &token.token;
+        let mut tokens = self.lock();
+        let active = tokens
+            .iter()
+            .filter(|(t, _)| {
+                t.account_id == new.account_id && t.state(new.created_at) == TokenState::Active
+            })
+            .count();
+        if active >= usize::try_from(max_active).unwrap_or(usize::MAX) {
+            return Ok(IssueOutcome::LimitReached);
+        }
+        if let Some(assignee) = new.assigned_to
+            && !self
+                .accounts
+                .memberships()
+                .iter()
+                .any(|m| m.account_id == new.account_id && m.user_id == assignee)
+        {
+            return Ok(IssueOutcome::NotAMember);
+        }
+        self.append(&mut tokens, token)?;
+        self.accounts.audit().append(audit.clone());
+        Ok(IssueOutcome::Issued)
+    }
+
+    async fn update_token(
+        &self,
+        account_id: AccountId,
+        id: TokenId,
+        patch: &TokenPatch,
+        at: DateTime<Utc>,
+        audit_of: TokenChangeAuditOf<'_>,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let mut tokens = self.lock();
+        let Some((token, _)) = tokens
+            .iter_mut()
+            .find(|(t, _)| t.account_id == account_id && t.id == id)
+        else {
+            return Ok(UpdateOutcome::NotFound);
+        };
+        match token.state(at) {
+            TokenState::Revoked => return Ok(UpdateOutcome::AlreadyRevoked),
+            TokenState::Expired => return Ok(UpdateOutcome::Expired),
+            TokenState::Active if patch.expires_at.is_some() && token.replaced_by.is_some() => {
+                return Ok(UpdateOutcome::AlreadyRotated);
+            }
+            TokenState::Active => {}
+        }
+        let changed = patch.apply(token);
+        self.accounts.audit().append(audit_of(token, &changed));
+        *token = changed.clone();
+        Ok(UpdateOutcome::Updated(Box::new(changed)))
+    }
+
+    async fn record_usage(&self, used: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError> {
+        let mut tokens = self.lock();
+        for (id, at) in used {
+            if let Some((token, _)) = tokens.iter_mut().find(|(t, _)| t.id == *id) {
+                token.last_used_at = token.last_used_at.max(Some(*at));
+            }
+        }
         Ok(())
     }
 
@@ -189,7 +281,9 @@ impl TokenRepo for MemoryStore {
         old.expires_at = Some(old.expires_at.map_or(grace_until, |e| e.min(grace_until)));
         let previous = old.clone();
         self.accounts.audit().append(audit.clone());
-        Ok(RotateOutcome::Rotated { previous })
+        Ok(RotateOutcome::Rotated {
+            previous: Box::new(previous),
+        })
     }
 
     async fn revoke_expired(
@@ -290,7 +384,16 @@ impl d2_audit::AuditLog for MemoryStore {
         filter: &d2_audit::AuditFilter,
         page: &PageRequest,
     ) -> Result<Page<d2_audit::AuditRecord>, StoreError> {
-        d2_audit::AuditLog::search(self.accounts.audit().as_ref(), account_id, filter, page).await
+        let mut page =
+            d2_audit::AuditLog::search(self.accounts.audit().as_ref(), account_id, filter, page)
+                .await?;
+        for record in &mut page.items {
+            record.user_name = record
+                .entry
+                .user_id
+                .and_then(|id| self.members.label_of(id));
+        }
+        Ok(page)
     }
 }
 

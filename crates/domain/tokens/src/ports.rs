@@ -6,7 +6,7 @@ use d2_kernel::{AccountId, Page, PageRequest, StoreError, TokenId};
 use d2_members::User;
 
 use crate::secret::TokenDigest;
-use crate::token::{ApiToken, NewToken};
+use crate::token::{ApiToken, ListedToken, NewToken, TokenPatch};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RevokeOutcome {
@@ -21,7 +21,7 @@ pub enum RotateOutcome {
     /// The replacement is stored; `previous` is the old token as it is now (with its
     /// shortened expiry).
     Rotated {
-        previous: ApiToken,
+        previous: Box<ApiToken>,
     },
     AlreadyRevoked,
     /// It has been rotated before; rotate its replacement instead.
@@ -30,8 +30,31 @@ pub enum RotateOutcome {
     NotFound,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IssueOutcome {
+    Issued,
+    /// The account holds `max_active` tokens that work already; nothing was written.
+    LimitReached,
+    /// The assignee is not a member of the token's account; nothing was written.
+    NotAMember,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// The token as changed.
+    Updated(Box<ApiToken>),
+    AlreadyRevoked,
+    Expired,
+    /// The patch moves the expiry of a rotated token (whose expiry ends its grace period).
+    AlreadyRotated,
+    NotFound,
+}
+
 /// Builds the audit record of a token changed by a job, from the token as changed.
 pub type TokenAuditOf<'a> = &'a (dyn Fn(&ApiToken) -> AuditEntry + Send + Sync);
+
+/// Builds the audit record of a token change from the token before and after it.
+pub type TokenChangeAuditOf<'a> = &'a (dyn Fn(&ApiToken, &ApiToken) -> AuditEntry + Send + Sync);
 
 /// Storage of API tokens.
 ///
@@ -50,16 +73,58 @@ pub trait TokenRepo: Send + Sync + 'static {
         id: TokenId,
     ) -> Result<Option<ApiToken>, StoreError>;
 
-    /// The account's tokens, newest first by `(created_at, id)`, revoked ones included.
+    /// The token with the names of its creator and assignee (read with it, not one query
+    /// per person).
+    async fn listed_token(
+        &self,
+        account_id: AccountId,
+        id: TokenId,
+    ) -> Result<Option<ListedToken>, StoreError>;
+
+    /// The account's tokens, newest first by `(created_at, id)`, revoked ones included,
+    /// each with the names of its creator and assignee, read in the same query.
     async fn list_tokens(
         &self,
         account_id: AccountId,
         page: &PageRequest,
-    ) -> Result<Page<ApiToken>, StoreError>;
+    ) -> Result<Page<ListedToken>, StoreError>;
 
-    /// Stores a token and its audit record in one transaction. MUST return
-    /// `StoreError::Conflict` if the id or digest exists.
+    /// Stores a token and its audit record in one transaction, unchecked (the control
+    /// plane's tokens). MUST return `StoreError::Conflict` if the id or digest exists.
     async fn insert(&self, token: &NewToken, audit: &AuditEntry) -> Result<(), StoreError>;
+
+    /// Stores a token issued in its account, with its audit record, in one transaction,
+    /// when the account holds fewer than `max_active` tokens that work at the token's
+    /// `created_at` (neither revoked nor expired), and its assignee, if any, is a member
+    /// of the account. The count and the insert MUST be atomic against other issues in
+    /// the same account: of concurrent issues for the last free place, one wins. Writes
+    /// nothing unless the outcome is `Issued`. MUST return `StoreError::Conflict` if the id
+    /// or digest exists.
+    async fn issue(
+        &self,
+        token: &NewToken,
+        max_active: u32,
+        audit: &AuditEntry,
+    ) -> Result<IssueOutcome, StoreError>;
+
+    /// Changes a token's name or expiry under a lock on it, checking its state at `at`
+    /// first, with `audit_of(before, after)`, in one transaction. Writes nothing unless the
+    /// outcome is `Updated`. Shared implementations MUST announce the change (cached
+    /// verifications hold the expiry).
+    async fn update_token(
+        &self,
+        account_id: AccountId,
+        id: TokenId,
+        patch: &TokenPatch,
+        at: DateTime<Utc>,
+        audit_of: TokenChangeAuditOf<'_>,
+    ) -> Result<UpdateOutcome, StoreError>;
+
+    /// Records when tokens were used: each token's `last_used_at` becomes the later of the
+    /// stored value and the one given, so it only moves forward (writers of several
+    /// processes may flush in any order). Ids of tokens that do not exist are ignored. One
+    /// statement for the whole batch; not audited and not announced (no cache holds it).
+    async fn record_usage(&self, used: &[(TokenId, DateTime<Utc>)]) -> Result<(), StoreError>;
 
     /// Marks the token revoked at `at` and writes `audit`, in one transaction. Writes
     /// nothing unless the outcome is `Revoked`.

@@ -4,14 +4,16 @@ use chrono::{DateTime, Duration, Utc};
 use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::text::optional_label;
 use d2_kernel::{
-    AccessError, AccountId, AuthContext, Clock, Code, ErrorCode, Page, PageError, PageRequest,
-    Scope, StoreError, TokenId, UserId,
+    AccessError, AccountId, AuthContext, Clock, Code, EntitlementError, Entitlements, ErrorCode,
+    Page, PageError, PageRequest, Scope, StoreError, TokenId, UserId,
 };
 use serde_json::json;
 
-use crate::ports::{RevokeOutcome, RotateOutcome, TokenRepo};
+use crate::ports::{IssueOutcome, RevokeOutcome, RotateOutcome, TokenRepo, UpdateOutcome};
 use crate::secret::{Pepper, RandomnessUnavailable, TokenSecret};
-use crate::token::{ApiToken, IssuedToken, NewToken, TokenGrant, TokenKind, TokenRequest};
+use crate::token::{
+    ApiToken, IssuedToken, ListedToken, NewToken, TokenGrant, TokenKind, TokenPatch, TokenRequest,
+};
 use crate::verifier::TokenVerifier;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,16 @@ pub enum TokenError {
     InvalidRequest(&'static str),
     #[error("`expires_at` must be in the future")]
     InvalidExpiry,
+    #[error("`assigned_user_id` must name a member of the account")]
+    InvalidAssignee,
+    #[error(
+        "the account holds {max} active tokens, the most its plan allows; revoke one (or let one expire) first"
+    )]
+    Limit { max: u32 },
+    #[error("the request changes nothing: give `token_name` or `expires_at`")]
+    EmptyPatch,
+    #[error(transparent)]
+    Entitlement(#[from] EntitlementError),
     #[error(transparent)]
     Page(#[from] PageError),
     #[error(transparent)]
@@ -53,6 +65,10 @@ impl ErrorCode for TokenError {
             TokenError::SelfRotationRefused(_) => Code::SelfRotationRefused,
             TokenError::InvalidRequest(_) => Code::InvalidTokenRequest,
             TokenError::InvalidExpiry => Code::InvalidExpiry,
+            TokenError::InvalidAssignee => Code::InvalidAssignee,
+            TokenError::Limit { .. } => Code::TokenLimit,
+            TokenError::EmptyPatch => Code::InvalidBody,
+            TokenError::Entitlement(error) => error.code(),
             TokenError::Page(error) => error.code(),
             TokenError::Randomness(_) => Code::Internal,
             TokenError::Store(error) => error.code(),
@@ -104,10 +120,12 @@ pub(crate) fn mint(
         name: request.name.clone(),
         app_name: request.app_name.clone(),
         created_by,
+        assigned_to: request.assigned_to,
         created_at: now,
         expires_at: request.expires_at,
         revoked_at: None,
         replaced_by: None,
+        last_used_at: None,
     };
     let digest = pepper.digest(&secret);
     Ok((NewToken { token, digest }, secret))
@@ -120,6 +138,8 @@ pub struct TokenService {
     verifier: Arc<TokenVerifier>,
     pepper: Arc<Pepper>,
     clock: Arc<dyn Clock>,
+    /// The plan rules: how many tokens an account may hold.
+    entitlements: Arc<dyn Entitlements>,
     rotation_grace: Duration,
 }
 
@@ -137,6 +157,7 @@ impl TokenService {
         verifier: Arc<TokenVerifier>,
         pepper: Arc<Pepper>,
         clock: Arc<dyn Clock>,
+        entitlements: Arc<dyn Entitlements>,
         rotation_grace: Duration,
     ) -> Self {
         Self {
@@ -144,6 +165,7 @@ impl TokenService {
             verifier,
             pepper,
             clock,
+            entitlements,
             rotation_grace,
         }
     }
@@ -152,7 +174,9 @@ impl TokenService {
         &self.verifier
     }
 
-    /// Issues a token in `account_id` (admin of that account only).
+    /// Issues a token in `account_id` (admin of that account only), for a member of it
+    /// when `request.assigned_to` names one, while the account holds fewer tokens that
+    /// work than its plan's `max_tokens`.
     pub async fn create(
         &self,
         ctx: &AuthContext,
@@ -163,11 +187,21 @@ impl TokenService {
         ctx.require(Scope::Admin)?;
         let now = self.clock.now();
         let request = validate(request, now)?;
+        let max = self
+            .entitlements
+            .entitlement(account_id)
+            .await?
+            .quotas
+            .max_tokens;
         let (new, secret) = mint(&self.pepper, account_id, &request, ctx.user_id, now)?;
         let audit = AuditEntry::by(ctx, AuditAction::TokenCreate, now)
             .target("token", new.token.id)
             .metadata(describe(&new.token));
-        self.repo.insert(&new, &audit).await?;
+        match self.repo.issue(&new, max, &audit).await? {
+            IssueOutcome::Issued => {}
+            IssueOutcome::LimitReached => return Err(TokenError::Limit { max }),
+            IssueOutcome::NotAMember => return Err(TokenError::InvalidAssignee),
+        }
         tracing::info!(token.id = %new.token.id, account.id = %account_id, token.kind = %new.token.kind, "token issued");
         Ok(IssuedToken {
             token: new.token,
@@ -180,13 +214,83 @@ impl TokenService {
         ctx: &AuthContext,
         account_id: AccountId,
         page: &PageRequest,
-    ) -> Result<Page<ApiToken>, TokenError> {
+    ) -> Result<Page<ListedToken>, TokenError> {
         ctx.require_account(account_id)?;
         ctx.require(Scope::Admin)?;
         if let Some(cursor) = page.after() {
             cursor.id_as::<TokenId>()?;
         }
         Ok(self.repo.list_tokens(account_id, page).await?)
+    }
+
+    /// One token of `account_id`, as the list shows it (admin of that account).
+    pub async fn get(
+        &self,
+        ctx: &AuthContext,
+        account_id: AccountId,
+        token_id: TokenId,
+    ) -> Result<ListedToken, TokenError> {
+        ctx.require_account(account_id)?;
+        ctx.require(Scope::Admin)?;
+        self.repo
+            .listed_token(account_id, token_id)
+            .await?
+            .ok_or(TokenError::NotFound)
+    }
+
+    /// Renames a token or moves its expiry (admin of that account): a new expiry is in the
+    /// future, or none. A revoked or expired token is finished, and a rotated one keeps
+    /// the end of its grace period. Audited `token.update` with what changed; every
+    /// replica applies a new expiry at once.
+    pub async fn update(
+        &self,
+        ctx: &AuthContext,
+        account_id: AccountId,
+        token_id: TokenId,
+        mut patch: TokenPatch,
+    ) -> Result<ListedToken, TokenError> {
+        ctx.require_account(account_id)?;
+        ctx.require(Scope::Admin)?;
+        if patch.is_empty() {
+            return Err(TokenError::EmptyPatch);
+        }
+        let now = self.clock.now();
+        if let Some(name) = &patch.name {
+            patch.name = Some(valid_name(name.as_deref())?);
+        }
+        if patch
+            .expires_at
+            .flatten()
+            .is_some_and(|expires| expires <= now)
+        {
+            return Err(TokenError::InvalidExpiry);
+        }
+        let audit_of = |before: &ApiToken, after: &ApiToken| {
+            AuditEntry::by(ctx, AuditAction::TokenUpdate, now)
+                .target("token", token_id)
+                .metadata(changes(before, after))
+        };
+        let outcome = self
+            .repo
+            .update_token(account_id, token_id, &patch, now, &audit_of)
+            .await?;
+        match outcome {
+            UpdateOutcome::Updated(_) => {
+                self.verifier.invalidate(token_id);
+                tracing::info!(token.id = %token_id, account.id = %account_id, "token updated");
+            }
+            UpdateOutcome::AlreadyRevoked => return Err(TokenError::AlreadyRevoked),
+            UpdateOutcome::Expired => return Err(TokenError::Expired),
+            UpdateOutcome::AlreadyRotated => return Err(TokenError::AlreadyRotated),
+            UpdateOutcome::NotFound => return Err(TokenError::NotFound),
+        }
+        self.get(ctx, account_id, token_id).await
+    }
+
+    /// Writes the token uses the verifier noted since the last flush (see
+    /// [`TokenVerifier::flush_usage`]); returns how many tokens it wrote.
+    pub async fn flush_usage(&self) -> Result<usize, TokenError> {
+        Ok(self.verifier.flush_usage().await?)
     }
 
     pub async fn revoke(
@@ -314,6 +418,7 @@ impl TokenService {
             grant: grant_of(&old),
             app_name: old.app_name.clone(),
             expires_at: old.expires_at.filter(|expires| *expires > now),
+            assigned_to: old.assigned_to,
         };
         let (new, secret) = mint(&self.pepper, ctx.account_id, &request, old.created_by, now)?;
         let grace_until = d2_kernel::later(now, self.rotation_grace);
@@ -338,7 +443,7 @@ impl TokenService {
                         token: new.token,
                         secret,
                     },
-                    previous,
+                    previous: *previous,
                 })
             }
             RotateOutcome::AlreadyRevoked => Err(TokenError::AlreadyRevoked),
@@ -418,6 +523,33 @@ pub(crate) fn describe(token: &ApiToken) -> serde_json::Value {
         "scopes": token.scopes.names(),
         "app_name": token.app_name.as_ref().map(|a| a.as_str()),
         "expires_at": token.expires_at,
+        "assigned_user_id": token.assigned_to.map(|id| id.to_string()),
+    })
+}
+
+/// What the audit trail keeps about a token's change: each changed field, before and after.
+fn changes(before: &ApiToken, after: &ApiToken) -> serde_json::Value {
+    let mut changed = serde_json::Map::new();
+    if before.name != after.name {
+        changed.insert(
+            "token_name".to_owned(),
+            json!({ "from": before.name, "to": after.name }),
+        );
+    }
+    if before.expires_at != after.expires_at {
+        changed.insert(
+            "expires_at".to_owned(),
+            json!({ "from": before.expires_at, "to": after.expires_at }),
+        );
+    }
+    json!({ "token_name": after.name, "changes": changed })
+}
+
+fn valid_name(name: Option<&str>) -> Result<Option<String>, TokenError> {
+    optional_label(name, MAX_NAME_CHARS).map_err(|_| {
+        TokenError::InvalidRequest(
+            "`token_name` must be at most 100 characters without control characters",
+        )
     })
 }
 
@@ -426,11 +558,7 @@ pub(crate) fn validate(
     mut request: TokenRequest,
     now: DateTime<Utc>,
 ) -> Result<TokenRequest, TokenError> {
-    request.name = optional_label(request.name.as_deref(), MAX_NAME_CHARS).map_err(|_| {
-        TokenError::InvalidRequest(
-            "`token_name` must be at most 100 characters without control characters",
-        )
-    })?;
+    request.name = valid_name(request.name.as_deref())?;
     if let TokenGrant::Scopes(scopes) = &request.grant
         && scopes.is_empty()
     {

@@ -13,6 +13,8 @@ use d2_kernel::{
 use crate::memory::MemoryStore;
 use crate::*;
 
+mod people;
+
 struct World {
     clock: Arc<ManualClock>,
     audit: Arc<MemoryAuditLog>,
@@ -36,11 +38,19 @@ fn world() -> World {
         clock.clone(),
         CacheSettings::default(),
     ));
+    let entitlements = d2_accounts::AccountService::new(
+        accounts.clone(),
+        Arc::new(d2_kernel::PlanCatalog::default()),
+        Arc::new(d2_accounts::SamplingPolicy::default()),
+        clock.clone(),
+        CacheSettings::default(),
+    );
     let tokens = TokenService::new(
         repo.clone(),
         verifier.clone(),
         pepper.clone(),
         clock.clone(),
+        Arc::new(entitlements),
         Duration::minutes(10),
     );
     let bootstrap = BootstrapService::new(
@@ -79,6 +89,7 @@ impl World {
             grant,
             app_name: None,
             expires_at: None,
+            assigned_to: None,
         };
         let issued = self
             .tokens
@@ -237,6 +248,7 @@ async fn rotation_keeps_the_old_token_for_the_grace_period_only() {
             grant: TokenGrant::Server,
             app_name: Some(AppName::normalise("billing agent")),
             expires_at: None,
+            assigned_to: None,
         };
         w.tokens
             .create(&admin, admin.account_id, request)
@@ -352,6 +364,7 @@ async fn requests_are_validated_before_anything_is_written() {
                 grant: TokenGrant::Scopes(vec![]),
                 app_name: None,
                 expires_at: None,
+                assigned_to: None,
             },
             Code::InvalidTokenRequest,
         ),
@@ -361,6 +374,7 @@ async fn requests_are_validated_before_anything_is_written() {
                 grant: TokenGrant::Dev,
                 app_name: Some(AppName::normalise("x")),
                 expires_at: None,
+                assigned_to: None,
             },
             Code::InvalidTokenRequest,
         ),
@@ -370,6 +384,7 @@ async fn requests_are_validated_before_anything_is_written() {
                 grant: TokenGrant::Dev,
                 app_name: None,
                 expires_at: None,
+                assigned_to: None,
             },
             Code::InvalidTokenRequest,
         ),
@@ -379,6 +394,7 @@ async fn requests_are_validated_before_anything_is_written() {
                 grant: TokenGrant::Dev,
                 app_name: None,
                 expires_at: Some(w.clock.now()),
+                assigned_to: None,
             },
             Code::InvalidExpiry,
         ),
@@ -403,6 +419,7 @@ async fn custom_scopes_and_expiry_are_honoured() {
         grant: TokenGrant::Scopes(vec![Scope::MetricsRead]),
         app_name: None,
         expires_at: Some(w.clock.now() + Duration::hours(1)),
+        assigned_to: None,
     };
     let issued = w
         .tokens
@@ -437,7 +454,7 @@ async fn lists_page_newest_first() {
         first
             .items
             .windows(2)
-            .all(|p| p[0].created_at >= p[1].created_at)
+            .all(|p| p[0].token.created_at >= p[1].token.created_at)
     );
     let cursor = first.next.unwrap().encode();
     let rest = w
@@ -463,6 +480,7 @@ async fn the_expiry_job_revokes_expired_tokens_at_their_expiry_in_batches() {
         grant: TokenGrant::Dev,
         app_name: None,
         expires_at: Some(at),
+        assigned_to: None,
     };
     let mut expiring = Vec::new();
     for _ in 0..3 {

@@ -93,6 +93,8 @@ pub struct TokenRequest {
     /// Only for server tokens: the app whose bundle the token reads.
     pub app_name: Option<AppName>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The member of the account the token is for (it still acts as its creator's).
+    pub assigned_to: Option<UserId>,
 }
 
 /// Whether a token works at a given time.
@@ -114,11 +116,18 @@ pub struct ApiToken {
     pub app_name: Option<AppName>,
     /// The user on whose behalf the token acts.
     pub created_by: Option<UserId>,
+    /// The member the token was issued for, if not its creator: lists show it as the
+    /// token's person. It grants nothing (the token acts as its creator's).
+    pub assigned_to: Option<UserId>,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     /// Set when the token was rotated: the id of its replacement.
     pub replaced_by: Option<TokenId>,
+    /// When the token last authenticated a request, to within a minute (a verifier notes
+    /// a token's use at most once a minute), as last written by the verifiers' batched
+    /// writes (so up to a flush interval behind).
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 impl ApiToken {
@@ -127,6 +136,11 @@ impl ApiToken {
     /// it reads the same before and after the job ran.
     pub fn state(&self, now: DateTime<Utc>) -> TokenState {
         state_at(self.expires_at, self.revoked_at, now)
+    }
+
+    /// Whom the token is for: its assignee, else its creator.
+    pub fn holder(&self) -> Option<UserId> {
+        self.assigned_to.or(self.created_by)
     }
 
     pub fn auth_context(&self) -> AuthContext {
@@ -153,6 +167,60 @@ pub(crate) fn state_at(
         (Some(_), _) => TokenState::Revoked,
         (None, Some(expires)) if expires <= now => TokenState::Expired,
         (None, _) => TokenState::Active,
+    }
+}
+
+/// A token as lists show it: the record and how the people it names are called (a
+/// person's display name, else full name, else email; `None` where the token names nobody,
+/// or a person without any of them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedToken {
+    pub token: ApiToken,
+    pub created_by_name: Option<String>,
+    pub assigned_to_name: Option<String>,
+}
+
+impl ListedToken {
+    /// A token and no names (a token naming nobody).
+    pub fn unnamed(token: ApiToken) -> Self {
+        Self {
+            token,
+            created_by_name: None,
+            assigned_to_name: None,
+        }
+    }
+
+    /// The name of whom the token is for: its assignee's, else its creator's.
+    pub fn holder_name(&self) -> Option<&str> {
+        match self.token.assigned_to {
+            Some(_) => self.assigned_to_name.as_deref(),
+            None => self.created_by_name.as_deref(),
+        }
+    }
+}
+
+/// A change of a token's label or expiry. `None` keeps a field; `Some(None)` clears it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenPatch {
+    pub name: Option<Option<String>>,
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+impl TokenPatch {
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.expires_at.is_none()
+    }
+
+    /// `token` with this change.
+    pub fn apply(&self, token: &ApiToken) -> ApiToken {
+        let mut changed = token.clone();
+        if let Some(name) = &self.name {
+            changed.name.clone_from(name);
+        }
+        if let Some(expires_at) = self.expires_at {
+            changed.expires_at = expires_at;
+        }
+        changed
     }
 }
 

@@ -1,9 +1,10 @@
 //! Token verification: the hot path of every authenticated request.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use d2_kernel::{
     AuthContext, CacheSettings, CacheStats, Change, ChangeSubscriber, Clock, Code, CoherentCache,
     ErrorCode, StoreError, TokenId,
@@ -46,7 +47,14 @@ struct KnownToken {
     context: Arc<AuthContext>,
     expires_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
+    /// When this process last noted a use of the token (Unix seconds), so a busy token is
+    /// noted once a minute: one atomic read per request otherwise.
+    noted_at: AtomicI64,
 }
+
+/// A use is noted at most once per token and this many seconds (`last_used_at` is shown to
+/// the minute).
+const NOTE_EVERY_SECONDS: i64 = 60;
 
 /// A cached lookup. Unknown digests are cached too: a digest is unforgeable, so a newly
 /// issued token can never be hiding behind a cached miss.
@@ -56,12 +64,16 @@ enum Lookup {
     Unknown,
 }
 
-/// Verifies presented tokens: format and checksum, keyed digest, cache, store.
+/// Verifies presented tokens: format and checksum, keyed digest, cache, store. Notes when
+/// each token was used, in memory, for [`flush_usage`](Self::flush_usage) to write in
+/// batches: verifying never writes.
 pub struct TokenVerifier {
     repo: Arc<dyn TokenRepo>,
     pepper: Arc<Pepper>,
     clock: Arc<dyn Clock>,
     cache: CoherentCache<TokenDigest, Lookup>,
+    /// Uses noted since the last flush: the latest per token.
+    used: Mutex<HashMap<TokenId, DateTime<Utc>>>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -94,6 +106,7 @@ impl TokenVerifier {
             pepper,
             clock,
             cache: CoherentCache::new(settings),
+            used: Mutex::new(HashMap::new()),
         }
     }
 
@@ -136,10 +149,65 @@ impl TokenVerifier {
         let Lookup::Known(token) = lookup else {
             return Err(AuthError::Unknown);
         };
-        match state_at(token.expires_at, token.revoked_at, self.clock.now()) {
-            TokenState::Active => Ok(Arc::clone(&token.context)),
+        let now = self.clock.now();
+        match state_at(token.expires_at, token.revoked_at, now) {
+            TokenState::Active => {
+                self.note_use(&token, now);
+                Ok(Arc::clone(&token.context))
+            }
             TokenState::Expired => Err(AuthError::Expired),
             TokenState::Revoked => Err(AuthError::Revoked),
+        }
+    }
+
+    /// Notes a use of `token` at `now`, unless this process noted one less than a minute
+    /// ago: the common case costs one atomic read.
+    fn note_use(&self, token: &KnownToken, now: DateTime<Utc>) {
+        let second = now.timestamp();
+        let noted = token.noted_at.load(Ordering::Relaxed);
+        if second.saturating_sub(noted) < NOTE_EVERY_SECONDS
+            || token
+                .noted_at
+                .compare_exchange(noted, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        // To the second: every store keeps that exactly.
+        let at = now.trunc_subsecs(0);
+        self.pending_uses()
+            .entry(token.id)
+            .and_modify(|noted| *noted = (*noted).max(at))
+            .or_insert(at);
+    }
+
+    fn pending_uses(&self) -> MutexGuard<'_, HashMap<TokenId, DateTime<Utc>>> {
+        self.used.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes the uses noted since the last flush (`TokenRepo::record_usage`, one statement)
+    /// and returns how many tokens it wrote. Run periodically and at shutdown; uses of a
+    /// failed write are kept for the next.
+    pub async fn flush_usage(&self) -> Result<usize, StoreError> {
+        let mut used: Vec<(TokenId, DateTime<Utc>)> = std::mem::take(&mut *self.pending_uses())
+            .into_iter()
+            .collect();
+        if used.is_empty() {
+            return Ok(0);
+        }
+        used.sort_unstable();
+        match self.repo.record_usage(&used).await {
+            Ok(()) => Ok(used.len()),
+            Err(error) => {
+                let mut pending = self.pending_uses();
+                for (id, at) in used {
+                    pending
+                        .entry(id)
+                        .and_modify(|later| *later = (*later).max(at))
+                        .or_insert(at);
+                }
+                Err(error)
+            }
         }
     }
 
@@ -177,5 +245,6 @@ fn known(token: &ApiToken) -> KnownToken {
         context: Arc::new(token.auth_context()),
         expires_at: token.expires_at,
         revoked_at: token.revoked_at,
+        noted_at: AtomicI64::new(i64::MIN),
     }
 }
