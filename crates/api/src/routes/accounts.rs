@@ -169,9 +169,10 @@ async fn update_me(
     Ok(HttpResponse::Ok().json(AccountBody::from(overview)))
 }
 
+/// An account's name: to rename one, or to create one.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RenameBody {
+pub struct AccountNameBody {
     /// 1 to 200 characters, not blank, no control characters.
     #[schema(
         min_length = 1,
@@ -189,7 +190,7 @@ pub struct RenameResult {
 }
 
 /// Rename an account (admin of that account). Audited as `account.update`.
-#[utoipa::path(tag = "accounts", security(("bearer" = []), ("api_key" = [])), request_body = RenameBody,
+#[utoipa::path(tag = "accounts", security(("bearer" = []), ("api_key" = [])), request_body = AccountNameBody,
     params(("account_id" = Uuid, Path)), responses(
     (status = 200, body = RenameResult),
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -200,7 +201,7 @@ async fn rename(
     state: Data<ApiState>,
     account_id: Path<AccountId>,
     auth: Auth,
-    body: Json<RenameBody>,
+    body: Json<AccountNameBody>,
 ) -> ApiResult<HttpResponse> {
     auth.require_account(*account_id)?;
     let name = AccountName::parse(&body.0.name).map_err(d2_accounts::AccountError::from)?;

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::auth::{Auth, Person};
 use crate::body::Json;
 use crate::error::{ApiError, ApiResult};
+use crate::routes::accounts::AccountNameBody;
 use crate::state::ApiState;
 
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
@@ -91,18 +92,6 @@ async fn users_me(state: Data<ApiState>, person: Person) -> ApiResult<HttpRespon
     Ok(HttpResponse::Ok().json(MeBody::from(me)))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewAccountBody {
-    /// 1 to 200 characters, not blank, no control characters.
-    #[schema(
-        min_length = 1,
-        max_length = 200,
-        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
-    )]
-    pub name: String,
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NewAccountResult {
     pub account_id: Uuid,
@@ -116,7 +105,7 @@ pub struct NewAccountResult {
 
 /// Create an account, with the signed-in person as its owner (a trial). Audited as
 /// `account.create`. Identity-provider sessions only.
-#[utoipa::path(tag = "members", security(("bearer" = [])), request_body = NewAccountBody, responses(
+#[utoipa::path(tag = "members", security(("bearer" = [])), request_body = AccountNameBody, responses(
     (status = 201, body = NewAccountResult),
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -126,7 +115,7 @@ pub struct NewAccountResult {
 async fn create_account(
     state: Data<ApiState>,
     person: Person,
-    body: Json<NewAccountBody>,
+    body: Json<AccountNameBody>,
 ) -> ApiResult<HttpResponse> {
     let account = state
         .app

@@ -500,3 +500,92 @@ impl InvitationRepo for MemoryMembers {
         Ok(Some(AcceptOutcome::Accepted(account, invitation.role)))
     }
 }
+
+/// Implements [`MemberRepo`] for a fake of another domain that embeds a [`MemoryMembers`]
+/// in its field `$field` (so one fake answers for people too, as a database store does).
+#[macro_export]
+macro_rules! delegate_member_repo {
+    ($fake:ty, $field:ident) => {
+        #[::async_trait::async_trait]
+        impl $crate::MemberRepo for $fake {
+            async fn sign_in(
+                &self,
+                identity: &$crate::Identity,
+                at: ::chrono::DateTime<::chrono::Utc>,
+            ) -> ::std::result::Result<$crate::User, ::d2_kernel::StoreError> {
+                self.$field.sign_in(identity, at).await
+            }
+
+            async fn find_user(
+                &self,
+                id: ::d2_kernel::UserId,
+            ) -> ::std::result::Result<Option<$crate::User>, ::d2_kernel::StoreError> {
+                self.$field.find_user(id).await
+            }
+
+            async fn role_of(
+                &self,
+                account: ::d2_kernel::AccountId,
+                user: ::d2_kernel::UserId,
+            ) -> ::std::result::Result<Option<::d2_kernel::Role>, ::d2_kernel::StoreError> {
+                self.$field.role_of(account, user).await
+            }
+
+            async fn member(
+                &self,
+                account: ::d2_kernel::AccountId,
+                user: ::d2_kernel::UserId,
+            ) -> ::std::result::Result<Option<$crate::Member>, ::d2_kernel::StoreError> {
+                self.$field.member(account, user).await
+            }
+
+            async fn members(
+                &self,
+                account: ::d2_kernel::AccountId,
+            ) -> ::std::result::Result<Vec<$crate::Member>, ::d2_kernel::StoreError> {
+                self.$field.members(account).await
+            }
+
+            async fn memberships(
+                &self,
+                user: ::d2_kernel::UserId,
+            ) -> ::std::result::Result<Vec<$crate::Membership>, ::d2_kernel::StoreError> {
+                self.$field.memberships(user).await
+            }
+
+            async fn create_owned_account(
+                &self,
+                account: &::d2_accounts::Account,
+                owner: ::d2_kernel::UserId,
+                audit: &::d2_audit::AuditEntry,
+            ) -> ::std::result::Result<(), ::d2_kernel::StoreError> {
+                self.$field
+                    .create_owned_account(account, owner, audit)
+                    .await
+            }
+
+            async fn add_member(
+                &self,
+                account: ::d2_kernel::AccountId,
+                user: ::d2_kernel::UserId,
+                role: ::d2_kernel::Role,
+                audit: &::d2_audit::AuditEntry,
+            ) -> ::std::result::Result<bool, ::d2_kernel::StoreError> {
+                self.$field.add_member(account, user, role, audit).await
+            }
+
+            async fn update_member(
+                &self,
+                account: ::d2_kernel::AccountId,
+                user: ::d2_kernel::UserId,
+                expected: ::d2_kernel::Role,
+                update: $crate::MemberUpdate,
+                audit_of: $crate::MemberAuditOf<'_>,
+            ) -> ::std::result::Result<$crate::MemberOutcome, ::d2_kernel::StoreError> {
+                self.$field
+                    .update_member(account, user, expected, update, audit_of)
+                    .await
+            }
+        }
+    };
+}

@@ -4,16 +4,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use d2_accounts::Account;
 use d2_accounts::memory::MemoryAccountRepo;
 use d2_audit::AuditEntry;
 use d2_audit::memory::MemoryAuditLog;
 use d2_jwks::memory::MemorySigningKeys;
-use d2_kernel::{
-    AccountId, AppName, Cursor, Page, PageRequest, PolicyId, Role, StoreError, UserId,
-};
+use d2_kernel::{AccountId, AppName, Cursor, Page, PageRequest, PolicyId, StoreError};
 use d2_members::memory::MemoryMembers;
-use d2_members::{Identity, Member, MemberAuditOf, MemberOutcome, MemberRepo, MemberUpdate, User};
 
 use crate::model::{AppState, PolicyRecord, Stage};
 use crate::ports::{
@@ -537,64 +533,5 @@ impl d2_jwks::SigningKeyRepo for MemoryPolicies {
     }
 }
 
-/// People too, so the contract suites can name who registered a key.
-#[async_trait]
-impl MemberRepo for MemoryPolicies {
-    async fn sign_in(&self, identity: &Identity, at: DateTime<Utc>) -> Result<User, StoreError> {
-        self.members.sign_in(identity, at).await
-    }
-
-    async fn find_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.members.find_user(id).await
-    }
-
-    async fn role_of(&self, account: AccountId, user: UserId) -> Result<Option<Role>, StoreError> {
-        self.members.role_of(account, user).await
-    }
-
-    async fn member(&self, account: AccountId, user: UserId) -> Result<Option<Member>, StoreError> {
-        self.members.member(account, user).await
-    }
-
-    async fn members(&self, account: AccountId) -> Result<Vec<Member>, StoreError> {
-        self.members.members(account).await
-    }
-
-    async fn memberships(&self, user: UserId) -> Result<Vec<d2_members::Membership>, StoreError> {
-        self.members.memberships(user).await
-    }
-
-    async fn create_owned_account(
-        &self,
-        account: &Account,
-        owner: UserId,
-        audit: &AuditEntry,
-    ) -> Result<(), StoreError> {
-        self.members
-            .create_owned_account(account, owner, audit)
-            .await
-    }
-
-    async fn add_member(
-        &self,
-        account: AccountId,
-        user: UserId,
-        role: Role,
-        audit: &AuditEntry,
-    ) -> Result<bool, StoreError> {
-        self.members.add_member(account, user, role, audit).await
-    }
-
-    async fn update_member(
-        &self,
-        account: AccountId,
-        user: UserId,
-        expected: Role,
-        update: MemberUpdate,
-        audit_of: MemberAuditOf<'_>,
-    ) -> Result<MemberOutcome, StoreError> {
-        self.members
-            .update_member(account, user, expected, update, audit_of)
-            .await
-    }
-}
+// People too, so the contract suites can name who registered a key.
+d2_members::delegate_member_repo!(MemoryPolicies, members);
