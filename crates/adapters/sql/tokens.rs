@@ -205,15 +205,7 @@ impl TokenRepo for crate::Store {
     ) -> Result<UpdateOutcome, StoreError> {
         let mut conn = self.writer().await?;
         let outcome = write_transaction!(conn, async |conn| {
-            let row = locked!(
-                api_tokens::table
-                    .filter(api_tokens::account_id.eq(Id::from(account_id)))
-                    .filter(api_tokens::id.eq(Id::from(id)))
-                    .select(TokenRow::as_select())
-            )
-            .first(conn)
-            .await
-            .optional()?;
+            let row = locked_token(conn, account_id, id).await?;
             let Some(row) = row else {
                 return Ok::<_, TxError>(UpdateOutcome::NotFound);
             };
@@ -312,15 +304,7 @@ impl TokenRepo for crate::Store {
     ) -> Result<RotateOutcome, StoreError> {
         let mut conn = self.writer().await?;
         let outcome = write_transaction!(conn, async |conn| {
-            let row = locked!(
-                api_tokens::table
-                    .filter(api_tokens::account_id.eq(Id::from(account_id)))
-                    .filter(api_tokens::id.eq(Id::from(id)))
-                    .select(TokenRow::as_select())
-            )
-            .first(conn)
-            .await
-            .optional()?;
+            let row = locked_token(conn, account_id, id).await?;
             let Some(row) = row else {
                 return Ok::<_, TxError>(RotateOutcome::NotFound);
             };
@@ -428,6 +412,23 @@ impl BootstrapRepo for crate::Store {
         .await?;
         Ok(())
     }
+}
+
+/// The account's token `id`, locked until the transaction ends.
+async fn locked_token(
+    conn: &mut crate::Conn,
+    account_id: AccountId,
+    id: TokenId,
+) -> QueryResult<Option<TokenRow>> {
+    locked!(
+        api_tokens::table
+            .filter(api_tokens::account_id.eq(Id::from(account_id)))
+            .filter(api_tokens::id.eq(Id::from(id)))
+            .select(TokenRow::as_select())
+    )
+    .first(conn)
+    .await
+    .optional()
 }
 
 // The rows of this module's tables, and their conversion to and from domain values.
