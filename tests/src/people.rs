@@ -1176,3 +1176,35 @@ async fn runtime_routes_take_the_agent_token_header_like_the_others() {
         .await
         .assert_problem(401, "invalid_token");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_first_requests_of_one_sign_in_make_one_person() {
+    let provider = OidcProvider::shared().await;
+    let app = app_signing_in_with(provider).await;
+    let owner = provider.token(&person("Owner")).await;
+    let account = create_account(&app, &owner, "Busy").await;
+    // A person opening a dashboard: many requests at once with a token never seen before.
+    let fresh = provider.token(&person("Fresh")).await;
+    let replies = futures_util::future::join_all(
+        (0..30).map(|_| signed_in(&app, &fresh, Method::GET, "/v1/users/me", None)),
+    )
+    .await;
+    let ids: BTreeSet<String> = replies
+        .iter()
+        .map(|reply| {
+            reply.assert_status(200)["user"]["user_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one person: {ids:?}");
+    // And the owner's concurrent requests in their account all pass.
+    let replies = futures_util::future::join_all(
+        (0..30).map(|_| signed_in(&app, &owner, Method::GET, "/v1/accounts/me", Some(&account))),
+    )
+    .await;
+    for reply in replies {
+        reply.assert_status(200);
+    }
+}
