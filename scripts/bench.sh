@@ -9,7 +9,8 @@
 # STORE=sqlite runs the same load on a SQLite file instead of the local PostgreSQL.
 # INSTRUCTIONS=1 runs d2-api under valgrind's callgrind instead and prints the instructions
 # it executes per request on each hot route: exact and repeatable whatever else the machine
-# does, where throughput on two shared cores moves by several percent from run to run.
+# does, where throughput on two shared cores moves by several percent from run to run;
+# KEEP=dir keeps callgrind's files there, for callgrind_annotate.
 #   DURATION=20s CONNECTIONS=64 THREADS=1 STORE=postgres ./scripts/bench.sh
 #   INSTRUCTIONS=1 REQUESTS=2000 LOG_FILTER=info ./scripts/bench.sh
 set -euo pipefail
@@ -185,6 +186,7 @@ if [ "$INSTRUCTIONS" = 1 ]; then
     instruction_share accounts_me bare_json
     instruction_share healthz bare_json
     instruction_share accounts_me_jwt accounts_me
+    if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/*.out.* "$KEEP"/; fi
     exit 0
 fi
 echo "d2-api release build, $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, log filter $LOG_FILTER (JSON to a file)"

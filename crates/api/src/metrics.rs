@@ -266,7 +266,7 @@ fn advance(counter: &IntCounter, total: u64) {
 
 /// The method label of a request: one of a fixed set, so that no caller can add series
 /// to the metrics by sending made-up methods (HTTP allows any token as a method).
-fn method_label(method: &Method) -> &'static str {
+pub(crate) fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::HEAD => "HEAD",

@@ -1,16 +1,18 @@
 //! Per-request observability: the request id (accepted from `X-Request-Id` or generated,
-//! echoed back, and recorded on every log line of the request through its span), the
-//! access log line, and the request metrics.
+//! echoed back, and recorded on every log line of the request through its
+//! [`RequestScope`]), the access log line, and the request metrics.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::HeaderValue;
 use actix_web::middleware::Next;
 use actix_web::web::Data;
 use actix_web::{Error, HttpMessage};
-use tracing::Instrument;
+use d2_app::telemetry::{RequestScope, in_request};
 
 use crate::headers::REQUEST_ID;
 use crate::state::ApiState;
@@ -49,17 +51,24 @@ pub async fn observe(
         .and_then(accept)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let method = req.method().clone();
-    // Text fields as `&str`, not `%` Display: recorded as they are, with no formatting.
-    let span = tracing::info_span!(
-        "request",
-        request_id = request_id.as_str(),
-        method = method.as_str(),
-        path = loggable_path(req.path())
-    );
-    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let scope = RequestScope {
+        request_id: request_id.clone(),
+        method: method_text(&method),
+        path: loggable_path(req.path()).to_owned(),
+    };
+    req.extensions_mut().insert(RequestId(request_id));
+    in_request(scope, serve(req, next, method)).await
+}
+
+/// The request served, counted and logged, inside its [`RequestScope`].
+async fn serve(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+    method: Method,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let state = req.app_data::<Data<ApiState>>().cloned();
     let started = Instant::now();
-    let mut response = next.call(req).instrument(span.clone()).await?;
+    let mut response = next.call(req).await?;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let route = response
@@ -69,18 +78,25 @@ pub async fn observe(
     if let Some(state) = state {
         state.metrics.observe(&method, &route, status, elapsed);
     }
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    let request_id = RequestScope::with_current(|r| HeaderValue::from_str(&r.request_id));
+    if let Some(Ok(value)) = request_id {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-    span.in_scope(|| {
-        tracing::info!(
-            http.route = route.as_str(),
-            http.status = status,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            "request completed"
-        );
-    });
+    tracing::info!(
+        http.route = route.as_str(),
+        http.status = status,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        "request completed"
+    );
     Ok(response)
+}
+
+/// The method as logs record it: the common ones without an allocation.
+fn method_text(method: &Method) -> Cow<'static, str> {
+    match crate::metrics::method_label(method) {
+        "OTHER" => Cow::Owned(method.as_str().to_owned()),
+        common => Cow::Borrowed(common),
+    }
 }
 
 /// The probes and the API description, which the per-IP limit never refuses.

@@ -9,8 +9,18 @@
 //! authenticated request. Here a span's fields are rendered once, as JSON, when the span
 //! opens, and spliced into each line as they are; event fields are written straight into
 //! the line.
+//!
+//! The request being served is not a `tracing` span but a [`RequestScope`] carried by the
+//! request's task ([`in_request`]): a span costs every request its creation, an entry and
+//! an exit at each poll and its closing (a sixth of the instructions of a cached 304 poll),
+//! while the scope costs one task-local set per poll and is read only by the lines that
+//! are written. Lines logged while serving a request name it under `span` exactly as the
+//! span did (`request_id`, `method`, `path`, `"name":"request"`); a span opened inside the
+//! request, when there is one, is named instead, as before.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
+use std::future::Future;
 use std::io::{self, BufWriter, Write as _};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -48,7 +58,7 @@ pub fn init(settings: &LogSettings) -> LogGuard {
         (LogFormat::Pretty, _) => tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_span_events(FmtSpan::NONE)
-            .compact()
+            .event_format(Readable(tracing_subscriber::fmt::format().compact()))
             .try_init()
             .is_ok(),
     };
@@ -224,8 +234,76 @@ where
             writer.write_str("\"name\":")?;
             write_json_str(&mut writer, span.name())?;
             writer.write_char('}')?;
+        } else {
+            RequestScope::with_current(|request| {
+                writer.write_str(",\"span\":{\"request_id\":")?;
+                write_json_str(&mut writer, &request.request_id)?;
+                writer.write_str(",\"method\":")?;
+                write_json_str(&mut writer, &request.method)?;
+                writer.write_str(",\"path\":")?;
+                write_json_str(&mut writer, &request.path)?;
+                writer.write_str(",\"name\":\"request\"}")
+            })
+            .unwrap_or(Ok(()))?;
         }
         writer.write_str("}\n")
+    }
+}
+
+/// The request a task is serving, which every line logged while serving it names.
+#[derive(Clone, Debug)]
+pub struct RequestScope {
+    /// The `X-Request-Id` accepted or generated.
+    pub request_id: String,
+    pub method: Cow<'static, str>,
+    /// The path as logs may record it (secrets in paths replaced by their parameter).
+    pub path: String,
+}
+
+tokio::task_local! {
+    static REQUEST: RequestScope;
+}
+
+impl RequestScope {
+    /// Runs `f` with the request the current task is serving, if it serves one.
+    pub fn with_current<R>(f: impl FnOnce(&Self) -> R) -> Option<R> {
+        REQUEST.try_with(f).ok()
+    }
+}
+
+/// Runs `work` as the serving of `request`: every line logged while it runs (and no
+/// narrower span is open) names the request.
+pub async fn in_request<F: Future>(request: RequestScope, work: F) -> F::Output {
+    REQUEST.scope(request, work).await
+}
+
+/// The readable format of development, which names the request being served before the
+/// event as the library names a span: `request{request_id=… method=GET path=/v1/…}: …`.
+struct Readable<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for Readable<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'w> FormatFields<'w> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        if ctx.lookup_current().is_none() {
+            RequestScope::with_current(|r| {
+                write!(
+                    writer,
+                    "request{{request_id={} method={} path={}}}: ",
+                    r.request_id, r.method, r.path
+                )
+            })
+            .unwrap_or(Ok(()))?;
+        }
+        self.0.format_event(ctx, writer, event)
     }
 }
 
@@ -448,6 +526,58 @@ mod tests {
         assert_eq!(
             ours.into_iter().map(without_time).collect::<Vec<_>>(),
             theirs.into_iter().map(without_time).collect::<Vec<_>>()
+        );
+    }
+
+    /// A line logged while a request is served names the request as the library names a
+    /// `request` span with the same fields; a span opened inside the request wins, as the
+    /// current span always did.
+    #[test]
+    fn lines_inside_a_request_scope_name_it_as_a_span_would() {
+        let scope = RequestScope {
+            request_id: "r-1".to_owned(),
+            method: Cow::Borrowed("GET"),
+            path: "/a\"b".to_owned(),
+        };
+        let ours = Lines::default();
+        let subscriber = json_subscriber(EnvFilter::new("trace"), ours.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(tracing::instrument::WithSubscriber::with_subscriber(
+            in_request(scope, async {
+                tracing::debug!(token.id = %"t-1", "token verified");
+                tracing::info!(
+                    http.route = "/v1/x",
+                    http.status = 304_u16,
+                    duration_ms = 0.25,
+                    "request completed"
+                );
+                let _job = tracing::info_span!("job", job = "export").entered();
+                tracing::info!("inside");
+            }),
+            subscriber,
+        ));
+        let ours = parse(&ours);
+        let theirs = logged(emit_request_lines);
+        let without_time = |mut line: serde_json::Value| {
+            line.as_object_mut().unwrap().remove("timestamp").unwrap();
+            line
+        };
+        assert_eq!(ours.len(), 3);
+        assert_eq!(
+            ours[..2]
+                .iter()
+                .cloned()
+                .map(without_time)
+                .collect::<Vec<_>>(),
+            theirs.into_iter().map(without_time).collect::<Vec<_>>()
+        );
+        assert_eq!(ours[2]["span"]["name"], "job");
+        assert!(ours[2]["span"].get("request_id").is_none());
+        assert!(
+            RequestScope::with_current(|_| ()).is_none(),
+            "outside the request"
         );
     }
 
