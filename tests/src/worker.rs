@@ -307,7 +307,7 @@ async fn an_ingest_that_commits_after_an_export_run_reaches_clickhouse_once_and_
     // commits at once: ordered by ingest time, the export would take the second, move past
     // the first, and never come back for it.
     let now = d2_kernel::Clock::now(app.app.clock.as_ref());
-    let late = d2_events::contract::event(
+    let late = d2_testkit::fixtures::event(
         account,
         "authz_decision",
         json!({ "tool_id": "late", "result": "allowed" }),

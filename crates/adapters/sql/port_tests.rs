@@ -1,5 +1,5 @@
-//! The repository ports' contract suites (`d2_*::contract`), run against this adapter on
-//! a fresh database per test. Shared by both SQL adapters: `super::fresh()` (and
+//! The repository ports' contract suites (`d2_testkit::suites`), run against this adapter
+//! on a fresh database per test. Shared by both SQL adapters: `super::fresh()` (and
 //! `another`, `until_events_final`) is each one's own.
 
 use std::sync::{Arc, Mutex};
@@ -64,46 +64,11 @@ impl d2_testkit::ContractStore for Kit {
 
 d2_testkit::contract_suites!(Kit);
 
-/// Creates a tenant with a token through the bootstrap port and returns the token's ids.
+/// Creates a tenant, now, with its admin token through the bootstrap port and returns the
+/// token's ids.
 pub(super) async fn contract_token(store: &crate::Store) -> (TokenId, AccountId) {
-    use d2_accounts::{Account, AccountName};
-    use d2_members::User;
-    use d2_tokens::{BootstrapRepo, NewToken, Pepper, TokenGrant, TokenSecret};
-
-    let now = Utc::now();
-    let account = Account::new_trial(
-        AccountId::random(),
-        AccountName::parse("Feed").unwrap(),
-        now,
-        14,
-    );
-    let owner = User::invited_owner(None, None, now);
-    let secret = TokenSecret::generate().unwrap();
-    let token = d2_tokens::ApiToken {
-        id: TokenId::random(),
-        account_id: account.id,
-        kind: TokenGrant::Dev.kind(),
-        scopes: TokenGrant::Dev.scopes(),
-        name: None,
-        app_name: None,
-        created_by: Some(owner.id),
-        assigned_to: None,
-        created_at: now,
-        expires_at: None,
-        revoked_at: None,
-        replaced_by: None,
-        last_used_at: None,
-    };
-    let new = NewToken {
-        digest: Pepper::new(&[1; 32]).unwrap().digest(&secret),
-        token,
-    };
-    let audit = AuditEntry::control_plane(account.id, AuditAction::AccountBootstrap, now);
-    store
-        .create_account(&account, &owner, &new, &audit)
-        .await
-        .unwrap();
-    (new.token.id, account.id)
+    let (account, _, token) = d2_testkit::fixtures::tenant(store, Utc::now()).await;
+    (token.token.id, account.id)
 }
 
 /// Waits up to 2 s for the changes seen to satisfy `done`.
@@ -141,7 +106,7 @@ async fn earlier_content_without_digests_contract() {
             .await
             .unwrap();
     };
-    d2_policy::contract::earlier_content_without_digests(&store, a, forget).await;
+    d2_testkit::suites::policies::earlier_content_without_digests(&store, a, forget).await;
     let mut conn = store.conn().await.unwrap();
     let missing: i64 = policies::table
         .filter(policies::content_digest.is_null())
@@ -184,7 +149,7 @@ async fn an_etag_resolves_to_its_app_in_its_account_only() {
 
     let (_db, store) = fresh().await;
     let (a, b) = two_accounts(&store).await;
-    let etag = d2_policy::contract::publish_one(&store, a, "billing").await;
+    let etag = d2_testkit::suites::policies::publish_one(&store, a, "billing").await;
     assert_eq!(
         store.app_for_etag(a, &etag).await.unwrap(),
         Some(d2_kernel::AppName::normalise("billing"))
@@ -226,7 +191,7 @@ pub(super) async fn resumes_from_a_migrated_checkpoint(
 ) {
     use chrono::Duration;
     use d2_events::EventStore as _;
-    use d2_events::contract::{event, t0};
+    use d2_testkit::fixtures::{event, t0};
 
     assert_eq!(checkpoint.ingested_at, t0() + Duration::seconds(3));
     let new = event(

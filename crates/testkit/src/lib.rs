@@ -1,11 +1,22 @@
 #![doc = include_str!("../README.md")]
+#![deny(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::as_conversions,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
 
 use d2_events::{AnalyticsStore, EventStore, ExportCheckpoints, NewEvent};
 use d2_kernel::{AccountId, TaskQueue};
 
+pub mod fixtures;
+pub mod suites;
+
 #[doc(hidden)]
 pub mod __private {
-    pub use {d2_events, d2_kernel, d2_members, d2_policy, d2_tokens, tokio};
+    pub use tokio;
 }
 
 /// A store the contract suites run against. Each constructor returns a fresh store for
@@ -13,11 +24,11 @@ pub mod __private {
 #[expect(async_fn_in_trait, reason = "used by test code only, on one runtime")]
 pub trait ContractStore {
     type Guard;
-    type Tokens: d2_tokens::contract::Store;
-    type Policies: d2_policy::contract::Store;
+    type Tokens: suites::tokens::Store;
+    type Policies: suites::policies::Store;
     type Events: EventStore + AnalyticsStore + ExportCheckpoints;
     type Tasks: TaskQueue + 'static;
-    type Members: d2_members::contract::Store;
+    type Members: suites::members::Store;
 
     async fn tokens() -> (Self::Guard, Self::Tokens);
 
@@ -40,89 +51,128 @@ pub trait ContractStore {
     async fn tasks() -> (Self::Guard, Self::Tasks, AccountId);
 }
 
-/// One test per contract suite for the store `$kit` (a [`ContractStore`]). Every suite of
-/// every port is in this list, so every store runs every suite.
+/// One test per contract suite for the store `$kit` (a [`ContractStore`]), named after its
+/// suite. Every suite of every port is in this one list, so every store runs every suite;
+/// a test of this crate fails when a suite of [`suites`] is neither in it nor says where
+/// else it runs.
 #[macro_export]
 macro_rules! contract_suites {
     ($kit:ty) => {
-        $crate::contract_suites!(@tokens $kit: accounts, tokens, audit, trial_locker, token_races, token_expiry, token_people, token_limit, token_limit_races, token_updates, token_usage);
-        $crate::contract_suites!(@policies $kit: policies, publisher_keys, signing_keys);
-        $crate::contract_suites!(@members $kit: sign_in, sign_in_races, memberships, member_changes, last_owner_races, invitations, invitation_acceptance, invitation_limit_races);
+        $crate::__contract_suite_list!(__contract_suite_tests $kit);
+    };
+}
 
-        #[$crate::__private::tokio::test(flavor = "multi_thread")]
-        async fn earlier_content_contract() {
-            let (_guard, store, a, _) = <$kit as $crate::ContractStore>::policies().await;
-            $crate::__private::d2_policy::contract::earlier_content(&store, a).await;
+/// The list: every suite, under the `ContractStore` constructor that makes its store and
+/// the arguments it takes. Hands it to the macro `$then` (with `$args` first):
+/// [`contract_suites!`] makes tests of it, this crate's own test reads its names.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_suite_list {
+    ($then:ident $($args:tt)*) => {
+        $crate::$then! {
+            [$($args)*]
+            tokens(store):
+                accounts::accounts,
+                accounts::trial_locker,
+                audit::audit,
+                tokens::tokens,
+                tokens::token_races,
+                tokens::token_expiry,
+                tokens::token_people,
+                tokens::token_limit,
+                tokens::token_limit_races,
+                tokens::token_updates,
+                tokens::token_usage;
+            members(store):
+                members::sign_in,
+                members::sign_in_races,
+                members::memberships,
+                members::member_changes,
+                members::last_owner_races,
+                invitations::invitations,
+                invitations::invitation_acceptance,
+                invitations::invitation_limit_races;
+            policies(store, a, b):
+                policies::policies,
+                policies::publisher_keys,
+                signing_keys::signing_keys;
+            policies(store, a):
+                policies::earlier_content,
+                policies::publish_races;
+            events(store, a, b, until_final): events::event_store;
+            events(store, feed): events::analytics;
+            events(store): events::checkpoints;
+            events(store, a, b): events::refusals;
+            tasks(queue, account): tasks::task_queue;
         }
+    };
+}
 
-        #[$crate::__private::tokio::test(flavor = "multi_thread")]
-        async fn publish_races_contract() {
-            let (_guard, store, a, _) = <$kit as $crate::ContractStore>::policies().await;
-            $crate::__private::d2_policy::contract::publish_races(&store, a).await;
-        }
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_suite_tests {
+    ([$kit:ty] $($store:ident $args:tt: $($module:ident::$suite:ident),+;)*) => {
+        $($($crate::__contract_suite_test!($kit, $store $args, $module::$suite);)+)*
+    };
+}
 
+/// The names of the list, `module::suite`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_suite_names {
+    ([] $($store:ident $args:tt: $($module:ident::$suite:ident),+;)*) => {
+        [$($(concat!(stringify!($module), "::", stringify!($suite))),+),*]
+    };
+}
+
+/// One suite's test: the store from its constructor, then the suite with its arguments.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __contract_suite_test {
+    (@test $suite:ident $body:block) => {
         #[$crate::__private::tokio::test(flavor = "multi_thread")]
-        async fn event_store_contract() {
+        async fn $suite() $body
+    };
+    ($kit:ty, $store:ident(store), $module:ident::$suite:ident) => {
+        $crate::__contract_suite_test!(@test $suite {
+            let (_guard, store, ..) = <$kit as $crate::ContractStore>::$store().await;
+            $crate::suites::$module::$suite(&store).await;
+        });
+    };
+    ($kit:ty, $store:ident(store, a), $module:ident::$suite:ident) => {
+        $crate::__contract_suite_test!(@test $suite {
+            let (_guard, store, a, _) = <$kit as $crate::ContractStore>::$store().await;
+            $crate::suites::$module::$suite(&store, a).await;
+        });
+    };
+    ($kit:ty, $store:ident(store, a, b), $module:ident::$suite:ident) => {
+        $crate::__contract_suite_test!(@test $suite {
+            let (_guard, store, a, b) = <$kit as $crate::ContractStore>::$store().await;
+            $crate::suites::$module::$suite(&store, a, b).await;
+        });
+    };
+    ($kit:ty, events(store, a, b, until_final), $module:ident::$suite:ident) => {
+        $crate::__contract_suite_test!(@test $suite {
             let (_guard, store, a, b) = <$kit as $crate::ContractStore>::events().await;
             let until_final = || <$kit as $crate::ContractStore>::until_final(&store);
-            $crate::__private::d2_events::contract::event_store(&store, a, b, until_final).await;
-        }
-
-        #[$crate::__private::tokio::test(flavor = "multi_thread")]
-        async fn analytics_contract() {
+            $crate::suites::$module::$suite(&store, a, b, until_final).await;
+        });
+    };
+    ($kit:ty, events(store, feed), $module:ident::$suite:ident) => {
+        $crate::__contract_suite_test!(@test $suite {
             let (_guard, store, _, _) = <$kit as $crate::ContractStore>::events().await;
             let feeder = &store;
-            $crate::__private::d2_events::contract::analytics(&store, |events| {
+            $crate::suites::$module::$suite(&store, |events| {
                 <$kit as $crate::ContractStore>::feed(feeder, events)
             })
             .await;
-        }
-
-        #[$crate::__private::tokio::test(flavor = "multi_thread")]
-        async fn checkpoints_contract() {
-            let (_guard, store, _, _) = <$kit as $crate::ContractStore>::events().await;
-            $crate::__private::d2_events::contract::checkpoints(&store).await;
-        }
-
-        #[$crate::__private::tokio::test(flavor = "multi_thread")]
-        async fn refusals_contract() {
-            let (_guard, store, a, b) = <$kit as $crate::ContractStore>::events().await;
-            $crate::__private::d2_events::contract::refusals(&store, a, b).await;
-        }
-
-        #[$crate::__private::tokio::test(flavor = "multi_thread")]
-        async fn task_queue_contract() {
+        });
+    };
+    ($kit:ty, tasks(queue, account), $module:ident::$suite:ident) => {
+        $crate::__contract_suite_test!(@test $suite {
             let (_guard, store, account) = <$kit as $crate::ContractStore>::tasks().await;
-            $crate::__private::d2_kernel::task::contract::all(std::sync::Arc::new(store), account)
-                .await;
-        }
-    };
-    (@tokens $kit:ty: $($suite:ident),*) => {
-        $(
-            #[$crate::__private::tokio::test(flavor = "multi_thread")]
-            async fn $suite() {
-                let (_guard, store) = <$kit as $crate::ContractStore>::tokens().await;
-                $crate::__private::d2_tokens::contract::$suite(&store).await;
-            }
-        )*
-    };
-    (@members $kit:ty: $($suite:ident),*) => {
-        $(
-            #[$crate::__private::tokio::test(flavor = "multi_thread")]
-            async fn $suite() {
-                let (_guard, store) = <$kit as $crate::ContractStore>::members().await;
-                $crate::__private::d2_members::contract::$suite(&store).await;
-            }
-        )*
-    };
-    (@policies $kit:ty: $($suite:ident),*) => {
-        $(
-            #[$crate::__private::tokio::test(flavor = "multi_thread")]
-            async fn $suite() {
-                let (_guard, store, a, b) = <$kit as $crate::ContractStore>::policies().await;
-                $crate::__private::d2_policy::contract::$suite(&store, a, b).await;
-            }
-        )*
+            $crate::suites::$module::$suite(std::sync::Arc::new(store), account).await;
+        });
     };
 }
 
@@ -137,6 +187,7 @@ mod memory {
     use d2_events::{EventStore as _, NewEvent};
     use d2_jwks::memory::MemorySigningKeys;
     use d2_kernel::AccountId;
+    use d2_kernel::limit::LocalQuotas;
     use d2_kernel::task::memory::MemoryTasks;
     use d2_members::memory::MemoryMembers;
     use d2_policy::memory::MemoryPolicies;
@@ -190,4 +241,85 @@ mod memory {
     }
 
     crate::contract_suites!(Memory);
+
+    /// Quotas are no port of the SQL stores: the suite runs on this process's buckets here,
+    /// on Redis in its adapter.
+    #[tokio::test]
+    async fn quota_store() {
+        crate::suites::quotas::quota_store(Arc::new(LocalQuotas::default())).await;
+    }
+}
+
+/// The list is whole: every suite of [`suites`] is in it, or says where else it runs.
+#[cfg(test)]
+#[expect(clippy::panic, reason = "tests")]
+mod listed {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// The suites (and helpers) of `suites/` that are not in the list, and why.
+    const ELSEWHERE: &[(&str, &str)] = &[
+        (
+            "policies::earlier_content_without_digests",
+            "each SQL adapter runs it, forgetting the digests of its own rows",
+        ),
+        (
+            "policies::publish_one",
+            "not a suite: publishes a policy for the tests of ports that read them",
+        ),
+        (
+            "quotas::quota_store",
+            "not a port of the SQL stores: run on LocalQuotas here and on Redis in its adapter",
+        ),
+    ];
+
+    const LISTED: &[&str] = &crate::__contract_suite_list!(__contract_suite_names);
+
+    /// `module::name` of every `pub async fn` under `dir`, by the top module it is in.
+    fn public_suites(dir: &Path, module: Option<&str>, found: &mut BTreeSet<String>) {
+        let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{dir:?}: {e}"));
+        for entry in entries {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            let here = module.unwrap_or(&stem).to_owned();
+            if path.is_dir() {
+                public_suites(&path, Some(&here), found);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            for line in text.lines() {
+                if let Some(rest) = line.strip_prefix("pub async fn ") {
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    found.insert(format!("{here}::{name}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_suite_is_in_the_list_or_says_where_it_runs() {
+        let mut found = BTreeSet::new();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/suites");
+        public_suites(&dir, None, &mut found);
+        let elsewhere: BTreeSet<&str> = ELSEWHERE.iter().map(|(name, _)| *name).collect();
+        for suite in &found {
+            assert!(
+                LISTED.contains(&suite.as_str()) || elsewhere.contains(suite.as_str()),
+                "the suite `{suite}` is not in the list of `contract_suites!`: no store runs it"
+            );
+        }
+        for suite in LISTED.iter().chain(&elsewhere) {
+            assert!(
+                found.contains(*suite),
+                "`{suite}` is no public suite of `suites/`"
+            );
+        }
+    }
 }

@@ -7,13 +7,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use d2_events::contract::{self, t0};
 use d2_events::memory::MemoryEvents;
 use d2_events::{
     AnalyticsSink as _, AnalyticsStore, Bucket, Dimension, EventStore as _, NewEvent, StoredEvent,
     Summary,
 };
 use d2_kernel::{AccountId, StoreError};
+use d2_testkit::fixtures::{event, t0};
+use d2_testkit::suites::events::analytics;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -147,7 +148,7 @@ fn batch(account: AccountId, n: u32) -> Vec<NewEvent> {
             if pick(2, 3) == 0 {
                 payload["decision_ms"] = json!(f64::from(i % 13) + 0.25);
             }
-            contract::event(
+            event(
                 account,
                 types[pick(3, 11)],
                 payload,
@@ -215,7 +216,7 @@ async fn same_answers(
 async fn the_analytics_contract_holds_with_retried_exports() {
     let db = TestDb::new().await;
     let sink = &db.store;
-    contract::analytics(&db.store, |events| async move {
+    analytics(&db.store, |events| async move {
         let events = stored(events);
         sink.write(&events).await.unwrap();
         // The worker crashed before its checkpoint and exports the same batch again.
@@ -459,7 +460,7 @@ async fn windows_are_exact_to_the_microsecond_and_buckets_are_utc() {
             DateTime::from_timestamp(-5_400, 0).unwrap(),
         ]
         .into_iter()
-        .map(|at| contract::event(account, "authz_decision", allowed.clone(), at, 5))
+        .map(|at| event(account, "authz_decision", allowed.clone(), at, 5))
         .collect(),
     );
     db.store.write(&events).await.unwrap();
@@ -511,7 +512,7 @@ async fn awkward_text_round_trips() {
             .map(|(i, text)| {
                 let payload =
                     json!({ "result": "denied", "tool_id": text, "note": text, "n": [i] });
-                let mut event = contract::event(account, "authz_decision", payload, t0(), 1);
+                let mut event = event(account, "authz_decision", payload, t0(), 1);
                 event.event_type = (*text).to_owned();
                 // An authorization whatever its type, so it counts under tools too.
                 event.facts.decision = Some(d2_events::Decision::Denied);

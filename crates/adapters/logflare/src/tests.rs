@@ -35,7 +35,7 @@ fn t0() -> DateTime<Utc> {
 fn events(account: AccountId, n: usize) -> Vec<NewEvent> {
     (0..n)
         .map(|i| {
-            d2_events::contract::event(
+            d2_testkit::fixtures::event(
                 account,
                 "authz_decision",
                 json!({ "n": i, "result": "allowed", "tool_id": "read", "decision_ms": 2.5 }),

@@ -281,8 +281,8 @@ async fn expiry_jobs_skip_rows_another_transaction_holds() {
 
 mod export_order {
     use chrono::Duration;
-    use d2_events::contract::{event, t0};
     use d2_events::{EventStore, ExportCheckpoints, ExportCursor, NewEvent};
+    use d2_testkit::fixtures::{event, t0};
     use serde_json::json;
 
     use super::{fresh, store};

@@ -5,7 +5,8 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use d2_kernel::limit::{Decision, QuotaStore, Rate, contract};
+use d2_kernel::limit::{Decision, QuotaStore, Rate};
+use d2_testkit::suites::quotas::quota_store;
 
 use super::*;
 
@@ -23,7 +24,7 @@ fn settings(url: String) -> RedisSettings {
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_quotas_keep_the_contract() {
     let quotas = Arc::new(RedisQuotas::new(settings(redis_url())).unwrap());
-    contract::all(quotas.clone()).await;
+    quota_store(quotas.clone()).await;
     let stats = quotas.stats();
     assert!(stats.redis_available);
     assert_eq!(stats.local_decisions, 0, "every decision was Redis's");

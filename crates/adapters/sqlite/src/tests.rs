@@ -261,8 +261,8 @@ async fn concurrent_writers_in_two_stores_never_see_a_locked_database() {
 
 mod export_order {
     use chrono::Duration;
-    use d2_events::contract::{event, t0};
     use d2_events::{EventStore, ExportCheckpoints, ExportCursor, NewEvent};
+    use d2_testkit::fixtures::{event, t0};
     use diesel::ExpressionMethods as _;
     use diesel_async::RunQueryDsl;
     use serde_json::json;

@@ -197,9 +197,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::contract::{event, t0};
     use crate::event::StoredEvent;
     use crate::memory::MemoryEvents;
+    use crate::sample::{event, t0};
 
     /// Records what it is given; fails while `down` is set.
     #[derive(Default)]

@@ -9,8 +9,6 @@
 )]
 
 mod analytics;
-#[cfg(any(test, feature = "testing"))]
-pub mod contract;
 mod event;
 mod export;
 mod jobs;
@@ -18,6 +16,8 @@ mod jobs;
 pub mod memory;
 mod ports;
 mod refusals;
+#[cfg(any(test, feature = "testing"))]
+pub mod sample;
 mod service;
 
 pub use analytics::{Bucket, Dimension, Summary, TimePoint, Top, TopItem};

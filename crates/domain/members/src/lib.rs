@@ -8,8 +8,6 @@
     clippy::arithmetic_side_effects
 )]
 
-#[cfg(any(test, feature = "testing"))]
-pub mod contract;
 mod invitation;
 mod invitations;
 #[cfg(any(test, feature = "testing"))]

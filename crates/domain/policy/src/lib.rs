@@ -8,8 +8,6 @@
     clippy::arithmetic_side_effects
 )]
 
-#[cfg(any(test, feature = "testing"))]
-pub mod contract;
 pub mod document;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;

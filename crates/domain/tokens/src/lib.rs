@@ -9,8 +9,6 @@
 )]
 
 mod bootstrap;
-#[cfg(any(test, feature = "testing"))]
-pub mod contract;
 mod jobs;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
@@ -33,7 +31,7 @@ pub use secret::{
     ApiTokenFormat, MalformedToken, Pepper, RandomnessUnavailable, TokenDigest, TokenSecret,
     WeakPepper,
 };
-pub use service::{Revocation, Rotation, TokenError, TokenService};
+pub use service::{Revocation, Rotation, TokenError, TokenService, mint};
 pub use token::{
     ApiToken, IssuedToken, ListedToken, NewToken, TokenGrant, TokenKind, TokenPatch, TokenRequest,
     TokenState,

@@ -103,8 +103,8 @@ const MAX_NAME_CHARS: usize = 100;
 /// At most this many tokens change in one transaction of the expiry job.
 const JOB_BATCH: u32 = 500;
 
-/// Creates the stored form of a new token and its secret.
-pub(crate) fn mint(
+/// Creates the stored form of a new token and its secret, as the service issues one.
+pub fn mint(
     pepper: &Pepper,
     account_id: AccountId,
     request: &TokenRequest,

@@ -1,4 +1,5 @@
-//! The queue in memory: the reference the contract suite is written against.
+//! The queue in memory: the reference the contract suite (`d2_testkit::suites::tasks`) is
+//! written against.
 
 use std::sync::Mutex;
 

@@ -300,6 +300,22 @@ fn chrono_of(duration: Duration) -> chrono::Duration {
 }
 
 #[cfg(any(test, feature = "testing"))]
-pub mod contract;
-#[cfg(any(test, feature = "testing"))]
 pub mod memory;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The third failure of a task allowed three attempts buries it.
+    #[test]
+    fn retry_policy_doubles_and_stops() {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            first_delay: Duration::from_secs(10),
+            max_delay: Duration::from_secs(15),
+        };
+        assert_eq!(policy.delay(1), Some(Duration::from_secs(10)));
+        assert_eq!(policy.delay(2), Some(Duration::from_secs(15)));
+        assert_eq!(policy.delay(3), None);
+    }
+}

@@ -1,5 +1,6 @@
-//! The contract every [`TaskQueue`] keeps, run against [`MemoryTasks`](super::memory) here
-//! and against each SQL store in its adapter's tests.
+//! The task queue: claims lease due tasks of the asked kinds in order, a lease that runs
+//! out frees its task, failed tasks wait or die and the dead can be revived, concurrent
+//! claims never hand a task out twice, and the runner retries with backoff.
 
 #![expect(
     clippy::unwrap_used,
@@ -14,10 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use d2_kernel::{
+    AccountId, Clock as _, ManualClock, NewTask, RetryPolicy, Task, TaskCounts, TaskFailure,
+    TaskHandler, TaskId, TaskPass, TaskQueue, TaskRunner, TaskState,
+};
 use serde_json::json;
-
-use super::*;
-use crate::clock::ManualClock;
 
 fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).unwrap()
@@ -36,7 +38,8 @@ fn minutes(n: i64) -> chrono::Duration {
     chrono::Duration::minutes(n)
 }
 
-pub async fn all(queue: Arc<dyn TaskQueue>, account: AccountId) {
+/// Every rule of the queue, in turn, on `queue`; `account` is an account tasks may name.
+pub async fn task_queue(queue: Arc<dyn TaskQueue>, account: AccountId) {
     claims_lease_due_tasks_of_the_asked_kinds_in_order(&*queue, account).await;
     a_lease_that_runs_out_passes_the_task_to_the_next_claim(&*queue).await;
     failed_tasks_wait_or_die_and_dead_ones_can_be_revived(&*queue).await;
@@ -44,7 +47,7 @@ pub async fn all(queue: Arc<dyn TaskQueue>, account: AccountId) {
     the_runner_retries_with_backoff_and_buries_what_keeps_failing(queue).await;
 }
 
-pub async fn claims_lease_due_tasks_of_the_asked_kinds_in_order(
+async fn claims_lease_due_tasks_of_the_asked_kinds_in_order(
     queue: &dyn TaskQueue,
     account: AccountId,
 ) {
@@ -106,7 +109,7 @@ pub async fn claims_lease_due_tasks_of_the_asked_kinds_in_order(
     assert_eq!(queue.counts().await.unwrap(), TaskCounts::default());
 }
 
-pub async fn a_lease_that_runs_out_passes_the_task_to_the_next_claim(queue: &dyn TaskQueue) {
+async fn a_lease_that_runs_out_passes_the_task_to_the_next_claim(queue: &dyn TaskQueue) {
     let now = start();
     let id = queue
         .enqueue(&task("contract.lease", json!(null), now), now)
@@ -137,7 +140,7 @@ pub async fn a_lease_that_runs_out_passes_the_task_to_the_next_claim(queue: &dyn
     assert!(queue.complete(id, 2).await.unwrap());
 }
 
-pub async fn failed_tasks_wait_or_die_and_dead_ones_can_be_revived(queue: &dyn TaskQueue) {
+async fn failed_tasks_wait_or_die_and_dead_ones_can_be_revived(queue: &dyn TaskQueue) {
     let now = start();
     let retried = queue
         .enqueue(&task("contract.fail", json!("r"), now), now)
@@ -202,7 +205,7 @@ pub async fn failed_tasks_wait_or_die_and_dead_ones_can_be_revived(queue: &dyn T
     }
 }
 
-pub async fn concurrent_claims_never_hand_out_a_task_twice(queue: Arc<dyn TaskQueue>) {
+async fn concurrent_claims_never_hand_out_a_task_twice(queue: Arc<dyn TaskQueue>) {
     let now = start();
     let mut enqueued = HashSet::new();
     for n in 0..120 {
@@ -268,9 +271,7 @@ impl TaskHandler for Flaky {
     }
 }
 
-pub async fn the_runner_retries_with_backoff_and_buries_what_keeps_failing(
-    queue: Arc<dyn TaskQueue>,
-) {
+async fn the_runner_retries_with_backoff_and_buries_what_keeps_failing(queue: Arc<dyn TaskQueue>) {
     let clock = Arc::new(ManualClock::new(start()));
     let flaky = Arc::new(Flaky {
         failures: 2,
@@ -342,24 +343,4 @@ pub async fn the_runner_retries_with_backoff_and_buries_what_keeps_failing(
         .unwrap();
     assert!(queue.complete(claimed[0].id, 1).await.unwrap());
     assert_eq!(queue.counts().await.unwrap(), TaskCounts::default());
-}
-
-/// The third failure of a task allowed three attempts buries it.
-pub fn retry_policy_doubles_and_stops() {
-    let policy = RetryPolicy {
-        max_attempts: 3,
-        first_delay: Duration::from_secs(10),
-        max_delay: Duration::from_secs(15),
-    };
-    assert_eq!(policy.delay(1), Some(Duration::from_secs(10)));
-    assert_eq!(policy.delay(2), Some(Duration::from_secs(15)));
-    assert_eq!(policy.delay(3), None);
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn retry_policy_doubles_and_stops() {
-        super::retry_policy_doubles_and_stops();
-    }
 }

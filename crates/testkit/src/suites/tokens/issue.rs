@@ -12,36 +12,14 @@
 use chrono::Duration;
 use d2_audit::{AuditAction, AuditEntry, AuditFilter};
 use d2_kernel::{AccountId, PageRequest, Role, StoreError, TokenId, UserId};
-use d2_members::{Identity, User};
+use d2_tokens::{
+    ApiToken, IssueOutcome, ListedToken, NewToken, RevokeOutcome, RotateOutcome, TokenGrant,
+    TokenPatch, UpdateOutcome,
+};
 
-use super::{Store, at, audit_count, new_token, read_token, records_of, tenant};
-use crate::ports::{IssueOutcome, RevokeOutcome, RotateOutcome, UpdateOutcome};
-use crate::token::{ApiToken, ListedToken, NewToken, TokenGrant, TokenPatch};
-
-/// A person who signed in with these names (and becomes a member of nothing).
-async fn person(store: &dyn Store, email: &str, display_name: Option<&str>) -> User {
-    let identity = Identity {
-        issuer: "https://idp.contract.test".into(),
-        subject: UserId::random().to_string(),
-        email: Some(email.to_owned()),
-        email_verified: true,
-        display_name: display_name.map(str::to_owned),
-        role_cap: None,
-    };
-    store
-        .sign_in(&identity, at(1))
-        .await
-        .unwrap_or_else(|e| panic!("sign in: {e}"))
-}
-
-async fn join(store: &dyn Store, account: AccountId, user: UserId) {
-    let audit = AuditEntry::system(account, AuditAction::MemberRoleChange, at(1));
-    let added = store
-        .add_member(account, user, Role::Developer, &audit)
-        .await
-        .unwrap_or_else(|e| panic!("add member: {e}"));
-    assert!(added);
-}
+use super::{Store, read_token};
+use crate::fixtures::{self, at, join, person_named, tenant};
+use crate::suites::audit::{audit_count, records_of};
 
 /// A dev token of `account` created at `second`, by `creator`, for `assignee`.
 fn token_for(
@@ -50,7 +28,7 @@ fn token_for(
     creator: Option<UserId>,
     assignee: Option<UserId>,
 ) -> NewToken {
-    let mut token = new_token(account, TokenGrant::Dev, at(second));
+    let mut token = fixtures::token(account, TokenGrant::Dev, at(second));
     token.token.created_by = creator;
     token.token.assigned_to = assignee;
     token
@@ -78,13 +56,13 @@ async fn listed(store: &dyn Store, token: &ApiToken) -> ListedToken {
 /// written); the list, one token and the audit trail name the people (display name, else
 /// full name, else email), read with them; a token naming nobody has no names.
 pub async fn token_people(store: &dyn Store) {
-    let (account, owner, admin) = tenant(store, 0).await;
-    let (other, _, _) = tenant(store, 0).await;
-    let dana = person(store, "dana@contract.test", Some("Dana Dev")).await;
-    let emil = person(store, "emil@contract.test", None).await;
-    join(store, account.id, dana.id).await;
-    join(store, account.id, emil.id).await;
-    let stranger = person(store, "stranger@contract.test", Some("Stranger")).await;
+    let (account, owner, admin) = tenant(store, at(0)).await;
+    let (other, _, _) = tenant(store, at(0)).await;
+    let dana = person_named(store, "dana@contract.test", Some("Dana Dev")).await;
+    let emil = person_named(store, "emil@contract.test", None).await;
+    join(store, account.id, dana.id, Role::Developer).await;
+    join(store, account.id, emil.id, Role::Developer).await;
+    let stranger = person_named(store, "stranger@contract.test", Some("Stranger")).await;
 
     let for_dana = token_for(account.id, 2, Some(owner.id), Some(dana.id));
     assert_eq!(
@@ -232,8 +210,8 @@ pub async fn token_people(store: &dyn Store) {
 /// creation; revoked and expired tokens do not count, other accounts' neither, and a
 /// rotation is not an issue.
 pub async fn token_limit(store: &dyn Store) {
-    let (account, _, admin) = tenant(store, 0).await;
-    let (other, _, _) = tenant(store, 0).await;
+    let (account, _, admin) = tenant(store, at(0)).await;
+    let (other, _, _) = tenant(store, at(0)).await;
     let max = 3;
     let mut held = vec![admin.token.clone()];
     for second in 1..=2 {
@@ -315,7 +293,7 @@ pub async fn token_limit(store: &dyn Store) {
 /// Concurrent issues for the last free place: of eight, exactly one is issued and
 /// audited.
 pub async fn token_limit_races(store: &dyn Store) {
-    let (account, _, _) = tenant(store, 0).await;
+    let (account, _, _) = tenant(store, at(0)).await;
     let racing: Vec<NewToken> = (0..8)
         .map(|_| token_for(account.id, 1, None, None))
         .collect();
@@ -348,8 +326,8 @@ pub async fn token_limit_races(store: &dyn Store) {
 /// keeps its expiry (the end of its grace) but may be renamed; nothing is written unless
 /// the token changes.
 pub async fn token_updates(store: &dyn Store) {
-    let (account, _, _) = tenant(store, 0).await;
-    let (other, _, _) = tenant(store, 0).await;
+    let (account, _, _) = tenant(store, at(0)).await;
+    let (other, _, _) = tenant(store, at(0)).await;
     let token = token_for(account.id, 1, None, None);
     store
         .insert(&token, &created(&token))
@@ -488,8 +466,8 @@ pub async fn token_updates(store: &dyn Store) {
 /// of several processes flush in any order), unknown ids are ignored, nothing else of the
 /// token changes and nothing is audited.
 pub async fn token_usage(store: &dyn Store) {
-    let (account, _, admin) = tenant(store, 0).await;
-    let (_, _, foreign) = tenant(store, 0).await;
+    let (account, _, admin) = tenant(store, at(0)).await;
+    let (_, _, foreign) = tenant(store, at(0)).await;
     let used = token_for(account.id, 1, None, None);
     store
         .insert(&used, &created(&used))

@@ -1,38 +1,33 @@
-//! The behaviour every storage adapter of policies, publisher keys and signing keys must
-//! show, run against the in-memory fakes and every real adapter.
+//! Policies and publisher keys: drafts, publishes, versions, revocation, content already
+//! published, racing publishes, and publisher keys registered, approved and revoked.
+
 #![expect(
     clippy::panic,
-    clippy::indexing_slicing,
     clippy::arithmetic_side_effects,
     reason = "a test suite for adapters: failing loudly is its job"
 )]
 
-use chrono::{DateTime, Duration, Utc};
 use d2_audit::{AuditAction, AuditEntry};
-use d2_jwks::{AesKey, Binding, FirstKey, Keyring, Sealed, SigningKey, SigningKeyRepo};
+use d2_jwks::SigningKeyRepo;
 use d2_kernel::{AccountId, AppName, PageRequest, PolicyId, UserId};
-use d2_members::{Identity, MemberRepo};
+use d2_members::MemberRepo;
+use d2_policy::{
+    ApprovalOutcome, DraftOutcome, KeyApproval, KeyRegistration, KeyState, PolicyRecord,
+    PolicyRepo, Publication, PublishOutcome, PublisherKey, PublisherKeyRepo, Stage, derive_key_id,
+};
 use serde_json::json;
 
-use crate::model::{PolicyRecord, Stage};
-use crate::ports::{
-    ApprovalOutcome, DraftOutcome, KeyRegistration, KeyRotation, PolicyRepo, Publication,
-    PublishOutcome, PublisherKeyRepo, RotationOutcome,
-};
-use crate::publisher::{KeyApproval, KeyState, PublisherKey, derive_key_id};
+use crate::fixtures::{at, person_named};
 
+/// Everything the suites of policies, publisher keys and signing keys need from one store.
 pub trait Store: PolicyRepo + PublisherKeyRepo + SigningKeyRepo + MemberRepo {}
 impl<T: PolicyRepo + PublisherKeyRepo + SigningKeyRepo + MemberRepo> Store for T {}
 
-fn at(seconds: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap_or_default()
-}
-
-fn audit(account_id: AccountId, action: AuditAction) -> AuditEntry {
+pub(super) fn audit(account_id: AccountId, action: AuditAction) -> AuditEntry {
     AuditEntry::system(account_id, action, at(0))
 }
 
-fn record(account_id: AccountId, app: &str, stage: Stage, seconds: i64) -> PolicyRecord {
+pub(super) fn record(account_id: AccountId, app: &str, stage: Stage, seconds: i64) -> PolicyRecord {
     record_granting(account_id, app, stage, seconds, "t")
 }
 
@@ -53,7 +48,7 @@ fn record_granting(
         version: 0,
         stage,
         active: false,
-        content_digest: crate::document::content_digest(&document),
+        content_digest: d2_policy::content_digest(&document),
         document,
         jws: (stage == Stage::Published).then(|| format!("jws-{seconds}")),
         etag: format!("etag-{seconds}"),
@@ -73,7 +68,7 @@ fn record_granting(
     }
 }
 
-async fn publish(
+pub(super) async fn publish(
     store: &dyn Store,
     account: AccountId,
     app: &str,
@@ -94,7 +89,7 @@ async fn publish(
         .unwrap_or_else(|e| panic!("publish: {e}"))
 }
 
-fn published(outcome: PublishOutcome) -> PolicyRecord {
+pub(super) fn published(outcome: PublishOutcome) -> PolicyRecord {
     match outcome {
         PublishOutcome::Published(record) => *record,
         other => panic!("expected a publish, got {other:?}"),
@@ -530,22 +525,8 @@ pub async fn publisher_keys(store: &dyn Store, a: AccountId, b: AccountId) {
 
     // The list names the person a key was registered for (display name, else full name,
     // else email), read with it; a person the store does not know is named by nobody.
-    let person = |email: &str, name: Option<&str>| Identity {
-        issuer: "https://idp.contract.test".into(),
-        subject: format!("{email}-{}", a),
-        email: Some(email.to_owned()),
-        email_verified: true,
-        display_name: name.map(str::to_owned),
-        role_cap: None,
-    };
-    let kay = store
-        .sign_in(&person("kay@contract.test", Some("Kay Keys")), at(10))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let lee = store
-        .sign_in(&person("lee@contract.test", None), at(10))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let kay = person_named(store, "kay@contract.test", Some("Kay Keys")).await;
+    let lee = person_named(store, "lee@contract.test", None).await;
     for (byte, user) in [
         (5, Some(kay.id)),
         (6, Some(lee.id)),
@@ -711,180 +692,6 @@ pub async fn earlier_content(store: &dyn Store, a: AccountId) {
         store.publish(&other, &audit_of).await,
         Ok(PublishOutcome::Published(_))
     ));
-}
-
-fn keyring() -> Keyring {
-    Keyring::new(
-        AesKey::new(&[4; 32]).unwrap_or_else(|_| unreachable!()),
-        vec![],
-    )
-}
-
-/// Signing keys and rotations.
-pub async fn signing_keys(store: &dyn Store, a: AccountId, b: AccountId) {
-    let keyring = keyring();
-    let first = SigningKey::generate(a, &keyring, at(1)).unwrap_or_else(|e| panic!("{e}"));
-    let create = audit(a, AuditAction::KeyCreate);
-    assert_eq!(
-        store.insert_first(&first, &create).await.ok(),
-        Some(FirstKey::Created)
-    );
-    let second = SigningKey::generate(a, &keyring, at(2)).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        matches!(store.insert_first(&second, &create).await, Ok(FirstKey::AlreadyActive(k)) if k.kid == first.kid)
-    );
-    assert_eq!(store.keys(a).await.unwrap_or_default(), vec![first.clone()]);
-    assert!(store.keys(b).await.is_ok_and(|k| k.is_empty()));
-
-    // Rotation: a bundle re-signed, the old key retired, all or nothing.
-    let live = published(publish(store, a, "rotated", 3, None).await);
-    let mut resigned = record(a, "rotated", Stage::Published, 4);
-    resigned.rotation_id = Some("rot_1".into());
-    let rotation = KeyRotation {
-        account_id: a,
-        new_key: second.clone(),
-        expected_active_kid: Some("somebody-else".into()),
-        at: at(4),
-        bundles: vec![(resigned.clone(), live.id)],
-    };
-    let rotate = audit(a, AuditAction::JwksRotate);
-    assert_eq!(
-        store.rotate_signing_key(&rotation, &rotate).await.ok(),
-        Some(RotationOutcome::Conflict)
-    );
-    let stale_bundle = KeyRotation {
-        expected_active_kid: Some(first.kid.clone()),
-        bundles: vec![(resigned.clone(), PolicyId::random())],
-        ..rotation.clone()
-    };
-    assert_eq!(
-        store.rotate_signing_key(&stale_bundle, &rotate).await.ok(),
-        Some(RotationOutcome::Conflict)
-    );
-    assert_eq!(
-        store.keys(a).await.unwrap_or_default().len(),
-        1,
-        "a refused rotation writes nothing"
-    );
-
-    let rotation = KeyRotation {
-        expected_active_kid: Some(first.kid.clone()),
-        ..rotation
-    };
-    let Ok(RotationOutcome::Rotated(stored)) = store.rotate_signing_key(&rotation, &rotate).await
-    else {
-        panic!("rotated");
-    };
-    assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].version, live.version + 1);
-    assert_eq!(stored[0].rotation_id.as_deref(), Some("rot_1"));
-    let keys = store.keys(a).await.unwrap_or_default();
-    assert_eq!(keys.len(), 2);
-    assert!(
-        keys.iter()
-            .any(|k| k.kid == second.kid && k.retired_at.is_none())
-    );
-    assert!(
-        keys.iter()
-            .any(|k| k.kid == first.kid && k.retired_at == Some(at(4)))
-    );
-    let state = store
-        .app_state(a, &AppName::normalise("rotated"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(state.active.map(|r| r.id), Some(resigned.id));
-
-    // AES re-sealing is compare-and-swap.
-    let other = Keyring::new(
-        AesKey::new(&[5; 32]).unwrap_or_else(|_| unreachable!()),
-        vec![AesKey::new(&[4; 32]).unwrap_or_else(|_| unreachable!())],
-    );
-    let pending = store
-        .to_reseal(other.current_id(), 10)
-        .await
-        .unwrap_or_default();
-    assert_eq!(pending.len(), 2);
-    assert!(pending[0].kid < pending[1].kid, "in key id order");
-    assert_eq!(
-        store.count_to_reseal(other.current_id()).await.ok(),
-        Some(2)
-    );
-    let target = &pending[0];
-    let resealed = other
-        .reseal(&target.sealed_private, target.owner())
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        store
-            .reseal(&target.kid, &target.sealed_private, &resealed)
-            .await
-            .ok(),
-        Some(true)
-    );
-    assert_eq!(
-        store
-            .reseal(&target.kid, &target.sealed_private, &resealed)
-            .await
-            .ok(),
-        Some(false)
-    );
-    assert_eq!(
-        store
-            .to_reseal(other.current_id(), 10)
-            .await
-            .unwrap_or_default()
-            .len(),
-        1
-    );
-
-    // The binding is stored with the ciphertext, compared by the swap, and a key sealed
-    // with the current AES key but not bound to its account still needs a re-seal.
-    let kid_only = Sealed {
-        binding: Binding::KidOnly,
-        ..resealed.clone()
-    };
-    assert_eq!(
-        store.reseal(&target.kid, &resealed, &kid_only).await.ok(),
-        Some(true)
-    );
-    assert_eq!(
-        store.reseal(&target.kid, &resealed, &resealed).await.ok(),
-        Some(false),
-        "the expected binding is part of the swap"
-    );
-    let stored = store.keys(a).await.unwrap_or_default();
-    assert!(
-        stored
-            .iter()
-            .any(|k| k.kid == target.kid && k.sealed_private == kid_only)
-    );
-    let pending = store
-        .to_reseal(other.current_id(), 10)
-        .await
-        .unwrap_or_default();
-    assert_eq!(pending.len(), 2);
-    assert!(pending.iter().any(|k| k.kid == target.kid));
-    assert_eq!(
-        store.count_to_reseal(other.current_id()).await.ok(),
-        Some(2)
-    );
-    assert_eq!(
-        store.reseal(&target.kid, &kid_only, &resealed).await.ok(),
-        Some(true)
-    );
-    assert_eq!(
-        store.count_to_reseal(other.current_id()).await.ok(),
-        Some(1)
-    );
-
-    assert_eq!(
-        store.accounts_with_keys().await.unwrap_or_default(),
-        vec![a]
-    );
-    assert_eq!(
-        store.prune_retired(at(4) + Duration::seconds(1)).await.ok(),
-        Some(1)
-    );
-    assert_eq!(store.keys(a).await.unwrap_or_default().len(), 1);
 }
 
 /// Racing publishes of one app, each expecting the same active version: exactly one

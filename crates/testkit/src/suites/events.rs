@@ -1,5 +1,8 @@
-//! What every analytics store must answer for the same events (PostgreSQL, ClickHouse and
-//! the in-memory reference), with the expected answers worked out by hand.
+//! Events: what every analytics store must answer for the same events (the in-memory
+//! reference, PostgreSQL, SQLite, ClickHouse), with the expected answers worked out by hand;
+//! the event store's rules (retries, listing, the export stream, pruning); the export
+//! checkpoints; refused-event counts.
+
 #![expect(
     clippy::panic,
     clippy::indexing_slicing,
@@ -9,56 +12,18 @@
 
 use std::future::Future;
 
-use chrono::{DateTime, Duration, Utc};
-use d2_kernel::{AccountId, AppName, PageRequest, TokenId};
-use serde_json::{Value, json};
-
-use crate::analytics::{Bucket, Dimension, TimePoint, TopItem};
-use crate::event::{EventFacts, EventFilter, IncomingEvent, NewEvent};
-use crate::ports::{
-    AnalyticsStore, EventStore, ExportBatch, ExportCheckpoint, ExportCheckpoints, ExportCursor,
+use chrono::Duration;
+use d2_events::{
+    AnalyticsStore, Bucket, Dimension, EventFilter, EventStore, ExportBatch, ExportCheckpoint,
+    ExportCheckpoints, ExportCursor, NewEvent, RefusedEvents, TimePoint, TopItem, hour_of,
 };
-use crate::refusals::RefusedEvents;
+use d2_kernel::{AccountId, AppName, PageRequest};
+use serde_json::json;
 
-/// The start of the window the suite asks about.
-pub fn t0() -> DateTime<Utc> {
-    DateTime::from_timestamp(1_767_571_200, 0).unwrap_or_default() // 2026-01-05T00:00:00Z
-}
-
-/// An event as ingest would have stored it.
-pub fn event(
-    account_id: AccountId,
-    event_type: &str,
-    payload: Value,
-    occurred_at: DateTime<Utc>,
-    lag_ms: i64,
-) -> NewEvent {
-    let payload = payload.as_object().cloned().unwrap_or_default();
-    let incoming = IncomingEvent {
-        event_type: event_type.to_owned(),
-        payload: payload.clone(),
-        occurred_at,
-        client_id: None,
-    };
-    NewEvent {
-        account_id,
-        key: NewEvent::key_of(account_id, &incoming),
-        token_id: Some(TokenId::random()),
-        event_type: event_type.to_owned(),
-        occurred_at,
-        ingested_at: occurred_at + Duration::milliseconds(lag_ms),
-        app_name: Some(AppName::normalise("billing")),
-        service: Some("billing".into()),
-        host: Some("host-1".into()),
-        source_ip: Some("127.0.0.1".into()),
-        request_id: None,
-        facts: EventFacts::of(event_type, &payload),
-        payload: Value::Object(payload),
-    }
-}
+use crate::fixtures::{event, t0};
 
 /// The events of the suite: `a` is asked about, `b` must never show.
-pub fn dataset(a: AccountId, b: AccountId) -> Vec<NewEvent> {
+fn dataset(a: AccountId, b: AccountId) -> Vec<NewEvent> {
     let t = t0();
     let m = Duration::minutes;
     vec![
@@ -446,7 +411,7 @@ pub async fn checkpoints(store: &dyn ExportCheckpoints) {
 
 /// Refused-event counts add up per (account, hour) and are read by window and account.
 pub async fn refusals(store: &dyn EventStore, a: AccountId, b: AccountId) {
-    let hour = |h: i64| crate::refusals::hour_of(t0()) + Duration::hours(h);
+    let hour = |h: i64| hour_of(t0()) + Duration::hours(h);
     let row = |account_id, h, events| RefusedEvents {
         account_id,
         hour: hour(h),
