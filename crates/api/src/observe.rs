@@ -1,6 +1,8 @@
-//! Per-request observability: the request id (accepted from `X-Request-Id` or generated,
-//! echoed back, and recorded on every log line of the request through its
-//! [`RequestScope`]), the access log line, and the request metrics.
+//! The outermost middleware: per-request observability (the request id, accepted from
+//! `X-Request-Id` or generated, echoed back, and recorded on every log line of the request
+//! through its [`RequestScope`]; the access log line; the request metrics) around the CORS
+//! of `/public/*` ([`crate::public`]). One layer, not two: each `from_fn` layer costs every
+//! request two boxed futures.
 
 use std::borrow::Cow;
 use std::time::Instant;
@@ -43,7 +45,7 @@ fn loggable_path(path: &str) -> &str {
 
 pub async fn observe(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let request_id = req
         .headers()
@@ -63,12 +65,12 @@ pub async fn observe(
 /// The request served, counted and logged, inside its [`RequestScope`].
 async fn serve(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<impl MessageBody + 'static>,
     method: Method,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let state = req.app_data::<Data<ApiState>>().cloned();
     let started = Instant::now();
-    let mut response = next.call(req).await?;
+    let mut response = crate::public::public_cors(req, next).await?;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let route = response

@@ -22,7 +22,8 @@ const EXPOSED: HeaderValue = HeaderValue::from_static("Retry-After, X-Request-Id
 const MAX_AGE: HeaderValue = HeaderValue::from_static("3600");
 
 /// Answers the preflights of `/public/*` itself and marks its answers readable by any
-/// origin; everything else passes through untouched.
+/// origin; everything else passes through untouched. Called by
+/// [`crate::observe::observe`], inside the request's scope.
 pub async fn public_cors(
     req: ServiceRequest,
     next: Next<impl MessageBody>,

@@ -160,7 +160,6 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .wrap(from_fn(limit_unauthenticated))
             .wrap(cors(&origins, max_age))
-            .wrap(from_fn(crate::public::public_cors))
             .wrap(from_fn(observe))
             .into_utoipa_app()
             .configure(routes::configure)

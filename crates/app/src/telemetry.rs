@@ -216,7 +216,9 @@ where
         let meta = event.metadata();
         writer.write_str("{\"timestamp\":\"")?;
         write_timestamp(&mut writer, std::time::SystemTime::now())?;
-        write!(writer, "\",\"level\":\"{}\"", meta.level())?;
+        writer.write_str("\",\"level\":\"")?;
+        writer.write_str(meta.level().as_str())?;
+        writer.write_str("\"")?;
         let mut visitor = JsonMembers::new(&mut writer, true);
         event.record(&mut visitor);
         visitor.result?;
@@ -229,11 +231,11 @@ where
                 && !fields.fields.is_empty()
             {
                 writer.write_str(&fields.fields)?;
-                writer.write_char(',')?;
+                writer.write_str(",")?;
             }
             writer.write_str("\"name\":")?;
             write_json_str(&mut writer, span.name())?;
-            writer.write_char('}')?;
+            writer.write_str("}")?;
         } else {
             RequestScope::with_current(|request| {
                 writer.write_str(",\"span\":{\"request_id\":")?;
@@ -332,10 +334,10 @@ impl<'a, 'w> JsonMembers<'a, 'w> {
         let name = name.strip_prefix("r#").unwrap_or(name);
         self.result = (|| {
             if self.continues {
-                self.writer.write_char(',')?;
+                self.writer.write_str(",")?;
             }
             write_json_str(self.writer, name)?;
-            self.writer.write_char(':')?;
+            self.writer.write_str(":")?;
             value(self.writer)
         })();
         self.continues = true;
@@ -346,18 +348,20 @@ impl Visit for JsonMembers<'_, '_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
         // JSON has no NaN or infinity.
         if value.is_finite() {
-            self.member(field, |w| write!(w, "{value}"));
+            self.member(field, |w| {
+                w.write_str(ryu::Buffer::new().format_finite(value))
+            });
         } else {
             self.member(field, |w| w.write_str("null"));
         }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.member(field, |w| write!(w, "{value}"));
+        self.member(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.member(field, |w| write!(w, "{value}"));
+        self.member(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_i128(&mut self, field: &Field, value: i128) {
@@ -380,18 +384,18 @@ impl Visit for JsonMembers<'_, '_> {
         // Escaped piece by piece as it is formatted: the message of every line comes here,
         // and this way it is never copied into a string of its own.
         self.member(field, |w| {
-            w.write_char('"')?;
+            w.write_str("\"")?;
             write!(JsonStringContents(&mut *w), "{value:?}")?;
-            w.write_char('"')
+            w.write_str("\"")
         });
     }
 }
 
 /// Writes `text` as a JSON string.
 fn write_json_str(writer: &mut impl fmt::Write, text: &str) -> fmt::Result {
-    writer.write_char('"')?;
+    writer.write_str("\"")?;
     JsonStringContents(&mut *writer).write_str(text)?;
-    writer.write_char('"')
+    writer.write_str("\"")
 }
 
 /// Whether JSON must escape something in `text`: a quote, a backslash or a control
@@ -444,7 +448,12 @@ fn write_timestamp(writer: &mut impl fmt::Write, time: std::time::SystemTime) ->
         }
         writer.write_str(text)
     })?;
-    write!(writer, ".{:06}Z", since_epoch.subsec_micros())
+    // Six digits, zero-padded: a million plus the microseconds, without its leading 1.
+    let mut digits = itoa::Buffer::new();
+    let micros = digits.format(1_000_000_u32.saturating_add(since_epoch.subsec_micros()));
+    writer.write_str(".")?;
+    writer.write_str(micros.get(1..).unwrap_or("000000"))?;
+    writer.write_str("Z")
 }
 
 #[cfg(test)]
