@@ -50,6 +50,15 @@ d2_kernel::named_values! {
         PolicyUpdate = "policy.update",
         PolicyRevert = "policy.revert",
         PolicyRevoke = "policy.revoke",
+        /// An agent (an OAuth client) was registered; it waits for its registration token.
+        AgentRegister = "agent.register",
+        /// An agent was activated with its registration token and got its client secret.
+        AgentActivate = "agent.activate",
+        /// An agent's registration changed, or it was turned on or off.
+        AgentUpdate = "agent.update",
+        AgentDelete = "agent.delete",
+        /// An agent's client secret was replaced (the old one works for the grace period).
+        AgentSecretRotate = "agent.secret_rotate",
     }
 }
 
@@ -253,6 +262,11 @@ mod tests {
                 "policy.update",
                 "policy.revert",
                 "policy.revoke",
+                "agent.register",
+                "agent.activate",
+                "agent.update",
+                "agent.delete",
+                "agent.secret_rotate",
             ]
         );
         let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();

@@ -165,6 +165,14 @@ error_codes! {
     InvalidEvent = "invalid_event", BadRequest, "Invalid event";
     MetricsDisabled = "metrics_disabled", Forbidden, "Metrics disabled";
     InvalidTimeRange = "invalid_time_range", BadRequest, "Invalid time range";
+    // Agents (OAuth clients).
+    AgentNotFound = "agent_not_found", NotFound, "Agent not found";
+    InvalidAgent = "invalid_agent", BadRequest, "Invalid agent";
+    /// Unknown, used or expired: one answer.
+    RegistrationNotFound = "registration_not_found", NotFound, "Registration not found";
+    AgentNotActive = "agent_not_active", Conflict, "Agent not active";
+    /// RFC 6749 `invalid_client`: every reason a client is not authenticated.
+    InvalidClient = "invalid_client", Unauthenticated, "Client authentication failed";
     // Generic.
     Conflict = "conflict", Conflict, "Conflict";
     RateLimited = "rate_limited", RateLimited, "Too many requests";

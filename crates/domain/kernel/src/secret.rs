@@ -233,6 +233,12 @@ impl SecretDigest {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// Whether two digests are equal, in a time that does not tell where they differ: for
+    /// digests compared in memory rather than looked up by the store.
+    pub fn matches(&self, other: &SecretDigest) -> bool {
+        subtle::ConstantTimeEq::ct_eq(&self.0[..], &other.0[..]).into()
+    }
 }
 
 impl fmt::Debug for SecretDigest {
@@ -358,6 +364,8 @@ mod tests {
             a.digest(&TokenSecret::parse(secret.expose()).unwrap())
         );
         assert_eq!(format!("{a:?}"), "Pepper(redacted)");
+        assert!(a.digest(&secret).matches(&a.digest_text(secret.expose())));
+        assert!(!a.digest(&secret).matches(&b.digest(&secret)));
     }
 
     #[test]

@@ -1,0 +1,267 @@
+//! Managing agents (an account's admins) and authenticating them as OAuth clients.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use d2_audit::{AuditAction, AuditEntry};
+use d2_kernel::{AuthContext, Clock, Page, PageRequest, Pepper, Scope};
+use serde_json::json;
+
+use crate::agent::{
+    Agent, AgentId, AgentSpec, AgentState, AuthMethod, ClientSecret, PendingRegistration,
+    RegistrationToken,
+};
+use crate::error::{AgentError, ClientAuthError, ClientRefusal};
+use crate::ports::AgentRepo;
+
+/// How long a rotated-out client secret still authenticates, unless configured.
+pub const DEFAULT_SECRET_GRACE_SECONDS: i64 = 86_400;
+
+/// An agent's new client secret, shown once, and until when the one it replaced still
+/// authenticates.
+#[derive(Debug)]
+pub struct RotatedSecret {
+    pub agent: Agent,
+    pub secret: ClientSecret,
+    pub previous_valid_until: DateTime<Utc>,
+}
+
+pub struct AgentService {
+    repo: Arc<dyn AgentRepo>,
+    pepper: Arc<Pepper>,
+    clock: Arc<dyn Clock>,
+    secret_grace: Duration,
+}
+
+impl std::fmt::Debug for AgentService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentService")
+            .field("secret_grace", &self.secret_grace)
+            .finish_non_exhaustive()
+    }
+}
+
+fn audit(ctx: &AuthContext, action: AuditAction, agent: &Agent, now: DateTime<Utc>) -> AuditEntry {
+    AuditEntry::by(ctx, action, now)
+        .target("agent", agent.id)
+        .metadata(json!({"name": agent.spec.name, "state": agent.state.as_str()}))
+}
+
+impl AgentService {
+    pub fn new(
+        repo: Arc<dyn AgentRepo>,
+        pepper: Arc<Pepper>,
+        clock: Arc<dyn Clock>,
+        secret_grace: Duration,
+    ) -> Self {
+        Self {
+            repo,
+            pepper,
+            clock,
+            secret_grace,
+        }
+    }
+
+    /// Registers a pending agent in the caller's account and returns it with its
+    /// registration token, shown once. Audited `agent.register`.
+    pub async fn register(
+        &self,
+        ctx: &AuthContext,
+        spec: AgentSpec,
+    ) -> Result<(Agent, RegistrationToken), AgentError> {
+        ctx.require(Scope::Admin)?;
+        let spec = spec.validate()?;
+        let now = self.clock.now();
+        let agent = Agent::new(ctx.account_id, spec, ctx.user_id, now);
+        let token = RegistrationToken::generate()?;
+        let registration = PendingRegistration::new(self.pepper.digest(&token), now);
+        let entry = audit(ctx, AuditAction::AgentRegister, &agent, now).metadata(json!({
+            "name": agent.spec.name,
+            "scopes": agent.spec.scopes,
+            "auth_method": agent.spec.auth_method.as_str(),
+            "registration_expires_at": registration.expires_at,
+        }));
+        self.repo.register(&agent, &registration, &entry).await?;
+        tracing::info!(agent.id = %agent.id, account.id = %agent.account_id, "agent registered");
+        Ok((agent, token))
+    }
+
+    /// Activates the agent `registration` names, once: it becomes active and gets its
+    /// first client secret, shown once. Anyone holding the token may do it (that is what
+    /// the token is for); unknown, used and expired tokens get the same answer. Audited
+    /// `agent.activate`.
+    pub async fn activate(&self, registration: &str) -> Result<(Agent, ClientSecret), AgentError> {
+        let registration = RegistrationToken::parse(registration)?;
+        let secret = ClientSecret::generate()?;
+        let now = self.clock.now();
+        let audit_of = |agent: &Agent| {
+            AuditEntry::system(agent.account_id, AuditAction::AgentActivate, now)
+                .target("agent", agent.id)
+                .metadata(json!({"name": agent.spec.name, "via": "registration_token"}))
+        };
+        let agent = self
+            .repo
+            .activate(
+                &self.pepper.digest(&registration),
+                &self.pepper.digest(&secret),
+                now,
+                &audit_of,
+            )
+            .await?
+            .ok_or(AgentError::RegistrationNotFound)?;
+        tracing::info!(agent.id = %agent.id, account.id = %agent.account_id, "agent activated");
+        Ok((agent, secret))
+    }
+
+    pub async fn get(&self, ctx: &AuthContext, id: AgentId) -> Result<Agent, AgentError> {
+        ctx.require(Scope::Admin)?;
+        self.repo
+            .agent(ctx.account_id, id)
+            .await?
+            .ok_or(AgentError::NotFound)
+    }
+
+    pub async fn list(
+        &self,
+        ctx: &AuthContext,
+        page: &PageRequest,
+    ) -> Result<Page<Agent>, AgentError> {
+        ctx.require(Scope::Admin)?;
+        Ok(self.repo.agents(ctx.account_id, page).await?)
+    }
+
+    /// Replaces the agent's spec and, when `state` is given, turns it on or off (a pending
+    /// agent is activated by its registration token only). Audited `agent.update`.
+    pub async fn update(
+        &self,
+        ctx: &AuthContext,
+        id: AgentId,
+        spec: AgentSpec,
+        state: Option<AgentState>,
+    ) -> Result<Agent, AgentError> {
+        ctx.require(Scope::Admin)?;
+        let spec = spec.validate()?;
+        if state == Some(AgentState::Pending) {
+            return Err(AgentError::invalid(
+                "`state` is `active` or `disabled`: an agent is pending until its registration token is used",
+            ));
+        }
+        let now = self.clock.now();
+        let audit_of = |agent: &Agent| audit(ctx, AuditAction::AgentUpdate, agent, now);
+        let agent = self
+            .repo
+            .update(ctx.account_id, id, &spec, state, now, &audit_of)
+            .await?
+            .ok_or(AgentError::NotFound)?;
+        Ok(agent)
+    }
+
+    /// Deletes the agent: it authenticates no more. Audited `agent.delete`.
+    pub async fn delete(&self, ctx: &AuthContext, id: AgentId) -> Result<(), AgentError> {
+        ctx.require(Scope::Admin)?;
+        let now = self.clock.now();
+        let entry = AuditEntry::by(ctx, AuditAction::AgentDelete, now).target("agent", id);
+        if !self.repo.delete(ctx.account_id, id, &entry).await? {
+            return Err(AgentError::NotFound);
+        }
+        tracing::info!(agent.id = %id, account.id = %ctx.account_id, "agent deleted");
+        Ok(())
+    }
+
+    /// A new client secret for an active agent, shown once; the one it replaces still
+    /// authenticates for the grace period (so agents can be redeployed with the new one).
+    /// Audited `agent.secret_rotate`.
+    pub async fn rotate_secret(
+        &self,
+        ctx: &AuthContext,
+        id: AgentId,
+    ) -> Result<RotatedSecret, AgentError> {
+        ctx.require(Scope::Admin)?;
+        let secret = ClientSecret::generate()?;
+        let now = self.clock.now();
+        let previous_valid_until = d2_kernel::later(now, self.secret_grace);
+        let audit_of = |agent: &Agent| {
+            audit(ctx, AuditAction::AgentSecretRotate, agent, now)
+                .metadata(json!({"previous_valid_until": previous_valid_until}))
+        };
+        let agent = self
+            .repo
+            .rotate_secret(
+                ctx.account_id,
+                id,
+                &self.pepper.digest(&secret),
+                previous_valid_until,
+                &audit_of,
+            )
+            .await?
+            .ok_or(AgentError::NotFound)?;
+        if agent.state != AgentState::Active {
+            return Err(AgentError::NotActive(agent.state));
+        }
+        Ok(RotatedSecret {
+            agent,
+            secret,
+            previous_valid_until,
+        })
+    }
+}
+
+/// Authenticates agents at the token endpoint by their client id and secret.
+pub struct ClientAuthenticator {
+    repo: Arc<dyn AgentRepo>,
+    pepper: Arc<Pepper>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for ClientAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAuthenticator")
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientAuthenticator {
+    pub fn new(repo: Arc<dyn AgentRepo>, pepper: Arc<Pepper>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            repo,
+            pepper,
+            clock,
+        }
+    }
+
+    /// The active agent `client_id` names, if `secret` is its current secret (or the one
+    /// it replaced, within the rotation's grace) and it authenticates by `method`. Every
+    /// refusal is the same `invalid_client`; the reason goes to the log only.
+    pub async fn authenticate_secret(
+        &self,
+        client_id: &str,
+        secret: &str,
+        method: AuthMethod,
+    ) -> Result<Agent, ClientAuthError> {
+        // The digest is computed whatever happens next, so an unknown client costs what a
+        // known one does.
+        let presented = self.pepper.digest_text(secret);
+        let refuse = |reason: ClientRefusal| {
+            tracing::info!(?reason, "client authentication failed");
+            ClientAuthError::InvalidClient(reason)
+        };
+        let Ok(id) = client_id.parse::<AgentId>() else {
+            return Err(refuse(ClientRefusal::UnknownClient));
+        };
+        let Some((agent, secrets)) = self.repo.client(id).await? else {
+            return Err(refuse(ClientRefusal::UnknownClient));
+        };
+        let Some(secrets) = secrets.filter(|_| agent.state == AgentState::Active) else {
+            return Err(refuse(ClientRefusal::NotActive));
+        };
+        if agent.spec.auth_method != method {
+            return Err(refuse(ClientRefusal::WrongMethod));
+        }
+        if ClientSecret::check_format(secret).is_err()
+            || !secrets.accept(&presented, self.clock.now())
+        {
+            return Err(refuse(ClientRefusal::WrongSecret));
+        }
+        Ok(agent)
+    }
+}
