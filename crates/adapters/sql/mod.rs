@@ -2,6 +2,7 @@
 //! connection and helpers (see README.md): each adapter includes this file once.
 
 pub(crate) mod accounts;
+pub(crate) mod agents;
 pub(crate) mod analytics;
 pub(crate) mod audit;
 pub(crate) mod errors;

@@ -22,6 +22,7 @@ impl d2_testkit::ContractStore for Kit {
     type Events = crate::Store;
     type Tasks = crate::Store;
     type Members = crate::Store;
+    type Agents = crate::Store;
 
     async fn tokens() -> (Self::Guard, crate::Store) {
         fresh().await
@@ -29,6 +30,10 @@ impl d2_testkit::ContractStore for Kit {
 
     async fn members() -> (Self::Guard, crate::Store) {
         fresh().await
+    }
+
+    async fn agents() -> (Self::Guard, crate::Store, AccountId, AccountId) {
+        Self::policies().await
     }
 
     async fn policies() -> (Self::Guard, crate::Store, AccountId, AccountId) {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::accounts::AccountRow;
+use crate::agents::AgentRow;
 use crate::error::{TxError, from_diesel};
 use crate::events::EventRow;
 use crate::id::Id;
@@ -24,17 +25,18 @@ use crate::members::{MemberRow, UserRow};
 use crate::policies::{PolicyRow, PublisherKeyRow};
 use crate::position::{Side, in_stream};
 use crate::schema::{
-    accounts, api_tokens, audit_logs, events, ingest_refusals, invitations, job_checkpoints,
-    members, policies, publisher_keys, signing_keys, tasks, users,
+    accounts, agents, api_tokens, audit_logs, events, ingest_refusals, invitations,
+    job_checkpoints, members, policies, publisher_keys, signing_keys, tasks, users,
 };
 use crate::tasks::TaskCopy;
 
 /// The tables copied, in an order that satisfies every foreign key.
-pub const TABLES: [&str; 13] = [
+pub const TABLES: [&str; 14] = [
     "accounts",
     "users",
     "members",
     "invitations",
+    "agents",
     "api_tokens",
     "signing_keys",
     "publisher_keys",
@@ -272,6 +274,14 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
+            "agents" => whole(to_json(
+                agents::table
+                    .order(agents::id)
+                    .select(AgentRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
             "api_tokens" => whole(to_json(
                 api_tokens::table
                     .order(api_tokens::id)
@@ -378,6 +388,7 @@ impl crate::Store {
                 "invitations" => {
                     insert_rows!(conn, invitations::table, from_json::<InvitationRow>(rows)?);
                 }
+                "agents" => insert_rows!(conn, agents::table, from_json::<AgentRow>(rows)?),
                 "api_tokens" => {
                     // A token names its replacement, which may come later in the table:
                     // inserted without it, then linked.

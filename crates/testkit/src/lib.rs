@@ -29,11 +29,15 @@ pub trait ContractStore {
     type Events: EventStore + AnalyticsStore + ExportCheckpoints;
     type Tasks: TaskQueue + 'static;
     type Members: suites::members::Store;
+    type Agents: suites::agents::Store;
 
     async fn tokens() -> (Self::Guard, Self::Tokens);
 
     /// A store for people and memberships (which creates its own accounts).
     async fn members() -> (Self::Guard, Self::Members);
+
+    /// A store with two accounts the agent suites may write into.
+    async fn agents() -> (Self::Guard, Self::Agents, AccountId, AccountId);
 
     /// A store with two accounts the policy suites may write into.
     async fn policies() -> (Self::Guard, Self::Policies, AccountId, AccountId);
@@ -104,6 +108,8 @@ macro_rules! __contract_suite_list {
             events(store): events::checkpoints;
             events(store, a, b): events::refusals;
             tasks(queue, account): tasks::task_queue;
+            agents(store, a, b): agents::agents;
+            agents(store, a): agents::agent_activation_races;
         }
     };
 }
@@ -190,6 +196,7 @@ mod memory {
     use d2_kernel::limit::LocalQuotas;
     use d2_kernel::task::memory::MemoryTasks;
     use d2_members::memory::MemoryMembers;
+    use d2_oauth::memory::MemoryAgents;
     use d2_policy::memory::MemoryPolicies;
     use d2_tokens::memory::MemoryStore;
 
@@ -202,6 +209,7 @@ mod memory {
         type Events = MemoryEvents;
         type Tasks = MemoryTasks;
         type Members = MemoryMembers;
+        type Agents = MemoryAgents;
 
         async fn tokens() -> ((), MemoryStore) {
             let accounts = MemoryAccountRepo::new(Arc::new(MemoryAuditLog::default()));
@@ -211,6 +219,11 @@ mod memory {
         async fn members() -> ((), MemoryMembers) {
             let accounts = MemoryAccountRepo::new(Arc::new(MemoryAuditLog::default()));
             ((), MemoryMembers::new(Arc::new(accounts)))
+        }
+
+        async fn agents() -> ((), MemoryAgents, AccountId, AccountId) {
+            let store = MemoryAgents::new(Arc::new(MemoryAuditLog::default()));
+            ((), store, AccountId::random(), AccountId::random())
         }
 
         async fn policies() -> ((), MemoryPolicies, AccountId, AccountId) {

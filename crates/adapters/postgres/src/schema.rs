@@ -17,6 +17,32 @@ diesel::table! {
 }
 
 diesel::table! {
+    agents (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        name -> Text,
+        description -> Nullable<Text>,
+        scopes -> Jsonb,
+        redirect_uris -> Jsonb,
+        auth_method -> Text,
+        jwks -> Nullable<Jsonb>,
+        jwks_uri -> Nullable<Text>,
+        access_token_seconds -> Int4,
+        refresh_token_seconds -> Nullable<Int4>,
+        state -> Text,
+        registered_by -> Nullable<Uuid>,
+        registration_digest -> Nullable<Bytea>,
+        registration_expires_at -> Nullable<Timestamptz>,
+        secret_digest -> Nullable<Bytea>,
+        previous_secret_digest -> Nullable<Bytea>,
+        previous_secret_until -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+        activated_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     api_tokens (id) {
         id -> Uuid,
         account_id -> Uuid,
@@ -203,6 +229,8 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(agents -> accounts (account_id));
+diesel::joinable!(agents -> users (registered_by));
 diesel::joinable!(api_tokens -> accounts (account_id));
 diesel::joinable!(events -> accounts (account_id));
 diesel::joinable!(ingest_refusals -> accounts (account_id));
@@ -215,6 +243,7 @@ diesel::joinable!(signing_keys -> accounts (account_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
+    agents,
     api_tokens,
     audit_logs,
     events,

@@ -209,3 +209,15 @@ impl AgentRepo for MemoryAgents {
             .map(|r| (r.agent.clone(), r.secrets.clone())))
     }
 }
+
+#[async_trait]
+impl d2_audit::AuditLog for MemoryAgents {
+    async fn search(
+        &self,
+        account_id: AccountId,
+        filter: &d2_audit::AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<d2_audit::AuditRecord>, StoreError> {
+        d2_audit::AuditLog::search(self.audit.as_ref(), account_id, filter, page).await
+    }
+}

@@ -5,6 +5,7 @@
 //! [`contract_suites!`]: crate::contract_suites
 
 pub mod accounts;
+pub mod agents;
 pub mod audit;
 pub mod events;
 pub mod invitations;

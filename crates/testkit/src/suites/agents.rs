@@ -1,0 +1,270 @@
+//! Agents (OAuth clients): registered pending, activated once by their registration's
+//! digest (also under concurrent activations), listed newest first, updated without ever
+//! becoming pending again, their secret rotated with the previous one kept, deleted; every
+//! change audited, and nothing of one account reachable from another.
+
+#![expect(
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    reason = "a test suite for adapters: failing loudly is its job"
+)]
+
+use d2_audit::{AuditAction, AuditEntry, AuditFilter, AuditLog};
+use d2_kernel::{AccountId, PageRequest, SecretDigest};
+use d2_oauth::{Agent, AgentRepo, AgentSpec, AgentState, AuthMethod, PendingRegistration};
+use futures_util::future::join_all;
+use serde_json::json;
+
+use crate::fixtures::{at, pepper};
+
+/// Everything the suite needs from one store.
+pub trait Store: AgentRepo + AuditLog {}
+impl<T: AgentRepo + AuditLog> Store for T {}
+
+fn digest(text: &str) -> SecretDigest {
+    pepper().digest_text(text)
+}
+
+fn spec(name: &str) -> AgentSpec {
+    AgentSpec {
+        name: name.to_owned(),
+        description: Some("Files reports".into()),
+        scopes: vec!["reports.export".into(), "tools:read".into()],
+        redirect_uris: vec!["https://agent.example/cb".into()],
+        auth_method: AuthMethod::PrivateKeyJwt,
+        jwks: Some(json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "abc"}]})),
+        jwks_uri: None,
+        access_token_seconds: 600,
+        refresh_token_seconds: None,
+    }
+}
+
+async fn audited(store: &dyn Store, account: AccountId, action: AuditAction) -> usize {
+    let filter = AuditFilter {
+        action: Some(action),
+        ..AuditFilter::default()
+    };
+    store
+        .search(account, &filter, &PageRequest::first(1000))
+        .await
+        .unwrap_or_else(|e| panic!("audit: {e}"))
+        .items
+        .len()
+}
+
+fn entry(agent: &Agent, action: AuditAction) -> AuditEntry {
+    AuditEntry::system(agent.account_id, action, at(0)).target("agent", agent.id)
+}
+
+/// Registers a pending agent of `account` named `name` at `at(seconds)`, its registration
+/// token being `token`.
+async fn register(
+    store: &dyn Store,
+    account: AccountId,
+    name: &str,
+    seconds: i64,
+    token: &str,
+) -> Agent {
+    let agent = Agent::new(account, spec(name), None, at(seconds));
+    let registration = PendingRegistration::new(digest(token), at(seconds));
+    store
+        .register(
+            &agent,
+            &registration,
+            &entry(&agent, AuditAction::AgentRegister),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("register: {e}"));
+    agent
+}
+
+async fn activate(store: &dyn Store, token: &str, secret: &str, seconds: i64) -> Option<Agent> {
+    store
+        .activate(&digest(token), &digest(secret), at(seconds), &|agent| {
+            entry(agent, AuditAction::AgentActivate)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("activate: {e}"))
+}
+
+pub async fn agents(store: &dyn Store, a: AccountId, b: AccountId) {
+    let pending = register(store, a, "Reporter", 0, "reg-1").await;
+    assert_eq!(
+        store.agent(a, pending.id).await.unwrap(),
+        Some(pending.clone())
+    );
+    assert_eq!(store.agent(b, pending.id).await.unwrap(), None);
+    let (read, secrets) = store.client(pending.id).await.unwrap().unwrap();
+    assert_eq!(read, pending, "every column comes back as written");
+    assert_eq!(secrets, None, "no secret before activation");
+
+    // Activation: the right token, once, before it expires.
+    assert_eq!(activate(store, "reg-other", "s-0", 10).await, None);
+    let active = activate(store, "reg-1", "s-1", 10).await.unwrap();
+    assert_eq!(active.id, pending.id);
+    assert_eq!(active.state, AgentState::Active);
+    assert_eq!(active.activated_at, Some(at(10)));
+    assert_eq!(
+        activate(store, "reg-1", "s-2", 11).await,
+        None,
+        "single use"
+    );
+    let (_, secrets) = store.client(active.id).await.unwrap().unwrap();
+    let secrets = secrets.unwrap();
+    assert!(secrets.current.matches(&digest("s-1")));
+    assert_eq!(secrets.previous, None);
+    let late = register(store, a, "Late", 20, "reg-late").await;
+    let expiry = d2_oauth::REGISTRATION_LIFETIME_HOURS * 3_600;
+    assert_eq!(activate(store, "reg-late", "s-3", 20 + expiry).await, None);
+    assert_eq!(
+        store.agent(a, late.id).await.unwrap().unwrap().state,
+        AgentState::Pending
+    );
+
+    // Rotation keeps the previous secret until the grace ends; a pending agent's stays none.
+    let rotated = store
+        .rotate_secret(a, active.id, &digest("s-4"), at(3_600), &|agent| {
+            entry(agent, AuditAction::AgentSecretRotate)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rotated.state, AgentState::Active);
+    let secrets = store.client(active.id).await.unwrap().unwrap().1.unwrap();
+    assert!(secrets.current.matches(&digest("s-4")));
+    let (previous, until) = secrets.previous.unwrap();
+    assert!(previous.matches(&digest("s-1")));
+    assert_eq!(until, at(3_600));
+    let unchanged = store
+        .rotate_secret(a, late.id, &digest("s-5"), at(3_600), &|agent| {
+            entry(agent, AuditAction::AgentSecretRotate)
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(unchanged.state, AgentState::Pending);
+    assert_eq!(store.client(late.id).await.unwrap().unwrap().1, None);
+
+    // Updates replace the spec; a pending agent stays pending.
+    let new_spec = AgentSpec {
+        name: "Reporter 2".into(),
+        description: None,
+        scopes: vec![],
+        redirect_uris: vec![],
+        auth_method: AuthMethod::ClientSecretPost,
+        jwks: None,
+        jwks_uri: None,
+        access_token_seconds: 3_600,
+        refresh_token_seconds: Some(7_200),
+    };
+    let audit_update = |agent: &Agent| entry(agent, AuditAction::AgentUpdate);
+    let updated = store
+        .update(
+            a,
+            active.id,
+            &new_spec,
+            Some(AgentState::Disabled),
+            at(30),
+            &audit_update,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.spec, new_spec);
+    assert_eq!(updated.state, AgentState::Disabled);
+    assert_eq!(updated.updated_at, at(30));
+    assert_eq!(store.agent(a, active.id).await.unwrap(), Some(updated));
+    let still_pending = store
+        .update(
+            a,
+            late.id,
+            &spec("Late"),
+            Some(AgentState::Active),
+            at(31),
+            &audit_update,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(still_pending.state, AgentState::Pending);
+
+    // Another account reaches none of it.
+    let foreign = [
+        store
+            .update(b, active.id, &spec("Taken"), None, at(40), &audit_update)
+            .await
+            .unwrap(),
+        store
+            .rotate_secret(b, active.id, &digest("s-6"), at(40), &|agent| {
+                entry(agent, AuditAction::AgentSecretRotate)
+            })
+            .await
+            .unwrap(),
+    ];
+    assert_eq!(foreign, [None, None]);
+    let delete_entry = AuditEntry::system(a, AuditAction::AgentDelete, at(50));
+    assert!(!store.delete(b, active.id, &delete_entry).await.unwrap());
+    assert_eq!(
+        store.agent(a, active.id).await.unwrap().unwrap().spec,
+        new_spec
+    );
+
+    // Lists: newest first, a page at a time, one account's only.
+    register(store, b, "Elsewhere", 5, "reg-b").await;
+    let first = store.agents(a, &PageRequest::first(1)).await.unwrap();
+    assert_eq!(first.items.len(), 1);
+    assert_eq!(first.items[0].id, late.id);
+    let cursor = first.next.unwrap().encode();
+    let rest = store
+        .agents(a, &PageRequest::parse(Some(10), Some(&cursor)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.items.iter().map(|x| x.id).collect::<Vec<_>>(),
+        [active.id]
+    );
+    assert!(rest.next.is_none());
+    assert_eq!(
+        store
+            .agents(b, &PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+
+    // Deleted: gone, also as a client.
+    assert!(store.delete(a, active.id, &delete_entry).await.unwrap());
+    assert_eq!(store.client(active.id).await.unwrap(), None);
+    assert!(!store.delete(a, active.id, &delete_entry).await.unwrap());
+
+    assert_eq!(audited(store, a, AuditAction::AgentRegister).await, 2);
+    assert_eq!(audited(store, a, AuditAction::AgentActivate).await, 1);
+    assert_eq!(audited(store, a, AuditAction::AgentSecretRotate).await, 1);
+    assert_eq!(audited(store, a, AuditAction::AgentUpdate).await, 2);
+    assert_eq!(audited(store, a, AuditAction::AgentDelete).await, 1);
+    assert_eq!(audited(store, b, AuditAction::AgentRegister).await, 1);
+}
+
+/// Eight concurrent activations with one registration token: one agent, one secret.
+pub async fn agent_activation_races(store: &dyn Store, a: AccountId) {
+    let agent = register(store, a, "Raced", 0, "reg-race").await;
+    let secrets: Vec<String> = (0..8).map(|i| format!("race-{i}")).collect();
+    let outcomes = join_all(
+        secrets
+            .iter()
+            .map(|secret| activate(store, "reg-race", secret, 1)),
+    )
+    .await;
+    let winners: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, outcome)| outcome.as_ref().map(|_| i))
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let stored = store.client(agent.id).await.unwrap().unwrap().1.unwrap();
+    assert!(stored.current.matches(&digest(&secrets[winners[0]])));
+    assert_eq!(audited(store, a, AuditAction::AgentActivate).await, 1);
+}
