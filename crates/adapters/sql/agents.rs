@@ -177,7 +177,7 @@ impl AgentRepo for crate::Store {
                 return Ok::<_, TxError>(None);
             };
             // A pending agent stays pending until its registration token is used.
-            let current = row.into_domain()?.state;
+            let current: AgentState = row.state.parse().map_err(|_| corrupt("agent state"))?;
             let state = match state {
                 Some(wanted) if current != AgentState::Pending && wanted != AgentState::Pending => {
                     wanted

@@ -58,8 +58,9 @@ pub async fn observe(
         method: method_text(&method),
         path: loggable_path(req.path()).to_owned(),
     };
+    let echoed = HeaderValue::from_str(&request_id).ok();
     req.extensions_mut().insert(RequestId(request_id));
-    in_request(scope, serve(req, next, method)).await
+    in_request(scope, serve(req, next, method, echoed)).await
 }
 
 /// The request served, counted and logged, inside its [`RequestScope`].
@@ -67,6 +68,7 @@ async fn serve(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
     method: Method,
+    request_id: Option<HeaderValue>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let state = req.app_data::<Data<ApiState>>().cloned();
     let started = Instant::now();
@@ -80,8 +82,7 @@ async fn serve(
     if let Some(state) = state {
         state.metrics.observe(&method, &route, status, elapsed);
     }
-    let request_id = RequestScope::with_current(|r| HeaderValue::from_str(&r.request_id));
-    if let Some(Ok(value)) = request_id {
+    if let Some(value) = request_id {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     tracing::info!(

@@ -12,7 +12,8 @@
 //!
 //! The request being served is not a `tracing` span but a [`RequestScope`] carried by the
 //! request's task ([`in_request`]): a span costs every request its creation, an entry and
-//! an exit at each poll and its closing (a sixth of the instructions of a cached 304 poll),
+//! an exit at each poll and its closing (about 4,000 of the 57,000 instructions a cached 304
+//! poll executed with it),
 //! while the scope costs one task-local set per poll and is read only by the lines that
 //! are written. Lines logged while serving a request name it under `span` exactly as the
 //! span did (`request_id`, `method`, `path`, `"name":"request"`); a span opened inside the

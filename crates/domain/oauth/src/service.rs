@@ -41,10 +41,22 @@ impl std::fmt::Debug for AgentService {
     }
 }
 
-fn audit(ctx: &AuthContext, action: AuditAction, agent: &Agent, now: DateTime<Utc>) -> AuditEntry {
+/// The record of `action` on `agent` by `ctx`, naming the agent and its state, with `details`
+/// (an object) beside them.
+fn audit(
+    ctx: &AuthContext,
+    action: AuditAction,
+    agent: &Agent,
+    now: DateTime<Utc>,
+    details: serde_json::Value,
+) -> AuditEntry {
+    let mut metadata = json!({"name": agent.spec.name, "state": agent.state.as_str()});
+    if let (Some(all), serde_json::Value::Object(details)) = (metadata.as_object_mut(), details) {
+        all.extend(details);
+    }
     AuditEntry::by(ctx, action, now)
         .target("agent", agent.id)
-        .metadata(json!({"name": agent.spec.name, "state": agent.state.as_str()}))
+        .metadata(metadata)
 }
 
 impl AgentService {
@@ -75,12 +87,17 @@ impl AgentService {
         let agent = Agent::new(ctx.account_id, spec, ctx.user_id, now);
         let token = RegistrationToken::generate()?;
         let registration = PendingRegistration::new(self.pepper.digest(&token), now);
-        let entry = audit(ctx, AuditAction::AgentRegister, &agent, now).metadata(json!({
-            "name": agent.spec.name,
-            "scopes": agent.spec.scopes,
-            "auth_method": agent.spec.auth_method.as_str(),
-            "registration_expires_at": registration.expires_at,
-        }));
+        let entry = audit(
+            ctx,
+            AuditAction::AgentRegister,
+            &agent,
+            now,
+            json!({
+                "scopes": agent.spec.scopes,
+                "auth_method": agent.spec.auth_method.as_str(),
+                "registration_expires_at": registration.expires_at,
+            }),
+        );
         self.repo.register(&agent, &registration, &entry).await?;
         tracing::info!(agent.id = %agent.id, account.id = %agent.account_id, "agent registered");
         Ok((agent, token))
@@ -147,7 +164,7 @@ impl AgentService {
             ));
         }
         let now = self.clock.now();
-        let audit_of = |agent: &Agent| audit(ctx, AuditAction::AgentUpdate, agent, now);
+        let audit_of = |agent: &Agent| audit(ctx, AuditAction::AgentUpdate, agent, now, json!({}));
         let agent = self
             .repo
             .update(ctx.account_id, id, &spec, state, now, &audit_of)
@@ -181,8 +198,13 @@ impl AgentService {
         let now = self.clock.now();
         let previous_valid_until = d2_kernel::later(now, self.secret_grace);
         let audit_of = |agent: &Agent| {
-            audit(ctx, AuditAction::AgentSecretRotate, agent, now)
-                .metadata(json!({"previous_valid_until": previous_valid_until}))
+            audit(
+                ctx,
+                AuditAction::AgentSecretRotate,
+                agent,
+                now,
+                json!({"previous_valid_until": previous_valid_until}),
+            )
         };
         let agent = self
             .repo

@@ -80,6 +80,18 @@ impl World {
             .count()
     }
 
+    /// The metadata of the one record of `action`.
+    fn record(&self, action: AuditAction) -> serde_json::Value {
+        let records: Vec<_> = self
+            .audit
+            .all()
+            .into_iter()
+            .filter(|r| r.entry.action == action)
+            .collect();
+        assert_eq!(records.len(), 1, "one {action} record expected");
+        records[0].entry.metadata.clone()
+    }
+
     /// An active agent of the world's account and its secret.
     async fn active(&self, name: &str) -> (Agent, ClientSecret) {
         let (_, token) = self
@@ -140,6 +152,14 @@ async fn a_registered_agent_is_activated_once_and_then_authenticates_with_its_se
     assert_eq!(again.code(), Code::RegistrationNotFound);
     assert_eq!(w.audited(AuditAction::AgentRegister), 1);
     assert_eq!(w.audited(AuditAction::AgentActivate), 1);
+    let registered = w.record(AuditAction::AgentRegister);
+    assert_eq!(registered["name"], "Billing agent");
+    assert_eq!(registered["state"], "pending");
+    assert_eq!(
+        registered["scopes"],
+        json!(["reports.export", "tools:read"])
+    );
+    assert_eq!(registered["auth_method"], "client_secret_basic");
     // No secret reaches the audit log.
     let log = format!("{:?}", w.audit.all());
     assert!(!log.contains(token.expose()) && !log.contains(secret.expose()));
@@ -290,6 +310,12 @@ async fn a_rotated_secret_overlaps_with_the_old_one_for_the_grace_only() {
         .await
         .unwrap();
     assert_eq!(w.audited(AuditAction::AgentSecretRotate), 1);
+    let record = w.record(AuditAction::AgentSecretRotate);
+    assert_eq!(record["name"], "Rotating");
+    assert_eq!(
+        record["previous_valid_until"],
+        json!(rotated.previous_valid_until)
+    );
 
     // Only an active agent rotates.
     let (pending, _) = w.agents.register(&ctx, spec("Pending")).await.unwrap();
