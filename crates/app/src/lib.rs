@@ -72,6 +72,8 @@ pub struct App {
     pub accounts: AccountService,
     pub members: Arc<MembersService>,
     pub invitations: Arc<Invitations>,
+    /// OAuth for agents: agents, client authentication, the token endpoint's services.
+    pub oauth: domains::oauth::OAuth,
     pub tokens: TokenService,
     pub verifier: Arc<TokenVerifier>,
     /// Authenticates every kind of credential (API tokens through `verifier`).
@@ -151,6 +153,7 @@ impl App {
         let members = domains::members::build(&shared, &mut registry, &accounts).await?;
         let policies = domains::policy::build(&shared, &mut registry, &accounts)?;
         let events = domains::events::build(&shared, &mut registry, &accounts)?;
+        let oauth = domains::oauth::build(&shared, &mut registry);
         let audit = domains::audit::build(&shared);
         check_job_settings(&settings, &registry.jobs)?;
 
@@ -176,6 +179,7 @@ impl App {
             )),
             members: members.members,
             invitations: members.invitations,
+            oauth,
             verifier: tokens.verifier,
             bootstrap: tokens.bootstrap,
             audit,

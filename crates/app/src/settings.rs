@@ -18,7 +18,7 @@ use d2_kernel::PlanCatalog;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
-use crate::domains::{accounts, events, members, policy, tokens};
+use crate::domains::{accounts, events, members, oauth, policy, tokens};
 
 /// The profile named by `D2_ENV`: `dev` (the default) relaxes the secret rules; every other
 /// profile (for example `production`) enforces them.
@@ -73,6 +73,7 @@ pub struct Settings {
     /// Outgoing mail (invitations), when `smtp.url` is set.
     #[serde(default)]
     pub smtp: Option<d2_smtp::SmtpSettings>,
+    pub oauth: oauth::OAuthSettings,
     pub jwks: policy::JwksSettings,
     pub policy: policy::PolicyConfig,
     pub events: events::EventSettings,
@@ -454,6 +455,7 @@ impl Settings {
         }
         self.auth.validate()?;
         self.members.validate()?;
+        self.oauth.validate()?;
         self.jwks.validate()?;
         self.policy.validate()?;
         events::validate(self)

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod audit;
 pub mod events;
 pub mod members;
+pub mod oauth;
 pub mod policy;
 pub mod tokens;
 
