@@ -3,9 +3,9 @@
 # starts the local PostgreSQL (installing it if missing), a private ClickHouse (installed
 # from Debian's packages if missing) and the tests' OpenID provider (its npm packages
 # installed into target/oidc), both stopped at the end, installs the diesel CLI for the
-# schema check and the D2 Python SDK (from PyPI, into target/sdk-venv) for the
-# interoperability test. The end-to-end suite and the SDK test run on PostgreSQL, then
-# again on SQLite.
+# schema check, the D2 Python SDK (from PyPI, into target/sdk-venv) for the
+# interoperability test, and authlib with PyJWT (into target/oauth-venv) for the OAuth one.
+# The end-to-end suite and the SDK test run on PostgreSQL, then again on SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,4 +24,5 @@ CI=${CI:-true} cargo test --workspace --locked
 CI=${CI:-true} D2_TEST_STORE=sqlite cargo test --locked -p d2-e2e
 scripts/sdk-interop.sh
 STORE=sqlite scripts/sdk-interop.sh
+scripts/oauth-interop.sh
 scripts/schemathesis.sh

@@ -8,6 +8,10 @@ CREATE TABLE agents (
     description             text,
     scopes                  jsonb       NOT NULL,
     redirect_uris           jsonb       NOT NULL,
+    -- RFC 8707 resources the agent's tokens may target (their `aud`).
+    resources               jsonb       NOT NULL,
+    -- What access rules read about the agent (a JSON object).
+    attributes              jsonb       NOT NULL,
     auth_method             text        NOT NULL
         CHECK (auth_method IN ('client_secret_basic', 'client_secret_post', 'private_key_jwt')),
     jwks                    jsonb,

@@ -329,7 +329,14 @@ impl TestApp {
         let headers = response.headers().clone();
         let text = response.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        for field in ["token", "userToken"] {
+        for field in [
+            "token",
+            "userToken",
+            "access_token",
+            "refresh_token",
+            "client_secret",
+            "registration_token",
+        ] {
             if let Some(secret) = body.get(field).and_then(Value::as_str) {
                 self.remember(secret);
             }

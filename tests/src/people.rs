@@ -265,6 +265,8 @@ enum Need {
     ApiToken,
     /// The control-plane secret.
     ControlPlane,
+    /// An agent's own credential: its client secret, access token or registration token.
+    Agent,
     /// Nobody: public.
     Public,
 }
@@ -639,6 +641,111 @@ fn routes(account: &str) -> Vec<(Method, String, &'static str, Option<Value>, Ne
             None,
             ApiToken,
         ),
+        (
+            Method::POST,
+            "/v1/agents/register".into(),
+            "/v1/agents/register",
+            Some(json!({ "name": "Roles agent" })),
+            Scope("admin"),
+        ),
+        (
+            Method::POST,
+            "/v1/agents/activate".into(),
+            "/v1/agents/activate",
+            Some(json!({ "registration_token": "d2reg_nope" })),
+            Agent,
+        ),
+        (
+            Method::GET,
+            "/v1/agents".into(),
+            "/v1/agents",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::GET,
+            "/v1/agents/me".into(),
+            "/v1/agents/me",
+            None,
+            Agent,
+        ),
+        (
+            Method::GET,
+            format!("/v1/agents/{id}"),
+            "/v1/agents/{client_id}",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::PUT,
+            format!("/v1/agents/{id}"),
+            "/v1/agents/{client_id}",
+            Some(json!({ "name": "Renamed" })),
+            Scope("admin"),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/agents/{id}"),
+            "/v1/agents/{client_id}",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::POST,
+            format!("/v1/agents/{id}/rotate-secret"),
+            "/v1/agents/{client_id}/rotate-secret",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::GET,
+            format!("/.well-known/oauth-authorization-server/oauth/{account}"),
+            "/.well-known/oauth-authorization-server/oauth/{account_id}",
+            None,
+            Public,
+        ),
+        (
+            Method::GET,
+            format!("/oauth/{account}/.well-known/openid-configuration"),
+            "/oauth/{account_id}/.well-known/openid-configuration",
+            None,
+            Public,
+        ),
+        (
+            Method::GET,
+            format!("/oauth/{account}/jwks"),
+            "/oauth/{account_id}/jwks",
+            None,
+            Public,
+        ),
+        (
+            Method::POST,
+            format!("/oauth/{account}/token"),
+            "/oauth/{account_id}/token",
+            Some(json!({ "grant_type": "client_credentials" })),
+            Agent,
+        ),
+        (
+            Method::POST,
+            format!("/oauth/{account}/introspect"),
+            "/oauth/{account_id}/introspect",
+            Some(json!({ "token": "x" })),
+            Agent,
+        ),
+        (
+            Method::POST,
+            format!("/oauth/{account}/revoke"),
+            "/oauth/{account_id}/revoke",
+            Some(json!({ "token": "x" })),
+            Agent,
+        ),
+        (
+            Method::GET,
+            format!("/oauth/{account}/agentinfo"),
+            "/oauth/{account_id}/agentinfo",
+            None,
+            Agent,
+        ),
     ]
 }
 
@@ -734,7 +841,7 @@ async fn the_role_table_holds_on_every_route_and_another_accounts_member_reads_n
                         reply.text
                     );
                 }
-                Need::ApiToken | Need::ControlPlane => {
+                Need::ApiToken | Need::ControlPlane | Need::Agent => {
                     assert!(
                         (400..500).contains(&status),
                         "{role} {method} {template}: {}",

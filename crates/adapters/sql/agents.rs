@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
-use d2_kernel::{AccountId, Page, PageRequest, SecretDigest, StoreError};
+use d2_kernel::{AccountId, Change, Page, PageRequest, SecretDigest, StoreError};
 use d2_oauth::{
     Agent, AgentAuditOf, AgentId, AgentRepo, AgentSpec, AgentState, ClientSecrets,
     PendingRegistration,
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::audit::write_audit;
+use crate::changes::announce;
 use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
 use crate::id::Id;
@@ -194,6 +195,7 @@ impl AgentRepo for crate::Store {
                 .await?;
             let agent = read_agent(conn, id).await?;
             write_audit(conn, &audit_of(&agent)).await?;
+            announce(conn, Change::OAuth(account)).await?;
             Ok(Some(agent))
         })
         .await?;
@@ -217,6 +219,7 @@ impl AgentRepo for crate::Store {
             .await?;
             if deleted > 0 {
                 write_audit(conn, audit).await?;
+                announce(conn, Change::OAuth(account)).await?;
             }
             Ok::<_, TxError>(deleted > 0)
         })
@@ -285,6 +288,8 @@ struct SpecColumns {
     description: Option<String>,
     scopes: Value,
     redirect_uris: Value,
+    resources: Value,
+    attributes: Value,
     auth_method: String,
     jwks: Option<Value>,
     jwks_uri: Option<String>,
@@ -300,6 +305,8 @@ impl SpecColumns {
             description: spec.description.clone(),
             scopes: Value::from(spec.scopes.clone()),
             redirect_uris: Value::from(spec.redirect_uris.clone()),
+            resources: Value::from(spec.resources.clone()),
+            attributes: Value::Object(spec.attributes.clone()),
             auth_method: spec.auth_method.as_str().to_owned(),
             jwks: spec.jwks.clone(),
             jwks_uri: spec.jwks_uri.clone(),
@@ -318,6 +325,8 @@ pub(crate) struct AgentRow {
     pub description: Option<String>,
     pub scopes: Value,
     pub redirect_uris: Value,
+    pub resources: Value,
+    pub attributes: Value,
     pub auth_method: String,
     pub jwks: Option<Value>,
     pub jwks_uri: Option<String>,
@@ -348,6 +357,8 @@ impl AgentRow {
             description: spec.description,
             scopes: spec.scopes,
             redirect_uris: spec.redirect_uris,
+            resources: spec.resources,
+            attributes: spec.attributes,
             auth_method: spec.auth_method,
             jwks: spec.jwks,
             jwks_uri: spec.jwks_uri,
@@ -379,6 +390,11 @@ impl AgentRow {
                 description: self.description,
                 scopes: list(self.scopes)?,
                 redirect_uris: list(self.redirect_uris)?,
+                resources: list(self.resources)?,
+                attributes: match self.attributes {
+                    Value::Object(map) => map,
+                    _ => return Err(corrupt("agent attributes")),
+                },
                 auth_method: self
                     .auth_method
                     .parse()

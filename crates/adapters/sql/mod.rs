@@ -11,6 +11,7 @@ pub(crate) mod id;
 pub(crate) mod invitations;
 pub(crate) mod jwks;
 pub(crate) mod members;
+pub(crate) mod oauth_tokens;
 pub(crate) mod policies;
 pub(crate) mod position;
 pub(crate) mod tasks;

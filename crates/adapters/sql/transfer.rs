@@ -22,21 +22,23 @@ use crate::id::Id;
 use crate::invitations::InvitationRow;
 use crate::jwks::SigningKeyRow;
 use crate::members::{MemberRow, UserRow};
+use crate::oauth_tokens::TokenRow;
 use crate::policies::{PolicyRow, PublisherKeyRow};
 use crate::position::{Side, in_stream};
 use crate::schema::{
     accounts, agents, api_tokens, audit_logs, events, ingest_refusals, invitations,
-    job_checkpoints, members, policies, publisher_keys, signing_keys, tasks, users,
+    job_checkpoints, members, oauth_tokens, policies, publisher_keys, signing_keys, tasks, users,
 };
 use crate::tasks::TaskCopy;
 
 /// The tables copied, in an order that satisfies every foreign key.
-pub const TABLES: [&str; 14] = [
+pub const TABLES: [&str; 15] = [
     "accounts",
     "users",
     "members",
     "invitations",
     "agents",
+    "oauth_tokens",
     "api_tokens",
     "signing_keys",
     "publisher_keys",
@@ -282,6 +284,14 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
+            "oauth_tokens" => whole(to_json(
+                oauth_tokens::table
+                    .order(oauth_tokens::id)
+                    .select(TokenRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
             "api_tokens" => whole(to_json(
                 api_tokens::table
                     .order(api_tokens::id)
@@ -389,6 +399,9 @@ impl crate::Store {
                     insert_rows!(conn, invitations::table, from_json::<InvitationRow>(rows)?);
                 }
                 "agents" => insert_rows!(conn, agents::table, from_json::<AgentRow>(rows)?),
+                "oauth_tokens" => {
+                    insert_rows!(conn, oauth_tokens::table, from_json::<TokenRow>(rows)?);
+                }
                 "api_tokens" => {
                     // A token names its replacement, which may come later in the table:
                     // inserted without it, then linked.

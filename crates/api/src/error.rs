@@ -123,9 +123,19 @@ impl ApiError {
         }
     }
 
-    /// The RFC 6749 `error` this error answers on an OAuth endpoint.
+    /// The RFC 6749 `error` this error answers on an OAuth endpoint: the code itself for
+    /// the codes that are RFC 6749 errors, else the one its kind answers.
     pub fn oauth_error(&self) -> &'static str {
-        oauth_error_of(self.code.kind())
+        match self.code {
+            Code::InvalidOAuthRequest
+            | Code::InvalidClient
+            | Code::InvalidGrant
+            | Code::UnauthorizedClient
+            | Code::UnsupportedGrantType
+            | Code::InvalidScope
+            | Code::InvalidTarget => self.code.as_str(),
+            _ => oauth_error_of(self.code.kind()),
+        }
     }
 
     pub fn rate_limited(info: RateLimit) -> Self {
@@ -211,6 +221,8 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(status);
         if status == StatusCode::UNAUTHORIZED {
             let challenge = match self.code {
+                // RFC 6749 §5.2: the scheme clients authenticate with at OAuth endpoints.
+                Code::InvalidClient => "Basic realm=\"d2\"",
                 Code::InvalidToken | Code::TokenExpired | Code::TokenRevoked => {
                     "Bearer realm=\"d2\", error=\"invalid_token\""
                 }

@@ -131,7 +131,12 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
         format!("private, max-age={}", settings.jwks.cache_max_age_seconds)
             .parse()
             .map_err(std::io::Error::other)?;
+    let public_base = match &http.public_base_url {
+        Some(base) => base.trim_end_matches('/').to_owned(),
+        None => format!("http://{}", listener.local_addr()?),
+    };
     let state = Data::new(ApiState {
+        public_base,
         app,
         limiter,
         metrics,

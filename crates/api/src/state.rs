@@ -28,4 +28,7 @@ pub struct ApiState {
     pub jwks_cache_control: actix_web::http::header::HeaderValue,
     /// `Cache-Control` of a JWKS chosen by the caller's credential, rendered once.
     pub jwks_private_cache_control: actix_web::http::header::HeaderValue,
+    /// The server's public URL (`http.public_base_url`, else the address it listens on),
+    /// without a trailing slash: the accounts' issuers live under it.
+    pub public_base: String,
 }

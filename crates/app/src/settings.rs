@@ -94,6 +94,10 @@ pub struct HttpSettings {
     pub trusted_proxies: usize,
     pub swagger_ui: bool,
     pub cors: CorsSettings,
+    /// The server's public URL, each account's issuer being `{public_base_url}/oauth/{id}`;
+    /// unset, `http://` and the address the server listens on.
+    #[serde(default, deserialize_with = "blank_is_none")]
+    pub public_base_url: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -451,6 +455,15 @@ impl Settings {
             return Err(SettingsError::invalid(
                 "worker.tasks.lease_seconds",
                 "the lease and the batch must be at least 1",
+            ));
+        }
+        if let Some(base) = &self.http.public_base_url
+            && (!(base.starts_with("https://") || base.starts_with("http://"))
+                || base.contains(['?', '#']))
+        {
+            return Err(SettingsError::invalid(
+                "http.public_base_url",
+                "must be an http(s) URL without a query or fragment",
             ));
         }
         self.auth.validate()?;

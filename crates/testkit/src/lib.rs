@@ -109,7 +109,8 @@ macro_rules! __contract_suite_list {
             events(store, a, b): events::refusals;
             tasks(queue, account): tasks::task_queue;
             agents(store, a, b): agents::agents;
-            agents(store, a): agents::agent_activation_races;
+            agents(store, a): agents::agent_activation_races, oauth_tokens::refresh_races;
+            agents(store, a, b): oauth_tokens::oauth_tokens;
         }
     };
 }

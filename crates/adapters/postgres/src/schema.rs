@@ -24,6 +24,8 @@ diesel::table! {
         description -> Nullable<Text>,
         scopes -> Jsonb,
         redirect_uris -> Jsonb,
+        resources -> Jsonb,
+        attributes -> Jsonb,
         auth_method -> Text,
         jwks -> Nullable<Jsonb>,
         jwks_uri -> Nullable<Text>,
@@ -144,6 +146,30 @@ diesel::table! {
 }
 
 diesel::table! {
+    oauth_tokens (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        agent_id -> Uuid,
+        kind -> Text,
+        family_id -> Uuid,
+        parent_id -> Nullable<Uuid>,
+        subject -> Text,
+        scopes -> Jsonb,
+        audience -> Jsonb,
+        task_id -> Text,
+        parent_task_id -> Nullable<Text>,
+        grant_type -> Text,
+        digest -> Bytea,
+        issued_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+        revoked_reason -> Nullable<Text>,
+        spent_at -> Nullable<Timestamptz>,
+        sealed_answer -> Nullable<Bytea>,
+    }
+}
+
+diesel::table! {
     policies (id) {
         id -> Uuid,
         account_id -> Uuid,
@@ -237,6 +263,8 @@ diesel::joinable!(ingest_refusals -> accounts (account_id));
 diesel::joinable!(invitations -> accounts (account_id));
 diesel::joinable!(members -> accounts (account_id));
 diesel::joinable!(members -> users (user_id));
+diesel::joinable!(oauth_tokens -> accounts (account_id));
+diesel::joinable!(oauth_tokens -> agents (agent_id));
 diesel::joinable!(policies -> accounts (account_id));
 diesel::joinable!(publisher_keys -> accounts (account_id));
 diesel::joinable!(signing_keys -> accounts (account_id));
@@ -251,6 +279,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     invitations,
     job_checkpoints,
     members,
+    oauth_tokens,
     policies,
     publisher_keys,
     signing_keys,

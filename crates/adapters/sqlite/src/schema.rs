@@ -33,6 +33,8 @@ diesel::table! {
         description -> Nullable<Text>,
         scopes -> Jsonb,
         redirect_uris -> Jsonb,
+        resources -> Jsonb,
+        attributes -> Jsonb,
         auth_method -> Text,
         jwks -> Nullable<Jsonb>,
         jwks_uri -> Nullable<Text>,
@@ -139,6 +141,33 @@ diesel::table! {
         event_id -> Int8,
         updated_at -> TimestamptzSqlite,
         stream_position -> Int8,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    oauth_tokens (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        agent_id -> Uuid,
+        kind -> Text,
+        family_id -> Uuid,
+        parent_id -> Nullable<Uuid>,
+        subject -> Text,
+        scopes -> Jsonb,
+        audience -> Jsonb,
+        task_id -> Text,
+        parent_task_id -> Nullable<Text>,
+        grant_type -> Text,
+        digest -> Bytea,
+        issued_at -> TimestamptzSqlite,
+        expires_at -> TimestamptzSqlite,
+        revoked_at -> Nullable<TimestamptzSqlite>,
+        revoked_reason -> Nullable<Text>,
+        spent_at -> Nullable<TimestamptzSqlite>,
+        sealed_answer -> Nullable<Bytea>,
     }
 }
 
@@ -302,6 +331,8 @@ diesel::joinable!(ingest_refusals -> accounts (account_id));
 diesel::joinable!(invitations -> accounts (account_id));
 diesel::joinable!(members -> accounts (account_id));
 diesel::joinable!(members -> users (user_id));
+diesel::joinable!(oauth_tokens -> accounts (account_id));
+diesel::joinable!(oauth_tokens -> agents (agent_id));
 diesel::joinable!(policies -> accounts (account_id));
 diesel::joinable!(publisher_keys -> accounts (account_id));
 diesel::joinable!(signing_keys -> accounts (account_id));
@@ -318,6 +349,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     job_checkpoints,
     job_locks,
     members,
+    oauth_tokens,
     policies,
     publisher_keys,
     signing_keys,

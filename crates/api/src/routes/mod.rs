@@ -6,6 +6,7 @@
 //! cancelled on a request thread).
 
 mod accounts;
+mod agents;
 mod analytics;
 mod audit;
 mod bootstrap;
@@ -15,6 +16,7 @@ mod invitations;
 mod jwks;
 mod keys;
 mod members;
+mod oauth;
 mod policy;
 mod tokens;
 
@@ -47,6 +49,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(invitations::configure)
         .configure(invitations::configure_public)
         .configure(tokens::configure)
+        .configure(oauth::configure)
+        .configure(agents::configure)
         .configure(policy::configure_by_id);
 }
 

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use d2_oauth::{AgentService, ClientAuthenticator};
+use d2_jwks::Jwks;
+use d2_oauth::{AgentCache, AgentService, ClientAuthenticator, TokenIssuer};
 use serde::Deserialize;
 
 use super::{Registry, Shared};
-use crate::settings::SettingsError;
+use crate::settings::{CacheConfig, SettingsError};
 
 /// `[oauth]`
 #[derive(Clone, Debug, Deserialize)]
@@ -15,6 +16,12 @@ use crate::settings::SettingsError;
 pub struct OAuthSettings {
     /// How long a rotated-out client secret still authenticates.
     pub secret_grace_seconds: u64,
+    /// How long a refresh token already spent, presented again, gets the answer it got
+    /// (a retry) instead of revoking its family (a reuse).
+    pub refresh_replay_seconds: u64,
+    /// Issued tokens and agents, for introspection; revocations and agent changes
+    /// invalidate them on every replica.
+    pub token_cache: CacheConfig,
 }
 
 impl OAuthSettings {
@@ -23,6 +30,12 @@ impl OAuthSettings {
             return Err(SettingsError::invalid(
                 "oauth.secret_grace_seconds",
                 "must be at most 30 days (2592000)",
+            ));
+        }
+        if self.refresh_replay_seconds > 60 {
+            return Err(SettingsError::invalid(
+                "oauth.refresh_replay_seconds",
+                "must be at most 60",
             ));
         }
         Ok(())
@@ -34,15 +47,38 @@ impl OAuthSettings {
 pub struct OAuth {
     pub agents: Arc<AgentService>,
     pub clients: Arc<ClientAuthenticator>,
+    /// The token endpoint's grants, introspection and revocation.
+    pub issuer: Arc<TokenIssuer>,
 }
 
-pub(crate) fn build(shared: &Shared<'_>, _registry: &mut Registry) -> OAuth {
+fn seconds(s: u64) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX))
+}
+
+/// `jwks`: the accounts' signing keys, which sign access tokens as they sign bundles.
+pub(crate) fn build(shared: &Shared<'_>, registry: &mut Registry, jwks: Arc<Jwks>) -> OAuth {
     let settings = &shared.settings.oauth;
-    let grace =
-        chrono::Duration::seconds(i64::try_from(settings.secret_grace_seconds).unwrap_or(i64::MAX));
+    let grace = seconds(settings.secret_grace_seconds);
+    let cache = Arc::new(AgentCache::new(
+        shared.repositories.clone(),
+        settings.token_cache.settings(),
+    ));
+    registry.subscribe(cache.clone());
+    let issuer = Arc::new(TokenIssuer::new(
+        shared.repositories.clone(),
+        cache.clone(),
+        jwks,
+        shared.pepper.clone(),
+        shared.clock.clone(),
+        seconds(settings.refresh_replay_seconds),
+        settings.token_cache.settings(),
+    ));
+    registry.subscribe(issuer.clone());
     OAuth {
+        issuer,
         agents: Arc::new(AgentService::new(
             shared.repositories.clone(),
+            cache,
             shared.pepper.clone(),
             shared.clock.clone(),
             grace,

@@ -59,6 +59,18 @@ d2_kernel::named_values! {
         AgentDelete = "agent.delete",
         /// An agent's client secret was replaced (the old one works for the grace period).
         AgentSecretRotate = "agent.secret_rotate",
+        /// Tokens were issued to an agent (client credentials).
+        OAuthTokenIssue = "oauth.token_issue",
+        /// A refresh token was spent for new tokens.
+        OAuthTokenRefresh = "oauth.token_refresh",
+        /// A spent refresh token was presented again: its whole family was revoked.
+        OAuthRefreshReuse = "oauth.refresh_reuse",
+        /// An authenticated agent was refused tokens (scope, target, rules).
+        OAuthTokenDeny = "oauth.token_deny",
+        /// Tokens were revoked (by their client, an admin, or the deletion of their agent).
+        OAuthTokenRevoke = "oauth.token_revoke",
+        /// An introspection was refused: the caller may not see the token.
+        OAuthIntrospectDeny = "oauth.introspect_deny",
     }
 }
 
@@ -267,6 +279,12 @@ mod tests {
                 "agent.update",
                 "agent.delete",
                 "agent.secret_rotate",
+                "oauth.token_issue",
+                "oauth.token_refresh",
+                "oauth.refresh_reuse",
+                "oauth.token_deny",
+                "oauth.token_revoke",
+                "oauth.introspect_deny",
             ]
         );
         let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();

@@ -76,6 +76,8 @@ pub struct KeySet {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JwsHeaderExtras {
     pub rotation: Option<RotationHint>,
+    /// The header's `typ`; `JWT` when absent (`at+jwt` for OAuth access tokens, RFC 9068).
+    pub token_type: Option<&'static str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -231,7 +233,7 @@ impl Jwks {
     ) -> Result<String, JwksError> {
         let signer = self.signer(key)?;
         let mut header = JwsHeader::new();
-        header.set_token_type("JWT");
+        header.set_token_type(extras.token_type.unwrap_or("JWT"));
         header.set_key_id(key.kid.clone());
         if let Some(hint) = &extras.rotation {
             let at = hint.at.to_rfc3339_opts(SecondsFormat::Secs, true);
@@ -445,6 +447,7 @@ mod tests {
                 at: Utc::now(),
                 new_kid: key.kid.clone(),
             }),
+            ..JwsHeaderExtras::default()
         };
         let jws = jwks.sign(&key, &extras, b"{}").unwrap();
         let header = jws.split('.').next().unwrap();

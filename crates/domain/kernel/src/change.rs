@@ -13,6 +13,9 @@ pub enum Change {
     Keys(AccountId),
     /// A person's membership of an account changed (role changed, removed, joined).
     Member(AccountId, UserId),
+    /// An account's OAuth agents or issued tokens changed (an agent updated or deleted,
+    /// tokens revoked).
+    OAuth(AccountId),
     /// The feed was (re)connected: announcements may have been missed, so everything
     /// cached must be considered stale.
     Resync,
@@ -29,7 +32,7 @@ pub trait ChangeSubscriber: Send + Sync + 'static {
 
 impl Change {
     /// The announcement's text: `token:<id>`, `account:<id>`, `app:<account>:<app>` or
-    /// `keys:<account>` or `member:<account>:<user>`. `Resync` is never announced.
+    /// `keys:<account>`, `member:<account>:<user>` or `oauth:<account>`. `Resync` is never announced.
     pub fn payload(&self) -> Option<String> {
         match self {
             Change::Token(id) => Some(format!("token:{id}")),
@@ -37,6 +40,7 @@ impl Change {
             Change::App(account, app) => Some(format!("app:{account}:{app}")),
             Change::Keys(account) => Some(format!("keys:{account}")),
             Change::Member(account, user) => Some(format!("member:{account}:{user}")),
+            Change::OAuth(account) => Some(format!("oauth:{account}")),
             Change::Resync => None,
         }
     }
@@ -51,6 +55,7 @@ impl Change {
                 Some(Change::App(account.parse().ok()?, AppName::normalise(app)))
             }
             ("keys", id) => id.parse().ok().map(Change::Keys),
+            ("oauth", id) => id.parse().ok().map(Change::OAuth),
             ("member", rest) => {
                 let (account, user) = rest.split_once(':')?;
                 Some(Change::Member(account.parse().ok()?, user.parse().ok()?))
@@ -73,6 +78,7 @@ mod tests {
             Change::App(account, AppName::normalise("Billing Bot")),
             Change::Keys(account),
             Change::Member(account, UserId::random()),
+            Change::OAuth(account),
         ] {
             let payload = change.payload().unwrap();
             assert_eq!(Change::parse(&payload), Some(change));

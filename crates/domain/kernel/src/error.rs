@@ -173,6 +173,21 @@ error_codes! {
     AgentNotActive = "agent_not_active", Conflict, "Agent not active";
     /// RFC 6749 `invalid_client`: every reason a client is not authenticated.
     InvalidClient = "invalid_client", Unauthenticated, "Client authentication failed";
+    // OAuth protocol endpoints: the codes are RFC 6749's `error` values.
+    /// A request the endpoint cannot read: a missing or repeated parameter, two client
+    /// authentication methods at once (RFC 6749 `invalid_request`).
+    InvalidOAuthRequest = "invalid_request", BadRequest, "Invalid OAuth request";
+    /// A refresh token (or other grant) that is unknown, expired, revoked, spent or not
+    /// the client's.
+    InvalidGrant = "invalid_grant", BadRequest, "Invalid grant";
+    /// The client may not use this grant type.
+    UnauthorizedClient = "unauthorized_client", BadRequest, "Unauthorized client";
+    UnsupportedGrantType = "unsupported_grant_type", BadRequest, "Unsupported grant type";
+    /// A scope the agent may not have, or one the access rules refused.
+    InvalidScope = "invalid_scope", BadRequest, "Invalid scope";
+    /// A `resource` (RFC 8707) the agent's tokens may not target.
+    InvalidTarget = "invalid_target", BadRequest, "Invalid target";
+    OAuthTokenNotFound = "oauth_token_not_found", NotFound, "OAuth token not found";
     // Generic.
     Conflict = "conflict", Conflict, "Conflict";
     RateLimited = "rate_limited", RateLimited, "Too many requests";

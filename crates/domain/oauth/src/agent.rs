@@ -94,6 +94,13 @@ pub mod limits {
     pub const REFRESH_SECONDS: std::ops::RangeInclusive<u32> = 3_600..=7_776_000;
     /// Keys in a registered JWKS.
     pub const JWKS_KEYS: usize = 10;
+    /// Resources (RFC 8707) an agent's tokens may target.
+    pub const RESOURCES: usize = 20;
+    /// Attributes of an agent, and characters of one attribute's name.
+    pub const ATTRIBUTES: usize = 64;
+    pub const ATTRIBUTE_NAME_CHARS: usize = 64;
+    /// Bytes of all attributes, as JSON.
+    pub const ATTRIBUTES_BYTES: usize = 16_384;
 }
 
 /// What an admin registers or updates.
@@ -106,6 +113,11 @@ pub struct AgentSpec {
     /// Where the authorization code flow may return to: `https`, or `http` on a loopback
     /// address (RFC 8252 §7.3), without a fragment.
     pub redirect_uris: Vec<String>,
+    /// The resources (RFC 8707 §2: absolute URIs without a fragment) the agent's access
+    /// tokens may be issued for, each an `aud`. Unique, sorted.
+    pub resources: Vec<String>,
+    /// What access rules read about the agent (`agent.attributes.<name>`).
+    pub attributes: serde_json::Map<String, serde_json::Value>,
     pub auth_method: AuthMethod,
     /// The agent's public keys for `private_key_jwt`: a JWKS document (`{"keys": [...]}`).
     pub jwks: Option<serde_json::Value>,
@@ -156,6 +168,8 @@ impl AgentSpec {
         }
         self.scopes = checked_scopes(self.scopes)?;
         self.redirect_uris = checked_redirect_uris(self.redirect_uris)?;
+        self.resources = checked_resources(self.resources)?;
+        check_attributes(&self.attributes)?;
         if !limits::ACCESS_SECONDS.contains(&self.access_token_seconds) {
             return Err(AgentError::invalid(format!(
                 "`access_token_seconds` must be {} to {}",
@@ -269,6 +283,58 @@ fn checked_redirect_uris(mut uris: Vec<String>) -> Result<Vec<String>, AgentErro
     uris.sort();
     uris.dedup();
     Ok(uris)
+}
+
+fn checked_resources(mut resources: Vec<String>) -> Result<Vec<String>, AgentError> {
+    if resources.len() > limits::RESOURCES {
+        return Err(AgentError::invalid(format!(
+            "at most {} resources",
+            limits::RESOURCES
+        )));
+    }
+    if let Some(bad) = resources.iter().find(|resource| !is_resource(resource)) {
+        return Err(AgentError::invalid(format!(
+            "`{}` is not a resource: an absolute URI without a fragment (RFC 8707), at most {} characters",
+            bad.escape_debug(),
+            limits::URI_CHARS
+        )));
+    }
+    resources.sort();
+    resources.dedup();
+    Ok(resources)
+}
+
+/// RFC 8707 §2: an absolute URI without a fragment.
+pub fn is_resource(resource: &str) -> bool {
+    resource.len() <= limits::URI_CHARS
+        && url::Url::parse(resource).is_ok_and(|parsed| parsed.fragment().is_none())
+}
+
+fn check_attributes(
+    attributes: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), AgentError> {
+    let too_big = attributes.len() > limits::ATTRIBUTES
+        || serde_json::to_vec(attributes)
+            .map_or(true, |bytes| bytes.len() > limits::ATTRIBUTES_BYTES);
+    if too_big {
+        return Err(AgentError::invalid(format!(
+            "`attributes` holds at most {} names and {} bytes of JSON",
+            limits::ATTRIBUTES,
+            limits::ATTRIBUTES_BYTES
+        )));
+    }
+    if let Some(bad) = attributes.keys().find(|name| {
+        name.is_empty()
+            || name.chars().count() > limits::ATTRIBUTE_NAME_CHARS
+            || name.chars().any(char::is_control)
+    }) {
+        return Err(AgentError::invalid(format!(
+            "`{}` is not an attribute name: 1 to {} characters, no control characters",
+            bad.escape_debug(),
+            limits::ATTRIBUTE_NAME_CHARS
+        )));
+    }
+    Ok(())
 }
 
 /// A JWKS document of public keys: `{"keys": [...]}`, each key with a `kty` and no

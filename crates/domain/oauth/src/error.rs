@@ -77,3 +77,60 @@ impl ErrorCode for ClientAuthError {
         }
     }
 }
+
+/// Why the token endpoint refused a request of an authenticated agent: each an RFC 6749
+/// §5.2 `error` (the code's text).
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("{0}")]
+    Request(String),
+    #[error("{0}")]
+    Grant(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Scope(String),
+    #[error("{0}")]
+    Target(String),
+    /// The agent was deleted while its tokens were being issued.
+    #[error("client authentication failed")]
+    ClientGone,
+    #[error("the token could not be signed: {0}")]
+    Signing(String),
+    #[error(transparent)]
+    Jwks(#[from] d2_jwks::JwksError),
+    #[error("no secret can be made now")]
+    Randomness(#[from] RandomnessUnavailable),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl GrantError {
+    /// Whether the agent asked for something it may not have (audited `oauth.token_deny`),
+    /// rather than sent a request that could not be read or met a failure of ours.
+    pub fn is_refusal_of_an_agent(&self) -> bool {
+        matches!(
+            self,
+            GrantError::Grant(_)
+                | GrantError::Unauthorized(_)
+                | GrantError::Scope(_)
+                | GrantError::Target(_)
+        )
+    }
+}
+
+impl ErrorCode for GrantError {
+    fn code(&self) -> Code {
+        match self {
+            GrantError::Request(_) => Code::InvalidOAuthRequest,
+            GrantError::Grant(_) => Code::InvalidGrant,
+            GrantError::Unauthorized(_) => Code::UnauthorizedClient,
+            GrantError::Scope(_) => Code::InvalidScope,
+            GrantError::Target(_) => Code::InvalidTarget,
+            GrantError::ClientGone => Code::InvalidClient,
+            GrantError::Signing(_) | GrantError::Randomness(_) => Code::Internal,
+            GrantError::Jwks(error) => error.code(),
+            GrantError::Store(error) => error.code(),
+        }
+    }
+}

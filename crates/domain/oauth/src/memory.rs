@@ -10,7 +10,11 @@ use d2_audit::memory::MemoryAuditLog;
 use d2_kernel::{AccountId, Page, PageRequest, SecretDigest, StoreError};
 
 use crate::agent::{Agent, AgentId, AgentSpec, AgentState, ClientSecrets, PendingRegistration};
-use crate::ports::{AgentAuditOf, AgentRepo};
+use crate::ports::{AgentAuditOf, AgentRepo, OAuthTokenRepo, RefreshAuditOf, RevokeAuditOf};
+use crate::token::{
+    Issuance, OAuthTokenId, RefreshIssuance, RefreshOutcome, RefreshRefusal, RevokeScope,
+    TokenCounts, TokenFilter, TokenKind, TokenRecord,
+};
 
 #[derive(Clone, Debug)]
 struct Row {
@@ -24,19 +28,33 @@ struct Row {
 #[derive(Debug)]
 pub struct MemoryAgents {
     rows: Mutex<Vec<Row>>,
+    /// Issued tokens; always locked after `rows` when both are.
+    tokens: Mutex<Vec<StoredToken>>,
     audit: Arc<MemoryAuditLog>,
+}
+
+#[derive(Clone, Debug)]
+struct StoredToken {
+    record: TokenRecord,
+    /// A refresh token's spending: when, and the answer it got (sealed).
+    spent: Option<(DateTime<Utc>, Vec<u8>)>,
 }
 
 impl MemoryAgents {
     pub fn new(audit: Arc<MemoryAuditLog>) -> Self {
         Self {
             rows: Mutex::new(Vec::new()),
+            tokens: Mutex::new(Vec::new()),
             audit,
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Row>> {
         self.rows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tokens(&self) -> MutexGuard<'_, Vec<StoredToken>> {
+        self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -168,6 +186,7 @@ impl AgentRepo for MemoryAgents {
         rows.retain(|r| !(r.agent.account_id == account && r.agent.id == id));
         let deleted = rows.len() < before;
         if deleted {
+            self.tokens().retain(|t| t.record.agent_id != id);
             self.audit.append(audit.clone());
         }
         Ok(deleted)
@@ -207,6 +226,252 @@ impl AgentRepo for MemoryAgents {
             .iter()
             .find(|r| r.agent.id == id)
             .map(|r| (r.agent.clone(), r.secrets.clone())))
+    }
+}
+
+#[async_trait]
+impl OAuthTokenRepo for MemoryAgents {
+    async fn issue(&self, issuance: &Issuance, audit: &AuditEntry) -> Result<bool, StoreError> {
+        let rows = self.lock();
+        if !rows.iter().any(|r| r.agent.id == issuance.access.agent_id) {
+            return Ok(false);
+        }
+        let mut tokens = self.tokens();
+        tokens.extend(issuance.records().map(|record| StoredToken {
+            record: record.clone(),
+            spent: None,
+        }));
+        self.audit.append(audit.clone());
+        Ok(true)
+    }
+
+    async fn refresh(
+        &self,
+        presented: &SecretDigest,
+        client: AgentId,
+        now: DateTime<Utc>,
+        replay_since: DateTime<Utc>,
+        next: &RefreshIssuance,
+        audit_of: RefreshAuditOf<'_>,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let rows = self.lock();
+        let mut tokens = self.tokens();
+        let Some(stored) = tokens
+            .iter_mut()
+            .find(|t| t.record.kind == TokenKind::Refresh && t.record.digest == *presented)
+        else {
+            return Ok(RefreshOutcome::Refused(RefreshRefusal::Unknown));
+        };
+        let spent = stored.record.clone();
+        if spent.agent_id != client {
+            return Ok(RefreshOutcome::Refused(RefreshRefusal::OtherClient));
+        }
+        if spent.revoked_at.is_some() {
+            return Ok(RefreshOutcome::Refused(RefreshRefusal::Revoked));
+        }
+        if now >= spent.expires_at {
+            return Ok(RefreshOutcome::Refused(RefreshRefusal::Expired));
+        }
+        if stored.spent.is_none() && !rows.iter().any(|r| r.agent.id == client) {
+            return Ok(RefreshOutcome::Refused(RefreshRefusal::Unknown));
+        }
+        match &stored.spent {
+            Some((at, sealed)) if *at >= replay_since => {
+                return Ok(RefreshOutcome::Replayed(sealed.clone()));
+            }
+            Some(_) => {
+                let mut revoked = Vec::new();
+                for token in tokens.iter_mut() {
+                    if token.record.family_id == spent.family_id
+                        && token.record.revoked_at.is_none()
+                    {
+                        token.record.revoked_at = Some(now);
+                        token.record.revoked_reason =
+                            Some(crate::token::revocation_reasons::REUSE.to_owned());
+                        revoked.push(token.record.id);
+                    }
+                }
+                revoked.sort();
+                let outcome = RefreshOutcome::Reused(revoked);
+                self.audit.append(audit_of(&outcome, &spent));
+                return Ok(outcome);
+            }
+            None => stored.spent = Some((now, next.sealed_answer.clone())),
+        }
+        tokens.extend(next.issuance.records().map(|record| StoredToken {
+            record: record.clone(),
+            spent: None,
+        }));
+        self.audit
+            .append(audit_of(&RefreshOutcome::Rotated, &spent));
+        Ok(RefreshOutcome::Rotated)
+    }
+
+    async fn token(
+        &self,
+        account: AccountId,
+        id: OAuthTokenId,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self
+            .tokens()
+            .iter()
+            .find(|t| t.record.account_id == account && t.record.id == id)
+            .map(|t| t.record.clone()))
+    }
+
+    async fn refresh_token(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        Ok(self
+            .tokens()
+            .iter()
+            .find(|t| t.record.kind == TokenKind::Refresh && t.record.digest == *digest)
+            .map(|t| t.record.clone()))
+    }
+
+    async fn revoke(
+        &self,
+        account: AccountId,
+        scope: RevokeScope,
+        reason: &str,
+        now: DateTime<Utc>,
+        audit_of: RevokeAuditOf<'_>,
+    ) -> Result<Vec<OAuthTokenId>, StoreError> {
+        let mut tokens = self.tokens();
+        let mut reached: Vec<OAuthTokenId> = Vec::new();
+        match scope {
+            RevokeScope::Family(family) => reached.extend(
+                tokens
+                    .iter()
+                    .filter(|t| t.record.account_id == account && t.record.family_id == family)
+                    .map(|t| t.record.id),
+            ),
+            RevokeScope::WithDescendants(root) => {
+                if tokens
+                    .iter()
+                    .any(|t| t.record.account_id == account && t.record.id == root)
+                {
+                    reached.push(root);
+                    let mut frontier = vec![root];
+                    while !frontier.is_empty() {
+                        let children: Vec<OAuthTokenId> = tokens
+                            .iter()
+                            .filter(|t| {
+                                t.record.account_id == account
+                                    && t.record.parent_id.is_some_and(|p| frontier.contains(&p))
+                                    && !reached.contains(&t.record.id)
+                            })
+                            .map(|t| t.record.id)
+                            .collect();
+                        reached.extend(&children);
+                        frontier = children;
+                    }
+                }
+            }
+        }
+        let mut revoked = Vec::new();
+        for token in tokens.iter_mut() {
+            if reached.contains(&token.record.id)
+                && token.record.revoked_at.is_none()
+                && now < token.record.expires_at
+            {
+                token.record.revoked_at = Some(now);
+                token.record.revoked_reason = Some(reason.to_owned());
+                revoked.push(token.record.id);
+            }
+        }
+        revoked.sort();
+        if !revoked.is_empty() {
+            self.audit.append(audit_of(&revoked));
+        }
+        Ok(revoked)
+    }
+
+    async fn tokens(
+        &self,
+        account: AccountId,
+        filter: &TokenFilter,
+        page: &PageRequest,
+    ) -> Result<Page<TokenRecord>, StoreError> {
+        let after = match page.after() {
+            Some(cursor) => Some((
+                cursor.at,
+                cursor
+                    .id_as::<OAuthTokenId>()
+                    .map_err(|_| StoreError::corrupt("cursor id"))?,
+            )),
+            None => None,
+        };
+        let mut found: Vec<TokenRecord> = self
+            .tokens()
+            .iter()
+            .map(|t| &t.record)
+            .filter(|t| t.account_id == account)
+            .filter(|t| filter.agent_id.is_none_or(|a| t.agent_id == a))
+            .filter(|t| filter.kind.is_none_or(|k| t.kind == k))
+            .filter(|t| {
+                filter
+                    .task_id
+                    .as_ref()
+                    .is_none_or(|task| &t.task_id == task)
+            })
+            .filter(|t| filter.active_at.is_none_or(|now| t.is_active(now)))
+            .filter(|t| after.is_none_or(|position| (t.issued_at, t.id) < position))
+            .cloned()
+            .collect();
+        found.sort_by_key(|t| std::cmp::Reverse((t.issued_at, t.id)));
+        found.truncate(
+            usize::try_from(page.limit())
+                .unwrap_or(usize::MAX)
+                .saturating_add(1),
+        );
+        Ok(page.page_from(found, |t| {
+            d2_kernel::Cursor::new(t.issued_at, t.id.to_string())
+        }))
+    }
+
+    async fn audit_refusal(&self, audit: &AuditEntry) -> Result<(), StoreError> {
+        self.audit.append(audit.clone());
+        Ok(())
+    }
+
+    async fn counts(
+        &self,
+        account: AccountId,
+        now: DateTime<Utc>,
+        since: &[DateTime<Utc>],
+    ) -> Result<TokenCounts, StoreError> {
+        let tokens = self.tokens();
+        let mine = || {
+            tokens
+                .iter()
+                .map(|t| &t.record)
+                .filter(|t| t.account_id == account)
+        };
+        let count = |kind| {
+            u64::try_from(
+                mine()
+                    .filter(|t| t.kind == kind && t.is_active(now))
+                    .count(),
+            )
+            .unwrap_or(u64::MAX)
+        };
+        Ok(TokenCounts {
+            active_access: count(TokenKind::Access),
+            active_refresh: count(TokenKind::Refresh),
+            issued_since: since
+                .iter()
+                .map(|start| {
+                    u64::try_from(
+                        mine()
+                            .filter(|t| t.kind == TokenKind::Access && t.issued_at >= *start)
+                            .count(),
+                    )
+                    .unwrap_or(u64::MAX)
+                })
+                .collect(),
+        })
     }
 }
 

@@ -8,6 +8,10 @@ use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, Page, PageRequest, SecretDigest, StoreError};
 
 use crate::agent::{Agent, AgentId, AgentSpec, AgentState, ClientSecrets, PendingRegistration};
+use crate::token::{
+    Issuance, OAuthTokenId, RefreshIssuance, RefreshOutcome, RevokeScope, TokenCounts, TokenFilter,
+    TokenRecord,
+};
 
 /// Builds the audit record of a change from the agent it changed.
 pub type AgentAuditOf<'a> = &'a (dyn Fn(&Agent) -> AuditEntry + Sync);
@@ -82,4 +86,76 @@ pub trait AgentRepo: Send + Sync + 'static {
         &self,
         id: AgentId,
     ) -> Result<Option<(Agent, Option<ClientSecrets>)>, StoreError>;
+}
+
+/// Builds the audit record of a refresh that rotated or found a reuse, from the outcome
+/// and the refresh token presented.
+pub type RefreshAuditOf<'a> = &'a (dyn Fn(&RefreshOutcome, &TokenRecord) -> AuditEntry + Sync);
+
+/// Builds the audit record of a revocation from the ids it revoked.
+pub type RevokeAuditOf<'a> = &'a (dyn Fn(&[OAuthTokenId]) -> AuditEntry + Sync);
+
+/// The tokens the authorization server issued. Every read is scoped by account except by
+/// a refresh token's digest (the secret names its token).
+#[async_trait]
+pub trait OAuthTokenRepo: Send + Sync + 'static {
+    /// Stores the tokens issued at once, and `audit`. `false`, with nothing written, when
+    /// their agent is gone (deleted meanwhile).
+    async fn issue(&self, issuance: &Issuance, audit: &AuditEntry) -> Result<bool, StoreError>;
+
+    /// Spends the refresh token whose digest is `presented` for `next`, if `client` holds
+    /// it and it works at `now`, at most once also under concurrent calls. A token spent at
+    /// or after `replay_since` answers the sealed answer of that spending; one spent before
+    /// it revokes its whole family. Rotations and reuses are audited by `audit_of`; a
+    /// refusal or a replay writes nothing.
+    async fn refresh(
+        &self,
+        presented: &SecretDigest,
+        client: AgentId,
+        now: DateTime<Utc>,
+        replay_since: DateTime<Utc>,
+        next: &RefreshIssuance,
+        audit_of: RefreshAuditOf<'_>,
+    ) -> Result<RefreshOutcome, StoreError>;
+
+    async fn token(
+        &self,
+        account: AccountId,
+        id: OAuthTokenId,
+    ) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// The refresh token with this digest, in any account.
+    async fn refresh_token(&self, digest: &SecretDigest)
+    -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Revokes the tokens `scope` reaches that still work at `now`, with `reason`, and
+    /// returns their ids; none (nothing written, no audit) when none did.
+    async fn revoke(
+        &self,
+        account: AccountId,
+        scope: RevokeScope,
+        reason: &str,
+        now: DateTime<Utc>,
+        audit_of: RevokeAuditOf<'_>,
+    ) -> Result<Vec<OAuthTokenId>, StoreError>;
+
+    /// The account's tokens that `filter` selects, newest first.
+    async fn tokens(
+        &self,
+        account: AccountId,
+        filter: &TokenFilter,
+        page: &PageRequest,
+    ) -> Result<Page<TokenRecord>, StoreError>;
+
+    /// Records `audit`, a refusal that changed nothing else (a denied token request).
+    async fn audit_refusal(&self, audit: &AuditEntry) -> Result<(), StoreError>;
+
+    /// The account's working tokens at `now`, and the access tokens issued since each of
+    /// `since`.
+    async fn counts(
+        &self,
+        account: AccountId,
+        now: DateTime<Utc>,
+        since: &[DateTime<Utc>],
+    ) -> Result<TokenCounts, StoreError>;
 }

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use d2_audit::{AuditAction, AuditEntry};
-use d2_kernel::{AuthContext, Clock, Page, PageRequest, Pepper, Scope};
+use d2_kernel::{
+    AccountId, AuthContext, CacheSettings, Change, ChangeSubscriber, Clock, CoherentCache, Page,
+    PageRequest, Pepper, Scope, StoreError,
+};
 use serde_json::json;
 
 use crate::agent::{
@@ -28,6 +31,7 @@ pub struct RotatedSecret {
 
 pub struct AgentService {
     repo: Arc<dyn AgentRepo>,
+    cache: Arc<AgentCache>,
     pepper: Arc<Pepper>,
     clock: Arc<dyn Clock>,
     secret_grace: Duration,
@@ -62,12 +66,14 @@ fn audit(
 impl AgentService {
     pub fn new(
         repo: Arc<dyn AgentRepo>,
+        cache: Arc<AgentCache>,
         pepper: Arc<Pepper>,
         clock: Arc<dyn Clock>,
         secret_grace: Duration,
     ) -> Self {
         Self {
             repo,
+            cache,
             pepper,
             clock,
             secret_grace,
@@ -170,6 +176,7 @@ impl AgentService {
             .update(ctx.account_id, id, &spec, state, now, &audit_of)
             .await?
             .ok_or(AgentError::NotFound)?;
+        self.cache.forget_account(ctx.account_id);
         Ok(agent)
     }
 
@@ -181,6 +188,7 @@ impl AgentService {
         if !self.repo.delete(ctx.account_id, id, &entry).await? {
             return Err(AgentError::NotFound);
         }
+        self.cache.forget_account(ctx.account_id);
         tracing::info!(agent.id = %id, account.id = %ctx.account_id, "agent deleted");
         Ok(())
     }
@@ -260,6 +268,27 @@ impl ClientAuthenticator {
         secret: &str,
         method: AuthMethod,
     ) -> Result<Agent, ClientAuthError> {
+        self.authenticate(client_id, secret, Some(method)).await
+    }
+
+    /// As [`Self::authenticate_secret`], for the endpoints beside the token endpoint
+    /// (introspection, revocation): an agent registered with a client secret may present it
+    /// either way there (clients such as authlib default to HTTP Basic on them), as RFC 7591
+    /// ties the registered method to the token endpoint only.
+    pub async fn authenticate_secret_any_way(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<Agent, ClientAuthError> {
+        self.authenticate(client_id, secret, None).await
+    }
+
+    async fn authenticate(
+        &self,
+        client_id: &str,
+        secret: &str,
+        method: Option<AuthMethod>,
+    ) -> Result<Agent, ClientAuthError> {
         // The digest is computed whatever happens next, so an unknown client costs what a
         // known one does.
         let presented = self.pepper.digest_text(secret);
@@ -276,7 +305,11 @@ impl ClientAuthenticator {
         let Some(secrets) = secrets.filter(|_| agent.state == AgentState::Active) else {
             return Err(refuse(ClientRefusal::NotActive));
         };
-        if agent.spec.auth_method != method {
+        let method_fits = match method {
+            Some(method) => agent.spec.auth_method == method,
+            None => agent.spec.auth_method != AuthMethod::PrivateKeyJwt,
+        };
+        if !method_fits {
             return Err(refuse(ClientRefusal::WrongMethod));
         }
         if ClientSecret::check_format(secret).is_err()
@@ -285,5 +318,62 @@ impl ClientAuthenticator {
             return Err(refuse(ClientRefusal::WrongSecret));
         }
         Ok(agent)
+    }
+}
+
+/// Agents by id, as introspection and `agentinfo` read them; a change of an account's
+/// agents drops its entries here at once and on every other replica through the change
+/// feed.
+pub struct AgentCache {
+    repo: Arc<dyn AgentRepo>,
+    agents: CoherentCache<AgentId, Option<Arc<Agent>>>,
+}
+
+impl std::fmt::Debug for AgentCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentCache").finish_non_exhaustive()
+    }
+}
+
+impl AgentCache {
+    pub fn new(repo: Arc<dyn AgentRepo>, cache: CacheSettings) -> Self {
+        Self {
+            repo,
+            agents: CoherentCache::new(cache),
+        }
+    }
+
+    /// The account's agent `id`, if it exists.
+    pub async fn agent(
+        &self,
+        account: AccountId,
+        id: AgentId,
+    ) -> Result<Option<Arc<Agent>>, StoreError> {
+        let agent = self
+            .agents
+            .get_or_load(&id, || async {
+                self.repo
+                    .agent(account, id)
+                    .await
+                    .map(|found| found.map(Arc::new))
+            })
+            .await?;
+        Ok(agent.filter(|a| a.account_id == account))
+    }
+
+    /// Forgets the account's agents (and every agent not found).
+    pub fn forget_account(&self, account: AccountId) {
+        self.agents
+            .invalidate_if(move |_, agent| agent.as_ref().is_none_or(|a| a.account_id == account));
+    }
+}
+
+impl ChangeSubscriber for AgentCache {
+    fn on_change(&self, change: &Change) {
+        match change {
+            Change::OAuth(account) => self.forget_account(*account),
+            Change::Resync => self.agents.invalidate_all(),
+            _ => {}
+        }
     }
 }

@@ -30,6 +30,10 @@ fn world() -> World {
     World {
         agents: AgentService::new(
             repo.clone(),
+            Arc::new(AgentCache::new(
+                repo.clone(),
+                d2_kernel::CacheSettings::default(),
+            )),
             pepper.clone(),
             clock.clone(),
             Duration::hours(1),
@@ -63,6 +67,8 @@ fn spec(name: &str) -> AgentSpec {
         description: None,
         scopes: vec!["tools:read".into(), "reports.export".into()],
         redirect_uris: vec![],
+        resources: vec![],
+        attributes: serde_json::Map::new(),
         auth_method: AuthMethod::ClientSecretBasic,
         jwks: None,
         jwks_uri: None,
@@ -538,6 +544,27 @@ fn specs_that_break_a_rule_are_refused_with_the_rule() {
             "custom scheme",
             AgentSpec {
                 redirect_uris: vec!["javascript:alert(1)".into()],
+                ..spec("x")
+            },
+        ),
+        (
+            "resource with a fragment",
+            AgentSpec {
+                resources: vec!["https://api.example/#x".into()],
+                ..spec("x")
+            },
+        ),
+        (
+            "relative resource",
+            AgentSpec {
+                resources: vec!["api.example".into()],
+                ..spec("x")
+            },
+        ),
+        (
+            "attribute key too long",
+            AgentSpec {
+                attributes: [("k".repeat(65), json!(1))].into_iter().collect(),
                 ..spec("x")
             },
         ),

@@ -12,15 +12,17 @@
 
 use d2_audit::{AuditAction, AuditEntry, AuditFilter, AuditLog};
 use d2_kernel::{AccountId, PageRequest, SecretDigest};
-use d2_oauth::{Agent, AgentRepo, AgentSpec, AgentState, AuthMethod, PendingRegistration};
+use d2_oauth::{
+    Agent, AgentRepo, AgentSpec, AgentState, AuthMethod, OAuthTokenRepo, PendingRegistration,
+};
 use futures_util::future::join_all;
 use serde_json::json;
 
 use crate::fixtures::{at, pepper};
 
 /// Everything the suite needs from one store.
-pub trait Store: AgentRepo + AuditLog {}
-impl<T: AgentRepo + AuditLog> Store for T {}
+pub trait Store: AgentRepo + OAuthTokenRepo + AuditLog {}
+impl<T: AgentRepo + OAuthTokenRepo + AuditLog> Store for T {}
 
 fn digest(text: &str) -> SecretDigest {
     pepper().digest_text(text)
@@ -32,6 +34,8 @@ fn spec(name: &str) -> AgentSpec {
         description: Some("Files reports".into()),
         scopes: vec!["reports.export".into(), "tools:read".into()],
         redirect_uris: vec!["https://agent.example/cb".into()],
+        resources: vec![],
+        attributes: serde_json::Map::new(),
         auth_method: AuthMethod::PrivateKeyJwt,
         jwks: Some(json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "abc"}]})),
         jwks_uri: None,
@@ -86,6 +90,19 @@ async fn activate(store: &dyn Store, token: &str, secret: &str, seconds: i64) ->
         })
         .await
         .unwrap_or_else(|e| panic!("activate: {e}"))
+}
+
+/// An active agent of `account` named `name`, registered with `token`.
+pub(crate) async fn activated(
+    store: &dyn Store,
+    account: AccountId,
+    name: &str,
+    token: &str,
+) -> Agent {
+    register(store, account, name, 0, token).await;
+    activate(store, token, &format!("{token}-secret"), 0)
+        .await
+        .unwrap_or_else(|| panic!("{name} activates"))
 }
 
 pub async fn agents(store: &dyn Store, a: AccountId, b: AccountId) {
@@ -152,6 +169,8 @@ pub async fn agents(store: &dyn Store, a: AccountId, b: AccountId) {
         description: None,
         scopes: vec![],
         redirect_uris: vec![],
+        resources: vec![],
+        attributes: serde_json::Map::new(),
         auth_method: AuthMethod::ClientSecretPost,
         jwks: None,
         jwks_uri: None,

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod events;
 pub mod invitations;
 pub mod members;
+pub mod oauth_tokens;
 pub mod policies;
 pub mod quotas;
 pub mod signing_keys;

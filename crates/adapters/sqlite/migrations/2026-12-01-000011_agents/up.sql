@@ -6,6 +6,8 @@ CREATE TABLE agents (
     description             text,
     scopes                  text    NOT NULL,
     redirect_uris           text    NOT NULL,
+    resources               text    NOT NULL,
+    attributes              text    NOT NULL,
     auth_method             text    NOT NULL
         CHECK (auth_method IN ('client_secret_basic', 'client_secret_post', 'private_key_jwt')),
     jwks                    text,

@@ -42,6 +42,7 @@ impl PolicyService {
                     at: now,
                     new_kid: new_key.kid.clone(),
                 }),
+                ..JwsHeaderExtras::default()
             };
             let mut bundles = Vec::new();
             for active in self.repo.active_policies(account_id).await? {

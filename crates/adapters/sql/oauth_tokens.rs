@@ -1,0 +1,462 @@
+//! Tokens the authorization server issued to agents (`d2_oauth::OAuthTokenRepo`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use d2_audit::AuditEntry;
+use d2_kernel::{AccountId, Change, Page, PageRequest, SecretDigest, StoreError};
+use d2_oauth::{
+    AgentId, Issuance, OAuthTokenId, OAuthTokenRepo, RefreshAuditOf, RefreshIssuance,
+    RefreshOutcome, RefreshRefusal, RevokeAuditOf, RevokeScope, TokenCounts, TokenFilter,
+    TokenKind, TokenRecord, revocation_reasons,
+};
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::RunQueryDsl;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::audit::write_audit;
+use crate::changes::announce;
+use crate::error::{TxError, from_diesel};
+use crate::errors::corrupt;
+use crate::id::Id;
+use crate::position::{Side, beyond};
+use crate::schema::oauth_tokens;
+
+fn id_of(id: OAuthTokenId) -> Id {
+    Id(*id.as_uuid())
+}
+
+/// Levels of descendants a revocation follows; lineage is never this deep.
+const MAX_DEPTH: usize = 64;
+
+#[async_trait]
+impl OAuthTokenRepo for crate::Store {
+    async fn issue(&self, issuance: &Issuance, audit: &AuditEntry) -> Result<bool, StoreError> {
+        let rows = issuance
+            .records()
+            .map(TokenRow::from_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut conn = self.writer().await?;
+        let written = write_transaction!(conn, async |conn| {
+            insert_rows!(conn, oauth_tokens::table, rows);
+            write_audit(conn, audit).await?;
+            Ok::<_, TxError>(())
+        })
+        .await;
+        match written {
+            Ok(()) => Ok(true),
+            // The agent was deleted meanwhile.
+            Err(TxError::Diesel(DieselError::DatabaseError(
+                DatabaseErrorKind::ForeignKeyViolation,
+                _,
+            ))) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    async fn refresh(
+        &self,
+        presented: &SecretDigest,
+        client: AgentId,
+        now: DateTime<Utc>,
+        replay_since: DateTime<Utc>,
+        next: &RefreshIssuance,
+        audit_of: RefreshAuditOf<'_>,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let rows = next
+            .issuance
+            .records()
+            .map(TokenRow::from_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut conn = self.writer().await?;
+        let outcome = write_transaction!(conn, async |conn| {
+            // Locked: of concurrent refreshes with one token, the first spends it and the
+            // others find it spent.
+            let row: Option<TokenRow> = locked!(
+                oauth_tokens::table
+                    .filter(oauth_tokens::digest.eq(presented.as_bytes().as_slice()))
+                    .filter(oauth_tokens::kind.eq(TokenKind::Refresh.as_str()))
+            )
+            .select(TokenRow::as_select())
+            .first(conn)
+            .await
+            .optional()?;
+            let Some(row) = row else {
+                return Ok::<_, TxError>(RefreshOutcome::Refused(RefreshRefusal::Unknown));
+            };
+            let (spent_at, sealed) = (row.spent_at, row.sealed_answer.clone());
+            let spent = row.into_domain()?;
+            if spent.agent_id != client {
+                return Ok(RefreshOutcome::Refused(RefreshRefusal::OtherClient));
+            }
+            if spent.revoked_at.is_some() {
+                return Ok(RefreshOutcome::Refused(RefreshRefusal::Revoked));
+            }
+            if now >= spent.expires_at {
+                return Ok(RefreshOutcome::Refused(RefreshRefusal::Expired));
+            }
+            match (spent_at, sealed) {
+                (Some(at), Some(sealed)) if at >= replay_since => {
+                    Ok(RefreshOutcome::Replayed(sealed))
+                }
+                (Some(_), _) => {
+                    let revoked = revoke_family(
+                        conn,
+                        spent.account_id,
+                        spent.family_id,
+                        revocation_reasons::REUSE,
+                        now,
+                    )
+                    .await?;
+                    let outcome = RefreshOutcome::Reused(revoked);
+                    write_audit(conn, &audit_of(&outcome, &spent)).await?;
+                    announce(conn, Change::OAuth(spent.account_id)).await?;
+                    Ok(outcome)
+                }
+                (None, _) => {
+                    diesel::update(oauth_tokens::table.find(id_of(spent.id)))
+                        .set((
+                            oauth_tokens::spent_at.eq(Some(now)),
+                            oauth_tokens::sealed_answer.eq(Some(next.sealed_answer.clone())),
+                        ))
+                        .execute(conn)
+                        .await?;
+                    insert_rows!(conn, oauth_tokens::table, rows);
+                    let outcome = RefreshOutcome::Rotated;
+                    write_audit(conn, &audit_of(&outcome, &spent)).await?;
+                    Ok(outcome)
+                }
+            }
+        })
+        .await?;
+        Ok(outcome)
+    }
+
+    async fn token(
+        &self,
+        account: AccountId,
+        id: OAuthTokenId,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let row: Option<TokenRow> = oauth_tokens::table
+            .filter(oauth_tokens::account_id.eq(Id::from(account)))
+            .filter(oauth_tokens::id.eq(id_of(id)))
+            .select(TokenRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?;
+        row.map(TokenRow::into_domain).transpose()
+    }
+
+    async fn refresh_token(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let row: Option<TokenRow> = oauth_tokens::table
+            .filter(oauth_tokens::digest.eq(digest.as_bytes().as_slice()))
+            .filter(oauth_tokens::kind.eq(TokenKind::Refresh.as_str()))
+            .select(TokenRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?;
+        row.map(TokenRow::into_domain).transpose()
+    }
+
+    async fn revoke(
+        &self,
+        account: AccountId,
+        scope: RevokeScope,
+        reason: &str,
+        now: DateTime<Utc>,
+        audit_of: RevokeAuditOf<'_>,
+    ) -> Result<Vec<OAuthTokenId>, StoreError> {
+        let mut conn = self.writer().await?;
+        let revoked = write_transaction!(conn, async |conn| {
+            let revoked = match scope {
+                RevokeScope::Family(family) => {
+                    revoke_family(conn, account, family, reason, now).await?
+                }
+                RevokeScope::WithDescendants(root) => {
+                    let reached = descendants(conn, account, root).await?;
+                    revoke_ids(conn, account, &reached, reason, now).await?
+                }
+            };
+            if !revoked.is_empty() {
+                write_audit(conn, &audit_of(&revoked)).await?;
+                announce(conn, Change::OAuth(account)).await?;
+            }
+            Ok::<_, TxError>(revoked)
+        })
+        .await?;
+        Ok(revoked)
+    }
+
+    async fn tokens(
+        &self,
+        account: AccountId,
+        filter: &TokenFilter,
+        page: &PageRequest,
+    ) -> Result<Page<TokenRecord>, StoreError> {
+        let mut query = oauth_tokens::table
+            .filter(oauth_tokens::account_id.eq(Id::from(account)))
+            .order((oauth_tokens::issued_at.desc(), oauth_tokens::id.desc()))
+            .limit(i64::from(page.limit()) + 1)
+            .select(TokenRow::as_select())
+            .into_boxed();
+        if let Some(agent) = filter.agent_id {
+            query = query.filter(oauth_tokens::agent_id.eq(Id(*agent.as_uuid())));
+        }
+        if let Some(kind) = filter.kind {
+            query = query.filter(oauth_tokens::kind.eq(kind.as_str()));
+        }
+        if let Some(task) = &filter.task_id {
+            query = query.filter(oauth_tokens::task_id.eq(task.clone()));
+        }
+        if let Some(now) = filter.active_at {
+            query = query
+                .filter(oauth_tokens::revoked_at.is_null())
+                .filter(oauth_tokens::expires_at.gt(now));
+        }
+        if let Some(cursor) = page.after() {
+            let id: OAuthTokenId = cursor
+                .id_as()
+                .map_err(|_| StoreError::corrupt("token cursor"))?;
+            query = query.filter(beyond::<_, crate::types::Uuid, _>(
+                "oauth_tokens.issued_at, oauth_tokens.id",
+                Side::Before,
+                cursor.at,
+                id_of(id),
+            ));
+        }
+        let mut conn = self.conn().await?;
+        let rows: Vec<TokenRow> = query.load(&mut conn).await.map_err(from_diesel)?;
+        let tokens = rows
+            .into_iter()
+            .map(TokenRow::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page.page_from(tokens, |t| {
+            d2_kernel::Cursor::new(t.issued_at, t.id.to_string())
+        }))
+    }
+
+    async fn audit_refusal(&self, audit: &AuditEntry) -> Result<(), StoreError> {
+        let mut conn = self.writer().await?;
+        write_transaction!(conn, async |conn| {
+            write_audit(conn, audit).await?;
+            Ok::<_, TxError>(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn counts(
+        &self,
+        account: AccountId,
+        now: DateTime<Utc>,
+        since: &[DateTime<Utc>],
+    ) -> Result<TokenCounts, StoreError> {
+        let mut conn = self.conn().await?;
+        let mine = || oauth_tokens::table.filter(oauth_tokens::account_id.eq(Id::from(account)));
+        let active = |kind: TokenKind| {
+            mine()
+                .filter(oauth_tokens::kind.eq(kind.as_str()))
+                .filter(oauth_tokens::revoked_at.is_null())
+                .filter(oauth_tokens::expires_at.gt(now))
+                .count()
+        };
+        let count = |n: i64| u64::try_from(n).map_err(|_| corrupt("token count"));
+        let active_access: i64 = active(TokenKind::Access)
+            .get_result(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        let active_refresh: i64 = active(TokenKind::Refresh)
+            .get_result(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        let mut issued_since = Vec::with_capacity(since.len());
+        for start in since {
+            let issued: i64 = mine()
+                .filter(oauth_tokens::kind.eq(TokenKind::Access.as_str()))
+                .filter(oauth_tokens::issued_at.ge(*start))
+                .count()
+                .get_result(&mut conn)
+                .await
+                .map_err(from_diesel)?;
+            issued_since.push(count(issued)?);
+        }
+        Ok(TokenCounts {
+            active_access: count(active_access)?,
+            active_refresh: count(active_refresh)?,
+            issued_since,
+        })
+    }
+}
+
+/// The token `root` of `account` and every token derived from it, to any depth.
+async fn descendants(
+    conn: &mut crate::Conn,
+    account: AccountId,
+    root: OAuthTokenId,
+) -> QueryResult<Vec<Id>> {
+    let found: Option<Id> = oauth_tokens::table
+        .filter(oauth_tokens::account_id.eq(Id::from(account)))
+        .filter(oauth_tokens::id.eq(id_of(root)))
+        .select(oauth_tokens::id)
+        .first(conn)
+        .await
+        .optional()?;
+    let Some(root) = found else {
+        return Ok(Vec::new());
+    };
+    let mut reached = vec![root];
+    let mut frontier = vec![root];
+    for _ in 0..MAX_DEPTH {
+        let children: Vec<Id> = oauth_tokens::table
+            .filter(oauth_tokens::account_id.eq(Id::from(account)))
+            .filter(oauth_tokens::parent_id.eq_any(frontier.clone()))
+            .select(oauth_tokens::id)
+            .load(conn)
+            .await?;
+        let children: Vec<Id> = children
+            .into_iter()
+            .filter(|id| !reached.contains(id))
+            .collect();
+        if children.is_empty() {
+            break;
+        }
+        reached.extend(children.iter().copied());
+        frontier = children;
+    }
+    Ok(reached)
+}
+
+async fn revoke_family(
+    conn: &mut crate::Conn,
+    account: AccountId,
+    family: OAuthTokenId,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<OAuthTokenId>, TxError> {
+    let ids: Vec<Id> = oauth_tokens::table
+        .filter(oauth_tokens::account_id.eq(Id::from(account)))
+        .filter(oauth_tokens::family_id.eq(id_of(family)))
+        .select(oauth_tokens::id)
+        .load(conn)
+        .await?;
+    revoke_ids(conn, account, &ids, reason, now).await
+}
+
+/// Revokes those of `ids` that still work at `now`; returns them, sorted.
+async fn revoke_ids(
+    conn: &mut crate::Conn,
+    account: AccountId,
+    ids: &[Id],
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<OAuthTokenId>, TxError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let working = oauth_tokens::table
+        .filter(oauth_tokens::account_id.eq(Id::from(account)))
+        .filter(oauth_tokens::id.eq_any(ids.to_vec()))
+        .filter(oauth_tokens::revoked_at.is_null())
+        .filter(oauth_tokens::expires_at.gt(now));
+    let mut revoked: Vec<Id> = working.select(oauth_tokens::id).load(conn).await?;
+    diesel::update(
+        oauth_tokens::table
+            .filter(oauth_tokens::account_id.eq(Id::from(account)))
+            .filter(oauth_tokens::id.eq_any(revoked.clone())),
+    )
+    .set((
+        oauth_tokens::revoked_at.eq(Some(now)),
+        oauth_tokens::revoked_reason.eq(Some(reason.to_owned())),
+    ))
+    .execute(conn)
+    .await?;
+    revoked.sort_by_key(|id| id.0);
+    Ok(revoked
+        .into_iter()
+        .map(|id| OAuthTokenId::from_uuid(id.0))
+        .collect())
+}
+
+#[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
+#[diesel(table_name = oauth_tokens, check_for_backend(crate::Db))]
+pub(crate) struct TokenRow {
+    pub id: Id,
+    pub account_id: Id,
+    pub agent_id: Id,
+    pub kind: String,
+    pub family_id: Id,
+    pub parent_id: Option<Id>,
+    pub subject: String,
+    pub scopes: Value,
+    pub audience: Value,
+    pub task_id: String,
+    pub parent_task_id: Option<String>,
+    pub grant_type: String,
+    pub digest: Vec<u8>,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_reason: Option<String>,
+    pub spent_at: Option<DateTime<Utc>>,
+    pub sealed_answer: Option<Vec<u8>>,
+}
+
+impl TokenRow {
+    fn from_domain(record: &TokenRecord) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: id_of(record.id),
+            account_id: Id::from(record.account_id),
+            agent_id: Id(*record.agent_id.as_uuid()),
+            kind: record.kind.as_str().to_owned(),
+            family_id: id_of(record.family_id),
+            parent_id: record.parent_id.map(id_of),
+            subject: record.subject.clone(),
+            scopes: Value::from(record.scopes.clone()),
+            audience: Value::from(record.audience.clone()),
+            task_id: record.task_id.clone(),
+            parent_task_id: record.parent_task_id.clone(),
+            grant_type: record.grant_type.as_str().to_owned(),
+            digest: record.digest.as_bytes().to_vec(),
+            issued_at: record.issued_at,
+            expires_at: record.expires_at,
+            revoked_at: record.revoked_at,
+            revoked_reason: record.revoked_reason.clone(),
+            spent_at: None,
+            sealed_answer: None,
+        })
+    }
+
+    fn into_domain(self) -> Result<TokenRecord, StoreError> {
+        let list = |value: Value| {
+            serde_json::from_value::<Vec<String>>(value).map_err(|_| corrupt("token list"))
+        };
+        Ok(TokenRecord {
+            id: OAuthTokenId::from_uuid(self.id.0),
+            account_id: AccountId::from_uuid(self.account_id.0),
+            agent_id: AgentId::from_uuid(self.agent_id.0),
+            kind: self.kind.parse().map_err(|_| corrupt("token kind"))?,
+            family_id: OAuthTokenId::from_uuid(self.family_id.0),
+            parent_id: self.parent_id.map(|id| OAuthTokenId::from_uuid(id.0)),
+            subject: self.subject,
+            scopes: list(self.scopes)?,
+            audience: list(self.audience)?,
+            task_id: self.task_id,
+            parent_task_id: self.parent_task_id,
+            grant_type: self.grant_type.parse().map_err(|_| corrupt("grant type"))?,
+            digest: SecretDigest::from_bytes(&self.digest)
+                .ok_or_else(|| corrupt("token digest"))?,
+            issued_at: self.issued_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            revoked_reason: self.revoked_reason,
+        })
+    }
+}

@@ -1,0 +1,618 @@
+//! Each account's authorization server for its agents (seed 003): discovery (RFC 8414 and
+//! OpenID), the JWKS, the token endpoint (client credentials, refresh with rotation),
+//! introspection (RFC 7662) and revocation (RFC 7009), under `/oauth/{account_id}`. Errors
+//! on these endpoints are RFC 6749 §5.2 JSON, never problem documents.
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::web::{Bytes, Data, Path};
+use actix_web::{HttpRequest, HttpResponse, get, post};
+use base64::Engine as _;
+use d2_kernel::{AccountId, Code};
+use d2_oauth::{Agent, AuthMethod, GrantType, TokenRequest, TokenResponse, issuer_url};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_actix_web::service_config::ServiceConfig;
+use uuid::Uuid;
+
+use super::secret_response;
+use crate::error::{ApiError, ApiResult};
+use crate::state::ApiState;
+
+pub fn configure(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(token)
+        .service(introspect)
+        .service(revoke)
+        .service(authorization_server_metadata)
+        .service(openid_configuration)
+        .service(jwks)
+        .service(agentinfo)
+        .service(agents_me);
+}
+
+/// Parameters that may be given more than once (RFC 8707 §2: `resource`).
+const REPEATABLE: [&str; 1] = ["resource"];
+
+/// A form body of an OAuth endpoint (`application/x-www-form-urlencoded`), each parameter
+/// given at most once (RFC 6749 §3.2), except `resource`.
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn parse(request: &HttpRequest, body: &[u8]) -> ApiResult<Self> {
+        let form_type = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| {
+                v.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !form_type {
+            return Err(invalid_request(
+                "the body must be application/x-www-form-urlencoded",
+            ));
+        }
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(body)
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        for (i, (name, _)) in pairs.iter().enumerate() {
+            if !REPEATABLE.contains(&name.as_str())
+                && pairs.iter().skip(i + 1).any(|(other, _)| other == name)
+            {
+                return Err(invalid_request(&format!(
+                    "`{}` is given more than once",
+                    name.escape_debug()
+                )));
+            }
+        }
+        Ok(Self(pairs))
+    }
+
+    /// The parameter's value; an empty one counts as absent (RFC 6749 §3.1).
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, v)| k == name && !v.is_empty())
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+fn invalid_request(detail: &str) -> ApiError {
+    ApiError::new(Code::InvalidOAuthRequest, detail).for_oauth()
+}
+
+fn invalid_client() -> ApiError {
+    ApiError::new(Code::InvalidClient, "client authentication failed").for_oauth()
+}
+
+/// How the client presented itself.
+struct Presented {
+    client_id: String,
+    secret: String,
+    method: AuthMethod,
+}
+
+/// RFC 6749 §2.3.1: HTTP Basic with the form-encoded client id and secret, or both in the
+/// body; never both ways at once.
+fn presented_client(headers: &HeaderMap, form: &Form) -> ApiResult<Presented> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split_once(' ')
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+        })
+        .map(|(_, encoded)| encoded.trim().to_owned());
+    let form_secret = form.get("client_secret");
+    if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
+        return Err(invalid_client());
+    }
+    match (basic, form_secret) {
+        (Some(_), Some(_)) => Err(invalid_request(
+            "authenticate the client one way: HTTP Basic or client_secret in the body, not both",
+        )),
+        (Some(encoded), None) => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(invalid_client)?;
+            let (id, secret) = decoded.split_once(':').ok_or_else(invalid_client)?;
+            let decode = |text: &str| {
+                url::form_urlencoded::parse(format!("v={text}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            let client_id = decode(id);
+            if form
+                .get("client_id")
+                .is_some_and(|other| other != client_id)
+            {
+                return Err(invalid_request(
+                    "`client_id` in the body differs from the one authenticated",
+                ));
+            }
+            Ok(Presented {
+                client_id,
+                secret: decode(secret),
+                method: AuthMethod::ClientSecretBasic,
+            })
+        }
+        (None, Some(secret)) => Ok(Presented {
+            client_id: form
+                .get("client_id")
+                .ok_or_else(|| invalid_request("`client_secret` needs its `client_id`"))?
+                .to_owned(),
+            secret: secret.to_owned(),
+            method: AuthMethod::ClientSecretPost,
+        }),
+        (None, None) => Err(invalid_client()),
+    }
+}
+
+/// Where a client authenticates: the token endpoint holds it to its registered method,
+/// the other endpoints take its secret either way.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Token,
+    Other,
+}
+
+/// The agent of `account` the request authenticates, or `invalid_client`.
+async fn authenticated_agent(
+    state: &ApiState,
+    account: AccountId,
+    request: &HttpRequest,
+    form: &Form,
+    endpoint: Endpoint,
+) -> ApiResult<Agent> {
+    let presented = presented_client(request.headers(), form)?;
+    let clients = &state.app.oauth.clients;
+    let agent = match endpoint {
+        Endpoint::Token => {
+            clients
+                .authenticate_secret(&presented.client_id, &presented.secret, presented.method)
+                .await
+        }
+        Endpoint::Other => {
+            clients
+                .authenticate_secret_any_way(&presented.client_id, &presented.secret)
+                .await
+        }
+    }
+    .map_err(|error| ApiError::from(error).for_oauth())?;
+    // An agent authenticates at its own account's issuer only.
+    if agent.account_id != account {
+        return Err(invalid_client());
+    }
+    Ok(agent)
+}
+
+/// The authenticated agent of an introspection or revocation, and the `token` it names.
+async fn client_and_token(
+    state: &ApiState,
+    account: AccountId,
+    request: &HttpRequest,
+    body: &[u8],
+) -> ApiResult<(Agent, String)> {
+    let form = Form::parse(request, body)?;
+    let agent = authenticated_agent(state, account, request, &form, Endpoint::Other).await?;
+    let text = form
+        .get("token")
+        .ok_or_else(|| invalid_request("`token` is required"))?;
+    Ok((agent, text.to_owned()))
+}
+
+fn issuer_of(state: &ApiState, account: AccountId) -> String {
+    issuer_url(&state.public_base, account)
+}
+
+/// The token endpoint: `grant_type=client_credentials` (with `scope`, `resource`,
+/// `task_id`, `parent_task_id`) or `refresh_token` (rotated on every use; a spent one
+/// presented again after `oauth.refresh_replay_seconds` revokes its whole family). The
+/// client authenticates with HTTP Basic (`client_secret_basic`) or in the body
+/// (`client_secret_post`). Errors are RFC 6749 §5.2 JSON. Audited as `oauth.token_issue`,
+/// `oauth.token_refresh`, `oauth.refresh_reuse`, `oauth.token_deny`.
+#[utoipa::path(tag = "oauth", security(()), params(("account_id" = Uuid, Path)),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    responses(
+    (status = 200, body = TokenResponseBody),
+    (status = 400, body = crate::error::OAuthError),
+    (status = 401, body = crate::error::OAuthError),
+))]
+#[post("/oauth/{account_id}/token")]
+async fn token(
+    state: Data<ApiState>,
+    account_id: Path<AccountId>,
+    request: HttpRequest,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    let account = *account_id;
+    let form = Form::parse(&request, &body)?;
+    let grant_type = match form.get("grant_type") {
+        None => return Err(invalid_request("`grant_type` is required")),
+        Some(text) => text.parse::<GrantType>().map_err(|error| {
+            ApiError::new(Code::UnsupportedGrantType, error.to_string()).for_oauth()
+        })?,
+    };
+    let agent = authenticated_agent(&state, account, &request, &form, Endpoint::Token).await?;
+    let token_request = TokenRequest {
+        grant_type: Some(grant_type),
+        scope: form.get("scope").map(str::to_owned),
+        resources: form.all("resource"),
+        refresh_token: form.get("refresh_token").map(str::to_owned),
+        task_id: form.get("task_id").map(str::to_owned),
+        parent_task_id: form.get("parent_task_id").map(str::to_owned),
+    };
+    let response = state
+        .app
+        .oauth
+        .issuer
+        .token(&agent, &issuer_of(&state, account), token_request)
+        .await
+        .map_err(|error| ApiError::from(error).for_oauth())?;
+    Ok(secret_response(
+        actix_web::http::StatusCode::OK,
+        &TokenResponseBody::from(response),
+    ))
+}
+
+/// RFC 6749 §5.1, with the token's id and task lineage.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponseBody {
+    /// An RS256 JWT (RFC 9068 `at+jwt`), verifiable with the account's `jwks_uri`.
+    pub access_token: String,
+    /// `Bearer`.
+    pub token_type: String,
+    pub expires_in: u32,
+    pub scope: String,
+    /// For agents issued refresh tokens; each is spent by its first use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The access token's `jti`.
+    pub token_id: Uuid,
+    pub task_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_task_id: Option<String>,
+}
+
+impl From<TokenResponse> for TokenResponseBody {
+    fn from(response: TokenResponse) -> Self {
+        Self {
+            access_token: response.access_token,
+            token_type: response.token_type,
+            expires_in: response.expires_in,
+            scope: response.scope,
+            refresh_token: response.refresh_token,
+            token_id: *response.token_id.as_uuid(),
+            task_id: response.task_id,
+            parent_task_id: response.parent_task_id,
+        }
+    }
+}
+
+/// RFC 7662 §2.2: an active token's claims and lineage, or only `active: false`.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct IntrospectionBody {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// The resources the token is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<Uuid>,
+    /// `access_token` or `refresh_token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_task_id: Option<String>,
+    /// The token this one was derived from (the refresh token spent for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_token_id: Option<Uuid>,
+    /// The tokens issued together and refreshed from each other.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant_type: Option<&'static str>,
+}
+
+/// RFC 7662 introspection, for the account's agents (client-authenticated by their secret,
+/// by HTTP Basic or in the body): `token` (and an optional `token_type_hint`, which only hints) answers its
+/// claims and lineage while it works, else only `{"active": false}`: unknown, expired,
+/// revoked, another account's, or its agent disabled or deleted. Served from memory; a
+/// revocation reaches every replica within a second.
+#[utoipa::path(tag = "oauth", security(()), params(("account_id" = Uuid, Path)),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    responses(
+    (status = 200, body = IntrospectionBody),
+    (status = 400, body = crate::error::OAuthError),
+    (status = 401, body = crate::error::OAuthError),
+))]
+#[post("/oauth/{account_id}/introspect")]
+async fn introspect(
+    state: Data<ApiState>,
+    account_id: Path<AccountId>,
+    request: HttpRequest,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    let account = *account_id;
+    let (agent, text) = client_and_token(&state, account, &request, &body).await?;
+    let found = state
+        .app
+        .oauth
+        .issuer
+        .introspect(agent.account_id, &issuer_of(&state, account), &text)
+        .await
+        .map_err(|error| ApiError::from(error).for_oauth())?;
+    let body = match found {
+        None => IntrospectionBody::default(),
+        Some(found) => {
+            let record = found.record;
+            IntrospectionBody {
+                active: true,
+                scope: Some(record.scope()),
+                client_id: Some(record.agent_id.to_string()),
+                sub: Some(record.subject.clone()),
+                aud: Some(record.audience.clone()),
+                iss: Some(found.issuer),
+                exp: Some(record.expires_at.timestamp()),
+                iat: Some(record.issued_at.timestamp()),
+                jti: Some(*record.id.as_uuid()),
+                token_type: Some(match record.kind {
+                    d2_oauth::TokenKind::Access => "access_token",
+                    d2_oauth::TokenKind::Refresh => "refresh_token",
+                }),
+                task_id: Some(record.task_id.clone()),
+                parent_task_id: record.parent_task_id.clone(),
+                parent_token_id: record.parent_id.map(|id| *id.as_uuid()),
+                family_id: Some(*record.family_id.as_uuid()),
+                grant_type: Some(record.grant_type.as_str()),
+            }
+        }
+    };
+    Ok(secret_response(actix_web::http::StatusCode::OK, &body))
+}
+
+/// RFC 7009 revocation, for the account's agents (client-authenticated): a refresh token
+/// is revoked with every token of its grant, an access token with every token derived from
+/// it. Always 200, also for a token that is unknown or another client's (which stays as
+/// it is), as the RFC answers. Audited as `oauth.token_revoke`.
+#[utoipa::path(tag = "oauth", security(()), params(("account_id" = Uuid, Path)),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    responses(
+    (status = 200),
+    (status = 400, body = crate::error::OAuthError),
+    (status = 401, body = crate::error::OAuthError),
+))]
+#[post("/oauth/{account_id}/revoke")]
+async fn revoke(
+    state: Data<ApiState>,
+    account_id: Path<AccountId>,
+    request: HttpRequest,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    let form = Form::parse(&request, &body)?;
+    let agent = authenticated_agent(&state, *account_id, &request, &form, Endpoint::Other).await?;
+    let text = form
+        .get("token")
+        .ok_or_else(|| invalid_request("`token` is required"))?;
+    state
+        .app
+        .oauth
+        .issuer
+        .revoke(&agent, text)
+        .await
+        .map_err(|error| ApiError::from(error).for_oauth())?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish())
+}
+
+/// The account's authorization server metadata (RFC 8414), also its OpenID discovery
+/// document.
+fn metadata(state: &ApiState, account: AccountId, openid: bool) -> Value {
+    let issuer = issuer_of(state, account);
+    let auth_methods = ["client_secret_basic", "client_secret_post"];
+    let mut document = json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "introspection_endpoint": format!("{issuer}/introspect"),
+        "revocation_endpoint": format!("{issuer}/revoke"),
+        "grant_types_supported": ["client_credentials", "refresh_token"],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "code_challenge_methods_supported": ["S256"],
+        "response_types_supported": [],
+        "scopes_supported": [],
+        "access_token_signing_alg_values_supported": ["RS256"],
+    });
+    if openid && let Some(object) = document.as_object_mut() {
+        object.insert("subject_types_supported".into(), json!(["public"]));
+        object.insert(
+            "id_token_signing_alg_values_supported".into(),
+            json!(["RS256"]),
+        );
+        object.insert(
+            "userinfo_endpoint".into(),
+            json!(format!("{issuer}/agentinfo")),
+        );
+    }
+    document
+}
+
+/// The account's authorization server metadata (RFC 8414 §3, the well-known URI with the
+/// issuer's path inserted): every endpoint, grant type and client authentication method.
+#[utoipa::path(tag = "oauth", security(()), params(("account_id" = Uuid, Path)), responses(
+    (status = 200, body = Object),
+))]
+#[get("/.well-known/oauth-authorization-server/oauth/{account_id}")]
+async fn authorization_server_metadata(
+    state: Data<ApiState>,
+    account_id: Path<AccountId>,
+) -> HttpResponse {
+    public_json(&metadata(&state, *account_id, false))
+}
+
+/// The same metadata as an OpenID discovery document.
+#[utoipa::path(tag = "oauth", security(()), params(("account_id" = Uuid, Path)), responses(
+    (status = 200, body = Object),
+))]
+#[get("/oauth/{account_id}/.well-known/openid-configuration")]
+async fn openid_configuration(state: Data<ApiState>, account_id: Path<AccountId>) -> HttpResponse {
+    public_json(&metadata(&state, *account_id, true))
+}
+
+fn public_json(body: &Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .json(body)
+}
+
+/// The account's public signing keys: what verifies its access tokens offline (and its
+/// policy bundles). Keys retired by a rotation stay for `jwks.grace_seconds`.
+#[utoipa::path(tag = "oauth", security(()), params(("account_id" = Uuid, Path)), responses(
+    (status = 200, body = Object),
+))]
+#[get("/oauth/{account_id}/jwks")]
+async fn jwks(state: Data<ApiState>, account_id: Path<AccountId>) -> ApiResult<HttpResponse> {
+    let set = state
+        .app
+        .policies
+        .jwks()
+        .key_set(*account_id)
+        .await
+        .map_err(|error| ApiError::from(error).for_oauth())?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, state.jwks_cache_control.clone()))
+        .insert_header((header::ETAG, set.document.etag.clone()))
+        .content_type("application/jwk-set+json")
+        .body(set.document.body.to_vec()))
+}
+
+/// An agent as its own access token shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentInfoBody {
+    pub client_id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub account_id: Uuid,
+    /// The scopes of the token presented.
+    pub scope: String,
+    pub aud: Vec<String>,
+    pub task_id: String,
+    pub parent_task_id: Option<String>,
+    pub token_id: Uuid,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn bearer(request: &HttpRequest) -> Option<&str> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, text)| text.trim())
+}
+
+async fn agent_info(
+    state: &ApiState,
+    account: AccountId,
+    request: &HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let refused = || ApiError::new(Code::InvalidToken, "the access token does not work");
+    let text = bearer(request).ok_or_else(refused)?;
+    let (agent, record) = state
+        .app
+        .oauth
+        .issuer
+        .bearer(account, text)
+        .await?
+        .ok_or_else(refused)?;
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(AgentInfoBody {
+            client_id: *agent.id.as_uuid(),
+            name: agent.spec.name.clone(),
+            description: agent.spec.description.clone(),
+            account_id: *agent.account_id.as_uuid(),
+            scope: record.scope(),
+            aud: record.audience.clone(),
+            task_id: record.task_id.clone(),
+            parent_task_id: record.parent_task_id.clone(),
+            token_id: *record.id.as_uuid(),
+            expires_at: record.expires_at,
+        }))
+}
+
+/// The agent an access token of this account was issued to, and the token's grant
+/// (`Authorization: Bearer <access token>`). 401 `invalid_token` when it does not work.
+#[utoipa::path(tag = "oauth", security(("bearer" = [])), params(("account_id" = Uuid, Path)), responses(
+    (status = 200, body = AgentInfoBody),
+    (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[get("/oauth/{account_id}/agentinfo")]
+async fn agentinfo(
+    state: Data<ApiState>,
+    account_id: Path<AccountId>,
+    request: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    agent_info(&state, *account_id, &request).await
+}
+
+/// The calling agent, by its own access token (`Authorization: Bearer <access token>`,
+/// the account named by its `iss`, or `X-Org-ID`). 401 `invalid_token` when it does not
+/// work.
+#[utoipa::path(tag = "agents", security(("bearer" = [])), responses(
+    (status = 200, body = AgentInfoBody),
+    (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/agents/me")]
+async fn agents_me(state: Data<ApiState>, request: HttpRequest) -> ApiResult<HttpResponse> {
+    let refused = || ApiError::new(Code::InvalidToken, "the access token does not work");
+    let account = bearer(&request)
+        .and_then(|text| issuer_account(&state.public_base, text))
+        .ok_or_else(refused)?;
+    agent_info(&state, account, &request).await
+}
+
+/// The account whose issuer the JWT `jwt` claims to be from (the token's row
+/// decides whether it is).
+fn issuer_account(base: &str, jwt: &str) -> Option<AccountId> {
+    let payload = jwt.split('.').nth(1)?;
+    if payload.len() > 8_192 {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    let iss = claims.get("iss")?.as_str()?;
+    let prefix = format!("{base}/oauth/");
+    iss.strip_prefix(&prefix)?.parse().ok()
+}
