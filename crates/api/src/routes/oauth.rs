@@ -90,6 +90,14 @@ fn invalid_request(detail: &str) -> ApiError {
     ApiError::new(Code::InvalidOAuthRequest, detail).for_oauth()
 }
 
+/// The account of an issuer's path; another path segment is an RFC 6749 error too, as
+/// everything these endpoints answer.
+fn issuer_account_id(segment: &str) -> ApiResult<AccountId> {
+    segment.parse().map_err(|_| {
+        invalid_request("no issuer has this path: `/oauth/` is followed by an account id")
+    })
+}
+
 fn invalid_client() -> ApiError {
     ApiError::new(Code::InvalidClient, "client authentication failed").for_oauth()
 }
@@ -233,11 +241,11 @@ fn issuer_of(state: &ApiState, account: AccountId) -> String {
 #[post("/oauth/{account_id}/token")]
 async fn token(
     state: Data<ApiState>,
-    account_id: Path<AccountId>,
+    account_id: Path<String>,
     request: HttpRequest,
     body: Bytes,
 ) -> ApiResult<HttpResponse> {
-    let account = *account_id;
+    let account = issuer_account_id(&account_id)?;
     let form = Form::parse(&request, &body)?;
     let grant_type = match form.get("grant_type") {
         None => return Err(invalid_request("`grant_type` is required")),
@@ -354,11 +362,11 @@ pub struct IntrospectionBody {
 #[post("/oauth/{account_id}/introspect")]
 async fn introspect(
     state: Data<ApiState>,
-    account_id: Path<AccountId>,
+    account_id: Path<String>,
     request: HttpRequest,
     body: Bytes,
 ) -> ApiResult<HttpResponse> {
-    let account = *account_id;
+    let account = issuer_account_id(&account_id)?;
     let (agent, text) = client_and_token(&state, account, &request, &body).await?;
     let found = state
         .app
@@ -410,20 +418,17 @@ async fn introspect(
 #[post("/oauth/{account_id}/revoke")]
 async fn revoke(
     state: Data<ApiState>,
-    account_id: Path<AccountId>,
+    account_id: Path<String>,
     request: HttpRequest,
     body: Bytes,
 ) -> ApiResult<HttpResponse> {
-    let form = Form::parse(&request, &body)?;
-    let agent = authenticated_agent(&state, *account_id, &request, &form, Endpoint::Other).await?;
-    let text = form
-        .get("token")
-        .ok_or_else(|| invalid_request("`token` is required"))?;
+    let account = issuer_account_id(&account_id)?;
+    let (agent, text) = client_and_token(&state, account, &request, &body).await?;
     state
         .app
         .oauth
         .issuer
-        .revoke(&agent, text)
+        .revoke(&agent, &text)
         .await
         .map_err(|error| ApiError::from(error).for_oauth())?;
     Ok(HttpResponse::Ok()
@@ -510,7 +515,7 @@ async fn jwks(state: Data<ApiState>, account_id: Path<AccountId>) -> ApiResult<H
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, state.jwks_cache_control.clone()))
         .insert_header((header::ETAG, set.document.etag.clone()))
-        .content_type("application/jwk-set+json")
+        .content_type("application/json")
         .body(set.document.body.to_vec()))
 }
 
