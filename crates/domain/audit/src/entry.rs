@@ -59,6 +59,12 @@ d2_kernel::named_values! {
         AgentDelete = "agent.delete",
         /// An agent's client secret was replaced (the old one works for the grace period).
         AgentSecretRotate = "agent.secret_rotate",
+        PrincipalCreate = "principal.create",
+        PrincipalUpdate = "principal.update",
+        PrincipalDelete = "principal.delete",
+        AccessRuleCreate = "access_rule.create",
+        AccessRuleUpdate = "access_rule.update",
+        AccessRuleDelete = "access_rule.delete",
     }
 }
 
@@ -267,6 +273,12 @@ mod tests {
                 "agent.update",
                 "agent.delete",
                 "agent.secret_rotate",
+                "principal.create",
+                "principal.update",
+                "principal.delete",
+                "access_rule.create",
+                "access_rule.update",
+                "access_rule.delete",
             ]
         );
         let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();
