@@ -290,7 +290,7 @@ impl PrincipalRepo for MemoryPrincipals {
         }
         rows.push(principal.clone());
         self.audit.append(audit.clone());
-        Ok(PrincipalWrite::Written(principal.clone()))
+        Ok(PrincipalWrite::Written(Box::new(principal.clone())))
     }
 
     async fn principal(
@@ -349,7 +349,7 @@ impl PrincipalRepo for MemoryPrincipals {
         row.spec = spec.clone();
         row.updated_at = now;
         self.audit.append(audit_of(row));
-        Ok(PrincipalWrite::Written(row.clone()))
+        Ok(PrincipalWrite::Written(Box::new(row.clone())))
     }
 
     async fn delete_principal(

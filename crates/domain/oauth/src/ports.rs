@@ -93,7 +93,7 @@ pub type PrincipalAuditOf<'a> = &'a (dyn Fn(&Principal) -> AuditEntry + Sync);
 /// The outcome of writing a principal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PrincipalWrite {
-    Written(Principal),
+    Written(Box<Principal>),
     /// Another principal of the account has the username: nothing was written.
     UsernameTaken,
     /// (Updates) the account has no such principal.

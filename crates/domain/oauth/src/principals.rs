@@ -40,7 +40,7 @@ fn audit(
 
 fn written(outcome: PrincipalWrite) -> Result<Principal, PrincipalError> {
     match outcome {
-        PrincipalWrite::Written(principal) => Ok(principal),
+        PrincipalWrite::Written(principal) => Ok(*principal),
         PrincipalWrite::UsernameTaken => Err(PrincipalError::UsernameTaken),
         PrincipalWrite::NotFound => Err(PrincipalError::NotFound),
     }
