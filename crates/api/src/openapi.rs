@@ -29,6 +29,7 @@ use utoipa_actix_web::AppExt;
         (name = "jwks", description = "Signing keys and the public JWKS"),
         (name = "events", description = "Telemetry ingest and the stored events"),
         (name = "metrics", description = "Authorization analytics computed by the analytics store"),
+        (name = "oauth", description = "Each account's authorization server for agents: principals (its end users) and access rules"),
     )
 )]
 struct ApiDoc;
