@@ -27,12 +27,12 @@ use crate::state::ApiState;
 
 /// `explain` first: a fixed path before the ones with a rule id.
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
-    cfg.service(explain)
-        .service(create)
-        .service(list)
-        .service(show)
-        .service(replace)
-        .service(remove);
+    cfg.service(explain_rules)
+        .service(create_rule)
+        .service(list_rules)
+        .service(show_rule)
+        .service(replace_rule)
+        .service(delete_rule);
 }
 
 /// The rule language, for the API description (the server reads the document itself, to
@@ -156,7 +156,7 @@ fn is_yaml(req: &HttpRequest) -> bool {
     (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[post("/v1/access-rules")]
-async fn create(
+async fn create_rule(
     state: Data<ApiState>,
     auth: Auth,
     req: HttpRequest,
@@ -174,7 +174,7 @@ async fn create(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[get("/v1/access-rules")]
-async fn list(
+async fn list_rules(
     state: Data<ApiState>,
     auth: Auth,
     query: actix_web::web::Query<PageQuery>,
@@ -193,7 +193,7 @@ async fn list(
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[get("/v1/access-rules/{rule_id}")]
-async fn show(state: Data<ApiState>, id: Path<RuleId>, auth: Auth) -> ApiResult<HttpResponse> {
+async fn show_rule(state: Data<ApiState>, id: Path<RuleId>, auth: Auth) -> ApiResult<HttpResponse> {
     let rule = state.app.oauth.rules.get(&auth, *id).await?;
     Ok(HttpResponse::Ok().json(RuleView::from(rule)))
 }
@@ -212,7 +212,7 @@ async fn show(state: Data<ApiState>, id: Path<RuleId>, auth: Auth) -> ApiResult<
     (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[put("/v1/access-rules/{rule_id}")]
-async fn replace(
+async fn replace_rule(
     state: Data<ApiState>,
     id: Path<RuleId>,
     auth: Auth,
@@ -232,7 +232,11 @@ async fn replace(
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[delete("/v1/access-rules/{rule_id}")]
-async fn remove(state: Data<ApiState>, id: Path<RuleId>, auth: Auth) -> ApiResult<HttpResponse> {
+async fn delete_rule(
+    state: Data<ApiState>,
+    id: Path<RuleId>,
+    auth: Auth,
+) -> ApiResult<HttpResponse> {
     state.app.oauth.rules.delete(&auth, *id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -380,7 +384,7 @@ fn text_set(field: &str, items: Vec<String>) -> ApiResult<BTreeSet<String>> {
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[post("/v1/access-rules/explain")]
-async fn explain(
+async fn explain_rules(
     state: Data<ApiState>,
     auth: Auth,
     body: Json<ExplainBody>,

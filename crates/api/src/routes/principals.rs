@@ -19,11 +19,11 @@ use crate::error::ApiResult;
 use crate::state::ApiState;
 
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
-    cfg.service(create)
-        .service(list)
-        .service(show)
-        .service(replace)
-        .service(remove);
+    cfg.service(create_principal)
+        .service(list_principals)
+        .service(show_principal)
+        .service(replace_principal)
+        .service(delete_principal);
 }
 
 fn default_active() -> bool {
@@ -101,7 +101,7 @@ impl From<Principal> for PrincipalView {
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[post("/v1/users")]
-async fn create(
+async fn create_principal(
     state: Data<ApiState>,
     auth: Auth,
     body: Json<PrincipalBody>,
@@ -135,7 +135,7 @@ pub struct PrincipalsQuery {
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[get("/v1/users")]
-async fn list(
+async fn list_principals(
     state: Data<ApiState>,
     auth: Auth,
     query: Query<PrincipalsQuery>,
@@ -164,7 +164,7 @@ async fn list(
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[get("/v1/users/{principal_id}")]
-async fn show(
+async fn show_principal(
     state: Data<ApiState>,
     id: Path<PrincipalId>,
     auth: Auth,
@@ -184,7 +184,7 @@ async fn show(
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[put("/v1/users/{principal_id}")]
-async fn replace(
+async fn replace_principal(
     state: Data<ApiState>,
     id: Path<PrincipalId>,
     auth: Auth,
@@ -207,7 +207,7 @@ async fn replace(
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[delete("/v1/users/{principal_id}")]
-async fn remove(
+async fn delete_principal(
     state: Data<ApiState>,
     id: Path<PrincipalId>,
     auth: Auth,
