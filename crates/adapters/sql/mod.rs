@@ -1,6 +1,7 @@
 //! The repository code both SQL adapters share, compiled into each against its own schema,
 //! connection and helpers (see README.md): each adapter includes this file once.
 
+pub(crate) mod access_rules;
 pub(crate) mod accounts;
 pub(crate) mod agents;
 pub(crate) mod analytics;
@@ -14,6 +15,7 @@ pub(crate) mod members;
 pub(crate) mod oauth_tokens;
 pub(crate) mod policies;
 pub(crate) mod position;
+pub(crate) mod principals;
 pub(crate) mod tasks;
 pub(crate) mod tokens;
 pub(crate) mod transfer;

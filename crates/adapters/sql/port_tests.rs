@@ -23,6 +23,8 @@ impl d2_testkit::ContractStore for Kit {
     type Tasks = crate::Store;
     type Members = crate::Store;
     type Agents = crate::Store;
+    type Principals = crate::Store;
+    type AccessRules = crate::Store;
 
     async fn tokens() -> (Self::Guard, crate::Store) {
         fresh().await
@@ -33,6 +35,14 @@ impl d2_testkit::ContractStore for Kit {
     }
 
     async fn agents() -> (Self::Guard, crate::Store, AccountId, AccountId) {
+        Self::policies().await
+    }
+
+    async fn principals() -> (Self::Guard, crate::Store, AccountId, AccountId) {
+        Self::policies().await
+    }
+
+    async fn access_rules() -> (Self::Guard, crate::Store, AccountId, AccountId) {
         Self::policies().await
     }
 
@@ -575,4 +585,51 @@ pub(super) async fn members_became_people_again(
         assert_eq!(rows[0].role, role);
         assert_eq!(rows[0].account, account.to_string());
     }
+}
+
+/// Every change of an account's access rules is announced with its commit (create, update,
+/// delete), and a refused write announces nothing: `seen` collects what a listener heard.
+pub(super) async fn access_rule_changes_are_announced(
+    store: &crate::Store,
+    seen: &Arc<Mutex<Vec<Change>>>,
+) {
+    use d2_oauth::{AccessRule, AccessRuleRepo as _, RuleSpec, RuleWrite};
+
+    let (_, account) = contract_token(store).await;
+    let spec =
+        RuleSpec::from_value(&serde_json::json!({"name": "deny", "effect": "deny"})).unwrap();
+    let rule = AccessRule::new(account, spec.clone(), Utc::now());
+    let audit = AuditEntry::system(account, AuditAction::AccessRuleCreate, Utc::now());
+    let announced = |seen: &[Change]| {
+        seen.iter()
+            .filter(|c| **c == Change::AccessRules(account))
+            .count()
+    };
+    assert!(matches!(
+        store.create_rule(&rule, 10, &audit).await.unwrap(),
+        RuleWrite::Written(_)
+    ));
+    wait_for(seen, |changes| announced(changes) == 1).await;
+    let twin = AccessRule::new(account, spec.clone(), Utc::now());
+    assert_eq!(
+        store.create_rule(&twin, 10, &audit).await.unwrap(),
+        RuleWrite::NameTaken
+    );
+    let audit_of = |_: &AccessRule| audit.clone();
+    assert!(matches!(
+        store
+            .update_rule(account, rule.id, &spec, Utc::now(), &audit_of)
+            .await
+            .unwrap(),
+        RuleWrite::Written(_)
+    ));
+    wait_for(seen, |changes| announced(changes) == 2).await;
+    assert!(store.delete_rule(account, rule.id, &audit).await.unwrap());
+    wait_for(seen, |changes| announced(changes) == 3).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        announced(&seen.lock().unwrap()),
+        3,
+        "the refused creation announced nothing"
+    );
 }

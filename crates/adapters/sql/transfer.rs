@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::access_rules::RuleRow;
 use crate::accounts::AccountRow;
 use crate::agents::AgentRow;
 use crate::error::{TxError, from_diesel};
@@ -25,20 +26,24 @@ use crate::members::{MemberRow, UserRow};
 use crate::oauth_tokens::TokenRow;
 use crate::policies::{PolicyRow, PublisherKeyRow};
 use crate::position::{Side, in_stream};
+use crate::principals::PrincipalRow;
 use crate::schema::{
-    accounts, agents, api_tokens, audit_logs, events, ingest_refusals, invitations,
-    job_checkpoints, members, oauth_tokens, policies, publisher_keys, signing_keys, tasks, users,
+    access_rules, accounts, agents, api_tokens, audit_logs, events, ingest_refusals, invitations,
+    job_checkpoints, members, oauth_tokens, policies, principals, publisher_keys, signing_keys,
+    tasks, users,
 };
 use crate::tasks::TaskCopy;
 
 /// The tables copied, in an order that satisfies every foreign key.
-pub const TABLES: [&str; 15] = [
+pub const TABLES: [&str; 17] = [
     "accounts",
     "users",
     "members",
     "invitations",
     "agents",
     "oauth_tokens",
+    "principals",
+    "access_rules",
     "api_tokens",
     "signing_keys",
     "publisher_keys",
@@ -292,6 +297,22 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
+            "principals" => whole(to_json(
+                principals::table
+                    .order(principals::id)
+                    .select(PrincipalRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
+            "access_rules" => whole(to_json(
+                access_rules::table
+                    .order(access_rules::id)
+                    .select(RuleRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
             "api_tokens" => whole(to_json(
                 api_tokens::table
                     .order(api_tokens::id)
@@ -401,6 +422,12 @@ impl crate::Store {
                 "agents" => insert_rows!(conn, agents::table, from_json::<AgentRow>(rows)?),
                 "oauth_tokens" => {
                     insert_rows!(conn, oauth_tokens::table, from_json::<TokenRow>(rows)?);
+                }
+                "principals" => {
+                    insert_rows!(conn, principals::table, from_json::<PrincipalRow>(rows)?);
+                }
+                "access_rules" => {
+                    insert_rows!(conn, access_rules::table, from_json::<RuleRow>(rows)?);
                 }
                 "api_tokens" => {
                     // A token names its replacement, which may come later in the table:

@@ -30,7 +30,7 @@ use utoipa_actix_web::AppExt;
         (name = "events", description = "Telemetry ingest and the stored events"),
         (name = "metrics", description = "Authorization analytics computed by the analytics store"),
         (name = "agents", description = "Agents: the OAuth clients of the account's authorization server"),
-        (name = "oauth", description = "Each account's authorization server for its agents: discovery, JWKS, token, introspection, revocation"),
+        (name = "oauth", description = "Each account's authorization server for its agents: discovery, JWKS, token, introspection, revocation, principals (its end users) and access rules"),
     )
 )]
 struct ApiDoc;

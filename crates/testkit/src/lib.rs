@@ -30,6 +30,8 @@ pub trait ContractStore {
     type Tasks: TaskQueue + 'static;
     type Members: suites::members::Store;
     type Agents: suites::agents::Store;
+    type Principals: suites::principals::Store;
+    type AccessRules: suites::access_rules::Store;
 
     async fn tokens() -> (Self::Guard, Self::Tokens);
 
@@ -38,6 +40,12 @@ pub trait ContractStore {
 
     /// A store with two accounts the agent suites may write into.
     async fn agents() -> (Self::Guard, Self::Agents, AccountId, AccountId);
+
+    /// A store with two accounts the principal suites may write into.
+    async fn principals() -> (Self::Guard, Self::Principals, AccountId, AccountId);
+
+    /// A store with two accounts the access rule suites may write into.
+    async fn access_rules() -> (Self::Guard, Self::AccessRules, AccountId, AccountId);
 
     /// A store with two accounts the policy suites may write into.
     async fn policies() -> (Self::Guard, Self::Policies, AccountId, AccountId);
@@ -111,6 +119,10 @@ macro_rules! __contract_suite_list {
             agents(store, a, b): agents::agents;
             agents(store, a): agents::agent_activation_races, oauth_tokens::refresh_races;
             agents(store, a, b): oauth_tokens::oauth_tokens;
+            principals(store, a, b): principals::principals;
+            principals(store, a): principals::principal_races;
+            access_rules(store, a, b): access_rules::access_rules;
+            access_rules(store, a): access_rules::access_rule_races;
         }
     };
 }
@@ -197,7 +209,7 @@ mod memory {
     use d2_kernel::limit::LocalQuotas;
     use d2_kernel::task::memory::MemoryTasks;
     use d2_members::memory::MemoryMembers;
-    use d2_oauth::memory::MemoryAgents;
+    use d2_oauth::memory::{MemoryAccessRules, MemoryAgents, MemoryPrincipals};
     use d2_policy::memory::MemoryPolicies;
     use d2_tokens::memory::MemoryStore;
 
@@ -211,6 +223,8 @@ mod memory {
         type Tasks = MemoryTasks;
         type Members = MemoryMembers;
         type Agents = MemoryAgents;
+        type Principals = MemoryPrincipals;
+        type AccessRules = MemoryAccessRules;
 
         async fn tokens() -> ((), MemoryStore) {
             let accounts = MemoryAccountRepo::new(Arc::new(MemoryAuditLog::default()));
@@ -224,6 +238,16 @@ mod memory {
 
         async fn agents() -> ((), MemoryAgents, AccountId, AccountId) {
             let store = MemoryAgents::new(Arc::new(MemoryAuditLog::default()));
+            ((), store, AccountId::random(), AccountId::random())
+        }
+
+        async fn principals() -> ((), MemoryPrincipals, AccountId, AccountId) {
+            let store = MemoryPrincipals::new(Arc::new(MemoryAuditLog::default()));
+            ((), store, AccountId::random(), AccountId::random())
+        }
+
+        async fn access_rules() -> ((), MemoryAccessRules, AccountId, AccountId) {
+            let store = MemoryAccessRules::new(Arc::new(MemoryAuditLog::default()));
             ((), store, AccountId::random(), AccountId::random())
         }
 

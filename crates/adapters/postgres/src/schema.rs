@@ -1,6 +1,18 @@
 // @generated automatically by Diesel CLI.
 
 diesel::table! {
+    access_rules (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        name -> Text,
+        enabled -> Bool,
+        document -> Jsonb,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     accounts (id) {
         id -> Uuid,
         name -> Text,
@@ -198,6 +210,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    principals (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        username -> Text,
+        email -> Nullable<Text>,
+        display_name -> Nullable<Text>,
+        attributes -> Jsonb,
+        active -> Bool,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     publisher_keys (account_id, key_id) {
         account_id -> Uuid,
         key_id -> Text,
@@ -255,6 +281,7 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(access_rules -> accounts (account_id));
 diesel::joinable!(agents -> accounts (account_id));
 diesel::joinable!(agents -> users (registered_by));
 diesel::joinable!(api_tokens -> accounts (account_id));
@@ -266,10 +293,12 @@ diesel::joinable!(members -> users (user_id));
 diesel::joinable!(oauth_tokens -> accounts (account_id));
 diesel::joinable!(oauth_tokens -> agents (agent_id));
 diesel::joinable!(policies -> accounts (account_id));
+diesel::joinable!(principals -> accounts (account_id));
 diesel::joinable!(publisher_keys -> accounts (account_id));
 diesel::joinable!(signing_keys -> accounts (account_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    access_rules,
     accounts,
     agents,
     api_tokens,
@@ -281,6 +310,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     members,
     oauth_tokens,
     policies,
+    principals,
     publisher_keys,
     signing_keys,
     tasks,

@@ -429,3 +429,19 @@ mod account_lock {
         ports::a_lock_became_a_locked_plan_again(&store(&db).await, ids).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_rule_changes_are_announced_to_listeners_on_commit() {
+    let db = TestDatabase::new().await;
+    let store = store(&db).await;
+    let seen: Arc<Mutex<Vec<Change>>> = Arc::default();
+    let shutdown = CancellationToken::new();
+    let sink = seen.clone();
+    let listener = ChangeListener::spawn(db.url().to_owned(), shutdown.clone(), move |change| {
+        sink.lock().unwrap().push(change);
+    });
+    wait_for(&seen, |changes| changes.contains(&Change::Resync)).await;
+    ports::access_rule_changes_are_announced(&store, &seen).await;
+    shutdown.cancel();
+    listener.await.unwrap();
+}

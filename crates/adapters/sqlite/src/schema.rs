@@ -305,6 +305,38 @@ diesel::table! {
 
 diesel::table! {
     use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    principals (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        username -> Text,
+        email -> Nullable<Text>,
+        display_name -> Nullable<Text>,
+        attributes -> Jsonb,
+        active -> Bool,
+        created_at -> TimestamptzSqlite,
+        updated_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    access_rules (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        name -> Text,
+        enabled -> Bool,
+        document -> Jsonb,
+        created_at -> TimestamptzSqlite,
+        updated_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
 
     job_locks (job) {
         job -> Text,
@@ -323,6 +355,7 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(access_rules -> accounts (account_id));
 diesel::joinable!(agents -> accounts (account_id));
 diesel::joinable!(agents -> users (registered_by));
 diesel::joinable!(api_tokens -> accounts (account_id));
@@ -334,10 +367,12 @@ diesel::joinable!(members -> users (user_id));
 diesel::joinable!(oauth_tokens -> accounts (account_id));
 diesel::joinable!(oauth_tokens -> agents (agent_id));
 diesel::joinable!(policies -> accounts (account_id));
+diesel::joinable!(principals -> accounts (account_id));
 diesel::joinable!(publisher_keys -> accounts (account_id));
 diesel::joinable!(signing_keys -> accounts (account_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    access_rules,
     accounts,
     agents,
     api_tokens,
@@ -351,6 +386,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     members,
     oauth_tokens,
     policies,
+    principals,
     publisher_keys,
     signing_keys,
     tasks,

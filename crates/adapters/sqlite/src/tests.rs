@@ -434,3 +434,19 @@ mod account_lock {
         ports::a_lock_became_a_locked_plan_again(&store, ids).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_rule_changes_reach_the_listener_on_commit() {
+    let (db, store) = fresh().await;
+    let other = another(&db).await;
+    let seen: Arc<Mutex<Vec<Change>>> = Arc::default();
+    let shutdown = CancellationToken::new();
+    let sink = seen.clone();
+    let listener = ChangeListener::spawn(store.clone(), shutdown.clone(), move |change| {
+        sink.lock().unwrap().push(change);
+    });
+    wait_for(&seen, |changes| changes.contains(&Change::Resync)).await;
+    ports::access_rule_changes_are_announced(&other, &seen).await;
+    shutdown.cancel();
+    listener.await.unwrap();
+}

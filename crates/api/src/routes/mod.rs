@@ -5,6 +5,7 @@
 //! starts (a lookup dropped half way would be work thrown away, and on SQLite a query
 //! cancelled on a request thread).
 
+mod access_rules;
 mod accounts;
 mod agents;
 mod analytics;
@@ -18,6 +19,7 @@ mod keys;
 mod members;
 mod oauth;
 mod policy;
+mod principals;
 mod tokens;
 
 use actix_web::HttpResponse;
@@ -46,6 +48,9 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(keys::configure)
         .configure(accounts::configure)
         .configure(members::configure)
+        // After `members`: `/v1/users/me` comes before `/v1/users/{principal_id}`.
+        .configure(principals::configure)
+        .configure(access_rules::configure)
         .configure(invitations::configure)
         .configure(invitations::configure_public)
         .configure(tokens::configure)

@@ -1,10 +1,12 @@
 //! OAuth for agents: the `[oauth]` section and the services of the account's authorization
-//! server (agents as clients, and what the token endpoint needs).
+//! server (agents as clients, principals, access rules, and what the token endpoint needs).
 
 use std::sync::Arc;
 
 use d2_jwks::Jwks;
-use d2_oauth::{AgentCache, AgentService, ClientAuthenticator, TokenIssuer};
+use d2_oauth::{
+    AccessRules, AgentCache, AgentService, ClientAuthenticator, PrincipalService, TokenIssuer,
+};
 use serde::Deserialize;
 
 use super::{Registry, Shared};
@@ -22,6 +24,9 @@ pub struct OAuthSettings {
     /// Issued tokens and agents, for introspection; revocations and agent changes
     /// invalidate them on every replica.
     pub token_cache: CacheConfig,
+    /// Each account's access rules, compiled, as decisions read them; a rule change drops
+    /// its account's entry on every replica.
+    pub rules_cache: CacheConfig,
 }
 
 impl OAuthSettings {
@@ -49,6 +54,10 @@ pub struct OAuth {
     pub clients: Arc<ClientAuthenticator>,
     /// The token endpoint's grants, introspection and revocation.
     pub issuer: Arc<TokenIssuer>,
+    /// The account's end users (principals) agents act for.
+    pub principals: Arc<PrincipalService>,
+    /// The access rules, and the decisions the token endpoint asks of them.
+    pub rules: Arc<AccessRules>,
 }
 
 fn seconds(s: u64) -> chrono::Duration {
@@ -74,6 +83,12 @@ pub(crate) fn build(shared: &Shared<'_>, registry: &mut Registry, jwks: Arc<Jwks
         settings.token_cache.settings(),
     ));
     registry.subscribe(issuer.clone());
+    let rules = Arc::new(AccessRules::new(
+        shared.repositories.clone(),
+        shared.clock.clone(),
+        settings.rules_cache.settings(),
+    ));
+    registry.subscribe(rules.clone());
     OAuth {
         issuer,
         agents: Arc::new(AgentService::new(
@@ -88,5 +103,10 @@ pub(crate) fn build(shared: &Shared<'_>, registry: &mut Registry, jwks: Arc<Jwks
             shared.pepper.clone(),
             shared.clock.clone(),
         )),
+        principals: Arc::new(PrincipalService::new(
+            shared.repositories.clone(),
+            shared.clock.clone(),
+        )),
+        rules,
     }
 }

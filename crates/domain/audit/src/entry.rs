@@ -71,6 +71,12 @@ d2_kernel::named_values! {
         OAuthTokenRevoke = "oauth.token_revoke",
         /// An introspection was refused: the caller may not see the token.
         OAuthIntrospectDeny = "oauth.introspect_deny",
+        PrincipalCreate = "principal.create",
+        PrincipalUpdate = "principal.update",
+        PrincipalDelete = "principal.delete",
+        AccessRuleCreate = "access_rule.create",
+        AccessRuleUpdate = "access_rule.update",
+        AccessRuleDelete = "access_rule.delete",
     }
 }
 
@@ -285,6 +291,12 @@ mod tests {
                 "oauth.token_deny",
                 "oauth.token_revoke",
                 "oauth.introspect_deny",
+                "principal.create",
+                "principal.update",
+                "principal.delete",
+                "access_rule.create",
+                "access_rule.update",
+                "access_rule.delete",
             ]
         );
         let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();

@@ -16,6 +16,8 @@ pub enum Change {
     /// An account's OAuth agents or issued tokens changed (an agent updated or deleted,
     /// tokens revoked).
     OAuth(AccountId),
+    /// An account's access rules changed (created, updated, deleted).
+    AccessRules(AccountId),
     /// The feed was (re)connected: announcements may have been missed, so everything
     /// cached must be considered stale.
     Resync,
@@ -32,7 +34,8 @@ pub trait ChangeSubscriber: Send + Sync + 'static {
 
 impl Change {
     /// The announcement's text: `token:<id>`, `account:<id>`, `app:<account>:<app>` or
-    /// `keys:<account>`, `member:<account>:<user>` or `oauth:<account>`. `Resync` is never announced.
+    /// `keys:<account>`, `member:<account>:<user>`, `oauth:<account>` or
+    /// `access_rules:<account>`. `Resync` is never announced.
     pub fn payload(&self) -> Option<String> {
         match self {
             Change::Token(id) => Some(format!("token:{id}")),
@@ -41,6 +44,7 @@ impl Change {
             Change::Keys(account) => Some(format!("keys:{account}")),
             Change::Member(account, user) => Some(format!("member:{account}:{user}")),
             Change::OAuth(account) => Some(format!("oauth:{account}")),
+            Change::AccessRules(account) => Some(format!("access_rules:{account}")),
             Change::Resync => None,
         }
     }
@@ -60,6 +64,7 @@ impl Change {
                 let (account, user) = rest.split_once(':')?;
                 Some(Change::Member(account.parse().ok()?, user.parse().ok()?))
             }
+            ("access_rules", id) => id.parse().ok().map(Change::AccessRules),
             _ => None,
         }
     }
@@ -79,6 +84,7 @@ mod tests {
             Change::Keys(account),
             Change::Member(account, UserId::random()),
             Change::OAuth(account),
+            Change::AccessRules(account),
         ] {
             let payload = change.payload().unwrap();
             assert_eq!(Change::parse(&payload), Some(change));
@@ -86,5 +92,6 @@ mod tests {
         assert_eq!(Change::Resync.payload(), None);
         assert_eq!(Change::parse("nonsense"), None);
         assert_eq!(Change::parse("token:not-a-uuid"), None);
+        assert_eq!(Change::parse("access_rules:not-a-uuid"), None);
     }
 }

@@ -188,6 +188,17 @@ error_codes! {
     /// A `resource` (RFC 8707) the agent's tokens may not target.
     InvalidTarget = "invalid_target", BadRequest, "Invalid target";
     OAuthTokenNotFound = "oauth_token_not_found", NotFound, "OAuth token not found";
+    // Principals (the account's end users) and access rules.
+    PrincipalNotFound = "principal_not_found", NotFound, "Principal not found";
+    InvalidPrincipal = "invalid_principal", BadRequest, "Invalid principal";
+    UsernameTaken = "username_taken", Conflict, "Username taken";
+    AccessRuleNotFound = "access_rule_not_found", NotFound, "Access rule not found";
+    /// The rule does not parse, or breaks a rule of the language; the detail points at the
+    /// offending node.
+    InvalidAccessRule = "invalid_access_rule", BadRequest, "Invalid access rule";
+    AccessRuleNameTaken = "access_rule_name_taken", Conflict, "Access rule name taken";
+    AccessRuleLimit = "access_rule_limit", Conflict, "Too many access rules";
+    InvalidAccessRequest = "invalid_access_request", BadRequest, "Invalid access request";
     // Generic.
     Conflict = "conflict", Conflict, "Conflict";
     RateLimited = "rate_limited", RateLimited, "Too many requests";

@@ -105,6 +105,21 @@ pub enum GrantError {
     Store(#[from] StoreError),
 }
 
+/// What the principals domain refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum PrincipalError {
+    #[error(transparent)]
+    Forbidden(#[from] d2_kernel::AccessError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no principal has this id in this account")]
+    NotFound,
+    #[error("another principal of this account has this username")]
+    UsernameTaken,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 impl GrantError {
     /// Whether the agent asked for something it may not have (audited `oauth.token_deny`),
     /// rather than sent a request that could not be read or met a failure of ours.
@@ -131,6 +146,59 @@ impl ErrorCode for GrantError {
             GrantError::Signing(_) | GrantError::Randomness(_) => Code::Internal,
             GrantError::Jwks(error) => error.code(),
             GrantError::Store(error) => error.code(),
+        }
+    }
+}
+
+impl PrincipalError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid(message.into())
+    }
+}
+
+impl ErrorCode for PrincipalError {
+    fn code(&self) -> Code {
+        match self {
+            PrincipalError::Forbidden(error) => error.code(),
+            PrincipalError::Invalid(_) => Code::InvalidPrincipal,
+            PrincipalError::NotFound => Code::PrincipalNotFound,
+            PrincipalError::UsernameTaken => Code::UsernameTaken,
+            PrincipalError::Store(error) => error.code(),
+        }
+    }
+}
+
+/// What the access rules domain refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessRuleError {
+    #[error(transparent)]
+    Forbidden(#[from] d2_kernel::AccessError),
+    /// The document does not parse or breaks a rule of the language (where, and why).
+    #[error(transparent)]
+    Invalid(#[from] crate::rules::RuleError),
+    #[error("no access rule has this id in this account")]
+    NotFound,
+    #[error("another access rule of this account has this name")]
+    NameTaken,
+    #[error("an account holds at most {0} access rules: delete one first")]
+    TooMany(usize),
+    /// An access request to explain that cannot be read.
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ErrorCode for AccessRuleError {
+    fn code(&self) -> Code {
+        match self {
+            AccessRuleError::Forbidden(error) => error.code(),
+            AccessRuleError::Invalid(_) => Code::InvalidAccessRule,
+            AccessRuleError::NotFound => Code::AccessRuleNotFound,
+            AccessRuleError::NameTaken => Code::AccessRuleNameTaken,
+            AccessRuleError::TooMany(_) => Code::AccessRuleLimit,
+            AccessRuleError::InvalidRequest(_) => Code::InvalidAccessRequest,
+            AccessRuleError::Store(error) => error.code(),
         }
     }
 }

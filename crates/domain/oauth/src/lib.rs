@@ -8,28 +8,48 @@
     clippy::arithmetic_side_effects
 )]
 
+mod access;
+#[cfg(test)]
+mod access_tests;
 mod agent;
 mod error;
 mod issuer;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 mod ports;
+mod principal;
+mod principals;
+pub mod rules;
 mod service;
 #[cfg(test)]
 mod tests;
 mod token;
 
+pub use access::AccessRules;
 pub use agent::{
     Agent, AgentId, AgentSpec, AgentState, AuthMethod, ClientSecret, ClientSecretFormat,
     ClientSecrets, PendingRegistration, REGISTRATION_LIFETIME_HOURS, RegistrationFormat,
     RegistrationToken, UnknownAgentState, UnknownAuthMethod, limits,
 };
-pub use error::{AgentError, ClientAuthError, ClientRefusal, GrantError};
+pub use error::{
+    AccessRuleError, AgentError, ClientAuthError, ClientRefusal, GrantError, PrincipalError,
+};
 pub use issuer::{
     DEFAULT_REFRESH_REPLAY_SECONDS, Introspected, TokenIssuer, TokenRequest, TokenResponse,
     issuer_url,
 };
-pub use ports::{AgentAuditOf, AgentRepo, OAuthTokenRepo, RefreshAuditOf, RevokeAuditOf};
+pub use ports::{
+    AccessRuleRepo, AgentAuditOf, AgentRepo, OAuthTokenRepo, PrincipalAuditOf, PrincipalRepo,
+    PrincipalWrite, RefreshAuditOf, RevokeAuditOf, RuleAuditOf, RuleWrite,
+};
+pub use principal::{Principal, PrincipalId, PrincipalSpec, limits as principal_limits};
+pub use principals::PrincipalService;
+pub use rules::RuleError;
+pub use rules::condition::{Attr, Condition, Op};
+pub use rules::decision::{
+    AccessRequest, AgentFacts, Decision, PrincipalFacts, Reason, RuleRef, RuleSet, RuleTrace, Step,
+};
+pub use rules::rule::{AccessRule, Effect, Format, RuleId, RuleSpec};
 pub use service::{
     AgentCache, AgentService, ClientAuthenticator, DEFAULT_SECRET_GRACE_SECONDS, RotatedSecret,
 };

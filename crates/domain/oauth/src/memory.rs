@@ -1,4 +1,4 @@
-//! The in-memory agents store: the reference the contract suites hold the SQL stores to,
+//! The in-memory agents, principals and access rules stores: the reference the contract suites hold the SQL stores to,
 //! and the store of the domain's unit tests.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -10,7 +10,12 @@ use d2_audit::memory::MemoryAuditLog;
 use d2_kernel::{AccountId, Page, PageRequest, SecretDigest, StoreError};
 
 use crate::agent::{Agent, AgentId, AgentSpec, AgentState, ClientSecrets, PendingRegistration};
-use crate::ports::{AgentAuditOf, AgentRepo, OAuthTokenRepo, RefreshAuditOf, RevokeAuditOf};
+use crate::ports::{
+    AccessRuleRepo, AgentAuditOf, AgentRepo, OAuthTokenRepo, PrincipalAuditOf, PrincipalRepo,
+    PrincipalWrite, RefreshAuditOf, RevokeAuditOf, RuleAuditOf, RuleWrite,
+};
+use crate::principal::{Principal, PrincipalId, PrincipalSpec};
+use crate::rules::rule::{AccessRule, RuleId, RuleSpec};
 use crate::token::{
     Issuance, OAuthTokenId, RefreshIssuance, RefreshOutcome, RefreshRefusal, RevokeScope,
     TokenCounts, TokenFilter, TokenKind, TokenRecord,
@@ -486,3 +491,283 @@ impl d2_audit::AuditLog for MemoryAgents {
         d2_audit::AuditLog::search(self.audit.as_ref(), account_id, filter, page).await
     }
 }
+
+/// Principals in memory, each method one critical section that writes its audit record.
+#[derive(Debug)]
+pub struct MemoryPrincipals {
+    rows: Mutex<Vec<Principal>>,
+    audit: Arc<MemoryAuditLog>,
+}
+
+impl MemoryPrincipals {
+    pub fn new(audit: Arc<MemoryAuditLog>) -> Self {
+        Self {
+            rows: Mutex::new(Vec::new()),
+            audit,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Principal>> {
+        self.rows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The page of `items` (of one account) after `page`'s cursor, newest first.
+fn newest_first<T: Clone>(
+    mut items: Vec<T>,
+    page: &PageRequest,
+    position: impl Fn(&T) -> (DateTime<Utc>, uuid::Uuid),
+) -> Result<Page<T>, StoreError> {
+    let after = match page.after() {
+        Some(cursor) => Some((
+            cursor.at,
+            cursor
+                .id_as::<uuid::Uuid>()
+                .map_err(|_| StoreError::corrupt("cursor id"))?,
+        )),
+        None => None,
+    };
+    items.retain(|item| after.is_none_or(|after| position(item) < after));
+    items.sort_by_key(|item| std::cmp::Reverse(position(item)));
+    items.truncate(
+        usize::try_from(page.limit())
+            .unwrap_or(usize::MAX)
+            .saturating_add(1),
+    );
+    Ok(page.page_from(items, |item| {
+        let (at, id) = position(item);
+        d2_kernel::Cursor::new(at, id.to_string())
+    }))
+}
+
+#[async_trait]
+impl PrincipalRepo for MemoryPrincipals {
+    async fn create_principal(
+        &self,
+        principal: &Principal,
+        audit: &AuditEntry,
+    ) -> Result<PrincipalWrite, StoreError> {
+        let mut rows = self.lock();
+        if rows.iter().any(|p| {
+            p.account_id == principal.account_id && p.spec.username == principal.spec.username
+        }) {
+            return Ok(PrincipalWrite::UsernameTaken);
+        }
+        rows.push(principal.clone());
+        self.audit.append(audit.clone());
+        Ok(PrincipalWrite::Written(Box::new(principal.clone())))
+    }
+
+    async fn principal(
+        &self,
+        account: AccountId,
+        id: PrincipalId,
+    ) -> Result<Option<Principal>, StoreError> {
+        Ok(self
+            .lock()
+            .iter()
+            .find(|p| p.account_id == account && p.id == id)
+            .cloned())
+    }
+
+    async fn principals(
+        &self,
+        account: AccountId,
+        active: Option<bool>,
+        page: &PageRequest,
+    ) -> Result<Page<Principal>, StoreError> {
+        let items: Vec<Principal> = self
+            .lock()
+            .iter()
+            .filter(|p| p.account_id == account && active.is_none_or(|a| p.spec.active == a))
+            .cloned()
+            .collect();
+        newest_first(items, page, |p| (p.created_at, *p.id.as_uuid()))
+    }
+
+    async fn update_principal(
+        &self,
+        account: AccountId,
+        id: PrincipalId,
+        spec: &PrincipalSpec,
+        now: DateTime<Utc>,
+        audit_of: PrincipalAuditOf<'_>,
+    ) -> Result<PrincipalWrite, StoreError> {
+        let mut rows = self.lock();
+        if rows
+            .iter()
+            .any(|p| p.account_id == account && p.id != id && p.spec.username == spec.username)
+        {
+            let exists = rows.iter().any(|p| p.account_id == account && p.id == id);
+            return Ok(if exists {
+                PrincipalWrite::UsernameTaken
+            } else {
+                PrincipalWrite::NotFound
+            });
+        }
+        let Some(row) = rows
+            .iter_mut()
+            .find(|p| p.account_id == account && p.id == id)
+        else {
+            return Ok(PrincipalWrite::NotFound);
+        };
+        row.spec = spec.clone();
+        row.updated_at = now;
+        self.audit.append(audit_of(row));
+        Ok(PrincipalWrite::Written(Box::new(row.clone())))
+    }
+
+    async fn delete_principal(
+        &self,
+        account: AccountId,
+        id: PrincipalId,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut rows = self.lock();
+        let before = rows.len();
+        rows.retain(|p| !(p.account_id == account && p.id == id));
+        let deleted = rows.len() < before;
+        if deleted {
+            self.audit.append(audit.clone());
+        }
+        Ok(deleted)
+    }
+}
+
+/// Access rules in memory, each method one critical section that writes its audit record.
+#[derive(Debug)]
+pub struct MemoryAccessRules {
+    rows: Mutex<Vec<AccessRule>>,
+    audit: Arc<MemoryAuditLog>,
+}
+
+impl MemoryAccessRules {
+    pub fn new(audit: Arc<MemoryAuditLog>) -> Self {
+        Self {
+            rows: Mutex::new(Vec::new()),
+            audit,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<AccessRule>> {
+        self.rows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl AccessRuleRepo for MemoryAccessRules {
+    async fn create_rule(
+        &self,
+        rule: &AccessRule,
+        max_rules: usize,
+        audit: &AuditEntry,
+    ) -> Result<RuleWrite, StoreError> {
+        let mut rows = self.lock();
+        let of_account = || rows.iter().filter(|r| r.account_id == rule.account_id);
+        if of_account().any(|r| r.spec.name == rule.spec.name) {
+            return Ok(RuleWrite::NameTaken);
+        }
+        if of_account().count() >= max_rules {
+            return Ok(RuleWrite::TooMany(max_rules));
+        }
+        rows.push(rule.clone());
+        self.audit.append(audit.clone());
+        Ok(RuleWrite::Written(Box::new(rule.clone())))
+    }
+
+    async fn rule(&self, account: AccountId, id: RuleId) -> Result<Option<AccessRule>, StoreError> {
+        Ok(self
+            .lock()
+            .iter()
+            .find(|r| r.account_id == account && r.id == id)
+            .cloned())
+    }
+
+    async fn rules(
+        &self,
+        account: AccountId,
+        page: &PageRequest,
+    ) -> Result<Page<AccessRule>, StoreError> {
+        let items: Vec<AccessRule> = self
+            .lock()
+            .iter()
+            .filter(|r| r.account_id == account)
+            .cloned()
+            .collect();
+        newest_first(items, page, |r| (r.created_at, *r.id.as_uuid()))
+    }
+
+    async fn enabled_rules(&self, account: AccountId) -> Result<Vec<AccessRule>, StoreError> {
+        Ok(self
+            .lock()
+            .iter()
+            .filter(|r| r.account_id == account && r.spec.enabled)
+            .cloned()
+            .collect())
+    }
+
+    async fn update_rule(
+        &self,
+        account: AccountId,
+        id: RuleId,
+        spec: &RuleSpec,
+        now: DateTime<Utc>,
+        audit_of: RuleAuditOf<'_>,
+    ) -> Result<RuleWrite, StoreError> {
+        let mut rows = self.lock();
+        if !rows.iter().any(|r| r.account_id == account && r.id == id) {
+            return Ok(RuleWrite::NotFound);
+        }
+        if rows
+            .iter()
+            .any(|r| r.account_id == account && r.id != id && r.spec.name == spec.name)
+        {
+            return Ok(RuleWrite::NameTaken);
+        }
+        let Some(row) = rows
+            .iter_mut()
+            .find(|r| r.account_id == account && r.id == id)
+        else {
+            return Ok(RuleWrite::NotFound);
+        };
+        row.spec = spec.clone();
+        row.updated_at = now;
+        self.audit.append(audit_of(row));
+        Ok(RuleWrite::Written(Box::new(row.clone())))
+    }
+
+    async fn delete_rule(
+        &self,
+        account: AccountId,
+        id: RuleId,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut rows = self.lock();
+        let before = rows.len();
+        rows.retain(|r| !(r.account_id == account && r.id == id));
+        let deleted = rows.len() < before;
+        if deleted {
+            self.audit.append(audit.clone());
+        }
+        Ok(deleted)
+    }
+}
+
+macro_rules! audit_log_of {
+    ($store:ty) => {
+        #[async_trait]
+        impl d2_audit::AuditLog for $store {
+            async fn search(
+                &self,
+                account_id: AccountId,
+                filter: &d2_audit::AuditFilter,
+                page: &PageRequest,
+            ) -> Result<Page<d2_audit::AuditRecord>, StoreError> {
+                d2_audit::AuditLog::search(self.audit.as_ref(), account_id, filter, page).await
+            }
+        }
+    };
+}
+
+audit_log_of!(MemoryPrincipals);
+audit_log_of!(MemoryAccessRules);

@@ -1,5 +1,6 @@
-//! What the agents domain needs from storage. Every method is scoped by account except
-//! [`AgentRepo::client`] and [`AgentRepo::activate`], whose secret names the agent.
+//! What the agents, principals and access rules need from storage. Every method is scoped
+//! by account except [`AgentRepo::client`] and [`AgentRepo::activate`], whose secret names
+//! the agent.
 //! Errors: [`StoreError`] only; not found and refusals are values.
 
 use async_trait::async_trait;
@@ -8,6 +9,8 @@ use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, Page, PageRequest, SecretDigest, StoreError};
 
 use crate::agent::{Agent, AgentId, AgentSpec, AgentState, ClientSecrets, PendingRegistration};
+use crate::principal::{Principal, PrincipalId, PrincipalSpec};
+use crate::rules::rule::{AccessRule, RuleId, RuleSpec};
 use crate::token::{
     Issuance, OAuthTokenId, RefreshIssuance, RefreshOutcome, RevokeScope, TokenCounts, TokenFilter,
     TokenRecord,
@@ -158,4 +161,126 @@ pub trait OAuthTokenRepo: Send + Sync + 'static {
         now: DateTime<Utc>,
         since: &[DateTime<Utc>],
     ) -> Result<TokenCounts, StoreError>;
+}
+
+/// Builds the audit record of a change from the principal it changed.
+pub type PrincipalAuditOf<'a> = &'a (dyn Fn(&Principal) -> AuditEntry + Sync);
+
+/// The outcome of writing a principal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PrincipalWrite {
+    Written(Box<Principal>),
+    /// Another principal of the account has the username: nothing was written.
+    UsernameTaken,
+    /// (Updates) the account has no such principal.
+    NotFound,
+}
+
+/// The account's principals. Every method is scoped by account.
+#[async_trait]
+pub trait PrincipalRepo: Send + Sync + 'static {
+    /// Stores a new principal and `audit` at once. MUST answer `UsernameTaken` (and write
+    /// nothing) when a principal of the account has its username, also under concurrent
+    /// creations.
+    async fn create_principal(
+        &self,
+        principal: &Principal,
+        audit: &AuditEntry,
+    ) -> Result<PrincipalWrite, StoreError>;
+
+    async fn principal(
+        &self,
+        account: AccountId,
+        id: PrincipalId,
+    ) -> Result<Option<Principal>, StoreError>;
+
+    /// The account's principals, newest first, the active (or inactive) ones only when
+    /// `active` says so.
+    async fn principals(
+        &self,
+        account: AccountId,
+        active: Option<bool>,
+        page: &PageRequest,
+    ) -> Result<Page<Principal>, StoreError>;
+
+    /// Replaces the principal's spec, with the record `audit_of` makes of the result.
+    /// `NotFound` when the account has no such principal; `UsernameTaken` as for creation.
+    async fn update_principal(
+        &self,
+        account: AccountId,
+        id: PrincipalId,
+        spec: &PrincipalSpec,
+        now: DateTime<Utc>,
+        audit_of: PrincipalAuditOf<'_>,
+    ) -> Result<PrincipalWrite, StoreError>;
+
+    /// `false` when the account has no such principal (nothing written).
+    async fn delete_principal(
+        &self,
+        account: AccountId,
+        id: PrincipalId,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
+}
+
+/// Builds the audit record of a change from the rule it changed.
+pub type RuleAuditOf<'a> = &'a (dyn Fn(&AccessRule) -> AuditEntry + Sync);
+
+/// The outcome of writing an access rule.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RuleWrite {
+    Written(Box<AccessRule>),
+    /// Another rule of the account has the name: nothing was written.
+    NameTaken,
+    /// (Creations) the account already holds this many rules: nothing was written.
+    TooMany(usize),
+    /// (Updates) the account has no such rule.
+    NotFound,
+}
+
+/// The account's access rules. Every method is scoped by account, and every change
+/// announces `Change::AccessRules(account)` in its transaction, so that each replica's
+/// compiled rules are dropped when it commits.
+#[async_trait]
+pub trait AccessRuleRepo: Send + Sync + 'static {
+    /// Stores a new rule and `audit` at once, unless the account holds `max_rules` rules
+    /// already (`TooMany`) or one with its name (`NameTaken`); both checks hold under
+    /// concurrent creations.
+    async fn create_rule(
+        &self,
+        rule: &AccessRule,
+        max_rules: usize,
+        audit: &AuditEntry,
+    ) -> Result<RuleWrite, StoreError>;
+
+    async fn rule(&self, account: AccountId, id: RuleId) -> Result<Option<AccessRule>, StoreError>;
+
+    /// The account's rules, newest first.
+    async fn rules(
+        &self,
+        account: AccountId,
+        page: &PageRequest,
+    ) -> Result<Page<AccessRule>, StoreError>;
+
+    /// Every enabled rule of the account, in any order: what decisions evaluate.
+    async fn enabled_rules(&self, account: AccountId) -> Result<Vec<AccessRule>, StoreError>;
+
+    /// Replaces the rule's spec. `NotFound` when the account has no such rule,
+    /// `NameTaken` when another rule of the account has the new name.
+    async fn update_rule(
+        &self,
+        account: AccountId,
+        id: RuleId,
+        spec: &RuleSpec,
+        now: DateTime<Utc>,
+        audit_of: RuleAuditOf<'_>,
+    ) -> Result<RuleWrite, StoreError>;
+
+    /// `false` when the account has no such rule (nothing written).
+    async fn delete_rule(
+        &self,
+        account: AccountId,
+        id: RuleId,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
 }

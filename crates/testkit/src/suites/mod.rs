@@ -4,6 +4,7 @@
 //!
 //! [`contract_suites!`]: crate::contract_suites
 
+pub mod access_rules;
 pub mod accounts;
 pub mod agents;
 pub mod audit;
@@ -12,6 +13,7 @@ pub mod invitations;
 pub mod members;
 pub mod oauth_tokens;
 pub mod policies;
+pub mod principals;
 pub mod quotas;
 pub mod signing_keys;
 pub mod tasks;

@@ -1,0 +1,2 @@
+DROP TABLE access_rules;
+DROP TABLE principals;
