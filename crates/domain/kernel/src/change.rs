@@ -13,6 +13,9 @@ pub enum Change {
     Keys(AccountId),
     /// A person's membership of an account changed (role changed, removed, joined).
     Member(AccountId, UserId),
+    /// An account's OAuth catalog changed: its tools, its scopes or the tools bound to its
+    /// agents.
+    Catalog(AccountId),
     /// The feed was (re)connected: announcements may have been missed, so everything
     /// cached must be considered stale.
     Resync,
@@ -29,7 +32,8 @@ pub trait ChangeSubscriber: Send + Sync + 'static {
 
 impl Change {
     /// The announcement's text: `token:<id>`, `account:<id>`, `app:<account>:<app>` or
-    /// `keys:<account>` or `member:<account>:<user>`. `Resync` is never announced.
+    /// `keys:<account>`, `member:<account>:<user>` or `catalog:<account>`. `Resync` is never
+    /// announced.
     pub fn payload(&self) -> Option<String> {
         match self {
             Change::Token(id) => Some(format!("token:{id}")),
@@ -37,6 +41,7 @@ impl Change {
             Change::App(account, app) => Some(format!("app:{account}:{app}")),
             Change::Keys(account) => Some(format!("keys:{account}")),
             Change::Member(account, user) => Some(format!("member:{account}:{user}")),
+            Change::Catalog(account) => Some(format!("catalog:{account}")),
             Change::Resync => None,
         }
     }
@@ -55,6 +60,7 @@ impl Change {
                 let (account, user) = rest.split_once(':')?;
                 Some(Change::Member(account.parse().ok()?, user.parse().ok()?))
             }
+            ("catalog", id) => id.parse().ok().map(Change::Catalog),
             _ => None,
         }
     }
@@ -73,6 +79,7 @@ mod tests {
             Change::App(account, AppName::normalise("Billing Bot")),
             Change::Keys(account),
             Change::Member(account, UserId::random()),
+            Change::Catalog(account),
         ] {
             let payload = change.payload().unwrap();
             assert_eq!(Change::parse(&payload), Some(change));
@@ -80,5 +87,6 @@ mod tests {
         assert_eq!(Change::Resync.payload(), None);
         assert_eq!(Change::parse("nonsense"), None);
         assert_eq!(Change::parse("token:not-a-uuid"), None);
+        assert_eq!(Change::parse("catalog:not-a-uuid"), None);
     }
 }

@@ -19,12 +19,14 @@ struct Row {
     secrets: Option<ClientSecrets>,
 }
 
-/// Agents in memory; each method is one critical section, its "transaction", which
+/// Agents in memory, with their account's catalog (tools, scopes, bindings: see
+/// `catalog::memory`); each method is one critical section, its "transaction", which
 /// writes its audit record too.
 #[derive(Debug)]
 pub struct MemoryAgents {
     rows: Mutex<Vec<Row>>,
-    audit: Arc<MemoryAuditLog>,
+    pub(crate) audit: Arc<MemoryAuditLog>,
+    pub(crate) catalog: Mutex<crate::catalog::memory::CatalogRows>,
 }
 
 impl MemoryAgents {
@@ -32,11 +34,21 @@ impl MemoryAgents {
         Self {
             rows: Mutex::new(Vec::new()),
             audit,
+            catalog: Mutex::default(),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Row>> {
         self.rows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The ids of the account's agents (what the catalog's bindings may name).
+    pub(crate) fn agent_ids(&self, account: AccountId) -> Vec<AgentId> {
+        self.lock()
+            .iter()
+            .filter(|r| r.agent.account_id == account)
+            .map(|r| r.agent.id)
+            .collect()
     }
 }
 
