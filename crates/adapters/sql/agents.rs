@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::audit::write_audit;
+use crate::changes::announce;
 use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
 use crate::id::Id;
@@ -217,6 +218,8 @@ impl AgentRepo for crate::Store {
             .await?;
             if deleted > 0 {
                 write_audit(conn, audit).await?;
+                // Its tool bindings went with it (ON DELETE CASCADE).
+                announce(conn, d2_kernel::Change::Catalog(account)).await?;
             }
             Ok::<_, TxError>(deleted > 0)
         })

@@ -23,6 +23,7 @@ impl d2_testkit::ContractStore for Kit {
     type Tasks = crate::Store;
     type Members = crate::Store;
     type Agents = crate::Store;
+    type Catalog = crate::Store;
 
     async fn tokens() -> (Self::Guard, crate::Store) {
         fresh().await
@@ -33,6 +34,10 @@ impl d2_testkit::ContractStore for Kit {
     }
 
     async fn agents() -> (Self::Guard, crate::Store, AccountId, AccountId) {
+        Self::policies().await
+    }
+
+    async fn catalog() -> (Self::Guard, crate::Store, AccountId, AccountId) {
         Self::policies().await
     }
 

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::accounts::AccountRow;
 use crate::agents::AgentRow;
+use crate::catalog::{BindingRow, CatalogRow, ScopeRow, ToolRow};
 use crate::error::{TxError, from_diesel};
 use crate::events::EventRow;
 use crate::id::Id;
@@ -25,18 +26,23 @@ use crate::members::{MemberRow, UserRow};
 use crate::policies::{PolicyRow, PublisherKeyRow};
 use crate::position::{Side, in_stream};
 use crate::schema::{
-    accounts, agents, api_tokens, audit_logs, events, ingest_refusals, invitations,
-    job_checkpoints, members, policies, publisher_keys, signing_keys, tasks, users,
+    accounts, agent_tools, agents, api_tokens, audit_logs, events, ingest_refusals, invitations,
+    job_checkpoints, members, oauth_catalogs, oauth_scopes, policies, publisher_keys, signing_keys,
+    tasks, tools, users,
 };
 use crate::tasks::TaskCopy;
 
 /// The tables copied, in an order that satisfies every foreign key.
-pub const TABLES: [&str; 14] = [
+pub const TABLES: [&str; 18] = [
     "accounts",
     "users",
     "members",
     "invitations",
     "agents",
+    "tools",
+    "agent_tools",
+    "oauth_catalogs",
+    "oauth_scopes",
     "api_tokens",
     "signing_keys",
     "publisher_keys",
@@ -282,6 +288,38 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
+            "tools" => whole(to_json(
+                tools::table
+                    .order(tools::id)
+                    .select(ToolRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
+            "agent_tools" => whole(to_json(
+                agent_tools::table
+                    .order((agent_tools::agent_id, agent_tools::tool_id))
+                    .select(BindingRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
+            "oauth_catalogs" => whole(to_json(
+                oauth_catalogs::table
+                    .order(oauth_catalogs::account_id)
+                    .select(CatalogRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
+            "oauth_scopes" => whole(to_json(
+                oauth_scopes::table
+                    .order((oauth_scopes::account_id, oauth_scopes::name))
+                    .select(ScopeRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
             "api_tokens" => whole(to_json(
                 api_tokens::table
                     .order(api_tokens::id)
@@ -389,6 +427,16 @@ impl crate::Store {
                     insert_rows!(conn, invitations::table, from_json::<InvitationRow>(rows)?);
                 }
                 "agents" => insert_rows!(conn, agents::table, from_json::<AgentRow>(rows)?),
+                "tools" => insert_rows!(conn, tools::table, from_json::<ToolRow>(rows)?),
+                "agent_tools" => {
+                    insert_rows!(conn, agent_tools::table, from_json::<BindingRow>(rows)?);
+                }
+                "oauth_catalogs" => {
+                    insert_rows!(conn, oauth_catalogs::table, from_json::<CatalogRow>(rows)?);
+                }
+                "oauth_scopes" => {
+                    insert_rows!(conn, oauth_scopes::table, from_json::<ScopeRow>(rows)?);
+                }
                 "api_tokens" => {
                     // A token names its replacement, which may come later in the table:
                     // inserted without it, then linked.

@@ -30,6 +30,7 @@ pub trait ContractStore {
     type Tasks: TaskQueue + 'static;
     type Members: suites::members::Store;
     type Agents: suites::agents::Store;
+    type Catalog: suites::catalog::Store;
 
     async fn tokens() -> (Self::Guard, Self::Tokens);
 
@@ -38,6 +39,10 @@ pub trait ContractStore {
 
     /// A store with two accounts the agent suites may write into.
     async fn agents() -> (Self::Guard, Self::Agents, AccountId, AccountId);
+
+    /// A store with two accounts the catalog suites may write into (and register agents
+    /// in).
+    async fn catalog() -> (Self::Guard, Self::Catalog, AccountId, AccountId);
 
     /// A store with two accounts the policy suites may write into.
     async fn policies() -> (Self::Guard, Self::Policies, AccountId, AccountId);
@@ -110,6 +115,13 @@ macro_rules! __contract_suite_list {
             tasks(queue, account): tasks::task_queue;
             agents(store, a, b): agents::agents;
             agents(store, a): agents::agent_activation_races;
+            catalog(store, a, b):
+                catalog::tools,
+                catalog::tool_bindings,
+                catalog::scopes;
+            catalog(store, a):
+                catalog::scope_seeding_races,
+                catalog::scope_change_races;
         }
     };
 }
@@ -210,6 +222,7 @@ mod memory {
         type Tasks = MemoryTasks;
         type Members = MemoryMembers;
         type Agents = MemoryAgents;
+        type Catalog = MemoryAgents;
 
         async fn tokens() -> ((), MemoryStore) {
             let accounts = MemoryAccountRepo::new(Arc::new(MemoryAuditLog::default()));
@@ -224,6 +237,10 @@ mod memory {
         async fn agents() -> ((), MemoryAgents, AccountId, AccountId) {
             let store = MemoryAgents::new(Arc::new(MemoryAuditLog::default()));
             ((), store, AccountId::random(), AccountId::random())
+        }
+
+        async fn catalog() -> ((), MemoryAgents, AccountId, AccountId) {
+            Self::agents().await
         }
 
         async fn policies() -> ((), MemoryPolicies, AccountId, AccountId) {

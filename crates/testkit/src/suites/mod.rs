@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod agents;
 pub mod audit;
+pub mod catalog;
 pub mod events;
 pub mod invitations;
 pub mod members;

@@ -52,7 +52,7 @@ impl ToolRepo for MemoryAgents {
         }
         rows.tools.push(tool.clone());
         self.audit.append(audit.clone());
-        Ok(ToolWrite::Done(tool.clone()))
+        Ok(ToolWrite::Done(Box::new(tool.clone())))
     }
 
     async fn tool(&self, account: AccountId, id: ToolId) -> Result<Option<Tool>, StoreError> {
@@ -134,7 +134,7 @@ impl ToolRepo for MemoryAgents {
         tool.updated_at = now;
         let tool = tool.clone();
         self.audit.append(audit_of(&tool));
-        Ok(ToolWrite::Done(tool))
+        Ok(ToolWrite::Done(Box::new(tool)))
     }
 
     async fn set_tool_active(
@@ -158,7 +158,7 @@ impl ToolRepo for MemoryAgents {
             tool.updated_at = now;
             self.audit.append(audit_of(tool));
         }
-        Ok(ToolWrite::Done(tool.clone()))
+        Ok(ToolWrite::Done(Box::new(tool.clone())))
     }
 
     async fn delete_tool(

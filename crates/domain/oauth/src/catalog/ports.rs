@@ -24,7 +24,7 @@ pub type ScopePlan<'a> =
 #[derive(Clone, Debug, PartialEq)]
 pub enum ToolWrite {
     /// The tool as stored now.
-    Done(Tool),
+    Done(Box<Tool>),
     /// The account has no such tool; nothing written.
     NotFound,
     /// Another tool of the account has this name; nothing written.

@@ -147,7 +147,7 @@ impl ToolService {
         match written {
             ToolWrite::Done(tool) => {
                 tracing::info!(tool.id = %tool.id, account.id = %tool.account_id, "tool created");
-                Ok(tool)
+                Ok(*tool)
             }
             ToolWrite::NameTaken => Err(CatalogError::ToolNameTaken(tool.spec.name)),
             ToolWrite::NotFound => Err(CatalogError::ToolNotFound),
@@ -191,7 +191,7 @@ impl ToolService {
             .await?;
         self.forget(ctx.account_id);
         match written {
-            ToolWrite::Done(tool) => Ok(tool),
+            ToolWrite::Done(tool) => Ok(*tool),
             ToolWrite::NameTaken => Err(CatalogError::ToolNameTaken(spec.name)),
             ToolWrite::NotFound => Err(CatalogError::ToolNotFound),
         }
@@ -219,7 +219,7 @@ impl ToolService {
             .await?;
         self.forget(ctx.account_id);
         match written {
-            ToolWrite::Done(tool) => Ok(tool),
+            ToolWrite::Done(tool) => Ok(*tool),
             ToolWrite::NameTaken | ToolWrite::NotFound => Err(CatalogError::ToolNotFound),
         }
     }
