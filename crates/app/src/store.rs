@@ -10,7 +10,7 @@ use d2_events::{AnalyticsStore, AppResolver, EventStore, ExportCheckpoints};
 use d2_jwks::SigningKeyRepo;
 use d2_kernel::{Change, StoreError, TaskQueue};
 use d2_members::{InvitationRepo, MemberRepo};
-use d2_oauth::AgentRepo;
+use d2_oauth::{AgentRepo, ScopeRepo, ToolRepo};
 use d2_policy::{PolicyRepo, PublisherKeyRepo};
 use d2_postgres::PgStore;
 use d2_sqlite::{SqliteSettings, SqliteStore, Target};
@@ -25,6 +25,8 @@ pub trait Repositories:
     AccountRepo
     + MemberRepo
     + AgentRepo
+    + ToolRepo
+    + ScopeRepo
     + InvitationRepo
     + TokenRepo
     + BootstrapRepo
