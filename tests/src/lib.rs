@@ -13,6 +13,7 @@ mod events;
 mod fleet;
 mod key_maintenance;
 mod migrate_store;
+mod oauth_catalog;
 mod observability;
 mod openapi;
 mod people;

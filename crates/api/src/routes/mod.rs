@@ -16,7 +16,9 @@ mod jwks;
 mod keys;
 mod members;
 mod policy;
+mod scopes;
 mod tokens;
+mod tools;
 
 use actix_web::HttpResponse;
 use actix_web::http::header;
@@ -47,6 +49,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(invitations::configure)
         .configure(invitations::configure_public)
         .configure(tokens::configure)
+        .configure(tools::configure)
+        .configure(scopes::configure)
         .configure(policy::configure_by_id);
 }
 
