@@ -14,6 +14,7 @@ mod fleet;
 mod key_maintenance;
 mod migrate_store;
 mod oauth;
+mod oauth_catalog;
 mod oauth_rules;
 mod observability;
 mod openapi;

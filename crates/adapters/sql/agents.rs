@@ -220,6 +220,8 @@ impl AgentRepo for crate::Store {
             if deleted > 0 {
                 write_audit(conn, audit).await?;
                 announce(conn, Change::OAuth(account)).await?;
+                // Its tool bindings went with it (ON DELETE CASCADE).
+                announce(conn, d2_kernel::Change::Catalog(account)).await?;
             }
             Ok::<_, TxError>(deleted > 0)
         })

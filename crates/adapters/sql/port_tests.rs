@@ -25,6 +25,7 @@ impl d2_testkit::ContractStore for Kit {
     type Agents = crate::Store;
     type Principals = crate::Store;
     type AccessRules = crate::Store;
+    type Catalog = crate::Store;
 
     async fn tokens() -> (Self::Guard, crate::Store) {
         fresh().await
@@ -43,6 +44,10 @@ impl d2_testkit::ContractStore for Kit {
     }
 
     async fn access_rules() -> (Self::Guard, crate::Store, AccountId, AccountId) {
+        Self::policies().await
+    }
+
+    async fn catalog() -> (Self::Guard, crate::Store, AccountId, AccountId) {
         Self::policies().await
     }
 

@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::access_rules::RuleRow;
 use crate::accounts::AccountRow;
 use crate::agents::AgentRow;
+use crate::catalog::{BindingRow, CatalogRow, ScopeRow, ToolRow};
 use crate::error::{TxError, from_diesel};
 use crate::events::EventRow;
 use crate::id::Id;
@@ -28,14 +29,14 @@ use crate::policies::{PolicyRow, PublisherKeyRow};
 use crate::position::{Side, in_stream};
 use crate::principals::PrincipalRow;
 use crate::schema::{
-    access_rules, accounts, agents, api_tokens, audit_logs, events, ingest_refusals, invitations,
-    job_checkpoints, members, oauth_tokens, policies, principals, publisher_keys, signing_keys,
-    tasks, users,
+    access_rules, accounts, agent_tools, agents, api_tokens, audit_logs, events, ingest_refusals,
+    invitations, job_checkpoints, members, oauth_catalogs, oauth_scopes, oauth_tokens, policies,
+    principals, publisher_keys, signing_keys, tasks, tools, users,
 };
 use crate::tasks::TaskCopy;
 
 /// The tables copied, in an order that satisfies every foreign key.
-pub const TABLES: [&str; 17] = [
+pub const TABLES: [&str; 21] = [
     "accounts",
     "users",
     "members",
@@ -44,6 +45,10 @@ pub const TABLES: [&str; 17] = [
     "oauth_tokens",
     "principals",
     "access_rules",
+    "tools",
+    "agent_tools",
+    "oauth_catalogs",
+    "oauth_scopes",
     "api_tokens",
     "signing_keys",
     "publisher_keys",
@@ -297,6 +302,14 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
+            "tools" => whole(to_json(
+                tools::table
+                    .order(tools::id)
+                    .select(ToolRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
             "principals" => whole(to_json(
                 principals::table
                     .order(principals::id)
@@ -305,10 +318,34 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
+            "agent_tools" => whole(to_json(
+                agent_tools::table
+                    .order((agent_tools::agent_id, agent_tools::tool_id))
+                    .select(BindingRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
             "access_rules" => whole(to_json(
                 access_rules::table
                     .order(access_rules::id)
                     .select(RuleRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
+            "oauth_catalogs" => whole(to_json(
+                oauth_catalogs::table
+                    .order(oauth_catalogs::account_id)
+                    .select(CatalogRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
+            "oauth_scopes" => whole(to_json(
+                oauth_scopes::table
+                    .order((oauth_scopes::account_id, oauth_scopes::name))
+                    .select(ScopeRow::as_select())
                     .load(conn)
                     .await
                     .map_err(from_diesel)?,
@@ -428,6 +465,16 @@ impl crate::Store {
                 }
                 "access_rules" => {
                     insert_rows!(conn, access_rules::table, from_json::<RuleRow>(rows)?);
+                }
+                "tools" => insert_rows!(conn, tools::table, from_json::<ToolRow>(rows)?),
+                "agent_tools" => {
+                    insert_rows!(conn, agent_tools::table, from_json::<BindingRow>(rows)?);
+                }
+                "oauth_catalogs" => {
+                    insert_rows!(conn, oauth_catalogs::table, from_json::<CatalogRow>(rows)?);
+                }
+                "oauth_scopes" => {
+                    insert_rows!(conn, oauth_scopes::table, from_json::<ScopeRow>(rows)?);
                 }
                 "api_tokens" => {
                     // A token names its replacement, which may come later in the table:

@@ -397,6 +397,7 @@ impl Settings {
         );
         let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
         settings.profile = profile;
+        settings.oauth.load_default_scopes(dir)?;
         if settings.profile.is_dev() && settings.database.url.is_none() {
             settings.database.url = Some(SecretString::from(default_dev_database()));
         }
@@ -590,6 +591,45 @@ mod tests {
     const PEPPER: &str = "c2VjcmV0LXBlcHBlci10aGF0LWlzLWxvbmctZW5vdWdoLTMyYg";
     /// 32 bytes.
     const AES: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY";
+
+    #[test]
+    fn the_default_scopes_come_from_the_config_directory_or_the_binary() {
+        let shipped =
+            d2_oauth::DefaultScopes::from_yaml(crate::domains::oauth::SHIPPED_DEFAULT_SCOPES)
+                .unwrap();
+        assert!(shipped.len() >= 10);
+        assert_eq!(load("dev", &[]).unwrap().oauth.default_scopes, shipped);
+        // A directory without scopes.yml: the copy built into the binary.
+        let empty = std::env::temp_dir().join(format!("d2-no-scopes-{}", std::process::id()));
+        std::fs::create_dir_all(&empty).unwrap();
+        let settings =
+            Settings::load_with(Profile::new("dev"), &empty, Some(HashMap::new())).unwrap();
+        assert_eq!(settings.oauth.default_scopes, shipped);
+        // A configured file, relative to the config directory.
+        std::fs::write(empty.join("mine.yml"), "scopes:\n  - name: only\n").unwrap();
+        let vars = HashMap::from([(
+            "D2__OAUTH__DEFAULT_SCOPES_FILE".to_owned(),
+            "mine.yml".to_owned(),
+        )]);
+        let settings = Settings::load_with(Profile::new("dev"), &empty, Some(vars)).unwrap();
+        assert_eq!(settings.oauth.default_scopes.len(), 1);
+        // A bad file stops the start, naming the key, the file and the problem.
+        std::fs::write(
+            empty.join("cycle.yml"),
+            "scopes:\n  - name: a\n    implies: [b]\n  - name: b\n    implies: [a]\n",
+        )
+        .unwrap();
+        for (file, problem) in [("cycle.yml", "a -> b -> a"), ("missing.yml", "cannot read")] {
+            let vars =
+                HashMap::from([("D2__OAUTH__DEFAULT_SCOPES_FILE".to_owned(), file.to_owned())]);
+            let error = Settings::load_with(Profile::new("dev"), &empty, Some(vars))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("oauth.default_scopes_file"), "{error}");
+            assert!(error.contains(file) && error.contains(problem), "{error}");
+        }
+        std::fs::remove_dir_all(&empty).unwrap();
+    }
 
     #[test]
     fn the_plan_table_in_default_toml_is_the_built_in_one() {

@@ -10,7 +10,7 @@ use d2_events::{AnalyticsStore, AppResolver, EventStore, ExportCheckpoints};
 use d2_jwks::SigningKeyRepo;
 use d2_kernel::{Change, StoreError, TaskQueue};
 use d2_members::{InvitationRepo, MemberRepo};
-use d2_oauth::{AccessRuleRepo, AgentRepo, OAuthTokenRepo, PrincipalRepo};
+use d2_oauth::{AccessRuleRepo, AgentRepo, OAuthTokenRepo, PrincipalRepo, ScopeRepo, ToolRepo};
 use d2_policy::{PolicyRepo, PublisherKeyRepo};
 use d2_postgres::PgStore;
 use d2_sqlite::{SqliteSettings, SqliteStore, Target};
@@ -28,6 +28,8 @@ pub trait Repositories:
     + OAuthTokenRepo
     + PrincipalRepo
     + AccessRuleRepo
+    + ToolRepo
+    + ScopeRepo
     + InvitationRepo
     + TokenRepo
     + BootstrapRepo

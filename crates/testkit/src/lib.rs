@@ -32,6 +32,7 @@ pub trait ContractStore {
     type Agents: suites::agents::Store;
     type Principals: suites::principals::Store;
     type AccessRules: suites::access_rules::Store;
+    type Catalog: suites::catalog::Store;
 
     async fn tokens() -> (Self::Guard, Self::Tokens);
 
@@ -46,6 +47,10 @@ pub trait ContractStore {
 
     /// A store with two accounts the access rule suites may write into.
     async fn access_rules() -> (Self::Guard, Self::AccessRules, AccountId, AccountId);
+
+    /// A store with two accounts the catalog suites may write into (and register agents
+    /// in).
+    async fn catalog() -> (Self::Guard, Self::Catalog, AccountId, AccountId);
 
     /// A store with two accounts the policy suites may write into.
     async fn policies() -> (Self::Guard, Self::Policies, AccountId, AccountId);
@@ -123,6 +128,13 @@ macro_rules! __contract_suite_list {
             principals(store, a): principals::principal_races;
             access_rules(store, a, b): access_rules::access_rules;
             access_rules(store, a): access_rules::access_rule_races;
+            catalog(store, a, b):
+                catalog::tools,
+                catalog::tool_bindings,
+                catalog::scopes;
+            catalog(store, a):
+                catalog::scope_seeding_races,
+                catalog::scope_change_races;
         }
     };
 }
@@ -225,6 +237,7 @@ mod memory {
         type Agents = MemoryAgents;
         type Principals = MemoryPrincipals;
         type AccessRules = MemoryAccessRules;
+        type Catalog = MemoryAgents;
 
         async fn tokens() -> ((), MemoryStore) {
             let accounts = MemoryAccountRepo::new(Arc::new(MemoryAuditLog::default()));
@@ -249,6 +262,10 @@ mod memory {
         async fn access_rules() -> ((), MemoryAccessRules, AccountId, AccountId) {
             let store = MemoryAccessRules::new(Arc::new(MemoryAuditLog::default()));
             ((), store, AccountId::random(), AccountId::random())
+        }
+
+        async fn catalog() -> ((), MemoryAgents, AccountId, AccountId) {
+            Self::agents().await
         }
 
         async fn policies() -> ((), MemoryPolicies, AccountId, AccountId) {

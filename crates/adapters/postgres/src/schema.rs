@@ -29,6 +29,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    agent_tools (agent_id, tool_id) {
+        account_id -> Uuid,
+        agent_id -> Uuid,
+        tool_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     agents (id) {
         id -> Uuid,
         account_id -> Uuid,
@@ -158,6 +167,25 @@ diesel::table! {
 }
 
 diesel::table! {
+    oauth_catalogs (account_id) {
+        account_id -> Uuid,
+        seeded_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    oauth_scopes (account_id, name) {
+        account_id -> Uuid,
+        name -> Text,
+        description -> Nullable<Text>,
+        category -> Nullable<Text>,
+        implies -> Jsonb,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     oauth_tokens (id) {
         id -> Uuid,
         account_id -> Uuid,
@@ -268,6 +296,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    tools (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        name -> Text,
+        description -> Nullable<Text>,
+        category -> Nullable<Text>,
+        parameters -> Jsonb,
+        required_scopes -> Jsonb,
+        active -> Bool,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Uuid,
         email -> Nullable<Text>,
@@ -282,6 +325,9 @@ diesel::table! {
 }
 
 diesel::joinable!(access_rules -> accounts (account_id));
+diesel::joinable!(agent_tools -> accounts (account_id));
+diesel::joinable!(agent_tools -> agents (agent_id));
+diesel::joinable!(agent_tools -> tools (tool_id));
 diesel::joinable!(agents -> accounts (account_id));
 diesel::joinable!(agents -> users (registered_by));
 diesel::joinable!(api_tokens -> accounts (account_id));
@@ -290,16 +336,20 @@ diesel::joinable!(ingest_refusals -> accounts (account_id));
 diesel::joinable!(invitations -> accounts (account_id));
 diesel::joinable!(members -> accounts (account_id));
 diesel::joinable!(members -> users (user_id));
+diesel::joinable!(oauth_catalogs -> accounts (account_id));
+diesel::joinable!(oauth_scopes -> oauth_catalogs (account_id));
 diesel::joinable!(oauth_tokens -> accounts (account_id));
 diesel::joinable!(oauth_tokens -> agents (agent_id));
 diesel::joinable!(policies -> accounts (account_id));
 diesel::joinable!(principals -> accounts (account_id));
 diesel::joinable!(publisher_keys -> accounts (account_id));
 diesel::joinable!(signing_keys -> accounts (account_id));
+diesel::joinable!(tools -> accounts (account_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     access_rules,
     accounts,
+    agent_tools,
     agents,
     api_tokens,
     audit_logs,
@@ -308,11 +358,14 @@ diesel::allow_tables_to_appear_in_same_query!(
     invitations,
     job_checkpoints,
     members,
+    oauth_catalogs,
+    oauth_scopes,
     oauth_tokens,
     policies,
     principals,
     publisher_keys,
     signing_keys,
     tasks,
+    tools,
     users,
 );

@@ -356,6 +356,64 @@ diesel::table! {
 }
 
 diesel::joinable!(access_rules -> accounts (account_id));
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    tools (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        name -> Text,
+        description -> Nullable<Text>,
+        category -> Nullable<Text>,
+        parameters -> Jsonb,
+        required_scopes -> Jsonb,
+        active -> Bool,
+        created_at -> TimestamptzSqlite,
+        updated_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    oauth_catalogs (account_id) {
+        account_id -> Uuid,
+        seeded_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    oauth_scopes (account_id, name) {
+        account_id -> Uuid,
+        name -> Text,
+        description -> Nullable<Text>,
+        category -> Nullable<Text>,
+        implies -> Jsonb,
+        created_at -> TimestamptzSqlite,
+        updated_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    agent_tools (agent_id, tool_id) {
+        account_id -> Uuid,
+        agent_id -> Uuid,
+        tool_id -> Uuid,
+        created_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::joinable!(agent_tools -> accounts (account_id));
+diesel::joinable!(agent_tools -> agents (agent_id));
+diesel::joinable!(agent_tools -> tools (tool_id));
 diesel::joinable!(agents -> accounts (account_id));
 diesel::joinable!(agents -> users (registered_by));
 diesel::joinable!(api_tokens -> accounts (account_id));
@@ -366,14 +424,18 @@ diesel::joinable!(members -> accounts (account_id));
 diesel::joinable!(members -> users (user_id));
 diesel::joinable!(oauth_tokens -> accounts (account_id));
 diesel::joinable!(oauth_tokens -> agents (agent_id));
+diesel::joinable!(oauth_catalogs -> accounts (account_id));
+diesel::joinable!(oauth_scopes -> oauth_catalogs (account_id));
 diesel::joinable!(policies -> accounts (account_id));
 diesel::joinable!(principals -> accounts (account_id));
 diesel::joinable!(publisher_keys -> accounts (account_id));
 diesel::joinable!(signing_keys -> accounts (account_id));
+diesel::joinable!(tools -> accounts (account_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     access_rules,
     accounts,
+    agent_tools,
     agents,
     api_tokens,
     changes,
@@ -385,10 +447,13 @@ diesel::allow_tables_to_appear_in_same_query!(
     job_locks,
     members,
     oauth_tokens,
+    oauth_catalogs,
+    oauth_scopes,
     policies,
     principals,
     publisher_keys,
     signing_keys,
     tasks,
+    tools,
     users,
 );

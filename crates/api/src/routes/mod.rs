@@ -20,7 +20,9 @@ mod members;
 mod oauth;
 mod policy;
 mod principals;
+mod scopes;
 mod tokens;
+mod tools;
 
 use actix_web::HttpResponse;
 use actix_web::http::header;
@@ -56,6 +58,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(tokens::configure)
         .configure(oauth::configure)
         .configure(agents::configure)
+        .configure(tools::configure)
+        .configure(scopes::configure)
         .configure(policy::configure_by_id);
 }
 

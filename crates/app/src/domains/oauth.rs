@@ -1,16 +1,23 @@
 //! OAuth for agents: the `[oauth]` section and the services of the account's authorization
-//! server (agents as clients, principals, access rules, and what the token endpoint needs).
+//! server (agents as clients, the tool and scope catalog, principals, access rules, and the
+//! token endpoint).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use d2_jwks::Jwks;
 use d2_oauth::{
-    AccessRules, AgentCache, AgentService, ClientAuthenticator, PrincipalService, TokenIssuer,
+    AccessRules, AgentCache, AgentService, ClientAuthenticator, DefaultScopes, PrincipalService,
+    ScopeCatalog, TokenIssuer, ToolService,
 };
 use serde::Deserialize;
 
 use super::{Registry, Shared};
-use crate::settings::{CacheConfig, SettingsError};
+use crate::settings::{CacheConfig, SettingsError, blank_is_none};
+
+/// The default scopes shipped with D2, built into the binaries: used when
+/// `oauth.default_scopes_file` is unset and the config directory holds no `scopes.yml`.
+pub const SHIPPED_DEFAULT_SCOPES: &str = include_str!("../../../../config/scopes.yml");
 
 /// `[oauth]`
 #[derive(Clone, Debug, Deserialize)]
@@ -27,9 +34,49 @@ pub struct OAuthSettings {
     /// Each account's access rules, compiled, as decisions read them; a rule change drops
     /// its account's entry on every replica.
     pub rules_cache: CacheConfig,
+    /// The YAML file of the default scopes every account's catalog starts from: absolute,
+    /// or relative to the config directory. Unset: the config directory's `scopes.yml`, else
+    /// the copy built into the binary.
+    #[serde(default, deserialize_with = "blank_is_none")]
+    pub default_scopes_file: Option<String>,
+    /// The per-account caches of the catalog (scopes, an agent's tools, tools by name);
+    /// every change invalidates them on every replica.
+    pub catalog_cache: CacheConfig,
+    /// The default scopes, read and checked when the settings are loaded.
+    #[serde(skip)]
+    pub default_scopes: DefaultScopes,
 }
 
 impl OAuthSettings {
+    /// Reads and checks the default scopes (`dir` is the config directory): a file that is
+    /// missing or not a valid scope list is an error naming the key, the file and the
+    /// problem.
+    pub(crate) fn load_default_scopes(&mut self, dir: &Path) -> Result<(), SettingsError> {
+        const KEY: &str = "oauth.default_scopes_file";
+        let (source, text) = match &self.default_scopes_file {
+            Some(file) => {
+                let path = dir.join(file);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    SettingsError::invalid(KEY, format!("cannot read {}: {e}", path.display()))
+                })?;
+                (path.display().to_string(), text)
+            }
+            None => {
+                let path = dir.join("scopes.yml");
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => (path.display().to_string(), text),
+                    Err(_) => (
+                        "the built-in scopes.yml".to_owned(),
+                        SHIPPED_DEFAULT_SCOPES.to_owned(),
+                    ),
+                }
+            }
+        };
+        self.default_scopes = DefaultScopes::from_yaml(&text)
+            .map_err(|e| SettingsError::invalid(KEY, format!("{source}: {e}")))?;
+        Ok(())
+    }
+
     pub(crate) fn validate(&self) -> Result<(), SettingsError> {
         if self.secret_grace_seconds > 30 * 86_400 {
             return Err(SettingsError::invalid(
@@ -58,6 +105,11 @@ pub struct OAuth {
     pub principals: Arc<PrincipalService>,
     /// The access rules, and the decisions the token endpoint asks of them.
     pub rules: Arc<AccessRules>,
+    /// Each account's scopes; `known` and `expand` serve the token endpoint from memory.
+    pub scopes: Arc<ScopeCatalog>,
+    /// Each account's tools and the tools bound to its agents; `agent_tools` and `by_name`
+    /// serve the token endpoint from memory.
+    pub tools: Arc<ToolService>,
 }
 
 fn seconds(s: u64) -> chrono::Duration {
@@ -89,6 +141,21 @@ pub(crate) fn build(shared: &Shared<'_>, registry: &mut Registry, jwks: Arc<Jwks
         settings.rules_cache.settings(),
     ));
     registry.subscribe(rules.clone());
+    let catalog_cache = settings.catalog_cache.settings();
+    let scopes = Arc::new(ScopeCatalog::new(
+        shared.repositories.clone(),
+        shared.clock.clone(),
+        settings.default_scopes.clone(),
+        catalog_cache,
+    ));
+    let tools = Arc::new(ToolService::new(
+        shared.repositories.clone(),
+        scopes.clone(),
+        shared.clock.clone(),
+        catalog_cache,
+    ));
+    registry.subscribe(scopes.clone());
+    registry.subscribe(tools.clone());
     OAuth {
         issuer,
         agents: Arc::new(AgentService::new(
@@ -108,5 +175,7 @@ pub(crate) fn build(shared: &Shared<'_>, registry: &mut Registry, jwks: Arc<Jwks
             shared.clock.clone(),
         )),
         rules,
+        scopes,
+        tools,
     }
 }

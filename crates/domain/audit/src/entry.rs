@@ -77,6 +77,24 @@ d2_kernel::named_values! {
         AccessRuleCreate = "access_rule.create",
         AccessRuleUpdate = "access_rule.update",
         AccessRuleDelete = "access_rule.delete",
+        /// A tool was bound to an agent.
+        AgentToolBind = "agent.tool_bind",
+        /// A tool was unbound from an agent.
+        AgentToolUnbind = "agent.tool_unbind",
+        /// A tool was added to the account's catalog.
+        ToolCreate = "tool.create",
+        /// A tool's definition changed.
+        ToolUpdate = "tool.update",
+        /// A tool was deleted (and unbound from every agent).
+        ToolDelete = "tool.delete",
+        ToolActivate = "tool.activate",
+        ToolDeactivate = "tool.deactivate",
+        /// The account's scope catalog was loaded with the default scopes (on its first use).
+        ScopeSeed = "scope.seed",
+        ScopeCreate = "scope.create",
+        /// A scope's description, category or implied scopes changed.
+        ScopeUpdate = "scope.update",
+        ScopeDelete = "scope.delete",
     }
 }
 
@@ -297,6 +315,17 @@ mod tests {
                 "access_rule.create",
                 "access_rule.update",
                 "access_rule.delete",
+                "agent.tool_bind",
+                "agent.tool_unbind",
+                "tool.create",
+                "tool.update",
+                "tool.delete",
+                "tool.activate",
+                "tool.deactivate",
+                "scope.seed",
+                "scope.create",
+                "scope.update",
+                "scope.delete",
             ]
         );
         let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();

@@ -18,6 +18,9 @@ pub enum Change {
     OAuth(AccountId),
     /// An account's access rules changed (created, updated, deleted).
     AccessRules(AccountId),
+    /// An account's OAuth catalog changed: its tools, its scopes or the tools bound to its
+    /// agents.
+    Catalog(AccountId),
     /// The feed was (re)connected: announcements may have been missed, so everything
     /// cached must be considered stale.
     Resync,
@@ -36,6 +39,8 @@ impl Change {
     /// The announcement's text: `token:<id>`, `account:<id>`, `app:<account>:<app>` or
     /// `keys:<account>`, `member:<account>:<user>`, `oauth:<account>` or
     /// `access_rules:<account>`. `Resync` is never announced.
+    /// `keys:<account>`, `member:<account>:<user>` or `catalog:<account>`. `Resync` is never
+    /// announced.
     pub fn payload(&self) -> Option<String> {
         match self {
             Change::Token(id) => Some(format!("token:{id}")),
@@ -45,6 +50,7 @@ impl Change {
             Change::Member(account, user) => Some(format!("member:{account}:{user}")),
             Change::OAuth(account) => Some(format!("oauth:{account}")),
             Change::AccessRules(account) => Some(format!("access_rules:{account}")),
+            Change::Catalog(account) => Some(format!("catalog:{account}")),
             Change::Resync => None,
         }
     }
@@ -65,6 +71,7 @@ impl Change {
                 Some(Change::Member(account.parse().ok()?, user.parse().ok()?))
             }
             ("access_rules", id) => id.parse().ok().map(Change::AccessRules),
+            ("catalog", id) => id.parse().ok().map(Change::Catalog),
             _ => None,
         }
     }
@@ -85,6 +92,7 @@ mod tests {
             Change::Member(account, UserId::random()),
             Change::OAuth(account),
             Change::AccessRules(account),
+            Change::Catalog(account),
         ] {
             let payload = change.payload().unwrap();
             assert_eq!(Change::parse(&payload), Some(change));
@@ -93,5 +101,6 @@ mod tests {
         assert_eq!(Change::parse("nonsense"), None);
         assert_eq!(Change::parse("token:not-a-uuid"), None);
         assert_eq!(Change::parse("access_rules:not-a-uuid"), None);
+        assert_eq!(Change::parse("catalog:not-a-uuid"), None);
     }
 }

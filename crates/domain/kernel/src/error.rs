@@ -199,6 +199,25 @@ error_codes! {
     AccessRuleNameTaken = "access_rule_name_taken", Conflict, "Access rule name taken";
     AccessRuleLimit = "access_rule_limit", Conflict, "Too many access rules";
     InvalidAccessRequest = "invalid_access_request", BadRequest, "Invalid access request";
+    // The OAuth catalog: tools, scopes, the tools bound to agents.
+    ToolNotFound = "tool_not_found", NotFound, "Tool not found";
+    InvalidTool = "invalid_tool", BadRequest, "Invalid tool";
+    /// A tool's `parameters` that is not a JSON Schema (or not one the server can use).
+    InvalidToolSchema = "invalid_tool_schema", BadRequest, "Invalid tool parameters schema";
+    ToolSchemaTooLarge = "tool_schema_too_large", PayloadTooLarge, "Tool parameters schema too large";
+    ToolNameTaken = "tool_name_taken", Conflict, "Tool name already used";
+    /// Unbinding a tool the agent is not bound to.
+    ToolNotBound = "tool_not_bound", NotFound, "Tool not bound to the agent";
+    ScopeNotFound = "scope_not_found", NotFound, "Scope not found";
+    InvalidScopeDefinition = "invalid_scope_definition", BadRequest, "Invalid scope definition";
+    ScopeNameTaken = "scope_name_taken", Conflict, "Scope name already used";
+    /// Scope names the account's catalog does not hold (expanded, implied or required).
+    UnknownScopes = "unknown_scopes", BadRequest, "Unknown scopes";
+    /// Implied scopes that would lead back to where they start.
+    ScopeCycle = "scope_cycle", Conflict, "Implied scopes would form a cycle";
+    /// Deleting a scope other scopes imply.
+    ScopeImplied = "scope_implied", Conflict, "Scope implied by other scopes";
+    ScopeLimit = "scope_limit", Conflict, "Scope catalog full";
     // Generic.
     Conflict = "conflict", Conflict, "Conflict";
     RateLimited = "rate_limited", RateLimited, "Too many requests";

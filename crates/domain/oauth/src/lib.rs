@@ -12,6 +12,7 @@ mod access;
 #[cfg(test)]
 mod access_tests;
 mod agent;
+pub mod catalog;
 mod error;
 mod issuer;
 #[cfg(any(test, feature = "testing"))]
@@ -31,6 +32,15 @@ pub use agent::{
     ClientSecrets, PendingRegistration, REGISTRATION_LIFETIME_HOURS, RegistrationFormat,
     RegistrationToken, UnknownAgentState, UnknownAuthMethod, limits,
 };
+pub use catalog::defaults::{DefaultScopes, InvalidDefaultScopes};
+pub use catalog::error::CatalogError;
+pub use catalog::ports::{
+    BindOutcome, ScopePlan, ScopeRepo, ToolAuditOf, ToolRepo, ToolWrite, UnbindOutcome,
+};
+pub use catalog::scope::{KnownScope, KnownScopes, OAuthScope, ScopeChange, ScopePatch, ScopeSpec};
+pub use catalog::scopes::ScopeCatalog;
+pub use catalog::tool::{Tool, ToolFilter, ToolId, ToolSpec};
+pub use catalog::tools::ToolService;
 pub use error::{
     AccessRuleError, AgentError, ClientAuthError, ClientRefusal, GrantError, PrincipalError,
 };

@@ -28,14 +28,16 @@ struct Row {
     secrets: Option<ClientSecrets>,
 }
 
-/// Agents in memory; each method is one critical section, its "transaction", which
+/// Agents in memory, with their account's catalog (tools, scopes, bindings: see
+/// `catalog::memory`); each method is one critical section, its "transaction", which
 /// writes its audit record too.
 #[derive(Debug)]
 pub struct MemoryAgents {
     rows: Mutex<Vec<Row>>,
     /// Issued tokens; always locked after `rows` when both are.
     tokens: Mutex<Vec<StoredToken>>,
-    audit: Arc<MemoryAuditLog>,
+    pub(crate) audit: Arc<MemoryAuditLog>,
+    pub(crate) catalog: Mutex<crate::catalog::memory::CatalogRows>,
 }
 
 #[derive(Clone, Debug)]
@@ -51,6 +53,7 @@ impl MemoryAgents {
             rows: Mutex::new(Vec::new()),
             tokens: Mutex::new(Vec::new()),
             audit,
+            catalog: Mutex::default(),
         }
     }
 
@@ -60,6 +63,15 @@ impl MemoryAgents {
 
     fn tokens(&self) -> MutexGuard<'_, Vec<StoredToken>> {
         self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The ids of the account's agents (what the catalog's bindings may name).
+    pub(crate) fn agent_ids(&self, account: AccountId) -> Vec<AgentId> {
+        self.lock()
+            .iter()
+            .filter(|r| r.agent.account_id == account)
+            .map(|r| r.agent.id)
+            .collect()
     }
 }
 
