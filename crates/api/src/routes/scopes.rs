@@ -59,7 +59,7 @@ pub struct UpdateScopeBody {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ScopeBody {
+pub struct OAuthScopeBody {
     pub name: String,
     pub description: Option<String>,
     pub category: Option<String>,
@@ -69,7 +69,7 @@ pub struct ScopeBody {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<OAuthScope> for ScopeBody {
+impl From<OAuthScope> for OAuthScopeBody {
     fn from(scope: OAuthScope) -> Self {
         Self {
             name: scope.spec.name,
@@ -86,7 +86,7 @@ impl From<OAuthScope> for ScopeBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExpandedScopeBody {
     #[serde(flatten)]
-    pub scope: ScopeBody,
+    pub scope: OAuthScopeBody,
     /// The scope and every scope it implies, directly or through others, sorted.
     pub expanded: Vec<String>,
 }
@@ -104,7 +104,7 @@ impl From<KnownScope> for ExpandedScopeBody {
 /// implying a scope the catalog does not hold is 400 `unknown_scopes`; implying what leads
 /// back to it is 409 `scope_cycle`. Audited as `scope.create`.
 #[utoipa::path(tag = "scopes", security(("bearer" = []), ("api_key" = [])), request_body = CreateScopeBody, responses(
-    (status = 201, body = ScopeBody),
+    (status = 201, body = OAuthScopeBody),
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -123,19 +123,19 @@ async fn create(
         implies: body.implies,
     };
     let scope = state.app.oauth.scopes.create(&auth, spec).await?;
-    Ok(HttpResponse::Created().json(ScopeBody::from(scope)))
+    Ok(HttpResponse::Created().json(OAuthScopeBody::from(scope)))
 }
 
 /// The caller's scopes, by name (admin). An account starts from the default scopes, stored
 /// as its own on its first use of the catalog.
 #[utoipa::path(tag = "scopes", security(("bearer" = []), ("api_key" = [])), responses(
-    (status = 200, body = Vec<ScopeBody>),
+    (status = 200, body = Vec<OAuthScopeBody>),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[get("/v1/scopes")]
 async fn list(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let known = state.app.oauth.scopes.list(&auth).await?;
-    let scopes: Vec<ScopeBody> = known.iter().map(|k| k.scope.clone().into()).collect();
+    let scopes: Vec<OAuthScopeBody> = known.iter().map(|k| k.scope.clone().into()).collect();
     Ok(HttpResponse::Ok()
         .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
         .json(scopes))
@@ -172,7 +172,7 @@ async fn get_one(state: Data<ApiState>, name: Path<String>, auth: Auth) -> ApiRe
 /// refusals as a creation. Audited as `scope.update`.
 #[utoipa::path(tag = "scopes", security(("bearer" = []), ("api_key" = [])), request_body = UpdateScopeBody,
     params(("name" = String, Path)), responses(
-    (status = 200, body = ScopeBody),
+    (status = 200, body = OAuthScopeBody),
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -192,7 +192,7 @@ async fn update(
         implies: body.implies,
     };
     let scope = state.app.oauth.scopes.update(&auth, &name, patch).await?;
-    Ok(HttpResponse::Ok().json(ScopeBody::from(scope)))
+    Ok(HttpResponse::Ok().json(OAuthScopeBody::from(scope)))
 }
 
 /// Deletes a scope (admin). A scope other scopes imply is 409 `scope_implied`, naming

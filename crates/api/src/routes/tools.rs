@@ -46,8 +46,8 @@ pub struct ToolDefinitionBody {
     #[schema(max_length = 50)]
     pub category: Option<String>,
     /// The JSON Schema of the tool's parameters (draft 2020-12 unless its `$schema` names
-    /// 2019-09, 7, 6 or 4), at most 64 KiB; `{"type": "object"}` if absent.
-    #[schema(value_type = Object)]
+    /// 2019-09, 7, 6 or 4), at most 64 KiB; `{"type": "object"}` if absent or null.
+    #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     /// The scopes of the account's catalog a token must carry to call the tool.
     #[serde(default)]
@@ -77,7 +77,7 @@ pub struct CreateToolBody {
     pub description: Option<String>,
     #[schema(max_length = 50)]
     pub category: Option<String>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     #[serde(default)]
     pub required_scopes: Vec<String>,
