@@ -347,6 +347,39 @@ pub struct IntrospectionBody {
     pub grant_type: Option<&'static str>,
 }
 
+impl IntrospectionBody {
+    /// The answer about a token: its claims and lineage while it works, else only
+    /// `{"active": false}`.
+    pub(crate) fn of(found: Option<d2_oauth::Introspected>) -> Self {
+        match found {
+            None => IntrospectionBody::default(),
+            Some(found) => {
+                let record = found.record;
+                IntrospectionBody {
+                    active: true,
+                    scope: Some(record.scope()),
+                    client_id: Some(record.agent_id.to_string()),
+                    sub: Some(record.subject.clone()),
+                    aud: Some(record.audience.clone()),
+                    iss: Some(found.issuer),
+                    exp: Some(record.expires_at.timestamp()),
+                    iat: Some(record.issued_at.timestamp()),
+                    jti: Some(*record.id.as_uuid()),
+                    token_type: Some(match record.kind {
+                        d2_oauth::TokenKind::Access => "access_token",
+                        d2_oauth::TokenKind::Refresh => "refresh_token",
+                    }),
+                    task_id: Some(record.task_id.clone()),
+                    parent_task_id: record.parent_task_id.clone(),
+                    parent_token_id: record.parent_id.map(|id| *id.as_uuid()),
+                    family_id: Some(*record.family_id.as_uuid()),
+                    grant_type: Some(record.grant_type.as_str()),
+                }
+            }
+        }
+    }
+}
+
 /// RFC 7662 introspection, for the account's agents (client-authenticated by their secret,
 /// by HTTP Basic or in the body): `token` (and an optional `token_type_hint`, which only hints) answers its
 /// claims and lineage while it works, else only `{"active": false}`: unknown, expired,
@@ -375,32 +408,7 @@ async fn introspect(
         .introspect(agent.account_id, &issuer_of(&state, account), &text)
         .await
         .map_err(|error| ApiError::from(error).for_oauth())?;
-    let body = match found {
-        None => IntrospectionBody::default(),
-        Some(found) => {
-            let record = found.record;
-            IntrospectionBody {
-                active: true,
-                scope: Some(record.scope()),
-                client_id: Some(record.agent_id.to_string()),
-                sub: Some(record.subject.clone()),
-                aud: Some(record.audience.clone()),
-                iss: Some(found.issuer),
-                exp: Some(record.expires_at.timestamp()),
-                iat: Some(record.issued_at.timestamp()),
-                jti: Some(*record.id.as_uuid()),
-                token_type: Some(match record.kind {
-                    d2_oauth::TokenKind::Access => "access_token",
-                    d2_oauth::TokenKind::Refresh => "refresh_token",
-                }),
-                task_id: Some(record.task_id.clone()),
-                parent_task_id: record.parent_task_id.clone(),
-                parent_token_id: record.parent_id.map(|id| *id.as_uuid()),
-                family_id: Some(*record.family_id.as_uuid()),
-                grant_type: Some(record.grant_type.as_str()),
-            }
-        }
-    };
+    let body = IntrospectionBody::of(found);
     Ok(secret_response(actix_web::http::StatusCode::OK, &body))
 }
 
