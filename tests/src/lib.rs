@@ -15,6 +15,7 @@ mod key_maintenance;
 mod migrate_store;
 mod oauth;
 mod oauth_catalog;
+mod oauth_grants;
 mod oauth_rules;
 mod observability;
 mod openapi;

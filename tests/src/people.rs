@@ -825,6 +825,27 @@ fn routes(account: &str) -> Vec<(Method, String, &'static str, Option<Value>, Ne
         ),
         (
             Method::POST,
+            format!("/oauth/{account}/verify"),
+            "/oauth/{account_id}/verify",
+            Some(json!({ "token": "x" })),
+            Agent,
+        ),
+        (
+            Method::POST,
+            format!("/oauth/{account}/verify-tool-access"),
+            "/oauth/{account_id}/verify-tool-access",
+            Some(json!({ "token": "x", "tool": "search" })),
+            Agent,
+        ),
+        (
+            Method::POST,
+            format!("/oauth/{account}/check_token_access"),
+            "/oauth/{account_id}/check_token_access",
+            Some(json!({ "token": "x", "tool": "search" })),
+            Agent,
+        ),
+        (
+            Method::POST,
             "/v1/tools".into(),
             "/v1/tools",
             Some(json!({ "name": "roles.tool" })),

@@ -294,6 +294,33 @@ impl OAuthTokenRepo for crate::Store {
             issued_since,
         })
     }
+
+    async fn prune(&self, expired_before: DateTime<Utc>, families: u32) -> Result<u64, StoreError> {
+        let mut conn = self.writer().await?;
+        // The families with a token expired before the cut and none expiring after it.
+        let later = diesel::alias!(oauth_tokens as later);
+        let living = later
+            .filter(later.field(oauth_tokens::expires_at).ge(expired_before))
+            .select(later.field(oauth_tokens::family_id));
+        let done: Vec<Id> = oauth_tokens::table
+            .filter(oauth_tokens::expires_at.lt(expired_before))
+            .filter(diesel::dsl::not(oauth_tokens::family_id.eq_any(living)))
+            .select(oauth_tokens::family_id)
+            .distinct()
+            .limit(i64::from(families))
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        if done.is_empty() {
+            return Ok(0);
+        }
+        let deleted =
+            diesel::delete(oauth_tokens::table.filter(oauth_tokens::family_id.eq_any(&done)))
+                .execute(&mut conn)
+                .await
+                .map_err(from_diesel)?;
+        u64::try_from(deleted).map_err(|_| corrupt("deleted token count"))
+    }
 }
 
 /// The token `root` of `account` and every token derived from it, to any depth.

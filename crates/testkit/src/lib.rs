@@ -123,7 +123,7 @@ macro_rules! __contract_suite_list {
             tasks(queue, account): tasks::task_queue;
             agents(store, a, b): agents::agents;
             agents(store, a): agents::agent_activation_races, oauth_tokens::refresh_races;
-            agents(store, a, b): oauth_tokens::oauth_tokens;
+            agents(store, a, b): oauth_tokens::oauth_tokens, oauth_tokens::token_pruning;
             principals(store, a, b): principals::principals;
             principals(store, a): principals::principal_races;
             access_rules(store, a, b): access_rules::access_rules;

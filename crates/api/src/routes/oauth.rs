@@ -27,7 +27,10 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(openid_configuration)
         .service(jwks)
         .service(agentinfo)
-        .service(agents_me);
+        .service(agents_me)
+        .service(verify)
+        .service(verify_tool_access)
+        .service(check_token_access);
 }
 
 /// Parameters that may be given more than once (RFC 8707 §2: `resource`).
@@ -365,10 +368,7 @@ impl IntrospectionBody {
                     exp: Some(record.expires_at.timestamp()),
                     iat: Some(record.issued_at.timestamp()),
                     jti: Some(*record.id.as_uuid()),
-                    token_type: Some(match record.kind {
-                        d2_oauth::TokenKind::Access => "access_token",
-                        d2_oauth::TokenKind::Refresh => "refresh_token",
-                    }),
+                    token_type: Some(token_type(record.kind)),
                     task_id: Some(record.task_id.clone()),
                     parent_task_id: record.parent_task_id.clone(),
                     parent_token_id: record.parent_id.map(|id| *id.as_uuid()),
@@ -405,7 +405,7 @@ async fn introspect(
         .app
         .oauth
         .issuer
-        .introspect(agent.account_id, &issuer_of(&state, account), &text)
+        .introspect_as(&agent, &issuer_of(&state, account), &text)
         .await
         .map_err(|error| ApiError::from(error).for_oauth())?;
     let body = IntrospectionBody::of(found);
@@ -445,8 +445,31 @@ async fn revoke(
 }
 
 /// The account's authorization server metadata (RFC 8414), also its OpenID discovery
-/// document.
-fn metadata(state: &ApiState, account: AccountId, openid: bool) -> Value {
+/// document; 404 for an account that does not exist.
+async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResult<Value> {
+    let oauth = |error: ApiError| error.for_oauth();
+    if !state
+        .app
+        .accounts
+        .exists(account)
+        .await
+        .map_err(|e| oauth(e.into()))?
+    {
+        return Err(oauth(ApiError::new(
+            Code::AccountNotFound,
+            "no issuer has this path: the account does not exist",
+        )));
+    }
+    let scopes: Vec<String> = state
+        .app
+        .oauth
+        .scopes
+        .known(account)
+        .await
+        .map_err(|e| oauth(e.into()))?
+        .iter()
+        .map(|known| known.scope.spec.name.clone())
+        .collect();
     let issuer = issuer_of(state, account);
     let auth_methods = ["client_secret_basic", "client_secret_post"];
     let mut document = json!({
@@ -461,7 +484,7 @@ fn metadata(state: &ApiState, account: AccountId, openid: bool) -> Value {
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "code_challenge_methods_supported": ["S256"],
         "response_types_supported": [],
-        "scopes_supported": [],
+        "scopes_supported": scopes,
         "access_token_signing_alg_values_supported": ["RS256"],
     });
     if openid && let Some(object) = document.as_object_mut() {
@@ -475,29 +498,34 @@ fn metadata(state: &ApiState, account: AccountId, openid: bool) -> Value {
             json!(format!("{issuer}/agentinfo")),
         );
     }
-    document
+    Ok(document)
 }
 
 /// The account's authorization server metadata (RFC 8414 §3, the well-known URI with the
 /// issuer's path inserted): every endpoint, grant type and client authentication method.
 #[utoipa::path(tag = "oauth", security(()), params(("account_id" = Uuid, Path)), responses(
     (status = 200, body = Object),
+    (status = 404, body = crate::error::OAuthError),
 ))]
 #[get("/.well-known/oauth-authorization-server/oauth/{account_id}")]
 async fn authorization_server_metadata(
     state: Data<ApiState>,
     account_id: Path<AccountId>,
-) -> HttpResponse {
-    public_json(&metadata(&state, *account_id, false))
+) -> ApiResult<HttpResponse> {
+    Ok(public_json(&metadata(&state, *account_id, false).await?))
 }
 
 /// The same metadata as an OpenID discovery document.
 #[utoipa::path(tag = "oauth", security(()), params(("account_id" = Uuid, Path)), responses(
     (status = 200, body = Object),
+    (status = 404, body = crate::error::OAuthError),
 ))]
 #[get("/oauth/{account_id}/.well-known/openid-configuration")]
-async fn openid_configuration(state: Data<ApiState>, account_id: Path<AccountId>) -> HttpResponse {
-    public_json(&metadata(&state, *account_id, true))
+async fn openid_configuration(
+    state: Data<ApiState>,
+    account_id: Path<AccountId>,
+) -> ApiResult<HttpResponse> {
+    Ok(public_json(&metadata(&state, *account_id, true).await?))
 }
 
 fn public_json(body: &Value) -> HttpResponse {
@@ -628,4 +656,246 @@ fn issuer_account(base: &str, jwt: &str) -> Option<AccountId> {
     let iss = claims.get("iss")?.as_str()?;
     let prefix = format!("{base}/oauth/");
     iss.strip_prefix(&prefix)?.parse().ok()
+}
+
+/// One problem of a token or its lineage.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LineageProblemBody {
+    /// `revoked`, `expired`, `agent_inactive`, `missing_parent`, `broken_lineage`, or
+    /// `unknown_token` (no token of this account has this text).
+    pub problem: &'static str,
+    /// The token the problem is with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<Uuid>,
+}
+
+/// A token a verified token was derived from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LineageEntryBody {
+    pub jti: Uuid,
+    /// `access_token` or `refresh_token`.
+    pub token_type: &'static str,
+    pub grant_type: &'static str,
+    pub scope: String,
+    pub task_id: String,
+    pub parent_task_id: Option<String>,
+    pub issued_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A token and its lineage, verified.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerificationBody {
+    /// The token works and every token it was derived from is recorded, unrevoked, of
+    /// its family and task.
+    pub valid: bool,
+    /// What introspection says of the token itself.
+    pub token: IntrospectionBody,
+    /// The tokens it was derived from, nearest first.
+    pub lineage: Vec<LineageEntryBody>,
+    /// Whether the lineage goes on beyond the 100 tokens read.
+    pub lineage_truncated: bool,
+    pub problems: Vec<LineageProblemBody>,
+}
+
+fn token_type(kind: d2_oauth::TokenKind) -> &'static str {
+    match kind {
+        d2_oauth::TokenKind::Access => "access_token",
+        d2_oauth::TokenKind::Refresh => "refresh_token",
+    }
+}
+
+/// Verifies a token and its lineage (seed 003's `verify`), for the account's agents
+/// (client-authenticated as for introspection): `token` answers whether it works and
+/// whether every token it was derived from (the refresh tokens spent for it, up to its
+/// first grant) is recorded, unrevoked and of its family and task, with that lineage.
+#[utoipa::path(tag = "oauth", security(()), params(("account_id" = Uuid, Path)),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    responses(
+    (status = 200, body = VerificationBody),
+    (status = 400, body = crate::error::OAuthError),
+    (status = 401, body = crate::error::OAuthError),
+))]
+#[post("/oauth/{account_id}/verify")]
+async fn verify(
+    state: Data<ApiState>,
+    account_id: Path<String>,
+    request: HttpRequest,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    let account = issuer_account_id(&account_id)?;
+    let (agent, text) = client_and_token(&state, account, &request, &body).await?;
+    let issuer = issuer_of(&state, account);
+    let issuing = &state.app.oauth.issuer;
+    let found = issuing
+        .verify(agent.account_id, &text)
+        .await
+        .map_err(|error| ApiError::from(error).for_oauth())?;
+    let body = match found {
+        None => VerificationBody {
+            valid: false,
+            token: IntrospectionBody::default(),
+            lineage: Vec::new(),
+            lineage_truncated: false,
+            problems: vec![LineageProblemBody {
+                problem: "unknown_token",
+                token_id: None,
+            }],
+        },
+        Some(verification) => {
+            // The token itself works unless a problem is its own (or its agent's).
+            let own = verification.record.id;
+            let active = !verification
+                .problems
+                .iter()
+                .any(|p| p.token().is_none_or(|id| id == own));
+            VerificationBody {
+                valid: verification.valid(),
+                token: IntrospectionBody::of(active.then(|| d2_oauth::Introspected {
+                    record: verification.record.clone(),
+                    issuer,
+                })),
+                lineage: verification
+                    .lineage
+                    .iter()
+                    .map(|record| LineageEntryBody {
+                        jti: *record.id.as_uuid(),
+                        token_type: token_type(record.kind),
+                        grant_type: record.grant_type.as_str(),
+                        scope: record.scope(),
+                        task_id: record.task_id.clone(),
+                        parent_task_id: record.parent_task_id.clone(),
+                        issued_at: record.issued_at,
+                        expires_at: record.expires_at,
+                        revoked_at: record.revoked_at,
+                    })
+                    .collect(),
+                lineage_truncated: verification.truncated,
+                problems: verification
+                    .problems
+                    .iter()
+                    .map(|problem| LineageProblemBody {
+                        problem: problem.as_str(),
+                        token_id: problem.token().map(|id| *id.as_uuid()),
+                    })
+                    .collect(),
+            }
+        }
+    };
+    Ok(secret_response(actix_web::http::StatusCode::OK, &body))
+}
+
+/// An access rule, named.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RuleNameBody {
+    pub id: Uuid,
+    pub name: String,
+}
+
+/// Whether a token may call a tool.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolAccessBody {
+    pub allowed: bool,
+    pub tool: String,
+    /// `allowed`, `inactive_token`, `unknown_tool`, `tool_inactive`, `not_bound`,
+    /// `missing_scopes` or `denied_by_rule`.
+    pub reason: &'static str,
+    /// The access rule that decided, when one did.
+    pub decided_by: Option<RuleNameBody>,
+    /// Scopes the tool requires that the token does not carry.
+    pub missing_scopes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+}
+
+async fn tool_access(
+    state: &ApiState,
+    account_id: &str,
+    request: &HttpRequest,
+    body: &[u8],
+) -> ApiResult<HttpResponse> {
+    let account = issuer_account_id(account_id)?;
+    let form = Form::parse(request, body)?;
+    let agent = authenticated_agent(state, account, request, &form, Endpoint::Other).await?;
+    let text = form
+        .get("token")
+        .ok_or_else(|| invalid_request("`token` is required"))?;
+    let tool = form
+        .get("tool")
+        .ok_or_else(|| invalid_request("`tool` is required: the tool's name"))?;
+    let found = state
+        .app
+        .oauth
+        .issuer
+        .tool_access(agent.account_id, text, tool)
+        .await
+        .map_err(|error| ApiError::from(error).for_oauth())?;
+    let body = match found {
+        None => ToolAccessBody {
+            allowed: false,
+            tool: tool.to_owned(),
+            reason: "inactive_token",
+            decided_by: None,
+            missing_scopes: Vec::new(),
+            client_id: None,
+            task_id: None,
+        },
+        Some((record, access)) => ToolAccessBody {
+            allowed: access.allowed,
+            tool: tool.to_owned(),
+            reason: access.reason.as_str(),
+            decided_by: access.decided_by.map(|rule| RuleNameBody {
+                id: *rule.id.as_uuid(),
+                name: rule.name.to_string(),
+            }),
+            missing_scopes: access.missing_scopes,
+            client_id: Some(record.subject.clone()),
+            task_id: Some(record.task_id.clone()),
+        },
+    };
+    Ok(secret_response(actix_web::http::StatusCode::OK, &body))
+}
+
+/// May this access token call this tool now (seed 003's `verify-tool-access`), for the
+/// account's agents (client-authenticated as for introspection): `token` and `tool` (its
+/// name). Allowed when the token works, the tool is the account's, active and bound to the
+/// token's agent, the token carries every scope the tool requires, and the access rules,
+/// asked about this tool with the token's scopes, neither deny it nor narrow a required
+/// scope away; the answer names the rule that decided.
+#[utoipa::path(tag = "oauth", security(()), params(("account_id" = Uuid, Path)),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    responses(
+    (status = 200, body = ToolAccessBody),
+    (status = 400, body = crate::error::OAuthError),
+    (status = 401, body = crate::error::OAuthError),
+))]
+#[post("/oauth/{account_id}/verify-tool-access")]
+async fn verify_tool_access(
+    state: Data<ApiState>,
+    account_id: Path<String>,
+    request: HttpRequest,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    tool_access(&state, &account_id, &request, &body).await
+}
+
+/// The same as `verify-tool-access`, under seed 003's older name.
+#[utoipa::path(tag = "oauth", security(()), params(("account_id" = Uuid, Path)),
+    request_body(content = String, content_type = "application/x-www-form-urlencoded"),
+    responses(
+    (status = 200, body = ToolAccessBody),
+    (status = 400, body = crate::error::OAuthError),
+    (status = 401, body = crate::error::OAuthError),
+))]
+#[post("/oauth/{account_id}/check_token_access")]
+async fn check_token_access(
+    state: Data<ApiState>,
+    account_id: Path<String>,
+    request: HttpRequest,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    tool_access(&state, &account_id, &request, &body).await
 }

@@ -145,7 +145,8 @@ mod tests {
                 "token-expiry",
                 "key-pruning",
                 "analytics-export",
-                "retention"
+                "retention",
+                "oauth-token-pruning"
             ]
         );
         for job in &app.jobs {

@@ -6,9 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use d2_jwks::Jwks;
+use d2_oauth::jobs::TokenPruning;
 use d2_oauth::{
-    AccessRules, AgentCache, AgentService, ClientAuthenticator, DefaultScopes, PrincipalService,
-    ScopeCatalog, TokenIssuer, ToolService,
+    AccessRules, AgentCache, AgentService, ClientAuthenticator, DefaultScopes, Entitlements,
+    PrincipalService, ScopeCatalog, TokenIssuer, ToolService,
 };
 use serde::Deserialize;
 
@@ -117,24 +118,19 @@ fn seconds(s: u64) -> chrono::Duration {
 }
 
 /// `jwks`: the accounts' signing keys, which sign access tokens as they sign bundles.
-pub(crate) fn build(shared: &Shared<'_>, registry: &mut Registry, jwks: Arc<Jwks>) -> OAuth {
+pub(crate) fn build(
+    shared: &Shared<'_>,
+    registry: &mut Registry,
+    jwks: Arc<Jwks>,
+) -> Result<OAuth, SettingsError> {
     let settings = &shared.settings.oauth;
+    let pruning: PruningOptions = shared.settings.worker.options("oauth-token-pruning")?;
     let grace = seconds(settings.secret_grace_seconds);
     let cache = Arc::new(AgentCache::new(
         shared.repositories.clone(),
         settings.token_cache.settings(),
     ));
     registry.subscribe(cache.clone());
-    let issuer = Arc::new(TokenIssuer::new(
-        shared.repositories.clone(),
-        cache.clone(),
-        jwks,
-        shared.pepper.clone(),
-        shared.clock.clone(),
-        seconds(settings.refresh_replay_seconds),
-        settings.token_cache.settings(),
-    ));
-    registry.subscribe(issuer.clone());
     let rules = Arc::new(AccessRules::new(
         shared.repositories.clone(),
         shared.clock.clone(),
@@ -156,7 +152,27 @@ pub(crate) fn build(shared: &Shared<'_>, registry: &mut Registry, jwks: Arc<Jwks
     ));
     registry.subscribe(scopes.clone());
     registry.subscribe(tools.clone());
-    OAuth {
+    let entitlements = Arc::new(Entitlements::new(
+        scopes.clone(),
+        tools.clone(),
+        rules.clone(),
+    ));
+    let issuer = Arc::new(TokenIssuer::new(
+        shared.repositories.clone(),
+        cache.clone(),
+        entitlements,
+        jwks,
+        shared.pepper.clone(),
+        shared.clock.clone(),
+        seconds(settings.refresh_replay_seconds),
+        settings.token_cache.settings(),
+    ));
+    registry.subscribe(issuer.clone());
+    registry.schedule(TokenPruning {
+        issuer: issuer.clone(),
+        keep: chrono::Duration::days(i64::from(pruning.keep_days)),
+    });
+    Ok(OAuth {
         issuer,
         agents: Arc::new(AgentService::new(
             shared.repositories.clone(),
@@ -177,5 +193,13 @@ pub(crate) fn build(shared: &Shared<'_>, registry: &mut Registry, jwks: Arc<Jwks
         rules,
         scopes,
         tools,
-    }
+    })
+}
+
+/// The options of `worker.jobs.oauth_token_pruning`.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PruningOptions {
+    /// Grants wholly expired for longer than this are deleted (their audit stays).
+    keep_days: u32,
 }

@@ -69,7 +69,7 @@ d2_kernel::named_values! {
         OAuthTokenDeny = "oauth.token_deny",
         /// Tokens were revoked (by their client, an admin, or the deletion of their agent).
         OAuthTokenRevoke = "oauth.token_revoke",
-        /// An introspection was refused: the caller may not see the token.
+        /// A token of the account that no longer works was presented for introspection.
         OAuthIntrospectDeny = "oauth.introspect_deny",
         PrincipalCreate = "principal.create",
         PrincipalUpdate = "principal.update",

@@ -92,6 +92,13 @@ pub enum GrantError {
     Scope(String),
     #[error("{0}")]
     Target(String),
+    /// The account's access rules refuse the request (`invalid_scope`), naming the rule
+    /// that decided when one did.
+    #[error("{message}")]
+    Denied {
+        message: String,
+        rule: Option<crate::rules::decision::RuleRef>,
+    },
     /// The agent was deleted while its tokens were being issued.
     #[error("client authentication failed")]
     ClientGone,
@@ -130,6 +137,7 @@ impl GrantError {
                 | GrantError::Unauthorized(_)
                 | GrantError::Scope(_)
                 | GrantError::Target(_)
+                | GrantError::Denied { .. }
         )
     }
 }
@@ -140,7 +148,7 @@ impl ErrorCode for GrantError {
             GrantError::Request(_) => Code::InvalidOAuthRequest,
             GrantError::Grant(_) => Code::InvalidGrant,
             GrantError::Unauthorized(_) => Code::UnauthorizedClient,
-            GrantError::Scope(_) => Code::InvalidScope,
+            GrantError::Scope(_) | GrantError::Denied { .. } => Code::InvalidScope,
             GrantError::Target(_) => Code::InvalidTarget,
             GrantError::ClientGone => Code::InvalidClient,
             GrantError::Signing(_) | GrantError::Randomness(_) => Code::Internal,

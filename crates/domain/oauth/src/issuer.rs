@@ -20,8 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::agent::Agent;
+use crate::entitlement::{Ask, Entitlements, ToolAccess};
 use crate::error::GrantError;
 use crate::ports::OAuthTokenRepo;
+use crate::rules::decision::RuleRef;
 use crate::service::AgentCache;
 use crate::token::{
     GrantType, Issuance, OAuthTokenId, RefreshIssuance, RefreshOutcome, RefreshToken, RevokeScope,
@@ -69,6 +71,61 @@ pub struct Introspected {
     pub issuer: String,
 }
 
+/// A token with the tokens it was derived from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verification {
+    pub record: Arc<TokenRecord>,
+    /// The tokens it was derived from, nearest first.
+    pub lineage: Vec<Arc<TokenRecord>>,
+    /// Whether the lineage goes on beyond what was read.
+    pub truncated: bool,
+    /// Empty when the token and its lineage hold.
+    pub problems: Vec<LineageProblem>,
+}
+
+impl Verification {
+    pub fn valid(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// What is wrong with a token or its lineage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineageProblem {
+    /// The token, or one it was derived from, is revoked.
+    Revoked(OAuthTokenId),
+    Expired(OAuthTokenId),
+    /// The token's agent is disabled or deleted.
+    AgentInactive,
+    /// A token it names as its parent is not recorded.
+    Missing(OAuthTokenId),
+    /// A parent of another family or task: the lineage does not hang together.
+    Broken(OAuthTokenId),
+}
+
+impl LineageProblem {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LineageProblem::Revoked(_) => "revoked",
+            LineageProblem::Expired(_) => "expired",
+            LineageProblem::AgentInactive => "agent_inactive",
+            LineageProblem::Missing(_) => "missing_parent",
+            LineageProblem::Broken(_) => "broken_lineage",
+        }
+    }
+
+    /// The token the problem is with, when it is one token's.
+    pub const fn token(self) -> Option<OAuthTokenId> {
+        match self {
+            LineageProblem::Revoked(id)
+            | LineageProblem::Expired(id)
+            | LineageProblem::Missing(id)
+            | LineageProblem::Broken(id) => Some(id),
+            LineageProblem::AgentInactive => None,
+        }
+    }
+}
+
 /// The account's issuer URL: `{base}/oauth/{account_id}`.
 pub fn issuer_url(base: &str, account: AccountId) -> String {
     format!("{}/oauth/{account}", base.trim_end_matches('/'))
@@ -86,6 +143,8 @@ pub struct TokenIssuer {
     records: CoherentCache<(AccountId, OAuthTokenId), Option<Arc<TokenRecord>>>,
     /// Agents by id, for introspection and `agentinfo`.
     agents: Arc<AgentCache>,
+    /// The scope catalog, the tools and the access rules every grant is decided by.
+    entitlements: Arc<Entitlements>,
     random: SystemRandom,
 }
 
@@ -125,9 +184,14 @@ struct Plan {
 }
 
 impl TokenIssuer {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the issuer's collaborators, each named"
+    )]
     pub fn new(
         tokens: Arc<dyn OAuthTokenRepo>,
         agents: Arc<AgentCache>,
+        entitlements: Arc<Entitlements>,
         jwks: Arc<Jwks>,
         pepper: Arc<Pepper>,
         clock: Arc<dyn Clock>,
@@ -137,6 +201,7 @@ impl TokenIssuer {
         Self {
             tokens,
             agents,
+            entitlements,
             jwks,
             pepper,
             clock,
@@ -180,6 +245,10 @@ impl TokenIssuer {
             "client_id": agent.client_id(),
             "error": d2_kernel::ErrorCode::code(error).as_str(),
             "reason": error.to_string(),
+            "access_rule": match error {
+                GrantError::Denied { rule: Some(rule), .. } => rule_json(rule),
+                _ => Value::Null,
+            },
         }));
         if let Err(failure) = self.tokens.audit_refusal(&entry).await {
             tracing::warn!(error = %failure, "the denial could not be audited");
@@ -197,20 +266,42 @@ impl TokenIssuer {
                 "`refresh_token` belongs to the refresh_token grant".into(),
             ));
         }
+        let audience = audience(agent, issuer, &request.resources)?;
+        let task_id = task_id(request.task_id)?;
+        let parent_task_id = request
+            .parent_task_id
+            .map(|id| checked_task_id(id, "parent_task_id"))
+            .transpose()?;
+        let granted = self
+            .entitlements
+            .grant(
+                agent,
+                Ask {
+                    scope: request.scope.as_deref(),
+                    ceiling: None,
+                    audience: &audience,
+                    grant_type: GrantType::ClientCredentials,
+                    task_id: &task_id,
+                    parent_task_id: parent_task_id.as_deref(),
+                    now: self.clock.now(),
+                },
+            )
+            .await?;
         let plan = Plan {
-            scopes: granted_scopes(agent, request.scope.as_deref(), None)?,
-            audience: audience(agent, issuer, &request.resources)?,
-            task_id: task_id(request.task_id)?,
-            parent_task_id: request
-                .parent_task_id
-                .map(|id| checked_task_id(id, "parent_task_id"))
-                .transpose()?,
+            scopes: granted.scopes.clone(),
+            audience,
+            task_id,
+            parent_task_id,
             grant_type: GrantType::ClientCredentials,
             family_id: None,
             parent_id: None,
         };
         let (issuance, response) = self.prepare(agent, issuer, plan).await?;
-        let entry = self.issue_audit(AuditAction::OAuthTokenIssue, &issuance);
+        let entry = self.issue_audit(
+            AuditAction::OAuthTokenIssue,
+            &issuance,
+            granted.decided_by.as_ref(),
+        );
         if !self.tokens.issue(&issuance, &entry).await? {
             return Err(GrantError::ClientGone);
         }
@@ -251,8 +342,28 @@ impl TokenIssuer {
                 "the refresh token is unknown or was not issued to this client",
             ));
         }
+        if !request.resources.is_empty() && request.resources != spent.audience {
+            return Err(GrantError::Target(
+                "a refresh keeps the resources of its first grant".into(),
+            ));
+        }
+        let granted = self
+            .entitlements
+            .grant(
+                agent,
+                Ask {
+                    scope: request.scope.as_deref(),
+                    ceiling: Some(&spent.scopes),
+                    audience: &spent.audience,
+                    grant_type: GrantType::RefreshToken,
+                    task_id: &spent.task_id,
+                    parent_task_id: spent.parent_task_id.as_deref(),
+                    now: self.clock.now(),
+                },
+            )
+            .await?;
         let plan = Plan {
-            scopes: granted_scopes(agent, request.scope.as_deref(), Some(&spent.scopes))?,
+            scopes: granted.scopes.clone(),
             audience: spent.audience.clone(),
             task_id: spent.task_id.clone(),
             parent_task_id: spent.parent_task_id.clone(),
@@ -260,11 +371,6 @@ impl TokenIssuer {
             family_id: Some(spent.family_id),
             parent_id: Some(spent.id),
         };
-        if !request.resources.is_empty() && request.resources != plan.audience {
-            return Err(GrantError::Target(
-                "a refresh keeps the resources of its first grant".into(),
-            ));
-        }
         let (issuance, response) = self.prepare(agent, issuer, plan).await?;
         let sealed_answer = self.seal(&presented, &response)?;
         let now = self.clock.now();
@@ -280,7 +386,11 @@ impl TokenIssuer {
                         "task_id": spent.task_id,
                     }))
             }
-            _ => self.issue_audit(AuditAction::OAuthTokenRefresh, &issuance),
+            _ => self.issue_audit(
+                AuditAction::OAuthTokenRefresh,
+                &issuance,
+                granted.decided_by.as_ref(),
+            ),
         };
         let next = RefreshIssuance {
             issuance: issuance.clone(),
@@ -409,7 +519,12 @@ impl TokenIssuer {
         Ok((issuance, response))
     }
 
-    fn issue_audit(&self, action: AuditAction, issuance: &Issuance) -> AuditEntry {
+    fn issue_audit(
+        &self,
+        action: AuditAction,
+        issuance: &Issuance,
+        decided_by: Option<&RuleRef>,
+    ) -> AuditEntry {
         let access = &issuance.access;
         AuditEntry::system(access.account_id, action, access.issued_at)
             .target("oauth_token", access.id)
@@ -424,6 +539,7 @@ impl TokenIssuer {
                 "family_id": access.family_id,
                 "refresh_token_id": issuance.refresh.as_ref().map(|r| r.id),
                 "grant_type": access.grant_type.as_str(),
+                "access_rule": decided_by.map_or(Value::Null, rule_json),
             }))
     }
 
@@ -485,6 +601,135 @@ impl TokenIssuer {
         }))
     }
 
+    /// As [`Self::introspect`], for the agent `caller` at the introspection endpoint: a token
+    /// of the account that no longer works (expired, revoked, its agent disabled) is
+    /// audited as `oauth.introspect_deny`, since someone still presents it. Text that is no
+    /// token of the account is not: nothing names whose it would be.
+    pub async fn introspect_as(
+        &self,
+        caller: &Agent,
+        issuer: &str,
+        text: &str,
+    ) -> Result<Option<Introspected>, GrantError> {
+        let account = caller.account_id;
+        let Some(record) = self.recognise(account, text).await? else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let why = if record.revoked_at.is_some() {
+            "revoked"
+        } else if now >= record.expires_at {
+            "expired"
+        } else if !self.agent_is_active(&record).await? {
+            "agent_inactive"
+        } else {
+            return Ok(Some(Introspected {
+                record,
+                issuer: issuer.to_owned(),
+            }));
+        };
+        let entry = AuditEntry::system(account, AuditAction::OAuthIntrospectDeny, now)
+            .target("oauth_token", record.id)
+            .metadata(json!({
+                "client_id": caller.client_id(),
+                "token_client_id": record.subject,
+                "reason": why,
+                "task_id": record.task_id,
+                "parent_task_id": record.parent_task_id,
+                "jti": record.id,
+            }));
+        if let Err(failure) = self.tokens.audit_refusal(&entry).await {
+            tracing::warn!(error = %failure, "the introspection denial could not be audited");
+        }
+        Ok(None)
+    }
+
+    /// Whether the access token `text` of `account` may call the tool `name` now, with the
+    /// token's record; `None` when the token does not work (seed 003's
+    /// `verify-tool-access`).
+    pub async fn tool_access(
+        &self,
+        account: AccountId,
+        text: &str,
+        name: &str,
+    ) -> Result<Option<(Arc<TokenRecord>, ToolAccess)>, GrantError> {
+        let Some((agent, record)) = self.bearer(account, text).await? else {
+            return Ok(None);
+        };
+        let access = self
+            .entitlements
+            .tool_access(&agent, &record, name, self.clock.now())
+            .await?;
+        Ok(Some((record, access)))
+    }
+
+    /// The token `text` of `account` with its lineage (seed 003's `verify`): the tokens it
+    /// was derived from, nearest first, up to its first grant (at most
+    /// [`token_limits::LINEAGE`]), and what is wrong with it or them.
+    pub async fn verify(
+        &self,
+        account: AccountId,
+        text: &str,
+    ) -> Result<Option<Verification>, GrantError> {
+        let Some(record) = self.recognise(account, text).await? else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let mut problems = Vec::new();
+        if record.revoked_at.is_some() {
+            problems.push(LineageProblem::Revoked(record.id));
+        } else if now >= record.expires_at {
+            problems.push(LineageProblem::Expired(record.id));
+        }
+        if !self.agent_is_active(&record).await? {
+            problems.push(LineageProblem::AgentInactive);
+        }
+        let mut lineage = Vec::new();
+        let mut truncated = false;
+        let mut next = record.parent_id;
+        while let Some(id) = next {
+            if lineage.len() >= token_limits::LINEAGE {
+                truncated = true;
+                break;
+            }
+            let Some(parent) = self.record(account, id).await? else {
+                problems.push(LineageProblem::Missing(id));
+                break;
+            };
+            if parent.revoked_at.is_some() {
+                problems.push(LineageProblem::Revoked(parent.id));
+            }
+            if parent.family_id != record.family_id || parent.task_id != record.task_id {
+                problems.push(LineageProblem::Broken(parent.id));
+            }
+            next = parent.parent_id;
+            lineage.push(parent);
+        }
+        Ok(Some(Verification {
+            record,
+            lineage,
+            truncated,
+            problems,
+        }))
+    }
+
+    /// The record of the token `id` of `account`, access or refresh, from the cache.
+    async fn record(
+        &self,
+        account: AccountId,
+        id: OAuthTokenId,
+    ) -> Result<Option<Arc<TokenRecord>>, GrantError> {
+        self.records
+            .get_or_load(&(account, id), || async {
+                self.tokens
+                    .token(account, id)
+                    .await
+                    .map(|found| found.map(Arc::new))
+            })
+            .await
+            .map_err(GrantError::from)
+    }
+
     /// The record of the token `text`, if it is one of `account`'s (active or not).
     async fn recognise(
         &self,
@@ -503,17 +748,8 @@ impl TokenIssuer {
         let Some(jti) = jwt_id(text) else {
             return Ok(None);
         };
-        let record = self
-            .records
-            .get_or_load(&(account, jti), || async {
-                self.tokens
-                    .token(account, jti)
-                    .await
-                    .map(|found| found.map(Arc::new))
-            })
-            .await;
         // Ids are never reused: an unknown one stays unknown, and is cached as such.
-        let Some(record) = record? else {
+        let Some(record) = self.record(account, jti).await? else {
             return Ok(None);
         };
         Ok(record
@@ -603,6 +839,26 @@ impl TokenIssuer {
         Ok(revoked)
     }
 
+    /// Deletes the families of tokens that have all been expired for longer than `keep`,
+    /// in every account, a batch at a time while `keep_going`; returns how many tokens
+    /// went. Their audit records stay.
+    pub async fn prune_expired(
+        &self,
+        keep: Duration,
+        keep_going: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<u64, GrantError> {
+        const FAMILIES_PER_BATCH: u32 = 1_000;
+        let before = d2_kernel::earlier(self.clock.now(), keep);
+        let mut pruned = 0_u64;
+        loop {
+            let deleted = self.tokens.prune(before, FAMILIES_PER_BATCH).await?;
+            pruned = pruned.saturating_add(deleted);
+            if deleted == 0 || !keep_going() {
+                return Ok(pruned);
+            }
+        }
+    }
+
     fn forget_account(&self, account: AccountId) {
         self.records
             .invalidate_if(move |(owner, _), _| *owner == account);
@@ -638,47 +894,9 @@ fn jwt_id(text: &str) -> Option<OAuthTokenId> {
     serde_json::from_slice::<Jti>(&bytes).ok()?.jti.parse().ok()
 }
 
-/// The scopes granted: those asked (every one the agent may have, and within `ceiling`
-/// on a refresh), else all of them.
-fn granted_scopes(
-    agent: &Agent,
-    asked: Option<&str>,
-    ceiling: Option<&[String]>,
-) -> Result<Vec<String>, GrantError> {
-    let allowed = |scope: &str| {
-        agent.spec.scopes.iter().any(|s| s == scope)
-            && ceiling.is_none_or(|ceiling| ceiling.iter().any(|s| s == scope))
-    };
-    let mut scopes: Vec<String> = match asked.map(str::trim).filter(|s| !s.is_empty()) {
-        None => match ceiling {
-            Some(ceiling) => ceiling.iter().filter(|s| allowed(s)).cloned().collect(),
-            None => agent.spec.scopes.clone(),
-        },
-        Some(asked) => {
-            let asked: Vec<&str> = asked.split(' ').filter(|s| !s.is_empty()).collect();
-            if asked.len() > token_limits::SCOPES {
-                return Err(GrantError::Scope(format!(
-                    "at most {} scopes per request",
-                    token_limits::SCOPES
-                )));
-            }
-            if let Some(refused) = asked.iter().find(|s| !allowed(s)) {
-                return Err(GrantError::Scope(format!(
-                    "`{}` is not a scope this client may have{}",
-                    refused.escape_debug(),
-                    if ceiling.is_some() {
-                        " on this grant"
-                    } else {
-                        ""
-                    }
-                )));
-            }
-            asked.into_iter().map(str::to_owned).collect()
-        }
-    };
-    scopes.sort();
-    scopes.dedup();
-    Ok(scopes)
+/// An access rule as audit records name it.
+fn rule_json(rule: &RuleRef) -> Value {
+    json!({ "id": rule.id, "name": &*rule.name })
 }
 
 /// The `aud`: the resources asked, each one the agent may target; else its registered

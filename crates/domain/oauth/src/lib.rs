@@ -13,8 +13,10 @@ mod access;
 mod access_tests;
 mod agent;
 pub mod catalog;
+mod entitlement;
 mod error;
 mod issuer;
+pub mod jobs;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 mod ports;
@@ -41,12 +43,13 @@ pub use catalog::scope::{KnownScope, KnownScopes, OAuthScope, ScopeChange, Scope
 pub use catalog::scopes::ScopeCatalog;
 pub use catalog::tool::{Tool, ToolFilter, ToolId, ToolSpec};
 pub use catalog::tools::ToolService;
+pub use entitlement::{Entitlements, ToolAccess, ToolAccessReason};
 pub use error::{
     AccessRuleError, AgentError, ClientAuthError, ClientRefusal, GrantError, PrincipalError,
 };
 pub use issuer::{
-    DEFAULT_REFRESH_REPLAY_SECONDS, Introspected, TokenIssuer, TokenRequest, TokenResponse,
-    issuer_url,
+    DEFAULT_REFRESH_REPLAY_SECONDS, Introspected, LineageProblem, TokenIssuer, TokenRequest,
+    TokenResponse, Verification, issuer_url,
 };
 pub use ports::{
     AccessRuleRepo, AgentAuditOf, AgentRepo, OAuthTokenRepo, PrincipalAuditOf, PrincipalRepo,

@@ -453,6 +453,27 @@ impl OAuthTokenRepo for MemoryAgents {
         Ok(())
     }
 
+    async fn prune(&self, expired_before: DateTime<Utc>, families: u32) -> Result<u64, StoreError> {
+        let mut tokens = self.tokens();
+        let mut last_expiry: std::collections::BTreeMap<OAuthTokenId, DateTime<Utc>> =
+            std::collections::BTreeMap::new();
+        for token in tokens.iter() {
+            let latest = last_expiry
+                .entry(token.record.family_id)
+                .or_insert(token.record.expires_at);
+            *latest = (*latest).max(token.record.expires_at);
+        }
+        let gone: Vec<OAuthTokenId> = last_expiry
+            .into_iter()
+            .filter(|(_, latest)| *latest < expired_before)
+            .map(|(family, _)| family)
+            .take(usize::try_from(families).unwrap_or(usize::MAX))
+            .collect();
+        let before = tokens.len();
+        tokens.retain(|t| !gone.contains(&t.record.family_id));
+        Ok(u64::try_from(before.saturating_sub(tokens.len())).unwrap_or(u64::MAX))
+    }
+
     async fn counts(
         &self,
         account: AccountId,

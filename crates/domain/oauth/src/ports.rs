@@ -161,6 +161,11 @@ pub trait OAuthTokenRepo: Send + Sync + 'static {
         now: DateTime<Utc>,
         since: &[DateTime<Utc>],
     ) -> Result<TokenCounts, StoreError>;
+
+    /// Deletes, in every account, up to `families` families of tokens each of whose tokens
+    /// expired before `expired_before`, and returns how many tokens went. A family goes
+    /// whole, so no token is left whose lineage is gone.
+    async fn prune(&self, expired_before: DateTime<Utc>, families: u32) -> Result<u64, StoreError>;
 }
 
 /// Builds the audit record of a change from the principal it changed.

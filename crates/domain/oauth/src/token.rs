@@ -56,6 +56,8 @@ pub mod token_limits {
     pub const SCOPES: usize = 100;
     /// Resources one request may name.
     pub const RESOURCES: usize = 10;
+    /// Tokens of a lineage read by a verification (a refresh adds one each time).
+    pub const LINEAGE: usize = 100;
 }
 
 /// What a task id may be: 1 to 128 of `A-Z a-z 0-9 - _ . : /`.

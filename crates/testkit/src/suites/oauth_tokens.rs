@@ -460,3 +460,45 @@ pub async fn refresh_races(store: &dyn Store, a: AccountId) {
         .unwrap();
     assert_eq!(stored.items.len(), 4, "one grant and one rotation");
 }
+
+/// Grants are pruned whole, in every account, once every token of theirs expired before the
+/// cut: a refreshed grant whose newest token still works stays, with its oldest tokens.
+pub async fn token_pruning(store: &dyn Store, a: AccountId, b: AccountId) {
+    let agent = activated(store, a, "Pruned", "reg-pruned").await;
+    let other = activated(store, b, "Elsewhere", "reg-elsewhere").await;
+    // Expired at 3,600: one grant in each account.
+    let old = granted(store, &agent, "old", 0).await;
+    let elsewhere = granted(store, &other, "elsewhere", 0).await;
+    // Issued at 0 and refreshed at 3,000: its newest tokens expire at 6,600.
+    let living = granted(store, &agent, "living", 0).await;
+    let spent = living.refresh.as_ref().unwrap();
+    let refreshed = next(&agent, spent, "living-2", 3_000);
+    assert_eq!(
+        refresh(store, &agent, "living-rt", &refreshed, at(3_000), at(2_990)).await,
+        RefreshOutcome::Rotated
+    );
+
+    assert_eq!(store.prune(at(3_600), 100).await.unwrap(), 0, "not before");
+    let pruned = store.prune(at(5_000), 100).await.unwrap();
+    assert_eq!(pruned, 4, "both expired grants, access and refresh");
+    for gone in [&old.access, &elsewhere.access] {
+        assert_eq!(store.token(gone.account_id, gone.id).await.unwrap(), None);
+    }
+    assert!(
+        store.token(a, living.access.id).await.unwrap().is_some(),
+        "a grant goes whole or not at all"
+    );
+    assert_eq!(store.prune(at(5_000), 100).await.unwrap(), 0);
+
+    // A batch takes at most the families asked.
+    for n in 0..3 {
+        granted(store, &agent, &format!("batch-{n}"), 0).await;
+    }
+    assert_eq!(store.prune(at(5_000), 2).await.unwrap(), 4);
+    assert_eq!(store.prune(at(5_000), 2).await.unwrap(), 2);
+    assert_eq!(
+        store.prune(at(7_000), 100).await.unwrap(),
+        4,
+        "the refreshed grant"
+    );
+}

@@ -1,0 +1,325 @@
+//! What an agent may be granted, and whether a token may call a tool: the agent's allowed
+//! scopes expanded through the account's scope catalog, the tools bound to it, and the
+//! account's access rules, read together at issuance and by the tool-access check.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use d2_kernel::{AccountId, StoreError};
+
+use crate::AccessRules;
+use crate::agent::Agent;
+use crate::catalog::error::CatalogError;
+use crate::catalog::scope::KnownScopes;
+use crate::catalog::scopes::ScopeCatalog;
+use crate::catalog::tools::ToolService;
+use crate::error::{AccessRuleError, GrantError};
+use crate::rules::decision::{AccessRequest, AgentFacts, Reason, RuleRef};
+use crate::token::{GrantType, TokenRecord, token_limits};
+
+/// The catalog and the rules, as the token endpoint and the tool-access check read them.
+#[derive(Debug)]
+pub struct Entitlements {
+    scopes: Arc<ScopeCatalog>,
+    tools: Arc<ToolService>,
+    rules: Arc<AccessRules>,
+}
+
+/// What a grant asks for, beside the agent.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ask<'a> {
+    /// The `scope` parameter, as sent.
+    pub scope: Option<&'a str>,
+    /// On a refresh, the scopes of the grant being refreshed: nothing beyond them.
+    pub ceiling: Option<&'a [String]>,
+    pub audience: &'a [String],
+    pub grant_type: GrantType,
+    pub task_id: &'a str,
+    pub parent_task_id: Option<&'a str>,
+    pub now: DateTime<Utc>,
+}
+
+/// The scopes a grant gets, and the rule that decided them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Granted {
+    pub scopes: Vec<String>,
+    pub decided_by: Option<RuleRef>,
+    pub reason: Reason,
+}
+
+/// Whether a token may call a tool, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolAccess {
+    pub allowed: bool,
+    pub reason: ToolAccessReason,
+    /// The access rule that decided, when one did.
+    pub decided_by: Option<RuleRef>,
+    /// The scopes the tool requires that the token does not carry (after the rules).
+    pub missing_scopes: Vec<String>,
+}
+
+/// Why a tool may or may not be called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ToolAccessReason {
+    /// Bound to the agent, active, its scopes carried, no rule against it.
+    Allowed,
+    /// The account has no active tool of this name.
+    UnknownTool,
+    /// The tool exists but is deactivated.
+    ToolInactive,
+    /// The tool is not bound to the token's agent.
+    NotBound,
+    /// The token lacks scopes the tool requires.
+    MissingScopes,
+    /// An access rule denied it, or narrowed away a scope it requires.
+    DeniedByRule,
+}
+
+impl ToolAccessReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ToolAccessReason::Allowed => "allowed",
+            ToolAccessReason::UnknownTool => "unknown_tool",
+            ToolAccessReason::ToolInactive => "tool_inactive",
+            ToolAccessReason::NotBound => "not_bound",
+            ToolAccessReason::MissingScopes => "missing_scopes",
+            ToolAccessReason::DeniedByRule => "denied_by_rule",
+        }
+    }
+}
+
+impl From<CatalogError> for GrantError {
+    fn from(error: CatalogError) -> Self {
+        match error {
+            CatalogError::Store(error) => GrantError::Store(error),
+            // The agent was deleted while its token was being decided.
+            CatalogError::AgentNotFound => GrantError::ClientGone,
+            other => GrantError::Store(StoreError::corrupt(other.to_string())),
+        }
+    }
+}
+
+impl From<AccessRuleError> for GrantError {
+    fn from(error: AccessRuleError) -> Self {
+        match error {
+            AccessRuleError::Store(error) => GrantError::Store(error),
+            other => GrantError::Store(StoreError::corrupt(other.to_string())),
+        }
+    }
+}
+
+/// `names` and every scope the catalog says they imply; a name the catalog does not hold
+/// stands for itself alone.
+fn closure<'a>(known: &KnownScopes, names: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    let mut closed = BTreeSet::new();
+    for name in names {
+        match known.get(name) {
+            Some(scope) => closed.extend(scope.expanded.iter().cloned()),
+            None => {
+                closed.insert(name.to_owned());
+            }
+        }
+    }
+    closed
+}
+
+impl Entitlements {
+    pub fn new(
+        scopes: Arc<ScopeCatalog>,
+        tools: Arc<ToolService>,
+        rules: Arc<AccessRules>,
+    ) -> Self {
+        Self {
+            scopes,
+            tools,
+            rules,
+        }
+    }
+
+    /// The scopes `agent` gets for `ask`: those asked (else every scope it may have, or on
+    /// a refresh those of the grant), each one the agent may have directly or through the
+    /// scopes its allowed ones imply, expanded with what they imply, then decided by the
+    /// account's access rules (for each resource of the audience: a denial by any denies,
+    /// narrowings add up).
+    pub(crate) async fn grant(&self, agent: &Agent, ask: Ask<'_>) -> Result<Granted, GrantError> {
+        let known = self.scopes.known(agent.account_id).await?;
+        let allowed = closure(&known, agent.spec.scopes.iter().map(String::as_str));
+        let within = |scope: &str| {
+            allowed.contains(scope) && ask.ceiling.is_none_or(|c| c.iter().any(|s| s == scope))
+        };
+        let asked: Vec<&str> = match ask.scope.map(str::trim).filter(|s| !s.is_empty()) {
+            None => match ask.ceiling {
+                Some(ceiling) => ceiling.iter().map(String::as_str).collect(),
+                None => agent.spec.scopes.iter().map(String::as_str).collect(),
+            },
+            Some(text) => {
+                let asked: Vec<&str> = text.split(' ').filter(|s| !s.is_empty()).collect();
+                if asked.len() > token_limits::SCOPES {
+                    return Err(GrantError::Scope(format!(
+                        "at most {} scopes per request",
+                        token_limits::SCOPES
+                    )));
+                }
+                if let Some(refused) = asked.iter().find(|s| !within(s)) {
+                    return Err(GrantError::Scope(format!(
+                        "`{}` is not a scope this client may have{}",
+                        refused.escape_debug(),
+                        if ask.ceiling.is_some() {
+                            " on this grant"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+                asked
+            }
+        };
+        let mut scopes: BTreeSet<String> = closure(&known, asked);
+        scopes.retain(|scope| within(scope));
+        let tools = self.usable_tools(agent, &scopes).await?;
+        let mut decided_by = None;
+        let mut reason = Reason::NoRuleMatched;
+        for resource in ask.audience {
+            let request = AccessRequest {
+                agent: facts(agent),
+                principal: None,
+                scopes: scopes.clone(),
+                tools: tools.clone(),
+                resource: Some(resource.clone()),
+                grant_type: ask.grant_type.as_str().to_owned(),
+                task_id: Some(ask.task_id.to_owned()),
+                parent_task_id: ask.parent_task_id.map(str::to_owned),
+                now: ask.now,
+            };
+            let decision = self.rules.decide(agent.account_id, &request).await?;
+            if !decision.allowed {
+                return Err(GrantError::Denied {
+                    message: match &decision.decided_by {
+                        Some(rule) => format!(
+                            "the access rule `{}` refuses this request ({})",
+                            rule.name,
+                            decision.reason.as_str()
+                        ),
+                        None => "the access rules refuse this request".to_owned(),
+                    },
+                    rule: decision.decided_by,
+                });
+            }
+            if decision.decided_by.is_some() {
+                decided_by = decision.decided_by;
+                reason = decision.reason;
+            }
+            scopes = decision.scopes;
+        }
+        Ok(Granted {
+            scopes: scopes.into_iter().collect(),
+            decided_by,
+            reason,
+        })
+    }
+
+    /// The names of the active tools bound to `agent` whose required scopes `scopes` carry.
+    async fn usable_tools(
+        &self,
+        agent: &Agent,
+        scopes: &BTreeSet<String>,
+    ) -> Result<BTreeSet<String>, GrantError> {
+        let bound = self.tools.agent_tools(agent.account_id, agent.id).await?;
+        Ok(bound
+            .iter()
+            .filter(|tool| tool.active)
+            .filter(|tool| tool.spec.required_scopes.iter().all(|s| scopes.contains(s)))
+            .map(|tool| tool.spec.name.clone())
+            .collect())
+    }
+
+    /// Whether the token `record` of `agent` (active, checked by the caller) may call the
+    /// tool `name` now: the tool is the account's, active and bound to the agent, the token
+    /// carries the scopes it requires, and the access rules, asked about this tool with the
+    /// token's scopes, do not deny it or narrow a required scope away.
+    pub async fn tool_access(
+        &self,
+        agent: &Agent,
+        record: &TokenRecord,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ToolAccess, GrantError> {
+        let refuse = |reason, missing_scopes| ToolAccess {
+            allowed: false,
+            reason,
+            decided_by: None,
+            missing_scopes,
+        };
+        let account = agent.account_id;
+        let Some(tool) = self.tools.by_name(account, name).await? else {
+            return Ok(refuse(ToolAccessReason::UnknownTool, Vec::new()));
+        };
+        if !tool.active {
+            return Ok(refuse(ToolAccessReason::ToolInactive, Vec::new()));
+        }
+        let bound = self.tools.agent_tools(account, agent.id).await?;
+        if !bound.iter().any(|t| t.id == tool.id) {
+            return Ok(refuse(ToolAccessReason::NotBound, Vec::new()));
+        }
+        let carried: BTreeSet<String> = record.scopes.iter().cloned().collect();
+        let missing = |scopes: &BTreeSet<String>| -> Vec<String> {
+            tool.spec
+                .required_scopes
+                .iter()
+                .filter(|s| !scopes.contains(*s))
+                .cloned()
+                .collect()
+        };
+        let lacking = missing(&carried);
+        if !lacking.is_empty() {
+            return Ok(refuse(ToolAccessReason::MissingScopes, lacking));
+        }
+        let mut access = ToolAccess {
+            allowed: true,
+            reason: ToolAccessReason::Allowed,
+            decided_by: None,
+            missing_scopes: Vec::new(),
+        };
+        for resource in &record.audience {
+            let request = AccessRequest {
+                agent: facts(agent),
+                principal: None,
+                scopes: carried.clone(),
+                tools: BTreeSet::from([tool.spec.name.clone()]),
+                resource: Some(resource.clone()),
+                grant_type: record.grant_type.as_str().to_owned(),
+                task_id: Some(record.task_id.clone()),
+                parent_task_id: record.parent_task_id.clone(),
+                now,
+            };
+            let decision = self.rules.decide(account, &request).await?;
+            let lacking = missing(&decision.scopes);
+            if !decision.allowed || !lacking.is_empty() {
+                return Ok(ToolAccess {
+                    allowed: false,
+                    reason: ToolAccessReason::DeniedByRule,
+                    decided_by: decision.decided_by,
+                    missing_scopes: lacking,
+                });
+            }
+            if decision.decided_by.is_some() {
+                access.decided_by = decision.decided_by;
+            }
+        }
+        Ok(access)
+    }
+
+    /// The account's scope catalog (for the discovery document's `scopes_supported`).
+    pub async fn known_scopes(&self, account: AccountId) -> Result<Arc<KnownScopes>, GrantError> {
+        Ok(self.scopes.known(account).await?)
+    }
+}
+
+fn facts(agent: &Agent) -> AgentFacts {
+    AgentFacts {
+        id: agent.id,
+        name: agent.spec.name.clone(),
+        attributes: agent.spec.attributes.clone(),
+    }
+}
