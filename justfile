@@ -18,6 +18,10 @@ check:
 bench:
     ./scripts/bench.sh
 
+# ./scripts/bench-oauth.sh (release build, D2's token endpoint and introspection beside oidc-provider)
+bench-oauth:
+    ./scripts/bench-oauth.sh
+
 # criterion benchmarks of the token hot path
 bench-tokens:
     cargo bench -p d2-tokens --features testing --bench verify
