@@ -4,9 +4,14 @@ tokens verified by PyJWT with nothing but the jwks_uri (a resource server's view
 import os
 import sys
 
+import json
+
 import jwt
 import requests
 from authlib.integrations.requests_client import OAuth2Session
+from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 API = os.environ["D2_API_URL"]
 ADMIN = {"Authorization": f"Bearer {os.environ['D2_INTEROP_ADMIN_TOKEN']}"}
@@ -19,21 +24,48 @@ def check(condition, message):
         sys.exit(1)
 
 
+def key_pair():
+    """A new RSA key: its private PEM (what the agent signs with) and its public JWK."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    return pem, public
+
+
 def agent(method):
-    """Registers and activates an agent authenticating by `method`."""
+    """Registers and activates an agent authenticating by `method`: its client id and
+    what it authenticates with (its secret, or for private_key_jwt its private key)."""
     spec = {
         "name": f"interop {method}",
         "scopes": ["tools:read", "tools:execute"],
         "resources": [RESOURCE],
         "auth_method": method,
     }
+    private_key = None
+    if method == "private_key_jwt":
+        private_key, public = key_pair()
+        spec["jwks"] = {"keys": [public]}
     registered = requests.post(f"{API}/v1/agents/register", json=spec, headers=ADMIN)
     check(registered.status_code == 201, f"register: {registered.text}")
     token = registered.json()["registration_token"]
     activated = requests.post(f"{API}/v1/agents/activate", json={"registration_token": token})
     check(activated.status_code == 200, f"activate: {activated.text}")
     body = activated.json()
-    return body["client_id"], body["client_secret"]
+    return body["client_id"], private_key or body["client_secret"]
+
+
+def session_of(method, client_id, credential, token_endpoint, **options):
+    """An authlib session authenticating as `method` does."""
+    session = OAuth2Session(
+        client_id, credential, token_endpoint_auth_method=method, **options
+    )
+    if method == "private_key_jwt":
+        session.register_client_auth_method(PrivateKeyJWT(token_endpoint))
+    return session
 
 
 def main():
@@ -47,13 +79,15 @@ def main():
         check(metadata[key].startswith(issuer), f"{key}: {metadata[key]}")
     jwks = jwt.PyJWKClient(metadata["jwks_uri"])
 
-    for method in metadata["token_endpoint_auth_methods_supported"]:
-        client_id, secret = agent(method)
-        session = OAuth2Session(
-            client_id,
-            secret,
-            token_endpoint_auth_method=method,
-            scope="tools:read",
+    methods = metadata["token_endpoint_auth_methods_supported"]
+    check(
+        set(methods) == {"client_secret_basic", "client_secret_post", "private_key_jwt"},
+        f"auth methods: {methods}",
+    )
+    for method in methods:
+        client_id, credential = agent(method)
+        session = session_of(
+            method, client_id, credential, metadata["token_endpoint"], scope="tools:read"
         )
         token = session.fetch_token(
             metadata["token_endpoint"],
@@ -115,11 +149,12 @@ def main():
             answer = session.introspect_token(metadata["introspection_endpoint"], token=old)
             check(answer.json() == {"active": False}, f"{method}: after revoke {answer.text}")
 
-        # A wrong secret is an RFC 6749 invalid_client.
-        wrong = OAuth2Session(client_id, secret + "x", token_endpoint_auth_method=method)
+        # A wrong secret, or a key the agent did not register, is an RFC 6749 invalid_client.
+        wrong_credential = key_pair()[0] if method == "private_key_jwt" else credential + "x"
+        wrong = session_of(method, client_id, wrong_credential, metadata["token_endpoint"])
         try:
             wrong.fetch_token(metadata["token_endpoint"], grant_type="client_credentials")
-            check(False, f"{method}: a wrong secret got a token")
+            check(False, f"{method}: a wrong credential got a token")
         except Exception as error:  # authlib raises OAuthError subclasses
             check("invalid_client" in str(error), f"{method}: {error!r}")
         print(f"oauth-interop: {method}: discover, token, verify, introspect, refresh, revoke: ok")

@@ -14,6 +14,8 @@ mod fleet;
 mod key_maintenance;
 mod migrate_store;
 mod oauth;
+mod oauth_admin;
+mod oauth_assertions;
 mod oauth_catalog;
 mod oauth_grants;
 mod oauth_rules;

@@ -407,7 +407,12 @@ async fn a_job_another_worker_holds_is_skipped_and_the_export_needs_clickhouse()
     let scheduled: Vec<&str> = worker.schedule().into_iter().map(|(job, _)| job).collect();
     assert_eq!(
         scheduled,
-        vec!["trial-locker", "token-expiry", "key-pruning"],
+        vec![
+            "trial-locker",
+            "token-expiry",
+            "key-pruning",
+            "oauth-token-pruning"
+        ],
         "no export or retention without ClickHouse"
     );
 }

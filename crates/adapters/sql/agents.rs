@@ -280,6 +280,38 @@ impl AgentRepo for crate::Store {
         })
         .transpose()
     }
+
+    async fn spend_assertion(
+        &self,
+        agent: AgentId,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        use crate::schema::oauth_client_assertions as spent;
+        let mut conn = self.conn().await?;
+        diesel::delete(
+            spent::table
+                .filter(spent::agent_id.eq(id_of(agent)))
+                .filter(spent::expires_at.lt(now)),
+        )
+        .execute(&mut conn)
+        .await
+        .map_err(from_diesel)?;
+        // The primary key decides between concurrent spenders: one inserts, the other
+        // finds the row.
+        let inserted = diesel::insert_into(spent::table)
+            .values((
+                spent::agent_id.eq(id_of(agent)),
+                spent::jti.eq(jti),
+                spent::expires_at.eq(expires_at),
+            ))
+            .on_conflict_do_nothing()
+            .execute(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        Ok(inserted == 1)
+    }
 }
 
 /// The columns an update replaces: the agent's spec.

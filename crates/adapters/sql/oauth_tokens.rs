@@ -2,12 +2,12 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use d2_audit::AuditEntry;
+use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::{AccountId, Change, Page, PageRequest, SecretDigest, StoreError};
 use d2_oauth::{
-    AgentId, Issuance, OAuthTokenId, OAuthTokenRepo, RefreshAuditOf, RefreshIssuance,
-    RefreshOutcome, RefreshRefusal, RevokeAuditOf, RevokeScope, TokenCounts, TokenFilter,
-    TokenKind, TokenRecord, revocation_reasons,
+    AgentCounts, AgentId, AgentState, Issuance, OAuthTokenId, OAuthTokenRepo, RefreshAuditOf,
+    RefreshIssuance, RefreshOutcome, RefreshRefusal, RevokeAuditOf, RevokeScope, TokenCounts,
+    TokenFilter, TokenKind, TokenRecord, revocation_reasons,
 };
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -21,7 +21,7 @@ use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
 use crate::id::Id;
 use crate::position::{Side, beyond};
-use crate::schema::oauth_tokens;
+use crate::schema::{agents, audit_logs, oauth_tokens};
 
 fn id_of(id: OAuthTokenId) -> Id {
     Id(*id.as_uuid())
@@ -288,10 +288,38 @@ impl OAuthTokenRepo for crate::Store {
                 .map_err(from_diesel)?;
             issued_since.push(count(issued)?);
         }
+        let mut denied_since = Vec::with_capacity(since.len());
+        for start in since {
+            let denied: i64 = audit_logs::table
+                .filter(audit_logs::account_id.eq(Id::from(account)))
+                .filter(audit_logs::action.eq(AuditAction::OAuthTokenDeny.as_str()))
+                .filter(audit_logs::created_at.ge(*start))
+                .count()
+                .get_result(&mut conn)
+                .await
+                .map_err(from_diesel)?;
+            denied_since.push(count(denied)?);
+        }
+        let states: Vec<(String, i64)> = agents::table
+            .filter(agents::account_id.eq(Id::from(account)))
+            .group_by(agents::state)
+            .select((agents::state, diesel::dsl::count_star()))
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        let mut agent_counts = AgentCounts::default();
+        for (state, n) in states {
+            let state = state
+                .parse::<AgentState>()
+                .map_err(|_| corrupt("agent state"))?;
+            agent_counts.add(state, count(n)?);
+        }
         Ok(TokenCounts {
             active_access: count(active_access)?,
             active_refresh: count(active_refresh)?,
             issued_since,
+            denied_since,
+            agents: agent_counts,
         })
     }
 

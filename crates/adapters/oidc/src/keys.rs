@@ -5,6 +5,8 @@ use josekit::jwk::Jwk;
 use josekit::jws::{ES256, EdDSA, JwsVerifier, RS256};
 use serde_json::{Map, Value};
 
+use crate::token::{Compact, Header};
+
 /// The signature algorithms accepted. Everything else, `none` and the HMAC family
 /// included, is refused before any key is looked at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,6 +168,35 @@ impl KeySet {
                     (Some(_), Some(_)) => Choice::Ambiguous,
                 }
             }
+        }
+    }
+}
+
+impl KeySet {
+    /// Whether one of these keys signed `compact` as its `header` says, or why not.
+    pub(crate) fn verify_signature(
+        &self,
+        compact: &Compact<'_>,
+        header: &Header,
+    ) -> Result<(), &'static str> {
+        let candidates = match self.choose(header.alg, header.kid.as_deref()) {
+            Choice::Keys(candidates) => candidates,
+            Choice::UnknownKid => return Err("unknown signing key"),
+            Choice::WrongKeyType => return Err("the signing key does not fit the algorithm"),
+            Choice::NoKeyForAlg => return Err("no signing key for the algorithm"),
+            Choice::Ambiguous => return Err("the token names no key and several fit"),
+        };
+        let signature = compact
+            .signature()
+            .map_err(|_| "malformed token signature")?;
+        let message = compact.signing_input.as_bytes();
+        if candidates
+            .iter()
+            .any(|key| key.verifies(message, &signature))
+        {
+            Ok(())
+        } else {
+            Err("bad signature")
         }
     }
 }

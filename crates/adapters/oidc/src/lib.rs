@@ -7,6 +7,7 @@
     clippy::panic
 )]
 
+mod agent_keys;
 mod claims;
 mod fetch;
 mod keys;
@@ -14,6 +15,7 @@ mod provider;
 mod settings;
 mod token;
 
+pub use agent_keys::AgentKeys;
 pub use provider::{ConnectError, OidcProvider};
 pub use settings::{OidcSettings, SettingsError};
 

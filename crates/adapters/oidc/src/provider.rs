@@ -192,7 +192,8 @@ impl Inner {
     async fn verify(&self, token: &str) -> Result<VerifiedIdentity, IdentityError> {
         let compact = token::split(token)?;
         let header = compact.header()?;
-        let signature = compact.signature()?;
+        // A malformed signature is refused before any key is fetched for it.
+        compact.signature()?;
 
         let (mut cached, mut generation) = self.cached();
         if cached.is_none() {
@@ -206,30 +207,8 @@ impl Inner {
             self.fetch_on_demand(generation).await;
             keys = self.cached().0.unwrap_or(keys);
         }
-        let candidates = match keys.choose(header.alg, kid) {
-            Choice::Keys(candidates) => candidates,
-            Choice::UnknownKid => return Err(IdentityError::Invalid("unknown signing key")),
-            Choice::WrongKeyType => {
-                return Err(IdentityError::Invalid(
-                    "the signing key does not fit the algorithm",
-                ));
-            }
-            Choice::NoKeyForAlg => {
-                return Err(IdentityError::Invalid("no signing key for the algorithm"));
-            }
-            Choice::Ambiguous => {
-                return Err(IdentityError::Invalid(
-                    "the token names no key and several fit",
-                ));
-            }
-        };
-        let message = compact.signing_input.as_bytes();
-        if !candidates
-            .iter()
-            .any(|key| key.verifies(message, &signature))
-        {
-            return Err(IdentityError::Invalid("bad signature"));
-        }
+        keys.verify_signature(&compact, &header)
+            .map_err(IdentityError::Invalid)?;
         verified_identity(&compact.payload()?, &self.settings, self.clock.now())
     }
 

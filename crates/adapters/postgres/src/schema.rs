@@ -174,6 +174,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    oauth_client_assertions (agent_id, jti) {
+        agent_id -> Uuid,
+        jti -> Text,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     oauth_scopes (account_id, name) {
         account_id -> Uuid,
         name -> Text,
@@ -337,6 +345,7 @@ diesel::joinable!(invitations -> accounts (account_id));
 diesel::joinable!(members -> accounts (account_id));
 diesel::joinable!(members -> users (user_id));
 diesel::joinable!(oauth_catalogs -> accounts (account_id));
+diesel::joinable!(oauth_client_assertions -> agents (agent_id));
 diesel::joinable!(oauth_scopes -> oauth_catalogs (account_id));
 diesel::joinable!(oauth_tokens -> accounts (account_id));
 diesel::joinable!(oauth_tokens -> agents (agent_id));
@@ -359,6 +368,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     job_checkpoints,
     members,
     oauth_catalogs,
+    oauth_client_assertions,
     oauth_scopes,
     oauth_tokens,
     policies,

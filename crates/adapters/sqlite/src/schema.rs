@@ -386,6 +386,17 @@ diesel::table! {
 
 diesel::table! {
     use diesel::sql_types::*;
+    use crate::types::Uuid;
+
+    oauth_client_assertions (agent_id, jti) {
+        agent_id -> Uuid,
+        jti -> Text,
+        expires_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
     use crate::types::{Jsonb, Uuid};
 
     oauth_scopes (account_id, name) {
@@ -425,6 +436,7 @@ diesel::joinable!(members -> users (user_id));
 diesel::joinable!(oauth_tokens -> accounts (account_id));
 diesel::joinable!(oauth_tokens -> agents (agent_id));
 diesel::joinable!(oauth_catalogs -> accounts (account_id));
+diesel::joinable!(oauth_client_assertions -> agents (agent_id));
 diesel::joinable!(oauth_scopes -> oauth_catalogs (account_id));
 diesel::joinable!(policies -> accounts (account_id));
 diesel::joinable!(principals -> accounts (account_id));
@@ -448,6 +460,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     members,
     oauth_tokens,
     oauth_catalogs,
+    oauth_client_assertions,
     oauth_scopes,
     policies,
     principals,

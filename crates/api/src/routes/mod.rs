@@ -7,6 +7,7 @@
 
 mod access_rules;
 mod accounts;
+mod admin;
 mod agents;
 mod analytics;
 mod audit;
@@ -57,6 +58,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(invitations::configure_public)
         .configure(tokens::configure)
         .configure(oauth::configure)
+        .configure(admin::configure)
         .configure(agents::configure)
         .configure(tools::configure)
         .configure(scopes::configure)

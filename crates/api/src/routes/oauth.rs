@@ -8,7 +8,9 @@ use actix_web::web::{Bytes, Data, Path};
 use actix_web::{HttpRequest, HttpResponse, get, post};
 use base64::Engine as _;
 use d2_kernel::{AccountId, Code};
-use d2_oauth::{Agent, AuthMethod, GrantType, TokenRequest, TokenResponse, issuer_url};
+use d2_oauth::{
+    Agent, AuthMethod, CLIENT_ASSERTION_TYPE, GrantType, TokenRequest, TokenResponse, issuer_url,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -106,14 +108,22 @@ fn invalid_client() -> ApiError {
 }
 
 /// How the client presented itself.
-struct Presented {
-    client_id: String,
-    secret: String,
-    method: AuthMethod,
+enum Presented {
+    /// Its id and secret (`client_secret_basic` or `client_secret_post`).
+    Secret {
+        client_id: String,
+        secret: String,
+        method: AuthMethod,
+    },
+    /// A JWT it signed (`private_key_jwt`, RFC 7523 §2.2), and the `client_id` it may name.
+    Assertion {
+        client_id: Option<String>,
+        assertion: String,
+    },
 }
 
 /// RFC 6749 §2.3.1: HTTP Basic with the form-encoded client id and secret, or both in the
-/// body; never both ways at once.
+/// body; or RFC 7521 §4.2: a `client_assertion` of the JWT type. Never two ways at once.
 fn presented_client(headers: &HeaderMap, form: &Form) -> ApiResult<Presented> {
     let basic = headers
         .get(header::AUTHORIZATION)
@@ -124,13 +134,33 @@ fn presented_client(headers: &HeaderMap, form: &Form) -> ApiResult<Presented> {
         })
         .map(|(_, encoded)| encoded.trim().to_owned());
     let form_secret = form.get("client_secret");
-    if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
-        return Err(invalid_client());
+    let one_way = || {
+        invalid_request(
+            "authenticate the client one way: HTTP Basic, client_secret in the body or a client_assertion",
+        )
+    };
+    let assertion_type = form.get("client_assertion_type");
+    if let Some(assertion) = form.get("client_assertion") {
+        if basic.is_some() || form_secret.is_some() {
+            return Err(one_way());
+        }
+        if assertion_type != Some(CLIENT_ASSERTION_TYPE) {
+            return Err(invalid_request(&format!(
+                "`client_assertion_type` must be {CLIENT_ASSERTION_TYPE}"
+            )));
+        }
+        return Ok(Presented::Assertion {
+            client_id: form.get("client_id").map(str::to_owned),
+            assertion: assertion.to_owned(),
+        });
+    }
+    if assertion_type.is_some() {
+        return Err(invalid_request(
+            "`client_assertion_type` needs its `client_assertion`",
+        ));
     }
     match (basic, form_secret) {
-        (Some(_), Some(_)) => Err(invalid_request(
-            "authenticate the client one way: HTTP Basic or client_secret in the body, not both",
-        )),
+        (Some(_), Some(_)) => Err(one_way()),
         (Some(encoded), None) => {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(encoded)
@@ -153,13 +183,13 @@ fn presented_client(headers: &HeaderMap, form: &Form) -> ApiResult<Presented> {
                     "`client_id` in the body differs from the one authenticated",
                 ));
             }
-            Ok(Presented {
+            Ok(Presented::Secret {
                 client_id,
                 secret: decode(secret),
                 method: AuthMethod::ClientSecretBasic,
             })
         }
-        (None, Some(secret)) => Ok(Presented {
+        (None, Some(secret)) => Ok(Presented::Secret {
             client_id: form
                 .get("client_id")
                 .ok_or_else(|| invalid_request("`client_secret` needs its `client_id`"))?
@@ -179,7 +209,8 @@ enum Endpoint {
     Other,
 }
 
-/// The agent of `account` the request authenticates, or `invalid_client`.
+/// The agent of `account` the request authenticates, or `invalid_client`. A client
+/// assertion's `aud` may name the issuer, its token endpoint or the endpoint called.
 async fn authenticated_agent(
     state: &ApiState,
     account: AccountId,
@@ -187,19 +218,42 @@ async fn authenticated_agent(
     form: &Form,
     endpoint: Endpoint,
 ) -> ApiResult<Agent> {
-    let presented = presented_client(request.headers(), form)?;
     let clients = &state.app.oauth.clients;
-    let agent = match endpoint {
-        Endpoint::Token => {
+    let agent = match presented_client(request.headers(), form)? {
+        Presented::Assertion {
+            client_id,
+            assertion,
+        } => {
+            let issuer = issuer_of(state, account);
+            let audiences = [
+                format!("{issuer}/token"),
+                format!(
+                    "{}{}",
+                    state.public_base.trim_end_matches('/'),
+                    request.path()
+                ),
+                issuer,
+            ];
             clients
-                .authenticate_secret(&presented.client_id, &presented.secret, presented.method)
+                .authenticate_assertion(client_id.as_deref(), &assertion, &audiences)
                 .await
         }
-        Endpoint::Other => {
-            clients
-                .authenticate_secret_any_way(&presented.client_id, &presented.secret)
-                .await
-        }
+        Presented::Secret {
+            client_id,
+            secret,
+            method,
+        } => match endpoint {
+            Endpoint::Token => {
+                clients
+                    .authenticate_secret(&client_id, &secret, method)
+                    .await
+            }
+            Endpoint::Other => {
+                clients
+                    .authenticate_secret_any_way(&client_id, &secret)
+                    .await
+            }
+        },
     }
     .map_err(|error| ApiError::from(error).for_oauth())?;
     // An agent authenticates at its own account's issuer only.
@@ -231,8 +285,9 @@ fn issuer_of(state: &ApiState, account: AccountId) -> String {
 /// The token endpoint: `grant_type=client_credentials` (with `scope`, `resource`,
 /// `task_id`, `parent_task_id`) or `refresh_token` (rotated on every use; a spent one
 /// presented again after `oauth.refresh_replay_seconds` revokes its whole family). The
-/// client authenticates with HTTP Basic (`client_secret_basic`) or in the body
-/// (`client_secret_post`). Errors are RFC 6749 §5.2 JSON. Audited as `oauth.token_issue`,
+/// client authenticates with HTTP Basic (`client_secret_basic`), in the body
+/// (`client_secret_post`) or with a signed JWT (`private_key_jwt`, RFC 7523: `client_assertion`
+/// and its `client_assertion_type`; its `jti` is accepted once). Errors are RFC 6749 §5.2 JSON. Audited as `oauth.token_issue`,
 /// `oauth.token_refresh`, `oauth.refresh_reuse`, `oauth.token_deny`.
 #[utoipa::path(tag = "oauth", security(()), params(("account_id" = Uuid, Path)),
     request_body(content = String, content_type = "application/x-www-form-urlencoded"),
@@ -471,7 +526,13 @@ async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResu
         .map(|known| known.scope.spec.name.clone())
         .collect();
     let issuer = issuer_of(state, account);
-    let auth_methods = ["client_secret_basic", "client_secret_post"];
+    let auth_methods = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ];
+    // What a client assertion may be signed with (RFC 8414 §2).
+    let assertion_algs = ["RS256", "ES256", "EdDSA"];
     let mut document = json!({
         "issuer": issuer,
         "token_endpoint": format!("{issuer}/token"),
@@ -482,6 +543,9 @@ async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResu
         "token_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "code_challenge_methods_supported": ["S256"],
         "response_types_supported": [],
         "scopes_supported": scopes,
@@ -699,7 +763,64 @@ pub struct VerificationBody {
     pub problems: Vec<LineageProblemBody>,
 }
 
-fn token_type(kind: d2_oauth::TokenKind) -> &'static str {
+impl VerificationBody {
+    /// The answer for text that is no token of the account.
+    pub(crate) fn unknown() -> Self {
+        VerificationBody {
+            valid: false,
+            token: IntrospectionBody::default(),
+            lineage: Vec::new(),
+            lineage_truncated: false,
+            problems: vec![LineageProblemBody {
+                problem: "unknown_token",
+                token_id: None,
+            }],
+        }
+    }
+
+    /// The answer for a token of the account `issuer` names, with its lineage.
+    pub(crate) fn of(verification: &d2_oauth::Verification, issuer: String) -> Self {
+        // The token itself works unless a problem is its own (or its agent's).
+        let own = verification.record.id;
+        let active = !verification
+            .problems
+            .iter()
+            .any(|p| p.token().is_none_or(|id| id == own));
+        VerificationBody {
+            valid: verification.valid(),
+            token: IntrospectionBody::of(active.then(|| d2_oauth::Introspected {
+                record: verification.record.clone(),
+                issuer,
+            })),
+            lineage: verification
+                .lineage
+                .iter()
+                .map(|record| LineageEntryBody {
+                    jti: *record.id.as_uuid(),
+                    token_type: token_type(record.kind),
+                    grant_type: record.grant_type.as_str(),
+                    scope: record.scope(),
+                    task_id: record.task_id.clone(),
+                    parent_task_id: record.parent_task_id.clone(),
+                    issued_at: record.issued_at,
+                    expires_at: record.expires_at,
+                    revoked_at: record.revoked_at,
+                })
+                .collect(),
+            lineage_truncated: verification.truncated,
+            problems: verification
+                .problems
+                .iter()
+                .map(|problem| LineageProblemBody {
+                    problem: problem.as_str(),
+                    token_id: problem.token().map(|id| *id.as_uuid()),
+                })
+                .collect(),
+        }
+    }
+}
+
+pub(crate) fn token_type(kind: d2_oauth::TokenKind) -> &'static str {
     match kind {
         d2_oauth::TokenKind::Access => "access_token",
         d2_oauth::TokenKind::Refresh => "refresh_token",
@@ -733,55 +854,8 @@ async fn verify(
         .await
         .map_err(|error| ApiError::from(error).for_oauth())?;
     let body = match found {
-        None => VerificationBody {
-            valid: false,
-            token: IntrospectionBody::default(),
-            lineage: Vec::new(),
-            lineage_truncated: false,
-            problems: vec![LineageProblemBody {
-                problem: "unknown_token",
-                token_id: None,
-            }],
-        },
-        Some(verification) => {
-            // The token itself works unless a problem is its own (or its agent's).
-            let own = verification.record.id;
-            let active = !verification
-                .problems
-                .iter()
-                .any(|p| p.token().is_none_or(|id| id == own));
-            VerificationBody {
-                valid: verification.valid(),
-                token: IntrospectionBody::of(active.then(|| d2_oauth::Introspected {
-                    record: verification.record.clone(),
-                    issuer,
-                })),
-                lineage: verification
-                    .lineage
-                    .iter()
-                    .map(|record| LineageEntryBody {
-                        jti: *record.id.as_uuid(),
-                        token_type: token_type(record.kind),
-                        grant_type: record.grant_type.as_str(),
-                        scope: record.scope(),
-                        task_id: record.task_id.clone(),
-                        parent_task_id: record.parent_task_id.clone(),
-                        issued_at: record.issued_at,
-                        expires_at: record.expires_at,
-                        revoked_at: record.revoked_at,
-                    })
-                    .collect(),
-                lineage_truncated: verification.truncated,
-                problems: verification
-                    .problems
-                    .iter()
-                    .map(|problem| LineageProblemBody {
-                        problem: problem.as_str(),
-                        token_id: problem.token().map(|id| *id.as_uuid()),
-                    })
-                    .collect(),
-            }
-        }
+        None => VerificationBody::unknown(),
+        Some(verification) => VerificationBody::of(&verification, issuer),
     };
     Ok(secret_response(actix_web::http::StatusCode::OK, &body))
 }

@@ -9,8 +9,9 @@ use d2_jwks::Jwks;
 use d2_oauth::jobs::TokenPruning;
 use d2_oauth::{
     AccessRules, AgentCache, AgentService, ClientAuthenticator, DefaultScopes, Entitlements,
-    PrincipalService, ScopeCatalog, TokenIssuer, ToolService,
+    OAuthAdmin, PrincipalService, ScopeCatalog, TokenIssuer, ToolService,
 };
+use d2_oidc::AgentKeys;
 use serde::Deserialize;
 
 use super::{Registry, Shared};
@@ -102,6 +103,8 @@ pub struct OAuth {
     pub clients: Arc<ClientAuthenticator>,
     /// The token endpoint's grants, introspection and revocation.
     pub issuer: Arc<TokenIssuer>,
+    /// The admins' view: dashboard, tokens, revocation, tasks (`/v1/admin`).
+    pub admin: Arc<OAuthAdmin>,
     /// The account's end users (principals) agents act for.
     pub principals: Arc<PrincipalService>,
     /// The access rules, and the decisions the token endpoint asks of them.
@@ -173,6 +176,11 @@ pub(crate) fn build(
         keep: chrono::Duration::days(i64::from(pruning.keep_days)),
     });
     Ok(OAuth {
+        admin: Arc::new(OAuthAdmin::new(
+            issuer.clone(),
+            shared.repositories.clone(),
+            shared.clock.clone(),
+        )),
         issuer,
         agents: Arc::new(AgentService::new(
             shared.repositories.clone(),
@@ -184,6 +192,12 @@ pub(crate) fn build(
         clients: Arc::new(ClientAuthenticator::new(
             shared.repositories.clone(),
             shared.pepper.clone(),
+            Arc::new(AgentKeys::new(shared.clock.clone()).map_err(|e| {
+                SettingsError::invalid(
+                    "oauth",
+                    format!("cannot build the client that fetches agents' jwks_uri: {e}"),
+                )
+            })?),
             shared.clock.clone(),
         )),
         principals: Arc::new(PrincipalService::new(

@@ -67,6 +67,10 @@ pub enum ClientRefusal {
     WrongSecret,
     /// The agent authenticates another way (its registered `auth_method`).
     WrongMethod,
+    /// Its client assertion was refused, for this reason (`private_key_jwt`).
+    Assertion(&'static str),
+    /// Its client assertion's `jti` was spent already.
+    AssertionReplayed,
 }
 
 impl ErrorCode for ClientAuthError {

@@ -674,6 +674,24 @@ impl TokenIssuer {
         let Some(record) = self.recognise(account, text).await? else {
             return Ok(None);
         };
+        self.lineage_of(record).await.map(Some)
+    }
+
+    /// The token `id` of `account` with its lineage, as [`Self::verify`] answers for a
+    /// token's text (the account's admins look tokens up by id).
+    pub async fn verify_id(
+        &self,
+        account: AccountId,
+        id: OAuthTokenId,
+    ) -> Result<Option<Verification>, GrantError> {
+        let Some(record) = self.record(account, id).await? else {
+            return Ok(None);
+        };
+        self.lineage_of(record).await.map(Some)
+    }
+
+    async fn lineage_of(&self, record: Arc<TokenRecord>) -> Result<Verification, GrantError> {
+        let account = record.account_id;
         let now = self.clock.now();
         let mut problems = Vec::new();
         if record.revoked_at.is_some() {
@@ -705,12 +723,12 @@ impl TokenIssuer {
             next = parent.parent_id;
             lineage.push(parent);
         }
-        Ok(Some(Verification {
+        Ok(Verification {
             record,
             lineage,
             truncated,
             problems,
-        }))
+        })
     }
 
     /// The record of the token `id` of `account`, access or refresh, from the cache.

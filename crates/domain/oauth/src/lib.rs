@@ -11,7 +11,9 @@
 mod access;
 #[cfg(test)]
 mod access_tests;
+pub mod admin;
 mod agent;
+mod assertion;
 pub mod catalog;
 mod entitlement;
 mod error;
@@ -29,11 +31,13 @@ mod tests;
 mod token;
 
 pub use access::AccessRules;
+pub use admin::{AdminError, Dashboard, OAuthAdmin, TaskLink, TaskView};
 pub use agent::{
     Agent, AgentId, AgentSpec, AgentState, AuthMethod, ClientSecret, ClientSecretFormat,
     ClientSecrets, PendingRegistration, REGISTRATION_LIFETIME_HOURS, RegistrationFormat,
     RegistrationToken, UnknownAgentState, UnknownAuthMethod, limits,
 };
+pub use assertion::{AssertionVerifier, CLIENT_ASSERTION_TYPE, assertion_limits};
 pub use catalog::defaults::{DefaultScopes, InvalidDefaultScopes};
 pub use catalog::error::CatalogError;
 pub use catalog::ports::{
@@ -67,7 +71,8 @@ pub use service::{
     AgentCache, AgentService, ClientAuthenticator, DEFAULT_SECRET_GRACE_SECONDS, RotatedSecret,
 };
 pub use token::{
-    GrantType, Issuance, OAuthTokenId, RefreshIssuance, RefreshOutcome, RefreshRefusal,
-    RefreshToken, RefreshTokenFormat, RevokeScope, TokenCounts, TokenFilter, TokenKind,
-    TokenRecord, UnknownGrantType, UnknownTokenKind, is_task_id, revocation_reasons, token_limits,
+    AgentCounts, GrantType, Issuance, OAuthTokenId, RefreshIssuance, RefreshOutcome,
+    RefreshRefusal, RefreshToken, RefreshTokenFormat, RevokeScope, TokenCounts, TokenFilter,
+    TokenKind, TokenRecord, UnknownGrantType, UnknownTokenKind, is_task_id, revocation_reasons,
+    token_limits,
 };

@@ -38,6 +38,8 @@ pub struct MemoryAgents {
     tokens: Mutex<Vec<StoredToken>>,
     pub(crate) audit: Arc<MemoryAuditLog>,
     pub(crate) catalog: Mutex<crate::catalog::memory::CatalogRows>,
+    /// Spent client assertions: agent, `jti`, until when.
+    assertions: Mutex<Vec<(AgentId, String, DateTime<Utc>)>>,
 }
 
 #[derive(Clone, Debug)]
@@ -54,6 +56,7 @@ impl MemoryAgents {
             tokens: Mutex::new(Vec::new()),
             audit,
             catalog: Mutex::default(),
+            assertions: Mutex::default(),
         }
     }
 
@@ -243,6 +246,28 @@ impl AgentRepo for MemoryAgents {
             .iter()
             .find(|r| r.agent.id == id)
             .map(|r| (r.agent.clone(), r.secrets.clone())))
+    }
+
+    async fn spend_assertion(
+        &self,
+        agent: AgentId,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut spent = self
+            .assertions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        spent.retain(|(of, _, until)| *of != agent || *until >= now);
+        if spent
+            .iter()
+            .any(|(of, seen, _)| *of == agent && seen == jti)
+        {
+            return Ok(false);
+        }
+        spent.push((agent, jti.to_owned(), expires_at));
+        Ok(true)
     }
 }
 
@@ -509,6 +534,25 @@ impl OAuthTokenRepo for MemoryAgents {
                     .unwrap_or(u64::MAX)
                 })
                 .collect(),
+            denied_since: since
+                .iter()
+                .map(|start| {
+                    let denied = self.audit.all().into_iter().filter(|r| {
+                        r.entry.account_id == account
+                            && r.entry.action == d2_audit::AuditAction::OAuthTokenDeny
+                            && r.entry.occurred_at >= *start
+                    });
+                    u64::try_from(denied.count()).unwrap_or(u64::MAX)
+                })
+                .collect(),
+            agents: self
+                .lock()
+                .iter()
+                .filter(|r| r.agent.account_id == account)
+                .fold(crate::AgentCounts::default(), |mut counts, r| {
+                    counts.add(r.agent.state, 1);
+                    counts
+                }),
         })
     }
 }
@@ -804,3 +848,37 @@ macro_rules! audit_log_of {
 
 audit_log_of!(MemoryPrincipals);
 audit_log_of!(MemoryAccessRules);
+
+/// A stand-in for the adapter that checks assertion signatures: an assertion whose
+/// signature segment is `signed-by-<client id>` counts as signed by that agent's key, any
+/// other is refused. For the domain's own tests of what follows the signature.
+#[derive(Debug, Default)]
+pub struct NamedSignatures;
+
+#[async_trait]
+impl crate::assertion::AssertionVerifier for NamedSignatures {
+    async fn verified_claims(
+        &self,
+        agent: &Agent,
+        assertion: &str,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, &'static str> {
+        use base64::Engine as _;
+        let mut segments = assertion.split('.');
+        let (Some(_), Some(payload), Some(signature), None) = (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) else {
+            return Err("malformed assertion");
+        };
+        if signature != format!("signed-by-{}", agent.client_id()) {
+            return Err("bad signature");
+        }
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .ok_or("malformed assertion")
+    }
+}

@@ -89,6 +89,17 @@ pub trait AgentRepo: Send + Sync + 'static {
         &self,
         id: AgentId,
     ) -> Result<Option<(Agent, Option<ClientSecrets>)>, StoreError>;
+
+    /// Spends the client assertion `jti` of `agent`, remembered until `expires_at`: `false`,
+    /// with nothing written, when it was spent already (a replay), also under concurrent
+    /// calls. The agent's assertions that expired before `now` are forgotten.
+    async fn spend_assertion(
+        &self,
+        agent: AgentId,
+        jti: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
 }
 
 /// Builds the audit record of a refresh that rotated or found a reuse, from the outcome

@@ -14,6 +14,7 @@ use crate::agent::{
     Agent, AgentId, AgentSpec, AgentState, AuthMethod, ClientSecret, PendingRegistration,
     RegistrationToken,
 };
+use crate::assertion::{AssertionVerifier, check_claims, unverified_subject};
 use crate::error::{AgentError, ClientAuthError, ClientRefusal};
 use crate::ports::AgentRepo;
 
@@ -236,10 +237,12 @@ impl AgentService {
     }
 }
 
-/// Authenticates agents at the token endpoint by their client id and secret.
+/// Authenticates agents at the token endpoint by their client id and secret, or by a
+/// client assertion signed with their key.
 pub struct ClientAuthenticator {
     repo: Arc<dyn AgentRepo>,
     pepper: Arc<Pepper>,
+    assertions: Arc<dyn AssertionVerifier>,
     clock: Arc<dyn Clock>,
 }
 
@@ -251,12 +254,66 @@ impl std::fmt::Debug for ClientAuthenticator {
 }
 
 impl ClientAuthenticator {
-    pub fn new(repo: Arc<dyn AgentRepo>, pepper: Arc<Pepper>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        repo: Arc<dyn AgentRepo>,
+        pepper: Arc<Pepper>,
+        assertions: Arc<dyn AssertionVerifier>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
             repo,
             pepper,
+            assertions,
             clock,
         }
+    }
+
+    /// The active `private_key_jwt` agent that signed `assertion` (RFC 7523 §3): its `sub`
+    /// names the agent (and matches `client_id` when one is given), one of the agent's keys
+    /// signed it, its claims pass [`check_claims`] with `audiences` (the issuer and the
+    /// endpoint called), and its `jti` was never spent. Every refusal is the same
+    /// `invalid_client`; the reason goes to the log only.
+    pub async fn authenticate_assertion(
+        &self,
+        client_id: Option<&str>,
+        assertion: &str,
+        audiences: &[String],
+    ) -> Result<Agent, ClientAuthError> {
+        let subject = unverified_subject(assertion)
+            .ok_or(refuse(ClientRefusal::Assertion("malformed assertion")))?;
+        if client_id.is_some_and(|id| id != subject) {
+            return Err(refuse(ClientRefusal::Assertion(
+                "client_id differs from the assertion's sub",
+            )));
+        }
+        let Ok(id) = subject.parse::<AgentId>() else {
+            return Err(refuse(ClientRefusal::UnknownClient));
+        };
+        let Some((agent, _)) = self.repo.client(id).await? else {
+            return Err(refuse(ClientRefusal::UnknownClient));
+        };
+        if agent.state != AgentState::Active {
+            return Err(refuse(ClientRefusal::NotActive));
+        }
+        if agent.spec.auth_method != AuthMethod::PrivateKeyJwt {
+            return Err(refuse(ClientRefusal::WrongMethod));
+        }
+        let claims = self
+            .assertions
+            .verified_claims(&agent, assertion)
+            .await
+            .map_err(|reason| refuse(ClientRefusal::Assertion(reason)))?;
+        let now = self.clock.now();
+        let spendable = check_claims(&claims, &subject, audiences, now)
+            .map_err(|reason| refuse(ClientRefusal::Assertion(reason)))?;
+        if !self
+            .repo
+            .spend_assertion(agent.id, &spendable.jti, spendable.expires_at, now)
+            .await?
+        {
+            return Err(refuse(ClientRefusal::AssertionReplayed));
+        }
+        Ok(agent)
     }
 
     /// The active agent `client_id` names, if `secret` is its current secret (or the one
@@ -292,10 +349,6 @@ impl ClientAuthenticator {
         // The digest is computed whatever happens next, so an unknown client costs what a
         // known one does.
         let presented = self.pepper.digest_text(secret);
-        let refuse = |reason: ClientRefusal| {
-            tracing::info!(?reason, "client authentication failed");
-            ClientAuthError::InvalidClient(reason)
-        };
         let Ok(id) = client_id.parse::<AgentId>() else {
             return Err(refuse(ClientRefusal::UnknownClient));
         };
@@ -319,6 +372,12 @@ impl ClientAuthenticator {
         }
         Ok(agent)
     }
+}
+
+/// The refusal of a client, logged with its reason.
+fn refuse(reason: ClientRefusal) -> ClientAuthError {
+    tracing::info!(?reason, "client authentication failed");
+    ClientAuthError::InvalidClient(reason)
 }
 
 /// Agents by id, as introspection and `agentinfo` read them; a change of an account's

@@ -38,7 +38,12 @@ fn world() -> World {
             clock.clone(),
             Duration::hours(1),
         ),
-        clients: ClientAuthenticator::new(repo, pepper, clock.clone()),
+        clients: ClientAuthenticator::new(
+            repo,
+            pepper,
+            Arc::new(crate::memory::NamedSignatures),
+            clock.clone(),
+        ),
         clock,
         audit,
         account: AccountId::random(),
@@ -678,4 +683,113 @@ fn specs_that_break_a_rule_are_refused_with_the_rule() {
     }
     .validate()
     .unwrap();
+}
+
+#[tokio::test]
+async fn a_private_key_jwt_agent_authenticates_with_each_assertion_once() {
+    use base64::Engine as _;
+    let w = world();
+    let keyed = AgentSpec {
+        auth_method: AuthMethod::PrivateKeyJwt,
+        jwks: Some(json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "x", "y": "y"}]})),
+        ..spec("Keyed")
+    };
+    let (_, token) = w.agents.register(&admin(w.account), keyed).await.unwrap();
+    let (agent, keyed_secret) = w.agents.activate(token.expose()).await.unwrap();
+    let (secret_agent, _) = w.active("Secret").await;
+    let id = agent.client_id();
+    let audiences = vec![format!("https://d2.example/oauth/{}/token", w.account)];
+    let assertion = |client: &str, jti: &str, signer: &str| {
+        let claims = json!({
+            "iss": client, "sub": client, "aud": audiences[0],
+            "exp": w.clock.now().timestamp().saturating_add(60), "jti": jti,
+        });
+        format!(
+            "e30.{}.signed-by-{signer}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string())
+        )
+    };
+    let refusal = |result: Result<Agent, ClientAuthError>| match result {
+        Err(ClientAuthError::InvalidClient(reason)) => reason,
+        other => unreachable!("a refusal was expected: {other:?}"),
+    };
+
+    let first = assertion(&id, "one", &id);
+    let authenticated = w
+        .clients
+        .authenticate_assertion(Some(&id), &first, &audiences)
+        .await
+        .unwrap();
+    assert_eq!(authenticated.id, agent.id);
+    let replayed = w
+        .clients
+        .authenticate_assertion(None, &first, &audiences)
+        .await;
+    assert_eq!(refusal(replayed), ClientRefusal::AssertionReplayed);
+    // Another jti works; the same jti of another agent is that agent's own.
+    w.clients
+        .authenticate_assertion(None, &assertion(&id, "two", &id), &audiences)
+        .await
+        .unwrap();
+
+    let secret_id = secret_agent.client_id();
+    let cases = [
+        (
+            "signed by another agent's key",
+            assertion(&id, "three", &secret_id),
+            Some(id.clone()),
+            ClientRefusal::Assertion("bad signature"),
+        ),
+        (
+            "client_id not the sub",
+            assertion(&id, "four", &id),
+            Some(secret_id.clone()),
+            ClientRefusal::Assertion("client_id differs from the assertion's sub"),
+        ),
+        (
+            "an agent with a secret",
+            assertion(&secret_id, "five", &secret_id),
+            None,
+            ClientRefusal::WrongMethod,
+        ),
+        (
+            "an unknown agent",
+            assertion(&AgentId::random().to_string(), "six", &id),
+            None,
+            ClientRefusal::UnknownClient,
+        ),
+        (
+            "not a JWT",
+            "garbage".to_owned(),
+            None,
+            ClientRefusal::Assertion("malformed assertion"),
+        ),
+    ];
+    for (case, presented, client_id, expected) in cases {
+        let result = w
+            .clients
+            .authenticate_assertion(client_id.as_deref(), &presented, &audiences)
+            .await;
+        assert_eq!(refusal(result), expected, "{case}");
+    }
+    // The secret its activation showed never authenticates a private_key_jwt agent.
+    let refused = w
+        .clients
+        .authenticate_secret_any_way(&id, keyed_secret.expose())
+        .await;
+    assert_eq!(refusal(refused), ClientRefusal::WrongMethod);
+    w.agents
+        .update(
+            &admin(w.account),
+            agent.id,
+            agent.spec.clone(),
+            Some(AgentState::Disabled),
+        )
+        .await
+        .unwrap();
+    let disabled = w
+        .clients
+        .authenticate_assertion(None, &assertion(&id, "seven", &id), &audiences)
+        .await;
+    assert_eq!(refusal(disabled), ClientRefusal::NotActive);
 }

@@ -200,4 +200,27 @@ pub struct TokenCounts {
     pub active_refresh: u64,
     /// Access tokens issued since each of the windows asked for.
     pub issued_since: Vec<u64>,
+    /// Token requests denied (audited `oauth.token_deny`) since each of the windows.
+    pub denied_since: Vec<u64>,
+    pub agents: AgentCounts,
+}
+
+/// An account's agents, by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AgentCounts {
+    pub pending: u64,
+    pub active: u64,
+    pub disabled: u64,
+}
+
+impl AgentCounts {
+    /// Counts one more agent in `state`.
+    pub fn add(&mut self, state: crate::AgentState, n: u64) {
+        let slot = match state {
+            crate::AgentState::Pending => &mut self.pending,
+            crate::AgentState::Active => &mut self.active,
+            crate::AgentState::Disabled => &mut self.disabled,
+        };
+        *slot = slot.saturating_add(n);
+    }
 }

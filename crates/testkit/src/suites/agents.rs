@@ -287,3 +287,40 @@ pub async fn agent_activation_races(store: &dyn Store, a: AccountId) {
     assert!(stored.current.matches(&digest(&secrets[winners[0]])));
     assert_eq!(audited(store, a, AuditAction::AgentActivate).await, 1);
 }
+
+/// A client assertion's `jti` is spent once per agent, also by eight concurrent spenders;
+/// another agent's same `jti` is its own; an expired one is forgotten on the agent's next
+/// spending and may then be spent again; an agent is deleted with its assertions.
+pub async fn assertion_replays(store: &dyn Store, a: AccountId) {
+    let first = register(store, a, "Signer", 0, "reg-signer").await;
+    let second = register(store, a, "Other signer", 0, "reg-other-signer").await;
+    let spend = |agent: &Agent, jti: &'static str, until: i64, now: i64| {
+        let id = agent.id;
+        async move {
+            store
+                .spend_assertion(id, jti, at(until), at(now))
+                .await
+                .unwrap()
+        }
+    };
+    let outcomes = join_all((0..8).map(|_| spend(&first, "j-1", 300, 10))).await;
+    assert_eq!(
+        outcomes.iter().filter(|spent| **spent).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(spend(&second, "j-1", 300, 10).await, "another agent's jti");
+    assert!(
+        !spend(&first, "j-1", 300, 200).await,
+        "replayed before it expires"
+    );
+    assert!(spend(&first, "j-2", 400, 200).await);
+    // At 350 the first j-1 has expired: forgotten, it may be spent again.
+    assert!(spend(&first, "j-1", 600, 350).await);
+    assert!(!spend(&first, "j-2", 600, 350).await, "j-2 still lives");
+    let entry = entry(&second, AuditAction::AgentDelete);
+    assert!(
+        store.delete(a, second.id, &entry).await.unwrap(),
+        "an agent with spent assertions is deleted with them"
+    );
+}

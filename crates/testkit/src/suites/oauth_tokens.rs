@@ -17,8 +17,8 @@ use chrono::{DateTime, Utc};
 use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::{AccountId, PageRequest, SecretDigest};
 use d2_oauth::{
-    Agent, GrantType, Issuance, OAuthTokenId, RefreshIssuance, RefreshOutcome, RefreshRefusal,
-    RevokeScope, TokenFilter, TokenKind, TokenRecord,
+    Agent, AgentCounts, GrantType, Issuance, OAuthTokenId, RefreshIssuance, RefreshOutcome,
+    RefreshRefusal, RevokeScope, TokenFilter, TokenKind, TokenRecord,
 };
 use futures_util::future::join_all;
 
@@ -403,9 +403,26 @@ pub async fn oauth_tokens(store: &dyn Store, a: AccountId, b: AccountId) {
             .items,
         vec![]
     );
+    for (account, seconds) in [(a, 100), (a, 160), (b, 160)] {
+        let denial = AuditEntry::system(account, AuditAction::OAuthTokenDeny, at(seconds));
+        store.audit_refusal(&denial).await.unwrap();
+    }
     let counts = store.counts(a, at(201), &[at(0), at(150)]).await.unwrap();
     assert_eq!((counts.active_access, counts.active_refresh), (1, 1));
     assert_eq!(counts.issued_since, vec![6, 1]);
+    assert_eq!(
+        counts.denied_since,
+        vec![2, 1],
+        "denials of the account only"
+    );
+    assert_eq!(
+        counts.agents,
+        AgentCounts {
+            pending: 0,
+            active: 1,
+            disabled: 0
+        }
+    );
 
     // An agent's tokens go with it; none is issued to an agent that is gone.
     let entry = AuditEntry::system(a, AuditAction::AgentDelete, at(300)).target("agent", agent.id);
