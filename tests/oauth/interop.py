@@ -60,6 +60,9 @@ def agent(method):
 
 def session_of(method, client_id, credential, token_endpoint, **options):
     """An authlib session authenticating as `method` does."""
+    if method == "private_key_jwt":
+        # authlib authenticates revocation and introspection by HTTP Basic unless told.
+        options["revocation_endpoint_auth_method"] = method
     session = OAuth2Session(
         client_id, credential, token_endpoint_auth_method=method, **options
     )

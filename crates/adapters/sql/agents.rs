@@ -110,6 +110,7 @@ impl AgentRepo for crate::Store {
                 .await?;
             let agent = read_agent(conn, AgentId::from_uuid(id.0)).await?;
             write_audit(conn, &audit_of(&agent)).await?;
+            announce(conn, Change::OAuth(agent.account_id)).await?;
             Ok(Some(agent))
         })
         .await?;
@@ -256,6 +257,7 @@ impl AgentRepo for crate::Store {
                 .execute(conn)
                 .await?;
             write_audit(conn, &audit_of(&agent)).await?;
+            announce(conn, Change::OAuth(account)).await?;
             Ok(Some(agent))
         })
         .await?;

@@ -638,3 +638,100 @@ pub(super) async fn access_rule_changes_are_announced(
         "the refused creation announced nothing"
     );
 }
+
+/// `d2ctl migrate-store` copies the OAuth tokens in pages by id (three rows a page in these
+/// tests): every row arrives once, as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn oauth_tokens_are_copied_in_pages() {
+    use d2_kernel::{PageRequest, Pepper};
+    use d2_oauth::{
+        Agent, AgentRepo as _, AgentSpec, AuthMethod, GrantType, Issuance, OAuthTokenId,
+        OAuthTokenRepo as _, PendingRegistration, TokenFilter, TokenKind, TokenRecord,
+    };
+
+    let (_db, store) = fresh().await;
+    let (_target_db, target) = fresh().await;
+    let (_, account) = contract_token(&store).await;
+    let pepper = Pepper::new(&[3; 32]).unwrap();
+    let now = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let spec = AgentSpec {
+        name: "Copied".into(),
+        description: None,
+        scopes: vec!["a".into()],
+        redirect_uris: vec![],
+        resources: vec![],
+        attributes: serde_json::Map::new(),
+        auth_method: AuthMethod::ClientSecretBasic,
+        jwks: None,
+        jwks_uri: None,
+        access_token_seconds: 3_600,
+        refresh_token_seconds: Some(7_200),
+    };
+    let agent = Agent::new(account, spec, None, now);
+    let registration = PendingRegistration::new(pepper.digest_text("reg"), now);
+    let entry = AuditEntry::system(account, AuditAction::AgentRegister, now);
+    store.register(&agent, &registration, &entry).await.unwrap();
+    let record = |kind: TokenKind, family: Option<OAuthTokenId>, i: usize| {
+        let id = OAuthTokenId::random();
+        TokenRecord {
+            id,
+            account_id: account,
+            agent_id: agent.id,
+            kind,
+            family_id: family.unwrap_or(id),
+            parent_id: None,
+            subject: agent.client_id(),
+            scopes: vec!["a".into()],
+            audience: vec!["https://api.example/".into()],
+            task_id: format!("task-{i}"),
+            parent_task_id: None,
+            grant_type: GrantType::ClientCredentials,
+            digest: pepper.digest_text(&format!("{kind:?}-{i}")),
+            issued_at: now,
+            expires_at: now + chrono::Duration::hours(1),
+            revoked_at: None,
+            revoked_reason: None,
+        }
+    };
+    for i in 0..4 {
+        let refresh = record(TokenKind::Refresh, None, i);
+        let issuance = Issuance {
+            access: record(TokenKind::Access, Some(refresh.id), i),
+            refresh: Some(refresh),
+        };
+        let entry = AuditEntry::system(account, AuditAction::OAuthTokenIssue, now);
+        assert!(store.issue(&issuance, &entry).await.unwrap());
+    }
+
+    for table in ["accounts", "agents"] {
+        let (rows, _) = store.export_rows(table, None).await.unwrap();
+        target.import_rows(table, rows).await.unwrap();
+    }
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let (rows, next) = store
+            .export_rows("oauth_tokens", after.as_deref())
+            .await
+            .unwrap();
+        pages.push(rows.len());
+        target.import_rows("oauth_tokens", rows).await.unwrap();
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, [3, 3, 2]);
+    let filter = TokenFilter::default();
+    let first_page = PageRequest::first(100);
+    let copied = target.tokens(account, &filter, &first_page).await.unwrap();
+    let original = store.tokens(account, &filter, &first_page).await.unwrap();
+    assert_eq!(copied.items.len(), 8);
+    assert_eq!(copied.items, original.items);
+    assert!(
+        store
+            .export_rows("oauth_tokens", Some("not a uuid"))
+            .await
+            .is_err()
+    );
+}

@@ -83,11 +83,13 @@ pub const NOT_COPIED: [(&str, &str); 4] = [
     ),
 ];
 
-/// Rows per page of the tables read in pages (audit records, events and tasks).
-const PAGE: i64 = 5_000;
+/// Rows per page of the tables read in pages (audit records, events, tasks and OAuth
+/// tokens); a few in the adapters' own tests, so that their copies cross pages.
+const PAGE: i64 = if cfg!(test) { 3 } else { 5_000 };
 
-/// Some of a table's rows, and where the next page starts (`None`: the table is done).
-pub type RowPage = (Vec<Value>, Option<i64>);
+/// Some of a table's rows, and where the next page starts (`None`: the table is done): a
+/// cursor the caller hands back as it is (the last id read, a number or a UUID).
+pub type RowPage = (Vec<Value>, Option<String>);
 
 #[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = api_tokens, check_for_backend(crate::Db))]
@@ -173,9 +175,17 @@ fn whole(rows: Vec<Value>) -> RowPage {
 }
 
 /// A page of a table read by id; `next` is the last id when the page is full.
-fn by_id(rows: Vec<Value>, last_id: Option<i64>) -> RowPage {
+fn by_id(rows: Vec<Value>, last_id: Option<impl ToString>) -> RowPage {
     let full = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= PAGE;
-    (rows, last_id.filter(|_| full))
+    (rows, last_id.filter(|_| full).map(|id| id.to_string()))
+}
+
+/// The id a page of a table numbered by `bigint` ids starts after (0 for the first).
+fn after_number(after: Option<&str>) -> Result<i64, StoreError> {
+    after.map_or(Ok(0), |text| {
+        text.parse()
+            .map_err(|_| StoreError::corrupt("a copy's page cursor is not an id"))
+    })
 }
 
 /// A page of a table whose rows the target numbers anew: the rows without their ids, the
@@ -253,7 +263,7 @@ impl crate::Store {
     pub async fn export_rows(
         &self,
         table: &str,
-        after: Option<i64>,
+        after: Option<&str>,
     ) -> Result<RowPage, StoreError> {
         let mut conn = self.conn().await?;
         let conn = &mut conn;
@@ -298,14 +308,22 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
-            "oauth_tokens" => whole(to_json(
-                oauth_tokens::table
+            "oauth_tokens" => {
+                // The table grows with every token issued: read in pages, by id.
+                let mut query = oauth_tokens::table
                     .order(oauth_tokens::id)
+                    .limit(PAGE)
                     .select(TokenRow::as_select())
-                    .load(conn)
-                    .await
-                    .map_err(from_diesel)?,
-            )?),
+                    .into_boxed();
+                if let Some(after) = after {
+                    let after = uuid::Uuid::parse_str(after)
+                        .map_err(|_| StoreError::corrupt("a copy's page cursor is not a UUID"))?;
+                    query = query.filter(oauth_tokens::id.gt(Id(after)));
+                }
+                let rows: Vec<TokenRow> = query.load(conn).await.map_err(from_diesel)?;
+                let last = rows.last().map(|row| row.id.0);
+                by_id(to_json(rows)?, last)
+            }
             "tools" => whole(to_json(
                 tools::table
                     .order(tools::id)
@@ -388,7 +406,7 @@ impl crate::Store {
             )?),
             "audit_logs" => {
                 let rows: Vec<(i64, AuditCopy)> = audit_logs::table
-                    .filter(audit_logs::id.gt(after.unwrap_or(0)))
+                    .filter(audit_logs::id.gt(after_number(after)?))
                     .order(audit_logs::id)
                     .limit(PAGE)
                     .select((audit_logs::id, AuditCopy::as_select()))
@@ -399,7 +417,7 @@ impl crate::Store {
             }
             "events" => {
                 let rows: Vec<EventRow> = events::table
-                    .filter(events::id.gt(after.unwrap_or(0)))
+                    .filter(events::id.gt(after_number(after)?))
                     .order(events::id)
                     .limit(PAGE)
                     .select(EventRow::as_select())
@@ -432,7 +450,7 @@ impl crate::Store {
             }
             "tasks" => {
                 let rows: Vec<(i64, TaskCopy)> = tasks::table
-                    .filter(tasks::id.gt(after.unwrap_or(0)))
+                    .filter(tasks::id.gt(after_number(after)?))
                     .order(tasks::id)
                     .limit(PAGE)
                     .select((tasks::id, TaskCopy::as_select()))

@@ -253,7 +253,10 @@ impl Store {
             let mut rows = 0u64;
             let mut after = None;
             loop {
-                let (page, next) = self.export_rows(table, after).await.map_err(failed)?;
+                let (page, next) = self
+                    .export_rows(table, after.as_deref())
+                    .await
+                    .map_err(failed)?;
                 rows += u64::try_from(page.len()).unwrap_or(u64::MAX);
                 target.import_rows(table, page).await.map_err(failed)?;
                 match next {
@@ -270,7 +273,7 @@ impl Store {
     async fn export_rows(
         &self,
         table: &str,
-        after: Option<i64>,
+        after: Option<&str>,
     ) -> Result<d2_sqlite::RowPage, StoreError> {
         match self {
             Store::Postgres(store) => store.export_rows(table, after).await,

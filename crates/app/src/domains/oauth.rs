@@ -184,13 +184,14 @@ pub(crate) fn build(
         issuer,
         agents: Arc::new(AgentService::new(
             shared.repositories.clone(),
-            cache,
+            cache.clone(),
             shared.pepper.clone(),
             shared.clock.clone(),
             grace,
         )),
         clients: Arc::new(ClientAuthenticator::new(
             shared.repositories.clone(),
+            cache,
             shared.pepper.clone(),
             Arc::new(AgentKeys::new(shared.clock.clone()).map_err(|e| {
                 SettingsError::invalid(

@@ -11,8 +11,8 @@ use d2_kernel::{
 use serde_json::json;
 
 use crate::agent::{
-    Agent, AgentId, AgentSpec, AgentState, AuthMethod, ClientSecret, PendingRegistration,
-    RegistrationToken,
+    Agent, AgentId, AgentSpec, AgentState, AuthMethod, ClientSecret, ClientSecrets,
+    PendingRegistration, RegistrationToken,
 };
 use crate::assertion::{AssertionVerifier, check_claims, unverified_subject};
 use crate::error::{AgentError, ClientAuthError, ClientRefusal};
@@ -133,6 +133,7 @@ impl AgentService {
             )
             .await?
             .ok_or(AgentError::RegistrationNotFound)?;
+        self.cache.forget_account(agent.account_id);
         tracing::info!(agent.id = %agent.id, account.id = %agent.account_id, "agent activated");
         Ok((agent, secret))
     }
@@ -226,6 +227,7 @@ impl AgentService {
             )
             .await?
             .ok_or(AgentError::NotFound)?;
+        self.cache.forget_account(ctx.account_id);
         if agent.state != AgentState::Active {
             return Err(AgentError::NotActive(agent.state));
         }
@@ -241,6 +243,7 @@ impl AgentService {
 /// client assertion signed with their key.
 pub struct ClientAuthenticator {
     repo: Arc<dyn AgentRepo>,
+    cache: Arc<AgentCache>,
     pepper: Arc<Pepper>,
     assertions: Arc<dyn AssertionVerifier>,
     clock: Arc<dyn Clock>,
@@ -256,12 +259,14 @@ impl std::fmt::Debug for ClientAuthenticator {
 impl ClientAuthenticator {
     pub fn new(
         repo: Arc<dyn AgentRepo>,
+        cache: Arc<AgentCache>,
         pepper: Arc<Pepper>,
         assertions: Arc<dyn AssertionVerifier>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             repo,
+            cache,
             pepper,
             assertions,
             clock,
@@ -280,7 +285,7 @@ impl ClientAuthenticator {
         audiences: &[String],
     ) -> Result<Agent, ClientAuthError> {
         let subject = unverified_subject(assertion)
-            .ok_or(refuse(ClientRefusal::Assertion("malformed assertion")))?;
+            .ok_or_else(|| refuse(ClientRefusal::Assertion("malformed assertion")))?;
         if client_id.is_some_and(|id| id != subject) {
             return Err(refuse(ClientRefusal::Assertion(
                 "client_id differs from the assertion's sub",
@@ -289,15 +294,17 @@ impl ClientAuthenticator {
         let Ok(id) = subject.parse::<AgentId>() else {
             return Err(refuse(ClientRefusal::UnknownClient));
         };
-        let Some((agent, _)) = self.repo.client(id).await? else {
-            return Err(refuse(ClientRefusal::UnknownClient));
+        let signer = |client: Option<&CachedClient>| {
+            let agent = &client.ok_or(ClientRefusal::UnknownClient)?.agent;
+            if agent.state != AgentState::Active {
+                return Err(ClientRefusal::NotActive);
+            }
+            if agent.spec.auth_method != AuthMethod::PrivateKeyJwt {
+                return Err(ClientRefusal::WrongMethod);
+            }
+            Ok(agent.clone())
         };
-        if agent.state != AgentState::Active {
-            return Err(refuse(ClientRefusal::NotActive));
-        }
-        if agent.spec.auth_method != AuthMethod::PrivateKeyJwt {
-            return Err(refuse(ClientRefusal::WrongMethod));
-        }
+        let agent = self.decide(id, signer).await?;
         let claims = self
             .assertions
             .verified_claims(&agent, assertion)
@@ -313,7 +320,23 @@ impl ClientAuthenticator {
         {
             return Err(refuse(ClientRefusal::AssertionReplayed));
         }
-        Ok(agent)
+        Ok(Agent::clone(&agent))
+    }
+
+    /// What `decide` makes of the agent `id` as cached; when it refuses a known agent, what
+    /// it makes of the agent read again (activated, rotated or re-enabled meanwhile on
+    /// another replica, before the change feed reached this one).
+    async fn decide(
+        &self,
+        id: AgentId,
+        decide: impl Fn(Option<&CachedClient>) -> Result<Arc<Agent>, ClientRefusal>,
+    ) -> Result<Arc<Agent>, ClientAuthError> {
+        let cached = self.cache.client(id).await?;
+        match decide(cached.as_deref()) {
+            Ok(agent) => Ok(agent),
+            Err(ClientRefusal::UnknownClient) => Err(refuse(ClientRefusal::UnknownClient)),
+            Err(_) => decide(self.cache.fresh_client(id).await?.as_deref()).map_err(refuse),
+        }
     }
 
     /// The active agent `client_id` names, if `secret` is its current secret (or the one
@@ -352,25 +375,30 @@ impl ClientAuthenticator {
         let Ok(id) = client_id.parse::<AgentId>() else {
             return Err(refuse(ClientRefusal::UnknownClient));
         };
-        let Some((agent, secrets)) = self.repo.client(id).await? else {
-            return Err(refuse(ClientRefusal::UnknownClient));
+        let well_formed = ClientSecret::check_format(secret).is_ok();
+        let now = self.clock.now();
+        let holder = |client: Option<&CachedClient>| {
+            let client = client.ok_or(ClientRefusal::UnknownClient)?;
+            let agent = &client.agent;
+            let secrets = client
+                .secrets
+                .as_ref()
+                .filter(|_| agent.state == AgentState::Active)
+                .ok_or(ClientRefusal::NotActive)?;
+            let method_fits = match method {
+                Some(method) => agent.spec.auth_method == method,
+                None => agent.spec.auth_method != AuthMethod::PrivateKeyJwt,
+            };
+            if !method_fits {
+                return Err(ClientRefusal::WrongMethod);
+            }
+            if !well_formed || !secrets.accept(&presented, now) {
+                return Err(ClientRefusal::WrongSecret);
+            }
+            Ok(agent.clone())
         };
-        let Some(secrets) = secrets.filter(|_| agent.state == AgentState::Active) else {
-            return Err(refuse(ClientRefusal::NotActive));
-        };
-        let method_fits = match method {
-            Some(method) => agent.spec.auth_method == method,
-            None => agent.spec.auth_method != AuthMethod::PrivateKeyJwt,
-        };
-        if !method_fits {
-            return Err(refuse(ClientRefusal::WrongMethod));
-        }
-        if ClientSecret::check_format(secret).is_err()
-            || !secrets.accept(&presented, self.clock.now())
-        {
-            return Err(refuse(ClientRefusal::WrongSecret));
-        }
-        Ok(agent)
+        let agent = self.decide(id, holder).await?;
+        Ok(Agent::clone(&agent))
     }
 }
 
@@ -380,12 +408,23 @@ fn refuse(reason: ClientRefusal) -> ClientAuthError {
     ClientAuthError::InvalidClient(reason)
 }
 
-/// Agents by id, as introspection and `agentinfo` read them; a change of an account's
-/// agents drops its entries here at once and on every other replica through the change
-/// feed.
+/// An agent as the token endpoint authenticates it: with its secrets (none before
+/// activation).
+#[derive(Debug)]
+pub(crate) struct CachedClient {
+    agent: Arc<Agent>,
+    secrets: Option<ClientSecrets>,
+}
+
+/// Agents by id, with their secrets, as client authentication, introspection and
+/// `agentinfo` read them: every token request of a fleet would otherwise read its agent
+/// from the store. A change of an account's agents (registration, activation, update,
+/// rotation, deletion) drops its entries at once in the process that made it and on every
+/// other replica through the change feed; a refusal decided on a cached entry is decided
+/// again on a fresh read, so a secret rotated or an agent activated elsewhere works at once.
 pub struct AgentCache {
     repo: Arc<dyn AgentRepo>,
-    agents: CoherentCache<AgentId, Option<Arc<Agent>>>,
+    clients: CoherentCache<AgentId, Option<Arc<CachedClient>>>,
 }
 
 impl std::fmt::Debug for AgentCache {
@@ -398,7 +437,7 @@ impl AgentCache {
     pub fn new(repo: Arc<dyn AgentRepo>, cache: CacheSettings) -> Self {
         Self {
             repo,
-            agents: CoherentCache::new(cache),
+            clients: CoherentCache::new(cache),
         }
     }
 
@@ -408,22 +447,46 @@ impl AgentCache {
         account: AccountId,
         id: AgentId,
     ) -> Result<Option<Arc<Agent>>, StoreError> {
-        let agent = self
-            .agents
+        Ok(self
+            .client(id)
+            .await?
+            .filter(|client| client.agent.account_id == account)
+            .map(|client| client.agent.clone()))
+    }
+
+    /// The agent `id` of any account, with its secrets.
+    pub(crate) async fn client(
+        &self,
+        id: AgentId,
+    ) -> Result<Option<Arc<CachedClient>>, StoreError> {
+        self.clients
             .get_or_load(&id, || async {
-                self.repo
-                    .agent(account, id)
-                    .await
-                    .map(|found| found.map(Arc::new))
+                Ok(self.repo.client(id).await?.map(|(agent, secrets)| {
+                    Arc::new(CachedClient {
+                        agent: Arc::new(agent),
+                        secrets,
+                    })
+                }))
             })
-            .await?;
-        Ok(agent.filter(|a| a.account_id == account))
+            .await
+    }
+
+    /// The agent `id` read from the store again.
+    pub(crate) async fn fresh_client(
+        &self,
+        id: AgentId,
+    ) -> Result<Option<Arc<CachedClient>>, StoreError> {
+        self.clients.invalidate(&id).await;
+        self.client(id).await
     }
 
     /// Forgets the account's agents (and every agent not found).
     pub fn forget_account(&self, account: AccountId) {
-        self.agents
-            .invalidate_if(move |_, agent| agent.as_ref().is_none_or(|a| a.account_id == account));
+        self.clients.invalidate_if(move |_, client| {
+            client
+                .as_ref()
+                .is_none_or(|c| c.agent.account_id == account)
+        });
     }
 }
 
@@ -431,7 +494,7 @@ impl ChangeSubscriber for AgentCache {
     fn on_change(&self, change: &Change) {
         match change {
             Change::OAuth(account) => self.forget_account(*account),
-            Change::Resync => self.agents.invalidate_all(),
+            Change::Resync => self.clients.invalidate_all(),
             _ => {}
         }
     }

@@ -15,6 +15,7 @@ use crate::memory::MemoryAgents;
 use crate::*;
 
 struct World {
+    repo: Arc<MemoryAgents>,
     clock: Arc<ManualClock>,
     audit: Arc<MemoryAuditLog>,
     agents: AgentService,
@@ -27,23 +28,26 @@ fn world() -> World {
     let audit = Arc::new(MemoryAuditLog::default());
     let repo = Arc::new(MemoryAgents::new(audit.clone()));
     let pepper = Arc::new(Pepper::new(&[9; 32]).unwrap());
+    let cache = Arc::new(AgentCache::new(
+        repo.clone(),
+        d2_kernel::CacheSettings::default(),
+    ));
     World {
         agents: AgentService::new(
             repo.clone(),
-            Arc::new(AgentCache::new(
-                repo.clone(),
-                d2_kernel::CacheSettings::default(),
-            )),
+            cache.clone(),
             pepper.clone(),
             clock.clone(),
             Duration::hours(1),
         ),
         clients: ClientAuthenticator::new(
-            repo,
+            repo.clone(),
+            cache,
             pepper,
             Arc::new(crate::memory::NamedSignatures),
             clock.clone(),
         ),
+        repo,
         clock,
         audit,
         account: AccountId::random(),
@@ -792,4 +796,74 @@ async fn a_private_key_jwt_agent_authenticates_with_each_assertion_once() {
         .authenticate_assertion(None, &assertion(&id, "seven", &id), &audiences)
         .await;
     assert_eq!(refusal(disabled), ClientRefusal::NotActive);
+}
+
+#[tokio::test]
+async fn a_replicas_cached_agents_follow_the_change_feed_and_a_refusal_reads_again() {
+    use d2_kernel::ChangeSubscriber as _;
+    let w = world();
+    let (agent, secret) = w.active("Cached").await;
+    let id = agent.client_id();
+    // Another replica: its own cache over the same store.
+    let replica_cache = Arc::new(AgentCache::new(
+        w.repo.clone(),
+        d2_kernel::CacheSettings::default(),
+    ));
+    let replica = ClientAuthenticator::new(
+        w.repo.clone(),
+        replica_cache.clone(),
+        Arc::new(Pepper::new(&[9; 32]).unwrap()),
+        Arc::new(crate::memory::NamedSignatures),
+        w.clock.clone(),
+    );
+    let basic = AuthMethod::ClientSecretBasic;
+    replica
+        .authenticate_secret(&id, secret.expose(), basic)
+        .await
+        .unwrap();
+
+    // Disabled here: the replica's cached agent still authenticates until the change feed
+    // reaches it, then no more.
+    let ctx = admin(w.account);
+    w.agents
+        .update(
+            &ctx,
+            agent.id,
+            agent.spec.clone(),
+            Some(AgentState::Disabled),
+        )
+        .await
+        .unwrap();
+    assert!(
+        replica
+            .authenticate_secret(&id, secret.expose(), basic)
+            .await
+            .is_ok(),
+        "cached until the change arrives"
+    );
+    replica_cache.on_change(&d2_kernel::Change::OAuth(w.account));
+    let refused = replica
+        .authenticate_secret(&id, secret.expose(), basic)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        refused,
+        ClientAuthError::InvalidClient(ClientRefusal::NotActive)
+    ));
+
+    // Enabled and rotated here: the replica's cache still holds the disabled agent and the
+    // old secret, but a refusal reads again, so both work at once, before any change.
+    w.agents
+        .update(&ctx, agent.id, agent.spec.clone(), Some(AgentState::Active))
+        .await
+        .unwrap();
+    let rotated = w.agents.rotate_secret(&ctx, agent.id).await.unwrap();
+    replica
+        .authenticate_secret(&id, rotated.secret.expose(), basic)
+        .await
+        .unwrap();
+    replica
+        .authenticate_secret(&id, secret.expose(), basic)
+        .await
+        .unwrap();
 }
