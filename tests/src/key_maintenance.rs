@@ -125,7 +125,11 @@ async fn aes_rotation_reseals_every_key_resumes_after_interruption_and_keeps_sig
 async fn seal_kid_only(operator: &App, account_id: AccountId) {
     let repo = operator.store.signing_keys();
     let keyring = operator.policies.jwks().keyring();
-    for key in repo.keys(account_id).await.unwrap() {
+    for key in repo
+        .keys(account_id, d2_jwks::KeyAlgorithm::Rs256)
+        .await
+        .unwrap()
+    {
         let private = keyring.open(&key.sealed_private, key.owner()).unwrap();
         let legacy = keyring.seal_kid_only(&private, key.owner()).unwrap();
         assert_eq!(legacy.binding, Binding::KidOnly);
@@ -206,7 +210,13 @@ async fn keys_sealed_before_account_binding_are_rebound_and_then_do_not_open_in_
         )
         .await
         .assert_status(200);
-    let kid = repo.keys(tenant.account_id.parse().unwrap()).await.unwrap()[0]
+    let kid = repo
+        .keys(
+            tenant.account_id.parse().unwrap(),
+            d2_jwks::KeyAlgorithm::Rs256,
+        )
+        .await
+        .unwrap()[0]
         .kid
         .clone();
     assert!(
@@ -251,7 +261,11 @@ async fn keys_sealed_before_account_binding_are_rebound_and_then_do_not_open_in_
     // another account's row: the same ciphertext, the same key id.
     let (first, ..) = &tenants[0];
     let first_account: AccountId = first.account_id.parse().unwrap();
-    let moved = repo.keys(first_account).await.unwrap().remove(0);
+    let moved = repo
+        .keys(first_account, d2_jwks::KeyAlgorithm::Rs256)
+        .await
+        .unwrap()
+        .remove(0);
     app.post("/v1/jwks/rotate", &first.token, serde_json::Value::Null)
         .await
         .assert_status(201);
@@ -269,7 +283,11 @@ async fn keys_sealed_before_account_binding_are_rebound_and_then_do_not_open_in_
         repo.insert_first(&planted, &audit).await.unwrap(),
         FirstKey::Created
     );
-    let stored = repo.keys(other_account).await.unwrap().remove(0);
+    let stored = repo
+        .keys(other_account, d2_jwks::KeyAlgorithm::Rs256)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(stored.kid, moved.kid);
     assert!(matches!(
         stored.signer(operator.policies.jwks().keyring()),

@@ -811,3 +811,82 @@ async fn agents_are_managed_by_their_account_only_and_deleting_one_ends_its_toke
         "invalid_client",
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_tokens_are_signed_es256_when_configured_and_bundles_stay_rs256() {
+    let app = TestApp::spawn_with(&[("D2__OAUTH__SIGNING_ALGORITHM", "ES256")]).await;
+    let tenant = app.bootstrap().await;
+    let client = agent(&app, &tenant, reports_agent()).await;
+    let metadata = app
+        .get(
+            &format!(
+                "/.well-known/oauth-authorization-server/oauth/{}",
+                tenant.account_id
+            ),
+            "",
+        )
+        .await;
+    let metadata = metadata.assert_status(200).clone();
+    assert_eq!(
+        metadata["access_token_signing_alg_values_supported"],
+        json!(["ES256"])
+    );
+    let issued = form(
+        &app,
+        &tenant,
+        "token",
+        Some(&client),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    let access = issued.assert_status(200)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A resource server: the jwks_uri holds the EC key that verifies the token.
+    let jwks: Value = reqwest::get(metadata["jwks_uri"].as_str().unwrap())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let header = josekit::jwt::decode_header(&access).unwrap();
+    assert_eq!(header.claim("alg"), Some(&json!("ES256")));
+    assert_eq!(header.claim("typ"), Some(&json!("at+jwt")));
+    let kid = header.claim("kid").unwrap().as_str().unwrap();
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid)
+        .expect("the signing key is published");
+    assert_eq!(
+        (key["kty"].as_str(), key["crv"].as_str()),
+        (Some("EC"), Some("P-256"))
+    );
+    let jwk = josekit::jwk::Jwk::from_bytes(serde_json::to_vec(key).unwrap()).unwrap();
+    let verifier = josekit::jws::ES256.verifier_from_jwk(&jwk).unwrap();
+    let (payload, _) = josekit::jwt::decode_with_verifier(&access, &verifier).unwrap();
+    assert_eq!(payload.subject(), Some(client.id.as_str()));
+    let introspected = form(
+        &app,
+        &tenant,
+        "introspect",
+        Some(&client),
+        &[("token", &access)],
+    )
+    .await;
+    assert_eq!(introspected.assert_status(200)["active"], true);
+
+    // The bundles' JWKS (what SDKs verify policies with) holds RSA keys only.
+    let bundles = app.get("/.well-known/jwks.json", &tenant.token).await;
+    let kinds: Vec<&str> = bundles.assert_status(200)["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kty"].as_str().unwrap())
+        .collect();
+    assert!(kinds.iter().all(|kty| *kty == "RSA"), "{kinds:?}");
+    assert!(!bundles.text.contains(kid));
+}

@@ -2,7 +2,7 @@ use crate::id::Id;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
-use d2_jwks::{Binding, FirstKey, PublishedKey, Sealed, SigningKey, SigningKeyRepo};
+use d2_jwks::{Binding, FirstKey, KeyAlgorithm, PublishedKey, Sealed, SigningKey, SigningKeyRepo};
 use d2_kernel::{AccountId, StoreError};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -30,12 +30,15 @@ pub(crate) fn keys_lock(account_id: AccountId) -> String {
     format!("keys:{account_id}")
 }
 
+/// The account's active key of `algorithm`.
 pub(crate) async fn active_key(
     conn: &mut crate::Conn,
     account_id: AccountId,
+    algorithm: KeyAlgorithm,
 ) -> QueryResult<Option<SigningKeyRow>> {
     signing_keys::table
         .filter(signing_keys::account_id.eq(Id::from(account_id)))
+        .filter(signing_keys::alg.eq(algorithm.as_str()))
         .filter(signing_keys::retired_at.is_null())
         .select(SigningKeyRow::as_select())
         .first(conn)
@@ -45,16 +48,21 @@ pub(crate) async fn active_key(
 
 #[async_trait]
 impl SigningKeyRepo for crate::Store {
-    async fn keys(&self, account_id: AccountId) -> Result<Vec<SigningKey>, StoreError> {
+    async fn keys(
+        &self,
+        account_id: AccountId,
+        algorithm: KeyAlgorithm,
+    ) -> Result<Vec<SigningKey>, StoreError> {
         let mut conn = self.conn().await?;
         let rows = signing_keys::table
             .filter(signing_keys::account_id.eq(Id::from(account_id)))
+            .filter(signing_keys::alg.eq(algorithm.as_str()))
             .order(signing_keys::created_at.desc())
             .select(SigningKeyRow::as_select())
             .load(&mut conn)
             .await
             .map_err(from_diesel)?;
-        Ok(rows.into_iter().map(SigningKeyRow::into_domain).collect())
+        rows.into_iter().map(SigningKeyRow::into_domain).collect()
     }
 
     async fn insert_first(
@@ -65,8 +73,10 @@ impl SigningKeyRepo for crate::Store {
         let mut conn = self.writer().await?;
         let outcome = write_transaction!(conn, async |conn| {
             lock(conn, &keys_lock(key.account_id)).await?;
-            if let Some(existing) = active_key(conn, key.account_id).await? {
-                return Ok::<_, TxError>(FirstKey::AlreadyActive(Box::new(existing.into_domain())));
+            if let Some(existing) = active_key(conn, key.account_id, key.algorithm()).await? {
+                return Ok::<_, TxError>(FirstKey::AlreadyActive(Box::new(
+                    existing.into_domain()?,
+                )));
             }
             diesel::insert_into(signing_keys::table)
                 .values(SigningKeyRow::from_domain(key))
@@ -94,7 +104,7 @@ impl SigningKeyRepo for crate::Store {
             .load(&mut conn)
             .await
             .map_err(from_diesel)?;
-        Ok(rows.into_iter().map(SigningKeyRow::into_domain).collect())
+        rows.into_iter().map(SigningKeyRow::into_domain).collect()
     }
 
     async fn count_to_reseal(&self, current_aes_key_id: &str) -> Result<u64, StoreError> {
@@ -154,9 +164,13 @@ impl SigningKeyRepo for crate::Store {
         Ok(u64::try_from(pruned).unwrap_or_default())
     }
 
-    async fn accounts_with_keys(&self) -> Result<Vec<AccountId>, StoreError> {
+    async fn accounts_with_keys(
+        &self,
+        algorithm: KeyAlgorithm,
+    ) -> Result<Vec<AccountId>, StoreError> {
         let mut conn = self.conn().await?;
         let ids: Vec<Id> = signing_keys::table
+            .filter(signing_keys::alg.eq(algorithm.as_str()))
             .select(signing_keys::account_id)
             .distinct()
             .order(signing_keys::account_id.asc())
@@ -174,13 +188,16 @@ impl SigningKeyRepo for crate::Store {
 pub(crate) struct SigningKeyRow {
     pub kid: String,
     pub account_id: Id,
-    pub public_n: String,
-    pub public_e: String,
+    pub public_n: Option<String>,
+    pub public_e: Option<String>,
     pub aes_key_id: String,
     pub sealed_private: Vec<u8>,
     pub created_at: DateTime<Utc>,
     pub retired_at: Option<DateTime<Utc>>,
     pub seal_version: i16,
+    pub alg: String,
+    pub public_x: Option<String>,
+    pub public_y: Option<String>,
 }
 
 impl SigningKeyRow {
@@ -190,6 +207,9 @@ impl SigningKeyRow {
             account_id: Id::from(key.account_id),
             public_n: key.public.n.clone(),
             public_e: key.public.e.clone(),
+            alg: key.algorithm().as_str().to_owned(),
+            public_x: key.public.x.clone(),
+            public_y: key.public.y.clone(),
             aes_key_id: key.sealed_private.aes_key_id.clone(),
             sealed_private: key.sealed_private.blob.clone(),
             created_at: key.created_at,
@@ -198,9 +218,24 @@ impl SigningKeyRow {
         }
     }
 
-    pub fn into_domain(self) -> SigningKey {
-        SigningKey {
-            public: PublishedKey::rsa(&self.kid, &self.public_n, &self.public_e),
+    pub fn into_domain(self) -> Result<SigningKey, StoreError> {
+        let corrupt =
+            || StoreError::corrupt(format!("signing key {} has no public half", self.kid));
+        let public = match self.alg.parse::<KeyAlgorithm>() {
+            Ok(KeyAlgorithm::Rs256) => PublishedKey::rsa(
+                &self.kid,
+                self.public_n.as_deref().ok_or_else(corrupt)?,
+                self.public_e.as_deref().ok_or_else(corrupt)?,
+            ),
+            Ok(KeyAlgorithm::Es256) => PublishedKey::ec(
+                &self.kid,
+                self.public_x.as_deref().ok_or_else(corrupt)?,
+                self.public_y.as_deref().ok_or_else(corrupt)?,
+            ),
+            Err(_) => return Err(StoreError::corrupt("signing key algorithm")),
+        };
+        Ok(SigningKey {
+            public,
             kid: self.kid,
             account_id: self.account_id.into(),
             sealed_private: Sealed {
@@ -210,6 +245,6 @@ impl SigningKeyRow {
             },
             created_at: self.created_at,
             retired_at: self.retired_at,
-        }
+        })
     }
 }

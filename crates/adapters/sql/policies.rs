@@ -466,13 +466,19 @@ impl PolicyRepo for crate::Store {
             for app in &apps {
                 lock(conn, &app_lock(account_id, app)).await?;
             }
-            let active_kid = active_key(conn, account_id).await?.map(|k| k.kid);
+            // Only the keys of the new key's algorithm: an account's keys of the other
+            // (access tokens signed with ES256) are not the bundles' to retire.
+            let algorithm = rotation.new_key.algorithm();
+            let active_kid = active_key(conn, account_id, algorithm)
+                .await?
+                .map(|k| k.kid);
             if active_kid != rotation.expected_active_kid {
                 return Ok::<_, TxError>(RotationOutcome::Conflict);
             }
             diesel::update(
                 signing_keys::table
                     .filter(signing_keys::account_id.eq(Id::from(account_id)))
+                    .filter(signing_keys::alg.eq(algorithm.as_str()))
                     .filter(signing_keys::retired_at.is_null()),
             )
             .set(signing_keys::retired_at.eq(rotation.at))

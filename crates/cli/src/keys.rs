@@ -100,7 +100,11 @@ fn unopened(key: &SigningKey, error: SealError) -> anyhow::Error {
 
 /// Rotates the signing key of every account that has one, re-signing its active bundles.
 pub async fn rotate_jwks_all(app: &App) -> anyhow::Result<()> {
-    let accounts = app.store.signing_keys().accounts_with_keys().await?;
+    let accounts = app
+        .store
+        .signing_keys()
+        .accounts_with_keys(d2_jwks::KeyAlgorithm::Rs256)
+        .await?;
     let progress = bar(
         u64::try_from(accounts.len()).unwrap_or(u64::MAX),
         "rotating signing keys",

@@ -228,13 +228,16 @@ diesel::table! {
     signing_keys (kid) {
         kid -> Text,
         account_id -> Uuid,
-        public_n -> Text,
-        public_e -> Text,
+        public_n -> Nullable<Text>,
+        public_e -> Nullable<Text>,
         aes_key_id -> Text,
         sealed_private -> Bytea,
         created_at -> TimestamptzSqlite,
         retired_at -> Nullable<TimestamptzSqlite>,
         seal_version -> Int2,
+        alg -> Text,
+        public_x -> Nullable<Text>,
+        public_y -> Nullable<Text>,
     }
 }
 

@@ -526,6 +526,7 @@ async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResu
         .map(|known| known.scope.spec.name.clone())
         .collect();
     let issuer = issuer_of(state, account);
+    let signing = state.app.oauth.keys.algorithm().as_str();
     let auth_methods = [
         "client_secret_basic",
         "client_secret_post",
@@ -549,13 +550,13 @@ async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResu
         "code_challenge_methods_supported": ["S256"],
         "response_types_supported": [],
         "scopes_supported": scopes,
-        "access_token_signing_alg_values_supported": ["RS256"],
+        "access_token_signing_alg_values_supported": [signing],
     });
     if openid && let Some(object) = document.as_object_mut() {
         object.insert("subject_types_supported".into(), json!(["public"]));
         object.insert(
             "id_token_signing_alg_values_supported".into(),
-            json!(["RS256"]),
+            json!([signing]),
         );
         object.insert(
             "userinfo_endpoint".into(),
@@ -598,8 +599,9 @@ fn public_json(body: &Value) -> HttpResponse {
         .json(body)
 }
 
-/// The account's public signing keys: what verifies its access tokens offline (and its
-/// policy bundles). Keys retired by a rotation stay for `jwks.grace_seconds`.
+/// The account's public keys that verify its access tokens offline: its bundle keys (RS256),
+/// or its EC P-256 keys when `oauth.signing_algorithm` is `ES256`. Keys retired by a
+/// rotation stay for `jwks.grace_seconds`.
 #[utoipa::path(tag = "oauth", security(()), params(("account_id" = Uuid, Path)), responses(
     (status = 200, body = Object),
 ))]
@@ -607,8 +609,8 @@ fn public_json(body: &Value) -> HttpResponse {
 async fn jwks(state: Data<ApiState>, account_id: Path<AccountId>) -> ApiResult<HttpResponse> {
     let set = state
         .app
-        .policies
-        .jwks()
+        .oauth
+        .keys
         .key_set(*account_id)
         .await
         .map_err(|error| ApiError::from(error).for_oauth())?;

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use d2_jwks::Jwks;
+use d2_jwks::{Jwks, KeyAlgorithm};
 use d2_oauth::jobs::TokenPruning;
 use d2_oauth::{
     AccessRules, AgentCache, AgentService, ClientAuthenticator, DefaultScopes, Entitlements,
@@ -44,6 +44,9 @@ pub struct OAuthSettings {
     /// The per-account caches of the catalog (scopes, an agent's tools, tools by name);
     /// every change invalidates them on every replica.
     pub catalog_cache: CacheConfig,
+    /// What access tokens are signed with: `RS256` (the account's bundle keys) or `ES256`
+    /// (an EC P-256 key of each account, published at its OAuth `jwks_uri`).
+    pub signing_algorithm: String,
     /// The default scopes, read and checked when the settings are loaded.
     #[serde(skip)]
     pub default_scopes: DefaultScopes,
@@ -79,7 +82,17 @@ impl OAuthSettings {
         Ok(())
     }
 
+    /// `signing_algorithm`, parsed.
+    pub fn signing_algorithm(&self) -> Result<KeyAlgorithm, SettingsError> {
+        self.signing_algorithm
+            .parse()
+            .map_err(|e: d2_jwks::UnknownKeyAlgorithm| {
+                SettingsError::invalid("oauth.signing_algorithm", e.to_string())
+            })
+    }
+
     pub(crate) fn validate(&self) -> Result<(), SettingsError> {
+        self.signing_algorithm()?;
         if self.secret_grace_seconds > 30 * 86_400 {
             return Err(SettingsError::invalid(
                 "oauth.secret_grace_seconds",
@@ -103,6 +116,9 @@ pub struct OAuth {
     pub clients: Arc<ClientAuthenticator>,
     /// The token endpoint's grants, introspection and revocation.
     pub issuer: Arc<TokenIssuer>,
+    /// The keys access tokens are signed with (the bundles' when `RS256`), published at
+    /// each account's OAuth `jwks_uri`.
+    pub keys: Arc<Jwks>,
     /// The admins' view: dashboard, tokens, revocation, tasks (`/v1/admin`).
     pub admin: Arc<OAuthAdmin>,
     /// The account's end users (principals) agents act for.
@@ -120,13 +136,22 @@ fn seconds(s: u64) -> chrono::Duration {
     chrono::Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX))
 }
 
-/// `jwks`: the accounts' signing keys, which sign access tokens as they sign bundles.
+/// `jwks`: the accounts' bundle signing keys (RS256), which sign access tokens too unless
+/// `oauth.signing_algorithm` is `ES256`.
 pub(crate) fn build(
     shared: &Shared<'_>,
     registry: &mut Registry,
     jwks: Arc<Jwks>,
 ) -> Result<OAuth, SettingsError> {
     let settings = &shared.settings.oauth;
+    let keys = match settings.signing_algorithm()? {
+        KeyAlgorithm::Rs256 => jwks,
+        algorithm => {
+            let keys = Arc::new(jwks.sibling(algorithm, shared.settings.jwks.cache.settings()));
+            registry.subscribe(keys.clone());
+            keys
+        }
+    };
     let pruning: PruningOptions = shared.settings.worker.options("oauth-token-pruning")?;
     let grace = seconds(settings.secret_grace_seconds);
     let cache = Arc::new(AgentCache::new(
@@ -164,7 +189,7 @@ pub(crate) fn build(
         shared.repositories.clone(),
         cache.clone(),
         entitlements,
-        jwks,
+        keys.clone(),
         shared.pepper.clone(),
         shared.clock.clone(),
         seconds(settings.refresh_replay_seconds),
@@ -182,6 +207,7 @@ pub(crate) fn build(
             shared.clock.clone(),
         )),
         issuer,
+        keys,
         agents: Arc::new(AgentService::new(
             shared.repositories.clone(),
             cache.clone(),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use d2_accounts::AccountService;
-use d2_jwks::{AesKey, Jwks, KeyPruning, Keyring};
+use d2_jwks::{AesKey, Jwks, KeyAlgorithm, KeyPruning, Keyring};
 use d2_policy::{PolicyService, PolicySettings, PollCeiling, PublisherKeys};
 use serde::Deserialize;
 
@@ -96,6 +96,7 @@ pub(crate) fn build(
     let repositories = &shared.repositories;
     let jwks = Arc::new(Jwks::new(
         repositories.clone(),
+        KeyAlgorithm::Rs256,
         Arc::new(keyring(settings)?),
         shared.clock.clone(),
         Arc::new(crate::BlockingPool),

@@ -17,7 +17,7 @@ mod seal;
 mod service;
 
 pub use jobs::KeyPruning;
-pub use key::{KeyError, PublishedKey, SigningKey};
+pub use key::{KeyAlgorithm, KeyError, PublishedKey, SigningKey, UnknownKeyAlgorithm};
 pub use ports::{FirstKey, SigningKeyRepo};
 pub use seal::{AesKey, Binding, InvalidAesKey, Keyring, SealError, SealOwner, Sealed};
 pub use service::{Jwks, JwksDocument, JwksError, JwsHeaderExtras, KeySet, RotationHint};

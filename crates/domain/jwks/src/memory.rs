@@ -8,7 +8,7 @@ use d2_audit::AuditEntry;
 use d2_audit::memory::MemoryAuditLog;
 use d2_kernel::{AccountId, StoreError};
 
-use crate::key::SigningKey;
+use crate::key::{KeyAlgorithm, SigningKey};
 use crate::ports::{FirstKey, SigningKeyRepo};
 use crate::seal::{Binding, Sealed};
 
@@ -42,11 +42,15 @@ fn needs_reseal(key: &SigningKey, current_aes_key_id: &str) -> bool {
 
 #[async_trait]
 impl SigningKeyRepo for MemorySigningKeys {
-    async fn keys(&self, account_id: AccountId) -> Result<Vec<SigningKey>, StoreError> {
+    async fn keys(
+        &self,
+        account_id: AccountId,
+        algorithm: KeyAlgorithm,
+    ) -> Result<Vec<SigningKey>, StoreError> {
         let mut keys: Vec<SigningKey> = self
             .lock()
             .iter()
-            .filter(|k| k.account_id == account_id)
+            .filter(|k| k.account_id == account_id && k.algorithm() == algorithm)
             .cloned()
             .collect();
         keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
@@ -59,10 +63,9 @@ impl SigningKeyRepo for MemorySigningKeys {
         audit: &AuditEntry,
     ) -> Result<FirstKey, StoreError> {
         let mut keys = self.lock();
-        if let Some(active) = keys
-            .iter()
-            .find(|k| k.account_id == key.account_id && k.is_active())
-        {
+        if let Some(active) = keys.iter().find(|k| {
+            k.account_id == key.account_id && k.algorithm() == key.algorithm() && k.is_active()
+        }) {
             return Ok(FirstKey::AlreadyActive(Box::new(active.clone())));
         }
         keys.push(key.clone());
@@ -121,8 +124,16 @@ impl SigningKeyRepo for MemorySigningKeys {
         Ok(u64::try_from(before.saturating_sub(keys.len())).unwrap_or_default())
     }
 
-    async fn accounts_with_keys(&self) -> Result<Vec<AccountId>, StoreError> {
-        let mut accounts: Vec<AccountId> = self.lock().iter().map(|k| k.account_id).collect();
+    async fn accounts_with_keys(
+        &self,
+        algorithm: KeyAlgorithm,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        let mut accounts: Vec<AccountId> = self
+            .lock()
+            .iter()
+            .filter(|k| k.algorithm() == algorithm)
+            .map(|k| k.account_id)
+            .collect();
         accounts.sort();
         accounts.dedup();
         Ok(accounts)

@@ -3,7 +3,7 @@ use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, StoreError};
 
-use crate::key::SigningKey;
+use crate::key::{KeyAlgorithm, SigningKey};
 use crate::seal::Sealed;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,12 +16,16 @@ pub enum FirstKey {
 /// Storage of signing keys.
 #[async_trait]
 pub trait SigningKeyRepo: Send + Sync + 'static {
-    /// Every key of the account, active and retired, newest first.
-    async fn keys(&self, account_id: AccountId) -> Result<Vec<SigningKey>, StoreError>;
+    /// Every key of the account of `algorithm`, active and retired, newest first.
+    async fn keys(
+        &self,
+        account_id: AccountId,
+        algorithm: KeyAlgorithm,
+    ) -> Result<Vec<SigningKey>, StoreError>;
 
-    /// Stores the account's first active key with its audit record, unless the account
-    /// already has an active key (then nothing is written). MUST be safe against two
-    /// concurrent first publishes.
+    /// Stores the account's first active key of its algorithm with its audit record, unless
+    /// the account already has an active key of that algorithm (then nothing is written).
+    /// MUST be safe against two concurrent first publishes.
     async fn insert_first(
         &self,
         key: &SigningKey,
@@ -54,6 +58,9 @@ pub trait SigningKeyRepo: Send + Sync + 'static {
     /// keys); returns how many.
     async fn prune_retired(&self, retired_before: DateTime<Utc>) -> Result<u64, StoreError>;
 
-    /// Accounts that have at least one signing key.
-    async fn accounts_with_keys(&self) -> Result<Vec<AccountId>, StoreError>;
+    /// Accounts that have at least one signing key of `algorithm`.
+    async fn accounts_with_keys(
+        &self,
+        algorithm: KeyAlgorithm,
+    ) -> Result<Vec<AccountId>, StoreError>;
 }

@@ -4,15 +4,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use d2_audit::AuditEntry;
 use d2_kernel::{
-    AccountId, Blocking, CacheSettings, Clock, Code, CoherentCache, ErrorCode, StoreError,
-    run_blocking,
+    AccountId, Blocking, CacheSettings, Change, ChangeSubscriber, Clock, Code, CoherentCache,
+    ErrorCode, StoreError, run_blocking,
 };
 use josekit::jws::JwsHeader;
-use josekit::jws::alg::rsassa::RsassaJwsSigner;
+use josekit::jws::JwsSigner;
 use ring::digest::{SHA256, digest};
 use serde_json::{Value, json};
 
-use crate::key::{KeyError, SigningKey};
+use crate::key::{KeyAlgorithm, KeyError, SigningKey};
 use crate::ports::{FirstKey, SigningKeyRepo};
 use crate::seal::{Binding, Keyring};
 
@@ -88,9 +88,12 @@ pub struct RotationHint {
     pub new_kid: String,
 }
 
-/// Signing keys of every account: lazy creation, signing, the public JWKS.
+/// Signing keys of one algorithm of every account: lazy creation, signing, the public
+/// JWKS. Bundles are signed by the RS256 keys; access tokens by those of the algorithm the
+/// OAuth server is configured with (a second `Jwks` when it is ES256).
 pub struct Jwks {
     repo: Arc<dyn SigningKeyRepo>,
+    algorithm: KeyAlgorithm,
     keyring: Arc<Keyring>,
     clock: Arc<dyn Clock>,
     /// Where RSA keys are generated: tens of milliseconds of CPU, off the async workers.
@@ -99,7 +102,7 @@ pub struct Jwks {
     sets: CoherentCache<AccountId, Arc<KeySet>>,
     /// Opened signers by account and key id: a row moved to another account is opened
     /// (and refused) again, never signed with from the cache.
-    signers: Mutex<HashMap<(AccountId, String), Arc<RsassaJwsSigner>>>,
+    signers: Mutex<HashMap<(AccountId, String), Arc<dyn JwsSigner>>>,
 }
 
 impl std::fmt::Debug for Jwks {
@@ -116,6 +119,7 @@ const MAX_SIGNERS: usize = 10_000;
 impl Jwks {
     pub fn new(
         repo: Arc<dyn SigningKeyRepo>,
+        algorithm: KeyAlgorithm,
         keyring: Arc<Keyring>,
         clock: Arc<dyn Clock>,
         blocking: Arc<dyn Blocking>,
@@ -124,6 +128,7 @@ impl Jwks {
     ) -> Self {
         Self {
             repo,
+            algorithm,
             keyring,
             clock,
             blocking,
@@ -131,6 +136,25 @@ impl Jwks {
             sets: CoherentCache::new(cache),
             signers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// What this set's keys sign with.
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        self.algorithm
+    }
+
+    /// The keys of `algorithm` of the same store, sealed under the same keyring, with a
+    /// cache of their own (`cache`).
+    pub fn sibling(&self, algorithm: KeyAlgorithm, cache: CacheSettings) -> Jwks {
+        Jwks::new(
+            Arc::clone(&self.repo),
+            algorithm,
+            Arc::clone(&self.keyring),
+            Arc::clone(&self.clock),
+            Arc::clone(&self.blocking),
+            self.grace,
+            cache,
+        )
     }
 
     /// How long a retired key stays published.
@@ -163,7 +187,7 @@ impl Jwks {
     async fn load(&self, account_id: AccountId) -> Result<Arc<KeySet>, JwksError> {
         self.sets
             .get_or_load(&account_id, || async {
-                let keys = self.repo.keys(account_id).await?;
+                let keys = self.repo.keys(account_id, self.algorithm).await?;
                 Ok::<_, JwksError>(Arc::new(self.assemble(keys)))
             })
             .await
@@ -216,15 +240,16 @@ impl Jwks {
     pub async fn generate(&self, account_id: AccountId) -> Result<SigningKey, JwksError> {
         let keyring = Arc::clone(&self.keyring);
         let now = self.clock.now();
+        let algorithm = self.algorithm;
         let generated = run_blocking(self.blocking.as_ref(), move || {
-            SigningKey::generate(account_id, &keyring, now)
+            SigningKey::generate(account_id, algorithm, &keyring, now)
         })
         .await
         .ok_or_else(|| KeyError::Generation("the key generation did not complete".into()))?;
         Ok(generated?)
     }
 
-    /// A compact RS256 JWS of `payload`, signed with `key`.
+    /// A compact JWS of `payload`, signed with `key` (its algorithm in the header).
     pub fn sign(
         &self,
         key: &SigningKey,
@@ -256,7 +281,7 @@ impl Jwks {
             .map_err(|e| JwksError::Signing(e.to_string()))
     }
 
-    fn signer(&self, key: &SigningKey) -> Result<Arc<RsassaJwsSigner>, JwksError> {
+    fn signer(&self, key: &SigningKey) -> Result<Arc<dyn JwsSigner>, JwksError> {
         let cache_key = (key.account_id, key.kid.clone());
         if let Some(signer) = self
             .signers
@@ -266,7 +291,7 @@ impl Jwks {
         {
             return Ok(Arc::clone(signer));
         }
-        let signer = Arc::new(key.signer(&self.keyring)?);
+        let signer: Arc<dyn JwsSigner> = Arc::from(key.signer(&self.keyring)?);
         if key.sealed_private.binding == Binding::KidOnly {
             tracing::warn!(
                 account.id = %key.account_id,
@@ -289,6 +314,18 @@ impl Jwks {
 
     pub fn invalidate_all(&self) {
         self.sets.invalidate_all();
+    }
+}
+
+/// A change of an account's keys (a first key, a rotation, a pruning), here or on another
+/// replica, drops its cached set.
+impl ChangeSubscriber for Jwks {
+    fn on_change(&self, change: &Change) {
+        match change {
+            Change::Keys(account) => self.invalidate(*account),
+            Change::Resync => self.invalidate_all(),
+            _ => {}
+        }
     }
 }
 
@@ -315,6 +352,7 @@ mod tests {
         let keyring = Arc::new(Keyring::new(AesKey::new(&[9; 32]).unwrap(), vec![]));
         let service = Jwks::new(
             repo.clone(),
+            crate::KeyAlgorithm::Rs256,
             keyring,
             clock.clone(),
             blocking,

@@ -355,10 +355,11 @@ impl PolicyRepo for MemoryPolicies {
     ) -> Result<RotationOutcome, StoreError> {
         let mut rows = self.rows();
         let mut keys = self.signing.lock();
-        let active_kid = keys
-            .iter()
-            .find(|k| k.account_id == rotation.account_id && k.is_active())
-            .map(|k| k.kid.clone());
+        let algorithm = rotation.new_key.algorithm();
+        let rotated = |k: &d2_jwks::SigningKey| {
+            k.account_id == rotation.account_id && k.algorithm() == algorithm && k.is_active()
+        };
+        let active_kid = keys.iter().find(|k| rotated(k)).map(|k| k.kid.clone());
         if active_kid != rotation.expected_active_kid {
             return Ok(RotationOutcome::Conflict);
         }
@@ -378,10 +379,7 @@ impl PolicyRepo for MemoryPolicies {
             }
         }
         *rows = scratch;
-        for key in keys
-            .iter_mut()
-            .filter(|k| k.account_id == rotation.account_id && k.is_active())
-        {
+        for key in keys.iter_mut().filter(|k| rotated(k)) {
             key.retired_at = Some(rotation.at);
         }
         keys.push(rotation.new_key.clone());
@@ -491,8 +489,12 @@ impl PublisherKeyRepo for MemoryPolicies {
 /// every port (as a database adapter does).
 #[async_trait]
 impl d2_jwks::SigningKeyRepo for MemoryPolicies {
-    async fn keys(&self, account_id: AccountId) -> Result<Vec<d2_jwks::SigningKey>, StoreError> {
-        self.signing.keys(account_id).await
+    async fn keys(
+        &self,
+        account_id: AccountId,
+        algorithm: d2_jwks::KeyAlgorithm,
+    ) -> Result<Vec<d2_jwks::SigningKey>, StoreError> {
+        self.signing.keys(account_id, algorithm).await
     }
 
     async fn insert_first(
@@ -528,8 +530,11 @@ impl d2_jwks::SigningKeyRepo for MemoryPolicies {
         self.signing.prune_retired(retired_before).await
     }
 
-    async fn accounts_with_keys(&self) -> Result<Vec<AccountId>, StoreError> {
-        self.signing.accounts_with_keys().await
+    async fn accounts_with_keys(
+        &self,
+        algorithm: d2_jwks::KeyAlgorithm,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        self.signing.accounts_with_keys(algorithm).await
     }
 }
 

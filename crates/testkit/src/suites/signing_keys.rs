@@ -10,7 +10,7 @@
 
 use chrono::Duration;
 use d2_audit::AuditAction;
-use d2_jwks::{AesKey, Binding, FirstKey, Keyring, Sealed, SigningKey};
+use d2_jwks::{AesKey, Binding, FirstKey, KeyAlgorithm, Keyring, Sealed, SigningKey};
 use d2_kernel::{AccountId, AppName, PolicyId};
 use d2_policy::{KeyRotation, RotationOutcome, Stage};
 
@@ -27,18 +27,28 @@ fn keyring() -> Keyring {
 /// Signing keys and rotations.
 pub async fn signing_keys(store: &dyn Store, a: AccountId, b: AccountId) {
     let keyring = keyring();
-    let first = SigningKey::generate(a, &keyring, at(1)).unwrap_or_else(|e| panic!("{e}"));
+    let first = SigningKey::generate(a, KeyAlgorithm::Rs256, &keyring, at(1))
+        .unwrap_or_else(|e| panic!("{e}"));
     let create = audit(a, AuditAction::KeyCreate);
     assert_eq!(
         store.insert_first(&first, &create).await.ok(),
         Some(FirstKey::Created)
     );
-    let second = SigningKey::generate(a, &keyring, at(2)).unwrap_or_else(|e| panic!("{e}"));
+    let second = SigningKey::generate(a, KeyAlgorithm::Rs256, &keyring, at(2))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         matches!(store.insert_first(&second, &create).await, Ok(FirstKey::AlreadyActive(k)) if k.kid == first.kid)
     );
-    assert_eq!(store.keys(a).await.unwrap_or_default(), vec![first.clone()]);
-    assert!(store.keys(b).await.is_ok_and(|k| k.is_empty()));
+    assert_eq!(
+        store.keys(a, KeyAlgorithm::Rs256).await.unwrap_or_default(),
+        vec![first.clone()]
+    );
+    assert!(
+        store
+            .keys(b, KeyAlgorithm::Rs256)
+            .await
+            .is_ok_and(|k| k.is_empty())
+    );
 
     // Rotation: a bundle re-signed, the old key retired, all or nothing.
     let live = published(publish(store, a, "rotated", 3, None).await);
@@ -66,7 +76,11 @@ pub async fn signing_keys(store: &dyn Store, a: AccountId, b: AccountId) {
         Some(RotationOutcome::Conflict)
     );
     assert_eq!(
-        store.keys(a).await.unwrap_or_default().len(),
+        store
+            .keys(a, KeyAlgorithm::Rs256)
+            .await
+            .unwrap_or_default()
+            .len(),
         1,
         "a refused rotation writes nothing"
     );
@@ -82,7 +96,7 @@ pub async fn signing_keys(store: &dyn Store, a: AccountId, b: AccountId) {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].version, live.version + 1);
     assert_eq!(stored[0].rotation_id.as_deref(), Some("rot_1"));
-    let keys = store.keys(a).await.unwrap_or_default();
+    let keys = store.keys(a, KeyAlgorithm::Rs256).await.unwrap_or_default();
     assert_eq!(keys.len(), 2);
     assert!(
         keys.iter()
@@ -155,7 +169,7 @@ pub async fn signing_keys(store: &dyn Store, a: AccountId, b: AccountId) {
         Some(false),
         "the expected binding is part of the swap"
     );
-    let stored = store.keys(a).await.unwrap_or_default();
+    let stored = store.keys(a, KeyAlgorithm::Rs256).await.unwrap_or_default();
     assert!(
         stored
             .iter()
@@ -181,12 +195,75 @@ pub async fn signing_keys(store: &dyn Store, a: AccountId, b: AccountId) {
     );
 
     assert_eq!(
-        store.accounts_with_keys().await.unwrap_or_default(),
+        store
+            .accounts_with_keys(KeyAlgorithm::Rs256)
+            .await
+            .unwrap_or_default(),
         vec![a]
     );
     assert_eq!(
         store.prune_retired(at(4) + Duration::seconds(1)).await.ok(),
         Some(1)
     );
-    assert_eq!(store.keys(a).await.unwrap_or_default().len(), 1);
+    assert_eq!(
+        store
+            .keys(a, KeyAlgorithm::Rs256)
+            .await
+            .unwrap_or_default()
+            .len(),
+        1
+    );
+
+    // An EC key (access tokens signed ES256) stands beside them: its own active key, its
+    // own list, stored with its public point, and untouched by a rotation of the bundles'.
+    let generate = |algorithm, seconds| {
+        SigningKey::generate(a, algorithm, &keyring, at(seconds)).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let ec = generate(KeyAlgorithm::Es256, 10);
+    assert_eq!(
+        store.insert_first(&ec, &create).await.ok(),
+        Some(FirstKey::Created)
+    );
+    let later_ec = generate(KeyAlgorithm::Es256, 11);
+    assert!(
+        matches!(store.insert_first(&later_ec, &create).await, Ok(FirstKey::AlreadyActive(k)) if k.kid == ec.kid)
+    );
+    assert_eq!(
+        store.keys(a, KeyAlgorithm::Es256).await.unwrap_or_default(),
+        vec![ec.clone()],
+        "every column comes back as written"
+    );
+    assert_eq!(
+        store
+            .accounts_with_keys(KeyAlgorithm::Es256)
+            .await
+            .unwrap_or_default(),
+        vec![a]
+    );
+    let third = generate(KeyAlgorithm::Rs256, 12);
+    let bundles_only = KeyRotation {
+        account_id: a,
+        new_key: third.clone(),
+        expected_active_kid: Some(second.kid.clone()),
+        at: at(12),
+        bundles: vec![],
+    };
+    assert!(matches!(
+        store.rotate_signing_key(&bundles_only, &rotate).await,
+        Ok(RotationOutcome::Rotated(_))
+    ));
+    let ec_keys = store.keys(a, KeyAlgorithm::Es256).await.unwrap_or_default();
+    assert_eq!(ec_keys.len(), 1);
+    assert!(ec_keys[0].is_active(), "the EC key is not the rotation's");
+    assert_eq!(
+        store
+            .keys(a, KeyAlgorithm::Rs256)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .filter(|k| k.is_active())
+            .map(|k| k.kid.clone())
+            .collect::<Vec<_>>(),
+        vec![third.kid]
+    );
 }

@@ -54,6 +54,7 @@ fn world_with(settings: PolicySettings) -> World {
     let keyring = Arc::new(Keyring::new(AesKey::new(&[3; 32]).unwrap(), vec![]));
     let jwks = Arc::new(Jwks::new(
         signing,
+        d2_jwks::KeyAlgorithm::Rs256,
         keyring,
         clock.clone(),
         Arc::new(d2_kernel::blocking::Inline),
