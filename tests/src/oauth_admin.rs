@@ -117,6 +117,7 @@ async fn admins_see_count_inspect_and_revoke_their_accounts_tokens() {
         "/v1/admin/tokens?limit=0",
         "/v1/admin/tokens?colour=blue",
         "/v1/admin/tasks/a%20b",
+        &format!("/v1/audit?task_id={}", "t".repeat(129)),
     ] {
         let reply = app.get(bad, &tenant.token).await;
         assert_eq!(reply.status.as_u16(), 400, "{bad}: {}", reply.text);
@@ -165,9 +166,15 @@ async fn admins_see_count_inspect_and_revoke_their_accounts_tokens() {
         .post("/v1/admin/introspect", &other.token, json!({"token": live}))
         .await;
     assert_eq!(foreign.assert_status(200), &json!({"active": false}));
-    app.post("/v1/admin/introspect", &tenant.token, json!({"tok": live}))
-        .await
-        .assert_status(400);
+    for bad in [
+        json!({"tok": live}),
+        json!({"token": ""}),
+        json!({"token": "x".repeat(16_385)}),
+    ] {
+        app.post("/v1/admin/introspect", &tenant.token, bad)
+            .await
+            .assert_status(400);
+    }
 
     // The task and its chain.
     let task = app.get("/v1/admin/tasks/task-child", &tenant.token).await;
@@ -177,6 +184,20 @@ async fn admins_see_count_inspect_and_revoke_their_accounts_tokens() {
         body["chain"],
         json!([{"task_id": "task-root", "parent_task_id": null, "known": true}])
     );
+    let actions: Vec<&str> = body["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["oauth.token_refresh", "oauth.token_issue"],
+        "{}",
+        task.text
+    );
+    let trail = app.get("/v1/audit?task_id=task-child", &tenant.token).await;
+    assert_eq!(trail.assert_status(200).as_array().unwrap().len(), 2);
     let theirs = app.get("/v1/admin/tasks/task-child", &other.token).await;
     assert_eq!(
         theirs.assert_status(200)["tokens"]
@@ -184,6 +205,11 @@ async fn admins_see_count_inspect_and_revoke_their_accounts_tokens() {
             .unwrap()
             .len(),
         2
+    );
+    assert_eq!(
+        theirs.body["audit"].as_array().unwrap().len(),
+        1,
+        "their own issuance only"
     );
 
     // Revoking the rotated refresh token's parent (the spent one) reaches what it issued.

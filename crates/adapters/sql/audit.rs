@@ -56,6 +56,12 @@ impl AuditLog for crate::Store {
         if let Some(until) = filter.until {
             query = query.filter(audit_logs::created_at.lt(until));
         }
+        if let Some(task) = &filter.task_id {
+            query = query.filter(
+                diesel::dsl::sql::<diesel::sql_types::Bool>(crate::audit_sql::TASK_IS)
+                    .bind::<diesel::sql_types::Text, _>(task.clone()),
+            );
+        }
         if let Some(cursor) = page.after() {
             let id: i64 = cursor
                 .id_as()

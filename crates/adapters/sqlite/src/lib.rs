@@ -39,6 +39,7 @@ macro_rules! insert_rows {
 }
 
 mod analytics_sql;
+mod audit_sql;
 mod changes;
 mod error;
 mod event_writes;

@@ -12,6 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
+use super::audit::AuditRecordBody;
 use super::oauth::{IntrospectionBody, VerificationBody, token_type};
 use super::{PageQuery, paged, secret_response};
 use crate::auth::Auth;
@@ -241,6 +242,9 @@ async fn revoke_token(
     }))
 }
 
+/// The longest token text introspected (access tokens are about a kilobyte).
+const INTROSPECTED_BYTES: usize = 16_384;
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IntrospectBody {
@@ -263,6 +267,12 @@ async fn introspect(
     auth: Auth,
     body: Json<IntrospectBody>,
 ) -> ApiResult<HttpResponse> {
+    if body.0.token.is_empty() || body.0.token.len() > INTROSPECTED_BYTES {
+        return Err(ApiError::new(
+            d2_kernel::Code::InvalidBody,
+            format!("`token` must be 1 to {INTROSPECTED_BYTES} bytes"),
+        ));
+    }
     let issuer = d2_oauth::issuer_url(&state.public_base, auth.account_id);
     let found = state
         .app
@@ -292,13 +302,18 @@ pub struct TaskBody {
     /// Whether the task has more tokens than listed (page them with
     /// `GET /v1/admin/tokens?task_id=`).
     pub more_tokens: bool,
+    /// The task's audit records, newest first (at most 100): its issuances, refreshes,
+    /// reuses and introspection refusals.
+    pub audit: Vec<AuditRecordBody>,
+    /// Whether it has more (page them with `GET /v1/audit?task_id=`).
+    pub more_audit: bool,
     /// The tasks it descends from, nearest first (at most 20).
     pub chain: Vec<TaskLinkBody>,
     pub chain_truncated: bool,
 }
 
-/// A task (`admin`): its tokens and the chain of tasks it descends from, as their tokens'
-/// `parent_task_id` name them. 400 `invalid_query` for a malformed task id.
+/// A task (`admin`): its tokens, its audit trail and the chain of tasks it descends from,
+/// as their tokens' `parent_task_id` name them. 400 `invalid_query` for a malformed task id.
 #[utoipa::path(tag = "admin", security(("bearer" = []), ("api_key" = [])),
     params(("task_id" = String, Path)), responses(
     (status = 200, body = TaskBody),
@@ -316,6 +331,8 @@ async fn show_task(
         task_id: task.task_id,
         tokens: task.tokens.into_iter().map(TokenView::from).collect(),
         more_tokens: task.more_tokens,
+        audit: task.audit.into_iter().map(AuditRecordBody::from).collect(),
+        more_audit: task.more_audit,
         chain: task
             .chain
             .into_iter()

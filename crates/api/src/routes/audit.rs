@@ -33,6 +33,10 @@ pub struct AuditQuery {
     pub since: Option<DateTime<Utc>>,
     /// Before this instant (exclusive, RFC 3339).
     pub until: Option<DateTime<Utc>>,
+    /// Only the records of this OAuth task (its issuances, refreshes, reuses and
+    /// introspection refusals).
+    #[param(max_length = 128)]
+    pub task_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -102,11 +106,21 @@ async fn list(
         .map(str::parse::<AuditAction>)
         .transpose()
         .map_err(|e| invalid_query(e.to_string()))?;
+    if query
+        .task_id
+        .as_ref()
+        .is_some_and(|task| task.chars().count() > 128)
+    {
+        return Err(invalid_query(
+            "`task_id` is at most 128 characters".to_owned(),
+        ));
+    }
     let filter = AuditFilter {
         action,
         actor: query.actor,
         since: query.since,
         until: query.until,
+        task_id: query.task_id,
     };
     let records = state.app.audit.list(&auth, &filter, &page).await?;
     Ok(paged(records, AuditRecordBody::from))

@@ -204,6 +204,7 @@ pub(crate) fn build(
         admin: Arc::new(OAuthAdmin::new(
             issuer.clone(),
             shared.repositories.clone(),
+            shared.repositories.clone(),
             shared.clock.clone(),
         )),
         issuer,

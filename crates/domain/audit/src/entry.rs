@@ -236,6 +236,9 @@ pub struct AuditFilter {
     pub since: Option<DateTime<Utc>>,
     /// Exclusive upper bound.
     pub until: Option<DateTime<Utc>>,
+    /// Only the records of this task: their `metadata.task_id` (OAuth issuances, refreshes,
+    /// reuses and introspection refusals carry one).
+    pub task_id: Option<String>,
 }
 
 impl AuditFilter {
@@ -247,6 +250,9 @@ impl AuditFilter {
                 .is_none_or(|actor| actor == entry.actor)
             && self.since.is_none_or(|since| entry.occurred_at >= since)
             && self.until.is_none_or(|until| entry.occurred_at < until)
+            && self.task_id.as_deref().is_none_or(|task| {
+                entry.metadata.get("task_id").and_then(|t| t.as_str()) == Some(task)
+            })
     }
 }
 

@@ -1,10 +1,12 @@
 //! An account's admins' view of its authorization server (seed 003's `/admin` routes): the
 //! dashboard, the tokens issued with their lineage, revocation with descendants,
-//! introspection of a token's text, and a task with the chain of tasks it descends from.
+//! introspection of a token's text, and a task with its audit trail and the chain of tasks
+//! it descends from.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use d2_audit::{AuditFilter, AuditLog, AuditRecord};
 use d2_kernel::{
     AccessError, AccountId, AuthContext, Clock, Code, ErrorCode, Page, PageError, PageRequest,
     Scope, StoreError,
@@ -21,9 +23,11 @@ use crate::token::{
 /// The windows the dashboard counts issuances and denials over: a name and its length.
 pub const DASHBOARD_WINDOWS: [(&str, i64); 3] = [("1h", 3_600), ("24h", 86_400), ("7d", 604_800)];
 
-/// How many tokens of one task the task view lists, and how many ancestors it follows.
+/// How many tokens and audit records of one task the task view lists, and how many
+/// ancestors it follows.
 pub mod task_limits {
     pub const TOKENS: u32 = 100;
+    pub const AUDIT: u32 = 100;
     pub const CHAIN: usize = 20;
 }
 
@@ -65,12 +69,17 @@ pub struct Dashboard {
 
 /// A task: its tokens, newest first, and the tasks it descends from (`parent_task_id`,
 /// nearest first), as its tokens name them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TaskView {
     pub task_id: String,
     pub tokens: Vec<TokenRecord>,
     /// Whether the task has more tokens than listed.
     pub more_tokens: bool,
+    /// The audit records of the task (its issuances, refreshes, reuses and introspection
+    /// refusals), newest first.
+    pub audit: Vec<AuditRecord>,
+    /// Whether the task has more audit records than listed.
+    pub more_audit: bool,
     pub chain: Vec<TaskLink>,
     /// Whether the chain goes on beyond [`task_limits::CHAIN`].
     pub chain_truncated: bool,
@@ -89,6 +98,7 @@ pub struct TaskLink {
 pub struct OAuthAdmin {
     issuer: Arc<TokenIssuer>,
     tokens: Arc<dyn OAuthTokenRepo>,
+    audit: Arc<dyn AuditLog>,
     clock: Arc<dyn Clock>,
 }
 
@@ -102,11 +112,13 @@ impl OAuthAdmin {
     pub fn new(
         issuer: Arc<TokenIssuer>,
         tokens: Arc<dyn OAuthTokenRepo>,
+        audit: Arc<dyn AuditLog>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             issuer,
             tokens,
+            audit,
             clock,
         }
     }
@@ -190,7 +202,7 @@ impl OAuthAdmin {
         Ok(self.issuer.introspect(ctx.account_id, issuer, text).await?)
     }
 
-    /// The task `task_id`: its tokens and the chain of tasks above it.
+    /// The task `task_id`: its tokens, its audit trail and the chain of tasks above it.
     pub async fn task(&self, ctx: &AuthContext, task_id: &str) -> Result<TaskView, AdminError> {
         ctx.require(Scope::Admin)?;
         if !is_task_id(task_id) {
@@ -199,6 +211,14 @@ impl OAuthAdmin {
         let account = ctx.account_id;
         let page = self
             .task_tokens(account, task_id, task_limits::TOKENS)
+            .await?;
+        let trail = AuditFilter {
+            task_id: Some(task_id.to_owned()),
+            ..AuditFilter::default()
+        };
+        let audit = self
+            .audit
+            .search(account, &trail, &PageRequest::first(task_limits::AUDIT))
             .await?;
         let mut chain = Vec::new();
         let mut next = page.items.iter().find_map(|t| t.parent_task_id.clone());
@@ -224,6 +244,8 @@ impl OAuthAdmin {
             task_id: task_id.to_owned(),
             more_tokens: page.next.is_some(),
             tokens: page.items,
+            more_audit: audit.next.is_some(),
+            audit: audit.items,
             chain,
             chain_truncated,
         })

@@ -52,8 +52,14 @@ pub async fn audit(store: &dyn Store) {
     let (other, _, _) = tenant(store, at(0)).await;
     for second in 1..=4 {
         let token = fixtures::token(account.id, TokenGrant::Dev, at(second));
+        let task = if second % 2 == 0 {
+            "task-even"
+        } else {
+            "task-odd"
+        };
         let entry = AuditEntry::system(account.id, AuditAction::TokenCreate, at(second))
-            .target("token", token.token.id);
+            .target("token", token.token.id)
+            .metadata(serde_json::json!({ "task_id": task }));
         store
             .insert(&token, &entry)
             .await
@@ -108,6 +114,26 @@ pub async fn audit(store: &dyn Store) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(page.items.len(), 1);
+    let of_task = |task: &str| AuditFilter {
+        task_id: Some(task.to_owned()),
+        ..AuditFilter::default()
+    };
+    for (account_id, task, expected) in [
+        (account.id, "task-even", 2),
+        (account.id, "task-none", 0),
+        (other.id, "task-even", 0),
+    ] {
+        let page = store
+            .search(account_id, &of_task(task), &PageRequest::first(100))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(page.items.len(), expected, "{task}");
+        assert!(
+            page.items
+                .iter()
+                .all(|r| r.entry.metadata["task_id"] == task)
+        );
+    }
 
     let first = store
         .search(account.id, &AuditFilter::default(), &PageRequest::first(4))
