@@ -78,24 +78,34 @@ fn assert_oauth_error(reply: &Reply, status: u16, error: &str) {
     );
 }
 
-/// The claims of `jwt` once its signature checks against the keys the issuer publishes.
-async fn verified_claims(app: &TestApp, jwks_uri: &str, jwt: &str) -> Value {
+/// The claims of `jwt`, an `at+jwt` signed with `alg` (RS256 or ES256), once its signature
+/// checks against the keys published at `jwks_uri`, and the key that verified it.
+async fn verified_claims(jwks_uri: &str, jwt: &str, alg: &str) -> (Value, Value) {
     let jwks: Value = reqwest::get(jwks_uri).await.unwrap().json().await.unwrap();
     let header = josekit::jwt::decode_header(jwt).unwrap();
     assert_eq!(header.claim("typ"), Some(&json!("at+jwt")));
-    assert_eq!(header.claim("alg"), Some(&json!("RS256")));
+    assert_eq!(header.claim("alg"), Some(&json!(alg)));
     let kid = header.claim("kid").unwrap().as_str().unwrap();
     let key = jwks["keys"]
         .as_array()
         .unwrap()
         .iter()
         .find(|k| k["kid"] == kid)
-        .expect("the signing key is published");
-    let jwk = josekit::jwk::Jwk::from_bytes(serde_json::to_vec(key).unwrap()).unwrap();
-    let verifier = josekit::jws::RS256.verifier_from_jwk(&jwk).unwrap();
-    let (payload, _) = josekit::jwt::decode_with_verifier(jwt, &verifier).unwrap();
-    let _ = app;
-    serde_json::from_str(&payload.to_string()).unwrap()
+        .expect("the signing key is published")
+        .clone();
+    let jwk = josekit::jwk::Jwk::from_bytes(serde_json::to_vec(&key).unwrap()).unwrap();
+    let (payload, _) = match alg {
+        "RS256" => josekit::jwt::decode_with_verifier(
+            jwt,
+            &josekit::jws::RS256.verifier_from_jwk(&jwk).unwrap(),
+        ),
+        _ => josekit::jwt::decode_with_verifier(
+            jwt,
+            &josekit::jws::ES256.verifier_from_jwk(&jwk).unwrap(),
+        ),
+    }
+    .unwrap();
+    (serde_json::from_str(&payload.to_string()).unwrap(), key)
 }
 
 fn reports_agent() -> Value {
@@ -191,7 +201,8 @@ async fn an_agent_registers_activates_and_gets_tokens_a_resource_server_verifies
     assert_eq!(issued["scope"], "tools:read");
     assert_eq!(issued["task_id"], "task-42");
     let access = issued["access_token"].as_str().unwrap();
-    let claims = verified_claims(&app, metadata["jwks_uri"].as_str().unwrap(), access).await;
+    let (claims, _) =
+        verified_claims(metadata["jwks_uri"].as_str().unwrap(), access, "RS256").await;
     assert_eq!(claims["iss"], issuer);
     assert_eq!(claims["sub"], client.id);
     assert_eq!(claims["client_id"], client.id);
@@ -845,30 +856,14 @@ async fn access_tokens_are_signed_es256_when_configured_and_bundles_stay_rs256()
         .to_owned();
 
     // A resource server: the jwks_uri holds the EC key that verifies the token.
-    let jwks: Value = reqwest::get(metadata["jwks_uri"].as_str().unwrap())
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let header = josekit::jwt::decode_header(&access).unwrap();
-    assert_eq!(header.claim("alg"), Some(&json!("ES256")));
-    assert_eq!(header.claim("typ"), Some(&json!("at+jwt")));
-    let kid = header.claim("kid").unwrap().as_str().unwrap();
-    let key = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["kid"] == kid)
-        .expect("the signing key is published");
+    let (claims, key) =
+        verified_claims(metadata["jwks_uri"].as_str().unwrap(), &access, "ES256").await;
     assert_eq!(
         (key["kty"].as_str(), key["crv"].as_str()),
         (Some("EC"), Some("P-256"))
     );
-    let jwk = josekit::jwk::Jwk::from_bytes(serde_json::to_vec(key).unwrap()).unwrap();
-    let verifier = josekit::jws::ES256.verifier_from_jwk(&jwk).unwrap();
-    let (payload, _) = josekit::jwt::decode_with_verifier(&access, &verifier).unwrap();
-    assert_eq!(payload.subject(), Some(client.id.as_str()));
+    assert_eq!(claims["sub"], client.id.as_str());
+    let kid = key["kid"].as_str().unwrap();
     let introspected = form(
         &app,
         &tenant,

@@ -291,7 +291,7 @@ impl AgentRepo for crate::Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         use crate::schema::oauth_client_assertions as spent;
-        let mut conn = self.conn().await?;
+        let mut conn = self.writer().await?;
         diesel::delete(
             spent::table
                 .filter(spent::agent_id.eq(id_of(agent)))

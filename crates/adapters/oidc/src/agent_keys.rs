@@ -17,16 +17,18 @@ use crate::token;
 
 /// How long a fetched key set is used.
 const REMOTE_TTL: Duration = Duration::from_secs(300);
-/// A token naming an unknown key refetches a set at most this often.
+/// A set is fetched again, for a token naming an unknown key or after a failed fetch, at
+/// most this often.
 const REFETCH_AFTER_SECONDS: i64 = 30;
 /// Agents' and URLs' sets kept in memory.
 const CACHED_SETS: u64 = 10_000;
 /// How long fetching a `jwks_uri` may take (the token request waits for it).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One fetch of a `jwks_uri`.
+/// One fetch of a `jwks_uri`: its keys, or `None` when it failed (remembered, so that
+/// assertions naming an unreachable URL do not each make the server fetch it).
 struct Fetched {
-    keys: KeySet,
+    keys: Option<KeySet>,
     at: DateTime<Utc>,
 }
 
@@ -85,24 +87,46 @@ impl AgentKeys {
         Ok(parsed)
     }
 
-    async fn remote_keys(&self, uri: &str, fresh: bool) -> Result<Arc<Fetched>, &'static str> {
-        if fresh {
-            self.remote.invalidate(uri).await;
+    /// The set at `uri`: as cached, or fetched when it is not, or when it is older than
+    /// [`REFETCH_AFTER_SECONDS`] and `refetch_if_stale` says the cached one cannot serve.
+    async fn remote_keys(
+        &self,
+        uri: &str,
+        refetch_if_stale: impl Fn(&Fetched) -> bool,
+    ) -> Arc<Fetched> {
+        let cached = self.remote_fetch(uri).await;
+        let stale = cached.at < self.clock.now() - TimeDelta::seconds(REFETCH_AFTER_SECONDS);
+        if !(stale && refetch_if_stale(&cached)) {
+            return cached;
         }
+        self.remote.invalidate(uri).await;
+        self.remote_fetch(uri).await
+    }
+
+    async fn remote_fetch(&self, uri: &str) -> Arc<Fetched> {
         self.remote
-            .try_get_with(uri.to_owned(), async {
-                let url = Url::parse(uri).map_err(|_| "the agent's jwks_uri is not a URL")?;
-                let keys = fetch::key_set(&self.client, &url).await.map_err(|error| {
-                    tracing::warn!(jwks_uri = uri, error = %error, "an agent's key set could not be fetched");
-                    "the agent's jwks_uri could not be fetched"
-                })?;
-                Ok(Arc::new(Fetched {
+            .get_with(uri.to_owned(), async {
+                let keys = match Url::parse(uri) {
+                    Ok(url) => fetch::key_set(&self.client, &url)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(_) => Err("not a URL".to_owned()),
+                };
+                let keys = keys
+                    .inspect_err(|error| {
+                        tracing::warn!(
+                            jwks_uri = uri,
+                            error,
+                            "an agent's key set could not be fetched"
+                        );
+                    })
+                    .ok();
+                Arc::new(Fetched {
                     keys,
                     at: self.clock.now(),
-                }))
+                })
             })
             .await
-            .map_err(|error: Arc<&'static str>| *error)
     }
 }
 
@@ -120,25 +144,30 @@ impl AssertionVerifier for AgentKeys {
         let header = compact
             .header()
             .map_err(|_| "unsupported assertion header")?;
+        let signature = compact.signature().map_err(|_| "malformed assertion")?;
         match (&agent.spec.jwks, &agent.spec.jwks_uri) {
             (Some(document), _) => {
                 let keys = self.inline_keys(agent, document)?;
-                keys.1.verify_signature(&compact, &header)?;
+                keys.1.verify_signature(&compact, &header, &signature)?;
             }
             (None, Some(uri)) => {
-                let mut fetched = self.remote_keys(uri, false).await?;
-                let stale =
-                    fetched.at < self.clock.now() - TimeDelta::seconds(REFETCH_AFTER_SECONDS);
-                if stale
-                    && matches!(
-                        fetched.keys.choose(header.alg, header.kid.as_deref()),
-                        Choice::UnknownKid
-                    )
-                {
-                    // The agent may have rotated its keys since they were fetched.
-                    fetched = self.remote_keys(uri, true).await?;
-                }
-                fetched.keys.verify_signature(&compact, &header)?;
+                // Fetched again when the last fetch failed, or when the set does not hold
+                // the key named (the agent may have rotated its keys).
+                let fetched = self
+                    .remote_keys(uri, |fetched| {
+                        fetched.keys.as_ref().is_none_or(|keys| {
+                            matches!(
+                                keys.choose(header.alg, header.kid.as_deref()),
+                                Choice::UnknownKid
+                            )
+                        })
+                    })
+                    .await;
+                let keys = fetched
+                    .keys
+                    .as_ref()
+                    .ok_or("the agent's jwks_uri could not be fetched")?;
+                keys.verify_signature(&compact, &header, &signature)?;
             }
             (None, None) => return Err("the agent registered no keys"),
         }

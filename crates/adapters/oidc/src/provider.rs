@@ -193,7 +193,7 @@ impl Inner {
         let compact = token::split(token)?;
         let header = compact.header()?;
         // A malformed signature is refused before any key is fetched for it.
-        compact.signature()?;
+        let signature = compact.signature()?;
 
         let (mut cached, mut generation) = self.cached();
         if cached.is_none() {
@@ -207,7 +207,7 @@ impl Inner {
             self.fetch_on_demand(generation).await;
             keys = self.cached().0.unwrap_or(keys);
         }
-        keys.verify_signature(&compact, &header)
+        keys.verify_signature(&compact, &header, &signature)
             .map_err(IdentityError::Invalid)?;
         verified_identity(&compact.payload()?, &self.settings, self.clock.now())
     }

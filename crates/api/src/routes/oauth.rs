@@ -3,6 +3,8 @@
 //! introspection (RFC 7662) and revocation (RFC 7009), under `/oauth/{account_id}`. Errors
 //! on these endpoints are RFC 6749 §5.2 JSON, never problem documents.
 
+use std::sync::Arc;
+
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::web::{Bytes, Data, Path};
 use actix_web::{HttpRequest, HttpResponse, get, post};
@@ -217,7 +219,7 @@ async fn authenticated_agent(
     request: &HttpRequest,
     form: &Form,
     endpoint: Endpoint,
-) -> ApiResult<Agent> {
+) -> ApiResult<Arc<Agent>> {
     let clients = &state.app.oauth.clients;
     let agent = match presented_client(request.headers(), form)? {
         Presented::Assertion {
@@ -269,7 +271,7 @@ async fn client_and_token(
     account: AccountId,
     request: &HttpRequest,
     body: &[u8],
-) -> ApiResult<(Agent, String)> {
+) -> ApiResult<(Arc<Agent>, String)> {
     let form = Form::parse(request, body)?;
     let agent = authenticated_agent(state, account, request, &form, Endpoint::Other).await?;
     let text = form

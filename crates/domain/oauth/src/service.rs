@@ -283,7 +283,7 @@ impl ClientAuthenticator {
         client_id: Option<&str>,
         assertion: &str,
         audiences: &[String],
-    ) -> Result<Agent, ClientAuthError> {
+    ) -> Result<Arc<Agent>, ClientAuthError> {
         let subject = unverified_subject(assertion)
             .ok_or_else(|| refuse(ClientRefusal::Assertion("malformed assertion")))?;
         if client_id.is_some_and(|id| id != subject) {
@@ -320,7 +320,7 @@ impl ClientAuthenticator {
         {
             return Err(refuse(ClientRefusal::AssertionReplayed));
         }
-        Ok(Agent::clone(&agent))
+        Ok(agent)
     }
 
     /// What `decide` makes of the agent `id` as cached; when it refuses a known agent, what
@@ -347,7 +347,7 @@ impl ClientAuthenticator {
         client_id: &str,
         secret: &str,
         method: AuthMethod,
-    ) -> Result<Agent, ClientAuthError> {
+    ) -> Result<Arc<Agent>, ClientAuthError> {
         self.authenticate(client_id, secret, Some(method)).await
     }
 
@@ -359,7 +359,7 @@ impl ClientAuthenticator {
         &self,
         client_id: &str,
         secret: &str,
-    ) -> Result<Agent, ClientAuthError> {
+    ) -> Result<Arc<Agent>, ClientAuthError> {
         self.authenticate(client_id, secret, None).await
     }
 
@@ -368,7 +368,7 @@ impl ClientAuthenticator {
         client_id: &str,
         secret: &str,
         method: Option<AuthMethod>,
-    ) -> Result<Agent, ClientAuthError> {
+    ) -> Result<Arc<Agent>, ClientAuthError> {
         // The digest is computed whatever happens next, so an unknown client costs what a
         // known one does.
         let presented = self.pepper.digest_text(secret);
@@ -397,8 +397,7 @@ impl ClientAuthenticator {
             }
             Ok(agent.clone())
         };
-        let agent = self.decide(id, holder).await?;
-        Ok(Agent::clone(&agent))
+        self.decide(id, holder).await
     }
 }
 

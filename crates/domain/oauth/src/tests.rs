@@ -713,7 +713,7 @@ async fn a_private_key_jwt_agent_authenticates_with_each_assertion_once() {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string())
         )
     };
-    let refusal = |result: Result<Agent, ClientAuthError>| match result {
+    let refusal = |result: Result<Arc<Agent>, ClientAuthError>| match result {
         Err(ClientAuthError::InvalidClient(reason)) => reason,
         other => unreachable!("a refusal was expected: {other:?}"),
     };

@@ -214,7 +214,7 @@ pub struct AgentCounts {
 }
 
 impl AgentCounts {
-    /// Counts one more agent in `state`.
+    /// Counts `n` more agents in `state`.
     pub fn add(&mut self, state: crate::AgentState, n: u64) {
         let slot = match state {
             crate::AgentState::Pending => &mut self.pending,

@@ -108,23 +108,38 @@ async fn a_jwks_uri_is_fetched_once_and_again_for_a_new_kid_at_most_every_thirty
 }
 
 #[tokio::test]
-async fn a_jwks_uri_that_cannot_be_read_verifies_nothing() {
+async fn a_jwks_uri_that_cannot_be_read_verifies_nothing_and_is_fetched_again_after_a_pause() {
     let clock = clock();
     let keys = AgentKeys::new(clock.clone()).unwrap();
     let key = TestKey::rsa("k1");
     let served = FakeIdp::start(&[&key]).await;
     let signer = agent(None, Some(format!("{}/jwks", served.issuer())));
-    for mode in [Mode::Down, Mode::Garbage] {
-        served.set_mode(mode);
+    let refused = Err("the agent's jwks_uri could not be fetched");
+    served.set_mode(Mode::Down);
+    for jti in ["1", "2", "3"] {
         assert_eq!(
-            keys.verified_claims(&signer, &assertion(&key, "1")).await,
-            Err("the agent's jwks_uri could not be fetched"),
-            "{mode:?}"
+            keys.verified_claims(&signer, &assertion(&key, jti)).await,
+            refused
         );
     }
-    // Failures are not cached: once the set is served, the assertion verifies.
+    assert_eq!(served.jwks_requests().await, 1, "a failure is remembered");
+    // Thirty seconds on, the set is fetched again; an answer that is no key set fails too.
+    served.set_mode(Mode::Garbage);
+    clock.advance(Duration::seconds(31));
+    assert_eq!(
+        keys.verified_claims(&signer, &assertion(&key, "4")).await,
+        refused
+    );
+    assert_eq!(served.jwks_requests().await, 2);
+    // Once the set is served, the next fetch after the pause verifies.
     served.set_mode(Mode::Up);
-    keys.verified_claims(&signer, &assertion(&key, "1"))
+    assert_eq!(
+        keys.verified_claims(&signer, &assertion(&key, "5")).await,
+        refused
+    );
+    clock.advance(Duration::seconds(31));
+    keys.verified_claims(&signer, &assertion(&key, "6"))
         .await
         .unwrap();
+    assert_eq!(served.jwks_requests().await, 3);
 }
