@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# OAuth load benchmark, one run: D2's token endpoint (client_credentials, RS256 JWT access
-# tokens, each a PostgreSQL row written with its audit record) and its RFC 7662
+# OAuth load benchmark, one run: D2's token endpoint (client_credentials, JWT access
+# tokens signed with ALGORITHM, RS256 or ES256, each a PostgreSQL row written with its
+# audit record) and its RFC 7662
 # introspection, side by side with panva's oidc-provider (npm) configured for the same
 # grant and algorithm, everything it persists in PostgreSQL (tests/oauth-peer/server.mjs,
 # its npm packages installed into $CARGO_TARGET_DIR/oauth-peer, default target/).
@@ -12,13 +13,13 @@
 #   introspection       a pool of TOKENS valid access tokens per side, round robin, with
 #                       token_type_hint=access_token: D2's JWTs; the peer's opaque tokens
 #                       (oidc-provider refuses to introspect its JWT access tokens)
-# Each side is checked first with curl: 200, a JWT whose RS256 signature verifies against
+# Each side is checked first with curl: 200, a JWT whose ALGORITHM signature verifies against
 # its JWKS, introspection active. A run with any non-2xx answer fails the script, and so
 # does a D2 token run that wrote fewer token rows than wrk counted answers.
 # STORE=sqlite puts D2 on a SQLite file (the peer stays on PostgreSQL). WARMUP: a run of
 # each route before it is measured, not counted (Node's JIT, connection pools).
 # PROFILE=debug runs a debug build instead, to try the script quickly (figures meaningless).
-#   DURATION=15s CONNECTIONS=64 THREADS=1 WARMUP=3s TOKENS=100 PEER_WORKERS=2 ./scripts/bench-oauth.sh
+#   DURATION=15s CONNECTIONS=64 THREADS=1 WARMUP=3s TOKENS=100 PEER_WORKERS=2 ALGORITHM=RS256 ./scripts/bench-oauth.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,8 @@ PEER_PORT=${PEER_PORT:-$((PORT + 2))}
 LOG_FILTER=${LOG_FILTER:-info}
 STORE=${STORE:-postgres}
 TOKENS=${TOKENS:-100}
+ALGORITHM=${ALGORITHM:-RS256}
+case "$ALGORITHM" in RS256 | ES256) ;; *) echo "bench-oauth: ALGORITHM is RS256 or ES256" >&2; exit 2 ;; esac
 # As many peer processes as d2-api has workers (one per core), so each side may use every core.
 PEER_WORKERS=${PEER_WORKERS:-$(nproc)}
 PROFILE=${PROFILE:-release}
@@ -100,11 +103,12 @@ export D2__CRYPTO__TOKEN_PEPPER=$("$bin/d2ctl" generate-secret)
 export D2__CRYPTO__JWK_AES_KEY=$("$bin/d2ctl" generate-aes-key)
 export D2__HTTP__ADDR="127.0.0.1:$PORT"
 export D2__LOG__FILTER="$LOG_FILTER"
+export D2__OAUTH__SIGNING_ALGORITHM="$ALGORITHM"
 "$bin/d2ctl" migrate >/dev/null
 admin=$("$bin/d2ctl" bootstrap 2>/dev/null)
 "$bin/d2-api" > "$work/api.log" 2>&1 &
 api_pid=$!
-PEER_DATABASE_URL="$pg_url?application_name=oauth-peer" PEER_WORKERS="$PEER_WORKERS" PEER_EXIT_WITH_PID=$$ \
+PEER_DATABASE_URL="$pg_url?application_name=oauth-peer" PEER_WORKERS="$PEER_WORKERS" PEER_EXIT_WITH_PID=$$ PEER_ALGORITHM="$ALGORITHM" \
     "$node" "$packages/server.mjs" "$PEER_PORT" > "$work/peer.log" 2>&1 &
 peer_pid=$!
 base="http://127.0.0.1:$PORT"
@@ -158,22 +162,22 @@ peer_form=(grant_type=client_credentials scope=bench.read resource=https://jwt.b
 # Once with curl: each side answers a JWT whose signature verifies against its JWKS, with
 # the claims asked for, and D2 stores it.
 check_jwt() { # name, token answer (JSON), jwks URL, issuer, audience, client id
-    "$python" - "$@" <<'PY'
+    "$python" - "$@" "$ALGORITHM" <<'PY'
 import json, sys
 import jwt
-name, answer, jwks_uri, issuer, audience, client_id = sys.argv[1:]
+name, answer, jwks_uri, issuer, audience, client_id, alg = sys.argv[1:]
 answer = json.loads(answer)
 token = answer["access_token"]
 if "refresh_token" in answer:
     sys.exit(f"bench-oauth: {name} issued a refresh token")
 header = jwt.get_unverified_header(token)
 key = jwt.PyJWKClient(jwks_uri).get_signing_key_from_jwt(token)
-claims = jwt.decode(token, key, algorithms=["RS256"], audience=audience, issuer=issuer)
-if header.get("typ") != "at+jwt" or header.get("alg") != "RS256":
+claims = jwt.decode(token, key, algorithms=[alg], audience=audience, issuer=issuer)
+if header.get("typ") != "at+jwt" or header.get("alg") != alg:
     sys.exit(f"bench-oauth: {name}: unexpected header {header}")
 if claims.get("scope") != "bench.read" or claims.get("client_id") != client_id:
     sys.exit(f"bench-oauth: {name}: unexpected claims {claims}")
-print(f"{name}: a {len(token)}-byte RS256 JWT, signature verified against {jwks_uri}")
+print(f"{name}: a {len(token)}-byte {alg} JWT, signature verified against {jwks_uri}")
 PY
 }
 rows_before=$(d2_rows)

@@ -8,7 +8,9 @@
 // (client_secret_basic, grant type client_credentials, scope `bench.read`), and two
 // resources (RFC 8707), which decide the format of the access token:
 //
-//   resource=https://jwt.bench/      RS256 JWT access tokens (RFC 9068, `typ: at+jwt`)
+//   resource=https://jwt.bench/      JWT access tokens (RFC 9068, `typ: at+jwt`), signed
+//                                    with PEER_ALGORITHM: RS256 (RSA-2048, the default) or
+//                                    ES256 (P-256)
 //   resource=https://opaque.bench/   opaque access tokens, stored, hence introspectable
 //
 // Both with scope `bench.read` and a lifetime of one hour. Routes beside oidc-provider's
@@ -45,6 +47,11 @@ const CLIENT = {
 };
 const SCOPE = 'bench.read';
 const TTL = 3600;
+const ALGORITHM = process.env.PEER_ALGORITHM ?? 'RS256';
+if (!['RS256', 'ES256'].includes(ALGORITHM)) {
+  console.error(`oauth-peer: PEER_ALGORITHM must be RS256 or ES256, not ${ALGORITHM}`);
+  process.exit(2);
+}
 const RESOURCES = {
   'https://jwt.bench/': 'jwt',
   'https://opaque.bench/': 'opaque',
@@ -177,7 +184,7 @@ function resourceServerInfo(resource) {
     audience: resource,
     accessTokenTTL: TTL,
     accessTokenFormat: format,
-    ...(format === 'jwt' ? { jwt: { sign: { alg: 'RS256' } } } : {}),
+    ...(format === 'jwt' ? { jwt: { sign: { alg: ALGORITHM } } } : {}),
   };
 }
 
@@ -237,9 +244,17 @@ if (cluster.isPrimary) {
   await setup.query(SCHEMA);
   await setup.end();
 
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const { privateKey } =
+    ALGORITHM === 'ES256'
+      ? generateKeyPairSync('ec', { namedCurve: 'P-256' })
+      : generateKeyPairSync('rsa', { modulusLength: 2048 });
   const keys = {
-    signingKey: { ...privateKey.export({ format: 'jwk' }), kid: 'rs256-bench', alg: 'RS256', use: 'sig' },
+    signingKey: {
+      ...privateKey.export({ format: 'jwk' }),
+      kid: `${ALGORITHM.toLowerCase()}-bench`,
+      alg: ALGORITHM,
+      use: 'sig',
+    },
     cookieKey: randomBytes(32).toString('base64url'),
   };
   let stopping = false;

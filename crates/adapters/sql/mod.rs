@@ -11,6 +11,7 @@ pub(crate) mod errors;
 pub(crate) mod events;
 pub(crate) mod id;
 pub(crate) mod invitations;
+pub(crate) mod issuances;
 pub(crate) mod jwks;
 pub(crate) mod members;
 pub(crate) mod oauth_tokens;

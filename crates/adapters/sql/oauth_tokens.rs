@@ -10,7 +10,6 @@ use d2_oauth::{
     TokenFilter, TokenKind, TokenRecord, revocation_reasons,
 };
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -37,22 +36,7 @@ impl OAuthTokenRepo for crate::Store {
             .records()
             .map(TokenRow::from_domain)
             .collect::<Result<Vec<_>, _>>()?;
-        let mut conn = self.writer().await?;
-        let written = write_transaction!(conn, async |conn| {
-            insert_rows!(conn, oauth_tokens::table, rows);
-            write_audit(conn, audit).await?;
-            Ok::<_, TxError>(())
-        })
-        .await;
-        match written {
-            Ok(()) => Ok(true),
-            // The agent was deleted meanwhile.
-            Err(TxError::Diesel(DieselError::DatabaseError(
-                DatabaseErrorKind::ForeignKeyViolation,
-                _,
-            ))) => Ok(false),
-            Err(error) => Err(error.into()),
-        }
+        self.issue_in_group(rows, audit.clone()).await
     }
 
     async fn refresh(

@@ -122,7 +122,11 @@ macro_rules! __contract_suite_list {
             events(store, a, b): events::refusals;
             tasks(queue, account): tasks::task_queue;
             agents(store, a, b): agents::agents;
-            agents(store, a): agents::agent_activation_races, agents::assertion_replays, oauth_tokens::refresh_races;
+            agents(store, a):
+                agents::agent_activation_races,
+                agents::assertion_replays,
+                oauth_tokens::refresh_races,
+                oauth_tokens::issuance_races;
             agents(store, a, b): oauth_tokens::oauth_tokens, oauth_tokens::token_pruning;
             principals(store, a, b): principals::principals;
             principals(store, a): principals::principal_races;

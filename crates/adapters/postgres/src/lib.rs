@@ -83,6 +83,8 @@ mod types {
 type Db = diesel::pg::Pg;
 type Conn = diesel_async::AsyncPgConnection;
 type Store = PgStore;
+/// Issuance groups written at once, each on a connection of the pool.
+const ISSUANCE_WRITERS: usize = 4;
 
 pub use changes::{CHANGE_CHANNEL, ChangeListener};
 pub use error::ConnectError;

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use d2_kernel::StoreError;
@@ -11,6 +12,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use crate::error::{ConnectError, from_diesel, from_pool};
+use crate::issuances::IssuanceQueue;
 
 /// Every setting of the connection pool. Defaults suit one API replica on a small database.
 #[derive(Clone, PartialEq, Eq)]
@@ -115,6 +117,7 @@ pub(crate) fn connect(
 pub struct PgStore {
     pool: Pool<AsyncPgConnection>,
     target: String,
+    pub(crate) issuances: Arc<IssuanceQueue>,
 }
 
 impl fmt::Debug for PgStore {
@@ -163,6 +166,7 @@ impl PgStore {
         let store = Self {
             pool,
             target: describe_target(&settings.url),
+            issuances: Arc::default(),
         };
         store
             .ping()

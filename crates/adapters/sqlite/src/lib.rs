@@ -66,6 +66,8 @@ use sql::*;
 type Db = diesel::sqlite::Sqlite;
 type Conn = diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>;
 type Store = SqliteStore;
+/// Issuance groups written at once: one, as SQLite has one writer.
+const ISSUANCE_WRITERS: usize = 1;
 
 pub use changes::ChangeListener;
 pub use error::ConnectError;

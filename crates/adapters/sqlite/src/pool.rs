@@ -1,5 +1,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use d2_kernel::StoreError;
@@ -12,6 +13,7 @@ use futures_util::future::BoxFuture;
 
 use crate::Conn;
 use crate::error::{ConnectError, from_diesel, from_pool};
+use crate::issuances::IssuanceQueue;
 
 /// Where the database lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,6 +147,7 @@ pub struct SqliteStore {
     readers: Pool<Conn>,
     writer: Pool<Conn>,
     target: Target,
+    pub(crate) issuances: Arc<IssuanceQueue>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -184,6 +187,7 @@ impl SqliteStore {
             readers,
             writer,
             target,
+            issuances: Arc::default(),
         })
     }
 

@@ -44,7 +44,7 @@ fn spec(name: &str) -> AgentSpec {
     }
 }
 
-async fn audited(store: &dyn Store, account: AccountId, action: AuditAction) -> usize {
+pub(crate) async fn audited(store: &dyn Store, account: AccountId, action: AuditAction) -> usize {
     let filter = AuditFilter {
         action: Some(action),
         ..AuditFilter::default()

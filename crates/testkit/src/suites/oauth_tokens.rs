@@ -22,7 +22,7 @@ use d2_oauth::{
 };
 use futures_util::future::join_all;
 
-use super::agents::{Store, activated};
+use super::agents::{Store, activated, audited};
 use crate::fixtures::{at, pepper};
 
 fn digest(text: &str) -> SecretDigest {
@@ -518,4 +518,55 @@ pub async fn token_pruning(store: &dyn Store, a: AccountId, b: AccountId) {
         4,
         "the refreshed grant"
     );
+}
+
+/// Many issuances at once, as a busy token endpoint makes them (a store may commit them in
+/// groups): each answered `true` and durable with its audit record, except those of an
+/// agent deleted before they were written, answered `false` with nothing of theirs
+/// written, whoever shares their transaction.
+pub async fn issuance_races(store: &dyn Store, a: AccountId) {
+    let kept = activated(store, a, "Kept", "reg-kept").await;
+    let deleted = activated(store, a, "Deleted", "reg-deleted").await;
+    let removal = AuditEntry::system(a, AuditAction::AgentDelete, at(1));
+    assert!(store.delete(a, deleted.id, &removal).await.unwrap());
+    let issuances: Vec<(Issuance, bool)> = (0..48)
+        .map(|i| {
+            let agent = if i % 3 == 0 { &deleted } else { &kept };
+            let access = record(
+                agent,
+                TokenKind::Access,
+                &format!("burst-{i}"),
+                None,
+                None,
+                2,
+            );
+            let issuance = Issuance {
+                access,
+                refresh: None,
+            };
+            (issuance, agent.id == kept.id)
+        })
+        .collect();
+    let audits: Vec<AuditEntry> = issuances
+        .iter()
+        .map(|(issuance, _)| audit(&issuance.access, AuditAction::OAuthTokenIssue))
+        .collect();
+    let outcomes = join_all(
+        issuances
+            .iter()
+            .zip(&audits)
+            .map(|((issuance, _), audit)| store.issue(issuance, audit)),
+    )
+    .await;
+    for ((issuance, live), outcome) in issuances.iter().zip(outcomes) {
+        assert_eq!(outcome.unwrap(), *live, "{}", issuance.access.task_id);
+        let stored = store.token(a, issuance.access.id).await.unwrap();
+        assert_eq!(stored.is_some(), *live, "{}", issuance.access.task_id);
+    }
+    assert_eq!(audited(store, a, AuditAction::OAuthTokenIssue).await, 32);
+    let listed = store
+        .tokens(a, &TokenFilter::default(), &PageRequest::first(100))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 32);
 }
