@@ -36,6 +36,7 @@ import { availableParallelism } from 'node:os';
 import Provider from 'oidc-provider';
 import pg from 'pg';
 
+const ALGORITHM = process.env.PEER_ALGORITHM ?? 'RS256';
 const CLIENT = {
   client_id: 'bench',
   client_secret: 'bench-secret',
@@ -44,10 +45,11 @@ const CLIENT = {
   redirect_uris: [],
   token_endpoint_auth_method: 'client_secret_basic',
   scope: 'bench.read',
+  // The provider holds one key; its ID token default (RS256) must be a key it has.
+  id_token_signed_response_alg: ALGORITHM,
 };
 const SCOPE = 'bench.read';
 const TTL = 3600;
-const ALGORITHM = process.env.PEER_ALGORITHM ?? 'RS256';
 if (!['RS256', 'ES256'].includes(ALGORITHM)) {
   console.error(`oauth-peer: PEER_ALGORITHM must be RS256 or ES256, not ${ALGORITHM}`);
   process.exit(2);

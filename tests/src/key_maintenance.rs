@@ -367,3 +367,53 @@ async fn rotate_jwks_all_rotates_every_account_and_prune_removes_expired_keys() 
         assert_eq!(keys, 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotate_jwks_all_rotates_the_access_token_keys_of_their_own() {
+    let es256 = ("D2__OAUTH__SIGNING_ALGORITHM", "ES256");
+    let app = TestApp::spawn_with(&[es256]).await;
+    let tenant = app.bootstrap().await;
+    let client = crate::oauth::agent(&app, &tenant, crate::oauth::reports_agent()).await;
+    crate::oauth::client_credentials(&app, &tenant, &client)
+        .await
+        .assert_status(200);
+    let jwks = format!("/oauth/{}/jwks", tenant.account_id);
+    let kids = |body: &serde_json::Value| -> Vec<String> {
+        body["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let before = kids(&app.get(&jwks, "").await.body);
+    assert_eq!(before.len(), 1);
+    let current = URL_SAFE_NO_PAD.encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        app.pepper.as_bytes(),
+    ));
+    let operator = command_app_with(&app, &current, "", &[es256]).await;
+    d2_cli::keys::rotate_jwks_all(&operator).await.unwrap();
+    // The server learns of the new key through the change feed.
+    let mut after = Vec::new();
+    for _ in 0..50 {
+        after = kids(&app.get(&jwks, "").await.body);
+        if after.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert_eq!(
+        after[1], before[0],
+        "the old key stays published, after the new"
+    );
+    assert!(
+        app.audit(&tenant)
+            .await
+            .iter()
+            .any(|r| r["action"] == "jwks.rotate"
+                && r["actor"] == "control_plane"
+                && r["metadata"]["algorithm"] == "ES256")
+    );
+}

@@ -43,6 +43,18 @@ pub(crate) fn issuer(app: &TestApp, tenant: &Tenant) -> String {
 }
 
 /// A form POST to an OAuth endpoint of the tenant, with HTTP Basic when `basic` is given.
+/// A `client_credentials` token request of `client`, with nothing else asked.
+pub(crate) async fn client_credentials(app: &TestApp, tenant: &Tenant, client: &Client) -> Reply {
+    form(
+        app,
+        tenant,
+        "token",
+        Some(client),
+        &[("grant_type", "client_credentials")],
+    )
+    .await
+}
+
 pub(crate) async fn form(
     app: &TestApp,
     tenant: &Tenant,
@@ -108,7 +120,7 @@ async fn verified_claims(jwks_uri: &str, jwt: &str, alg: &str) -> (Value, Value)
     (serde_json::from_str(&payload.to_string()).unwrap(), key)
 }
 
-fn reports_agent() -> Value {
+pub(crate) fn reports_agent() -> Value {
     json!({
         "name": "Report filer",
         "scopes": ["reports.export", "tools:read"],
@@ -217,14 +229,7 @@ async fn an_agent_registers_activates_and_gets_tokens_a_resource_server_verifies
     );
 
     // Without scope or resource: everything the agent may have, for all its resources.
-    let everything = form(
-        &app,
-        &tenant,
-        "token",
-        Some(&client),
-        &[("grant_type", "client_credentials")],
-    )
-    .await;
+    let everything = client_credentials(&app, &tenant, &client).await;
     let everything = everything.assert_status(200).clone();
     assert_eq!(everything["scope"], "reports.export tools:read");
     assert!(everything["task_id"].as_str().unwrap().starts_with("task_"));
@@ -842,14 +847,7 @@ async fn access_tokens_are_signed_es256_when_configured_and_bundles_stay_rs256()
         metadata["access_token_signing_alg_values_supported"],
         json!(["ES256"])
     );
-    let issued = form(
-        &app,
-        &tenant,
-        "token",
-        Some(&client),
-        &[("grant_type", "client_credentials")],
-    )
-    .await;
+    let issued = client_credentials(&app, &tenant, &client).await;
     let access = issued.assert_status(200)["access_token"]
         .as_str()
         .unwrap()
@@ -884,4 +882,35 @@ async fn access_tokens_are_signed_es256_when_configured_and_bundles_stay_rs256()
         .collect();
     assert!(kinds.iter().all(|kty| *kty == "RSA"), "{kinds:?}");
     assert!(!bundles.text.contains(kid));
+
+    // A rotation of the account's keys replaces the EC key too: new tokens carry the new
+    // key, the one issued before still verifies at the jwks_uri during the grace period.
+    let rotated = app
+        .post("/v1/jwks/rotate", &tenant.token, Value::Null)
+        .await;
+    let token_key = rotated.assert_status(201)["access_token_key"].clone();
+    assert_eq!(token_key["previous_key_id"], kid);
+    assert_eq!(token_key["algorithm"], "ES256");
+    let new_kid = token_key["new_key_id"].as_str().unwrap();
+    assert_ne!(new_kid, kid);
+    let reissued = client_credentials(&app, &tenant, &client).await;
+    let (_, new_key) = verified_claims(
+        metadata["jwks_uri"].as_str().unwrap(),
+        reissued.assert_status(200)["access_token"]
+            .as_str()
+            .unwrap(),
+        "ES256",
+    )
+    .await;
+    assert_eq!(new_key["kid"], new_kid);
+    let (_, old_key) =
+        verified_claims(metadata["jwks_uri"].as_str().unwrap(), &access, "ES256").await;
+    assert_eq!(old_key["kid"], kid);
+    let rotations = app
+        .audit(&tenant)
+        .await
+        .into_iter()
+        .filter(|r| r["action"] == "jwks.rotate")
+        .count();
+    assert_eq!(rotations, 2, "the bundle key and the access-token key");
 }

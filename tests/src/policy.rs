@@ -669,6 +669,11 @@ async fn jwks_serves_one_accounts_keys_and_rotation_resigns_with_hints() {
         rotated["resigned"],
         json!([{ "app_name": "app", "version": 2 }])
     );
+    assert_eq!(
+        rotated["access_token_key"],
+        Value::Null,
+        "RS256 access tokens share the bundle key"
+    );
     let after = app.get("/.well-known/jwks.json", &dev).await;
     let kids: Vec<&str> = after.body["keys"]
         .as_array()

@@ -46,6 +46,36 @@ pub(crate) async fn active_key(
         .optional()
 }
 
+/// Retires the account's active key of `new_key`'s algorithm and stores `new_key` in its
+/// place, if the active one is still `expected_active_kid` (`None`: there is none); `false`
+/// with nothing written otherwise. The caller holds the account's keys lock.
+pub(crate) async fn replace_active_key(
+    conn: &mut crate::Conn,
+    new_key: &SigningKey,
+    expected_active_kid: Option<&str>,
+    at: DateTime<Utc>,
+) -> QueryResult<bool> {
+    let algorithm = new_key.algorithm();
+    let active = active_key(conn, new_key.account_id, algorithm).await?;
+    if active.as_ref().map(|k| k.kid.as_str()) != expected_active_kid {
+        return Ok(false);
+    }
+    diesel::update(
+        signing_keys::table
+            .filter(signing_keys::account_id.eq(Id::from(new_key.account_id)))
+            .filter(signing_keys::alg.eq(algorithm.as_str()))
+            .filter(signing_keys::retired_at.is_null()),
+    )
+    .set(signing_keys::retired_at.eq(at))
+    .execute(conn)
+    .await?;
+    diesel::insert_into(signing_keys::table)
+        .values(SigningKeyRow::from_domain(new_key))
+        .execute(conn)
+        .await?;
+    Ok(true)
+}
+
 #[async_trait]
 impl SigningKeyRepo for crate::Store {
     async fn keys(
@@ -88,6 +118,27 @@ impl SigningKeyRepo for crate::Store {
         })
         .await?;
         Ok(outcome)
+    }
+
+    async fn replace_active(
+        &self,
+        new_key: &SigningKey,
+        expected_active_kid: &str,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.writer().await?;
+        let replaced = write_transaction!(conn, async |conn| {
+            lock(conn, &keys_lock(new_key.account_id)).await?;
+            if !replace_active_key(conn, new_key, Some(expected_active_kid), at).await? {
+                return Ok::<_, TxError>(false);
+            }
+            write_audit(conn, audit).await?;
+            announce(conn, Change::Keys(new_key.account_id)).await?;
+            Ok(true)
+        })
+        .await?;
+        Ok(replaced)
     }
 
     async fn to_reseal(

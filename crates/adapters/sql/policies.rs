@@ -16,11 +16,10 @@ use crate::changes::{announce, lock};
 use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
 use crate::id::Id;
-use crate::jwks::SigningKeyRow;
-use crate::jwks::{active_key, keys_lock};
+use crate::jwks::{keys_lock, replace_active_key};
 use crate::members::PersonNames;
 use crate::position::{Side, beyond};
-use crate::schema::{policies, publisher_keys, signing_keys, users};
+use crate::schema::{policies, publisher_keys, users};
 use d2_kernel::Change;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -468,26 +467,10 @@ impl PolicyRepo for crate::Store {
             }
             // Only the keys of the new key's algorithm: an account's keys of the other
             // (access tokens signed with ES256) are not the bundles' to retire.
-            let algorithm = rotation.new_key.algorithm();
-            let active_kid = active_key(conn, account_id, algorithm)
-                .await?
-                .map(|k| k.kid);
-            if active_kid != rotation.expected_active_kid {
+            let expected = rotation.expected_active_kid.as_deref();
+            if !replace_active_key(conn, &rotation.new_key, expected, rotation.at).await? {
                 return Ok::<_, TxError>(RotationOutcome::Conflict);
             }
-            diesel::update(
-                signing_keys::table
-                    .filter(signing_keys::account_id.eq(Id::from(account_id)))
-                    .filter(signing_keys::alg.eq(algorithm.as_str()))
-                    .filter(signing_keys::retired_at.is_null()),
-            )
-            .set(signing_keys::retired_at.eq(rotation.at))
-            .execute(conn)
-            .await?;
-            diesel::insert_into(signing_keys::table)
-                .values(SigningKeyRow::from_domain(&rotation.new_key))
-                .execute(conn)
-                .await?;
             let mut stored = Vec::new();
             for (record, replaces) in &rotation.bundles {
                 let publication = Publication {

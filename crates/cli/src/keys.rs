@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::bail;
 use d2_app::App;
 use d2_audit::{AuditAction, AuditEntry};
-use d2_jwks::{SealError, SigningKey, SigningKeyRepo};
+use d2_jwks::{KeyAlgorithm, SealError, SigningKey, SigningKeyRepo};
 use indicatif::{ProgressBar, ProgressStyle};
 
 fn bar(total: u64, what: &str) -> ProgressBar {
@@ -98,22 +98,25 @@ fn unopened(key: &SigningKey, error: SealError) -> anyhow::Error {
     anyhow::Error::new(error).context(advice)
 }
 
-/// Rotates the signing key of every account that has one, re-signing its active bundles.
+/// Rotates the signing key of every account that has one, re-signing its active bundles,
+/// and the access-token key of every account that has one of its own (ES256).
 pub async fn rotate_jwks_all(app: &App) -> anyhow::Result<()> {
-    let accounts = app
-        .store
-        .signing_keys()
-        .accounts_with_keys(d2_jwks::KeyAlgorithm::Rs256)
-        .await?;
+    let keys = app.store.signing_keys();
+    let accounts = keys.accounts_with_keys(KeyAlgorithm::Rs256).await?;
+    let token_key_accounts = match app.oauth.keys.algorithm() {
+        KeyAlgorithm::Rs256 => Vec::new(),
+        algorithm => keys.accounts_with_keys(algorithm).await?,
+    };
     let progress = bar(
-        u64::try_from(accounts.len()).unwrap_or(u64::MAX),
+        u64::try_from(accounts.len().saturating_add(token_key_accounts.len())).unwrap_or(u64::MAX),
         "rotating signing keys",
     );
-    let (mut rotated, mut resigned) = (0usize, 0usize);
+    let (mut rotated, mut resigned, mut token_keys) = (0usize, 0usize, 0usize);
     let mut failures = Vec::new();
+    let audit =
+        |account| AuditEntry::control_plane(account, AuditAction::JwksRotate, app.clock.now());
     for account in accounts {
-        let audit = AuditEntry::control_plane(account, AuditAction::JwksRotate, app.clock.now());
-        match app.policies.rotate_for(account, audit).await {
+        match app.policies.rotate_for(account, audit(account)).await {
             Ok(result) => {
                 rotated += 1;
                 resigned += result.resigned.len();
@@ -122,9 +125,16 @@ pub async fn rotate_jwks_all(app: &App) -> anyhow::Result<()> {
         }
         progress.inc(1);
     }
+    for account in token_key_accounts {
+        match app.oauth.rotate_own_key(account, audit(account)).await {
+            Ok(replaced) => token_keys += usize::from(replaced.is_some()),
+            Err(error) => failures.push(format!("{account} (access-token key): {error}")),
+        }
+        progress.inc(1);
+    }
     progress.finish_and_clear();
     println!(
-        "rotated {rotated} account(s), re-signed {resigned} bundle(s), {} failure(s)",
+        "rotated {rotated} account(s), re-signed {resigned} bundle(s), rotated {token_keys} access-token key(s), {} failure(s)",
         failures.len()
     );
     for failure in &failures {
@@ -133,7 +143,7 @@ pub async fn rotate_jwks_all(app: &App) -> anyhow::Result<()> {
     if failures.is_empty() {
         Ok(())
     } else {
-        bail!("{} account(s) were not rotated", failures.len())
+        bail!("{} key(s) were not rotated", failures.len())
     }
 }
 

@@ -3,6 +3,7 @@ use actix_web::http::header;
 use actix_web::web::{Data, Query};
 use actix_web::{HttpRequest, HttpResponse, get, post};
 use chrono::{DateTime, Utc};
+use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::{AccountId, Code};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -117,12 +118,26 @@ pub struct RotatedBody {
     pub old_keys_expire_at: DateTime<Utc>,
     /// Every active bundle, re-signed with the new key as a new version.
     pub resigned: Vec<ResignedBody>,
+    /// The account's access-token key, rotated with them when access tokens are signed
+    /// with a key of their own (`oauth.signing_algorithm = "ES256"`); null otherwise, or
+    /// when the account has issued no access token yet.
+    pub access_token_key: Option<AccessTokenKeyBody>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccessTokenKeyBody {
+    pub new_key_id: String,
+    pub previous_key_id: String,
+    pub algorithm: &'static str,
+    /// Until then the previous key stays at the issuer's `jwks_uri`.
+    pub old_key_expires_at: DateTime<Utc>,
 }
 
 /// Replaces the account's signing key (admin): every active bundle is re-signed as a new
 /// version whose header tells SDKs to refresh their JWKS; the old key stays published for
-/// `jwks.grace_seconds`. At most `jwks.max_rotations_per_hour` per account. Audited as
-/// `jwks.rotate`.
+/// `jwks.grace_seconds`. When access tokens are signed ES256, the account's EC key is
+/// replaced too (the old one published as long). At most `jwks.max_rotations_per_hour` per
+/// account. Audited as `jwks.rotate` (once per key).
 #[utoipa::path(tag = "jwks", security(("bearer" = []), ("api_key" = [])), responses(
     (status = 201, body = RotatedBody),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -131,6 +146,12 @@ pub struct RotatedBody {
 #[post("/v1/jwks/rotate")]
 async fn rotate(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let rotated = state.app.policies.rotate_signing_key(&auth).await?;
+    let audit = AuditEntry::by(&auth, AuditAction::JwksRotate, state.app.clock.now());
+    let token_key = state
+        .app
+        .oauth
+        .rotate_own_key(auth.account_id, audit)
+        .await?;
     Ok(HttpResponse::Created().json(RotatedBody {
         message: "signing key rotated",
         new_key_id: rotated.new_key.kid,
@@ -147,6 +168,12 @@ async fn rotate(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
                 version: r.version,
             })
             .collect(),
+        access_token_key: token_key.map(|key| AccessTokenKeyBody {
+            new_key_id: key.new_kid,
+            previous_key_id: key.previous_kid,
+            algorithm: state.app.oauth.keys.algorithm().as_str(),
+            old_key_expires_at: key.previous_published_until,
+        }),
     }))
 }
 

@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use d2_jwks::{Jwks, KeyAlgorithm};
+use d2_audit::AuditEntry;
+use d2_jwks::{Jwks, JwksError, KeyAlgorithm, KeyReplaced};
+use d2_kernel::AccountId;
 use d2_oauth::jobs::TokenPruning;
 use d2_oauth::{
     AccessRules, AgentCache, AgentService, ClientAuthenticator, DefaultScopes, Entitlements,
@@ -130,6 +132,22 @@ pub struct OAuth {
     /// Each account's tools and the tools bound to its agents; `agent_tools` and `by_name`
     /// serve the token endpoint from memory.
     pub tools: Arc<ToolService>,
+}
+
+impl OAuth {
+    /// Rotates the account's access-token key when it is a key of its own (ES256), as a
+    /// rotation of the bundle keys rotates those that sign both. `None` when access tokens
+    /// are signed with the bundle keys, or the account has no such key yet.
+    pub async fn rotate_own_key(
+        &self,
+        account_id: AccountId,
+        audit: AuditEntry,
+    ) -> Result<Option<KeyReplaced>, JwksError> {
+        if self.keys.algorithm() == KeyAlgorithm::Rs256 {
+            return Ok(None);
+        }
+        self.keys.rotate(account_id, audit).await
+    }
 }
 
 fn seconds(s: u64) -> chrono::Duration {

@@ -20,4 +20,6 @@ pub use jobs::KeyPruning;
 pub use key::{KeyAlgorithm, KeyError, PublishedKey, SigningKey, UnknownKeyAlgorithm};
 pub use ports::{FirstKey, SigningKeyRepo};
 pub use seal::{AesKey, Binding, InvalidAesKey, Keyring, SealError, SealOwner, Sealed};
-pub use service::{Jwks, JwksDocument, JwksError, JwsHeaderExtras, KeySet, RotationHint};
+pub use service::{
+    Jwks, JwksDocument, JwksError, JwsHeaderExtras, KeyReplaced, KeySet, RotationHint,
+};

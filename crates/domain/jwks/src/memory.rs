@@ -73,6 +73,29 @@ impl SigningKeyRepo for MemorySigningKeys {
         Ok(FirstKey::Created)
     }
 
+    async fn replace_active(
+        &self,
+        new_key: &SigningKey,
+        expected_active_kid: &str,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut keys = self.lock();
+        let same_set = |k: &SigningKey| {
+            k.account_id == new_key.account_id && k.algorithm() == new_key.algorithm()
+        };
+        let Some(active) = keys.iter_mut().find(|k| same_set(k) && k.is_active()) else {
+            return Ok(false);
+        };
+        if active.kid != expected_active_kid {
+            return Ok(false);
+        }
+        active.retired_at = Some(at);
+        keys.push(new_key.clone());
+        self.audit.append(audit.clone());
+        Ok(true)
+    }
+
     async fn to_reseal(
         &self,
         current_aes_key_id: &str,

@@ -32,6 +32,18 @@ pub trait SigningKeyRepo: Send + Sync + 'static {
         audit: &AuditEntry,
     ) -> Result<FirstKey, StoreError>;
 
+    /// Makes `new_key` its account's active key of its algorithm, retiring the active one
+    /// (published for the grace period from `at`), if that is still `expected_active_kid`;
+    /// writes `audit` with it. `false`, with nothing written, when another rotation came
+    /// first. Keys of the other algorithm are untouched.
+    async fn replace_active(
+        &self,
+        new_key: &SigningKey,
+        expected_active_kid: &str,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
+
     /// Up to `limit` keys of any account that `d2ctl rotate-aes-key` still has to re-seal:
     /// sealed with an AES key other than `current_aes_key_id`, or with a binding other
     /// than [`Binding::CURRENT`](crate::Binding::CURRENT), in key id order.

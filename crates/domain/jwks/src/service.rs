@@ -71,6 +71,19 @@ pub struct KeySet {
     stale_after: Option<DateTime<Utc>>,
 }
 
+/// What [`Jwks::rotate`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyReplaced {
+    pub new_kid: String,
+    pub previous_kid: String,
+    pub at: DateTime<Utc>,
+    /// Until then the previous key stays in the JWKS.
+    pub previous_published_until: DateTime<Utc>,
+}
+
+/// Rotations tried before giving up to concurrent ones.
+const MAX_ROTATION_ATTEMPTS: usize = 3;
+
 /// The hints a re-signed bundle's header carries after a rotation, in both spellings the
 /// SDKs read (`timestamp`/`reason` and `refresh_timestamp`/`refresh_reason`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -233,6 +246,50 @@ impl Jwks {
         };
         self.sets.invalidate(&account_id).await;
         Ok(key)
+    }
+
+    /// Replaces the account's active key with a new one; the old stays published for the
+    /// grace period. `None` when the account has no key yet (its first is created on first
+    /// use). Audited by `audit` (the new and previous key ids added). For keys that sign
+    /// nothing stored: bundle keys rotate with their bundles (the `policy` domain).
+    pub async fn rotate(
+        &self,
+        account_id: AccountId,
+        audit: AuditEntry,
+    ) -> Result<Option<KeyReplaced>, JwksError> {
+        for _ in 0..MAX_ROTATION_ATTEMPTS {
+            self.sets.invalidate(&account_id).await;
+            let Some(previous) = self.key_set(account_id).await?.active.clone() else {
+                return Ok(None);
+            };
+            let new_key = self.generate(account_id).await?;
+            let at = self.clock.now();
+            let audit = audit
+                .clone()
+                .target("signing_key", &new_key.kid)
+                .metadata(json!({
+                    "new_kid": new_key.kid,
+                    "previous_kid": previous.kid,
+                    "algorithm": self.algorithm.as_str(),
+                }));
+            if self
+                .repo
+                .replace_active(&new_key, &previous.kid, at, &audit)
+                .await?
+            {
+                self.sets.invalidate(&account_id).await;
+                tracing::info!(account.id = %account_id, key.kid = %new_key.kid, algorithm = self.algorithm.as_str(), "signing key rotated");
+                return Ok(Some(KeyReplaced {
+                    new_kid: new_key.kid,
+                    previous_kid: previous.kid,
+                    at,
+                    previous_published_until: d2_kernel::later(at, self.grace),
+                }));
+            }
+        }
+        Err(JwksError::Store(StoreError::Conflict(
+            "concurrent rotations of the account's key kept winning".into(),
+        )))
     }
 
     /// A new key for `account_id`, not stored. Generated through the injected
@@ -405,6 +462,53 @@ mod tests {
         // Signing with a key made there works as with any other.
         jwks.sign(&second, &JwsHeaderExtras::default(), b"{}")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_rotation_replaces_the_active_key_of_its_algorithm_only() {
+        let (bundles, repo, clock) = jwks();
+        let tokens = bundles.sibling(crate::KeyAlgorithm::Es256, CacheSettings::default());
+        let account = AccountId::random();
+        let rotate = || AuditEntry::system(account, AuditAction::JwksRotate, Utc::now());
+        assert_eq!(
+            tokens.rotate(account, rotate()).await.unwrap(),
+            None,
+            "no key yet"
+        );
+        let bundle_key = bundles.active_key(account, audit_of).await.unwrap();
+        let first = tokens.active_key(account, audit_of).await.unwrap();
+
+        clock.advance(Duration::seconds(1));
+        let replaced = tokens.rotate(account, rotate()).await.unwrap().unwrap();
+        assert_eq!(replaced.previous_kid, first.kid);
+        let set = tokens.key_set(account).await.unwrap();
+        let active = set.active.as_ref().unwrap();
+        assert_eq!(active.kid, replaced.new_kid);
+        assert_eq!(active.algorithm(), crate::KeyAlgorithm::Es256);
+        let document: Value = serde_json::from_slice(&set.document.body).unwrap();
+        let published: Vec<&str> = document["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap())
+            .collect();
+        assert_eq!(published, [replaced.new_kid.as_str(), first.kid.as_str()]);
+        assert_eq!(
+            bundles
+                .key_set(account)
+                .await
+                .unwrap()
+                .active
+                .as_ref()
+                .map(|k| &k.kid),
+            Some(&bundle_key.kid),
+            "the bundle key stays"
+        );
+        let audited = repo.audit().all();
+        let last = audited.last().unwrap();
+        assert_eq!(last.entry.action, AuditAction::JwksRotate);
+        assert_eq!(last.entry.metadata["previous_kid"], first.kid.as_str());
+        assert_eq!(last.entry.metadata["new_kid"], replaced.new_kid.as_str());
     }
 
     #[tokio::test]

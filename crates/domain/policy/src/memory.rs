@@ -505,6 +505,18 @@ impl d2_jwks::SigningKeyRepo for MemoryPolicies {
         self.signing.insert_first(key, audit).await
     }
 
+    async fn replace_active(
+        &self,
+        new_key: &d2_jwks::SigningKey,
+        expected_active_kid: &str,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        self.signing
+            .replace_active(new_key, expected_active_kid, at, audit)
+            .await
+    }
+
     async fn to_reseal(
         &self,
         current_aes_key_id: &str,

@@ -255,15 +255,49 @@ pub async fn signing_keys(store: &dyn Store, a: AccountId, b: AccountId) {
     let ec_keys = store.keys(a, KeyAlgorithm::Es256).await.unwrap_or_default();
     assert_eq!(ec_keys.len(), 1);
     assert!(ec_keys[0].is_active(), "the EC key is not the rotation's");
+    let active_rsa = async || -> Vec<String> {
+        let keys = store.keys(a, KeyAlgorithm::Rs256).await.unwrap_or_default();
+        keys.into_iter()
+            .filter(|k| k.is_active())
+            .map(|k| k.kid)
+            .collect()
+    };
+    assert_eq!(active_rsa().await, vec![third.kid.clone()]);
+
+    // The EC key rotated on its own: only if it is still the active one, never touching
+    // the bundles' keys; another account's key id replaces nothing.
+    let next_ec = generate(KeyAlgorithm::Es256, 13);
+    let replace = |expected| store.replace_active(&next_ec, expected, at(13), &rotate);
+    assert_eq!(replace("somebody-else").await.ok(), Some(false));
+    assert_eq!(replace(&third.kid).await.ok(), Some(false), "not an EC key");
+    let elsewhere = SigningKey::generate(b, KeyAlgorithm::Es256, &keyring, at(13))
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
         store
-            .keys(a, KeyAlgorithm::Rs256)
+            .replace_active(&elsewhere, &ec.kid, at(13), &rotate)
             .await
-            .unwrap_or_default()
-            .iter()
-            .filter(|k| k.is_active())
-            .map(|k| k.kid.clone())
-            .collect::<Vec<_>>(),
-        vec![third.kid]
+            .ok(),
+        Some(false),
+        "another account's key is not replaced"
     );
+    assert_eq!(replace(&ec.kid).await.ok(), Some(true));
+    assert_eq!(replace(&ec.kid).await.ok(), Some(false), "already replaced");
+    let ec_keys = store.keys(a, KeyAlgorithm::Es256).await.unwrap_or_default();
+    assert_eq!(
+        ec_keys
+            .iter()
+            .map(|k| (k.kid.as_str(), k.retired_at))
+            .collect::<Vec<_>>(),
+        vec![
+            (next_ec.kid.as_str(), None),
+            (ec.kid.as_str(), Some(at(13)))
+        ]
+    );
+    assert!(
+        store
+            .keys(b, KeyAlgorithm::Es256)
+            .await
+            .is_ok_and(|k| k.is_empty())
+    );
+    assert_eq!(active_rsa().await, vec![third.kid]);
 }
