@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::fetch;
 use crate::keys::{Choice, KeySet};
+use crate::public_address::{PublicResolver, Reach, may_fetch};
 use crate::token;
 
 /// How long a fetched key set is used.
@@ -40,6 +41,7 @@ pub struct AgentKeys {
     /// agent's `jwks` is seen at its next assertion.
     inline: moka::sync::Cache<AgentId, Arc<(Value, KeySet)>>,
     remote: moka::future::Cache<String, Arc<Fetched>>,
+    reach: Reach,
 }
 
 impl std::fmt::Debug for AgentKeys {
@@ -49,16 +51,22 @@ impl std::fmt::Debug for AgentKeys {
 }
 
 impl AgentKeys {
-    /// Fetches `jwks_uri`s with a client that follows no redirect, waits five seconds at
-    /// most and reads 1 MiB at most.
-    pub fn new(clock: Arc<dyn Clock>) -> Result<Self, reqwest::Error> {
+    /// Fetches `jwks_uri`s with a client that follows no redirect, uses no proxy, waits
+    /// five seconds at most, reads 1 MiB at most, and connects to the addresses `reach`
+    /// allows (tenants choose these URLs: [`Reach::Public`] keeps them out of the server's
+    /// own network).
+    pub fn new(clock: Arc<dyn Clock>, reach: Reach) -> Result<Self, reqwest::Error> {
         // reqwest is built without a crypto provider: install ring (a no-op when one is).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             .connect_timeout(FETCH_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .no_proxy();
+        if reach == Reach::Public {
+            client = client.dns_resolver(PublicResolver);
+        }
+        let client = client.build()?;
         Ok(Self {
             client,
             clock,
@@ -67,6 +75,7 @@ impl AgentKeys {
                 .max_capacity(CACHED_SETS)
                 .time_to_live(REMOTE_TTL)
                 .build(),
+            reach,
         })
     }
 
@@ -107,9 +116,12 @@ impl AgentKeys {
         self.remote
             .get_with(uri.to_owned(), async {
                 let keys = match Url::parse(uri) {
+                    Ok(url) if self.reach == Reach::Public && !may_fetch(&url) => {
+                        Err("its address is not public".to_owned())
+                    }
                     Ok(url) => fetch::key_set(&self.client, &url)
                         .await
-                        .map_err(|e| e.to_string()),
+                        .map_err(|e| with_causes(&e)),
                     Err(_) => Err("not a URL".to_owned()),
                 };
                 let keys = keys
@@ -128,6 +140,14 @@ impl AgentKeys {
             })
             .await
     }
+}
+
+/// An error and its causes, for the log: a refused address is a cause of the request's.
+fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 #[async_trait]

@@ -12,11 +12,13 @@ mod claims;
 mod fetch;
 mod keys;
 mod provider;
+mod public_address;
 mod settings;
 mod token;
 
 pub use agent_keys::AgentKeys;
 pub use provider::{ConnectError, OidcProvider};
+pub use public_address::Reach;
 pub use settings::{OidcSettings, SettingsError};
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use d2_oauth::{
     AccessRules, AgentCache, AgentService, ClientAuthenticator, DefaultScopes, Entitlements,
     OAuthAdmin, PrincipalService, ScopeCatalog, TokenIssuer, ToolService,
 };
-use d2_oidc::AgentKeys;
+use d2_oidc::{AgentKeys, Reach};
 use serde::Deserialize;
 
 use super::{Registry, Shared};
@@ -32,6 +32,9 @@ pub struct OAuthSettings {
     /// How long a refresh token already spent, presented again, gets the answer it got
     /// (a retry) instead of revoking its family (a reuse).
     pub refresh_replay_seconds: u64,
+    /// Whether agents' `jwks_uri`s may name addresses inside the server's network
+    /// (loopback, private, link-local, ...); off, only public addresses are fetched.
+    pub jwks_uri_private_addresses: bool,
     /// Issued tokens and agents, for introspection; revocations and agent changes
     /// invalidate them on every replica.
     pub token_cache: CacheConfig,
@@ -171,6 +174,11 @@ pub(crate) fn build(
         }
     };
     let pruning: PruningOptions = shared.settings.worker.options("oauth-token-pruning")?;
+    let jwks_uri_reach = if settings.jwks_uri_private_addresses {
+        Reach::Any
+    } else {
+        Reach::Public
+    };
     let grace = seconds(settings.secret_grace_seconds);
     let cache = Arc::new(AgentCache::new(
         shared.repositories.clone(),
@@ -238,12 +246,14 @@ pub(crate) fn build(
             shared.repositories.clone(),
             cache,
             shared.pepper.clone(),
-            Arc::new(AgentKeys::new(shared.clock.clone()).map_err(|e| {
-                SettingsError::invalid(
-                    "oauth",
-                    format!("cannot build the client that fetches agents' jwks_uri: {e}"),
-                )
-            })?),
+            Arc::new(
+                AgentKeys::new(shared.clock.clone(), jwks_uri_reach).map_err(|e| {
+                    SettingsError::invalid(
+                        "oauth",
+                        format!("cannot build the client that fetches agents' jwks_uri: {e}"),
+                    )
+                })?,
+            ),
             shared.clock.clone(),
         )),
         principals: Arc::new(PrincipalService::new(
