@@ -88,13 +88,18 @@ impl crate::Store {
 
     /// Writes groups until the queue is empty.
     async fn write_groups(self) {
-        // Leaves the count right if the task is stopped midway (the runtime shutting down).
+        // A writer stopped midway (the runtime shutting down, a panic) leaves the count
+        // right and answers every queued request with an error rather than leave it
+        // waiting for a writer no request may start.
         struct Writer<'a>(&'a IssuanceQueue, bool);
         impl Drop for Writer<'_> {
             fn drop(&mut self) {
                 if self.1 {
                     let mut queue = self.0.lock();
                     queue.writers = queue.writers.saturating_sub(1);
+                    if queue.writers == 0 {
+                        queue.pending.clear();
+                    }
                 }
             }
         }
