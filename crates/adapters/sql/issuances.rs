@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use d2_audit::AuditEntry;
-use d2_kernel::StoreError;
+use d2_kernel::{ErrorChain, StoreError};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use tokio::sync::oneshot;
 
@@ -222,11 +222,7 @@ fn one_outcome(error: TxError) -> Result<bool, StoreError> {
 /// The failure of a group, for each of its requests: the same kind (so a lost connection
 /// is still answered 503), the cause as text.
 fn same_error(error: &StoreError) -> StoreError {
-    let cause = std::iter::successors(Some(error as &dyn std::error::Error), |e| e.source())
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
-        .into();
+    let cause = ErrorChain(error).to_string().into();
     match error {
         StoreError::Unavailable(_) => StoreError::Unavailable(cause),
         StoreError::Conflict(_) => StoreError::Conflict(cause),

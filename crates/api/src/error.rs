@@ -18,7 +18,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use d2_kernel::limit::RateLimit;
-use d2_kernel::{Code, ErrorCode, ErrorKind};
+use d2_kernel::{Code, ErrorChain, ErrorCode, ErrorKind};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -184,18 +184,6 @@ impl fmt::Display for ApiError {
     }
 }
 
-/// The whole cause chain, for the log.
-pub(crate) fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         self.status()
@@ -207,7 +195,7 @@ impl ResponseError for ApiError {
             let cause = self
                 .source
                 .as_deref()
-                .map_or_else(|| self.detail.clone(), |s| chain(s));
+                .map_or_else(|| self.detail.clone(), |s| ErrorChain(s).to_string());
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 tracing::warn!(error.code = self.code.as_str(), error.cause = %cause, "request failed: dependency unavailable");
                 "the service is temporarily unavailable; retry later".to_owned()

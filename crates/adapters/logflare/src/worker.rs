@@ -1,6 +1,5 @@
 //! The background task: batches the queue and posts each batch, retrying.
 
-use std::error::Error as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,15 +41,7 @@ enum Attempt {
 /// The whole cause chain of an error, without the URL (it names the source, and a URL
 /// configured with credentials in it must not reach the logs either).
 fn cause_chain(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    d2_kernel::ErrorChain(&error.without_url()).to_string()
 }
 
 fn retry_after(response: &reqwest::Response) -> Option<Duration> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use d2_kernel::Clock;
+use d2_kernel::{Clock, ErrorChain};
 use d2_oauth::{Agent, AgentId, AssertionVerifier, assertion_limits};
 use reqwest::Url;
 use serde_json::{Map, Value};
@@ -121,7 +121,7 @@ impl AgentKeys {
                     }
                     Ok(url) => fetch::key_set(&self.client, &url)
                         .await
-                        .map_err(|e| with_causes(&e)),
+                        .map_err(|e| ErrorChain(&e).to_string()),
                     Err(_) => Err("not a URL".to_owned()),
                 };
                 let keys = keys
@@ -140,14 +140,6 @@ impl AgentKeys {
             })
             .await
     }
-}
-
-/// An error and its causes, for the log: a refused address is a cause of the request's.
-fn with_causes(error: &(dyn std::error::Error + 'static)) -> String {
-    std::iter::successors(Some(error), |e| e.source())
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 #[async_trait]

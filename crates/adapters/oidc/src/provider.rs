@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use d2_kernel::{Clock, later};
+use d2_kernel::{Clock, ErrorChain, later};
 use d2_members::{IdentityError, IdentityProvider, VerifiedIdentity};
 use reqwest::Url;
 use tokio::sync::Mutex;
@@ -319,20 +319,5 @@ impl Inner {
         cache.keys = Some(Arc::new(keys));
         cache.generation = cache.generation.wrapping_add(1);
         cache.last_error = None;
-    }
-}
-
-/// An error and its causes, `: `-separated.
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
     }
 }

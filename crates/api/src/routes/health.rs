@@ -56,7 +56,7 @@ async fn readyz(state: Data<ApiState>) -> ApiResult<HttpResponse> {
                 Ok(()) => true,
                 Err(error) => {
                     // Logged once per check, not once per probe answered with it.
-                    tracing::warn!(error.cause = %crate::error::chain(&error), "readiness check failed");
+                    tracing::warn!(error.cause = %d2_kernel::ErrorChain(&error), "readiness check failed");
                     false
                 }
             }

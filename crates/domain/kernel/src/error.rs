@@ -244,6 +244,23 @@ pub trait ErrorCode: StdError {
 
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
+/// An error and its causes, `: `-separated, for logs and for messages that must carry
+/// the whole cause (`format!("{}", ErrorChain(&error))`).
+#[derive(Debug)]
+pub struct ErrorChain<'a>(pub &'a (dyn StdError + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
 /// A failure of a storage adapter. Port methods return it for everything that is not a
 /// domain outcome (not found, conflict, ...): those are values, not errors.
 #[derive(Debug, thiserror::Error)]

@@ -40,7 +40,7 @@ pub use cache::{CacheSettings, CacheStats, CoherentCache};
 pub use change::{Change, ChangeSubscriber};
 pub use clock::{Clock, ManualClock, SystemClock, earlier, later};
 pub use entitlement::{Entitlement, EntitlementError, Entitlements};
-pub use error::{Code, ErrorCode, ErrorKind, StoreError};
+pub use error::{Code, ErrorChain, ErrorCode, ErrorKind, StoreError};
 pub use ids::{AccountId, PolicyId, TokenId, UserId};
 pub use job::{JobFailure, JobReport, ScheduledJob};
 pub use lock::{AccountLock, LockReason, UnknownLockReason};
