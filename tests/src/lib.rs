@@ -9,6 +9,7 @@ mod accounts;
 mod audit;
 mod bad_input;
 mod bootstrap;
+mod delegations;
 mod events;
 mod fleet;
 mod key_maintenance;

@@ -685,6 +685,36 @@ fn routes(account: &str) -> Vec<(Method, String, &'static str, Option<Value>, Ne
         ),
         (
             Method::POST,
+            "/v1/delegations".into(),
+            "/v1/delegations",
+            Some(
+                json!({ "grantor": {"type": "principal", "id": id}, "agent_id": id, "scopes": ["roles"] }),
+            ),
+            Scope("admin"),
+        ),
+        (
+            Method::GET,
+            "/v1/delegations".into(),
+            "/v1/delegations",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::GET,
+            format!("/v1/delegations/{id}"),
+            "/v1/delegations/{delegation_id}",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/delegations/{id}"),
+            "/v1/delegations/{delegation_id}",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::POST,
             "/v1/access-rules".into(),
             "/v1/access-rules",
             Some(json!({ "name": "roles", "effect": "deny" })),

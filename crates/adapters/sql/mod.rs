@@ -7,6 +7,7 @@ pub(crate) mod agents;
 pub(crate) mod analytics;
 pub(crate) mod audit;
 pub(crate) mod catalog;
+pub(crate) mod delegations;
 pub(crate) mod errors;
 pub(crate) mod events;
 pub(crate) mod id;

@@ -11,6 +11,7 @@ use crate::schema::accounts;
 use chrono::Utc;
 use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::{AccountId, Change, TokenId};
+use d2_testkit::fixtures::Parties;
 
 /// This store, for the contract suites: a fresh database per suite.
 struct Kit;
@@ -26,6 +27,7 @@ impl d2_testkit::ContractStore for Kit {
     type Principals = crate::Store;
     type AccessRules = crate::Store;
     type Catalog = crate::Store;
+    type Delegations = crate::Store;
 
     async fn tokens() -> (Self::Guard, crate::Store) {
         fresh().await
@@ -49,6 +51,15 @@ impl d2_testkit::ContractStore for Kit {
 
     async fn catalog() -> (Self::Guard, crate::Store, AccountId, AccountId) {
         Self::policies().await
+    }
+
+    async fn delegations() -> (Self::Guard, crate::Store, Parties, Parties) {
+        let (db, store, a, b) = Self::policies().await;
+        let (a, b) = (
+            Parties::stored(&store, a).await,
+            Parties::stored(&store, b).await,
+        );
+        (db, store, a, b)
     }
 
     async fn policies() -> (Self::Guard, crate::Store, AccountId, AccountId) {
@@ -733,5 +744,38 @@ async fn oauth_tokens_are_copied_in_pages() {
             .export_rows("oauth_tokens", Some("not a uuid"))
             .await
             .is_err()
+    );
+}
+
+/// A grant naming an agent deleted since the service read it is refused by the foreign
+/// key: `false`, and nothing written (the in-memory store holds no agents to check).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delegation_to_a_deleted_agent_is_not_stored() {
+    use d2_oauth::{AgentRepo as _, Delegation, DelegationRepo as _, DelegationSpec, Grantor};
+
+    let (_db, store, a, _) = <Kit as d2_testkit::ContractStore>::delegations().await;
+    let gone = a.agents[1];
+    let entry = AuditEntry::system(a.account, AuditAction::AgentDelete, Utc::now());
+    assert!(store.delete(a.account, gone, &entry).await.unwrap());
+    let spec = DelegationSpec {
+        grantor: Grantor::Principal(a.principal),
+        agent_id: gone,
+        scopes: ["reports.read".to_owned()].into(),
+        tools: None,
+        resources: Default::default(),
+        task_id: None,
+        max_depth: 1,
+        expires_in_seconds: 3_600,
+    };
+    let delegation = Delegation::new(a.account, spec, "token:test".into(), Utc::now());
+    let entry = AuditEntry::system(a.account, AuditAction::DelegationCreate, Utc::now());
+    assert!(!store.create_delegation(&delegation, &entry).await.unwrap());
+    assert_eq!(
+        store.delegation(a.account, delegation.id).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        d2_testkit::fixtures::audited(&store, a.account, AuditAction::DelegationCreate).await,
+        0
     );
 }

@@ -18,6 +18,7 @@ use crate::access_rules::RuleRow;
 use crate::accounts::AccountRow;
 use crate::agents::AgentRow;
 use crate::catalog::{BindingRow, CatalogRow, ScopeRow, ToolRow};
+use crate::delegations::DelegationRow;
 use crate::error::{TxError, from_diesel};
 use crate::events::EventRow;
 use crate::id::Id;
@@ -29,14 +30,14 @@ use crate::policies::{PolicyRow, PublisherKeyRow};
 use crate::position::{Side, in_stream};
 use crate::principals::PrincipalRow;
 use crate::schema::{
-    access_rules, accounts, agent_tools, agents, api_tokens, audit_logs, events, ingest_refusals,
-    invitations, job_checkpoints, members, oauth_catalogs, oauth_scopes, oauth_tokens, policies,
-    principals, publisher_keys, signing_keys, tasks, tools, users,
+    access_rules, accounts, agent_tools, agents, api_tokens, audit_logs, delegations, events,
+    ingest_refusals, invitations, job_checkpoints, members, oauth_catalogs, oauth_scopes,
+    oauth_tokens, policies, principals, publisher_keys, signing_keys, tasks, tools, users,
 };
 use crate::tasks::TaskCopy;
 
 /// The tables copied, in an order that satisfies every foreign key.
-pub const TABLES: [&str; 21] = [
+pub const TABLES: [&str; 22] = [
     "accounts",
     "users",
     "members",
@@ -44,6 +45,7 @@ pub const TABLES: [&str; 21] = [
     "agents",
     "oauth_tokens",
     "principals",
+    "delegations",
     "access_rules",
     "tools",
     "agent_tools",
@@ -340,6 +342,14 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
+            "delegations" => whole(to_json(
+                delegations::table
+                    .order(delegations::id)
+                    .select(DelegationRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
             "agent_tools" => whole(to_json(
                 agent_tools::table
                     .order((agent_tools::agent_id, agent_tools::tool_id))
@@ -484,6 +494,9 @@ impl crate::Store {
                 }
                 "principals" => {
                     insert_rows!(conn, principals::table, from_json::<PrincipalRow>(rows)?);
+                }
+                "delegations" => {
+                    insert_rows!(conn, delegations::table, from_json::<DelegationRow>(rows)?);
                 }
                 "access_rules" => {
                     insert_rows!(conn, access_rules::table, from_json::<RuleRow>(rows)?);

@@ -10,7 +10,9 @@ use d2_events::{AnalyticsStore, AppResolver, EventStore, ExportCheckpoints};
 use d2_jwks::SigningKeyRepo;
 use d2_kernel::{Change, StoreError, TaskQueue};
 use d2_members::{InvitationRepo, MemberRepo};
-use d2_oauth::{AccessRuleRepo, AgentRepo, OAuthTokenRepo, PrincipalRepo, ScopeRepo, ToolRepo};
+use d2_oauth::{
+    AccessRuleRepo, AgentRepo, DelegationRepo, OAuthTokenRepo, PrincipalRepo, ScopeRepo, ToolRepo,
+};
 use d2_policy::{PolicyRepo, PublisherKeyRepo};
 use d2_postgres::PgStore;
 use d2_sqlite::{SqliteSettings, SqliteStore, Target};
@@ -27,6 +29,7 @@ pub trait Repositories:
     + AgentRepo
     + OAuthTokenRepo
     + PrincipalRepo
+    + DelegationRepo
     + AccessRuleRepo
     + ToolRepo
     + ScopeRepo

@@ -137,3 +137,98 @@ pub async fn join(store: &dyn MemberRepo, account: AccountId, user: UserId, role
         "a new member is added"
     );
 }
+
+/// What delegation grants name in one account: three agents and a principal.
+#[derive(Clone, Copy, Debug)]
+pub struct Parties {
+    pub account: AccountId,
+    pub agents: [d2_oauth::AgentId; 3],
+    pub principal: d2_oauth::PrincipalId,
+}
+
+impl Parties {
+    /// Ids only, for a store that holds no agents or principals (the in-memory one).
+    pub fn unstored(account: AccountId) -> Self {
+        Self {
+            account,
+            agents: [(); 3].map(|()| d2_oauth::AgentId::random()),
+            principal: d2_oauth::PrincipalId::random(),
+        }
+    }
+
+    /// Three agents and a principal of `account`, stored.
+    pub async fn stored(
+        store: &(impl d2_oauth::AgentRepo + d2_oauth::PrincipalRepo),
+        account: AccountId,
+    ) -> Self {
+        let mut agents = Vec::new();
+        for name in ["planner", "researcher", "writer"] {
+            let spec = d2_oauth::AgentSpec {
+                name: name.to_owned(),
+                description: None,
+                scopes: vec!["reports.read".into()],
+                redirect_uris: vec![],
+                resources: vec![],
+                attributes: serde_json::Map::new(),
+                auth_method: d2_oauth::AuthMethod::ClientSecretBasic,
+                jwks: None,
+                jwks_uri: None,
+                access_token_seconds: 600,
+                refresh_token_seconds: None,
+            };
+            let agent = d2_oauth::Agent::new(account, spec, None, at(0));
+            let registration = d2_oauth::PendingRegistration::new(
+                pepper().digest_text(&format!("{account}:{name}")),
+                at(0),
+            );
+            let entry = AuditEntry::system(account, AuditAction::AgentRegister, at(0));
+            store
+                .register(&agent, &registration, &entry)
+                .await
+                .unwrap_or_else(|e| panic!("register: {e}"));
+            agents.push(agent.id);
+        }
+        let principal = d2_oauth::Principal::new(
+            account,
+            d2_oauth::PrincipalSpec {
+                username: "ada".into(),
+                email: None,
+                display_name: None,
+                attributes: serde_json::Map::new(),
+                active: true,
+            },
+            at(0),
+        );
+        let entry = AuditEntry::system(account, AuditAction::PrincipalCreate, at(0));
+        store
+            .create_principal(&principal, &entry)
+            .await
+            .unwrap_or_else(|e| panic!("principal: {e}"));
+        let [first, second, third] = agents[..] else {
+            unreachable!("three agents were registered")
+        };
+        Self {
+            account,
+            agents: [first, second, third],
+            principal: principal.id,
+        }
+    }
+}
+
+/// How many audit records of `action` the store holds for `account`.
+pub async fn audited(
+    store: &dyn d2_audit::AuditLog,
+    account: AccountId,
+    action: AuditAction,
+) -> usize {
+    let filter = d2_audit::AuditFilter {
+        action: Some(action),
+        ..d2_audit::AuditFilter::default()
+    };
+    store
+        .search(account, &filter, &d2_kernel::PageRequest::first(1000))
+        .await
+        .unwrap_or_else(|e| panic!("audit: {e}"))
+        .items
+        .len()
+}

@@ -33,6 +33,7 @@ pub trait ContractStore {
     type Principals: suites::principals::Store;
     type AccessRules: suites::access_rules::Store;
     type Catalog: suites::catalog::Store;
+    type Delegations: suites::delegations::Store;
 
     async fn tokens() -> (Self::Guard, Self::Tokens);
 
@@ -51,6 +52,15 @@ pub trait ContractStore {
     /// A store with two accounts the catalog suites may write into (and register agents
     /// in).
     async fn catalog() -> (Self::Guard, Self::Catalog, AccountId, AccountId);
+
+    /// A store with two accounts, each with the agents and principal the delegation
+    /// suites' grants name.
+    async fn delegations() -> (
+        Self::Guard,
+        Self::Delegations,
+        fixtures::Parties,
+        fixtures::Parties,
+    );
 
     /// A store with two accounts the policy suites may write into.
     async fn policies() -> (Self::Guard, Self::Policies, AccountId, AccountId);
@@ -130,6 +140,8 @@ macro_rules! __contract_suite_list {
             agents(store, a, b): oauth_tokens::oauth_tokens, oauth_tokens::token_pruning;
             principals(store, a, b): principals::principals;
             principals(store, a): principals::principal_races;
+            delegations(store, a, b): delegations::delegations;
+            delegations(store, a): delegations::delegation_races;
             access_rules(store, a, b): access_rules::access_rules;
             access_rules(store, a): access_rules::access_rule_races;
             catalog(store, a, b):
@@ -225,9 +237,11 @@ mod memory {
     use d2_kernel::limit::LocalQuotas;
     use d2_kernel::task::memory::MemoryTasks;
     use d2_members::memory::MemoryMembers;
-    use d2_oauth::memory::{MemoryAccessRules, MemoryAgents, MemoryPrincipals};
+    use d2_oauth::memory::{MemoryAccessRules, MemoryAgents, MemoryDelegations, MemoryPrincipals};
     use d2_policy::memory::MemoryPolicies;
     use d2_tokens::memory::MemoryStore;
+
+    use crate::fixtures::Parties;
 
     struct Memory;
 
@@ -242,6 +256,7 @@ mod memory {
         type Principals = MemoryPrincipals;
         type AccessRules = MemoryAccessRules;
         type Catalog = MemoryAgents;
+        type Delegations = MemoryDelegations;
 
         async fn tokens() -> ((), MemoryStore) {
             let accounts = MemoryAccountRepo::new(Arc::new(MemoryAuditLog::default()));
@@ -270,6 +285,12 @@ mod memory {
 
         async fn catalog() -> ((), MemoryAgents, AccountId, AccountId) {
             Self::agents().await
+        }
+
+        async fn delegations() -> ((), MemoryDelegations, Parties, Parties) {
+            let store = MemoryDelegations::new(Arc::new(MemoryAuditLog::default()));
+            let parties = || Parties::unstored(AccountId::random());
+            ((), store, parties(), parties())
         }
 
         async fn policies() -> ((), MemoryPolicies, AccountId, AccountId) {

@@ -101,6 +101,27 @@ diesel::table! {
 }
 
 diesel::table! {
+    delegations (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        grantor_principal_id -> Nullable<Uuid>,
+        grantor_agent_id -> Nullable<Uuid>,
+        agent_id -> Uuid,
+        scopes -> Jsonb,
+        tools -> Nullable<Jsonb>,
+        resources -> Jsonb,
+        task_id -> Nullable<Text>,
+        max_depth -> Int4,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        created_by -> Text,
+        revoked_at -> Nullable<Timestamptz>,
+        revoked_reason -> Nullable<Text>,
+        revoked_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
     events (id) {
         id -> Int8,
         account_id -> Uuid,
@@ -342,6 +363,8 @@ diesel::joinable!(agent_tools -> tools (tool_id));
 diesel::joinable!(agents -> accounts (account_id));
 diesel::joinable!(agents -> users (registered_by));
 diesel::joinable!(api_tokens -> accounts (account_id));
+diesel::joinable!(delegations -> accounts (account_id));
+diesel::joinable!(delegations -> principals (grantor_principal_id));
 diesel::joinable!(events -> accounts (account_id));
 diesel::joinable!(ingest_refusals -> accounts (account_id));
 diesel::joinable!(invitations -> accounts (account_id));
@@ -365,6 +388,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     agents,
     api_tokens,
     audit_logs,
+    delegations,
     events,
     ingest_refusals,
     invitations,

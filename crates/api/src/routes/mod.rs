@@ -12,6 +12,7 @@ mod agents;
 mod analytics;
 mod audit;
 mod bootstrap;
+mod delegations;
 mod events;
 mod health;
 mod invitations;
@@ -56,6 +57,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(members::configure)
         // After `members`: `/v1/users/me` comes before `/v1/users/{principal_id}`.
         .configure(principals::configure)
+        .configure(delegations::configure)
         .configure(access_rules::configure)
         .configure(invitations::configure)
         .configure(invitations::configure_public)

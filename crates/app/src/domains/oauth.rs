@@ -1,6 +1,6 @@
 //! OAuth for agents: the `[oauth]` section and the services of the account's authorization
-//! server (agents as clients, the tool and scope catalog, principals, access rules, and the
-//! token endpoint).
+//! server (agents as clients, the tool and scope catalog, principals, delegation grants,
+//! access rules, and the token endpoint).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,8 +10,8 @@ use d2_jwks::{Jwks, JwksError, KeyAlgorithm, KeyReplaced};
 use d2_kernel::AccountId;
 use d2_oauth::jobs::TokenPruning;
 use d2_oauth::{
-    AccessRules, AgentCache, AgentService, ClientAuthenticator, DefaultScopes, Entitlements,
-    OAuthAdmin, PrincipalService, ScopeCatalog, TokenIssuer, ToolService,
+    AccessRules, AgentCache, AgentService, ClientAuthenticator, DefaultScopes, DelegationService,
+    Entitlements, OAuthAdmin, PrincipalService, ScopeCatalog, TokenIssuer, ToolService,
 };
 use d2_oidc::{AgentKeys, Reach};
 use serde::Deserialize;
@@ -128,6 +128,8 @@ pub struct OAuth {
     pub admin: Arc<OAuthAdmin>,
     /// The account's end users (principals) agents act for.
     pub principals: Arc<PrincipalService>,
+    /// Delegation grants: principals and agents letting agents act for them.
+    pub delegations: Arc<DelegationService>,
     /// The access rules, and the decisions the token endpoint asks of them.
     pub rules: Arc<AccessRules>,
     /// Each account's scopes; `known` and `expand` serve the token endpoint from memory.
@@ -211,6 +213,13 @@ pub(crate) fn build(
         tools.clone(),
         rules.clone(),
     ));
+    let delegations = Arc::new(DelegationService::new(
+        shared.repositories.clone(),
+        cache.clone(),
+        shared.repositories.clone(),
+        entitlements.clone(),
+        shared.clock.clone(),
+    ));
     let issuer = Arc::new(TokenIssuer::new(
         shared.repositories.clone(),
         cache.clone(),
@@ -260,6 +269,7 @@ pub(crate) fn build(
             shared.repositories.clone(),
             shared.clock.clone(),
         )),
+        delegations,
         rules,
         scopes,
         tools,

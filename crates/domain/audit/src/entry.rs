@@ -74,6 +74,10 @@ d2_kernel::named_values! {
         PrincipalCreate = "principal.create",
         PrincipalUpdate = "principal.update",
         PrincipalDelete = "principal.delete",
+        /// A principal or an agent let an agent act for it (a delegation grant).
+        DelegationCreate = "delegation.create",
+        /// A delegation grant was revoked.
+        DelegationRevoke = "delegation.revoke",
         AccessRuleCreate = "access_rule.create",
         AccessRuleUpdate = "access_rule.update",
         AccessRuleDelete = "access_rule.delete",
@@ -318,6 +322,8 @@ mod tests {
                 "principal.create",
                 "principal.update",
                 "principal.delete",
+                "delegation.create",
+                "delegation.revoke",
                 "access_rule.create",
                 "access_rule.update",
                 "access_rule.delete",

@@ -199,6 +199,11 @@ error_codes! {
     AccessRuleNameTaken = "access_rule_name_taken", Conflict, "Access rule name taken";
     AccessRuleLimit = "access_rule_limit", Conflict, "Too many access rules";
     InvalidAccessRequest = "invalid_access_request", BadRequest, "Invalid access request";
+    // Delegation grants.
+    DelegationNotFound = "delegation_not_found", NotFound, "Delegation grant not found";
+    InvalidDelegation = "invalid_delegation", BadRequest, "Invalid delegation grant";
+    /// A grant wider than what its grantor holds (or its grantee may have).
+    DelegationExceedsGrantor = "delegation_exceeds_grantor", BadRequest, "Delegation grant exceeds what its grantor holds";
     // The OAuth catalog: tools, scopes, the tools bound to agents.
     ToolNotFound = "tool_not_found", NotFound, "Tool not found";
     InvalidTool = "invalid_tool", BadRequest, "Invalid tool";

@@ -48,6 +48,17 @@ pub(crate) struct Granted {
     pub reason: Reason,
 }
 
+/// What a grantor holds, and so may delegate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Holdings {
+    /// `None`: every scope.
+    pub scopes: Option<BTreeSet<String>>,
+    /// `None`: every tool.
+    pub tools: Option<BTreeSet<String>>,
+    /// `None`: every resource.
+    pub resources: Option<BTreeSet<String>>,
+}
+
 /// Whether a token may call a tool, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ToolAccess {
@@ -308,6 +319,55 @@ impl Entitlements {
             }
         }
         Ok(access)
+    }
+
+    /// What `agent` holds to delegate: the scopes it may have (expanded), the active tools
+    /// bound to it, and the resources it may target (`None`: its tokens target the issuer
+    /// only, so it holds no resource to name).
+    pub(crate) async fn agent_holdings(&self, agent: &Agent) -> Result<Holdings, GrantError> {
+        let known = self.scopes.known(agent.account_id).await?;
+        let bound = self.tools.agent_tools(agent.account_id, agent.id).await?;
+        Ok(Holdings {
+            scopes: Some(closure(
+                &known,
+                agent.spec.scopes.iter().map(String::as_str),
+            )),
+            tools: Some(
+                bound
+                    .iter()
+                    .filter(|tool| tool.active)
+                    .map(|tool| tool.spec.name.clone())
+                    .collect(),
+            ),
+            resources: Some(agent.spec.resources.iter().cloned().collect()),
+        })
+    }
+
+    /// What a principal of `account` holds to delegate, of the `tools` a grant names: any
+    /// scope and resource (principals carry none of their own: the grantee's allowed scopes
+    /// and resources, and access rules on `principal.*`, bound what they delegate), and the
+    /// account's active tools.
+    pub(crate) async fn principal_holdings(
+        &self,
+        account: AccountId,
+        tools: Option<&BTreeSet<String>>,
+    ) -> Result<Holdings, GrantError> {
+        let mut active = BTreeSet::new();
+        for name in tools.into_iter().flatten() {
+            if self
+                .tools
+                .by_name(account, name)
+                .await?
+                .is_some_and(|tool| tool.active)
+            {
+                active.insert(name.clone());
+            }
+        }
+        Ok(Holdings {
+            scopes: None,
+            tools: Some(active),
+            resources: None,
+        })
     }
 
     /// The account's scope catalog (for the discovery document's `scopes_supported`).

@@ -180,6 +180,48 @@ impl ErrorCode for PrincipalError {
     }
 }
 
+/// What the delegation grants refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum DelegationError {
+    #[error(transparent)]
+    Forbidden(#[from] d2_kernel::AccessError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no delegation grant has this id in this account")]
+    NotFound,
+    /// The grant names an agent the account does not have.
+    #[error("no agent has this id in this account")]
+    AgentNotFound,
+    /// The grant names a principal the account does not have.
+    #[error("no principal has this id in this account")]
+    PrincipalNotFound,
+    /// The grant asks for more than its grantor holds, or than its grantee may have.
+    #[error("{0}")]
+    Exceeds(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl DelegationError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid(message.into())
+    }
+}
+
+impl ErrorCode for DelegationError {
+    fn code(&self) -> Code {
+        match self {
+            DelegationError::Forbidden(error) => error.code(),
+            DelegationError::Invalid(_) => Code::InvalidDelegation,
+            DelegationError::NotFound => Code::DelegationNotFound,
+            DelegationError::AgentNotFound => Code::AgentNotFound,
+            DelegationError::PrincipalNotFound => Code::PrincipalNotFound,
+            DelegationError::Exceeds(_) => Code::DelegationExceedsGrantor,
+            DelegationError::Store(error) => error.code(),
+        }
+    }
+}
+
 /// What the access rules domain refuses.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessRuleError {

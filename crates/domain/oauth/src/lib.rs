@@ -15,6 +15,8 @@ pub mod admin;
 mod agent;
 mod assertion;
 pub mod catalog;
+mod delegation;
+mod delegations;
 mod entitlement;
 mod error;
 mod issuer;
@@ -47,17 +49,24 @@ pub use catalog::scope::{KnownScope, KnownScopes, OAuthScope, ScopeChange, Scope
 pub use catalog::scopes::ScopeCatalog;
 pub use catalog::tool::{Tool, ToolFilter, ToolId, ToolSpec};
 pub use catalog::tools::ToolService;
+pub use delegation::{
+    Delegation, DelegationFilter, DelegationId, DelegationRevocation, DelegationSpec,
+    DelegationStatus, Grantor, limits as delegation_limits,
+};
+pub use delegations::{DelegationService, delegation_revocation_reasons};
 pub use entitlement::{Entitlements, ToolAccess, ToolAccessReason};
 pub use error::{
-    AccessRuleError, AgentError, ClientAuthError, ClientRefusal, GrantError, PrincipalError,
+    AccessRuleError, AgentError, ClientAuthError, ClientRefusal, DelegationError, GrantError,
+    PrincipalError,
 };
 pub use issuer::{
     DEFAULT_REFRESH_REPLAY_SECONDS, Introspected, LineageProblem, TokenIssuer, TokenRequest,
     TokenResponse, Verification, issuer_url,
 };
 pub use ports::{
-    AccessRuleRepo, AgentAuditOf, AgentRepo, OAuthTokenRepo, PrincipalAuditOf, PrincipalRepo,
-    PrincipalWrite, RefreshAuditOf, RevokeAuditOf, RuleAuditOf, RuleWrite,
+    AccessRuleRepo, AgentAuditOf, AgentRepo, DelegationAuditOf, DelegationRepo, DelegationRevoke,
+    OAuthTokenRepo, PrincipalAuditOf, PrincipalRepo, PrincipalWrite, RefreshAuditOf, RevokeAuditOf,
+    RuleAuditOf, RuleWrite,
 };
 pub use principal::{Principal, PrincipalId, PrincipalSpec, limits as principal_limits};
 pub use principals::PrincipalService;

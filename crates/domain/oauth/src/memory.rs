@@ -1,4 +1,4 @@
-//! The in-memory agents, principals and access rules stores: the reference the contract suites hold the SQL stores to,
+//! The in-memory agents, principals, delegation grants and access rules stores: the reference the contract suites hold the SQL stores to,
 //! and the store of the domain's unit tests.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -10,9 +10,13 @@ use d2_audit::memory::MemoryAuditLog;
 use d2_kernel::{AccountId, Page, PageRequest, SecretDigest, StoreError};
 
 use crate::agent::{Agent, AgentId, AgentSpec, AgentState, ClientSecrets, PendingRegistration};
+use crate::delegation::{
+    Delegation, DelegationFilter, DelegationId, DelegationRevocation, DelegationStatus,
+};
 use crate::ports::{
-    AccessRuleRepo, AgentAuditOf, AgentRepo, OAuthTokenRepo, PrincipalAuditOf, PrincipalRepo,
-    PrincipalWrite, RefreshAuditOf, RevokeAuditOf, RuleAuditOf, RuleWrite,
+    AccessRuleRepo, AgentAuditOf, AgentRepo, DelegationAuditOf, DelegationRepo, DelegationRevoke,
+    OAuthTokenRepo, PrincipalAuditOf, PrincipalRepo, PrincipalWrite, RefreshAuditOf, RevokeAuditOf,
+    RuleAuditOf, RuleWrite,
 };
 use crate::principal::{Principal, PrincipalId, PrincipalSpec};
 use crate::rules::rule::{AccessRule, RuleId, RuleSpec};
@@ -848,6 +852,7 @@ macro_rules! audit_log_of {
 
 audit_log_of!(MemoryPrincipals);
 audit_log_of!(MemoryAccessRules);
+audit_log_of!(MemoryDelegations);
 
 /// A stand-in for the adapter that checks assertion signatures: an assertion whose
 /// signature segment is `signed-by-<client id>` counts as signed by that agent's key, any
@@ -880,5 +885,96 @@ impl crate::assertion::AssertionVerifier for NamedSignatures {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .ok_or("malformed assertion")
+    }
+}
+
+/// Delegation grants in memory, each method one critical section that writes its audit
+/// record. It holds no agents or principals: a grant naming ones that do not exist is
+/// stored (the SQL stores refuse it through their foreign keys).
+#[derive(Debug)]
+pub struct MemoryDelegations {
+    rows: Mutex<Vec<Delegation>>,
+    audit: Arc<MemoryAuditLog>,
+}
+
+impl MemoryDelegations {
+    pub fn new(audit: Arc<MemoryAuditLog>) -> Self {
+        Self {
+            rows: Mutex::new(Vec::new()),
+            audit,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Delegation>> {
+        self.rows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl DelegationRepo for MemoryDelegations {
+    async fn create_delegation(
+        &self,
+        delegation: &Delegation,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError> {
+        self.lock().push(delegation.clone());
+        self.audit.append(audit.clone());
+        Ok(true)
+    }
+
+    async fn delegation(
+        &self,
+        account: AccountId,
+        id: DelegationId,
+    ) -> Result<Option<Delegation>, StoreError> {
+        Ok(self
+            .lock()
+            .iter()
+            .find(|d| d.account_id == account && d.id == id)
+            .cloned())
+    }
+
+    async fn delegations(
+        &self,
+        account: AccountId,
+        filter: &DelegationFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Delegation>, StoreError> {
+        let items: Vec<Delegation> = self
+            .lock()
+            .iter()
+            .filter(|d| {
+                d.account_id == account
+                    && filter.grantor.is_none_or(|g| d.grantor == g)
+                    && filter.agent_id.is_none_or(|a| d.agent_id == a)
+                    && filter
+                        .active_at
+                        .is_none_or(|at| d.status(at) == DelegationStatus::Active)
+            })
+            .cloned()
+            .collect();
+        newest_first(items, page, |d| (d.created_at, *d.id.as_uuid()))
+    }
+
+    async fn revoke_delegation(
+        &self,
+        account: AccountId,
+        id: DelegationId,
+        revocation: &DelegationRevocation,
+        audit_of: DelegationAuditOf<'_>,
+    ) -> Result<DelegationRevoke, StoreError> {
+        let mut rows = self.lock();
+        let Some(row) = rows
+            .iter_mut()
+            .find(|d| d.account_id == account && d.id == id)
+        else {
+            return Ok(DelegationRevoke::NotFound);
+        };
+        if row.revocation.is_some() {
+            return Ok(DelegationRevoke::AlreadyRevoked(Box::new(row.clone())));
+        }
+        row.revocation = Some(revocation.clone());
+        self.audit.append(audit_of(row));
+        Ok(DelegationRevoke::Revoked(Box::new(row.clone())))
     }
 }

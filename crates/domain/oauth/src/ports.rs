@@ -9,6 +9,7 @@ use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, Page, PageRequest, SecretDigest, StoreError};
 
 use crate::agent::{Agent, AgentId, AgentSpec, AgentState, ClientSecrets, PendingRegistration};
+use crate::delegation::{Delegation, DelegationFilter, DelegationId, DelegationRevocation};
 use crate::principal::{Principal, PrincipalId, PrincipalSpec};
 use crate::rules::rule::{AccessRule, RuleId, RuleSpec};
 use crate::token::{
@@ -237,6 +238,55 @@ pub trait PrincipalRepo: Send + Sync + 'static {
         id: PrincipalId,
         audit: &AuditEntry,
     ) -> Result<bool, StoreError>;
+}
+
+/// Builds the audit record of a revocation from the grant as revoked.
+pub type DelegationAuditOf<'a> = &'a (dyn Fn(&Delegation) -> AuditEntry + Sync);
+
+/// The outcome of revoking a grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DelegationRevoke {
+    /// Revoked now (the grant as revoked).
+    Revoked(Box<Delegation>),
+    /// It was revoked before: nothing written.
+    AlreadyRevoked(Box<Delegation>),
+    NotFound,
+}
+
+/// The account's delegation grants. Every method is scoped by account.
+#[async_trait]
+pub trait DelegationRepo: Send + Sync + 'static {
+    /// Stores a new grant and `audit` at once. `false` (nothing written) when its grantee,
+    /// or its grantor, is no longer the account's (deleted meanwhile).
+    async fn create_delegation(
+        &self,
+        delegation: &Delegation,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
+
+    async fn delegation(
+        &self,
+        account: AccountId,
+        id: DelegationId,
+    ) -> Result<Option<Delegation>, StoreError>;
+
+    /// The account's grants matching `filter`, newest first.
+    async fn delegations(
+        &self,
+        account: AccountId,
+        filter: &DelegationFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Delegation>, StoreError>;
+
+    /// Revokes the grant with the record `audit_of` makes of it, unless it was revoked
+    /// before. Of concurrent revocations exactly one answers `Revoked`.
+    async fn revoke_delegation(
+        &self,
+        account: AccountId,
+        id: DelegationId,
+        revocation: &DelegationRevocation,
+        audit_of: DelegationAuditOf<'_>,
+    ) -> Result<DelegationRevoke, StoreError>;
 }
 
 /// Builds the audit record of a change from the rule it changed.

@@ -10,13 +10,14 @@
     reason = "a test suite for adapters: failing loudly is its job"
 )]
 
-use d2_audit::{AuditAction, AuditEntry, AuditFilter, AuditLog};
+use d2_audit::{AuditAction, AuditEntry, AuditLog};
 use d2_kernel::{AccountId, PageRequest};
 use d2_oauth::{AccessRule, AccessRuleRepo, RuleSpec, RuleWrite};
 use futures_util::future::join_all;
 use serde_json::json;
 
 use crate::fixtures::at;
+use crate::fixtures::audited;
 
 /// Everything the suite needs from one store.
 pub trait Store: AccessRuleRepo + AuditLog {}
@@ -47,19 +48,6 @@ fn spec(name: &str, enabled: bool) -> RuleSpec {
 
 fn entry(rule: &AccessRule, action: AuditAction) -> AuditEntry {
     AuditEntry::system(rule.account_id, action, at(0)).target("access_rule", rule.id)
-}
-
-async fn audited(store: &dyn Store, account: AccountId, action: AuditAction) -> usize {
-    let filter = AuditFilter {
-        action: Some(action),
-        ..AuditFilter::default()
-    };
-    store
-        .search(account, &filter, &PageRequest::first(1000))
-        .await
-        .unwrap_or_else(|e| panic!("audit: {e}"))
-        .items
-        .len()
 }
 
 async fn create(store: &dyn Store, rule: &AccessRule, max: usize) -> RuleWrite {

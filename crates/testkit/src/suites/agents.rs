@@ -10,7 +10,7 @@
     reason = "a test suite for adapters: failing loudly is its job"
 )]
 
-use d2_audit::{AuditAction, AuditEntry, AuditFilter, AuditLog};
+use d2_audit::{AuditAction, AuditEntry, AuditLog};
 use d2_kernel::{AccountId, PageRequest, SecretDigest};
 use d2_oauth::{
     Agent, AgentRepo, AgentSpec, AgentState, AuthMethod, OAuthTokenRepo, PendingRegistration,
@@ -18,6 +18,7 @@ use d2_oauth::{
 use futures_util::future::join_all;
 use serde_json::json;
 
+use crate::fixtures::audited;
 use crate::fixtures::{at, pepper};
 
 /// Everything the suite needs from one store.
@@ -42,19 +43,6 @@ fn spec(name: &str) -> AgentSpec {
         access_token_seconds: 600,
         refresh_token_seconds: None,
     }
-}
-
-pub(crate) async fn audited(store: &dyn Store, account: AccountId, action: AuditAction) -> usize {
-    let filter = AuditFilter {
-        action: Some(action),
-        ..AuditFilter::default()
-    };
-    store
-        .search(account, &filter, &PageRequest::first(1000))
-        .await
-        .unwrap_or_else(|e| panic!("audit: {e}"))
-        .items
-        .len()
 }
 
 fn entry(agent: &Agent, action: AuditAction) -> AuditEntry {

@@ -11,7 +11,7 @@
     reason = "a test suite for adapters: failing loudly is its job"
 )]
 
-use d2_audit::{AuditAction, AuditEntry, AuditFilter, AuditLog};
+use d2_audit::{AuditAction, AuditEntry, AuditLog};
 use d2_kernel::{AccountId, PageRequest};
 use d2_oauth::{
     Agent, AgentRepo, AgentSpec, AuthMethod, BindOutcome, CatalogError, KnownScopes, OAuthScope,
@@ -21,24 +21,12 @@ use d2_oauth::{
 use futures_util::future::join_all;
 use serde_json::json;
 
+use crate::fixtures::audited;
 use crate::fixtures::{at, pepper};
 
 /// Everything the suites need from one store.
 pub trait Store: ToolRepo + ScopeRepo + AgentRepo + AuditLog {}
 impl<T: ToolRepo + ScopeRepo + AgentRepo + AuditLog> Store for T {}
-
-async fn audited(store: &dyn Store, account: AccountId, action: AuditAction) -> usize {
-    let filter = AuditFilter {
-        action: Some(action),
-        ..AuditFilter::default()
-    };
-    store
-        .search(account, &filter, &PageRequest::first(1000))
-        .await
-        .unwrap_or_else(|e| panic!("audit: {e}"))
-        .items
-        .len()
-}
 
 fn entry(account: AccountId, action: AuditAction) -> AuditEntry {
     AuditEntry::system(account, action, at(0))

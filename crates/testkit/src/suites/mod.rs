@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod agents;
 pub mod audit;
 pub mod catalog;
+pub mod delegations;
 pub mod events;
 pub mod invitations;
 pub mod members;

@@ -22,7 +22,8 @@ use d2_oauth::{
 };
 use futures_util::future::join_all;
 
-use super::agents::{Store, activated, audited};
+use super::agents::{Store, activated};
+use crate::fixtures::audited;
 use crate::fixtures::{at, pepper};
 
 fn digest(text: &str) -> SecretDigest {

@@ -9,13 +9,14 @@
     reason = "a test suite for adapters: failing loudly is its job"
 )]
 
-use d2_audit::{AuditAction, AuditEntry, AuditFilter, AuditLog};
+use d2_audit::{AuditAction, AuditEntry, AuditLog};
 use d2_kernel::{AccountId, PageRequest};
 use d2_oauth::{Principal, PrincipalRepo, PrincipalSpec, PrincipalWrite};
 use futures_util::future::join_all;
 use serde_json::json;
 
 use crate::fixtures::at;
+use crate::fixtures::audited;
 
 /// Everything the suite needs from one store.
 pub trait Store: PrincipalRepo + AuditLog {}
@@ -36,19 +37,6 @@ fn spec(username: &str, active: bool) -> PrincipalSpec {
 
 fn entry(principal: &Principal, action: AuditAction) -> AuditEntry {
     AuditEntry::system(principal.account_id, action, at(0)).target("principal", principal.id)
-}
-
-async fn audited(store: &dyn Store, account: AccountId, action: AuditAction) -> usize {
-    let filter = AuditFilter {
-        action: Some(action),
-        ..AuditFilter::default()
-    };
-    store
-        .search(account, &filter, &PageRequest::first(1000))
-        .await
-        .unwrap_or_else(|e| panic!("audit: {e}"))
-        .items
-        .len()
 }
 
 async fn create(store: &dyn Store, account: AccountId, username: &str, seconds: i64) -> Principal {

@@ -1,0 +1,298 @@
+//! Managing an account's delegation grants (its admins), and checking one is still in
+//! force for the token endpoint.
+//!
+//! A grant only narrows: its scopes, tools and resources must be held by its grantor and
+//! usable by its grantee, both when it is made and at every use, so a grant outlives
+//! neither a narrowing of its grantor nor the grantor's deactivation.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use d2_audit::{AuditAction, AuditEntry};
+use d2_kernel::{AccountId, AuthContext, Clock, Page, PageRequest, Scope, StoreError};
+use serde_json::json;
+
+use crate::agent::{Agent, AgentState};
+use crate::delegation::{
+    Delegation, DelegationFilter, DelegationId, DelegationRevocation, DelegationSpec,
+    DelegationStatus, Grantor,
+};
+use crate::entitlement::{Entitlements, Holdings};
+use crate::error::{DelegationError, GrantError};
+use crate::ports::{DelegationRepo, DelegationRevoke, PrincipalRepo};
+use crate::service::AgentCache;
+
+/// Why a grant is revoked.
+pub mod delegation_revocation_reasons {
+    /// An admin revoked it.
+    pub const ADMIN: &str = "admin";
+}
+
+pub struct DelegationService {
+    repo: Arc<dyn DelegationRepo>,
+    agents: Arc<AgentCache>,
+    principals: Arc<dyn PrincipalRepo>,
+    entitlements: Arc<Entitlements>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for DelegationService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DelegationService").finish_non_exhaustive()
+    }
+}
+
+impl From<GrantError> for DelegationError {
+    fn from(error: GrantError) -> Self {
+        match error {
+            GrantError::Store(error) => DelegationError::Store(error),
+            GrantError::ClientGone => DelegationError::AgentNotFound,
+            other => DelegationError::Store(StoreError::corrupt(other.to_string())),
+        }
+    }
+}
+
+/// What a grant names, as checked against its grantor and grantee.
+struct Asked<'a> {
+    scopes: &'a BTreeSet<String>,
+    tools: Option<&'a BTreeSet<String>>,
+    resources: &'a BTreeSet<String>,
+}
+
+/// The first of `asked` that `held` (when it bounds them) lacks.
+fn first_missing<'a>(
+    asked: impl IntoIterator<Item = &'a String>,
+    held: Option<&BTreeSet<String>>,
+) -> Option<&'a String> {
+    let held = held?;
+    asked.into_iter().find(|name| !held.contains(*name))
+}
+
+/// Refuses what `holdings` (of `whom`) do not cover.
+fn within(asked: &Asked<'_>, holdings: &Holdings, whom: &str) -> Result<(), DelegationError> {
+    let exceeds = |what: &str, name: &String| {
+        Err(DelegationError::Exceeds(format!(
+            "{whom} {what} `{}`",
+            name.escape_debug()
+        )))
+    };
+    if let Some(scope) = first_missing(asked.scopes, holdings.scopes.as_ref()) {
+        return exceeds("may not have the scope", scope);
+    }
+    if let Some(tool) = first_missing(asked.tools.into_iter().flatten(), holdings.tools.as_ref()) {
+        return exceeds("has no active tool", tool);
+    }
+    if let Some(resource) = first_missing(asked.resources, holdings.resources.as_ref()) {
+        return exceeds("may not target", resource);
+    }
+    Ok(())
+}
+
+fn audit_metadata(delegation: &Delegation) -> serde_json::Value {
+    json!({
+        "grantor": {"type": delegation.grantor.kind(), "id": delegation.grantor.id()},
+        "agent_id": delegation.agent_id,
+        "scopes": delegation.scopes,
+        "tools": delegation.tools,
+        "resources": delegation.resources,
+        "task_id": delegation.task_id,
+        "max_depth": delegation.max_depth,
+        "expires_at": delegation.expires_at,
+    })
+}
+
+impl DelegationService {
+    pub fn new(
+        repo: Arc<dyn DelegationRepo>,
+        agents: Arc<AgentCache>,
+        principals: Arc<dyn PrincipalRepo>,
+        entitlements: Arc<Entitlements>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            repo,
+            agents,
+            principals,
+            entitlements,
+            clock,
+        }
+    }
+
+    /// Makes a grant in the caller's account (`admin`): its grantor (a principal, or an
+    /// agent) must be active and hold what it names, and its agent may have it. Audited
+    /// `delegation.create`.
+    pub async fn create(
+        &self,
+        ctx: &AuthContext,
+        spec: DelegationSpec,
+    ) -> Result<Delegation, DelegationError> {
+        ctx.require(Scope::Admin)?;
+        let spec = spec.validate()?;
+        let account = ctx.account_id;
+        let asked = Asked {
+            scopes: &spec.scopes,
+            tools: spec.tools.as_ref(),
+            resources: &spec.resources,
+        };
+        self.check_grantor(account, spec.grantor, &asked).await?;
+        let grantee = self
+            .agents
+            .agent(account, spec.agent_id)
+            .await?
+            .ok_or(DelegationError::AgentNotFound)?;
+        self.check_grantee(&grantee, &asked).await?;
+        let now = self.clock.now();
+        let delegation = Delegation::new(account, spec, ctx.actor(), now);
+        let entry = AuditEntry::by(ctx, AuditAction::DelegationCreate, now)
+            .target("delegation", delegation.id)
+            .metadata(audit_metadata(&delegation));
+        if !self.repo.create_delegation(&delegation, &entry).await? {
+            return Err(DelegationError::AgentNotFound);
+        }
+        tracing::info!(
+            delegation.id = %delegation.id,
+            account.id = %account,
+            grantor = %delegation.grantor,
+            agent.id = %delegation.agent_id,
+            "delegation granted"
+        );
+        Ok(delegation)
+    }
+
+    pub async fn get(
+        &self,
+        ctx: &AuthContext,
+        id: DelegationId,
+    ) -> Result<Delegation, DelegationError> {
+        ctx.require(Scope::Admin)?;
+        self.repo
+            .delegation(ctx.account_id, id)
+            .await?
+            .ok_or(DelegationError::NotFound)
+    }
+
+    /// The account's grants matching `filter`, newest first (`admin`).
+    pub async fn list(
+        &self,
+        ctx: &AuthContext,
+        filter: &DelegationFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Delegation>, DelegationError> {
+        ctx.require(Scope::Admin)?;
+        Ok(self.repo.delegations(ctx.account_id, filter, page).await?)
+    }
+
+    /// Revokes the grant (`admin`); a grant revoked before is answered as it is. Audited
+    /// `delegation.revoke`.
+    pub async fn revoke(
+        &self,
+        ctx: &AuthContext,
+        id: DelegationId,
+    ) -> Result<Delegation, DelegationError> {
+        ctx.require(Scope::Admin)?;
+        let now = self.clock.now();
+        let revocation = DelegationRevocation {
+            at: now,
+            reason: delegation_revocation_reasons::ADMIN.to_owned(),
+            by: ctx.actor(),
+        };
+        let audit_of = |delegation: &Delegation| {
+            AuditEntry::by(ctx, AuditAction::DelegationRevoke, now)
+                .target("delegation", delegation.id)
+                .metadata(json!({
+                    "reason": revocation.reason,
+                    "grantor": {"type": delegation.grantor.kind(), "id": delegation.grantor.id()},
+                    "agent_id": delegation.agent_id,
+                }))
+        };
+        match self
+            .repo
+            .revoke_delegation(ctx.account_id, id, &revocation, &audit_of)
+            .await?
+        {
+            DelegationRevoke::Revoked(delegation) => {
+                tracing::info!(delegation.id = %id, account.id = %ctx.account_id, "delegation revoked");
+                Ok(*delegation)
+            }
+            DelegationRevoke::AlreadyRevoked(delegation) => Ok(*delegation),
+            DelegationRevoke::NotFound => Err(DelegationError::NotFound),
+        }
+    }
+
+    /// Whether `delegation` is in force at `now`: not revoked or expired, its grantor
+    /// still active and holding what it names, its grantee still allowed it. The token
+    /// endpoint asks at every use.
+    pub async fn check_in_force(
+        &self,
+        delegation: &Delegation,
+        now: DateTime<Utc>,
+    ) -> Result<(), DelegationError> {
+        match delegation.status(now) {
+            DelegationStatus::Active => {}
+            status => {
+                return Err(DelegationError::Exceeds(format!(
+                    "the delegation grant is {}",
+                    status.as_str()
+                )));
+            }
+        }
+        let asked = Asked {
+            scopes: &delegation.scopes,
+            tools: delegation.tools.as_ref(),
+            resources: &delegation.resources,
+        };
+        self.check_grantor(delegation.account_id, delegation.grantor, &asked)
+            .await?;
+        let grantee = self
+            .agents
+            .agent(delegation.account_id, delegation.agent_id)
+            .await?
+            .ok_or(DelegationError::AgentNotFound)?;
+        self.check_grantee(&grantee, &asked).await
+    }
+
+    async fn check_grantor(
+        &self,
+        account: AccountId,
+        grantor: Grantor,
+        asked: &Asked<'_>,
+    ) -> Result<(), DelegationError> {
+        let holdings = match grantor {
+            Grantor::Principal(id) => {
+                let principal = self
+                    .principals
+                    .principal(account, id)
+                    .await?
+                    .ok_or(DelegationError::PrincipalNotFound)?;
+                if !principal.spec.active {
+                    return Err(DelegationError::Exceeds(
+                        "the principal is inactive: it has nothing to delegate".to_owned(),
+                    ));
+                }
+                self.entitlements
+                    .principal_holdings(account, asked.tools)
+                    .await?
+            }
+            Grantor::Agent(id) => {
+                let agent = self
+                    .agents
+                    .agent(account, id)
+                    .await?
+                    .ok_or(DelegationError::AgentNotFound)?;
+                if agent.state != AgentState::Active {
+                    return Err(DelegationError::Exceeds(
+                        "the granting agent is not active: it has nothing to delegate".to_owned(),
+                    ));
+                }
+                self.entitlements.agent_holdings(&agent).await?
+            }
+        };
+        within(asked, &holdings, "the grantor")
+    }
+
+    async fn check_grantee(&self, agent: &Agent, asked: &Asked<'_>) -> Result<(), DelegationError> {
+        let holdings = self.entitlements.agent_holdings(agent).await?;
+        within(asked, &holdings, "the agent")
+    }
+}
