@@ -17,6 +17,8 @@ mod assertion;
 pub mod catalog;
 mod delegation;
 mod delegations;
+#[cfg(test)]
+mod delegations_tests;
 mod entitlement;
 mod error;
 mod issuer;

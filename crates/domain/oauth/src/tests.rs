@@ -54,7 +54,7 @@ fn world() -> World {
     }
 }
 
-fn caller(account_id: AccountId, grants: &[Grant]) -> AuthContext {
+pub(crate) fn caller(account_id: AccountId, grants: &[Grant]) -> AuthContext {
     AuthContext {
         account_id,
         credential: Credential::ApiToken(TokenId::random()),
@@ -66,11 +66,11 @@ fn caller(account_id: AccountId, grants: &[Grant]) -> AuthContext {
     }
 }
 
-fn admin(account_id: AccountId) -> AuthContext {
+pub(crate) fn admin(account_id: AccountId) -> AuthContext {
     caller(account_id, &[Grant::Scope(Scope::Admin)])
 }
 
-fn spec(name: &str) -> AgentSpec {
+pub(crate) fn spec(name: &str) -> AgentSpec {
     AgentSpec {
         name: name.to_owned(),
         description: None,
