@@ -267,6 +267,24 @@ async fn grants_narrow_what_their_grantor_holds_and_are_listed_revoked_and_expir
 
     assert_eq!(audited(&app, &tenant, "delegation.create").await, 2);
     assert_eq!(audited(&app, &tenant, "delegation.revoke").await, 1);
+    let audit = app.audit(&tenant).await;
+    let made = audit
+        .iter()
+        .find(|r| r["action"] == "delegation.create" && r["resource_id"] == from_ada_id.as_str())
+        .expect("the grant's record");
+    assert_eq!(made["metadata"]["grantor"], by("principal", &ada));
+    assert_eq!(made["metadata"]["agent_id"], planner.id.as_str());
+    assert_eq!(
+        made["metadata"]["scopes"],
+        json!(["reports.read", "tools:execute"])
+    );
+    assert_eq!(made["metadata"]["max_depth"], 2);
+    let revoke = audit
+        .iter()
+        .find(|r| r["action"] == "delegation.revoke")
+        .unwrap();
+    assert_eq!(revoke["resource_id"], from_planner_id.as_str());
+    assert_eq!(revoke["metadata"]["reason"], "admin");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -27,17 +27,6 @@ fn id_of(id: DelegationId) -> Id {
     Id(*id.as_uuid())
 }
 
-/// The row of grant `id` of `account`.
-fn one(
-    account: AccountId,
-    id: DelegationId,
-) -> delegations::BoxedQuery<'static, crate::Db, delegations::SqlType> {
-    delegations::table
-        .filter(delegations::account_id.eq(Id::from(account)))
-        .filter(delegations::id.eq(id_of(id)))
-        .into_boxed()
-}
-
 #[async_trait]
 impl DelegationRepo for crate::Store {
     async fn create_delegation(
@@ -73,7 +62,9 @@ impl DelegationRepo for crate::Store {
         id: DelegationId,
     ) -> Result<Option<Delegation>, StoreError> {
         let mut conn = self.conn().await?;
-        let row: Option<DelegationRow> = one(account, id)
+        let row: Option<DelegationRow> = delegations::table
+            .filter(delegations::account_id.eq(Id::from(account)))
+            .filter(delegations::id.eq(id_of(id)))
             .select(DelegationRow::as_select())
             .first(&mut conn)
             .await

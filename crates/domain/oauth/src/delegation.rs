@@ -221,9 +221,10 @@ impl Delegation {
             task_id: spec.task_id,
             max_depth: spec.max_depth,
             created_at: now,
-            expires_at: now
-                .checked_add_signed(Duration::seconds(i64::from(spec.expires_in_seconds)))
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+            expires_at: d2_kernel::later(
+                now,
+                Duration::seconds(i64::from(spec.expires_in_seconds)),
+            ),
             created_by,
             revocation: None,
         }

@@ -86,7 +86,15 @@ impl World {
         self.agents.activate(token.expose()).await.unwrap().0
     }
 
-    fn grant(&self, grantor: Grantor, agent: &Agent, scopes: &[&str]) -> DelegationSpec {
+    /// A grant of `scopes` by `grantor` to `agent`, made by the admin.
+    async fn grant(&self, grantor: Grantor, agent: &Agent, scopes: &[&str]) -> Delegation {
+        self.delegations
+            .create(&self.admin, Self::spec(grantor, agent, scopes))
+            .await
+            .unwrap()
+    }
+
+    fn spec(grantor: Grantor, agent: &Agent, scopes: &[&str]) -> DelegationSpec {
         DelegationSpec {
             grantor,
             agent_id: agent.id,
@@ -114,13 +122,8 @@ async fn a_grant_stops_working_when_its_grantor_no_longer_holds_what_it_names() 
     let planner = w.agent("planner", &["tools:execute"]).await;
     let writer = w.agent("writer", &["tools:read"]).await;
     let grant = w
-        .delegations
-        .create(
-            &w.admin,
-            w.grant(Grantor::Agent(planner.id), &writer, &["tools:read"]),
-        )
-        .await
-        .unwrap();
+        .grant(Grantor::Agent(planner.id), &writer, &["tools:read"])
+        .await;
     let now = w.clock.now();
     w.delegations.check_in_force(&grant, now).await.unwrap();
 
@@ -183,13 +186,8 @@ async fn a_grant_stops_working_when_its_agent_may_no_longer_have_it_or_it_ends()
         .unwrap();
     let writer = w.agent("writer", &["tools:read"]).await;
     let grant = w
-        .delegations
-        .create(
-            &w.admin,
-            w.grant(Grantor::Principal(ada.id), &writer, &["tools:read"]),
-        )
-        .await
-        .unwrap();
+        .grant(Grantor::Principal(ada.id), &writer, &["tools:read"])
+        .await;
     let now = w.clock.now();
     w.delegations.check_in_force(&grant, now).await.unwrap();
 
@@ -247,7 +245,7 @@ async fn only_admins_make_read_and_revoke_grants() {
         .delegations
         .create(
             &reader,
-            w.grant(Grantor::Agent(planner.id), &writer, &["tools:read"]),
+            World::spec(Grantor::Agent(planner.id), &writer, &["tools:read"]),
         )
         .await;
     assert!(
@@ -255,13 +253,8 @@ async fn only_admins_make_read_and_revoke_grants() {
         "{refused:?}"
     );
     let grant = w
-        .delegations
-        .create(
-            &w.admin,
-            w.grant(Grantor::Agent(planner.id), &writer, &["tools:read"]),
-        )
-        .await
-        .unwrap();
+        .grant(Grantor::Agent(planner.id), &writer, &["tools:read"])
+        .await;
     assert!(matches!(
         w.delegations.get(&reader, grant.id).await,
         Err(DelegationError::Forbidden(_))
