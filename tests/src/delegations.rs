@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use crate::harness::{Tenant, TestApp};
 use crate::oauth::{Client, agent};
 
-const API: &str = "https://api.example.com/";
+pub(crate) const API: &str = "https://api.example.com/";
 
-async fn principal(app: &TestApp, tenant: &Tenant, username: &str) -> String {
+pub(crate) async fn principal(app: &TestApp, tenant: &Tenant, username: &str) -> String {
     let reply = app
         .post("/v1/users", &tenant.token, json!({ "username": username }))
         .await;
@@ -21,7 +21,7 @@ async fn principal(app: &TestApp, tenant: &Tenant, username: &str) -> String {
 }
 
 /// A tool named `name` requiring `tools:read`, bound to each of `agents`.
-async fn tool(app: &TestApp, tenant: &Tenant, name: &str, agents: &[&Client]) {
+pub(crate) async fn tool(app: &TestApp, tenant: &Tenant, name: &str, agents: &[&Client]) {
     let reply = app
         .post(
             "/v1/tools",
@@ -41,7 +41,12 @@ async fn tool(app: &TestApp, tenant: &Tenant, name: &str, agents: &[&Client]) {
     }
 }
 
-async fn agent_with(app: &TestApp, tenant: &Tenant, name: &str, scopes: Value) -> Client {
+pub(crate) async fn agent_with(
+    app: &TestApp,
+    tenant: &Tenant,
+    name: &str,
+    scopes: Value,
+) -> Client {
     agent(
         app,
         tenant,
@@ -50,11 +55,11 @@ async fn agent_with(app: &TestApp, tenant: &Tenant, name: &str, scopes: Value) -
     .await
 }
 
-fn by(kind: &str, id: &str) -> Value {
+pub(crate) fn by(kind: &str, id: &str) -> Value {
     json!({"type": kind, "id": id})
 }
 
-async fn audited(app: &TestApp, tenant: &Tenant, action: &str) -> usize {
+pub(crate) async fn audited(app: &TestApp, tenant: &Tenant, action: &str) -> usize {
     app.audit(tenant)
         .await
         .iter()

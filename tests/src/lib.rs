@@ -30,6 +30,7 @@ mod rollback;
 mod smtp;
 mod tasks;
 mod tenancy;
+mod token_exchange;
 mod token_people;
 mod tokens;
 mod worker;

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::events::{decision, events_of, ingest};
 use crate::harness::{TestApp, TestDatabase, settings};
 use crate::policy::{publishing_tenant, server_token};
+use crate::token_exchange;
 use crate::token_people::person;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -85,6 +86,25 @@ async fn moves_intact(from: TestDatabase, to: TestDatabase) {
     let people = people_of(&app.get(&tokens_path, &tenant.token).await.body);
     assert!(people.iter().any(|p| p.1 == member.as_str()));
     assert!(people.iter().any(|p| p.3.is_string()));
+    // A principal's grant to an agent, which handed on to another by a token exchange.
+    let chain = token_exchange::chain(&app, &tenant, 2).await;
+    let planner_jwt =
+        token_exchange::access_token(&token_exchange::planner_token(&app, &tenant, &chain).await);
+    let exchanged =
+        token_exchange::exchange(&app, &tenant, &chain.researcher, &planner_jwt, &[]).await;
+    let researcher_jwt = token_exchange::access_token(&exchanged);
+    let introspected = async |app: &TestApp| {
+        let mut seen = Vec::new();
+        for jwt in [&planner_jwt, &researcher_jwt] {
+            let mut answer = token_exchange::introspect(app, &tenant, &chain.planner, jwt).await;
+            // The issuer names the server's address, which the move changes.
+            answer.as_object_mut().unwrap().remove("iss");
+            seen.push(answer);
+        }
+        seen
+    };
+    let delegated = introspected(&app).await;
+    assert_eq!(delegated[1]["depth"], 2);
     let events = events_of(&app, &tenant).await;
     let audit = app.audit(&tenant).await;
     // The export has passed the first event, not the second.
@@ -127,6 +147,7 @@ async fn moves_intact(from: TestDatabase, to: TestDatabase) {
     assert_eq!(count("events"), 2);
     assert_eq!(count("audit_logs"), u64::try_from(audit.len()).unwrap());
     assert_eq!(count("tasks"), 2);
+    assert_eq!(count("delegations"), 2);
     // A second copy into the same database is refused: it is not empty any more.
     assert!(matches!(
         source.copy_to(&copy).await,
@@ -145,6 +166,8 @@ async fn moves_intact(from: TestDatabase, to: TestDatabase) {
         .assert_status(200);
     moved.get("/v1/accounts/me", &new).await.assert_status(200);
     moved.get("/v1/accounts/me", &old).await.assert_status(200);
+    // Tokens under delegation work as they did.
+    assert_eq!(introspected(&moved).await, delegated);
     let poll = moved
         .send(
             moved
@@ -158,6 +181,17 @@ async fn moves_intact(from: TestDatabase, to: TestDatabase) {
     assert_eq!(moved.get("/.well-known/jwks.json", &dev).await.body, jwks);
     assert_eq!(events_of(&moved, &tenant).await, events);
     assert_eq!(moved.audit(&tenant).await.len(), audit.len());
+    // Revoking the grant on the copy still reaches the token exchanged from its token.
+    moved
+        .delete(
+            &format!("/v1/delegations/{}", chain.to_planner),
+            &tenant.token,
+        )
+        .await
+        .assert_status(200);
+    for seen in introspected(&moved).await {
+        assert_eq!(seen, json!({"active": false}));
+    }
     let without_ids = |tasks: Vec<d2_kernel::Task>| {
         tasks
             .into_iter()

@@ -92,7 +92,7 @@ fn assert_oauth_error(reply: &Reply, status: u16, error: &str) {
 
 /// The claims of `jwt`, an `at+jwt` signed with `alg` (RS256 or ES256), once its signature
 /// checks against the keys published at `jwks_uri`, and the key that verified it.
-async fn verified_claims(jwks_uri: &str, jwt: &str, alg: &str) -> (Value, Value) {
+pub(crate) async fn verified_claims(jwks_uri: &str, jwt: &str, alg: &str) -> (Value, Value) {
     let jwks: Value = reqwest::get(jwks_uri).await.unwrap().json().await.unwrap();
     let header = josekit::jwt::decode_header(jwt).unwrap();
     assert_eq!(header.claim("typ"), Some(&json!("at+jwt")));
@@ -189,7 +189,11 @@ async fn an_agent_registers_activates_and_gets_tokens_a_resource_server_verifies
     );
     assert_eq!(
         metadata["grant_types_supported"],
-        json!(["client_credentials", "refresh_token"])
+        json!([
+            "client_credentials",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ])
     );
 
     // Client credentials, HTTP Basic.

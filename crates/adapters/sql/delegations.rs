@@ -5,10 +5,10 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
-use d2_kernel::{AccountId, Page, PageRequest, StoreError};
+use d2_kernel::{AccountId, Change, Page, PageRequest, StoreError};
 use d2_oauth::{
     AgentId, Delegation, DelegationAuditOf, DelegationFilter, DelegationId, DelegationRepo,
-    DelegationRevocation, DelegationRevoke, Grantor, PrincipalId,
+    DelegationRevocation, DelegationRevoke, Grantor, PrincipalId, RevokeScope, revocation_reasons,
 };
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
@@ -17,9 +17,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::audit::write_audit;
+use crate::changes::announce;
 use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
 use crate::id::Id;
+use crate::oauth_tokens::revoke_reached;
 use crate::position::{Side, beyond};
 use crate::schema::delegations;
 
@@ -156,7 +158,18 @@ impl DelegationRepo for crate::Store {
                 .execute(conn)
                 .await?;
             delegation.revocation = Some(revocation.clone());
-            write_audit(conn, &audit_of(&delegation)).await?;
+            let revoked = revoke_reached(
+                conn,
+                account,
+                RevokeScope::Delegation(id),
+                revocation_reasons::DELEGATION,
+                revocation.at,
+            )
+            .await?;
+            write_audit(conn, &audit_of(&delegation, &revoked)).await?;
+            if !revoked.is_empty() {
+                announce(conn, Change::OAuth(account)).await?;
+            }
             Ok(DelegationRevoke::Revoked(Box::new(delegation)))
         })
         .await?;

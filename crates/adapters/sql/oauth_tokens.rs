@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::{AccountId, Change, Page, PageRequest, SecretDigest, StoreError};
 use d2_oauth::{
-    AgentCounts, AgentId, AgentState, Issuance, OAuthTokenId, OAuthTokenRepo, RefreshAuditOf,
-    RefreshIssuance, RefreshOutcome, RefreshRefusal, RevokeAuditOf, RevokeScope, TokenCounts,
-    TokenFilter, TokenKind, TokenRecord, revocation_reasons,
+    AgentCounts, AgentId, AgentState, Issuance, OAuthTokenId, OAuthTokenRepo, PrincipalId,
+    RefreshAuditOf, RefreshIssuance, RefreshOutcome, RefreshRefusal, RevokeAuditOf, RevokeScope,
+    TokenCounts, TokenFilter, TokenKind, TokenRecord, revocation_reasons,
 };
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -85,10 +85,10 @@ impl OAuthTokenRepo for crate::Store {
                     Ok(RefreshOutcome::Replayed(sealed))
                 }
                 (Some(_), _) => {
-                    let revoked = revoke_family(
+                    let revoked = revoke_reached(
                         conn,
                         spent.account_id,
-                        spent.family_id,
+                        RevokeScope::Family(spent.family_id),
                         revocation_reasons::REUSE,
                         now,
                     )
@@ -160,15 +160,7 @@ impl OAuthTokenRepo for crate::Store {
     ) -> Result<Vec<OAuthTokenId>, StoreError> {
         let mut conn = self.writer().await?;
         let revoked = write_transaction!(conn, async |conn| {
-            let revoked = match scope {
-                RevokeScope::Family(family) => {
-                    revoke_family(conn, account, family, reason, now).await?
-                }
-                RevokeScope::WithDescendants(root) => {
-                    let reached = descendants(conn, account, root).await?;
-                    revoke_ids(conn, account, &reached, reason, now).await?
-                }
-            };
+            let revoked = revoke_reached(conn, account, scope, reason, now).await?;
             if !revoked.is_empty() {
                 write_audit(conn, &audit_of(&revoked)).await?;
                 announce(conn, Change::OAuth(account)).await?;
@@ -336,57 +328,59 @@ impl OAuthTokenRepo for crate::Store {
 }
 
 /// The token `root` of `account` and every token derived from it, to any depth.
-async fn descendants(
+/// Revokes, in the caller's transaction, the tokens of `account` that `scope` reaches and
+/// still work at `now`, with every token derived from them to any depth; returns them,
+/// sorted.
+pub(crate) async fn revoke_reached(
     conn: &mut crate::Conn,
     account: AccountId,
-    root: OAuthTokenId,
-) -> QueryResult<Vec<Id>> {
-    let found: Option<Id> = oauth_tokens::table
-        .filter(oauth_tokens::account_id.eq(Id::from(account)))
-        .filter(oauth_tokens::id.eq(id_of(root)))
-        .select(oauth_tokens::id)
-        .first(conn)
-        .await
-        .optional()?;
-    let Some(root) = found else {
-        return Ok(Vec::new());
-    };
-    let mut reached = vec![root];
-    let mut frontier = vec![root];
-    for _ in 0..MAX_DEPTH {
-        let children: Vec<Id> = oauth_tokens::table
-            .filter(oauth_tokens::account_id.eq(Id::from(account)))
-            .filter(oauth_tokens::parent_id.eq_any(frontier.clone()))
-            .select(oauth_tokens::id)
-            .load(conn)
-            .await?;
-        let children: Vec<Id> = children
-            .into_iter()
-            .filter(|id| !reached.contains(id))
-            .collect();
-        if children.is_empty() {
-            break;
-        }
-        reached.extend(children.iter().copied());
-        frontier = children;
-    }
-    Ok(reached)
-}
-
-async fn revoke_family(
-    conn: &mut crate::Conn,
-    account: AccountId,
-    family: OAuthTokenId,
+    scope: RevokeScope,
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<OAuthTokenId>, TxError> {
-    let ids: Vec<Id> = oauth_tokens::table
+    let of_account = oauth_tokens::table
         .filter(oauth_tokens::account_id.eq(Id::from(account)))
-        .filter(oauth_tokens::family_id.eq(id_of(family)))
         .select(oauth_tokens::id)
-        .load(conn)
-        .await?;
-    revoke_ids(conn, account, &ids, reason, now).await
+        .into_boxed();
+    let reached_directly = match scope {
+        RevokeScope::WithDescendants(root) => of_account.filter(oauth_tokens::id.eq(id_of(root))),
+        RevokeScope::Family(family) => of_account.filter(oauth_tokens::family_id.eq(id_of(family))),
+        RevokeScope::Delegation(grant) => {
+            of_account.filter(oauth_tokens::delegation_id.eq(Id(*grant.as_uuid())))
+        }
+        RevokeScope::Principal(principal) => {
+            of_account.filter(oauth_tokens::principal_id.eq(Id(*principal.as_uuid())))
+        }
+    };
+    let roots: Vec<Id> = reached_directly.load(conn).await?;
+    let reached = with_descendants(conn, account, roots).await?;
+    revoke_ids(conn, account, &reached, reason, now).await
+}
+
+/// `roots` and every token derived from them (refreshed or exchanged), to any depth.
+async fn with_descendants(
+    conn: &mut crate::Conn,
+    account: AccountId,
+    roots: Vec<Id>,
+) -> QueryResult<Vec<Id>> {
+    let mut reached: std::collections::BTreeSet<Id> = roots.iter().copied().collect();
+    let mut frontier = roots;
+    for _ in 0..MAX_DEPTH {
+        if frontier.is_empty() {
+            break;
+        }
+        let children: Vec<Id> = oauth_tokens::table
+            .filter(oauth_tokens::account_id.eq(Id::from(account)))
+            .filter(oauth_tokens::parent_id.eq_any(frontier))
+            .select(oauth_tokens::id)
+            .load(conn)
+            .await?;
+        frontier = children
+            .into_iter()
+            .filter(|id| reached.insert(*id))
+            .collect();
+    }
+    Ok(reached.into_iter().collect())
 }
 
 /// Revokes those of `ids` that still work at `now`; returns them, sorted.
@@ -446,6 +440,10 @@ pub(crate) struct TokenRow {
     pub revoked_reason: Option<String>,
     pub spent_at: Option<DateTime<Utc>>,
     pub sealed_answer: Option<Vec<u8>>,
+    pub principal_id: Option<Id>,
+    pub delegation_id: Option<Id>,
+    pub chain: Value,
+    pub may_act: Option<Id>,
 }
 
 impl TokenRow {
@@ -470,6 +468,10 @@ impl TokenRow {
             revoked_reason: record.revoked_reason.clone(),
             spent_at: None,
             sealed_answer: None,
+            principal_id: record.principal_id.map(|id| Id(*id.as_uuid())),
+            delegation_id: record.delegation_id().map(|id| Id(*id.as_uuid())),
+            chain: serde_json::to_value(&record.chain).map_err(|_| corrupt("token chain"))?,
+            may_act: record.may_act.map(|id| Id(*id.as_uuid())),
         })
     }
 
@@ -496,6 +498,9 @@ impl TokenRow {
             expires_at: self.expires_at,
             revoked_at: self.revoked_at,
             revoked_reason: self.revoked_reason,
+            principal_id: self.principal_id.map(|id| PrincipalId::from_uuid(id.0)),
+            chain: serde_json::from_value(self.chain).map_err(|_| corrupt("token chain"))?,
+            may_act: self.may_act.map(|id| AgentId::from_uuid(id.0)),
         })
     }
 }

@@ -702,6 +702,9 @@ async fn oauth_tokens_are_copied_in_pages() {
             expires_at: now + chrono::Duration::hours(1),
             revoked_at: None,
             revoked_reason: None,
+            principal_id: None,
+            chain: Vec::new(),
+            may_act: None,
         }
     };
     for i in 0..4 {
@@ -778,4 +781,201 @@ async fn a_delegation_to_a_deleted_agent_is_not_stored() {
         d2_testkit::fixtures::audited(&store, a.account, AuditAction::DelegationCreate).await,
         0
     );
+}
+
+/// Revoking a grant revokes, in its transaction, every token issued under it and every
+/// token derived from one (refreshed or exchanged, to any depth), and nothing else;
+/// deactivating a principal revokes every token acting for it. The audit records name
+/// exactly the tokens revoked.
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_grant_or_deactivating_its_principal_reaches_every_derived_token() {
+    use d2_kernel::Pepper;
+    use d2_oauth::{
+        Delegation, DelegationRepo as _, DelegationRevocation, DelegationRevoke, DelegationSpec,
+        GrantType, Grantor, Hop, Issuance, OAuthTokenId, OAuthTokenRepo as _, PrincipalRepo as _,
+        PrincipalSpec, PrincipalWrite, TokenKind, TokenRecord,
+    };
+
+    let (_db, store, a, b) = <Kit as d2_testkit::ContractStore>::delegations().await;
+    // Whole seconds: the stores keep microseconds.
+    let now = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+    let pepper = Pepper::new(&[5; 32]).unwrap();
+    let [planner, researcher, writer] = a.agents;
+    let grant = |grantor, agent_id, max_depth| {
+        let spec = DelegationSpec {
+            grantor,
+            agent_id,
+            scopes: ["reports.read".to_owned()].into(),
+            tools: None,
+            resources: Default::default(),
+            task_id: None,
+            max_depth,
+            expires_in_seconds: 3_600,
+        };
+        Delegation::new(a.account, spec, "token:test".into(), now)
+    };
+    let to_planner = grant(Grantor::Principal(a.principal), planner, 2);
+    let to_researcher = grant(Grantor::Agent(planner), researcher, 1);
+    let to_writer = grant(Grantor::Principal(a.principal), writer, 1);
+    for delegation in [&to_planner, &to_researcher, &to_writer] {
+        let entry = AuditEntry::system(a.account, AuditAction::DelegationCreate, now);
+        assert!(store.create_delegation(delegation, &entry).await.unwrap());
+    }
+    let hop = |agent_id, delegation: &Delegation| Hop {
+        agent_id,
+        delegation_id: delegation.id,
+    };
+    let token = |agent_id, kind, chain: Vec<Hop>, family: Option<OAuthTokenId>, parent| {
+        let id = OAuthTokenId::random();
+        TokenRecord {
+            id,
+            account_id: a.account,
+            agent_id,
+            kind,
+            family_id: family.unwrap_or(id),
+            parent_id: parent,
+            subject: if chain.is_empty() {
+                agent_id.to_string()
+            } else {
+                a.principal.to_string()
+            },
+            principal_id: (!chain.is_empty()).then_some(a.principal),
+            chain,
+            may_act: None,
+            scopes: vec!["reports.read".into()],
+            audience: vec!["https://api.example/".into()],
+            task_id: "task-1".into(),
+            parent_task_id: None,
+            grant_type: GrantType::ClientCredentials,
+            digest: pepper.digest_text(&id.to_string()),
+            issued_at: now,
+            expires_at: now + chrono::Duration::hours(1),
+            revoked_at: None,
+            revoked_reason: None,
+        }
+    };
+    let store_all = async |records: &[&TokenRecord]| {
+        for record in records {
+            let issuance = Issuance {
+                access: (*record).clone(),
+                refresh: None,
+            };
+            let entry = AuditEntry::system(a.account, AuditAction::OAuthTokenIssue, now);
+            assert!(store.issue(&issuance, &entry).await.unwrap());
+        }
+    };
+    // The planner acts for the principal (an access token and a refresh token, then a
+    // refresh); the researcher exchanged the planner's first token; the writer acts for
+    // the principal under its own grant; the researcher also holds a token of its own.
+    let planner_chain = vec![hop(planner, &to_planner)];
+    let refresh = token(
+        planner,
+        TokenKind::Refresh,
+        planner_chain.clone(),
+        None,
+        None,
+    );
+    let first = token(
+        planner,
+        TokenKind::Access,
+        planner_chain.clone(),
+        Some(refresh.id),
+        None,
+    );
+    let refreshed = token(
+        planner,
+        TokenKind::Access,
+        planner_chain.clone(),
+        Some(refresh.id),
+        Some(refresh.id),
+    );
+    let exchanged = token(
+        researcher,
+        TokenKind::Access,
+        vec![hop(planner, &to_planner), hop(researcher, &to_researcher)],
+        None,
+        Some(first.id),
+    );
+    let writers = token(
+        writer,
+        TokenKind::Access,
+        vec![hop(writer, &to_writer)],
+        None,
+        None,
+    );
+    let own = token(researcher, TokenKind::Access, Vec::new(), None, None);
+    store_all(&[&refresh, &first, &refreshed, &exchanged, &writers, &own]).await;
+    let stored = store.token(a.account, exchanged.id).await.unwrap().unwrap();
+    assert_eq!(stored, exchanged, "the chain and the principal are stored");
+    assert_eq!(stored.delegation_id(), Some(to_researcher.id));
+
+    let revocation = DelegationRevocation {
+        at: now,
+        reason: "admin".into(),
+        by: "token:test".into(),
+    };
+    let named = std::sync::Mutex::new(Vec::new());
+    let audit_of = |d: &Delegation, revoked: &[OAuthTokenId]| {
+        named.lock().unwrap().extend_from_slice(revoked);
+        AuditEntry::system(d.account_id, AuditAction::DelegationRevoke, now)
+    };
+    // Another account cannot reach the grant.
+    assert_eq!(
+        store
+            .revoke_delegation(b.account, to_planner.id, &revocation, &audit_of)
+            .await
+            .unwrap(),
+        DelegationRevoke::NotFound
+    );
+    assert!(matches!(
+        store
+            .revoke_delegation(a.account, to_planner.id, &revocation, &audit_of)
+            .await
+            .unwrap(),
+        DelegationRevoke::Revoked(_)
+    ));
+    let mut expected = vec![refresh.id, first.id, refreshed.id, exchanged.id];
+    expected.sort();
+    assert_eq!(*named.lock().unwrap(), expected);
+    let state = async |id| store.token(a.account, id).await.unwrap().unwrap();
+    for id in &expected {
+        let record = state(*id).await;
+        assert_eq!(
+            record.revoked_at.map(|t| t.timestamp()),
+            Some(now.timestamp())
+        );
+        assert_eq!(record.revoked_reason.as_deref(), Some("delegation_revoked"));
+    }
+    for id in [writers.id, own.id] {
+        assert_eq!(state(id).await.revoked_at, None, "untouched: {id}");
+    }
+    // Deactivating the principal reaches the writer's token, and not the researcher's own.
+    let named_by_principal = std::sync::Mutex::new(Vec::new());
+    let principal_audit = |p: &d2_oauth::Principal, revoked: &[OAuthTokenId]| {
+        named_by_principal
+            .lock()
+            .unwrap()
+            .extend_from_slice(revoked);
+        AuditEntry::system(p.account_id, AuditAction::PrincipalUpdate, now)
+    };
+    let inactive = PrincipalSpec {
+        username: "ada".into(),
+        email: None,
+        display_name: None,
+        attributes: serde_json::Map::new(),
+        active: false,
+    };
+    assert!(matches!(
+        store
+            .update_principal(a.account, a.principal, &inactive, now, &principal_audit)
+            .await
+            .unwrap(),
+        PrincipalWrite::Written(_)
+    ));
+    assert_eq!(*named_by_principal.lock().unwrap(), vec![writers.id]);
+    assert_eq!(
+        state(writers.id).await.revoked_reason.as_deref(),
+        Some("principal_inactive")
+    );
+    assert_eq!(state(own.id).await.revoked_at, None);
 }

@@ -3,9 +3,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
-use d2_kernel::{AccountId, Page, PageRequest, StoreError};
+use d2_kernel::{AccountId, Change, Page, PageRequest, StoreError};
 use d2_oauth::{
     Principal, PrincipalAuditOf, PrincipalId, PrincipalRepo, PrincipalSpec, PrincipalWrite,
+    RevokeScope, revocation_reasons,
 };
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -13,10 +14,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::audit::write_audit;
-use crate::changes::lock;
+use crate::changes::{announce, lock};
 use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
 use crate::id::Id;
+use crate::oauth_tokens::revoke_reached;
 use crate::position::{Side, beyond};
 use crate::schema::principals;
 
@@ -165,7 +167,22 @@ impl PrincipalRepo for crate::Store {
                 .first(conn)
                 .await?;
             let principal = row.into_domain()?;
-            write_audit(conn, &audit_of(&principal)).await?;
+            let revoked = if spec.active {
+                Vec::new()
+            } else {
+                revoke_reached(
+                    conn,
+                    account,
+                    RevokeScope::Principal(id),
+                    revocation_reasons::PRINCIPAL,
+                    now,
+                )
+                .await?
+            };
+            write_audit(conn, &audit_of(&principal, &revoked)).await?;
+            if !revoked.is_empty() {
+                announce(conn, Change::OAuth(account)).await?;
+            }
             Ok(PrincipalWrite::Written(Box::new(principal)))
         })
         .await?;

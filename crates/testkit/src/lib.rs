@@ -274,7 +274,9 @@ mod memory {
         }
 
         async fn principals() -> ((), MemoryPrincipals, AccountId, AccountId) {
-            let store = MemoryPrincipals::new(Arc::new(MemoryAuditLog::default()));
+            let store = MemoryPrincipals::new(Arc::new(MemoryAgents::new(Arc::new(
+                MemoryAuditLog::default(),
+            ))));
             ((), store, AccountId::random(), AccountId::random())
         }
 
@@ -288,7 +290,9 @@ mod memory {
         }
 
         async fn delegations() -> ((), MemoryDelegations, Parties, Parties) {
-            let store = MemoryDelegations::new(Arc::new(MemoryAuditLog::default()));
+            let store = MemoryDelegations::new(Arc::new(MemoryAgents::new(Arc::new(
+                MemoryAuditLog::default(),
+            ))));
             let parties = || Parties::unstored(AccountId::random());
             ((), store, parties(), parties())
         }

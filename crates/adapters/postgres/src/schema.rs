@@ -235,6 +235,10 @@ diesel::table! {
         revoked_reason -> Nullable<Text>,
         spent_at -> Nullable<Timestamptz>,
         sealed_answer -> Nullable<Bytea>,
+        principal_id -> Nullable<Uuid>,
+        delegation_id -> Nullable<Uuid>,
+        chain -> Jsonb,
+        may_act -> Nullable<Uuid>,
     }
 }
 
@@ -375,6 +379,8 @@ diesel::joinable!(oauth_client_assertions -> agents (agent_id));
 diesel::joinable!(oauth_scopes -> oauth_catalogs (account_id));
 diesel::joinable!(oauth_tokens -> accounts (account_id));
 diesel::joinable!(oauth_tokens -> agents (agent_id));
+diesel::joinable!(oauth_tokens -> delegations (delegation_id));
+diesel::joinable!(oauth_tokens -> principals (principal_id));
 diesel::joinable!(policies -> accounts (account_id));
 diesel::joinable!(principals -> accounts (account_id));
 diesel::joinable!(publisher_keys -> accounts (account_id));

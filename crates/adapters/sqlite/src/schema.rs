@@ -192,6 +192,10 @@ diesel::table! {
         revoked_reason -> Nullable<Text>,
         spent_at -> Nullable<TimestamptzSqlite>,
         sealed_answer -> Nullable<Bytea>,
+        principal_id -> Nullable<Uuid>,
+        delegation_id -> Nullable<Uuid>,
+        chain -> Jsonb,
+        may_act -> Nullable<Uuid>,
     }
 }
 
@@ -464,6 +468,8 @@ diesel::joinable!(members -> accounts (account_id));
 diesel::joinable!(members -> users (user_id));
 diesel::joinable!(oauth_tokens -> accounts (account_id));
 diesel::joinable!(oauth_tokens -> agents (agent_id));
+diesel::joinable!(oauth_tokens -> delegations (delegation_id));
+diesel::joinable!(oauth_tokens -> principals (principal_id));
 diesel::joinable!(oauth_catalogs -> accounts (account_id));
 diesel::joinable!(oauth_client_assertions -> agents (agent_id));
 diesel::joinable!(oauth_scopes -> oauth_catalogs (account_id));

@@ -321,6 +321,13 @@ async fn token(
         refresh_token: form.get("refresh_token").map(str::to_owned),
         task_id: form.get("task_id").map(str::to_owned),
         parent_task_id: form.get("parent_task_id").map(str::to_owned),
+        delegation_id: form.get("delegation_id").map(str::to_owned),
+        may_act: form.get("may_act").map(str::to_owned),
+        subject_token: form.get("subject_token").map(str::to_owned),
+        subject_token_type: form.get("subject_token_type").map(str::to_owned),
+        actor_token: form.get("actor_token").map(str::to_owned),
+        actor_token_type: form.get("actor_token_type").map(str::to_owned),
+        requested_token_type: form.get("requested_token_type").map(str::to_owned),
     };
     let response = state
         .app
@@ -352,6 +359,10 @@ pub struct TokenResponseBody {
     pub task_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_task_id: Option<String>,
+    /// RFC 8693: `urn:ietf:params:oauth:token-type:access_token`, on a token exchange's
+    /// answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<String>,
 }
 
 impl From<TokenResponse> for TokenResponseBody {
@@ -365,6 +376,7 @@ impl From<TokenResponse> for TokenResponseBody {
             token_id: *response.token_id.as_uuid(),
             task_id: response.task_id,
             parent_task_id: response.parent_task_id,
+            issued_token_type: response.issued_token_type,
         }
     }
 }
@@ -405,6 +417,24 @@ pub struct IntrospectionBody {
     pub family_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grant_type: Option<&'static str>,
+    /// RFC 8693 §4.1, for a token acting for its `sub`: the acting agent (`sub`), each
+    /// earlier one nested inside (`act`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub act: Option<serde_json::Value>,
+    /// RFC 8693 §4.4: the one agent that may exchange the token to act next.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub may_act: Option<serde_json::Value>,
+    /// The delegation grant the token's agent acts under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delegation_id: Option<Uuid>,
+    /// How many agents deep the token acts for its `sub` (0: an agent for itself).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub depth: Option<usize>,
+    /// The principal the token acts for, when its delegation starts with one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal_id: Option<Uuid>,
 }
 
 impl IntrospectionBody {
@@ -431,6 +461,13 @@ impl IntrospectionBody {
                     parent_token_id: record.parent_id.map(|id| *id.as_uuid()),
                     family_id: Some(*record.family_id.as_uuid()),
                     grant_type: Some(record.grant_type.as_str()),
+                    act: d2_oauth::actor_claim(&record.chain),
+                    may_act: record
+                        .may_act
+                        .map(|next| serde_json::json!({ "sub": next })),
+                    delegation_id: record.delegation_id().map(|id| *id.as_uuid()),
+                    depth: Some(record.depth()),
+                    principal_id: record.principal_id.map(|id| *id.as_uuid()),
                 }
             }
         }
@@ -542,7 +579,11 @@ async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResu
         "jwks_uri": format!("{issuer}/jwks"),
         "introspection_endpoint": format!("{issuer}/introspect"),
         "revocation_endpoint": format!("{issuer}/revoke"),
-        "grant_types_supported": ["client_credentials", "refresh_token"],
+        "grant_types_supported": [
+            "client_credentials",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ],
         "token_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,

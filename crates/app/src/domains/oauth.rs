@@ -11,7 +11,8 @@ use d2_kernel::AccountId;
 use d2_oauth::jobs::TokenPruning;
 use d2_oauth::{
     AccessRules, AgentCache, AgentService, ClientAuthenticator, DefaultScopes, DelegationService,
-    Entitlements, OAuthAdmin, PrincipalService, ScopeCatalog, TokenIssuer, ToolService,
+    Entitlements, OAuthAdmin, PrincipalService, ScopeCatalog, TokenIssuer, TokenRecords,
+    ToolService,
 };
 use d2_oidc::{AgentKeys, Reach};
 use serde::Deserialize;
@@ -213,24 +214,27 @@ pub(crate) fn build(
         tools.clone(),
         rules.clone(),
     ));
+    let records = Arc::new(TokenRecords::new(settings.token_cache.settings()));
+    registry.subscribe(records.clone());
     let delegations = Arc::new(DelegationService::new(
         shared.repositories.clone(),
         cache.clone(),
         shared.repositories.clone(),
         entitlements.clone(),
+        records.clone(),
         shared.clock.clone(),
     ));
     let issuer = Arc::new(TokenIssuer::new(
         shared.repositories.clone(),
         cache.clone(),
         entitlements,
+        delegations.clone(),
         keys.clone(),
         shared.pepper.clone(),
         shared.clock.clone(),
         seconds(settings.refresh_replay_seconds),
-        settings.token_cache.settings(),
+        records.clone(),
     ));
-    registry.subscribe(issuer.clone());
     registry.schedule(TokenPruning {
         issuer: issuer.clone(),
         keep: chrono::Duration::days(i64::from(pruning.keep_days)),
@@ -267,6 +271,7 @@ pub(crate) fn build(
         )),
         principals: Arc::new(PrincipalService::new(
             shared.repositories.clone(),
+            records,
             shared.clock.clone(),
         )),
         delegations,

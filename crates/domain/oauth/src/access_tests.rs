@@ -11,7 +11,7 @@ use d2_kernel::{
 };
 use serde_json::json;
 
-use crate::memory::{MemoryAccessRules, MemoryPrincipals};
+use crate::memory::{MemoryAccessRules, MemoryAgents, MemoryPrincipals};
 use crate::*;
 
 struct World {
@@ -29,7 +29,10 @@ fn world() -> World {
     let repo = Arc::new(MemoryAccessRules::new(audit.clone()));
     World {
         principals: PrincipalService::new(
-            Arc::new(MemoryPrincipals::new(audit.clone())),
+            Arc::new(MemoryPrincipals::new(Arc::new(MemoryAgents::new(
+                audit.clone(),
+            )))),
+            Arc::new(TokenRecords::new(CacheSettings::default())),
             clock.clone(),
         ),
         rules: AccessRules::new(repo.clone(), clock.clone(), CacheSettings::default()),

@@ -13,15 +13,19 @@ use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::{AccountId, AuthContext, Clock, Page, PageRequest, Scope, StoreError};
 use serde_json::json;
 
-use crate::agent::{Agent, AgentState};
+use crate::agent::{Agent, AgentId, AgentState};
 use crate::delegation::{
     Delegation, DelegationFilter, DelegationId, DelegationRevocation, DelegationSpec,
     DelegationStatus, Grantor,
 };
 use crate::entitlement::{Entitlements, Holdings};
 use crate::error::{DelegationError, GrantError};
+use crate::issuer::TokenRecords;
 use crate::ports::{DelegationRepo, DelegationRevoke, PrincipalRepo};
+use crate::principal::PrincipalId;
+use crate::rules::decision::PrincipalFacts;
 use crate::service::AgentCache;
+use crate::token::OAuthTokenId;
 
 /// Why a grant is revoked.
 pub mod delegation_revocation_reasons {
@@ -34,6 +38,7 @@ pub struct DelegationService {
     agents: Arc<AgentCache>,
     principals: Arc<dyn PrincipalRepo>,
     entitlements: Arc<Entitlements>,
+    records: Arc<TokenRecords>,
     clock: Arc<dyn Clock>,
 }
 
@@ -108,6 +113,7 @@ impl DelegationService {
         agents: Arc<AgentCache>,
         principals: Arc<dyn PrincipalRepo>,
         entitlements: Arc<Entitlements>,
+        records: Arc<TokenRecords>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
@@ -115,6 +121,7 @@ impl DelegationService {
             agents,
             principals,
             entitlements,
+            records,
             clock,
         }
     }
@@ -197,13 +204,14 @@ impl DelegationService {
             reason: delegation_revocation_reasons::ADMIN.to_owned(),
             by: ctx.actor(),
         };
-        let audit_of = |delegation: &Delegation| {
+        let audit_of = |delegation: &Delegation, revoked: &[OAuthTokenId]| {
             AuditEntry::by(ctx, AuditAction::DelegationRevoke, now)
                 .target("delegation", delegation.id)
                 .metadata(json!({
                     "reason": revocation.reason,
                     "grantor": {"type": delegation.grantor.kind(), "id": delegation.grantor.id()},
                     "agent_id": delegation.agent_id,
+                    "revoked_tokens": revoked,
                 }))
         };
         match self
@@ -212,6 +220,9 @@ impl DelegationService {
             .await?
         {
             DelegationRevoke::Revoked(delegation) => {
+                // The tokens revoked with it stop working here at once, elsewhere through
+                // the change feed.
+                self.records.forget_account(ctx.account_id);
                 tracing::info!(delegation.id = %id, account.id = %ctx.account_id, "delegation revoked");
                 Ok(*delegation)
             }
@@ -250,6 +261,52 @@ impl DelegationService {
             .await?
             .ok_or(DelegationError::AgentNotFound)?;
         self.check_grantee(&grantee, &asked).await
+    }
+
+    /// The grant `id` of `account`, whatever its state (the token endpoint's read).
+    pub(crate) async fn grant(
+        &self,
+        account: AccountId,
+        id: DelegationId,
+    ) -> Result<Option<Delegation>, DelegationError> {
+        Ok(self.repo.delegation(account, id).await?)
+    }
+
+    /// The newest grant from `grantor` to `agent` that is neither revoked nor expired at
+    /// `now`, if any (a token exchange that names no grant).
+    pub(crate) async fn newest_between(
+        &self,
+        account: AccountId,
+        grantor: Grantor,
+        agent: AgentId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Delegation>, DelegationError> {
+        let filter = DelegationFilter {
+            grantor: Some(grantor),
+            agent_id: Some(agent),
+            active_at: Some(now),
+        };
+        let page = self
+            .repo
+            .delegations(account, &filter, &PageRequest::first(1))
+            .await?;
+        Ok(page.items.into_iter().next())
+    }
+
+    /// The facts access rules read of the principal `id` of `account`, if it exists.
+    pub(crate) async fn principal_facts(
+        &self,
+        account: AccountId,
+        id: PrincipalId,
+    ) -> Result<Option<PrincipalFacts>, DelegationError> {
+        Ok(self
+            .principals
+            .principal(account, id)
+            .await?
+            .map(|principal| PrincipalFacts {
+                id: principal.id,
+                attributes: principal.spec.attributes,
+            }))
     }
 
     async fn check_grantor(

@@ -23,7 +23,8 @@ fn world() -> World {
     let clock = Arc::new(ManualClock::starting_now());
     let audit = Arc::new(MemoryAuditLog::default());
     let store = Arc::new(MemoryAgents::new(audit.clone()));
-    let principals = Arc::new(MemoryPrincipals::new(audit.clone()));
+    let principals = Arc::new(MemoryPrincipals::new(store.clone()));
+    let records = Arc::new(TokenRecords::new(CacheSettings::default()));
     let cache = Arc::new(AgentCache::new(store.clone(), CacheSettings::default()));
     let agents = AgentService::new(
         store.clone(),
@@ -43,25 +44,26 @@ fn world() -> World {
         CacheSettings::default(),
     ));
     let tools = Arc::new(ToolService::new(
-        store,
+        store.clone(),
         scopes.clone(),
         clock.clone(),
         CacheSettings::default(),
     ));
     let rules = Arc::new(AccessRules::new(
-        Arc::new(MemoryAccessRules::new(audit.clone())),
+        Arc::new(MemoryAccessRules::new(audit)),
         clock.clone(),
         CacheSettings::default(),
     ));
     let entitlements = Arc::new(Entitlements::new(scopes, tools, rules));
     World {
         agents,
-        principals: PrincipalService::new(principals.clone(), clock.clone()),
+        principals: PrincipalService::new(principals.clone(), records.clone(), clock.clone()),
         delegations: DelegationService::new(
-            Arc::new(MemoryDelegations::new(audit)),
+            Arc::new(MemoryDelegations::new(store)),
             cache,
             principals,
             entitlements,
+            records,
             clock.clone(),
         ),
         clock,

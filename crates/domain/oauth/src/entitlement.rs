@@ -15,7 +15,7 @@ use crate::catalog::scope::KnownScopes;
 use crate::catalog::scopes::ScopeCatalog;
 use crate::catalog::tools::ToolService;
 use crate::error::{AccessRuleError, GrantError};
-use crate::rules::decision::{AccessRequest, AgentFacts, Reason, RuleRef};
+use crate::rules::decision::{AccessRequest, AgentFacts, PrincipalFacts, Reason, RuleRef};
 use crate::token::{GrantType, TokenRecord, token_limits};
 
 /// The catalog and the rules, as the token endpoint and the tool-access check read them.
@@ -38,6 +38,23 @@ pub(crate) struct Ask<'a> {
     pub task_id: &'a str,
     pub parent_task_id: Option<&'a str>,
     pub now: DateTime<Utc>,
+    /// What the delegation grants of the token's chain add, if it acts for someone.
+    pub delegated: &'a Delegated,
+}
+
+/// What a delegated token's grants add to a decision: the principal it acts for (rules
+/// read `principal.*`), and the tools every grant of its chain allows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Delegated {
+    pub principal: Option<PrincipalFacts>,
+    /// `None`: any tool the token's scopes allow.
+    pub tools: Option<BTreeSet<String>>,
+}
+
+impl Delegated {
+    fn allows_tool(&self, name: &str) -> bool {
+        self.tools.as_ref().is_none_or(|tools| tools.contains(name))
+    }
 }
 
 /// The scopes a grant gets, and the rule that decided them.
@@ -85,6 +102,21 @@ pub enum ToolAccessReason {
     MissingScopes,
     /// An access rule denied it, or narrowed away a scope it requires.
     DeniedByRule,
+    /// The token acts for someone, and its delegation grants do not (or no longer) let it
+    /// call this tool.
+    NotDelegated,
+}
+
+impl ToolAccess {
+    /// The answer for a token whose delegation grants are no longer in force.
+    pub(crate) fn not_delegated() -> Self {
+        Self {
+            allowed: false,
+            reason: ToolAccessReason::NotDelegated,
+            decided_by: None,
+            missing_scopes: Vec::new(),
+        }
+    }
 }
 
 impl ToolAccessReason {
@@ -96,6 +128,7 @@ impl ToolAccessReason {
             ToolAccessReason::NotBound => "not_bound",
             ToolAccessReason::MissingScopes => "missing_scopes",
             ToolAccessReason::DeniedByRule => "denied_by_rule",
+            ToolAccessReason::NotDelegated => "not_delegated",
         }
     }
 }
@@ -188,13 +221,14 @@ impl Entitlements {
         };
         let mut scopes: BTreeSet<String> = closure(&known, asked);
         scopes.retain(|scope| within(scope));
-        let tools = self.usable_tools(agent, &scopes).await?;
+        let mut tools = self.usable_tools(agent, &scopes).await?;
+        tools.retain(|tool| ask.delegated.allows_tool(tool));
         let mut decided_by = None;
         let mut reason = Reason::NoRuleMatched;
         for resource in ask.audience {
             let request = AccessRequest {
                 agent: facts(agent),
-                principal: None,
+                principal: ask.delegated.principal.clone(),
                 scopes: scopes.clone(),
                 tools: tools.clone(),
                 resource: Some(resource.clone()),
@@ -249,10 +283,11 @@ impl Entitlements {
     /// tool `name` now: the tool is the account's, active and bound to the agent, the token
     /// carries the scopes it requires, and the access rules, asked about this tool with the
     /// token's scopes, do not deny it or narrow a required scope away.
-    pub async fn tool_access(
+    pub(crate) async fn tool_access(
         &self,
         agent: &Agent,
         record: &TokenRecord,
+        delegated: &Delegated,
         name: &str,
         now: DateTime<Utc>,
     ) -> Result<ToolAccess, GrantError> {
@@ -272,6 +307,9 @@ impl Entitlements {
         let bound = self.tools.agent_tools(account, agent.id).await?;
         if !bound.iter().any(|t| t.id == tool.id) {
             return Ok(refuse(ToolAccessReason::NotBound, Vec::new()));
+        }
+        if !delegated.allows_tool(name) {
+            return Ok(refuse(ToolAccessReason::NotDelegated, Vec::new()));
         }
         let carried: BTreeSet<String> = record.scopes.iter().cloned().collect();
         let missing = |scopes: &BTreeSet<String>| -> Vec<String> {
@@ -295,7 +333,7 @@ impl Entitlements {
         for resource in &record.audience {
             let request = AccessRequest {
                 agent: facts(agent),
-                principal: None,
+                principal: delegated.principal.clone(),
                 scopes: carried.clone(),
                 tools: BTreeSet::from([tool.spec.name.clone()]),
                 resource: Some(resource.clone()),
@@ -368,6 +406,16 @@ impl Entitlements {
             tools: Some(active),
             resources: None,
         })
+    }
+
+    /// `names` with every scope the account's catalog says they imply.
+    pub(crate) async fn expanded(
+        &self,
+        account: AccountId,
+        names: impl IntoIterator<Item = &String>,
+    ) -> Result<BTreeSet<String>, GrantError> {
+        let known = self.scopes.known(account).await?;
+        Ok(closure(&known, names.into_iter().map(String::as_str)))
     }
 
     /// The account's scope catalog (for the discovery document's `scopes_supported`).

@@ -19,16 +19,24 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::agent::Agent;
-use crate::entitlement::{Ask, Entitlements, ToolAccess};
-use crate::error::GrantError;
+use chrono::{DateTime, Utc};
+
+use crate::agent::{Agent, AgentId};
+use crate::delegation::{Delegation, DelegationId, Grantor};
+use crate::delegations::DelegationService;
+use crate::entitlement::{Ask, Delegated, Entitlements, ToolAccess};
+use crate::error::{DelegationError, GrantError};
 use crate::ports::OAuthTokenRepo;
+use crate::principal::PrincipalId;
 use crate::rules::decision::RuleRef;
 use crate::service::AgentCache;
 use crate::token::{
-    GrantType, Issuance, OAuthTokenId, RefreshIssuance, RefreshOutcome, RefreshToken, RevokeScope,
-    TokenKind, TokenRecord, is_task_id, revocation_reasons, token_limits,
+    GrantType, Hop, Issuance, OAuthTokenId, RefreshIssuance, RefreshOutcome, RefreshToken,
+    RevokeScope, TokenKind, TokenRecord, is_task_id, revocation_reasons, token_limits,
 };
+
+/// RFC 8693 §3: the only token type D2 exchanges and issues.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 
 /// How long a spent refresh token, presented again, gets the answer it got instead of
 /// revoking its family, unless configured: a client retrying a refresh whose answer it
@@ -46,6 +54,17 @@ pub struct TokenRequest {
     pub refresh_token: Option<String>,
     pub task_id: Option<String>,
     pub parent_task_id: Option<String>,
+    /// The grant to act under: `client_credentials` for its grantor, or the token exchange
+    /// (absent there, the newest grant in force from the subject token's agent).
+    pub delegation_id: Option<String>,
+    /// The one agent (a client id) that may exchange the issued token to act next.
+    pub may_act: Option<String>,
+    /// RFC 8693 §2.1.
+    pub subject_token: Option<String>,
+    pub subject_token_type: Option<String>,
+    pub actor_token: Option<String>,
+    pub actor_token_type: Option<String>,
+    pub requested_token_type: Option<String>,
 }
 
 /// RFC 6749 §5.1, with the lineage beside it.
@@ -62,6 +81,9 @@ pub struct TokenResponse {
     pub task_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_task_id: Option<String>,
+    /// RFC 8693 §2.2.1, on a token exchange's answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<String>,
 }
 
 /// What introspection answers about a token (RFC 7662 §2.2); `None` for an inactive one.
@@ -131,6 +153,43 @@ pub fn issuer_url(base: &str, account: AccountId) -> String {
     format!("{}/oauth/{account}", base.trim_end_matches('/'))
 }
 
+/// Issued tokens by account and id, as introspection reads them. A revocation in the
+/// account (by a client, a family's reuse, a grant's revocation, a principal's
+/// deactivation) drops its entries at once in the process that made it and, through the
+/// change feed, on every other replica.
+pub struct TokenRecords {
+    records: CoherentCache<(AccountId, OAuthTokenId), Option<Arc<TokenRecord>>>,
+}
+
+impl std::fmt::Debug for TokenRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecords").finish_non_exhaustive()
+    }
+}
+
+impl TokenRecords {
+    pub fn new(cache: CacheSettings) -> Self {
+        Self {
+            records: CoherentCache::new(cache),
+        }
+    }
+
+    pub fn forget_account(&self, account: AccountId) {
+        self.records
+            .invalidate_if(move |(owner, _), _| *owner == account);
+    }
+}
+
+impl ChangeSubscriber for TokenRecords {
+    fn on_change(&self, change: &Change) {
+        match change {
+            Change::OAuth(account) => self.forget_account(*account),
+            Change::Resync => self.records.invalidate_all(),
+            _ => {}
+        }
+    }
+}
+
 /// The token endpoint's grants, introspection and revocation.
 pub struct TokenIssuer {
     tokens: Arc<dyn OAuthTokenRepo>,
@@ -138,9 +197,9 @@ pub struct TokenIssuer {
     pepper: Arc<Pepper>,
     clock: Arc<dyn Clock>,
     replay_grace: Duration,
-    /// Issued tokens by account and id, for introspection; a revocation in the account
-    /// drops its entries on every replica.
-    records: CoherentCache<(AccountId, OAuthTokenId), Option<Arc<TokenRecord>>>,
+    records: Arc<TokenRecords>,
+    /// The grants delegated tokens act under.
+    delegations: Arc<DelegationService>,
     /// Agents by id, for introspection and `agentinfo`.
     agents: Arc<AgentCache>,
     /// The scope catalog, the tools and the access rules every grant is decided by.
@@ -170,6 +229,28 @@ struct AccessClaims<'a> {
     task_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     parent_task_id: Option<&'a str>,
+    /// RFC 8693 §4.1: the acting agent, each earlier one nested inside.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    act: Option<Value>,
+    /// RFC 8693 §4.4: the one agent that may act next.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    may_act: Option<Value>,
+    /// The grant the agent acts under.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delegation_id: Option<DelegationId>,
+}
+
+/// RFC 8693 §4.1's `act` of a chain: the last agent outermost, each earlier one inside;
+/// `None` for an agent acting for itself.
+pub fn actor_claim(chain: &[Hop]) -> Option<Value> {
+    chain.iter().fold(None, |inner, hop| {
+        let mut act = serde_json::Map::new();
+        act.insert("sub".to_owned(), Value::String(hop.agent_id.to_string()));
+        if let Some(inner) = inner {
+            act.insert("act".to_owned(), inner);
+        }
+        Some(Value::Object(act))
+    })
 }
 
 /// The lineage and grant of tokens about to be issued.
@@ -181,6 +262,26 @@ struct Plan {
     grant_type: GrantType,
     family_id: Option<OAuthTokenId>,
     parent_id: Option<OAuthTokenId>,
+    acting: Acting,
+}
+
+/// Whom the tokens of a plan act for, when not their agent itself.
+#[derive(Default)]
+struct Acting {
+    /// The `sub`: the principal's id or the first granting agent's client id.
+    subject: Option<String>,
+    principal_id: Option<PrincipalId>,
+    chain: Vec<Hop>,
+    may_act: Option<AgentId>,
+    /// The earliest expiry of the chain's grants: no token outlives them.
+    not_after: Option<DateTime<Utc>>,
+}
+
+/// What the grants of a chain allow now.
+struct Mandate {
+    delegated: Delegated,
+    grants: Vec<Delegation>,
+    not_after: Option<DateTime<Utc>>,
 }
 
 impl TokenIssuer {
@@ -192,21 +293,23 @@ impl TokenIssuer {
         tokens: Arc<dyn OAuthTokenRepo>,
         agents: Arc<AgentCache>,
         entitlements: Arc<Entitlements>,
+        delegations: Arc<DelegationService>,
         jwks: Arc<Jwks>,
         pepper: Arc<Pepper>,
         clock: Arc<dyn Clock>,
         replay_grace: Duration,
-        cache: CacheSettings,
+        records: Arc<TokenRecords>,
     ) -> Self {
         Self {
             tokens,
             agents,
             entitlements,
+            delegations,
             jwks,
             pepper,
             clock,
             replay_grace,
-            records: CoherentCache::new(cache),
+            records,
             random: SystemRandom::new(),
         }
     }
@@ -224,6 +327,7 @@ impl TokenIssuer {
                 self.client_credentials(agent, issuer, request).await
             }
             Some(GrantType::RefreshToken) => self.refresh(agent, issuer, request).await,
+            Some(GrantType::TokenExchange) => self.exchange(agent, issuer, request).await,
             None => Err(GrantError::Request("`grant_type` is required".into())),
         };
         if let Err(error) = &result
@@ -266,24 +370,72 @@ impl TokenIssuer {
                 "`refresh_token` belongs to the refresh_token grant".into(),
             ));
         }
-        let audience = audience(agent, issuer, &request.resources)?;
-        let task_id = task_id(request.task_id)?;
+        refuse_exchange_parameters(&request)?;
+        let now = self.clock.now();
+        let mut audience = audience(agent, issuer, &request.resources)?;
         let parent_task_id = request
             .parent_task_id
             .map(|id| checked_task_id(id, "parent_task_id"))
             .transpose()?;
+        let may_act = may_act(request.may_act.as_deref())?;
+        let (task_id, ceiling, acting, mandate) = match request.delegation_id.as_deref() {
+            None => {
+                if may_act.is_some() {
+                    return Err(GrantError::Request(
+                        "`may_act` is for tokens acting for someone: name a `delegation_id`".into(),
+                    ));
+                }
+                (task_id(request.task_id)?, None, Acting::default(), None)
+            }
+            Some(text) => {
+                let chain = vec![Hop {
+                    agent_id: agent.id,
+                    delegation_id: delegation_id(text)?,
+                }];
+                let mandate = self.mandate(agent.account_id, &chain, now).await?;
+                let grant = mandate
+                    .grants
+                    .last()
+                    .ok_or_else(|| GrantError::Grant("the delegation grant is unknown".into()))?;
+                audience = within_grant(audience, &request.resources, grant)?;
+                let ceiling: Vec<String> = self
+                    .entitlements
+                    .expanded(agent.account_id, &grant.scopes)
+                    .await?
+                    .into_iter()
+                    .collect();
+                let acting = Acting {
+                    subject: Some(grant.grantor.id().to_string()),
+                    principal_id: match grant.grantor {
+                        Grantor::Principal(id) => Some(id),
+                        Grantor::Agent(_) => None,
+                    },
+                    chain,
+                    may_act,
+                    not_after: mandate.not_after,
+                };
+                (
+                    grant_task(grant, request.task_id)?,
+                    Some(ceiling),
+                    acting,
+                    Some(mandate),
+                )
+            }
+        };
+        let delegated = mandate.map(|m| m.delegated).unwrap_or_default();
         let granted = self
             .entitlements
             .grant(
                 agent,
                 Ask {
                     scope: request.scope.as_deref(),
-                    ceiling: None,
+                    ceiling: ceiling.as_deref(),
                     audience: &audience,
                     grant_type: GrantType::ClientCredentials,
                     task_id: &task_id,
                     parent_task_id: parent_task_id.as_deref(),
-                    now: self.clock.now(),
+                    now,
+                    delegated: &delegated,
                 },
             )
             .await?;
@@ -295,17 +447,259 @@ impl TokenIssuer {
             grant_type: GrantType::ClientCredentials,
             family_id: None,
             parent_id: None,
+            acting,
         };
+        self.issue_new(agent, issuer, plan, granted.decided_by.as_ref())
+            .await
+    }
+
+    /// Signs and stores the new tokens of `plan`, audited `oauth.token_issue`.
+    async fn issue_new(
+        &self,
+        agent: &Agent,
+        issuer: &str,
+        plan: Plan,
+        decided_by: Option<&RuleRef>,
+    ) -> Result<TokenResponse, GrantError> {
         let (issuance, response) = self.prepare(agent, issuer, plan).await?;
-        let entry = self.issue_audit(
-            AuditAction::OAuthTokenIssue,
-            &issuance,
-            granted.decided_by.as_ref(),
-        );
+        let entry = self.issue_audit(AuditAction::OAuthTokenIssue, &issuance, decided_by);
         if !self.tokens.issue(&issuance, &entry).await? {
             return Err(GrantError::ClientGone);
         }
         Ok(response)
+    }
+
+    /// RFC 8693: `agent` (the actor) gets a token acting for the subject of
+    /// `subject_token`, one agent deeper, under a grant from the subject token's agent.
+    async fn exchange(
+        &self,
+        agent: &Agent,
+        issuer: &str,
+        request: TokenRequest,
+    ) -> Result<TokenResponse, GrantError> {
+        let account = agent.account_id;
+        if request.refresh_token.is_some() {
+            return Err(GrantError::Request(
+                "`refresh_token` belongs to the refresh_token grant".into(),
+            ));
+        }
+        if request.parent_task_id.is_some() {
+            return Err(GrantError::Request(
+                "an exchange's parent task is the subject token's task: `parent_task_id` is not accepted".into(),
+            ));
+        }
+        let Some(subject_text) = request.subject_token.as_deref() else {
+            return Err(GrantError::Request("`subject_token` is required".into()));
+        };
+        token_type(request.subject_token_type.as_deref(), "subject_token_type")?;
+        if request.requested_token_type.is_some() {
+            token_type(
+                request.requested_token_type.as_deref(),
+                "requested_token_type",
+            )?;
+        }
+        let now = self.clock.now();
+        match (
+            request.actor_token.as_deref(),
+            request.actor_token_type.as_deref(),
+        ) {
+            (None, None) => {}
+            (Some(actor_text), Some(_)) => {
+                token_type(request.actor_token_type.as_deref(), "actor_token_type")?;
+                let actor = self.working_access_token(account, actor_text, now).await?;
+                if actor.is_none_or(|a| a.agent_id != agent.id || !a.chain.is_empty()) {
+                    return Err(GrantError::Grant(
+                        "the actor token is not a working token of this client acting for itself"
+                            .into(),
+                    ));
+                }
+            }
+            (Some(_), None) => {
+                return Err(GrantError::Request(
+                    "`actor_token_type` is required with `actor_token`".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(GrantError::Request(
+                    "`actor_token_type` without an `actor_token`".into(),
+                ));
+            }
+        }
+        let Some(subject) = self
+            .working_access_token(account, subject_text, now)
+            .await?
+        else {
+            return Err(GrantError::Grant(
+                "the subject token is not a working access token of this account".into(),
+            ));
+        };
+        if subject.agent_id == agent.id {
+            return Err(GrantError::Grant(
+                "the subject token is this client's own: there is nothing to exchange".into(),
+            ));
+        }
+        if subject.may_act.is_some_and(|next| next != agent.id) {
+            return Err(GrantError::Grant(
+                "the subject token's `may_act` does not name this client".into(),
+            ));
+        }
+        let grantor = Grantor::Agent(subject.agent_id);
+        let grant = match request.delegation_id.as_deref() {
+            Some(text) => self
+                .delegations
+                .grant(account, delegation_id(text)?)
+                .await
+                .map_err(grant_refusal)?
+                .filter(|g| g.grantor == grantor && g.agent_id == agent.id),
+            None => self
+                .delegations
+                .newest_between(account, grantor, agent.id, now)
+                .await
+                .map_err(grant_refusal)?,
+        };
+        let Some(grant) = grant else {
+            return Err(GrantError::Grant(
+                "no delegation grant from the subject token's agent to this client is in force"
+                    .into(),
+            ));
+        };
+        let mut chain = subject.chain.clone();
+        chain.push(Hop {
+            agent_id: agent.id,
+            delegation_id: grant.id,
+        });
+        let mandate = self.mandate(account, &chain, now).await?;
+        let granted_scopes = self.entitlements.expanded(account, &grant.scopes).await?;
+        let ceiling: Vec<String> = subject
+            .scopes
+            .iter()
+            .filter(|scope| granted_scopes.contains(*scope))
+            .cloned()
+            .collect();
+        if ceiling.is_empty() {
+            return Err(GrantError::Scope(
+                "the subject token and the delegation grant share no scope".into(),
+            ));
+        }
+        let audience = exchange_audience(agent, issuer, &request.resources, &subject, &grant)?;
+        let task_id = grant_task(&grant, request.task_id)?;
+        let granted = self
+            .entitlements
+            .grant(
+                agent,
+                Ask {
+                    scope: request.scope.as_deref(),
+                    ceiling: Some(&ceiling),
+                    audience: &audience,
+                    grant_type: GrantType::TokenExchange,
+                    task_id: &task_id,
+                    parent_task_id: Some(&subject.task_id),
+                    now,
+                    delegated: &mandate.delegated,
+                },
+            )
+            .await?;
+        let plan = Plan {
+            scopes: granted.scopes.clone(),
+            audience,
+            task_id,
+            parent_task_id: Some(subject.task_id.clone()),
+            grant_type: GrantType::TokenExchange,
+            family_id: None,
+            parent_id: Some(subject.id),
+            acting: Acting {
+                subject: Some(subject.subject.clone()),
+                principal_id: subject.principal_id,
+                chain,
+                may_act: may_act(request.may_act.as_deref())?,
+                not_after: mandate.not_after,
+            },
+        };
+        let mut response = self
+            .issue_new(agent, issuer, plan, granted.decided_by.as_ref())
+            .await?;
+        response.issued_token_type = Some(ACCESS_TOKEN_TYPE.to_owned());
+        Ok(response)
+    }
+
+    /// The record of the access token `text` of `account` if it works at `now`, its agents
+    /// (the chain's too) active.
+    async fn working_access_token(
+        &self,
+        account: AccountId,
+        text: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Arc<TokenRecord>>, GrantError> {
+        let Some(record) = self.recognise(account, text).await? else {
+            return Ok(None);
+        };
+        if record.kind != TokenKind::Access
+            || !record.is_active(now)
+            || !self.agent_is_active(&record).await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(record))
+    }
+
+    /// What the grants of `chain` allow at `now`: each one the account's, made for its
+    /// hop's agent, in force (`DelegationService::check_in_force`) and deep enough for
+    /// the agents after it; else `invalid_grant`.
+    async fn mandate(
+        &self,
+        account: AccountId,
+        chain: &[Hop],
+        now: DateTime<Utc>,
+    ) -> Result<Mandate, GrantError> {
+        let mut grants = Vec::with_capacity(chain.len());
+        let mut tools: Option<std::collections::BTreeSet<String>> = None;
+        let mut not_after: Option<DateTime<Utc>> = None;
+        for (index, hop) in chain.iter().enumerate() {
+            let grant = self
+                .delegations
+                .grant(account, hop.delegation_id)
+                .await
+                .map_err(grant_refusal)?
+                .filter(|grant| grant.agent_id == hop.agent_id)
+                .ok_or_else(|| {
+                    GrantError::Grant(
+                        "the delegation grant is unknown or was not made for this client".into(),
+                    )
+                })?;
+            self.delegations
+                .check_in_force(&grant, now)
+                .await
+                .map_err(grant_refusal)?;
+            // The agents from this hop to the chain's end, this hop's included.
+            let reach = chain.len().saturating_sub(index);
+            if reach > usize::from(grant.max_depth) {
+                return Err(GrantError::Grant(format!(
+                    "the delegation grant {} reaches {} agent(s) deep at most",
+                    grant.id, grant.max_depth
+                )));
+            }
+            if let Some(allowed) = &grant.tools {
+                tools = Some(match tools {
+                    None => allowed.clone(),
+                    Some(so_far) => so_far.intersection(allowed).cloned().collect(),
+                });
+            }
+            not_after = Some(not_after.map_or(grant.expires_at, |t| t.min(grant.expires_at)));
+            grants.push(grant);
+        }
+        let principal = match grants.first().map(|grant| grant.grantor) {
+            Some(Grantor::Principal(id)) => self
+                .delegations
+                .principal_facts(account, id)
+                .await
+                .map_err(grant_refusal)?,
+            _ => None,
+        };
+        Ok(Mandate {
+            delegated: Delegated { principal, tools },
+            grants,
+            not_after,
+        })
     }
 
     async fn refresh(
@@ -314,6 +708,7 @@ impl TokenIssuer {
         issuer: &str,
         request: TokenRequest,
     ) -> Result<TokenResponse, GrantError> {
+        refuse_exchange_parameters(&request)?;
         let Some(presented) = request.refresh_token else {
             return Err(GrantError::Request("`refresh_token` is required".into()));
         };
@@ -325,6 +720,12 @@ impl TokenIssuer {
         if request.task_id.is_some() || request.parent_task_id.is_some() {
             return Err(GrantError::Request(
                 "a refresh keeps its task: `task_id` and `parent_task_id` are not accepted".into(),
+            ));
+        }
+        if request.delegation_id.is_some() || request.may_act.is_some() {
+            return Err(GrantError::Request(
+                "a refresh keeps its delegation: `delegation_id` and `may_act` are not accepted"
+                    .into(),
             ));
         }
         let invalid = |why: &str| GrantError::Grant(why.to_owned());
@@ -347,6 +748,22 @@ impl TokenIssuer {
                 "a refresh keeps the resources of its first grant".into(),
             ));
         }
+        // Under delegation, every grant of the chain is checked again.
+        let (delegated, acting) = if spent.chain.is_empty() {
+            (Delegated::default(), Acting::default())
+        } else {
+            let mandate = self
+                .mandate(agent.account_id, &spent.chain, self.clock.now())
+                .await?;
+            let acting = Acting {
+                subject: Some(spent.subject.clone()),
+                principal_id: spent.principal_id,
+                chain: spent.chain.clone(),
+                may_act: spent.may_act,
+                not_after: mandate.not_after,
+            };
+            (mandate.delegated, acting)
+        };
         let granted = self
             .entitlements
             .grant(
@@ -359,6 +776,7 @@ impl TokenIssuer {
                     task_id: &spent.task_id,
                     parent_task_id: spent.parent_task_id.as_deref(),
                     now: self.clock.now(),
+                    delegated: &delegated,
                 },
             )
             .await?;
@@ -370,6 +788,7 @@ impl TokenIssuer {
             grant_type: GrantType::RefreshToken,
             family_id: Some(spent.family_id),
             parent_id: Some(spent.id),
+            acting,
         };
         let (issuance, response) = self.prepare(agent, issuer, plan).await?;
         let sealed_answer = self.seal(&presented, &response)?;
@@ -380,7 +799,7 @@ impl TokenIssuer {
                 AuditEntry::system(spent.account_id, AuditAction::OAuthRefreshReuse, now)
                     .target("oauth_token", spent.id)
                     .metadata(json!({
-                        "client_id": spent.subject,
+                        "client_id": spent.agent_id,
                         "family_id": spent.family_id,
                         "revoked": revoked,
                         "task_id": spent.task_id,
@@ -430,12 +849,24 @@ impl TokenIssuer {
     ) -> Result<(Issuance, TokenResponse), GrantError> {
         let now = self.clock.now();
         let access_id = OAuthTokenId::random();
-        let access_seconds = agent.spec.access_token_seconds;
-        let expires_at = d2_kernel::later(now, Duration::seconds(i64::from(access_seconds)));
+        // No token outlives the grants it acts under.
+        let capped = |seconds: u32| {
+            let at = d2_kernel::later(now, Duration::seconds(i64::from(seconds)));
+            plan.acting.not_after.map_or(at, |limit| at.min(limit))
+        };
+        let expires_at = capped(agent.spec.access_token_seconds);
+        let access_seconds =
+            u32::try_from(expires_at.signed_duration_since(now).num_seconds().max(0))
+                .unwrap_or(agent.spec.access_token_seconds);
         let client_id = agent.client_id();
+        let subject = plan
+            .acting
+            .subject
+            .clone()
+            .unwrap_or_else(|| client_id.clone());
         let claims = AccessClaims {
             iss: issuer,
-            sub: &client_id,
+            sub: &subject,
             aud: match plan.audience.as_slice() {
                 [one] => Value::String(one.clone()),
                 many => Value::from(many.to_vec()),
@@ -447,6 +878,9 @@ impl TokenIssuer {
             scope: plan.scopes.join(" "),
             task_id: &plan.task_id,
             parent_task_id: plan.parent_task_id.as_deref(),
+            act: actor_claim(&plan.acting.chain),
+            may_act: plan.acting.may_act.map(|next| json!({ "sub": next })),
+            delegation_id: plan.acting.chain.last().map(|hop| hop.delegation_id),
         };
         let payload =
             serde_json::to_vec(&claims).map_err(|e| GrantError::Signing(e.to_string()))?;
@@ -478,7 +912,10 @@ impl TokenIssuer {
             kind,
             family_id,
             parent_id: plan.parent_id,
-            subject: client_id.clone(),
+            subject: subject.clone(),
+            principal_id: plan.acting.principal_id,
+            chain: plan.acting.chain.clone(),
+            may_act: plan.acting.may_act,
             scopes: plan.scopes.clone(),
             audience: plan.audience.clone(),
             task_id: plan.task_id.clone(),
@@ -502,7 +939,7 @@ impl TokenIssuer {
                     *id,
                     TokenKind::Refresh,
                     self.pepper.digest(secret),
-                    d2_kernel::later(now, Duration::seconds(i64::from(*seconds))),
+                    capped(*seconds),
                 )
             }),
         };
@@ -515,6 +952,7 @@ impl TokenIssuer {
             token_id: access_id,
             task_id: plan.task_id,
             parent_task_id: plan.parent_task_id,
+            issued_token_type: None,
         };
         Ok((issuance, response))
     }
@@ -529,7 +967,8 @@ impl TokenIssuer {
         AuditEntry::system(access.account_id, action, access.issued_at)
             .target("oauth_token", access.id)
             .metadata(json!({
-                "client_id": access.subject,
+                "client_id": access.agent_id,
+                "sub": access.subject,
                 "scope": access.scope(),
                 "aud": access.audience,
                 "task_id": access.task_id,
@@ -539,6 +978,9 @@ impl TokenIssuer {
                 "family_id": access.family_id,
                 "refresh_token_id": issuance.refresh.as_ref().map(|r| r.id),
                 "grant_type": access.grant_type.as_str(),
+                "delegation_id": access.delegation_id(),
+                "depth": access.depth(),
+                "act": actor_claim(&access.chain),
                 "access_rule": decided_by.map_or(Value::Null, rule_json),
             }))
     }
@@ -632,7 +1074,7 @@ impl TokenIssuer {
             .target("oauth_token", record.id)
             .metadata(json!({
                 "client_id": caller.client_id(),
-                "token_client_id": record.subject,
+                "token_client_id": record.agent_id,
                 "reason": why,
                 "task_id": record.task_id,
                 "parent_task_id": record.parent_task_id,
@@ -656,9 +1098,21 @@ impl TokenIssuer {
         let Some((agent, record)) = self.bearer(account, text).await? else {
             return Ok(None);
         };
+        let now = self.clock.now();
+        let delegated = if record.chain.is_empty() {
+            Delegated::default()
+        } else {
+            match self.mandate(account, &record.chain, now).await {
+                Ok(mandate) => mandate.delegated,
+                Err(GrantError::Grant(_)) => {
+                    return Ok(Some((record, ToolAccess::not_delegated())));
+                }
+                Err(failure) => return Err(failure),
+            }
+        };
         let access = self
             .entitlements
-            .tool_access(&agent, &record, name, self.clock.now())
+            .tool_access(&agent, &record, &delegated, name, now)
             .await?;
         Ok(Some((record, access)))
     }
@@ -738,6 +1192,7 @@ impl TokenIssuer {
         id: OAuthTokenId,
     ) -> Result<Option<Arc<TokenRecord>>, GrantError> {
         self.records
+            .records
             .get_or_load(&(account, id), || async {
                 self.tokens
                     .token(account, id)
@@ -777,12 +1232,18 @@ impl TokenIssuer {
             .filter(|r| r.kind == TokenKind::Access))
     }
 
+    /// Whether the token's agent, and every agent of its chain, is active: a disabled or
+    /// deleted agent's tokens stop working, and so do those acting after it.
     async fn agent_is_active(&self, record: &TokenRecord) -> Result<bool, GrantError> {
-        let agent = self
-            .agents
-            .agent(record.account_id, record.agent_id)
-            .await?;
-        Ok(agent.is_some_and(|a| a.state == crate::AgentState::Active))
+        let acting =
+            std::iter::once(record.agent_id).chain(record.chain.iter().map(|h| h.agent_id));
+        for id in acting {
+            let agent = self.agents.agent(record.account_id, id).await?;
+            if agent.is_none_or(|a| a.state != crate::AgentState::Active) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The active agent an access token of `account` was issued to, with the token's
@@ -795,7 +1256,10 @@ impl TokenIssuer {
         let Some(record) = self.recognise(account, text).await? else {
             return Ok(None);
         };
-        if record.kind != TokenKind::Access || !record.is_active(self.clock.now()) {
+        if record.kind != TokenKind::Access
+            || !record.is_active(self.clock.now())
+            || !self.agent_is_active(&record).await?
+        {
             return Ok(None);
         }
         let agent = self
@@ -878,18 +1342,7 @@ impl TokenIssuer {
     }
 
     fn forget_account(&self, account: AccountId) {
-        self.records
-            .invalidate_if(move |(owner, _), _| *owner == account);
-    }
-}
-
-impl ChangeSubscriber for TokenIssuer {
-    fn on_change(&self, change: &Change) {
-        match change {
-            Change::OAuth(account) => self.forget_account(*account),
-            Change::Resync => self.records.invalidate_all(),
-            _ => {}
-        }
+        self.records.forget_account(account);
     }
 }
 
@@ -917,9 +1370,9 @@ fn rule_json(rule: &RuleRef) -> Value {
     json!({ "id": rule.id, "name": &*rule.name })
 }
 
-/// The `aud`: the resources asked, each one the agent may target; else its registered
-/// ones; else the issuer.
-fn audience(agent: &Agent, issuer: &str, asked: &[String]) -> Result<Vec<String>, GrantError> {
+/// Refuses more `resource`s than a request may name, or one that is not an RFC 8707
+/// resource.
+fn checked_resources(asked: &[String]) -> Result<(), GrantError> {
     if asked.len() > token_limits::RESOURCES {
         return Err(GrantError::Target(format!(
             "at most {} resources per request",
@@ -932,6 +1385,13 @@ fn audience(agent: &Agent, issuer: &str, asked: &[String]) -> Result<Vec<String>
             bad.escape_debug()
         )));
     }
+    Ok(())
+}
+
+/// The `aud`: the resources asked, each one the agent may target; else its registered
+/// ones; else the issuer.
+fn audience(agent: &Agent, issuer: &str, asked: &[String]) -> Result<Vec<String>, GrantError> {
+    checked_resources(asked)?;
     if let Some(refused) = asked.iter().find(|r| !agent.spec.resources.contains(r)) {
         return Err(GrantError::Target(format!(
             "`{}` is not a resource this client may target",
@@ -971,4 +1431,131 @@ fn task_id(asked: Option<String>) -> Result<String, GrantError> {
 
 fn uuid_text() -> String {
     OAuthTokenId::random().as_uuid().simple().to_string()
+}
+
+/// Refuses the token exchange's parameters on another grant.
+fn refuse_exchange_parameters(request: &TokenRequest) -> Result<(), GrantError> {
+    let exchange_only = [
+        ("subject_token", &request.subject_token),
+        ("subject_token_type", &request.subject_token_type),
+        ("actor_token", &request.actor_token),
+        ("actor_token_type", &request.actor_token_type),
+        ("requested_token_type", &request.requested_token_type),
+    ];
+    match exchange_only.iter().find(|(_, value)| value.is_some()) {
+        Some((name, _)) => Err(GrantError::Request(format!(
+            "`{name}` belongs to the token exchange grant"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A token type parameter: only access tokens are exchanged and issued.
+fn token_type(given: Option<&str>, name: &str) -> Result<(), GrantError> {
+    match given {
+        Some(ACCESS_TOKEN_TYPE) => Ok(()),
+        None => Err(GrantError::Request(format!("`{name}` is required"))),
+        Some(_) => Err(GrantError::Request(format!(
+            "`{name}` must be {ACCESS_TOKEN_TYPE}: only access tokens are exchanged"
+        ))),
+    }
+}
+
+fn delegation_id(text: &str) -> Result<DelegationId, GrantError> {
+    text.parse()
+        .map_err(|_| GrantError::Request("`delegation_id` must be a grant's id (a uuid)".into()))
+}
+
+/// The `may_act` parameter: the client id of the one agent that may act next.
+fn may_act(text: Option<&str>) -> Result<Option<AgentId>, GrantError> {
+    text.map(|text| {
+        text.parse().map_err(|_| {
+            GrantError::Request("`may_act` must be an agent's client id (a uuid)".into())
+        })
+    })
+    .transpose()
+}
+
+/// A refusal to act under a grant: `invalid_grant`, unless the store failed.
+fn grant_refusal(error: DelegationError) -> GrantError {
+    match error {
+        DelegationError::Store(error) => GrantError::Store(error),
+        other => GrantError::Grant(format!("the delegation grant is not in force: {other}")),
+    }
+}
+
+/// The task of a token issued under `grant`: its task, when it names one (a request
+/// naming another is refused), else the one asked, else a new one.
+fn grant_task(grant: &Delegation, asked: Option<String>) -> Result<String, GrantError> {
+    match (&grant.task_id, asked) {
+        (None, asked) => task_id(asked),
+        (Some(task), None) => Ok(task.clone()),
+        (Some(task), Some(asked)) if *task == asked => Ok(asked),
+        (Some(_), Some(_)) => Err(GrantError::Grant(
+            "the delegation grant is for another task".into(),
+        )),
+    }
+}
+
+/// The audience of a token issued under `grant`: the resources asked (else the grant's,
+/// else the agent's default), each one the grant names when it names any.
+fn within_grant(
+    audience: Vec<String>,
+    asked: &[String],
+    grant: &Delegation,
+) -> Result<Vec<String>, GrantError> {
+    if grant.resources.is_empty() {
+        return Ok(audience);
+    }
+    if asked.is_empty() {
+        return Ok(grant.resources.iter().cloned().collect());
+    }
+    match audience.iter().find(|r| !grant.resources.contains(*r)) {
+        Some(refused) => Err(GrantError::Target(format!(
+            "`{}` is not a resource the delegation grant names",
+            refused.escape_debug()
+        ))),
+        None => Ok(audience),
+    }
+}
+
+/// The audience of an exchanged token: the resources asked, else the subject token's;
+/// each one the subject token is for, the grant names (when it names any) and the actor
+/// may target (its registered resources, or the issuer when it has none). A delegation
+/// never reaches further than the token it comes from.
+fn exchange_audience(
+    actor: &Agent,
+    issuer: &str,
+    asked: &[String],
+    subject: &TokenRecord,
+    grant: &Delegation,
+) -> Result<Vec<String>, GrantError> {
+    checked_resources(asked)?;
+    let mut audience = if asked.is_empty() {
+        subject.audience.clone()
+    } else {
+        asked.to_vec()
+    };
+    audience.sort();
+    audience.dedup();
+    let targetable = |resource: &String| {
+        actor.spec.resources.contains(resource)
+            || (actor.spec.resources.is_empty() && resource == issuer)
+    };
+    for resource in &audience {
+        let why = if !subject.audience.contains(resource) {
+            "the subject token is not for"
+        } else if !grant.resources.is_empty() && !grant.resources.contains(resource) {
+            "the delegation grant does not name"
+        } else if !targetable(resource) {
+            "this client may not target"
+        } else {
+            continue;
+        };
+        return Err(GrantError::Target(format!(
+            "{why} `{}`",
+            resource.escape_debug()
+        )));
+    }
+    Ok(audience)
 }

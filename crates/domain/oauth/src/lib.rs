@@ -62,8 +62,8 @@ pub use error::{
     PrincipalError,
 };
 pub use issuer::{
-    DEFAULT_REFRESH_REPLAY_SECONDS, Introspected, LineageProblem, TokenIssuer, TokenRequest,
-    TokenResponse, Verification, issuer_url,
+    ACCESS_TOKEN_TYPE, DEFAULT_REFRESH_REPLAY_SECONDS, Introspected, LineageProblem, TokenIssuer,
+    TokenRecords, TokenRequest, TokenResponse, Verification, actor_claim, issuer_url,
 };
 pub use ports::{
     AccessRuleRepo, AgentAuditOf, AgentRepo, DelegationAuditOf, DelegationRepo, DelegationRevoke,
@@ -82,7 +82,7 @@ pub use service::{
     AgentCache, AgentService, ClientAuthenticator, DEFAULT_SECRET_GRACE_SECONDS, RotatedSecret,
 };
 pub use token::{
-    AgentCounts, GrantType, Issuance, OAuthTokenId, RefreshIssuance, RefreshOutcome,
+    AgentCounts, GrantType, Hop, Issuance, OAuthTokenId, RefreshIssuance, RefreshOutcome,
     RefreshRefusal, RefreshToken, RefreshTokenFormat, RevokeScope, TokenCounts, TokenFilter,
     TokenKind, TokenRecord, UnknownGrantType, UnknownTokenKind, is_task_id, revocation_reasons,
     token_limits,

@@ -72,6 +72,55 @@ impl MemoryAgents {
         self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Revokes the tokens of `account` that `scope` reaches and still work at `now`, with
+    /// every token derived from them; returns them, sorted.
+    pub(crate) fn revoke_reached(
+        &self,
+        account: AccountId,
+        scope: RevokeScope,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<OAuthTokenId> {
+        let mut tokens = self.tokens();
+        let of_account = tokens.iter().filter(|t| t.record.account_id == account);
+        let mut reached: Vec<OAuthTokenId> = of_account
+            .filter(|t| match scope {
+                RevokeScope::WithDescendants(root) => t.record.id == root,
+                RevokeScope::Family(family) => t.record.family_id == family,
+                RevokeScope::Delegation(grant) => t.record.delegation_id() == Some(grant),
+                RevokeScope::Principal(principal) => t.record.principal_id == Some(principal),
+            })
+            .map(|t| t.record.id)
+            .collect();
+        let mut frontier = reached.clone();
+        while !frontier.is_empty() {
+            let children: Vec<OAuthTokenId> = tokens
+                .iter()
+                .filter(|t| {
+                    t.record.account_id == account
+                        && t.record.parent_id.is_some_and(|p| frontier.contains(&p))
+                        && !reached.contains(&t.record.id)
+                })
+                .map(|t| t.record.id)
+                .collect();
+            reached.extend(&children);
+            frontier = children;
+        }
+        let mut revoked = Vec::new();
+        for token in tokens.iter_mut() {
+            if reached.contains(&token.record.id)
+                && token.record.revoked_at.is_none()
+                && now < token.record.expires_at
+            {
+                token.record.revoked_at = Some(now);
+                token.record.revoked_reason = Some(reason.to_owned());
+                revoked.push(token.record.id);
+            }
+        }
+        revoked.sort();
+        revoked
+    }
+
     /// The ids of the account's agents (what the catalog's bindings may name).
     pub(crate) fn agent_ids(&self, account: AccountId) -> Vec<AgentId> {
         self.lock()
@@ -384,50 +433,7 @@ impl OAuthTokenRepo for MemoryAgents {
         now: DateTime<Utc>,
         audit_of: RevokeAuditOf<'_>,
     ) -> Result<Vec<OAuthTokenId>, StoreError> {
-        let mut tokens = self.tokens();
-        let mut reached: Vec<OAuthTokenId> = Vec::new();
-        match scope {
-            RevokeScope::Family(family) => reached.extend(
-                tokens
-                    .iter()
-                    .filter(|t| t.record.account_id == account && t.record.family_id == family)
-                    .map(|t| t.record.id),
-            ),
-            RevokeScope::WithDescendants(root) => {
-                if tokens
-                    .iter()
-                    .any(|t| t.record.account_id == account && t.record.id == root)
-                {
-                    reached.push(root);
-                    let mut frontier = vec![root];
-                    while !frontier.is_empty() {
-                        let children: Vec<OAuthTokenId> = tokens
-                            .iter()
-                            .filter(|t| {
-                                t.record.account_id == account
-                                    && t.record.parent_id.is_some_and(|p| frontier.contains(&p))
-                                    && !reached.contains(&t.record.id)
-                            })
-                            .map(|t| t.record.id)
-                            .collect();
-                        reached.extend(&children);
-                        frontier = children;
-                    }
-                }
-            }
-        }
-        let mut revoked = Vec::new();
-        for token in tokens.iter_mut() {
-            if reached.contains(&token.record.id)
-                && token.record.revoked_at.is_none()
-                && now < token.record.expires_at
-            {
-                token.record.revoked_at = Some(now);
-                token.record.revoked_reason = Some(reason.to_owned());
-                revoked.push(token.record.id);
-            }
-        }
-        revoked.sort();
+        let revoked = self.revoke_reached(account, scope, reason, now);
         if !revoked.is_empty() {
             self.audit.append(audit_of(&revoked));
         }
@@ -574,17 +580,20 @@ impl d2_audit::AuditLog for MemoryAgents {
 }
 
 /// Principals in memory, each method one critical section that writes its audit record.
+/// Deactivating one revokes its tokens in `tokens`.
 #[derive(Debug)]
 pub struct MemoryPrincipals {
     rows: Mutex<Vec<Principal>>,
+    tokens: Arc<MemoryAgents>,
     audit: Arc<MemoryAuditLog>,
 }
 
 impl MemoryPrincipals {
-    pub fn new(audit: Arc<MemoryAuditLog>) -> Self {
+    pub fn new(tokens: Arc<MemoryAgents>) -> Self {
         Self {
             rows: Mutex::new(Vec::new()),
-            audit,
+            audit: tokens.audit.clone(),
+            tokens,
         }
     }
 
@@ -694,7 +703,17 @@ impl PrincipalRepo for MemoryPrincipals {
         };
         row.spec = spec.clone();
         row.updated_at = now;
-        self.audit.append(audit_of(row));
+        let revoked = if spec.active {
+            Vec::new()
+        } else {
+            self.tokens.revoke_reached(
+                account,
+                RevokeScope::Principal(id),
+                crate::token::revocation_reasons::PRINCIPAL,
+                now,
+            )
+        };
+        self.audit.append(audit_of(row, &revoked));
         Ok(PrincipalWrite::Written(Box::new(row.clone())))
     }
 
@@ -889,19 +908,22 @@ impl crate::assertion::AssertionVerifier for NamedSignatures {
 }
 
 /// Delegation grants in memory, each method one critical section that writes its audit
-/// record. It holds no agents or principals: a grant naming ones that do not exist is
-/// stored (the SQL stores refuse it through their foreign keys).
+/// record. It does not check the agents or principals a grant names: one naming ones that
+/// do not exist is stored (the SQL stores refuse it through their foreign keys). Revoking
+/// a grant revokes its tokens in `tokens`.
 #[derive(Debug)]
 pub struct MemoryDelegations {
     rows: Mutex<Vec<Delegation>>,
+    tokens: Arc<MemoryAgents>,
     audit: Arc<MemoryAuditLog>,
 }
 
 impl MemoryDelegations {
-    pub fn new(audit: Arc<MemoryAuditLog>) -> Self {
+    pub fn new(tokens: Arc<MemoryAgents>) -> Self {
         Self {
             rows: Mutex::new(Vec::new()),
-            audit,
+            audit: tokens.audit.clone(),
+            tokens,
         }
     }
 
@@ -974,7 +996,13 @@ impl DelegationRepo for MemoryDelegations {
             return Ok(DelegationRevoke::AlreadyRevoked(Box::new(row.clone())));
         }
         row.revocation = Some(revocation.clone());
-        self.audit.append(audit_of(row));
+        let revoked = self.tokens.revoke_reached(
+            account,
+            RevokeScope::Delegation(id),
+            crate::token::revocation_reasons::DELEGATION,
+            revocation.at,
+        );
+        self.audit.append(audit_of(row, &revoked));
         Ok(DelegationRevoke::Revoked(Box::new(row.clone())))
     }
 }

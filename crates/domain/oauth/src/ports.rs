@@ -180,8 +180,9 @@ pub trait OAuthTokenRepo: Send + Sync + 'static {
     async fn prune(&self, expired_before: DateTime<Utc>, families: u32) -> Result<u64, StoreError>;
 }
 
-/// Builds the audit record of a change from the principal it changed.
-pub type PrincipalAuditOf<'a> = &'a (dyn Fn(&Principal) -> AuditEntry + Sync);
+/// Builds the audit record of a change from the principal it changed and the tokens its
+/// deactivation revoked.
+pub type PrincipalAuditOf<'a> = &'a (dyn Fn(&Principal, &[OAuthTokenId]) -> AuditEntry + Sync);
 
 /// The outcome of writing a principal.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -220,8 +221,10 @@ pub trait PrincipalRepo: Send + Sync + 'static {
         page: &PageRequest,
     ) -> Result<Page<Principal>, StoreError>;
 
-    /// Replaces the principal's spec, with the record `audit_of` makes of the result.
-    /// `NotFound` when the account has no such principal; `UsernameTaken` as for creation.
+    /// Replaces the principal's spec, with the record `audit_of` makes of the result. An
+    /// inactive spec revokes, in the same transaction, every token acting for the
+    /// principal (`RevokeScope::Principal`). `NotFound` when the account has no such
+    /// principal; `UsernameTaken` as for creation.
     async fn update_principal(
         &self,
         account: AccountId,
@@ -240,8 +243,9 @@ pub trait PrincipalRepo: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
 }
 
-/// Builds the audit record of a revocation from the grant as revoked.
-pub type DelegationAuditOf<'a> = &'a (dyn Fn(&Delegation) -> AuditEntry + Sync);
+/// Builds the audit record of a revocation from the grant as revoked and the tokens it
+/// revoked with it.
+pub type DelegationAuditOf<'a> = &'a (dyn Fn(&Delegation, &[OAuthTokenId]) -> AuditEntry + Sync);
 
 /// The outcome of revoking a grant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -278,8 +282,10 @@ pub trait DelegationRepo: Send + Sync + 'static {
         page: &PageRequest,
     ) -> Result<Page<Delegation>, StoreError>;
 
-    /// Revokes the grant with the record `audit_of` makes of it, unless it was revoked
-    /// before. Of concurrent revocations exactly one answers `Revoked`.
+    /// Revokes the grant, and in the same transaction every token issued under it or
+    /// derived from one (`RevokeScope::Delegation`), with the record `audit_of` makes of
+    /// them, unless it was revoked before. Of concurrent revocations exactly one answers
+    /// `Revoked`.
     async fn revoke_delegation(
         &self,
         account: AccountId,

@@ -8,11 +8,14 @@ use d2_kernel::{AccountId, AuthContext, Clock, Page, PageRequest, Scope};
 use serde_json::json;
 
 use crate::error::PrincipalError;
+use crate::issuer::TokenRecords;
 use crate::ports::{PrincipalRepo, PrincipalWrite};
 use crate::principal::{Principal, PrincipalId, PrincipalSpec};
+use crate::token::OAuthTokenId;
 
 pub struct PrincipalService {
     repo: Arc<dyn PrincipalRepo>,
+    records: Arc<TokenRecords>,
     clock: Arc<dyn Clock>,
 }
 
@@ -47,8 +50,16 @@ fn written(outcome: PrincipalWrite) -> Result<Principal, PrincipalError> {
 }
 
 impl PrincipalService {
-    pub fn new(repo: Arc<dyn PrincipalRepo>, clock: Arc<dyn Clock>) -> Self {
-        Self { repo, clock }
+    pub fn new(
+        repo: Arc<dyn PrincipalRepo>,
+        records: Arc<TokenRecords>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            repo,
+            records,
+            clock,
+        }
     }
 
     /// Creates a principal in the caller's account (`admin`). Audited `principal.create`.
@@ -96,7 +107,8 @@ impl PrincipalService {
     }
 
     /// Replaces the principal's username, email, display name, attributes and state.
-    /// Audited `principal.update`.
+    /// Deactivating it revokes every token acting for it, in the same transaction.
+    /// Audited `principal.update` (naming the tokens revoked).
     pub async fn update(
         &self,
         ctx: &AuthContext,
@@ -106,13 +118,28 @@ impl PrincipalService {
         ctx.require(Scope::Admin)?;
         let spec = spec.validate()?;
         let now = self.clock.now();
-        let audit_of =
-            |principal: &Principal| audit(ctx, AuditAction::PrincipalUpdate, principal, now);
-        written(
-            self.repo
-                .update_principal(ctx.account_id, id, &spec, now, &audit_of)
-                .await?,
-        )
+        let audit_of = |principal: &Principal, revoked: &[OAuthTokenId]| {
+            let entry = audit(ctx, AuditAction::PrincipalUpdate, principal, now);
+            if revoked.is_empty() {
+                entry
+            } else {
+                entry.metadata(json!({
+                    "username": principal.spec.username,
+                    "active": principal.spec.active,
+                    "revoked_tokens": revoked,
+                }))
+            }
+        };
+        let outcome = self
+            .repo
+            .update_principal(ctx.account_id, id, &spec, now, &audit_of)
+            .await?;
+        if !spec.active {
+            // Its tokens, revoked with it, stop working here at once, elsewhere through the
+            // change feed.
+            self.records.forget_account(ctx.account_id);
+        }
+        written(outcome)
     }
 
     /// Deletes the principal. Audited `principal.delete`.

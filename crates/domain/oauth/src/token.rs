@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use d2_kernel::{AccountId, Secret, SecretDigest, SecretFormat};
 
 use crate::agent::AgentId;
+use crate::delegation::DelegationId;
+use crate::principal::PrincipalId;
 
 d2_kernel::typed_id!(
     /// An issued token: an access token's `jti`, or a refresh token's id.
@@ -41,11 +43,16 @@ d2_kernel::named_values! {
     pub enum GrantType (unknown: UnknownGrantType) {
         ClientCredentials = "client_credentials",
         RefreshToken = "refresh_token",
+        /// RFC 8693: an agent acting for the subject of another token.
+        TokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange",
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported grant_type `{0}`: use client_credentials or refresh_token")]
+#[error(
+    "unsupported grant_type `{0}`: use client_credentials, refresh_token or \
+     urn:ietf:params:oauth:grant-type:token-exchange"
+)]
 pub struct UnknownGrantType(pub String);
 
 /// The bounds of what a token request may carry.
@@ -77,6 +84,17 @@ pub mod revocation_reasons {
     pub const ADMIN: &str = "admin";
     /// A spent refresh token of its family was presented again.
     pub const REUSE: &str = "reuse";
+    /// The delegation grant it was issued under was revoked.
+    pub const DELEGATION: &str = "delegation_revoked";
+    /// The principal it acts for was deactivated.
+    pub const PRINCIPAL: &str = "principal_inactive";
+}
+
+/// One agent in a delegated token's chain, and the grant that lets it act.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Hop {
+    pub agent_id: AgentId,
+    pub delegation_id: DelegationId,
 }
 
 /// An issued token's row: what it grants and where it comes from.
@@ -91,8 +109,17 @@ pub struct TokenRecord {
     pub family_id: OAuthTokenId,
     /// The token this one was derived from (the refresh token spent for it).
     pub parent_id: Option<OAuthTokenId>,
-    /// The `sub`: the agent's client id (machine to machine).
+    /// The `sub`: the agent's client id when it acts for itself; under delegation, whom
+    /// the chain acts for (the principal's id, or the first granting agent's client id).
     pub subject: String,
+    /// The principal the token acts for, when its delegation starts with one.
+    pub principal_id: Option<PrincipalId>,
+    /// The agents acting for the subject, the first one first, each with the grant that
+    /// lets it (the last is the token's agent); empty when the agent acts for itself.
+    /// Its length is the token's depth.
+    pub chain: Vec<Hop>,
+    /// The one agent that may exchange this token to act next (RFC 8693 `may_act`).
+    pub may_act: Option<AgentId>,
     pub scopes: Vec<String>,
     /// The `aud`: the resources it was issued for (or the issuer).
     pub audience: Vec<String>,
@@ -116,6 +143,16 @@ impl TokenRecord {
 
     pub fn scope(&self) -> String {
         self.scopes.join(" ")
+    }
+
+    /// How many agents deep the token acts for its subject: 0 for an agent's own token.
+    pub fn depth(&self) -> usize {
+        self.chain.len()
+    }
+
+    /// The grant the token's agent acts under, when it is delegated.
+    pub fn delegation_id(&self) -> Option<DelegationId> {
+        self.chain.last().map(|hop| hop.delegation_id)
     }
 }
 
@@ -179,8 +216,13 @@ impl RefreshRefusal {
 pub enum RevokeScope {
     /// The token and every token derived from it, to any depth.
     WithDescendants(OAuthTokenId),
-    /// Every token of a family (a refresh token's, as RFC 7009 §2.1 asks).
+    /// Every token of a family (a refresh token's, as RFC 7009 §2.1 asks), with every
+    /// token derived from them.
     Family(OAuthTokenId),
+    /// Every token issued under the grant, with every token derived from them.
+    Delegation(DelegationId),
+    /// Every token acting for the principal.
+    Principal(PrincipalId),
 }
 
 /// Which tokens a list shows.

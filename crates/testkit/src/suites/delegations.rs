@@ -16,7 +16,7 @@ use d2_audit::{AuditAction, AuditEntry, AuditLog};
 use d2_kernel::{AccountId, PageRequest};
 use d2_oauth::{
     Delegation, DelegationFilter, DelegationRepo, DelegationRevocation, DelegationRevoke,
-    DelegationSpec, DelegationStatus, Grantor,
+    DelegationSpec, DelegationStatus, Grantor, OAuthTokenId,
 };
 use futures_util::future::join_all;
 
@@ -158,7 +158,7 @@ pub async fn delegations(store: &dyn Store, a: Parties, b: Parties) {
     assert!(rest.next.is_none());
 
     // Revoked once, with its record; the second time nothing is written.
-    let audit_of = |d: &Delegation| entry(d, AuditAction::DelegationRevoke);
+    let audit_of = |d: &Delegation, _: &[OAuthTokenId]| entry(d, AuditAction::DelegationRevoke);
     let DelegationRevoke::Revoked(revoked) = store
         .revoke_delegation(a.account, by_agent.id, &revocation(100), &audit_of)
         .await
@@ -218,7 +218,7 @@ pub async fn delegations(store: &dyn Store, a: Parties, b: Parties) {
 pub async fn delegation_races(store: &dyn Store, a: Parties) {
     let delegation = grant(&a, Grantor::Principal(a.principal), 0, 0, 3_600);
     store_grant(store, &delegation).await;
-    let audit_of = |d: &Delegation| entry(d, AuditAction::DelegationRevoke);
+    let audit_of = |d: &Delegation, _: &[OAuthTokenId]| entry(d, AuditAction::DelegationRevoke);
     let outcomes = join_all((0..8).map(|i| {
         let revocation = revocation(i);
         async move {

@@ -62,6 +62,9 @@ fn record(
         expires_at: at(seconds + 3_600),
         revoked_at: None,
         revoked_reason: None,
+        principal_id: None,
+        chain: Vec::new(),
+        may_act: None,
     }
 }
 

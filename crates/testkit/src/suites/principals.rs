@@ -11,7 +11,7 @@
 
 use d2_audit::{AuditAction, AuditEntry, AuditLog};
 use d2_kernel::{AccountId, PageRequest};
-use d2_oauth::{Principal, PrincipalRepo, PrincipalSpec, PrincipalWrite};
+use d2_oauth::{OAuthTokenId, Principal, PrincipalRepo, PrincipalSpec, PrincipalWrite};
 use futures_util::future::join_all;
 use serde_json::json;
 
@@ -103,7 +103,7 @@ pub async fn principals(store: &dyn Store, a: AccountId, b: AccountId) {
     assert_eq!(inactive.items, vec![grace.clone()]);
 
     // Replacing: the username stays unique; another account's principal is not found.
-    let audit_update = |p: &Principal| entry(p, AuditAction::PrincipalUpdate);
+    let audit_update = |p: &Principal, _: &[OAuthTokenId]| entry(p, AuditAction::PrincipalUpdate);
     let mut changed = spec("ada.l", false);
     changed.attributes = serde_json::Map::new();
     changed.email = None;

@@ -1,0 +1,609 @@
+//! Tokens under delegation through the real server: an agent acting for a principal under
+//! a grant (`client_credentials` with `delegation_id`), a sub-agent one level deeper by an
+//! RFC 8693 token exchange with a nested `act`, introspection naming the chain, and
+//! revocation that follows the chain on every replica; every way of asking for more than
+//! the chain allows refused with nothing issued.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::delegations::{API, agent_with, audited, by, principal, tool};
+use crate::harness::{Reply, Tenant, TestApp};
+use crate::oauth::{Client, client_credentials, form, issuer, verified_claims};
+
+const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// A refused request: why, by whom, its form, and the error expected (with a fragment of
+/// its description after `: `, when it matters which refusal it is).
+type Case<'a, Form> = (&'a str, &'a Client, Form, &'a str);
+
+/// Holds `reply` to what the case `why` expects: `error`, or `error: fragment` of its
+/// description.
+fn assert_case(why: &str, reply: &Reply, expected: &str) {
+    let (error, description) = expected.split_once(": ").unwrap_or((expected, ""));
+    assert_eq!(reply.status.as_u16(), 400, "{why}: {}", reply.text);
+    assert_eq!(reply.body["error"], error, "{why}: {}", reply.text);
+    let said = reply.body["error_description"].as_str().unwrap();
+    assert!(said.contains(description), "{why}: {said}");
+}
+
+/// Makes a grant and answers its id.
+async fn grant(app: &TestApp, tenant: &Tenant, body: Value) -> String {
+    let reply = app.post("/v1/delegations", &tenant.token, body).await;
+    reply.assert_status(201)["delegation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn token(app: &TestApp, tenant: &Tenant, client: &Client, fields: &[(&str, &str)]) -> Reply {
+    form(app, tenant, "token", Some(client), fields).await
+}
+
+pub(crate) fn access_token(reply: &Reply) -> String {
+    reply.assert_status(200)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+pub(crate) async fn introspect(
+    app: &TestApp,
+    tenant: &Tenant,
+    caller: &Client,
+    text: &str,
+) -> Value {
+    let reply = form(app, tenant, "introspect", Some(caller), &[("token", text)]).await;
+    reply.assert_status(200).clone()
+}
+
+async fn claims(app: &TestApp, tenant: &Tenant, jwt: &str) -> Value {
+    let jwks_uri = format!("{}/jwks", issuer(app, tenant));
+    verified_claims(&jwks_uri, jwt, "RS256").await.0
+}
+
+fn assert_refused(reply: &Reply, error: &str) {
+    assert_eq!(reply.status.as_u16(), 400, "{}", reply.text);
+    assert_eq!(reply.body["error"], error, "{}", reply.text);
+    assert!(reply.body["error_description"].is_string());
+}
+
+/// A principal, a planner and a researcher (each bound to `search.web` and `mail.send`),
+/// the principal's grant to the planner (`search.web` only, two agents deep) and the
+/// planner's grant to the researcher.
+pub(crate) struct Chain {
+    pub ada: String,
+    pub planner: Client,
+    pub researcher: Client,
+    pub to_planner: String,
+    pub to_researcher: String,
+}
+
+pub(crate) async fn chain(app: &TestApp, tenant: &Tenant, max_depth: u8) -> Chain {
+    let ada = principal(app, tenant, "ada").await;
+    let planner = agent_with(
+        app,
+        tenant,
+        "planner",
+        json!(["tools:execute", "reports.read"]),
+    )
+    .await;
+    let researcher = agent_with(
+        app,
+        tenant,
+        "researcher",
+        json!(["tools:read", "reports.read"]),
+    )
+    .await;
+    tool(app, tenant, "search.web", &[&planner, &researcher]).await;
+    tool(app, tenant, "mail.send", &[&planner, &researcher]).await;
+    let to_planner = grant(
+        app,
+        tenant,
+        json!({"grantor": by("principal", &ada), "agent_id": planner.id,
+               "scopes": ["reports.read", "tools:execute"], "tools": ["search.web"],
+               "resources": [API], "max_depth": max_depth, "expires_in": 3600}),
+    )
+    .await;
+    let to_researcher = grant(
+        app,
+        tenant,
+        json!({"grantor": by("agent", &planner.id), "agent_id": researcher.id,
+               "scopes": ["reports.read", "tools:read"]}),
+    )
+    .await;
+    Chain {
+        ada,
+        planner,
+        researcher,
+        to_planner,
+        to_researcher,
+    }
+}
+
+/// The planner's token acting for the principal.
+pub(crate) async fn planner_token(app: &TestApp, tenant: &Tenant, chain: &Chain) -> Reply {
+    token(
+        app,
+        tenant,
+        &chain.planner,
+        &[
+            ("grant_type", "client_credentials"),
+            ("delegation_id", &chain.to_planner),
+        ],
+    )
+    .await
+}
+
+/// The researcher's exchange of `subject` with its own token as the actor token.
+pub(crate) async fn exchange(
+    app: &TestApp,
+    tenant: &Tenant,
+    actor: &Client,
+    subject: &str,
+    extra: &[(&str, &str)],
+) -> Reply {
+    let own = access_token(&client_credentials(app, tenant, actor).await);
+    let mut fields = vec![
+        ("grant_type", EXCHANGE),
+        ("subject_token", subject),
+        ("subject_token_type", ACCESS),
+        ("actor_token", own.as_str()),
+        ("actor_token_type", ACCESS),
+    ];
+    fields.extend_from_slice(extra);
+    token(app, tenant, actor, &fields).await
+}
+
+async fn tool_access(
+    app: &TestApp,
+    tenant: &Tenant,
+    caller: &Client,
+    text: &str,
+    name: &str,
+) -> Value {
+    let reply = form(
+        app,
+        tenant,
+        "verify-tool-access",
+        Some(caller),
+        &[("token", text), ("tool", name)],
+    )
+    .await;
+    reply.assert_status(200).clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_principal_delegates_to_an_agent_which_hands_on_and_revoking_the_grant_follows_the_chain()
+{
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let replica = app.replica(&[]).await;
+    let chain = chain(&app, &tenant, 2).await;
+
+    // The planner acts for ada: `sub` is ada, `act` the planner, the scopes the grant's
+    // (expanded), the audience the grant's resource, the tools the grant's.
+    let first = planner_token(&app, &tenant, &chain).await;
+    let first = first.assert_status(200).clone();
+    let planner_jwt = first["access_token"].as_str().unwrap().to_owned();
+    let planner_claims = claims(&app, &tenant, &planner_jwt).await;
+    assert_eq!(planner_claims["sub"], chain.ada.as_str());
+    assert_eq!(planner_claims["client_id"], chain.planner.id.as_str());
+    assert_eq!(planner_claims["act"], json!({"sub": chain.planner.id}));
+    assert_eq!(planner_claims["delegation_id"], chain.to_planner.as_str());
+    assert_eq!(planner_claims["aud"], API);
+    assert_eq!(
+        planner_claims["scope"],
+        "reports.read tools:execute tools:read"
+    );
+    let seen = introspect(&app, &tenant, &chain.researcher, &planner_jwt).await;
+    assert_eq!(seen["active"], true);
+    assert_eq!(seen["sub"], chain.ada.as_str());
+    assert_eq!(seen["principal_id"], chain.ada.as_str());
+    assert_eq!(seen["depth"], 1);
+    assert_eq!(seen["delegation_id"], chain.to_planner.as_str());
+    assert_eq!(seen["act"], json!({"sub": chain.planner.id}));
+    let allowed = tool_access(&app, &tenant, &chain.researcher, &planner_jwt, "search.web").await;
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+    let outside = tool_access(&app, &tenant, &chain.researcher, &planner_jwt, "mail.send").await;
+    assert_eq!(outside["allowed"], false);
+    assert_eq!(outside["reason"], "not_delegated");
+
+    // A refresh keeps acting for ada.
+    let refresh = first["refresh_token"].as_str().unwrap();
+    let refreshed = token(
+        &app,
+        &tenant,
+        &chain.planner,
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    let refreshed = refreshed.assert_status(200).clone();
+    let refreshed_claims = claims(&app, &tenant, refreshed["access_token"].as_str().unwrap()).await;
+    assert_eq!(refreshed_claims["sub"], chain.ada.as_str());
+    assert_eq!(refreshed_claims["act"], json!({"sub": chain.planner.id}));
+
+    // The researcher exchanges the planner's token: one level deeper, the scopes those
+    // of the subject token the planner's grant to it allows, the task handed on.
+    let deeper = exchange(
+        &app,
+        &tenant,
+        &chain.researcher,
+        &planner_jwt,
+        &[("scope", "tools:read"), ("resource", API)],
+    )
+    .await;
+    let deeper = deeper.assert_status(200).clone();
+    assert_eq!(deeper["issued_token_type"], ACCESS);
+    assert_eq!(deeper["scope"], "tools:read");
+    assert_eq!(deeper["parent_task_id"], first["task_id"]);
+    let researcher_jwt = deeper["access_token"].as_str().unwrap().to_owned();
+    let researcher_claims = claims(&app, &tenant, &researcher_jwt).await;
+    assert_eq!(researcher_claims["sub"], chain.ada.as_str());
+    assert_eq!(researcher_claims["client_id"], chain.researcher.id.as_str());
+    assert_eq!(
+        researcher_claims["act"],
+        json!({"sub": chain.researcher.id, "act": {"sub": chain.planner.id}})
+    );
+    let seen = introspect(&replica, &tenant, &chain.planner, &researcher_jwt).await;
+    assert_eq!(seen["active"], true);
+    assert_eq!(seen["depth"], 2);
+    assert_eq!(seen["delegation_id"], chain.to_researcher.as_str());
+    assert_eq!(seen["parent_task_id"], first["task_id"]);
+    assert_eq!(seen["grant_type"], EXCHANGE);
+    // Asking for more than the subject token carries widens nothing: refused.
+    let wider = exchange(
+        &app,
+        &tenant,
+        &chain.researcher,
+        &planner_jwt,
+        &[("scope", "tools:execute")],
+    )
+    .await;
+    assert_refused(&wider, "invalid_scope");
+
+    // Revoking ada's grant revokes the planner's tokens and the researcher's, here at once
+    // and on the other replica within a second.
+    let revoked = app
+        .delete(
+            &format!("/v1/delegations/{}", chain.to_planner),
+            &tenant.token,
+        )
+        .await;
+    assert_eq!(revoked.assert_status(200)["status"], "revoked");
+    for jwt in [&planner_jwt, &researcher_jwt] {
+        let seen = introspect(&app, &tenant, &chain.researcher, jwt).await;
+        assert_eq!(seen, json!({"active": false}));
+    }
+    let started = Instant::now();
+    let mut active = true;
+    while started.elapsed() < Duration::from_secs(1) {
+        let seen = introspect(&replica, &tenant, &chain.planner, &researcher_jwt).await;
+        active = seen["active"] == true;
+        if !active {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !active,
+        "the other replica still accepted the token a second later"
+    );
+    let record = app
+        .audit(&tenant)
+        .await
+        .into_iter()
+        .find(|r| r["action"] == "delegation.revoke")
+        .unwrap();
+    let named = record["metadata"]["revoked_tokens"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for id in [
+        &first["token_id"],
+        &deeper["token_id"],
+        &refreshed["token_id"],
+    ] {
+        assert!(named.contains(id), "{id} is not named in {record}");
+    }
+    // The refresh token went with them.
+    let next = refreshed["refresh_token"].as_str().unwrap();
+    let after = token(
+        &app,
+        &tenant,
+        &chain.planner,
+        &[("grant_type", "refresh_token"), ("refresh_token", next)],
+    )
+    .await;
+    assert_refused(&after, "invalid_grant");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deactivating_the_principal_revokes_every_token_acting_for_it() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let chain = chain(&app, &tenant, 2).await;
+    let planner_jwt = access_token(&planner_token(&app, &tenant, &chain).await);
+    let deeper = exchange(&app, &tenant, &chain.researcher, &planner_jwt, &[]).await;
+    let researcher_jwt = access_token(&deeper);
+    let own = access_token(&client_credentials(&app, &tenant, &chain.researcher).await);
+
+    let path = format!("/v1/users/{}", chain.ada);
+    app.send(
+        app.request(Method::PUT, &path, Some(&tenant.token))
+            .json(&json!({"username": "ada", "active": false})),
+    )
+    .await
+    .assert_status(200);
+    for jwt in [&planner_jwt, &researcher_jwt] {
+        let seen = introspect(&app, &tenant, &chain.researcher, jwt).await;
+        assert_eq!(seen, json!({"active": false}));
+    }
+    assert_eq!(
+        introspect(&app, &tenant, &chain.planner, &own).await["active"],
+        true,
+        "the researcher's own token acts for no one"
+    );
+    let refused = planner_token(&app, &tenant, &chain).await;
+    assert_refused(&refused, "invalid_grant");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn asking_for_more_than_the_chain_allows_is_refused_with_nothing_issued() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let other = app.bootstrap().await;
+    // One agent deep only: the planner may not hand on.
+    let chain = chain(&app, &tenant, 1).await;
+    let planner_jwt = access_token(&planner_token(&app, &tenant, &chain).await);
+    let researcher_own = access_token(&client_credentials(&app, &tenant, &chain.researcher).await);
+    let stranger = agent_with(&app, &other, "stranger", json!(["tools:read"])).await;
+    let strangers = access_token(&client_credentials(&app, &other, &stranger).await);
+    let bystander = agent_with(&app, &tenant, "bystander", json!(["tools:read"])).await;
+    let pinned = token(
+        &app,
+        &tenant,
+        &chain.planner,
+        &[
+            ("grant_type", "client_credentials"),
+            ("delegation_id", &chain.to_planner),
+            ("may_act", &bystander.id),
+        ],
+    )
+    .await;
+    let pinned = access_token(&pinned);
+    assert_eq!(
+        claims(&app, &tenant, &pinned).await["may_act"],
+        json!({"sub": bystander.id})
+    );
+    let issued = audited(&app, &tenant, "oauth.token_issue").await;
+
+    let with = |extra: &[(&'static str, String)]| -> Vec<(String, String)> {
+        let mut fields = vec![
+            ("grant_type".to_owned(), EXCHANGE.to_owned()),
+            ("subject_token".to_owned(), planner_jwt.clone()),
+            ("subject_token_type".to_owned(), ACCESS.to_owned()),
+        ];
+        for (name, value) in extra {
+            fields.retain(|(n, _)| n != name);
+            fields.push(((*name).to_owned(), value.clone()));
+        }
+        fields
+    };
+    let cases: Vec<Case<'_, Vec<(String, String)>>> = vec![
+        (
+            "deeper than the grant allows",
+            &chain.researcher,
+            with(&[]),
+            "invalid_grant: deep at most",
+        ),
+        (
+            "an actor token of another account",
+            &chain.researcher,
+            with(&[
+                ("actor_token", strangers.clone()),
+                ("actor_token_type", ACCESS.to_owned()),
+            ]),
+            "invalid_grant",
+        ),
+        (
+            "an actor token of another client",
+            &chain.researcher,
+            with(&[
+                ("actor_token", planner_jwt.clone()),
+                ("actor_token_type", ACCESS.to_owned()),
+            ]),
+            "invalid_grant",
+        ),
+        (
+            "a may_act that names another agent",
+            &chain.researcher,
+            with(&[("subject_token", pinned.clone())]),
+            "invalid_grant: the subject token's `may_act`",
+        ),
+        (
+            "no grant from the subject's agent",
+            &bystander,
+            with(&[]),
+            "invalid_grant",
+        ),
+        (
+            "a grant for another agent",
+            &bystander,
+            with(&[("delegation_id", chain.to_researcher.clone())]),
+            "invalid_grant",
+        ),
+        (
+            "a subject token that is no token",
+            &chain.researcher,
+            with(&[("subject_token", "not-a-token".to_owned())]),
+            "invalid_grant",
+        ),
+        (
+            "the client's own token as the subject",
+            &chain.researcher,
+            with(&[("subject_token", researcher_own.clone())]),
+            "invalid_grant",
+        ),
+        (
+            "no subject token type",
+            &chain.researcher,
+            with(&[])
+                .into_iter()
+                .filter(|(n, _)| n != "subject_token_type")
+                .collect(),
+            "invalid_request",
+        ),
+        (
+            "a subject token type D2 does not exchange",
+            &chain.researcher,
+            with(&[(
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:id_token".to_owned(),
+            )]),
+            "invalid_request",
+        ),
+        (
+            "an actor token without its type",
+            &chain.researcher,
+            with(&[("actor_token", researcher_own.clone())]),
+            "invalid_request",
+        ),
+        (
+            "a malformed delegation id",
+            &chain.researcher,
+            with(&[("delegation_id", "nope".to_owned())]),
+            "invalid_request",
+        ),
+        (
+            "a parent task of its own",
+            &chain.researcher,
+            with(&[("parent_task_id", "t-1".to_owned())]),
+            "invalid_request",
+        ),
+    ];
+    for (why, client, fields, expected) in cases {
+        let pairs: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let reply = token(&app, &tenant, client, &pairs).await;
+        assert_case(why, &reply, expected);
+    }
+
+    // Under a grant: a resource it does not name, another task, a grant of another
+    // agent, exchange parameters on client credentials.
+    fn under<'a>(grant: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut fields = vec![
+            ("grant_type", "client_credentials"),
+            ("delegation_id", grant),
+        ];
+        fields.extend_from_slice(extra);
+        fields
+    }
+    let to_planner = chain.to_planner.as_str();
+    let grant_cases: Vec<Case<'_, Vec<(&str, &str)>>> = vec![
+        (
+            "a resource the grant does not name",
+            &chain.planner,
+            under(to_planner, &[("resource", "https://elsewhere.example/")]),
+            "invalid_target",
+        ),
+        (
+            "a grant for another agent",
+            &chain.researcher,
+            under(to_planner, &[]),
+            "invalid_grant",
+        ),
+        (
+            "a scope beyond the grant",
+            &chain.planner,
+            under(to_planner, &[("scope", "reports.write")]),
+            "invalid_scope",
+        ),
+        (
+            "a subject token on client credentials",
+            &chain.planner,
+            under(to_planner, &[("subject_token", "x")]),
+            "invalid_request",
+        ),
+        (
+            "may_act without a grant",
+            &chain.planner,
+            vec![
+                ("grant_type", "client_credentials"),
+                ("may_act", chain.researcher.id.as_str()),
+            ],
+            "invalid_request",
+        ),
+    ];
+    for (why, client, fields, expected) in grant_cases {
+        let reply = token(&app, &tenant, client, &fields).await;
+        assert_case(why, &reply, expected);
+    }
+    let tasked = grant(
+        &app,
+        &tenant,
+        json!({"grantor": by("principal", &chain.ada), "agent_id": chain.planner.id,
+               "scopes": ["reports.read"], "task_id": "task-7", "expires_in": 60}),
+    )
+    .await;
+    let other_task = token(
+        &app,
+        &tenant,
+        &chain.planner,
+        &[
+            ("grant_type", "client_credentials"),
+            ("delegation_id", &tasked),
+            ("task_id", "task-8"),
+        ],
+    )
+    .await;
+    assert_refused(&other_task, "invalid_grant");
+    assert_eq!(
+        audited(&app, &tenant, "oauth.token_issue").await,
+        issued,
+        "nothing was issued"
+    );
+
+    // The grant's own task is the token's; the token never outlives the grant; an
+    // expired grant is refused.
+    let within = token(
+        &app,
+        &tenant,
+        &chain.planner,
+        &[
+            ("grant_type", "client_credentials"),
+            ("delegation_id", &tasked),
+        ],
+    )
+    .await;
+    let within = within.assert_status(200).clone();
+    assert_eq!(within["task_id"], "task-7");
+    assert!(within["expires_in"].as_u64().unwrap() <= 60, "{within}");
+    app.advance(61);
+    let expired = token(
+        &app,
+        &tenant,
+        &chain.planner,
+        &[
+            ("grant_type", "client_credentials"),
+            ("delegation_id", &tasked),
+        ],
+    )
+    .await;
+    assert_refused(&expired, "invalid_grant");
+    assert_eq!(
+        introspect(
+            &app,
+            &tenant,
+            &chain.researcher,
+            within["access_token"].as_str().unwrap()
+        )
+        .await,
+        json!({"active": false})
+    );
+}
