@@ -10,3 +10,6 @@ ALTER TABLE oauth_tokens
     ADD COLUMN may_act       uuid;
 CREATE INDEX oauth_tokens_principal_idx ON oauth_tokens (principal_id) WHERE principal_id IS NOT NULL;
 CREATE INDEX oauth_tokens_delegation_idx ON oauth_tokens (delegation_id) WHERE delegation_id IS NOT NULL;
+-- The signed revocation list reads the account's revoked tokens and grants not yet expired.
+CREATE INDEX oauth_tokens_revoked_idx ON oauth_tokens (account_id, expires_at) WHERE revoked_at IS NOT NULL;
+CREATE INDEX delegations_revoked_idx ON delegations (account_id, expires_at) WHERE revoked_at IS NOT NULL;

@@ -90,13 +90,11 @@ fn assert_oauth_error(reply: &Reply, status: u16, error: &str) {
     );
 }
 
-/// The claims of `jwt`, an `at+jwt` signed with `alg` (RS256 or ES256), once its signature
-/// checks against the keys published at `jwks_uri`, and the key that verified it.
-pub(crate) async fn verified_claims(jwks_uri: &str, jwt: &str, alg: &str) -> (Value, Value) {
+/// The key published at `jwks_uri` that the `kid` of the JWS `jws` names, as JSON and as a
+/// key.
+pub(crate) async fn published_key(jwks_uri: &str, jws: &str) -> (Value, josekit::jwk::Jwk) {
     let jwks: Value = reqwest::get(jwks_uri).await.unwrap().json().await.unwrap();
-    let header = josekit::jwt::decode_header(jwt).unwrap();
-    assert_eq!(header.claim("typ"), Some(&json!("at+jwt")));
-    assert_eq!(header.claim("alg"), Some(&json!(alg)));
+    let header = josekit::jwt::decode_header(jws).unwrap();
     let kid = header.claim("kid").unwrap().as_str().unwrap();
     let key = jwks["keys"]
         .as_array()
@@ -106,6 +104,16 @@ pub(crate) async fn verified_claims(jwks_uri: &str, jwt: &str, alg: &str) -> (Va
         .expect("the signing key is published")
         .clone();
     let jwk = josekit::jwk::Jwk::from_bytes(serde_json::to_vec(&key).unwrap()).unwrap();
+    (key, jwk)
+}
+
+/// The claims of `jwt`, an `at+jwt` signed with `alg` (RS256 or ES256), once its signature
+/// checks against the keys published at `jwks_uri`, and the key that verified it.
+pub(crate) async fn verified_claims(jwks_uri: &str, jwt: &str, alg: &str) -> (Value, Value) {
+    let header = josekit::jwt::decode_header(jwt).unwrap();
+    assert_eq!(header.claim("typ"), Some(&json!("at+jwt")));
+    assert_eq!(header.claim("alg"), Some(&json!(alg)));
+    let (key, jwk) = published_key(jwks_uri, jwt).await;
     let (payload, _) = match alg {
         "RS256" => josekit::jwt::decode_with_verifier(
             jwt,

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::delegations::{API, agent_with, audited, by, principal, tool};
 use crate::harness::{Reply, Tenant, TestApp};
-use crate::oauth::{Client, client_credentials, form, issuer, verified_claims};
+use crate::oauth::{Client, client_credentials, form, issuer, published_key, verified_claims};
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -254,6 +254,19 @@ async fn a_principal_delegates_to_an_agent_which_hands_on_and_revoking_the_grant
     assert_eq!(seen["delegation_id"], chain.to_researcher.as_str());
     assert_eq!(seen["parent_task_id"], first["task_id"]);
     assert_eq!(seen["grant_type"], EXCHANGE);
+    // `verify` follows the lineage across the exchange to the planner's token.
+    let verified = form(
+        &app,
+        &tenant,
+        "verify",
+        Some(&chain.planner),
+        &[("token", researcher_jwt.as_str())],
+    )
+    .await;
+    let verified = verified.assert_status(200);
+    assert_eq!(verified["valid"], true, "{verified}");
+    assert_eq!(verified["lineage"][0]["jti"], first["token_id"]);
+    assert_eq!(verified["lineage"].as_array().unwrap().len(), 1);
     // Asking for more than the subject token carries widens nothing: refused.
     let wider = exchange(
         &app,
@@ -606,4 +619,220 @@ async fn asking_for_more_than_the_chain_allows_is_refused_with_nothing_issued() 
         .await,
         json!({"active": false})
     );
+}
+
+/// The payload of the account's revocation list `jws`, once its signature checks against
+/// the account's `jwks_uri` and its header says what it is.
+async fn verified_list(app: &TestApp, tenant: &Tenant, jws: &str) -> Value {
+    let jwks_uri = format!("{}/jwks", issuer(app, tenant));
+    let header = josekit::jwt::decode_header(jws).unwrap();
+    assert_eq!(header.claim("typ"), Some(&json!("revocations+jwt")));
+    let (_, jwk) = published_key(&jwks_uri, jws).await;
+    let verifier = josekit::jws::RS256.verifier_from_jwk(&jwk).unwrap();
+    let (payload, _) = josekit::jws::deserialize_compact(jws, &verifier).unwrap();
+    serde_json::from_slice(&payload).unwrap()
+}
+
+/// The tenant's revocation list, polled with its admin token (as a fleet polls, clear of
+/// the per-IP limit) or anonymously.
+async fn revocation_list(
+    app: &TestApp,
+    tenant: &Tenant,
+    if_none_match: Option<&str>,
+    anonymous: bool,
+) -> Reply {
+    let path = format!("/oauth/{}/revocations", tenant.account_id);
+    let token = (!anonymous).then_some(tenant.token.as_str());
+    let mut request = app.request(Method::GET, &path, token);
+    if let Some(etag) = if_none_match {
+        request = request.header("If-None-Match", etag);
+    }
+    app.send(request).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_signed_revocation_list_names_what_was_revoked_on_every_replica() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let replica = app.replica(&[]).await;
+    let chain = chain(&app, &tenant, 2).await;
+    let planner = planner_token(&app, &tenant, &chain).await;
+    let planner = planner.assert_status(200).clone();
+    let planner_jwt = planner["access_token"].as_str().unwrap();
+    let deeper = exchange(&app, &tenant, &chain.researcher, planner_jwt, &[]).await;
+    let deeper = deeper.assert_status(200).clone();
+
+    // Nothing revoked yet: an empty list, signed, with an entity tag a poll names.
+    let empty = revocation_list(&app, &tenant, None, true).await;
+    let etag = empty.header("etag").unwrap().to_owned();
+    assert_eq!(empty.header("cache-control"), Some("no-cache"));
+    let body = empty.assert_status(200);
+    assert_eq!(format!("\"{}\"", body["etag"].as_str().unwrap()), etag);
+    let list = verified_list(&app, &tenant, body["jws"].as_str().unwrap()).await;
+    assert_eq!(list["iss"], issuer(&app, &tenant));
+    assert_eq!(list["revoked_tokens"], json!([]));
+    assert_eq!(list["revoked_delegations"], json!([]));
+    let unchanged = revocation_list(&app, &tenant, Some(&etag), true).await;
+    assert_eq!(unchanged.status, 304);
+    assert_eq!(unchanged.header("etag"), Some(etag.as_str()));
+    let on_replica = revocation_list(&replica, &tenant, Some(&etag), false).await;
+    assert_eq!(on_replica.status, 304, "the replica builds the same list");
+
+    // Revoking the principal's grant names the grant and both access tokens (refresh
+    // tokens are never verified offline), here at once and on the replica within a second.
+    app.delete(
+        &format!("/v1/delegations/{}", chain.to_planner),
+        &tenant.token,
+    )
+    .await
+    .assert_status(200);
+    let changed = revocation_list(&app, &tenant, Some(&etag), true).await;
+    let changed = changed.assert_status(200).clone();
+    let list = verified_list(&app, &tenant, changed["jws"].as_str().unwrap()).await;
+    let mut named: Vec<Value> = list["revoked_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["jti"].clone())
+        .collect();
+    named.sort_by_key(Value::to_string);
+    let mut expected = vec![planner["token_id"].clone(), deeper["token_id"].clone()];
+    expected.sort_by_key(Value::to_string);
+    assert_eq!(named, expected);
+    assert_eq!(
+        list["revoked_delegations"][0]["delegation_id"],
+        chain.to_planner.as_str()
+    );
+    assert!(list["revoked_delegations"][0]["exp"].is_i64());
+    assert_eq!(list["revoked_delegations"].as_array().unwrap().len(), 1);
+    let started = Instant::now();
+    let mut status = 304;
+    while started.elapsed() < Duration::from_secs(1) {
+        status = revocation_list(&replica, &tenant, Some(&etag), false)
+            .await
+            .status
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        status, 200,
+        "the replica still served the old list a second later"
+    );
+
+    // Another account's list names none of it; an account that does not exist has none.
+    let other = app.bootstrap().await;
+    let theirs = revocation_list(&app, &other, None, false).await;
+    let theirs = verified_list(
+        &app,
+        &other,
+        theirs.assert_status(200)["jws"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(theirs["revoked_tokens"], json!([]));
+    let nobody = app
+        .send(app.request(
+            Method::GET,
+            &format!("/oauth/{}/revocations", uuid::Uuid::new_v4()),
+            None,
+        ))
+        .await;
+    assert_eq!(nobody.status, 404);
+    assert_eq!(nobody.body["code"], "account_not_found", "{}", nobody.text);
+    let malformed = app
+        .send(app.request(Method::GET, "/oauth/not-an-account/revocations", None))
+        .await;
+    assert_eq!(malformed.status, 400, "{}", malformed.text);
+    // A credential is verified: another account's token, or text that is no token, is
+    // refused.
+    let path = format!("/oauth/{}/revocations", tenant.account_id);
+    let foreign = app
+        .send(app.request(Method::GET, &path, Some(&other.token)))
+        .await;
+    assert_eq!(foreign.status, 403, "{}", foreign.text);
+    let forged = app
+        .send(app.request(Method::GET, &path, Some("d2_not-a-token")))
+        .await;
+    assert_eq!(forged.status, 401, "{}", forged.text);
+}
+
+/// How long a grant's revocation through one server takes to reach another replica's
+/// introspection and revocation list: run by hand, figures in `docs/benchmarks.md`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a measurement: cargo test -p d2-e2e --release -- --ignored --nocapture revocation_propagation"]
+async fn revocation_propagation() {
+    const ROUNDS: usize = 40;
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let replica = app.replica(&[]).await;
+    let chain = chain(&app, &tenant, 2).await;
+    let mut introspection = Vec::new();
+    let mut lists = Vec::new();
+    for _ in 0..ROUNDS {
+        let grant_id = grant(
+            &app,
+            &tenant,
+            json!({"grantor": by("principal", &chain.ada), "agent_id": chain.planner.id,
+                   "scopes": ["reports.read"]}),
+        )
+        .await;
+        let jwt = access_token(
+            &token(
+                &app,
+                &tenant,
+                &chain.planner,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("delegation_id", &grant_id),
+                ],
+            )
+            .await,
+        );
+        // The replica holds the token's row and the list in memory.
+        assert_eq!(
+            introspect(&replica, &tenant, &chain.researcher, &jwt).await["active"],
+            true
+        );
+        let listed = revocation_list(&replica, &tenant, None, false).await;
+        listed.assert_status(200);
+        let etag = listed.header("etag").unwrap().to_owned();
+        let revoked = Instant::now();
+        app.delete(&format!("/v1/delegations/{grant_id}"), &tenant.token)
+            .await
+            .assert_status(200);
+        let (mut seen_inactive, mut seen_list) = (None, None);
+        while seen_inactive.is_none() || seen_list.is_none() {
+            if seen_inactive.is_none()
+                && introspect(&replica, &tenant, &chain.researcher, &jwt).await["active"] == false
+            {
+                seen_inactive = Some(revoked.elapsed());
+            }
+            if seen_list.is_none()
+                && revocation_list(&replica, &tenant, Some(&etag), false)
+                    .await
+                    .status
+                    == 200
+            {
+                seen_list = Some(revoked.elapsed());
+            }
+            assert!(
+                revoked.elapsed() < Duration::from_secs(5),
+                "never propagated"
+            );
+        }
+        introspection.extend(seen_inactive);
+        lists.extend(seen_list);
+    }
+    for (what, mut times) in [("introspection", introspection), ("revocation list", lists)] {
+        times.sort();
+        let at = |q: usize| times[(times.len() - 1) * q / 100];
+        println!(
+            "{what}: {ROUNDS} revocations, p50 {:?}, p90 {:?}, max {:?}",
+            at(50),
+            at(90),
+            at(100)
+        );
+    }
 }

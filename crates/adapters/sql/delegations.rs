@@ -126,6 +126,27 @@ impl DelegationRepo for crate::Store {
         }))
     }
 
+    async fn revoked_delegations(
+        &self,
+        account: AccountId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(DelegationId, DateTime<Utc>)>, StoreError> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<(Id, DateTime<Utc>)> = delegations::table
+            .filter(delegations::account_id.eq(Id::from(account)))
+            .filter(delegations::revoked_at.is_not_null())
+            .filter(delegations::expires_at.gt(now))
+            .order((delegations::expires_at.asc(), delegations::id.asc()))
+            .select((delegations::id, delegations::expires_at))
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, at)| (DelegationId::from_uuid(id.0), at))
+            .collect())
+    }
+
     async fn revoke_delegation(
         &self,
         account: AccountId,

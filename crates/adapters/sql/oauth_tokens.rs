@@ -219,6 +219,28 @@ impl OAuthTokenRepo for crate::Store {
         }))
     }
 
+    async fn revoked_access_tokens(
+        &self,
+        account: AccountId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(OAuthTokenId, DateTime<Utc>)>, StoreError> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<(Id, DateTime<Utc>)> = oauth_tokens::table
+            .filter(oauth_tokens::account_id.eq(Id::from(account)))
+            .filter(oauth_tokens::revoked_at.is_not_null())
+            .filter(oauth_tokens::expires_at.gt(now))
+            .filter(oauth_tokens::kind.eq(TokenKind::Access.as_str()))
+            .order((oauth_tokens::expires_at.asc(), oauth_tokens::id.asc()))
+            .select((oauth_tokens::id, oauth_tokens::expires_at))
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, at)| (OAuthTokenId::from_uuid(id.0), at))
+            .collect())
+    }
+
     async fn audit_refusal(&self, audit: &AuditEntry) -> Result<(), StoreError> {
         let mut conn = self.writer().await?;
         write_transaction!(conn, async |conn| {

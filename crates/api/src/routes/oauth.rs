@@ -20,6 +20,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
 use super::secret_response;
+use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
@@ -30,6 +31,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(authorization_server_metadata)
         .service(openid_configuration)
         .service(jwks)
+        .service(revocations)
         .service(agentinfo)
         .service(agents_me)
         .service(verify)
@@ -538,9 +540,8 @@ async fn revoke(
         .finish())
 }
 
-/// The account's authorization server metadata (RFC 8414), also its OpenID discovery
-/// document; 404 for an account that does not exist.
-async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResult<Value> {
+/// 404 `account_not_found` (as RFC 6749 JSON) unless the account exists.
+async fn existing_issuer(state: &ApiState, account: AccountId) -> ApiResult<()> {
     let oauth = |error: ApiError| error.for_oauth();
     if !state
         .app
@@ -554,6 +555,14 @@ async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResu
             "no issuer has this path: the account does not exist",
         )));
     }
+    Ok(())
+}
+
+/// The account's authorization server metadata (RFC 8414), also its OpenID discovery
+/// document; 404 for an account that does not exist.
+async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResult<Value> {
+    let oauth = |error: ApiError| error.for_oauth();
+    existing_issuer(state, account).await?;
     let scopes: Vec<String> = state
         .app
         .oauth
@@ -579,6 +588,8 @@ async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResu
         "jwks_uri": format!("{issuer}/jwks"),
         "introspection_endpoint": format!("{issuer}/introspect"),
         "revocation_endpoint": format!("{issuer}/revoke"),
+        // D2's signed revocation list, for verifying access tokens offline.
+        "revocation_list_uri": format!("{issuer}/revocations"),
         "grant_types_supported": [
             "client_credentials",
             "refresh_token",
@@ -662,6 +673,86 @@ async fn jwks(state: Data<ApiState>, account_id: Path<AccountId>) -> ApiResult<H
         .insert_header((header::ETAG, set.document.etag.clone()))
         .content_type("application/json")
         .body(set.document.body.to_vec()))
+}
+
+/// The account's signed revocation list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevocationListBody {
+    /// A compact JWS (header `typ: revocations+jwt`) signed with the key that signs the
+    /// account's access tokens, verifiable at its `jwks_uri`: `{iss, iat, revoked_tokens:
+    /// [{jti, exp}], revoked_delegations: [{delegation_id, exp}]}`, the access tokens and
+    /// delegation grants revoked before their expiry and not expired yet.
+    pub jws: String,
+    /// Unquoted; the `ETag` header carries it quoted.
+    pub etag: String,
+}
+
+/// The account's signed revocation list, for resource servers and SDKs that verify access
+/// tokens offline: refuse a token whose `jti`, or whose `delegation_id`, the list names.
+/// Served from memory; a revocation reaches it on every replica within a second. Poll
+/// with `If-None-Match`: 304 while nothing was revoked or expired since. Anyone may read
+/// it (anonymous requests count against the per-IP limit); a fleet polls with an API token
+/// of the account, which is verified (401 if it is not one, 403 if another account's).
+#[utoipa::path(tag = "oauth", security((), ("bearer" = []), ("api_key" = [])), params(("account_id" = Uuid, Path)), responses(
+    (status = 200, body = RevocationListBody, headers(("ETag" = String, description = "The list's entity tag, quoted"))),
+    (status = 304, description = "Not modified: `If-None-Match` names the list"),
+    (status = 400, body = crate::error::OAuthError),
+    (status = 401, body = crate::error::OAuthError),
+    (status = 403, body = crate::error::OAuthError, description = "`account_mismatch`"),
+    (status = 404, body = crate::error::OAuthError, description = "`account_not_found`"),
+))]
+#[get("/oauth/{account_id}/revocations")]
+async fn revocations(
+    state: Data<ApiState>,
+    account_id: Path<String>,
+    request: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let oauth = |error: ApiError| error.for_oauth();
+    let account = issuer_account_id(&account_id)?;
+    if crate::auth::has_credential(&request) {
+        // A fleet polls with a credential of the account (its server token), which keeps
+        // it clear of the per-IP limit on anonymous requests: so it is verified here.
+        <Auth as actix_web::FromRequest>::from_request(
+            &request,
+            &mut actix_web::dev::Payload::None,
+        )
+        .await
+        .map_err(ApiError::for_oauth)?;
+    }
+    existing_issuer(&state, account).await?;
+    let list = state
+        .app
+        .oauth
+        .revocations
+        .list(account, &issuer_of(&state, account))
+        .await
+        .map_err(|e| oauth(e.into()))?;
+    let etag = format!("\"{}\"", list.etag);
+    let unchanged = request
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .split(',')
+                .any(|tag| d2_policy::normalise_etag(tag) == list.etag)
+        });
+    let mut response = if unchanged {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, "no-cache"));
+    Ok(if unchanged {
+        response.finish()
+    } else {
+        response.json(RevocationListBody {
+            jws: list.jws.clone(),
+            etag: list.etag.clone(),
+        })
+    })
 }
 
 /// An agent as its own access token shows it.
@@ -971,7 +1062,7 @@ async fn tool_access(
                 name: rule.name.to_string(),
             }),
             missing_scopes: access.missing_scopes,
-            client_id: Some(record.subject.clone()),
+            client_id: Some(record.agent_id.to_string()),
             task_id: Some(record.task_id.clone()),
         },
     };

@@ -11,8 +11,8 @@ use d2_kernel::AccountId;
 use d2_oauth::jobs::TokenPruning;
 use d2_oauth::{
     AccessRules, AgentCache, AgentService, ClientAuthenticator, DefaultScopes, DelegationService,
-    Entitlements, OAuthAdmin, PrincipalService, ScopeCatalog, TokenIssuer, TokenRecords,
-    ToolService,
+    Entitlements, OAuthAdmin, PrincipalService, RevocationLists, ScopeCatalog, TokenIssuer,
+    TokenRecords, ToolService,
 };
 use d2_oidc::{AgentKeys, Reach};
 use serde::Deserialize;
@@ -127,6 +127,8 @@ pub struct OAuth {
     pub keys: Arc<Jwks>,
     /// The admins' view: dashboard, tokens, revocation, tasks (`/v1/admin`).
     pub admin: Arc<OAuthAdmin>,
+    /// Each account's signed revocation list, served from memory.
+    pub revocations: Arc<RevocationLists>,
     /// The account's end users (principals) agents act for.
     pub principals: Arc<PrincipalService>,
     /// Delegation grants: principals and agents letting agents act for them.
@@ -235,6 +237,13 @@ pub(crate) fn build(
         seconds(settings.refresh_replay_seconds),
         records.clone(),
     ));
+    let revocations = Arc::new(RevocationLists::new(
+        shared.repositories.clone(),
+        shared.repositories.clone(),
+        keys.clone(),
+        shared.clock.clone(),
+        records.clone(),
+    ));
     registry.schedule(TokenPruning {
         issuer: issuer.clone(),
         keep: chrono::Duration::days(i64::from(pruning.keep_days)),
@@ -247,6 +256,7 @@ pub(crate) fn build(
             shared.clock.clone(),
         )),
         issuer,
+        revocations,
         keys,
         agents: Arc::new(AgentService::new(
             shared.repositories.clone(),

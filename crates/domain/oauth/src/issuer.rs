@@ -153,12 +153,13 @@ pub fn issuer_url(base: &str, account: AccountId) -> String {
     format!("{}/oauth/{account}", base.trim_end_matches('/'))
 }
 
-/// Issued tokens by account and id, as introspection reads them. A revocation in the
-/// account (by a client, a family's reuse, a grant's revocation, a principal's
-/// deactivation) drops its entries at once in the process that made it and, through the
-/// change feed, on every other replica.
+/// What a revocation in an account makes stale: its issued tokens by id, as introspection
+/// reads them, and its signed revocation list. A revocation (by a client, a family's
+/// reuse, a grant's revocation, a principal's deactivation) drops the account's entries at
+/// once in the process that made it and, through the change feed, on every other replica.
 pub struct TokenRecords {
     records: CoherentCache<(AccountId, OAuthTokenId), Option<Arc<TokenRecord>>>,
+    pub(crate) lists: CoherentCache<AccountId, Arc<crate::revocations::SignedRevocations>>,
 }
 
 impl std::fmt::Debug for TokenRecords {
@@ -171,12 +172,14 @@ impl TokenRecords {
     pub fn new(cache: CacheSettings) -> Self {
         Self {
             records: CoherentCache::new(cache),
+            lists: CoherentCache::new(cache),
         }
     }
 
     pub fn forget_account(&self, account: AccountId) {
         self.records
             .invalidate_if(move |(owner, _), _| *owner == account);
+        self.lists.invalidate_if(move |owner, _| *owner == account);
     }
 }
 
@@ -184,7 +187,10 @@ impl ChangeSubscriber for TokenRecords {
     fn on_change(&self, change: &Change) {
         match change {
             Change::OAuth(account) => self.forget_account(*account),
-            Change::Resync => self.records.invalidate_all(),
+            Change::Resync => {
+                self.records.invalidate_all();
+                self.lists.invalidate_all();
+            }
             _ => {}
         }
     }
@@ -1156,7 +1162,7 @@ impl TokenIssuer {
         if !self.agent_is_active(&record).await? {
             problems.push(LineageProblem::AgentInactive);
         }
-        let mut lineage = Vec::new();
+        let mut lineage: Vec<Arc<TokenRecord>> = Vec::new();
         let mut truncated = false;
         let mut next = record.parent_id;
         while let Some(id) = next {
@@ -1171,7 +1177,8 @@ impl TokenIssuer {
             if parent.revoked_at.is_some() {
                 problems.push(LineageProblem::Revoked(parent.id));
             }
-            if parent.family_id != record.family_id || parent.task_id != record.task_id {
+            let child = lineage.last().unwrap_or(&record);
+            if !derives_from(child, &parent) {
                 problems.push(LineageProblem::Broken(parent.id));
             }
             next = parent.parent_id;
@@ -1431,6 +1438,22 @@ fn task_id(asked: Option<String>) -> Result<String, GrantError> {
 
 fn uuid_text() -> String {
     OAuthTokenId::random().as_uuid().simple().to_string()
+}
+
+/// Whether `child` hangs together with `parent`, the token it names as its parent: a
+/// refresh stays in its parent's family and task; an exchange starts a family of its own,
+/// its parent task the subject token's task, one agent deeper in the same chain.
+fn derives_from(child: &TokenRecord, parent: &TokenRecord) -> bool {
+    match child.grant_type {
+        GrantType::TokenExchange => {
+            child.parent_task_id.as_deref() == Some(parent.task_id.as_str())
+                && child.chain.starts_with(&parent.chain)
+                && child.depth() == parent.depth().saturating_add(1)
+        }
+        GrantType::ClientCredentials | GrantType::RefreshToken => {
+            parent.family_id == child.family_id && parent.task_id == child.task_id
+        }
+    }
 }
 
 /// Refuses the token exchange's parameters on another grant.

@@ -28,6 +28,7 @@ pub mod memory;
 mod ports;
 mod principal;
 mod principals;
+mod revocations;
 pub mod rules;
 mod service;
 #[cfg(test)]
@@ -72,6 +73,7 @@ pub use ports::{
 };
 pub use principal::{Principal, PrincipalId, PrincipalSpec, limits as principal_limits};
 pub use principals::PrincipalService;
+pub use revocations::{REVOCATION_LIST_TYPE, RevocationLists, SignedRevocations};
 pub use rules::RuleError;
 pub use rules::condition::{Attr, Condition, Op};
 pub use rules::decision::{

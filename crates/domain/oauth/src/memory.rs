@@ -483,6 +483,23 @@ impl OAuthTokenRepo for MemoryAgents {
         }))
     }
 
+    async fn revoked_access_tokens(
+        &self,
+        account: AccountId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(OAuthTokenId, DateTime<Utc>)>, StoreError> {
+        let mut revoked: Vec<_> = self
+            .tokens()
+            .iter()
+            .map(|t| &t.record)
+            .filter(|r| r.account_id == account && r.kind == TokenKind::Access)
+            .filter(|r| r.revoked_at.is_some() && now < r.expires_at)
+            .map(|r| (r.id, r.expires_at))
+            .collect();
+        revoked.sort_by_key(|(id, at)| (*at, *id));
+        Ok(revoked)
+    }
+
     async fn audit_refusal(&self, audit: &AuditEntry) -> Result<(), StoreError> {
         self.audit.append(audit.clone());
         Ok(())
@@ -976,6 +993,21 @@ impl DelegationRepo for MemoryDelegations {
             .cloned()
             .collect();
         newest_first(items, page, |d| (d.created_at, *d.id.as_uuid()))
+    }
+
+    async fn revoked_delegations(
+        &self,
+        account: AccountId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(DelegationId, DateTime<Utc>)>, StoreError> {
+        let mut revoked: Vec<_> = self
+            .lock()
+            .iter()
+            .filter(|d| d.account_id == account && d.revocation.is_some() && now < d.expires_at)
+            .map(|d| (d.id, d.expires_at))
+            .collect();
+        revoked.sort_by_key(|(id, at)| (*at, *id));
+        Ok(revoked)
     }
 
     async fn revoke_delegation(

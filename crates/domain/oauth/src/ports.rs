@@ -162,6 +162,14 @@ pub trait OAuthTokenRepo: Send + Sync + 'static {
         page: &PageRequest,
     ) -> Result<Page<TokenRecord>, StoreError>;
 
+    /// The account's access tokens revoked before their expiry that have not expired at
+    /// `now`, with their expiry, oldest expiry first (the signed revocation list).
+    async fn revoked_access_tokens(
+        &self,
+        account: AccountId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(OAuthTokenId, DateTime<Utc>)>, StoreError>;
+
     /// Records `audit`, a refusal that changed nothing else (a denied token request).
     async fn audit_refusal(&self, audit: &AuditEntry) -> Result<(), StoreError>;
 
@@ -281,6 +289,14 @@ pub trait DelegationRepo: Send + Sync + 'static {
         filter: &DelegationFilter,
         page: &PageRequest,
     ) -> Result<Page<Delegation>, StoreError>;
+
+    /// The account's grants revoked before their expiry that have not expired at `now`,
+    /// with their expiry, oldest expiry first (the signed revocation list).
+    async fn revoked_delegations(
+        &self,
+        account: AccountId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(DelegationId, DateTime<Utc>)>, StoreError>;
 
     /// Revokes the grant, and in the same transaction every token issued under it or
     /// derived from one (`RevokeScope::Delegation`), with the record `audit_of` makes of
