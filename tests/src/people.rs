@@ -867,6 +867,15 @@ fn routes(account: &str) -> Vec<(Method, String, &'static str, Option<Value>, Ne
             None,
             Public,
         ),
+        // Anyone; a credential presented must be the account's (its own e2e test holds
+        // another account's to 403, answered as RFC 6749 JSON like every OAuth route).
+        (
+            Method::GET,
+            format!("/oauth/{account}/revocations"),
+            "/oauth/{account_id}/revocations",
+            None,
+            Public,
+        ),
         (
             Method::POST,
             format!("/oauth/{account}/token"),
