@@ -4,7 +4,9 @@
 # from Debian's packages if missing) and the tests' OpenID provider (its npm packages
 # installed into target/oidc), both stopped at the end, installs the diesel CLI for the
 # schema check, the D2 Python SDK (from PyPI, into target/sdk-venv) for the
-# interoperability test, and authlib with PyJWT (into target/oauth-venv) for the OAuth one.
+# interoperability test, authlib with PyJWT (into target/oauth-venv) for the OAuth one, and
+# the browser of the consent-page tests (Debian's Chromium, playwright-core into
+# target/browser).
 # The end-to-end suite and the SDK test run on PostgreSQL, then again on SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,8 @@ trap 'scripts/clickhouse.sh stop' EXIT
 D2_TEST_OIDC_URL=$(scripts/oidc-provider.sh start)
 export D2_TEST_OIDC_URL
 trap 'scripts/oidc-provider.sh stop; scripts/clickhouse.sh stop' EXIT
+D2_TEST_BROWSER=$(scripts/browser.sh)
+export D2_TEST_BROWSER
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 scripts/check-deps.sh

@@ -17,12 +17,21 @@
 //   GET  /test/health   200 once ready
 //   POST /test/rotate   new signing keys from now on; the JWKS lists them first, then the
 //                       keys they replace (one generation back). Answers {"kids": [...]}.
+//   POST /test/clients  {"redirect_uris": [...]}: a new confidential client for browser
+//                       sign-in (authorization code with PKCE, client_secret_basic).
+//                       Answers {"client_id", "client_secret"}. With "client_id" and
+//                       "client_secret" of such a client: its redirect URIs replaced.
+//
+// Browser sign-in uses oidc-provider's development login page (any login, any password:
+// the login is the person's `sub` and, when it holds an `@`, their verified email; their
+// `name` too). Clients made by /test/clients are first-party: no consent screen, and the
+// ID token carries the email and name.
 //
 // oidc-provider takes its keys when it is built, so the HTTP server in front of it forwards
 // every request to the current instance, and a rotation builds a new one.
 //
 // OIDC_EXIT_WITH_PID, when set, makes the server exit once that process is gone.
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
@@ -37,6 +46,8 @@ const CLIENT = {
   token_endpoint_auth_method: 'client_secret_basic',
 };
 const DEFAULT_TTL = 3600;
+/** The clients of /test/clients, all first-party. */
+const BROWSER_CLIENT_PREFIX = 'd2-browser-';
 const DEFAULT_ALG = 'RS256';
 
 const port = Number.parseInt(process.argv[2] ?? process.env.PORT ?? '', 10);
@@ -189,6 +200,41 @@ class MemoryStore {
   }
 }
 
+/** The grant of a sign-in: the one the person gave, or (first-party clients) one made now. */
+async function firstPartyGrant(ctx) {
+  const { client, session, provider, result } = ctx.oidc;
+  const grantId = result?.consent?.grantId || session.grantIdFor(client.clientId);
+  if (grantId) return provider.Grant.find(grantId);
+  if (!client.clientId.startsWith(BROWSER_CLIENT_PREFIX)) return undefined;
+  const grant = new provider.Grant({ clientId: client.clientId, accountId: session.accountId });
+  grant.addOIDCScope('openid email profile');
+  await grant.save();
+  return grant;
+}
+
+/** Registers a browser sign-in client in the store the provider reads clients from. */
+async function registerClient(body) {
+  const { redirect_uris: redirectUris, client_id: id, client_secret: secret } = JSON.parse(body || '{}');
+  if (!Array.isArray(redirectUris) || redirectUris.length === 0) {
+    throw new Error('redirect_uris must be a non-empty array');
+  }
+  const store = new MemoryStore('Client');
+  if (id !== undefined) {
+    const known = await store.find(id);
+    if (!known || known.client_secret !== secret) throw new Error('no such client');
+  }
+  const client = {
+    client_id: id ?? `${BROWSER_CLIENT_PREFIX}${randomUUID()}`,
+    client_secret: secret ?? randomBytes(24).toString('base64url'),
+    redirect_uris: redirectUris,
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'client_secret_basic',
+  };
+  await store.upsert(client.client_id, client);
+  return { client_id: client.client_id, client_secret: client.client_secret };
+}
+
 /** A provider signing with `signing` (one key per algorithm) and publishing `published`. */
 function buildProvider(signing, published) {
   const kids = Object.fromEntries(signing.map((key) => [key.alg, key.kid]));
@@ -197,8 +243,19 @@ function buildProvider(signing, published) {
     clients: [CLIENT],
     jwks: { keys: published },
     cookies: { keys: [randomBytes(32).toString('base64url')] },
+    findAccount: async (_ctx, sub) => ({
+      accountId: sub,
+      claims: async () => ({
+        sub,
+        ...(sub.includes('@') ? { email: sub, email_verified: true } : {}),
+        name: sub,
+      }),
+    }),
+    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+    conformIdTokenClaims: false,
+    loadExistingGrant: firstPartyGrant,
     features: {
-      devInteractions: { enabled: false },
+      devInteractions: { enabled: true },
       resourceIndicators: {
         enabled: true,
         defaultResource: async (_ctx, _client, oneOf) => oneOf,
@@ -238,6 +295,15 @@ const server = createServer((req, res) => {
     keys = newKeys();
     current = buildProvider(keys, [...keys, ...previous]);
     reply(res, 200, { kids: current.kids });
+  } else if (path === '/test/clients' && req.method === 'POST') {
+    let body = '';
+    req.on('data', (chunk) => { body += chunk; });
+    req.on('end', () => {
+      registerClient(body).then(
+        (client) => reply(res, 201, client),
+        (error) => reply(res, 400, { error: String(error.message ?? error) }),
+      );
+    });
   } else {
     current.handle(req, res);
   }

@@ -21,6 +21,21 @@ pub(crate) async fn principal(app: &TestApp, tenant: &Tenant, username: &str) ->
 }
 
 /// A tool named `name` requiring `tools:read`, bound to each of `agents`.
+/// A principal with an email address: its id.
+pub(crate) async fn principal_with_email(
+    app: &TestApp,
+    tenant: &Tenant,
+    username: &str,
+    email: &str,
+) -> String {
+    let body = json!({ "username": username, "email": email });
+    let reply = app.post("/v1/users", &tenant.token, body).await;
+    reply.assert_status(201)["principal_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 pub(crate) async fn tool(app: &TestApp, tenant: &Tenant, name: &str, agents: &[&Client]) {
     let reply = app
         .post(

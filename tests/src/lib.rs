@@ -7,6 +7,7 @@ pub mod oidc;
 
 mod accounts;
 mod audit;
+mod authorize;
 mod bad_input;
 mod bootstrap;
 mod delegations;

@@ -216,6 +216,35 @@ impl OidcProvider {
             .to_owned()
     }
 
+    /// A client for browser sign-in redirecting to `redirect_uris` (with `existing`, that
+    /// client's redirect URIs replaced): its id and secret.
+    pub async fn browser_client(
+        &self,
+        redirect_uris: &[String],
+        existing: Option<(&str, &str)>,
+    ) -> (String, String) {
+        let mut body = serde_json::json!({ "redirect_uris": redirect_uris });
+        if let Some((id, secret)) = existing {
+            body["client_id"] = id.into();
+            body["client_secret"] = secret.into();
+        }
+        let response = http()
+            .post(format!("{}/test/clients", self.issuer))
+            .json(&body)
+            .send()
+            .await
+            .expect("the OpenID provider answers");
+        assert!(response.status().is_success(), "client registration failed");
+        let body: Value = response.json().await.expect("JSON");
+        (
+            body["client_id"].as_str().expect("a client_id").to_owned(),
+            body["client_secret"]
+                .as_str()
+                .expect("a client_secret")
+                .to_owned(),
+        )
+    }
+
     /// Signs with new keys from now on; the JWKS lists them first, then the keys they
     /// replace (one generation back: after two rotations the first keys are gone). Returns
     /// the new kids (RS256, ES256, EdDSA).

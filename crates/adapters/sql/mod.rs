@@ -6,6 +6,7 @@ pub(crate) mod accounts;
 pub(crate) mod agents;
 pub(crate) mod analytics;
 pub(crate) mod audit;
+pub(crate) mod authorization_codes;
 pub(crate) mod catalog;
 pub(crate) mod delegations;
 pub(crate) mod errors;

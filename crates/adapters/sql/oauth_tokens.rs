@@ -469,7 +469,7 @@ pub(crate) struct TokenRow {
 }
 
 impl TokenRow {
-    fn from_domain(record: &TokenRecord) -> Result<Self, StoreError> {
+    pub(crate) fn from_domain(record: &TokenRecord) -> Result<Self, StoreError> {
         Ok(Self {
             id: id_of(record.id),
             account_id: Id::from(record.account_id),

@@ -18,6 +18,7 @@ use crate::changes::{announce, lock};
 use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
 use crate::id::Id;
+use crate::members::lower;
 use crate::oauth_tokens::revoke_reached;
 use crate::position::{Side, beyond};
 use crate::schema::principals;
@@ -90,6 +91,26 @@ impl PrincipalRepo for crate::Store {
             .optional()
             .map_err(from_diesel)?;
         row.map(PrincipalRow::into_domain).transpose()
+    }
+
+    async fn active_principals_by_email(
+        &self,
+        account: AccountId,
+        email: &str,
+        limit: u32,
+    ) -> Result<Vec<Principal>, StoreError> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<PrincipalRow> = principals::table
+            .filter(principals::account_id.eq(Id::from(account)))
+            .filter(principals::active.eq(true))
+            .filter(lower(principals::email).eq(email.to_lowercase()))
+            .order((principals::created_at.asc(), principals::id.asc()))
+            .limit(i64::from(limit))
+            .select(PrincipalRow::as_select())
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        rows.into_iter().map(PrincipalRow::into_domain).collect()
     }
 
     async fn principals(

@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::observe::{limit_unauthenticated, observe};
 use crate::ready::Readiness;
 use crate::routes;
+use crate::seal::Sealer;
 use crate::state::ApiState;
 
 /// How long one store ping answers `/readyz`.
@@ -135,8 +136,13 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
         Some(base) => base.trim_end_matches('/').to_owned(),
         None => format!("http://{}", listener.local_addr()?),
     };
+    let sealer = Arc::new(
+        Sealer::new(app.page_seal_key.as_bytes())
+            .ok_or_else(|| std::io::Error::other("the consent pages' sealing key is unusable"))?,
+    );
     let state = Data::new(ApiState {
         public_base,
+        sealer,
         app,
         limiter,
         metrics,
@@ -169,7 +175,8 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
             .into_utoipa_app()
             .configure(routes::configure)
             .into_app()
-            .configure(routes::health_routes);
+            .configure(routes::health_routes)
+            .configure(routes::page_routes);
         let app = if swagger_ui {
             app.service(
                 SwaggerUi::new("/docs/{_:.*}")

@@ -31,4 +31,6 @@ pub struct ApiState {
     /// The server's public URL (`http.public_base_url`, else the address it listens on),
     /// without a trailing slash: the accounts' issuers live under it.
     pub public_base: String,
+    /// Seals what the consent pages hand the browser.
+    pub sealer: Arc<crate::seal::Sealer>,
 }

@@ -72,6 +72,12 @@ pub struct App {
     pub accounts: AccountService,
     pub members: Arc<MembersService>,
     pub invitations: Arc<Invitations>,
+    /// The key the consent pages seal their cookies and forms with: derived from the
+    /// token pepper, so every replica opens what another sealed.
+    pub page_seal_key: d2_kernel::SecretDigest,
+    /// Browser sign-in at the identity provider, for the consent pages (when
+    /// `auth.idp.client_id` is set).
+    pub browser_sign_in: Option<Arc<dyn d2_oauth::BrowserSignIn>>,
     /// OAuth for agents: agents, client authentication, the token endpoint's services.
     pub oauth: domains::oauth::OAuth,
     pub tokens: TokenService,
@@ -157,6 +163,7 @@ impl App {
         let audit = domains::audit::build(&shared);
         check_job_settings(&settings, &registry.jobs)?;
 
+        let page_seal_key = shared.pepper.digest_text("d2 consent pages seal v1");
         let shared_tasks: Arc<dyn TaskQueue> = store.repositories();
         let subscribers = std::mem::take(&mut registry.subscribers);
         let url = settings.database_url().to_owned();
@@ -179,6 +186,8 @@ impl App {
             )),
             members: members.members,
             invitations: members.invitations,
+            browser_sign_in: members.browser_sign_in,
+            page_seal_key,
             oauth,
             verifier: tokens.verifier,
             bootstrap: tokens.bootstrap,

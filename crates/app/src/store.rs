@@ -11,7 +11,8 @@ use d2_jwks::SigningKeyRepo;
 use d2_kernel::{Change, StoreError, TaskQueue};
 use d2_members::{InvitationRepo, MemberRepo};
 use d2_oauth::{
-    AccessRuleRepo, AgentRepo, DelegationRepo, OAuthTokenRepo, PrincipalRepo, ScopeRepo, ToolRepo,
+    AccessRuleRepo, AgentRepo, AuthorizationCodeRepo, DelegationRepo, OAuthTokenRepo,
+    PrincipalRepo, ScopeRepo, ToolRepo,
 };
 use d2_policy::{PolicyRepo, PublisherKeyRepo};
 use d2_postgres::PgStore;
@@ -28,6 +29,7 @@ pub trait Repositories:
     + MemberRepo
     + AgentRepo
     + OAuthTokenRepo
+    + AuthorizationCodeRepo
     + PrincipalRepo
     + DelegationRepo
     + AccessRuleRepo

@@ -33,7 +33,7 @@ pub trait ContractStore {
     type Principals: suites::principals::Store;
     type AccessRules: suites::access_rules::Store;
     type Catalog: suites::catalog::Store;
-    type Delegations: suites::delegations::Store;
+    type Delegations: suites::authorization_codes::Store;
 
     async fn tokens() -> (Self::Guard, Self::Tokens);
 
@@ -54,7 +54,7 @@ pub trait ContractStore {
     async fn catalog() -> (Self::Guard, Self::Catalog, AccountId, AccountId);
 
     /// A store with two accounts, each with the agents and principal the delegation
-    /// suites' grants name.
+    /// suites' grants (and the authorization codes under them) name.
     async fn delegations() -> (
         Self::Guard,
         Self::Delegations,
@@ -140,7 +140,9 @@ macro_rules! __contract_suite_list {
             agents(store, a, b): oauth_tokens::oauth_tokens, oauth_tokens::token_pruning;
             principals(store, a, b): principals::principals;
             principals(store, a): principals::principal_races;
-            delegations(store, a, b): delegations::delegations;
+            delegations(store, a, b):
+                delegations::delegations,
+                authorization_codes::authorization_codes;
             delegations(store, a): delegations::delegation_races;
             access_rules(store, a, b): access_rules::access_rules;
             access_rules(store, a): access_rules::access_rule_races;

@@ -21,12 +21,45 @@ pub(crate) fn verified_identity(
 ) -> Result<VerifiedIdentity, IdentityError> {
     let claims: Map<String, Value> =
         serde_json::from_slice(payload).map_err(|_| invalid("malformed token claims"))?;
+    identity_of(&claims, settings, &settings.audience, now)
+}
+
+/// Checks the claims of an ID token whose signature is verified, as [`verified_identity`]
+/// does with this server's `client_id` as the audience, and then its `nonce`: the identity
+/// and the `auth_time` (else `iat`).
+pub(crate) fn verified_id_token(
+    payload: &[u8],
+    settings: &OidcSettings,
+    client_id: &str,
+    nonce: &str,
+    now: DateTime<Utc>,
+) -> Result<(VerifiedIdentity, DateTime<Utc>), IdentityError> {
+    let claims: Map<String, Value> =
+        serde_json::from_slice(payload).map_err(|_| invalid("malformed token claims"))?;
+    let verified = identity_of(&claims, settings, client_id, now)?;
+    if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
+        return Err(invalid("wrong nonce"));
+    }
+    let auth_time = claims
+        .get("auth_time")
+        .or_else(|| claims.get("iat"))
+        .and_then(numeric_date)
+        .unwrap_or(now);
+    Ok((verified, auth_time))
+}
+
+fn identity_of(
+    claims: &Map<String, Value>,
+    settings: &OidcSettings,
+    audience: &str,
+    now: DateTime<Utc>,
+) -> Result<VerifiedIdentity, IdentityError> {
     let text = |name: &str| claims.get(name).and_then(Value::as_str);
 
     if text("iss") != Some(settings.issuer.as_str()) {
         return Err(invalid("wrong issuer"));
     }
-    if !has_audience(claims.get("aud"), &settings.audience) {
+    if !has_audience(claims.get("aud"), audience) {
         return Err(invalid("wrong audience"));
     }
     let leeway = TimeDelta::try_seconds(i64::try_from(settings.leeway_seconds).unwrap_or(0))

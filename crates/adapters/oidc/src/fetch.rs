@@ -36,6 +36,10 @@ pub(crate) enum FetchError {
         "the discovery document's jwks_uri {0:?} is not an http(s) URL (https for an https issuer)"
     )]
     JwksUri(String),
+    #[error(
+        "the discovery document names no usable authorization or token endpoint ({0:?}): http(s) URLs, https for an https issuer"
+    )]
+    Endpoint(String),
     #[error("the JWK set at {url} is not valid")]
     Jwks {
         url: String,
@@ -48,14 +52,25 @@ pub(crate) enum FetchError {
 struct Discovery {
     issuer: String,
     jwks_uri: String,
+    #[serde(default)]
+    authorization_endpoint: Option<String>,
+    #[serde(default)]
+    token_endpoint: Option<String>,
 }
 
-/// Reads the discovery document and returns its `jwks_uri`, after checking that its
-/// `issuer` is exactly the configured one.
-pub(crate) async fn discover(
+/// Where a browser signs in, from the discovery document.
+#[derive(Clone, Debug)]
+pub(crate) struct SignInEndpoints {
+    pub authorization: Url,
+    pub token: Url,
+}
+
+/// The discovery document, after checking that its `issuer` is exactly the configured
+/// one.
+async fn discovery(
     client: &reqwest::Client,
     settings: &OidcSettings,
-) -> Result<Url, FetchError> {
+) -> Result<Discovery, FetchError> {
     let url = settings.discovery_url();
     let body = get(client, &url).await?;
     let discovery: Discovery =
@@ -66,6 +81,35 @@ pub(crate) async fn discover(
             found: discovery.issuer,
         });
     }
+    Ok(discovery)
+}
+
+/// The discovery document's authorization and token endpoints: http(s) URLs, https for
+/// an https issuer.
+pub(crate) async fn sign_in_endpoints(
+    client: &reqwest::Client,
+    settings: &OidcSettings,
+) -> Result<SignInEndpoints, FetchError> {
+    let discovery = discovery(client, settings).await?;
+    let endpoint = |text: Option<String>| {
+        let text = text.unwrap_or_default();
+        match http_url(&text) {
+            Some(url) if url.scheme() == "https" || !settings.issuer_is_https() => Ok(url),
+            _ => Err(FetchError::Endpoint(text)),
+        }
+    };
+    Ok(SignInEndpoints {
+        authorization: endpoint(discovery.authorization_endpoint)?,
+        token: endpoint(discovery.token_endpoint)?,
+    })
+}
+
+/// Reads the discovery document and returns its `jwks_uri`.
+pub(crate) async fn discover(
+    client: &reqwest::Client,
+    settings: &OidcSettings,
+) -> Result<Url, FetchError> {
+    let discovery = discovery(client, settings).await?;
     match http_url(&discovery.jwks_uri) {
         Some(jwks) if jwks.scheme() == "https" || !settings.issuer_is_https() => Ok(jwks),
         _ => Err(FetchError::JwksUri(discovery.jwks_uri)),
@@ -83,16 +127,19 @@ pub(crate) async fn key_set(client: &reqwest::Client, url: &Url) -> Result<KeySe
 
 /// The body of a 2xx answer to `GET url`, at most `MAX_DOCUMENT_BYTES`.
 async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, FetchError> {
+    body_of(client.get(url).header(ACCEPT, "application/json"), url).await
+}
+
+/// The body of a 2xx answer to `request` (to `url`), at most `MAX_DOCUMENT_BYTES`.
+pub(crate) async fn body_of(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<Vec<u8>, FetchError> {
     let request_error = |source: reqwest::Error| FetchError::Request {
         url: url.to_owned(),
         source: source.without_url(),
     };
-    let mut response = client
-        .get(url)
-        .header(ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(request_error)?;
+    let mut response = request.send().await.map_err(request_error)?;
     let status = response.status();
     if !status.is_success() {
         return Err(FetchError::Status {

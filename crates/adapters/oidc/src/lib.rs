@@ -8,6 +8,7 @@
 )]
 
 mod agent_keys;
+mod browser;
 mod claims;
 mod fetch;
 mod keys;

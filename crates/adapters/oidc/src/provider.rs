@@ -34,14 +34,16 @@ pub enum ConnectError {
 /// JWT access tokens) against its published keys, cached in memory and refreshed in the
 /// background. Dropping it stops the refresh.
 pub struct OidcProvider {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
+    /// The authorization and token endpoints for browser sign-in, once discovered.
+    pub(crate) endpoints: Mutex<Option<crate::fetch::SignInEndpoints>>,
     _refresh: DropGuard,
 }
 
-struct Inner {
-    settings: OidcSettings,
-    clock: Arc<dyn Clock>,
-    client: reqwest::Client,
+pub(crate) struct Inner {
+    pub(crate) settings: OidcSettings,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) client: reqwest::Client,
     cache: RwLock<Cache>,
     /// Held for every fetch: one in flight at a time, shared by every caller waiting.
     fetch: Mutex<FetchState>,
@@ -124,6 +126,7 @@ impl OidcProvider {
         );
         Ok(OidcProvider {
             inner,
+            endpoints: Mutex::new(None),
             _refresh: stop.drop_guard(),
         })
     }
@@ -190,6 +193,12 @@ impl Inner {
     }
 
     async fn verify(&self, token: &str) -> Result<VerifiedIdentity, IdentityError> {
+        let payload = self.verified_payload(token).await?;
+        verified_identity(&payload, &self.settings, self.clock.now())
+    }
+
+    /// The claims of `token` once its signature is verified by the provider's keys.
+    pub(crate) async fn verified_payload(&self, token: &str) -> Result<Vec<u8>, IdentityError> {
         let compact = token::split(token)?;
         let header = compact.header()?;
         // A malformed signature is refused before any key is fetched for it.
@@ -209,7 +218,7 @@ impl Inner {
         }
         keys.verify_signature(&compact, &header, &signature)
             .map_err(IdentityError::Invalid)?;
-        verified_identity(&compact.payload()?, &self.settings, self.clock.now())
+        compact.payload()
     }
 
     fn unavailable(&self) -> IdentityError {

@@ -39,6 +39,15 @@ pub struct OidcSettings {
     /// Whole-request timeout of a discovery or key-set fetch.
     #[serde(default = "OidcSettings::default_timeout_seconds")]
     pub timeout_seconds: u64,
+    /// This server's client at the provider, for signing people in in their browser (the
+    /// consent pages of the authorization code flow): its `client_id`, an ID token's
+    /// audience. Unset: no browser sign-in, and `/oauth/{account_id}/authorize` says so.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Its secret (`client_secret_basic` at the provider's token endpoint). Unset with a
+    /// `client_id`: a public client, PKCE alone.
+    #[serde(default)]
+    pub client_secret: Option<String>,
 }
 
 /// A setting out of range; names its key (`auth.idp.…`).
@@ -75,6 +84,8 @@ impl OidcSettings {
             refresh_seconds: Self::DEFAULT_REFRESH_SECONDS,
             refetch_min_seconds: Self::DEFAULT_REFETCH_MIN_SECONDS,
             timeout_seconds: Self::DEFAULT_TIMEOUT_SECONDS,
+            client_id: None,
+            client_secret: None,
         }
     }
 
@@ -133,6 +144,19 @@ impl OidcSettings {
                 "role_claim",
                 "must not be empty (leave it unset for no cap)",
             );
+        }
+        if self
+            .client_id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
+            return invalid(
+                "client_id",
+                "must not be empty (leave it unset for no browser sign-in)",
+            );
+        }
+        if self.client_secret.is_some() && self.client_id.is_none() {
+            return invalid("client_secret", "needs a client_id");
         }
         if self.leeway_seconds > Self::MAX_LEEWAY_SECONDS {
             return invalid("leeway_seconds", "must be at most 600");

@@ -101,6 +101,27 @@ diesel::table! {
 }
 
 diesel::table! {
+    authorization_codes (digest) {
+        digest -> Bytea,
+        account_id -> Uuid,
+        agent_id -> Uuid,
+        principal_id -> Uuid,
+        delegation_id -> Uuid,
+        redirect_uri -> Text,
+        code_challenge -> Text,
+        scopes -> Jsonb,
+        openid -> Bool,
+        resources -> Jsonb,
+        nonce -> Nullable<Text>,
+        auth_time -> Timestamptz,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        spent_at -> Nullable<Timestamptz>,
+        family_id -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
     delegations (id) {
         id -> Uuid,
         account_id -> Uuid,
@@ -367,6 +388,10 @@ diesel::joinable!(agent_tools -> tools (tool_id));
 diesel::joinable!(agents -> accounts (account_id));
 diesel::joinable!(agents -> users (registered_by));
 diesel::joinable!(api_tokens -> accounts (account_id));
+diesel::joinable!(authorization_codes -> accounts (account_id));
+diesel::joinable!(authorization_codes -> agents (agent_id));
+diesel::joinable!(authorization_codes -> delegations (delegation_id));
+diesel::joinable!(authorization_codes -> principals (principal_id));
 diesel::joinable!(delegations -> accounts (account_id));
 diesel::joinable!(delegations -> principals (grantor_principal_id));
 diesel::joinable!(events -> accounts (account_id));
@@ -394,6 +419,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     agents,
     api_tokens,
     audit_logs,
+    authorization_codes,
     delegations,
     events,
     ingest_refusals,

@@ -98,6 +98,30 @@ diesel::table! {
     use diesel::sql_types::*;
     use crate::types::{Jsonb, Uuid};
 
+    authorization_codes (digest) {
+        digest -> Binary,
+        account_id -> Uuid,
+        agent_id -> Uuid,
+        principal_id -> Uuid,
+        delegation_id -> Uuid,
+        redirect_uri -> Text,
+        code_challenge -> Text,
+        scopes -> Jsonb,
+        openid -> Bool,
+        resources -> Jsonb,
+        nonce -> Nullable<Text>,
+        auth_time -> TimestamptzSqlite,
+        created_at -> TimestamptzSqlite,
+        expires_at -> TimestamptzSqlite,
+        spent_at -> Nullable<TimestamptzSqlite>,
+        family_id -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
     delegations (id) {
         id -> Uuid,
         account_id -> Uuid,
@@ -459,6 +483,10 @@ diesel::joinable!(agent_tools -> tools (tool_id));
 diesel::joinable!(agents -> accounts (account_id));
 diesel::joinable!(agents -> users (registered_by));
 diesel::joinable!(api_tokens -> accounts (account_id));
+diesel::joinable!(authorization_codes -> accounts (account_id));
+diesel::joinable!(authorization_codes -> agents (agent_id));
+diesel::joinable!(authorization_codes -> delegations (delegation_id));
+diesel::joinable!(authorization_codes -> principals (principal_id));
 diesel::joinable!(delegations -> accounts (account_id));
 diesel::joinable!(delegations -> principals (grantor_principal_id));
 diesel::joinable!(events -> accounts (account_id));
@@ -487,6 +515,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_tokens,
     changes,
     audit_logs,
+    authorization_codes,
     delegations,
     events,
     ingest_refusals,

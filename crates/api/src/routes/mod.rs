@@ -11,6 +11,7 @@ mod admin;
 mod agents;
 mod analytics;
 mod audit;
+mod authorize;
 mod bootstrap;
 mod delegations;
 mod events;
@@ -35,6 +36,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::error::{ApiError, ApiResult};
 
+pub use authorize::page_routes;
 pub use health::{health_routes, not_found};
 
 /// Every documented API route. The router tries routes in this order, and each route with

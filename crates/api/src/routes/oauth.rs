@@ -287,7 +287,10 @@ fn issuer_of(state: &ApiState, account: AccountId) -> String {
 }
 
 /// The token endpoint: `grant_type=client_credentials` (with `scope`, `resource`,
-/// `task_id`, `parent_task_id`) or `refresh_token` (rotated on every use; a spent one
+/// `task_id`, `parent_task_id`, `delegation_id`), `authorization_code` (with `code`,
+/// `redirect_uri` and the PKCE `code_verifier`; a code is spent once, and presented again
+/// revokes what it brought), `urn:ietf:params:oauth:grant-type:token-exchange` (RFC 8693)
+/// or `refresh_token` (rotated on every use; a spent one
 /// presented again after `oauth.refresh_replay_seconds` revokes its whole family). The
 /// client authenticates with HTTP Basic (`client_secret_basic`), in the body
 /// (`client_secret_post`) or with a signed JWT (`private_key_jwt`, RFC 7523: `client_assertion`
@@ -330,6 +333,9 @@ async fn token(
         actor_token: form.get("actor_token").map(str::to_owned),
         actor_token_type: form.get("actor_token_type").map(str::to_owned),
         requested_token_type: form.get("requested_token_type").map(str::to_owned),
+        code: form.get("code").map(str::to_owned),
+        redirect_uri: form.get("redirect_uri").map(str::to_owned),
+        code_verifier: form.get("code_verifier").map(str::to_owned),
     };
     let response = state
         .app
@@ -365,6 +371,9 @@ pub struct TokenResponseBody {
     /// answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_token_type: Option<String>,
+    /// OpenID Connect: on an authorization code's answer when `openid` was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 impl From<TokenResponse> for TokenResponseBody {
@@ -379,6 +388,7 @@ impl From<TokenResponse> for TokenResponseBody {
             task_id: response.task_id,
             parent_task_id: response.parent_task_id,
             issued_token_type: response.issued_token_type,
+            id_token: response.id_token,
         }
     }
 }
@@ -590,8 +600,10 @@ async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResu
         "revocation_endpoint": format!("{issuer}/revoke"),
         // D2's signed revocation list, for verifying access tokens offline.
         "revocation_list_uri": format!("{issuer}/revocations"),
+        "authorization_endpoint": format!("{issuer}/authorize"),
         "grant_types_supported": [
             "client_credentials",
+            "authorization_code",
             "refresh_token",
             "urn:ietf:params:oauth:grant-type:token-exchange"
         ],
@@ -602,7 +614,10 @@ async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResu
         "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "code_challenge_methods_supported": ["S256"],
-        "response_types_supported": [],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        // RFC 9207: every authorization response names its issuer.
+        "authorization_response_iss_parameter_supported": true,
         "scopes_supported": scopes,
         "access_token_signing_alg_values_supported": [signing],
     });

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use d2_accounts::AccountService;
-use d2_members::{
-    IdentityProvider, InvitationMailer, Invitations, MembersService, SessionVerifier,
-};
+use d2_members::{InvitationMailer, Invitations, MembersService, SessionVerifier};
+use d2_oauth::BrowserSignIn;
 use d2_oidc::OidcProvider;
 use d2_smtp::SmtpMailer;
 use serde::Deserialize;
@@ -46,6 +45,9 @@ pub(crate) struct Members {
     pub invitations: Arc<Invitations>,
     /// Sign-in, when `auth.idp` is configured.
     pub sessions: Option<Arc<SessionVerifier>>,
+    /// Browser sign-in at the provider (the consent pages), when `auth.idp.client_id` is
+    /// set too.
+    pub browser_sign_in: Option<Arc<dyn BrowserSignIn>>,
 }
 
 pub(crate) async fn build(
@@ -53,7 +55,12 @@ pub(crate) async fn build(
     registry: &mut Registry,
     accounts: &AccountService,
 ) -> Result<Members, StartupError> {
-    let sessions = match identity_provider(shared).await? {
+    let provider = identity_provider(shared).await?;
+    let browser_sign_in = provider
+        .clone()
+        .filter(|provider| provider.browser_sign_in_enabled())
+        .map(|provider| -> Arc<dyn BrowserSignIn> { provider });
+    let sessions = match provider {
         Some(provider) => {
             let sessions = Arc::new(SessionVerifier::new(
                 provider,
@@ -100,15 +107,14 @@ pub(crate) async fn build(
         members,
         invitations,
         sessions,
+        browser_sign_in,
     })
 }
 
 /// The OpenID provider of `auth.idp`, if configured. Its keys are fetched now and
 /// refreshed in the background; a provider unreachable at start is not fatal (sign-ins
 /// answer 503 until its keys can be fetched).
-async fn identity_provider(
-    shared: &Shared<'_>,
-) -> Result<Option<Arc<dyn IdentityProvider>>, StartupError> {
+async fn identity_provider(shared: &Shared<'_>) -> Result<Option<Arc<OidcProvider>>, StartupError> {
     let Some(settings) = &shared.settings.auth.idp else {
         return Ok(None);
     };

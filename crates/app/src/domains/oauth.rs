@@ -10,9 +10,9 @@ use d2_jwks::{Jwks, JwksError, KeyAlgorithm, KeyReplaced};
 use d2_kernel::AccountId;
 use d2_oauth::jobs::TokenPruning;
 use d2_oauth::{
-    AccessRules, AgentCache, AgentService, ClientAuthenticator, DefaultScopes, DelegationService,
-    Entitlements, OAuthAdmin, PrincipalService, RevocationLists, ScopeCatalog, TokenIssuer,
-    TokenRecords, ToolService,
+    AccessRules, AgentCache, AgentService, Authorizations, ClientAuthenticator, DefaultScopes,
+    DelegationService, Entitlements, OAuthAdmin, PrincipalService, RevocationLists, ScopeCatalog,
+    TokenIssuer, TokenRecords, ToolService,
 };
 use d2_oidc::{AgentKeys, Reach};
 use serde::Deserialize;
@@ -127,6 +127,8 @@ pub struct OAuth {
     pub keys: Arc<Jwks>,
     /// The admins' view: dashboard, tokens, revocation, tasks (`/v1/admin`).
     pub admin: Arc<OAuthAdmin>,
+    /// The consent step of the authorization code flow.
+    pub authorizations: Arc<Authorizations>,
     /// Each account's signed revocation list, served from memory.
     pub revocations: Arc<RevocationLists>,
     /// The account's end users (principals) agents act for.
@@ -228,8 +230,9 @@ pub(crate) fn build(
     ));
     let issuer = Arc::new(TokenIssuer::new(
         shared.repositories.clone(),
+        shared.repositories.clone(),
         cache.clone(),
-        entitlements,
+        entitlements.clone(),
         delegations.clone(),
         keys.clone(),
         shared.pepper.clone(),
@@ -244,6 +247,15 @@ pub(crate) fn build(
         shared.clock.clone(),
         records.clone(),
     ));
+    let authorizations = Arc::new(Authorizations::new(
+        cache.clone(),
+        shared.repositories.clone(),
+        delegations.clone(),
+        shared.repositories.clone(),
+        entitlements,
+        shared.pepper.clone(),
+        shared.clock.clone(),
+    ));
     registry.schedule(TokenPruning {
         issuer: issuer.clone(),
         keep: chrono::Duration::days(i64::from(pruning.keep_days)),
@@ -256,6 +268,7 @@ pub(crate) fn build(
             shared.clock.clone(),
         )),
         issuer,
+        authorizations,
         revocations,
         keys,
         agents: Arc::new(AgentService::new(

@@ -141,7 +141,7 @@ impl FromStr for AuditStatus {
 #[derive(Clone, Debug, PartialEq)]
 pub struct AuditEntry {
     pub account_id: AccountId,
-    /// Who acted: `token:<id>`, `user:<id>`, `control_plane` or `system`.
+    /// Who acted: `token:<id>`, `user:<id>`, `principal:<id>`, `control_plane` or `system`.
     pub actor: String,
     pub token_id: Option<TokenId>,
     pub user_id: Option<UserId>,
@@ -181,6 +181,20 @@ impl AuditEntry {
     }
 
     /// A successful action by the control plane (bootstrap, break-glass, the CLI).
+    /// What one of the account's principals (its end users) did themselves, signed in at
+    /// the consent pages: `principal:<id>`.
+    pub fn by_principal(
+        account_id: AccountId,
+        principal: impl std::fmt::Display,
+        action: AuditAction,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            actor: format!("principal:{principal}"),
+            ..Self::system(account_id, action, at)
+        }
+    }
+
     pub fn control_plane(account_id: AccountId, action: AuditAction, at: DateTime<Utc>) -> Self {
         Self {
             actor: "control_plane".to_owned(),

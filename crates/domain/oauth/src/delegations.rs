@@ -31,6 +31,13 @@ use crate::token::OAuthTokenId;
 pub mod delegation_revocation_reasons {
     /// An admin revoked it.
     pub const ADMIN: &str = "admin";
+    /// Its grantor, a principal, withdrew it (their consent).
+    pub const WITHDRAWN: &str = "withdrawn";
+}
+
+/// How audit records and grants name a principal acting for itself.
+fn principal_actor(principal: PrincipalId) -> String {
+    format!("principal:{principal}")
 }
 
 pub struct DelegationService {
@@ -135,8 +142,40 @@ impl DelegationService {
         spec: DelegationSpec,
     ) -> Result<Delegation, DelegationError> {
         ctx.require(Scope::Admin)?;
+        self.make(ctx.account_id, spec, ctx.actor(), |action, at| {
+            AuditEntry::by(ctx, action, at)
+        })
+        .await
+    }
+
+    /// A grant a principal makes themselves, approving what an agent asks on the consent
+    /// page: checked as [`Self::create`] checks, audited `delegation.create` by
+    /// `principal:<id>`.
+    pub async fn create_as_principal(
+        &self,
+        account: AccountId,
+        principal: PrincipalId,
+        spec: DelegationSpec,
+    ) -> Result<Delegation, DelegationError> {
+        if spec.grantor != Grantor::Principal(principal) {
+            return Err(DelegationError::invalid(
+                "a principal grants only for itself",
+            ));
+        }
+        self.make(account, spec, principal_actor(principal), |action, at| {
+            AuditEntry::by_principal(account, principal, action, at)
+        })
+        .await
+    }
+
+    async fn make(
+        &self,
+        account: AccountId,
+        spec: DelegationSpec,
+        actor: String,
+        entry: impl Fn(AuditAction, DateTime<Utc>) -> AuditEntry,
+    ) -> Result<Delegation, DelegationError> {
         let spec = spec.validate()?;
-        let account = ctx.account_id;
         let asked = Asked {
             scopes: &spec.scopes,
             tools: spec.tools.as_ref(),
@@ -150,8 +189,8 @@ impl DelegationService {
             .ok_or(DelegationError::AgentNotFound)?;
         self.check_grantee(&grantee, &asked).await?;
         let now = self.clock.now();
-        let delegation = Delegation::new(account, spec, ctx.actor(), now);
-        let entry = AuditEntry::by(ctx, AuditAction::DelegationCreate, now)
+        let delegation = Delegation::new(account, spec, actor, now);
+        let entry = entry(AuditAction::DelegationCreate, now)
             .target("delegation", delegation.id)
             .metadata(audit_metadata(&delegation));
         if !self.repo.create_delegation(&delegation, &entry).await? {
@@ -198,14 +237,59 @@ impl DelegationService {
         id: DelegationId,
     ) -> Result<Delegation, DelegationError> {
         ctx.require(Scope::Admin)?;
+        self.revoke_by(
+            ctx.account_id,
+            id,
+            delegation_revocation_reasons::ADMIN,
+            ctx.actor(),
+            |action, at| AuditEntry::by(ctx, action, at),
+        )
+        .await
+    }
+
+    /// A principal withdraws a grant it made (its consent to an agent): revoked as
+    /// [`Self::revoke`] revokes, audited by `principal:<id>`. `NotFound` for a grant that
+    /// is not the principal's.
+    pub async fn withdraw(
+        &self,
+        account: AccountId,
+        principal: PrincipalId,
+        id: DelegationId,
+    ) -> Result<Delegation, DelegationError> {
+        let owned = self
+            .repo
+            .delegation(account, id)
+            .await?
+            .is_some_and(|grant| grant.grantor == Grantor::Principal(principal));
+        if !owned {
+            return Err(DelegationError::NotFound);
+        }
+        self.revoke_by(
+            account,
+            id,
+            delegation_revocation_reasons::WITHDRAWN,
+            principal_actor(principal),
+            |action, at| AuditEntry::by_principal(account, principal, action, at),
+        )
+        .await
+    }
+
+    async fn revoke_by(
+        &self,
+        account: AccountId,
+        id: DelegationId,
+        reason: &str,
+        by: String,
+        entry: impl Fn(AuditAction, DateTime<Utc>) -> AuditEntry + Sync,
+    ) -> Result<Delegation, DelegationError> {
         let now = self.clock.now();
         let revocation = DelegationRevocation {
             at: now,
-            reason: delegation_revocation_reasons::ADMIN.to_owned(),
-            by: ctx.actor(),
+            reason: reason.to_owned(),
+            by,
         };
         let audit_of = |delegation: &Delegation, revoked: &[OAuthTokenId]| {
-            AuditEntry::by(ctx, AuditAction::DelegationRevoke, now)
+            entry(AuditAction::DelegationRevoke, now)
                 .target("delegation", delegation.id)
                 .metadata(json!({
                     "reason": revocation.reason,
@@ -216,19 +300,39 @@ impl DelegationService {
         };
         match self
             .repo
-            .revoke_delegation(ctx.account_id, id, &revocation, &audit_of)
+            .revoke_delegation(account, id, &revocation, &audit_of)
             .await?
         {
             DelegationRevoke::Revoked(delegation) => {
                 // The tokens revoked with it stop working here at once, elsewhere through
                 // the change feed.
-                self.records.forget_account(ctx.account_id);
-                tracing::info!(delegation.id = %id, account.id = %ctx.account_id, "delegation revoked");
+                self.records.forget_account(account);
+                tracing::info!(delegation.id = %id, account.id = %account, "delegation revoked");
                 Ok(*delegation)
             }
             DelegationRevoke::AlreadyRevoked(delegation) => Ok(*delegation),
             DelegationRevoke::NotFound => Err(DelegationError::NotFound),
         }
+    }
+
+    /// The grants `principal` made that are in force at `now`, newest first (its consents,
+    /// at most `limit`).
+    pub async fn granted_by(
+        &self,
+        account: AccountId,
+        principal: PrincipalId,
+        limit: u32,
+    ) -> Result<Vec<Delegation>, DelegationError> {
+        let filter = DelegationFilter {
+            grantor: Some(Grantor::Principal(principal)),
+            agent_id: None,
+            active_at: Some(self.clock.now()),
+        };
+        let page = self
+            .repo
+            .delegations(account, &filter, &PageRequest::first(limit))
+            .await?;
+        Ok(page.items)
     }
 
     /// Whether `delegation` is in force at `now`: not revoked or expired, its grantor
@@ -274,7 +378,7 @@ impl DelegationService {
 
     /// The newest grant from `grantor` to `agent` that is neither revoked nor expired at
     /// `now`, if any (a token exchange that names no grant).
-    pub(crate) async fn newest_between(
+    pub async fn newest_between(
         &self,
         account: AccountId,
         grantor: Grantor,

@@ -26,6 +26,16 @@ pub struct Entitlements {
     rules: Arc<AccessRules>,
 }
 
+/// A name and what it says of itself.
+pub type Described = (String, Option<String>);
+
+/// What a consent page lists: the scopes asked and the tools they reach.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConsentItems {
+    pub scopes: Vec<Described>,
+    pub tools: Vec<Described>,
+}
+
 /// What a grant asks for, beside the agent.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Ask<'a> {
@@ -406,6 +416,52 @@ impl Entitlements {
             tools: Some(active),
             resources: None,
         })
+    }
+
+    /// What a consent page shows of `agent` asking for `scopes` (none: every scope it may
+    /// have): each scope with its description, refusing one it may not have; and its
+    /// active tools those scopes let it call, with theirs.
+    pub(crate) async fn consent_items(
+        &self,
+        agent: &Agent,
+        scopes: &[String],
+    ) -> Result<Result<ConsentItems, String>, GrantError> {
+        let known = self.scopes.known(agent.account_id).await?;
+        let allowed = closure(&known, agent.spec.scopes.iter().map(String::as_str));
+        let asked: Vec<&String> = if scopes.is_empty() {
+            agent.spec.scopes.iter().collect()
+        } else {
+            scopes.iter().collect()
+        };
+        if let Some(refused) = asked.iter().find(|scope| !allowed.contains(**scope)) {
+            return Ok(Err((*refused).clone()));
+        }
+        let reach = closure(&known, asked.iter().map(|scope| scope.as_str()));
+        let described = |name: &String| {
+            let description = known
+                .get(name)
+                .and_then(|scope| scope.scope.spec.description.clone());
+            (name.clone(), description)
+        };
+        let tools = self
+            .tools
+            .agent_tools(agent.account_id, agent.id)
+            .await?
+            .iter()
+            .filter(|tool| {
+                tool.active
+                    && tool
+                        .spec
+                        .required_scopes
+                        .iter()
+                        .all(|scope| reach.contains(scope))
+            })
+            .map(|tool| (tool.spec.name.clone(), tool.spec.description.clone()))
+            .collect();
+        Ok(Ok(ConsentItems {
+            scopes: asked.into_iter().map(described).collect(),
+            tools,
+        }))
     }
 
     /// `names` with every scope the account's catalog says they imply.

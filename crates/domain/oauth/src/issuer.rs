@@ -1,4 +1,5 @@
-//! The token endpoint's grants (client credentials, refresh with rotation), RFC 7662
+//! The token endpoint's grants (client credentials, authorization code with PKCE, refresh
+//! with rotation, token exchange), RFC 7662
 //! introspection and RFC 7009 revocation, for agents already authenticated as clients.
 //!
 //! Access tokens are RS256 JWTs (RFC 9068, `typ: at+jwt`) signed with the account's key
@@ -22,11 +23,14 @@ use serde_json::{Value, json};
 use chrono::{DateTime, Utc};
 
 use crate::agent::{Agent, AgentId};
+use crate::authorization::{
+    AuthorizationCode, AuthorizationCodeSecret, Redemption, verifier_matches,
+};
 use crate::delegation::{Delegation, DelegationId, Grantor};
 use crate::delegations::DelegationService;
 use crate::entitlement::{Ask, Delegated, Entitlements, ToolAccess};
 use crate::error::{DelegationError, GrantError};
-use crate::ports::OAuthTokenRepo;
+use crate::ports::{AuthorizationCodeRepo, OAuthTokenRepo};
 use crate::principal::PrincipalId;
 use crate::rules::decision::RuleRef;
 use crate::service::AgentCache;
@@ -65,6 +69,10 @@ pub struct TokenRequest {
     pub actor_token: Option<String>,
     pub actor_token_type: Option<String>,
     pub requested_token_type: Option<String>,
+    /// RFC 6749 §4.1.3, with RFC 7636's verifier.
+    pub code: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: Option<String>,
 }
 
 /// RFC 6749 §5.1, with the lineage beside it.
@@ -84,6 +92,9 @@ pub struct TokenResponse {
     /// RFC 8693 §2.2.1, on a token exchange's answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_token_type: Option<String>,
+    /// OpenID Connect Core §3.1.3.3: when a code asked for `openid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// What introspection answers about a token (RFC 7662 §2.2); `None` for an inactive one.
@@ -199,6 +210,7 @@ impl ChangeSubscriber for TokenRecords {
 /// The token endpoint's grants, introspection and revocation.
 pub struct TokenIssuer {
     tokens: Arc<dyn OAuthTokenRepo>,
+    codes: Arc<dyn AuthorizationCodeRepo>,
     jwks: Arc<Jwks>,
     pepper: Arc<Pepper>,
     clock: Arc<dyn Clock>,
@@ -297,6 +309,7 @@ impl TokenIssuer {
     )]
     pub fn new(
         tokens: Arc<dyn OAuthTokenRepo>,
+        codes: Arc<dyn AuthorizationCodeRepo>,
         agents: Arc<AgentCache>,
         entitlements: Arc<Entitlements>,
         delegations: Arc<DelegationService>,
@@ -308,6 +321,7 @@ impl TokenIssuer {
     ) -> Self {
         Self {
             tokens,
+            codes,
             agents,
             entitlements,
             delegations,
@@ -331,6 +345,9 @@ impl TokenIssuer {
         let result = match request.grant_type {
             Some(GrantType::ClientCredentials) => {
                 self.client_credentials(agent, issuer, request).await
+            }
+            Some(GrantType::AuthorizationCode) => {
+                self.authorization_code(agent, issuer, request).await
             }
             Some(GrantType::RefreshToken) => self.refresh(agent, issuer, request).await,
             Some(GrantType::TokenExchange) => self.exchange(agent, issuer, request).await,
@@ -457,6 +474,198 @@ impl TokenIssuer {
         };
         self.issue_new(agent, issuer, plan, granted.decided_by.as_ref())
             .await
+    }
+
+    /// RFC 6749 §4.1.3: the tokens a person's approval sent `agent` a code for, acting for
+    /// the person's principal under the grant the approval made. The code is spent with
+    /// the tokens it brings, in one transaction; presented again, it revokes them.
+    async fn authorization_code(
+        &self,
+        agent: &Agent,
+        issuer: &str,
+        request: TokenRequest,
+    ) -> Result<TokenResponse, GrantError> {
+        refuse_exchange_parameters(&request)?;
+        if request.refresh_token.is_some() {
+            return Err(GrantError::Request(
+                "`refresh_token` belongs to the refresh_token grant".into(),
+            ));
+        }
+        let Some(text) = request.code.as_deref() else {
+            return Err(GrantError::Request("`code` is required".into()));
+        };
+        let unknown = || {
+            GrantError::Grant(
+                "the authorization code is unknown or was not issued to this client".into(),
+            )
+        };
+        let account = agent.account_id;
+        if AuthorizationCodeSecret::check_format(text).is_err() {
+            return Err(unknown());
+        }
+        let digest = self.pepper.digest_text(text);
+        let now = self.clock.now();
+        let code = self
+            .codes
+            .code(account, &digest)
+            .await?
+            .filter(|code| code.agent_id == agent.id)
+            .ok_or_else(unknown)?;
+        if code.spent_at.is_some() {
+            return Err(self.code_replayed(account, code.family_id).await);
+        }
+        if now >= code.expires_at {
+            return Err(GrantError::Grant("the authorization code expired".into()));
+        }
+        if request.redirect_uri.as_deref() != Some(code.redirect_uri.as_str()) {
+            return Err(GrantError::Grant(
+                "`redirect_uri` is not the authorization request's".into(),
+            ));
+        }
+        let Some(verifier) = request.code_verifier.as_deref() else {
+            return Err(GrantError::Request(
+                "`code_verifier` is required (PKCE)".into(),
+            ));
+        };
+        if !verifier_matches(verifier, &code.code_challenge) {
+            return Err(GrantError::Grant(
+                "the `code_verifier` does not match the code's challenge".into(),
+            ));
+        }
+        let chain = vec![Hop {
+            agent_id: agent.id,
+            delegation_id: code.delegation_id,
+        }];
+        let mandate = self.mandate(account, &chain, now).await?;
+        let grant = mandate
+            .grants
+            .last()
+            .ok_or_else(|| GrantError::Grant("the delegation grant is unknown".into()))?;
+        let audience = within_grant(
+            audience(agent, issuer, &code.resources)?,
+            &code.resources,
+            grant,
+        )?;
+        let ceiling: Vec<String> = self
+            .entitlements
+            .expanded(account, &grant.scopes)
+            .await?
+            .into_iter()
+            .collect();
+        let task_id = grant_task(grant, None)?;
+        let asked = code.scopes.join(" ");
+        let granted = self
+            .entitlements
+            .grant(
+                agent,
+                Ask {
+                    scope: Some(asked.as_str()).filter(|s| !s.is_empty()),
+                    ceiling: Some(&ceiling),
+                    audience: &audience,
+                    grant_type: GrantType::AuthorizationCode,
+                    task_id: &task_id,
+                    parent_task_id: None,
+                    now,
+                    delegated: &mandate.delegated,
+                },
+            )
+            .await?;
+        let plan = Plan {
+            scopes: granted.scopes.clone(),
+            audience,
+            task_id,
+            parent_task_id: None,
+            grant_type: GrantType::AuthorizationCode,
+            family_id: None,
+            parent_id: None,
+            acting: Acting {
+                subject: Some(code.principal_id.to_string()),
+                principal_id: Some(code.principal_id),
+                chain,
+                may_act: None,
+                not_after: mandate.not_after,
+            },
+        };
+        let (issuance, mut response) = self.prepare(agent, issuer, plan).await?;
+        if code.openid {
+            response.id_token = Some(self.id_token(agent, issuer, &code, &issuance).await?);
+        }
+        let entry = self.issue_audit(
+            AuditAction::OAuthTokenIssue,
+            &issuance,
+            granted.decided_by.as_ref(),
+        );
+        match self
+            .codes
+            .redeem_code(account, &digest, &issuance, &entry, now)
+            .await?
+        {
+            Redemption::Redeemed => Ok(response),
+            Redemption::Spent { family_id } => Err(self.code_replayed(account, family_id).await),
+            Redemption::Unknown => Err(unknown()),
+        }
+    }
+
+    /// A code presented again: the tokens its first use brought are revoked, with every
+    /// token derived from them (RFC 6749 §4.1.2), and the request refused.
+    async fn code_replayed(&self, account: AccountId, family: Option<OAuthTokenId>) -> GrantError {
+        if let Some(family) = family
+            && let Err(error) = self
+                .revoke_scope(
+                    account,
+                    RevokeScope::Family(family),
+                    revocation_reasons::CODE_REUSE,
+                    "system",
+                )
+                .await
+        {
+            return error;
+        }
+        GrantError::Grant(
+            "the authorization code was used before: the tokens it brought are revoked".into(),
+        )
+    }
+
+    /// The ID token of a code that asked for `openid` (OpenID Connect Core §2): the
+    /// principal as `sub`, the agent as `aud` and `azp`, the request's `nonce`, living as
+    /// long as the access token.
+    async fn id_token(
+        &self,
+        agent: &Agent,
+        issuer: &str,
+        code: &AuthorizationCode,
+        issuance: &Issuance,
+    ) -> Result<String, GrantError> {
+        let client_id = agent.client_id();
+        let claims = json!({
+            "iss": issuer,
+            "sub": code.principal_id,
+            "aud": client_id,
+            "azp": client_id,
+            "exp": issuance.access.expires_at.timestamp(),
+            "iat": issuance.access.issued_at.timestamp(),
+            "auth_time": code.auth_time.timestamp(),
+            "nonce": code.nonce,
+        });
+        let payload =
+            serde_json::to_vec(&claims).map_err(|e| GrantError::Signing(e.to_string()))?;
+        let key = self
+            .jwks
+            .active_key(agent.account_id, |key| {
+                AuditEntry::system(
+                    agent.account_id,
+                    AuditAction::KeyCreate,
+                    issuance.access.issued_at,
+                )
+                .target("signing_key", &key.kid)
+                .metadata(json!({ "algorithm": "RS256", "reason": "first access token" }))
+            })
+            .await?;
+        let extras = JwsHeaderExtras {
+            token_type: Some("JWT"),
+            ..JwsHeaderExtras::default()
+        };
+        Ok(self.jwks.sign(&key, &extras, &payload)?)
     }
 
     /// Signs and stores the new tokens of `plan`, audited `oauth.token_issue`.
@@ -959,6 +1168,7 @@ impl TokenIssuer {
             task_id: plan.task_id,
             parent_task_id: plan.parent_task_id,
             issued_token_type: None,
+            id_token: None,
         };
         Ok((issuance, response))
     }
@@ -1338,7 +1548,8 @@ impl TokenIssuer {
     ) -> Result<u64, GrantError> {
         const FAMILIES_PER_BATCH: u32 = 1_000;
         let before = d2_kernel::earlier(self.clock.now(), keep);
-        let mut pruned = 0_u64;
+        // Authorization codes live a minute: those expired as long ago go with the tokens.
+        let mut pruned = self.codes.prune_codes(before).await?;
         loop {
             let deleted = self.tokens.prune(before, FAMILIES_PER_BATCH).await?;
             pruned = pruned.saturating_add(deleted);
@@ -1397,7 +1608,11 @@ fn checked_resources(asked: &[String]) -> Result<(), GrantError> {
 
 /// The `aud`: the resources asked, each one the agent may target; else its registered
 /// ones; else the issuer.
-fn audience(agent: &Agent, issuer: &str, asked: &[String]) -> Result<Vec<String>, GrantError> {
+pub(crate) fn audience(
+    agent: &Agent,
+    issuer: &str,
+    asked: &[String],
+) -> Result<Vec<String>, GrantError> {
     checked_resources(asked)?;
     if let Some(refused) = asked.iter().find(|r| !agent.spec.resources.contains(r)) {
         return Err(GrantError::Target(format!(
@@ -1450,7 +1665,7 @@ fn derives_from(child: &TokenRecord, parent: &TokenRecord) -> bool {
                 && child.chain.starts_with(&parent.chain)
                 && child.depth() == parent.depth().saturating_add(1)
         }
-        GrantType::ClientCredentials | GrantType::RefreshToken => {
+        GrantType::ClientCredentials | GrantType::AuthorizationCode | GrantType::RefreshToken => {
             parent.family_id == child.family_id && parent.task_id == child.task_id
         }
     }

@@ -14,6 +14,8 @@ mod access_tests;
 pub mod admin;
 mod agent;
 mod assertion;
+mod authorization;
+mod authorizations;
 pub mod catalog;
 mod delegation;
 mod delegations;
@@ -43,6 +45,14 @@ pub use agent::{
     RegistrationToken, UnknownAgentState, UnknownAuthMethod, limits,
 };
 pub use assertion::{AssertionVerifier, CLIENT_ASSERTION_TYPE, assertion_limits};
+pub use authorization::{
+    AuthorizationCode, AuthorizationCodeFormat, AuthorizationCodeSecret, AuthorizationRequest,
+    AuthorizeError, AuthorizeParams, CODE_SECONDS, CONSENT_SECONDS, OPENID, Prompt, Redemption,
+    ReturnTo, authorize_errors, authorize_limits,
+};
+pub use authorizations::{
+    Authorizations, CONSENTS_LISTED, ConsentView, PrincipalRefusal, SignedInPerson,
+};
 pub use catalog::defaults::{DefaultScopes, InvalidDefaultScopes};
 pub use catalog::error::CatalogError;
 pub use catalog::ports::{
@@ -57,7 +67,7 @@ pub use delegation::{
     DelegationStatus, Grantor, limits as delegation_limits,
 };
 pub use delegations::{DelegationService, delegation_revocation_reasons};
-pub use entitlement::{Entitlements, ToolAccess, ToolAccessReason};
+pub use entitlement::{ConsentItems, Described, Entitlements, ToolAccess, ToolAccessReason};
 pub use error::{
     AccessRuleError, AgentError, ClientAuthError, ClientRefusal, DelegationError, GrantError,
     PrincipalError,
@@ -67,9 +77,10 @@ pub use issuer::{
     TokenRecords, TokenRequest, TokenResponse, Verification, actor_claim, issuer_url,
 };
 pub use ports::{
-    AccessRuleRepo, AgentAuditOf, AgentRepo, DelegationAuditOf, DelegationRepo, DelegationRevoke,
-    OAuthTokenRepo, PrincipalAuditOf, PrincipalRepo, PrincipalWrite, RefreshAuditOf, RevokeAuditOf,
-    RuleAuditOf, RuleWrite,
+    AccessRuleRepo, AgentAuditOf, AgentRepo, AuthorizationCodeRepo, BrowserSignIn,
+    DelegationAuditOf, DelegationRepo, DelegationRevoke, OAuthTokenRepo, PrincipalAuditOf,
+    PrincipalRepo, PrincipalWrite, RefreshAuditOf, RevokeAuditOf, RuleAuditOf, RuleWrite,
+    SignInError, SignInRequest,
 };
 pub use principal::{Principal, PrincipalId, PrincipalSpec, limits as principal_limits};
 pub use principals::PrincipalService;

@@ -10,13 +10,14 @@ use d2_audit::memory::MemoryAuditLog;
 use d2_kernel::{AccountId, Page, PageRequest, SecretDigest, StoreError};
 
 use crate::agent::{Agent, AgentId, AgentSpec, AgentState, ClientSecrets, PendingRegistration};
+use crate::authorization::{AuthorizationCode, Redemption};
 use crate::delegation::{
     Delegation, DelegationFilter, DelegationId, DelegationRevocation, DelegationStatus,
 };
 use crate::ports::{
-    AccessRuleRepo, AgentAuditOf, AgentRepo, DelegationAuditOf, DelegationRepo, DelegationRevoke,
-    OAuthTokenRepo, PrincipalAuditOf, PrincipalRepo, PrincipalWrite, RefreshAuditOf, RevokeAuditOf,
-    RuleAuditOf, RuleWrite,
+    AccessRuleRepo, AgentAuditOf, AgentRepo, AuthorizationCodeRepo, DelegationAuditOf,
+    DelegationRepo, DelegationRevoke, OAuthTokenRepo, PrincipalAuditOf, PrincipalRepo,
+    PrincipalWrite, RefreshAuditOf, RevokeAuditOf, RuleAuditOf, RuleWrite,
 };
 use crate::principal::{Principal, PrincipalId, PrincipalSpec};
 use crate::rules::rule::{AccessRule, RuleId, RuleSpec};
@@ -44,6 +45,8 @@ pub struct MemoryAgents {
     pub(crate) catalog: Mutex<crate::catalog::memory::CatalogRows>,
     /// Spent client assertions: agent, `jti`, until when.
     assertions: Mutex<Vec<(AgentId, String, DateTime<Utc>)>>,
+    /// Authorization codes by digest; locked after `tokens` when both are.
+    codes: Mutex<Vec<(SecretDigest, AuthorizationCode)>>,
 }
 
 #[derive(Clone, Debug)]
@@ -61,6 +64,7 @@ impl MemoryAgents {
             audit,
             catalog: Mutex::default(),
             assertions: Mutex::default(),
+            codes: Mutex::default(),
         }
     }
 
@@ -321,6 +325,70 @@ impl AgentRepo for MemoryAgents {
         }
         spent.push((agent, jti.to_owned(), expires_at));
         Ok(true)
+    }
+}
+
+#[async_trait]
+/// Codes keep no foreign keys here: the delegation suites' parties are not stored in memory.
+impl AuthorizationCodeRepo for MemoryAgents {
+    async fn create_code(
+        &self,
+        code: &AuthorizationCode,
+        digest: &SecretDigest,
+    ) -> Result<bool, StoreError> {
+        let mut codes = self.codes.lock().unwrap_or_else(PoisonError::into_inner);
+        codes.push((*digest, code.clone()));
+        Ok(true)
+    }
+
+    async fn code(
+        &self,
+        account: AccountId,
+        digest: &SecretDigest,
+    ) -> Result<Option<AuthorizationCode>, StoreError> {
+        let codes = self.codes.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(codes
+            .iter()
+            .find(|(d, code)| d == digest && code.account_id == account)
+            .map(|(_, code)| code.clone()))
+    }
+
+    async fn redeem_code(
+        &self,
+        account: AccountId,
+        digest: &SecretDigest,
+        issuance: &Issuance,
+        audit: &AuditEntry,
+        now: DateTime<Utc>,
+    ) -> Result<Redemption, StoreError> {
+        let mut tokens = self.tokens();
+        let mut codes = self.codes.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some((_, code)) = codes
+            .iter_mut()
+            .find(|(d, code)| d == digest && code.account_id == account)
+        else {
+            return Ok(Redemption::Unknown);
+        };
+        if code.spent_at.is_some() {
+            return Ok(Redemption::Spent {
+                family_id: code.family_id,
+            });
+        }
+        code.spent_at = Some(now);
+        code.family_id = Some(issuance.access.family_id);
+        tokens.extend(issuance.records().map(|record| StoredToken {
+            record: record.clone(),
+            spent: None,
+        }));
+        self.audit.append(audit.clone());
+        Ok(Redemption::Redeemed)
+    }
+
+    async fn prune_codes(&self, expired_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut codes = self.codes.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = codes.len();
+        codes.retain(|(_, code)| code.expires_at >= expired_before);
+        Ok(u64::try_from(before.saturating_sub(codes.len())).unwrap_or(u64::MAX))
     }
 }
 
@@ -675,6 +743,30 @@ impl PrincipalRepo for MemoryPrincipals {
             .iter()
             .find(|p| p.account_id == account && p.id == id)
             .cloned())
+    }
+
+    async fn active_principals_by_email(
+        &self,
+        account: AccountId,
+        email: &str,
+        limit: u32,
+    ) -> Result<Vec<Principal>, StoreError> {
+        let mut found: Vec<Principal> = self
+            .lock()
+            .iter()
+            .filter(|p| {
+                p.account_id == account
+                    && p.spec.active
+                    && p.spec
+                        .email
+                        .as_deref()
+                        .is_some_and(|e| e.eq_ignore_ascii_case(email))
+            })
+            .cloned()
+            .collect();
+        found.sort_by_key(|p| p.created_at);
+        found.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(found)
     }
 
     async fn principals(
@@ -1036,5 +1128,42 @@ impl DelegationRepo for MemoryDelegations {
         );
         self.audit.append(audit_of(row, &revoked));
         Ok(DelegationRevoke::Revoked(Box::new(row.clone())))
+    }
+}
+
+#[async_trait]
+impl AuthorizationCodeRepo for MemoryDelegations {
+    async fn create_code(
+        &self,
+        code: &AuthorizationCode,
+        digest: &SecretDigest,
+    ) -> Result<bool, StoreError> {
+        self.tokens.create_code(code, digest).await
+    }
+
+    async fn code(
+        &self,
+        account: AccountId,
+        digest: &SecretDigest,
+    ) -> Result<Option<AuthorizationCode>, StoreError> {
+        self.tokens.code(account, digest).await
+    }
+
+    async fn redeem_code(
+        &self,
+        account: AccountId,
+        digest: &SecretDigest,
+        issuance: &Issuance,
+        audit: &AuditEntry,
+        now: DateTime<Utc>,
+    ) -> Result<Redemption, StoreError> {
+        // The audit log is the agents' store's: the record lands where the suites read it.
+        self.tokens
+            .redeem_code(account, digest, issuance, audit, now)
+            .await
+    }
+
+    async fn prune_codes(&self, expired_before: DateTime<Utc>) -> Result<u64, StoreError> {
+        self.tokens.prune_codes(expired_before).await
     }
 }

@@ -9,6 +9,8 @@ use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, Page, PageRequest, SecretDigest, StoreError};
 
 use crate::agent::{Agent, AgentId, AgentSpec, AgentState, ClientSecrets, PendingRegistration};
+use crate::authorization::{AuthorizationCode, Redemption};
+use crate::authorizations::SignedInPerson;
 use crate::delegation::{Delegation, DelegationFilter, DelegationId, DelegationRevocation};
 use crate::principal::{Principal, PrincipalId, PrincipalSpec};
 use crate::rules::rule::{AccessRule, RuleId, RuleSpec};
@@ -220,6 +222,15 @@ pub trait PrincipalRepo: Send + Sync + 'static {
         id: PrincipalId,
     ) -> Result<Option<Principal>, StoreError>;
 
+    /// The account's active principals whose email is `email` (compared without case),
+    /// oldest first, at most `limit`.
+    async fn active_principals_by_email(
+        &self,
+        account: AccountId,
+        email: &str,
+        limit: u32,
+    ) -> Result<Vec<Principal>, StoreError>;
+
     /// The account's principals, newest first, the active (or inactive) ones only when
     /// `active` says so.
     async fn principals(
@@ -371,4 +382,80 @@ pub trait AccessRuleRepo: Send + Sync + 'static {
         id: RuleId,
         audit: &AuditEntry,
     ) -> Result<bool, StoreError>;
+}
+
+/// The authorization codes of the authorization code flow, by the keyed digest of their
+/// text. Every read is scoped by account.
+#[async_trait]
+pub trait AuthorizationCodeRepo: Send + Sync + 'static {
+    /// Stores a new code. `false` (nothing written) when its agent, principal or grant is
+    /// gone (deleted meanwhile).
+    async fn create_code(
+        &self,
+        code: &AuthorizationCode,
+        digest: &SecretDigest,
+    ) -> Result<bool, StoreError>;
+
+    /// The code of `account` with this digest, spent or not.
+    async fn code(
+        &self,
+        account: AccountId,
+        digest: &SecretDigest,
+    ) -> Result<Option<AuthorizationCode>, StoreError>;
+
+    /// Spends the code of `account` with this digest at `now` for the tokens of
+    /// `issuance`, storing them and `audit` in the same transaction, at most once also under
+    /// concurrent calls: a code spent before answers [`Redemption::Spent`] with the family
+    /// its first use brought, and nothing is written.
+    async fn redeem_code(
+        &self,
+        account: AccountId,
+        digest: &SecretDigest,
+        issuance: &Issuance,
+        audit: &AuditEntry,
+        now: DateTime<Utc>,
+    ) -> Result<Redemption, StoreError>;
+
+    /// Deletes, in every account, the codes that expired before `expired_before`; returns
+    /// how many went.
+    async fn prune_codes(&self, expired_before: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// What the browser sign-in is asked: where the provider sends the person back, and the
+/// values that bind its answer to this sign-in (the PKCE verifier's challenge is sent).
+#[derive(Clone, Copy, Debug)]
+pub struct SignInRequest<'a> {
+    pub redirect_uri: &'a str,
+    pub state: &'a str,
+    pub nonce: &'a str,
+    pub code_verifier: &'a str,
+}
+
+/// Why a browser sign-in failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    /// The provider's answer is not a sign-in this server accepts (its reason; never a
+    /// token).
+    #[error("the sign-in was refused: {0}")]
+    Refused(String),
+    /// The provider could not be reached or answered an error.
+    #[error("the identity provider is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Signing people in through the identity provider in their browser: OpenID Connect's
+/// authorization code flow with PKCE, this server the relying party.
+#[async_trait]
+pub trait BrowserSignIn: Send + Sync + 'static {
+    /// Where to send the browser: the provider's authorization endpoint asking for
+    /// `openid email profile` with `request`'s values.
+    async fn authorization_url(&self, request: &SignInRequest<'_>) -> Result<String, SignInError>;
+
+    /// Redeems the provider's `code` and verifies the ID token it answers (signature,
+    /// issuer, this client as audience, expiry, `request`'s nonce): the person it names.
+    async fn redeem(
+        &self,
+        code: &str,
+        request: &SignInRequest<'_>,
+    ) -> Result<SignedInPerson, SignInError>;
 }

@@ -42,6 +42,8 @@ d2_kernel::named_values! {
     /// The grant a token was issued by.
     pub enum GrantType (unknown: UnknownGrantType) {
         ClientCredentials = "client_credentials",
+        /// RFC 6749 §4.1 with PKCE: a code a person's approval sent the agent.
+        AuthorizationCode = "authorization_code",
         RefreshToken = "refresh_token",
         /// RFC 8693: an agent acting for the subject of another token.
         TokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange",
@@ -50,8 +52,8 @@ d2_kernel::named_values! {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unsupported grant_type `{0}`: use client_credentials, refresh_token or \
-     urn:ietf:params:oauth:grant-type:token-exchange"
+    "unsupported grant_type `{0}`: use client_credentials, authorization_code, refresh_token \
+     or urn:ietf:params:oauth:grant-type:token-exchange"
 )]
 pub struct UnknownGrantType(pub String);
 
@@ -88,6 +90,8 @@ pub mod revocation_reasons {
     pub const DELEGATION: &str = "delegation_revoked";
     /// The principal it acts for was deactivated.
     pub const PRINCIPAL: &str = "principal_inactive";
+    /// The authorization code it was issued for was presented again.
+    pub const CODE_REUSE: &str = "code_reuse";
 }
 
 /// One agent in a delegated token's chain, and the grant that lets it act.

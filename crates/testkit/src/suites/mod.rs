@@ -8,6 +8,7 @@ pub mod access_rules;
 pub mod accounts;
 pub mod agents;
 pub mod audit;
+pub mod authorization_codes;
 pub mod catalog;
 pub mod delegations;
 pub mod events;
