@@ -12,9 +12,12 @@ use serde_json::{Value, json};
 use crate::delegations::{API, agent_with, audited, by, principal, tool};
 use crate::harness::{Reply, Tenant, TestApp};
 use crate::oauth::{Client, client_credentials, form, issuer, published_key, verified_claims};
+use crate::oidc::{OidcProvider, TestUser};
+use crate::people::AUDIENCE;
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
+const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// A refused request: why, by whom, its form, and the error expected (with a fragment of
 /// its description after `: `, when it matters which refusal it is).
@@ -158,6 +161,24 @@ pub(crate) async fn exchange(
     token(app, tenant, actor, &fields).await
 }
 
+/// Whether `replica` answers `jwt` inactive within a second (revocations reach every
+/// replica through the change feed).
+async fn turns_inactive_within_a_second(
+    replica: &TestApp,
+    tenant: &Tenant,
+    caller: &Client,
+    jwt: &str,
+) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(1) {
+        if introspect(replica, tenant, caller, jwt).await["active"] != true {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 async fn tool_access(
     app: &TestApp,
     tenant: &Tenant,
@@ -291,18 +312,8 @@ async fn a_principal_delegates_to_an_agent_which_hands_on_and_revoking_the_grant
         let seen = introspect(&app, &tenant, &chain.researcher, jwt).await;
         assert_eq!(seen, json!({"active": false}));
     }
-    let started = Instant::now();
-    let mut active = true;
-    while started.elapsed() < Duration::from_secs(1) {
-        let seen = introspect(&replica, &tenant, &chain.planner, &researcher_jwt).await;
-        active = seen["active"] == true;
-        if !active {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     assert!(
-        !active,
+        turns_inactive_within_a_second(&replica, &tenant, &chain.planner, &researcher_jwt).await,
         "the other replica still accepted the token a second later"
     );
     let record = app
@@ -835,4 +846,158 @@ async fn revocation_propagation() {
             at(100)
         );
     }
+}
+
+/// A server taking its people's tokens from the tests' OpenID provider, with `chain`'s
+/// principal given the email `ada@example.com`: the chain and ada's token from the
+/// provider (verified email unless `verified` is false).
+async fn chain_with_a_person() -> (TestApp, Tenant, Chain, &'static OidcProvider) {
+    let provider = OidcProvider::shared().await;
+    let app = TestApp::spawn_with(&[
+        ("D2__AUTH__IDP__ISSUER", provider.issuer()),
+        ("D2__AUTH__IDP__AUDIENCE", AUDIENCE),
+        // The server's clock stands still while the provider's runs.
+        ("D2__AUTH__IDP__LEEWAY_SECONDS", "600"),
+    ])
+    .await;
+    let tenant = app.bootstrap().await;
+    let chain = chain(&app, &tenant, 2).await;
+    let path = format!("/v1/users/{}", chain.ada);
+    let body = json!({"username": "ada", "email": "Ada@Example.com"});
+    app.send(
+        app.request(Method::PUT, &path, Some(&tenant.token))
+            .json(&body),
+    )
+    .await
+    .assert_status(200);
+    (app, tenant, chain, provider)
+}
+
+async fn person_token(provider: &OidcProvider, email: &str, verified: bool) -> String {
+    let user = TestUser::new(format!("sub-{email}"), AUDIENCE)
+        .email(email)
+        .email_verified(verified);
+    provider.token(&user).await
+}
+
+/// `actor` exchanges a person's token from the identity provider.
+async fn exchange_person(
+    app: &TestApp,
+    tenant: &Tenant,
+    actor: &Client,
+    person: &str,
+    extra: &[(&str, &str)],
+) -> Reply {
+    let mut fields = vec![
+        ("grant_type", EXCHANGE),
+        ("subject_token", person),
+        ("subject_token_type", JWT),
+    ];
+    fields.extend_from_slice(extra);
+    token(app, tenant, actor, &fields).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persons_token_from_the_identity_provider_starts_a_chain_of_two_exchanges() {
+    let (app, tenant, chain, provider) = chain_with_a_person().await;
+    let replica = app.replica(&[]).await;
+    let ada = person_token(provider, "ada@example.com", true).await;
+
+    // The planner acts for ada: the first exchange.
+    let planner = exchange_person(&app, &tenant, &chain.planner, &ada, &[]).await;
+    let planner = access_token(&planner);
+    let planner_claims = claims(&app, &tenant, &planner).await;
+    assert_eq!(planner_claims["sub"], chain.ada.as_str());
+    assert_eq!(planner_claims["act"], json!({ "sub": chain.planner.id }));
+    assert_eq!(planner_claims["delegation_id"], chain.to_planner.as_str());
+
+    // The researcher acts for her after the planner: the second.
+    let researcher = access_token(&exchange(&app, &tenant, &chain.researcher, &planner, &[]).await);
+    let researcher_claims = claims(&app, &tenant, &researcher).await;
+    assert_eq!(researcher_claims["sub"], chain.ada.as_str());
+    assert_eq!(
+        researcher_claims["act"],
+        json!({ "sub": chain.researcher.id, "act": { "sub": chain.planner.id } })
+    );
+    let seen = introspect(&replica, &tenant, &chain.planner, &researcher).await;
+    assert_eq!(seen["active"], true);
+    assert_eq!(seen["depth"], 2);
+    assert_eq!(seen["principal_id"], chain.ada.as_str());
+    let allowed = tool_access(&app, &tenant, &chain.researcher, &researcher, "search.web").await;
+    assert_eq!(allowed["allowed"], true, "{allowed}");
+
+    // Revoking ada's grant to the planner stops the researcher's token on the other
+    // replica within a second.
+    let path = format!("/v1/delegations/{}", chain.to_planner);
+    app.delete(&path, &tenant.token).await.assert_status(200);
+    assert!(
+        turns_inactive_within_a_second(&replica, &tenant, &chain.planner, &researcher).await,
+        "the other replica still accepted the token a second later"
+    );
+    // And her token no longer starts a chain.
+    let again = exchange_person(&app, &tenant, &chain.planner, &ada, &[]).await;
+    assert_refused(&again, "invalid_grant");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_persons_token_that_proves_no_principal_with_a_grant_is_refused() {
+    let (app, tenant, chain, provider) = chain_with_a_person().await;
+    let unverified = person_token(provider, "ada@example.com", false).await;
+    let stranger = person_token(provider, "eve@example.com", true).await;
+    let ada = person_token(provider, "ada@example.com", true).await;
+    let other_audience = provider
+        .token(
+            &TestUser::new("sub-ada", "https://elsewhere.example")
+                .email("ada@example.com")
+                .email_verified(true),
+        )
+        .await;
+    for (why, client, subject, error) in [
+        (
+            "an unverified email",
+            &chain.planner,
+            unverified.as_str(),
+            "invalid_grant",
+        ),
+        (
+            "no principal has the email",
+            &chain.planner,
+            stranger.as_str(),
+            "invalid_grant",
+        ),
+        (
+            "a token for another audience",
+            &chain.planner,
+            other_audience.as_str(),
+            "invalid_grant",
+        ),
+        ("not a JWT", &chain.planner, "garbage", "invalid_grant"),
+        (
+            "no grant from her to this agent",
+            &chain.researcher,
+            ada.as_str(),
+            "invalid_grant",
+        ),
+    ] {
+        let reply = exchange_person(&app, &tenant, client, subject, &[]).await;
+        assert_eq!(reply.status.as_u16(), 400, "{why}: {}", reply.text);
+        assert_eq!(reply.body["error"], error, "{why}: {}", reply.text);
+    }
+    let widened = exchange_person(
+        &app,
+        &tenant,
+        &chain.planner,
+        &ada,
+        &[("scope", "agents:write")],
+    )
+    .await;
+    assert_refused(&widened, "invalid_scope");
+    assert_eq!(audited(&app, &tenant, "oauth.token_issue").await, 0);
+
+    // A server without an identity provider takes no person's token.
+    let plain = TestApp::spawn().await;
+    let tenant = plain.bootstrap().await;
+    let agent = agent_with(&plain, &tenant, "a", json!(["tools:read"])).await;
+    let reply = exchange_person(&plain, &tenant, &agent, &ada, &[]).await;
+    assert_refused(&reply, "invalid_request");
 }

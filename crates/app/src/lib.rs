@@ -159,7 +159,12 @@ impl App {
         let members = domains::members::build(&shared, &mut registry, &accounts).await?;
         let policies = domains::policy::build(&shared, &mut registry, &accounts)?;
         let events = domains::events::build(&shared, &mut registry, &accounts)?;
-        let oauth = domains::oauth::build(&shared, &mut registry, policies.jwks().clone())?;
+        let oauth = domains::oauth::build(
+            &shared,
+            &mut registry,
+            policies.jwks().clone(),
+            members.person_tokens.clone(),
+        )?;
         let audit = domains::audit::build(&shared);
         check_job_settings(&settings, &registry.jobs)?;
 

@@ -1,13 +1,15 @@
 //! Browser sign-in at the identity provider (OpenID Connect Core §3.1, with PKCE): this
 //! server sends the person to the provider's authorization endpoint and redeems the code
 //! it comes back with at the provider's token endpoint, then verifies the ID token with
-//! the same cached keys as every sign-in token.
+//! the same cached keys as every sign-in token. The same verification makes a person's
+//! token from the provider a token exchange's subject ([`PersonTokens`]).
 
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use d2_kernel::ErrorChain;
-use d2_oauth::{BrowserSignIn, SignInError, SignInRequest, SignedInPerson};
+use d2_members::IdentityProvider as _;
+use d2_oauth::{BrowserSignIn, PersonTokens, SignInError, SignInRequest, SignedInPerson};
 use ring::digest::{SHA256, digest};
 use serde::Deserialize;
 
@@ -119,6 +121,20 @@ impl BrowserSignIn for OidcProvider {
             email_verified: identity.email_verified,
             name: identity.display_name,
             auth_time,
+        })
+    }
+}
+
+#[async_trait]
+impl PersonTokens for OidcProvider {
+    async fn person(&self, token: &str) -> Result<SignedInPerson, SignInError> {
+        let identity = self.verify(token).await.map_err(refusal)?.identity;
+        Ok(SignedInPerson {
+            subject: identity.subject,
+            email: identity.email,
+            email_verified: identity.email_verified,
+            name: identity.display_name,
+            auth_time: self.inner.clock.now(),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use d2_accounts::AccountService;
 use d2_members::{InvitationMailer, Invitations, MembersService, SessionVerifier};
-use d2_oauth::BrowserSignIn;
+use d2_oauth::{BrowserSignIn, PersonTokens};
 use d2_oidc::OidcProvider;
 use d2_smtp::SmtpMailer;
 use serde::Deserialize;
@@ -48,6 +48,8 @@ pub(crate) struct Members {
     /// Browser sign-in at the provider (the consent pages), when `auth.idp.client_id` is
     /// set too.
     pub browser_sign_in: Option<Arc<dyn BrowserSignIn>>,
+    /// People's tokens from the provider, as token exchange subjects.
+    pub person_tokens: Option<Arc<dyn PersonTokens>>,
 }
 
 pub(crate) async fn build(
@@ -56,6 +58,9 @@ pub(crate) async fn build(
     accounts: &AccountService,
 ) -> Result<Members, StartupError> {
     let provider = identity_provider(shared).await?;
+    let person_tokens = provider
+        .clone()
+        .map(|provider| -> Arc<dyn PersonTokens> { provider });
     let browser_sign_in = provider
         .clone()
         .filter(|provider| provider.browser_sign_in_enabled())
@@ -108,6 +113,7 @@ pub(crate) async fn build(
         invitations,
         sessions,
         browser_sign_in,
+        person_tokens,
     })
 }
 

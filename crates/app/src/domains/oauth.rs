@@ -11,8 +11,8 @@ use d2_kernel::AccountId;
 use d2_oauth::jobs::TokenPruning;
 use d2_oauth::{
     AccessRules, AgentCache, AgentService, Authorizations, ClientAuthenticator, DefaultScopes,
-    DelegationService, Entitlements, OAuthAdmin, PrincipalService, RevocationLists, ScopeCatalog,
-    TokenIssuer, TokenRecords, ToolService,
+    DelegationService, Entitlements, OAuthAdmin, PersonTokens, PrincipalService, RevocationLists,
+    ScopeCatalog, TokenIssuer, TokenRecords, ToolService,
 };
 use d2_oidc::{AgentKeys, Reach};
 use serde::Deserialize;
@@ -166,10 +166,13 @@ fn seconds(s: u64) -> chrono::Duration {
 
 /// `jwks`: the accounts' bundle signing keys (RS256), which sign access tokens too unless
 /// `oauth.signing_algorithm` is `ES256`.
+/// `person_tokens`: the identity provider's, when `auth.idp` is set (people's tokens as
+/// token exchange subjects).
 pub(crate) fn build(
     shared: &Shared<'_>,
     registry: &mut Registry,
     jwks: Arc<Jwks>,
+    person_tokens: Option<Arc<dyn PersonTokens>>,
 ) -> Result<OAuth, SettingsError> {
     let settings = &shared.settings.oauth;
     let keys = match settings.signing_algorithm()? {
@@ -228,7 +231,8 @@ pub(crate) fn build(
         records.clone(),
         shared.clock.clone(),
     ));
-    let issuer = Arc::new(TokenIssuer::new(
+    let mut issuer = TokenIssuer::new(
+        shared.repositories.clone(),
         shared.repositories.clone(),
         shared.repositories.clone(),
         cache.clone(),
@@ -239,7 +243,11 @@ pub(crate) fn build(
         shared.clock.clone(),
         seconds(settings.refresh_replay_seconds),
         records.clone(),
-    ));
+    );
+    if let Some(people) = person_tokens {
+        issuer = issuer.with_person_tokens(people);
+    }
+    let issuer = Arc::new(issuer);
     let revocations = Arc::new(RevocationLists::new(
         shared.repositories.clone(),
         shared.repositories.clone(),

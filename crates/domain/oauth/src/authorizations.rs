@@ -294,18 +294,7 @@ impl Authorizations {
         account: AccountId,
         person: &SignedInPerson,
     ) -> Result<Result<Principal, PrincipalRefusal>, AuthorizeError> {
-        let Some(email) = person.email.as_deref().filter(|_| person.email_verified) else {
-            return Ok(Err(PrincipalRefusal::NoVerifiedEmail));
-        };
-        let mut found = self
-            .principals
-            .active_principals_by_email(account, email, 2)
-            .await?;
-        Ok(match (found.pop(), found.is_empty()) {
-            (Some(principal), true) => Ok(principal),
-            (Some(_), false) => Err(PrincipalRefusal::Ambiguous),
-            (None, _) => Err(PrincipalRefusal::NotAUser),
-        })
+        Ok(principal_of(&*self.principals, account, person).await?)
     }
 
     /// The consent `principal` already gave that covers `request`: its newest grant to the
@@ -476,6 +465,26 @@ impl Authorizations {
             Err(error) => Err(delegation_failure(error)),
         }
     }
+}
+
+/// The active principal of `account` whose email is the one the identity provider vouches
+/// for (`email_verified`), compared without case; nobody, or several, is a refusal.
+pub(crate) async fn principal_of(
+    principals: &dyn PrincipalRepo,
+    account: AccountId,
+    person: &SignedInPerson,
+) -> Result<Result<Principal, PrincipalRefusal>, d2_kernel::StoreError> {
+    let Some(email) = person.email.as_deref().filter(|_| person.email_verified) else {
+        return Ok(Err(PrincipalRefusal::NoVerifiedEmail));
+    };
+    let mut found = principals
+        .active_principals_by_email(account, email, 2)
+        .await?;
+    Ok(match (found.pop(), found.is_empty()) {
+        (Some(principal), true) => Ok(principal),
+        (Some(_), false) => Err(PrincipalRefusal::Ambiguous),
+        (None, _) => Err(PrincipalRefusal::NotAUser),
+    })
 }
 
 fn delegation_failure(error: DelegationError) -> AuthorizeError {

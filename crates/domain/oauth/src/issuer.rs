@@ -13,7 +13,9 @@ use std::sync::Arc;
 use chrono::Duration;
 use d2_audit::{AuditAction, AuditEntry};
 use d2_jwks::{Jwks, JwsHeaderExtras};
-use d2_kernel::{AccountId, CacheSettings, Change, ChangeSubscriber, Clock, CoherentCache, Pepper};
+use d2_kernel::{
+    AccountId, CacheSettings, Change, ChangeSubscriber, Clock, CoherentCache, Pepper, StoreError,
+};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -26,11 +28,14 @@ use crate::agent::{Agent, AgentId};
 use crate::authorization::{
     AuthorizationCode, AuthorizationCodeSecret, Redemption, verifier_matches,
 };
+use crate::authorizations::principal_of;
 use crate::delegation::{Delegation, DelegationId, Grantor};
 use crate::delegations::DelegationService;
 use crate::entitlement::{Ask, Delegated, Entitlements, ToolAccess};
 use crate::error::{DelegationError, GrantError};
-use crate::ports::{AuthorizationCodeRepo, OAuthTokenRepo};
+use crate::ports::{
+    AuthorizationCodeRepo, OAuthTokenRepo, PersonTokens, PrincipalRepo, SignInError,
+};
 use crate::principal::PrincipalId;
 use crate::rules::decision::RuleRef;
 use crate::service::AgentCache;
@@ -41,6 +46,10 @@ use crate::token::{
 
 /// RFC 8693 §3: the only token type D2 exchanges and issues.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// RFC 8693 §3: a JWT; as a subject token, one the identity provider issued a person for
+/// this server (`auth.idp`).
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// How long a spent refresh token, presented again, gets the answer it got instead of
 /// revoking its family, unless configured: a client retrying a refresh whose answer it
@@ -211,6 +220,10 @@ impl ChangeSubscriber for TokenRecords {
 pub struct TokenIssuer {
     tokens: Arc<dyn OAuthTokenRepo>,
     codes: Arc<dyn AuthorizationCodeRepo>,
+    /// The principals people's tokens are matched to.
+    principals: Arc<dyn PrincipalRepo>,
+    /// People's tokens from the identity provider, when one is configured.
+    people: Option<Arc<dyn PersonTokens>>,
     jwks: Arc<Jwks>,
     pepper: Arc<Pepper>,
     clock: Arc<dyn Clock>,
@@ -295,6 +308,15 @@ struct Acting {
     not_after: Option<DateTime<Utc>>,
 }
 
+/// An agent acting first under one grant: the grant, the scopes it allows (expanded),
+/// whom the tokens act for, and what the chain allows.
+struct UnderGrant {
+    grant: Delegation,
+    ceiling: Vec<String>,
+    acting: Acting,
+    mandate: Mandate,
+}
+
 /// What the grants of a chain allow now.
 struct Mandate {
     delegated: Delegated,
@@ -310,6 +332,7 @@ impl TokenIssuer {
     pub fn new(
         tokens: Arc<dyn OAuthTokenRepo>,
         codes: Arc<dyn AuthorizationCodeRepo>,
+        principals: Arc<dyn PrincipalRepo>,
         agents: Arc<AgentCache>,
         entitlements: Arc<Entitlements>,
         delegations: Arc<DelegationService>,
@@ -322,6 +345,8 @@ impl TokenIssuer {
         Self {
             tokens,
             codes,
+            principals,
+            people: None,
             agents,
             entitlements,
             delegations,
@@ -332,6 +357,12 @@ impl TokenIssuer {
             records,
             random: SystemRandom::new(),
         }
+    }
+
+    /// Accepts people's tokens from the identity provider as token exchange subjects.
+    pub fn with_person_tokens(mut self, people: Arc<dyn PersonTokens>) -> Self {
+        self.people = Some(people);
+        self
     }
 
     /// Answers a token request of `agent`, authenticated by the caller, for the issuer
@@ -411,37 +442,16 @@ impl TokenIssuer {
                 (task_id(request.task_id)?, None, Acting::default(), None)
             }
             Some(text) => {
-                let chain = vec![Hop {
-                    agent_id: agent.id,
-                    delegation_id: delegation_id(text)?,
-                }];
-                let mandate = self.mandate(agent.account_id, &chain, now).await?;
-                let grant = mandate
-                    .grants
-                    .last()
-                    .ok_or_else(|| GrantError::Grant("the delegation grant is unknown".into()))?;
-                audience = within_grant(audience, &request.resources, grant)?;
-                let ceiling: Vec<String> = self
-                    .entitlements
-                    .expanded(agent.account_id, &grant.scopes)
-                    .await?
-                    .into_iter()
-                    .collect();
-                let acting = Acting {
-                    subject: Some(grant.grantor.id().to_string()),
-                    principal_id: match grant.grantor {
-                        Grantor::Principal(id) => Some(id),
-                        Grantor::Agent(_) => None,
-                    },
-                    chain,
-                    may_act,
-                    not_after: mandate.not_after,
-                };
+                let under = self.under_grant(agent, delegation_id(text)?, now).await?;
+                audience = within_grant(audience, &request.resources, &under.grant)?;
                 (
-                    grant_task(grant, request.task_id)?,
-                    Some(ceiling),
-                    acting,
-                    Some(mandate),
+                    grant_task(&under.grant, request.task_id)?,
+                    Some(under.ceiling),
+                    Acting {
+                        may_act,
+                        ..under.acting
+                    },
+                    Some(under.mandate),
                 )
             }
         };
@@ -532,27 +542,13 @@ impl TokenIssuer {
                 "the `code_verifier` does not match the code's challenge".into(),
             ));
         }
-        let chain = vec![Hop {
-            agent_id: agent.id,
-            delegation_id: code.delegation_id,
-        }];
-        let mandate = self.mandate(account, &chain, now).await?;
-        let grant = mandate
-            .grants
-            .last()
-            .ok_or_else(|| GrantError::Grant("the delegation grant is unknown".into()))?;
+        let under = self.under_grant(agent, code.delegation_id, now).await?;
         let audience = within_grant(
             audience(agent, issuer, &code.resources)?,
             &code.resources,
-            grant,
+            &under.grant,
         )?;
-        let ceiling: Vec<String> = self
-            .entitlements
-            .expanded(account, &grant.scopes)
-            .await?
-            .into_iter()
-            .collect();
-        let task_id = grant_task(grant, None)?;
+        let task_id = grant_task(&under.grant, None)?;
         let asked = code.scopes.join(" ");
         let granted = self
             .entitlements
@@ -560,13 +556,13 @@ impl TokenIssuer {
                 agent,
                 Ask {
                     scope: Some(asked.as_str()).filter(|s| !s.is_empty()),
-                    ceiling: Some(&ceiling),
+                    ceiling: Some(&under.ceiling),
                     audience: &audience,
                     grant_type: GrantType::AuthorizationCode,
                     task_id: &task_id,
                     parent_task_id: None,
                     now,
-                    delegated: &mandate.delegated,
+                    delegated: &under.mandate.delegated,
                 },
             )
             .await?;
@@ -578,13 +574,7 @@ impl TokenIssuer {
             grant_type: GrantType::AuthorizationCode,
             family_id: None,
             parent_id: None,
-            acting: Acting {
-                subject: Some(code.principal_id.to_string()),
-                principal_id: Some(code.principal_id),
-                chain,
-                may_act: None,
-                not_after: mandate.not_after,
-            },
+            acting: under.acting,
         };
         let (issuance, mut response) = self.prepare(agent, issuer, plan).await?;
         if code.openid {
@@ -668,6 +658,49 @@ impl TokenIssuer {
         Ok(self.jwks.sign(&key, &extras, &payload)?)
     }
 
+    /// What `agent` acting first under the grant `id` may have at `now`: the grant in
+    /// force for it (`mandate`), the grant's scopes expanded as the ceiling, and whom the
+    /// tokens act for (the grant's grantor), capped by the grant's expiry.
+    async fn under_grant(
+        &self,
+        agent: &Agent,
+        id: DelegationId,
+        now: DateTime<Utc>,
+    ) -> Result<UnderGrant, GrantError> {
+        let chain = vec![Hop {
+            agent_id: agent.id,
+            delegation_id: id,
+        }];
+        let mandate = self.mandate(agent.account_id, &chain, now).await?;
+        let grant = mandate
+            .grants
+            .last()
+            .cloned()
+            .ok_or_else(|| GrantError::Grant("the delegation grant is unknown".into()))?;
+        let ceiling: Vec<String> = self
+            .entitlements
+            .expanded(agent.account_id, &grant.scopes)
+            .await?
+            .into_iter()
+            .collect();
+        let acting = Acting {
+            subject: Some(grant.grantor.id().to_string()),
+            principal_id: match grant.grantor {
+                Grantor::Principal(id) => Some(id),
+                Grantor::Agent(_) => None,
+            },
+            chain,
+            may_act: None,
+            not_after: mandate.not_after,
+        };
+        Ok(UnderGrant {
+            grant,
+            ceiling,
+            acting,
+            mandate,
+        })
+    }
+
     /// Signs and stores the new tokens of `plan`, audited `oauth.token_issue`.
     async fn issue_new(
         &self,
@@ -706,7 +739,10 @@ impl TokenIssuer {
         let Some(subject_text) = request.subject_token.as_deref() else {
             return Err(GrantError::Request("`subject_token` is required".into()));
         };
-        token_type(request.subject_token_type.as_deref(), "subject_token_type")?;
+        let of_a_person = request.subject_token_type.as_deref() == Some(JWT_TOKEN_TYPE);
+        if !of_a_person {
+            token_type(request.subject_token_type.as_deref(), "subject_token_type")?;
+        }
         if request.requested_token_type.is_some() {
             token_type(
                 request.requested_token_type.as_deref(),
@@ -740,6 +776,11 @@ impl TokenIssuer {
                 ));
             }
         }
+        if of_a_person {
+            return self
+                .exchange_for_person(agent, issuer, &request, subject_text, now)
+                .await;
+        }
         let Some(subject) = self
             .working_access_token(account, subject_text, now)
             .await?
@@ -759,25 +800,9 @@ impl TokenIssuer {
             ));
         }
         let grantor = Grantor::Agent(subject.agent_id);
-        let grant = match request.delegation_id.as_deref() {
-            Some(text) => self
-                .delegations
-                .grant(account, delegation_id(text)?)
-                .await
-                .map_err(grant_refusal)?
-                .filter(|g| g.grantor == grantor && g.agent_id == agent.id),
-            None => self
-                .delegations
-                .newest_between(account, grantor, agent.id, now)
-                .await
-                .map_err(grant_refusal)?,
-        };
-        let Some(grant) = grant else {
-            return Err(GrantError::Grant(
-                "no delegation grant from the subject token's agent to this client is in force"
-                    .into(),
-            ));
-        };
+        let grant = self
+            .exchange_grant(agent, grantor, request.delegation_id.as_deref(), now)
+            .await?;
         let mut chain = subject.chain.clone();
         chain.push(Hop {
             agent_id: agent.id,
@@ -835,6 +860,121 @@ impl TokenIssuer {
             .await?;
         response.issued_token_type = Some(ACCESS_TOKEN_TYPE.to_owned());
         Ok(response)
+    }
+
+    /// RFC 8693 with a person's token from the identity provider as the subject: `agent`
+    /// acts for the person's principal (the one whose email the provider vouches for) under
+    /// a grant that principal made it (the one named, else the newest in force), as the
+    /// first agent of the chain.
+    async fn exchange_for_person(
+        &self,
+        agent: &Agent,
+        issuer: &str,
+        request: &TokenRequest,
+        subject_text: &str,
+        now: DateTime<Utc>,
+    ) -> Result<TokenResponse, GrantError> {
+        let account = agent.account_id;
+        let Some(people) = &self.people else {
+            return Err(GrantError::Request(format!(
+                "`subject_token_type` {JWT_TOKEN_TYPE} needs an identity provider (`auth.idp`)"
+            )));
+        };
+        let person = people
+            .person(subject_text)
+            .await
+            .map_err(|error| match error {
+                SignInError::Refused(reason) => GrantError::Grant(format!(
+                    "the subject token is not a working token of the identity provider: {reason}"
+                )),
+                SignInError::Unavailable(reason) => {
+                    GrantError::Store(StoreError::Unavailable(reason.into()))
+                }
+            })?;
+        let principal = principal_of(&*self.principals, account, &person)
+            .await?
+            .map_err(|refusal| {
+                GrantError::Grant(format!("the subject token's person: {refusal}"))
+            })?;
+        let grantor = Grantor::Principal(principal.id);
+        let grant = self
+            .exchange_grant(agent, grantor, request.delegation_id.as_deref(), now)
+            .await?;
+        let under = self.under_grant(agent, grant.id, now).await?;
+        let audience = within_grant(
+            audience(agent, issuer, &request.resources)?,
+            &request.resources,
+            &under.grant,
+        )?;
+        let task_id = grant_task(&under.grant, request.task_id.clone())?;
+        let granted = self
+            .entitlements
+            .grant(
+                agent,
+                Ask {
+                    scope: request.scope.as_deref(),
+                    ceiling: Some(&under.ceiling),
+                    audience: &audience,
+                    grant_type: GrantType::TokenExchange,
+                    task_id: &task_id,
+                    parent_task_id: None,
+                    now,
+                    delegated: &under.mandate.delegated,
+                },
+            )
+            .await?;
+        let plan = Plan {
+            scopes: granted.scopes.clone(),
+            audience,
+            task_id,
+            parent_task_id: None,
+            grant_type: GrantType::TokenExchange,
+            family_id: None,
+            parent_id: None,
+            acting: Acting {
+                may_act: may_act(request.may_act.as_deref())?,
+                ..under.acting
+            },
+        };
+        let mut response = self
+            .issue_new(agent, issuer, plan, granted.decided_by.as_ref())
+            .await?;
+        response.issued_token_type = Some(ACCESS_TOKEN_TYPE.to_owned());
+        Ok(response)
+    }
+
+    /// The grant an exchange acts under: from `grantor` (the subject's current actor or
+    /// person) to `agent`, the one named or else the newest in force.
+    async fn exchange_grant(
+        &self,
+        agent: &Agent,
+        grantor: Grantor,
+        named: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Delegation, GrantError> {
+        let account = agent.account_id;
+        let grant = match named {
+            Some(text) => self
+                .delegations
+                .grant(account, delegation_id(text)?)
+                .await
+                .map_err(grant_refusal)?
+                .filter(|g| g.grantor == grantor && g.agent_id == agent.id),
+            None => self
+                .delegations
+                .newest_between(account, grantor, agent.id, now)
+                .await
+                .map_err(grant_refusal)?,
+        };
+        grant.ok_or_else(|| {
+            GrantError::Grant(format!(
+                "no delegation grant from the subject token's {} to this client is in force",
+                match grantor {
+                    Grantor::Principal(_) => "person",
+                    Grantor::Agent(_) => "agent",
+                }
+            ))
+        })
     }
 
     /// The record of the access token `text` of `account` if it works at `now`, its agents
@@ -1688,7 +1828,8 @@ fn refuse_exchange_parameters(request: &TokenRequest) -> Result<(), GrantError> 
     }
 }
 
-/// A token type parameter: only access tokens are exchanged and issued.
+/// A token type parameter: access tokens are exchanged (and people's JWTs, as subjects) and
+/// issued.
 fn token_type(given: Option<&str>, name: &str) -> Result<(), GrantError> {
     match given {
         Some(ACCESS_TOKEN_TYPE) => Ok(()),

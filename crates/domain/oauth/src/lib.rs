@@ -73,14 +73,15 @@ pub use error::{
     PrincipalError,
 };
 pub use issuer::{
-    ACCESS_TOKEN_TYPE, DEFAULT_REFRESH_REPLAY_SECONDS, Introspected, LineageProblem, TokenIssuer,
-    TokenRecords, TokenRequest, TokenResponse, Verification, actor_claim, issuer_url,
+    ACCESS_TOKEN_TYPE, DEFAULT_REFRESH_REPLAY_SECONDS, Introspected, JWT_TOKEN_TYPE,
+    LineageProblem, TokenIssuer, TokenRecords, TokenRequest, TokenResponse, Verification,
+    actor_claim, issuer_url,
 };
 pub use ports::{
     AccessRuleRepo, AgentAuditOf, AgentRepo, AuthorizationCodeRepo, BrowserSignIn,
-    DelegationAuditOf, DelegationRepo, DelegationRevoke, OAuthTokenRepo, PrincipalAuditOf,
-    PrincipalRepo, PrincipalWrite, RefreshAuditOf, RevokeAuditOf, RuleAuditOf, RuleWrite,
-    SignInError, SignInRequest,
+    DelegationAuditOf, DelegationRepo, DelegationRevoke, OAuthTokenRepo, PersonTokens,
+    PrincipalAuditOf, PrincipalRepo, PrincipalWrite, RefreshAuditOf, RevokeAuditOf, RuleAuditOf,
+    RuleWrite, SignInError, SignInRequest,
 };
 pub use principal::{Principal, PrincipalId, PrincipalSpec, limits as principal_limits};
 pub use principals::PrincipalService;

@@ -459,3 +459,12 @@ pub trait BrowserSignIn: Send + Sync + 'static {
         request: &SignInRequest<'_>,
     ) -> Result<SignedInPerson, SignInError>;
 }
+
+/// The identity provider's tokens of people, as the subject of a token exchange: an agent
+/// holding a person's token (a JWT the provider issued for this server) acts for their
+/// principal.
+#[async_trait]
+pub trait PersonTokens: Send + Sync + 'static {
+    /// The person `token` proves.
+    async fn person(&self, token: &str) -> Result<SignedInPerson, SignInError>;
+}
