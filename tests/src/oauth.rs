@@ -199,9 +199,19 @@ async fn an_agent_registers_activates_and_gets_tokens_a_resource_server_verifies
         metadata["grant_types_supported"],
         json!([
             "client_credentials",
+            "authorization_code",
             "refresh_token",
             "urn:ietf:params:oauth:grant-type:token-exchange"
         ])
+    );
+    assert_eq!(
+        metadata["authorization_endpoint"],
+        format!("{issuer}/authorize")
+    );
+    assert_eq!(metadata["response_types_supported"], json!(["code"]));
+    assert_eq!(
+        metadata["authorization_response_iss_parameter_supported"],
+        true
     );
 
     // Client credentials, HTTP Basic.
