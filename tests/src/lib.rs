@@ -11,6 +11,7 @@ mod authorize;
 mod bad_input;
 mod bootstrap;
 mod delegations;
+mod dpop;
 mod events;
 mod fleet;
 mod key_maintenance;

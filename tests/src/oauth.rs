@@ -38,6 +38,15 @@ pub(crate) async fn agent(app: &TestApp, tenant: &Tenant, spec: Value) -> Client
     }
 }
 
+/// The account's authorization server metadata (RFC 8414), as answered.
+pub(crate) async fn metadata_reply(app: &TestApp, tenant: &Tenant) -> Reply {
+    let path = format!(
+        "/.well-known/oauth-authorization-server/oauth/{}",
+        tenant.account_id
+    );
+    app.get(&path, "").await
+}
+
 pub(crate) fn issuer(app: &TestApp, tenant: &Tenant) -> String {
     app.url(&format!("/oauth/{}", tenant.account_id))
 }
@@ -169,15 +178,7 @@ async fn an_agent_registers_activates_and_gets_tokens_a_resource_server_verifies
 
     // Discovery, at both well-known places.
     let issuer = issuer(&app, &tenant);
-    let rfc8414 = app
-        .get(
-            &format!(
-                "/.well-known/oauth-authorization-server/oauth/{}",
-                tenant.account_id
-            ),
-            "",
-        )
-        .await;
+    let rfc8414 = metadata_reply(&app, &tenant).await;
     let metadata = rfc8414.assert_status(200).clone();
     let openid = app
         .get(
@@ -855,15 +856,7 @@ async fn access_tokens_are_signed_es256_when_configured_and_bundles_stay_rs256()
     let app = TestApp::spawn_with(&[("D2__OAUTH__SIGNING_ALGORITHM", "ES256")]).await;
     let tenant = app.bootstrap().await;
     let client = agent(&app, &tenant, reports_agent()).await;
-    let metadata = app
-        .get(
-            &format!(
-                "/.well-known/oauth-authorization-server/oauth/{}",
-                tenant.account_id
-            ),
-            "",
-        )
-        .await;
+    let metadata = metadata_reply(&app, &tenant).await;
     let metadata = metadata.assert_status(200).clone();
     assert_eq!(
         metadata["access_token_signing_alg_values_supported"],

@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::harness::{Reply, Tenant, TestApp};
-use crate::oauth::{Client, agent, form, issuer};
+use crate::oauth::{Client, agent, form, issuer, metadata_reply};
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -107,15 +107,7 @@ async fn an_agent_authenticates_with_each_signed_assertion_once() {
     let cc = ("grant_type", "client_credentials");
 
     // Discovery says so.
-    let metadata = app
-        .get(
-            &format!(
-                "/.well-known/oauth-authorization-server/oauth/{}",
-                tenant.account_id
-            ),
-            "",
-        )
-        .await;
+    let metadata = metadata_reply(&app, &tenant).await;
     let methods = &metadata.assert_status(200)["token_endpoint_auth_methods_supported"];
     assert!(
         methods

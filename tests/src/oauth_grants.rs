@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::harness::{Reply, Tenant, TestApp};
-use crate::oauth::{Client, agent, form};
+use crate::oauth::{Client, agent, form, metadata_reply};
 
 fn tools_agent() -> Value {
     json!({
@@ -478,15 +478,7 @@ async fn introspecting_a_token_that_no_longer_works_is_audited_and_junk_is_not()
 async fn discovery_lists_the_accounts_scopes_and_knows_no_other_account() {
     let app = TestApp::spawn().await;
     let tenant = app.bootstrap().await;
-    let metadata = app
-        .get(
-            &format!(
-                "/.well-known/oauth-authorization-server/oauth/{}",
-                tenant.account_id
-            ),
-            "",
-        )
-        .await;
+    let metadata = metadata_reply(&app, &tenant).await;
     let scopes = metadata.assert_status(200)["scopes_supported"]
         .as_array()
         .unwrap()

@@ -466,6 +466,7 @@ pub(crate) struct TokenRow {
     pub delegation_id: Option<Id>,
     pub chain: Value,
     pub may_act: Option<Id>,
+    pub dpop_jkt: Option<String>,
 }
 
 impl TokenRow {
@@ -494,6 +495,7 @@ impl TokenRow {
             delegation_id: record.delegation_id().map(|id| Id(*id.as_uuid())),
             chain: serde_json::to_value(&record.chain).map_err(|_| corrupt("token chain"))?,
             may_act: record.may_act.map(|id| Id(*id.as_uuid())),
+            dpop_jkt: record.dpop_jkt.clone(),
         })
     }
 
@@ -523,6 +525,7 @@ impl TokenRow {
             principal_id: self.principal_id.map(|id| PrincipalId::from_uuid(id.0)),
             chain: serde_json::from_value(self.chain).map_err(|_| corrupt("token chain"))?,
             may_act: self.may_act.map(|id| AgentId::from_uuid(id.0)),
+            dpop_jkt: self.dpop_jkt,
         })
     }
 }

@@ -705,6 +705,7 @@ async fn oauth_tokens_are_copied_in_pages() {
             principal_id: None,
             chain: Vec::new(),
             may_act: None,
+            dpop_jkt: None,
         }
     };
     for i in 0..4 {
@@ -842,6 +843,7 @@ async fn revoking_a_grant_or_deactivating_its_principal_reaches_every_derived_to
             principal_id: (!chain.is_empty()).then_some(a.principal),
             chain,
             may_act: None,
+            dpop_jkt: Some("NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".into()),
             scopes: vec!["reports.read".into()],
             audience: vec!["https://api.example/".into()],
             task_id: "task-1".into(),

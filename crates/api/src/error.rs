@@ -133,7 +133,8 @@ impl ApiError {
             | Code::UnauthorizedClient
             | Code::UnsupportedGrantType
             | Code::InvalidScope
-            | Code::InvalidTarget => self.code.as_str(),
+            | Code::InvalidTarget
+            | Code::InvalidDpopProof => self.code.as_str(),
             _ => oauth_error_of(self.code.kind()),
         }
     }

@@ -201,7 +201,7 @@ impl KeySet {
 }
 
 /// The verifier of one JWK, or why it cannot verify an accepted algorithm.
-fn usable_key(entry: Value) -> Result<Key, &'static str> {
+pub(crate) fn usable_key(entry: Value) -> Result<Key, &'static str> {
     let Value::Object(map) = entry else {
         return Err("not a JSON object");
     };

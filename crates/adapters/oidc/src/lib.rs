@@ -10,6 +10,7 @@
 mod agent_keys;
 mod browser;
 mod claims;
+mod dpop;
 mod fetch;
 mod keys;
 mod provider;
@@ -18,6 +19,7 @@ mod settings;
 mod token;
 
 pub use agent_keys::AgentKeys;
+pub use dpop::DpopProofs;
 pub use provider::{ConnectError, OidcProvider};
 pub use public_address::Reach;
 pub use settings::{OidcSettings, SettingsError};

@@ -111,6 +111,11 @@ impl Compact<'_> {
         Ok(Header { alg, kid: raw.kid })
     }
 
+    /// The header as a JSON object, read as it is (a DPoP proof's: its `jwk` is the key).
+    pub(crate) fn header_map(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        serde_json::from_slice(&decode(self.header)?).ok()
+    }
+
     pub(crate) fn signature(&self) -> Result<Vec<u8>, IdentityError> {
         decode(self.signature).ok_or(invalid("malformed token signature"))
     }

@@ -260,6 +260,7 @@ diesel::table! {
         delegation_id -> Nullable<Uuid>,
         chain -> Jsonb,
         may_act -> Nullable<Uuid>,
+        dpop_jkt -> Nullable<Text>,
     }
 }
 

@@ -319,7 +319,21 @@ async fn token(
         })?,
     };
     let agent = authenticated_agent(&state, account, &request, &form, Endpoint::Token).await?;
+    let mut proofs = request.headers().get_all("dpop");
+    let dpop = match (proofs.next(), proofs.next()) {
+        (None, _) => None,
+        (Some(proof), None) => Some(
+            proof
+                .to_str()
+                .map_err(|_| invalid_request("the DPoP header is not text"))?
+                .to_owned(),
+        ),
+        (Some(_), Some(_)) => {
+            return Err(invalid_request("one DPoP header at most (RFC 9449 §4.3)"));
+        }
+    };
     let token_request = TokenRequest {
+        dpop,
         grant_type: Some(grant_type),
         scope: form.get("scope").map(str::to_owned),
         resources: form.all("resource"),
@@ -447,6 +461,10 @@ pub struct IntrospectionBody {
     /// The principal the token acts for, when its delegation starts with one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub principal_id: Option<Uuid>,
+    /// RFC 9449 §6.2: `{"jkt": …}`, the key a DPoP-bound token is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub cnf: Option<serde_json::Value>,
 }
 
 impl IntrospectionBody {
@@ -480,6 +498,10 @@ impl IntrospectionBody {
                     delegation_id: record.delegation_id().map(|id| *id.as_uuid()),
                     depth: Some(record.depth()),
                     principal_id: record.principal_id.map(|id| *id.as_uuid()),
+                    cnf: record
+                        .dpop_jkt
+                        .as_ref()
+                        .map(|jkt| serde_json::json!({ "jkt": jkt })),
                 }
             }
         }
@@ -614,6 +636,7 @@ async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResu
         "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": d2_oauth::DPOP_ALGORITHMS,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         // RFC 9207: every authorization response names its issuer.

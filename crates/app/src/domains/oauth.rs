@@ -14,7 +14,7 @@ use d2_oauth::{
     DelegationService, Entitlements, OAuthAdmin, PersonTokens, PrincipalService, RevocationLists,
     ScopeCatalog, TokenIssuer, TokenRecords, ToolService,
 };
-use d2_oidc::{AgentKeys, Reach};
+use d2_oidc::{AgentKeys, DpopProofs, Reach};
 use serde::Deserialize;
 
 use super::{Registry, Shared};
@@ -243,7 +243,8 @@ pub(crate) fn build(
         shared.clock.clone(),
         seconds(settings.refresh_replay_seconds),
         records.clone(),
-    );
+    )
+    .with_dpop(Arc::new(DpopProofs));
     if let Some(people) = person_tokens {
         issuer = issuer.with_person_tokens(people);
     }

@@ -187,6 +187,9 @@ error_codes! {
     InvalidScope = "invalid_scope", BadRequest, "Invalid scope";
     /// A `resource` (RFC 8707) the agent's tokens may not target.
     InvalidTarget = "invalid_target", BadRequest, "Invalid target";
+    /// A DPoP proof (RFC 9449) that is malformed, badly signed, for another request,
+    /// replayed, or of another key than the refresh token's.
+    InvalidDpopProof = "invalid_dpop_proof", BadRequest, "Invalid DPoP proof";
     OAuthTokenNotFound = "oauth_token_not_found", NotFound, "OAuth token not found";
     // Principals (the account's end users) and access rules.
     PrincipalNotFound = "principal_not_found", NotFound, "Principal not found";

@@ -1,6 +1,7 @@
 //! Delegation grants against the in-memory stores: a grant in force only while its
 //! grantor holds what it names, its agent may have it, and it is neither revoked nor
-//! expired.
+//! expired; and the consent step of the authorization code flow, whose approvals are
+//! grants of the principal.
 
 use std::sync::Arc;
 
@@ -15,7 +16,8 @@ struct World {
     clock: Arc<ManualClock>,
     agents: AgentService,
     principals: PrincipalService,
-    delegations: DelegationService,
+    delegations: Arc<DelegationService>,
+    authorizations: Authorizations,
     admin: AuthContext,
 }
 
@@ -55,17 +57,27 @@ fn world() -> World {
         CacheSettings::default(),
     ));
     let entitlements = Arc::new(Entitlements::new(scopes, tools, rules));
+    let delegations = Arc::new(DelegationService::new(
+        Arc::new(MemoryDelegations::new(store.clone())),
+        cache.clone(),
+        principals.clone(),
+        entitlements.clone(),
+        records.clone(),
+        clock.clone(),
+    ));
     World {
         agents,
-        principals: PrincipalService::new(principals.clone(), records.clone(), clock.clone()),
-        delegations: DelegationService::new(
-            Arc::new(MemoryDelegations::new(store)),
+        principals: PrincipalService::new(principals.clone(), records, clock.clone()),
+        authorizations: Authorizations::new(
             cache,
             principals,
+            delegations.clone(),
+            store,
             entitlements,
-            records,
+            Arc::new(Pepper::new(&[9; 32]).unwrap()),
             clock.clone(),
         ),
+        delegations,
         clock,
         admin: crate::tests::admin(AccountId::random()),
     }
@@ -271,4 +283,190 @@ async fn only_admins_make_read_and_revoke_grants() {
         w.delegations.get(&stranger, grant.id).await,
         Err(DelegationError::NotFound)
     ));
+}
+
+const CALLBACK: &str = "https://app.example/cb";
+
+impl World {
+    async fn agent_with_callback(&self) -> Agent {
+        let spec = AgentSpec {
+            redirect_uris: vec![CALLBACK.into()],
+            ..spec("app", &["tools:read", "tools:execute"])
+        };
+        let (_, token) = self.agents.register(&self.admin, spec).await.unwrap();
+        self.agents.activate(token.expose()).await.unwrap().0
+    }
+
+    async fn principal_with_email(&self, username: &str, email: &str) -> Principal {
+        let spec = PrincipalSpec {
+            username: username.into(),
+            email: Some(email.into()),
+            display_name: None,
+            attributes: Default::default(),
+            active: true,
+        };
+        self.principals.create(&self.admin, spec).await.unwrap()
+    }
+
+    async fn request(
+        &self,
+        agent: &Agent,
+        extra: &[(&str, &str)],
+    ) -> Result<AuthorizationRequest, (AuthorizeError, Option<ReturnTo>)> {
+        let mut params = AuthorizeParams {
+            response_type: Some("code".into()),
+            client_id: Some(agent.client_id()),
+            redirect_uri: Some(CALLBACK.into()),
+            scope: Some("openid tools:read".into()),
+            state: Some("xyz".into()),
+            code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
+            code_challenge_method: Some("S256".into()),
+            ..AuthorizeParams::default()
+        };
+        for (name, value) in extra {
+            let value = Some((*value).to_owned()).filter(|v| !v.is_empty());
+            match *name {
+                "client_id" => params.client_id = value,
+                "redirect_uri" => params.redirect_uri = value,
+                "scope" => params.scope = value,
+                "code_challenge_method" => params.code_challenge_method = value,
+                _ => unreachable!("a parameter the tests set"),
+            }
+        }
+        self.authorizations
+            .check(self.admin.account_id, &params)
+            .await
+            .map(|(request, _)| request)
+    }
+}
+
+fn person(email: &str, verified: bool) -> SignedInPerson {
+    SignedInPerson {
+        subject: format!("sub-{email}"),
+        email: Some(email.into()),
+        email_verified: verified,
+        name: None,
+        auth_time: chrono::Utc::now(),
+    }
+}
+
+#[expect(clippy::panic, reason = "a test's failure")]
+fn refusal(
+    result: Result<AuthorizationRequest, (AuthorizeError, Option<ReturnTo>)>,
+) -> (String, bool) {
+    match result {
+        Err((AuthorizeError::Unredirectable { code, .. }, None)) => (code.to_owned(), false),
+        Err((AuthorizeError::Redirect { error, .. }, Some(to))) => {
+            assert_eq!(to.redirect_uri, CALLBACK);
+            assert_eq!(to.state.as_deref(), Some("xyz"));
+            (error.to_owned(), true)
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_request_is_refused_on_a_page_until_its_client_and_redirect_uri_prove_where_to_answer() {
+    let world = world();
+    let agent = world.agent_with_callback().await;
+    let request = world.request(&agent, &[]).await.unwrap();
+    assert_eq!(request.scopes, vec!["tools:read".to_owned()]);
+    assert!(
+        request.openid,
+        "openid asks for an ID token, not for a scope"
+    );
+    for (extra, expected) in [
+        (vec![("client_id", "nobody")], ("invalid_client", false)),
+        (
+            vec![("redirect_uri", "https://app.example/other")],
+            ("invalid_redirect_uri", false),
+        ),
+        (
+            vec![("code_challenge_method", "plain")],
+            ("invalid_request", true),
+        ),
+        (vec![("scope", "admin")], ("invalid_scope", true)),
+    ] {
+        let (code, redirected) = refusal(world.request(&agent, &extra).await);
+        assert_eq!((code.as_str(), redirected), expected, "{extra:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_approval_is_the_principals_grant_remembered_until_withdrawn() {
+    let world = world();
+    let agent = world.agent_with_callback().await;
+    let ada = world.principal_with_email("ada", "Ada@Example.com").await;
+    let other = world.principal_with_email("bob", "bob@example.com").await;
+    let account = world.admin.account_id;
+    let auth = &world.authorizations;
+
+    // The person is the principal with the email the provider vouches for.
+    let found = auth
+        .principal_of(account, &person("ada@example.com", true))
+        .await
+        .unwrap();
+    assert_eq!(found.unwrap().id, ada.id);
+    for (email, verified) in [("ada@example.com", false), ("eve@example.com", true)] {
+        let found = auth
+            .principal_of(account, &person(email, verified))
+            .await
+            .unwrap();
+        assert!(found.is_err(), "{email} {verified}");
+    }
+
+    let both = world
+        .request(&agent, &[("scope", "tools:read tools:execute")])
+        .await
+        .unwrap();
+    assert!(auth.remembered(&both, ada.id).await.unwrap().is_none());
+    let set = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
+    // Nothing approved is a denial; naming what was not asked is refused.
+    for (scopes, error) in [
+        (set(&[]), "access_denied"),
+        (set(&["admin"]), "invalid_request"),
+    ] {
+        match auth.approve(&both, ada.id, scopes, None).await {
+            Err(AuthorizeError::Redirect { error: said, .. }) => assert_eq!(said, error),
+            other => unreachable!("expected {error}, got {other:?}"),
+        }
+    }
+    let grant = auth
+        .approve(&both, ada.id, set(&["tools:read"]), None)
+        .await
+        .unwrap();
+    assert_eq!(grant.grantor, Grantor::Principal(ada.id));
+    assert_eq!(grant.created_by, format!("principal:{}", ada.id));
+    assert_eq!(grant.scopes, set(&["tools:read"]));
+
+    // Remembered for what it named, not for more; another principal's consent is theirs.
+    let read = world
+        .request(&agent, &[("scope", "tools:read")])
+        .await
+        .unwrap();
+    assert_eq!(
+        auth.remembered(&read, ada.id).await.unwrap().map(|g| g.id),
+        Some(grant.id)
+    );
+    assert!(auth.remembered(&both, ada.id).await.unwrap().is_none());
+    assert!(auth.remembered(&read, other.id).await.unwrap().is_none());
+
+    // The code carries what the grant named of the request.
+    let code = auth
+        .issue_code(&both, ada.id, &grant, world.clock.now())
+        .await
+        .unwrap();
+    assert!(code.starts_with("d2ac_"), "{code}");
+    assert_eq!(auth.consents(account, ada.id).await.unwrap().len(), 1);
+
+    // Withdrawn by her (not by another), it is remembered no more.
+    assert!(!auth.withdraw(account, other.id, grant.id).await.unwrap());
+    assert!(auth.withdraw(account, ada.id, grant.id).await.unwrap());
+    assert!(auth.remembered(&read, ada.id).await.unwrap().is_none());
+    assert!(auth.consents(account, ada.id).await.unwrap().is_empty());
+    let revoked = world.delegations.get(&world.admin, grant.id).await.unwrap();
+    assert_eq!(
+        revoked.revocation.map(|r| (r.reason, r.by)),
+        Some(("withdrawn".to_owned(), format!("principal:{}", ada.id)))
+    );
 }

@@ -96,6 +96,9 @@ pub enum GrantError {
     Scope(String),
     #[error("{0}")]
     Target(String),
+    /// RFC 9449 `invalid_dpop_proof`.
+    #[error("{0}")]
+    Dpop(String),
     /// The account's access rules refuse the request (`invalid_scope`), naming the rule
     /// that decided when one did.
     #[error("{message}")]
@@ -141,6 +144,7 @@ impl GrantError {
                 | GrantError::Unauthorized(_)
                 | GrantError::Scope(_)
                 | GrantError::Target(_)
+                | GrantError::Dpop(_)
                 | GrantError::Denied { .. }
         )
     }
@@ -154,6 +158,7 @@ impl ErrorCode for GrantError {
             GrantError::Unauthorized(_) => Code::UnauthorizedClient,
             GrantError::Scope(_) | GrantError::Denied { .. } => Code::InvalidScope,
             GrantError::Target(_) => Code::InvalidTarget,
+            GrantError::Dpop(_) => Code::InvalidDpopProof,
             GrantError::ClientGone => Code::InvalidClient,
             GrantError::Signing(_) | GrantError::Randomness(_) => Code::Internal,
             GrantError::Jwks(error) => error.code(),

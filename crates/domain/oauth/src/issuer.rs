@@ -31,6 +31,7 @@ use crate::authorization::{
 use crate::authorizations::principal_of;
 use crate::delegation::{Delegation, DelegationId, Grantor};
 use crate::delegations::DelegationService;
+use crate::dpop::{DpopVerifier, check_claims, dpop_limits};
 use crate::entitlement::{Ask, Delegated, Entitlements, ToolAccess};
 use crate::error::{DelegationError, GrantError};
 use crate::ports::{
@@ -78,6 +79,8 @@ pub struct TokenRequest {
     pub actor_token: Option<String>,
     pub actor_token_type: Option<String>,
     pub requested_token_type: Option<String>,
+    /// RFC 9449: the `DPoP` header's proof; the tokens are bound to its key.
+    pub dpop: Option<String>,
     /// RFC 6749 §4.1.3, with RFC 7636's verifier.
     pub code: Option<String>,
     pub redirect_uri: Option<String>,
@@ -224,6 +227,8 @@ pub struct TokenIssuer {
     principals: Arc<dyn PrincipalRepo>,
     /// People's tokens from the identity provider, when one is configured.
     people: Option<Arc<dyn PersonTokens>>,
+    /// Checks DPoP proofs' signatures.
+    dpop: Option<Arc<dyn DpopVerifier>>,
     jwks: Arc<Jwks>,
     pepper: Arc<Pepper>,
     clock: Arc<dyn Clock>,
@@ -269,6 +274,9 @@ struct AccessClaims<'a> {
     /// The grant the agent acts under.
     #[serde(skip_serializing_if = "Option::is_none")]
     delegation_id: Option<DelegationId>,
+    /// RFC 9449 §6: the key a DPoP-bound token is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cnf: Option<Value>,
 }
 
 /// RFC 8693 §4.1's `act` of a chain: the last agent outermost, each earlier one inside;
@@ -286,6 +294,8 @@ pub fn actor_claim(chain: &[Hop]) -> Option<Value> {
 
 /// The lineage and grant of tokens about to be issued.
 struct Plan {
+    /// DPoP: the thumbprint of the key the tokens are bound to.
+    dpop_jkt: Option<String>,
     scopes: Vec<String>,
     audience: Vec<String>,
     task_id: String,
@@ -347,6 +357,7 @@ impl TokenIssuer {
             codes,
             principals,
             people: None,
+            dpop: None,
             agents,
             entitlements,
             delegations,
@@ -357,6 +368,12 @@ impl TokenIssuer {
             records,
             random: SystemRandom::new(),
         }
+    }
+
+    /// Accepts DPoP proofs (RFC 9449), checked by `verifier`.
+    pub fn with_dpop(mut self, verifier: Arc<dyn DpopVerifier>) -> Self {
+        self.dpop = Some(verifier);
+        self
     }
 
     /// Accepts people's tokens from the identity provider as token exchange subjects.
@@ -373,23 +390,73 @@ impl TokenIssuer {
         issuer: &str,
         request: TokenRequest,
     ) -> Result<TokenResponse, GrantError> {
-        let result = match request.grant_type {
-            Some(GrantType::ClientCredentials) => {
-                self.client_credentials(agent, issuer, request).await
-            }
-            Some(GrantType::AuthorizationCode) => {
-                self.authorization_code(agent, issuer, request).await
-            }
-            Some(GrantType::RefreshToken) => self.refresh(agent, issuer, request).await,
-            Some(GrantType::TokenExchange) => self.exchange(agent, issuer, request).await,
-            None => Err(GrantError::Request("`grant_type` is required".into())),
-        };
+        let result = self.grant(agent, issuer, request).await;
         if let Err(error) = &result
             && error.is_refusal_of_an_agent()
         {
             self.audit_denial(agent, error).await;
         }
         result
+    }
+
+    async fn grant(
+        &self,
+        agent: &Agent,
+        issuer: &str,
+        mut request: TokenRequest,
+    ) -> Result<TokenResponse, GrantError> {
+        let bound = match request.dpop.take() {
+            Some(proof) => Some(self.dpop_key(agent, issuer, &proof).await?),
+            None => None,
+        };
+        match request.grant_type {
+            Some(GrantType::ClientCredentials) => {
+                self.client_credentials(agent, issuer, request, bound).await
+            }
+            Some(GrantType::AuthorizationCode) => {
+                self.authorization_code(agent, issuer, request, bound).await
+            }
+            Some(GrantType::RefreshToken) => self.refresh(agent, issuer, request, bound).await,
+            Some(GrantType::TokenExchange) => self.exchange(agent, issuer, request, bound).await,
+            None => Err(GrantError::Request("`grant_type` is required".into())),
+        }
+    }
+
+    /// RFC 9449 §4.3: the thumbprint of the key a DPoP proof for this token request proves,
+    /// its `jti` spent once.
+    async fn dpop_key(
+        &self,
+        agent: &Agent,
+        issuer: &str,
+        proof: &str,
+    ) -> Result<String, GrantError> {
+        let Some(verifier) = &self.dpop else {
+            return Err(GrantError::Request(
+                "DPoP proofs are not accepted here".into(),
+            ));
+        };
+        if proof.len() > dpop_limits::BYTES {
+            return Err(GrantError::Dpop("the DPoP proof is too long".into()));
+        }
+        let verified = verifier
+            .verify(proof)
+            .map_err(|reason| GrantError::Dpop(format!("the DPoP proof is not valid: {reason}")))?;
+        let now = self.clock.now();
+        let used = check_claims(&verified.claims, "POST", &format!("{issuer}/token"), now)
+            .map_err(GrantError::Dpop)?;
+        if !self
+            .agents
+            .spend_proof(
+                agent.id,
+                &format!("dpop:{}", used.jti),
+                used.remember_until,
+                now,
+            )
+            .await?
+        {
+            return Err(GrantError::Dpop("the DPoP proof was used before".into()));
+        }
+        Ok(verified.jkt)
     }
 
     async fn audit_denial(&self, agent: &Agent, error: &GrantError) {
@@ -418,6 +485,7 @@ impl TokenIssuer {
         agent: &Agent,
         issuer: &str,
         request: TokenRequest,
+        bound: Option<String>,
     ) -> Result<TokenResponse, GrantError> {
         if request.refresh_token.is_some() {
             return Err(GrantError::Request(
@@ -473,6 +541,7 @@ impl TokenIssuer {
             )
             .await?;
         let plan = Plan {
+            dpop_jkt: bound,
             scopes: granted.scopes.clone(),
             audience,
             task_id,
@@ -494,6 +563,7 @@ impl TokenIssuer {
         agent: &Agent,
         issuer: &str,
         request: TokenRequest,
+        bound: Option<String>,
     ) -> Result<TokenResponse, GrantError> {
         refuse_exchange_parameters(&request)?;
         if request.refresh_token.is_some() {
@@ -567,6 +637,7 @@ impl TokenIssuer {
             )
             .await?;
         let plan = Plan {
+            dpop_jkt: bound,
             scopes: granted.scopes.clone(),
             audience,
             task_id,
@@ -724,6 +795,7 @@ impl TokenIssuer {
         agent: &Agent,
         issuer: &str,
         request: TokenRequest,
+        bound: Option<String>,
     ) -> Result<TokenResponse, GrantError> {
         let account = agent.account_id;
         if request.refresh_token.is_some() {
@@ -778,7 +850,7 @@ impl TokenIssuer {
         }
         if of_a_person {
             return self
-                .exchange_for_person(agent, issuer, &request, subject_text, now)
+                .exchange_for_person(agent, issuer, &request, subject_text, now, bound)
                 .await;
         }
         let Some(subject) = self
@@ -840,6 +912,7 @@ impl TokenIssuer {
             )
             .await?;
         let plan = Plan {
+            dpop_jkt: bound,
             scopes: granted.scopes.clone(),
             audience,
             task_id,
@@ -873,6 +946,7 @@ impl TokenIssuer {
         request: &TokenRequest,
         subject_text: &str,
         now: DateTime<Utc>,
+        bound: Option<String>,
     ) -> Result<TokenResponse, GrantError> {
         let account = agent.account_id;
         let Some(people) = &self.people else {
@@ -924,6 +998,7 @@ impl TokenIssuer {
             )
             .await?;
         let plan = Plan {
+            dpop_jkt: bound,
             scopes: granted.scopes.clone(),
             audience,
             task_id,
@@ -1062,6 +1137,7 @@ impl TokenIssuer {
         agent: &Agent,
         issuer: &str,
         request: TokenRequest,
+        bound: Option<String>,
     ) -> Result<TokenResponse, GrantError> {
         refuse_exchange_parameters(&request)?;
         let Some(presented) = request.refresh_token else {
@@ -1096,6 +1172,11 @@ impl TokenIssuer {
         if spent.agent_id != agent.id {
             return Err(invalid(
                 "the refresh token is unknown or was not issued to this client",
+            ));
+        }
+        if spent.dpop_jkt.is_some() && spent.dpop_jkt != bound {
+            return Err(GrantError::Dpop(
+                "the refresh token is bound to a DPoP key: present a proof of that key".into(),
             ));
         }
         if !request.resources.is_empty() && request.resources != spent.audience {
@@ -1136,6 +1217,7 @@ impl TokenIssuer {
             )
             .await?;
         let plan = Plan {
+            dpop_jkt: bound,
             scopes: granted.scopes.clone(),
             audience: spent.audience.clone(),
             task_id: spent.task_id.clone(),
@@ -1236,6 +1318,7 @@ impl TokenIssuer {
             act: actor_claim(&plan.acting.chain),
             may_act: plan.acting.may_act.map(|next| json!({ "sub": next })),
             delegation_id: plan.acting.chain.last().map(|hop| hop.delegation_id),
+            cnf: plan.dpop_jkt.as_ref().map(|jkt| json!({ "jkt": jkt })),
         };
         let payload =
             serde_json::to_vec(&claims).map_err(|e| GrantError::Signing(e.to_string()))?;
@@ -1271,6 +1354,7 @@ impl TokenIssuer {
             principal_id: plan.acting.principal_id,
             chain: plan.acting.chain.clone(),
             may_act: plan.acting.may_act,
+            dpop_jkt: plan.dpop_jkt.clone(),
             scopes: plan.scopes.clone(),
             audience: plan.audience.clone(),
             task_id: plan.task_id.clone(),
@@ -1300,7 +1384,12 @@ impl TokenIssuer {
         };
         let response = TokenResponse {
             access_token,
-            token_type: "Bearer".to_owned(),
+            token_type: if plan.dpop_jkt.is_some() {
+                "DPoP"
+            } else {
+                "Bearer"
+            }
+            .to_owned(),
             expires_in: access_seconds,
             scope: plan.scopes.join(" "),
             refresh_token: refresh.map(|(secret, _, _)| secret.expose().to_owned()),

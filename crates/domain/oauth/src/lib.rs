@@ -21,6 +21,7 @@ mod delegation;
 mod delegations;
 #[cfg(test)]
 mod delegations_tests;
+mod dpop;
 mod entitlement;
 mod error;
 mod issuer;
@@ -67,6 +68,7 @@ pub use delegation::{
     DelegationStatus, Grantor, limits as delegation_limits,
 };
 pub use delegations::{DelegationService, delegation_revocation_reasons};
+pub use dpop::{DPOP_ALGORITHMS, DpopProof, DpopVerifier, dpop_limits};
 pub use entitlement::{ConsentItems, Described, Entitlements, ToolAccess, ToolAccessReason};
 pub use error::{
     AccessRuleError, AgentError, ClientAuthError, ClientRefusal, DelegationError, GrantError,

@@ -480,6 +480,18 @@ impl AgentCache {
     }
 
     /// Forgets the account's agents (and every agent not found).
+    /// Spends a DPoP proof's `jti` of `agent` (namespaced apart from its assertions'),
+    /// remembered until `until`: `false` when spent before.
+    pub(crate) async fn spend_proof(
+        &self,
+        agent: AgentId,
+        jti: &str,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.repo.spend_assertion(agent, jti, until, now).await
+    }
+
     pub fn forget_account(&self, account: AccountId) {
         self.clients.invalidate_if(move |_, client| {
             client

@@ -124,6 +124,8 @@ pub struct TokenRecord {
     pub chain: Vec<Hop>,
     /// The one agent that may exchange this token to act next (RFC 8693 `may_act`).
     pub may_act: Option<AgentId>,
+    /// DPoP (RFC 9449): the JWK SHA-256 thumbprint of the key the token is bound to.
+    pub dpop_jkt: Option<String>,
     pub scopes: Vec<String>,
     /// The `aud`: the resources it was issued for (or the issuer).
     pub audience: Vec<String>,

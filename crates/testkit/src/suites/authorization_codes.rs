@@ -76,6 +76,7 @@ fn issuance(code: &AuthorizationCode, name: &str) -> Issuance {
                 delegation_id: code.delegation_id,
             }],
             may_act: None,
+            dpop_jkt: None,
             scopes: code.scopes.clone(),
             audience: code.resources.clone(),
             task_id: format!("task-{name}"),

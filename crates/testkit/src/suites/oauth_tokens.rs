@@ -65,6 +65,7 @@ fn record(
         principal_id: None,
         chain: Vec::new(),
         may_act: None,
+        dpop_jkt: None,
     }
 }
 
