@@ -1,6 +1,13 @@
 //! DPoP proofs' form and signature (RFC 9449 §4.2-4.3 steps 1-7): the header's `typ`,
 //! `alg` and public `jwk`, the signature by that key, and the key's JWK SHA-256 thumbprint
 //! (RFC 7638) the tokens are bound to. The claims are the domain's to check.
+//!
+//! Each proof carries its key, and making a verifier of a key (parsing it, checking the
+//! point or the modulus) costs more than the signature check itself; an agent proves the
+//! same key request after request, so verifiers are kept by thumbprint (the hash of every
+//! member that makes the key, so one thumbprint is one key).
+
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -8,15 +15,36 @@ use d2_oauth::{DpopProof, DpopVerifier};
 use ring::digest::{SHA256, digest};
 use serde_json::{Map, Value};
 
-use crate::keys::{Alg, usable_key};
+use crate::keys::{Alg, Key, usable_key};
 use crate::token;
 
 /// Private key parameters: a proof's `jwk` holding any is refused.
 const PRIVATE: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
 
+/// Keys whose verifiers are kept.
+const CACHED_KEYS: u64 = 10_000;
+
 /// Checks DPoP proofs with the key each carries.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DpopProofs;
+#[derive(Clone)]
+pub struct DpopProofs {
+    verifiers: moka::sync::Cache<String, Arc<Key>>,
+}
+
+impl std::fmt::Debug for DpopProofs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpopProofs")
+            .field("cached_keys", &self.verifiers.entry_count())
+            .finish()
+    }
+}
+
+impl Default for DpopProofs {
+    fn default() -> Self {
+        Self {
+            verifiers: moka::sync::Cache::new(CACHED_KEYS),
+        }
+    }
+}
 
 impl DpopVerifier for DpopProofs {
     fn verify(&self, proof: &str) -> Result<DpopProof, &'static str> {
@@ -40,7 +68,14 @@ impl DpopVerifier for DpopProofs {
             return Err("the `jwk` holds private key parameters");
         }
         let jkt = thumbprint(jwk).ok_or("the `jwk` is not a key of an accepted type")?;
-        let key = usable_key(Value::Object(jwk.clone()))?;
+        let key = match self.verifiers.get(&jkt) {
+            Some(key) => key,
+            None => {
+                let key = Arc::new(usable_key(Value::Object(jwk.clone()))?);
+                self.verifiers.insert(jkt.clone(), key.clone());
+                key
+            }
+        };
         if key.alg != alg {
             return Err("the `alg` does not fit the key");
         }

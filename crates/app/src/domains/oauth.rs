@@ -244,7 +244,7 @@ pub(crate) fn build(
         seconds(settings.refresh_replay_seconds),
         records.clone(),
     )
-    .with_dpop(Arc::new(DpopProofs));
+    .with_dpop(Arc::new(DpopProofs::default()));
     if let Some(people) = person_tokens {
         issuer = issuer.with_person_tokens(people);
     }
