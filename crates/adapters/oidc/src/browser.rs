@@ -11,6 +11,7 @@ use d2_kernel::ErrorChain;
 use d2_members::IdentityProvider as _;
 use d2_oauth::{BrowserSignIn, PersonTokens, SignInError, SignInRequest, SignedInPerson};
 use ring::digest::{SHA256, digest};
+use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 
 use crate::claims::verified_id_token;
@@ -83,8 +84,8 @@ impl BrowserSignIn for OidcProvider {
             ("code_verifier", request.code_verifier),
         ];
         let mut post = self.inner.client.post(token_url.clone());
-        match self.inner.settings.client_secret.as_deref() {
-            Some(secret) => post = post.basic_auth(client_id, Some(secret)),
+        match self.inner.settings.client_secret.as_ref() {
+            Some(secret) => post = post.basic_auth(client_id, Some(secret.expose_secret())),
             None => form.push(("client_id", client_id)),
         }
         let body = fetch::body_of(post.form(&form), token_url.as_str())

@@ -1,11 +1,12 @@
 use std::time::Duration;
 
 use reqwest::Url;
+use secrecy::SecretString;
 use serde::Deserialize;
 
 /// The `[auth.idp]` section: which provider's tokens are accepted, for whom, and how its
 /// keys are fetched. Environment variables: `D2__AUTH__IDP__ISSUER` and so on.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OidcSettings {
     /// The provider's issuer URL, compared exactly (a trailing `/` included) with the
@@ -47,7 +48,7 @@ pub struct OidcSettings {
     /// Its secret (`client_secret_basic` at the provider's token endpoint). Unset with a
     /// `client_id`: a public client, PKCE alone.
     #[serde(default)]
-    pub client_secret: Option<String>,
+    pub client_secret: Option<SecretString>,
 }
 
 /// A setting out of range; names its key (`auth.idp.…`).
@@ -221,7 +222,8 @@ mod tests {
             "audience": "d2",
         }))
         .unwrap();
-        assert_eq!(settings, valid());
+        // Compared as printed: the secret, were there one, prints redacted.
+        assert_eq!(format!("{settings:?}"), format!("{:?}", valid()));
         assert_eq!(settings.email_claim, "email");
         assert_eq!(settings.name_claim, "name");
         assert_eq!(settings.role_claim, None);

@@ -769,22 +769,12 @@ async fn decide(
     }
     let authorizations = &state.app.oauth.authorizations;
     let scopes: BTreeSet<String> = all(&form, "scope").into_iter().collect();
-    let tools: BTreeSet<String> = all(&form, "tool").into_iter().collect();
-    // Tools are named when the page offered some: the person chose among them.
-    let offered_tools = match authorizations.agent_of(request).await {
-        Ok(Some(agent)) => match authorizations.view_of(request, &agent).await {
-            Ok(view) => !view.items.tools.is_empty(),
-            Err(error) => return refused(&state, Some(&request.return_to()), error),
-        },
-        Ok(None) => false,
-        Err(error) => return refused(&state, Some(&request.return_to()), error),
-    };
     let grant = authorizations
         .approve(
             request,
             consent.principal,
             scopes,
-            offered_tools.then_some(tools),
+            all(&form, "tool").into_iter().collect(),
         )
         .await;
     match grant {

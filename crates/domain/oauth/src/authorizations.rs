@@ -332,15 +332,16 @@ impl Authorizations {
         Ok(Some(grant))
     }
 
-    /// The person approved `scopes` and `tools` (`None`: every tool those scopes reach)
-    /// of `request`: a grant from `principal` to the agent, audited as theirs. Anything
-    /// not asked is refused; nothing approved is a denial.
+    /// The person left `scopes` and `tools` checked on the consent page of `request`: a
+    /// grant from `principal` to the agent, audited as theirs, naming those tools when the
+    /// page offered any (the person chose among them), else none (any the scopes allow).
+    /// Anything not offered is refused; no scope approved is a denial.
     pub async fn approve(
         &self,
         request: &AuthorizationRequest,
         principal: PrincipalId,
         scopes: BTreeSet<String>,
-        tools: Option<BTreeSet<String>>,
+        tools: BTreeSet<String>,
     ) -> Result<Delegation, AuthorizeError> {
         let agent = self.agent_of(request).await?.ok_or_else(|| {
             AuthorizeError::redirect(
@@ -359,10 +360,7 @@ impl Authorizations {
             ));
         }
         if scopes.iter().any(|s| !offered(&view.items.scopes, s))
-            || tools
-                .iter()
-                .flatten()
-                .any(|t| !offered(&view.items.tools, t))
+            || tools.iter().any(|t| !offered(&view.items.tools, t))
         {
             return Err(AuthorizeError::redirect(
                 authorize_errors::INVALID_REQUEST,
@@ -373,7 +371,7 @@ impl Authorizations {
             grantor: Grantor::Principal(principal),
             agent_id: request.agent_id,
             scopes,
-            tools,
+            tools: (!view.items.tools.is_empty()).then_some(tools),
             resources: request.resources.iter().cloned().collect(),
             task_id: None,
             max_depth: 1,

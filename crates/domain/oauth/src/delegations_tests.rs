@@ -426,18 +426,19 @@ async fn an_approval_is_the_principals_grant_remembered_until_withdrawn() {
         (set(&[]), "access_denied"),
         (set(&["admin"]), "invalid_request"),
     ] {
-        match auth.approve(&both, ada.id, scopes, None).await {
+        match auth.approve(&both, ada.id, scopes, set(&[])).await {
             Err(AuthorizeError::Redirect { error: said, .. }) => assert_eq!(said, error),
             other => unreachable!("expected {error}, got {other:?}"),
         }
     }
     let grant = auth
-        .approve(&both, ada.id, set(&["tools:read"]), None)
+        .approve(&both, ada.id, set(&["tools:read"]), set(&[]))
         .await
         .unwrap();
     assert_eq!(grant.grantor, Grantor::Principal(ada.id));
     assert_eq!(grant.created_by, format!("principal:{}", ada.id));
     assert_eq!(grant.scopes, set(&["tools:read"]));
+    assert_eq!(grant.tools, None, "no tool was offered: none is named");
 
     // Remembered for what it named, not for more; another principal's consent is theirs.
     let read = world

@@ -318,6 +318,16 @@ struct Acting {
     not_after: Option<DateTime<Utc>>,
 }
 
+/// What a first hop asks beside its grant.
+struct FirstHop<'a> {
+    scope: Option<&'a str>,
+    resources: &'a [String],
+    task_id: Option<String>,
+    grant_type: GrantType,
+    may_act: Option<AgentId>,
+    bound: Option<String>,
+}
+
 /// An agent acting first under one grant: the grant, the scopes it allows (expanded),
 /// whom the tokens act for, and what the chain allows.
 struct UnderGrant {
@@ -612,50 +622,28 @@ impl TokenIssuer {
                 "the `code_verifier` does not match the code's challenge".into(),
             ));
         }
-        let under = self.under_grant(agent, code.delegation_id, now).await?;
-        let audience = within_grant(
-            audience(agent, issuer, &code.resources)?,
-            &code.resources,
-            &under.grant,
-        )?;
-        let task_id = grant_task(&under.grant, None)?;
         let asked = code.scopes.join(" ");
-        let granted = self
-            .entitlements
-            .grant(
+        let (plan, decided_by) = self
+            .first_hop(
                 agent,
-                Ask {
+                issuer,
+                code.delegation_id,
+                FirstHop {
                     scope: Some(asked.as_str()).filter(|s| !s.is_empty()),
-                    ceiling: Some(&under.ceiling),
-                    audience: &audience,
+                    resources: &code.resources,
+                    task_id: None,
                     grant_type: GrantType::AuthorizationCode,
-                    task_id: &task_id,
-                    parent_task_id: None,
-                    now,
-                    delegated: &under.mandate.delegated,
+                    may_act: None,
+                    bound,
                 },
+                now,
             )
             .await?;
-        let plan = Plan {
-            dpop_jkt: bound,
-            scopes: granted.scopes.clone(),
-            audience,
-            task_id,
-            parent_task_id: None,
-            grant_type: GrantType::AuthorizationCode,
-            family_id: None,
-            parent_id: None,
-            acting: under.acting,
-        };
         let (issuance, mut response) = self.prepare(agent, issuer, plan).await?;
         if code.openid {
             response.id_token = Some(self.id_token(agent, issuer, &code, &issuance).await?);
         }
-        let entry = self.issue_audit(
-            AuditAction::OAuthTokenIssue,
-            &issuance,
-            granted.decided_by.as_ref(),
-        );
+        let entry = self.issue_audit(AuditAction::OAuthTokenIssue, &issuance, decided_by.as_ref());
         match self
             .codes
             .redeem_code(account, &digest, &issuance, &entry, now)
@@ -974,22 +962,56 @@ impl TokenIssuer {
         let grant = self
             .exchange_grant(agent, grantor, request.delegation_id.as_deref(), now)
             .await?;
-        let under = self.under_grant(agent, grant.id, now).await?;
+        let (plan, decided_by) = self
+            .first_hop(
+                agent,
+                issuer,
+                grant.id,
+                FirstHop {
+                    scope: request.scope.as_deref(),
+                    resources: &request.resources,
+                    task_id: request.task_id.clone(),
+                    grant_type: GrantType::TokenExchange,
+                    may_act: may_act(request.may_act.as_deref())?,
+                    bound,
+                },
+                now,
+            )
+            .await?;
+        let mut response = self
+            .issue_new(agent, issuer, plan, decided_by.as_ref())
+            .await?;
+        response.issued_token_type = Some(ACCESS_TOKEN_TYPE.to_owned());
+        Ok(response)
+    }
+
+    /// The plan of tokens for `agent` acting first under the grant `id` (an authorization
+    /// code's, or a person's in an exchange): the audience within the grant, its task, the
+    /// scopes decided within it, and whom they act for; with the rule that decided.
+    async fn first_hop(
+        &self,
+        agent: &Agent,
+        issuer: &str,
+        id: DelegationId,
+        hop: FirstHop<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(Plan, Option<RuleRef>), GrantError> {
+        let under = self.under_grant(agent, id, now).await?;
         let audience = within_grant(
-            audience(agent, issuer, &request.resources)?,
-            &request.resources,
+            audience(agent, issuer, hop.resources)?,
+            hop.resources,
             &under.grant,
         )?;
-        let task_id = grant_task(&under.grant, request.task_id.clone())?;
+        let task_id = grant_task(&under.grant, hop.task_id)?;
         let granted = self
             .entitlements
             .grant(
                 agent,
                 Ask {
-                    scope: request.scope.as_deref(),
+                    scope: hop.scope,
                     ceiling: Some(&under.ceiling),
                     audience: &audience,
-                    grant_type: GrantType::TokenExchange,
+                    grant_type: hop.grant_type,
                     task_id: &task_id,
                     parent_task_id: None,
                     now,
@@ -998,24 +1020,20 @@ impl TokenIssuer {
             )
             .await?;
         let plan = Plan {
-            dpop_jkt: bound,
-            scopes: granted.scopes.clone(),
+            dpop_jkt: hop.bound,
+            scopes: granted.scopes,
             audience,
             task_id,
             parent_task_id: None,
-            grant_type: GrantType::TokenExchange,
+            grant_type: hop.grant_type,
             family_id: None,
             parent_id: None,
             acting: Acting {
-                may_act: may_act(request.may_act.as_deref())?,
+                may_act: hop.may_act,
                 ..under.acting
             },
         };
-        let mut response = self
-            .issue_new(agent, issuer, plan, granted.decided_by.as_ref())
-            .await?;
-        response.issued_token_type = Some(ACCESS_TOKEN_TYPE.to_owned());
-        Ok(response)
+        Ok((plan, granted.decided_by))
     }
 
     /// The grant an exchange acts under: from `grantor` (the subject's current actor or
