@@ -4,9 +4,9 @@
 # from Debian's packages if missing) and the tests' OpenID provider (its npm packages
 # installed into target/oidc), both stopped at the end, installs the diesel CLI for the
 # schema check, the D2 Python SDK (from PyPI, into target/sdk-venv) for the
-# interoperability test, authlib with PyJWT (into target/oauth-venv) for the OAuth one, and
-# the browser of the consent-page tests (Debian's Chromium, playwright-core into
-# target/browser).
+# interoperability test, authlib with PyJWT (into target/oauth-venv) for the OAuth one, the
+# MCP Python SDK (into target/mcp-venv) for the MCP one, and the browser of the consent-page
+# tests (Debian's Chromium, playwright-core into target/browser).
 # The end-to-end suite and the SDK test run on PostgreSQL, then again on SQLite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,4 +29,5 @@ CI=${CI:-true} D2_TEST_STORE=sqlite cargo test --locked -p d2-e2e
 scripts/sdk-interop.sh
 STORE=sqlite scripts/sdk-interop.sh
 scripts/oauth-interop.sh
+scripts/mcp-interop.sh
 scripts/schemathesis.sh

@@ -10,6 +10,7 @@ mod audit;
 mod authorize;
 mod bad_input;
 mod bootstrap;
+mod client_documents;
 mod delegations;
 mod dpop;
 mod events;

@@ -813,6 +813,20 @@ fn routes(account: &str) -> Vec<(Method, String, &'static str, Option<Value>, Ne
         ),
         (
             Method::GET,
+            "/v1/agents/client-policy".into(),
+            "/v1/agents/client-policy",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::PUT,
+            "/v1/agents/client-policy".into(),
+            "/v1/agents/client-policy",
+            Some(json!({ "metadata_documents": false })),
+            Scope("admin"),
+        ),
+        (
+            Method::GET,
             "/v1/agents/me".into(),
             "/v1/agents/me",
             None,

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, Change, Page, PageRequest, SecretDigest, StoreError};
 use d2_oauth::{
-    Agent, AgentAuditOf, AgentId, AgentRepo, AgentSpec, AgentState, ClientSecrets,
+    Agent, AgentAuditOf, AgentId, AgentRepo, AgentSpec, AgentState, ClientSecrets, MetadataAuditOf,
     PendingRegistration,
 };
 use diesel::prelude::*;
@@ -264,6 +264,80 @@ impl AgentRepo for crate::Store {
         Ok(agent)
     }
 
+    async fn metadata_client_id(
+        &self,
+        account: AccountId,
+        url: &str,
+    ) -> Result<Option<AgentId>, StoreError> {
+        let mut conn = self.conn().await?;
+        let id: Option<Id> = agents::table
+            .filter(agents::account_id.eq(Id::from(account)))
+            .filter(agents::metadata_url.eq(url))
+            .select(agents::id)
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?;
+        Ok(id.map(|id| AgentId::from_uuid(id.0)))
+    }
+
+    async fn save_metadata_client(
+        &self,
+        candidate: &Agent,
+        audit_of: MetadataAuditOf<'_>,
+    ) -> Result<Agent, StoreError> {
+        let Some(url) = candidate.metadata_url.as_deref() else {
+            return Err(StoreError::corrupt("a metadata client without its URL"));
+        };
+        let row = AgentRow::from_domain(candidate, None)?;
+        let account = candidate.account_id;
+        let mut conn = self.writer().await?;
+        let agent = write_transaction!(conn, async |conn| {
+            // The unique (account, URL) index decides between concurrent first requests:
+            // one inserts, the others update (or find nothing to change).
+            let inserted = diesel::insert_into(agents::table)
+                .values(&row)
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if inserted == 1 {
+                write_audit(conn, &audit_of(candidate, true)).await?;
+                announce(conn, Change::OAuth(account)).await?;
+                return Ok::<_, TxError>(candidate.clone());
+            }
+            let stored: AgentRow = locked!(
+                agents::table
+                    .filter(agents::account_id.eq(Id::from(account)))
+                    .filter(agents::metadata_url.eq(url))
+            )
+            .select(AgentRow::as_select())
+            .first(conn)
+            .await?;
+            let stored = stored.into_domain()?;
+            if stored.spec.document_fields_match(&candidate.spec) {
+                return Ok(stored);
+            }
+            diesel::update(agents::table.find(id_of(stored.id)))
+                .set((
+                    agents::name.eq(&row.name),
+                    agents::description.eq(&row.description),
+                    agents::redirect_uris.eq(&row.redirect_uris),
+                    agents::auth_method.eq(&row.auth_method),
+                    agents::jwks.eq(&row.jwks),
+                    agents::jwks_uri.eq(&row.jwks_uri),
+                    agents::updated_at.eq(candidate.updated_at),
+                ))
+                .execute(conn)
+                .await?;
+            let agent = read_agent(conn, stored.id).await?;
+            write_audit(conn, &audit_of(&agent, false)).await?;
+            announce(conn, Change::OAuth(account)).await?;
+            Ok(agent)
+        })
+        .await?;
+        Ok(agent)
+    }
+
     async fn client(
         &self,
         id: AgentId,
@@ -378,6 +452,7 @@ pub(crate) struct AgentRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub activated_at: Option<DateTime<Utc>>,
+    pub metadata_url: Option<String>,
 }
 
 impl AgentRow {
@@ -410,6 +485,7 @@ impl AgentRow {
             created_at: agent.created_at,
             updated_at: agent.updated_at,
             activated_at: agent.activated_at,
+            metadata_url: agent.metadata_url.clone(),
         })
     }
 
@@ -444,6 +520,7 @@ impl AgentRow {
             registered_by: self
                 .registered_by
                 .map(|id| d2_kernel::UserId::from_uuid(id.0)),
+            metadata_url: self.metadata_url,
             created_at: self.created_at,
             updated_at: self.updated_at,
             activated_at: self.activated_at,

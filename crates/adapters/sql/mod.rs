@@ -8,6 +8,7 @@ pub(crate) mod analytics;
 pub(crate) mod audit;
 pub(crate) mod authorization_codes;
 pub(crate) mod catalog;
+pub(crate) mod client_policies;
 pub(crate) mod delegations;
 pub(crate) mod errors;
 pub(crate) mod events;

@@ -18,6 +18,7 @@ use crate::access_rules::RuleRow;
 use crate::accounts::AccountRow;
 use crate::agents::AgentRow;
 use crate::catalog::{BindingRow, CatalogRow, ScopeRow, ToolRow};
+use crate::client_policies::ClientPolicyRow;
 use crate::delegations::DelegationRow;
 use crate::error::{TxError, from_diesel};
 use crate::events::EventRow;
@@ -31,18 +32,20 @@ use crate::position::{Side, in_stream};
 use crate::principals::PrincipalRow;
 use crate::schema::{
     access_rules, accounts, agent_tools, agents, api_tokens, audit_logs, delegations, events,
-    ingest_refusals, invitations, job_checkpoints, members, oauth_catalogs, oauth_scopes,
-    oauth_tokens, policies, principals, publisher_keys, signing_keys, tasks, tools, users,
+    ingest_refusals, invitations, job_checkpoints, members, oauth_catalogs, oauth_client_policies,
+    oauth_scopes, oauth_tokens, policies, principals, publisher_keys, signing_keys, tasks, tools,
+    users,
 };
 use crate::tasks::TaskCopy;
 
 /// The tables copied, in an order that satisfies every foreign key.
-pub const TABLES: [&str; 22] = [
+pub const TABLES: [&str; 23] = [
     "accounts",
     "users",
     "members",
     "invitations",
     "agents",
+    "oauth_client_policies",
     "principals",
     "delegations",
     "oauth_tokens",
@@ -338,6 +341,14 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
+            "oauth_client_policies" => whole(to_json(
+                oauth_client_policies::table
+                    .order(oauth_client_policies::account_id)
+                    .select(ClientPolicyRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
             "principals" => whole(to_json(
                 principals::table
                     .order(principals::id)
@@ -495,6 +506,13 @@ impl crate::Store {
                 "agents" => insert_rows!(conn, agents::table, from_json::<AgentRow>(rows)?),
                 "oauth_tokens" => {
                     insert_rows!(conn, oauth_tokens::table, from_json::<TokenRow>(rows)?);
+                }
+                "oauth_client_policies" => {
+                    insert_rows!(
+                        conn,
+                        oauth_client_policies::table,
+                        from_json::<ClientPolicyRow>(rows)?
+                    );
                 }
                 "principals" => {
                     insert_rows!(conn, principals::table, from_json::<PrincipalRow>(rows)?);

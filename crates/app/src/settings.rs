@@ -398,6 +398,7 @@ impl Settings {
         let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
         settings.profile = profile;
         settings.oauth.load_default_scopes(dir)?;
+        settings.oauth.load_outbound_fetch(dir)?;
         if settings.profile.is_dev() && settings.database.url.is_none() {
             settings.database.url = Some(SecretString::from(default_dev_database()));
         }

@@ -11,8 +11,8 @@ use d2_jwks::SigningKeyRepo;
 use d2_kernel::{Change, StoreError, TaskQueue};
 use d2_members::{InvitationRepo, MemberRepo};
 use d2_oauth::{
-    AccessRuleRepo, AgentRepo, AuthorizationCodeRepo, DelegationRepo, OAuthTokenRepo,
-    PrincipalRepo, ScopeRepo, ToolRepo,
+    AccessRuleRepo, AgentRepo, AuthorizationCodeRepo, ClientPolicyRepo, DelegationRepo,
+    OAuthTokenRepo, PrincipalRepo, ScopeRepo, ToolRepo,
 };
 use d2_policy::{PolicyRepo, PublisherKeyRepo};
 use d2_postgres::PgStore;
@@ -30,6 +30,7 @@ pub trait Repositories:
     + AgentRepo
     + OAuthTokenRepo
     + AuthorizationCodeRepo
+    + ClientPolicyRepo
     + PrincipalRepo
     + DelegationRepo
     + AccessRuleRepo

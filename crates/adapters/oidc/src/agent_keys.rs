@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::fetch;
 use crate::keys::{Choice, KeySet};
-use crate::public_address::{PublicResolver, Reach, may_fetch};
+use crate::public_address::OutboundFetch;
 use crate::token;
 
 /// How long a fetched key set is used.
@@ -41,7 +41,7 @@ pub struct AgentKeys {
     /// agent's `jwks` is seen at its next assertion.
     inline: moka::sync::Cache<AgentId, Arc<(Value, KeySet)>>,
     remote: moka::future::Cache<String, Arc<Fetched>>,
-    reach: Reach,
+    fetch: OutboundFetch,
 }
 
 impl std::fmt::Debug for AgentKeys {
@@ -52,21 +52,11 @@ impl std::fmt::Debug for AgentKeys {
 
 impl AgentKeys {
     /// Fetches `jwks_uri`s with a client that follows no redirect, uses no proxy, waits
-    /// five seconds at most, reads 1 MiB at most, and connects to the addresses `reach`
-    /// allows (tenants choose these URLs: [`Reach::Public`] keeps them out of the server's
+    /// five seconds at most, reads 1 MiB at most, and connects to the addresses `fetch`
+    /// allows (tenants choose these URLs: [`crate::Reach::Public`] keeps them out of the server's
     /// own network).
-    pub fn new(clock: Arc<dyn Clock>, reach: Reach) -> Result<Self, reqwest::Error> {
-        // reqwest is built without a crypto provider: install ring (a no-op when one is).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut client = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .connect_timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy();
-        if reach == Reach::Public {
-            client = client.dns_resolver(PublicResolver);
-        }
-        let client = client.build()?;
+    pub fn new(clock: Arc<dyn Clock>, fetch: OutboundFetch) -> Result<Self, reqwest::Error> {
+        let client = fetch.client(FETCH_TIMEOUT)?;
         Ok(Self {
             client,
             clock,
@@ -75,7 +65,7 @@ impl AgentKeys {
                 .max_capacity(CACHED_SETS)
                 .time_to_live(REMOTE_TTL)
                 .build(),
-            reach,
+            fetch,
         })
     }
 
@@ -116,7 +106,7 @@ impl AgentKeys {
         self.remote
             .get_with(uri.to_owned(), async {
                 let keys = match Url::parse(uri) {
-                    Ok(url) if self.reach == Reach::Public && !may_fetch(&url) => {
+                    Ok(url) if !self.fetch.allows(&url) => {
                         Err("its address is not public".to_owned())
                     }
                     Ok(url) => fetch::key_set(&self.client, &url)

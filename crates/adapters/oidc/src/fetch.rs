@@ -22,8 +22,8 @@ pub(crate) enum FetchError {
     },
     #[error("{url} answered {status}")]
     Status { url: String, status: StatusCode },
-    #[error("{url} answered more than {MAX_DOCUMENT_BYTES} bytes")]
-    TooLarge { url: String },
+    #[error("{url} answered more than {limit} bytes")]
+    TooLarge { url: String, limit: usize },
     #[error("the discovery document at {url} is not valid")]
     Discovery {
         url: String,
@@ -127,7 +127,9 @@ pub(crate) async fn key_set(client: &reqwest::Client, url: &Url) -> Result<KeySe
 
 /// The body of a 2xx answer to `GET url`, at most `MAX_DOCUMENT_BYTES`.
 async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, FetchError> {
-    body_of(client.get(url).header(ACCEPT, "application/json"), url).await
+    let request = client.get(url).header(ACCEPT, "application/json");
+    let (_, body) = response_of(request, url, MAX_DOCUMENT_BYTES).await?;
+    Ok(body)
 }
 
 /// The body of a 2xx answer to `request` (to `url`), at most `MAX_DOCUMENT_BYTES`.
@@ -135,6 +137,18 @@ pub(crate) async fn body_of(
     request: reqwest::RequestBuilder,
     url: &str,
 ) -> Result<Vec<u8>, FetchError> {
+    let (_, body) = response_of(request, url, MAX_DOCUMENT_BYTES).await?;
+    Ok(body)
+}
+
+/// The headers and body of a 2xx answer to `request` (to `url`), at most `limit` bytes:
+/// a larger announced length is refused before the body is read, a longer body as soon
+/// as it passes the limit.
+pub(crate) async fn response_of(
+    request: reqwest::RequestBuilder,
+    url: &str,
+    limit: usize,
+) -> Result<(reqwest::header::HeaderMap, Vec<u8>), FetchError> {
     let request_error = |source: reqwest::Error| FetchError::Request {
         url: url.to_owned(),
         source: source.without_url(),
@@ -149,17 +163,18 @@ pub(crate) async fn body_of(
     }
     let too_large = || FetchError::TooLarge {
         url: url.to_owned(),
+        limit,
     };
     let announced = response.content_length().unwrap_or(0);
-    if usize::try_from(announced).map_or(true, |length| length > MAX_DOCUMENT_BYTES) {
+    if usize::try_from(announced).map_or(true, |length| length > limit) {
         return Err(too_large());
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(request_error)? {
-        if body.len().saturating_add(chunk.len()) > MAX_DOCUMENT_BYTES {
+        if body.len().saturating_add(chunk.len()) > limit {
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok((response.headers().clone(), body))
 }

@@ -10,6 +10,7 @@
 mod agent_keys;
 mod browser;
 mod claims;
+mod client_documents;
 mod dpop;
 mod fetch;
 mod keys;
@@ -19,9 +20,10 @@ mod settings;
 mod token;
 
 pub use agent_keys::AgentKeys;
+pub use client_documents::MetadataDocuments;
 pub use dpop::DpopProofs;
 pub use provider::{ConnectError, OidcProvider};
-pub use public_address::Reach;
+pub use public_address::{OutboundFetch, Reach};
 pub use settings::{OidcSettings, SettingsError};
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! refused before any connection is made.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -17,6 +18,66 @@ pub enum Reach {
     Public,
     /// Any address: a test's local server, or a deployment that trusts every tenant.
     Any,
+}
+
+/// How the server fetches URLs that tenants and clients choose (agents' `jwks_uri`,
+/// clients' metadata documents): which addresses it may connect to, and which certificate
+/// authorities it trusts beside the system's (an internal PKI, or a test's own).
+#[derive(Clone, Debug)]
+pub struct OutboundFetch {
+    reach: Reach,
+    extra_roots: Vec<reqwest::Certificate>,
+}
+
+impl Default for OutboundFetch {
+    fn default() -> Self {
+        Self::public()
+    }
+}
+
+impl OutboundFetch {
+    /// `extra_roots_pem`: a PEM bundle of more certificate authorities to trust.
+    pub fn new(reach: Reach, extra_roots_pem: Option<&[u8]>) -> Result<Self, reqwest::Error> {
+        let extra_roots = match extra_roots_pem {
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem)?,
+            None => Vec::new(),
+        };
+        Ok(Self { reach, extra_roots })
+    }
+
+    /// Public addresses only, the system's authorities only.
+    pub fn public() -> Self {
+        Self {
+            reach: Reach::Public,
+            extra_roots: Vec::new(),
+        }
+    }
+
+    pub fn reach(&self) -> Reach {
+        self.reach
+    }
+
+    /// A client that follows no redirect, uses no proxy, waits `timeout` at most, and
+    /// connects to the addresses the reach allows.
+    pub(crate) fn client(&self, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+        // reqwest is built without a crypto provider: install ring (a no-op when one is).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .tls_certs_merge(self.extra_roots.iter().cloned());
+        if self.reach == Reach::Public {
+            client = client.dns_resolver(PublicResolver);
+        }
+        client.build()
+    }
+
+    /// Whether a fetch of `url` may start (see [`may_fetch`]).
+    pub(crate) fn allows(&self, url: &Url) -> bool {
+        self.reach == Reach::Any || may_fetch(url)
+    }
 }
 
 /// Resolves names with the system resolver, keeping their public addresses only.

@@ -62,6 +62,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         activated_at -> Nullable<Timestamptz>,
+        metadata_url -> Nullable<Text>,
     }
 }
 
@@ -220,6 +221,16 @@ diesel::table! {
         agent_id -> Uuid,
         jti -> Text,
         expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    oauth_client_policies (account_id) {
+        account_id -> Uuid,
+        metadata_documents -> Bool,
+        scopes -> Jsonb,
+        resources -> Jsonb,
+        updated_at -> Timestamptz,
     }
 }
 
@@ -402,6 +413,7 @@ diesel::joinable!(members -> accounts (account_id));
 diesel::joinable!(members -> users (user_id));
 diesel::joinable!(oauth_catalogs -> accounts (account_id));
 diesel::joinable!(oauth_client_assertions -> agents (agent_id));
+diesel::joinable!(oauth_client_policies -> accounts (account_id));
 diesel::joinable!(oauth_scopes -> oauth_catalogs (account_id));
 diesel::joinable!(oauth_tokens -> accounts (account_id));
 diesel::joinable!(oauth_tokens -> agents (agent_id));
@@ -429,6 +441,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     members,
     oauth_catalogs,
     oauth_client_assertions,
+    oauth_client_policies,
     oauth_scopes,
     oauth_tokens,
     policies,

@@ -50,6 +50,7 @@ diesel::table! {
         created_at -> TimestamptzSqlite,
         updated_at -> TimestamptzSqlite,
         activated_at -> Nullable<TimestamptzSqlite>,
+        metadata_url -> Nullable<Text>,
     }
 }
 
@@ -455,6 +456,19 @@ diesel::table! {
     use diesel::sql_types::*;
     use crate::types::{Jsonb, Uuid};
 
+    oauth_client_policies (account_id) {
+        account_id -> Uuid,
+        metadata_documents -> Bool,
+        scopes -> Jsonb,
+        resources -> Jsonb,
+        updated_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
     oauth_scopes (account_id, name) {
         account_id -> Uuid,
         name -> Text,
@@ -501,6 +515,7 @@ diesel::joinable!(oauth_tokens -> delegations (delegation_id));
 diesel::joinable!(oauth_tokens -> principals (principal_id));
 diesel::joinable!(oauth_catalogs -> accounts (account_id));
 diesel::joinable!(oauth_client_assertions -> agents (agent_id));
+diesel::joinable!(oauth_client_policies -> accounts (account_id));
 diesel::joinable!(oauth_scopes -> oauth_catalogs (account_id));
 diesel::joinable!(policies -> accounts (account_id));
 diesel::joinable!(principals -> accounts (account_id));
@@ -527,6 +542,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     oauth_tokens,
     oauth_catalogs,
     oauth_client_assertions,
+    oauth_client_policies,
     oauth_scopes,
     policies,
     principals,

@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::web::{Data, Path, Query};
 use actix_web::{HttpResponse, delete, get, post, put};
 use chrono::{DateTime, Utc};
-use d2_oauth::{Agent, AgentId, AgentSpec, AgentState, AuthMethod, RotatedSecret};
+use d2_oauth::{Agent, AgentId, AgentSpec, AgentState, AuthMethod, ClientPolicy, RotatedSecret};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -21,6 +21,8 @@ use crate::state::ApiState;
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
     cfg.service(register)
         .service(activate)
+        .service(get_client_policy)
+        .service(set_client_policy)
         .service(list)
         .service(get_one)
         .service(update)
@@ -142,6 +144,10 @@ pub struct AgentBody {
     pub refresh_token_seconds: Option<u32>,
     /// The person who registered it, when a person did.
     pub registered_by: Option<Uuid>,
+    /// For a client named by its metadata document: the document's URL, which is then its
+    /// OAuth `client_id` (`client_id` here still names it in this API). Its name, redirect
+    /// URIs and authentication (`none`) follow the document.
+    pub metadata_url: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub activated_at: Option<DateTime<Utc>>,
@@ -165,6 +171,7 @@ impl From<Agent> for AgentBody {
             access_token_seconds: spec.access_token_seconds,
             refresh_token_seconds: spec.refresh_token_seconds,
             registered_by: agent.registered_by.map(Uuid::from),
+            metadata_url: agent.metadata_url,
             created_at: agent.created_at,
             updated_at: agent.updated_at,
             activated_at: agent.activated_at,
@@ -397,4 +404,75 @@ async fn rotate_secret(
         StatusCode::OK,
         &RotatedSecretBody::from(rotated),
     ))
+}
+
+/// What an account lets clients named by a metadata document have.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientPolicyBody {
+    /// Whether a `client_id` that is the `https` URL of a client metadata document is
+    /// accepted at the authorization endpoint.
+    pub metadata_documents: bool,
+    /// The scopes such a client's agent may be granted: those its document's `scope` asks
+    /// for, of these (all of these when it asks none).
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    pub scopes: Vec<String>,
+    /// The resources (RFC 8707) its tokens may target.
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub resources: Vec<String>,
+    /// When an admin last set it; absent for the default (nothing accepted).
+    #[serde(default, skip_deserializing)]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl From<&ClientPolicy> for ClientPolicyBody {
+    fn from(policy: &ClientPolicy) -> Self {
+        Self {
+            metadata_documents: policy.metadata_documents,
+            scopes: policy.scopes.clone(),
+            resources: policy.resources.clone(),
+            updated_at: policy.updated_at,
+        }
+    }
+}
+
+/// The account's policy for clients named by a metadata document (admin): until one is
+/// set, none is accepted.
+#[utoipa::path(tag = "agents", security(("bearer" = []), ("api_key" = [])), responses(
+    (status = 200, body = ClientPolicyBody),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/agents/client-policy")]
+async fn get_client_policy(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
+    let policy = state.app.oauth.client_policies.get(&auth).await?;
+    Ok(HttpResponse::Ok().json(ClientPolicyBody::from(&*policy)))
+}
+
+/// Replace the account's policy for clients named by a metadata document (admin). Such a
+/// client becomes an agent of the account at its first authorization request, with the
+/// scopes and resources allowed then; agents made earlier keep theirs (change them, or
+/// disable them, as any agent). Audited as `oauth.client_policy_update`.
+#[utoipa::path(tag = "agents", security(("bearer" = []), ("api_key" = [])),
+    request_body = ClientPolicyBody, responses(
+    (status = 200, body = ClientPolicyBody),
+    (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[put("/v1/agents/client-policy")]
+async fn set_client_policy(
+    state: Data<ApiState>,
+    auth: Auth,
+    body: Json<ClientPolicyBody>,
+) -> ApiResult<HttpResponse> {
+    let body = body.0;
+    let policy = ClientPolicy {
+        metadata_documents: body.metadata_documents,
+        scopes: body.scopes,
+        resources: body.resources,
+        updated_at: None,
+    };
+    let policy = state.app.oauth.client_policies.set(&auth, policy).await?;
+    Ok(HttpResponse::Ok().json(ClientPolicyBody::from(&policy)))
 }

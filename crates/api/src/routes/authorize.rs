@@ -635,6 +635,17 @@ async fn consent_step(
         .as_deref()
         .map(|d| format!("<p class=\"muted\">{}</p>", escape(d)))
         .unwrap_or_default();
+    let publisher = view
+        .metadata_host
+        .as_deref()
+        .map(|host| {
+            format!(
+                "<p>This application names itself; its description is published by \
+                 <span class=\"host\" id=\"metadata-host\">{}</span>.</p>",
+                escape(host)
+            )
+        })
+        .unwrap_or_default();
     let tools = if view.items.tools.is_empty() {
         String::new()
     } else {
@@ -649,7 +660,7 @@ async fn consent_step(
         ""
     };
     let main = format!(
-        "<h1><span id=\"agent\">{agent}</span> wants to act for you</h1>{description}\
+        "<h1><span id=\"agent\">{agent}</span> wants to act for you</h1>{description}{publisher}\
          <p>Signed in as <strong>{who}</strong>.</p>\
          <p>If you allow it, you are sent back to <span class=\"host\" id=\"redirect-host\">{host}</span>.</p>\
          <form method=\"post\" action=\"{base}/oauth/{account}/authorize\">\

@@ -11,7 +11,8 @@ use actix_web::{HttpRequest, HttpResponse, get, post};
 use base64::Engine as _;
 use d2_kernel::{AccountId, Code};
 use d2_oauth::{
-    Agent, AuthMethod, CLIENT_ASSERTION_TYPE, GrantType, TokenRequest, TokenResponse, issuer_url,
+    Agent, AuthMethod, CLIENT_ASSERTION_TYPE, GrantType, TokenRequest, TokenResponse, ToolCheck,
+    issuer_url,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -124,6 +125,8 @@ enum Presented {
         client_id: Option<String>,
         assertion: String,
     },
+    /// Its `client_id` alone: a public client (`none`).
+    Public { client_id: String },
 }
 
 /// RFC 6749 §2.3.1: HTTP Basic with the form-encoded client id and secret, or both in the
@@ -201,15 +204,22 @@ fn presented_client(headers: &HeaderMap, form: &Form) -> ApiResult<Presented> {
             secret: secret.to_owned(),
             method: AuthMethod::ClientSecretPost,
         }),
-        (None, None) => Err(invalid_client()),
+        (None, None) => form
+            .get("client_id")
+            .map(|client_id| Presented::Public {
+                client_id: client_id.to_owned(),
+            })
+            .ok_or_else(invalid_client),
     }
 }
 
 /// Where a client authenticates: the token endpoint holds it to its registered method,
-/// the other endpoints take its secret either way.
+/// the other endpoints take its secret either way. A public client may get tokens and
+/// revoke its own (RFC 7009 §5), nothing else.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
     Token,
+    Revocation,
     Other,
 }
 
@@ -252,11 +262,17 @@ async fn authenticated_agent(
                     .authenticate_secret(&client_id, &secret, method)
                     .await
             }
-            Endpoint::Other => {
+            Endpoint::Revocation | Endpoint::Other => {
                 clients
                     .authenticate_secret_any_way(&client_id, &secret)
                     .await
             }
+        },
+        Presented::Public { client_id } => match endpoint {
+            Endpoint::Token | Endpoint::Revocation => {
+                clients.authenticate_public(account, &client_id).await
+            }
+            Endpoint::Other => return Err(invalid_client()),
         },
     }
     .map_err(|error| ApiError::from(error).for_oauth())?;
@@ -273,9 +289,10 @@ async fn client_and_token(
     account: AccountId,
     request: &HttpRequest,
     body: &[u8],
+    endpoint: Endpoint,
 ) -> ApiResult<(Arc<Agent>, String)> {
     let form = Form::parse(request, body)?;
-    let agent = authenticated_agent(state, account, request, &form, Endpoint::Other).await?;
+    let agent = authenticated_agent(state, account, request, &form, endpoint).await?;
     let text = form
         .get("token")
         .ok_or_else(|| invalid_request("`token` is required"))?;
@@ -478,7 +495,7 @@ impl IntrospectionBody {
                 IntrospectionBody {
                     active: true,
                     scope: Some(record.scope()),
-                    client_id: Some(record.agent_id.to_string()),
+                    client_id: Some(found.client_id),
                     sub: Some(record.subject.clone()),
                     aud: Some(record.audience.clone()),
                     iss: Some(found.issuer),
@@ -528,7 +545,7 @@ async fn introspect(
     body: Bytes,
 ) -> ApiResult<HttpResponse> {
     let account = issuer_account_id(&account_id)?;
-    let (agent, text) = client_and_token(&state, account, &request, &body).await?;
+    let (agent, text) = client_and_token(&state, account, &request, &body, Endpoint::Other).await?;
     let found = state
         .app
         .oauth
@@ -559,7 +576,8 @@ async fn revoke(
     body: Bytes,
 ) -> ApiResult<HttpResponse> {
     let account = issuer_account_id(&account_id)?;
-    let (agent, text) = client_and_token(&state, account, &request, &body).await?;
+    let (agent, text) =
+        client_and_token(&state, account, &request, &body, Endpoint::Revocation).await?;
     state
         .app
         .oauth
@@ -605,12 +623,26 @@ async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResu
         .iter()
         .map(|known| known.scope.spec.name.clone())
         .collect();
+    let client_policy = state
+        .app
+        .oauth
+        .client_policies
+        .policy(account)
+        .await
+        .map_err(|e| oauth(e.into()))?;
     let issuer = issuer_of(state, account);
     let signing = state.app.oauth.keys.algorithm().as_str();
     let auth_methods = [
         "client_secret_basic",
         "client_secret_post",
         "private_key_jwt",
+    ];
+    // Public clients get tokens and revoke their own; they introspect nothing.
+    let public_auth_methods = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "none",
     ];
     // What a client assertion may be signed with (RFC 8414 §2).
     let assertion_algs = ["RS256", "ES256", "EdDSA"];
@@ -629,9 +661,9 @@ async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResu
             "refresh_token",
             "urn:ietf:params:oauth:grant-type:token-exchange"
         ],
-        "token_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_methods_supported": public_auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
-        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": public_auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
@@ -641,6 +673,9 @@ async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResu
         "response_modes_supported": ["query"],
         // RFC 9207: every authorization response names its issuer.
         "authorization_response_iss_parameter_supported": true,
+        // A `client_id` may be the https URL of the client's metadata document, when the
+        // account's client policy accepts them.
+        "client_id_metadata_document_supported": client_policy.metadata_documents,
         "scopes_supported": scopes,
         "access_token_signing_alg_values_supported": [signing],
     });
@@ -962,10 +997,13 @@ impl VerificationBody {
             .any(|p| p.token().is_none_or(|id| id == own));
         VerificationBody {
             valid: verification.valid(),
-            token: IntrospectionBody::of(active.then(|| d2_oauth::Introspected {
-                record: verification.record.clone(),
-                issuer,
-            })),
+            token: IntrospectionBody::of(verification.client_id.clone().filter(|_| active).map(
+                |client_id| d2_oauth::Introspected {
+                    record: verification.record.clone(),
+                    issuer,
+                    client_id,
+                },
+            )),
             lineage: verification
                 .lineage
                 .iter()
@@ -1020,7 +1058,7 @@ async fn verify(
     body: Bytes,
 ) -> ApiResult<HttpResponse> {
     let account = issuer_account_id(&account_id)?;
-    let (agent, text) = client_and_token(&state, account, &request, &body).await?;
+    let (agent, text) = client_and_token(&state, account, &request, &body, Endpoint::Other).await?;
     let issuer = issuer_of(&state, account);
     let issuing = &state.app.oauth.issuer;
     let found = issuing
@@ -1091,7 +1129,11 @@ async fn tool_access(
             client_id: None,
             task_id: None,
         },
-        Some((record, access)) => ToolAccessBody {
+        Some(ToolCheck {
+            record,
+            client_id,
+            access,
+        }) => ToolAccessBody {
             allowed: access.allowed,
             tool: tool.to_owned(),
             reason: access.reason.as_str(),
@@ -1100,7 +1142,7 @@ async fn tool_access(
                 name: rule.name.to_string(),
             }),
             missing_scopes: access.missing_scopes,
-            client_id: Some(record.agent_id.to_string()),
+            client_id: Some(client_id),
             task_id: Some(record.task_id.clone()),
         },
     };

@@ -10,11 +10,11 @@ use d2_jwks::{Jwks, JwksError, KeyAlgorithm, KeyReplaced};
 use d2_kernel::AccountId;
 use d2_oauth::jobs::TokenPruning;
 use d2_oauth::{
-    AccessRules, AgentCache, AgentService, Authorizations, ClientAuthenticator, DefaultScopes,
-    DelegationService, Entitlements, OAuthAdmin, PersonTokens, PrincipalService, RevocationLists,
-    ScopeCatalog, TokenIssuer, TokenRecords, ToolService,
+    AccessRules, AgentCache, AgentService, Authorizations, ClientAuthenticator, ClientPolicies,
+    DefaultScopes, DelegationService, Entitlements, MetadataClients, OAuthAdmin, PersonTokens,
+    PrincipalService, RevocationLists, ScopeCatalog, TokenIssuer, TokenRecords, ToolService,
 };
-use d2_oidc::{AgentKeys, DpopProofs, Reach};
+use d2_oidc::{AgentKeys, DpopProofs, MetadataDocuments, OutboundFetch, Reach};
 use serde::Deserialize;
 
 use super::{Registry, Shared};
@@ -33,9 +33,14 @@ pub struct OAuthSettings {
     /// How long a refresh token already spent, presented again, gets the answer it got
     /// (a retry) instead of revoking its family (a reuse).
     pub refresh_replay_seconds: u64,
-    /// Whether agents' `jwks_uri`s may name addresses inside the server's network
-    /// (loopback, private, link-local, ...); off, only public addresses are fetched.
-    pub jwks_uri_private_addresses: bool,
+    /// Whether URLs that tenants and clients choose (agents' `jwks_uri`s, clients'
+    /// metadata documents) may name addresses inside the server's network (loopback,
+    /// private, link-local, ...); off, only public addresses are fetched.
+    pub fetch_private_addresses: bool,
+    /// A PEM file of certificate authorities trusted for those fetches beside the
+    /// system's (an internal PKI): absolute, or relative to the config directory.
+    #[serde(default, deserialize_with = "blank_is_none")]
+    pub fetch_root_certificates: Option<String>,
     /// Issued tokens and agents, for introspection; revocations and agent changes
     /// invalidate them on every replica.
     pub token_cache: CacheConfig,
@@ -56,6 +61,10 @@ pub struct OAuthSettings {
     /// The default scopes, read and checked when the settings are loaded.
     #[serde(skip)]
     pub default_scopes: DefaultScopes,
+    /// How URLs tenants and clients choose are fetched, built when the settings are
+    /// loaded.
+    #[serde(skip)]
+    pub outbound_fetch: OutboundFetch,
 }
 
 impl OAuthSettings {
@@ -85,6 +94,31 @@ impl OAuthSettings {
         };
         self.default_scopes = DefaultScopes::from_yaml(&text)
             .map_err(|e| SettingsError::invalid(KEY, format!("{source}: {e}")))?;
+        Ok(())
+    }
+
+    /// Builds how URLs that tenants and clients choose are fetched: `fetch_private_addresses`,
+    /// and the authorities of `fetch_root_certificates` (a file that cannot be read or
+    /// holds no PEM certificate is an error naming the key).
+    pub(crate) fn load_outbound_fetch(&mut self, dir: &Path) -> Result<(), SettingsError> {
+        const KEY: &str = "oauth.fetch_root_certificates";
+        let reach = if self.fetch_private_addresses {
+            Reach::Any
+        } else {
+            Reach::Public
+        };
+        let pem = match &self.fetch_root_certificates {
+            Some(file) => {
+                let path = dir.join(file);
+                Some(std::fs::read(&path).map_err(|e| {
+                    SettingsError::invalid(KEY, format!("cannot read {}: {e}", path.display()))
+                })?)
+            }
+            None => None,
+        };
+        self.outbound_fetch = OutboundFetch::new(reach, pem.as_deref()).map_err(|e| {
+            SettingsError::invalid(KEY, format!("not a PEM bundle of certificates: {e}"))
+        })?;
         Ok(())
     }
 
@@ -129,6 +163,8 @@ pub struct OAuth {
     pub admin: Arc<OAuthAdmin>,
     /// The consent step of the authorization code flow.
     pub authorizations: Arc<Authorizations>,
+    /// What each account lets clients named by a metadata document have.
+    pub client_policies: Arc<ClientPolicies>,
     /// Each account's signed revocation list, served from memory.
     pub revocations: Arc<RevocationLists>,
     /// The account's end users (principals) agents act for.
@@ -184,11 +220,7 @@ pub(crate) fn build(
         }
     };
     let pruning: PruningOptions = shared.settings.worker.options("oauth-token-pruning")?;
-    let jwks_uri_reach = if settings.jwks_uri_private_addresses {
-        Reach::Any
-    } else {
-        Reach::Public
-    };
+    let outbound = settings.outbound_fetch.clone();
     let grace = seconds(settings.secret_grace_seconds);
     let cache = Arc::new(AgentCache::new(
         shared.repositories.clone(),
@@ -256,15 +288,37 @@ pub(crate) fn build(
         shared.clock.clone(),
         records.clone(),
     ));
-    let authorizations = Arc::new(Authorizations::new(
+    let client_policies = Arc::new(ClientPolicies::new(
+        shared.repositories.clone(),
+        shared.clock.clone(),
+        settings.token_cache.settings(),
+    ));
+    registry.subscribe(client_policies.clone());
+    let documents = MetadataDocuments::new(outbound.clone()).map_err(|e| {
+        SettingsError::invalid(
+            "oauth",
+            format!("cannot build the client that fetches client metadata documents: {e}"),
+        )
+    })?;
+    let metadata_clients = Arc::new(MetadataClients::new(
+        shared.repositories.clone(),
         cache.clone(),
-        shared.repositories.clone(),
-        delegations.clone(),
-        shared.repositories.clone(),
-        entitlements,
-        shared.pepper.clone(),
+        client_policies.clone(),
+        Arc::new(documents),
         shared.clock.clone(),
     ));
+    let authorizations = Arc::new(
+        Authorizations::new(
+            cache.clone(),
+            shared.repositories.clone(),
+            delegations.clone(),
+            shared.repositories.clone(),
+            entitlements,
+            shared.pepper.clone(),
+            shared.clock.clone(),
+        )
+        .with_metadata_clients(metadata_clients),
+    );
     registry.schedule(TokenPruning {
         issuer: issuer.clone(),
         keep: chrono::Duration::days(i64::from(pruning.keep_days)),
@@ -278,6 +332,7 @@ pub(crate) fn build(
         )),
         issuer,
         authorizations,
+        client_policies,
         revocations,
         keys,
         agents: Arc::new(AgentService::new(
@@ -291,14 +346,12 @@ pub(crate) fn build(
             shared.repositories.clone(),
             cache,
             shared.pepper.clone(),
-            Arc::new(
-                AgentKeys::new(shared.clock.clone(), jwks_uri_reach).map_err(|e| {
-                    SettingsError::invalid(
-                        "oauth",
-                        format!("cannot build the client that fetches agents' jwks_uri: {e}"),
-                    )
-                })?,
-            ),
+            Arc::new(AgentKeys::new(shared.clock.clone(), outbound).map_err(|e| {
+                SettingsError::invalid(
+                    "oauth",
+                    format!("cannot build the client that fetches agents' jwks_uri: {e}"),
+                )
+            })?),
             shared.clock.clone(),
         )),
         principals: Arc::new(PrincipalService::new(

@@ -71,6 +71,8 @@ d2_kernel::named_values! {
         OAuthTokenRevoke = "oauth.token_revoke",
         /// A token of the account that no longer works was presented for introspection.
         OAuthIntrospectDeny = "oauth.introspect_deny",
+        /// The account's policy for clients named by a metadata document changed.
+        OAuthClientPolicyUpdate = "oauth.client_policy_update",
         PrincipalCreate = "principal.create",
         PrincipalUpdate = "principal.update",
         PrincipalDelete = "principal.delete",

@@ -47,13 +47,17 @@ d2_kernel::named_values! {
         ClientSecretPost = "client_secret_post",
         /// A JWT signed with one of the agent's registered keys (RFC 7523).
         PrivateKeyJwt = "private_key_jwt",
+        /// None: a public client (RFC 6749 §2.1), named by its `client_id` alone. Only
+        /// clients identified by a metadata document are public here; they get tokens by
+        /// the authorization code flow (PKCE is always required) and refresh them.
+        None = "none",
     }
 }
 
 /// An `auth_method` that is none of the three.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown auth_method `{0}`: use client_secret_basic, client_secret_post or private_key_jwt"
+    "unknown auth_method `{0}`: use client_secret_basic, client_secret_post, private_key_jwt or none"
 )]
 pub struct UnknownAuthMethod(pub String);
 
@@ -191,6 +195,27 @@ impl AgentSpec {
         Ok(self)
     }
 
+    /// Whether `other` says what this spec says of the fields a client metadata document
+    /// rules (name, description, redirect URIs, authentication).
+    pub fn document_fields_match(&self, other: &AgentSpec) -> bool {
+        self.name == other.name
+            && self.description == other.description
+            && self.redirect_uris == other.redirect_uris
+            && self.auth_method == other.auth_method
+            && self.jwks == other.jwks
+            && self.jwks_uri == other.jwks_uri
+    }
+
+    /// Takes the fields a client metadata document rules from `document`, keeping the rest.
+    pub fn take_document_fields(&mut self, document: &AgentSpec) {
+        self.name.clone_from(&document.name);
+        self.description.clone_from(&document.description);
+        self.redirect_uris.clone_from(&document.redirect_uris);
+        self.auth_method = document.auth_method;
+        self.jwks.clone_from(&document.jwks);
+        self.jwks_uri.clone_from(&document.jwks_uri);
+    }
+
     /// `private_key_jwt` needs exactly one of `jwks` and `jwks_uri`; the other methods
     /// take neither.
     fn check_keys(&self) -> Result<(), AgentError> {
@@ -226,7 +251,7 @@ pub(crate) fn is_scope_token(scope: &str) -> bool {
             .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
-fn checked_scopes(mut scopes: Vec<String>) -> Result<Vec<String>, AgentError> {
+pub(crate) fn checked_scopes(mut scopes: Vec<String>) -> Result<Vec<String>, AgentError> {
     if scopes.len() > limits::SCOPES {
         return Err(AgentError::invalid(format!(
             "at most {} scopes",
@@ -248,7 +273,7 @@ fn checked_scopes(mut scopes: Vec<String>) -> Result<Vec<String>, AgentError> {
     Ok(scopes)
 }
 
-fn checked_redirect_uris(mut uris: Vec<String>) -> Result<Vec<String>, AgentError> {
+pub(crate) fn checked_redirect_uris(mut uris: Vec<String>) -> Result<Vec<String>, AgentError> {
     if uris.len() > limits::REDIRECT_URIS {
         return Err(AgentError::invalid(format!(
             "at most {} redirect URIs",
@@ -285,7 +310,7 @@ fn checked_redirect_uris(mut uris: Vec<String>) -> Result<Vec<String>, AgentErro
     Ok(uris)
 }
 
-fn checked_resources(mut resources: Vec<String>) -> Result<Vec<String>, AgentError> {
+pub(crate) fn checked_resources(mut resources: Vec<String>) -> Result<Vec<String>, AgentError> {
     if resources.len() > limits::RESOURCES {
         return Err(AgentError::invalid(format!(
             "at most {} resources",
@@ -374,6 +399,9 @@ pub struct Agent {
     pub state: AgentState,
     /// The person who registered it, when a person did.
     pub registered_by: Option<UserId>,
+    /// The URL of its client metadata document, when that names it (its OAuth
+    /// `client_id` then; see [`crate::client_documents`]).
+    pub metadata_url: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub activated_at: Option<DateTime<Utc>>,
@@ -392,14 +420,18 @@ impl Agent {
             spec,
             state: AgentState::Pending,
             registered_by,
+            metadata_url: None,
             created_at: now,
             updated_at: now,
             activated_at: None,
         }
     }
 
+    /// Its OAuth `client_id`: the metadata document's URL, or its id.
     pub fn client_id(&self) -> String {
-        self.id.to_string()
+        self.metadata_url
+            .clone()
+            .unwrap_or_else(|| self.id.to_string())
     }
 }
 

@@ -15,6 +15,7 @@ use crate::authorization::{
     AuthorizeParams, CONSENT_SECONDS, Prompt, ReturnTo, authorize_errors, authorize_limits,
     checked_challenge, requested_scopes,
 };
+use crate::client_documents::{ClientDocumentError, MetadataClients};
 use crate::delegation::{Delegation, DelegationId, DelegationSpec, Grantor};
 use crate::delegations::DelegationService;
 use crate::entitlement::{ConsentItems, Entitlements};
@@ -45,6 +46,9 @@ pub struct ConsentView {
     pub agent_description: Option<String>,
     /// The host the answer goes back to, shown plainly.
     pub redirect_host: String,
+    /// For a client named by a metadata document, the host that publishes it: its name is
+    /// its own claim, this is what vouches for it.
+    pub metadata_host: Option<String>,
     pub items: ConsentItems,
 }
 
@@ -67,6 +71,8 @@ pub struct Authorizations {
     entitlements: Arc<Entitlements>,
     pepper: Arc<Pepper>,
     clock: Arc<dyn Clock>,
+    /// Clients named by a metadata document's URL, when accepted at all.
+    metadata_clients: Option<Arc<MetadataClients>>,
 }
 
 impl std::fmt::Debug for Authorizations {
@@ -100,7 +106,15 @@ impl Authorizations {
             entitlements,
             pepper,
             clock,
+            metadata_clients: None,
         }
+    }
+
+    /// Accepts clients named by the URL of their metadata document, as `clients` resolves
+    /// them.
+    pub fn with_metadata_clients(mut self, clients: Arc<MetadataClients>) -> Self {
+        self.metadata_clients = Some(clients);
+        self
     }
 
     /// Checks an authorization request to `account`: first what proves where to answer
@@ -132,28 +146,42 @@ impl Authorizations {
             code,
             description: description.to_owned(),
         };
-        let agent_id = params
-            .client_id
-            .as_deref()
-            .and_then(|id| id.parse::<AgentId>().ok());
-        let Some(agent_id) = agent_id else {
-            return Err(unredirectable(
-                "invalid_client",
-                "`client_id` must name an agent of this account",
-            ));
-        };
-        let agent = self
-            .agents
-            .agent(account, agent_id)
-            .await
-            .map_err(store)?
-            .filter(|agent| agent.state == AgentState::Active)
-            .ok_or_else(|| {
-                unredirectable(
+        let client_id = params.client_id.as_deref().unwrap_or_default();
+        let agent = match client_id.parse::<AgentId>() {
+            Ok(agent_id) => self
+                .agents
+                .agent(account, agent_id)
+                .await
+                .map_err(store)?
+                .filter(|agent| agent.state == AgentState::Active)
+                .ok_or_else(|| {
+                    unredirectable(
+                        "invalid_client",
+                        "no active agent of this account has this `client_id`",
+                    )
+                })?,
+            Err(_) if client_id.starts_with("https://") => {
+                let Some(documents) = &self.metadata_clients else {
+                    return Err(unredirectable(
+                        "invalid_client",
+                        &ClientDocumentError::NotAccepted.to_string(),
+                    ));
+                };
+                documents
+                    .resolve(account, client_id)
+                    .await
+                    .map_err(|error| match error {
+                        ClientDocumentError::Store(error) => AuthorizeError::Store(error),
+                        refused => unredirectable("invalid_client", &refused.to_string()),
+                    })?
+            }
+            Err(_) => {
+                return Err(unredirectable(
                     "invalid_client",
-                    "no active agent of this account has this `client_id`",
-                )
-            })?;
+                    "`client_id` must name an agent of this account, or be the https URL of a client metadata document",
+                ));
+            }
+        };
         let redirect_uri = params
             .redirect_uri
             .as_deref()
@@ -270,6 +298,11 @@ impl Authorizations {
                 .ok()
                 .and_then(|url| url.host_str().map(str::to_owned))
                 .unwrap_or_default(),
+            metadata_host: agent
+                .metadata_url
+                .as_deref()
+                .and_then(|url| url::Url::parse(url).ok())
+                .and_then(|url| url.host_str().map(str::to_owned)),
             items,
         })
     }

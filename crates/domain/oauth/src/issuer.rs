@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use chrono::{DateTime, Utc};
 
-use crate::agent::{Agent, AgentId};
+use crate::agent::{Agent, AgentId, AuthMethod};
 use crate::authorization::{
     AuthorizationCode, AuthorizationCodeSecret, Redemption, verifier_matches,
 };
@@ -114,12 +114,25 @@ pub struct TokenResponse {
 pub struct Introspected {
     pub record: Arc<TokenRecord>,
     pub issuer: String,
+    /// The OAuth `client_id` of its agent.
+    pub client_id: String,
+}
+
+/// Whether a token may call a tool: the decision, with the token and its client.
+#[derive(Clone, Debug)]
+pub struct ToolCheck {
+    pub record: Arc<TokenRecord>,
+    /// The OAuth `client_id` of its agent.
+    pub client_id: String,
+    pub access: ToolAccess,
 }
 
 /// A token with the tokens it was derived from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verification {
     pub record: Arc<TokenRecord>,
+    /// The OAuth `client_id` of its agent, while the agents of its chain are active.
+    pub client_id: Option<String>,
     /// The tokens it was derived from, nearest first.
     pub lineage: Vec<Arc<TokenRecord>>,
     /// Whether the lineage goes on beyond what was read.
@@ -415,6 +428,18 @@ impl TokenIssuer {
         issuer: &str,
         mut request: TokenRequest,
     ) -> Result<TokenResponse, GrantError> {
+        // A public client proves no identity of its own: it gets tokens a person approved
+        // (authorization code) and keeps them fresh, nothing it could ask for itself.
+        if agent.spec.auth_method == AuthMethod::None
+            && matches!(
+                request.grant_type,
+                Some(GrantType::ClientCredentials | GrantType::TokenExchange)
+            )
+        {
+            return Err(GrantError::Unauthorized(
+                "a public client gets tokens by the authorization code grant only".into(),
+            ));
+        }
         let bound = match request.dpop.take() {
             Some(proof) => Some(self.dpop_key(agent, issuer, &proof).await?),
             None => None,
@@ -1496,13 +1521,16 @@ impl TokenIssuer {
         let Some(record) = self.recognise(account, text).await? else {
             return Ok(None);
         };
-        let now = self.clock.now();
-        if !record.is_active(now) || !self.agent_is_active(&record).await? {
+        if !record.is_active(self.clock.now()) {
             return Ok(None);
         }
+        let Some(agent) = self.active_agent(&record).await? else {
+            return Ok(None);
+        };
         Ok(Some(Introspected {
             record,
             issuer: issuer.to_owned(),
+            client_id: agent.client_id(),
         }))
     }
 
@@ -1525,13 +1553,17 @@ impl TokenIssuer {
             "revoked"
         } else if now >= record.expires_at {
             "expired"
-        } else if !self.agent_is_active(&record).await? {
-            "agent_inactive"
         } else {
-            return Ok(Some(Introspected {
-                record,
-                issuer: issuer.to_owned(),
-            }));
+            match self.active_agent(&record).await? {
+                None => "agent_inactive",
+                Some(agent) => {
+                    return Ok(Some(Introspected {
+                        record,
+                        issuer: issuer.to_owned(),
+                        client_id: agent.client_id(),
+                    }));
+                }
+            }
         };
         let entry = AuditEntry::system(account, AuditAction::OAuthIntrospectDeny, now)
             .target("oauth_token", record.id)
@@ -1557,27 +1589,33 @@ impl TokenIssuer {
         account: AccountId,
         text: &str,
         name: &str,
-    ) -> Result<Option<(Arc<TokenRecord>, ToolAccess)>, GrantError> {
+    ) -> Result<Option<ToolCheck>, GrantError> {
         let Some((agent, record)) = self.bearer(account, text).await? else {
             return Ok(None);
         };
         let now = self.clock.now();
         let delegated = if record.chain.is_empty() {
-            Delegated::default()
+            Some(Delegated::default())
         } else {
             match self.mandate(account, &record.chain, now).await {
-                Ok(mandate) => mandate.delegated,
-                Err(GrantError::Grant(_)) => {
-                    return Ok(Some((record, ToolAccess::not_delegated())));
-                }
+                Ok(mandate) => Some(mandate.delegated),
+                Err(GrantError::Grant(_)) => None,
                 Err(failure) => return Err(failure),
             }
         };
-        let access = self
-            .entitlements
-            .tool_access(&agent, &record, &delegated, name, now)
-            .await?;
-        Ok(Some((record, access)))
+        let access = match delegated {
+            Some(delegated) => {
+                self.entitlements
+                    .tool_access(&agent, &record, &delegated, name, now)
+                    .await?
+            }
+            None => ToolAccess::not_delegated(),
+        };
+        Ok(Some(ToolCheck {
+            client_id: agent.client_id(),
+            record,
+            access,
+        }))
     }
 
     /// The token `text` of `account` with its lineage (seed 003's `verify`): the tokens it
@@ -1616,7 +1654,8 @@ impl TokenIssuer {
         } else if now >= record.expires_at {
             problems.push(LineageProblem::Expired(record.id));
         }
-        if !self.agent_is_active(&record).await? {
+        let client_id = self.active_agent(&record).await?.map(|a| a.client_id());
+        if client_id.is_none() {
             problems.push(LineageProblem::AgentInactive);
         }
         let mut lineage: Vec<Arc<TokenRecord>> = Vec::new();
@@ -1643,6 +1682,7 @@ impl TokenIssuer {
         }
         Ok(Verification {
             record,
+            client_id,
             lineage,
             truncated,
             problems,
@@ -1699,15 +1739,22 @@ impl TokenIssuer {
     /// Whether the token's agent, and every agent of its chain, is active: a disabled or
     /// deleted agent's tokens stop working, and so do those acting after it.
     async fn agent_is_active(&self, record: &TokenRecord) -> Result<bool, GrantError> {
-        let acting =
-            std::iter::once(record.agent_id).chain(record.chain.iter().map(|h| h.agent_id));
-        for id in acting {
+        Ok(self.active_agent(record).await?.is_some())
+    }
+
+    /// The token's agent, if it and every agent of its chain is active.
+    async fn active_agent(&self, record: &TokenRecord) -> Result<Option<Arc<Agent>>, GrantError> {
+        for id in record.chain.iter().map(|h| h.agent_id) {
             let agent = self.agents.agent(record.account_id, id).await?;
             if agent.is_none_or(|a| a.state != crate::AgentState::Active) {
-                return Ok(false);
+                return Ok(None);
             }
         }
-        Ok(true)
+        let agent = self
+            .agents
+            .agent(record.account_id, record.agent_id)
+            .await?;
+        Ok(agent.filter(|a| a.state == crate::AgentState::Active))
     }
 
     /// The active agent an access token of `account` was issued to, with the token's
@@ -1720,18 +1767,12 @@ impl TokenIssuer {
         let Some(record) = self.recognise(account, text).await? else {
             return Ok(None);
         };
-        if record.kind != TokenKind::Access
-            || !record.is_active(self.clock.now())
-            || !self.agent_is_active(&record).await?
-        {
+        if record.kind != TokenKind::Access || !record.is_active(self.clock.now()) {
             return Ok(None);
         }
-        let agent = self
-            .agents
-            .agent(record.account_id, record.agent_id)
-            .await?;
-        Ok(agent
-            .filter(|a| a.state == crate::AgentState::Active)
+        Ok(self
+            .active_agent(&record)
+            .await?
             .map(|agent| (agent, record)))
     }
 

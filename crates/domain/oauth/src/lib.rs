@@ -17,6 +17,9 @@ mod assertion;
 mod authorization;
 mod authorizations;
 pub mod catalog;
+pub mod client_documents;
+#[cfg(test)]
+mod client_documents_tests;
 mod delegation;
 mod delegations;
 #[cfg(test)]
@@ -63,6 +66,10 @@ pub use catalog::scope::{KnownScope, KnownScopes, OAuthScope, ScopeChange, Scope
 pub use catalog::scopes::ScopeCatalog;
 pub use catalog::tool::{Tool, ToolFilter, ToolId, ToolSpec};
 pub use catalog::tools::ToolService;
+pub use client_documents::{
+    ClientDocument, ClientDocumentError, ClientDocuments, ClientPolicies, ClientPolicy,
+    FetchRefusal, MetadataClients, client_id_url, document_limits,
+};
 pub use delegation::{
     Delegation, DelegationFilter, DelegationId, DelegationRevocation, DelegationSpec,
     DelegationStatus, Grantor, limits as delegation_limits,
@@ -76,14 +83,14 @@ pub use error::{
 };
 pub use issuer::{
     ACCESS_TOKEN_TYPE, DEFAULT_REFRESH_REPLAY_SECONDS, Introspected, JWT_TOKEN_TYPE,
-    LineageProblem, TokenIssuer, TokenRecords, TokenRequest, TokenResponse, Verification,
-    actor_claim, issuer_url,
+    LineageProblem, TokenIssuer, TokenRecords, TokenRequest, TokenResponse, ToolCheck,
+    Verification, actor_claim, issuer_url,
 };
 pub use ports::{
     AccessRuleRepo, AgentAuditOf, AgentRepo, AuthorizationCodeRepo, BrowserSignIn,
-    DelegationAuditOf, DelegationRepo, DelegationRevoke, OAuthTokenRepo, PersonTokens,
-    PrincipalAuditOf, PrincipalRepo, PrincipalWrite, RefreshAuditOf, RevokeAuditOf, RuleAuditOf,
-    RuleWrite, SignInError, SignInRequest,
+    ClientPolicyRepo, DelegationAuditOf, DelegationRepo, DelegationRevoke, MetadataAuditOf,
+    OAuthTokenRepo, PersonTokens, PrincipalAuditOf, PrincipalRepo, PrincipalWrite, RefreshAuditOf,
+    RevokeAuditOf, RuleAuditOf, RuleWrite, SignInError, SignInRequest,
 };
 pub use principal::{Principal, PrincipalId, PrincipalSpec, limits as principal_limits};
 pub use principals::PrincipalService;

@@ -11,13 +11,15 @@ use d2_kernel::{AccountId, Page, PageRequest, SecretDigest, StoreError};
 
 use crate::agent::{Agent, AgentId, AgentSpec, AgentState, ClientSecrets, PendingRegistration};
 use crate::authorization::{AuthorizationCode, Redemption};
+use crate::client_documents::ClientPolicy;
 use crate::delegation::{
     Delegation, DelegationFilter, DelegationId, DelegationRevocation, DelegationStatus,
 };
 use crate::ports::{
-    AccessRuleRepo, AgentAuditOf, AgentRepo, AuthorizationCodeRepo, DelegationAuditOf,
-    DelegationRepo, DelegationRevoke, OAuthTokenRepo, PrincipalAuditOf, PrincipalRepo,
-    PrincipalWrite, RefreshAuditOf, RevokeAuditOf, RuleAuditOf, RuleWrite,
+    AccessRuleRepo, AgentAuditOf, AgentRepo, AuthorizationCodeRepo, ClientPolicyRepo,
+    DelegationAuditOf, DelegationRepo, DelegationRevoke, MetadataAuditOf, OAuthTokenRepo,
+    PrincipalAuditOf, PrincipalRepo, PrincipalWrite, RefreshAuditOf, RevokeAuditOf, RuleAuditOf,
+    RuleWrite,
 };
 use crate::principal::{Principal, PrincipalId, PrincipalSpec};
 use crate::rules::rule::{AccessRule, RuleId, RuleSpec};
@@ -47,6 +49,8 @@ pub struct MemoryAgents {
     assertions: Mutex<Vec<(AgentId, String, DateTime<Utc>)>>,
     /// Authorization codes by digest; locked after `tokens` when both are.
     codes: Mutex<Vec<(SecretDigest, AuthorizationCode)>>,
+    /// The accounts' client policies.
+    policies: Mutex<Vec<(AccountId, ClientPolicy)>>,
 }
 
 #[derive(Clone, Debug)]
@@ -65,6 +69,7 @@ impl MemoryAgents {
             catalog: Mutex::default(),
             assertions: Mutex::default(),
             codes: Mutex::default(),
+            policies: Mutex::default(),
         }
     }
 
@@ -294,6 +299,47 @@ impl AgentRepo for MemoryAgents {
         Ok(Some(row.agent.clone()))
     }
 
+    async fn metadata_client_id(
+        &self,
+        account: AccountId,
+        url: &str,
+    ) -> Result<Option<AgentId>, StoreError> {
+        Ok(self
+            .lock()
+            .iter()
+            .find(|r| r.agent.account_id == account && r.agent.metadata_url.as_deref() == Some(url))
+            .map(|r| r.agent.id))
+    }
+
+    async fn save_metadata_client(
+        &self,
+        candidate: &Agent,
+        audit_of: MetadataAuditOf<'_>,
+    ) -> Result<Agent, StoreError> {
+        let mut rows = self.lock();
+        let stored = rows.iter_mut().find(|r| {
+            r.agent.account_id == candidate.account_id
+                && r.agent.metadata_url.is_some()
+                && r.agent.metadata_url == candidate.metadata_url
+        });
+        let Some(row) = stored else {
+            rows.push(Row {
+                agent: candidate.clone(),
+                registration: None,
+                secrets: None,
+            });
+            self.audit.append(audit_of(candidate, true));
+            return Ok(candidate.clone());
+        };
+        if row.agent.spec.document_fields_match(&candidate.spec) {
+            return Ok(row.agent.clone());
+        }
+        row.agent.spec.take_document_fields(&candidate.spec);
+        row.agent.updated_at = candidate.updated_at;
+        self.audit.append(audit_of(&row.agent, false));
+        Ok(row.agent.clone())
+    }
+
     async fn client(
         &self,
         id: AgentId,
@@ -325,6 +371,32 @@ impl AgentRepo for MemoryAgents {
         }
         spent.push((agent, jti.to_owned(), expires_at));
         Ok(true)
+    }
+}
+
+#[async_trait]
+impl ClientPolicyRepo for MemoryAgents {
+    async fn client_policy(&self, account: AccountId) -> Result<Option<ClientPolicy>, StoreError> {
+        Ok(self
+            .policies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(a, _)| *a == account)
+            .map(|(_, policy)| policy.clone()))
+    }
+
+    async fn set_client_policy(
+        &self,
+        account: AccountId,
+        policy: &ClientPolicy,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut policies = self.policies.lock().unwrap_or_else(PoisonError::into_inner);
+        policies.retain(|(a, _)| *a != account);
+        policies.push((account, policy.clone()));
+        self.audit.append(audit.clone());
+        Ok(())
     }
 }
 

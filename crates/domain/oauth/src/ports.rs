@@ -11,6 +11,7 @@ use d2_kernel::{AccountId, Page, PageRequest, SecretDigest, StoreError};
 use crate::agent::{Agent, AgentId, AgentSpec, AgentState, ClientSecrets, PendingRegistration};
 use crate::authorization::{AuthorizationCode, Redemption};
 use crate::authorizations::SignedInPerson;
+use crate::client_documents::ClientPolicy;
 use crate::delegation::{Delegation, DelegationFilter, DelegationId, DelegationRevocation};
 use crate::principal::{Principal, PrincipalId, PrincipalSpec};
 use crate::rules::rule::{AccessRule, RuleId, RuleSpec};
@@ -21,6 +22,10 @@ use crate::token::{
 
 /// Builds the audit record of a change from the agent it changed.
 pub type AgentAuditOf<'a> = &'a (dyn Fn(&Agent) -> AuditEntry + Sync);
+
+/// Builds the audit record of a metadata document's agent from the agent and whether it
+/// was created (else updated).
+pub type MetadataAuditOf<'a> = &'a (dyn Fn(&Agent, bool) -> AuditEntry + Sync);
 
 #[async_trait]
 pub trait AgentRepo: Send + Sync + 'static {
@@ -86,6 +91,24 @@ pub trait AgentRepo: Send + Sync + 'static {
         audit_of: AgentAuditOf<'_>,
     ) -> Result<Option<Agent>, StoreError>;
 
+    /// The account's agent named by the metadata document at `url`, if it has one.
+    async fn metadata_client_id(
+        &self,
+        account: AccountId,
+        url: &str,
+    ) -> Result<Option<AgentId>, StoreError>;
+
+    /// Stores `candidate` (an active agent with a `metadata_url`) when its account has no
+    /// agent of that URL; when it has, sets what the document rules (name, description,
+    /// redirect URIs, authentication) to the candidate's and keeps the rest. Answers the
+    /// stored agent; `audit_of(agent, created)` is written with the change, none when
+    /// nothing changed. Concurrent calls for one URL store one agent.
+    async fn save_metadata_client(
+        &self,
+        candidate: &Agent,
+        audit_of: MetadataAuditOf<'_>,
+    ) -> Result<Agent, StoreError>;
+
     /// The agent a client id names, in any account, with its secrets (none before
     /// activation): what the token endpoint authenticates.
     async fn client(
@@ -103,6 +126,21 @@ pub trait AgentRepo: Send + Sync + 'static {
         expires_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
+}
+
+/// The accounts' policies for clients named by a metadata document.
+#[async_trait]
+pub trait ClientPolicyRepo: Send + Sync + 'static {
+    /// The account's policy; `None` until one is set.
+    async fn client_policy(&self, account: AccountId) -> Result<Option<ClientPolicy>, StoreError>;
+
+    /// Replaces the account's policy, with `audit`, and announces the change.
+    async fn set_client_policy(
+        &self,
+        account: AccountId,
+        policy: &ClientPolicy,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
 }
 
 /// Builds the audit record of a refresh that rotated or found a reuse, from the outcome

@@ -171,6 +171,24 @@ impl AgentService {
                 "`state` is `active` or `disabled`: an agent is pending until its registration token is used",
             ));
         }
+        let current = self
+            .repo
+            .agent(ctx.account_id, id)
+            .await?
+            .ok_or(AgentError::NotFound)?;
+        let spec = match current.metadata_url {
+            // Its document rules what it says of itself; the update sets the rest.
+            Some(_) => AgentSpec {
+                name: current.spec.name,
+                description: current.spec.description,
+                redirect_uris: current.spec.redirect_uris,
+                auth_method: current.spec.auth_method,
+                jwks: current.spec.jwks,
+                jwks_uri: current.spec.jwks_uri,
+                ..spec
+            },
+            None => spec,
+        };
         let now = self.clock.now();
         let audit_of = |agent: &Agent| audit(ctx, AuditAction::AgentUpdate, agent, now, json!({}));
         let agent = self
@@ -339,6 +357,41 @@ impl ClientAuthenticator {
         }
     }
 
+    /// The active public agent (`auth_method: none`) of `account` that `client_id` names:
+    /// by its id, or by its metadata document's URL. Every refusal is the same
+    /// `invalid_client`; the reason goes to the log only.
+    pub async fn authenticate_public(
+        &self,
+        account: AccountId,
+        client_id: &str,
+    ) -> Result<Arc<Agent>, ClientAuthError> {
+        let id = match client_id.parse::<AgentId>() {
+            Ok(id) => Some(id),
+            Err(_) => self
+                .cache
+                .metadata_client(account, client_id)
+                .await?
+                .map(|agent| agent.id),
+        };
+        let Some(id) = id else {
+            return Err(refuse(ClientRefusal::UnknownClient));
+        };
+        let public = |client: Option<&CachedClient>| {
+            let agent = &client.ok_or(ClientRefusal::UnknownClient)?.agent;
+            if agent.account_id != account {
+                return Err(ClientRefusal::UnknownClient);
+            }
+            if agent.state != AgentState::Active {
+                return Err(ClientRefusal::NotActive);
+            }
+            if agent.spec.auth_method != AuthMethod::None {
+                return Err(ClientRefusal::WrongMethod);
+            }
+            Ok(agent.clone())
+        };
+        self.decide(id, public).await
+    }
+
     /// The active agent `client_id` names, if `secret` is its current secret (or the one
     /// it replaced, within the rotation's grace) and it authenticates by `method`. Every
     /// refusal is the same `invalid_client`; the reason goes to the log only.
@@ -424,6 +477,8 @@ pub(crate) struct CachedClient {
 pub struct AgentCache {
     repo: Arc<dyn AgentRepo>,
     clients: CoherentCache<AgentId, Option<Arc<CachedClient>>>,
+    /// The agents of metadata document URLs, by account and URL.
+    by_url: CoherentCache<(AccountId, String), Option<AgentId>>,
 }
 
 impl std::fmt::Debug for AgentCache {
@@ -437,6 +492,26 @@ impl AgentCache {
         Self {
             repo,
             clients: CoherentCache::new(cache),
+            by_url: CoherentCache::new(cache),
+        }
+    }
+
+    /// The account's agent named by the metadata document at `url`, if it has one.
+    pub async fn metadata_client(
+        &self,
+        account: AccountId,
+        url: &str,
+    ) -> Result<Option<Arc<Agent>>, StoreError> {
+        let key = (account, url.to_owned());
+        let id = self
+            .by_url
+            .get_or_load(&key, || async {
+                self.repo.metadata_client_id(account, url).await
+            })
+            .await?;
+        match id {
+            Some(id) => self.agent(account, id).await,
+            None => Ok(None),
         }
     }
 
@@ -498,6 +573,7 @@ impl AgentCache {
                 .as_ref()
                 .is_none_or(|c| c.agent.account_id == account)
         });
+        self.by_url.invalidate_if(move |key, _| key.0 == account);
     }
 }
 
@@ -505,7 +581,10 @@ impl ChangeSubscriber for AgentCache {
     fn on_change(&self, change: &Change) {
         match change {
             Change::OAuth(account) => self.forget_account(*account),
-            Change::Resync => self.clients.invalidate_all(),
+            Change::Resync => {
+                self.clients.invalidate_all();
+                self.by_url.invalidate_all();
+            }
             _ => {}
         }
     }

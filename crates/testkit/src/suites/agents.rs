@@ -1,7 +1,9 @@
 //! Agents (OAuth clients): registered pending, activated once by their registration's
 //! digest (also under concurrent activations), listed newest first, updated without ever
 //! becoming pending again, their secret rotated with the previous one kept, deleted; every
-//! change audited, and nothing of one account reachable from another.
+//! change audited, and nothing of one account reachable from another; clients named by a
+//! metadata document stored once per account and URL (also under concurrent first
+//! requests), following their document, and the accounts' client policies.
 
 #![expect(
     clippy::panic,
@@ -13,7 +15,8 @@
 use d2_audit::{AuditAction, AuditEntry, AuditLog};
 use d2_kernel::{AccountId, PageRequest, SecretDigest};
 use d2_oauth::{
-    Agent, AgentRepo, AgentSpec, AgentState, AuthMethod, OAuthTokenRepo, PendingRegistration,
+    Agent, AgentRepo, AgentSpec, AgentState, AuthMethod, ClientPolicy, ClientPolicyRepo,
+    OAuthTokenRepo, PendingRegistration,
 };
 use futures_util::future::join_all;
 use serde_json::json;
@@ -22,8 +25,8 @@ use crate::fixtures::audited;
 use crate::fixtures::{at, pepper};
 
 /// Everything the suite needs from one store.
-pub trait Store: AgentRepo + OAuthTokenRepo + AuditLog {}
-impl<T: AgentRepo + OAuthTokenRepo + AuditLog> Store for T {}
+pub trait Store: AgentRepo + OAuthTokenRepo + ClientPolicyRepo + AuditLog {}
+impl<T: AgentRepo + OAuthTokenRepo + ClientPolicyRepo + AuditLog> Store for T {}
 
 fn digest(text: &str) -> SecretDigest {
     pepper().digest_text(text)
@@ -310,5 +313,155 @@ pub async fn assertion_replays(store: &dyn Store, a: AccountId) {
     assert!(
         store.delete(a, second.id, &entry).await.unwrap(),
         "an agent with spent assertions is deleted with them"
+    );
+}
+
+/// The agent a metadata document at `url` makes in `account`, named `name`.
+fn metadata_candidate(account: AccountId, url: &str, name: &str, seconds: i64) -> Agent {
+    let mut candidate = Agent::new(
+        account,
+        AgentSpec {
+            name: name.to_owned(),
+            description: None,
+            scopes: vec!["tools:read".into()],
+            redirect_uris: vec!["https://app.example/cb".into()],
+            resources: vec!["https://mcp.example/".into()],
+            attributes: serde_json::Map::new(),
+            auth_method: AuthMethod::None,
+            jwks: None,
+            jwks_uri: None,
+            access_token_seconds: 600,
+            refresh_token_seconds: Some(3_600),
+        },
+        None,
+        at(seconds),
+    );
+    candidate.metadata_url = Some(url.to_owned());
+    candidate.state = AgentState::Active;
+    candidate.activated_at = Some(at(seconds));
+    candidate
+}
+
+/// Clients named by a metadata document: concurrent first requests store one agent per
+/// account and URL; a changed document updates what it rules and keeps what the account
+/// set; an unchanged one writes nothing; another account's same URL is its own agent. And
+/// the accounts' client policies, set and replaced, each account its own.
+pub async fn metadata_clients(store: &dyn Store, a: AccountId, b: AccountId) {
+    const URL: &str = "https://app.example/client.json";
+    let audit_of = |agent: &Agent, created: bool| {
+        let action = if created {
+            AuditAction::AgentRegister
+        } else {
+            AuditAction::AgentUpdate
+        };
+        entry(agent, action)
+    };
+    assert_eq!(store.metadata_client_id(a, URL).await.unwrap(), None);
+    let saves = join_all((0..6).map(|_| {
+        let candidate = metadata_candidate(a, URL, "Notes", 0);
+        async move {
+            store
+                .save_metadata_client(&candidate, &audit_of)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let first = saves[0].id;
+    assert!(
+        saves.iter().all(|agent| agent.id == first),
+        "one agent per URL"
+    );
+    assert_eq!(
+        crate::fixtures::audited(store, a, AuditAction::AgentRegister).await,
+        1
+    );
+    assert_eq!(store.metadata_client_id(a, URL).await.unwrap(), Some(first));
+    assert_eq!(store.metadata_client_id(b, URL).await.unwrap(), None);
+    let stored = store.agent(a, first).await.unwrap().unwrap();
+    assert_eq!(stored.metadata_url.as_deref(), Some(URL));
+    assert_eq!(stored.spec.auth_method, AuthMethod::None);
+    assert_eq!(stored.client_id(), URL);
+
+    // The account narrows and disables it; the document changes its name and URIs.
+    let mut narrowed = stored.spec.clone();
+    narrowed.scopes = vec![];
+    store
+        .update(
+            a,
+            first,
+            &narrowed,
+            Some(AgentState::Disabled),
+            at(1),
+            &|agent| entry(agent, AuditAction::AgentUpdate),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let mut changed = metadata_candidate(a, URL, "Notes 2", 2);
+    changed.spec.redirect_uris = vec!["https://app.example/new".into()];
+    let followed = store
+        .save_metadata_client(&changed, &audit_of)
+        .await
+        .unwrap();
+    assert_eq!(followed.id, first);
+    assert_eq!(followed.spec.name, "Notes 2");
+    assert_eq!(followed.spec.redirect_uris, ["https://app.example/new"]);
+    assert!(
+        followed.spec.scopes.is_empty(),
+        "what the account set stays"
+    );
+    assert_eq!(followed.state, AgentState::Disabled);
+    let updates = crate::fixtures::audited(store, a, AuditAction::AgentUpdate).await;
+    let again = store
+        .save_metadata_client(&changed, &audit_of)
+        .await
+        .unwrap();
+    assert_eq!(again, followed, "an unchanged document changes nothing");
+    assert_eq!(
+        crate::fixtures::audited(store, a, AuditAction::AgentUpdate).await,
+        updates,
+        "and writes no audit record"
+    );
+
+    let other = store
+        .save_metadata_client(&metadata_candidate(b, URL, "Notes", 3), &audit_of)
+        .await
+        .unwrap();
+    assert_ne!(other.id, first, "another account's agent of the same URL");
+    assert_eq!(
+        store.metadata_client_id(b, URL).await.unwrap(),
+        Some(other.id)
+    );
+
+    // Client policies.
+    assert_eq!(store.client_policy(a).await.unwrap(), None);
+    let policy = ClientPolicy {
+        metadata_documents: true,
+        scopes: vec!["notes:read".into(), "tools:read".into()],
+        resources: vec!["https://mcp.example/".into()],
+        updated_at: Some(at(4)),
+    };
+    let policy_entry = AuditEntry::system(a, AuditAction::OAuthClientPolicyUpdate, at(4));
+    store
+        .set_client_policy(a, &policy, &policy_entry)
+        .await
+        .unwrap();
+    assert_eq!(store.client_policy(a).await.unwrap(), Some(policy.clone()));
+    let replaced = ClientPolicy {
+        metadata_documents: false,
+        scopes: vec![],
+        updated_at: Some(at(5)),
+        ..policy
+    };
+    store
+        .set_client_policy(a, &replaced, &policy_entry)
+        .await
+        .unwrap();
+    assert_eq!(store.client_policy(a).await.unwrap(), Some(replaced));
+    assert_eq!(store.client_policy(b).await.unwrap(), None);
+    assert_eq!(
+        crate::fixtures::audited(store, a, AuditAction::OAuthClientPolicyUpdate).await,
+        2
     );
 }

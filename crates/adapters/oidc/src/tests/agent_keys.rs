@@ -7,7 +7,7 @@ use d2_oauth::{Agent, AgentSpec, AssertionVerifier as _, AuthMethod};
 use serde_json::{Value, json};
 
 use super::support::{FakeIdp, Mode, TestKey, clock, jwks};
-use crate::{AgentKeys, Reach};
+use crate::{AgentKeys, OutboundFetch, Reach};
 
 fn agent(jwks: Option<Value>, jwks_uri: Option<String>) -> Agent {
     let spec = AgentSpec {
@@ -33,7 +33,8 @@ fn assertion(key: &TestKey, jti: &str) -> String {
 #[tokio::test]
 async fn inline_keys_verify_until_the_agent_registers_others() {
     let clock = clock();
-    let keys = AgentKeys::new(clock.clone(), Reach::Any).unwrap();
+    let keys =
+        AgentKeys::new(clock.clone(), OutboundFetch::new(Reach::Any, None).unwrap()).unwrap();
     let (first, second) = (TestKey::rsa("k1"), TestKey::ec("k2"));
     let mut signer = agent(Some(jwks(&[&first])), None);
     let claims = keys
@@ -81,7 +82,8 @@ async fn inline_keys_verify_until_the_agent_registers_others() {
 #[tokio::test]
 async fn a_jwks_uri_is_fetched_once_and_again_for_a_new_kid_at_most_every_thirty_seconds() {
     let clock = clock();
-    let keys = AgentKeys::new(clock.clone(), Reach::Any).unwrap();
+    let keys =
+        AgentKeys::new(clock.clone(), OutboundFetch::new(Reach::Any, None).unwrap()).unwrap();
     let (first, rotated) = (TestKey::rsa("k1"), TestKey::rsa("k2"));
     let served = FakeIdp::start(&[&first]).await;
     let signer = agent(None, Some(format!("{}/jwks", served.issuer())));
@@ -110,7 +112,8 @@ async fn a_jwks_uri_is_fetched_once_and_again_for_a_new_kid_at_most_every_thirty
 #[tokio::test]
 async fn a_jwks_uri_that_cannot_be_read_verifies_nothing_and_is_fetched_again_after_a_pause() {
     let clock = clock();
-    let keys = AgentKeys::new(clock.clone(), Reach::Any).unwrap();
+    let keys =
+        AgentKeys::new(clock.clone(), OutboundFetch::new(Reach::Any, None).unwrap()).unwrap();
     let key = TestKey::rsa("k1");
     let served = FakeIdp::start(&[&key]).await;
     let signer = agent(None, Some(format!("{}/jwks", served.issuer())));
@@ -146,7 +149,7 @@ async fn a_jwks_uri_that_cannot_be_read_verifies_nothing_and_is_fetched_again_af
 
 #[tokio::test]
 async fn a_jwks_uri_inside_the_servers_network_is_never_fetched() {
-    let keys = AgentKeys::new(clock(), Reach::Public).unwrap();
+    let keys = AgentKeys::new(clock(), OutboundFetch::public()).unwrap();
     let key = TestKey::rsa("k1");
     let served = FakeIdp::start(&[&key]).await;
     let port = served

@@ -4,6 +4,7 @@
 #![expect(clippy::panic, reason = "tests fail loudly, with the case at hand")]
 
 mod agent_keys;
+mod client_documents;
 mod fetching;
 mod real_provider;
 pub(crate) mod support;
