@@ -335,6 +335,7 @@ mod tests {
                 "oauth.token_deny",
                 "oauth.token_revoke",
                 "oauth.introspect_deny",
+                "oauth.client_policy_update",
                 "principal.create",
                 "principal.update",
                 "principal.delete",
