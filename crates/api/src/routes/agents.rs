@@ -407,7 +407,7 @@ async fn rotate_secret(
 }
 
 /// What an account lets clients named by a metadata document have.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientPolicyBody {
     /// Whether a `client_id` that is the `https` URL of a client metadata document is
@@ -422,12 +422,19 @@ pub struct ClientPolicyBody {
     #[serde(default)]
     #[schema(max_items = 20)]
     pub resources: Vec<String>,
-    /// When an admin last set it; absent for the default (nothing accepted).
-    #[serde(default, skip_deserializing)]
+}
+
+/// The account's client policy, as set.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClientPolicyView {
+    pub metadata_documents: bool,
+    pub scopes: Vec<String>,
+    pub resources: Vec<String>,
+    /// When an admin last set it; null for the default (nothing accepted).
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-impl From<&ClientPolicy> for ClientPolicyBody {
+impl From<&ClientPolicy> for ClientPolicyView {
     fn from(policy: &ClientPolicy) -> Self {
         Self {
             metadata_documents: policy.metadata_documents,
@@ -441,13 +448,13 @@ impl From<&ClientPolicy> for ClientPolicyBody {
 /// The account's policy for clients named by a metadata document (admin): until one is
 /// set, none is accepted.
 #[utoipa::path(tag = "agents", security(("bearer" = []), ("api_key" = [])), responses(
-    (status = 200, body = ClientPolicyBody),
+    (status = 200, body = ClientPolicyView),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
 #[get("/v1/agents/client-policy")]
 async fn get_client_policy(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let policy = state.app.oauth.client_policies.get(&auth).await?;
-    Ok(HttpResponse::Ok().json(ClientPolicyBody::from(&*policy)))
+    Ok(HttpResponse::Ok().json(ClientPolicyView::from(&*policy)))
 }
 
 /// Replace the account's policy for clients named by a metadata document (admin). Such a
@@ -456,7 +463,7 @@ async fn get_client_policy(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpR
 /// disable them, as any agent). Audited as `oauth.client_policy_update`.
 #[utoipa::path(tag = "agents", security(("bearer" = []), ("api_key" = [])),
     request_body = ClientPolicyBody, responses(
-    (status = 200, body = ClientPolicyBody),
+    (status = 200, body = ClientPolicyView),
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
@@ -474,5 +481,5 @@ async fn set_client_policy(
         updated_at: None,
     };
     let policy = state.app.oauth.client_policies.set(&auth, policy).await?;
-    Ok(HttpResponse::Ok().json(ClientPolicyBody::from(&policy)))
+    Ok(HttpResponse::Ok().json(ClientPolicyView::from(&policy)))
 }
