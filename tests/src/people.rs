@@ -826,6 +826,13 @@ fn routes(account: &str) -> Vec<(Method, String, &'static str, Option<Value>, Ne
             Scope("admin"),
         ),
         (
+            Method::POST,
+            "/v1/agents/client-policy/initial-access-token".into(),
+            "/v1/agents/client-policy/initial-access-token",
+            None,
+            Scope("admin"),
+        ),
+        (
             Method::GET,
             "/v1/agents/me".into(),
             "/v1/agents/me",
@@ -895,6 +902,13 @@ fn routes(account: &str) -> Vec<(Method, String, &'static str, Option<Value>, Ne
             format!("/oauth/{account}/token"),
             "/oauth/{account_id}/token",
             Some(json!({ "grant_type": "client_credentials" })),
+            Agent,
+        ),
+        (
+            Method::POST,
+            format!("/oauth/{account}/register"),
+            "/oauth/{account_id}/register",
+            Some(json!({ "redirect_uris": ["https://app.example/cb"] })),
             Agent,
         ),
         (

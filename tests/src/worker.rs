@@ -416,7 +416,8 @@ async fn a_job_another_worker_holds_is_skipped_and_the_export_needs_clickhouse()
             "trial-locker",
             "token-expiry",
             "key-pruning",
-            "oauth-token-pruning"
+            "oauth-token-pruning",
+            "oauth-client-reaping"
         ],
         "no export or retention without ClickHouse"
     );

@@ -338,6 +338,89 @@ impl AgentRepo for crate::Store {
         Ok(agent)
     }
 
+    async fn register_dynamic(
+        &self,
+        agent: &Agent,
+        secret: Option<&SecretDigest>,
+        fingerprint: Option<&SecretDigest>,
+        audit: &AuditEntry,
+    ) -> Result<Agent, StoreError> {
+        let row = AgentRow {
+            secret_digest: secret.map(|s| s.as_bytes().to_vec()),
+            dynamic_fingerprint: fingerprint.map(|f| f.as_bytes().to_vec()),
+            ..AgentRow::from_domain(agent, None)?
+        };
+        let account = agent.account_id;
+        let mut conn = self.writer().await?;
+        let stored = write_transaction!(conn, async |conn| {
+            // The unique (account, fingerprint) index decides between concurrent
+            // registrations of one client: one inserts, the others read its agent.
+            let inserted = diesel::insert_into(agents::table)
+                .values(&row)
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+            if inserted == 1 {
+                write_audit(conn, audit).await?;
+                announce(conn, Change::OAuth(account)).await?;
+                return Ok::<_, TxError>(agent.clone());
+            }
+            let stored: AgentRow = agents::table
+                .filter(agents::account_id.eq(Id::from(account)))
+                .filter(agents::dynamic_fingerprint.eq(&row.dynamic_fingerprint))
+                .select(AgentRow::as_select())
+                .first(conn)
+                .await?;
+            Ok(stored.into_domain()?)
+        })
+        .await?;
+        Ok(stored)
+    }
+
+    async fn reap_dynamic(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+        audit_of: AgentAuditOf<'_>,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        use crate::schema::{delegations, oauth_tokens};
+        use diesel::dsl::{exists, not};
+        let mut conn = self.writer().await?;
+        let reaped = write_transaction!(conn, async |conn| {
+            let unused: Vec<AgentRow> = agents::table
+                .filter(agents::registered_dynamically.eq(true))
+                .filter(agents::created_at.lt(before))
+                .filter(not(exists(
+                    oauth_tokens::table.filter(oauth_tokens::agent_id.eq(agents::id)),
+                )))
+                .filter(not(exists(
+                    delegations::table
+                        .filter(delegations::agent_id.eq(agents::id))
+                        .filter(delegations::revoked_at.is_null())
+                        .filter(delegations::expires_at.gt(now)),
+                )))
+                .order(agents::created_at)
+                .limit(i64::from(limit))
+                .select(AgentRow::as_select())
+                .load(conn)
+                .await?;
+            let mut accounts = Vec::with_capacity(unused.len());
+            for row in unused {
+                let agent = row.into_domain()?;
+                diesel::delete(agents::table.find(id_of(agent.id)))
+                    .execute(conn)
+                    .await?;
+                write_audit(conn, &audit_of(&agent)).await?;
+                announce(conn, Change::OAuth(agent.account_id)).await?;
+                accounts.push(agent.account_id);
+            }
+            Ok::<_, TxError>(accounts)
+        })
+        .await?;
+        Ok(reaped)
+    }
+
     async fn client(
         &self,
         id: AgentId,
@@ -453,6 +536,8 @@ pub(crate) struct AgentRow {
     pub updated_at: DateTime<Utc>,
     pub activated_at: Option<DateTime<Utc>>,
     pub metadata_url: Option<String>,
+    pub registered_dynamically: bool,
+    pub dynamic_fingerprint: Option<Vec<u8>>,
 }
 
 impl AgentRow {
@@ -486,6 +571,8 @@ impl AgentRow {
             updated_at: agent.updated_at,
             activated_at: agent.activated_at,
             metadata_url: agent.metadata_url.clone(),
+            registered_dynamically: agent.registered_dynamically,
+            dynamic_fingerprint: None,
         })
     }
 
@@ -521,6 +608,7 @@ impl AgentRow {
                 .registered_by
                 .map(|id| d2_kernel::UserId::from_uuid(id.0)),
             metadata_url: self.metadata_url,
+            registered_dynamically: self.registered_dynamically,
             created_at: self.created_at,
             updated_at: self.updated_at,
             activated_at: self.activated_at,

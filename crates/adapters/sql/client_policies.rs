@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
-use d2_kernel::{AccountId, Change, StoreError};
+use d2_kernel::{AccountId, Change, SecretDigest, StoreError};
 use d2_oauth::{ClientPolicy, ClientPolicyRepo};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
@@ -27,6 +27,8 @@ pub(crate) struct ClientPolicyRow {
     pub scopes: Value,
     pub resources: Value,
     pub updated_at: DateTime<Utc>,
+    pub dynamic_registration: bool,
+    pub initial_access_digest: Option<Vec<u8>>,
 }
 
 impl ClientPolicyRow {
@@ -34,8 +36,17 @@ impl ClientPolicyRow {
         let list = |value: Value| {
             serde_json::from_value::<Vec<String>>(value).map_err(|_| corrupt("client policy list"))
         };
+        let initial_access = self
+            .initial_access_digest
+            .as_deref()
+            .map(|bytes| {
+                SecretDigest::from_bytes(bytes).ok_or_else(|| corrupt("initial access digest"))
+            })
+            .transpose()?;
         Ok(ClientPolicy {
             metadata_documents: self.metadata_documents,
+            dynamic_registration: self.dynamic_registration,
+            initial_access,
             scopes: list(self.scopes)?,
             resources: list(self.resources)?,
             updated_at: Some(self.updated_at),
@@ -71,6 +82,8 @@ impl ClientPolicyRepo for crate::Store {
             updated_at: policy
                 .updated_at
                 .ok_or_else(|| StoreError::corrupt("a client policy without its time"))?,
+            dynamic_registration: policy.dynamic_registration,
+            initial_access_digest: None,
         };
         let mut conn = self.writer().await?;
         write_transaction!(conn, async |conn| {
@@ -83,7 +96,41 @@ impl ClientPolicyRepo for crate::Store {
                     policies::scopes.eq(excluded(policies::scopes)),
                     policies::resources.eq(excluded(policies::resources)),
                     policies::updated_at.eq(excluded(policies::updated_at)),
+                    policies::dynamic_registration.eq(excluded(policies::dynamic_registration)),
                 ))
+                .execute(conn)
+                .await?;
+            write_audit(conn, audit).await?;
+            announce(conn, Change::OAuth(account)).await?;
+            Ok::<_, TxError>(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn set_initial_access(
+        &self,
+        account: AccountId,
+        digest: &SecretDigest,
+        now: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let default = ClientPolicyRow {
+            account_id: Id::from(account),
+            metadata_documents: false,
+            scopes: Value::Array(Vec::new()),
+            resources: Value::Array(Vec::new()),
+            updated_at: now,
+            dynamic_registration: false,
+            initial_access_digest: Some(digest.as_bytes().to_vec()),
+        };
+        let mut conn = self.writer().await?;
+        write_transaction!(conn, async |conn| {
+            diesel::insert_into(policies::table)
+                .values(&default)
+                .on_conflict(policies::account_id)
+                .do_update()
+                .set(policies::initial_access_digest.eq(excluded(policies::initial_access_digest)))
                 .execute(conn)
                 .await?;
             write_audit(conn, audit).await?;

@@ -134,7 +134,11 @@ impl ApiError {
             | Code::UnsupportedGrantType
             | Code::InvalidScope
             | Code::InvalidTarget
-            | Code::InvalidDpopProof => self.code.as_str(),
+            | Code::InvalidDpopProof
+            | Code::InvalidToken
+            | Code::InvalidRedirectUri
+            | Code::InvalidClientMetadata
+            | Code::RegistrationDisabled => self.code.as_str(),
             _ => oauth_error_of(self.code.kind()),
         }
     }
@@ -299,7 +303,7 @@ mod tests {
         assert_eq!(
             body_of(oauth).await,
             serde_json::json!({
-                "error": "invalid_client",
+                "error": "invalid_token",
                 "error_description": "the token is malformed",
                 "code": "invalid_token",
             })

@@ -131,7 +131,7 @@ macro_rules! __contract_suite_list {
             events(store): events::checkpoints;
             events(store, a, b): events::refusals;
             tasks(queue, account): tasks::task_queue;
-            agents(store, a, b): agents::agents, agents::metadata_clients;
+            agents(store, a, b): agents::agents, agents::metadata_clients, agents::dynamic_clients;
             agents(store, a):
                 agents::agent_activation_races,
                 agents::assertion_replays,

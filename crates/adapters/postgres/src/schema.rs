@@ -63,6 +63,8 @@ diesel::table! {
         updated_at -> Timestamptz,
         activated_at -> Nullable<Timestamptz>,
         metadata_url -> Nullable<Text>,
+        registered_dynamically -> Bool,
+        dynamic_fingerprint -> Nullable<Bytea>,
     }
 }
 
@@ -231,6 +233,8 @@ diesel::table! {
         scopes -> Jsonb,
         resources -> Jsonb,
         updated_at -> Timestamptz,
+        dynamic_registration -> Bool,
+        initial_access_digest -> Nullable<Bytea>,
     }
 }
 

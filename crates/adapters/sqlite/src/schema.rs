@@ -51,6 +51,8 @@ diesel::table! {
         updated_at -> TimestamptzSqlite,
         activated_at -> Nullable<TimestamptzSqlite>,
         metadata_url -> Nullable<Text>,
+        registered_dynamically -> Bool,
+        dynamic_fingerprint -> Nullable<Bytea>,
     }
 }
 
@@ -462,6 +464,8 @@ diesel::table! {
         scopes -> Jsonb,
         resources -> Jsonb,
         updated_at -> TimestamptzSqlite,
+        dynamic_registration -> Bool,
+        initial_access_digest -> Nullable<Bytea>,
     }
 }
 

@@ -23,6 +23,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(activate)
         .service(get_client_policy)
         .service(set_client_policy)
+        .service(issue_initial_access)
         .service(list)
         .service(get_one)
         .service(update)
@@ -148,6 +149,8 @@ pub struct AgentBody {
     /// OAuth `client_id` (`client_id` here still names it in this API). Its name, redirect
     /// URIs and authentication (`none`) follow the document.
     pub metadata_url: Option<String>,
+    /// Whether the client registered itself (RFC 7591, `{issuer}/register`).
+    pub registered_dynamically: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub activated_at: Option<DateTime<Utc>>,
@@ -172,6 +175,7 @@ impl From<Agent> for AgentBody {
             refresh_token_seconds: spec.refresh_token_seconds,
             registered_by: agent.registered_by.map(Uuid::from),
             metadata_url: agent.metadata_url,
+            registered_dynamically: agent.registered_dynamically,
             created_at: agent.created_at,
             updated_at: agent.updated_at,
             activated_at: agent.activated_at,
@@ -406,13 +410,18 @@ async fn rotate_secret(
     ))
 }
 
-/// What an account lets clients named by a metadata document have.
+/// What an account lets clients that name themselves (by a metadata document) or register
+/// themselves (RFC 7591) have.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientPolicyBody {
     /// Whether a `client_id` that is the `https` URL of a client metadata document is
     /// accepted at the authorization endpoint.
     pub metadata_documents: bool,
+    /// Whether clients may register themselves at `{issuer}/register` (with the account's
+    /// initial access token).
+    #[serde(default)]
+    pub dynamic_registration: bool,
     /// The scopes such a client's agent may be granted: those its document's `scope` asks
     /// for, of these (all of these when it asks none).
     #[serde(default)]
@@ -428,6 +437,10 @@ pub struct ClientPolicyBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClientPolicyView {
     pub metadata_documents: bool,
+    pub dynamic_registration: bool,
+    /// Whether an initial access token was issued (`POST
+    /// /v1/agents/client-policy/initial-access-token`); the token itself is shown once.
+    pub initial_access_token_set: bool,
     pub scopes: Vec<String>,
     pub resources: Vec<String>,
     /// When an admin last set it; null for the default (nothing accepted).
@@ -438,6 +451,8 @@ impl From<&ClientPolicy> for ClientPolicyView {
     fn from(policy: &ClientPolicy) -> Self {
         Self {
             metadata_documents: policy.metadata_documents,
+            dynamic_registration: policy.dynamic_registration,
+            initial_access_token_set: policy.initial_access.is_some(),
             scopes: policy.scopes.clone(),
             resources: policy.resources.clone(),
             updated_at: policy.updated_at,
@@ -476,10 +491,43 @@ async fn set_client_policy(
     let body = body.0;
     let policy = ClientPolicy {
         metadata_documents: body.metadata_documents,
+        dynamic_registration: body.dynamic_registration,
+        initial_access: None,
         scopes: body.scopes,
         resources: body.resources,
         updated_at: None,
     };
     let policy = state.app.oauth.client_policies.set(&auth, policy).await?;
     Ok(HttpResponse::Ok().json(ClientPolicyView::from(&policy)))
+}
+
+/// A new initial access token, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InitialAccessBody {
+    /// What a client presents (`Authorization: Bearer`) to register itself at
+    /// `{issuer}/register` while the policy's `dynamic_registration` is on.
+    pub initial_access_token: String,
+}
+
+/// Issue the account's initial access token for dynamic client registration (admin): shown
+/// once, kept as a keyed digest; the one it replaces stops working. Audited as
+/// `oauth.initial_access_issue`.
+#[utoipa::path(tag = "agents", security(("bearer" = []), ("api_key" = [])), responses(
+    (status = 201, body = InitialAccessBody),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/agents/client-policy/initial-access-token")]
+async fn issue_initial_access(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
+    let token = state
+        .app
+        .oauth
+        .dynamic_clients
+        .issue_initial_access(&auth)
+        .await?;
+    Ok(secret_response(
+        StatusCode::CREATED,
+        &InitialAccessBody {
+            initial_access_token: token.expose().to_owned(),
+        },
+    ))
 }

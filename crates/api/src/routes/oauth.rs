@@ -11,10 +11,10 @@ use actix_web::{HttpRequest, HttpResponse, get, post};
 use base64::Engine as _;
 use d2_kernel::{AccountId, Code};
 use d2_oauth::{
-    Agent, AuthMethod, CLIENT_ASSERTION_TYPE, GrantType, TokenRequest, TokenResponse, ToolCheck,
-    issuer_url,
+    Agent, AuthMethod, CLIENT_ASSERTION_TYPE, ClientMetadata, GrantType, TokenRequest,
+    TokenResponse, ToolCheck, issuer_url,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -37,7 +37,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(agents_me)
         .service(verify)
         .service(verify_tool_access)
-        .service(check_token_access);
+        .service(check_token_access)
+        .service(register);
 }
 
 /// Parameters that may be given more than once (RFC 8707 §2: `resource`).
@@ -311,7 +312,9 @@ fn issuer_of(state: &ApiState, account: AccountId) -> String {
 /// presented again after `oauth.refresh_replay_seconds` revokes its whole family). The
 /// client authenticates with HTTP Basic (`client_secret_basic`), in the body
 /// (`client_secret_post`) or with a signed JWT (`private_key_jwt`, RFC 7523: `client_assertion`
-/// and its `client_assertion_type`; its `jti` is accepted once). Errors are RFC 6749 §5.2 JSON. Audited as `oauth.token_issue`,
+/// and its `client_assertion_type`; its `jti` is accepted once); a public client (one named
+/// by its metadata document, or registered with `none`) by its `client_id` alone, for the
+/// code and refresh grants only. Errors are RFC 6749 §5.2 JSON. Audited as `oauth.token_issue`,
 /// `oauth.token_refresh`, `oauth.refresh_reuse`, `oauth.token_deny`.
 #[utoipa::path(tag = "oauth", security(()), params(("account_id" = Uuid, Path)),
     request_body(content = String, content_type = "application/x-www-form-urlencoded"),
@@ -679,6 +682,14 @@ async fn metadata(state: &ApiState, account: AccountId, openid: bool) -> ApiResu
         "scopes_supported": scopes,
         "access_token_signing_alg_values_supported": [signing],
     });
+    if client_policy.dynamic_registration
+        && let Some(object) = document.as_object_mut()
+    {
+        object.insert(
+            "registration_endpoint".into(),
+            json!(format!("{issuer}/register")),
+        );
+    }
     if openid && let Some(object) = document.as_object_mut() {
         object.insert("subject_types_supported".into(), json!(["public"]));
         object.insert(
@@ -1188,4 +1199,150 @@ async fn check_token_access(
     body: Bytes,
 ) -> ApiResult<HttpResponse> {
     tool_access(&state, &account_id, &request, &body).await
+}
+
+/// RFC 7591 §2: the metadata a client registers itself with. Members not listed are
+/// ignored.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct ClientRegistrationBody {
+    /// `https`, or `http` on a loopback address; at least one for the code flow.
+    pub redirect_uris: Vec<String>,
+    /// `client_secret_basic` (the default), `client_secret_post`, `private_key_jwt` or
+    /// `none`.
+    pub token_endpoint_auth_method: Option<String>,
+    /// `authorization_code` (the default), `refresh_token`, and `client_credentials` for a
+    /// confidential client.
+    pub grant_types: Option<Vec<String>>,
+    /// `code` only.
+    pub response_types: Option<Vec<String>>,
+    pub client_name: Option<String>,
+    /// The scopes it would ask, space-separated: it is given those the account's client
+    /// policy allows.
+    pub scope: Option<String>,
+    /// `private_key_jwt`: its public keys, `{"keys": [...]}`.
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<Value>,
+    /// `private_key_jwt`: or an `https` URL serving them.
+    pub jwks_uri: Option<String>,
+    pub software_id: Option<String>,
+    pub software_version: Option<String>,
+}
+
+/// RFC 7591 §3.2.1: the registered client, its secret shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegisteredClientBody {
+    pub client_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// When it registered (seconds since the epoch).
+    pub client_id_issued_at: i64,
+    /// 0: the secret does not expire (present with a secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_expires_at: Option<i64>,
+    pub client_name: String,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<&'static str>,
+    pub response_types: Vec<&'static str>,
+    pub token_endpoint_auth_method: &'static str,
+    /// The scopes it was given, space-separated.
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub jwks: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+}
+
+/// Dynamic client registration (RFC 7591), when the account's client policy turns it on:
+/// `Authorization: Bearer` the account's initial access token, the client's metadata as
+/// JSON. A client registers as an active agent at once with the policy's scopes (of those
+/// it asks) and resources; one that holds no shared secret (`none`, `private_key_jwt`)
+/// registering the same metadata again gets the same `client_id`. Errors are RFC 7591
+/// JSON: 400 `invalid_redirect_uri`, `invalid_client_metadata`; 401 `invalid_token`; 403
+/// `registration_disabled`. Audited as `agent.register`.
+#[utoipa::path(tag = "oauth", security(("bearer" = [])), params(("account_id" = Uuid, Path)),
+    request_body = ClientRegistrationBody,
+    responses(
+    (status = 201, body = RegisteredClientBody),
+    (status = 400, body = crate::error::OAuthError),
+    (status = 401, body = crate::error::OAuthError),
+    (status = 403, body = crate::error::OAuthError),
+))]
+#[post("/oauth/{account_id}/register")]
+async fn register(
+    state: Data<ApiState>,
+    account_id: Path<String>,
+    request: HttpRequest,
+    body: Bytes,
+) -> ApiResult<HttpResponse> {
+    let account = issuer_account_id(&account_id)?;
+    let metadata_error =
+        |detail: &str| ApiError::new(Code::InvalidClientMetadata, detail).for_oauth();
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !is_json {
+        return Err(metadata_error(
+            "the client metadata is a JSON object (application/json)",
+        ));
+    }
+    if body.len() > d2_oauth::registration::registration_limits::BYTES {
+        return Err(metadata_error("the client metadata is larger than 64 KiB"));
+    }
+    let metadata: ClientRegistrationBody = serde_json::from_slice(&body).map_err(|_| {
+        metadata_error("the client metadata is not a JSON object of RFC 7591 members")
+    })?;
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, credential)| credential.trim().to_owned());
+    let registered = state
+        .app
+        .oauth
+        .dynamic_clients
+        .register(
+            account,
+            bearer.as_deref(),
+            ClientMetadata {
+                redirect_uris: metadata.redirect_uris,
+                token_endpoint_auth_method: metadata.token_endpoint_auth_method,
+                grant_types: metadata.grant_types,
+                response_types: metadata.response_types,
+                client_name: metadata.client_name,
+                scope: metadata.scope,
+                jwks: metadata.jwks,
+                jwks_uri: metadata.jwks_uri,
+                software_id: metadata.software_id,
+                software_version: metadata.software_version,
+            },
+        )
+        .await
+        .map_err(|error| ApiError::from(error).for_oauth())?;
+    let agent = registered.agent;
+    let has_secret = registered.secret.is_some();
+    let body = RegisteredClientBody {
+        client_id: agent.client_id(),
+        client_secret: registered.secret.map(|s| s.expose().to_owned()),
+        client_id_issued_at: agent.created_at.timestamp(),
+        client_secret_expires_at: has_secret.then_some(0),
+        client_name: agent.spec.name,
+        redirect_uris: agent.spec.redirect_uris,
+        grant_types: registered.grant_types,
+        response_types: vec!["code"],
+        token_endpoint_auth_method: agent.spec.auth_method.as_str(),
+        scope: agent.spec.scopes.join(" "),
+        jwks: agent.spec.jwks,
+        jwks_uri: agent.spec.jwks_uri,
+    };
+    Ok(secret_response(actix_web::http::StatusCode::CREATED, &body))
 }

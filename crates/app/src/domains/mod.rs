@@ -146,7 +146,8 @@ mod tests {
                 "key-pruning",
                 "analytics-export",
                 "retention",
-                "oauth-token-pruning"
+                "oauth-token-pruning",
+                "oauth-client-reaping"
             ]
         );
         for job in &app.jobs {

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use d2_audit::AuditEntry;
 use d2_jwks::{Jwks, JwksError, KeyAlgorithm, KeyReplaced};
 use d2_kernel::AccountId;
-use d2_oauth::jobs::TokenPruning;
+use d2_oauth::jobs::{ClientReaping, TokenPruning};
 use d2_oauth::{
     AccessRules, AgentCache, AgentService, Authorizations, ClientAuthenticator, ClientPolicies,
-    DefaultScopes, DelegationService, Entitlements, MetadataClients, OAuthAdmin, PersonTokens,
-    PrincipalService, RevocationLists, ScopeCatalog, TokenIssuer, TokenRecords, ToolService,
+    DefaultScopes, DelegationService, DynamicClients, Entitlements, MetadataClients, OAuthAdmin,
+    PersonTokens, PrincipalService, RevocationLists, ScopeCatalog, TokenIssuer, TokenRecords,
+    ToolService,
 };
 use d2_oidc::{AgentKeys, DpopProofs, MetadataDocuments, OutboundFetch, Reach};
 use serde::Deserialize;
@@ -163,8 +164,11 @@ pub struct OAuth {
     pub admin: Arc<OAuthAdmin>,
     /// The consent step of the authorization code flow.
     pub authorizations: Arc<Authorizations>,
-    /// What each account lets clients named by a metadata document have.
+    /// What each account lets clients named by a metadata document, or registering
+    /// themselves, have.
     pub client_policies: Arc<ClientPolicies>,
+    /// Dynamic client registration (RFC 7591) and its initial access tokens.
+    pub dynamic_clients: Arc<DynamicClients>,
     /// Each account's signed revocation list, served from memory.
     pub revocations: Arc<RevocationLists>,
     /// The account's end users (principals) agents act for.
@@ -323,6 +327,17 @@ pub(crate) fn build(
         issuer: issuer.clone(),
         keep: chrono::Duration::days(i64::from(pruning.keep_days)),
     });
+    let dynamic_clients = Arc::new(DynamicClients::new(
+        shared.repositories.clone(),
+        shared.repositories.clone(),
+        client_policies.clone(),
+        cache.clone(),
+        shared.pepper.clone(),
+        shared.clock.clone(),
+    ));
+    registry.schedule(ClientReaping {
+        clients: dynamic_clients.clone(),
+    });
     Ok(OAuth {
         admin: Arc::new(OAuthAdmin::new(
             issuer.clone(),
@@ -333,6 +348,7 @@ pub(crate) fn build(
         issuer,
         authorizations,
         client_policies,
+        dynamic_clients,
         revocations,
         keys,
         agents: Arc::new(AgentService::new(

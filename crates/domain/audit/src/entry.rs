@@ -73,6 +73,8 @@ d2_kernel::named_values! {
         OAuthIntrospectDeny = "oauth.introspect_deny",
         /// The account's policy for clients named by a metadata document changed.
         OAuthClientPolicyUpdate = "oauth.client_policy_update",
+        /// A new initial access token for dynamic client registration replaced the last.
+        OAuthInitialAccessIssue = "oauth.initial_access_issue",
         PrincipalCreate = "principal.create",
         PrincipalUpdate = "principal.update",
         PrincipalDelete = "principal.delete",
@@ -336,6 +338,7 @@ mod tests {
                 "oauth.token_revoke",
                 "oauth.introspect_deny",
                 "oauth.client_policy_update",
+                "oauth.initial_access_issue",
                 "principal.create",
                 "principal.update",
                 "principal.delete",

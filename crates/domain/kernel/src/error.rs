@@ -190,6 +190,12 @@ error_codes! {
     /// A DPoP proof (RFC 9449) that is malformed, badly signed, for another request,
     /// replayed, or of another key than the refresh token's.
     InvalidDpopProof = "invalid_dpop_proof", BadRequest, "Invalid DPoP proof";
+    /// RFC 7591 §3.2.2: a redirect URI a client registering itself may not have.
+    InvalidRedirectUri = "invalid_redirect_uri", BadRequest, "Invalid redirect URI";
+    /// RFC 7591 §3.2.2: other client metadata it may not have.
+    InvalidClientMetadata = "invalid_client_metadata", BadRequest, "Invalid client metadata";
+    /// The account does not let clients register themselves (its client policy).
+    RegistrationDisabled = "registration_disabled", Forbidden, "Registration disabled";
     OAuthTokenNotFound = "oauth_token_not_found", NotFound, "OAuth token not found";
     // Principals (the account's end users) and access rules.
     PrincipalNotFound = "principal_not_found", NotFound, "Principal not found";

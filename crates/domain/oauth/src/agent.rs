@@ -402,6 +402,8 @@ pub struct Agent {
     /// The URL of its client metadata document, when that names it (its OAuth
     /// `client_id` then; see [`crate::client_documents`]).
     pub metadata_url: Option<String>,
+    /// Whether the client registered itself (RFC 7591; see [`crate::registration`]).
+    pub registered_dynamically: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub activated_at: Option<DateTime<Utc>>,
@@ -421,6 +423,7 @@ impl Agent {
             state: AgentState::Pending,
             registered_by,
             metadata_url: None,
+            registered_dynamically: false,
             created_at: now,
             updated_at: now,
             activated_at: None,

@@ -37,11 +37,18 @@ pub mod document_limits {
     pub const FETCH_SECONDS: u64 = 5;
 }
 
-/// What an account lets clients that name themselves (by a metadata document) have.
+/// What an account lets clients that name themselves (by a metadata document) or register
+/// themselves (RFC 7591) have.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ClientPolicy {
     /// Whether a `client_id` that is an `https` URL is accepted.
     pub metadata_documents: bool,
+    /// Whether clients may register themselves at `{issuer}/register`, with the initial
+    /// access token.
+    pub dynamic_registration: bool,
+    /// The digest of the initial access token registration asks for, once an admin had one
+    /// issued (set apart from the rest: see [`ClientPolicyRepo::set_initial_access`]).
+    pub initial_access: Option<d2_kernel::SecretDigest>,
     /// The scopes such a client may be granted (those its document's `scope` asks for, of
     /// these; all of these when it asks none). Unique, sorted.
     pub scopes: Vec<String>,
@@ -298,22 +305,30 @@ impl ClientPolicies {
     ) -> Result<ClientPolicy, AgentError> {
         ctx.require(Scope::Admin)?;
         let now = self.clock.now();
+        let current = self.policy(ctx.account_id).await?;
         let policy = ClientPolicy {
             updated_at: Some(now),
+            initial_access: current.initial_access,
             ..policy.validate()?
         };
         let audit = AuditEntry::by(ctx, AuditAction::OAuthClientPolicyUpdate, now)
             .target("account", ctx.account_id)
             .metadata(json!({
                 "metadata_documents": policy.metadata_documents,
+                "dynamic_registration": policy.dynamic_registration,
                 "scopes": policy.scopes,
                 "resources": policy.resources,
             }));
         self.repo
             .set_client_policy(ctx.account_id, &policy, &audit)
             .await?;
-        self.cache.invalidate(&ctx.account_id).await;
+        self.forget(ctx.account_id).await;
         Ok(policy)
+    }
+
+    /// Drops the account's cached policy (changed here).
+    pub(crate) async fn forget(&self, account: AccountId) {
+        self.cache.invalidate(&account).await;
     }
 }
 

@@ -121,6 +121,8 @@ async fn accepting(world: &World) {
             &admin(world.account),
             ClientPolicy {
                 metadata_documents: true,
+                dynamic_registration: false,
+                initial_access: None,
                 scopes: vec!["notes:read".into(), "notes:write".into(), "admin".into()],
                 resources: vec!["https://mcp.example/".into()],
                 updated_at: None,
@@ -372,6 +374,8 @@ async fn a_policy_is_checked_and_audited() {
             &ctx,
             ClientPolicy {
                 metadata_documents: true,
+                dynamic_registration: false,
+                initial_access: None,
                 scopes: vec!["has space".into()],
                 resources: vec![],
                 updated_at: None,

@@ -34,6 +34,9 @@ pub mod memory;
 mod ports;
 mod principal;
 mod principals;
+pub mod registration;
+#[cfg(test)]
+mod registration_tests;
 mod revocations;
 pub mod rules;
 mod service;
@@ -94,6 +97,10 @@ pub use ports::{
 };
 pub use principal::{Principal, PrincipalId, PrincipalSpec, limits as principal_limits};
 pub use principals::PrincipalService;
+pub use registration::{
+    ClientMetadata, DynamicClients, InitialAccessFormat, InitialAccessToken, Registered,
+    RegistrationError,
+};
 pub use revocations::{REVOCATION_LIST_TYPE, RevocationLists, SignedRevocations};
 pub use rules::RuleError;
 pub use rules::condition::{Attr, Condition, Op};

@@ -33,6 +33,8 @@ struct Row {
     agent: Agent,
     registration: Option<PendingRegistration>,
     secrets: Option<ClientSecrets>,
+    /// A dynamically registered client's metadata digest, when it holds no secret.
+    fingerprint: Option<SecretDigest>,
 }
 
 /// Agents in memory, with their account's catalog (tools, scopes, bindings: see
@@ -156,6 +158,7 @@ impl AgentRepo for MemoryAgents {
             agent: agent.clone(),
             registration: Some(registration.clone()),
             secrets: None,
+            fingerprint: None,
         });
         self.audit.append(audit.clone());
         Ok(())
@@ -327,6 +330,7 @@ impl AgentRepo for MemoryAgents {
                 agent: candidate.clone(),
                 registration: None,
                 secrets: None,
+                fingerprint: None,
             });
             self.audit.append(audit_of(candidate, true));
             return Ok(candidate.clone());
@@ -338,6 +342,69 @@ impl AgentRepo for MemoryAgents {
         row.agent.updated_at = candidate.updated_at;
         self.audit.append(audit_of(&row.agent, false));
         Ok(row.agent.clone())
+    }
+
+    async fn register_dynamic(
+        &self,
+        agent: &Agent,
+        secret: Option<&SecretDigest>,
+        fingerprint: Option<&SecretDigest>,
+        audit: &AuditEntry,
+    ) -> Result<Agent, StoreError> {
+        let mut rows = self.lock();
+        if let Some(fingerprint) = fingerprint
+            && let Some(row) = rows.iter().find(|r| {
+                r.agent.account_id == agent.account_id
+                    && r.fingerprint.as_ref() == Some(fingerprint)
+            })
+        {
+            return Ok(row.agent.clone());
+        }
+        rows.push(Row {
+            agent: agent.clone(),
+            registration: None,
+            secrets: secret.map(|current| ClientSecrets {
+                current: *current,
+                previous: None,
+            }),
+            fingerprint: fingerprint.copied(),
+        });
+        self.audit.append(audit.clone());
+        Ok(agent.clone())
+    }
+
+    /// Grants are not kept here (the delegation suites' store is another): an agent is
+    /// unused when it has no token.
+    async fn reap_dynamic(
+        &self,
+        before: DateTime<Utc>,
+        _now: DateTime<Utc>,
+        limit: u32,
+        audit_of: AgentAuditOf<'_>,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        let mut rows = self.lock();
+        let tokens = self.tokens();
+        let unused: Vec<AgentId> = rows
+            .iter()
+            .filter(|r| {
+                r.agent.registered_dynamically
+                    && r.agent.created_at < before
+                    && !tokens.iter().any(|t| t.record.agent_id == r.agent.id)
+            })
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|r| r.agent.id)
+            .collect();
+        let mut accounts = Vec::new();
+        rows.retain(|r| {
+            if unused.contains(&r.agent.id) {
+                self.audit.append(audit_of(&r.agent));
+                accounts.push(r.agent.account_id);
+                false
+            } else {
+                true
+            }
+        });
+        Ok(accounts)
     }
 
     async fn client(
@@ -393,8 +460,41 @@ impl ClientPolicyRepo for MemoryAgents {
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
         let mut policies = self.policies.lock().unwrap_or_else(PoisonError::into_inner);
+        let initial_access = policies
+            .iter()
+            .find(|(a, _)| *a == account)
+            .and_then(|(_, p)| p.initial_access);
         policies.retain(|(a, _)| *a != account);
-        policies.push((account, policy.clone()));
+        policies.push((
+            account,
+            ClientPolicy {
+                initial_access,
+                ..policy.clone()
+            },
+        ));
+        self.audit.append(audit.clone());
+        Ok(())
+    }
+
+    async fn set_initial_access(
+        &self,
+        account: AccountId,
+        digest: &SecretDigest,
+        now: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut policies = self.policies.lock().unwrap_or_else(PoisonError::into_inner);
+        match policies.iter_mut().find(|(a, _)| *a == account) {
+            Some((_, policy)) => policy.initial_access = Some(*digest),
+            None => policies.push((
+                account,
+                ClientPolicy {
+                    initial_access: Some(*digest),
+                    updated_at: Some(now),
+                    ..ClientPolicy::default()
+                },
+            )),
+        }
         self.audit.append(audit.clone());
         Ok(())
     }

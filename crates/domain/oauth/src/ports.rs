@@ -109,6 +109,29 @@ pub trait AgentRepo: Send + Sync + 'static {
         audit_of: MetadataAuditOf<'_>,
     ) -> Result<Agent, StoreError>;
 
+    /// Stores `agent`, which registered itself (active, `registered_dynamically`), with its
+    /// client `secret` if it has one, and `audit`. With a `fingerprint` (a client holding no
+    /// shared secret), when the account has an agent of that fingerprint already, answers
+    /// it instead and writes nothing (also under concurrent registrations).
+    async fn register_dynamic(
+        &self,
+        agent: &Agent,
+        secret: Option<&SecretDigest>,
+        fingerprint: Option<&SecretDigest>,
+        audit: &AuditEntry,
+    ) -> Result<Agent, StoreError>;
+
+    /// Deletes up to `limit` dynamically registered agents created before `before` of
+    /// which no token is stored and to which no delegation grant is in force at `now`,
+    /// each with its audit (`audit_of`); answers their accounts, one per agent.
+    async fn reap_dynamic(
+        &self,
+        before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        limit: u32,
+        audit_of: AgentAuditOf<'_>,
+    ) -> Result<Vec<AccountId>, StoreError>;
+
     /// The agent a client id names, in any account, with its secrets (none before
     /// activation): what the token endpoint authenticates.
     async fn client(
@@ -134,11 +157,22 @@ pub trait ClientPolicyRepo: Send + Sync + 'static {
     /// The account's policy; `None` until one is set.
     async fn client_policy(&self, account: AccountId) -> Result<Option<ClientPolicy>, StoreError>;
 
-    /// Replaces the account's policy, with `audit`, and announces the change.
+    /// Replaces the account's policy (its initial access token aside), with `audit`, and
+    /// announces the change.
     async fn set_client_policy(
         &self,
         account: AccountId,
         policy: &ClientPolicy,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+
+    /// Makes `digest` the account's initial access token (the policy, when it has none
+    /// yet, the default otherwise), with `audit`, and announces the change.
+    async fn set_initial_access(
+        &self,
+        account: AccountId,
+        digest: &SecretDigest,
+        now: DateTime<Utc>,
         audit: &AuditEntry,
     ) -> Result<(), StoreError>;
 }

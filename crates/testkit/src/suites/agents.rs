@@ -438,6 +438,8 @@ pub async fn metadata_clients(store: &dyn Store, a: AccountId, b: AccountId) {
     assert_eq!(store.client_policy(a).await.unwrap(), None);
     let policy = ClientPolicy {
         metadata_documents: true,
+        dynamic_registration: false,
+        initial_access: None,
         scopes: vec!["notes:read".into(), "tools:read".into()],
         resources: vec!["https://mcp.example/".into()],
         updated_at: Some(at(4)),
@@ -464,4 +466,92 @@ pub async fn metadata_clients(store: &dyn Store, a: AccountId, b: AccountId) {
         crate::fixtures::audited(store, a, AuditAction::OAuthClientPolicyUpdate).await,
         2
     );
+}
+
+/// Clients that register themselves: concurrent registrations of one fingerprint store one
+/// agent (another account's is its own), a registration without one is always new, a
+/// secret given is the one that authenticates; the reaper deletes only the old ones of
+/// which no token is stored, each audited. (The SQL stores also keep those with a grant
+/// in force; the delegation suites' store holds grants.)
+pub async fn dynamic_clients(store: &dyn Store, a: AccountId, b: AccountId) {
+    let dynamic = |account: AccountId, name: &str, seconds: i64| {
+        let mut agent = metadata_candidate(account, "unused", name, seconds);
+        agent.metadata_url = None;
+        agent.registered_dynamically = true;
+        agent
+    };
+    let fingerprint = digest("same metadata");
+    let registrations = join_all((0..6).map(|_| {
+        let agent = dynamic(a, "Desktop", 0);
+        let entry = entry(&agent, AuditAction::AgentRegister);
+        async move {
+            store
+                .register_dynamic(&agent, None, Some(&fingerprint), &entry)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    let first = registrations[0].id;
+    assert!(registrations.iter().all(|agent| agent.id == first));
+    assert_eq!(
+        crate::fixtures::audited(store, a, AuditAction::AgentRegister).await,
+        1
+    );
+    let stored = store.agent(a, first).await.unwrap().unwrap();
+    assert!(stored.registered_dynamically);
+    let elsewhere = dynamic(b, "Desktop", 1);
+    let entry_b = entry(&elsewhere, AuditAction::AgentRegister);
+    let theirs = store
+        .register_dynamic(&elsewhere, None, Some(&fingerprint), &entry_b)
+        .await
+        .unwrap();
+    assert_eq!(theirs.id, elsewhere.id, "another account's is its own");
+
+    let confidential = dynamic(a, "Server", 0);
+    let secret = digest("its secret");
+    let entry_c = entry(&confidential, AuditAction::AgentRegister);
+    store
+        .register_dynamic(&confidential, Some(&secret), None, &entry_c)
+        .await
+        .unwrap();
+    let (_, secrets) = store.client(confidential.id).await.unwrap().unwrap();
+    assert!(secrets.unwrap().accept(&secret, at(1)));
+
+    // Old and unused: the first and the confidential one once its token is gone; a young
+    // one stays, and so does an old one with a token.
+    let young = dynamic(a, "Young", 7_000);
+    let entry_y = entry(&young, AuditAction::AgentRegister);
+    store
+        .register_dynamic(&young, None, None, &entry_y)
+        .await
+        .unwrap();
+    crate::suites::oauth_tokens::granted(store, &confidential, "reaped", 10).await;
+    let reaped = store
+        .reap_dynamic(at(3_600), at(7_200), 100, &|agent| {
+            entry(agent, AuditAction::AgentDelete)
+        })
+        .await
+        .unwrap();
+    assert_eq!(reaped, [a, b], "the oldest first, one account per agent");
+    assert!(store.agent(a, first).await.unwrap().is_none());
+    assert!(
+        store.agent(a, confidential.id).await.unwrap().is_some(),
+        "it has a token"
+    );
+    assert!(
+        store.agent(a, young.id).await.unwrap().is_some(),
+        "too young"
+    );
+    assert_eq!(
+        crate::fixtures::audited(store, a, AuditAction::AgentDelete).await,
+        1
+    );
+    let again = store
+        .reap_dynamic(at(3_600), at(7_200), 100, &|agent| {
+            entry(agent, AuditAction::AgentDelete)
+        })
+        .await
+        .unwrap();
+    assert!(again.is_empty());
 }

@@ -74,7 +74,12 @@ fn audit(record: &TokenRecord, action: AuditAction) -> AuditEntry {
 }
 
 /// Access and refresh tokens of one grant, stored.
-async fn granted(store: &dyn Store, agent: &Agent, name: &str, seconds: i64) -> Issuance {
+pub(crate) async fn granted(
+    store: &dyn Store,
+    agent: &Agent,
+    name: &str,
+    seconds: i64,
+) -> Issuance {
     let refresh = record(
         agent,
         TokenKind::Refresh,
