@@ -243,9 +243,15 @@ fn public_client() -> Value {
 async fn clients_register_themselves_only_where_the_account_lets_them() {
     let app = TestApp::spawn().await;
     let (tenant, other) = (app.bootstrap().await, app.bootstrap().await);
-    let off = register(&app, &tenant, None, public_client()).await;
+    let off = register(&app, &tenant, Some("d2iat_guess"), public_client()).await;
     assert_eq!(off.status.as_u16(), 403);
     assert_eq!(off.body["error"], "registration_disabled");
+    let anonymous = register(&app, &tenant, None, public_client()).await;
+    assert_eq!(
+        anonymous.status.as_u16(),
+        401,
+        "a credential is asked first"
+    );
 
     put_policy(
         &app,

@@ -275,14 +275,18 @@ impl DynamicClients {
         bearer: Option<&str>,
         metadata: ClientMetadata,
     ) -> Result<Registered, RegistrationError> {
+        // A credential is asked first: a request without one learns nothing of the account.
+        let Some(bearer) = bearer else {
+            return Err(RegistrationError::InvalidToken);
+        };
         let policy = self.policies.policy(account).await?;
         if !policy.dynamic_registration {
             return Err(RegistrationError::Disabled);
         }
         // The digest is computed whatever happens next, so a wrong token costs what a right
         // one does.
-        let presented = self.pepper.digest_text(bearer.unwrap_or_default());
-        let well_formed = bearer.is_some_and(|b| InitialAccessToken::check_format(b).is_ok());
+        let presented = self.pepper.digest_text(bearer);
+        let well_formed = InitialAccessToken::check_format(bearer).is_ok();
         let known = policy
             .initial_access
             .as_ref()

@@ -98,10 +98,20 @@ async fn registration_is_off_until_the_policy_turns_it_on_and_needs_the_token() 
     let world = world();
     let refused = world
         .clients
-        .register(world.account, None, public_client())
+        .register(world.account, Some("d2iat_guess"), public_client())
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::RegistrationDisabled);
+    let anonymous = world
+        .clients
+        .register(world.account, None, public_client())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        anonymous.code(),
+        Code::InvalidToken,
+        "a credential is asked first"
+    );
     let token = open(&world).await;
     for bearer in [None, Some("d2iat_wrong"), Some("not a token")] {
         let refused = world
