@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::OnceCell;
 
 use crate::delegations::{API, audited, principal_with_email, tool};
-use crate::harness::{Reply, Tenant, TestApp};
+use crate::harness::{Reply, Tenant, TestApp, assert_revoked};
 use crate::oauth::{Client, agent, form, issuer, published_key};
 use crate::oidc::OidcProvider;
 use crate::token_exchange::introspect;
@@ -366,7 +366,7 @@ async fn a_person_approves_less_in_a_real_browser_and_the_code_is_redeemed_once(
     assert_grant_error("the code again", &again, "invalid_grant");
     for token in [access, refreshed_access.as_str()] {
         let introspected = introspect(&flow.app, &flow.tenant, &flow.agent, token).await;
-        assert_eq!(introspected, json!({ "active": false }));
+        assert_revoked(&introspected, "code_reuse");
     }
 
     // The approval is a grant by her, audited as hers.
@@ -459,7 +459,7 @@ async fn a_remembered_consent_answers_at_once_and_withdrawing_it_stops_its_token
     );
     for token in [&first, &second] {
         let introspected = introspect(&flow.app, &flow.tenant, &flow.agent, token).await;
-        assert_eq!(introspected, json!({ "active": false }));
+        assert_revoked(&introspected, "delegation_revoked");
     }
     let revoked = flow
         .app

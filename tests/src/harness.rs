@@ -622,3 +622,12 @@ impl Drop for OwnRedis {
         self.stop();
     }
 }
+
+/// An introspection answer for a token of the caller's account that was revoked: inactive,
+/// with why (`reason`) and when, and nothing else.
+pub fn assert_revoked(answer: &Value, reason: &str) {
+    assert_eq!(answer["active"], false, "{answer}");
+    assert_eq!(answer["revoked_by"], reason, "{answer}");
+    assert!(answer["revoked_at"].is_string(), "{answer}");
+    assert_eq!(answer.as_object().map(|o| o.len()), Some(3), "{answer}");
+}

@@ -11,8 +11,8 @@ use actix_web::{HttpRequest, HttpResponse, get, post};
 use base64::Engine as _;
 use d2_kernel::{AccountId, Code};
 use d2_oauth::{
-    Agent, AuthMethod, CLIENT_ASSERTION_TYPE, ClientMetadata, GrantType, TokenRequest,
-    TokenResponse, ToolCheck, issuer_url,
+    Agent, AuthMethod, CLIENT_ASSERTION_TYPE, ClientMetadata, GrantType, Introspection,
+    TokenRequest, TokenResponse, ToolCheck, issuer_url,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -485,6 +485,15 @@ pub struct IntrospectionBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub cnf: Option<serde_json::Value>,
+    /// With `active: false`, for a token of the caller's own account that was revoked: why
+    /// (`client`, `admin`, `reuse`, `code_reuse`, `delegation_revoked`,
+    /// `principal_inactive`), so a resource server can tell a withdrawn consent from an
+    /// expired session. Nothing is said of unknown tokens or of another account's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
+    /// When it was revoked (with `revoked_by`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl IntrospectionBody {
@@ -522,6 +531,8 @@ impl IntrospectionBody {
                         .dpop_jkt
                         .as_ref()
                         .map(|jkt| serde_json::json!({ "jkt": jkt })),
+                    revoked_by: None,
+                    revoked_at: None,
                 }
             }
         }
@@ -530,9 +541,10 @@ impl IntrospectionBody {
 
 /// RFC 7662 introspection, for the account's agents (client-authenticated by their secret,
 /// by HTTP Basic or in the body): `token` (and an optional `token_type_hint`, which only hints) answers its
-/// claims and lineage while it works, else only `{"active": false}`: unknown, expired,
-/// revoked, another account's, or its agent disabled or deleted. Served from memory; a
-/// revocation reaches every replica within a second.
+/// claims and lineage while it works, else `{"active": false}`: unknown, expired, revoked,
+/// another account's, or its agent disabled or deleted; a revoked token of the account
+/// also says why (`revoked_by`) and when (`revoked_at`). Served from memory; a revocation
+/// reaches every replica within a second.
 #[utoipa::path(tag = "oauth", security(()), params(("account_id" = Uuid, Path)),
     request_body(content = String, content_type = "application/x-www-form-urlencoded"),
     responses(
@@ -556,7 +568,15 @@ async fn introspect(
         .introspect_as(&agent, &issuer_of(&state, account), &text)
         .await
         .map_err(|error| ApiError::from(error).for_oauth())?;
-    let body = IntrospectionBody::of(found);
+    let body = match found {
+        Introspection::Active(found) => IntrospectionBody::of(Some(found)),
+        Introspection::Revoked { at, reason } => IntrospectionBody {
+            revoked_by: Some(reason),
+            revoked_at: Some(at),
+            ..IntrospectionBody::default()
+        },
+        Introspection::Inactive => IntrospectionBody::default(),
+    };
     Ok(secret_response(actix_web::http::StatusCode::OK, &body))
 }
 

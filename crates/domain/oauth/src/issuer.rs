@@ -118,6 +118,18 @@ pub struct Introspected {
     pub client_id: String,
 }
 
+/// What introspection at the endpoint finds of a token.
+#[derive(Clone, Debug)]
+pub enum Introspection {
+    /// It works.
+    Active(Introspected),
+    /// A token of the caller's account that was revoked: when, and why (a
+    /// [`crate::revocation_reasons`] value).
+    Revoked { at: DateTime<Utc>, reason: String },
+    /// Unknown, another account's, expired, or an agent of its chain inactive.
+    Inactive,
+}
+
 /// Whether a token may call a tool: the decision, with the token and its client.
 #[derive(Clone, Debug)]
 pub struct ToolCheck {
@@ -1534,19 +1546,20 @@ impl TokenIssuer {
         }))
     }
 
-    /// As [`Self::introspect`], for the agent `caller` at the introspection endpoint: a token
-    /// of the account that no longer works (expired, revoked, its agent disabled) is
-    /// audited as `oauth.introspect_deny`, since someone still presents it. Text that is no
-    /// token of the account is not: nothing names whose it would be.
+    /// As [`Self::introspect`], for the agent `caller` at the introspection endpoint, which
+    /// also learns why a revoked token of its account was revoked: a token of the account
+    /// that no longer works (expired, revoked, its agent disabled) is audited as
+    /// `oauth.introspect_deny`, since someone still presents it. Text that is no token of
+    /// the account is not: nothing names whose it would be.
     pub async fn introspect_as(
         &self,
         caller: &Agent,
         issuer: &str,
         text: &str,
-    ) -> Result<Option<Introspected>, GrantError> {
+    ) -> Result<Introspection, GrantError> {
         let account = caller.account_id;
         let Some(record) = self.recognise(account, text).await? else {
-            return Ok(None);
+            return Ok(Introspection::Inactive);
         };
         let now = self.clock.now();
         let why = if record.revoked_at.is_some() {
@@ -1557,7 +1570,7 @@ impl TokenIssuer {
             match self.active_agent(&record).await? {
                 None => "agent_inactive",
                 Some(agent) => {
-                    return Ok(Some(Introspected {
+                    return Ok(Introspection::Active(Introspected {
                         record,
                         issuer: issuer.to_owned(),
                         client_id: agent.client_id(),
@@ -1578,7 +1591,16 @@ impl TokenIssuer {
         if let Err(failure) = self.tokens.audit_refusal(&entry).await {
             tracing::warn!(error = %failure, "the introspection denial could not be audited");
         }
-        Ok(None)
+        Ok(match record.revoked_at {
+            Some(at) => Introspection::Revoked {
+                at,
+                reason: record
+                    .revoked_reason
+                    .clone()
+                    .unwrap_or_else(|| "revoked".to_owned()),
+            },
+            None => Introspection::Inactive,
+        })
     }
 
     /// Whether the access token `text` of `account` may call the tool `name` now, with the

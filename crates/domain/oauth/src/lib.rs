@@ -85,7 +85,7 @@ pub use error::{
     PrincipalError,
 };
 pub use issuer::{
-    ACCESS_TOKEN_TYPE, DEFAULT_REFRESH_REPLAY_SECONDS, Introspected, JWT_TOKEN_TYPE,
+    ACCESS_TOKEN_TYPE, DEFAULT_REFRESH_REPLAY_SECONDS, Introspected, Introspection, JWT_TOKEN_TYPE,
     LineageProblem, TokenIssuer, TokenRecords, TokenRequest, TokenResponse, ToolCheck,
     Verification, actor_claim, issuer_url,
 };
