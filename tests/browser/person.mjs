@@ -55,16 +55,24 @@ async function visit(context, plan) {
     }
   });
 
-  const settled = async (navigation) => {
-    // A navigation that ends at the application's redirect URI may reject as it is
-    // replaced; the arrival is what counts then.
-    await Promise.race([navigation.catch((error) => {
-      if (outcome.redirected === null) throw error;
-    }), arrival]);
+  // Clicking only dispatches the click: what counts is the next document of the page
+  // (loaded), or the arrival at the application's redirect URI (a navigation that ends
+  // there may reject as it is replaced). Waiting for the click alone would read the page
+  // the person is leaving, and close it before its form is answered.
+  const settled = async (act) => {
+    const navigated = page.waitForEvent('framenavigated', {
+      predicate: (frame) => frame === page.mainFrame(),
+    });
+    await Promise.race([
+      Promise.all([navigated, act()]).catch((error) => {
+        if (outcome.redirected === null) throw error;
+      }),
+      arrival,
+    ]);
     await page.waitForLoadState('load').catch(() => {});
   };
 
-  await settled(page.goto(plan.url));
+  await settled(() => page.goto(plan.url));
   for (let step = 0; step < MAX_PAGES && outcome.redirected === null; step += 1) {
     outcome.pages.push({
       url: page.url(),
@@ -75,7 +83,7 @@ async function visit(context, plan) {
     if (await page.$('input[name=login]')) {
       await page.fill('input[name=login]', plan.login ?? 'nobody@example.com');
       await page.fill('input[name=password]', 'any password');
-      await settled(page.click('button[type=submit]'));
+      await settled(() => page.click('button[type=submit]'));
     } else if (await page.$('#approve')) {
       outcome.consent = {
         heading: await page.innerText('h1'),
@@ -88,10 +96,10 @@ async function visit(context, plan) {
         await page.uncheck(`input[type=checkbox][value="${value}"]`);
       }
       const button = plan.decision === 'deny' ? '#deny' : '#approve';
-      await settled(page.click(button));
+      await settled(() => page.click(button));
     } else if (plan.withdraw && (await page.$('button[id^=withdraw-]'))) {
       plan.withdraw = false;
-      await settled(page.click('button[id^=withdraw-]'));
+      await settled(() => page.click('button[id^=withdraw-]'));
     } else {
       break;
     }
