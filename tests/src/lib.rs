@@ -9,6 +9,7 @@ mod accounts;
 mod audit;
 mod authorize;
 mod bad_input;
+mod billing;
 mod bootstrap;
 mod client_documents;
 mod delegations;

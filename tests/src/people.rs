@@ -813,6 +813,20 @@ fn routes(account: &str) -> Vec<(Method, String, &'static str, Option<Value>, Ne
         ),
         (
             Method::GET,
+            "/v1/billing/subscription".into(),
+            "/v1/billing/subscription",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::POST,
+            "/v1/billing/webhooks/stripe".into(),
+            "/v1/billing/webhooks/stripe",
+            Some(json!({ "id": "evt_1" })),
+            Public,
+        ),
+        (
+            Method::GET,
             "/v1/agents/client-policy".into(),
             "/v1/agents/client-policy",
             None,

@@ -7,6 +7,7 @@ pub(crate) mod agents;
 pub(crate) mod analytics;
 pub(crate) mod audit;
 pub(crate) mod authorization_codes;
+pub(crate) mod billing;
 pub(crate) mod catalog;
 pub(crate) mod client_policies;
 pub(crate) mod delegations;

@@ -28,6 +28,7 @@ impl d2_testkit::ContractStore for Kit {
     type AccessRules = crate::Store;
     type Catalog = crate::Store;
     type Delegations = crate::Store;
+    type Billing = crate::Store;
 
     async fn tokens() -> (Self::Guard, crate::Store) {
         fresh().await
@@ -60,6 +61,10 @@ impl d2_testkit::ContractStore for Kit {
             Parties::stored(&store, b).await,
         );
         (db, store, a, b)
+    }
+
+    async fn billing() -> (Self::Guard, crate::Store, AccountId, AccountId) {
+        Self::policies().await
     }
 
     async fn policies() -> (Self::Guard, crate::Store, AccountId, AccountId) {

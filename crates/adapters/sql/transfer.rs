@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::access_rules::RuleRow;
 use crate::accounts::AccountRow;
 use crate::agents::AgentRow;
+use crate::billing::{CustomerRow, ProviderEventRow, SubscriptionRow};
 use crate::catalog::{BindingRow, CatalogRow, ScopeRow, ToolRow};
 use crate::client_policies::ClientPolicyRow;
 use crate::delegations::DelegationRow;
@@ -31,16 +32,19 @@ use crate::policies::{PolicyRow, PublisherKeyRow};
 use crate::position::{Side, in_stream};
 use crate::principals::PrincipalRow;
 use crate::schema::{
-    access_rules, accounts, agent_tools, agents, api_tokens, audit_logs, delegations, events,
-    ingest_refusals, invitations, job_checkpoints, members, oauth_catalogs, oauth_client_policies,
-    oauth_scopes, oauth_tokens, policies, principals, publisher_keys, signing_keys, tasks, tools,
-    users,
+    access_rules, accounts, agent_tools, agents, api_tokens, audit_logs, billing_customers,
+    billing_events, billing_subscriptions, delegations, events, ingest_refusals, invitations,
+    job_checkpoints, members, oauth_catalogs, oauth_client_policies, oauth_scopes, oauth_tokens,
+    policies, principals, publisher_keys, signing_keys, tasks, tools, users,
 };
 use crate::tasks::TaskCopy;
 
 /// The tables copied, in an order that satisfies every foreign key.
-pub const TABLES: [&str; 23] = [
+pub const TABLES: [&str; 26] = [
     "accounts",
+    "billing_customers",
+    "billing_subscriptions",
+    "billing_events",
     "users",
     "members",
     "invitations",
@@ -341,6 +345,30 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
+            "billing_customers" => whole(to_json(
+                billing_customers::table
+                    .order(billing_customers::customer_id)
+                    .select(CustomerRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
+            "billing_subscriptions" => whole(to_json(
+                billing_subscriptions::table
+                    .order(billing_subscriptions::account_id)
+                    .select(SubscriptionRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
+            "billing_events" => whole(to_json(
+                billing_events::table
+                    .order(billing_events::event_id)
+                    .select(ProviderEventRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
             "oauth_client_policies" => whole(to_json(
                 oauth_client_policies::table
                     .order(oauth_client_policies::account_id)
@@ -506,6 +534,27 @@ impl crate::Store {
                 "agents" => insert_rows!(conn, agents::table, from_json::<AgentRow>(rows)?),
                 "oauth_tokens" => {
                     insert_rows!(conn, oauth_tokens::table, from_json::<TokenRow>(rows)?);
+                }
+                "billing_customers" => {
+                    insert_rows!(
+                        conn,
+                        billing_customers::table,
+                        from_json::<CustomerRow>(rows)?
+                    );
+                }
+                "billing_subscriptions" => {
+                    insert_rows!(
+                        conn,
+                        billing_subscriptions::table,
+                        from_json::<SubscriptionRow>(rows)?
+                    );
+                }
+                "billing_events" => {
+                    insert_rows!(
+                        conn,
+                        billing_events::table,
+                        from_json::<ProviderEventRow>(rows)?
+                    );
                 }
                 "oauth_client_policies" => {
                     insert_rows!(

@@ -31,6 +31,7 @@ use utoipa_actix_web::AppExt;
         (name = "metrics", description = "Authorization analytics computed by the analytics store"),
         (name = "agents", description = "Agents: the OAuth clients of the account's authorization server"),
         (name = "oauth", description = "Each account's authorization server for its agents: discovery, JWKS, token, introspection, revocation, principals (its end users) and access rules"),
+        (name = "billing", description = "Subscriptions reported by the payment provider's signed webhooks, and what they make of the account's plan and lock"),
         (name = "admin", description = "The account's view of its authorization server: dashboard, issued tokens with their lineage, revocation, introspection, tasks"),
     )
 )]

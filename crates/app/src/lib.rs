@@ -71,6 +71,8 @@ pub struct App {
     pub store: Store,
     pub accounts: AccountService,
     pub members: Arc<MembersService>,
+    /// Subscriptions the payment provider reports.
+    pub billing: Arc<d2_billing::BillingService>,
     pub invitations: Arc<Invitations>,
     /// The key the consent pages seal their cookies and forms with: derived from the
     /// token pepper, so every replica opens what another sealed.
@@ -166,6 +168,7 @@ impl App {
             members.person_tokens.clone(),
         )?;
         let audit = domains::audit::build(&shared);
+        let billing = domains::billing::build(&shared, &accounts);
         check_job_settings(&settings, &registry.jobs)?;
 
         let page_seal_key = shared.pepper.digest_text("d2 consent pages seal v1");
@@ -190,6 +193,7 @@ impl App {
                 members.sessions,
             )),
             members: members.members,
+            billing,
             invitations: members.invitations,
             browser_sign_in: members.browser_sign_in,
             page_seal_key,

@@ -18,7 +18,7 @@ use d2_kernel::PlanCatalog;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
-use crate::domains::{accounts, events, members, oauth, policy, tokens};
+use crate::domains::{accounts, billing, events, members, oauth, policy, tokens};
 
 /// The profile named by `D2_ENV`: `dev` (the default) relaxes the secret rules; every other
 /// profile (for example `production`) enforces them.
@@ -74,6 +74,7 @@ pub struct Settings {
     #[serde(default)]
     pub smtp: Option<d2_smtp::SmtpSettings>,
     pub oauth: oauth::OAuthSettings,
+    pub billing: billing::BillingSettings,
     pub jwks: policy::JwksSettings,
     pub policy: policy::PolicyConfig,
     pub events: events::EventSettings,
@@ -322,7 +323,14 @@ const EMBEDDED: [(&str, &str); 3] = [
 ];
 
 /// Keys whose environment variable is a comma-separated list.
-const LIST_KEYS: [&str; 2] = ["http.cors.allowed_origins", "crypto.jwk_aes_previous_keys"];
+const LIST_KEYS: [&str; 6] = [
+    "http.cors.allowed_origins",
+    "crypto.jwk_aes_previous_keys",
+    "billing.webhook_secrets",
+    "billing.prices.essentials",
+    "billing.prices.pro",
+    "billing.prices.enterprise",
+];
 
 /// A file of the config directory, or the copy built into the binary when the directory
 /// does not hold it (so the binaries run from anywhere).
@@ -471,6 +479,7 @@ impl Settings {
         self.auth.validate()?;
         self.members.validate()?;
         self.oauth.validate()?;
+        self.billing.validate()?;
         self.jwks.validate()?;
         self.policy.validate()?;
         events::validate(self)

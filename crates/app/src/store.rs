@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use d2_accounts::AccountRepo;
 use d2_audit::AuditLog;
+use d2_billing::BillingRepo;
 use d2_events::{AnalyticsStore, AppResolver, EventStore, ExportCheckpoints};
 use d2_jwks::SigningKeyRepo;
 use d2_kernel::{Change, StoreError, TaskQueue};
@@ -31,6 +32,7 @@ pub trait Repositories:
     + OAuthTokenRepo
     + AuthorizationCodeRepo
     + ClientPolicyRepo
+    + BillingRepo
     + PrincipalRepo
     + DelegationRepo
     + AccessRuleRepo

@@ -34,6 +34,7 @@ pub trait ContractStore {
     type AccessRules: suites::access_rules::Store;
     type Catalog: suites::catalog::Store;
     type Delegations: suites::authorization_codes::Store;
+    type Billing: suites::billing::Store;
 
     async fn tokens() -> (Self::Guard, Self::Tokens);
 
@@ -61,6 +62,9 @@ pub trait ContractStore {
         fixtures::Parties,
         fixtures::Parties,
     );
+
+    /// A store with two trial accounts the billing suites may write into.
+    async fn billing() -> (Self::Guard, Self::Billing, AccountId, AccountId);
 
     /// A store with two accounts the policy suites may write into.
     async fn policies() -> (Self::Guard, Self::Policies, AccountId, AccountId);
@@ -153,6 +157,8 @@ macro_rules! __contract_suite_list {
             catalog(store, a):
                 catalog::scope_seeding_races,
                 catalog::scope_change_races;
+            billing(store, a, b): billing::provider_events;
+            billing(store, a): billing::provider_event_races;
         }
     };
 }
@@ -230,8 +236,11 @@ macro_rules! __contract_suite_test {
 mod memory {
     use std::sync::Arc;
 
+    use chrono::Utc;
     use d2_accounts::memory::MemoryAccountRepo;
+    use d2_accounts::{Account, AccountName};
     use d2_audit::memory::MemoryAuditLog;
+    use d2_billing::memory::MemoryBillingRepo;
     use d2_events::memory::MemoryEvents;
     use d2_events::{EventStore as _, NewEvent};
     use d2_jwks::memory::MemorySigningKeys;
@@ -259,6 +268,7 @@ mod memory {
         type AccessRules = MemoryAccessRules;
         type Catalog = MemoryAgents;
         type Delegations = MemoryDelegations;
+        type Billing = MemoryBillingRepo;
 
         async fn tokens() -> ((), MemoryStore) {
             let accounts = MemoryAccountRepo::new(Arc::new(MemoryAuditLog::default()));
@@ -297,6 +307,16 @@ mod memory {
             ))));
             let parties = || Parties::unstored(AccountId::random());
             ((), store, parties(), parties())
+        }
+
+        async fn billing() -> ((), MemoryBillingRepo, AccountId, AccountId) {
+            let accounts = Arc::new(MemoryAccountRepo::new(Arc::new(MemoryAuditLog::default())));
+            let (a, b) = (AccountId::random(), AccountId::random());
+            for id in [a, b] {
+                let name = AccountName::parse("Billing").unwrap_or_else(|_| unreachable!());
+                accounts.insert_account(Account::new_trial(id, name, Utc::now(), 14));
+            }
+            ((), MemoryBillingRepo::new(accounts), a, b)
         }
 
         async fn policies() -> ((), MemoryPolicies, AccountId, AccountId) {

@@ -125,6 +125,44 @@ diesel::table! {
 }
 
 diesel::table! {
+    billing_customers (customer_id) {
+        customer_id -> Text,
+        account_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    billing_events (event_id) {
+        event_id -> Text,
+        event_type -> Text,
+        event_created_at -> Timestamptz,
+        received_at -> Timestamptz,
+        account_id -> Nullable<Uuid>,
+        outcome -> Text,
+        reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    billing_subscriptions (account_id) {
+        account_id -> Uuid,
+        subscription_id -> Text,
+        customer_id -> Text,
+        plan -> Text,
+        status -> Text,
+        current_period_start -> Nullable<Timestamptz>,
+        current_period_end -> Nullable<Timestamptz>,
+        cancel_at_period_end -> Bool,
+        canceled_at -> Nullable<Timestamptz>,
+        ended_at -> Nullable<Timestamptz>,
+        event_id -> Text,
+        event_created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     delegations (id) {
         id -> Uuid,
         account_id -> Uuid,
@@ -408,6 +446,9 @@ diesel::joinable!(authorization_codes -> accounts (account_id));
 diesel::joinable!(authorization_codes -> agents (agent_id));
 diesel::joinable!(authorization_codes -> delegations (delegation_id));
 diesel::joinable!(authorization_codes -> principals (principal_id));
+diesel::joinable!(billing_customers -> accounts (account_id));
+diesel::joinable!(billing_events -> accounts (account_id));
+diesel::joinable!(billing_subscriptions -> accounts (account_id));
 diesel::joinable!(delegations -> accounts (account_id));
 diesel::joinable!(delegations -> principals (grantor_principal_id));
 diesel::joinable!(events -> accounts (account_id));
@@ -437,6 +478,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_tokens,
     audit_logs,
     authorization_codes,
+    billing_customers,
+    billing_events,
+    billing_subscriptions,
     delegations,
     events,
     ingest_refusals,

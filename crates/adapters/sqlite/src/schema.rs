@@ -527,7 +527,61 @@ diesel::joinable!(publisher_keys -> accounts (account_id));
 diesel::joinable!(signing_keys -> accounts (account_id));
 diesel::joinable!(tools -> accounts (account_id));
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::Uuid;
+
+    billing_customers (customer_id) {
+        customer_id -> Text,
+        account_id -> Uuid,
+        created_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::Uuid;
+
+    billing_events (event_id) {
+        event_id -> Text,
+        event_type -> Text,
+        event_created_at -> TimestamptzSqlite,
+        received_at -> TimestamptzSqlite,
+        account_id -> Nullable<Uuid>,
+        outcome -> Text,
+        reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::Uuid;
+
+    billing_subscriptions (account_id) {
+        account_id -> Uuid,
+        subscription_id -> Text,
+        customer_id -> Text,
+        plan -> Text,
+        status -> Text,
+        current_period_start -> Nullable<TimestamptzSqlite>,
+        current_period_end -> Nullable<TimestamptzSqlite>,
+        cancel_at_period_end -> Bool,
+        canceled_at -> Nullable<TimestamptzSqlite>,
+        ended_at -> Nullable<TimestamptzSqlite>,
+        event_id -> Text,
+        event_created_at -> TimestamptzSqlite,
+        updated_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::joinable!(billing_customers -> accounts (account_id));
+diesel::joinable!(billing_events -> accounts (account_id));
+diesel::joinable!(billing_subscriptions -> accounts (account_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
+    billing_customers,
+    billing_events,
+    billing_subscriptions,
     access_rules,
     accounts,
     agent_tools,

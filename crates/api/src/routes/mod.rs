@@ -12,6 +12,7 @@ mod agents;
 mod analytics;
 mod audit;
 mod authorize;
+mod billing;
 mod bootstrap;
 mod delegations;
 mod events;
@@ -64,6 +65,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(invitations::configure)
         .configure(invitations::configure_public)
         .configure(tokens::configure)
+        .configure(billing::configure)
         .configure(admin::configure)
         .configure(agents::configure)
         .configure(tools::configure)

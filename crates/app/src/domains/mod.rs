@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod billing;
 pub mod events;
 pub mod members;
 pub mod oauth;

@@ -75,6 +75,11 @@ d2_kernel::named_values! {
         OAuthClientPolicyUpdate = "oauth.client_policy_update",
         /// A new initial access token for dynamic client registration replaced the last.
         OAuthInitialAccessIssue = "oauth.initial_access_issue",
+        /// A checkout of the payment provider completed: its customer is the account's.
+        BillingCheckoutComplete = "billing.checkout_complete",
+        /// The payment provider reported a subscription's state: its status, and the
+        /// account's plan and lock it brought.
+        BillingSubscriptionUpdate = "billing.subscription_update",
         PrincipalCreate = "principal.create",
         PrincipalUpdate = "principal.update",
         PrincipalDelete = "principal.delete",
@@ -339,6 +344,8 @@ mod tests {
                 "oauth.introspect_deny",
                 "oauth.client_policy_update",
                 "oauth.initial_access_issue",
+                "billing.checkout_complete",
+                "billing.subscription_update",
                 "principal.create",
                 "principal.update",
                 "principal.delete",

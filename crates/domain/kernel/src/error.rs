@@ -163,6 +163,12 @@ error_codes! {
     EventBatchTooLarge = "event_batch_too_large", PayloadTooLarge, "Event batch too large";
     TooManyEvents = "too_many_events", PayloadTooLarge, "Too many events in one batch";
     InvalidEvent = "invalid_event", BadRequest, "Invalid event";
+    // Billing.
+    /// Webhooks arrive while no signing secret is configured (`billing.webhook_secrets`).
+    BillingNotConfigured = "billing_not_configured", NotFound, "Billing webhooks not configured";
+    InvalidWebhookSignature = "invalid_webhook_signature", BadRequest, "Invalid webhook signature";
+    /// A signed payload that is no event of the payment provider.
+    InvalidWebhookEvent = "invalid_webhook_event", BadRequest, "Invalid webhook event";
     MetricsDisabled = "metrics_disabled", Forbidden, "Metrics disabled";
     InvalidTimeRange = "invalid_time_range", BadRequest, "Invalid time range";
     // Agents (OAuth clients).

@@ -12,12 +12,15 @@ pub struct UnknownLockReason(pub String);
 crate::named_values! {
     /// Why an account is locked. The names are stored.
     ///
-    /// Only the end of a trial locks an account today. Billing adds the lapse of a payment
-    /// (`payment_lapsed`, lifted when the account pays) together with the storage
-    /// constraint that admits it.
+    /// A subscription the payment provider reports as served again lifts any of them.
     pub enum LockReason (unknown: UnknownLockReason) {
         /// The trial ended without a paid plan.
         TrialEnded = "trial_ended",
+        /// The subscription's payments lapsed (unpaid, or paused without a payment
+        /// method).
+        PaymentLapsed = "payment_lapsed",
+        /// The subscription ended (canceled), since its end.
+        SubscriptionEnded = "subscription_ended",
     }
 }
 

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod agents;
 pub mod audit;
 pub mod authorization_codes;
+pub mod billing;
 pub mod catalog;
 pub mod delegations;
 pub mod events;

@@ -1,0 +1,29 @@
+#![doc = include_str!("../README.md")]
+#![deny(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::as_conversions,
+    clippy::panic,
+    clippy::arithmetic_side_effects
+)]
+
+#[cfg(any(test, feature = "testing"))]
+pub mod memory;
+mod ports;
+mod provider;
+mod service;
+mod signature;
+mod subscription;
+#[cfg(test)]
+#[expect(
+    clippy::arithmetic_side_effects,
+    reason = "test events' times are small offsets"
+)]
+mod tests;
+
+pub use ports::{BillingRepo, DecideOf, Decision, EventOutcome};
+pub use provider::{MalformedEvent, PriceTiers, ProviderEvent, Report, SubscriptionReport};
+pub use service::{BillingError, BillingOverview, BillingService, Received};
+pub use signature::{SignatureError, WebhookSecrets, sign};
+pub use subscription::{Subscription, SubscriptionStatus, UnknownStatus};

@@ -1,0 +1,139 @@
+//! In-memory subscriptions, customer links and received events, for tests. Accounts and
+//! audit records are those of the accounts domain's fake, which this store also answers
+//! for, so that a contract suite reads back what an event wrote.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use d2_accounts::memory::MemoryAccountRepo;
+use d2_accounts::{Account, AccountPatch, AccountRepo, AuditOf, JobAuditOf};
+use d2_audit::{AuditFilter, AuditLog, AuditRecord};
+use d2_kernel::{AccountId, Page, PageRequest, StoreError, UserId};
+
+use crate::ports::{BillingRepo, DecideOf, EventOutcome};
+use crate::provider::ProviderEvent;
+use crate::subscription::Subscription;
+
+#[derive(Debug, Default)]
+struct State {
+    events: HashSet<String>,
+    customers: HashMap<String, AccountId>,
+    subscriptions: HashMap<AccountId, Subscription>,
+}
+
+#[derive(Debug)]
+pub struct MemoryBillingRepo {
+    accounts: Arc<MemoryAccountRepo>,
+    state: Mutex<State>,
+}
+
+impl MemoryBillingRepo {
+    pub fn new(accounts: Arc<MemoryAccountRepo>) -> Self {
+        Self {
+            accounts,
+            state: Mutex::new(State::default()),
+        }
+    }
+}
+
+#[async_trait]
+impl BillingRepo for MemoryBillingRepo {
+    async fn receive_event(
+        &self,
+        event: &ProviderEvent,
+        _received_at: DateTime<Utc>,
+        decide: DecideOf<'_>,
+    ) -> Result<(EventOutcome, Option<AccountId>), StoreError> {
+        // One lock for the whole event: the fake's transaction.
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if !state.events.insert(event.id.clone()) {
+            return Ok((EventOutcome::Duplicate, None));
+        }
+        let linked = event
+            .customer
+            .as_ref()
+            .and_then(|customer| state.customers.get(customer).copied());
+        let Some(account) = event
+            .account
+            .or(linked)
+            .and_then(|id| self.accounts.account(id))
+        else {
+            return Ok((EventOutcome::Ignored("unknown_account".to_owned()), None));
+        };
+        if let Some(customer) = &event.customer {
+            state
+                .customers
+                .entry(customer.clone())
+                .or_insert(account.id);
+        }
+        let decision = decide(&account, state.subscriptions.get(&account.id));
+        if let Some(subscription) = decision.subscription {
+            state.subscriptions.insert(account.id, subscription);
+        }
+        if let Some(after) = decision.account {
+            self.accounts.insert_account(after);
+        }
+        for entry in decision.audit {
+            self.accounts.audit().append(entry);
+        }
+        Ok((decision.outcome, Some(account.id)))
+    }
+
+    async fn subscription(&self, account: AccountId) -> Result<Option<Subscription>, StoreError> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(state.subscriptions.get(&account).cloned())
+    }
+}
+
+#[async_trait]
+impl AccountRepo for MemoryBillingRepo {
+    async fn find_account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        self.accounts.find_account(id).await
+    }
+
+    async fn update(
+        &self,
+        id: AccountId,
+        patch: &AccountPatch,
+        audit_of: AuditOf<'_>,
+    ) -> Result<Option<Account>, StoreError> {
+        self.accounts.update(id, patch, audit_of).await
+    }
+
+    async fn count_members(&self, id: AccountId) -> Result<u64, StoreError> {
+        self.accounts.count_members(id).await
+    }
+
+    async fn has_accounts(&self) -> Result<bool, StoreError> {
+        self.accounts.has_accounts().await
+    }
+
+    async fn first_owner(&self, id: AccountId) -> Result<Option<UserId>, StoreError> {
+        self.accounts.first_owner(id).await
+    }
+
+    async fn lock_expired_trials(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+        audit_of: JobAuditOf<'_>,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        self.accounts
+            .lock_expired_trials(now, limit, audit_of)
+            .await
+    }
+}
+
+#[async_trait]
+impl AuditLog for MemoryBillingRepo {
+    async fn search(
+        &self,
+        account_id: AccountId,
+        filter: &AuditFilter,
+        page: &PageRequest,
+    ) -> Result<Page<AuditRecord>, StoreError> {
+        self.accounts.audit().search(account_id, filter, page).await
+    }
+}
