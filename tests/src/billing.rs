@@ -388,6 +388,9 @@ async fn forged_stale_and_malformed_deliveries_are_refused_and_change_nothing() 
     deliver_signed(&plain, &payload, Some(header))
         .await
         .assert_problem(404, "billing_not_configured");
+    deliver_signed(&plain, &payload, None)
+        .await
+        .assert_problem(400, "invalid_webhook_signature");
 }
 
 #[tokio::test(flavor = "multi_thread")]

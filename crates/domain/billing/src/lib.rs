@@ -8,6 +8,14 @@
     clippy::arithmetic_side_effects
 )]
 
+mod credits;
+#[cfg(test)]
+#[expect(
+    clippy::arithmetic_side_effects,
+    reason = "test grants' times are small offsets"
+)]
+mod credits_tests;
+mod forecast;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 mod ports;
@@ -22,6 +30,11 @@ mod subscription;
 )]
 mod tests;
 
+pub use credits::{
+    Burn, CreditGrant, GrantId, GrantSource, InsufficientCredits, UnknownSource, balance, cost,
+    plan_release, plan_spend,
+};
+pub use forecast::{Forecast, WINDOW_DAYS, forecast};
 pub use ports::{BillingRepo, DecideOf, Decision, EventOutcome};
 pub use provider::{MalformedEvent, PriceTiers, ProviderEvent, Report, SubscriptionReport};
 pub use service::{BillingError, BillingOverview, BillingService, Received};

@@ -99,6 +99,10 @@ impl BillingService {
         signature: Option<&str>,
         payload: &[u8],
     ) -> Result<Received, BillingError> {
+        // A delivery without a signature is refused as such, configured or not.
+        if signature.is_none() {
+            return Err(SignatureError::Missing.into());
+        }
         if !self.secrets.is_configured() {
             return Err(BillingError::NotConfigured);
         }
