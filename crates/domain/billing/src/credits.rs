@@ -112,20 +112,12 @@ pub fn plan_spend(
         .filter(|grant| grant.is_spendable_at(now))
         .collect();
     spendable.sort_by(|a, b| a.burn_order(b));
-    let mut left = amount;
-    let mut burns = Vec::new();
-    for grant in spendable {
-        if left == 0 {
-            break;
-        }
-        let taken = left.min(grant.remaining);
-        burns.push(Burn {
-            grant: grant.id,
-            amount: taken,
-        });
-        left = left.saturating_sub(taken);
-    }
-    Ok(burns)
+    Ok(take(
+        amount,
+        spendable
+            .into_iter()
+            .map(|grant| (grant.id, grant.remaining)),
+    ))
 }
 
 /// What settling a reservation that took `burns` for `actual` credits gives back: the
@@ -135,20 +127,30 @@ pub fn plan_release(burns: &[Burn], actual: u64) -> Option<Vec<Burn>> {
     let reserved = burns
         .iter()
         .fold(0_u64, |sum, burn| sum.saturating_add(burn.amount));
-    let mut left = reserved.checked_sub(actual)?;
-    let mut releases = Vec::new();
-    for burn in burns.iter().rev() {
+    let back = reserved.checked_sub(actual)?;
+    Some(take(
+        back,
+        burns.iter().rev().map(|burn| (burn.grant, burn.amount)),
+    ))
+}
+
+/// `amount` taken from `sources` (each a grant and what it can give) in their order,
+/// each giving what it can until nothing is left.
+fn take(amount: u64, sources: impl Iterator<Item = (GrantId, u64)>) -> Vec<Burn> {
+    let mut left = amount;
+    let mut burns = Vec::new();
+    for (grant, available) in sources {
         if left == 0 {
             break;
         }
-        let returned = left.min(burn.amount);
-        releases.push(Burn {
-            grant: burn.grant,
-            amount: returned,
+        let taken = left.min(available);
+        burns.push(Burn {
+            grant,
+            amount: taken,
         });
-        left = left.saturating_sub(returned);
+        left = left.saturating_sub(taken);
     }
-    Some(releases)
+    burns
 }
 
 /// The credits `quantity` units cost at `price` credits per `per` units, rounded up (a
