@@ -468,3 +468,222 @@ async fn only_admins_read_the_subscription() {
         .await
         .assert_problem(401, "missing_authorization");
 }
+
+async fn credits(app: &TestApp, tenant: &Tenant) -> Value {
+    app.get("/v1/billing/credits", &tenant.token)
+        .await
+        .assert_status(200)
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credits_are_granted_spent_in_burn_order_and_a_retry_spends_once() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let other = app.bootstrap().await;
+    let expiry = now(&app) + Duration::days(1);
+    let purchase = app
+        .post(
+            "/v1/billing/credits/add",
+            &tenant.token,
+            json!({"amount": 100, "source": "purchase", "reason": "order 42"}),
+        )
+        .await;
+    let purchase = purchase.assert_status(201).clone();
+    assert_eq!(purchase["grant"]["remaining"], 100);
+    assert_eq!(purchase["entry"]["balance_after"], 100);
+    let promotion = app
+        .post(
+            "/v1/billing/credits/add",
+            &tenant.token,
+            json!({"amount": 30, "source": "promotion", "expires_at": expiry}),
+        )
+        .await;
+    let promotion = promotion.assert_status(201).clone();
+    assert_eq!(credits(&app, &tenant).await["balance"], 130);
+
+    let spend = |amount: u64, key: &str| {
+        app.post(
+            "/v1/billing/credits/spend",
+            &tenant.token,
+            json!({"amount": amount, "idempotency_key": key, "reason": "gpt tokens"}),
+        )
+    };
+    app.advance(1);
+    let first = spend(40, "report-1").await;
+    let first = first.assert_status(201).clone();
+    // The promotion expires first: spent first.
+    assert_eq!(
+        first["burns"],
+        json!([
+            {"grant_id": promotion["grant"]["grant_id"], "amount": 30},
+            {"grant_id": purchase["grant"]["grant_id"], "amount": 10},
+        ])
+    );
+    assert_eq!(first["balance_after"], 90);
+    // The provider of the report retries: the first spend, nothing spent again.
+    let retry = spend(40, "report-1").await;
+    assert_eq!(retry.assert_status(200)["entry_id"], first["entry_id"]);
+    spend(41, "report-1")
+        .await
+        .assert_problem(409, "idempotency_key_reused");
+    let short = spend(91, "report-2").await;
+    short.assert_problem(402, "insufficient_credits");
+    assert!(
+        short.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("90 available")
+    );
+    let state = credits(&app, &tenant).await;
+    assert_eq!(state["balance"], 90);
+    assert_eq!(state["entries"].as_array().unwrap().len(), 3);
+    assert_eq!(state["entries"][0]["entry_id"], first["entry_id"]);
+
+    // Concurrent spends never overdraw: 90 credits hold twelve spends of 7.
+    let outcomes = join_all((0..20).map(|n| {
+        app.post(
+            "/v1/billing/credits/spend",
+            &tenant.token,
+            json!({"amount": 7, "idempotency_key": format!("burst-{n}")}),
+        )
+    }))
+    .await;
+    let statuses: Vec<u16> = outcomes.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        12,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 402).count(),
+        8,
+        "{statuses:?}"
+    );
+    assert_eq!(credits(&app, &tenant).await["balance"], 6);
+
+    let audit = app.audit(&tenant).await;
+    let count = |action: &str| audit.iter().filter(|r| r["action"] == action).count();
+    assert_eq!(count("billing.credits_add"), 2);
+    assert_eq!(count("billing.credits_spend"), 13);
+    // The other account has none of it, and cannot spend the first one's.
+    let theirs = credits(&app, &other).await;
+    assert_eq!(theirs["balance"], 0);
+    assert!(theirs["grants"].as_array().unwrap().is_empty());
+    app.post(
+        "/v1/billing/credits/spend",
+        &other.token,
+        json!({"amount": 1, "idempotency_key": "report-1"}),
+    )
+    .await
+    .assert_problem(402, "insufficient_credits");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_credit_requests_are_refused_and_write_nothing() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    app.post(
+        "/v1/billing/credits/add",
+        &tenant.token,
+        json!({"amount": 10, "source": "purchase"}),
+    )
+    .await
+    .assert_status(201);
+    let start = now(&app);
+    let refused_grants = [
+        (
+            json!({"amount": 0, "source": "purchase"}),
+            "invalid_credits",
+        ),
+        (
+            json!({"amount": 1_000_000_000_001_u64, "source": "purchase"}),
+            "invalid_credits",
+        ),
+        (json!({"amount": -5, "source": "purchase"}), "invalid_body"),
+        (json!({"amount": 1.5, "source": "purchase"}), "invalid_body"),
+        (json!({"amount": 5, "source": "gift"}), "invalid_body"),
+        (json!({"amount": 5}), "invalid_body"),
+        (
+            json!({"amount": 5, "source": "plan", "currency": "usd"}),
+            "invalid_body",
+        ),
+        (
+            json!({"amount": 5, "source": "plan", "priority": 256}),
+            "invalid_body",
+        ),
+        (
+            json!({"amount": 5, "source": "plan", "effective_at": start, "expires_at": start}),
+            "invalid_credits",
+        ),
+        (
+            json!({"amount": 5, "source": "plan", "reason": "a\u{7}b"}),
+            "invalid_credits",
+        ),
+    ];
+    for (body, code) in refused_grants {
+        let reply = app
+            .post("/v1/billing/credits/add", &tenant.token, body.clone())
+            .await;
+        assert_eq!(reply.status.as_u16(), 400, "{body}: {}", reply.text);
+        assert_eq!(reply.body["code"], code, "{body}: {}", reply.text);
+    }
+    let refused_spends = [
+        (
+            json!({"amount": 0, "idempotency_key": "k"}),
+            "invalid_credits",
+        ),
+        (
+            json!({"amount": 1, "idempotency_key": ""}),
+            "invalid_credits",
+        ),
+        (
+            json!({"amount": 1, "idempotency_key": "x".repeat(256)}),
+            "invalid_credits",
+        ),
+        (
+            json!({"amount": 1, "idempotency_key": "a\nb"}),
+            "invalid_credits",
+        ),
+        (
+            json!({"amount": 1.5, "idempotency_key": "k"}),
+            "invalid_body",
+        ),
+        (json!({"amount": 1}), "invalid_body"),
+        (
+            json!({"amount": 1, "idempotency_key": "k", "model": "x"}),
+            "invalid_body",
+        ),
+    ];
+    for (body, code) in refused_spends {
+        let reply = app
+            .post("/v1/billing/credits/spend", &tenant.token, body.clone())
+            .await;
+        assert_eq!(reply.status.as_u16(), 400, "{body}: {}", reply.text);
+        assert_eq!(reply.body["code"], code, "{body}: {}", reply.text);
+    }
+    let state = credits(&app, &tenant).await;
+    assert_eq!(state["balance"], 10);
+    assert_eq!(state["entries"].as_array().unwrap().len(), 1);
+
+    // Only admins: a server token is refused on every credits route.
+    let (server, _) = app.issue(&tenant, json!({ "kind": "server" })).await;
+    app.get("/v1/billing/credits", &server)
+        .await
+        .assert_problem(403, "insufficient_scope");
+    app.post(
+        "/v1/billing/credits/spend",
+        &server,
+        json!({"amount": 1, "idempotency_key": "k"}),
+    )
+    .await
+    .assert_problem(403, "insufficient_scope");
+    app.post(
+        "/v1/billing/credits/add",
+        &server,
+        json!({"amount": 1, "source": "promotion"}),
+    )
+    .await
+    .assert_problem(403, "insufficient_scope");
+    assert_eq!(credits(&app, &tenant).await["balance"], 10);
+}

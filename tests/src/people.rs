@@ -813,6 +813,27 @@ fn routes(account: &str) -> Vec<(Method, String, &'static str, Option<Value>, Ne
         ),
         (
             Method::GET,
+            "/v1/billing/credits".into(),
+            "/v1/billing/credits",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::POST,
+            "/v1/billing/credits/add".into(),
+            "/v1/billing/credits/add",
+            Some(json!({ "amount": 1, "source": "promotion" })),
+            Scope("admin"),
+        ),
+        (
+            Method::POST,
+            "/v1/billing/credits/spend".into(),
+            "/v1/billing/credits/spend",
+            Some(json!({ "amount": 1, "idempotency_key": "roles" })),
+            Scope("admin"),
+        ),
+        (
+            Method::GET,
             "/v1/billing/subscription".into(),
             "/v1/billing/subscription",
             None,

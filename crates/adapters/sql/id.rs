@@ -44,5 +44,7 @@ id_conversions!(
     PolicyId,
     TokenId,
     UserId,
-    d2_members::InvitationId
+    d2_members::InvitationId,
+    d2_billing::GrantId,
+    d2_billing::EntryId
 );

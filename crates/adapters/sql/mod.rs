@@ -10,6 +10,7 @@ pub(crate) mod authorization_codes;
 pub(crate) mod billing;
 pub(crate) mod catalog;
 pub(crate) mod client_policies;
+pub(crate) mod credits;
 pub(crate) mod delegations;
 pub(crate) mod errors;
 pub(crate) mod events;

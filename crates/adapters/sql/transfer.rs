@@ -20,6 +20,7 @@ use crate::agents::AgentRow;
 use crate::billing::{CustomerRow, ProviderEventRow, SubscriptionRow};
 use crate::catalog::{BindingRow, CatalogRow, ScopeRow, ToolRow};
 use crate::client_policies::ClientPolicyRow;
+use crate::credits::{EntryRow, GrantRow};
 use crate::delegations::DelegationRow;
 use crate::error::{TxError, from_diesel};
 use crate::events::EventRow;
@@ -33,18 +34,21 @@ use crate::position::{Side, in_stream};
 use crate::principals::PrincipalRow;
 use crate::schema::{
     access_rules, accounts, agent_tools, agents, api_tokens, audit_logs, billing_customers,
-    billing_events, billing_subscriptions, delegations, events, ingest_refusals, invitations,
-    job_checkpoints, members, oauth_catalogs, oauth_client_policies, oauth_scopes, oauth_tokens,
-    policies, principals, publisher_keys, signing_keys, tasks, tools, users,
+    billing_events, billing_subscriptions, credit_entries, credit_grants, delegations, events,
+    ingest_refusals, invitations, job_checkpoints, members, oauth_catalogs, oauth_client_policies,
+    oauth_scopes, oauth_tokens, policies, principals, publisher_keys, signing_keys, tasks, tools,
+    users,
 };
 use crate::tasks::TaskCopy;
 
 /// The tables copied, in an order that satisfies every foreign key.
-pub const TABLES: [&str; 26] = [
+pub const TABLES: [&str; 28] = [
     "accounts",
     "billing_customers",
     "billing_subscriptions",
     "billing_events",
+    "credit_grants",
+    "credit_entries",
     "users",
     "members",
     "invitations",
@@ -345,6 +349,22 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
+            "credit_grants" => whole(to_json(
+                credit_grants::table
+                    .order(credit_grants::id)
+                    .select(GrantRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
+            "credit_entries" => whole(to_json(
+                credit_entries::table
+                    .order(credit_entries::id)
+                    .select(EntryRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
             "billing_customers" => whole(to_json(
                 billing_customers::table
                     .order(billing_customers::customer_id)
@@ -534,6 +554,12 @@ impl crate::Store {
                 "agents" => insert_rows!(conn, agents::table, from_json::<AgentRow>(rows)?),
                 "oauth_tokens" => {
                     insert_rows!(conn, oauth_tokens::table, from_json::<TokenRow>(rows)?);
+                }
+                "credit_grants" => {
+                    insert_rows!(conn, credit_grants::table, from_json::<GrantRow>(rows)?);
+                }
+                "credit_entries" => {
+                    insert_rows!(conn, credit_entries::table, from_json::<EntryRow>(rows)?);
                 }
                 "billing_customers" => {
                     insert_rows!(

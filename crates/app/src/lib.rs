@@ -71,8 +71,8 @@ pub struct App {
     pub store: Store,
     pub accounts: AccountService,
     pub members: Arc<MembersService>,
-    /// Subscriptions the payment provider reports.
-    pub billing: Arc<d2_billing::BillingService>,
+    /// Subscriptions the payment provider reports, and the credits ledger.
+    pub billing: domains::billing::Billing,
     pub invitations: Arc<Invitations>,
     /// The key the consent pages seal their cookies and forms with: derived from the
     /// token pepper, so every replica opens what another sealed.

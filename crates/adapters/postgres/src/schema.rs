@@ -163,6 +163,36 @@ diesel::table! {
 }
 
 diesel::table! {
+    credit_entries (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        kind -> Text,
+        amount -> Int8,
+        balance_after -> Int8,
+        grant_id -> Nullable<Uuid>,
+        burns -> Jsonb,
+        idempotency_key -> Nullable<Text>,
+        reason -> Nullable<Text>,
+        actor -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    credit_grants (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        source -> Text,
+        amount -> Int8,
+        remaining -> Int8,
+        priority -> Int2,
+        effective_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     delegations (id) {
         id -> Uuid,
         account_id -> Uuid,
@@ -449,6 +479,9 @@ diesel::joinable!(authorization_codes -> principals (principal_id));
 diesel::joinable!(billing_customers -> accounts (account_id));
 diesel::joinable!(billing_events -> accounts (account_id));
 diesel::joinable!(billing_subscriptions -> accounts (account_id));
+diesel::joinable!(credit_entries -> accounts (account_id));
+diesel::joinable!(credit_entries -> credit_grants (grant_id));
+diesel::joinable!(credit_grants -> accounts (account_id));
 diesel::joinable!(delegations -> accounts (account_id));
 diesel::joinable!(delegations -> principals (grantor_principal_id));
 diesel::joinable!(events -> accounts (account_id));
@@ -481,6 +514,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     billing_customers,
     billing_events,
     billing_subscriptions,
+    credit_entries,
+    credit_grants,
     delegations,
     events,
     ingest_refusals,

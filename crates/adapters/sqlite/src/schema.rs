@@ -578,7 +578,49 @@ diesel::joinable!(billing_customers -> accounts (account_id));
 diesel::joinable!(billing_events -> accounts (account_id));
 diesel::joinable!(billing_subscriptions -> accounts (account_id));
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    credit_entries (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        kind -> Text,
+        amount -> BigInt,
+        balance_after -> BigInt,
+        grant_id -> Nullable<Uuid>,
+        burns -> Jsonb,
+        idempotency_key -> Nullable<Text>,
+        reason -> Nullable<Text>,
+        actor -> Text,
+        created_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::Uuid;
+
+    credit_grants (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        source -> Text,
+        amount -> BigInt,
+        remaining -> BigInt,
+        priority -> SmallInt,
+        effective_at -> TimestamptzSqlite,
+        expires_at -> Nullable<TimestamptzSqlite>,
+        created_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::joinable!(credit_entries -> accounts (account_id));
+diesel::joinable!(credit_entries -> credit_grants (grant_id));
+diesel::joinable!(credit_grants -> accounts (account_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
+    credit_entries,
+    credit_grants,
     billing_customers,
     billing_events,
     billing_subscriptions,

@@ -1,18 +1,26 @@
 use actix_web::web::{Bytes, Data};
 use actix_web::{HttpRequest, HttpResponse, get, post};
 use chrono::{DateTime, Utc};
-use d2_billing::Subscription;
+use d2_billing::{
+    CreditGrant, CreditsOverview, GrantRequest, GrantSource, LedgerEntry, SpendRequest,
+    Subscription,
+};
 use d2_kernel::AccountLock;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::Auth;
+use crate::body::Json;
 use crate::error::ApiResult;
 use crate::state::ApiState;
 
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
-    cfg.service(stripe_webhook).service(subscription);
+    cfg.service(stripe_webhook)
+        .service(subscription)
+        .service(add_credits)
+        .service(spend_credits)
+        .service(credits);
 }
 
 /// What became of a delivered event.
@@ -58,7 +66,12 @@ async fn stripe_webhook(
         .headers()
         .get("stripe-signature")
         .and_then(|value| value.to_str().ok());
-    let received = state.app.billing.receive(signature, &body).await?;
+    let received = state
+        .app
+        .billing
+        .subscriptions
+        .receive(signature, &body)
+        .await?;
     Ok(HttpResponse::Ok().json(WebhookReceipt {
         received: true,
         reason: received.outcome.reason().map(str::to_owned),
@@ -143,10 +156,267 @@ pub struct BillingView {
 ))]
 #[get("/v1/billing/subscription")]
 async fn subscription(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
-    let overview = state.app.billing.overview(&auth).await?;
+    let overview = state.app.billing.subscriptions.overview(&auth).await?;
     Ok(HttpResponse::Ok().json(BillingView {
         plan: overview.plan.as_str().to_owned(),
         lock: overview.lock.map(LockView::from),
         subscription: overview.subscription.map(SubscriptionView::from),
     }))
+}
+
+/// Where granted credits come from.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantSourceBody {
+    Purchase,
+    Plan,
+    Promotion,
+}
+
+impl From<GrantSourceBody> for GrantSource {
+    fn from(source: GrantSourceBody) -> Self {
+        match source {
+            GrantSourceBody::Purchase => GrantSource::Purchase,
+            GrantSourceBody::Plan => GrantSource::Plan,
+            GrantSourceBody::Promotion => GrantSource::Promotion,
+        }
+    }
+}
+
+/// Credits to grant.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddCreditsBody {
+    /// Whole credits, 1 to 10^12.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
+    pub amount: u64,
+    pub source: GrantSourceBody,
+    /// Lower is spent first (default 10).
+    #[schema(minimum = 0, maximum = 255)]
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// When the credits may be spent from (default now).
+    pub effective_at: Option<DateTime<Utc>>,
+    /// When what is left of them is gone (default never); after `effective_at`.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// At most 500 characters.
+    #[schema(max_length = 500)]
+    pub reason: Option<String>,
+}
+
+fn default_priority() -> u8 {
+    10
+}
+
+/// A spend of credits.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpendCreditsBody {
+    /// Whole credits, 1 to 10^12.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
+    pub amount: u64,
+    /// The caller's key of this spend, 1 to 255 characters: a retry with it is answered
+    /// with the first spend and spends nothing again.
+    #[schema(min_length = 1, max_length = 255)]
+    pub idempotency_key: String,
+    /// At most 500 characters.
+    #[schema(max_length = 500)]
+    pub reason: Option<String>,
+}
+
+/// A grant of credits.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantView {
+    pub grant_id: String,
+    /// `purchase`, `plan` or `promotion`.
+    pub source: String,
+    pub amount: u64,
+    /// Not spent yet.
+    pub remaining: u64,
+    pub priority: u8,
+    pub effective_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<&CreditGrant> for GrantView {
+    fn from(grant: &CreditGrant) -> Self {
+        Self {
+            grant_id: grant.id.to_string(),
+            source: grant.source.as_str().to_owned(),
+            amount: grant.amount,
+            remaining: grant.remaining,
+            priority: grant.priority,
+            effective_at: grant.effective_at,
+            expires_at: grant.expires_at,
+        }
+    }
+}
+
+/// What a spend took from one grant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BurnView {
+    pub grant_id: String,
+    pub amount: u64,
+}
+
+/// One movement of the ledger.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EntryView {
+    pub entry_id: String,
+    /// `grant` or `spend`.
+    pub kind: String,
+    pub amount: u64,
+    /// The spendable balance right after it.
+    pub balance_after: u64,
+    pub grant_id: Option<String>,
+    /// What a spend took from each grant, in burn order.
+    pub burns: Vec<BurnView>,
+    pub idempotency_key: Option<String>,
+    pub reason: Option<String>,
+    /// Who made it, as the audit trail names them.
+    pub actor: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&LedgerEntry> for EntryView {
+    fn from(entry: &LedgerEntry) -> Self {
+        Self {
+            entry_id: entry.id.to_string(),
+            kind: entry.kind.as_str().to_owned(),
+            amount: entry.amount,
+            balance_after: entry.balance_after,
+            grant_id: entry.grant_id.map(|id| id.to_string()),
+            burns: entry
+                .burns
+                .iter()
+                .map(|burn| BurnView {
+                    grant_id: burn.grant.to_string(),
+                    amount: burn.amount,
+                })
+                .collect(),
+            idempotency_key: entry.idempotency_key.clone(),
+            reason: entry.reason.clone(),
+            actor: entry.actor.clone(),
+            created_at: entry.created_at,
+        }
+    }
+}
+
+/// A grant made, with its ledger entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GrantMade {
+    pub grant: GrantView,
+    pub entry: EntryView,
+}
+
+/// The account's credits.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreditsView {
+    /// Credits that may be spent now.
+    pub balance: u64,
+    /// Every grant, oldest first.
+    pub grants: Vec<GrantView>,
+    /// The latest 100 movements, newest first.
+    pub entries: Vec<EntryView>,
+}
+
+impl From<&CreditsOverview> for CreditsView {
+    fn from(overview: &CreditsOverview) -> Self {
+        Self {
+            balance: overview.balance,
+            grants: overview.grants.iter().map(GrantView::from).collect(),
+            entries: overview.entries.iter().map(EntryView::from).collect(),
+        }
+    }
+}
+
+/// Grant credits to the account (admin): a purchase recorded by the operator, credits
+/// included in the plan, or a promotion. Audited as `billing.credits_add`.
+#[utoipa::path(tag = "billing", security(("bearer" = []), ("api_key" = [])),
+    request_body = AddCreditsBody, responses(
+    (status = 201, body = GrantMade),
+    (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/billing/credits/add")]
+async fn add_credits(
+    state: Data<ApiState>,
+    auth: Auth,
+    body: Json<AddCreditsBody>,
+) -> ApiResult<HttpResponse> {
+    let body = body.0;
+    let (grant, entry) = state
+        .app
+        .billing
+        .credits
+        .add(
+            &auth,
+            GrantRequest {
+                source: body.source.into(),
+                amount: body.amount,
+                priority: body.priority,
+                effective_at: body.effective_at,
+                expires_at: body.expires_at,
+                reason: body.reason,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Created().json(GrantMade {
+        grant: GrantView::from(&grant),
+        entry: EntryView::from(&entry),
+    }))
+}
+
+/// Spend credits of the account (admin), burned from its grants by priority, then
+/// earliest expiry, then the oldest; never more than the balance (402
+/// `insufficient_credits`). A retry with the same `idempotency_key` and the same spend is
+/// answered 200 with the first entry and spends nothing; with another amount or reason it
+/// is 409 `idempotency_key_reused`. Audited as `billing.credits_spend`.
+#[utoipa::path(tag = "billing", security(("bearer" = []), ("api_key" = [])),
+    request_body = SpendCreditsBody, responses(
+    (status = 201, body = EntryView),
+    (status = 200, body = EntryView, description = "A retry: the first spend's entry"),
+    (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 402, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/billing/credits/spend")]
+async fn spend_credits(
+    state: Data<ApiState>,
+    auth: Auth,
+    body: Json<SpendCreditsBody>,
+) -> ApiResult<HttpResponse> {
+    let body = body.0;
+    let spent = state
+        .app
+        .billing
+        .credits
+        .spend(
+            &auth,
+            SpendRequest {
+                amount: body.amount,
+                idempotency_key: body.idempotency_key,
+                reason: body.reason,
+            },
+        )
+        .await?;
+    let mut answer = if spent.replayed {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::Created()
+    };
+    Ok(answer.json(EntryView::from(&spent.entry)))
+}
+
+/// The account's credits (admin): the balance that may be spent now, every grant, and the
+/// latest movements.
+#[utoipa::path(tag = "billing", security(("bearer" = []), ("api_key" = [])), responses(
+    (status = 200, body = CreditsView),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/billing/credits")]
+async fn credits(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
+    let overview = state.app.billing.credits.overview(&auth).await?;
+    Ok(HttpResponse::Ok().json(CreditsView::from(&overview)))
 }

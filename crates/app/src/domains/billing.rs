@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use d2_accounts::AccountService;
-use d2_billing::{BillingService, PriceTiers, WebhookSecrets};
+use d2_billing::{BillingService, CreditLedger, PriceTiers, WebhookSecrets};
 use d2_kernel::Plan;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -67,9 +67,18 @@ impl PriceSettings {
     }
 }
 
-pub(crate) fn build(shared: &Shared<'_>, accounts: &AccountService) -> Arc<BillingService> {
+/// The billing domain's services.
+#[derive(Clone, Debug)]
+pub struct Billing {
+    /// Subscriptions reported by the payment provider.
+    pub subscriptions: Arc<BillingService>,
+    /// The credits ledger.
+    pub credits: Arc<CreditLedger>,
+}
+
+pub(crate) fn build(shared: &Shared<'_>, accounts: &AccountService) -> Billing {
     let settings = &shared.settings.billing;
-    Arc::new(BillingService::new(
+    let subscriptions = Arc::new(BillingService::new(
         shared.repositories.clone(),
         accounts.clone(),
         Arc::new(WebhookSecrets::new(
@@ -80,5 +89,13 @@ pub(crate) fn build(shared: &Shared<'_>, accounts: &AccountService) -> Arc<Billi
             settings.prices.tiers().map(|(plan, price)| (price, plan)),
         )),
         shared.clock.clone(),
-    ))
+    ));
+    let credits = Arc::new(CreditLedger::new(
+        shared.repositories.clone(),
+        shared.clock.clone(),
+    ));
+    Billing {
+        subscriptions,
+        credits,
+    }
 }

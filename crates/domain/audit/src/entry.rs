@@ -80,6 +80,10 @@ d2_kernel::named_values! {
         /// The payment provider reported a subscription's state: its status, and the
         /// account's plan and lock it brought.
         BillingSubscriptionUpdate = "billing.subscription_update",
+        /// Credits were granted to the account.
+        BillingCreditsAdd = "billing.credits_add",
+        /// Credits of the account were spent.
+        BillingCreditsSpend = "billing.credits_spend",
         PrincipalCreate = "principal.create",
         PrincipalUpdate = "principal.update",
         PrincipalDelete = "principal.delete",
@@ -346,6 +350,8 @@ mod tests {
                 "oauth.initial_access_issue",
                 "billing.checkout_complete",
                 "billing.subscription_update",
+                "billing.credits_add",
+                "billing.credits_spend",
                 "principal.create",
                 "principal.update",
                 "principal.delete",

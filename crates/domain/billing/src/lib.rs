@@ -16,6 +16,7 @@ mod credits;
 )]
 mod credits_tests;
 mod forecast;
+mod ledger;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 mod ports;
@@ -35,6 +36,10 @@ pub use credits::{
     plan_release, plan_spend,
 };
 pub use forecast::{Forecast, WINDOW_DAYS, forecast};
+pub use ledger::{
+    CreditError, CreditLedger, CreditRepo, CreditsOverview, EntryId, EntryKind, GrantRequest,
+    LedgerEntry, MAX_CREDITS, SpendOf, SpendOutcome, SpendRequest, Spent,
+};
 pub use ports::{BillingRepo, DecideOf, Decision, EventOutcome};
 pub use provider::{MalformedEvent, PriceTiers, ProviderEvent, Report, SubscriptionReport};
 pub use service::{BillingError, BillingOverview, BillingService, Received};

@@ -12,12 +12,16 @@ use d2_accounts::{Account, AccountPatch, AccountRepo, AuditOf, JobAuditOf};
 use d2_audit::{AuditFilter, AuditLog, AuditRecord};
 use d2_kernel::{AccountId, Page, PageRequest, StoreError, UserId};
 
+use crate::credits::CreditGrant;
+use crate::ledger::{CreditRepo, EntryKind, LedgerEntry, SpendOf, SpendOutcome};
 use crate::ports::{BillingRepo, DecideOf, EventOutcome};
 use crate::provider::ProviderEvent;
 use crate::subscription::Subscription;
 
 #[derive(Debug, Default)]
 struct State {
+    grants: HashMap<AccountId, Vec<CreditGrant>>,
+    entries: HashMap<AccountId, Vec<LedgerEntry>>,
     events: HashSet<String>,
     customers: HashMap<String, AccountId>,
     subscriptions: HashMap<AccountId, Subscription>,
@@ -84,6 +88,79 @@ impl BillingRepo for MemoryBillingRepo {
     async fn subscription(&self, account: AccountId) -> Result<Option<Subscription>, StoreError> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(state.subscriptions.get(&account).cloned())
+    }
+}
+
+#[async_trait]
+impl CreditRepo for MemoryBillingRepo {
+    async fn add_grant(
+        &self,
+        account: AccountId,
+        grant: &CreditGrant,
+        entry: &LedgerEntry,
+        audit: &d2_audit::AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.grants.entry(account).or_default().push(grant.clone());
+        state
+            .entries
+            .entry(account)
+            .or_default()
+            .push(entry.clone());
+        self.accounts.audit().append(audit.clone());
+        Ok(())
+    }
+
+    async fn credit_grants(&self, account: AccountId) -> Result<Vec<CreditGrant>, StoreError> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(state.grants.get(&account).cloned().unwrap_or_default())
+    }
+
+    async fn spend(
+        &self,
+        account: AccountId,
+        key: &str,
+        decide: SpendOf<'_>,
+    ) -> Result<SpendOutcome, StoreError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let earlier = state.entries.get(&account).and_then(|entries| {
+            entries.iter().find(|entry| {
+                entry.kind == EntryKind::Spend && entry.idempotency_key.as_deref() == Some(key)
+            })
+        });
+        if let Some(earlier) = earlier {
+            return Ok(SpendOutcome::Replayed(earlier.clone()));
+        }
+        let grants = state.grants.get(&account).cloned().unwrap_or_default();
+        let (entry, audit) = match decide(&grants) {
+            Ok(decided) => decided,
+            Err(refusal) => return Ok(SpendOutcome::Refused(refusal)),
+        };
+        for grant in state.grants.entry(account).or_default() {
+            for burn in entry.burns.iter().filter(|burn| burn.grant == grant.id) {
+                grant.remaining = grant
+                    .remaining
+                    .checked_sub(burn.amount)
+                    .ok_or_else(|| StoreError::corrupt("a burn above a grant's remaining"))?;
+            }
+        }
+        state
+            .entries
+            .entry(account)
+            .or_default()
+            .push(entry.clone());
+        self.accounts.audit().append(audit);
+        Ok(SpendOutcome::Spent(entry))
+    }
+
+    async fn ledger(&self, account: AccountId, limit: u32) -> Result<Vec<LedgerEntry>, StoreError> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let entries = state.entries.get(&account).cloned().unwrap_or_default();
+        Ok(entries
+            .into_iter()
+            .rev()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect())
     }
 }
 

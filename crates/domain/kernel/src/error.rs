@@ -169,6 +169,11 @@ error_codes! {
     InvalidWebhookSignature = "invalid_webhook_signature", BadRequest, "Invalid webhook signature";
     /// A signed payload that is no event of the payment provider.
     InvalidWebhookEvent = "invalid_webhook_event", BadRequest, "Invalid webhook event";
+    /// A grant or spend of credits that cannot be (zero, out of range, a bad reason or key).
+    InvalidCredits = "invalid_credits", BadRequest, "Invalid credits request";
+    InsufficientCredits = "insufficient_credits", PaymentRequired, "Insufficient credits";
+    /// An idempotency key used before for a different request.
+    IdempotencyKeyReused = "idempotency_key_reused", Conflict, "Idempotency key reused";
     MetricsDisabled = "metrics_disabled", Forbidden, "Metrics disabled";
     InvalidTimeRange = "invalid_time_range", BadRequest, "Invalid time range";
     // Agents (OAuth clients).

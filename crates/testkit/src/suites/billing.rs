@@ -1,10 +1,14 @@
 //! Provider events through the billing port: each id once (also when delivered
 //! concurrently), the account found by its id or by a customer an earlier event linked,
 //! what the decision writes (subscription, account, audit) read back whole, and
-//! decisions on one account made one after another, never on a stale read.
+//! decisions on one account made one after another, never on a stale read; and the
+//! credits ledger: grants, spends in burn order, idempotent keys, no overdraft under
+//! concurrent spends.
 
 #![expect(
     clippy::panic,
+    clippy::indexing_slicing,
+    clippy::as_conversions,
     clippy::arithmetic_side_effects,
     reason = "a test suite for adapters: failing loudly is its job"
 )]
@@ -14,7 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use d2_accounts::{Account, AccountRepo};
 use d2_audit::{AuditAction, AuditEntry, AuditLog};
 use d2_billing::{
-    BillingRepo, Decision, EventOutcome, ProviderEvent, Report, Subscription, SubscriptionStatus,
+    BillingRepo, Burn, CreditGrant, CreditRepo, Decision, EntryId, EntryKind, EventOutcome,
+    GrantId, GrantSource, InsufficientCredits, LedgerEntry, ProviderEvent, Report, SpendOutcome,
+    Subscription, SubscriptionStatus, balance, plan_spend,
 };
 use d2_kernel::{AccountId, AccountLock, LockReason, Plan};
 use futures_util::future::join_all;
@@ -22,8 +28,8 @@ use futures_util::future::join_all;
 use super::audit::records_of;
 use crate::fixtures::at;
 
-pub trait Store: BillingRepo + AccountRepo + AuditLog {}
-impl<T: BillingRepo + AccountRepo + AuditLog> Store for T {}
+pub trait Store: BillingRepo + CreditRepo + AccountRepo + AuditLog {}
+impl<T: BillingRepo + CreditRepo + AccountRepo + AuditLog> Store for T {}
 
 fn event(id: &str, account: Option<AccountId>, customer: Option<&str>) -> ProviderEvent {
     ProviderEvent {
@@ -218,4 +224,156 @@ pub async fn provider_event_races(store: &dyn Store, a: AccountId) {
     }
     let counted = store.subscription(a).await.ok().flatten();
     assert_eq!(counted.map(|s| s.subscription_id), Some("12".to_owned()));
+}
+
+fn grant(source: GrantSource, amount: u64, priority: u8, expires: Option<i64>) -> CreditGrant {
+    CreditGrant {
+        id: GrantId::random(),
+        source,
+        amount,
+        remaining: amount,
+        priority,
+        effective_at: at(0),
+        expires_at: expires.map(at),
+    }
+}
+
+fn ledger_entry(kind: EntryKind, amount: u64, grant: Option<GrantId>, seconds: i64) -> LedgerEntry {
+    LedgerEntry {
+        id: EntryId::random(),
+        kind,
+        amount,
+        balance_after: amount,
+        grant_id: grant,
+        burns: Vec::new(),
+        idempotency_key: None,
+        reason: Some("contract".to_owned()),
+        actor: "system".to_owned(),
+        created_at: at(seconds),
+    }
+}
+
+/// A spend of `amount` under `key` at `at(seconds)`, burned in order from the grants.
+async fn spend(store: &dyn Store, account: AccountId, key: &str, amount: u64) -> SpendOutcome {
+    let decide = |grants: &[CreditGrant]| {
+        let burns = plan_spend(grants, amount, at(20))?;
+        let entry = LedgerEntry {
+            burns,
+            idempotency_key: Some(key.to_owned()),
+            balance_after: balance(grants, at(20)) - amount,
+            ..ledger_entry(EntryKind::Spend, amount, None, 20)
+        };
+        let audit = AuditEntry::system(account, AuditAction::BillingCreditsSpend, at(20));
+        Ok((entry, audit))
+    };
+    store
+        .spend(account, key, &decide)
+        .await
+        .unwrap_or_else(|e| panic!("spend: {e}"))
+}
+
+/// Grants read back whole, spends burned from them and recorded, a key answered with its
+/// first spend, and nothing of one account seen by another.
+pub async fn credit_ledger(store: &dyn Store, a: AccountId, b: AccountId) {
+    let purchase = grant(GrantSource::Purchase, 100, 10, None);
+    let promotion = grant(GrantSource::Promotion, 30, 10, Some(86_400));
+    for (n, made) in [&purchase, &promotion].into_iter().enumerate() {
+        let entry = ledger_entry(EntryKind::Grant, made.amount, Some(made.id), n as i64);
+        let audit = AuditEntry::system(a, AuditAction::BillingCreditsAdd, at(1));
+        store
+            .add_grant(a, made, &entry, &audit)
+            .await
+            .unwrap_or_else(|e| panic!("grant: {e}"));
+    }
+    let grants = store.credit_grants(a).await.unwrap_or_default();
+    assert_eq!(grants, vec![purchase.clone(), promotion.clone()]);
+
+    let SpendOutcome::Spent(first) = spend(store, a, "report-1", 40).await else {
+        panic!("spent")
+    };
+    // The promotion expires first: it goes first.
+    assert_eq!(
+        first.burns,
+        vec![
+            Burn {
+                grant: promotion.id,
+                amount: 30
+            },
+            Burn {
+                grant: purchase.id,
+                amount: 10
+            }
+        ]
+    );
+    let remaining: Vec<u64> = store
+        .credit_grants(a)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|g| g.remaining)
+        .collect();
+    assert_eq!(remaining, vec![90, 0]);
+    // The same key: the first spend, nothing spent again.
+    assert_eq!(
+        spend(store, a, "report-1", 40).await,
+        SpendOutcome::Replayed(first.clone())
+    );
+    assert_eq!(
+        spend(store, a, "report-2", 91).await,
+        SpendOutcome::Refused(InsufficientCredits {
+            requested: 91,
+            available: 90
+        })
+    );
+    let entries = store.ledger(a, 10).await.unwrap_or_default();
+    assert_eq!(entries.len(), 3, "two grants and one spend");
+    assert_eq!(entries[0], first, "newest first, read back whole");
+    assert_eq!(store.ledger(a, 1).await.unwrap_or_default().len(), 1);
+    assert_eq!(
+        records_of(store, a, AuditAction::BillingCreditsSpend)
+            .await
+            .len(),
+        1
+    );
+
+    // The other account: nothing, and its keys are its own.
+    assert!(store.credit_grants(b).await.unwrap_or_default().is_empty());
+    assert!(store.ledger(b, 10).await.unwrap_or_default().is_empty());
+    assert!(matches!(
+        spend(store, b, "report-1", 1).await,
+        SpendOutcome::Refused(_)
+    ));
+}
+
+/// Concurrent spends never overdraw, and concurrent retries of one spend spend once.
+pub async fn credit_races(store: &dyn Store, a: AccountId) {
+    let made = grant(GrantSource::Purchase, 100, 10, None);
+    let entry = ledger_entry(EntryKind::Grant, 100, Some(made.id), 0);
+    let audit = AuditEntry::system(a, AuditAction::BillingCreditsAdd, at(0));
+    store
+        .add_grant(a, &made, &entry, &audit)
+        .await
+        .unwrap_or_else(|e| panic!("grant: {e}"));
+    let keys: Vec<String> = (0..24).map(|n| format!("spend-{n}")).collect();
+    let outcomes = join_all(keys.iter().map(|key| spend(store, a, key, 7))).await;
+    let spent = outcomes
+        .iter()
+        .filter(|o| matches!(o, SpendOutcome::Spent(_)))
+        .count();
+    assert_eq!(spent, 14, "100 credits hold fourteen spends of 7");
+    let left = store.credit_grants(a).await.unwrap_or_default();
+    assert_eq!(left.first().map(|g| g.remaining), Some(2));
+
+    let retries = join_all((0..10).map(|_| spend(store, a, "once", 1))).await;
+    let spent = retries
+        .iter()
+        .filter(|o| matches!(o, SpendOutcome::Spent(_)))
+        .count();
+    let replayed = retries
+        .iter()
+        .filter(|o| matches!(o, SpendOutcome::Replayed(_)))
+        .count();
+    assert_eq!((spent, replayed), (1, 9));
+    let left = store.credit_grants(a).await.unwrap_or_default();
+    assert_eq!(left.first().map(|g| g.remaining), Some(1));
 }

@@ -1,0 +1,2 @@
+DROP TABLE credit_entries;
+DROP TABLE credit_grants;

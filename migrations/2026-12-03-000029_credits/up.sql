@@ -1,0 +1,31 @@
+-- The credits ledger: grants (what is left of each is the balance's snapshot, so a balance
+-- reads the account's grants, never its history) and every movement, immutable, with the
+-- idempotency key of each spend unique per account.
+CREATE TABLE credit_grants (
+    id           uuid        PRIMARY KEY,
+    account_id   uuid        NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    source       text        NOT NULL CHECK (source IN ('purchase', 'plan', 'promotion')),
+    amount       bigint      NOT NULL CHECK (amount > 0),
+    remaining    bigint      NOT NULL CHECK (remaining BETWEEN 0 AND amount),
+    priority     smallint    NOT NULL CHECK (priority BETWEEN 0 AND 255),
+    effective_at timestamptz NOT NULL,
+    expires_at   timestamptz CHECK (expires_at > effective_at),
+    created_at   timestamptz NOT NULL
+);
+CREATE INDEX credit_grants_account_idx ON credit_grants (account_id, created_at);
+
+CREATE TABLE credit_entries (
+    id              uuid        PRIMARY KEY,
+    account_id      uuid        NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+    kind            text        NOT NULL CHECK (kind IN ('grant', 'spend')),
+    amount          bigint      NOT NULL CHECK (amount > 0),
+    balance_after   bigint      NOT NULL CHECK (balance_after >= 0),
+    grant_id        uuid        REFERENCES credit_grants (id) ON DELETE CASCADE,
+    burns           jsonb       NOT NULL,
+    idempotency_key text,
+    reason          text,
+    actor           text        NOT NULL,
+    created_at      timestamptz NOT NULL
+);
+CREATE UNIQUE INDEX credit_entries_key_idx ON credit_entries (account_id, idempotency_key);
+CREATE INDEX credit_entries_account_idx ON credit_entries (account_id, created_at);
