@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
-use d2_billing::{Burn, CreditGrant, CreditRepo, EntryKind, LedgerEntry, SpendOf, SpendOutcome};
+use d2_billing::{Burn, CreditGrant, CreditRepo, EntryOf, LedgerEntry, SpendOf, SpendOutcome};
 use d2_kernel::{AccountId, StoreError};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -126,7 +126,7 @@ impl EntryRow {
             .ok_or_else(|| corrupt("entry burns"))?;
         Ok(LedgerEntry {
             id: self.id.into(),
-            kind: EntryKind::parse(&self.kind).ok_or_else(|| corrupt("entry kind"))?,
+            kind: self.kind.parse().map_err(|_| corrupt("entry kind"))?,
             amount: read(self.amount)?,
             balance_after: read(self.balance_after)?,
             grant_id: self.grant_id.map(Into::into),
@@ -139,32 +139,60 @@ impl EntryRow {
     }
 }
 
+/// Holds the account (its grants and ledger change one writer at a time) and reads its
+/// grants, oldest first.
+async fn held_grants(conn: &mut crate::Conn, account: Id) -> Result<Vec<CreditGrant>, TxError> {
+    let held: Option<Id> = locked!(accounts::table.find(account))
+        .select(accounts::id)
+        .first(conn)
+        .await
+        .optional()?;
+    if held.is_none() {
+        return Err(TxError::from(StoreError::corrupt(
+            "credits of an unknown account",
+        )));
+    }
+    let grants = credit_grants::table
+        .filter(credit_grants::account_id.eq(account))
+        .order((credit_grants::created_at.asc(), credit_grants::id.asc()))
+        .select(GrantRow::as_select())
+        .load(conn)
+        .await?
+        .into_iter()
+        .map(GrantRow::into_domain)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(grants)
+}
+
 #[async_trait]
 impl CreditRepo for crate::Store {
     async fn add_grant(
         &self,
         account: AccountId,
         grant: &CreditGrant,
-        entry: &LedgerEntry,
+        entry_of: EntryOf<'_>,
         audit: &AuditEntry,
-    ) -> Result<(), StoreError> {
-        let grant = GrantRow::from_domain(account, grant, entry.created_at)?;
-        let entry = EntryRow::from_domain(account, entry)?;
+    ) -> Result<LedgerEntry, StoreError> {
+        let id = Id::from(account);
         let mut conn = self.writer().await?;
-        write_transaction!(conn, async |conn| {
+        let entry = write_transaction!(conn, async |conn| {
+            let mut grants = held_grants(conn, id).await?;
+            let row = GrantRow::from_domain(account, grant, audit.occurred_at)?;
             diesel::insert_into(credit_grants::table)
-                .values(&grant)
+                .values(&row)
                 .execute(conn)
                 .await?;
+            grants.push(grant.clone());
+            let entry = entry_of(&grants);
             diesel::insert_into(credit_entries::table)
-                .values(&entry)
+                .values(EntryRow::from_domain(account, &entry)?)
                 .execute(conn)
                 .await?;
             write_audit(conn, audit).await?;
-            Ok::<_, TxError>(())
+            Ok::<_, TxError>(entry)
         })
         .await?;
-        Ok(())
+        Ok(entry)
     }
 
     async fn credit_grants(&self, account: AccountId) -> Result<Vec<CreditGrant>, StoreError> {
@@ -188,18 +216,9 @@ impl CreditRepo for crate::Store {
         let id = Id::from(account);
         let mut conn = self.writer().await?;
         let outcome = write_transaction!(conn, async |conn| {
-            // The account held: its spends go one at a time, each reading what the
+            // The account held first: its spends go one at a time, each reading what the
             // previous one left (and finding its key if it was the same spend).
-            let held: Option<Id> = locked!(accounts::table.find(id))
-                .select(accounts::id)
-                .first(conn)
-                .await
-                .optional()?;
-            if held.is_none() {
-                return Err(TxError::from(StoreError::corrupt(
-                    "credits of an unknown account",
-                )));
-            }
+            let grants = held_grants(conn, id).await?;
             let earlier: Option<EntryRow> = credit_entries::table
                 .filter(credit_entries::account_id.eq(id))
                 .filter(credit_entries::idempotency_key.eq(key))
@@ -210,15 +229,6 @@ impl CreditRepo for crate::Store {
             if let Some(earlier) = earlier {
                 return Ok(SpendOutcome::Replayed(earlier.into_domain()?));
             }
-            let grants = credit_grants::table
-                .filter(credit_grants::account_id.eq(id))
-                .order((credit_grants::created_at.asc(), credit_grants::id.asc()))
-                .select(GrantRow::as_select())
-                .load(conn)
-                .await?
-                .into_iter()
-                .map(GrantRow::into_domain)
-                .collect::<Result<Vec<_>, _>>()?;
             let (entry, audit) = match decide(&grants) {
                 Ok(decided) => decided,
                 Err(refusal) => return Ok(SpendOutcome::Refused(refusal)),

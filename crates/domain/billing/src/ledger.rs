@@ -24,26 +24,17 @@ pub const MAX_CREDITS: u64 = 1_000_000_000_000;
 const MAX_KEY_CHARS: usize = 255;
 const MAX_REASON_CHARS: usize = 500;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryKind {
-    /// Credits granted.
-    Grant,
-    /// Credits spent.
-    Spend,
-}
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown ledger entry kind `{0}`")]
+pub struct UnknownEntryKind(pub String);
 
-impl EntryKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntryKind::Grant => "grant",
-            EntryKind::Spend => "spend",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [EntryKind::Grant, EntryKind::Spend]
-            .into_iter()
-            .find(|kind| kind.as_str() == text)
+d2_kernel::named_values! {
+    /// What a ledger entry records. The names are stored.
+    pub enum EntryKind (unknown: UnknownEntryKind) {
+        /// Credits granted.
+        Grant = "grant",
+        /// Credits spent.
+        Spend = "spend",
     }
 }
 
@@ -83,17 +74,22 @@ pub type SpendOf<'a> = &'a (
             + Sync
     );
 
+/// Makes a grant's ledger entry from the account's grants, the new one included.
+pub type EntryOf<'a> = &'a (dyn Fn(&[CreditGrant]) -> LedgerEntry + Send + Sync);
+
 /// Storage of credit grants and the ledger.
 #[async_trait]
 pub trait CreditRepo: Send + Sync + 'static {
-    /// Stores a new grant with its ledger entry and audit record, in one transaction.
+    /// In one transaction, with the account held as a spend holds it: stores a new grant,
+    /// its ledger entry `entry_of(grants)` (the account's grants, the new one last) and
+    /// the audit record. Answers the entry.
     async fn add_grant(
         &self,
         account: AccountId,
         grant: &CreditGrant,
-        entry: &LedgerEntry,
+        entry_of: EntryOf<'_>,
         audit: &AuditEntry,
-    ) -> Result<(), StoreError>;
+    ) -> Result<LedgerEntry, StoreError>;
 
     /// The account's grants, oldest first.
     async fn credit_grants(&self, account: AccountId) -> Result<Vec<CreditGrant>, StoreError>;
@@ -233,23 +229,15 @@ impl CreditLedger {
             effective_at,
             expires_at: request.expires_at,
         };
-        let balance_after = crate::credits::balance(
-            &[
-                self.repo.credit_grants(ctx.account_id).await?,
-                vec![grant.clone()],
-            ]
-            .concat(),
-            now,
-        );
-        let entry = LedgerEntry {
+        let entry_of = |grants: &[CreditGrant]| LedgerEntry {
             id: EntryId::random(),
             kind: EntryKind::Grant,
             amount: grant.amount,
-            balance_after,
+            balance_after: crate::credits::balance(grants, now),
             grant_id: Some(grant.id),
             burns: Vec::new(),
             idempotency_key: None,
-            reason: request.reason,
+            reason: request.reason.clone(),
             actor: ctx.actor(),
             created_at: now,
         };
@@ -261,10 +249,11 @@ impl CreditLedger {
                 "priority": grant.priority,
                 "effective_at": grant.effective_at,
                 "expires_at": grant.expires_at,
-                "reason": entry.reason,
+                "reason": request.reason,
             }));
-        self.repo
-            .add_grant(ctx.account_id, &grant, &entry, &audit)
+        let entry = self
+            .repo
+            .add_grant(ctx.account_id, &grant, &entry_of, &audit)
             .await?;
         Ok((grant, entry))
     }

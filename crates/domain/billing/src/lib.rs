@@ -37,8 +37,9 @@ pub use credits::{
 };
 pub use forecast::{Forecast, WINDOW_DAYS, forecast};
 pub use ledger::{
-    CreditError, CreditLedger, CreditRepo, CreditsOverview, EntryId, EntryKind, GrantRequest,
-    LedgerEntry, MAX_CREDITS, SpendOf, SpendOutcome, SpendRequest, Spent,
+    CreditError, CreditLedger, CreditRepo, CreditsOverview, EntryId, EntryKind, EntryOf,
+    GrantRequest, LedgerEntry, MAX_CREDITS, SpendOf, SpendOutcome, SpendRequest, Spent,
+    UnknownEntryKind,
 };
 pub use ports::{BillingRepo, DecideOf, Decision, EventOutcome};
 pub use provider::{MalformedEvent, PriceTiers, ProviderEvent, Report, SubscriptionReport};

@@ -13,7 +13,7 @@ use d2_audit::{AuditFilter, AuditLog, AuditRecord};
 use d2_kernel::{AccountId, Page, PageRequest, StoreError, UserId};
 
 use crate::credits::CreditGrant;
-use crate::ledger::{CreditRepo, EntryKind, LedgerEntry, SpendOf, SpendOutcome};
+use crate::ledger::{CreditRepo, EntryKind, EntryOf, LedgerEntry, SpendOf, SpendOutcome};
 use crate::ports::{BillingRepo, DecideOf, EventOutcome};
 use crate::provider::ProviderEvent;
 use crate::subscription::Subscription;
@@ -97,18 +97,20 @@ impl CreditRepo for MemoryBillingRepo {
         &self,
         account: AccountId,
         grant: &CreditGrant,
-        entry: &LedgerEntry,
+        entry_of: EntryOf<'_>,
         audit: &d2_audit::AuditEntry,
-    ) -> Result<(), StoreError> {
+    ) -> Result<LedgerEntry, StoreError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        state.grants.entry(account).or_default().push(grant.clone());
+        let grants = state.grants.entry(account).or_default();
+        grants.push(grant.clone());
+        let entry = entry_of(grants);
         state
             .entries
             .entry(account)
             .or_default()
             .push(entry.clone());
         self.accounts.audit().append(audit.clone());
-        Ok(())
+        Ok(entry)
     }
 
     async fn credit_grants(&self, account: AccountId) -> Result<Vec<CreditGrant>, StoreError> {

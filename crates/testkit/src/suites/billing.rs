@@ -277,14 +277,26 @@ async fn spend(store: &dyn Store, account: AccountId, key: &str, amount: u64) ->
 pub async fn credit_ledger(store: &dyn Store, a: AccountId, b: AccountId) {
     let purchase = grant(GrantSource::Purchase, 100, 10, None);
     let promotion = grant(GrantSource::Promotion, 30, 10, Some(86_400));
+    let mut made_entries = Vec::new();
     for (n, made) in [&purchase, &promotion].into_iter().enumerate() {
-        let entry = ledger_entry(EntryKind::Grant, made.amount, Some(made.id), n as i64);
-        let audit = AuditEntry::system(a, AuditAction::BillingCreditsAdd, at(1));
-        store
-            .add_grant(a, made, &entry, &audit)
+        // The entry is made from the grants as held, the new one last.
+        let entry_of = |grants: &[CreditGrant]| {
+            assert_eq!(grants.len(), n + 1);
+            assert_eq!(grants.last(), Some(made));
+            LedgerEntry {
+                balance_after: balance(grants, at(20)),
+                ..ledger_entry(EntryKind::Grant, made.amount, Some(made.id), n as i64)
+            }
+        };
+        let audit = AuditEntry::system(a, AuditAction::BillingCreditsAdd, at(n as i64));
+        let entry = store
+            .add_grant(a, made, &entry_of, &audit)
             .await
             .unwrap_or_else(|e| panic!("grant: {e}"));
+        made_entries.push(entry);
     }
+    let balances: Vec<u64> = made_entries.iter().map(|e| e.balance_after).collect();
+    assert_eq!(balances, vec![100, 130]);
     let grants = store.credit_grants(a).await.unwrap_or_default();
     assert_eq!(grants, vec![purchase.clone(), promotion.clone()]);
 
@@ -326,8 +338,15 @@ pub async fn credit_ledger(store: &dyn Store, a: AccountId, b: AccountId) {
         })
     );
     let entries = store.ledger(a, 10).await.unwrap_or_default();
-    assert_eq!(entries.len(), 3, "two grants and one spend");
-    assert_eq!(entries[0], first, "newest first, read back whole");
+    assert_eq!(
+        entries,
+        vec![
+            first.clone(),
+            made_entries[1].clone(),
+            made_entries[0].clone()
+        ],
+        "newest first, read back whole"
+    );
     assert_eq!(store.ledger(a, 1).await.unwrap_or_default().len(), 1);
     assert_eq!(
         records_of(store, a, AuditAction::BillingCreditsSpend)
@@ -348,10 +367,10 @@ pub async fn credit_ledger(store: &dyn Store, a: AccountId, b: AccountId) {
 /// Concurrent spends never overdraw, and concurrent retries of one spend spend once.
 pub async fn credit_races(store: &dyn Store, a: AccountId) {
     let made = grant(GrantSource::Purchase, 100, 10, None);
-    let entry = ledger_entry(EntryKind::Grant, 100, Some(made.id), 0);
+    let entry_of = |_: &[CreditGrant]| ledger_entry(EntryKind::Grant, 100, Some(made.id), 0);
     let audit = AuditEntry::system(a, AuditAction::BillingCreditsAdd, at(0));
     store
-        .add_grant(a, &made, &entry, &audit)
+        .add_grant(a, &made, &entry_of, &audit)
         .await
         .unwrap_or_else(|e| panic!("grant: {e}"));
     let keys: Vec<String> = (0..24).map(|n| format!("spend-{n}")).collect();
