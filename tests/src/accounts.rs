@@ -45,10 +45,12 @@ async fn me_reports_exactly_what_the_sdk_reads_for_any_credential() {
                 "event_payload_max_bytes",
                 "ingest_events_per_minute",
                 "ingest_interval",
+                "max_agents",
                 "max_apps",
                 "max_members",
                 "max_tokens",
                 "max_tools",
+                "monthly_model_tokens",
                 "poll_sec"
             ]
         );

@@ -687,3 +687,523 @@ async fn bad_credit_requests_are_refused_and_write_nothing() {
     .assert_problem(403, "insufficient_scope");
     assert_eq!(credits(&app, &tenant).await["balance"], 10);
 }
+
+async fn grant(app: &TestApp, tenant: &Tenant, amount: u64) {
+    app.post(
+        "/v1/billing/credits/add",
+        &tenant.token,
+        json!({"amount": amount, "source": "purchase"}),
+    )
+    .await
+    .assert_status(201);
+}
+
+/// A token of `tenant` that may report usage and nothing else, and its id.
+async fn reporter(app: &TestApp, tenant: &Tenant) -> (String, String) {
+    app.issue(tenant, json!({ "scopes": ["usage.report"] }))
+        .await
+}
+
+fn model_report(key: &str, model: &str, input: u64, output: u64) -> Value {
+    json!({"idempotency_key": key, "usage": {
+        "kind": "model", "model": model, "input_tokens": input, "output_tokens": output,
+    }})
+}
+
+fn agent_report(key: &str, operation: &str, invocations: u64) -> Value {
+    json!({"idempotency_key": key, "usage": {
+        "kind": "agent", "agent": "researcher", "operation": operation, "invocations": invocations,
+    }})
+}
+
+async fn report(app: &TestApp, token: &str, reports: Vec<Value>) -> Reply {
+    app.post("/v1/billing/usage", token, json!({ "reports": reports }))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_is_priced_from_the_table_paid_in_credits_and_summed_by_window() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let other = app.bootstrap().await;
+    grant(&app, &tenant, 1000).await;
+    let (token, token_id) = reporter(&app, &tenant).await;
+    let prices = app.get("/v1/billing/prices", &token).await;
+    let prices = prices.assert_status(200);
+    assert_eq!(prices["models"]["gpt-4o"]["input_per_million"], 2500);
+    assert_eq!(prices["operations"]["invoke"]["per_invocation"], 1);
+
+    // gpt-4o: 1000 × 2500 + 100 × 10000 millionths = 3.5 credits, rounded up once: 4.
+    let batch = vec![
+        model_report("call-1", "gpt-4o", 1000, 100),
+        agent_report("call-2", "invoke", 5),
+    ];
+    let first = report(&app, &token, batch.clone()).await;
+    let first = first.assert_status(201).clone();
+    assert_eq!(first["charged"], 9);
+    assert_eq!(first["balance"], 991);
+    assert_eq!(first["reports"][0]["credits"], 4);
+    assert_eq!(first["reports"][0]["price_version"], 1);
+    assert_eq!(first["reports"][0]["usage"]["input_tokens"], 1000);
+    assert_eq!(first["reports"][1]["usage"]["operation"], "invoke");
+    assert_eq!(
+        first["reports"][0]["credential"],
+        format!("token:{token_id}")
+    );
+    // The reporter retries the batch: the first records, nothing charged.
+    let retry = report(&app, &token, batch).await;
+    let retry = retry.assert_status(200).clone();
+    assert_eq!(retry["charged"], 0);
+    assert_eq!(retry["balance"], 991);
+    assert_eq!(
+        retry["reports"][0]["entry_id"],
+        first["reports"][0]["entry_id"]
+    );
+    assert_eq!(retry["reports"][0]["replayed"], true);
+    report(&app, &token, vec![agent_report("call-2", "invoke", 6)])
+        .await
+        .assert_problem(409, "idempotency_key_reused");
+
+    // Windows: an hour later another report; by hour two buckets, by day one.
+    app.advance(3600);
+    report(&app, &token, vec![agent_report("call-3", "hire", 1)])
+        .await
+        .assert_status(201);
+    let by_hour = app
+        .get("/v1/billing/usage?window=hour", &tenant.token)
+        .await;
+    let by_hour = by_hour.assert_status(200).clone();
+    assert_eq!(by_hour["totals"]["credits"], 109);
+    assert_eq!(by_hour["totals"]["reports"], 3);
+    assert_eq!(by_hour["buckets"].as_array().unwrap().len(), 2);
+    let first_hour = &by_hour["buckets"][0]["by"];
+    assert_eq!(first_hour.as_array().unwrap().len(), 2);
+    assert_eq!(first_hour[0]["kind"], "agent");
+    assert_eq!(first_hour[0]["invocations"], 5);
+    assert_eq!(first_hour[1]["subject"], "gpt-4o");
+    assert_eq!(first_hour[1]["output_tokens"], 100);
+    let by_day = app.get("/v1/billing/usage", &tenant.token).await;
+    let by_day = by_day.assert_status(200).clone();
+    assert_eq!(by_day["window"], "day");
+    assert_eq!(by_day["totals"], by_hour["totals"]);
+    let only_model = app
+        .get("/v1/billing/usage?subject=gpt-4o", &tenant.token)
+        .await;
+    assert_eq!(only_model.assert_status(200)["totals"]["credits"], 4);
+    app.get("/v1/billing/usage?window=week", &tenant.token)
+        .await
+        .assert_problem(400, "invalid_query");
+    app.get(
+        "/v1/billing/usage?window=hour&from=2026-01-01T00:00:00Z&to=2026-03-01T00:00:00Z",
+        &tenant.token,
+    )
+    .await
+    .assert_problem(400, "invalid_usage");
+    // Reading usage is the admins'; the reporter only reports.
+    app.get("/v1/billing/usage", &token)
+        .await
+        .assert_problem(403, "insufficient_scope");
+    let state = credits(&app, &tenant).await;
+    assert_eq!(state["balance"], 891);
+    assert_eq!(state["entries"][0]["kind"], "usage");
+    let audit = app.audit(&tenant).await;
+    let recorded = audit
+        .iter()
+        .filter(|r| r["action"] == "billing.usage_record")
+        .count();
+    assert_eq!(recorded, 2, "once per batch that recorded something");
+
+    // The other account sees none of it; its keys are its own; without credits, 402.
+    let theirs = app.get("/v1/billing/usage", &other.token).await;
+    assert_eq!(theirs.assert_status(200)["totals"]["reports"], 0);
+    let (their_token, _) = reporter(&app, &other).await;
+    let short = report(
+        &app,
+        &their_token,
+        vec![agent_report("call-1", "invoke", 1)],
+    )
+    .await;
+    short.assert_problem(402, "insufficient_credits");
+    grant(&app, &other, 1).await;
+    report(
+        &app,
+        &their_token,
+        vec![agent_report("call-1", "invoke", 1)],
+    )
+    .await
+    .assert_status(201);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_usage_reports_never_overdraw_and_bad_reports_write_nothing() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    grant(&app, &tenant, 90).await;
+    let (token, _) = reporter(&app, &tenant).await;
+    let outcomes = join_all((0..20).map(|n| {
+        report(
+            &app,
+            &token,
+            vec![agent_report(&format!("burst-{n}"), "invoke", 7)],
+        )
+    }))
+    .await;
+    let statuses: Vec<u16> = outcomes.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        12,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 402).count(),
+        8,
+        "{statuses:?}"
+    );
+    assert_eq!(credits(&app, &tenant).await["balance"], 6);
+
+    let refused = [
+        (json!({"reports": []}), "invalid_usage"),
+        (
+            json!({"reports": [model_report("k", "gpt-9", 1, 1)]}),
+            "unknown_model",
+        ),
+        (
+            json!({"reports": [agent_report("k", "teleport", 1)]}),
+            "unknown_operation",
+        ),
+        (
+            json!({"reports": [agent_report("k", "invoke", 0)]}),
+            "invalid_usage",
+        ),
+        (
+            json!({"reports": [model_report("k", "gpt-4o", 0, 0)]}),
+            "invalid_usage",
+        ),
+        (
+            json!({"reports": [agent_report("k", "invoke", 1), agent_report("k", "invoke", 1)]}),
+            "invalid_usage",
+        ),
+        (
+            json!({"reports": [model_report("", "gpt-4o", 1, 1)]}),
+            "invalid_usage",
+        ),
+        (
+            json!({"reports": [{"idempotency_key": "k", "usage": {"kind": "model", "model": "gpt-4o", "input_tokens": -1}}]}),
+            "invalid_body",
+        ),
+        (
+            json!({"reports": [{"idempotency_key": "k", "usage": {"kind": "agent", "agent": "a", "operation": "invoke", "invocations": 1.5}}]}),
+            "invalid_body",
+        ),
+        (
+            json!({"reports": [{"idempotency_key": "k", "usage": {"kind": "model", "model": "gpt-4o", "input_tokens": 1, "currency": "usd"}}]}),
+            "invalid_body",
+        ),
+        (
+            json!({"reports": [{"idempotency_key": "k", "usage": {"kind": "barter"}}]}),
+            "invalid_body",
+        ),
+        (
+            json!({"reports": [{"usage": {"kind": "agent"}}]}),
+            "invalid_body",
+        ),
+    ];
+    for (body, code) in refused {
+        let reply = app.post("/v1/billing/usage", &token, body.clone()).await;
+        assert_eq!(reply.status.as_u16(), 400, "{body}: {}", reply.text);
+        assert_eq!(reply.body["code"], code, "{body}: {}", reply.text);
+    }
+    let (reader, _) = app.issue(&tenant, json!({ "kind": "server" })).await;
+    report(&app, &reader, vec![agent_report("k", "invoke", 1)])
+        .await
+        .assert_problem(403, "insufficient_scope");
+    assert_eq!(credits(&app, &tenant).await["balance"], 6);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reservation_is_settled_for_what_the_work_cost_or_given_back_at_its_expiry() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let other = app.bootstrap().await;
+    grant(&app, &tenant, 100).await;
+    let (token, _) = reporter(&app, &tenant).await;
+    let reserve = |key: &str, amount: u64, seconds: u64| {
+        app.post(
+            "/v1/billing/credits/reserve",
+            &token,
+            json!({"amount": amount, "idempotency_key": key, "expires_in_seconds": seconds}),
+        )
+    };
+    let made = reserve("job-1", 50, 600).await;
+    let made = made.assert_status(201).clone();
+    let id = made["reservation"]["reservation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(made["reservation"]["status"], "held");
+    assert_eq!(made["entry"]["kind"], "reserve");
+    assert_eq!(credits(&app, &tenant).await["balance"], 50);
+    let again = reserve("job-1", 50, 600).await;
+    assert_eq!(
+        again.assert_status(200)["reservation"]["reservation_id"],
+        id
+    );
+    reserve("job-1", 60, 600)
+        .await
+        .assert_problem(409, "idempotency_key_reused");
+    reserve("job-2", 51, 600)
+        .await
+        .assert_problem(402, "insufficient_credits");
+    for (body, code) in [
+        (
+            json!({"amount": 1, "idempotency_key": "k", "expires_in_seconds": 5}),
+            "invalid_credits",
+        ),
+        (
+            json!({"amount": 0, "idempotency_key": "k"}),
+            "invalid_credits",
+        ),
+        (json!({"amount": 1}), "invalid_body"),
+        (
+            json!({"amount": 1, "idempotency_key": "k", "expires_in_seconds": -1}),
+            "invalid_body",
+        ),
+    ] {
+        let reply = app
+            .post("/v1/billing/credits/reserve", &token, body.clone())
+            .await;
+        assert_eq!(reply.status.as_u16(), 400, "{body}: {}", reply.text);
+        assert_eq!(reply.body["code"], code, "{body}: {}", reply.text);
+    }
+
+    let settle_path = format!("/v1/billing/credits/reservations/{id}/settle");
+    let settle = |amount: Value| app.post(&settle_path, &token, json!({ "amount": amount }));
+    settle(json!(51))
+        .await
+        .assert_problem(400, "invalid_credits");
+    settle(json!(-1)).await.assert_problem(400, "invalid_body");
+    let settled = settle(json!(20)).await;
+    let settled = settled.assert_status(200).clone();
+    assert_eq!(settled["reservation"]["status"], "settled");
+    assert_eq!(settled["reservation"]["settled_amount"], 20);
+    assert_eq!(settled["release"]["amount"], 30);
+    assert_eq!(settled["release"]["kind"], "release");
+    assert_eq!(credits(&app, &tenant).await["balance"], 80);
+    let retry = settle(json!(20)).await;
+    assert_eq!(retry.assert_status(200)["release"], Value::Null);
+    settle(json!(10))
+        .await
+        .assert_problem(409, "reservation_settled");
+    assert_eq!(credits(&app, &tenant).await["balance"], 80);
+
+    // Another account's reservation does not exist for it.
+    let (their_token, _) = reporter(&app, &other).await;
+    app.get(
+        &format!("/v1/billing/credits/reservations/{id}"),
+        &their_token,
+    )
+    .await
+    .assert_problem(404, "reservation_not_found");
+    app.post(
+        &format!("/v1/billing/credits/reservations/{id}/settle"),
+        &their_token,
+        json!({"amount": 0}),
+    )
+    .await
+    .assert_problem(404, "reservation_not_found");
+
+    // Left unsettled past its expiry: too late to settle, and the worker gives it back.
+    let short = reserve("job-3", 10, 10).await;
+    let short_id = short.assert_status(201)["reservation"]["reservation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(credits(&app, &tenant).await["balance"], 70);
+    app.advance(11);
+    app.post(
+        &format!("/v1/billing/credits/reservations/{short_id}/settle"),
+        &token,
+        json!({"amount": 5}),
+    )
+    .await
+    .assert_problem(409, "reservation_expired");
+    let job = app.app.job("reservation-expiry").unwrap();
+    assert_eq!(job.run(&|| true).await.unwrap().items, 1);
+    assert_eq!(credits(&app, &tenant).await["balance"], 80);
+    let expired = app
+        .get(
+            &format!("/v1/billing/credits/reservations/{short_id}"),
+            &token,
+        )
+        .await;
+    assert_eq!(expired.assert_status(200)["status"], "expired");
+    let audit = app.audit(&tenant).await;
+    let count = |action: &str| audit.iter().filter(|r| r["action"] == action).count();
+    assert_eq!(count("billing.credits_reserve"), 2);
+    assert_eq!(count("billing.credits_settle"), 1);
+    assert_eq!(count("billing.credits_expire"), 1);
+}
+
+async fn ask(app: &TestApp, token: &str, body: Value) -> Reply {
+    app.post("/v1/billing/eligibility", token, body).await
+}
+
+fn model_ask(model: &str, input: u64, output: u64) -> Value {
+    json!({"kind": "model", "model": model, "input_tokens": input, "output_tokens": output})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eligibility_names_the_limit_the_usage_and_the_upgrades() {
+    // Standings read fresh on every check, to follow the reports made here.
+    let app = TestApp::spawn_with(&[("D2__BILLING__ELIGIBILITY_CACHE__TTL_SECONDS", "0")]).await;
+    let tenant = app.bootstrap().await;
+    let (token, _) = reporter(&app, &tenant).await;
+
+    // No credits yet: the cost against a balance of 0.
+    let short = ask(&app, &token, model_ask("gpt-4o", 1000, 100)).await;
+    short.assert_problem(402, "not_eligible");
+    assert_eq!(short.body["limit"], "credits");
+    assert_eq!(short.body["allowed"], 0);
+    assert_eq!(short.body["requested"], 4);
+    assert_eq!(short.body["upgrades"], json!([]));
+    grant(&app, &tenant, 1000).await;
+    let allowed = ask(&app, &token, model_ask("gpt-4o", 1000, 100)).await;
+    let allowed = allowed.assert_status(200).clone();
+    assert_eq!(allowed["allowed"], true);
+    assert_eq!(allowed["cost"], 4);
+    assert_eq!(allowed["balance"], 1000);
+
+    // The trial's model tokens a month: 1,000,000.
+    report(
+        &app,
+        &token,
+        vec![model_report("m-1", "gpt-4o-mini", 600_000, 0)],
+    )
+    .await
+    .assert_status(201);
+    let tokens = ask(&app, &token, model_ask("gpt-4o-mini", 300_000, 200_000)).await;
+    tokens.assert_problem(402, "not_eligible");
+    assert_eq!(tokens.body["limit"], "model_tokens");
+    assert_eq!(tokens.body["allowed"], 1_000_000);
+    assert_eq!(tokens.body["used"], 600_000);
+    assert_eq!(tokens.body["requested"], 500_000);
+    let upgrades: Vec<&str> = tokens.body["upgrades"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["plan"].as_str().unwrap())
+        .collect();
+    assert_eq!(upgrades, ["essentials", "pro", "enterprise"]);
+    assert_eq!(tokens.body["upgrades"][0]["allowed"], 10_000_000);
+
+    // The trial's one agent slot: the agent it used, and no other.
+    ask(&app, &token, json!({"kind": "hire", "agent": "researcher"}))
+        .await
+        .assert_status(200);
+    report(&app, &token, vec![agent_report("a-1", "invoke", 1)])
+        .await
+        .assert_status(201);
+    ask(&app, &token, json!({"kind": "hire", "agent": "researcher"}))
+        .await
+        .assert_status(200);
+    let slot = ask(&app, &token, json!({"kind": "hire", "agent": "writer"})).await;
+    slot.assert_problem(402, "not_eligible");
+    assert_eq!(slot.body["limit"], "agent_slots");
+    assert_eq!(
+        (slot.body["allowed"].clone(), slot.body["used"].clone()),
+        (json!(1), json!(1))
+    );
+    assert_eq!(slot.body["upgrades"][0]["plan"], "essentials");
+    let other_agent = ask(
+        &app,
+        &token,
+        json!({"kind": "agent", "agent": "writer", "operation": "invoke", "invocations": 1}),
+    )
+    .await;
+    assert_eq!(other_agent.body["limit"], "agent_slots");
+
+    // Bad questions are 400; a token without usage.report is 403.
+    for (body, code) in [
+        (model_ask("gpt-9", 1, 1), "unknown_model"),
+        (model_ask("gpt-4o", 0, 0), "invalid_usage"),
+        (json!({"kind": "hire", "agent": ""}), "invalid_usage"),
+        (json!({"kind": "hire"}), "invalid_body"),
+        (
+            json!({"kind": "model", "model": "gpt-4o", "input_tokens": -1}),
+            "invalid_body",
+        ),
+        (json!({"kind": "lunch"}), "invalid_body"),
+    ] {
+        let reply = ask(&app, &token, body.clone()).await;
+        assert_eq!(reply.status.as_u16(), 400, "{body}: {}", reply.text);
+        assert_eq!(reply.body["code"], code, "{body}: {}", reply.text);
+    }
+    let (server, _) = app.issue(&tenant, json!({ "kind": "server" })).await;
+    ask(
+        &app,
+        &server,
+        json!({"kind": "hire", "agent": "researcher"}),
+    )
+    .await
+    .assert_problem(403, "insufficient_scope");
+
+    // An ended trial is locked: nothing is eligible.
+    app.advance(15 * 86_400);
+    let locked = ask(&app, &token, json!({"kind": "hire", "agent": "researcher"})).await;
+    locked.assert_problem(402, "not_eligible");
+    assert_eq!(locked.body["limit"], "locked");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eligibility_answers_from_memory_until_the_standing_is_read_again() {
+    let app = TestApp::spawn_with(&[("D2__BILLING__ELIGIBILITY_CACHE__TTL_SECONDS", "3600")]).await;
+    let tenant = app.bootstrap().await;
+    let (token, _) = reporter(&app, &tenant).await;
+    grant(&app, &tenant, 100).await;
+    let first = ask(&app, &token, json!({"kind": "hire", "agent": "a"})).await;
+    let first = first.assert_status(200).clone();
+    assert_eq!(first["balance"], 100);
+    report(&app, &token, vec![agent_report("x", "hire", 1)])
+        .await
+        .assert_status(201);
+    // The standing read before the report still answers: no store was read.
+    let cached = ask(&app, &token, json!({"kind": "hire", "agent": "a"})).await;
+    let cached = cached.assert_status(200).clone();
+    assert_eq!(cached["balance"], 100);
+    assert_eq!(cached["as_of"], first["as_of"]);
+    // The report itself was paid exactly, from the ledger.
+    assert_eq!(credits(&app, &tenant).await["balance"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_forecast_projects_the_month_from_the_last_seven_days() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let (token, _) = reporter(&app, &tenant).await;
+    grant(&app, &tenant, 10_000).await;
+    let reported_at = now(&app);
+    report(&app, &token, vec![agent_report("day-0", "hire", 4)])
+        .await
+        .assert_status(201);
+    app.advance(86_400);
+    let forecast = app.get("/v1/billing/forecast", &tenant.token).await;
+    let forecast = forecast.assert_status(200).clone();
+    assert_eq!(forecast["balance"], 9_600);
+    let daily = forecast["daily"].as_array().unwrap();
+    assert_eq!(daily.len(), 7);
+    assert_eq!(
+        daily[6]["credits"], 400,
+        "yesterday, the latest complete day"
+    );
+    assert!(daily[..6].iter().all(|d| d["credits"] == 0));
+    // Only the latest day used anything: it weighs 7 of 28, so 100 credits a day.
+    assert_eq!(forecast["daily_rate"], 100);
+    let period_start: DateTime<Utc> = forecast["period_start"].as_str().unwrap().parse().unwrap();
+    let used = if reported_at >= period_start { 400 } else { 0 };
+    assert_eq!(forecast["used_in_period"], used);
+    let runs_out: DateTime<Utc> = forecast["runs_out_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(runs_out, now(&app) + Duration::days(96));
+    app.get("/v1/billing/forecast", &token)
+        .await
+        .assert_problem(403, "insufficient_scope");
+}

@@ -833,6 +833,65 @@ fn routes(account: &str) -> Vec<(Method, String, &'static str, Option<Value>, Ne
             Scope("admin"),
         ),
         (
+            Method::POST,
+            "/v1/billing/credits/reserve".into(),
+            "/v1/billing/credits/reserve",
+            Some(json!({ "amount": 1, "idempotency_key": "roles-reserve" })),
+            Scope("usage.report"),
+        ),
+        (
+            Method::GET,
+            format!("/v1/billing/credits/reservations/{id}"),
+            "/v1/billing/credits/reservations/{reservation_id}",
+            None,
+            Scope("usage.report"),
+        ),
+        (
+            Method::POST,
+            format!("/v1/billing/credits/reservations/{id}/settle"),
+            "/v1/billing/credits/reservations/{reservation_id}/settle",
+            Some(json!({ "amount": 0 })),
+            Scope("usage.report"),
+        ),
+        (
+            Method::GET,
+            "/v1/billing/prices".into(),
+            "/v1/billing/prices",
+            None,
+            Member,
+        ),
+        (
+            Method::POST,
+            "/v1/billing/usage".into(),
+            "/v1/billing/usage",
+            Some(
+                json!({ "reports": [{ "idempotency_key": "roles-usage", "usage": {
+                "kind": "agent", "agent": "a", "operation": "invoke", "invocations": 1 } }] }),
+            ),
+            Scope("usage.report"),
+        ),
+        (
+            Method::GET,
+            "/v1/billing/usage".into(),
+            "/v1/billing/usage",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::POST,
+            "/v1/billing/eligibility".into(),
+            "/v1/billing/eligibility",
+            Some(json!({ "kind": "hire", "agent": "roles" })),
+            Scope("usage.report"),
+        ),
+        (
+            Method::GET,
+            "/v1/billing/forecast".into(),
+            "/v1/billing/forecast",
+            None,
+            Scope("admin"),
+        ),
+        (
             Method::GET,
             "/v1/billing/subscription".into(),
             "/v1/billing/subscription",
@@ -1120,6 +1179,7 @@ fn role_scopes(role: &str) -> &'static [&'static str] {
         "key.upload",
         "event.ingest",
         "metrics.read",
+        "usage.report",
         "members.read",
         "admin",
     ];

@@ -59,6 +59,7 @@ async fn every_kind_can_be_created_listed_revoked_and_rotated() {
                 "key.upload",
                 "event.ingest",
                 "metrics.read",
+                "usage.report",
                 "members.read",
                 "admin"
             ]),

@@ -4,7 +4,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
-use d2_billing::{Burn, CreditGrant, CreditRepo, EntryOf, LedgerEntry, SpendOf, SpendOutcome};
+use d2_billing::{
+    Burn, CloseOf, CloseRefusal, Closing, CreditGrant, CreditRepo, EntryId, EntryOf, LedgerEntry,
+    Reservation, ReservationStatus, SpendOf, SpendOutcome,
+};
 use d2_kernel::{AccountId, StoreError};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
@@ -15,7 +18,7 @@ use crate::audit::write_audit;
 use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
 use crate::id::Id;
-use crate::schema::{accounts, credit_entries, credit_grants};
+use crate::schema::{accounts, credit_entries, credit_grants, credit_reservations};
 
 #[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = credit_grants, check_for_backend(crate::Db))]
@@ -47,12 +50,83 @@ pub(crate) struct EntryRow {
     pub created_at: DateTime<Utc>,
 }
 
-fn stored(amount: u64) -> Result<i64, StoreError> {
+#[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
+#[diesel(table_name = credit_reservations, check_for_backend(crate::Db))]
+pub(crate) struct ReservationRow {
+    pub id: Id,
+    pub account_id: Id,
+    pub amount: i64,
+    pub burns: Value,
+    pub status: String,
+    pub settled_amount: Option<i64>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
+impl ReservationRow {
+    fn from_domain(account: AccountId, reservation: &Reservation) -> Result<Self, StoreError> {
+        Ok(Self {
+            id: Id::from(reservation.id),
+            account_id: Id::from(account),
+            amount: stored(reservation.amount)?,
+            burns: burns_to_json(&reservation.burns),
+            status: reservation.status.as_str().to_owned(),
+            settled_amount: reservation.settled_amount.map(stored).transpose()?,
+            expires_at: reservation.expires_at,
+            created_at: reservation.created_at,
+            closed_at: reservation.closed_at,
+        })
+    }
+
+    fn into_domain(self) -> Result<Reservation, StoreError> {
+        Ok(Reservation {
+            id: self.id.into(),
+            amount: read(self.amount)?,
+            burns: burns_from_json(self.burns)?,
+            status: self
+                .status
+                .parse()
+                .map_err(|_| corrupt("reservation status"))?,
+            settled_amount: self.settled_amount.map(read).transpose()?,
+            expires_at: self.expires_at,
+            created_at: self.created_at,
+            closed_at: self.closed_at,
+        })
+    }
+}
+
+fn burns_to_json(burns: &[Burn]) -> Value {
+    Value::Array(
+        burns
+            .iter()
+            .map(|burn| json!({ "grant_id": burn.grant, "amount": burn.amount }))
+            .collect(),
+    )
+}
+
+fn burns_from_json(burns: Value) -> Result<Vec<Burn>, StoreError> {
+    let Value::Array(burns) = burns else {
+        return Err(corrupt("entry burns"));
+    };
+    burns
+        .iter()
+        .map(|burn| {
+            Some(Burn {
+                grant: burn.get("grant_id")?.as_str()?.parse().ok()?,
+                amount: burn.get("amount")?.as_u64()?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| corrupt("entry burns"))
+}
+
+pub(crate) fn stored(amount: u64) -> Result<i64, StoreError> {
     i64::try_from(amount)
         .map_err(|_| StoreError::corrupt("a credit amount beyond the store's range"))
 }
 
-fn read(amount: i64) -> Result<u64, StoreError> {
+pub(crate) fn read(amount: i64) -> Result<u64, StoreError> {
     u64::try_from(amount).map_err(|_| corrupt("credit amount"))
 }
 
@@ -89,12 +163,7 @@ impl GrantRow {
 }
 
 impl EntryRow {
-    fn from_domain(account: AccountId, entry: &LedgerEntry) -> Result<Self, StoreError> {
-        let burns: Vec<Value> = entry
-            .burns
-            .iter()
-            .map(|burn| json!({ "grant_id": burn.grant, "amount": burn.amount }))
-            .collect();
+    pub(crate) fn from_domain(account: AccountId, entry: &LedgerEntry) -> Result<Self, StoreError> {
         Ok(Self {
             id: Id::from(entry.id),
             account_id: Id::from(account),
@@ -102,7 +171,7 @@ impl EntryRow {
             amount: stored(entry.amount)?,
             balance_after: stored(entry.balance_after)?,
             grant_id: entry.grant_id.map(Id::from),
-            burns: Value::Array(burns),
+            burns: burns_to_json(&entry.burns),
             idempotency_key: entry.idempotency_key.clone(),
             reason: entry.reason.clone(),
             actor: entry.actor.clone(),
@@ -110,20 +179,8 @@ impl EntryRow {
         })
     }
 
-    fn into_domain(self) -> Result<LedgerEntry, StoreError> {
-        let Value::Array(burns) = self.burns else {
-            return Err(corrupt("entry burns"));
-        };
-        let burns = burns
-            .iter()
-            .map(|burn| {
-                Some(Burn {
-                    grant: burn.get("grant_id")?.as_str()?.parse().ok()?,
-                    amount: burn.get("amount")?.as_u64()?,
-                })
-            })
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| corrupt("entry burns"))?;
+    pub(crate) fn into_domain(self) -> Result<LedgerEntry, StoreError> {
+        let burns = burns_from_json(self.burns)?;
         Ok(LedgerEntry {
             id: self.id.into(),
             kind: self.kind.parse().map_err(|_| corrupt("entry kind"))?,
@@ -141,7 +198,10 @@ impl EntryRow {
 
 /// Holds the account (its grants and ledger change one writer at a time) and reads its
 /// grants, oldest first.
-async fn held_grants(conn: &mut crate::Conn, account: Id) -> Result<Vec<CreditGrant>, TxError> {
+pub(crate) async fn held_grants(
+    conn: &mut crate::Conn,
+    account: Id,
+) -> Result<Vec<CreditGrant>, TxError> {
     let held: Option<Id> = locked!(accounts::table.find(account))
         .select(accounts::id)
         .first(conn)
@@ -162,6 +222,61 @@ async fn held_grants(conn: &mut crate::Conn, account: Id) -> Result<Vec<CreditGr
         .map(GrantRow::into_domain)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(grants)
+}
+
+/// Gives `burns` back to their grants of the account `account`; more than a grant's amount
+/// fails the transaction.
+async fn give_back(conn: &mut crate::Conn, account: Id, burns: &[Burn]) -> Result<(), TxError> {
+    for burn in burns {
+        let given = stored(burn.amount)?;
+        let updated = diesel::update(
+            credit_grants::table
+                .filter(credit_grants::id.eq(Id::from(burn.grant)))
+                .filter(credit_grants::account_id.eq(account))
+                .filter((credit_grants::remaining + given).le(credit_grants::amount)),
+        )
+        .set(credit_grants::remaining.eq(credit_grants::remaining + given))
+        .execute(conn)
+        .await?;
+        if updated != 1 {
+            return Err(TxError::from(StoreError::corrupt(
+                "a release above its grant's amount",
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Takes `burns` from their grants of the account `account` (several from one grant
+/// summed into one update). A burn above what its grant has left fails the transaction.
+pub(crate) async fn take_burns<'a>(
+    conn: &mut crate::Conn,
+    account: Id,
+    burns: impl IntoIterator<Item = &'a Burn>,
+) -> Result<(), TxError> {
+    let mut by_grant: std::collections::BTreeMap<Id, u64> = std::collections::BTreeMap::new();
+    for burn in burns {
+        let sum = by_grant.entry(Id::from(burn.grant)).or_default();
+        *sum = sum.saturating_add(burn.amount);
+    }
+    for (grant, amount) in by_grant {
+        let taken = stored(amount)?;
+        let updated = diesel::update(
+            credit_grants::table
+                .filter(credit_grants::id.eq(grant))
+                .filter(credit_grants::account_id.eq(account))
+                .filter(credit_grants::remaining.ge(taken)),
+        )
+        .set(credit_grants::remaining.eq(credit_grants::remaining - taken))
+        .execute(conn)
+        .await?;
+        if updated != 1 {
+            return Err(TxError::from(StoreError::corrupt(
+                "a burn above its grant's remaining credits",
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -229,36 +344,117 @@ impl CreditRepo for crate::Store {
             if let Some(earlier) = earlier {
                 return Ok(SpendOutcome::Replayed(earlier.into_domain()?));
             }
-            let (entry, audit) = match decide(&grants) {
-                Ok(decided) => decided,
+            let spending = match decide(&grants) {
+                Ok(spending) => spending,
                 Err(refusal) => return Ok(SpendOutcome::Refused(refusal)),
             };
-            for burn in &entry.burns {
-                let taken = stored(burn.amount)?;
-                let updated = diesel::update(
-                    credit_grants::table
-                        .filter(credit_grants::id.eq(Id::from(burn.grant)))
-                        .filter(credit_grants::account_id.eq(id))
-                        .filter(credit_grants::remaining.ge(taken)),
-                )
-                .set(credit_grants::remaining.eq(credit_grants::remaining - taken))
-                .execute(conn)
-                .await?;
-                if updated != 1 {
-                    return Err(TxError::from(StoreError::corrupt(
-                        "a burn above its grant's remaining credits",
-                    )));
-                }
-            }
+            take_burns(conn, id, &spending.entry.burns).await?;
             diesel::insert_into(credit_entries::table)
-                .values(EntryRow::from_domain(account, &entry)?)
+                .values(EntryRow::from_domain(account, &spending.entry)?)
                 .execute(conn)
                 .await?;
-            write_audit(conn, &audit).await?;
-            Ok(SpendOutcome::Spent(entry))
+            if let Some(reservation) = &spending.reservation {
+                diesel::insert_into(credit_reservations::table)
+                    .values(ReservationRow::from_domain(account, reservation)?)
+                    .execute(conn)
+                    .await?;
+            }
+            write_audit(conn, &spending.audit).await?;
+            Ok::<_, TxError>(SpendOutcome::Spent(spending.entry))
         })
         .await?;
         Ok(outcome)
+    }
+
+    async fn reservation(
+        &self,
+        account: AccountId,
+        id: EntryId,
+    ) -> Result<Option<Reservation>, StoreError> {
+        let mut conn = self.conn().await?;
+        let row: Option<ReservationRow> = credit_reservations::table
+            .filter(credit_reservations::id.eq(Id::from(id)))
+            .filter(credit_reservations::account_id.eq(Id::from(account)))
+            .select(ReservationRow::as_select())
+            .first(&mut conn)
+            .await
+            .optional()
+            .map_err(from_diesel)?;
+        row.map(ReservationRow::into_domain).transpose()
+    }
+
+    async fn close_reservation(
+        &self,
+        account: AccountId,
+        id: EntryId,
+        close: CloseOf<'_>,
+    ) -> Result<Option<Result<Closing, CloseRefusal>>, StoreError> {
+        let account_id = Id::from(account);
+        let mut conn = self.writer().await?;
+        let closed = write_transaction!(conn, async |conn| {
+            // Held like a spend: a settlement and the expiry job never both give back.
+            let grants = held_grants(conn, account_id).await?;
+            let row: Option<ReservationRow> = credit_reservations::table
+                .filter(credit_reservations::id.eq(Id::from(id)))
+                .filter(credit_reservations::account_id.eq(account_id))
+                .select(ReservationRow::as_select())
+                .first(conn)
+                .await
+                .optional()?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let closing = match close(&grants, &row.into_domain()?) {
+                Ok(closing) => closing,
+                Err(refusal) => return Ok(Some(Err(refusal))),
+            };
+            if let Some(release) = &closing.release {
+                give_back(conn, account_id, &release.burns).await?;
+                diesel::insert_into(credit_entries::table)
+                    .values(EntryRow::from_domain(account, release)?)
+                    .execute(conn)
+                    .await?;
+                let after = ReservationRow::from_domain(account, &closing.reservation)?;
+                diesel::update(credit_reservations::table.find(after.id))
+                    .set((
+                        credit_reservations::status.eq(&after.status),
+                        credit_reservations::settled_amount.eq(after.settled_amount),
+                        credit_reservations::closed_at.eq(after.closed_at),
+                    ))
+                    .execute(conn)
+                    .await?;
+            }
+            if let Some(audit) = &closing.audit {
+                write_audit(conn, audit).await?;
+            }
+            Ok::<_, TxError>(Some(Ok(closing)))
+        })
+        .await?;
+        Ok(closed)
+    }
+
+    async fn due_reservations(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(AccountId, EntryId)>, StoreError> {
+        let mut conn = self.conn().await?;
+        let due: Vec<(Id, Id)> = credit_reservations::table
+            .filter(credit_reservations::status.eq(ReservationStatus::Held.as_str()))
+            .filter(credit_reservations::expires_at.le(now))
+            .order((
+                credit_reservations::expires_at.asc(),
+                credit_reservations::id.asc(),
+            ))
+            .limit(i64::from(limit))
+            .select((credit_reservations::account_id, credit_reservations::id))
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        Ok(due
+            .into_iter()
+            .map(|(account, id)| (account.into(), id.into()))
+            .collect())
     }
 
     async fn ledger(&self, account: AccountId, limit: u32) -> Result<Vec<LedgerEntry>, StoreError> {

@@ -26,3 +26,4 @@ pub(crate) mod principals;
 pub(crate) mod tasks;
 pub(crate) mod tokens;
 pub(crate) mod transfer;
+pub(crate) mod usage;

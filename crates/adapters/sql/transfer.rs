@@ -20,7 +20,7 @@ use crate::agents::AgentRow;
 use crate::billing::{CustomerRow, ProviderEventRow, SubscriptionRow};
 use crate::catalog::{BindingRow, CatalogRow, ScopeRow, ToolRow};
 use crate::client_policies::ClientPolicyRow;
-use crate::credits::{EntryRow, GrantRow};
+use crate::credits::{EntryRow, GrantRow, ReservationRow};
 use crate::delegations::DelegationRow;
 use crate::error::{TxError, from_diesel};
 use crate::events::EventRow;
@@ -34,21 +34,25 @@ use crate::position::{Side, in_stream};
 use crate::principals::PrincipalRow;
 use crate::schema::{
     access_rules, accounts, agent_tools, agents, api_tokens, audit_logs, billing_customers,
-    billing_events, billing_subscriptions, credit_entries, credit_grants, delegations, events,
-    ingest_refusals, invitations, job_checkpoints, members, oauth_catalogs, oauth_client_policies,
-    oauth_scopes, oauth_tokens, policies, principals, publisher_keys, signing_keys, tasks, tools,
-    users,
+    billing_events, billing_subscriptions, credit_entries, credit_grants, credit_reservations,
+    delegations, events, ingest_refusals, invitations, job_checkpoints, members, oauth_catalogs,
+    oauth_client_policies, oauth_scopes, oauth_tokens, policies, principals, publisher_keys,
+    signing_keys, tasks, tools, usage_hours, usage_records, users,
 };
 use crate::tasks::TaskCopy;
+use crate::usage::{HourRow, UsageRow};
 
 /// The tables copied, in an order that satisfies every foreign key.
-pub const TABLES: [&str; 28] = [
+pub const TABLES: [&str; 31] = [
     "accounts",
     "billing_customers",
     "billing_subscriptions",
     "billing_events",
     "credit_grants",
     "credit_entries",
+    "usage_records",
+    "usage_hours",
+    "credit_reservations",
     "users",
     "members",
     "invitations",
@@ -197,6 +201,25 @@ fn by_id(rows: Vec<Value>, last_id: Option<impl ToString>) -> RowPage {
     (rows, last_id.filter(|_| full).map(|id| id.to_string()))
 }
 
+/// A page of a table with UUID ids, read in id order after the cursor's id.
+macro_rules! page_by_uuid {
+    ($conn:expr, $after:expr, $table:ident, $row:ty) => {{
+        let mut query = $table::table
+            .order($table::id)
+            .limit(PAGE)
+            .select(<$row>::as_select())
+            .into_boxed();
+        if let Some(after) = $after {
+            let after = uuid::Uuid::parse_str(after)
+                .map_err(|_| StoreError::corrupt("a copy's page cursor is not a UUID"))?;
+            query = query.filter($table::id.gt(Id(after)));
+        }
+        let rows: Vec<$row> = query.load($conn).await.map_err(from_diesel)?;
+        let last = rows.last().map(|row| row.id.0);
+        by_id(to_json(rows)?, last)
+    }};
+}
+
 /// The id a page of a table numbered by `bigint` ids starts after (0 for the first).
 fn after_number(after: Option<&str>) -> Result<i64, StoreError> {
     after.map_or(Ok(0), |text| {
@@ -325,21 +348,13 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
-            "oauth_tokens" => {
-                // The table grows with every token issued: read in pages, by id.
-                let mut query = oauth_tokens::table
-                    .order(oauth_tokens::id)
-                    .limit(PAGE)
-                    .select(TokenRow::as_select())
-                    .into_boxed();
-                if let Some(after) = after {
-                    let after = uuid::Uuid::parse_str(after)
-                        .map_err(|_| StoreError::corrupt("a copy's page cursor is not a UUID"))?;
-                    query = query.filter(oauth_tokens::id.gt(Id(after)));
-                }
-                let rows: Vec<TokenRow> = query.load(conn).await.map_err(from_diesel)?;
-                let last = rows.last().map(|row| row.id.0);
-                by_id(to_json(rows)?, last)
+            // These tables grow with every token issued, spend and usage report: read in
+            // pages, by id.
+            "oauth_tokens" => page_by_uuid!(conn, after, oauth_tokens, TokenRow),
+            "credit_entries" => page_by_uuid!(conn, after, credit_entries, EntryRow),
+            "usage_records" => page_by_uuid!(conn, after, usage_records, UsageRow),
+            "credit_reservations" => {
+                page_by_uuid!(conn, after, credit_reservations, ReservationRow)
             }
             "tools" => whole(to_json(
                 tools::table
@@ -357,10 +372,17 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
-            "credit_entries" => whole(to_json(
-                credit_entries::table
-                    .order(credit_entries::id)
-                    .select(EntryRow::as_select())
+            "usage_hours" => whole(to_json(
+                usage_hours::table
+                    .order((
+                        usage_hours::account_id,
+                        usage_hours::hour,
+                        usage_hours::meter,
+                        usage_hours::subject,
+                        usage_hours::operation,
+                        usage_hours::credential,
+                    ))
+                    .select(HourRow::as_select())
                     .load(conn)
                     .await
                     .map_err(from_diesel)?,
@@ -560,6 +582,19 @@ impl crate::Store {
                 }
                 "credit_entries" => {
                     insert_rows!(conn, credit_entries::table, from_json::<EntryRow>(rows)?);
+                }
+                "usage_records" => {
+                    insert_rows!(conn, usage_records::table, from_json::<UsageRow>(rows)?);
+                }
+                "usage_hours" => {
+                    insert_rows!(conn, usage_hours::table, from_json::<HourRow>(rows)?);
+                }
+                "credit_reservations" => {
+                    insert_rows!(
+                        conn,
+                        credit_reservations::table,
+                        from_json::<ReservationRow>(rows)?
+                    );
                 }
                 "billing_customers" => {
                     insert_rows!(

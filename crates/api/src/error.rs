@@ -93,11 +93,17 @@ pub struct Problem {
     pub detail: String,
     /// Stable, machine-readable: match on this.
     pub code: &'static str,
+    /// What some codes add for the caller to act on (`not_eligible`: `limit`, `allowed`,
+    /// `used`, `requested`, `upgrades`).
+    #[serde(flatten)]
+    #[schema(inline)]
+    pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
 pub struct ApiError {
     code: Code,
     detail: String,
+    details: Option<Box<serde_json::Map<String, serde_json::Value>>>,
     source: Option<Box<dyn StdError + Send + Sync>>,
     rate_limit: Option<RateLimit>,
     format: ErrorFormat,
@@ -108,6 +114,7 @@ impl ApiError {
         Self {
             code,
             detail: detail.into(),
+            details: None,
             source: None,
             rate_limit: None,
             format: ErrorFormat::Problem,
@@ -167,6 +174,7 @@ impl<E: ErrorCode + Send + Sync + 'static> From<E> for ApiError {
         Self {
             code: error.code(),
             detail: error.to_string(),
+            details: error.details().map(Box::new),
             rate_limit: error.rate_limit(),
             source: Some(Box::new(error)),
             format: ErrorFormat::Problem,
@@ -242,6 +250,7 @@ impl ResponseError for ApiError {
                         status: status.as_u16(),
                         detail,
                         code: self.code.as_str(),
+                        extensions: self.details.as_deref().cloned().unwrap_or_default(),
                     })
             }
             // RFC 6749 §5.1: responses carrying credentials or their errors are not stored.

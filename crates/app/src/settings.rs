@@ -322,6 +322,35 @@ const EMBEDDED: [(&str, &str); 3] = [
     ),
 ];
 
+/// A data file the settings name (`key`): `configured` (absolute, or relative to the config
+/// directory `dir`); unset, the directory's `default_name`, else `shipped`, the copy built
+/// into the binary. Answers where the text came from and the text; a configured file that
+/// cannot be read is an error naming the key.
+pub(crate) fn config_file(
+    dir: &Path,
+    key: &str,
+    configured: Option<&str>,
+    default_name: &str,
+    shipped: &str,
+) -> Result<(String, String), SettingsError> {
+    match configured {
+        Some(file) => {
+            let path = dir.join(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                SettingsError::invalid(key, format!("cannot read {}: {e}", path.display()))
+            })?;
+            Ok((path.display().to_string(), text))
+        }
+        None => {
+            let path = dir.join(default_name);
+            Ok(match std::fs::read_to_string(&path) {
+                Ok(text) => (path.display().to_string(), text),
+                Err(_) => (format!("the built-in {default_name}"), shipped.to_owned()),
+            })
+        }
+    }
+}
+
 /// Keys whose environment variable is a comma-separated list.
 const LIST_KEYS: [&str; 6] = [
     "http.cors.allowed_origins",
@@ -406,6 +435,7 @@ impl Settings {
         let mut settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
         settings.profile = profile;
         settings.oauth.load_default_scopes(dir)?;
+        settings.billing.load_price_table(dir)?;
         settings.oauth.load_outbound_fetch(dir)?;
         if settings.profile.is_dev() && settings.database.url.is_none() {
             settings.database.url = Some(SecretString::from(default_dev_database()));

@@ -157,8 +157,15 @@ macro_rules! __contract_suite_list {
             catalog(store, a):
                 catalog::scope_seeding_races,
                 catalog::scope_change_races;
-            billing(store, a, b): billing::provider_events, billing::credit_ledger;
-            billing(store, a): billing::provider_event_races, billing::credit_races;
+            billing(store, a, b):
+                billing::provider_events,
+                billing::credit_ledger,
+                billing::usage_records,
+                billing::reservations;
+            billing(store, a):
+                billing::provider_event_races,
+                billing::credit_races,
+                billing::usage_races;
         }
     };
 }

@@ -193,6 +193,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    credit_reservations (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        amount -> Int8,
+        burns -> Jsonb,
+        status -> Text,
+        settled_amount -> Nullable<Int8>,
+        expires_at -> Timestamptz,
+        created_at -> Timestamptz,
+        closed_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     delegations (id) {
         id -> Uuid,
         account_id -> Uuid,
@@ -452,6 +466,40 @@ diesel::table! {
 }
 
 diesel::table! {
+    usage_hours (account_id, hour, meter, subject, operation, credential) {
+        account_id -> Uuid,
+        hour -> Timestamptz,
+        meter -> Text,
+        subject -> Text,
+        operation -> Text,
+        credential -> Text,
+        reports -> Int8,
+        input_tokens -> Int8,
+        output_tokens -> Int8,
+        invocations -> Int8,
+        credits -> Int8,
+    }
+}
+
+diesel::table! {
+    usage_records (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        idempotency_key -> Text,
+        meter -> Text,
+        subject -> Text,
+        operation -> Text,
+        input_tokens -> Int8,
+        output_tokens -> Int8,
+        invocations -> Int8,
+        credits -> Int8,
+        price_version -> Int4,
+        credential -> Text,
+        recorded_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     users (id) {
         id -> Uuid,
         email -> Nullable<Text>,
@@ -482,6 +530,8 @@ diesel::joinable!(billing_subscriptions -> accounts (account_id));
 diesel::joinable!(credit_entries -> accounts (account_id));
 diesel::joinable!(credit_entries -> credit_grants (grant_id));
 diesel::joinable!(credit_grants -> accounts (account_id));
+diesel::joinable!(credit_reservations -> accounts (account_id));
+diesel::joinable!(credit_reservations -> credit_entries (id));
 diesel::joinable!(delegations -> accounts (account_id));
 diesel::joinable!(delegations -> principals (grantor_principal_id));
 diesel::joinable!(events -> accounts (account_id));
@@ -502,6 +552,9 @@ diesel::joinable!(principals -> accounts (account_id));
 diesel::joinable!(publisher_keys -> accounts (account_id));
 diesel::joinable!(signing_keys -> accounts (account_id));
 diesel::joinable!(tools -> accounts (account_id));
+diesel::joinable!(usage_hours -> accounts (account_id));
+diesel::joinable!(usage_records -> accounts (account_id));
+diesel::joinable!(usage_records -> credit_entries (id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     access_rules,
@@ -516,6 +569,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     billing_subscriptions,
     credit_entries,
     credit_grants,
+    credit_reservations,
     delegations,
     events,
     ingest_refusals,
@@ -533,5 +587,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     signing_keys,
     tasks,
     tools,
+    usage_hours,
+    usage_records,
     users,
 );

@@ -614,13 +614,78 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::{Jsonb, Uuid};
+
+    credit_reservations (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        amount -> BigInt,
+        burns -> Jsonb,
+        status -> Text,
+        settled_amount -> Nullable<BigInt>,
+        expires_at -> TimestamptzSqlite,
+        created_at -> TimestamptzSqlite,
+        closed_at -> Nullable<TimestamptzSqlite>,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::Uuid;
+
+    usage_hours (account_id, hour, meter, subject, operation, credential) {
+        account_id -> Uuid,
+        hour -> TimestamptzSqlite,
+        meter -> Text,
+        subject -> Text,
+        operation -> Text,
+        credential -> Text,
+        reports -> BigInt,
+        input_tokens -> BigInt,
+        output_tokens -> BigInt,
+        invocations -> BigInt,
+        credits -> BigInt,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::Uuid;
+
+    usage_records (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        idempotency_key -> Text,
+        meter -> Text,
+        subject -> Text,
+        operation -> Text,
+        input_tokens -> BigInt,
+        output_tokens -> BigInt,
+        invocations -> BigInt,
+        credits -> BigInt,
+        price_version -> Int4,
+        credential -> Text,
+        recorded_at -> TimestamptzSqlite,
+    }
+}
+
 diesel::joinable!(credit_entries -> accounts (account_id));
 diesel::joinable!(credit_entries -> credit_grants (grant_id));
 diesel::joinable!(credit_grants -> accounts (account_id));
+diesel::joinable!(credit_reservations -> accounts (account_id));
+diesel::joinable!(credit_reservations -> credit_entries (id));
+diesel::joinable!(usage_hours -> accounts (account_id));
+diesel::joinable!(usage_records -> accounts (account_id));
+diesel::joinable!(usage_records -> credit_entries (id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     credit_entries,
     credit_grants,
+    credit_reservations,
+    usage_hours,
+    usage_records,
     billing_customers,
     billing_events,
     billing_subscriptions,

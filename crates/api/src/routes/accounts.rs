@@ -46,6 +46,10 @@ pub struct QuotasBody {
     /// Telemetry events the whole account may send per minute (every token and replica
     /// together); over it, ingest answers 429 and counts the refused events.
     pub ingest_events_per_minute: u32,
+    /// Agents the account may use in a month (its agent slots).
+    pub max_agents: u32,
+    /// Model tokens (input and output) the account may use in a month.
+    pub monthly_model_tokens: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -83,6 +87,8 @@ impl From<AccountOverview> for AccountBody {
                 event_payload_max_bytes: quotas.max_batch_bytes,
                 ingest_interval: quotas.ingest_interval_seconds,
                 ingest_events_per_minute: quotas.ingest_events_per_minute,
+                max_agents: quotas.max_agents,
+                monthly_model_tokens: quotas.monthly_model_tokens,
             },
             metrics_enabled: overview.account.metrics_enabled,
             poll_seconds: quotas.poll_seconds,

@@ -1,9 +1,9 @@
-use actix_web::web::{Bytes, Data};
+use actix_web::web::{Bytes, Data, Path};
 use actix_web::{HttpRequest, HttpResponse, get, post};
 use chrono::{DateTime, Utc};
 use d2_billing::{
-    CreditGrant, CreditsOverview, GrantRequest, GrantSource, LedgerEntry, SpendRequest,
-    Subscription,
+    CreditGrant, CreditsOverview, EntryId, GrantRequest, GrantSource, LedgerEntry, Reservation,
+    SpendRequest, Subscription,
 };
 use d2_kernel::AccountLock;
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,19 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(subscription)
         .service(add_credits)
         .service(spend_credits)
-        .service(credits);
+        .service(credits)
+        .service(reserve_credits)
+        .service(get_reservation)
+        .service(settle_reservation);
+}
+
+/// 201 for what a request made, 200 for a retry answered with what its first try made.
+pub(super) fn made_or_replayed(replayed: bool) -> actix_web::HttpResponseBuilder {
+    if replayed {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::Created()
+    }
 }
 
 /// What became of a delivered event.
@@ -401,12 +413,7 @@ async fn spend_credits(
             },
         )
         .await?;
-    let mut answer = if spent.replayed {
-        HttpResponse::Ok()
-    } else {
-        HttpResponse::Created()
-    };
-    Ok(answer.json(EntryView::from(&spent.entry)))
+    Ok(made_or_replayed(spent.replayed).json(EntryView::from(&spent.entry)))
 }
 
 /// The account's credits (admin): the balance that may be spent now, every grant, and the
@@ -419,4 +426,187 @@ async fn spend_credits(
 async fn credits(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let overview = state.app.billing.credits.overview(&auth).await?;
     Ok(HttpResponse::Ok().json(CreditsView::from(&overview)))
+}
+
+/// Credits to hold for work under way.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveBody {
+    /// Whole credits, 1 to 10^12: the estimate of the work's cost.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
+    pub amount: u64,
+    /// The caller's key of this reservation, 1 to 255 characters: a retry with it is
+    /// answered with the first reservation.
+    #[schema(min_length = 1, max_length = 255)]
+    pub idempotency_key: String,
+    /// How long the credits are held unless settled: 10 seconds to 7 days (default 900).
+    #[schema(minimum = 10, maximum = 604_800)]
+    #[serde(default = "default_hold_seconds")]
+    pub expires_in_seconds: u32,
+    /// At most 500 characters.
+    #[schema(max_length = 500)]
+    pub reason: Option<String>,
+}
+
+fn default_hold_seconds() -> u32 {
+    900
+}
+
+/// What the work cost.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettleBody {
+    /// Whole credits, 0 to what was reserved.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_u64)]
+    pub amount: u64,
+}
+
+/// Credits held for work under way.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReservationView {
+    /// Its reserve ledger entry's id.
+    pub reservation_id: String,
+    pub amount: u64,
+    /// `held`, `settled` or `expired`.
+    pub status: String,
+    /// What the work cost, once settled.
+    pub settled_amount: Option<u64>,
+    /// What reserving took from each grant.
+    pub burns: Vec<BurnView>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Reservation> for ReservationView {
+    fn from(reservation: &Reservation) -> Self {
+        Self {
+            reservation_id: reservation.id.to_string(),
+            amount: reservation.amount,
+            status: reservation.status.as_str().to_owned(),
+            settled_amount: reservation.settled_amount,
+            burns: reservation
+                .burns
+                .iter()
+                .map(|burn| BurnView {
+                    grant_id: burn.grant.to_string(),
+                    amount: burn.amount,
+                })
+                .collect(),
+            expires_at: reservation.expires_at,
+            created_at: reservation.created_at,
+            closed_at: reservation.closed_at,
+        }
+    }
+}
+
+/// A reservation made, with its ledger entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReservationMade {
+    pub reservation: ReservationView,
+    pub entry: EntryView,
+}
+
+/// A reservation settled, with what it gave back.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReservationSettled {
+    pub reservation: ReservationView,
+    /// The release entry; absent on a retry of the same settlement.
+    pub release: Option<EntryView>,
+}
+
+/// Reserve credits before long work (scope `usage.report`): taken from the grants like a
+/// spend (402 `insufficient_credits` beyond the balance), held until settled or until
+/// `expires_in_seconds`, when the worker gives them all back. A retry with the same
+/// `idempotency_key` and amount answers 200 with the first reservation; with another, 409
+/// `idempotency_key_reused`. Audited as `billing.credits_reserve`.
+#[utoipa::path(tag = "billing", security(("bearer" = []), ("api_key" = [])),
+    request_body = ReserveBody, responses(
+    (status = 201, body = ReservationMade),
+    (status = 200, body = ReservationMade, description = "A retry: the first reservation"),
+    (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 402, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/billing/credits/reserve")]
+async fn reserve_credits(
+    state: Data<ApiState>,
+    auth: Auth,
+    body: Json<ReserveBody>,
+) -> ApiResult<HttpResponse> {
+    let body = body.0;
+    let (reservation, spent) = state
+        .app
+        .billing
+        .credits
+        .reserve(
+            &auth,
+            SpendRequest {
+                amount: body.amount,
+                idempotency_key: body.idempotency_key,
+                reason: body.reason,
+            },
+            chrono::Duration::seconds(i64::from(body.expires_in_seconds)),
+        )
+        .await?;
+    Ok(made_or_replayed(spent.replayed).json(ReservationMade {
+        reservation: ReservationView::from(&reservation),
+        entry: EntryView::from(&spent.entry),
+    }))
+}
+
+/// One reservation of the account (scope `usage.report`); another account's is 404
+/// `reservation_not_found`.
+#[utoipa::path(tag = "billing", security(("bearer" = []), ("api_key" = [])),
+    params(("reservation_id" = Uuid, Path)), responses(
+    (status = 200, body = ReservationView),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/billing/credits/reservations/{reservation_id}")]
+async fn get_reservation(
+    state: Data<ApiState>,
+    auth: Auth,
+    reservation_id: Path<EntryId>,
+) -> ApiResult<HttpResponse> {
+    let reservation = state
+        .app
+        .billing
+        .credits
+        .reservation(&auth, *reservation_id)
+        .await?;
+    Ok(HttpResponse::Ok().json(ReservationView::from(&reservation)))
+}
+
+/// Settle a reservation for what the work cost (scope `usage.report`): the rest goes back
+/// to the grants it was taken from, the last taken first. At most the amount reserved
+/// (400 `invalid_credits`); after its expiry, 409 `reservation_expired` (the credits were
+/// given back); settled before for another amount, 409 `reservation_settled`; a retry for
+/// the same amount answers the settlement again. Audited as `billing.credits_settle`.
+#[utoipa::path(tag = "billing", security(("bearer" = []), ("api_key" = [])),
+    params(("reservation_id" = Uuid, Path)), request_body = SettleBody, responses(
+    (status = 200, body = ReservationSettled),
+    (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/billing/credits/reservations/{reservation_id}/settle")]
+async fn settle_reservation(
+    state: Data<ApiState>,
+    auth: Auth,
+    reservation_id: Path<EntryId>,
+    body: Json<SettleBody>,
+) -> ApiResult<HttpResponse> {
+    let (reservation, release) = state
+        .app
+        .billing
+        .credits
+        .settle(&auth, *reservation_id, body.0.amount)
+        .await?;
+    Ok(HttpResponse::Ok().json(ReservationSettled {
+        reservation: ReservationView::from(&reservation),
+        release: release.as_ref().map(EntryView::from),
+    }))
 }

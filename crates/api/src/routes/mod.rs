@@ -27,6 +27,7 @@ mod principals;
 mod scopes;
 mod tokens;
 mod tools;
+mod usage;
 
 use actix_web::HttpResponse;
 use actix_web::http::header;
@@ -66,6 +67,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(invitations::configure_public)
         .configure(tokens::configure)
         .configure(billing::configure)
+        .configure(usage::configure)
         .configure(admin::configure)
         .configure(agents::configure)
         .configure(tools::configure)

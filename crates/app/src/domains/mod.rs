@@ -148,7 +148,8 @@ mod tests {
                 "analytics-export",
                 "retention",
                 "oauth-token-pruning",
-                "oauth-client-reaping"
+                "oauth-client-reaping",
+                "reservation-expiry"
             ]
         );
         for job in &app.jobs {

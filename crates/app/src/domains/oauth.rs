@@ -74,25 +74,13 @@ impl OAuthSettings {
     /// problem.
     pub(crate) fn load_default_scopes(&mut self, dir: &Path) -> Result<(), SettingsError> {
         const KEY: &str = "oauth.default_scopes_file";
-        let (source, text) = match &self.default_scopes_file {
-            Some(file) => {
-                let path = dir.join(file);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    SettingsError::invalid(KEY, format!("cannot read {}: {e}", path.display()))
-                })?;
-                (path.display().to_string(), text)
-            }
-            None => {
-                let path = dir.join("scopes.yml");
-                match std::fs::read_to_string(&path) {
-                    Ok(text) => (path.display().to_string(), text),
-                    Err(_) => (
-                        "the built-in scopes.yml".to_owned(),
-                        SHIPPED_DEFAULT_SCOPES.to_owned(),
-                    ),
-                }
-            }
-        };
+        let (source, text) = crate::settings::config_file(
+            dir,
+            KEY,
+            self.default_scopes_file.as_deref(),
+            "scopes.yml",
+            SHIPPED_DEFAULT_SCOPES,
+        )?;
         self.default_scopes = DefaultScopes::from_yaml(&text)
             .map_err(|e| SettingsError::invalid(KEY, format!("{source}: {e}")))?;
         Ok(())

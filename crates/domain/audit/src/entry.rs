@@ -84,6 +84,14 @@ d2_kernel::named_values! {
         BillingCreditsAdd = "billing.credits_add",
         /// Credits of the account were spent.
         BillingCreditsSpend = "billing.credits_spend",
+        /// Credits were reserved for work under way.
+        BillingCreditsReserve = "billing.credits_reserve",
+        /// A reservation was settled for what the work cost; the rest given back.
+        BillingCreditsSettle = "billing.credits_settle",
+        /// A reservation reached its expiry unsettled; all given back.
+        BillingCreditsExpire = "billing.credits_expire",
+        /// A batch of usage reports was recorded and paid for in credits.
+        BillingUsageRecord = "billing.usage_record",
         PrincipalCreate = "principal.create",
         PrincipalUpdate = "principal.update",
         PrincipalDelete = "principal.delete",
@@ -352,6 +360,10 @@ mod tests {
                 "billing.subscription_update",
                 "billing.credits_add",
                 "billing.credits_spend",
+                "billing.credits_reserve",
+                "billing.credits_settle",
+                "billing.credits_expire",
+                "billing.usage_record",
                 "principal.create",
                 "principal.update",
                 "principal.delete",

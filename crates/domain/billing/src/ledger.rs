@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::{AccessError, AccountId, AuthContext, Clock, Code, ErrorCode, Scope, StoreError};
 use serde_json::json;
 
-use crate::credits::{Burn, CreditGrant, GrantId, GrantSource, InsufficientCredits, plan_spend};
+use crate::credits::{
+    Burn, CreditGrant, GrantId, GrantSource, InsufficientCredits, plan_release, plan_spend,
+};
+use crate::reservations::{CloseOf, CloseRefusal, Closing, Reservation, ReservationStatus};
 
 d2_kernel::typed_id!(
     /// One movement of the credits ledger.
@@ -35,6 +38,12 @@ d2_kernel::named_values! {
         Grant = "grant",
         /// Credits spent.
         Spend = "spend",
+        /// Credits a usage report cost.
+        Usage = "usage",
+        /// Credits held by a reservation.
+        Reserve = "reserve",
+        /// Credits a reservation gave back (settled for less, or expired).
+        Release = "release",
     }
 }
 
@@ -67,12 +76,17 @@ pub enum SpendOutcome {
     Refused(InsufficientCredits),
 }
 
-/// Decides a spend from the account's grants: its entry and audit record, or the refusal.
-pub type SpendOf<'a> = &'a (
-        dyn Fn(&[CreditGrant]) -> Result<(LedgerEntry, AuditEntry), InsufficientCredits>
-            + Send
-            + Sync
-    );
+/// What a spend writes: its entry, a reserve's reservation, the audit record.
+#[derive(Debug, Clone)]
+pub struct Spending {
+    pub entry: LedgerEntry,
+    pub reservation: Option<Reservation>,
+    pub audit: AuditEntry,
+}
+
+/// Decides a spend from the account's grants: what it writes, or the refusal.
+pub type SpendOf<'a> =
+    &'a (dyn Fn(&[CreditGrant]) -> Result<Spending, InsufficientCredits> + Send + Sync);
 
 /// Makes a grant's ledger entry from the account's grants, the new one included.
 pub type EntryOf<'a> = &'a (dyn Fn(&[CreditGrant]) -> LedgerEntry + Send + Sync);
@@ -95,15 +109,42 @@ pub trait CreditRepo: Send + Sync + 'static {
     async fn credit_grants(&self, account: AccountId) -> Result<Vec<CreditGrant>, StoreError>;
 
     /// In one transaction, with the account held so that its spends go one at a time:
-    /// the spend entry of `key`, if any, is answered `Replayed` and nothing else is done;
-    /// else `decide(grants)` and, when it spends, each burn taken from its grant, the entry
-    /// and the audit record written. Concurrent spends never overdraw a grant.
+    /// the entry made under `key` (of any kind), if any, is answered `Replayed` and nothing
+    /// else is done; else `decide(grants)` and, when it spends, each burn taken from its
+    /// grant, the entry, a reserve's reservation and the audit record written. Concurrent
+    /// spends never overdraw a grant.
     async fn spend(
         &self,
         account: AccountId,
         key: &str,
         decide: SpendOf<'_>,
     ) -> Result<SpendOutcome, StoreError>;
+
+    /// A reservation of the account.
+    async fn reservation(
+        &self,
+        account: AccountId,
+        id: EntryId,
+    ) -> Result<Option<Reservation>, StoreError>;
+
+    /// In one transaction, with the account held as a spend holds it: the reservation
+    /// (`None` when the account has none of that id), then `close(grants, reservation)`;
+    /// when it closes, its release's burns given back to their grants, the release entry,
+    /// the reservation as closed and the audit record written.
+    async fn close_reservation(
+        &self,
+        account: AccountId,
+        id: EntryId,
+        close: CloseOf<'_>,
+    ) -> Result<Option<Result<Closing, CloseRefusal>>, StoreError>;
+
+    /// Up to `limit` reservations still held at their expiry (`expires_at <= now`), the
+    /// earliest first, of every account.
+    async fn due_reservations(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(AccountId, EntryId)>, StoreError>;
 
     /// The account's latest `limit` ledger entries, newest first.
     async fn ledger(&self, account: AccountId, limit: u32) -> Result<Vec<LedgerEntry>, StoreError>;
@@ -117,8 +158,18 @@ pub enum CreditError {
     Invalid(&'static str),
     #[error(transparent)]
     Insufficient(#[from] InsufficientCredits),
-    #[error("this idempotency key was used for another spend (amount or reason differ)")]
+    #[error(
+        "this idempotency key was used for another spend (amount or reason differ) or for usage"
+    )]
     KeyReused,
+    #[error("no such reservation")]
+    ReservationNotFound,
+    #[error("the reservation expired: its credits were given back")]
+    ReservationExpired,
+    #[error("the reservation was settled before, for {0} credits")]
+    ReservationSettled(u64),
+    #[error("amount: at most the {0} credits reserved")]
+    AboveReservation(u64),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -130,6 +181,10 @@ impl ErrorCode for CreditError {
             CreditError::Invalid(_) => Code::InvalidCredits,
             CreditError::Insufficient(_) => Code::InsufficientCredits,
             CreditError::KeyReused => Code::IdempotencyKeyReused,
+            CreditError::ReservationNotFound => Code::ReservationNotFound,
+            CreditError::ReservationExpired => Code::ReservationExpired,
+            CreditError::ReservationSettled(_) => Code::ReservationSettled,
+            CreditError::AboveReservation(_) => Code::InvalidCredits,
             CreditError::Store(error) => error.code(),
         }
     }
@@ -179,6 +234,14 @@ impl std::fmt::Debug for CreditLedger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CreditLedger").finish_non_exhaustive()
     }
+}
+
+/// An idempotency key is 1 to 255 characters, none a control character.
+pub(crate) fn checked_key(key: &str) -> Result<(), &'static str> {
+    if key.is_empty() || key.chars().count() > MAX_KEY_CHARS || key.chars().any(char::is_control) {
+        return Err("idempotency_key: 1 to 255 characters, no control characters");
+    }
+    Ok(())
 }
 
 fn checked_reason(reason: Option<&str>) -> Result<(), CreditError> {
@@ -266,26 +329,58 @@ impl CreditLedger {
         request: SpendRequest,
     ) -> Result<Spent, CreditError> {
         ctx.require(Scope::Admin)?;
+        self.take(ctx, &request, None).await
+    }
+
+    /// Reserves credits of the caller's account (scope `usage.report`) until `expires_in`
+    /// from now: taken from the grants like a spend, until settled or expired. A retry
+    /// with the same key and amount answers the first reservation.
+    pub async fn reserve(
+        &self,
+        ctx: &AuthContext,
+        request: SpendRequest,
+        expires_in: Duration,
+    ) -> Result<(Reservation, Spent), CreditError> {
+        ctx.require(Scope::UsageReport)?;
+        if !(MIN_RESERVATION..=MAX_RESERVATION).contains(&expires_in) {
+            return Err(CreditError::Invalid(
+                "expires_in_seconds: 10 seconds to 7 days",
+            ));
+        }
+        let spent = self.take(ctx, &request, Some(expires_in)).await?;
+        let reservation = self
+            .repo
+            .reservation(ctx.account_id, spent.entry.id)
+            .await?
+            .ok_or_else(|| StoreError::corrupt("a reserve entry without its reservation"))?;
+        Ok((reservation, spent))
+    }
+
+    /// A spend (or, held until `hold`, a reservation) of `request`, idempotent by its key.
+    async fn take(
+        &self,
+        ctx: &AuthContext,
+        request: &SpendRequest,
+        hold: Option<Duration>,
+    ) -> Result<Spent, CreditError> {
         if !(1..=MAX_CREDITS).contains(&request.amount) {
             return Err(CreditError::Invalid("amount: 1 to 10^12 credits"));
         }
         let key = &request.idempotency_key;
-        if key.is_empty()
-            || key.chars().count() > MAX_KEY_CHARS
-            || key.chars().any(char::is_control)
-        {
-            return Err(CreditError::Invalid(
-                "idempotency_key: 1 to 255 characters, no control characters",
-            ));
-        }
+        checked_key(key).map_err(CreditError::Invalid)?;
         checked_reason(request.reason.as_deref())?;
         let now = self.clock.now();
+        let (kind, action) = match hold {
+            None => (EntryKind::Spend, AuditAction::BillingCreditsSpend),
+            Some(_) => (EntryKind::Reserve, AuditAction::BillingCreditsReserve),
+        };
+        let expires_at = hold.map(|hold| d2_kernel::later(now, hold));
         let decide = |grants: &[CreditGrant]| {
             let burns = plan_spend(grants, request.amount, now)?;
             let balance_after = crate::credits::balance(grants, now).saturating_sub(request.amount);
             let entry = LedgerEntry {
                 id: EntryId::random(),
-                kind: EntryKind::Spend,
+                kind,
                 amount: request.amount,
                 balance_after,
                 grant_id: None,
@@ -295,18 +390,31 @@ impl CreditLedger {
                 actor: ctx.actor(),
                 created_at: now,
             };
-            let audit = AuditEntry::by(ctx, AuditAction::BillingCreditsSpend, now)
+            let reservation = expires_at.map(|expires_at| Reservation {
+                id: entry.id,
+                amount: entry.amount,
+                burns: entry.burns.clone(),
+                status: ReservationStatus::Held,
+                settled_amount: None,
+                expires_at,
+                created_at: now,
+                closed_at: None,
+            });
+            let audit = AuditEntry::by(ctx, action, now)
                 .target("credit_entry", entry.id)
                 .metadata(json!({
                     "amount": entry.amount,
                     "balance_after": entry.balance_after,
                     "idempotency_key": key,
                     "reason": entry.reason,
-                    "burns": entry.burns.iter()
-                        .map(|burn| json!({"grant_id": burn.grant, "amount": burn.amount}))
-                        .collect::<Vec<_>>(),
+                    "expires_at": expires_at,
+                    "burns": burns_json(&entry.burns),
                 }));
-            Ok((entry, audit))
+            Ok(Spending {
+                entry,
+                reservation,
+                audit,
+            })
         };
         let outcome = self.repo.spend(ctx.account_id, key, &decide).await?;
         match outcome {
@@ -315,7 +423,9 @@ impl CreditLedger {
                 replayed: false,
             }),
             SpendOutcome::Replayed(entry)
-                if entry.amount == request.amount && entry.reason == request.reason =>
+                if entry.kind == kind
+                    && entry.amount == request.amount
+                    && entry.reason == request.reason =>
             {
                 Ok(Spent {
                     entry,
@@ -324,6 +434,146 @@ impl CreditLedger {
             }
             SpendOutcome::Replayed(_) => Err(CreditError::KeyReused),
             SpendOutcome::Refused(refusal) => Err(refusal.into()),
+        }
+    }
+
+    /// Settles a reservation of the caller's account (scope `usage.report`) for what the
+    /// work cost, `amount` (at most what was reserved): the rest goes back to the grants it
+    /// was taken from, the last taken first. A retry for the same amount answers the same
+    /// settlement and writes nothing; audited as `billing.credits_settle`.
+    pub async fn settle(
+        &self,
+        ctx: &AuthContext,
+        id: EntryId,
+        amount: u64,
+    ) -> Result<(Reservation, Option<LedgerEntry>), CreditError> {
+        ctx.require(Scope::UsageReport)?;
+        if amount > MAX_CREDITS {
+            return Err(CreditError::Invalid("amount: 0 to 10^12 credits"));
+        }
+        let now = self.clock.now();
+        let close = |grants: &[CreditGrant], held: &Reservation| {
+            match (held.status, held.settled_amount) {
+                (ReservationStatus::Settled, Some(settled)) if settled == amount => {
+                    return Ok(Closing {
+                        reservation: held.clone(),
+                        release: None,
+                        audit: None,
+                    });
+                }
+                (ReservationStatus::Settled, settled) => {
+                    return Err(CloseRefusal::Settled {
+                        amount: settled.unwrap_or_default(),
+                    });
+                }
+                (ReservationStatus::Expired, _) => return Err(CloseRefusal::Expired),
+                (ReservationStatus::Held, _) if held.expires_at <= now => {
+                    return Err(CloseRefusal::Expired);
+                }
+                (ReservationStatus::Held, _) => {}
+            }
+            let back = plan_release(&held.burns, amount).ok_or(CloseRefusal::AboveReservation {
+                reserved: held.amount,
+            })?;
+            let (reservation, release) = released(
+                grants,
+                held,
+                back,
+                ReservationStatus::Settled,
+                Some(amount),
+                &ctx.actor(),
+                now,
+            );
+            let audit = AuditEntry::by(ctx, AuditAction::BillingCreditsSettle, now)
+                .target("credit_entry", held.id)
+                .metadata(json!({
+                    "reserved": held.amount,
+                    "settled": amount,
+                    "released": release.amount,
+                    "balance_after": release.balance_after,
+                }));
+            Ok(Closing {
+                reservation,
+                release: Some(release),
+                audit: Some(audit),
+            })
+        };
+        match self
+            .repo
+            .close_reservation(ctx.account_id, id, &close)
+            .await?
+        {
+            None => Err(CreditError::ReservationNotFound),
+            Some(Ok(closing)) => Ok((closing.reservation, closing.release)),
+            Some(Err(CloseRefusal::Expired | CloseRefusal::NotDue)) => {
+                Err(CreditError::ReservationExpired)
+            }
+            Some(Err(CloseRefusal::Settled { amount })) => {
+                Err(CreditError::ReservationSettled(amount))
+            }
+            Some(Err(CloseRefusal::AboveReservation { reserved })) => {
+                Err(CreditError::AboveReservation(reserved))
+            }
+        }
+    }
+
+    /// A reservation of the caller's account (scope `usage.report`).
+    pub async fn reservation(
+        &self,
+        ctx: &AuthContext,
+        id: EntryId,
+    ) -> Result<Reservation, CreditError> {
+        ctx.require(Scope::UsageReport)?;
+        self.repo
+            .reservation(ctx.account_id, id)
+            .await?
+            .ok_or(CreditError::ReservationNotFound)
+    }
+
+    /// Releases every reservation past its expiry (the worker's `reservation-expiry` job),
+    /// in batches; answers how many. Each is audited as `billing.credits_expire`, by the
+    /// system.
+    pub async fn expire_due(&self) -> Result<u64, StoreError> {
+        let mut expired = 0_u64;
+        loop {
+            let now = self.clock.now();
+            let due = self.repo.due_reservations(now, EXPIRY_BATCH).await?;
+            let full = due.len() >= usize::try_from(EXPIRY_BATCH).unwrap_or(usize::MAX);
+            for (account, id) in due {
+                let close = |grants: &[CreditGrant], held: &Reservation| {
+                    if held.status != ReservationStatus::Held || now < held.expires_at {
+                        return Err(CloseRefusal::NotDue);
+                    }
+                    let back = plan_release(&held.burns, 0).unwrap_or_default();
+                    let (reservation, release) = released(
+                        grants,
+                        held,
+                        back,
+                        ReservationStatus::Expired,
+                        None,
+                        SYSTEM_ACTOR,
+                        now,
+                    );
+                    let audit = AuditEntry::system(account, AuditAction::BillingCreditsExpire, now)
+                        .target("credit_entry", held.id)
+                        .metadata(json!({
+                            "reserved": held.amount,
+                            "released": release.amount,
+                            "balance_after": release.balance_after,
+                        }));
+                    Ok(Closing {
+                        reservation,
+                        release: Some(release),
+                        audit: Some(audit),
+                    })
+                };
+                if let Some(Ok(_)) = self.repo.close_reservation(account, id, &close).await? {
+                    expired = expired.saturating_add(1);
+                }
+            }
+            if !full {
+                return Ok(expired);
+            }
         }
     }
 
@@ -338,4 +588,67 @@ impl CreditLedger {
             entries,
         })
     }
+}
+
+/// Who the worker's changes are by, in ledger entries.
+const SYSTEM_ACTOR: &str = "system";
+/// Reservations the expiry job closes per query.
+const EXPIRY_BATCH: u32 = 500;
+/// The shortest and longest time a reservation may be held.
+const MIN_RESERVATION: Duration = Duration::seconds(10);
+const MAX_RESERVATION: Duration = Duration::days(7);
+
+fn burns_json(burns: &[Burn]) -> Vec<serde_json::Value> {
+    burns
+        .iter()
+        .map(|burn| json!({"grant_id": burn.grant, "amount": burn.amount}))
+        .collect()
+}
+
+/// `held` closed as `status`, giving `back` to its grants: the reservation after, and its
+/// release entry.
+fn released(
+    grants: &[CreditGrant],
+    held: &Reservation,
+    back: Vec<Burn>,
+    status: ReservationStatus,
+    settled_amount: Option<u64>,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> (Reservation, LedgerEntry) {
+    let returned = back
+        .iter()
+        .fold(0_u64, |sum, burn| sum.saturating_add(burn.amount));
+    let after: Vec<CreditGrant> = grants
+        .iter()
+        .map(|grant| {
+            let mut grant = grant.clone();
+            for burn in back.iter().filter(|burn| burn.grant == grant.id) {
+                grant.remaining = grant
+                    .remaining
+                    .saturating_add(burn.amount)
+                    .min(grant.amount);
+            }
+            grant
+        })
+        .collect();
+    let release = LedgerEntry {
+        id: EntryId::random(),
+        kind: EntryKind::Release,
+        amount: returned,
+        balance_after: crate::credits::balance(&after, now),
+        grant_id: None,
+        burns: back,
+        idempotency_key: None,
+        reason: Some(format!("reservation {} {}", held.id, status.as_str())),
+        actor: actor.to_owned(),
+        created_at: now,
+    };
+    let reservation = Reservation {
+        status,
+        settled_amount,
+        closed_at: Some(now),
+        ..held.clone()
+    };
+    (reservation, release)
 }

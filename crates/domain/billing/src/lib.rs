@@ -15,12 +15,16 @@ mod credits;
     reason = "test grants' times are small offsets"
 )]
 mod credits_tests;
+mod eligibility;
 mod forecast;
+pub mod jobs;
 mod ledger;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 mod ports;
+mod prices;
 mod provider;
+mod reservations;
 mod service;
 mod signature;
 mod subscription;
@@ -30,19 +34,35 @@ mod subscription;
     reason = "test events' times are small offsets"
 )]
 mod tests;
+mod usage;
+#[cfg(test)]
+#[expect(clippy::panic, reason = "tests fail loudly")]
+mod usage_tests;
 
 pub use credits::{
     Burn, CreditGrant, GrantId, GrantSource, InsufficientCredits, UnknownSource, balance, cost,
     plan_release, plan_spend,
 };
+pub use eligibility::{
+    Allowed, Ask, CreditForecast, Eligibility, EligibilityError, Ineligible, Limit, Standing,
+};
 pub use forecast::{Forecast, WINDOW_DAYS, forecast};
 pub use ledger::{
     CreditError, CreditLedger, CreditRepo, CreditsOverview, EntryId, EntryKind, EntryOf,
-    GrantRequest, LedgerEntry, MAX_CREDITS, SpendOf, SpendOutcome, SpendRequest, Spent,
+    GrantRequest, LedgerEntry, MAX_CREDITS, SpendOf, SpendOutcome, SpendRequest, Spending, Spent,
     UnknownEntryKind,
 };
 pub use ports::{BillingRepo, DecideOf, Decision, EventOutcome};
+pub use prices::{InvalidPriceTable, MAX_METER_CHARS, PriceTable, PriceVersion};
 pub use provider::{MalformedEvent, PriceTiers, ProviderEvent, Report, SubscriptionReport};
+pub use reservations::{
+    CloseOf, CloseRefusal, Closing, Reservation, ReservationStatus, UnknownReservationStatus,
+};
 pub use service::{BillingError, BillingOverview, BillingService, Received};
 pub use signature::{SignatureError, WebhookSecrets, sign};
 pub use subscription::{Subscription, SubscriptionStatus, UnknownStatus};
+pub use usage::{
+    Bucket, Dimension, Earlier, HourTotal, MAX_BATCH, MAX_QUANTITY, Meter, RecordOf, Recorded,
+    Recording, Refusal, Totals, UsageError, UsageMeter, UsageQuery, UsageRecord, UsageRepo,
+    UsageReport, UsageWindows, Window, hour_of, hour_totals, windows_of,
+};

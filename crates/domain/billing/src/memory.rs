@@ -12,11 +12,13 @@ use d2_accounts::{Account, AccountPatch, AccountRepo, AuditOf, JobAuditOf};
 use d2_audit::{AuditFilter, AuditLog, AuditRecord};
 use d2_kernel::{AccountId, Page, PageRequest, StoreError, UserId};
 
-use crate::credits::CreditGrant;
-use crate::ledger::{CreditRepo, EntryKind, EntryOf, LedgerEntry, SpendOf, SpendOutcome};
+use crate::credits::{Burn, CreditGrant};
+use crate::ledger::{CreditRepo, EntryId, EntryOf, LedgerEntry, SpendOf, SpendOutcome};
 use crate::ports::{BillingRepo, DecideOf, EventOutcome};
 use crate::provider::ProviderEvent;
+use crate::reservations::{CloseOf, CloseRefusal, Closing, Reservation, ReservationStatus};
 use crate::subscription::Subscription;
+use crate::usage::{Earlier, HourTotal, RecordOf, Recording, Refusal, UsageRecord, UsageRepo};
 
 #[derive(Debug, Default)]
 struct State {
@@ -25,6 +27,9 @@ struct State {
     events: HashSet<String>,
     customers: HashMap<String, AccountId>,
     subscriptions: HashMap<AccountId, Subscription>,
+    usage: HashMap<AccountId, Vec<UsageRecord>>,
+    hours: HashMap<AccountId, Vec<HourTotal>>,
+    reservations: HashMap<AccountId, Vec<Reservation>>,
 }
 
 #[derive(Debug)]
@@ -91,6 +96,19 @@ impl BillingRepo for MemoryBillingRepo {
     }
 }
 
+/// Takes `burns` from `grants`; a burn above what its grant has left is an error.
+fn take_burns(grants: &mut [CreditGrant], burns: &[Burn]) -> Result<(), StoreError> {
+    for grant in grants {
+        for burn in burns.iter().filter(|burn| burn.grant == grant.id) {
+            grant.remaining = grant
+                .remaining
+                .checked_sub(burn.amount)
+                .ok_or_else(|| StoreError::corrupt("a burn above a grant's remaining"))?;
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl CreditRepo for MemoryBillingRepo {
     async fn add_grant(
@@ -126,33 +144,123 @@ impl CreditRepo for MemoryBillingRepo {
     ) -> Result<SpendOutcome, StoreError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let earlier = state.entries.get(&account).and_then(|entries| {
-            entries.iter().find(|entry| {
-                entry.kind == EntryKind::Spend && entry.idempotency_key.as_deref() == Some(key)
-            })
+            entries
+                .iter()
+                .find(|entry| entry.idempotency_key.as_deref() == Some(key))
         });
         if let Some(earlier) = earlier {
             return Ok(SpendOutcome::Replayed(earlier.clone()));
         }
         let grants = state.grants.get(&account).cloned().unwrap_or_default();
-        let (entry, audit) = match decide(&grants) {
-            Ok(decided) => decided,
+        let spending = match decide(&grants) {
+            Ok(spending) => spending,
             Err(refusal) => return Ok(SpendOutcome::Refused(refusal)),
         };
-        for grant in state.grants.entry(account).or_default() {
-            for burn in entry.burns.iter().filter(|burn| burn.grant == grant.id) {
-                grant.remaining = grant
-                    .remaining
-                    .checked_sub(burn.amount)
-                    .ok_or_else(|| StoreError::corrupt("a burn above a grant's remaining"))?;
-            }
-        }
+        take_burns(
+            state.grants.entry(account).or_default(),
+            &spending.entry.burns,
+        )?;
         state
             .entries
             .entry(account)
             .or_default()
-            .push(entry.clone());
-        self.accounts.audit().append(audit);
-        Ok(SpendOutcome::Spent(entry))
+            .push(spending.entry.clone());
+        if let Some(reservation) = spending.reservation {
+            state
+                .reservations
+                .entry(account)
+                .or_default()
+                .push(reservation);
+        }
+        self.accounts.audit().append(spending.audit);
+        Ok(SpendOutcome::Spent(spending.entry))
+    }
+
+    async fn reservation(
+        &self,
+        account: AccountId,
+        id: EntryId,
+    ) -> Result<Option<Reservation>, StoreError> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(state
+            .reservations
+            .get(&account)
+            .and_then(|held| held.iter().find(|reservation| reservation.id == id))
+            .cloned())
+    }
+
+    async fn close_reservation(
+        &self,
+        account: AccountId,
+        id: EntryId,
+        close: CloseOf<'_>,
+    ) -> Result<Option<Result<Closing, CloseRefusal>>, StoreError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(held) = state
+            .reservations
+            .get(&account)
+            .and_then(|held| held.iter().find(|reservation| reservation.id == id))
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let grants = state.grants.get(&account).cloned().unwrap_or_default();
+        let closing = match close(&grants, &held) {
+            Ok(closing) => closing,
+            Err(refusal) => return Ok(Some(Err(refusal))),
+        };
+        if let Some(release) = &closing.release {
+            for grant in state.grants.entry(account).or_default() {
+                for burn in release.burns.iter().filter(|burn| burn.grant == grant.id) {
+                    grant.remaining = grant
+                        .remaining
+                        .checked_add(burn.amount)
+                        .filter(|remaining| *remaining <= grant.amount)
+                        .ok_or_else(|| StoreError::corrupt("a release above a grant's amount"))?;
+                }
+            }
+            state
+                .entries
+                .entry(account)
+                .or_default()
+                .push(release.clone());
+        }
+        if let Some(reservation) = state
+            .reservations
+            .entry(account)
+            .or_default()
+            .iter_mut()
+            .find(|reservation| reservation.id == id)
+        {
+            *reservation = closing.reservation.clone();
+        }
+        if let Some(audit) = &closing.audit {
+            self.accounts.audit().append(audit.clone());
+        }
+        Ok(Some(Ok(closing)))
+    }
+
+    async fn due_reservations(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(AccountId, EntryId)>, StoreError> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut due: Vec<(DateTime<Utc>, AccountId, EntryId)> = state
+            .reservations
+            .iter()
+            .flat_map(|(account, held)| held.iter().map(move |reservation| (*account, reservation)))
+            .filter(|(_, reservation)| {
+                reservation.status == ReservationStatus::Held && reservation.expires_at <= now
+            })
+            .map(|(account, reservation)| (reservation.expires_at, account, reservation.id))
+            .collect();
+        due.sort();
+        Ok(due
+            .into_iter()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|(_, account, id)| (account, id))
+            .collect())
     }
 
     async fn ledger(&self, account: AccountId, limit: u32) -> Result<Vec<LedgerEntry>, StoreError> {
@@ -163,6 +271,89 @@ impl CreditRepo for MemoryBillingRepo {
             .rev()
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
             .collect())
+    }
+}
+
+#[async_trait]
+impl UsageRepo for MemoryBillingRepo {
+    async fn record_usage(
+        &self,
+        account: AccountId,
+        keys: &[&str],
+        record: RecordOf<'_>,
+    ) -> Result<Result<Recording, Refusal>, StoreError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let usage = state.usage.get(&account).cloned().unwrap_or_default();
+        let earlier: Vec<Earlier> = state
+            .entries
+            .get(&account)
+            .into_iter()
+            .flatten()
+            .filter(|entry| {
+                entry
+                    .idempotency_key
+                    .as_deref()
+                    .is_some_and(|key| keys.contains(&key))
+            })
+            .map(|entry| Earlier {
+                entry: entry.clone(),
+                usage: usage.iter().find(|record| record.id == entry.id).cloned(),
+            })
+            .collect();
+        let grants = state.grants.get(&account).cloned().unwrap_or_default();
+        let recording = match record(&grants, &earlier) {
+            Ok(recording) => recording,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        for recorded in &recording.reports {
+            let Some(entry) = &recorded.entry else {
+                continue;
+            };
+            take_burns(state.grants.entry(account).or_default(), &entry.burns)?;
+            state
+                .entries
+                .entry(account)
+                .or_default()
+                .push(entry.clone());
+            state
+                .usage
+                .entry(account)
+                .or_default()
+                .push(recorded.record.clone());
+        }
+        let hours = state.hours.entry(account).or_default();
+        for total in &recording.hours {
+            match hours
+                .iter_mut()
+                .find(|hour| hour.hour == total.hour && hour.dimension == total.dimension)
+            {
+                Some(hour) => hour.totals.add(&total.totals),
+                None => hours.push(total.clone()),
+            }
+        }
+        if let Some(audit) = &recording.audit {
+            self.accounts.audit().append(audit.clone());
+        }
+        Ok(Ok(recording))
+    }
+
+    async fn usage_hours(
+        &self,
+        account: AccountId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<HourTotal>, StoreError> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut hours: Vec<HourTotal> = state
+            .hours
+            .get(&account)
+            .into_iter()
+            .flatten()
+            .filter(|hour| from <= hour.hour && hour.hour < to)
+            .cloned()
+            .collect();
+        hours.sort_by(|a, b| (a.hour, &a.dimension).cmp(&(b.hour, &b.dimension)));
+        Ok(hours)
     }
 }
 

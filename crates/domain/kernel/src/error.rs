@@ -172,6 +172,20 @@ error_codes! {
     /// A grant or spend of credits that cannot be (zero, out of range, a bad reason or key).
     InvalidCredits = "invalid_credits", BadRequest, "Invalid credits request";
     InsufficientCredits = "insufficient_credits", PaymentRequired, "Insufficient credits";
+    /// A usage report that cannot be recorded (a bad quantity, name, key or batch).
+    InvalidUsage = "invalid_usage", BadRequest, "Invalid usage report";
+    /// A model with no price in force.
+    UnknownModel = "unknown_model", BadRequest, "Unknown model";
+    /// An agent operation with no price in force.
+    UnknownOperation = "unknown_operation", BadRequest, "Unknown operation";
+    ReservationNotFound = "reservation_not_found", NotFound, "Reservation not found";
+    /// Work the account may not do now: the problem names the limit, what is used of it,
+    /// what was asked and the plans that would allow it.
+    NotEligible = "not_eligible", PaymentRequired, "Not eligible";
+    /// A reservation released at its expiry: settling it is too late.
+    ReservationExpired = "reservation_expired", Conflict, "Reservation expired";
+    /// A reservation settled before, for another amount.
+    ReservationSettled = "reservation_settled", Conflict, "Reservation already settled";
     /// An idempotency key used before for a different request.
     IdempotencyKeyReused = "idempotency_key_reused", Conflict, "Idempotency key reused";
     MetricsDisabled = "metrics_disabled", Forbidden, "Metrics disabled";
@@ -263,6 +277,12 @@ pub trait ErrorCode: StdError {
 
     /// For `RateLimited`: where the caller's bucket stands.
     fn rate_limit(&self) -> Option<crate::limit::RateLimit> {
+        None
+    }
+
+    /// Members the problem document carries beside its standard ones (RFC 9457
+    /// extensions), for a caller to act on: the limit an eligibility refusal names, say.
+    fn details(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
         None
     }
 }

@@ -83,6 +83,11 @@ pub struct Quotas {
     pub max_batch_bytes: u64,
     /// Bytes per signed bundle.
     pub max_bundle_bytes: u64,
+    /// Agents the account may use in a month (the agents its usage reports name): its
+    /// agent slots.
+    pub max_agents: u32,
+    /// Model tokens (input and output) the account may use in a month.
+    pub monthly_model_tokens: u64,
 }
 
 const KIB: u64 = 1024;
@@ -149,6 +154,8 @@ impl Default for PlanCatalog {
                 event_batch: 1000,
                 max_batch_bytes: 32 * KIB,
                 max_bundle_bytes: MIB / 2,
+                max_agents: 1,
+                monthly_model_tokens: 1_000_000,
             },
             essentials: Quotas {
                 max_tools: 25,
@@ -161,6 +168,8 @@ impl Default for PlanCatalog {
                 event_batch: 1000,
                 max_batch_bytes: 128 * KIB,
                 max_bundle_bytes: 2 * MIB,
+                max_agents: 3,
+                monthly_model_tokens: 10_000_000,
             },
             pro: Quotas {
                 max_tools: 250,
@@ -173,6 +182,8 @@ impl Default for PlanCatalog {
                 event_batch: 1000,
                 max_batch_bytes: 512 * KIB,
                 max_bundle_bytes: 5 * MIB,
+                max_agents: 5,
+                monthly_model_tokens: 100_000_000,
             },
             enterprise: Quotas {
                 max_tools: 1000,
@@ -185,6 +196,8 @@ impl Default for PlanCatalog {
                 event_batch: 1000,
                 max_batch_bytes: MIB,
                 max_bundle_bytes: 20 * MIB,
+                max_agents: 1000,
+                monthly_model_tokens: 10_000_000_000,
             },
             locked: Quotas {
                 max_tools: 5,
@@ -197,6 +210,8 @@ impl Default for PlanCatalog {
                 event_batch: 1000,
                 max_batch_bytes: 32 * KIB,
                 max_bundle_bytes: MIB / 2,
+                max_agents: 0,
+                monthly_model_tokens: 0,
             },
         }
     }

@@ -27,6 +27,8 @@ crate::named_values! {
         KeyUpload = "key.upload",
         EventIngest = "event.ingest",
         MetricsRead = "metrics.read",
+        /// Report metered usage (model tokens, agent invocations), paid for in credits.
+        UsageReport = "usage.report",
         /// See the account's members (every role has it).
         MembersRead = "members.read",
         /// Management of the account: tokens, members, keys, rotation, audit.
@@ -64,6 +66,9 @@ impl Scope {
             Scope::EventIngest => "Send telemetry events.",
             Scope::MetricsRead => "Read events and metrics (strict: never granted by a composite).",
             Scope::MembersRead => "List the account's members and their roles.",
+            Scope::UsageReport => {
+                "Report metered usage (model tokens, agent invocations), paid in credits."
+            }
             Scope::Admin => "Manage the account: tokens, members, keys, rotation and audit.",
         }
     }

@@ -3,13 +3,14 @@
 //! what the decision writes (subscription, account, audit) read back whole, and
 //! decisions on one account made one after another, never on a stale read; and the
 //! credits ledger: grants, spends in burn order, idempotent keys, no overdraft under
-//! concurrent spends.
+//! concurrent spends; usage records and their hourly totals; reservations.
 
 #![expect(
     clippy::panic,
     clippy::indexing_slicing,
     clippy::as_conversions,
     clippy::arithmetic_side_effects,
+    clippy::unwrap_used,
     reason = "a test suite for adapters: failing loudly is its job"
 )]
 
@@ -18,9 +19,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use d2_accounts::{Account, AccountRepo};
 use d2_audit::{AuditAction, AuditEntry, AuditLog};
 use d2_billing::{
-    BillingRepo, Burn, CreditGrant, CreditRepo, Decision, EntryId, EntryKind, EventOutcome,
-    GrantId, GrantSource, InsufficientCredits, LedgerEntry, ProviderEvent, Report, SpendOutcome,
-    Subscription, SubscriptionStatus, balance, plan_spend,
+    BillingRepo, Burn, CloseRefusal, Closing, CreditGrant, CreditRepo, Decision, Earlier, EntryId,
+    EntryKind, EventOutcome, GrantId, GrantSource, InsufficientCredits, LedgerEntry, Meter,
+    ProviderEvent, Recorded, Recording, Refusal, Report, Reservation, ReservationStatus,
+    SpendOutcome, Spending, Subscription, SubscriptionStatus, UsageRecord, UsageRepo, balance,
+    hour_totals, plan_spend,
 };
 use d2_kernel::{AccountId, AccountLock, LockReason, Plan};
 use futures_util::future::join_all;
@@ -28,8 +31,8 @@ use futures_util::future::join_all;
 use super::audit::records_of;
 use crate::fixtures::at;
 
-pub trait Store: BillingRepo + CreditRepo + AccountRepo + AuditLog {}
-impl<T: BillingRepo + CreditRepo + AccountRepo + AuditLog> Store for T {}
+pub trait Store: BillingRepo + CreditRepo + UsageRepo + AccountRepo + AuditLog {}
+impl<T: BillingRepo + CreditRepo + UsageRepo + AccountRepo + AuditLog> Store for T {}
 
 fn event(id: &str, account: Option<AccountId>, customer: Option<&str>) -> ProviderEvent {
     ProviderEvent {
@@ -264,7 +267,11 @@ async fn spend(store: &dyn Store, account: AccountId, key: &str, amount: u64) ->
             ..ledger_entry(EntryKind::Spend, amount, None, 20)
         };
         let audit = AuditEntry::system(account, AuditAction::BillingCreditsSpend, at(20));
-        Ok((entry, audit))
+        Ok(Spending {
+            entry,
+            reservation: None,
+            audit,
+        })
     };
     store
         .spend(account, key, &decide)
@@ -395,4 +402,409 @@ pub async fn credit_races(store: &dyn Store, a: AccountId) {
     assert_eq!((spent, replayed), (1, 9));
     let left = store.credit_grants(a).await.unwrap_or_default();
     assert_eq!(left.first().map(|g| g.remaining), Some(1));
+}
+
+/// A model report of `credits` under `key`, recorded at `at(seconds)`.
+fn usage_record(key: &str, model: &str, credits: u64, seconds: i64) -> UsageRecord {
+    UsageRecord {
+        id: EntryId::random(),
+        idempotency_key: key.to_owned(),
+        meter: Meter::Model {
+            model: model.to_owned(),
+            input_tokens: 1000,
+            output_tokens: 10,
+        },
+        credits,
+        price_version: 2,
+        credential: "token:contract".to_owned(),
+        recorded_at: at(seconds),
+    }
+}
+
+/// Records `records` (new, burned in order from the grants) and answers `replays` (records
+/// made before) as `UsageMeter` does, after checking what the store found under the keys.
+async fn record(
+    store: &dyn Store,
+    account: AccountId,
+    records: &[UsageRecord],
+    replays: &[UsageRecord],
+) -> Result<Recording, Refusal> {
+    let keys: Vec<&str> = records
+        .iter()
+        .chain(replays)
+        .map(|record| record.idempotency_key.as_str())
+        .collect();
+    let decide = |grants: &[CreditGrant], earlier: &[Earlier]| {
+        let found: Vec<Option<&UsageRecord>> = earlier.iter().map(|e| e.usage.as_ref()).collect();
+        if found.len() != replays.len() || found.iter().any(Option::is_none) {
+            return Err(Refusal::KeyReused(format!("{} found", found.len())));
+        }
+        for replay in replays {
+            assert!(found.contains(&Some(replay)), "read back whole: {replay:?}");
+        }
+        let mut grants = grants.to_vec();
+        let mut reports = Vec::new();
+        for made in records {
+            let burns = plan_spend(&grants, made.credits, made.recorded_at)
+                .map_err(Refusal::Insufficient)?;
+            for burn in &burns {
+                let grant = grants.iter_mut().find(|g| g.id == burn.grant).unwrap();
+                grant.remaining -= burn.amount;
+            }
+            let entry = LedgerEntry {
+                id: made.id,
+                burns,
+                idempotency_key: Some(made.idempotency_key.clone()),
+                balance_after: balance(&grants, made.recorded_at),
+                ..ledger_entry(EntryKind::Usage, made.credits, None, 30)
+            };
+            reports.push(Recorded {
+                record: made.clone(),
+                entry: Some(entry),
+            });
+        }
+        reports.extend(replays.iter().map(|replay| Recorded {
+            record: replay.clone(),
+            entry: None,
+        }));
+        Ok(Recording {
+            reports,
+            hours: hour_totals(records),
+            audit: Some(AuditEntry::system(
+                account,
+                AuditAction::BillingUsageRecord,
+                at(30),
+            )),
+            balance: balance(&grants, at(30)),
+        })
+    };
+    store
+        .record_usage(account, &keys, &decide)
+        .await
+        .unwrap_or_else(|e| panic!("record usage: {e}"))
+}
+
+async fn grant_credits(store: &dyn Store, account: AccountId, amount: u64) -> CreditGrant {
+    let made = grant(GrantSource::Purchase, amount, 10, None);
+    let entry_of = |_: &[CreditGrant]| ledger_entry(EntryKind::Grant, amount, Some(made.id), 0);
+    let audit = AuditEntry::system(account, AuditAction::BillingCreditsAdd, at(0));
+    store
+        .add_grant(account, &made, &entry_of, &audit)
+        .await
+        .unwrap_or_else(|e| panic!("grant: {e}"));
+    made
+}
+
+async fn remaining(store: &dyn Store, account: AccountId) -> Vec<u64> {
+    let grants = store.credit_grants(account).await.unwrap_or_default();
+    grants.iter().map(|g| g.remaining).collect()
+}
+
+/// Usage records and their ledger entries written together, read back whole under their
+/// keys, a key of a spend found as one, hourly totals added up across batches, a refused
+/// batch writing nothing, and nothing of one account seen by another.
+pub async fn usage_records(store: &dyn Store, a: AccountId, b: AccountId) {
+    grant_credits(store, a, 100).await;
+    let first = usage_record("u-1", "gpt-4o", 3, 3_600);
+    let agent = UsageRecord {
+        meter: Meter::Agent {
+            agent: "researcher".to_owned(),
+            operation: "invoke".to_owned(),
+            invocations: 4,
+        },
+        ..usage_record("u-2", "", 0, 3_700)
+    };
+    let recording = record(store, a, &[first.clone(), agent.clone()], &[])
+        .await
+        .unwrap_or_else(|r| panic!("{r:?}"));
+    assert_eq!(recording.reports.len(), 2);
+    assert_eq!(remaining(store, a).await, vec![97]);
+    let kinds: Vec<EntryKind> = store
+        .ledger(a, 10)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| **k == EntryKind::Usage).count(), 2);
+
+    // A retry of u-1 beside a new report of the same hour and dimension: the first
+    // record found whole, the totals added up.
+    let again = usage_record("u-3", "gpt-4o", 5, 3_900);
+    record(
+        store,
+        a,
+        std::slice::from_ref(&again),
+        std::slice::from_ref(&first),
+    )
+    .await
+    .unwrap_or_else(|r| panic!("{r:?}"));
+    assert_eq!(remaining(store, a).await, vec![92]);
+    let hours = store
+        .usage_hours(a, at(0), at(7_200))
+        .await
+        .unwrap_or_default();
+    let mut expected = hour_totals(&[first.clone(), agent.clone(), again.clone()]);
+    expected.sort_by(|x, y| (x.hour, &x.dimension).cmp(&(y.hour, &y.dimension)));
+    assert_eq!(hours, expected);
+    let model = hours
+        .iter()
+        .find(|h| h.dimension.subject == "gpt-4o")
+        .unwrap();
+    assert_eq!((model.totals.reports, model.totals.credits), (2, 8));
+    assert_eq!(model.totals.input_tokens, 2000);
+    assert!(
+        store
+            .usage_hours(a, at(7_200), at(10_000))
+            .await
+            .unwrap_or_default()
+            .is_empty(),
+        "the span is [from, to)"
+    );
+
+    // A spend's key: found as an entry without a usage record.
+    spend(store, a, "spend-key", 1).await;
+    let spent_key = usage_record("spend-key", "gpt-4o", 1, 3_900);
+    assert!(matches!(
+        record(store, a, &[], std::slice::from_ref(&spent_key)).await,
+        Err(Refusal::KeyReused(_))
+    ));
+
+    // Refused: nothing written.
+    let too_much = usage_record("u-4", "gpt-4o", 1_000, 3_900);
+    assert!(matches!(
+        record(store, a, &[too_much], &[]).await,
+        Err(Refusal::Insufficient(_))
+    ));
+    assert_eq!(remaining(store, a).await, vec![91]);
+    assert_eq!(
+        records_of(store, a, AuditAction::BillingUsageRecord)
+            .await
+            .len(),
+        2
+    );
+
+    // The other account: nothing, and its keys are its own.
+    assert!(
+        store
+            .usage_hours(b, at(0), at(7_200))
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    );
+    grant_credits(store, b, 10).await;
+    record(store, b, &[usage_record("u-1", "gpt-4o", 3, 3_600)], &[])
+        .await
+        .unwrap_or_else(|r| panic!("b's u-1 is its own: {r:?}"));
+}
+
+/// Concurrent batches never overdraw, and concurrent retries of one report record it once.
+pub async fn usage_races(store: &dyn Store, a: AccountId) {
+    grant_credits(store, a, 100).await;
+    let batches: Vec<UsageRecord> = (0..20)
+        .map(|n| usage_record(&format!("race-{n}"), "gpt-4o", 7, 3_600))
+        .collect();
+    let outcomes = join_all(
+        batches
+            .iter()
+            .map(|made| record(store, a, std::slice::from_ref(made), &[])),
+    )
+    .await;
+    assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 14);
+    assert_eq!(remaining(store, a).await, vec![2]);
+    let hours = store
+        .usage_hours(a, at(0), at(7_200))
+        .await
+        .unwrap_or_default();
+    assert_eq!(hours.len(), 1);
+    assert_eq!((hours[0].totals.reports, hours[0].totals.credits), (14, 98));
+
+    let once = usage_record("once", "gpt-4o", 1, 3_600);
+    let retries = join_all((0..8).map(|_| async {
+        match record(store, a, std::slice::from_ref(&once), &[]).await {
+            Ok(_) => "recorded",
+            // Not the first: finds it and is refused by this helper, which expected none.
+            Err(Refusal::KeyReused(_)) => "found",
+            Err(Refusal::Insufficient(_)) => "refused",
+        }
+    }))
+    .await;
+    assert_eq!(retries.iter().filter(|o| **o == "recorded").count(), 1);
+    assert_eq!(retries.iter().filter(|o| **o == "found").count(), 7);
+    assert_eq!(remaining(store, a).await, vec![1]);
+}
+
+/// A reserve of `amount` under `key`, held until `at(expires)`.
+async fn reserve(
+    store: &dyn Store,
+    account: AccountId,
+    key: &str,
+    amount: u64,
+    expires: i64,
+) -> (SpendOutcome, Option<Reservation>) {
+    let made = std::sync::Mutex::new(None);
+    let decide = |grants: &[CreditGrant]| {
+        let burns = plan_spend(grants, amount, at(20))?;
+        let entry = LedgerEntry {
+            burns: burns.clone(),
+            idempotency_key: Some(key.to_owned()),
+            balance_after: balance(grants, at(20)) - amount,
+            ..ledger_entry(EntryKind::Reserve, amount, None, 20)
+        };
+        let reservation = Reservation {
+            id: entry.id,
+            amount,
+            burns,
+            status: ReservationStatus::Held,
+            settled_amount: None,
+            expires_at: at(expires),
+            created_at: at(20),
+            closed_at: None,
+        };
+        *made.lock().unwrap() = Some(reservation.clone());
+        Ok(Spending {
+            entry,
+            reservation: Some(reservation),
+            audit: AuditEntry::system(account, AuditAction::BillingCreditsReserve, at(20)),
+        })
+    };
+    let outcome = store
+        .spend(account, key, &decide)
+        .await
+        .unwrap_or_else(|e| panic!("reserve: {e}"));
+    (outcome, made.into_inner().unwrap())
+}
+
+/// Closes `id` giving back `back` (burns) as `status` at `at(seconds)`.
+async fn close(
+    store: &dyn Store,
+    account: AccountId,
+    id: EntryId,
+    back: Vec<Burn>,
+    status: ReservationStatus,
+    seconds: i64,
+) -> Result<Option<Result<Closing, CloseRefusal>>, d2_kernel::StoreError> {
+    let decide = |_: &[CreditGrant], held: &Reservation| {
+        if held.status != ReservationStatus::Held {
+            return Err(CloseRefusal::Expired);
+        }
+        let amount = back.iter().map(|b| b.amount).sum();
+        Ok(Closing {
+            reservation: Reservation {
+                status,
+                settled_amount: Some(held.amount.saturating_sub(amount)),
+                closed_at: Some(at(seconds)),
+                ..held.clone()
+            },
+            release: Some(LedgerEntry {
+                burns: back.clone(),
+                ..ledger_entry(EntryKind::Release, amount, None, seconds)
+            }),
+            audit: Some(AuditEntry::system(
+                account,
+                AuditAction::BillingCreditsSettle,
+                at(seconds),
+            )),
+        })
+    };
+    store.close_reservation(account, id, &decide).await
+}
+
+/// Reservations written with their reserve entry, read back whole, due at their expiry,
+/// closed once with what they give back returned to their grants, never given back above
+/// a grant's amount, and nothing of one account seen by another.
+pub async fn reservations(store: &dyn Store, a: AccountId, b: AccountId) {
+    let made = grant_credits(store, a, 100).await;
+    let (outcome, held) = reserve(store, a, "job-1", 40, 100).await;
+    let (SpendOutcome::Spent(entry), Some(held)) = (outcome, held) else {
+        panic!("reserved")
+    };
+    assert_eq!(remaining(store, a).await, vec![60]);
+    assert_eq!(
+        store.reservation(a, entry.id).await.ok().flatten().as_ref(),
+        Some(&held),
+        "read back whole"
+    );
+    assert_eq!(store.reservation(b, entry.id).await.ok().flatten(), None);
+    let due = |seconds| async move {
+        store
+            .due_reservations(at(seconds), 10)
+            .await
+            .unwrap_or_default()
+    };
+    assert!(due(99).await.is_empty());
+    assert_eq!(due(100).await, vec![(a, entry.id)]);
+
+    // The other account cannot close it.
+    let back = vec![Burn {
+        grant: made.id,
+        amount: 15,
+    }];
+    assert!(matches!(
+        close(
+            store,
+            b,
+            entry.id,
+            back.clone(),
+            ReservationStatus::Settled,
+            50
+        )
+        .await,
+        Ok(None)
+    ));
+    let closed = close(
+        store,
+        a,
+        entry.id,
+        back.clone(),
+        ReservationStatus::Settled,
+        50,
+    )
+    .await;
+    assert!(matches!(closed, Ok(Some(Ok(_)))), "{closed:?}");
+    assert_eq!(remaining(store, a).await, vec![75]);
+    let settled = store.reservation(a, entry.id).await.ok().flatten().unwrap();
+    assert_eq!(settled.status, ReservationStatus::Settled);
+    assert_eq!(settled.settled_amount, Some(25));
+    assert_eq!(settled.closed_at, Some(at(50)));
+    assert!(due(1_000).await.is_empty(), "settled: no longer due");
+    let latest = store.ledger(a, 1).await.unwrap_or_default();
+    assert_eq!(latest[0].kind, EntryKind::Release);
+    assert_eq!(latest[0].burns, back);
+    // Closed: the decision refuses, nothing changes.
+    assert!(matches!(
+        close(store, a, entry.id, back, ReservationStatus::Settled, 60).await,
+        Ok(Some(Err(CloseRefusal::Expired)))
+    ));
+    assert_eq!(remaining(store, a).await, vec![75]);
+
+    // Giving back more than the grant's amount fails the whole transaction.
+    let (SpendOutcome::Spent(second), _) = reserve(store, a, "job-2", 10, 100).await else {
+        panic!("reserved")
+    };
+    let over = vec![Burn {
+        grant: made.id,
+        amount: 50,
+    }];
+    assert!(
+        close(store, a, second.id, over, ReservationStatus::Expired, 70)
+            .await
+            .is_err()
+    );
+    assert_eq!(remaining(store, a).await, vec![65]);
+    let still = store
+        .reservation(a, second.id)
+        .await
+        .ok()
+        .flatten()
+        .unwrap();
+    assert_eq!(still.status, ReservationStatus::Held);
+    assert!(
+        store
+            .reservation(b, second.id)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+    );
 }

@@ -1,0 +1,285 @@
+//! Usage records and their hourly totals (`d2_billing::UsageRepo`), and their rows.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use d2_billing::{
+    Dimension, Earlier, HourTotal, Meter, RecordOf, Recording, Refusal, Totals, UsageRecord,
+    UsageRepo,
+};
+use d2_kernel::{AccountId, StoreError};
+use diesel::prelude::*;
+use diesel::upsert::excluded;
+use diesel_async::RunQueryDsl;
+use serde::{Deserialize, Serialize};
+
+use crate::audit::write_audit;
+use crate::credits::{EntryRow, held_grants, read, stored, take_burns};
+use crate::error::{TxError, from_diesel};
+use crate::errors::corrupt;
+use crate::id::Id;
+use crate::schema::{credit_entries, usage_hours, usage_records};
+
+#[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
+#[diesel(table_name = usage_records, check_for_backend(crate::Db))]
+pub(crate) struct UsageRow {
+    pub id: Id,
+    pub account_id: Id,
+    pub idempotency_key: String,
+    pub meter: String,
+    pub subject: String,
+    pub operation: String,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub invocations: i64,
+    pub credits: i64,
+    pub price_version: i32,
+    pub credential: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+#[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
+#[diesel(table_name = usage_hours, check_for_backend(crate::Db))]
+pub(crate) struct HourRow {
+    pub account_id: Id,
+    pub hour: DateTime<Utc>,
+    pub meter: String,
+    pub subject: String,
+    pub operation: String,
+    pub credential: String,
+    pub reports: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub invocations: i64,
+    pub credits: i64,
+}
+
+impl UsageRow {
+    fn from_domain(account: AccountId, record: &UsageRecord) -> Result<Self, StoreError> {
+        let (subject, operation, input, output, invocations) = match &record.meter {
+            Meter::Model {
+                model,
+                input_tokens,
+                output_tokens,
+            } => (model, "", *input_tokens, *output_tokens, 0),
+            Meter::Agent {
+                agent,
+                operation,
+                invocations,
+            } => (agent, operation.as_str(), 0, 0, *invocations),
+        };
+        Ok(Self {
+            id: Id::from(record.id),
+            account_id: Id::from(account),
+            idempotency_key: record.idempotency_key.clone(),
+            meter: record.meter.kind().to_owned(),
+            subject: subject.clone(),
+            operation: operation.to_owned(),
+            input_tokens: stored(input)?,
+            output_tokens: stored(output)?,
+            invocations: stored(invocations)?,
+            credits: stored(record.credits)?,
+            price_version: i32::try_from(record.price_version)
+                .map_err(|_| StoreError::corrupt("a price version beyond the store's range"))?,
+            credential: record.credential.clone(),
+            recorded_at: record.recorded_at,
+        })
+    }
+
+    fn into_domain(self) -> Result<UsageRecord, StoreError> {
+        let meter = match self.meter.as_str() {
+            "model" => Meter::Model {
+                model: self.subject,
+                input_tokens: read(self.input_tokens)?,
+                output_tokens: read(self.output_tokens)?,
+            },
+            "agent" => Meter::Agent {
+                agent: self.subject,
+                operation: self.operation,
+                invocations: read(self.invocations)?,
+            },
+            _ => return Err(corrupt("usage meter")),
+        };
+        Ok(UsageRecord {
+            id: self.id.into(),
+            idempotency_key: self.idempotency_key,
+            meter,
+            credits: read(self.credits)?,
+            price_version: u32::try_from(self.price_version)
+                .map_err(|_| corrupt("usage price version"))?,
+            credential: self.credential,
+            recorded_at: self.recorded_at,
+        })
+    }
+}
+
+impl HourRow {
+    fn from_domain(account: AccountId, total: &HourTotal) -> Result<Self, StoreError> {
+        Ok(Self {
+            account_id: Id::from(account),
+            hour: total.hour,
+            meter: total.dimension.kind.clone(),
+            subject: total.dimension.subject.clone(),
+            operation: total.dimension.operation.clone(),
+            credential: total.dimension.credential.clone(),
+            reports: stored(total.totals.reports)?,
+            input_tokens: stored(total.totals.input_tokens)?,
+            output_tokens: stored(total.totals.output_tokens)?,
+            invocations: stored(total.totals.invocations)?,
+            credits: stored(total.totals.credits)?,
+        })
+    }
+
+    fn into_domain(self) -> Result<HourTotal, StoreError> {
+        Ok(HourTotal {
+            hour: self.hour,
+            dimension: Dimension {
+                kind: self.meter,
+                subject: self.subject,
+                operation: self.operation,
+                credential: self.credential,
+            },
+            totals: Totals {
+                reports: read(self.reports)?,
+                input_tokens: read(self.input_tokens)?,
+                output_tokens: read(self.output_tokens)?,
+                invocations: read(self.invocations)?,
+                credits: read(self.credits)?,
+            },
+        })
+    }
+}
+
+/// The entries made before under `keys`, with their usage records.
+async fn earlier_entries(
+    conn: &mut crate::Conn,
+    account: Id,
+    keys: &[&str],
+) -> Result<Vec<Earlier>, TxError> {
+    let entries: Vec<EntryRow> = credit_entries::table
+        .filter(credit_entries::account_id.eq(account))
+        .filter(credit_entries::idempotency_key.eq_any(keys))
+        .select(EntryRow::as_select())
+        .load(conn)
+        .await?;
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Id> = entries.iter().map(|entry| entry.id).collect();
+    let mut records: Vec<UsageRecord> = usage_records::table
+        .filter(usage_records::account_id.eq(account))
+        .filter(usage_records::id.eq_any(ids))
+        .select(UsageRow::as_select())
+        .load(conn)
+        .await?
+        .into_iter()
+        .map(UsageRow::into_domain)
+        .collect::<Result<_, _>>()?;
+    let earlier = entries
+        .into_iter()
+        .map(|row| {
+            let entry = row.into_domain()?;
+            let usage = records
+                .iter()
+                .position(|record| record.id == entry.id)
+                .map(|at| records.swap_remove(at));
+            Ok(Earlier { entry, usage })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(earlier)
+}
+
+#[async_trait]
+impl UsageRepo for crate::Store {
+    async fn record_usage(
+        &self,
+        account: AccountId,
+        keys: &[&str],
+        record: RecordOf<'_>,
+    ) -> Result<Result<Recording, Refusal>, StoreError> {
+        let id = Id::from(account);
+        let mut conn = self.writer().await?;
+        let recorded = write_transaction!(conn, async |conn| {
+            // Held like a spend: the account's reports and spends go one at a time.
+            let grants = held_grants(conn, id).await?;
+            let earlier = earlier_entries(conn, id, keys).await?;
+            let recording = match record(&grants, &earlier) {
+                Ok(recording) => recording,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            let new: Vec<_> = recording
+                .reports
+                .iter()
+                .filter_map(|recorded| Some((recorded.entry.as_ref()?, &recorded.record)))
+                .collect();
+            take_burns(conn, id, new.iter().flat_map(|(entry, _)| &entry.burns)).await?;
+            let entries = new
+                .iter()
+                .map(|(entry, _)| EntryRow::from_domain(account, entry))
+                .collect::<Result<Vec<_>, _>>()?;
+            insert_rows!(conn, credit_entries::table, entries);
+            let records = new
+                .iter()
+                .map(|(_, record)| UsageRow::from_domain(account, record))
+                .collect::<Result<Vec<_>, _>>()?;
+            insert_rows!(conn, usage_records::table, records);
+            for total in &recording.hours {
+                diesel::insert_into(usage_hours::table)
+                    .values(HourRow::from_domain(account, total)?)
+                    .on_conflict((
+                        usage_hours::account_id,
+                        usage_hours::hour,
+                        usage_hours::meter,
+                        usage_hours::subject,
+                        usage_hours::operation,
+                        usage_hours::credential,
+                    ))
+                    .do_update()
+                    .set((
+                        usage_hours::reports
+                            .eq(usage_hours::reports + excluded(usage_hours::reports)),
+                        usage_hours::input_tokens
+                            .eq(usage_hours::input_tokens + excluded(usage_hours::input_tokens)),
+                        usage_hours::output_tokens
+                            .eq(usage_hours::output_tokens + excluded(usage_hours::output_tokens)),
+                        usage_hours::invocations
+                            .eq(usage_hours::invocations + excluded(usage_hours::invocations)),
+                        usage_hours::credits
+                            .eq(usage_hours::credits + excluded(usage_hours::credits)),
+                    ))
+                    .execute(conn)
+                    .await?;
+            }
+            if let Some(audit) = &recording.audit {
+                write_audit(conn, audit).await?;
+            }
+            Ok::<_, TxError>(Ok(recording))
+        })
+        .await?;
+        Ok(recorded)
+    }
+
+    async fn usage_hours(
+        &self,
+        account: AccountId,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<HourTotal>, StoreError> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<HourRow> = usage_hours::table
+            .filter(usage_hours::account_id.eq(Id::from(account)))
+            .filter(usage_hours::hour.ge(from))
+            .filter(usage_hours::hour.lt(to))
+            .order((
+                usage_hours::hour.asc(),
+                usage_hours::meter.asc(),
+                usage_hours::subject.asc(),
+                usage_hours::operation.asc(),
+                usage_hours::credential.asc(),
+            ))
+            .select(HourRow::as_select())
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        rows.into_iter().map(HourRow::into_domain).collect()
+    }
+}

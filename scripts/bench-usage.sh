@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Usage recording of the release build: wrk POSTs batches of distinct usage reports to
+# POST /v1/billing/usage from CONNECTIONS connections (16 concurrent writers), all on one
+# account, first on the local PostgreSQL, then on a SQLite file. Every 201 means the batch
+# was committed: each report's ledger entry and record written, its credits taken from the
+# grant, the hour's totals added. Afterwards the balances are checked exact: the credits
+# granted minus the balance equal the credits the usage windows say were charged, and the
+# reports counted equal the 201s times the batch.
+#   DURATION=15s CONNECTIONS=16 BATCH=100 STORES="postgres sqlite" ./scripts/bench-usage.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-15s}
+CONNECTIONS=${CONNECTIONS:-16}
+THREADS=${THREADS:-2}
+BATCH=${BATCH:-100}
+PORT=${PORT:-18083}
+STORES=${STORES:-postgres sqlite}
+target="${CARGO_TARGET_DIR:-target}/release"
+
+scripts/services.sh
+command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+command -v jq >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq jq >/dev/null; }
+cargo build --release --locked --quiet --bin d2-api --bin d2ctl
+
+server=postgres://postgres@127.0.0.1:5432/postgres
+db="d2_bench_usage_$$"
+work=$(mktemp -d)
+stop_api() {
+    if [ -n "${api_pid:-}" ]; then
+        kill "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null || true
+        api_pid=
+    fi
+}
+cleanup() {
+    stop_api
+    psql -q "$server" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+export D2_ENV=production
+export D2__DATABASE__POOL__MAX_SIZE=32
+export D2__CRYPTO__TOKEN_PEPPER=$($target/d2ctl generate-secret)
+export D2__CRYPTO__JWK_AES_KEY=$($target/d2ctl generate-aes-key)
+export D2__HTTP__ADDR="127.0.0.1:$PORT"
+export D2__LOG__FILTER=warn
+base="http://127.0.0.1:$PORT"
+
+cat > "$work/usage.lua" <<'LUA'
+local threads = 0
+function setup(thread)
+    threads = threads + 1
+    thread:set("tid", threads)
+end
+function init(args)
+    sent = 0
+    batch = tonumber(os.getenv("BATCH"))
+    wrk.method = "POST"
+    wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
+    wrk.headers["Content-Type"] = "application/json"
+end
+function request()
+    sent = sent + 1
+    local reports = {}
+    for i = 1, batch do
+        local usage
+        if i % 4 == 0 then
+            usage = string.format('{"kind":"agent","agent":"agent-%d","operation":"invoke","invocations":%d}', i % 7, 1 + i % 3)
+        else
+            usage = string.format('{"kind":"model","model":"gpt-4o-mini","input_tokens":%d,"output_tokens":%d}', 500 + i, 50 + i % 11)
+        end
+        reports[i] = string.format('{"idempotency_key":"t%d-r%d-i%d","usage":%s}', tid, sent, i, usage)
+    end
+    return wrk.format(nil, nil, nil, '{"reports":[' .. table.concat(reports, ",") .. ']}')
+end
+LUA
+
+report() { # name, wrk output file
+    local rps p50 p99 non2xx
+    rps=$(awk '/Requests\/sec/ {print $2}' "$2")
+    p50=$(awk '$1 == "50%" {print $2}' "$2")
+    p99=$(awk '$1 == "99%" {print $2}' "$2")
+    non2xx=$(awk '/Non-2xx/ {print $5}' "$2")
+    printf '%-22s %9s req/s %10.0f reports/s   p50 %-9s p99 %-9s non-2xx %s\n' \
+        "$1" "$rps" "$(awk -v r="$rps" -v n="$BATCH" 'BEGIN { print r * n }')" "$p50" "$p99" "${non2xx:-0}"
+}
+
+echo "release build, $(nproc) cores; PostgreSQL $(psql -tAq "$server" -c 'SHOW server_version'); wrk -t$THREADS -c$CONNECTIONS -d$DURATION, batches of $BATCH reports, one account"
+for store in $STORES; do
+    if [ "$store" = sqlite ]; then
+        export D2__DATABASE__URL="sqlite://$work/d2.sqlite"
+    else
+        psql -q "$server" -c "CREATE DATABASE $db" >/dev/null
+        export D2__DATABASE__URL="postgres://postgres@127.0.0.1:5432/$db"
+    fi
+    $target/d2ctl migrate >/dev/null
+    admin=$($target/d2ctl bootstrap --account-name usage 2>/dev/null)
+    $target/d2-api > "$work/api.log" 2>&1 &
+    api_pid=$!
+    for _ in $(seq 1 100); do curl -fs "$base/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+    account=$(curl -fs "$base/v1/accounts/me" -H "Authorization: Bearer $admin" | jq -r .account_id)
+    granted=1000000000000
+    curl -fs "$base/v1/billing/credits/add" -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
+        -d "{\"amount\":$granted,\"source\":\"purchase\"}" >/dev/null
+    reporter=$(curl -fs "$base/v1/accounts/$account/tokens" -H "Authorization: Bearer $admin" \
+        -H 'Content-Type: application/json' -d '{"scopes":["usage.report"]}' | jq -r .token)
+    BATCH=$BATCH TOKEN=$reporter wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 10s --latency \
+        -s "$work/usage.lua" "$base/v1/billing/usage" > "$work/usage_$store.txt"
+    report "usage on $store" "$work/usage_$store.txt"
+    # Exact balances: what left the grant is what the usage says it cost.
+    balance=$(curl -fs "$base/v1/billing/credits" -H "Authorization: Bearer $admin" | jq .balance)
+    usage=$(curl -fs "$base/v1/billing/usage?window=month" -H "Authorization: Bearer $admin")
+    charged=$(echo "$usage" | jq .totals.credits)
+    reports=$(echo "$usage" | jq .totals.reports)
+    requests=$(awk '/requests in/ {print $1}' "$work/usage_$store.txt")
+    non2xx=$(awk '/Non-2xx/ {print $5}' "$work/usage_$store.txt")
+    spent=$((granted - balance))
+    echo "  $reports reports stored ($requests requests, ${non2xx:-0} not 2xx), $charged credits charged, $spent credits gone from the grant"
+    if [ "$spent" != "$charged" ]; then
+        echo "bench-usage: the balance is not exact ($spent spent, $charged charged)" >&2
+        exit 1
+    fi
+    stop_api
+done
