@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Usage recording of the release build: wrk POSTs batches of distinct usage reports to
+# Usage recording and eligibility checks of the release build. Usage: wrk POSTs batches of distinct usage reports to
 # POST /v1/billing/usage from CONNECTIONS connections (16 concurrent writers), all on one
 # account, first on the local PostgreSQL, then on a SQLite file. Every 201 means the batch
 # was committed: each report's ledger entry and record written, its credits taken from the
 # grant, the hour's totals added. Afterwards the balances are checked exact: the credits
 # granted minus the balance equal the credits the usage windows say were charged, and the
-# reports counted equal the 201s times the batch.
+# reports counted equal the 201s times the batch. Eligibility: wrk POSTs one check from
+# ELIGIBILITY_CONNECTIONS connections (default 4: latency, not queueing) to
+# POST /v1/billing/eligibility on each store, beside the bare actix JSON handler
+# (crates/api/examples/bare.rs) measured in the same run.
 #   DURATION=15s CONNECTIONS=16 BATCH=100 STORES="postgres sqlite" ./scripts/bench-usage.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,11 +24,13 @@ target="${CARGO_TARGET_DIR:-target}/release"
 scripts/services.sh
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 command -v jq >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq jq >/dev/null; }
-cargo build --release --locked --quiet --bin d2-api --bin d2ctl
+cargo build --release --locked --quiet --bin d2-api --bin d2ctl --example bare
+ELIGIBILITY_CONNECTIONS=${ELIGIBILITY_CONNECTIONS:-4}
 
 server=postgres://postgres@127.0.0.1:5432/postgres
 db="d2_bench_usage_$$"
 work=$(mktemp -d)
+bare_pid=
 stop_api() {
     if [ -n "${api_pid:-}" ]; then
         kill "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null || true
@@ -34,6 +39,7 @@ stop_api() {
 }
 cleanup() {
     stop_api
+    [ -n "$bare_pid" ] && kill "$bare_pid" 2>/dev/null && wait "$bare_pid" 2>/dev/null || true
     psql -q "$server" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
@@ -45,6 +51,8 @@ export D2__CRYPTO__TOKEN_PEPPER=$($target/d2ctl generate-secret)
 export D2__CRYPTO__JWK_AES_KEY=$($target/d2ctl generate-aes-key)
 export D2__HTTP__ADDR="127.0.0.1:$PORT"
 export D2__LOG__FILTER=warn
+# The trial's monthly model tokens out of the way of the checks after the recording.
+export D2__PLANS__TRIAL__MONTHLY_MODEL_TOKENS=1000000000000000
 base="http://127.0.0.1:$PORT"
 
 cat > "$work/usage.lua" <<'LUA'
@@ -75,6 +83,23 @@ function request()
     return wrk.format(nil, nil, nil, '{"reports":[' .. table.concat(reports, ",") .. ']}')
 end
 LUA
+
+latency() { # name, wrk output file
+    printf '%-22s %9s req/s   p50 %-9s p99 %-9s non-2xx %s\n' "$1" \
+        "$(awk '/Requests\/sec/ {print $2}' "$2")" "$(awk '$1 == "50%" {print $2}' "$2")" \
+        "$(awk '$1 == "99%" {print $2}' "$2")" "$(awk '/Non-2xx/ {print $5}' "$2")"
+}
+cat > "$work/eligibility.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"kind":"model","model":"gpt-4o-mini","input_tokens":1000,"output_tokens":100}'
+LUA
+target_bare="${CARGO_TARGET_DIR:-target}/release/examples/bare"
+"$target_bare" "127.0.0.1:$((PORT + 1))" > /dev/null 2>&1 &
+bare_pid=$!
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$((PORT + 1))/json" >/dev/null 2>&1 && break; sleep 0.1; done
+wrk -t2 -c"$ELIGIBILITY_CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$((PORT + 1))/json" > "$work/bare.txt"
 
 report() { # name, wrk output file
     local rps p50 p99 non2xx
@@ -121,5 +146,9 @@ for store in $STORES; do
         echo "bench-usage: the balance is not exact ($spent spent, $charged charged)" >&2
         exit 1
     fi
+    TOKEN=$reporter wrk -t2 -c"$ELIGIBILITY_CONNECTIONS" -d"$DURATION" --latency \
+        -s "$work/eligibility.lua" "$base/v1/billing/eligibility" > "$work/eligibility_$store.txt"
+    latency "eligibility on $store" "$work/eligibility_$store.txt"
     stop_api
 done
+latency "bare actix JSON" "$work/bare.txt"

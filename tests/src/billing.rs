@@ -1207,3 +1207,99 @@ async fn the_forecast_projects_the_month_from_the_last_seven_days() {
         .await
         .assert_problem(403, "insufficient_scope");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_budget_caps_what_a_model_or_agent_may_cost_in_a_month() {
+    let app = TestApp::spawn_with(&[("D2__BILLING__ELIGIBILITY_CACHE__TTL_SECONDS", "0")]).await;
+    let tenant = app.bootstrap().await;
+    let other = app.bootstrap().await;
+    grant(&app, &tenant, 10_000).await;
+    let (token, _) = reporter(&app, &tenant).await;
+    let set = app
+        .request(
+            Method::PUT,
+            "/v1/billing/budgets/model/gpt-4o",
+            Some(&tenant.token),
+        )
+        .json(&json!({"monthly_credits": 10}));
+    let set = app.send(set).await;
+    let set = set.assert_status(200).clone();
+    assert_eq!(set["kind"], "model");
+    assert_eq!(set["monthly_credits"], 10);
+
+    // 4 credits a call: two fit in 10, the third does not.
+    for key in ["b-1", "b-2"] {
+        ask(&app, &token, model_ask("gpt-4o", 1000, 100))
+            .await
+            .assert_status(200);
+        report(&app, &token, vec![model_report(key, "gpt-4o", 1000, 100)])
+            .await
+            .assert_status(201);
+    }
+    let over = ask(&app, &token, model_ask("gpt-4o", 1000, 100)).await;
+    over.assert_problem(402, "not_eligible");
+    assert_eq!(over.body["limit"], "budget");
+    assert_eq!(over.body["subject"], "model:gpt-4o");
+    assert_eq!(over.body["allowed"], 10);
+    assert_eq!(over.body["used"], 8);
+    assert_eq!(over.body["requested"], 4);
+    // Other models are not capped by it.
+    ask(&app, &token, model_ask("gpt-4o-mini", 1000, 100))
+        .await
+        .assert_status(200);
+    let listed = app.get("/v1/billing/budgets", &tenant.token).await;
+    let listed = listed.assert_status(200).clone();
+    assert_eq!(listed[0]["spent_this_month"], 8);
+
+    // Bad budgets are 400; another account sees none and deletes none.
+    for (path, body, code) in [
+        (
+            "/v1/billing/budgets/model/gpt-4o",
+            json!({"monthly_credits": 0}),
+            "invalid_budget",
+        ),
+        (
+            "/v1/billing/budgets/planet/gpt-4o",
+            json!({"monthly_credits": 5}),
+            "invalid_budget",
+        ),
+        (
+            "/v1/billing/budgets/model/gpt-4o",
+            json!({"monthly_credits": -5}),
+            "invalid_body",
+        ),
+        (
+            "/v1/billing/budgets/model/gpt-4o",
+            json!({"monthly_credits": 5, "x": 1}),
+            "invalid_body",
+        ),
+    ] {
+        let request = app
+            .request(Method::PUT, path, Some(&tenant.token))
+            .json(&body);
+        let reply = app.send(request).await;
+        assert_eq!(reply.status.as_u16(), 400, "{path} {body}: {}", reply.text);
+        assert_eq!(reply.body["code"], code, "{path} {body}: {}", reply.text);
+    }
+    let theirs = app.get("/v1/billing/budgets", &other.token).await;
+    assert_eq!(theirs.assert_status(200), &json!([]));
+    app.delete("/v1/billing/budgets/model/gpt-4o", &other.token)
+        .await
+        .assert_problem(404, "budget_not_found");
+    app.get("/v1/billing/budgets", &token)
+        .await
+        .assert_problem(403, "insufficient_scope");
+
+    // Removed: the model is free of it again.
+    let gone = app
+        .delete("/v1/billing/budgets/model/gpt-4o", &tenant.token)
+        .await;
+    assert_eq!(gone.status.as_u16(), 204);
+    ask(&app, &token, model_ask("gpt-4o", 1000, 100))
+        .await
+        .assert_status(200);
+    let audit = app.audit(&tenant).await;
+    let count = |action: &str| audit.iter().filter(|r| r["action"] == action).count();
+    assert_eq!(count("billing.budget_set"), 1);
+    assert_eq!(count("billing.budget_delete"), 1);
+}

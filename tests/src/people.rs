@@ -893,6 +893,27 @@ fn routes(account: &str) -> Vec<(Method, String, &'static str, Option<Value>, Ne
         ),
         (
             Method::GET,
+            "/v1/billing/budgets".into(),
+            "/v1/billing/budgets",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::PUT,
+            "/v1/billing/budgets/model/roles-model".into(),
+            "/v1/billing/budgets/{kind}/{subject}",
+            Some(json!({ "monthly_credits": 10 })),
+            Scope("admin"),
+        ),
+        (
+            Method::DELETE,
+            "/v1/billing/budgets/model/roles-none".into(),
+            "/v1/billing/budgets/{kind}/{subject}",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::GET,
             "/v1/billing/subscription".into(),
             "/v1/billing/subscription",
             None,

@@ -33,17 +33,17 @@ use crate::policies::{PolicyRow, PublisherKeyRow};
 use crate::position::{Side, in_stream};
 use crate::principals::PrincipalRow;
 use crate::schema::{
-    access_rules, accounts, agent_tools, agents, api_tokens, audit_logs, billing_customers,
-    billing_events, billing_subscriptions, credit_entries, credit_grants, credit_reservations,
-    delegations, events, ingest_refusals, invitations, job_checkpoints, members, oauth_catalogs,
-    oauth_client_policies, oauth_scopes, oauth_tokens, policies, principals, publisher_keys,
-    signing_keys, tasks, tools, usage_hours, usage_records, users,
+    access_rules, accounts, agent_tools, agents, api_tokens, audit_logs, billing_budgets,
+    billing_customers, billing_events, billing_subscriptions, credit_entries, credit_grants,
+    credit_reservations, delegations, events, ingest_refusals, invitations, job_checkpoints,
+    members, oauth_catalogs, oauth_client_policies, oauth_scopes, oauth_tokens, policies,
+    principals, publisher_keys, signing_keys, tasks, tools, usage_hours, usage_records, users,
 };
 use crate::tasks::TaskCopy;
-use crate::usage::{HourRow, UsageRow};
+use crate::usage::{BudgetRow, HourRow, UsageRow};
 
 /// The tables copied, in an order that satisfies every foreign key.
-pub const TABLES: [&str; 31] = [
+pub const TABLES: [&str; 32] = [
     "accounts",
     "billing_customers",
     "billing_subscriptions",
@@ -53,6 +53,7 @@ pub const TABLES: [&str; 31] = [
     "usage_records",
     "usage_hours",
     "credit_reservations",
+    "billing_budgets",
     "users",
     "members",
     "invitations",
@@ -372,6 +373,18 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
+            "billing_budgets" => whole(to_json(
+                billing_budgets::table
+                    .order((
+                        billing_budgets::account_id,
+                        billing_budgets::meter,
+                        billing_budgets::subject,
+                    ))
+                    .select(BudgetRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
             "usage_hours" => whole(to_json(
                 usage_hours::table
                     .order((
@@ -588,6 +601,9 @@ impl crate::Store {
                 }
                 "usage_hours" => {
                     insert_rows!(conn, usage_hours::table, from_json::<HourRow>(rows)?);
+                }
+                "billing_budgets" => {
+                    insert_rows!(conn, billing_budgets::table, from_json::<BudgetRow>(rows)?);
                 }
                 "credit_reservations" => {
                     insert_rows!(

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_billing::{
-    Dimension, Earlier, HourTotal, Meter, RecordOf, Recording, Refusal, Totals, UsageRecord,
-    UsageRepo,
+    Budget, BudgetKind, Dimension, Earlier, HourTotal, Meter, RecordOf, Recording, Refusal, Totals,
+    UsageRecord, UsageRepo,
 };
 use d2_kernel::{AccountId, StoreError};
 use diesel::prelude::*;
@@ -17,7 +17,7 @@ use crate::credits::{EntryRow, held_grants, read, stored, take_burns};
 use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
 use crate::id::Id;
-use crate::schema::{credit_entries, usage_hours, usage_records};
+use crate::schema::{billing_budgets, credit_entries, usage_hours, usage_records};
 
 #[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = usage_records, check_for_backend(crate::Db))]
@@ -51,6 +51,27 @@ pub(crate) struct HourRow {
     pub output_tokens: i64,
     pub invocations: i64,
     pub credits: i64,
+}
+
+#[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
+#[diesel(table_name = billing_budgets, check_for_backend(crate::Db))]
+pub(crate) struct BudgetRow {
+    pub account_id: Id,
+    pub meter: String,
+    pub subject: String,
+    pub monthly_credits: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl BudgetRow {
+    fn into_domain(self) -> Result<Budget, StoreError> {
+        Ok(Budget {
+            kind: self.meter.parse().map_err(|_| corrupt("budget kind"))?,
+            subject: self.subject,
+            monthly_credits: read(self.monthly_credits)?,
+            updated_at: self.updated_at,
+        })
+    }
 }
 
 impl UsageRow {
@@ -256,6 +277,80 @@ impl UsageRepo for crate::Store {
         })
         .await?;
         Ok(recorded)
+    }
+
+    async fn set_budget(
+        &self,
+        account: AccountId,
+        budget: &Budget,
+        audit: &d2_audit::AuditEntry,
+    ) -> Result<(), StoreError> {
+        let row = BudgetRow {
+            account_id: Id::from(account),
+            meter: budget.kind.as_str().to_owned(),
+            subject: budget.subject.clone(),
+            monthly_credits: stored(budget.monthly_credits)?,
+            updated_at: budget.updated_at,
+        };
+        let mut conn = self.writer().await?;
+        write_transaction!(conn, async |conn| {
+            diesel::insert_into(billing_budgets::table)
+                .values(&row)
+                .on_conflict((
+                    billing_budgets::account_id,
+                    billing_budgets::meter,
+                    billing_budgets::subject,
+                ))
+                .do_update()
+                .set((
+                    billing_budgets::monthly_credits.eq(excluded(billing_budgets::monthly_credits)),
+                    billing_budgets::updated_at.eq(excluded(billing_budgets::updated_at)),
+                ))
+                .execute(conn)
+                .await?;
+            write_audit(conn, audit).await?;
+            Ok::<_, TxError>(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_budget(
+        &self,
+        account: AccountId,
+        kind: BudgetKind,
+        subject: &str,
+        audit: &d2_audit::AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.writer().await?;
+        let deleted = write_transaction!(conn, async |conn| {
+            let deleted = diesel::delete(
+                billing_budgets::table
+                    .filter(billing_budgets::account_id.eq(Id::from(account)))
+                    .filter(billing_budgets::meter.eq(kind.as_str()))
+                    .filter(billing_budgets::subject.eq(subject)),
+            )
+            .execute(conn)
+            .await?;
+            if deleted > 0 {
+                write_audit(conn, audit).await?;
+            }
+            Ok::<_, TxError>(deleted > 0)
+        })
+        .await?;
+        Ok(deleted)
+    }
+
+    async fn budgets(&self, account: AccountId) -> Result<Vec<Budget>, StoreError> {
+        let mut conn = self.conn().await?;
+        let rows: Vec<BudgetRow> = billing_budgets::table
+            .filter(billing_budgets::account_id.eq(Id::from(account)))
+            .order((billing_budgets::meter.asc(), billing_budgets::subject.asc()))
+            .select(BudgetRow::as_select())
+            .load(&mut conn)
+            .await
+            .map_err(from_diesel)?;
+        rows.into_iter().map(BudgetRow::into_domain).collect()
     }
 
     async fn usage_hours(

@@ -161,7 +161,8 @@ macro_rules! __contract_suite_list {
                 billing::provider_events,
                 billing::credit_ledger,
                 billing::usage_records,
-                billing::reservations;
+                billing::reservations,
+                billing::budgets;
             billing(store, a):
                 billing::provider_event_races,
                 billing::credit_races,

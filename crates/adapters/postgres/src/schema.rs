@@ -125,6 +125,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    billing_budgets (account_id, meter, subject) {
+        account_id -> Uuid,
+        meter -> Text,
+        subject -> Text,
+        monthly_credits -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     billing_customers (customer_id) {
         customer_id -> Text,
         account_id -> Uuid,
@@ -524,6 +534,7 @@ diesel::joinable!(authorization_codes -> accounts (account_id));
 diesel::joinable!(authorization_codes -> agents (agent_id));
 diesel::joinable!(authorization_codes -> delegations (delegation_id));
 diesel::joinable!(authorization_codes -> principals (principal_id));
+diesel::joinable!(billing_budgets -> accounts (account_id));
 diesel::joinable!(billing_customers -> accounts (account_id));
 diesel::joinable!(billing_events -> accounts (account_id));
 diesel::joinable!(billing_subscriptions -> accounts (account_id));
@@ -564,6 +575,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     api_tokens,
     audit_logs,
     authorization_codes,
+    billing_budgets,
     billing_customers,
     billing_events,
     billing_subscriptions,

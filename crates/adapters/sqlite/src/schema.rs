@@ -671,6 +671,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::Uuid;
+
+    billing_budgets (account_id, meter, subject) {
+        account_id -> Uuid,
+        meter -> Text,
+        subject -> Text,
+        monthly_credits -> BigInt,
+        updated_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::joinable!(billing_budgets -> accounts (account_id));
 diesel::joinable!(credit_entries -> accounts (account_id));
 diesel::joinable!(credit_entries -> credit_grants (grant_id));
 diesel::joinable!(credit_grants -> accounts (account_id));
@@ -681,6 +695,7 @@ diesel::joinable!(usage_records -> accounts (account_id));
 diesel::joinable!(usage_records -> credit_entries (id));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    billing_budgets,
     credit_entries,
     credit_grants,
     credit_reservations,

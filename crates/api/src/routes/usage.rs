@@ -1,12 +1,12 @@
 //! Usage: reports of model tokens and agent invocations, paid in credits from the price
 //! table, and the account's usage window by window.
 
-use actix_web::web::{Data, Query};
-use actix_web::{HttpResponse, get, post};
+use actix_web::web::{Data, Path, Query};
+use actix_web::{HttpResponse, delete, get, post, put};
 use chrono::{DateTime, Utc};
 use d2_billing::{
-    Allowed, Ask, Bucket, CreditForecast, Meter, PriceVersion, Recording, Totals, UsageQuery,
-    UsageRecord, UsageReport, UsageWindows, Window,
+    Allowed, Ask, Bucket, Budget, BudgetKind, CreditForecast, Meter, PriceVersion, Recording,
+    Totals, UsageQuery, UsageRecord, UsageReport, UsageWindows, Window,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -22,7 +22,10 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(get_usage)
         .service(get_prices)
         .service(check_eligibility)
-        .service(get_forecast);
+        .service(get_forecast)
+        .service(list_budgets)
+        .service(set_budget)
+        .service(delete_budget);
 }
 
 /// What one report measured.
@@ -591,4 +594,114 @@ impl From<CreditForecast> for ForecastView {
 async fn get_forecast(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let forecast = state.app.billing.eligibility.forecast(&auth).await?;
     Ok(HttpResponse::Ok().json(ForecastView::from(forecast)))
+}
+
+/// What a model or an agent may cost in a month.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetBody {
+    /// Whole credits a calendar month (UTC), 1 to 10^12.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
+    pub monthly_credits: u64,
+}
+
+/// A budget of the account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BudgetView {
+    /// `model` or `agent`.
+    pub kind: String,
+    /// The model, or the agent.
+    pub subject: String,
+    pub monthly_credits: u64,
+    /// What the model or agent cost this month (as of the account's standing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spent_this_month: Option<u64>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl BudgetView {
+    fn of(budget: &Budget, spent: Option<u64>) -> Self {
+        Self {
+            kind: budget.kind.as_str().to_owned(),
+            subject: budget.subject.clone(),
+            monthly_credits: budget.monthly_credits,
+            spent_this_month: spent,
+            updated_at: budget.updated_at,
+        }
+    }
+}
+
+fn budget_kind(kind: &str) -> ApiResult<BudgetKind> {
+    kind.parse()
+        .map_err(|error: d2_billing::UnknownBudgetKind| {
+            ApiError::new(d2_kernel::Code::InvalidBudget, error.to_string())
+        })
+}
+
+/// The account's budgets (admin), each with what its model or agent cost this month.
+#[utoipa::path(tag = "billing", security(("bearer" = []), ("api_key" = [])), responses(
+    (status = 200, body = Vec<BudgetView>),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/billing/budgets")]
+async fn list_budgets(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
+    let budgets = state.app.billing.eligibility.budgets(&auth).await?;
+    let views: Vec<BudgetView> = budgets
+        .iter()
+        .map(|(budget, spent)| BudgetView::of(budget, Some(*spent)))
+        .collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+/// Set what a model or an agent may cost the account in a month (admin): made, or
+/// replaced. Eligibility refuses work beyond it (402 `not_eligible`, `limit: budget`).
+/// Audited as `billing.budget_set`.
+#[utoipa::path(tag = "billing", security(("bearer" = []), ("api_key" = [])),
+    params(("kind" = String, Path, description = "`model` or `agent`"), ("subject" = String, Path)),
+    request_body = BudgetBody, responses(
+    (status = 200, body = BudgetView),
+    (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[put("/v1/billing/budgets/{kind}/{subject}")]
+async fn set_budget(
+    state: Data<ApiState>,
+    auth: Auth,
+    path: Path<(String, String)>,
+    body: Json<BudgetBody>,
+) -> ApiResult<HttpResponse> {
+    let (kind, subject) = path.into_inner();
+    let budget = state
+        .app
+        .billing
+        .eligibility
+        .set_budget(&auth, budget_kind(&kind)?, subject, body.0.monthly_credits)
+        .await?;
+    Ok(HttpResponse::Ok().json(BudgetView::of(&budget, None)))
+}
+
+/// Remove a budget of the account (admin); 404 `budget_not_found` when there is none.
+/// Audited as `billing.budget_delete`.
+#[utoipa::path(tag = "billing", security(("bearer" = []), ("api_key" = [])),
+    params(("kind" = String, Path, description = "`model` or `agent`"), ("subject" = String, Path)),
+    responses(
+    (status = 204),
+    (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[delete("/v1/billing/budgets/{kind}/{subject}")]
+async fn delete_budget(
+    state: Data<ApiState>,
+    auth: Auth,
+    path: Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (kind, subject) = path.into_inner();
+    state
+        .app
+        .billing
+        .eligibility
+        .delete_budget(&auth, budget_kind(&kind)?, &subject)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -90,6 +90,10 @@ d2_kernel::named_values! {
         BillingCreditsSettle = "billing.credits_settle",
         /// A reservation reached its expiry unsettled; all given back.
         BillingCreditsExpire = "billing.credits_expire",
+        /// A budget of a model or an agent was set.
+        BillingBudgetSet = "billing.budget_set",
+        /// A budget of a model or an agent was removed.
+        BillingBudgetDelete = "billing.budget_delete",
         /// A batch of usage reports was recorded and paid for in credits.
         BillingUsageRecord = "billing.usage_record",
         PrincipalCreate = "principal.create",
@@ -363,6 +367,8 @@ mod tests {
                 "billing.credits_reserve",
                 "billing.credits_settle",
                 "billing.credits_expire",
+                "billing.budget_set",
+                "billing.budget_delete",
                 "billing.usage_record",
                 "principal.create",
                 "principal.update",

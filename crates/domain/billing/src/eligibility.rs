@@ -13,15 +13,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
+use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::{
     AccessError, AccountId, AuthContext, CacheSettings, Clock, Code, CoherentCache,
     EntitlementError, Entitlements, ErrorCode, Plan, PlanCatalog, Quotas, Scope, StoreError,
 };
 use serde_json::{Map, Value, json};
 
+use crate::budgets::{Budget, BudgetKind, checked_subject};
 use crate::credits::balance;
 use crate::forecast::{Forecast, WINDOW_DAYS, forecast};
 use crate::ledger::CreditRepo;
+use crate::ledger::MAX_CREDITS;
 use crate::usage::{Meter, UsageError, UsageMeter, UsageRepo, Window};
 
 /// What a caller asks before working.
@@ -45,6 +48,8 @@ pub enum Limit {
     AgentSlots,
     /// The plan's model tokens a month (`monthly_model_tokens`).
     ModelTokens,
+    /// The account's own budget of the model or agent (`subject` names it).
+    Budget,
 }
 
 impl Limit {
@@ -54,6 +59,7 @@ impl Limit {
             Limit::Credits => "credits",
             Limit::AgentSlots => "agent_slots",
             Limit::ModelTokens => "model_tokens",
+            Limit::Budget => "budget",
         }
     }
 }
@@ -68,8 +74,11 @@ pub struct Ineligible {
     pub used: u64,
     /// What the work asks.
     pub requested: u64,
-    /// The plans whose quota would allow it, cheapest first (none for credits: buy more).
+    /// The plans whose quota would allow it, cheapest first (none for credits: buy more;
+    /// none for a budget: the account sets it).
     pub upgrades: Vec<(Plan, u64)>,
+    /// The budget's model or agent, `model:<id>` or `agent:<id>`.
+    pub subject: Option<String>,
 }
 
 /// The work may be done.
@@ -90,6 +99,10 @@ pub enum EligibilityError {
     Usage(#[from] UsageError),
     #[error("not eligible: {} (allowed {}, used {}, requested {})", .0.limit.as_str(), .0.allowed, .0.used, .0.requested)]
     Refused(Ineligible),
+    #[error("{0}")]
+    InvalidBudget(&'static str),
+    #[error("no such budget")]
+    BudgetNotFound,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -100,6 +113,8 @@ impl ErrorCode for EligibilityError {
             EligibilityError::Access(error) => error.code(),
             EligibilityError::Usage(error) => error.code(),
             EligibilityError::Refused(_) => Code::NotEligible,
+            EligibilityError::InvalidBudget(_) => Code::InvalidBudget,
+            EligibilityError::BudgetNotFound => Code::BudgetNotFound,
             EligibilityError::Store(error) => error.code(),
         }
     }
@@ -119,6 +134,9 @@ impl ErrorCode for EligibilityError {
         details.insert("used".to_owned(), json!(refusal.used));
         details.insert("requested".to_owned(), json!(refusal.requested));
         details.insert("upgrades".to_owned(), Value::Array(upgrades));
+        if let Some(subject) = &refusal.subject {
+            details.insert("subject".to_owned(), json!(subject));
+        }
         Some(details)
     }
 }
@@ -148,6 +166,8 @@ pub struct Standing {
     pub spent: BTreeMap<(String, String), u64>,
     /// The agents used this month.
     pub agents: BTreeSet<String>,
+    /// The account's budgets, by (`model` or `agent`, its name).
+    pub budgets: BTreeMap<(String, String), u64>,
     pub read_at: DateTime<Utc>,
 }
 
@@ -246,6 +266,16 @@ impl Eligibility {
             model_tokens: 0,
             spent: BTreeMap::new(),
             agents: BTreeSet::new(),
+            budgets: self
+                .usage
+                .budgets(account)
+                .await?
+                .into_iter()
+                .map(|budget| {
+                    let key = (budget.kind.as_str().to_owned(), budget.subject);
+                    (key, budget.monthly_credits)
+                })
+                .collect(),
             read_at: now,
         };
         for hour in &hours {
@@ -287,6 +317,7 @@ impl Eligibility {
                 used,
                 requested,
                 upgrades,
+                subject: None,
             }))
         };
         if standing.locked {
@@ -342,6 +373,20 @@ impl Eligibility {
                         upgrades,
                     );
                 }
+                let key = (meter.kind().to_owned(), meter.subject().to_owned());
+                if let Some(budget) = standing.budgets.get(&key) {
+                    let spent = standing.spent.get(&key).copied().unwrap_or(0);
+                    if spent.saturating_add(cost) > *budget {
+                        return Err(EligibilityError::Refused(Ineligible {
+                            limit: Limit::Budget,
+                            allowed: *budget,
+                            used: spent,
+                            requested: cost,
+                            upgrades: Vec::new(),
+                            subject: Some(format!("{}:{}", key.0, key.1)),
+                        }));
+                    }
+                }
                 cost
             }
         };
@@ -353,6 +398,83 @@ impl Eligibility {
             balance: standing.balance,
             as_of: standing.read_at,
         })
+    }
+
+    /// Sets what a model or an agent may cost the caller's account in a month (admin);
+    /// eligibility refuses work beyond it. Audited `billing.budget_set`.
+    pub async fn set_budget(
+        &self,
+        ctx: &AuthContext,
+        kind: BudgetKind,
+        subject: String,
+        monthly_credits: u64,
+    ) -> Result<Budget, EligibilityError> {
+        ctx.require(Scope::Admin)?;
+        checked_subject(&subject)?;
+        if !(1..=MAX_CREDITS).contains(&monthly_credits) {
+            return Err(EligibilityError::InvalidBudget(
+                "monthly_credits: 1 to 10^12 credits",
+            ));
+        }
+        let now = self.clock.now();
+        let budget = Budget {
+            kind,
+            subject,
+            monthly_credits,
+            updated_at: now,
+        };
+        let audit = AuditEntry::by(ctx, AuditAction::BillingBudgetSet, now)
+            .target("budget", format!("{}:{}", kind.as_str(), budget.subject))
+            .metadata(json!({
+                "kind": kind.as_str(),
+                "subject": budget.subject,
+                "monthly_credits": monthly_credits,
+            }));
+        self.usage
+            .set_budget(ctx.account_id, &budget, &audit)
+            .await?;
+        self.standings.invalidate(&ctx.account_id).await;
+        Ok(budget)
+    }
+
+    /// Removes a budget of the caller's account (admin). Audited `billing.budget_delete`.
+    pub async fn delete_budget(
+        &self,
+        ctx: &AuthContext,
+        kind: BudgetKind,
+        subject: &str,
+    ) -> Result<(), EligibilityError> {
+        ctx.require(Scope::Admin)?;
+        let now = self.clock.now();
+        let audit = AuditEntry::by(ctx, AuditAction::BillingBudgetDelete, now)
+            .target("budget", format!("{}:{subject}", kind.as_str()))
+            .metadata(json!({"kind": kind.as_str(), "subject": subject}));
+        let deleted = self
+            .usage
+            .delete_budget(ctx.account_id, kind, subject, &audit)
+            .await?;
+        self.standings.invalidate(&ctx.account_id).await;
+        if deleted {
+            Ok(())
+        } else {
+            Err(EligibilityError::BudgetNotFound)
+        }
+    }
+
+    /// The caller's account's budgets (admin), each with what its model or agent cost this
+    /// month (as of the standing's reading).
+    pub async fn budgets(&self, ctx: &AuthContext) -> Result<Vec<(Budget, u64)>, EligibilityError> {
+        ctx.require(Scope::Admin)?;
+        let budgets = self.usage.budgets(ctx.account_id).await?;
+        let standing = self.standing(ctx.account_id).await?;
+        Ok(budgets
+            .into_iter()
+            .map(|budget| {
+                let key = (budget.kind.as_str().to_owned(), budget.subject.clone());
+                let spent = standing.spent.get(&key).copied().unwrap_or(0);
+                (budget, spent)
+            })
+            .collect())
     }
 
     /// The caller's account's credits this month and their forecast (admin): the period is

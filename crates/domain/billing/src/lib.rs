@@ -8,6 +8,7 @@
     clippy::arithmetic_side_effects
 )]
 
+mod budgets;
 mod credits;
 #[cfg(test)]
 #[expect(
@@ -39,6 +40,7 @@ mod usage;
 #[expect(clippy::panic, reason = "tests fail loudly")]
 mod usage_tests;
 
+pub use budgets::{Budget, BudgetKind, UnknownBudgetKind};
 pub use credits::{
     Burn, CreditGrant, GrantId, GrantSource, InsufficientCredits, UnknownSource, balance, cost,
     plan_release, plan_spend,

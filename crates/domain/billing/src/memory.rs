@@ -12,6 +12,7 @@ use d2_accounts::{Account, AccountPatch, AccountRepo, AuditOf, JobAuditOf};
 use d2_audit::{AuditFilter, AuditLog, AuditRecord};
 use d2_kernel::{AccountId, Page, PageRequest, StoreError, UserId};
 
+use crate::budgets::{Budget, BudgetKind};
 use crate::credits::{Burn, CreditGrant};
 use crate::ledger::{CreditRepo, EntryId, EntryOf, LedgerEntry, SpendOf, SpendOutcome};
 use crate::ports::{BillingRepo, DecideOf, EventOutcome};
@@ -30,6 +31,7 @@ struct State {
     usage: HashMap<AccountId, Vec<UsageRecord>>,
     hours: HashMap<AccountId, Vec<HourTotal>>,
     reservations: HashMap<AccountId, Vec<Reservation>>,
+    budgets: HashMap<AccountId, Vec<Budget>>,
 }
 
 #[derive(Debug)]
@@ -335,6 +337,44 @@ impl UsageRepo for MemoryBillingRepo {
             self.accounts.audit().append(audit.clone());
         }
         Ok(Ok(recording))
+    }
+
+    async fn set_budget(
+        &self,
+        account: AccountId,
+        budget: &Budget,
+        audit: &d2_audit::AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let budgets = state.budgets.entry(account).or_default();
+        budgets.retain(|b| !(b.kind == budget.kind && b.subject == budget.subject));
+        budgets.push(budget.clone());
+        budgets.sort_by(|a, b| (a.kind.as_str(), &a.subject).cmp(&(b.kind.as_str(), &b.subject)));
+        self.accounts.audit().append(audit.clone());
+        Ok(())
+    }
+
+    async fn delete_budget(
+        &self,
+        account: AccountId,
+        kind: BudgetKind,
+        subject: &str,
+        audit: &d2_audit::AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let budgets = state.budgets.entry(account).or_default();
+        let before = budgets.len();
+        budgets.retain(|b| !(b.kind == kind && b.subject == subject));
+        let deleted = budgets.len() != before;
+        if deleted {
+            self.accounts.audit().append(audit.clone());
+        }
+        Ok(deleted)
+    }
+
+    async fn budgets(&self, account: AccountId) -> Result<Vec<Budget>, StoreError> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(state.budgets.get(&account).cloned().unwrap_or_default())
     }
 
     async fn usage_hours(

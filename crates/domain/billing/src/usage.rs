@@ -18,6 +18,7 @@ use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::{AccessError, AccountId, AuthContext, Clock, Code, ErrorCode, Scope, StoreError};
 use serde_json::json;
 
+use crate::budgets::{Budget, BudgetKind};
 use crate::credits::{CreditGrant, InsufficientCredits, balance, cost, plan_spend};
 use crate::ledger::{EntryId, EntryKind, LedgerEntry, MAX_CREDITS, checked_key};
 use crate::prices::{MAX_METER_CHARS, PriceTable, PriceVersion};
@@ -51,6 +52,14 @@ impl Meter {
         match self {
             Meter::Model { .. } => "model",
             Meter::Agent { .. } => "agent",
+        }
+    }
+
+    /// The model, or the agent.
+    pub fn subject(&self) -> &str {
+        match self {
+            Meter::Model { model, .. } => model,
+            Meter::Agent { agent, .. } => agent,
         }
     }
 }
@@ -229,6 +238,28 @@ pub trait UsageRepo: Send + Sync + 'static {
         keys: &[&str],
         record: RecordOf<'_>,
     ) -> Result<Result<Recording, Refusal>, StoreError>;
+
+    /// Sets the account's budget of `budget.kind` and `budget.subject` (made, or replaced)
+    /// and writes the audit record, in one transaction.
+    async fn set_budget(
+        &self,
+        account: AccountId,
+        budget: &Budget,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes the account's budget of `kind` and `subject` and writes the audit record, in
+    /// one transaction; `false` (nothing written) when there is none.
+    async fn delete_budget(
+        &self,
+        account: AccountId,
+        kind: BudgetKind,
+        subject: &str,
+        audit: &AuditEntry,
+    ) -> Result<bool, StoreError>;
+
+    /// The account's budgets, by kind then subject.
+    async fn budgets(&self, account: AccountId) -> Result<Vec<Budget>, StoreError>;
 
     /// The account's hourly totals of the hours in `[from, to)`, oldest first.
     async fn usage_hours(

@@ -182,6 +182,9 @@ error_codes! {
     /// Work the account may not do now: the problem names the limit, what is used of it,
     /// what was asked and the plans that would allow it.
     NotEligible = "not_eligible", PaymentRequired, "Not eligible";
+    /// A budget that cannot be: an amount of 0 or above 10^12, an unknown kind.
+    InvalidBudget = "invalid_budget", BadRequest, "Invalid budget";
+    BudgetNotFound = "budget_not_found", NotFound, "Budget not found";
     /// A reservation released at its expiry: settling it is too late.
     ReservationExpired = "reservation_expired", Conflict, "Reservation expired";
     /// A reservation settled before, for another amount.

@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use d2_accounts::{Account, AccountRepo};
 use d2_audit::{AuditAction, AuditEntry, AuditLog};
 use d2_billing::{
-    BillingRepo, Burn, CloseRefusal, Closing, CreditGrant, CreditRepo, Decision, Earlier, EntryId,
-    EntryKind, EventOutcome, GrantId, GrantSource, InsufficientCredits, LedgerEntry, Meter,
-    ProviderEvent, Recorded, Recording, Refusal, Report, Reservation, ReservationStatus,
-    SpendOutcome, Spending, Subscription, SubscriptionStatus, UsageRecord, UsageRepo, balance,
-    hour_totals, plan_spend,
+    BillingRepo, Budget, BudgetKind, Burn, CloseRefusal, Closing, CreditGrant, CreditRepo,
+    Decision, Earlier, EntryId, EntryKind, EventOutcome, GrantId, GrantSource, InsufficientCredits,
+    LedgerEntry, Meter, ProviderEvent, Recorded, Recording, Refusal, Report, Reservation,
+    ReservationStatus, SpendOutcome, Spending, Subscription, SubscriptionStatus, UsageRecord,
+    UsageRepo, balance, hour_totals, plan_spend,
 };
 use d2_kernel::{AccountId, AccountLock, LockReason, Plan};
 use futures_util::future::join_all;
@@ -806,5 +806,73 @@ pub async fn reservations(store: &dyn Store, a: AccountId, b: AccountId) {
             .ok()
             .flatten()
             .is_none()
+    );
+}
+
+fn budget(kind: BudgetKind, subject: &str, monthly_credits: u64, seconds: i64) -> Budget {
+    Budget {
+        kind,
+        subject: subject.to_owned(),
+        monthly_credits,
+        updated_at: at(seconds),
+    }
+}
+
+/// Budgets set, replaced, read back whole in order, deleted once, each change audited in
+/// its transaction, and nothing of one account seen by another.
+pub async fn budgets(store: &dyn Store, a: AccountId, b: AccountId) {
+    let audit = |action| AuditEntry::system(a, action, at(1));
+    let set = |made: Budget| async move {
+        store
+            .set_budget(a, &made, &audit(AuditAction::BillingBudgetSet))
+            .await
+            .unwrap_or_else(|e| panic!("set budget: {e}"));
+    };
+    set(budget(BudgetKind::Model, "gpt-4o", 500, 1)).await;
+    set(budget(BudgetKind::Agent, "researcher", 40, 2)).await;
+    set(budget(BudgetKind::Model, "claude", 70, 3)).await;
+    // The same model again: replaced, not added.
+    set(budget(BudgetKind::Model, "gpt-4o", 900, 4)).await;
+    let read = store.budgets(a).await.unwrap_or_default();
+    assert_eq!(
+        read,
+        vec![
+            budget(BudgetKind::Agent, "researcher", 40, 2),
+            budget(BudgetKind::Model, "claude", 70, 3),
+            budget(BudgetKind::Model, "gpt-4o", 900, 4),
+        ]
+    );
+    assert!(store.budgets(b).await.unwrap_or_default().is_empty());
+    let delete = |account, kind, subject: &'static str| async move {
+        store
+            .delete_budget(
+                account,
+                kind,
+                subject,
+                &audit(AuditAction::BillingBudgetDelete),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("delete budget: {e}"))
+    };
+    assert!(!delete(b, BudgetKind::Model, "claude").await, "not b's");
+    assert!(
+        !delete(a, BudgetKind::Agent, "claude").await,
+        "the kind matters"
+    );
+    assert!(delete(a, BudgetKind::Model, "claude").await);
+    assert!(!delete(a, BudgetKind::Model, "claude").await, "once");
+    assert_eq!(store.budgets(a).await.unwrap_or_default().len(), 2);
+    assert_eq!(
+        records_of(store, a, AuditAction::BillingBudgetSet)
+            .await
+            .len(),
+        4
+    );
+    assert_eq!(
+        records_of(store, a, AuditAction::BillingBudgetDelete)
+            .await
+            .len(),
+        1,
+        "a delete that found nothing is not audited"
     );
 }
