@@ -417,7 +417,8 @@ async fn a_job_another_worker_holds_is_skipped_and_the_export_needs_clickhouse()
             "token-expiry",
             "key-pruning",
             "oauth-token-pruning",
-            "oauth-client-reaping"
+            "oauth-client-reaping",
+            "reservation-expiry"
         ],
         "no export or retention without ClickHouse"
     );
