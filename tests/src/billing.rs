@@ -1303,3 +1303,189 @@ async fn a_budget_caps_what_a_model_or_agent_may_cost_in_a_month() {
     assert_eq!(count("billing.budget_set"), 1);
     assert_eq!(count("billing.budget_delete"), 1);
 }
+
+/// Every page of `path` (which has a query already), `limit` at a time.
+async fn every_page(app: &TestApp, token: &str, path: &str, limit: u32) -> Vec<Vec<Value>> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(cursor) => format!("{path}&limit={limit}&cursor={cursor}"),
+            None => format!("{path}&limit={limit}"),
+        };
+        let reply = app.get(&url, token).await;
+        pages.push(reply.assert_status(200).as_array().unwrap().clone());
+        cursor = reply.header("x-next-cursor").map(str::to_owned);
+        if cursor.is_none() {
+            return pages;
+        }
+        assert!(pages.len() < 50, "the pages end");
+    }
+}
+
+fn field(items: &[Value], name: &str) -> Vec<String> {
+    items
+        .iter()
+        .map(|item| item[name].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_records_and_credit_movements_page_through_the_whole_history() {
+    let app = TestApp::spawn().await;
+    let tenant = app.bootstrap().await;
+    let other = app.bootstrap().await;
+    grant(&app, &tenant, 10_000).await;
+    grant(&app, &other, 100).await;
+    app.advance(60);
+    let (token, token_id) = reporter(&app, &tenant).await;
+    let (second, _) = reporter(&app, &tenant).await;
+    // Five reports in one batch (one instant), then two an hour later from another token.
+    let batch: Vec<Value> = (0..5)
+        .map(|n| model_report(&format!("r-{n}"), "gpt-4o", 1000, 0))
+        .collect();
+    report(&app, &token, batch).await.assert_status(201);
+    let start = now(&app);
+    app.advance(3600);
+    report(
+        &app,
+        &second,
+        vec![
+            agent_report("r-5", "invoke", 1),
+            model_report("r-6", "gpt-4o-mini", 1000, 0),
+        ],
+    )
+    .await
+    .assert_status(201);
+    let (their_token, _) = reporter(&app, &other).await;
+    report(&app, &their_token, vec![agent_report("r-0", "invoke", 1)])
+        .await
+        .assert_status(201);
+
+    let pages = every_page(&app, &tenant.token, "/v1/billing/usage/records?", 3).await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
+    let all = pages.concat();
+    let mut keys = field(&all, "idempotency_key");
+    let mut newest = keys[..2].to_vec();
+    newest.sort();
+    assert_eq!(newest, ["r-5", "r-6"], "the later batch first");
+    keys.sort();
+    assert_eq!(keys, (0..7).map(|n| format!("r-{n}")).collect::<Vec<_>>());
+    assert!(all.iter().all(|record| record.get("replayed").is_none()));
+    let mine = format!("token:{token_id}");
+    let by_first_token = every_page(
+        &app,
+        &tenant.token,
+        &format!("/v1/billing/usage/records?credential={mine}"),
+        10,
+    )
+    .await
+    .concat();
+    assert_eq!(by_first_token.len(), 5);
+    let agents = every_page(
+        &app,
+        &tenant.token,
+        "/v1/billing/usage/records?kind=agent",
+        10,
+    )
+    .await
+    .concat();
+    assert_eq!(field(&agents, "idempotency_key"), ["r-5"]);
+    let mini = app
+        .get(
+            "/v1/billing/usage/records?subject=gpt-4o-mini",
+            &tenant.token,
+        )
+        .await;
+    assert_eq!(
+        field(
+            mini.assert_status(200).as_array().unwrap(),
+            "idempotency_key"
+        ),
+        ["r-6"]
+    );
+    let until =
+        (start + chrono::Duration::seconds(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let early = app
+        .get(
+            &format!("/v1/billing/usage/records?until={until}"),
+            &tenant.token,
+        )
+        .await;
+    assert_eq!(early.assert_status(200).as_array().unwrap().len(), 5);
+
+    // The ledger: the grant, a minute before the reports, and the reports' entries.
+    let entries = every_page(&app, &tenant.token, "/v1/billing/credits/entries?", 4)
+        .await
+        .concat();
+    assert_eq!(entries.len(), 8, "the grant and seven usage entries");
+    assert_eq!(entries.last().unwrap()["kind"], "grant");
+    let usage_ids = field(
+        &every_page(
+            &app,
+            &tenant.token,
+            "/v1/billing/credits/entries?kind=usage",
+            2,
+        )
+        .await
+        .concat(),
+        "entry_id",
+    );
+    let mut record_ids = field(&all, "entry_id");
+    let mut sorted_usage = usage_ids.clone();
+    record_ids.sort();
+    sorted_usage.sort();
+    assert_eq!(sorted_usage, record_ids, "a record's entry has its id");
+
+    // The other account's history is its own.
+    let theirs = app.get("/v1/billing/usage/records", &other.token).await;
+    assert_eq!(
+        field(
+            theirs.assert_status(200).as_array().unwrap(),
+            "idempotency_key"
+        ),
+        ["r-0"]
+    );
+    let their_entries = app.get("/v1/billing/credits/entries", &other.token).await;
+    assert_eq!(
+        their_entries.assert_status(200).as_array().unwrap().len(),
+        2
+    );
+
+    // Bad queries are 400; the reporter may not read the history.
+    for (path, code) in [
+        ("/v1/billing/usage/records?kind=tool", "invalid_query"),
+        ("/v1/billing/usage/records?limit=0", "invalid_query"),
+        (
+            "/v1/billing/usage/records?cursor=not-a-cursor",
+            "invalid_cursor",
+        ),
+        // A well-formed cursor whose id is not an entry's.
+        (
+            "/v1/billing/usage/records?cursor=MXwxfG5vdC1hbi1pZA",
+            "invalid_cursor",
+        ),
+        (
+            "/v1/billing/credits/entries?cursor=MXwxfG5vdC1hbi1pZA",
+            "invalid_cursor",
+        ),
+        ("/v1/billing/credits/entries?kind=refund", "invalid_query"),
+        ("/v1/billing/credits/entries?unknown=1", "invalid_query"),
+        (
+            "/v1/billing/credits/entries?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
+            "invalid_credits",
+        ),
+        (
+            "/v1/billing/usage/records?since=2026-01-02T00:00:00Z&until=2026-01-02T00:00:00Z",
+            "invalid_usage",
+        ),
+    ] {
+        app.get(path, &tenant.token).await.assert_problem(400, code);
+    }
+    app.get("/v1/billing/usage/records", &token)
+        .await
+        .assert_problem(403, "insufficient_scope");
+    app.get("/v1/billing/credits/entries", &token)
+        .await
+        .assert_problem(403, "insufficient_scope");
+}

@@ -819,6 +819,13 @@ fn routes(account: &str) -> Vec<(Method, String, &'static str, Option<Value>, Ne
             Scope("admin"),
         ),
         (
+            Method::GET,
+            "/v1/billing/credits/entries".into(),
+            "/v1/billing/credits/entries",
+            None,
+            Scope("admin"),
+        ),
+        (
             Method::POST,
             "/v1/billing/credits/add".into(),
             "/v1/billing/credits/add",
@@ -874,6 +881,13 @@ fn routes(account: &str) -> Vec<(Method, String, &'static str, Option<Value>, Ne
             Method::GET,
             "/v1/billing/usage".into(),
             "/v1/billing/usage",
+            None,
+            Scope("admin"),
+        ),
+        (
+            Method::GET,
+            "/v1/billing/usage/records".into(),
+            "/v1/billing/usage/records",
             None,
             Scope("admin"),
         ),

@@ -6,9 +6,9 @@ use chrono::{DateTime, Utc};
 use d2_audit::AuditEntry;
 use d2_billing::{
     Burn, CloseOf, CloseRefusal, Closing, CreditGrant, CreditRepo, EntryId, EntryOf, LedgerEntry,
-    Reservation, ReservationStatus, SpendOf, SpendOutcome,
+    LedgerFilter, Reservation, ReservationStatus, SpendOf, SpendOutcome,
 };
-use d2_kernel::{AccountId, StoreError};
+use d2_kernel::{AccountId, Page, PageRequest, StoreError};
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,7 @@ use crate::audit::write_audit;
 use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
 use crate::id::Id;
+use crate::position::{Side, beyond};
 use crate::schema::{accounts, credit_entries, credit_grants, credit_reservations};
 
 #[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
@@ -457,16 +458,44 @@ impl CreditRepo for crate::Store {
             .collect())
     }
 
-    async fn ledger(&self, account: AccountId, limit: u32) -> Result<Vec<LedgerEntry>, StoreError> {
-        let mut conn = self.conn().await?;
-        let rows: Vec<EntryRow> = credit_entries::table
+    async fn ledger(
+        &self,
+        account: AccountId,
+        filter: &LedgerFilter,
+        page: &PageRequest,
+    ) -> Result<Page<LedgerEntry>, StoreError> {
+        let mut query = credit_entries::table
             .filter(credit_entries::account_id.eq(Id::from(account)))
             .order((credit_entries::created_at.desc(), credit_entries::id.desc()))
-            .limit(i64::from(limit))
+            .limit(i64::from(page.limit()) + 1)
             .select(EntryRow::as_select())
-            .load(&mut conn)
-            .await
-            .map_err(from_diesel)?;
-        rows.into_iter().map(EntryRow::into_domain).collect()
+            .into_boxed();
+        if let Some(kind) = filter.kind {
+            query = query.filter(credit_entries::kind.eq(kind.as_str()));
+        }
+        if let Some(since) = filter.since {
+            query = query.filter(credit_entries::created_at.ge(since));
+        }
+        if let Some(until) = filter.until {
+            query = query.filter(credit_entries::created_at.lt(until));
+        }
+        if let Some(cursor) = page.after() {
+            let id: EntryId = cursor
+                .id_as()
+                .map_err(|_| StoreError::corrupt("ledger cursor"))?;
+            query = query.filter(beyond::<_, crate::types::Uuid, _>(
+                "credit_entries.created_at, credit_entries.id",
+                Side::Before,
+                cursor.at,
+                Id::from(id),
+            ));
+        }
+        let mut conn = self.conn().await?;
+        let rows: Vec<EntryRow> = query.load(&mut conn).await.map_err(from_diesel)?;
+        let entries = rows
+            .into_iter()
+            .map(EntryRow::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page.page_from(entries, LedgerEntry::cursor))
     }
 }

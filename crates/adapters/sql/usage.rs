@@ -3,10 +3,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use d2_billing::{
-    Budget, BudgetKind, Dimension, Earlier, HourTotal, Meter, RecordOf, Recording, Refusal, Totals,
-    UsageRecord, UsageRepo,
+    Budget, Dimension, Earlier, EntryId, HourTotal, Meter, MeterKind, RecordFilter, RecordOf,
+    Recording, Refusal, Totals, UsageRecord, UsageRepo,
 };
-use d2_kernel::{AccountId, StoreError};
+use d2_kernel::{AccountId, Page, PageRequest, StoreError};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::RunQueryDsl;
@@ -17,6 +17,7 @@ use crate::credits::{EntryRow, held_grants, read, stored, take_burns};
 use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
 use crate::id::Id;
+use crate::position::{Side, beyond};
 use crate::schema::{billing_budgets, credit_entries, usage_hours, usage_records};
 
 #[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
@@ -92,7 +93,7 @@ impl UsageRow {
             id: Id::from(record.id),
             account_id: Id::from(account),
             idempotency_key: record.idempotency_key.clone(),
-            meter: record.meter.kind().to_owned(),
+            meter: record.meter.kind().as_str().to_owned(),
             subject: subject.clone(),
             operation: operation.to_owned(),
             input_tokens: stored(input)?,
@@ -318,7 +319,7 @@ impl UsageRepo for crate::Store {
     async fn delete_budget(
         &self,
         account: AccountId,
-        kind: BudgetKind,
+        kind: MeterKind,
         subject: &str,
         audit: &d2_audit::AuditEntry,
     ) -> Result<bool, StoreError> {
@@ -351,6 +352,53 @@ impl UsageRepo for crate::Store {
             .await
             .map_err(from_diesel)?;
         rows.into_iter().map(BudgetRow::into_domain).collect()
+    }
+
+    async fn usage_records(
+        &self,
+        account: AccountId,
+        filter: &RecordFilter,
+        page: &PageRequest,
+    ) -> Result<Page<UsageRecord>, StoreError> {
+        let mut query = usage_records::table
+            .filter(usage_records::account_id.eq(Id::from(account)))
+            .order((usage_records::recorded_at.desc(), usage_records::id.desc()))
+            .limit(i64::from(page.limit()) + 1)
+            .select(UsageRow::as_select())
+            .into_boxed();
+        if let Some(kind) = filter.kind {
+            query = query.filter(usage_records::meter.eq(kind.as_str()));
+        }
+        if let Some(subject) = &filter.subject {
+            query = query.filter(usage_records::subject.eq(subject.clone()));
+        }
+        if let Some(credential) = &filter.credential {
+            query = query.filter(usage_records::credential.eq(credential.clone()));
+        }
+        if let Some(since) = filter.since {
+            query = query.filter(usage_records::recorded_at.ge(since));
+        }
+        if let Some(until) = filter.until {
+            query = query.filter(usage_records::recorded_at.lt(until));
+        }
+        if let Some(cursor) = page.after() {
+            let id: EntryId = cursor
+                .id_as()
+                .map_err(|_| StoreError::corrupt("usage cursor"))?;
+            query = query.filter(beyond::<_, crate::types::Uuid, _>(
+                "usage_records.recorded_at, usage_records.id",
+                Side::Before,
+                cursor.at,
+                Id::from(id),
+            ));
+        }
+        let mut conn = self.conn().await?;
+        let rows: Vec<UsageRow> = query.load(&mut conn).await.map_err(from_diesel)?;
+        let records = rows
+            .into_iter()
+            .map(UsageRow::into_domain)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page.page_from(records, UsageRecord::cursor))
     }
 
     async fn usage_hours(

@@ -162,7 +162,8 @@ macro_rules! __contract_suite_list {
                 billing::credit_ledger,
                 billing::usage_records,
                 billing::reservations,
-                billing::budgets;
+                billing::budgets,
+                billing::billing_history;
             billing(store, a):
                 billing::provider_event_races,
                 billing::credit_races,

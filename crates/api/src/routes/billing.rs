@@ -1,13 +1,13 @@
-use actix_web::web::{Bytes, Data, Path};
+use actix_web::web::{Bytes, Data, Path, Query};
 use actix_web::{HttpRequest, HttpResponse, get, post};
 use chrono::{DateTime, Utc};
 use d2_billing::{
-    CreditGrant, CreditsOverview, EntryId, GrantRequest, GrantSource, LedgerEntry, Reservation,
-    SpendRequest, Subscription,
+    CreditGrant, CreditsOverview, EntryId, EntryKind, GrantRequest, GrantSource, LedgerEntry,
+    LedgerFilter, Reservation, SpendRequest, Subscription,
 };
 use d2_kernel::AccountLock;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::auth::Auth;
@@ -21,6 +21,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(add_credits)
         .service(spend_credits)
         .service(credits)
+        .service(credit_entries)
         .service(reserve_credits)
         .service(get_reservation)
         .service(settle_reservation);
@@ -275,7 +276,7 @@ pub struct BurnView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EntryView {
     pub entry_id: String,
-    /// `grant` or `spend`.
+    /// `grant`, `spend`, `usage`, `reserve` or `release`.
     pub kind: String,
     pub amount: u64,
     /// The spendable balance right after it.
@@ -426,6 +427,65 @@ async fn spend_credits(
 async fn credits(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let overview = state.app.billing.credits.overview(&auth).await?;
     Ok(HttpResponse::Ok().json(CreditsView::from(&overview)))
+}
+
+/// Which movements of the ledger to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EntriesQuery {
+    /// Items per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// The `X-Next-Cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only this kind: `grant`, `spend`, `usage`, `reserve` or `release`.
+    pub kind: Option<String>,
+    /// From this instant (inclusive, RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Before this instant (exclusive, RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// The account's credit movements (admin), newest first, a page at a time: every grant,
+/// spend, usage charge, reservation and release, with what each took from which grant.
+#[utoipa::path(tag = "billing", security(("bearer" = []), ("api_key" = [])),
+    params(EntriesQuery), responses(
+    (status = 200, body = Vec<EntryView>, headers(("X-Next-Cursor" = String, description = "Present when another page follows"))),
+    (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/billing/credits/entries")]
+async fn credit_entries(
+    state: Data<ApiState>,
+    auth: Auth,
+    query: Query<EntriesQuery>,
+) -> ApiResult<HttpResponse> {
+    let query = query.into_inner();
+    crate::time::check_instants(&[("since", query.since), ("until", query.until)])?;
+    let page = super::PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .parse()?;
+    let kind = query
+        .kind
+        .as_deref()
+        .map(str::parse::<EntryKind>)
+        .transpose()
+        .map_err(|e| super::invalid_query(e.to_string()))?;
+    let filter = LedgerFilter {
+        kind,
+        since: query.since,
+        until: query.until,
+    };
+    let entries = state
+        .app
+        .billing
+        .credits
+        .history(&auth, &filter, &page)
+        .await?;
+    Ok(super::paged(entries, |entry| EntryView::from(&entry)))
 }
 
 /// Credits to hold for work under way.

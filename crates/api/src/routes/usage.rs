@@ -5,8 +5,8 @@ use actix_web::web::{Data, Path, Query};
 use actix_web::{HttpResponse, delete, get, post, put};
 use chrono::{DateTime, Utc};
 use d2_billing::{
-    Allowed, Ask, Bucket, Budget, BudgetKind, CreditForecast, Meter, PriceVersion, Recording,
-    Totals, UsageQuery, UsageRecord, UsageReport, UsageWindows, Window,
+    Allowed, Ask, Bucket, Budget, CreditForecast, Meter, MeterKind, PriceVersion, RecordFilter,
+    Recording, Totals, UsageQuery, UsageRecord, UsageReport, UsageWindows, Window,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -20,6 +20,7 @@ use crate::state::ApiState;
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
     cfg.service(record_usage)
         .service(get_usage)
+        .service(usage_records)
         .service(get_prices)
         .service(check_eligibility)
         .service(get_forecast)
@@ -126,7 +127,7 @@ pub struct ReportsBody {
 
 /// A report recorded.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct RecordView {
+pub struct UsageRecordView {
     /// Its ledger entry.
     pub entry_id: String,
     pub idempotency_key: String,
@@ -138,12 +139,10 @@ pub struct RecordView {
     /// The credential that reported it (`token:<id>`, `user:<id>`).
     pub credential: String,
     pub recorded_at: DateTime<Utc>,
-    /// A retry: the first report's record, nothing charged again.
-    pub replayed: bool,
 }
 
-impl RecordView {
-    fn of(record: &UsageRecord, replayed: bool) -> Self {
+impl From<&UsageRecord> for UsageRecordView {
+    fn from(record: &UsageRecord) -> Self {
         Self {
             entry_id: record.id.to_string(),
             idempotency_key: record.idempotency_key.clone(),
@@ -152,9 +151,17 @@ impl RecordView {
             price_version: record.price_version,
             credential: record.credential.clone(),
             recorded_at: record.recorded_at,
-            replayed,
         }
     }
+}
+
+/// A report of a batch, recorded now or before.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecordView {
+    #[serde(flatten)]
+    pub record: UsageRecordView,
+    /// A retry: the first report's record, nothing charged again.
+    pub replayed: bool,
 }
 
 /// What a batch came to.
@@ -179,7 +186,10 @@ impl From<Recording> for RecordedView {
             reports: recording
                 .reports
                 .iter()
-                .map(|recorded| RecordView::of(&recorded.record, recorded.entry.is_none()))
+                .map(|recorded| RecordView {
+                    record: UsageRecordView::from(&recorded.record),
+                    replayed: recorded.entry.is_none(),
+                })
                 .collect(),
             charged,
             balance: recording.balance,
@@ -384,6 +394,73 @@ async fn get_usage(
         )
         .await?;
     Ok(HttpResponse::Ok().json(UsageView::from(&usage)))
+}
+
+/// Which usage records to list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RecordsQuery {
+    /// Items per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// The `X-Next-Cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// `model` or `agent`.
+    pub kind: Option<String>,
+    /// Only this model's or agent's records.
+    pub subject: Option<String>,
+    /// Only what this credential reported (`token:<id>`).
+    pub credential: Option<String>,
+    /// From this instant (inclusive, RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Before this instant (exclusive, RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// The account's usage reports as recorded (admin), newest first, a page at a time: what
+/// each measured, what it cost at which price version, and which credential sent it.
+#[utoipa::path(tag = "billing", security(("bearer" = []), ("api_key" = [])),
+    params(RecordsQuery), responses(
+    (status = 200, body = Vec<UsageRecordView>, headers(("X-Next-Cursor" = String, description = "Present when another page follows"))),
+    (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[get("/v1/billing/usage/records")]
+async fn usage_records(
+    state: Data<ApiState>,
+    auth: Auth,
+    query: Query<RecordsQuery>,
+) -> ApiResult<HttpResponse> {
+    let query = query.into_inner();
+    crate::time::check_instants(&[("since", query.since), ("until", query.until)])?;
+    let page = super::PageQuery {
+        limit: query.limit,
+        cursor: query.cursor,
+    }
+    .parse()?;
+    let kind = query
+        .kind
+        .as_deref()
+        .map(str::parse::<MeterKind>)
+        .transpose()
+        .map_err(|e| super::invalid_query(e.to_string()))?;
+    let filter = RecordFilter {
+        kind,
+        subject: query.subject,
+        credential: query.credential,
+        since: query.since,
+        until: query.until,
+    };
+    let records = state
+        .app
+        .billing
+        .usage
+        .records(&auth, &filter, &page)
+        .await?;
+    Ok(super::paged(records, |record| {
+        UsageRecordView::from(&record)
+    }))
 }
 
 /// One version of a price.
@@ -631,11 +708,10 @@ impl BudgetView {
     }
 }
 
-fn budget_kind(kind: &str) -> ApiResult<BudgetKind> {
-    kind.parse()
-        .map_err(|error: d2_billing::UnknownBudgetKind| {
-            ApiError::new(d2_kernel::Code::InvalidBudget, error.to_string())
-        })
+fn budget_kind(kind: &str) -> ApiResult<MeterKind> {
+    kind.parse().map_err(|error: d2_billing::UnknownMeterKind| {
+        ApiError::new(d2_kernel::Code::InvalidBudget, error.to_string())
+    })
 }
 
 /// The account's budgets (admin), each with what its model or agent cost this month.

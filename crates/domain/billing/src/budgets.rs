@@ -3,26 +3,12 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::usage::{UsageError, checked_name};
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown budget kind `{0}`: use model or agent")]
-pub struct UnknownBudgetKind(pub String);
-
-d2_kernel::named_values! {
-    /// What a budget caps. The names are stored.
-    pub enum BudgetKind (unknown: UnknownBudgetKind) {
-        /// One model's usage.
-        Model = "model",
-        /// One agent's usage, every operation.
-        Agent = "agent",
-    }
-}
+use crate::usage::{MeterKind, UsageError, checked_name};
 
 /// The credits one model or agent may cost in a calendar month (UTC).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Budget {
-    pub kind: BudgetKind,
+    pub kind: MeterKind,
     /// The model, or the agent.
     pub subject: String,
     pub monthly_credits: u64,

@@ -20,11 +20,12 @@ use d2_kernel::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::budgets::{Budget, BudgetKind, checked_subject};
+use crate::budgets::{Budget, checked_subject};
 use crate::credits::balance;
 use crate::forecast::{Forecast, WINDOW_DAYS, forecast};
 use crate::ledger::CreditRepo;
 use crate::ledger::MAX_CREDITS;
+use crate::usage::MeterKind;
 use crate::usage::{Meter, UsageError, UsageMeter, UsageRepo, Window};
 
 /// What a caller asks before working.
@@ -373,7 +374,7 @@ impl Eligibility {
                         upgrades,
                     );
                 }
-                let key = (meter.kind().to_owned(), meter.subject().to_owned());
+                let key = (meter.kind().as_str().to_owned(), meter.subject().to_owned());
                 if let Some(budget) = standing.budgets.get(&key) {
                     let spent = standing.spent.get(&key).copied().unwrap_or(0);
                     if spent.saturating_add(cost) > *budget {
@@ -405,7 +406,7 @@ impl Eligibility {
     pub async fn set_budget(
         &self,
         ctx: &AuthContext,
-        kind: BudgetKind,
+        kind: MeterKind,
         subject: String,
         monthly_credits: u64,
     ) -> Result<Budget, EligibilityError> {
@@ -441,7 +442,7 @@ impl Eligibility {
     pub async fn delete_budget(
         &self,
         ctx: &AuthContext,
-        kind: BudgetKind,
+        kind: MeterKind,
         subject: &str,
     ) -> Result<(), EligibilityError> {
         ctx.require(Scope::Admin)?;

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use d2_audit::{AuditAction, AuditEntry};
-use d2_kernel::{AccessError, AccountId, AuthContext, Clock, Code, ErrorCode, Scope, StoreError};
+use d2_kernel::{
+    AccessError, AccountId, AuthContext, Clock, Code, Cursor, ErrorCode, Page, PageError,
+    PageRequest, Scope, StoreError,
+};
 use serde_json::json;
 
 use crate::credits::{
@@ -65,6 +68,31 @@ pub struct LedgerEntry {
     /// The caller, as the audit trail names it.
     pub actor: String,
     pub created_at: DateTime<Utc>,
+}
+
+/// Which ledger entries a history lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerFilter {
+    pub kind: Option<EntryKind>,
+    /// From this instant (inclusive).
+    pub since: Option<DateTime<Utc>>,
+    /// Before this instant.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl LedgerFilter {
+    pub fn matches(&self, entry: &LedgerEntry) -> bool {
+        self.kind.is_none_or(|kind| kind == entry.kind)
+            && self.since.is_none_or(|since| entry.created_at >= since)
+            && self.until.is_none_or(|until| entry.created_at < until)
+    }
+}
+
+impl LedgerEntry {
+    /// Its place in a newest-first history.
+    pub fn cursor(&self) -> Cursor {
+        Cursor::new(self.created_at, self.id.to_string())
+    }
 }
 
 /// What a spend came to.
@@ -146,8 +174,14 @@ pub trait CreditRepo: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<(AccountId, EntryId)>, StoreError>;
 
-    /// The account's latest `limit` ledger entries, newest first.
-    async fn ledger(&self, account: AccountId, limit: u32) -> Result<Vec<LedgerEntry>, StoreError>;
+    /// A page of the account's ledger entries that `filter` matches, newest first (by
+    /// time, then id).
+    async fn ledger(
+        &self,
+        account: AccountId,
+        filter: &LedgerFilter,
+        page: &PageRequest,
+    ) -> Result<Page<LedgerEntry>, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +205,8 @@ pub enum CreditError {
     #[error("amount: at most the {0} credits reserved")]
     AboveReservation(u64),
     #[error(transparent)]
+    Page(#[from] PageError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -185,6 +221,7 @@ impl ErrorCode for CreditError {
             CreditError::ReservationExpired => Code::ReservationExpired,
             CreditError::ReservationSettled(_) => Code::ReservationSettled,
             CreditError::AboveReservation(_) => Code::InvalidCredits,
+            CreditError::Page(error) => error.code(),
             CreditError::Store(error) => error.code(),
         }
     }
@@ -581,15 +618,44 @@ impl CreditLedger {
     pub async fn overview(&self, ctx: &AuthContext) -> Result<CreditsOverview, CreditError> {
         ctx.require(Scope::Admin)?;
         let grants = self.repo.credit_grants(ctx.account_id).await?;
-        let entries = self.repo.ledger(ctx.account_id, 100).await?;
+        let entries = self
+            .repo
+            .ledger(
+                ctx.account_id,
+                &LedgerFilter::default(),
+                &PageRequest::first(OVERVIEW_ENTRIES),
+            )
+            .await?
+            .items;
         Ok(CreditsOverview {
             balance: crate::credits::balance(&grants, self.clock.now()),
             grants,
             entries,
         })
     }
+
+    /// The caller's account's ledger entries (admin), newest first, a page at a time.
+    pub async fn history(
+        &self,
+        ctx: &AuthContext,
+        filter: &LedgerFilter,
+        page: &PageRequest,
+    ) -> Result<Page<LedgerEntry>, CreditError> {
+        ctx.require(Scope::Admin)?;
+        if let (Some(since), Some(until)) = (filter.since, filter.until)
+            && since >= until
+        {
+            return Err(CreditError::Invalid("since must come before until"));
+        }
+        if let Some(cursor) = page.after() {
+            cursor.id_as::<EntryId>()?;
+        }
+        Ok(self.repo.ledger(ctx.account_id, filter, page).await?)
+    }
 }
 
+/// The latest entries the credits overview shows; the history pages through all of them.
+const OVERVIEW_ENTRIES: u32 = 100;
 /// Who the worker's changes are by, in ledger entries.
 const SYSTEM_ACTOR: &str = "system";
 /// Reservations the expiry job closes per query.

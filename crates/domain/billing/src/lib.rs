@@ -40,7 +40,7 @@ mod usage;
 #[expect(clippy::panic, reason = "tests fail loudly")]
 mod usage_tests;
 
-pub use budgets::{Budget, BudgetKind, UnknownBudgetKind};
+pub use budgets::Budget;
 pub use credits::{
     Burn, CreditGrant, GrantId, GrantSource, InsufficientCredits, UnknownSource, balance, cost,
     plan_release, plan_spend,
@@ -51,8 +51,8 @@ pub use eligibility::{
 pub use forecast::{Forecast, WINDOW_DAYS, forecast};
 pub use ledger::{
     CreditError, CreditLedger, CreditRepo, CreditsOverview, EntryId, EntryKind, EntryOf,
-    GrantRequest, LedgerEntry, MAX_CREDITS, SpendOf, SpendOutcome, SpendRequest, Spending, Spent,
-    UnknownEntryKind,
+    GrantRequest, LedgerEntry, LedgerFilter, MAX_CREDITS, SpendOf, SpendOutcome, SpendRequest,
+    Spending, Spent, UnknownEntryKind,
 };
 pub use ports::{BillingRepo, DecideOf, Decision, EventOutcome};
 pub use prices::{InvalidPriceTable, MAX_METER_CHARS, PriceTable, PriceVersion};
@@ -64,7 +64,8 @@ pub use service::{BillingError, BillingOverview, BillingService, Received};
 pub use signature::{SignatureError, WebhookSecrets, sign};
 pub use subscription::{Subscription, SubscriptionStatus, UnknownStatus};
 pub use usage::{
-    Bucket, Dimension, Earlier, HourTotal, MAX_BATCH, MAX_QUANTITY, Meter, RecordOf, Recorded,
-    Recording, Refusal, Totals, UsageError, UsageMeter, UsageQuery, UsageRecord, UsageRepo,
-    UsageReport, UsageWindows, Window, hour_of, hour_totals, windows_of,
+    Bucket, Dimension, Earlier, HourTotal, MAX_BATCH, MAX_QUANTITY, Meter, MeterKind, RecordFilter,
+    RecordOf, Recorded, Recording, Refusal, Totals, UnknownMeterKind, UsageError, UsageMeter,
+    UsageQuery, UsageRecord, UsageRepo, UsageReport, UsageWindows, Window, hour_of, hour_totals,
+    windows_of,
 };

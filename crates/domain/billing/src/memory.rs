@@ -12,14 +12,19 @@ use d2_accounts::{Account, AccountPatch, AccountRepo, AuditOf, JobAuditOf};
 use d2_audit::{AuditFilter, AuditLog, AuditRecord};
 use d2_kernel::{AccountId, Page, PageRequest, StoreError, UserId};
 
-use crate::budgets::{Budget, BudgetKind};
+use crate::budgets::Budget;
 use crate::credits::{Burn, CreditGrant};
-use crate::ledger::{CreditRepo, EntryId, EntryOf, LedgerEntry, SpendOf, SpendOutcome};
+use crate::ledger::{
+    CreditRepo, EntryId, EntryOf, LedgerEntry, LedgerFilter, SpendOf, SpendOutcome,
+};
 use crate::ports::{BillingRepo, DecideOf, EventOutcome};
 use crate::provider::ProviderEvent;
 use crate::reservations::{CloseOf, CloseRefusal, Closing, Reservation, ReservationStatus};
 use crate::subscription::Subscription;
-use crate::usage::{Earlier, HourTotal, RecordOf, Recording, Refusal, UsageRecord, UsageRepo};
+use crate::usage::MeterKind;
+use crate::usage::{
+    Earlier, HourTotal, RecordFilter, RecordOf, Recording, Refusal, UsageRecord, UsageRepo,
+};
 
 #[derive(Debug, Default)]
 struct State {
@@ -32,6 +37,36 @@ struct State {
     hours: HashMap<AccountId, Vec<HourTotal>>,
     reservations: HashMap<AccountId, Vec<Reservation>>,
     budgets: HashMap<AccountId, Vec<Budget>>,
+}
+
+/// The items `position_of` keeps (their time and id), newest first, after the page's
+/// cursor: one more than the page holds, which only tells that another page follows.
+fn newest_first<T: Clone>(
+    items: &[T],
+    page: &PageRequest,
+    position_of: impl Fn(&T) -> Option<(DateTime<Utc>, EntryId)>,
+) -> Result<Vec<T>, StoreError> {
+    let after = match page.after() {
+        Some(cursor) => Some((
+            cursor.at,
+            cursor
+                .id_as::<EntryId>()
+                .map_err(|_| StoreError::corrupt("ledger cursor"))?,
+        )),
+        None => None,
+    };
+    let mut kept: Vec<((DateTime<Utc>, EntryId), &T)> = items
+        .iter()
+        .filter_map(|item| position_of(item).map(|position| (position, item)))
+        .filter(|(position, _)| after.is_none_or(|after| *position < after))
+        .collect();
+    kept.sort_by_key(|(position, _)| std::cmp::Reverse(*position));
+    kept.truncate(
+        usize::try_from(page.limit())
+            .unwrap_or(usize::MAX)
+            .saturating_add(1),
+    );
+    Ok(kept.into_iter().map(|(_, item)| item.clone()).collect())
 }
 
 #[derive(Debug)]
@@ -265,14 +300,24 @@ impl CreditRepo for MemoryBillingRepo {
             .collect())
     }
 
-    async fn ledger(&self, account: AccountId, limit: u32) -> Result<Vec<LedgerEntry>, StoreError> {
+    async fn ledger(
+        &self,
+        account: AccountId,
+        filter: &LedgerFilter,
+        page: &PageRequest,
+    ) -> Result<Page<LedgerEntry>, StoreError> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let entries = state.entries.get(&account).cloned().unwrap_or_default();
-        Ok(entries
-            .into_iter()
-            .rev()
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .collect())
+        let entries = state
+            .entries
+            .get(&account)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let matching = newest_first(entries, page, |entry| {
+            filter
+                .matches(entry)
+                .then_some((entry.created_at, entry.id))
+        })?;
+        Ok(page.page_from(matching, LedgerEntry::cursor))
     }
 }
 
@@ -357,7 +402,7 @@ impl UsageRepo for MemoryBillingRepo {
     async fn delete_budget(
         &self,
         account: AccountId,
-        kind: BudgetKind,
+        kind: MeterKind,
         subject: &str,
         audit: &d2_audit::AuditEntry,
     ) -> Result<bool, StoreError> {
@@ -375,6 +420,26 @@ impl UsageRepo for MemoryBillingRepo {
     async fn budgets(&self, account: AccountId) -> Result<Vec<Budget>, StoreError> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(state.budgets.get(&account).cloned().unwrap_or_default())
+    }
+
+    async fn usage_records(
+        &self,
+        account: AccountId,
+        filter: &RecordFilter,
+        page: &PageRequest,
+    ) -> Result<Page<UsageRecord>, StoreError> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let records = state
+            .usage
+            .get(&account)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let matching = newest_first(records, page, |record| {
+            filter
+                .matches(record)
+                .then_some((record.recorded_at, record.id))
+        })?;
+        Ok(page.page_from(matching, UsageRecord::cursor))
     }
 
     async fn usage_hours(

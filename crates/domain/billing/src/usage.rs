@@ -15,10 +15,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, Duration, DurationRound, TimeZone, Utc};
 use d2_audit::{AuditAction, AuditEntry};
-use d2_kernel::{AccessError, AccountId, AuthContext, Clock, Code, ErrorCode, Scope, StoreError};
+use d2_kernel::{
+    AccessError, AccountId, AuthContext, Clock, Code, Cursor, ErrorCode, Page, PageError,
+    PageRequest, Scope, StoreError,
+};
 use serde_json::json;
 
-use crate::budgets::{Budget, BudgetKind};
+use crate::budgets::Budget;
 use crate::credits::{CreditGrant, InsufficientCredits, balance, cost, plan_spend};
 use crate::ledger::{EntryId, EntryKind, LedgerEntry, MAX_CREDITS, checked_key};
 use crate::prices::{MAX_METER_CHARS, PriceTable, PriceVersion};
@@ -28,6 +31,20 @@ pub const MAX_BATCH: usize = 1000;
 /// The most tokens or invocations one report counts.
 pub const MAX_QUANTITY: u64 = 1_000_000_000_000;
 const TOKENS_PER_PRICE_UNIT: u64 = 1_000_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown kind `{0}`: use model or agent")]
+pub struct UnknownMeterKind(pub String);
+
+d2_kernel::named_values! {
+    /// What a meter measures, and a budget caps. The names are stored.
+    pub enum MeterKind (unknown: UnknownMeterKind) {
+        /// One model's tokens.
+        Model = "model",
+        /// One agent's invocations, every operation.
+        Agent = "agent",
+    }
+}
 
 /// What a report measures.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -47,11 +64,10 @@ pub enum Meter {
 }
 
 impl Meter {
-    /// `model` or `agent`.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> MeterKind {
         match self {
-            Meter::Model { .. } => "model",
-            Meter::Agent { .. } => "agent",
+            Meter::Model { .. } => MeterKind::Model,
+            Meter::Agent { .. } => MeterKind::Agent,
         }
     }
 
@@ -84,6 +100,43 @@ pub struct UsageRecord {
     /// `user:<id>`).
     pub credential: String,
     pub recorded_at: DateTime<Utc>,
+}
+
+impl UsageRecord {
+    /// Its place in a newest-first history.
+    pub fn cursor(&self) -> Cursor {
+        Cursor::new(self.recorded_at, self.id.to_string())
+    }
+}
+
+/// Which usage records a history lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordFilter {
+    pub kind: Option<MeterKind>,
+    /// Only this model's or agent's records.
+    pub subject: Option<String>,
+    /// Only what this credential reported.
+    pub credential: Option<String>,
+    /// From this instant (inclusive).
+    pub since: Option<DateTime<Utc>>,
+    /// Before this instant.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl RecordFilter {
+    pub fn matches(&self, record: &UsageRecord) -> bool {
+        self.kind.is_none_or(|kind| kind == record.meter.kind())
+            && self
+                .subject
+                .as_ref()
+                .is_none_or(|subject| subject == record.meter.subject())
+            && self
+                .credential
+                .as_ref()
+                .is_none_or(|credential| *credential == record.credential)
+            && self.since.is_none_or(|since| record.recorded_at >= since)
+            && self.until.is_none_or(|until| record.recorded_at < until)
+    }
 }
 
 /// What one hour of an account's usage came to, for one model or agent operation and one
@@ -154,7 +207,7 @@ impl Dimension {
             } => (agent.clone(), operation.clone()),
         };
         Self {
-            kind: record.meter.kind().to_owned(),
+            kind: record.meter.kind().as_str().to_owned(),
             subject,
             operation,
             credential: record.credential.clone(),
@@ -253,13 +306,22 @@ pub trait UsageRepo: Send + Sync + 'static {
     async fn delete_budget(
         &self,
         account: AccountId,
-        kind: BudgetKind,
+        kind: MeterKind,
         subject: &str,
         audit: &AuditEntry,
     ) -> Result<bool, StoreError>;
 
     /// The account's budgets, by kind then subject.
     async fn budgets(&self, account: AccountId) -> Result<Vec<Budget>, StoreError>;
+
+    /// A page of the account's usage records that `filter` matches, newest first (by
+    /// time, then id).
+    async fn usage_records(
+        &self,
+        account: AccountId,
+        filter: &RecordFilter,
+        page: &PageRequest,
+    ) -> Result<Page<UsageRecord>, StoreError>;
 
     /// The account's hourly totals of the hours in `[from, to)`, oldest first.
     async fn usage_hours(
@@ -285,6 +347,8 @@ pub enum UsageError {
     #[error("idempotency key `{0}` was used for other usage or a spend")]
     KeyReused(String),
     #[error(transparent)]
+    Page(#[from] PageError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -297,6 +361,7 @@ impl ErrorCode for UsageError {
             UsageError::UnknownOperation(_) => Code::UnknownOperation,
             UsageError::Insufficient(_) => Code::InsufficientCredits,
             UsageError::KeyReused(_) => Code::IdempotencyKeyReused,
+            UsageError::Page(error) => error.code(),
             UsageError::Store(error) => error.code(),
         }
     }
@@ -662,6 +727,30 @@ impl UsageMeter {
             .repo
             .record_usage(ctx.account_id, &keys, &decide)
             .await??)
+    }
+
+    /// The caller's account's usage records (admin), newest first, a page at a time.
+    pub async fn records(
+        &self,
+        ctx: &AuthContext,
+        filter: &RecordFilter,
+        page: &PageRequest,
+    ) -> Result<Page<UsageRecord>, UsageError> {
+        ctx.require(Scope::Admin)?;
+        if let (Some(since), Some(until)) = (filter.since, filter.until)
+            && since >= until
+        {
+            return Err(UsageError::Invalid(
+                "since must come before until".to_owned(),
+            ));
+        }
+        if let Some(cursor) = page.after() {
+            cursor.id_as::<EntryId>()?;
+        }
+        Ok(self
+            .repo
+            .usage_records(ctx.account_id, filter, page)
+            .await?)
     }
 
     /// The caller's account's usage (admin) over a span, window by window.

@@ -19,13 +19,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use d2_accounts::{Account, AccountRepo};
 use d2_audit::{AuditAction, AuditEntry, AuditLog};
 use d2_billing::{
-    BillingRepo, Budget, BudgetKind, Burn, CloseRefusal, Closing, CreditGrant, CreditRepo,
-    Decision, Earlier, EntryId, EntryKind, EventOutcome, GrantId, GrantSource, InsufficientCredits,
-    LedgerEntry, Meter, ProviderEvent, Recorded, Recording, Refusal, Report, Reservation,
-    ReservationStatus, SpendOutcome, Spending, Subscription, SubscriptionStatus, UsageRecord,
-    UsageRepo, balance, hour_totals, plan_spend,
+    BillingRepo, Budget, Burn, CloseRefusal, Closing, CreditGrant, CreditRepo, Decision, Earlier,
+    EntryId, EntryKind, EventOutcome, GrantId, GrantSource, InsufficientCredits, LedgerEntry,
+    LedgerFilter, Meter, MeterKind, ProviderEvent, RecordFilter, Recorded, Recording, Refusal,
+    Report, Reservation, ReservationStatus, SpendOutcome, Spending, Subscription,
+    SubscriptionStatus, UsageRecord, UsageRepo, balance, hour_totals, plan_spend,
 };
-use d2_kernel::{AccountId, AccountLock, LockReason, Plan};
+use d2_kernel::{AccountId, AccountLock, Cursor, LockReason, Page, PageRequest, Plan, StoreError};
 use futures_util::future::join_all;
 
 use super::audit::records_of;
@@ -256,6 +256,39 @@ fn ledger_entry(kind: EntryKind, amount: u64, grant: Option<GrantId>, seconds: i
     }
 }
 
+/// The account's latest `limit` ledger entries, newest first.
+async fn latest(store: &dyn Store, account: AccountId, limit: u32) -> Vec<LedgerEntry> {
+    store
+        .ledger(
+            account,
+            &LedgerFilter::default(),
+            &PageRequest::first(limit),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("ledger: {e}"))
+        .items
+}
+
+/// Every page of a list, `per_page` at a time, following each page's cursor.
+async fn every_page<T, F>(per_page: u32, read: impl Fn(PageRequest) -> F) -> Vec<Vec<T>>
+where
+    F: Future<Output = Result<Page<T>, StoreError>>,
+{
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let request = PageRequest::parse(Some(per_page), cursor.as_deref())
+            .unwrap_or_else(|e| panic!("page request: {e}"));
+        let page = read(request).await.unwrap_or_else(|e| panic!("page: {e}"));
+        cursor = page.next.as_ref().map(Cursor::encode);
+        pages.push(page.items);
+        if cursor.is_none() {
+            return pages;
+        }
+        assert!(pages.len() < 100, "the pages end");
+    }
+}
+
 /// A spend of `amount` under `key` at `at(seconds)`, burned in order from the grants.
 async fn spend(store: &dyn Store, account: AccountId, key: &str, amount: u64) -> SpendOutcome {
     let decide = |grants: &[CreditGrant]| {
@@ -344,7 +377,7 @@ pub async fn credit_ledger(store: &dyn Store, a: AccountId, b: AccountId) {
             available: 90
         })
     );
-    let entries = store.ledger(a, 10).await.unwrap_or_default();
+    let entries = latest(store, a, 10).await;
     assert_eq!(
         entries,
         vec![
@@ -354,7 +387,7 @@ pub async fn credit_ledger(store: &dyn Store, a: AccountId, b: AccountId) {
         ],
         "newest first, read back whole"
     );
-    assert_eq!(store.ledger(a, 1).await.unwrap_or_default().len(), 1);
+    assert_eq!(latest(store, a, 1).await.len(), 1);
     assert_eq!(
         records_of(store, a, AuditAction::BillingCreditsSpend)
             .await
@@ -364,7 +397,7 @@ pub async fn credit_ledger(store: &dyn Store, a: AccountId, b: AccountId) {
 
     // The other account: nothing, and its keys are its own.
     assert!(store.credit_grants(b).await.unwrap_or_default().is_empty());
-    assert!(store.ledger(b, 10).await.unwrap_or_default().is_empty());
+    assert!(latest(store, b, 10).await.is_empty());
     assert!(matches!(
         spend(store, b, "report-1", 1).await,
         SpendOutcome::Refused(_)
@@ -519,13 +552,7 @@ pub async fn usage_records(store: &dyn Store, a: AccountId, b: AccountId) {
         .unwrap_or_else(|r| panic!("{r:?}"));
     assert_eq!(recording.reports.len(), 2);
     assert_eq!(remaining(store, a).await, vec![97]);
-    let kinds: Vec<EntryKind> = store
-        .ledger(a, 10)
-        .await
-        .unwrap_or_default()
-        .iter()
-        .map(|e| e.kind)
-        .collect();
+    let kinds: Vec<EntryKind> = latest(store, a, 10).await.iter().map(|e| e.kind).collect();
     assert_eq!(kinds.iter().filter(|k| **k == EntryKind::Usage).count(), 2);
 
     // A retry of u-1 beside a new report of the same hour and dimension: the first
@@ -768,9 +795,9 @@ pub async fn reservations(store: &dyn Store, a: AccountId, b: AccountId) {
     assert_eq!(settled.settled_amount, Some(25));
     assert_eq!(settled.closed_at, Some(at(50)));
     assert!(due(1_000).await.is_empty(), "settled: no longer due");
-    let latest = store.ledger(a, 1).await.unwrap_or_default();
-    assert_eq!(latest[0].kind, EntryKind::Release);
-    assert_eq!(latest[0].burns, back);
+    let last = latest(store, a, 1).await;
+    assert_eq!(last[0].kind, EntryKind::Release);
+    assert_eq!(last[0].burns, back);
     // Closed: the decision refuses, nothing changes.
     assert!(matches!(
         close(store, a, entry.id, back, ReservationStatus::Settled, 60).await,
@@ -809,7 +836,7 @@ pub async fn reservations(store: &dyn Store, a: AccountId, b: AccountId) {
     );
 }
 
-fn budget(kind: BudgetKind, subject: &str, monthly_credits: u64, seconds: i64) -> Budget {
+fn budget(kind: MeterKind, subject: &str, monthly_credits: u64, seconds: i64) -> Budget {
     Budget {
         kind,
         subject: subject.to_owned(),
@@ -828,18 +855,18 @@ pub async fn budgets(store: &dyn Store, a: AccountId, b: AccountId) {
             .await
             .unwrap_or_else(|e| panic!("set budget: {e}"));
     };
-    set(budget(BudgetKind::Model, "gpt-4o", 500, 1)).await;
-    set(budget(BudgetKind::Agent, "researcher", 40, 2)).await;
-    set(budget(BudgetKind::Model, "claude", 70, 3)).await;
+    set(budget(MeterKind::Model, "gpt-4o", 500, 1)).await;
+    set(budget(MeterKind::Agent, "researcher", 40, 2)).await;
+    set(budget(MeterKind::Model, "claude", 70, 3)).await;
     // The same model again: replaced, not added.
-    set(budget(BudgetKind::Model, "gpt-4o", 900, 4)).await;
+    set(budget(MeterKind::Model, "gpt-4o", 900, 4)).await;
     let read = store.budgets(a).await.unwrap_or_default();
     assert_eq!(
         read,
         vec![
-            budget(BudgetKind::Agent, "researcher", 40, 2),
-            budget(BudgetKind::Model, "claude", 70, 3),
-            budget(BudgetKind::Model, "gpt-4o", 900, 4),
+            budget(MeterKind::Agent, "researcher", 40, 2),
+            budget(MeterKind::Model, "claude", 70, 3),
+            budget(MeterKind::Model, "gpt-4o", 900, 4),
         ]
     );
     assert!(store.budgets(b).await.unwrap_or_default().is_empty());
@@ -854,13 +881,13 @@ pub async fn budgets(store: &dyn Store, a: AccountId, b: AccountId) {
             .await
             .unwrap_or_else(|e| panic!("delete budget: {e}"))
     };
-    assert!(!delete(b, BudgetKind::Model, "claude").await, "not b's");
+    assert!(!delete(b, MeterKind::Model, "claude").await, "not b's");
     assert!(
-        !delete(a, BudgetKind::Agent, "claude").await,
+        !delete(a, MeterKind::Agent, "claude").await,
         "the kind matters"
     );
-    assert!(delete(a, BudgetKind::Model, "claude").await);
-    assert!(!delete(a, BudgetKind::Model, "claude").await, "once");
+    assert!(delete(a, MeterKind::Model, "claude").await);
+    assert!(!delete(a, MeterKind::Model, "claude").await, "once");
     assert_eq!(store.budgets(a).await.unwrap_or_default().len(), 2);
     assert_eq!(
         records_of(store, a, AuditAction::BillingBudgetSet)
@@ -875,4 +902,141 @@ pub async fn budgets(store: &dyn Store, a: AccountId, b: AccountId) {
         1,
         "a delete that found nothing is not audited"
     );
+}
+
+/// Usage records and ledger entries paged newest first (ties on time in id order) without
+/// loss or repeat, each filter applied, and nothing of one account in another's history.
+pub async fn billing_history(store: &dyn Store, a: AccountId, b: AccountId) {
+    grant_credits(store, a, 1_000).await;
+    grant_credits(store, b, 10).await;
+    let agent = UsageRecord {
+        meter: Meter::Agent {
+            agent: "researcher".to_owned(),
+            operation: "invoke".to_owned(),
+            invocations: 2,
+        },
+        ..usage_record("h-agent", "", 5, 100)
+    };
+    let other_credential = UsageRecord {
+        credential: "token:other".to_owned(),
+        ..usage_record("h-other", "claude", 7, 101)
+    };
+    let mut made = vec![agent, other_credential];
+    // Three at one instant: their order is their ids'.
+    for n in 0..3 {
+        made.push(usage_record(&format!("h-tie-{n}"), "gpt-4o", 1, 102));
+    }
+    made.push(usage_record("h-late", "claude", 2, 103));
+    record(store, a, &made, &[])
+        .await
+        .unwrap_or_else(|r| panic!("{r:?}"));
+    record(store, b, &[usage_record("h-b", "gpt-4o", 1, 102)], &[])
+        .await
+        .unwrap_or_else(|r| panic!("{r:?}"));
+
+    let mut newest_first = made.clone();
+    newest_first.sort_by_key(|r| std::cmp::Reverse((r.recorded_at, r.id)));
+    let records = |filter: RecordFilter| {
+        move |page: PageRequest| {
+            let filter = filter.clone();
+            async move { store.usage_records(a, &filter, &page).await }
+        }
+    };
+    let pages = every_page(2, records(RecordFilter::default())).await;
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![2, 2, 2],
+        "the last page says so: no empty page after it"
+    );
+    assert_eq!(
+        pages.concat(),
+        newest_first,
+        "every record once, read back whole"
+    );
+
+    let keys = |pages: Vec<Vec<UsageRecord>>| -> Vec<String> {
+        pages
+            .concat()
+            .into_iter()
+            .map(|r| r.idempotency_key)
+            .collect()
+    };
+    let claude = RecordFilter {
+        subject: Some("claude".to_owned()),
+        ..RecordFilter::default()
+    };
+    assert_eq!(
+        keys(every_page(1, records(claude)).await),
+        ["h-late", "h-other"]
+    );
+    let agents = RecordFilter {
+        kind: Some(MeterKind::Agent),
+        ..RecordFilter::default()
+    };
+    assert_eq!(keys(every_page(5, records(agents)).await), ["h-agent"]);
+    let other = RecordFilter {
+        credential: Some("token:other".to_owned()),
+        ..RecordFilter::default()
+    };
+    assert_eq!(keys(every_page(5, records(other)).await), ["h-other"]);
+    let span = RecordFilter {
+        kind: Some(MeterKind::Model),
+        since: Some(at(101)),
+        until: Some(at(103)),
+        ..RecordFilter::default()
+    };
+    assert_eq!(
+        every_page(2, records(span)).await.concat().len(),
+        4,
+        "since included, until excluded"
+    );
+    let b_records = store
+        .usage_records(b, &RecordFilter::default(), &PageRequest::first(100))
+        .await
+        .unwrap_or_else(|e| panic!("records: {e}"));
+    assert_eq!(b_records.items.len(), 1);
+    assert_eq!(b_records.items[0].idempotency_key, "h-b");
+
+    // The ledger: the grant and one entry per record, all of one instant but the grant.
+    let entries = |filter: LedgerFilter| {
+        move |page: PageRequest| {
+            let filter = filter.clone();
+            async move { store.ledger(a, &filter, &page).await }
+        }
+    };
+    let all = every_page(4, entries(LedgerFilter::default()))
+        .await
+        .concat();
+    assert_eq!(all.len(), made.len() + 1);
+    let positions: Vec<_> = all.iter().map(|e| (e.created_at, e.id)).collect();
+    let mut sorted = positions.clone();
+    sorted.sort_by(|x, y| y.cmp(x));
+    sorted.dedup();
+    assert_eq!(positions, sorted, "newest first, none twice");
+    assert_eq!(all.last().map(|e| e.kind), Some(EntryKind::Grant));
+    let usage = LedgerFilter {
+        kind: Some(EntryKind::Usage),
+        ..LedgerFilter::default()
+    };
+    let usage_entries = every_page(4, entries(usage)).await.concat();
+    assert_eq!(usage_entries.len(), made.len());
+    let mut made_ids: Vec<EntryId> = made.iter().map(|r| r.id).collect();
+    let mut entry_ids: Vec<EntryId> = usage_entries.iter().map(|e| e.id).collect();
+    made_ids.sort();
+    entry_ids.sort();
+    assert_eq!(entry_ids, made_ids, "a record's entry has its id");
+    let before_usage = LedgerFilter {
+        until: Some(at(30)),
+        ..LedgerFilter::default()
+    };
+    let early = every_page(4, entries(before_usage)).await.concat();
+    assert_eq!(
+        early.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [EntryKind::Grant]
+    );
+    let b_entries = store
+        .ledger(b, &LedgerFilter::default(), &PageRequest::first(100))
+        .await
+        .unwrap_or_else(|e| panic!("ledger: {e}"));
+    assert_eq!(b_entries.items.len(), 2, "b's grant and its one record");
 }
