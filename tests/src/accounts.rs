@@ -43,6 +43,7 @@ async fn me_reports_exactly_what_the_sdk_reads_for_any_credential() {
                 "current_members",
                 "event_batch",
                 "event_payload_max_bytes",
+                "included_credits",
                 "ingest_events_per_minute",
                 "ingest_interval",
                 "max_agents",

@@ -1489,3 +1489,182 @@ async fn usage_records_and_credit_movements_page_through_the_whole_history() {
         .await
         .assert_problem(403, "insufficient_scope");
 }
+
+/// A paid invoice (`invoice.paid` or `invoice.payment_succeeded`) of `tenant`'s
+/// subscription for the period `[start, end)`, its line at `price`.
+fn paid_invoice(
+    event: &str,
+    kind: &str,
+    invoice: &str,
+    tenant: &Tenant,
+    price: &str,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+) -> Value {
+    json!({"id": event, "type": kind, "created": start.timestamp(),
+        "data": {"object": {"id": invoice, "object": "invoice",
+            "customer": format!("cus_{}", &tenant.account_id[..8]),
+            "parent": {"subscription_details": {
+                "subscription": format!("sub_{}", &tenant.account_id[..8]),
+                "metadata": {"d2_account_id": tenant.account_id}}},
+            "lines": {"data": [{"price": {"id": price},
+                "period": {"start": start.timestamp(), "end": end.timestamp()}}]}}}})
+}
+
+fn plan_grants(credits: &Value) -> Vec<Value> {
+    credits["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|grant| grant["source"] == "plan")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paid_invoice_grants_the_plans_included_credits_once_for_its_period() {
+    let app = billing_app().await;
+    let tenant = app.bootstrap().await;
+    let other = app.bootstrap().await;
+    // The provider's times are whole seconds.
+    let start = DateTime::from_timestamp(now(&app).timestamp(), 0).unwrap();
+    let period = (start, start + Duration::days(30));
+    // The invoice may come before the subscription's own events: its line names the tier.
+    let paid = paid_invoice(
+        "evt_1",
+        "invoice.paid",
+        "in_1",
+        &tenant,
+        "price_Pro_monthly",
+        period,
+    );
+    assert_eq!(outcome(&app, &paid).await, "applied");
+    let state = credits(&app, &tenant).await;
+    let grants = plan_grants(&state);
+    assert_eq!(grants.len(), 1);
+    assert_eq!(
+        grants[0]["amount"], 100_000,
+        "pro includes 100,000 a period"
+    );
+    assert_eq!(
+        grants[0]["expires_at"]
+            .as_str()
+            .map(|t| t.parse::<DateTime<Utc>>().unwrap()),
+        Some(period.1)
+    );
+    assert_eq!(state["balance"], 100_000);
+    assert_eq!(state["entries"][0]["kind"], "grant");
+    assert_eq!(
+        state["entries"][0]["reason"],
+        "pro plan (plans v1), invoice in_1"
+    );
+    // The provider reports the same payment again: nothing granted twice.
+    let succeeded = paid_invoice(
+        "evt_2",
+        "invoice.payment_succeeded",
+        "in_1",
+        &tenant,
+        "price_Pro_monthly",
+        period,
+    );
+    assert_eq!(
+        outcome(&app, &succeeded).await,
+        "ignored",
+        "no subscription reported yet, nothing granted"
+    );
+    assert_eq!(plan_grants(&credits(&app, &tenant).await).len(), 1);
+    let audit = app.audit(&tenant).await;
+    let granted: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["action"] == "billing.credits_add")
+        .collect();
+    assert_eq!(granted.len(), 1);
+    assert_eq!(granted[0]["actor"], "system");
+    assert_eq!(granted[0]["metadata"]["plan"], "pro");
+    assert_eq!(granted[0]["metadata"]["plans_version"], 1);
+    assert_eq!(granted[0]["metadata"]["invoice_id"], "in_1");
+
+    // The next period's invoice grants the next period's credits.
+    app.advance(30 * 86_400);
+    let next = (period.1, period.1 + Duration::days(30));
+    let renewal = paid_invoice(
+        "evt_3",
+        "invoice.paid",
+        "in_2",
+        &tenant,
+        "price_Pro_monthly",
+        next,
+    );
+    assert_eq!(outcome(&app, &renewal).await, "applied");
+    let state = credits(&app, &tenant).await;
+    assert_eq!(plan_grants(&state).len(), 2);
+    assert_eq!(
+        state["balance"], 100_000,
+        "the first period's credits lapsed"
+    );
+    // A payment for a period already over, and an unknown price, grant nothing.
+    let late = paid_invoice(
+        "evt_4",
+        "invoice.paid",
+        "in_0",
+        &tenant,
+        "price_Pro_monthly",
+        period,
+    );
+    assert_ne!(outcome(&app, &late).await, "applied");
+    let unknown = paid_invoice(
+        "evt_5",
+        "invoice.paid",
+        "in_3",
+        &tenant,
+        "price_other",
+        next,
+    );
+    assert_ne!(outcome(&app, &unknown).await, "applied");
+    assert_eq!(plan_grants(&credits(&app, &tenant).await).len(), 2);
+    // A failed payment grants nothing.
+    let mut failed = paid_invoice(
+        "evt_6",
+        "invoice.payment_failed",
+        "in_4",
+        &tenant,
+        "price_Pro_monthly",
+        next,
+    );
+    failed["created"] = json!(now(&app).timestamp());
+    deliver(&app, &failed).await.assert_status(200);
+    assert_eq!(plan_grants(&credits(&app, &tenant).await).len(), 2);
+
+    // The other account has none of it; the same invoice id names its own invoice.
+    assert!(plan_grants(&credits(&app, &other).await).is_empty());
+    let theirs = paid_invoice(
+        "evt_7",
+        "invoice.paid",
+        "in_1",
+        &other,
+        "price_Enterprise",
+        next,
+    );
+    assert_eq!(outcome(&app, &theirs).await, "applied");
+    assert_eq!(
+        plan_grants(&credits(&app, &other).await)[0]["amount"],
+        1_000_000
+    );
+    assert_eq!(plan_grants(&credits(&app, &tenant).await).len(), 2);
+
+    // An invoice event without its id is malformed: 400, nothing recorded.
+    let mut no_id = paid_invoice(
+        "evt_8",
+        "invoice.paid",
+        "in_5",
+        &tenant,
+        "price_Pro_monthly",
+        next,
+    );
+    no_id["data"]["object"]
+        .as_object_mut()
+        .unwrap()
+        .remove("id");
+    deliver(&app, &no_id)
+        .await
+        .assert_problem(400, "invalid_webhook_event");
+}

@@ -3,7 +3,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use d2_billing::{BillingRepo, DecideOf, EventOutcome, ProviderEvent, Subscription};
+use d2_billing::{
+    BillingRepo, CreditGrant, DecideOf, EventOutcome, LedgerEntry, ProviderEvent, Subscription,
+    balance,
+};
 use d2_kernel::{AccountId, Change, StoreError};
 use diesel::prelude::*;
 use diesel::upsert::excluded;
@@ -13,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::accounts::AccountRow;
 use crate::audit::write_audit;
 use crate::changes::announce;
+use crate::credits::{has_origin, insert_grant};
 use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
 use crate::id::Id;
@@ -172,7 +176,11 @@ impl BillingRepo for crate::Store {
                 .optional()?
                 .map(SubscriptionRow::into_domain)
                 .transpose()?;
-            let decision = decide(&account, current.as_ref());
+            let granted = match event.included_credits_origin() {
+                Some(origin) => has_origin(conn, id, &origin).await?,
+                None => false,
+            };
+            let decision = decide(&account, current.as_ref(), granted);
             if let Some(subscription) = &decision.subscription {
                 upsert_subscription(conn, subscription).await?;
             }
@@ -182,6 +190,22 @@ impl BillingRepo for crate::Store {
                     .execute(conn)
                     .await?;
                 announce(conn, Change::Account(account.id)).await?;
+            }
+            if let Some(included) = &decision.grant {
+                let entry_of = |grants: &[CreditGrant]| LedgerEntry {
+                    balance_after: balance(grants, included.entry.created_at),
+                    ..included.entry.clone()
+                };
+                insert_grant(
+                    conn,
+                    account.id,
+                    &included.grant,
+                    Some(included.origin.as_str()),
+                    received_at,
+                    &entry_of,
+                )
+                .await?;
+                write_audit(conn, &included.audit).await?;
             }
             for entry in &decision.audit {
                 write_audit(conn, entry).await?;

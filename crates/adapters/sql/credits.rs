@@ -33,6 +33,8 @@ pub(crate) struct GrantRow {
     pub effective_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// What made it once (`invoice:<id>`), for grants made by an event.
+    pub origin: Option<String>,
 }
 
 #[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
@@ -135,6 +137,7 @@ impl GrantRow {
     fn from_domain(
         account: AccountId,
         grant: &CreditGrant,
+        origin: Option<&str>,
         created_at: DateTime<Utc>,
     ) -> Result<Self, StoreError> {
         Ok(Self {
@@ -147,6 +150,7 @@ impl GrantRow {
             effective_at: grant.effective_at,
             expires_at: grant.expires_at,
             created_at,
+            origin: origin.map(str::to_owned),
         })
     }
 
@@ -225,6 +229,46 @@ pub(crate) async fn held_grants(
     Ok(grants)
 }
 
+/// With the account held: stores a grant (of `origin`, when an event made it) and its
+/// ledger entry `entry_of(grants)`, the account's grants with the new one last.
+pub(crate) async fn insert_grant(
+    conn: &mut crate::Conn,
+    account: AccountId,
+    grant: &CreditGrant,
+    origin: Option<&str>,
+    created_at: DateTime<Utc>,
+    entry_of: EntryOf<'_>,
+) -> Result<LedgerEntry, TxError> {
+    let mut grants = held_grants(conn, Id::from(account)).await?;
+    diesel::insert_into(credit_grants::table)
+        .values(GrantRow::from_domain(account, grant, origin, created_at)?)
+        .execute(conn)
+        .await?;
+    grants.push(grant.clone());
+    let entry = entry_of(&grants);
+    diesel::insert_into(credit_entries::table)
+        .values(EntryRow::from_domain(account, &entry)?)
+        .execute(conn)
+        .await?;
+    Ok(entry)
+}
+
+/// Whether the account has a grant of `origin`.
+pub(crate) async fn has_origin(
+    conn: &mut crate::Conn,
+    account: Id,
+    origin: &str,
+) -> Result<bool, TxError> {
+    let found: Option<Id> = credit_grants::table
+        .filter(credit_grants::account_id.eq(account))
+        .filter(credit_grants::origin.eq(origin))
+        .select(credit_grants::id)
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(found.is_some())
+}
+
 /// Gives `burns` back to their grants of the account `account`; more than a grant's amount
 /// fails the transaction.
 async fn give_back(conn: &mut crate::Conn, account: Id, burns: &[Burn]) -> Result<(), TxError> {
@@ -289,21 +333,10 @@ impl CreditRepo for crate::Store {
         entry_of: EntryOf<'_>,
         audit: &AuditEntry,
     ) -> Result<LedgerEntry, StoreError> {
-        let id = Id::from(account);
         let mut conn = self.writer().await?;
         let entry = write_transaction!(conn, async |conn| {
-            let mut grants = held_grants(conn, id).await?;
-            let row = GrantRow::from_domain(account, grant, audit.occurred_at)?;
-            diesel::insert_into(credit_grants::table)
-                .values(&row)
-                .execute(conn)
-                .await?;
-            grants.push(grant.clone());
-            let entry = entry_of(&grants);
-            diesel::insert_into(credit_entries::table)
-                .values(EntryRow::from_domain(account, &entry)?)
-                .execute(conn)
-                .await?;
+            let entry =
+                insert_grant(conn, account, grant, None, audit.occurred_at, entry_of).await?;
             write_audit(conn, audit).await?;
             Ok::<_, TxError>(entry)
         })

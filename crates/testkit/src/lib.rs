@@ -163,7 +163,8 @@ macro_rules! __contract_suite_list {
                 billing::usage_records,
                 billing::reservations,
                 billing::budgets,
-                billing::billing_history;
+                billing::billing_history,
+                billing::included_grants;
             billing(store, a):
                 billing::provider_event_races,
                 billing::credit_races,

@@ -199,6 +199,7 @@ diesel::table! {
         effective_at -> Timestamptz,
         expires_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
+        origin -> Nullable<Text>,
     }
 }
 

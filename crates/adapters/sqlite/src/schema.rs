@@ -611,6 +611,7 @@ diesel::table! {
         effective_at -> TimestamptzSqlite,
         expires_at -> Nullable<TimestamptzSqlite>,
         created_at -> TimestamptzSqlite,
+        origin -> Nullable<Text>,
     }
 }
 

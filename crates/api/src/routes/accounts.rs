@@ -50,6 +50,8 @@ pub struct QuotasBody {
     pub max_agents: u32,
     /// Model tokens (input and output) the account may use in a month.
     pub monthly_model_tokens: u64,
+    /// Credits granted with each paid billing period, lapsing at its end.
+    pub included_credits: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -89,6 +91,7 @@ impl From<AccountOverview> for AccountBody {
                 ingest_events_per_minute: quotas.ingest_events_per_minute,
                 max_agents: quotas.max_agents,
                 monthly_model_tokens: quotas.monthly_model_tokens,
+                included_credits: quotas.included_credits,
             },
             metrics_enabled: overview.account.metrics_enabled,
             poll_seconds: quotas.poll_seconds,

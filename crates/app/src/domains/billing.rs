@@ -131,6 +131,7 @@ pub(crate) fn build(
         Arc::new(PriceTiers::new(
             settings.prices.tiers().map(|(plan, price)| (price, plan)),
         )),
+        Arc::new(shared.settings.plans.clone()),
         shared.clock.clone(),
     ));
     let credits = Arc::new(CreditLedger::new(

@@ -657,7 +657,7 @@ impl CreditLedger {
 /// The latest entries the credits overview shows; the history pages through all of them.
 const OVERVIEW_ENTRIES: u32 = 100;
 /// Who the worker's changes are by, in ledger entries.
-const SYSTEM_ACTOR: &str = "system";
+pub(crate) const SYSTEM_ACTOR: &str = "system";
 /// Reservations the expiry job closes per query.
 const EXPIRY_BATCH: u32 = 500;
 /// The shortest and longest time a reservation may be held.

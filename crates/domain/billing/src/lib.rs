@@ -54,9 +54,11 @@ pub use ledger::{
     GrantRequest, LedgerEntry, LedgerFilter, MAX_CREDITS, SpendOf, SpendOutcome, SpendRequest,
     Spending, Spent, UnknownEntryKind,
 };
-pub use ports::{BillingRepo, DecideOf, Decision, EventOutcome};
+pub use ports::{BillingRepo, DecideOf, Decision, EventOutcome, IncludedGrant};
 pub use prices::{InvalidPriceTable, MAX_METER_CHARS, PriceTable, PriceVersion};
-pub use provider::{MalformedEvent, PriceTiers, ProviderEvent, Report, SubscriptionReport};
+pub use provider::{
+    InvoiceReport, MalformedEvent, PriceTiers, ProviderEvent, Report, SubscriptionReport,
+};
 pub use reservations::{
     CloseOf, CloseRefusal, Closing, Reservation, ReservationStatus, UnknownReservationStatus,
 };

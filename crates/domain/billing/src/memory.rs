@@ -37,6 +37,8 @@ struct State {
     hours: HashMap<AccountId, Vec<HourTotal>>,
     reservations: HashMap<AccountId, Vec<Reservation>>,
     budgets: HashMap<AccountId, Vec<Budget>>,
+    /// The origins of the included grants made, by account.
+    origins: HashSet<(AccountId, String)>,
 }
 
 /// The items `position_of` keeps (their time and id), newest first, after the page's
@@ -114,12 +116,26 @@ impl BillingRepo for MemoryBillingRepo {
                 .entry(customer.clone())
                 .or_insert(account.id);
         }
-        let decision = decide(&account, state.subscriptions.get(&account.id));
+        let granted = event
+            .included_credits_origin()
+            .is_some_and(|origin| state.origins.contains(&(account.id, origin)));
+        let decision = decide(&account, state.subscriptions.get(&account.id), granted);
         if let Some(subscription) = decision.subscription {
             state.subscriptions.insert(account.id, subscription);
         }
         if let Some(after) = decision.account {
             self.accounts.insert_account(after);
+        }
+        if let Some(included) = decision.grant {
+            state.origins.insert((account.id, included.origin));
+            let grants = state.grants.entry(account.id).or_default();
+            grants.push(included.grant);
+            let entry = LedgerEntry {
+                balance_after: crate::credits::balance(grants, included.entry.created_at),
+                ..included.entry
+            };
+            state.entries.entry(account.id).or_default().push(entry);
+            self.accounts.audit().append(included.audit);
         }
         for entry in decision.audit {
             self.accounts.audit().append(entry);

@@ -4,6 +4,8 @@ use d2_accounts::Account;
 use d2_audit::AuditEntry;
 use d2_kernel::{AccountId, StoreError};
 
+use crate::credits::CreditGrant;
+use crate::ledger::LedgerEntry;
 use crate::provider::ProviderEvent;
 use crate::subscription::Subscription;
 
@@ -50,7 +52,21 @@ pub struct Decision {
     pub subscription: Option<Subscription>,
     /// The account's new state (plan, lock), if it changes.
     pub account: Option<Account>,
+    /// Credits a paid invoice includes, granted with the event.
+    pub grant: Option<IncludedGrant>,
     pub audit: Vec<AuditEntry>,
+}
+
+/// The credits a paid invoice's period includes: a `plan` grant, its ledger entry and
+/// its audit record, written once per `origin`.
+#[derive(Debug, Clone)]
+pub struct IncludedGrant {
+    /// `invoice:<id>`: an account has at most one grant of each origin.
+    pub origin: String,
+    pub grant: CreditGrant,
+    /// Its entry; the store sets `balance_after` from the grants it holds.
+    pub entry: LedgerEntry,
+    pub audit: AuditEntry,
 }
 
 impl Decision {
@@ -59,13 +75,17 @@ impl Decision {
             outcome,
             subscription: None,
             account: None,
+            grant: None,
             audit: Vec::new(),
         }
     }
 }
 
-/// Decides an event's effect from the account and its current subscription.
-pub type DecideOf<'a> = &'a (dyn Fn(&Account, Option<&Subscription>) -> Decision + Send + Sync);
+/// Decides an event's effect from the account, its current subscription, and whether the
+/// credits of the event's origin (`ProviderEvent::included_credits_origin`) were granted
+/// before.
+pub type DecideOf<'a> =
+    &'a (dyn Fn(&Account, Option<&Subscription>, bool) -> Decision + Send + Sync);
 
 /// Storage of subscriptions, the customers linked to accounts, and the provider events
 /// received.
@@ -75,8 +95,10 @@ pub trait BillingRepo: Send + Sync + 'static {
     /// does nothing else; concurrent deliveries of one event are processed once); finds
     /// its account (`event.account`, else the account `event.customer` is linked to) and
     /// holds it; links `event.customer` to it when the event names both and the customer
-    /// has no link yet; then writes what `decide(account, subscription)` decides: the
-    /// subscription, the account (announced as `Change::Account`), the audit records.
+    /// has no link yet; then writes what `decide(account, subscription, granted)` decides
+    /// (`granted`: the account has a grant of the event's included-credits origin): the
+    /// subscription, the account (announced as `Change::Account`), the included grant
+    /// with its entry, the audit records.
     /// An event that names no existing account is recorded as
     /// `Ignored("unknown_account")`. The outcome is recorded with the event; the account
     /// is answered when found.

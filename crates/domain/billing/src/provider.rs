@@ -46,7 +46,7 @@ pub enum Report {
     /// A subscription's state (created, updated, deleted).
     Subscription(SubscriptionReport),
     /// An invoice of a subscription was paid, or its payment failed.
-    Invoice { subscription_id: String, paid: bool },
+    Invoice(InvoiceReport),
     /// Nothing D2 acts on; the reason is recorded with the event.
     Ignored(&'static str),
 }
@@ -62,6 +62,29 @@ pub struct SubscriptionReport {
     pub cancel_at_period_end: bool,
     pub canceled_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceReport {
+    pub invoice_id: String,
+    pub subscription_id: String,
+    pub paid: bool,
+    /// The tier of its first line's price, when `billing.prices` names it.
+    pub plan: Option<Plan>,
+    /// The period its first line pays for (start, end).
+    pub period: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl ProviderEvent {
+    /// What grants the credits included in a paid invoice's period once: `invoice:<id>`.
+    pub fn included_credits_origin(&self) -> Option<String> {
+        match &self.report {
+            Report::Invoice(invoice) if invoice.paid => {
+                Some(format!("invoice:{}", invoice.invoice_id))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Which tier each of the provider's prices is.
@@ -130,10 +153,16 @@ impl ProviderEvent {
                         .map(str::to_owned)
                 });
                 match subscription_id {
-                    Some(subscription_id) => Report::Invoice {
+                    Some(subscription_id) => Report::Invoice(InvoiceReport {
+                        invoice_id: provider_id(object, "id")
+                            .ok_or(MalformedEvent("invoice id"))?,
                         subscription_id,
                         paid: kind != "invoice.payment_failed",
-                    },
+                        plan: invoice_line_price(object).and_then(|price| prices.tier(price)),
+                        period: object.pointer("/lines/data/0/period").and_then(|period| {
+                            Some((time(period, "start")?, time(period, "end")?))
+                        }),
+                    }),
                     None => Report::Ignored("no_subscription"),
                 }
             }
@@ -185,6 +214,15 @@ fn subscription(object: &Value, prices: &PriceTiers) -> Result<Report, Malformed
         canceled_at: time(object, "canceled_at"),
         ended_at: time(object, "ended_at"),
     }))
+}
+
+/// The price of an invoice's first line: `price.id` in older API versions,
+/// `pricing.price_details.price` in newer ones.
+fn invoice_line_price(invoice: &Value) -> Option<&str> {
+    let line = invoice.pointer("/lines/data/0")?;
+    line.pointer("/price/id")
+        .or_else(|| line.pointer("/pricing/price_details/price"))
+        .and_then(Value::as_str)
 }
 
 /// A provider id: a non-empty string of at most [`MAX_ID_BYTES`] (an expanded object's

@@ -4,13 +4,17 @@ use chrono::{DateTime, Utc};
 use d2_accounts::{Account, AccountError, AccountService};
 use d2_audit::{AuditAction, AuditEntry};
 use d2_kernel::{
-    AccessError, AccountId, AccountLock, AuthContext, Clock, Code, ErrorCode, Plan, Scope,
-    StoreError,
+    AccessError, AccountId, AccountLock, AuthContext, Clock, Code, ErrorCode, Plan, PlanCatalog,
+    Scope, StoreError,
 };
 use serde_json::json;
 
-use crate::ports::{BillingRepo, Decision, EventOutcome};
-use crate::provider::{MalformedEvent, PriceTiers, ProviderEvent, Report, SubscriptionReport};
+use crate::credits::{CreditGrant, GrantId, GrantSource};
+use crate::ledger::{EntryId, EntryKind, LedgerEntry, SYSTEM_ACTOR};
+use crate::ports::{BillingRepo, Decision, EventOutcome, IncludedGrant};
+use crate::provider::{
+    InvoiceReport, MalformedEvent, PriceTiers, ProviderEvent, Report, SubscriptionReport,
+};
 use crate::signature::{SignatureError, WebhookSecrets};
 use crate::subscription::{Subscription, SubscriptionStatus};
 
@@ -63,6 +67,7 @@ pub struct BillingService {
     accounts: AccountService,
     secrets: Arc<WebhookSecrets>,
     prices: Arc<PriceTiers>,
+    plans: Arc<PlanCatalog>,
     clock: Arc<dyn Clock>,
 }
 
@@ -80,6 +85,7 @@ impl BillingService {
         accounts: AccountService,
         secrets: Arc<WebhookSecrets>,
         prices: Arc<PriceTiers>,
+        plans: Arc<PlanCatalog>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
@@ -87,6 +93,7 @@ impl BillingService {
             accounts,
             secrets,
             prices,
+            plans,
             clock,
         }
     }
@@ -109,8 +116,17 @@ impl BillingService {
         let now = self.clock.now();
         self.secrets.verify(signature, payload, now)?;
         let event = ProviderEvent::read(payload, &self.prices)?;
-        let decide = |account: &Account, current: Option<&Subscription>| {
-            decide(&event, account, current, now)
+        let decide = |account: &Account, current: Option<&Subscription>, granted: bool| {
+            let mut decision = decide(&event, account, current, now);
+            if let Report::Invoice(invoice) = &event.report
+                && !granted
+                && let Some(grant) =
+                    included_grant(&event, account.id, current, invoice, &self.plans, now)
+            {
+                decision.outcome = EventOutcome::Applied;
+                decision.grant = Some(grant);
+            }
+            decision
         };
         let (outcome, account) = self.repo.receive_event(&event, now, &decide).await?;
         if let Some(account) = account {
@@ -187,10 +203,11 @@ fn decide(
                 now,
             )
         }
-        Report::Invoice {
+        Report::Invoice(InvoiceReport {
             subscription_id,
             paid,
-        } => {
+            ..
+        }) => {
             let Some(current) = current.filter(|c| c.subscription_id == *subscription_id) else {
                 // The subscription's own events carry its state: an invoice of a
                 // subscription not reported yet waits for them.
@@ -218,6 +235,78 @@ fn decide(
             change(event, account, Some(current), next, now)
         }
     }
+}
+
+/// Included credits are granted at the API's default priority: among grants of equal
+/// priority the earliest expiry goes first, so a period's credits go before purchases.
+const INCLUDED_PRIORITY: u8 = 10;
+
+/// The credits a paid invoice includes: its tier's `included_credits` (the tier of its
+/// line's price, else its subscription's), for the period it pays, spendable from the
+/// period's start and lapsing at its end. None for a failed payment, a tier that includes
+/// none, an invoice that names no period, or a period already over.
+fn included_grant(
+    event: &ProviderEvent,
+    account: AccountId,
+    current: Option<&Subscription>,
+    invoice: &InvoiceReport,
+    plans: &PlanCatalog,
+    now: DateTime<Utc>,
+) -> Option<IncludedGrant> {
+    let origin = event.included_credits_origin()?;
+    let plan = invoice.plan.or_else(|| {
+        current
+            .filter(|c| c.subscription_id == invoice.subscription_id)
+            .map(|c| c.plan)
+    })?;
+    let amount = plans.quotas(plan).included_credits;
+    let (start, end) = invoice.period?;
+    if amount == 0 || end <= start || end <= now {
+        return None;
+    }
+    let grant = CreditGrant {
+        id: GrantId::random(),
+        source: GrantSource::Plan,
+        amount,
+        remaining: amount,
+        priority: INCLUDED_PRIORITY,
+        effective_at: start,
+        expires_at: Some(end),
+    };
+    let entry = LedgerEntry {
+        id: EntryId::random(),
+        kind: EntryKind::Grant,
+        amount,
+        balance_after: 0,
+        grant_id: Some(grant.id),
+        burns: Vec::new(),
+        idempotency_key: None,
+        reason: Some(format!(
+            "{plan} plan (plans v{}), invoice {}",
+            plans.version, invoice.invoice_id
+        )),
+        actor: SYSTEM_ACTOR.to_owned(),
+        created_at: now,
+    };
+    let audit = AuditEntry::system(account, AuditAction::BillingCreditsAdd, now)
+        .target("credit_grant", grant.id)
+        .metadata(json!({
+            "source": grant.source.as_str(),
+            "amount": amount,
+            "priority": grant.priority,
+            "effective_at": grant.effective_at,
+            "expires_at": grant.expires_at,
+            "plan": plan.as_str(),
+            "plans_version": plans.version,
+            "invoice_id": invoice.invoice_id,
+            "event_id": event.id,
+        }));
+    Some(IncludedGrant {
+        origin,
+        grant,
+        entry,
+        audit,
+    })
 }
 
 fn subscription_of(
@@ -275,6 +364,7 @@ fn change(
         outcome: EventOutcome::Applied,
         account: (after != *account).then_some(after),
         subscription: Some(next),
+        grant: None,
         audit: vec![audit],
     }
 }

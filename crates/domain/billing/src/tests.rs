@@ -59,6 +59,7 @@ fn world() -> World {
             ("price_pro".to_owned(), Plan::Pro),
             ("price_ent".to_owned(), Plan::Enterprise),
         ])),
+        Arc::new(PlanCatalog::default()),
         clock.clone(),
     );
     World {

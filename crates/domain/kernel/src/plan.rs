@@ -88,6 +88,9 @@ pub struct Quotas {
     pub max_agents: u32,
     /// Model tokens (input and output) the account may use in a month.
     pub monthly_model_tokens: u64,
+    /// Credits granted with each paid billing period of the plan (source `plan`),
+    /// spendable from the period's start and lapsing at its end.
+    pub included_credits: u64,
 }
 
 const KIB: u64 = 1024;
@@ -97,6 +100,10 @@ const MIB: u64 = 1024 * KIB;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanCatalog {
+    /// The catalog's version (`plans.version`), recorded with every grant of included
+    /// credits: a change of the plans is a new version, and what was granted under an
+    /// earlier one stays as it was.
+    pub version: u32,
     pub trial_days: u32,
     pub trial: Quotas,
     pub essentials: Quotas,
@@ -142,6 +149,7 @@ impl PlanCatalog {
 impl Default for PlanCatalog {
     fn default() -> Self {
         Self {
+            version: 1,
             trial_days: 14,
             trial: Quotas {
                 max_tools: 5,
@@ -156,6 +164,7 @@ impl Default for PlanCatalog {
                 max_bundle_bytes: MIB / 2,
                 max_agents: 1,
                 monthly_model_tokens: 1_000_000,
+                included_credits: 0,
             },
             essentials: Quotas {
                 max_tools: 25,
@@ -170,6 +179,7 @@ impl Default for PlanCatalog {
                 max_bundle_bytes: 2 * MIB,
                 max_agents: 3,
                 monthly_model_tokens: 10_000_000,
+                included_credits: 10_000,
             },
             pro: Quotas {
                 max_tools: 250,
@@ -184,6 +194,7 @@ impl Default for PlanCatalog {
                 max_bundle_bytes: 5 * MIB,
                 max_agents: 5,
                 monthly_model_tokens: 100_000_000,
+                included_credits: 100_000,
             },
             enterprise: Quotas {
                 max_tools: 1000,
@@ -198,6 +209,7 @@ impl Default for PlanCatalog {
                 max_bundle_bytes: 20 * MIB,
                 max_agents: 1000,
                 monthly_model_tokens: 10_000_000_000,
+                included_credits: 1_000_000,
             },
             locked: Quotas {
                 max_tools: 5,
@@ -212,6 +224,7 @@ impl Default for PlanCatalog {
                 max_bundle_bytes: MIB / 2,
                 max_agents: 0,
                 monthly_model_tokens: 0,
+                included_credits: 0,
             },
         }
     }

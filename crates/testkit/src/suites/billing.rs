@@ -20,10 +20,10 @@ use d2_accounts::{Account, AccountRepo};
 use d2_audit::{AuditAction, AuditEntry, AuditLog};
 use d2_billing::{
     BillingRepo, Budget, Burn, CloseRefusal, Closing, CreditGrant, CreditRepo, Decision, Earlier,
-    EntryId, EntryKind, EventOutcome, GrantId, GrantSource, InsufficientCredits, LedgerEntry,
-    LedgerFilter, Meter, MeterKind, ProviderEvent, RecordFilter, Recorded, Recording, Refusal,
-    Report, Reservation, ReservationStatus, SpendOutcome, Spending, Subscription,
-    SubscriptionStatus, UsageRecord, UsageRepo, balance, hour_totals, plan_spend,
+    EntryId, EntryKind, EventOutcome, GrantId, GrantSource, IncludedGrant, InsufficientCredits,
+    InvoiceReport, LedgerEntry, LedgerFilter, Meter, MeterKind, ProviderEvent, RecordFilter,
+    Recorded, Recording, Refusal, Report, Reservation, ReservationStatus, SpendOutcome, Spending,
+    Subscription, SubscriptionStatus, UsageRecord, UsageRepo, balance, hour_totals, plan_spend,
 };
 use d2_kernel::{AccountId, AccountLock, Cursor, LockReason, Page, PageRequest, Plan, StoreError};
 use futures_util::future::join_all;
@@ -75,7 +75,7 @@ async fn account(store: &dyn Store, id: AccountId) -> Account {
 pub async fn provider_events(store: &dyn Store, a: AccountId, b: AccountId) {
     let before = account(store, a).await;
     let seen = AtomicUsize::new(0);
-    let decide = |account: &Account, current: Option<&Subscription>| {
+    let decide = |account: &Account, current: Option<&Subscription>, _: bool| {
         seen.fetch_add(1, Ordering::SeqCst);
         assert_eq!(account.id, a);
         assert!(current.is_none(), "no subscription yet");
@@ -89,6 +89,7 @@ pub async fn provider_events(store: &dyn Store, a: AccountId, b: AccountId) {
             outcome: EventOutcome::Applied,
             subscription: Some(subscription(a, "sub_1")),
             account: Some(after),
+            grant: None,
             audit: vec![
                 AuditEntry::system(a, AuditAction::BillingSubscriptionUpdate, at(11))
                     .target("subscription", "sub_1"),
@@ -132,7 +133,7 @@ pub async fn provider_events(store: &dyn Store, a: AccountId, b: AccountId) {
     assert_eq!(seen.load(Ordering::SeqCst), 1);
 
     // The customer the first event linked names the account of a later event.
-    let by_customer = |account: &Account, current: Option<&Subscription>| {
+    let by_customer = |account: &Account, current: Option<&Subscription>, _: bool| {
         assert_eq!(account.id, a);
         assert_eq!(current.map(|s| s.subscription_id.as_str()), Some("sub_1"));
         Decision::nothing(EventOutcome::Unchanged)
@@ -142,7 +143,7 @@ pub async fn provider_events(store: &dyn Store, a: AccountId, b: AccountId) {
         .await;
     assert_eq!(linked.ok(), Some((EventOutcome::Unchanged, Some(a))));
     // The first link holds: an event naming b with a's customer does not move it.
-    let named = |account: &Account, _: Option<&Subscription>| {
+    let named = |account: &Account, _: Option<&Subscription>, _: bool| {
         assert_eq!(account.id, b);
         Decision::nothing(EventOutcome::Unchanged)
     };
@@ -156,8 +157,9 @@ pub async fn provider_events(store: &dyn Store, a: AccountId, b: AccountId) {
     assert_eq!(still.ok(), Some((EventOutcome::Unchanged, Some(a))));
 
     // No account it knows: recorded as ignored, nothing decided.
-    let never =
-        |_: &Account, _: Option<&Subscription>| -> Decision { panic!("no account to decide on") };
+    let never = |_: &Account, _: Option<&Subscription>, _: bool| -> Decision {
+        panic!("no account to decide on")
+    };
     for unknown in [
         event("evt_5", Some(AccountId::random()), None),
         event("evt_6", None, Some("cus_nobody")),
@@ -186,7 +188,7 @@ pub async fn provider_events(store: &dyn Store, a: AccountId, b: AccountId) {
 /// decide one after another, each on what the previous wrote.
 pub async fn provider_event_races(store: &dyn Store, a: AccountId) {
     let decided = AtomicUsize::new(0);
-    let once = |_: &Account, _: Option<&Subscription>| {
+    let once = |_: &Account, _: Option<&Subscription>, _: bool| {
         decided.fetch_add(1, Ordering::SeqCst);
         Decision::nothing(EventOutcome::Applied)
     };
@@ -200,7 +202,7 @@ pub async fn provider_event_races(store: &dyn Store, a: AccountId) {
     assert_eq!((applied, decided.load(Ordering::SeqCst)), (1, 1));
 
     // Each event counts one more than the subscription it finds: none is lost.
-    let count = |_: &Account, current: Option<&Subscription>| {
+    let count = |_: &Account, current: Option<&Subscription>, _: bool| {
         let count = current.map_or(0, |s| {
             s.subscription_id
                 .parse::<u32>()
@@ -210,6 +212,7 @@ pub async fn provider_event_races(store: &dyn Store, a: AccountId) {
             outcome: EventOutcome::Applied,
             subscription: Some(subscription(a, &(count + 1).to_string())),
             account: None,
+            grant: None,
             audit: Vec::new(),
         }
     };
@@ -1039,4 +1042,93 @@ pub async fn billing_history(store: &dyn Store, a: AccountId, b: AccountId) {
         .await
         .unwrap_or_else(|e| panic!("ledger: {e}"));
     assert_eq!(b_entries.items.len(), 2, "b's grant and its one record");
+}
+
+/// A paid invoice of `account`'s subscription, its id `invoice`.
+fn paid_invoice(id: &str, account: AccountId, invoice: &str) -> ProviderEvent {
+    ProviderEvent {
+        report: Report::Invoice(InvoiceReport {
+            invoice_id: invoice.to_owned(),
+            subscription_id: "sub_1".to_owned(),
+            paid: true,
+            plan: Some(Plan::Pro),
+            period: Some((at(0), at(86_400))),
+        }),
+        ..event(id, Some(account), None)
+    }
+}
+
+/// A paid invoice's included credits granted with its event, once per invoice whatever
+/// the events that report it, their entry's balance counting the grants held.
+pub async fn included_grants(store: &dyn Store, a: AccountId, b: AccountId) {
+    grant_credits(store, a, 5).await;
+    let told = std::sync::Mutex::new(Vec::new());
+    // What the service's decision does: the event's own origin, unless granted before.
+    let decide_for = |event: &ProviderEvent| {
+        let origin = event.included_credits_origin().unwrap();
+        let told = &told;
+        move |account: &Account, _: Option<&Subscription>, granted: bool| {
+            told.lock().unwrap().push(granted);
+            let made = grant(GrantSource::Plan, 1_000, 10, Some(86_400));
+            let entry = LedgerEntry {
+                balance_after: 0,
+                ..ledger_entry(EntryKind::Grant, 1_000, Some(made.id), 12)
+            };
+            Decision {
+                grant: (!granted).then(|| IncludedGrant {
+                    origin: origin.clone(),
+                    grant: made,
+                    entry,
+                    audit: AuditEntry::system(account.id, AuditAction::BillingCreditsAdd, at(12)),
+                }),
+                ..Decision::nothing(EventOutcome::Applied)
+            }
+        }
+    };
+    let paid = paid_invoice("evt_paid", a, "in_1");
+    assert_eq!(
+        paid.included_credits_origin().as_deref(),
+        Some("invoice:in_1")
+    );
+    let received = store.receive_event(&paid, at(12), &decide_for(&paid)).await;
+    assert_eq!(received.ok(), Some((EventOutcome::Applied, Some(a))));
+    // invoice.payment_succeeded reports the same invoice: the store says it was granted.
+    let succeeded = paid_invoice("evt_succeeded", a, "in_1");
+    store
+        .receive_event(&succeeded, at(13), &decide_for(&succeeded))
+        .await
+        .unwrap_or_else(|e| panic!("receive: {e}"));
+    assert_eq!(*told.lock().unwrap(), [false, true]);
+    let grants = store.credit_grants(a).await.unwrap_or_default();
+    assert_eq!(grants.len(), 2, "the purchase and one plan grant");
+    assert_eq!(grants[1].source, GrantSource::Plan);
+    assert_eq!(grants[1].expires_at, Some(at(86_400)));
+    let entries = latest(store, a, 10).await;
+    assert_eq!(entries[0].amount, 1_000);
+    assert_eq!(
+        entries[0].balance_after, 1_005,
+        "the grants held, the new one too"
+    );
+    assert_eq!(
+        records_of(store, a, AuditAction::BillingCreditsAdd)
+            .await
+            .len(),
+        2
+    );
+    // The next invoice grants again; b's invoice of the same id is b's own.
+    let next = paid_invoice("evt_next", a, "in_2");
+    store
+        .receive_event(&next, at(14), &decide_for(&next))
+        .await
+        .unwrap_or_else(|e| panic!("receive: {e}"));
+    assert_eq!(told.lock().unwrap().last(), Some(&false));
+    told.lock().unwrap().clear();
+    let theirs = paid_invoice("evt_b", b, "in_1");
+    store
+        .receive_event(&theirs, at(14), &decide_for(&theirs))
+        .await
+        .unwrap_or_else(|e| panic!("receive: {e}"));
+    assert_eq!(*told.lock().unwrap(), [false]);
+    assert_eq!(store.credit_grants(a).await.unwrap_or_default().len(), 3);
+    assert_eq!(store.credit_grants(b).await.unwrap_or_default().len(), 1);
 }
