@@ -440,6 +440,7 @@ pub struct EntriesQuery {
     /// The `X-Next-Cursor` of the previous page.
     pub cursor: Option<String>,
     /// Only this kind: `grant`, `spend`, `usage`, `reserve` or `release`.
+    #[param(pattern = "^(grant|spend|usage|reserve|release)$")]
     pub kind: Option<String>,
     /// From this instant (inclusive, RFC 3339).
     pub since: Option<DateTime<Utc>>,

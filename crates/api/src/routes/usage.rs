@@ -242,6 +242,7 @@ async fn record_usage(
 #[serde(deny_unknown_fields)]
 pub struct UsageParams {
     /// `hour`, `day` (default) or `month` (UTC).
+    #[param(pattern = "^(hour|day|month)$")]
     pub window: Option<String>,
     /// The first window: the one this time is in (default: 48 hours, 30 days or 365 days
     /// before `to`).
@@ -407,6 +408,7 @@ pub struct RecordsQuery {
     /// The `X-Next-Cursor` of the previous page.
     pub cursor: Option<String>,
     /// `model` or `agent`.
+    #[param(pattern = "^(model|agent)$")]
     pub kind: Option<String>,
     /// Only this model's or agent's records.
     pub subject: Option<String>,
@@ -733,7 +735,7 @@ async fn list_budgets(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpRespon
 /// replaced. Eligibility refuses work beyond it (402 `not_eligible`, `limit: budget`).
 /// Audited as `billing.budget_set`.
 #[utoipa::path(tag = "billing", security(("bearer" = []), ("api_key" = [])),
-    params(("kind" = String, Path, description = "`model` or `agent`"), ("subject" = String, Path)),
+    params(("kind" = String, Path, pattern = "^(model|agent)$", description = "`model` or `agent`"), ("subject" = String, Path, min_length = 1, max_length = 128, pattern = "^[^\\s\\u0000-\\u001F\\u007F-\\u009F]+$", description = "The model, or the agent")),
     request_body = BudgetBody, responses(
     (status = 200, body = BudgetView),
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
@@ -759,7 +761,7 @@ async fn set_budget(
 /// Remove a budget of the account (admin); 404 `budget_not_found` when there is none.
 /// Audited as `billing.budget_delete`.
 #[utoipa::path(tag = "billing", security(("bearer" = []), ("api_key" = [])),
-    params(("kind" = String, Path, description = "`model` or `agent`"), ("subject" = String, Path)),
+    params(("kind" = String, Path, pattern = "^(model|agent)$", description = "`model` or `agent`"), ("subject" = String, Path, min_length = 1, max_length = 128, pattern = "^[^\\s\\u0000-\\u001F\\u007F-\\u009F]+$", description = "The model, or the agent")),
     responses(
     (status = 204),
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
