@@ -238,12 +238,11 @@ impl UsageRepo for crate::Store {
                 .iter()
                 .map(|(entry, _)| EntryRow::from_domain(account, entry))
                 .collect::<Result<Vec<_>, _>>()?;
-            insert_rows!(conn, credit_entries::table, entries);
             let records = new
                 .iter()
                 .map(|(_, record)| UsageRow::from_domain(account, record))
                 .collect::<Result<Vec<_>, _>>()?;
-            insert_rows!(conn, usage_records::table, records);
+            crate::usage_writes::insert(conn, &entries, &records).await?;
             for total in &recording.hours {
                 diesel::insert_into(usage_hours::table)
                     .values(HourRow::from_domain(account, total)?)

@@ -47,6 +47,7 @@ mod jobs;
 mod migrate;
 mod pool;
 mod token_writes;
+mod usage_writes;
 #[rustfmt::skip]
 mod schema;
 #[cfg(test)]
