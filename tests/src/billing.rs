@@ -1668,3 +1668,385 @@ async fn a_paid_invoice_grants_the_plans_included_credits_once_for_its_period() 
         .await
         .assert_problem(400, "invalid_webhook_event");
 }
+
+/// The notice `request` carried, after checking its signature: a JWS with a detached
+/// payload over the exact body, by a key of the account's published JWKS.
+async fn verified_notice(app: &TestApp, tenant: &Tenant, request: &wiremock::Request) -> Value {
+    use base64::Engine as _;
+    let header = |name: &str| {
+        request
+            .headers
+            .get(name)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(header("content-type"), "application/json");
+    let signature = header("d2-signature");
+    let parts: Vec<&str> = signature.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    assert!(parts[1].is_empty(), "the payload is detached");
+    let protected: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(parts[0])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(protected["typ"], "d2-notice+jws");
+    let jwks = app
+        .send(app.request(
+            Method::GET,
+            &format!("/.well-known/jwks.json?account_id={}", tenant.account_id),
+            None,
+        ))
+        .await;
+    let key = jwks.body["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|key| key["kid"] == protected["kid"])
+        .expect("the signing key is published in the account's JWKS")
+        .clone();
+    let jwk = josekit::jwk::Jwk::from_bytes(serde_json::to_vec(&key).unwrap()).unwrap();
+    let verifier = josekit::jws::RS256.verifier_from_jwk(&jwk).unwrap();
+    let attached = format!(
+        "{}.{}.{}",
+        parts[0],
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&request.body),
+        parts[2]
+    );
+    let (payload, _) = josekit::jws::deserialize_compact(&attached, &verifier)
+        .expect("the signature verifies over the exact body");
+    let notice: Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(header("d2-notice-id"), notice["id"].as_str().unwrap());
+    // Tampered with, it no longer verifies.
+    let mut tampered = request.body.clone();
+    tampered.push(b' ');
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&tampered),
+        parts[2]
+    );
+    assert!(josekit::jws::deserialize_compact(&forged, &verifier).is_err());
+    notice
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_budget_reaching_its_thresholds_posts_signed_notices_once_each_with_retries() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let app = TestApp::spawn_with(&[
+        ("D2__BILLING__ELIGIBILITY_CACHE__TTL_SECONDS", "0"),
+        ("D2__OAUTH__FETCH_PRIVATE_ADDRESSES", "true"),
+        ("D2__WORKER__TASKS__FIRST_RETRY_SECONDS", "0"),
+    ])
+    .await;
+    let tenant = app.bootstrap().await;
+    let other = app.bootstrap().await;
+    grant(&app, &tenant, 10_000).await;
+    let (token, _) = reporter(&app, &tenant).await;
+    let put = |body: Value, who: &str| {
+        let request = app
+            .request(Method::PUT, "/v1/billing/notices/endpoint", Some(who))
+            .json(&body);
+        app.send(request)
+    };
+
+    // The endpoint: https, or http to a loopback host; anything else is refused.
+    app.get("/v1/billing/notices/endpoint", &tenant.token)
+        .await
+        .assert_problem(404, "notice_endpoint_not_found");
+    for bad in [
+        json!({"url": "http://hooks.example.com/d2"}),
+        json!({"url": "ftp://hooks.example.com/d2"}),
+        json!({"url": "https://user:secret@hooks.example.com/d2"}),
+        json!({"url": "not a url"}),
+    ] {
+        put(bad.clone(), &tenant.token)
+            .await
+            .assert_problem(400, "invalid_notice_endpoint");
+    }
+    for bad in [
+        json!({}),
+        json!({"url": "https://a.example", "secret": "x"}),
+    ] {
+        put(bad, &tenant.token)
+            .await
+            .assert_problem(400, "invalid_body");
+    }
+    put(json!({"url": "https://hooks.example.com/d2"}), &token)
+        .await
+        .assert_problem(403, "insufficient_scope");
+
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/hooks/d2"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/hooks/d2"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    let url = format!("{}/hooks/d2", receiver.uri());
+    let set = put(json!({ "url": url }), &tenant.token).await;
+    assert_eq!(set.assert_status(200)["url"], url);
+    assert_eq!(
+        app.get("/v1/billing/notices/endpoint", &tenant.token)
+            .await
+            .assert_status(200)["url"],
+        url
+    );
+    app.get("/v1/billing/notices/endpoint", &other.token)
+        .await
+        .assert_problem(404, "notice_endpoint_not_found");
+
+    // A budget of 10 credits; 4 credits a call.
+    let budget = app
+        .request(
+            Method::PUT,
+            "/v1/billing/budgets/model/gpt-4o",
+            Some(&tenant.token),
+        )
+        .json(&json!({"monthly_credits": 10}));
+    app.send(budget).await.assert_status(200);
+    let scan = app.app.job("billing-thresholds").unwrap();
+    report(&app, &token, vec![model_report("n-1", "gpt-4o", 1000, 100)])
+        .await
+        .assert_status(201);
+    assert_eq!(scan.run(&|| true).await.unwrap().items, 0, "40 %");
+    report(&app, &token, vec![model_report("n-2", "gpt-4o", 1000, 100)])
+        .await
+        .assert_status(201);
+    assert_eq!(scan.run(&|| true).await.unwrap().items, 1, "80 %");
+    assert_eq!(scan.run(&|| true).await.unwrap().items, 0, "once a period");
+
+    // Delivered by the task queue: the first try meets a 503 and is retried.
+    let runner = app.app.task_runner(&[]);
+    let first = runner.run_once().await.unwrap();
+    assert_eq!((first.done, first.retried), (0, 1));
+    let second = runner.run_once().await.unwrap();
+    assert_eq!((second.done, second.retried), (1, 0));
+    let requests = receiver.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(
+        requests[0].body, requests[1].body,
+        "a retry posts the same notice"
+    );
+    let notice = verified_notice(&app, &tenant, &requests[1]).await;
+    assert_eq!(notice["type"], "billing.threshold_reached");
+    assert_eq!(notice["account_id"], tenant.account_id.as_str());
+    assert_eq!(notice["subject"], "budget:model:gpt-4o");
+    assert_eq!(notice["threshold"], 80);
+    assert_eq!(notice["used"], 8);
+    assert_eq!(notice["limit"], 10);
+
+    // Past the budget (the report is paid; eligibility would have refused it): 90 and 100.
+    report(&app, &token, vec![model_report("n-3", "gpt-4o", 1000, 100)])
+        .await
+        .assert_status(201);
+    assert_eq!(scan.run(&|| true).await.unwrap().items, 2);
+    assert_eq!(runner.run_once().await.unwrap().done, 2);
+    let requests = receiver.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 4);
+    let mut thresholds = Vec::new();
+    for request in &requests[2..] {
+        thresholds.push(verified_notice(&app, &tenant, request).await["threshold"].clone());
+    }
+    thresholds.sort_by_key(|t| t.as_u64());
+    assert_eq!(thresholds, [json!(90), json!(100)]);
+
+    let listed = app.get("/v1/billing/notices", &tenant.token).await;
+    let listed = listed.assert_status(200).as_array().unwrap().clone();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[2]["threshold"], 80, "newest first");
+    assert_eq!(listed[2]["id"], notice["id"]);
+    let theirs = app.get("/v1/billing/notices", &other.token).await;
+    assert_eq!(theirs.assert_status(200), &json!([]));
+    app.get("/v1/billing/notices?limit=0", &tenant.token)
+        .await
+        .assert_problem(400, "invalid_query");
+    app.get("/v1/billing/notices", &token)
+        .await
+        .assert_problem(403, "insufficient_scope");
+    let audit = app.audit(&tenant).await;
+    let count = |action: &str| audit.iter().filter(|r| r["action"] == action).count();
+    assert_eq!(count("billing.threshold_notice"), 3);
+    assert_eq!(count("billing.notice_endpoint_set"), 1);
+
+    // Removed: another account cannot, the account can once.
+    app.delete("/v1/billing/notices/endpoint", &other.token)
+        .await
+        .assert_problem(404, "notice_endpoint_not_found");
+    let gone = app
+        .delete("/v1/billing/notices/endpoint", &tenant.token)
+        .await;
+    assert_eq!(gone.status.as_u16(), 204);
+    app.delete("/v1/billing/notices/endpoint", &tenant.token)
+        .await
+        .assert_problem(404, "notice_endpoint_not_found");
+    assert_eq!(count("billing.notice_endpoint_delete"), 0, "read before");
+    assert_eq!(
+        app.audit(&tenant)
+            .await
+            .iter()
+            .filter(|r| r["action"] == "billing.notice_endpoint_delete")
+            .count(),
+        1
+    );
+}
+
+/// A checkout session of credits as the provider's API answers it.
+fn credit_session(id: &str, tenant: &Tenant, currency: &str, cents: u64) -> Value {
+    json!({
+        "id": id, "object": "checkout.session", "mode": "payment",
+        "status": "complete", "payment_status": "paid",
+        "currency": currency, "amount_subtotal": cents, "amount_total": cents + 150,
+        "customer": "cus_checkout", "client_reference_id": tenant.account_id,
+        "created": 1_780_000_000,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_processed_checkout_is_read_from_the_provider_and_grants_its_credits_once() {
+    use wiremock::matchers::{header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    let provider = MockServer::start().await;
+    let app = TestApp::spawn_with(&[
+        ("D2__BILLING__WEBHOOK_SECRETS", SECRET),
+        ("D2__BILLING__PROVIDER_API_KEY", "sk_test_e2e"),
+        ("D2__BILLING__PROVIDER_API_URL", &provider.uri()),
+    ])
+    .await;
+    let tenant = app.bootstrap().await;
+    let other = app.bootstrap().await;
+    let sessions = [
+        (
+            "cs_test_paid",
+            credit_session("cs_test_paid", &tenant, "usd", 1_250),
+        ),
+        (
+            "cs_test_euro",
+            credit_session("cs_test_euro", &tenant, "eur", 1_250),
+        ),
+        (
+            "cs_test_theirs",
+            credit_session("cs_test_theirs", &other, "usd", 999),
+        ),
+        (
+            "cs_test_open",
+            json!({"id": "cs_test_open", "mode": "payment", "status": "open",
+                "payment_status": "unpaid", "currency": "usd", "amount_subtotal": 500,
+                "client_reference_id": tenant.account_id}),
+        ),
+    ];
+    for (id, session) in &sessions {
+        Mock::given(method("GET"))
+            .and(path(format!("/v1/checkout/sessions/{id}")))
+            .and(header("authorization", "Bearer sk_test_e2e"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(session))
+            .mount(&provider)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path("/v1/checkout/sessions/cs_test_down"))
+        .respond_with(ResponseTemplate::new(502))
+        .mount(&provider)
+        .await;
+    let process = |session: &'static str, who: String| {
+        let app = &app;
+        async move {
+            app.post(
+                "/v1/billing/checkout/process",
+                &who,
+                json!({ "session_id": session }),
+            )
+            .await
+        }
+    };
+
+    let processed = process("cs_test_paid", tenant.token.clone()).await;
+    let processed = processed.assert_status(200).clone();
+    assert_eq!(processed["outcome"], "applied");
+    assert_eq!(
+        processed["credits"], 12_500,
+        "10 credits a cent, before tax"
+    );
+    assert_eq!(credits(&app, &tenant).await["balance"], 12_500);
+    let again = process("cs_test_paid", tenant.token.clone()).await;
+    assert_eq!(again.assert_status(200)["outcome"], "duplicate");
+    // The provider's webhook for the same checkout, after: nothing granted twice.
+    let event = json!({"id": "evt_checkout_paid", "type": "checkout.session.completed",
+        "created": now(&app).timestamp(), "data": {"object": sessions[0].1}});
+    let payload = serde_json::to_vec(&event).unwrap();
+    let delivered = deliver_signed(&app, &payload, Some(sign(SECRET, &payload, now(&app)))).await;
+    assert_eq!(delivered.assert_status(200)["outcome"], "unchanged");
+    assert_eq!(credits(&app, &tenant).await["balance"], 12_500);
+
+    for (session, status, code) in [
+        ("cs_test_theirs", 404, "checkout_not_found"),
+        ("cs_test_unknown", 404, "checkout_not_found"),
+        ("cs_test_euro", 400, "currency_mismatch"),
+        ("cs_test_open", 409, "checkout_incomplete"),
+        ("cs_test_down", 503, "payment_provider_unavailable"),
+        ("pi_not_a_session", 400, "invalid_checkout"),
+    ] {
+        process(session, tenant.token.clone())
+            .await
+            .assert_problem(status, code);
+    }
+    app.post(
+        "/v1/billing/checkout/process",
+        &tenant.token,
+        json!({"session_id": "cs_test_paid", "amount": 99}),
+    )
+    .await
+    .assert_problem(400, "invalid_body");
+    let (reporter_token, _) = reporter(&app, &tenant).await;
+    process("cs_test_paid", reporter_token.clone())
+        .await
+        .assert_problem(403, "insufficient_scope");
+    assert_eq!(
+        credits(&app, &tenant).await["balance"],
+        12_500,
+        "nothing written"
+    );
+    assert_eq!(credits(&app, &other).await["balance"], 0);
+    let audit = app.audit(&tenant).await;
+    let added: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["action"] == "billing.credits_add")
+        .collect();
+    assert_eq!(added.len(), 1);
+    assert_eq!(added[0]["metadata"]["checkout_session_id"], "cs_test_paid");
+    assert!(added[0]["actor"].as_str().unwrap().starts_with("token:"));
+    // Every call to the provider was a read of the session named, with the key.
+    for request in provider.received_requests().await.unwrap() {
+        assert_eq!(request.method.as_str(), "GET");
+        assert!(
+            request
+                .url
+                .path()
+                .starts_with("/v1/checkout/sessions/cs_test_")
+        );
+        assert_eq!(request.headers["authorization"], "Bearer sk_test_e2e");
+    }
+
+    // Without a key, the route says so.
+    let unconfigured = TestApp::spawn().await;
+    let someone = unconfigured.bootstrap().await;
+    unconfigured
+        .post(
+            "/v1/billing/checkout/process",
+            &someone.token,
+            json!({"session_id": "cs_test_paid"}),
+        )
+        .await
+        .assert_problem(404, "billing_not_configured");
+}

@@ -418,7 +418,8 @@ async fn a_job_another_worker_holds_is_skipped_and_the_export_needs_clickhouse()
             "key-pruning",
             "oauth-token-pruning",
             "oauth-client-reaping",
-            "reservation-expiry"
+            "reservation-expiry",
+            "billing-thresholds"
         ],
         "no export or retention without ClickHouse"
     );

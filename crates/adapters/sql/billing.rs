@@ -176,7 +176,7 @@ impl BillingRepo for crate::Store {
                 .optional()?
                 .map(SubscriptionRow::into_domain)
                 .transpose()?;
-            let granted = match event.included_credits_origin() {
+            let granted = match event.credits_origin() {
                 Some(origin) => has_origin(conn, id, &origin).await?,
                 None => false,
             };

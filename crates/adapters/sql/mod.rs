@@ -19,6 +19,7 @@ pub(crate) mod invitations;
 pub(crate) mod issuances;
 pub(crate) mod jwks;
 pub(crate) mod members;
+pub(crate) mod notices;
 pub(crate) mod oauth_tokens;
 pub(crate) mod policies;
 pub(crate) mod position;

@@ -28,22 +28,24 @@ use crate::id::Id;
 use crate::invitations::InvitationRow;
 use crate::jwks::SigningKeyRow;
 use crate::members::{MemberRow, UserRow};
+use crate::notices::{EndpointRow, NoticeRow};
 use crate::oauth_tokens::TokenRow;
 use crate::policies::{PolicyRow, PublisherKeyRow};
 use crate::position::{Side, in_stream};
 use crate::principals::PrincipalRow;
 use crate::schema::{
     access_rules, accounts, agent_tools, agents, api_tokens, audit_logs, billing_budgets,
-    billing_customers, billing_events, billing_subscriptions, credit_entries, credit_grants,
-    credit_reservations, delegations, events, ingest_refusals, invitations, job_checkpoints,
-    members, oauth_catalogs, oauth_client_policies, oauth_scopes, oauth_tokens, policies,
-    principals, publisher_keys, signing_keys, tasks, tools, usage_hours, usage_records, users,
+    billing_customers, billing_events, billing_notice_endpoints, billing_notices,
+    billing_subscriptions, credit_entries, credit_grants, credit_reservations, delegations, events,
+    ingest_refusals, invitations, job_checkpoints, members, oauth_catalogs, oauth_client_policies,
+    oauth_scopes, oauth_tokens, policies, principals, publisher_keys, signing_keys, tasks, tools,
+    usage_hours, usage_records, users,
 };
 use crate::tasks::TaskCopy;
 use crate::usage::{BudgetRow, HourRow, UsageRow};
 
 /// The tables copied, in an order that satisfies every foreign key.
-pub const TABLES: [&str; 32] = [
+pub const TABLES: [&str; 34] = [
     "accounts",
     "billing_customers",
     "billing_subscriptions",
@@ -54,6 +56,8 @@ pub const TABLES: [&str; 32] = [
     "usage_hours",
     "credit_reservations",
     "billing_budgets",
+    "billing_notice_endpoints",
+    "billing_notices",
     "users",
     "members",
     "invitations",
@@ -385,6 +389,22 @@ impl crate::Store {
                     .await
                     .map_err(from_diesel)?,
             )?),
+            "billing_notice_endpoints" => whole(to_json(
+                billing_notice_endpoints::table
+                    .order(billing_notice_endpoints::account_id)
+                    .select(EndpointRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
+            "billing_notices" => whole(to_json(
+                billing_notices::table
+                    .order(billing_notices::id)
+                    .select(NoticeRow::as_select())
+                    .load(conn)
+                    .await
+                    .map_err(from_diesel)?,
+            )?),
             "usage_hours" => whole(to_json(
                 usage_hours::table
                     .order((
@@ -601,6 +621,16 @@ impl crate::Store {
                 }
                 "usage_hours" => {
                     insert_rows!(conn, usage_hours::table, from_json::<HourRow>(rows)?);
+                }
+                "billing_notice_endpoints" => {
+                    insert_rows!(
+                        conn,
+                        billing_notice_endpoints::table,
+                        from_json::<EndpointRow>(rows)?
+                    );
+                }
+                "billing_notices" => {
+                    insert_rows!(conn, billing_notices::table, from_json::<NoticeRow>(rows)?);
                 }
                 "billing_budgets" => {
                     insert_rows!(conn, billing_budgets::table, from_json::<BudgetRow>(rows)?);

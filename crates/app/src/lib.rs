@@ -168,7 +168,8 @@ impl App {
             members.person_tokens.clone(),
         )?;
         let audit = domains::audit::build(&shared);
-        let billing = domains::billing::build(&shared, &mut registry, &accounts);
+        let billing =
+            domains::billing::build(&shared, &mut registry, &accounts, policies.jwks().clone())?;
         check_job_settings(&settings, &registry.jobs)?;
 
         let page_seal_key = shared.pepper.digest_text("d2 consent pages seal v1");

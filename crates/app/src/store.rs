@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use d2_accounts::AccountRepo;
 use d2_audit::AuditLog;
-use d2_billing::{BillingRepo, CreditRepo, UsageRepo};
+use d2_billing::{BillingRepo, CreditRepo, NoticeRepo, UsageRepo};
 use d2_events::{AnalyticsStore, AppResolver, EventStore, ExportCheckpoints};
 use d2_jwks::SigningKeyRepo;
 use d2_kernel::{Change, StoreError, TaskQueue};
@@ -35,6 +35,7 @@ pub trait Repositories:
     + BillingRepo
     + CreditRepo
     + UsageRepo
+    + NoticeRepo
     + PrincipalRepo
     + DelegationRepo
     + AccessRuleRepo

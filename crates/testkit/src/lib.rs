@@ -164,7 +164,8 @@ macro_rules! __contract_suite_list {
                 billing::reservations,
                 billing::budgets,
                 billing::billing_history,
-                billing::included_grants;
+                billing::included_grants,
+                billing::notices;
             billing(store, a):
                 billing::provider_event_races,
                 billing::credit_races,

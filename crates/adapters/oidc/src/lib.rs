@@ -18,6 +18,7 @@ mod provider;
 mod public_address;
 mod settings;
 mod token;
+mod webhooks;
 
 pub use agent_keys::AgentKeys;
 pub use client_documents::MetadataDocuments;
@@ -25,6 +26,7 @@ pub use dpop::DpopProofs;
 pub use provider::{ConnectError, OidcProvider};
 pub use public_address::{OutboundFetch, Reach};
 pub use settings::{OidcSettings, SettingsError};
+pub use webhooks::WebhookPosts;
 
 #[cfg(test)]
 mod tests;

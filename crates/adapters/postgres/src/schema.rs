@@ -155,6 +155,27 @@ diesel::table! {
 }
 
 diesel::table! {
+    billing_notice_endpoints (account_id) {
+        account_id -> Uuid,
+        url -> Text,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    billing_notices (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        subject -> Text,
+        period_start -> Timestamptz,
+        threshold -> Int2,
+        used -> Int8,
+        allowed -> Int8,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     billing_subscriptions (account_id) {
         account_id -> Uuid,
         subscription_id -> Text,
@@ -538,6 +559,8 @@ diesel::joinable!(authorization_codes -> principals (principal_id));
 diesel::joinable!(billing_budgets -> accounts (account_id));
 diesel::joinable!(billing_customers -> accounts (account_id));
 diesel::joinable!(billing_events -> accounts (account_id));
+diesel::joinable!(billing_notice_endpoints -> accounts (account_id));
+diesel::joinable!(billing_notices -> accounts (account_id));
 diesel::joinable!(billing_subscriptions -> accounts (account_id));
 diesel::joinable!(credit_entries -> accounts (account_id));
 diesel::joinable!(credit_entries -> credit_grants (grant_id));
@@ -579,6 +602,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     billing_budgets,
     billing_customers,
     billing_events,
+    billing_notice_endpoints,
+    billing_notices,
     billing_subscriptions,
     credit_entries,
     credit_grants,

@@ -685,7 +685,36 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::Uuid;
+
+    billing_notice_endpoints (account_id) {
+        account_id -> Uuid,
+        url -> Text,
+        updated_at -> TimestamptzSqlite,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::Uuid;
+
+    billing_notices (id) {
+        id -> Uuid,
+        account_id -> Uuid,
+        subject -> Text,
+        period_start -> TimestamptzSqlite,
+        threshold -> SmallInt,
+        used -> BigInt,
+        allowed -> BigInt,
+        created_at -> TimestamptzSqlite,
+    }
+}
+
 diesel::joinable!(billing_budgets -> accounts (account_id));
+diesel::joinable!(billing_notice_endpoints -> accounts (account_id));
+diesel::joinable!(billing_notices -> accounts (account_id));
 diesel::joinable!(credit_entries -> accounts (account_id));
 diesel::joinable!(credit_entries -> credit_grants (grant_id));
 diesel::joinable!(credit_grants -> accounts (account_id));
@@ -697,6 +726,8 @@ diesel::joinable!(usage_records -> credit_entries (id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     billing_budgets,
+    billing_notice_endpoints,
+    billing_notices,
     credit_entries,
     credit_grants,
     credit_reservations,

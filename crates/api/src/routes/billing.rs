@@ -17,6 +17,7 @@ use crate::state::ApiState;
 
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
     cfg.service(stripe_webhook)
+        .service(process_checkout)
         .service(subscription)
         .service(add_credits)
         .service(spend_credits)
@@ -50,6 +51,65 @@ pub struct WebhookReceipt {
     /// `unknown_subscription`, `no_customer`, `no_subscription` or `unhandled_type`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// A checkout to process.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutBody {
+    /// The provider's checkout session id (`cs_...`), as its redirect names it.
+    #[schema(min_length = 4, max_length = 255, pattern = "^cs_[A-Za-z0-9_]+$")]
+    pub session_id: String,
+}
+
+/// What processing a checkout came to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckoutReceipt {
+    pub session_id: String,
+    /// `applied`; `unchanged` or `duplicate` when it was applied before (by its webhook or
+    /// an earlier call): nothing is granted twice.
+    pub outcome: String,
+    /// The credits a checkout of credits buys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credits: Option<u64>,
+}
+
+/// Process a checkout the account completed in its front end (admin): the session is
+/// read from the payment provider's API (`billing.provider_api_key`), never taken from
+/// the caller, and applied as its `checkout.session.completed` webhook would be, once
+/// whichever comes first: its customer linked to the account; a checkout of credits
+/// (mode `payment`, complete and paid) grants `amount_subtotal` ×
+/// `billing.credit_price.credits_per_minor_unit` credits. 404 `checkout_not_found` for a
+/// session the provider does not know or that names another account; 409
+/// `checkout_incomplete` (not paid); 400 `currency_mismatch` (paid in another currency
+/// than credits are sold in); 503 `payment_provider_unavailable`. Audited
+/// `billing.checkout_complete` and `billing.credits_add`, by the caller.
+#[utoipa::path(tag = "billing", security(("bearer" = []), ("api_key" = [])),
+    request_body = CheckoutBody, responses(
+    (status = 200, body = CheckoutReceipt),
+    (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
+    (status = 503, body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+#[post("/v1/billing/checkout/process")]
+async fn process_checkout(
+    state: Data<ApiState>,
+    auth: Auth,
+    body: Json<CheckoutBody>,
+) -> ApiResult<HttpResponse> {
+    let processed = state
+        .app
+        .billing
+        .subscriptions
+        .process_checkout(&auth, &body.0.session_id)
+        .await?;
+    Ok(HttpResponse::Ok().json(CheckoutReceipt {
+        session_id: processed.session_id,
+        outcome: processed.outcome.as_str().to_owned(),
+        credits: processed.credits,
+    }))
 }
 
 /// The payment provider's webhook (Stripe): the raw event, signed in `Stripe-Signature`

@@ -21,6 +21,7 @@ mod invitations;
 mod jwks;
 mod keys;
 mod members;
+mod notices;
 mod oauth;
 mod policy;
 mod principals;
@@ -68,6 +69,7 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .configure(tokens::configure)
         .configure(billing::configure)
         .configure(usage::configure)
+        .configure(notices::configure)
         .configure(admin::configure)
         .configure(agents::configure)
         .configure(tools::configure)

@@ -149,7 +149,8 @@ mod tests {
                 "retention",
                 "oauth-token-pruning",
                 "oauth-client-reaping",
-                "reservation-expiry"
+                "reservation-expiry",
+                "billing-thresholds"
             ]
         );
         for job in &app.jobs {

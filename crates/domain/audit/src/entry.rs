@@ -96,6 +96,13 @@ d2_kernel::named_values! {
         BillingBudgetDelete = "billing.budget_delete",
         /// A batch of usage reports was recorded and paid for in credits.
         BillingUsageRecord = "billing.usage_record",
+        /// The account's notice endpoint was set (threshold notices are posted to it).
+        BillingNoticeEndpointSet = "billing.notice_endpoint_set",
+        /// The account's notice endpoint was removed.
+        BillingNoticeEndpointDelete = "billing.notice_endpoint_delete",
+        /// Usage reached 80, 90 or 100 % of included credits or of a budget: a notice was
+        /// raised for the period, and its delivery enqueued.
+        BillingThresholdNotice = "billing.threshold_notice",
         PrincipalCreate = "principal.create",
         PrincipalUpdate = "principal.update",
         PrincipalDelete = "principal.delete",
@@ -370,6 +377,9 @@ mod tests {
                 "billing.budget_set",
                 "billing.budget_delete",
                 "billing.usage_record",
+                "billing.notice_endpoint_set",
+                "billing.notice_endpoint_delete",
+                "billing.threshold_notice",
                 "principal.create",
                 "principal.update",
                 "principal.delete",

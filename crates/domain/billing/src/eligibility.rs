@@ -249,7 +249,11 @@ impl Eligibility {
             .await
     }
 
-    async fn read_standing(&self, account: AccountId) -> Result<Arc<Standing>, EligibilityError> {
+    /// The account's standing read from the stores now, bypassing the cache.
+    pub(crate) async fn read_standing(
+        &self,
+        account: AccountId,
+    ) -> Result<Arc<Standing>, EligibilityError> {
         let now = self.clock.now();
         let entitlement = self.entitlements.entitlement(account).await?;
         let grants = self.credits.credit_grants(account).await?;

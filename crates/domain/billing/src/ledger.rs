@@ -50,6 +50,16 @@ d2_kernel::named_values! {
     }
 }
 
+impl EntryKind {
+    /// The kinds that take credits from the balance.
+    pub const SPENDING: [EntryKind; 3] = [EntryKind::Spend, EntryKind::Usage, EntryKind::Reserve];
+
+    /// Whether it takes credits from the balance.
+    pub fn spends(self) -> bool {
+        Self::SPENDING.contains(&self)
+    }
+}
+
 /// One movement of an account's credits. Never changed once written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEntry {

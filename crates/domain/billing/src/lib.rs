@@ -22,6 +22,7 @@ pub mod jobs;
 mod ledger;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
+mod notices;
 mod ports;
 mod prices;
 mod provider;
@@ -54,15 +55,27 @@ pub use ledger::{
     GrantRequest, LedgerEntry, LedgerFilter, MAX_CREDITS, SpendOf, SpendOutcome, SpendRequest,
     Spending, Spent, UnknownEntryKind,
 };
-pub use ports::{BillingRepo, DecideOf, Decision, EventOutcome, IncludedGrant};
+pub use notices::{
+    INCLUDED_CREDITS, MAX_ENDPOINT_BYTES, Measure, NOTICE_TASK, Notice, NoticeDelivery,
+    NoticeEndpoint, NoticeError, NoticeId, NoticeRepo, NoticeSigner, Notices, PostError,
+    RaisedNotice, THRESHOLDS, ThresholdScan, WebhookPoster, measures,
+};
+pub use ports::{
+    BillingRepo, CheckoutSessions, DecideOf, Decision, EventGrant, EventOutcome,
+    ProviderUnavailable,
+};
 pub use prices::{InvalidPriceTable, MAX_METER_CHARS, PriceTable, PriceVersion};
 pub use provider::{
-    InvoiceReport, MalformedEvent, PriceTiers, ProviderEvent, Report, SubscriptionReport,
+    CheckoutReport, InvoiceReport, MalformedEvent, PriceTiers, ProviderEvent, Report,
+    SubscriptionReport,
 };
 pub use reservations::{
     CloseOf, CloseRefusal, Closing, Reservation, ReservationStatus, UnknownReservationStatus,
 };
-pub use service::{BillingError, BillingOverview, BillingService, Received};
+pub use service::{
+    BillingConfig, BillingError, BillingOverview, BillingService, CreditPrice, ProcessedCheckout,
+    Received,
+};
 pub use signature::{SignatureError, WebhookSecrets, sign};
 pub use subscription::{Subscription, SubscriptionStatus, UnknownStatus};
 pub use usage::{

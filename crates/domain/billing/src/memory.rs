@@ -10,13 +10,14 @@ use chrono::{DateTime, Utc};
 use d2_accounts::memory::MemoryAccountRepo;
 use d2_accounts::{Account, AccountPatch, AccountRepo, AuditOf, JobAuditOf};
 use d2_audit::{AuditFilter, AuditLog, AuditRecord};
-use d2_kernel::{AccountId, Page, PageRequest, StoreError, UserId};
+use d2_kernel::{AccountId, NewTask, Page, PageRequest, StoreError, UserId};
 
 use crate::budgets::Budget;
 use crate::credits::{Burn, CreditGrant};
 use crate::ledger::{
     CreditRepo, EntryId, EntryOf, LedgerEntry, LedgerFilter, SpendOf, SpendOutcome,
 };
+use crate::notices::{Notice, NoticeEndpoint, NoticeId, NoticeRepo, RaisedNotice};
 use crate::ports::{BillingRepo, DecideOf, EventOutcome};
 use crate::provider::ProviderEvent;
 use crate::reservations::{CloseOf, CloseRefusal, Closing, Reservation, ReservationStatus};
@@ -39,6 +40,10 @@ struct State {
     budgets: HashMap<AccountId, Vec<Budget>>,
     /// The origins of the included grants made, by account.
     origins: HashSet<(AccountId, String)>,
+    endpoints: HashMap<AccountId, NoticeEndpoint>,
+    notices: Vec<Notice>,
+    /// The delivery tasks raised notices enqueued.
+    notice_tasks: Vec<NewTask>,
 }
 
 /// The items `position_of` keeps (their time and id), newest first, after the page's
@@ -84,6 +89,127 @@ impl MemoryBillingRepo {
             state: Mutex::new(State::default()),
         }
     }
+
+    /// The delivery tasks raised notices enqueued, oldest first.
+    pub fn notice_tasks(&self) -> Vec<NewTask> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.notice_tasks.clone()
+    }
+}
+
+#[async_trait]
+impl NoticeRepo for MemoryBillingRepo {
+    async fn notice_endpoint(
+        &self,
+        account: AccountId,
+    ) -> Result<Option<NoticeEndpoint>, StoreError> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(state.endpoints.get(&account).cloned())
+    }
+
+    async fn set_notice_endpoint(
+        &self,
+        account: AccountId,
+        endpoint: &NoticeEndpoint,
+        audit: &d2_audit::AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.endpoints.insert(account, endpoint.clone());
+        self.accounts.audit().append(audit.clone());
+        Ok(())
+    }
+
+    async fn delete_notice_endpoint(
+        &self,
+        account: AccountId,
+        audit: &d2_audit::AuditEntry,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let deleted = state.endpoints.remove(&account).is_some();
+        if deleted {
+            self.accounts.audit().append(audit.clone());
+        }
+        Ok(deleted)
+    }
+
+    async fn notice_candidates(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut accounts: Vec<AccountId> = state
+            .entries
+            .iter()
+            .filter(|(_, entries)| {
+                entries
+                    .iter()
+                    .any(|e| e.kind.spends() && e.created_at >= since)
+            })
+            .map(|(account, _)| *account)
+            .filter(|account| {
+                let budgeted = state.budgets.get(account).is_some_and(|b| !b.is_empty());
+                let included = state.grants.get(account).is_some_and(|grants| {
+                    grants.iter().any(|g| {
+                        g.source == crate::credits::GrantSource::Plan
+                            && g.effective_at <= now
+                            && g.expires_at.is_none_or(|end| now < end)
+                    })
+                });
+                budgeted || included
+            })
+            .collect();
+        accounts.sort();
+        Ok(accounts)
+    }
+
+    async fn raise_notices(&self, notices: &[RaisedNotice]) -> Result<u64, StoreError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut raised = 0_u64;
+        for RaisedNotice {
+            notice,
+            audit,
+            task,
+        } in notices
+        {
+            let known = state.notices.iter().any(|n| {
+                n.account_id == notice.account_id
+                    && n.subject == notice.subject
+                    && n.period_start == notice.period_start
+                    && n.threshold == notice.threshold
+            });
+            if known {
+                continue;
+            }
+            state.notices.push(notice.clone());
+            state.notice_tasks.push(task.clone());
+            self.accounts.audit().append(audit.clone());
+            raised = raised.saturating_add(1);
+        }
+        Ok(raised)
+    }
+
+    async fn notices(&self, account: AccountId, limit: u32) -> Result<Vec<Notice>, StoreError> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut notices: Vec<Notice> = state
+            .notices
+            .iter()
+            .filter(|n| n.account_id == account)
+            .cloned()
+            .collect();
+        notices.sort_by_key(|n| std::cmp::Reverse((n.created_at, n.threshold, n.id)));
+        notices.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(notices)
+    }
+
+    async fn notice(&self, account: AccountId, id: NoticeId) -> Result<Option<Notice>, StoreError> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(state
+            .notices
+            .iter()
+            .find(|n| n.account_id == account && n.id == id)
+            .cloned())
+    }
 }
 
 #[async_trait]
@@ -117,7 +243,7 @@ impl BillingRepo for MemoryBillingRepo {
                 .or_insert(account.id);
         }
         let granted = event
-            .included_credits_origin()
+            .credits_origin()
             .is_some_and(|origin| state.origins.contains(&(account.id, origin)));
         let decision = decide(&account, state.subscriptions.get(&account.id), granted);
         if let Some(subscription) = decision.subscription {

@@ -52,16 +52,17 @@ pub struct Decision {
     pub subscription: Option<Subscription>,
     /// The account's new state (plan, lock), if it changes.
     pub account: Option<Account>,
-    /// Credits a paid invoice includes, granted with the event.
-    pub grant: Option<IncludedGrant>,
+    /// Credits the event grants, with it.
+    pub grant: Option<EventGrant>,
     pub audit: Vec<AuditEntry>,
 }
 
-/// The credits a paid invoice's period includes: a `plan` grant, its ledger entry and
-/// its audit record, written once per `origin`.
+/// Credits an event grants (a paid invoice's included credits, a paid checkout's bought
+/// ones): the grant, its ledger entry and its audit record, written once per `origin`.
 #[derive(Debug, Clone)]
-pub struct IncludedGrant {
-    /// `invoice:<id>`: an account has at most one grant of each origin.
+pub struct EventGrant {
+    /// `invoice:<id>`, `checkout:<session id>`: an account has at most one grant of each
+    /// origin.
     pub origin: String,
     pub grant: CreditGrant,
     /// Its entry; the store sets `balance_after` from the grants it holds.
@@ -82,7 +83,7 @@ impl Decision {
 }
 
 /// Decides an event's effect from the account, its current subscription, and whether the
-/// credits of the event's origin (`ProviderEvent::included_credits_origin`) were granted
+/// credits of the event's origin (`ProviderEvent::credits_origin`) were granted
 /// before.
 pub type DecideOf<'a> =
     &'a (dyn Fn(&Account, Option<&Subscription>, bool) -> Decision + Send + Sync);
@@ -111,4 +112,20 @@ pub trait BillingRepo: Send + Sync + 'static {
 
     /// The account's subscription, if the provider reported one.
     async fn subscription(&self, account: AccountId) -> Result<Option<Subscription>, StoreError>;
+}
+
+/// The payment provider could not answer (down, slow, or an answer that is not one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ProviderUnavailable(pub String);
+
+/// The payment provider's API: its checkout sessions.
+#[async_trait]
+pub trait CheckoutSessions: Send + Sync + 'static {
+    /// The session (the provider's JSON object), or `None` when the provider knows none
+    /// of that id.
+    async fn checkout_session(
+        &self,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>, ProviderUnavailable>;
 }

@@ -41,8 +41,9 @@ pub struct ProviderEvent {
 /// What an event reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
-    /// A checkout completed: its customer is the account's from now on.
-    Checkout,
+    /// A checkout completed: its customer is the account's from now on, and a paid
+    /// checkout of credits (mode `payment`) buys them.
+    Checkout(CheckoutReport),
     /// A subscription's state (created, updated, deleted).
     Subscription(SubscriptionReport),
     /// An invoice of a subscription was paid, or its payment failed.
@@ -64,6 +65,27 @@ pub struct SubscriptionReport {
     pub ended_at: Option<DateTime<Utc>>,
 }
 
+/// A checkout session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutReport {
+    pub session_id: String,
+    /// `payment` (credits bought), `subscription` or `setup`.
+    pub mode: String,
+    /// Complete and paid (`status` `complete`, `payment_status` `paid`).
+    pub paid: bool,
+    /// ISO 4217, lower case, as the provider writes it.
+    pub currency: Option<String>,
+    /// What the items cost before discounts and taxes, in the currency's minor unit.
+    pub amount_subtotal: Option<u64>,
+}
+
+impl CheckoutReport {
+    /// A checkout that buys credits.
+    pub fn buys_credits(&self) -> bool {
+        self.mode == "payment"
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvoiceReport {
     pub invoice_id: String,
@@ -76,15 +98,69 @@ pub struct InvoiceReport {
 }
 
 impl ProviderEvent {
-    /// What grants the credits included in a paid invoice's period once: `invoice:<id>`.
-    pub fn included_credits_origin(&self) -> Option<String> {
+    /// What grants credits once, whatever the events and calls that report it: a paid
+    /// invoice's included credits (`invoice:<id>`), a paid checkout's bought ones
+    /// (`checkout:<session id>`).
+    pub fn credits_origin(&self) -> Option<String> {
         match &self.report {
             Report::Invoice(invoice) if invoice.paid => {
                 Some(format!("invoice:{}", invoice.invoice_id))
             }
+            Report::Checkout(checkout) if checkout.paid && checkout.buys_credits() => {
+                Some(format!("checkout:{}", checkout.session_id))
+            }
             _ => None,
         }
     }
+
+    /// A checkout session read from the provider's API, as the event that completes it:
+    /// its id is `checkout:<session id>`, so that processing it again is a duplicate.
+    pub fn completed_session(
+        session: &Value,
+        received_at: DateTime<Utc>,
+    ) -> Result<Self, MalformedEvent> {
+        let session_id = provider_id(session, "id").ok_or(MalformedEvent("session id"))?;
+        let account = checkout_account(session);
+        let report = checkout(session, session_id.clone())?;
+        Ok(ProviderEvent {
+            id: format!("checkout:{session_id}"),
+            kind: "checkout.session.completed".to_owned(),
+            created: time(session, "created").unwrap_or(received_at),
+            account,
+            customer: provider_id(session, "customer"),
+            report,
+        })
+    }
+}
+
+/// The account a checkout session names: its `d2_account_id` metadata, else its
+/// `client_reference_id`.
+fn checkout_account(session: &Value) -> Option<AccountId> {
+    session
+        .pointer("/metadata/d2_account_id")
+        .or_else(|| session.get("client_reference_id"))
+        .and_then(Value::as_str)
+        .and_then(|text| text.parse().ok())
+}
+
+/// A checkout session's report: a checkout of credits stands on its own; another needs
+/// the customer it links.
+fn checkout(session: &Value, session_id: String) -> Result<Report, MalformedEvent> {
+    let text = |name: &str| session.get(name).and_then(Value::as_str);
+    let mode = text("mode")
+        .ok_or(MalformedEvent("checkout mode"))?
+        .to_owned();
+    let report = CheckoutReport {
+        session_id,
+        paid: text("status") == Some("complete") && text("payment_status") == Some("paid"),
+        currency: text("currency").map(str::to_ascii_lowercase),
+        amount_subtotal: session.get("amount_subtotal").and_then(Value::as_u64),
+        mode,
+    };
+    if !report.buys_credits() && provider_id(session, "customer").is_none() {
+        return Ok(Report::Ignored("no_customer"));
+    }
+    Ok(Report::Checkout(report))
 }
 
 /// Which tier each of the provider's prices is.
@@ -129,17 +205,9 @@ impl ProviderEvent {
         let mut account = metadata_account;
         let report = match kind.as_str() {
             "checkout.session.completed" => {
-                account = account.or_else(|| {
-                    object
-                        .get("client_reference_id")
-                        .and_then(Value::as_str)
-                        .and_then(|text| text.parse().ok())
-                });
-                if customer.is_some() {
-                    Report::Checkout
-                } else {
-                    Report::Ignored("no_customer")
-                }
+                account = account.or_else(|| checkout_account(object));
+                let session_id = provider_id(object, "id").ok_or(MalformedEvent("session id"))?;
+                checkout(object, session_id)?
             }
             "customer.subscription.created"
             | "customer.subscription.updated"

@@ -10,10 +10,14 @@ use d2_kernel::{
 use serde_json::json;
 
 use crate::credits::{CreditGrant, GrantId, GrantSource};
+use crate::ledger::MAX_CREDITS;
 use crate::ledger::{EntryId, EntryKind, LedgerEntry, SYSTEM_ACTOR};
-use crate::ports::{BillingRepo, Decision, EventOutcome, IncludedGrant};
+use crate::ports::{
+    BillingRepo, CheckoutSessions, Decision, EventGrant, EventOutcome, ProviderUnavailable,
+};
 use crate::provider::{
-    InvoiceReport, MalformedEvent, PriceTiers, ProviderEvent, Report, SubscriptionReport,
+    CheckoutReport, InvoiceReport, MalformedEvent, PriceTiers, ProviderEvent, Report,
+    SubscriptionReport,
 };
 use crate::signature::{SignatureError, WebhookSecrets};
 use crate::subscription::{Subscription, SubscriptionStatus};
@@ -30,6 +34,19 @@ pub enum BillingError {
     Malformed(#[from] MalformedEvent),
     #[error(transparent)]
     Account(#[from] AccountError),
+    #[error("the payment provider's API is not configured (billing.provider_api_key)")]
+    ApiNotConfigured,
+    #[error("session_id: a checkout session id (cs_...), at most 255 characters")]
+    InvalidCheckout,
+    /// Unknown to the provider, or not the caller's account's: one answer.
+    #[error("no checkout session of the account has that id")]
+    CheckoutNotFound,
+    #[error("the checkout session is not complete and paid")]
+    CheckoutIncomplete,
+    #[error("the checkout was paid in {paid}; credits are sold in {sold}")]
+    CurrencyMismatch { paid: String, sold: String },
+    #[error("the payment provider could not answer: {0}")]
+    ProviderUnavailable(#[from] ProviderUnavailable),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -38,7 +55,14 @@ impl ErrorCode for BillingError {
     fn code(&self) -> Code {
         match self {
             BillingError::Access(error) => error.code(),
-            BillingError::NotConfigured => Code::BillingNotConfigured,
+            BillingError::NotConfigured | BillingError::ApiNotConfigured => {
+                Code::BillingNotConfigured
+            }
+            BillingError::InvalidCheckout => Code::InvalidCheckout,
+            BillingError::CheckoutNotFound => Code::CheckoutNotFound,
+            BillingError::CheckoutIncomplete => Code::CheckoutIncomplete,
+            BillingError::CurrencyMismatch { .. } => Code::CurrencyMismatch,
+            BillingError::ProviderUnavailable(_) => Code::PaymentProviderUnavailable,
             BillingError::Signature(_) => Code::InvalidWebhookSignature,
             BillingError::Malformed(_) => Code::InvalidWebhookEvent,
             BillingError::Account(error) => error.code(),
@@ -52,6 +76,44 @@ impl ErrorCode for BillingError {
 pub struct Received {
     pub event_id: String,
     pub outcome: EventOutcome,
+}
+
+/// What credits cost: the currency checkouts of credits are paid in, and the credits each
+/// of its minor units (a cent) buys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditPrice {
+    /// ISO 4217, lower case.
+    pub currency: String,
+    pub credits_per_minor_unit: u64,
+}
+
+impl CreditPrice {
+    /// The credits `checkout` buys, or why it buys none.
+    fn credits(&self, checkout: &CheckoutReport) -> Result<u64, &'static str> {
+        if checkout.currency.as_deref() != Some(self.currency.as_str()) {
+            return Err("currency_mismatch");
+        }
+        let credits = checkout
+            .amount_subtotal
+            .and_then(|paid| paid.checked_mul(self.credits_per_minor_unit))
+            .ok_or("amount_out_of_range")?;
+        match credits {
+            0 => Err("nothing_paid"),
+            credits if credits > MAX_CREDITS => Err("amount_out_of_range"),
+            credits => Ok(credits),
+        }
+    }
+}
+
+/// What processing a checkout came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessedCheckout {
+    pub session_id: String,
+    /// `applied`; `unchanged` or `duplicate` when it was applied before (by its webhook,
+    /// or an earlier call).
+    pub outcome: EventOutcome,
+    /// The credits it buys, for a checkout of credits.
+    pub credits: Option<u64>,
 }
 
 /// An account's billing: its plan and lock in force, and its subscription.
@@ -68,7 +130,29 @@ pub struct BillingService {
     secrets: Arc<WebhookSecrets>,
     prices: Arc<PriceTiers>,
     plans: Arc<PlanCatalog>,
+    credit_price: CreditPrice,
+    /// The provider's API, when a key is configured.
+    sessions: Option<Arc<dyn CheckoutSessions>>,
     clock: Arc<dyn Clock>,
+}
+
+/// What the service is made of besides its store and clock.
+#[derive(Clone)]
+pub struct BillingConfig {
+    pub secrets: Arc<WebhookSecrets>,
+    pub prices: Arc<PriceTiers>,
+    pub plans: Arc<PlanCatalog>,
+    pub credit_price: CreditPrice,
+    pub sessions: Option<Arc<dyn CheckoutSessions>>,
+}
+
+impl std::fmt::Debug for BillingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BillingConfig")
+            .field("credit_price", &self.credit_price)
+            .field("provider_api", &self.sessions.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for BillingService {
@@ -83,17 +167,17 @@ impl BillingService {
     pub fn new(
         repo: Arc<dyn BillingRepo>,
         accounts: AccountService,
-        secrets: Arc<WebhookSecrets>,
-        prices: Arc<PriceTiers>,
-        plans: Arc<PlanCatalog>,
+        config: BillingConfig,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             repo,
             accounts,
-            secrets,
-            prices,
-            plans,
+            secrets: config.secrets,
+            prices: config.prices,
+            plans: config.plans,
+            credit_price: config.credit_price,
+            sessions: config.sessions,
             clock,
         }
     }
@@ -116,22 +200,7 @@ impl BillingService {
         let now = self.clock.now();
         self.secrets.verify(signature, payload, now)?;
         let event = ProviderEvent::read(payload, &self.prices)?;
-        let decide = |account: &Account, current: Option<&Subscription>, granted: bool| {
-            let mut decision = decide(&event, account, current, now);
-            if let Report::Invoice(invoice) = &event.report
-                && !granted
-                && let Some(grant) =
-                    included_grant(&event, account.id, current, invoice, &self.plans, now)
-            {
-                decision.outcome = EventOutcome::Applied;
-                decision.grant = Some(grant);
-            }
-            decision
-        };
-        let (outcome, account) = self.repo.receive_event(&event, now, &decide).await?;
-        if let Some(account) = account {
-            self.accounts.invalidate(account);
-        }
+        let outcome = self.apply(&event, None, now).await?;
         tracing::info!(
             billing.event_id = %event.id,
             billing.event_type = %event.kind,
@@ -142,6 +211,114 @@ impl BillingService {
         Ok(Received {
             event_id: event.id,
             outcome,
+        })
+    }
+
+    /// Applies `event` (received by webhook, or read from the provider's API for `by`).
+    async fn apply(
+        &self,
+        event: &ProviderEvent,
+        by: Option<&AuthContext>,
+        now: DateTime<Utc>,
+    ) -> Result<EventOutcome, BillingError> {
+        let decide = |account: &Account, current: Option<&Subscription>, granted: bool| {
+            let mut decision = decide(event, account, current, now);
+            match &event.report {
+                Report::Invoice(invoice) if !granted => {
+                    if let Some(grant) =
+                        included_grant(event, account.id, current, invoice, &self.plans, now)
+                    {
+                        decision.outcome = EventOutcome::Applied;
+                        decision.grant = Some(grant);
+                    }
+                }
+                Report::Checkout(checkout) if checkout.buys_credits() => {
+                    decision = if !checkout.paid {
+                        Decision::nothing(EventOutcome::Ignored("unpaid".to_owned()))
+                    } else if granted {
+                        Decision::nothing(EventOutcome::Unchanged)
+                    } else {
+                        match self.credit_price.credits(checkout) {
+                            Ok(credits) => purchase(event, account.id, checkout, credits, by, now),
+                            Err(reason) => {
+                                Decision::nothing(EventOutcome::Ignored(reason.to_owned()))
+                            }
+                        }
+                    };
+                }
+                _ => {}
+            }
+            decision
+        };
+        let (outcome, account) = self.repo.receive_event(event, now, &decide).await?;
+        if let Some(account) = account {
+            self.accounts.invalidate(account);
+        }
+        Ok(outcome)
+    }
+
+    /// Processes a checkout the caller's account completed in its front end (admin): the
+    /// session is read from the provider's API (a front end cannot prove a payment; the
+    /// provider can) and applied as its `checkout.session.completed` event would be, once
+    /// whatever the calls and deliveries that report it: its customer linked to the
+    /// account, a checkout of credits (mode `payment`) granting what was paid for.
+    pub async fn process_checkout(
+        &self,
+        ctx: &AuthContext,
+        session_id: &str,
+    ) -> Result<ProcessedCheckout, BillingError> {
+        ctx.require(Scope::Admin)?;
+        let well_formed = session_id.starts_with("cs_")
+            && session_id.len() <= 255
+            && session_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !well_formed {
+            return Err(BillingError::InvalidCheckout);
+        }
+        let sessions = self
+            .sessions
+            .as_ref()
+            .ok_or(BillingError::ApiNotConfigured)?;
+        let session = sessions
+            .checkout_session(session_id)
+            .await?
+            .ok_or(BillingError::CheckoutNotFound)?;
+        let now = self.clock.now();
+        let event = ProviderEvent::completed_session(&session, now)
+            .map_err(|e| ProviderUnavailable(format!("the session is unreadable: {e}")))?;
+        if event.account != Some(ctx.account_id) {
+            return Err(BillingError::CheckoutNotFound);
+        }
+        let credits = match &event.report {
+            Report::Checkout(checkout) if !checkout.paid => {
+                return Err(BillingError::CheckoutIncomplete);
+            }
+            Report::Checkout(checkout) if checkout.buys_credits() => {
+                match self.credit_price.credits(checkout) {
+                    Ok(credits) => Some(credits),
+                    Err("currency_mismatch") => {
+                        return Err(BillingError::CurrencyMismatch {
+                            paid: checkout.currency.clone().unwrap_or_default(),
+                            sold: self.credit_price.currency.clone(),
+                        });
+                    }
+                    Err(_) => return Err(BillingError::CheckoutIncomplete),
+                }
+            }
+            Report::Checkout(_) => None,
+            _ => return Err(BillingError::CheckoutNotFound),
+        };
+        let outcome = self.apply(&event, Some(ctx), now).await?;
+        tracing::info!(
+            billing.session_id = %session_id,
+            billing.outcome = outcome.as_str(),
+            "checkout processed"
+        );
+        Ok(ProcessedCheckout {
+            session_id: session_id.to_owned(),
+            outcome,
+            credits,
         })
     }
 
@@ -177,7 +354,7 @@ fn decide(
 ) -> Decision {
     match &event.report {
         Report::Ignored(reason) => Decision::nothing(EventOutcome::Ignored((*reason).to_owned())),
-        Report::Checkout => {
+        Report::Checkout(_) => {
             let mut decision = Decision::nothing(EventOutcome::Applied);
             decision.audit.push(
                 AuditEntry::system(account.id, AuditAction::BillingCheckoutComplete, now)
@@ -252,8 +429,8 @@ fn included_grant(
     invoice: &InvoiceReport,
     plans: &PlanCatalog,
     now: DateTime<Utc>,
-) -> Option<IncludedGrant> {
-    let origin = event.included_credits_origin()?;
+) -> Option<EventGrant> {
+    let origin = event.credits_origin()?;
     let plan = invoice.plan.or_else(|| {
         current
             .filter(|c| c.subscription_id == invoice.subscription_id)
@@ -301,12 +478,92 @@ fn included_grant(
             "invoice_id": invoice.invoice_id,
             "event_id": event.id,
         }));
-    Some(IncludedGrant {
+    Some(EventGrant {
         origin,
         grant,
         entry,
         audit,
     })
+}
+
+/// The credits a paid checkout buys: a `purchase` grant, in effect now and never
+/// expiring, audited `billing.credits_add` (by the admin who processed it, else by
+/// `system`) beside `billing.checkout_complete`.
+fn purchase(
+    event: &ProviderEvent,
+    account: AccountId,
+    checkout: &CheckoutReport,
+    credits: u64,
+    by: Option<&AuthContext>,
+    now: DateTime<Utc>,
+) -> Decision {
+    let audit_of = |action| match by {
+        Some(ctx) => AuditEntry::by(ctx, action, now),
+        None => AuditEntry::system(account, action, now),
+    };
+    let grant = CreditGrant {
+        id: GrantId::random(),
+        source: GrantSource::Purchase,
+        amount: credits,
+        remaining: credits,
+        priority: INCLUDED_PRIORITY,
+        effective_at: now,
+        expires_at: None,
+    };
+    let paid = checkout.amount_subtotal.unwrap_or(0);
+    let currency = checkout.currency.clone().unwrap_or_default();
+    let entry = LedgerEntry {
+        id: EntryId::random(),
+        kind: EntryKind::Grant,
+        amount: credits,
+        balance_after: 0,
+        grant_id: Some(grant.id),
+        burns: Vec::new(),
+        idempotency_key: None,
+        reason: Some(format!(
+            "checkout {} ({paid} {currency} minor units)",
+            checkout.session_id
+        )),
+        actor: by.map_or_else(|| SYSTEM_ACTOR.to_owned(), |ctx| ctx.actor()),
+        created_at: now,
+    };
+    let details = json!({
+        "provider": "stripe",
+        "event_id": event.id,
+        "checkout_session_id": checkout.session_id,
+        "customer_id": event.customer,
+        "currency": currency,
+        "amount_paid": paid,
+    });
+    let added = audit_of(AuditAction::BillingCreditsAdd)
+        .target("credit_grant", grant.id)
+        .metadata(json!({
+            "source": grant.source.as_str(),
+            "amount": credits,
+            "priority": grant.priority,
+            "effective_at": grant.effective_at,
+            "expires_at": grant.expires_at,
+            "checkout_session_id": checkout.session_id,
+            "currency": currency,
+            "amount_paid": paid,
+            "event_id": event.id,
+        }));
+    Decision {
+        outcome: EventOutcome::Applied,
+        subscription: None,
+        account: None,
+        grant: Some(EventGrant {
+            origin: format!("checkout:{}", checkout.session_id),
+            grant,
+            entry,
+            audit: added,
+        }),
+        audit: vec![
+            audit_of(AuditAction::BillingCheckoutComplete)
+                .target("account", account)
+                .metadata(details),
+        ],
+    }
 }
 
 fn subscription_of(

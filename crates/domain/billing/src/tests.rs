@@ -1,17 +1,20 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use d2_accounts::memory::MemoryAccountRepo;
 use d2_accounts::{Account, AccountName, AccountService, SamplingPolicy};
 use d2_audit::memory::MemoryAuditLog;
-use d2_kernel::{AccountId, CacheSettings, Clock, LockReason, ManualClock, Plan, PlanCatalog};
+use d2_kernel::{
+    AccountId, CacheSettings, Clock, ErrorCode, LockReason, ManualClock, Plan, PlanCatalog, Scope,
+};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::memory::MemoryBillingRepo;
 use crate::{
-    BillingError, BillingService, EventOutcome, PriceTiers, SignatureError, SubscriptionStatus,
+    BillingConfig, BillingError, BillingService, CheckoutSessions, CreditPrice, CreditRepo,
+    EventOutcome, PriceTiers, ProviderUnavailable, SignatureError, SubscriptionStatus,
     WebhookSecrets, sign,
 };
 
@@ -26,12 +29,38 @@ fn start() -> DateTime<Utc> {
 
 struct World {
     billing: BillingService,
+    repo: Arc<MemoryBillingRepo>,
     accounts: Arc<MemoryAccountRepo>,
     clock: Arc<ManualClock>,
     account: AccountId,
 }
 
 fn world() -> World {
+    world_with(None)
+}
+
+/// The payment provider's checkout sessions, as its API would answer them.
+#[derive(Default)]
+struct Sessions(std::sync::Mutex<HashMap<String, Value>>);
+
+#[async_trait::async_trait]
+impl CheckoutSessions for Sessions {
+    async fn checkout_session(&self, id: &str) -> Result<Option<Value>, ProviderUnavailable> {
+        if id == "cs_down" {
+            return Err(ProviderUnavailable(
+                "the payment provider answered 500".into(),
+            ));
+        }
+        Ok(self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned())
+    }
+}
+
+fn world_with(sessions: Option<Arc<Sessions>>) -> World {
     let clock = Arc::new(ManualClock::new(start()));
     let accounts = Arc::new(MemoryAccountRepo::new(Arc::new(MemoryAuditLog::default())));
     let account = AccountId::random();
@@ -48,22 +77,31 @@ fn world() -> World {
         clock.clone(),
         CacheSettings::default(),
     );
+    let repo = Arc::new(MemoryBillingRepo::new(accounts.clone()));
     let billing = BillingService::new(
-        Arc::new(MemoryBillingRepo::new(accounts.clone())),
+        repo.clone(),
         service,
-        Arc::new(WebhookSecrets::new(
-            &[SecretString::from(SECRET), SecretString::from(PREVIOUS)],
-            300,
-        )),
-        Arc::new(PriceTiers::new([
-            ("price_pro".to_owned(), Plan::Pro),
-            ("price_ent".to_owned(), Plan::Enterprise),
-        ])),
-        Arc::new(PlanCatalog::default()),
+        BillingConfig {
+            secrets: Arc::new(WebhookSecrets::new(
+                &[SecretString::from(SECRET), SecretString::from(PREVIOUS)],
+                300,
+            )),
+            prices: Arc::new(PriceTiers::new([
+                ("price_pro".to_owned(), Plan::Pro),
+                ("price_ent".to_owned(), Plan::Enterprise),
+            ])),
+            plans: Arc::new(PlanCatalog::default()),
+            credit_price: CreditPrice {
+                currency: "usd".to_owned(),
+                credits_per_minor_unit: 10,
+            },
+            sessions: sessions.map(|s| -> Arc<dyn CheckoutSessions> { s }),
+        },
         clock.clone(),
     );
     World {
         billing,
+        repo,
         accounts,
         clock,
         account,
@@ -453,4 +491,157 @@ impl World {
             .flatten()
             .map(|s| s.status)
     }
+}
+
+/// A checkout session of credits paid by `account`.
+fn credit_session(id: &str, account: AccountId, currency: &str, cents: u64) -> Value {
+    json!({"id": id, "object": "checkout.session", "mode": "payment", "status": "complete",
+        "payment_status": "paid", "currency": currency, "amount_subtotal": cents,
+        "amount_total": cents + 200, "customer": null,
+        "created": start().timestamp(), "client_reference_id": account.to_string()})
+}
+
+fn completed(id: &str, session: &Value) -> Value {
+    json!({"id": id, "type": "checkout.session.completed", "created": start().timestamp(),
+        "data": {"object": session}})
+}
+
+impl World {
+    async fn balance(&self) -> u64 {
+        let grants = self
+            .repo
+            .credit_grants(self.account)
+            .await
+            .unwrap_or_default();
+        crate::balance(&grants, self.clock.now())
+    }
+}
+
+#[tokio::test]
+async fn a_paid_checkout_of_credits_grants_them_once_in_the_currency_they_are_sold_in() {
+    let world = world();
+    let paid = credit_session("cs_1", world.account, "usd", 2_500);
+    assert_eq!(
+        world.deliver(&completed("evt_1", &paid)).await.ok(),
+        Some(EventOutcome::Applied)
+    );
+    assert_eq!(
+        world.balance().await,
+        25_000,
+        "10 credits a cent, before tax"
+    );
+    // The provider's retry of another event for the session grants nothing more.
+    assert_eq!(
+        world.deliver(&completed("evt_1b", &paid)).await.ok(),
+        Some(EventOutcome::Unchanged)
+    );
+    assert_eq!(world.balance().await, 25_000);
+    for (event, session, reason) in [
+        (
+            "evt_2",
+            credit_session("cs_2", world.account, "eur", 2_500),
+            "currency_mismatch",
+        ),
+        (
+            "evt_3",
+            credit_session("cs_3", world.account, "usd", 0),
+            "nothing_paid",
+        ),
+        (
+            "evt_4",
+            json!({"id": "cs_4", "mode": "payment", "status": "open", "payment_status": "unpaid",
+                "currency": "usd", "amount_subtotal": 100,
+                "client_reference_id": world.account.to_string()}),
+            "unpaid",
+        ),
+    ] {
+        assert_eq!(
+            world.deliver(&completed(event, &session)).await.ok(),
+            Some(EventOutcome::Ignored(reason.to_owned())),
+            "{event}"
+        );
+    }
+    assert_eq!(world.balance().await, 25_000, "nothing written");
+    assert_eq!(world.audited("billing.credits_add"), 1);
+    assert_eq!(world.audited("billing.checkout_complete"), 1);
+}
+
+#[tokio::test]
+async fn processing_a_checkout_reads_it_from_the_provider_and_applies_it_once() {
+    let sessions = Arc::new(Sessions::default());
+    let world = world_with(Some(sessions.clone()));
+    let admin = crate::usage_tests::context(world.account, &[Scope::Admin]);
+    let insert = |session: Value| {
+        let id = session["id"].as_str().unwrap_or_default().to_owned();
+        sessions
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, session);
+    };
+    insert(credit_session("cs_paid", world.account, "usd", 1_000));
+    insert(credit_session(
+        "cs_theirs",
+        AccountId::random(),
+        "usd",
+        1_000,
+    ));
+    insert(credit_session("cs_euro", world.account, "eur", 1_000));
+    insert(json!({"id": "cs_open", "mode": "payment", "status": "open",
+        "payment_status": "unpaid", "currency": "usd", "amount_subtotal": 1_000,
+        "client_reference_id": world.account.to_string()}));
+
+    let processed = world.billing.process_checkout(&admin, "cs_paid").await;
+    let processed = processed.unwrap_or_else(|e| unreachable!("{e}"));
+    assert_eq!(processed.outcome, EventOutcome::Applied);
+    assert_eq!(processed.credits, Some(10_000));
+    assert_eq!(world.balance().await, 10_000);
+    let again = world.billing.process_checkout(&admin, "cs_paid").await;
+    assert_eq!(again.map(|p| p.outcome).ok(), Some(EventOutcome::Duplicate));
+    // Its webhook, arriving after: granted before.
+    let paid = credit_session("cs_paid", world.account, "usd", 1_000);
+    assert_eq!(
+        world.deliver(&completed("evt_paid", &paid)).await.ok(),
+        Some(EventOutcome::Unchanged)
+    );
+    assert_eq!(world.balance().await, 10_000);
+    let entries = world.accounts.audit().all();
+    let added = entries
+        .iter()
+        .find(|r| r.entry.action.as_str() == "billing.credits_add")
+        .unwrap_or_else(|| unreachable!());
+    assert!(
+        added.entry.actor.starts_with("token:"),
+        "by the admin who processed it"
+    );
+
+    for (id, refused) in [
+        ("cs_theirs", "checkout_not_found"),
+        ("cs_unknown", "checkout_not_found"),
+        ("cs_euro", "currency_mismatch"),
+        ("cs_open", "checkout_incomplete"),
+        ("cs_down", "payment_provider_unavailable"),
+        ("pi_123", "invalid_checkout"),
+        ("cs_../../v1/customers", "invalid_checkout"),
+    ] {
+        let error = world.billing.process_checkout(&admin, id).await.err();
+        assert_eq!(error.map(|e| e.code().as_str()), Some(refused), "{id}");
+    }
+    assert_eq!(world.balance().await, 10_000, "nothing written");
+    let reporter = crate::usage_tests::context(world.account, &[Scope::UsageReport]);
+    assert!(matches!(
+        world.billing.process_checkout(&reporter, "cs_paid").await,
+        Err(BillingError::Access(_))
+    ));
+    let unconfigured = self::world();
+    let admin = crate::usage_tests::context(unconfigured.account, &[Scope::Admin]);
+    assert_eq!(
+        unconfigured
+            .billing
+            .process_checkout(&admin, "cs_paid")
+            .await
+            .err()
+            .map(|e| e.code().as_str()),
+        Some("billing_not_configured")
+    );
 }

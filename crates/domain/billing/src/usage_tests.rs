@@ -48,7 +48,7 @@ struct World {
     ctx: AuthContext,
 }
 
-fn context(account: AccountId, scopes: &[Scope]) -> AuthContext {
+pub(crate) fn context(account: AccountId, scopes: &[Scope]) -> AuthContext {
     AuthContext {
         account_id: account,
         credential: Credential::ApiToken(TokenId::random()),

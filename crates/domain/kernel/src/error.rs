@@ -169,6 +169,16 @@ error_codes! {
     InvalidWebhookSignature = "invalid_webhook_signature", BadRequest, "Invalid webhook signature";
     /// A signed payload that is no event of the payment provider.
     InvalidWebhookEvent = "invalid_webhook_event", BadRequest, "Invalid webhook event";
+    /// Not a checkout session id (`cs_...`).
+    InvalidCheckout = "invalid_checkout", BadRequest, "Invalid checkout session";
+    /// Unknown to the payment provider, or another account's.
+    CheckoutNotFound = "checkout_not_found", NotFound, "Checkout not found";
+    /// A checkout session not complete and paid (or paid nothing).
+    CheckoutIncomplete = "checkout_incomplete", Conflict, "Checkout not paid";
+    /// A checkout of credits paid in another currency than credits are sold in.
+    CurrencyMismatch = "currency_mismatch", BadRequest, "Currency mismatch";
+    /// The payment provider's API did not answer, or not in time.
+    PaymentProviderUnavailable = "payment_provider_unavailable", Unavailable, "Payment provider unavailable";
     /// A grant or spend of credits that cannot be (zero, out of range, a bad reason or key).
     InvalidCredits = "invalid_credits", BadRequest, "Invalid credits request";
     InsufficientCredits = "insufficient_credits", PaymentRequired, "Insufficient credits";
@@ -185,6 +195,10 @@ error_codes! {
     /// A budget that cannot be: an amount of 0 or above 10^12, an unknown kind.
     InvalidBudget = "invalid_budget", BadRequest, "Invalid budget";
     BudgetNotFound = "budget_not_found", NotFound, "Budget not found";
+    /// A notice endpoint that cannot be: not an absolute `https` URL (`http` only to a
+    /// loopback host), with credentials or a fragment, or longer than 2048 bytes.
+    InvalidNoticeEndpoint = "invalid_notice_endpoint", BadRequest, "Invalid notice endpoint";
+    NoticeEndpointNotFound = "notice_endpoint_not_found", NotFound, "Notice endpoint not found";
     /// A reservation released at its expiry: settling it is too late.
     ReservationExpired = "reservation_expired", Conflict, "Reservation expired";
     /// A reservation settled before, for another amount.

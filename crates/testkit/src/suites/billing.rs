@@ -19,20 +19,29 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use d2_accounts::{Account, AccountRepo};
 use d2_audit::{AuditAction, AuditEntry, AuditLog};
 use d2_billing::{
-    BillingRepo, Budget, Burn, CloseRefusal, Closing, CreditGrant, CreditRepo, Decision, Earlier,
-    EntryId, EntryKind, EventOutcome, GrantId, GrantSource, IncludedGrant, InsufficientCredits,
-    InvoiceReport, LedgerEntry, LedgerFilter, Meter, MeterKind, ProviderEvent, RecordFilter,
-    Recorded, Recording, Refusal, Report, Reservation, ReservationStatus, SpendOutcome, Spending,
-    Subscription, SubscriptionStatus, UsageRecord, UsageRepo, balance, hour_totals, plan_spend,
+    BillingRepo, Budget, Burn, CheckoutReport, CloseRefusal, Closing, CreditGrant, CreditRepo,
+    Decision, Earlier, EntryId, EntryKind, EventGrant, EventOutcome, GrantId, GrantSource,
+    InsufficientCredits, InvoiceReport, LedgerEntry, LedgerFilter, Meter, MeterKind, ProviderEvent,
+    RecordFilter, Recorded, Recording, Refusal, Report, Reservation, ReservationStatus,
+    SpendOutcome, Spending, Subscription, SubscriptionStatus, UsageRecord, UsageRepo, balance,
+    hour_totals, plan_spend,
 };
-use d2_kernel::{AccountId, AccountLock, Cursor, LockReason, Page, PageRequest, Plan, StoreError};
+use d2_billing::{
+    INCLUDED_CREDITS, NOTICE_TASK, Notice, NoticeEndpoint, NoticeId, NoticeRepo, RaisedNotice,
+};
+use d2_kernel::{
+    AccountId, AccountLock, Cursor, LockReason, NewTask, Page, PageRequest, Plan, StoreError,
+};
 use futures_util::future::join_all;
 
 use super::audit::records_of;
 use crate::fixtures::at;
 
-pub trait Store: BillingRepo + CreditRepo + UsageRepo + AccountRepo + AuditLog {}
-impl<T: BillingRepo + CreditRepo + UsageRepo + AccountRepo + AuditLog> Store for T {}
+pub trait Store:
+    BillingRepo + CreditRepo + UsageRepo + NoticeRepo + AccountRepo + AuditLog
+{
+}
+impl<T: BillingRepo + CreditRepo + UsageRepo + NoticeRepo + AccountRepo + AuditLog> Store for T {}
 
 fn event(id: &str, account: Option<AccountId>, customer: Option<&str>) -> ProviderEvent {
     ProviderEvent {
@@ -41,7 +50,13 @@ fn event(id: &str, account: Option<AccountId>, customer: Option<&str>) -> Provid
         created: at(10),
         account,
         customer: customer.map(str::to_owned),
-        report: Report::Checkout,
+        report: Report::Checkout(CheckoutReport {
+            session_id: "cs_contract".to_owned(),
+            mode: "subscription".to_owned(),
+            paid: true,
+            currency: None,
+            amount_subtotal: None,
+        }),
     }
 }
 
@@ -1065,7 +1080,7 @@ pub async fn included_grants(store: &dyn Store, a: AccountId, b: AccountId) {
     let told = std::sync::Mutex::new(Vec::new());
     // What the service's decision does: the event's own origin, unless granted before.
     let decide_for = |event: &ProviderEvent| {
-        let origin = event.included_credits_origin().unwrap();
+        let origin = event.credits_origin().unwrap();
         let told = &told;
         move |account: &Account, _: Option<&Subscription>, granted: bool| {
             told.lock().unwrap().push(granted);
@@ -1075,7 +1090,7 @@ pub async fn included_grants(store: &dyn Store, a: AccountId, b: AccountId) {
                 ..ledger_entry(EntryKind::Grant, 1_000, Some(made.id), 12)
             };
             Decision {
-                grant: (!granted).then(|| IncludedGrant {
+                grant: (!granted).then(|| EventGrant {
                     origin: origin.clone(),
                     grant: made,
                     entry,
@@ -1086,10 +1101,7 @@ pub async fn included_grants(store: &dyn Store, a: AccountId, b: AccountId) {
         }
     };
     let paid = paid_invoice("evt_paid", a, "in_1");
-    assert_eq!(
-        paid.included_credits_origin().as_deref(),
-        Some("invoice:in_1")
-    );
+    assert_eq!(paid.credits_origin().as_deref(), Some("invoice:in_1"));
     let received = store.receive_event(&paid, at(12), &decide_for(&paid)).await;
     assert_eq!(received.ok(), Some((EventOutcome::Applied, Some(a))));
     // invoice.payment_succeeded reports the same invoice: the store says it was granted.
@@ -1131,4 +1143,219 @@ pub async fn included_grants(store: &dyn Store, a: AccountId, b: AccountId) {
     assert_eq!(*told.lock().unwrap(), [false]);
     assert_eq!(store.credit_grants(a).await.unwrap_or_default().len(), 3);
     assert_eq!(store.credit_grants(b).await.unwrap_or_default().len(), 1);
+}
+
+fn raised(
+    account: AccountId,
+    subject: &str,
+    period: i64,
+    threshold: u8,
+    seconds: i64,
+) -> RaisedNotice {
+    let notice = Notice {
+        id: NoticeId::random(),
+        account_id: account,
+        subject: subject.to_owned(),
+        period_start: at(period),
+        threshold,
+        used: u64::from(threshold) * 10,
+        limit: 1_000,
+        created_at: at(seconds),
+    };
+    RaisedNotice {
+        audit: AuditEntry::system(account, AuditAction::BillingThresholdNotice, at(seconds))
+            .target("notice", notice.id),
+        task: NewTask {
+            kind: NOTICE_TASK.to_owned(),
+            account_id: Some(account),
+            payload: serde_json::json!({ "notice_id": notice.id }),
+            run_at: at(seconds),
+        },
+        notice,
+    }
+}
+
+/// Notice endpoints set, replaced and removed with their audit records; notices recorded
+/// once per account, subject, period and threshold (also when raised concurrently), read
+/// back whole, newest first, each account's own; the accounts that spent since an instant
+/// and have a plan grant in effect or a budget.
+pub async fn notices(store: &dyn Store, a: AccountId, b: AccountId) {
+    let endpoint = |url: &str, seconds| NoticeEndpoint {
+        url: url.to_owned(),
+        updated_at: at(seconds),
+    };
+    let audit = |account, action| AuditEntry::system(account, action, at(1));
+    assert_eq!(store.notice_endpoint(a).await.ok(), Some(None));
+    for (url, seconds) in [
+        ("https://hooks.example/a", 1),
+        ("https://hooks.example/a2", 2),
+    ] {
+        store
+            .set_notice_endpoint(
+                a,
+                &endpoint(url, seconds),
+                &audit(a, AuditAction::BillingNoticeEndpointSet),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("set endpoint: {e}"));
+    }
+    assert_eq!(
+        store.notice_endpoint(a).await.ok(),
+        Some(Some(endpoint("https://hooks.example/a2", 2))),
+        "replaced"
+    );
+    assert_eq!(store.notice_endpoint(b).await.ok(), Some(None), "a's only");
+    let delete = |account| async move {
+        store
+            .delete_notice_endpoint(
+                account,
+                &audit(account, AuditAction::BillingNoticeEndpointDelete),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("delete endpoint: {e}"))
+    };
+    assert!(!delete(b).await, "b has none");
+    assert!(delete(a).await);
+    assert!(!delete(a).await, "once");
+    assert_eq!(store.notice_endpoint(a).await.ok(), Some(None));
+    assert_eq!(
+        records_of(store, a, AuditAction::BillingNoticeEndpointSet)
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        records_of(store, a, AuditAction::BillingNoticeEndpointDelete)
+            .await
+            .len(),
+        1,
+        "a delete that found nothing is not audited"
+    );
+    assert!(
+        records_of(store, b, AuditAction::BillingNoticeEndpointDelete)
+            .await
+            .is_empty()
+    );
+
+    // Candidates: who spent since, with a limit to measure against.
+    let candidates = |since, now| async move {
+        store
+            .notice_candidates(at(since), at(now))
+            .await
+            .unwrap_or_else(|e| panic!("candidates: {e}"))
+    };
+    assert!(candidates(0, 100).await.is_empty());
+    let included = grant(GrantSource::Plan, 1_000, 10, Some(86_400));
+    let entry_of = |_: &[CreditGrant]| ledger_entry(EntryKind::Grant, 1_000, Some(included.id), 0);
+    store
+        .add_grant(
+            a,
+            &included,
+            &entry_of,
+            &AuditEntry::system(a, AuditAction::BillingCreditsAdd, at(0)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("grant: {e}"));
+    grant_credits(store, b, 100).await;
+    assert!(
+        candidates(0, 100).await.is_empty(),
+        "granted, nothing spent"
+    );
+    spend(store, a, "notice-a", 10).await;
+    spend(store, b, "notice-b", 10).await;
+    assert_eq!(candidates(0, 100).await, [a], "b has nothing to measure");
+    store
+        .set_budget(
+            b,
+            &budget(MeterKind::Model, "gpt-4o", 50, 1),
+            &audit(b, AuditAction::BillingBudgetSet),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("budget: {e}"));
+    let mut both = vec![a, b];
+    both.sort();
+    assert_eq!(candidates(0, 100).await, both);
+    assert_eq!(candidates(20, 100).await, both, "from the instant on");
+    assert!(candidates(21, 100).await.is_empty(), "nothing spent since");
+    assert_eq!(
+        candidates(0, 86_400).await,
+        [b],
+        "a's plan grant has lapsed at its end"
+    );
+
+    // Notices: once per account, subject, period and threshold.
+    let raise = |notices: Vec<RaisedNotice>| async move {
+        store
+            .raise_notices(&notices)
+            .await
+            .unwrap_or_else(|e| panic!("raise: {e}"))
+    };
+    let first = raised(a, INCLUDED_CREDITS, 0, 80, 10);
+    let second = raised(a, INCLUDED_CREDITS, 0, 90, 10);
+    assert_eq!(raise(vec![first.clone(), second.clone()]).await, 2);
+    assert_eq!(
+        raise(vec![
+            raised(a, INCLUDED_CREDITS, 0, 80, 20),
+            raised(a, INCLUDED_CREDITS, 0, 100, 20),
+        ])
+        .await,
+        1,
+        "80 % of that period was told before"
+    );
+    assert_eq!(
+        raise(vec![
+            raised(a, INCLUDED_CREDITS, 3_600, 80, 30),
+            raised(a, "budget:model:gpt-4o", 0, 80, 30),
+            raised(b, INCLUDED_CREDITS, 0, 80, 30),
+        ])
+        .await,
+        3,
+        "another period, another subject, another account"
+    );
+    let listed = store.notices(a, 10).await.unwrap_or_default();
+    let keys: Vec<(&str, i64, u8)> = listed
+        .iter()
+        .map(|n| {
+            (
+                n.subject.as_str(),
+                n.period_start.timestamp() - at(0).timestamp(),
+                n.threshold,
+            )
+        })
+        .collect();
+    assert_eq!(keys.len(), 5);
+    assert_eq!(
+        &keys[3..],
+        [(INCLUDED_CREDITS, 0, 90), (INCLUDED_CREDITS, 0, 80)]
+    );
+    assert_eq!(keys[2], (INCLUDED_CREDITS, 0, 100), "newest first");
+    assert_eq!(store.notices(a, 2).await.unwrap_or_default().len(), 2);
+    assert_eq!(
+        store.notice(a, first.notice.id).await.ok(),
+        Some(Some(first.notice.clone())),
+        "read back whole"
+    );
+    assert_eq!(
+        store.notice(b, first.notice.id).await.ok(),
+        Some(None),
+        "a's notice is not b's"
+    );
+    assert_eq!(store.notices(b, 10).await.unwrap_or_default().len(), 1);
+    assert_eq!(
+        records_of(store, a, AuditAction::BillingThresholdNotice)
+            .await
+            .len(),
+        5,
+        "each notice recorded is audited, none other"
+    );
+
+    // Raised by several replicas at once: recorded once.
+    let racing = join_all((0..8).map(|_| async {
+        store
+            .raise_notices(&[raised(a, "budget:agent:researcher", 0, 100, 40)])
+            .await
+    }))
+    .await;
+    let recorded: u64 = racing.into_iter().map(|r| r.unwrap_or(0)).sum();
+    assert_eq!(recorded, 1);
 }

@@ -1,0 +1,2 @@
+DROP TABLE billing_notices;
+DROP TABLE billing_notice_endpoints;
