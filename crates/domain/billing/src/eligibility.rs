@@ -21,7 +21,7 @@ use d2_kernel::{
 use serde_json::{Map, Value, json};
 
 use crate::budgets::{Budget, checked_subject};
-use crate::credits::balance;
+use crate::credits::{CreditGrant, balance};
 use crate::forecast::{Forecast, WINDOW_DAYS, forecast};
 use crate::ledger::CreditRepo;
 use crate::ledger::MAX_CREDITS;
@@ -249,14 +249,20 @@ impl Eligibility {
             .await
     }
 
-    /// The account's standing read from the stores now, bypassing the cache.
-    pub(crate) async fn read_standing(
+    async fn read_standing(&self, account: AccountId) -> Result<Arc<Standing>, EligibilityError> {
+        let grants = self.credits.credit_grants(account).await?;
+        Ok(Arc::new(self.standing_of(account, &grants).await?))
+    }
+
+    /// The account's standing with these grants, the rest read from the stores now,
+    /// bypassing the cache.
+    pub(crate) async fn standing_of(
         &self,
         account: AccountId,
-    ) -> Result<Arc<Standing>, EligibilityError> {
+        grants: &[CreditGrant],
+    ) -> Result<Standing, EligibilityError> {
         let now = self.clock.now();
         let entitlement = self.entitlements.entitlement(account).await?;
-        let grants = self.credits.credit_grants(account).await?;
         let month_start = month_of(now);
         let hours = self
             .usage
@@ -266,7 +272,7 @@ impl Eligibility {
             plan: entitlement.plan,
             locked: entitlement.is_locked(),
             quotas: entitlement.quotas,
-            balance: balance(&grants, now),
+            balance: balance(grants, now),
             month_start,
             model_tokens: 0,
             spent: BTreeMap::new(),
@@ -299,7 +305,7 @@ impl Eligibility {
                     .saturating_add(hour.totals.output_tokens);
             }
         }
-        Ok(Arc::new(standing))
+        Ok(standing)
     }
 
     /// The plans whose quota (`quota` of their quotas) is at least `needed`, and theirs.

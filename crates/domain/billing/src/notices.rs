@@ -364,8 +364,8 @@ impl Notices {
     /// many were new.
     pub async fn measure(&self, account: AccountId) -> Result<u64, EligibilityError> {
         let now = self.clock.now();
-        let standing = self.eligibility.read_standing(account).await?;
         let grants = self.credits.credit_grants(account).await?;
+        let standing = self.eligibility.standing_of(account, &grants).await?;
         let raised: Vec<RaisedNotice> = measures(&grants, &standing, now)
             .into_iter()
             .flat_map(|measure| {

@@ -87,19 +87,40 @@ pub struct CreditPrice {
     pub credits_per_minor_unit: u64,
 }
 
+/// Why a paid checkout buys no credits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoCredits {
+    /// Paid in another currency than credits are sold in.
+    CurrencyMismatch,
+    NothingPaid,
+    /// No amount, or more credits than a grant may hold.
+    AmountOutOfRange,
+}
+
+impl NoCredits {
+    /// The reason an ignored event records.
+    fn reason(self) -> &'static str {
+        match self {
+            NoCredits::CurrencyMismatch => "currency_mismatch",
+            NoCredits::NothingPaid => "nothing_paid",
+            NoCredits::AmountOutOfRange => "amount_out_of_range",
+        }
+    }
+}
+
 impl CreditPrice {
     /// The credits `checkout` buys, or why it buys none.
-    fn credits(&self, checkout: &CheckoutReport) -> Result<u64, &'static str> {
+    fn credits(&self, checkout: &CheckoutReport) -> Result<u64, NoCredits> {
         if checkout.currency.as_deref() != Some(self.currency.as_str()) {
-            return Err("currency_mismatch");
+            return Err(NoCredits::CurrencyMismatch);
         }
         let credits = checkout
             .amount_subtotal
             .and_then(|paid| paid.checked_mul(self.credits_per_minor_unit))
-            .ok_or("amount_out_of_range")?;
+            .ok_or(NoCredits::AmountOutOfRange)?;
         match credits {
-            0 => Err("nothing_paid"),
-            credits if credits > MAX_CREDITS => Err("amount_out_of_range"),
+            0 => Err(NoCredits::NothingPaid),
+            credits if credits > MAX_CREDITS => Err(NoCredits::AmountOutOfRange),
             credits => Ok(credits),
         }
     }
@@ -240,9 +261,9 @@ impl BillingService {
                     } else {
                         match self.credit_price.credits(checkout) {
                             Ok(credits) => purchase(event, account.id, checkout, credits, by, now),
-                            Err(reason) => {
-                                Decision::nothing(EventOutcome::Ignored(reason.to_owned()))
-                            }
+                            Err(refusal) => Decision::nothing(EventOutcome::Ignored(
+                                refusal.reason().to_owned(),
+                            )),
                         }
                     };
                 }
@@ -297,7 +318,7 @@ impl BillingService {
             Report::Checkout(checkout) if checkout.buys_credits() => {
                 match self.credit_price.credits(checkout) {
                     Ok(credits) => Some(credits),
-                    Err("currency_mismatch") => {
+                    Err(NoCredits::CurrencyMismatch) => {
                         return Err(BillingError::CurrencyMismatch {
                             paid: checkout.currency.clone().unwrap_or_default(),
                             sold: self.credit_price.currency.clone(),
