@@ -755,9 +755,16 @@ async fn usage_is_priced_from_the_table_paid_in_credits_and_summed_by_window() {
     let retry = retry.assert_status(200).clone();
     assert_eq!(retry["charged"], 0);
     assert_eq!(retry["balance"], 991);
+    for field in ["record_id", "entry_id"] {
+        assert_eq!(retry["reports"][0][field], first["reports"][0][field]);
+    }
     assert_eq!(
-        retry["reports"][0]["entry_id"],
-        first["reports"][0]["entry_id"]
+        first["reports"][0]["entry_id"], first["reports"][1]["entry_id"],
+        "one entry paid for the batch"
+    );
+    assert_ne!(
+        first["reports"][0]["record_id"],
+        first["reports"][1]["record_id"]
     );
     assert_eq!(retry["reports"][0]["replayed"], true);
     report(&app, &token, vec![agent_report("call-2", "invoke", 6)])
@@ -1418,7 +1425,7 @@ async fn usage_records_and_credit_movements_page_through_the_whole_history() {
     let entries = every_page(&app, &tenant.token, "/v1/billing/credits/entries?", 4)
         .await
         .concat();
-    assert_eq!(entries.len(), 8, "the grant and seven usage entries");
+    assert_eq!(entries.len(), 3, "the grant and an entry for each batch");
     assert_eq!(entries.last().unwrap()["kind"], "grant");
     let usage_ids = field(
         &every_page(
@@ -1431,11 +1438,22 @@ async fn usage_records_and_credit_movements_page_through_the_whole_history() {
         .concat(),
         "entry_id",
     );
-    let mut record_ids = field(&all, "entry_id");
+    let mut paid_by = field(&all, "entry_id");
+    paid_by.sort();
+    paid_by.dedup();
     let mut sorted_usage = usage_ids.clone();
-    record_ids.sort();
     sorted_usage.sort();
-    assert_eq!(sorted_usage, record_ids, "a record's entry has its id");
+    assert_eq!(
+        sorted_usage, paid_by,
+        "each record names the entry that paid for it"
+    );
+    assert_eq!(
+        entries[0]["amount"].as_u64().unwrap() + entries[1]["amount"].as_u64().unwrap(),
+        all.iter()
+            .map(|r| r["credits"].as_u64().unwrap())
+            .sum::<u64>(),
+        "the batches' entries paid what their records cost"
+    );
 
     // The other account's history is its own.
     let theirs = app.get("/v1/billing/usage/records", &other.token).await;

@@ -41,7 +41,7 @@ impl AccountRepo for crate::Store {
     ) -> Result<Option<Account>, StoreError> {
         let mut conn = self.writer().await?;
         let updated = write_transaction!(conn, async |conn| {
-            let row = locked!(accounts::table.find(Id::from(id)))
+            let row = held!(accounts::table.find(Id::from(id)))
                 .select(AccountRow::as_select())
                 .first(conn)
                 .await

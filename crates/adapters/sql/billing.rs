@@ -143,7 +143,7 @@ impl BillingRepo for crate::Store {
             };
             let named = event.account.map(Id::from).or(linked);
             let row = match named {
-                Some(id) => locked!(accounts::table.find(id))
+                Some(id) => held!(accounts::table.find(id))
                     .select(AccountRow::as_select())
                     .first(conn)
                     .await

@@ -19,7 +19,7 @@ use crate::error::{TxError, from_diesel};
 use crate::errors::corrupt;
 use crate::id::Id;
 use crate::position::{Side, beyond};
-use crate::schema::{accounts, credit_entries, credit_grants, credit_reservations};
+use crate::schema::{accounts, credit_entries, credit_grants, credit_reservations, usage_records};
 
 #[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
 #[diesel(table_name = credit_grants, check_for_backend(crate::Db))]
@@ -207,7 +207,7 @@ pub(crate) async fn held_grants(
     conn: &mut crate::Conn,
     account: Id,
 ) -> Result<Vec<CreditGrant>, TxError> {
-    let held: Option<Id> = locked!(accounts::table.find(account))
+    let held: Option<Id> = held!(accounts::table.find(account))
         .select(accounts::id)
         .first(conn)
         .await
@@ -377,6 +377,16 @@ impl CreditRepo for crate::Store {
                 .optional()?;
             if let Some(earlier) = earlier {
                 return Ok(SpendOutcome::Replayed(earlier.into_domain()?));
+            }
+            let reported: Option<Id> = usage_records::table
+                .filter(usage_records::account_id.eq(id))
+                .filter(usage_records::idempotency_key.eq(key))
+                .select(usage_records::id)
+                .first(conn)
+                .await
+                .optional()?;
+            if reported.is_some() {
+                return Ok(SpendOutcome::KeyOfUsage);
             }
             let spending = match decide(&grants) {
                 Ok(spending) => spending,

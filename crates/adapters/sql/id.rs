@@ -46,5 +46,6 @@ id_conversions!(
     UserId,
     d2_members::InvitationId,
     d2_billing::GrantId,
-    d2_billing::EntryId
+    d2_billing::EntryId,
+    d2_billing::UsageRecordId
 );

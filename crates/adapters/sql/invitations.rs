@@ -70,7 +70,7 @@ impl InvitationRepo for crate::Store {
         let outcome = write_transaction!(conn, async |conn| {
             // The account's row is the lock every invitation and member change of the
             // account takes: the count below holds until this transaction ends.
-            locked!(accounts::table.find(account))
+            held!(accounts::table.find(account))
                 .select(accounts::id)
                 .first::<Id>(conn)
                 .await?;

@@ -208,7 +208,7 @@ impl MemberRepo for crate::Store {
         let outcome = write_transaction!(conn, async |conn| {
             // The account's row is the lock every member change of the account takes, so
             // the owner count below cannot change before this transaction ends.
-            let exists = locked!(accounts::table.find(Id::from(account)))
+            let exists = held!(accounts::table.find(Id::from(account)))
                 .select(accounts::id)
                 .first::<Id>(conn)
                 .await

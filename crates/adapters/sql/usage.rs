@@ -2,8 +2,10 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::collections::HashSet;
+
 use d2_billing::{
-    Budget, Dimension, Earlier, EntryId, HourTotal, Meter, MeterKind, RecordFilter, RecordOf,
+    Budget, Dimension, Earlier, EntryKind, HourTotal, Meter, MeterKind, RecordFilter, RecordOf,
     Recording, Refusal, Totals, UsageRecord, UsageRepo,
 };
 use d2_kernel::{AccountId, Page, PageRequest, StoreError};
@@ -36,6 +38,7 @@ pub(crate) struct UsageRow {
     pub price_version: i32,
     pub credential: String,
     pub recorded_at: DateTime<Utc>,
+    pub entry_id: Id,
 }
 
 #[derive(Queryable, Selectable, Insertable, Serialize, Deserialize)]
@@ -104,6 +107,7 @@ impl UsageRow {
                 .map_err(|_| StoreError::corrupt("a price version beyond the store's range"))?,
             credential: record.credential.clone(),
             recorded_at: record.recorded_at,
+            entry_id: Id::from(record.entry_id),
         })
     }
 
@@ -123,6 +127,7 @@ impl UsageRow {
         };
         Ok(UsageRecord {
             id: self.id.into(),
+            entry_id: self.entry_id.into(),
             idempotency_key: self.idempotency_key,
             meter,
             credits: read(self.credits)?,
@@ -171,43 +176,76 @@ impl HourRow {
     }
 }
 
-/// The entries made before under `keys`, with their usage records.
-async fn earlier_entries(
+/// Why a batch's transaction rolls back: a store error, or the batch refused (its new
+/// records were stored before it was decided).
+enum Rollback {
+    Store(TxError),
+    Refused(Refusal),
+}
+
+impl From<diesel::result::Error> for Rollback {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Store(TxError::from(error))
+    }
+}
+
+impl From<TxError> for Rollback {
+    fn from(error: TxError) -> Self {
+        Self::Store(error)
+    }
+}
+
+impl From<StoreError> for Rollback {
+    fn from(error: StoreError) -> Self {
+        Self::Store(TxError::from(error))
+    }
+}
+
+/// What `batch`'s keys named before it: the records of the keys `usage_writes` did not
+/// store, and the keys of spends or reservations (read with the account held, as spends
+/// read theirs).
+async fn earlier(
     conn: &mut crate::Conn,
     account: Id,
-    keys: &[&str],
-) -> Result<Vec<Earlier>, TxError> {
-    let entries: Vec<EntryRow> = credit_entries::table
+    batch: &[UsageRow],
+    stored: &HashSet<String>,
+) -> Result<Earlier, TxError> {
+    let taken: Vec<&str> = batch
+        .iter()
+        .map(|row| row.idempotency_key.as_str())
+        .filter(|key| !stored.contains(*key))
+        .collect();
+    let records = if taken.is_empty() {
+        Vec::new()
+    } else {
+        usage_records::table
+            .filter(usage_records::account_id.eq(account))
+            .filter(usage_records::idempotency_key.eq_any(&taken))
+            .select(UsageRow::as_select())
+            .load(conn)
+            .await?
+            .into_iter()
+            .map(UsageRow::into_domain)
+            .collect::<Result<_, _>>()?
+    };
+    let keys: Vec<&str> = batch
+        .iter()
+        .map(|row| row.idempotency_key.as_str())
+        .collect();
+    let spent_keys = credit_entries::table
         .filter(credit_entries::account_id.eq(account))
-        .filter(credit_entries::idempotency_key.eq_any(keys))
-        .select(EntryRow::as_select())
-        .load(conn)
-        .await?;
-    if entries.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<Id> = entries.iter().map(|entry| entry.id).collect();
-    let mut records: Vec<UsageRecord> = usage_records::table
-        .filter(usage_records::account_id.eq(account))
-        .filter(usage_records::id.eq_any(ids))
-        .select(UsageRow::as_select())
-        .load(conn)
+        .filter(credit_entries::kind.ne(EntryKind::Usage.as_str()))
+        .filter(credit_entries::idempotency_key.eq_any(&keys))
+        .select(credit_entries::idempotency_key)
+        .load::<Option<String>>(conn)
         .await?
         .into_iter()
-        .map(UsageRow::into_domain)
-        .collect::<Result<_, _>>()?;
-    let earlier = entries
-        .into_iter()
-        .map(|row| {
-            let entry = row.into_domain()?;
-            let usage = records
-                .iter()
-                .position(|record| record.id == entry.id)
-                .map(|at| records.swap_remove(at));
-            Ok(Earlier { entry, usage })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(earlier)
+        .flatten()
+        .collect();
+    Ok(Earlier {
+        records,
+        spent_keys,
+    })
 }
 
 #[async_trait]
@@ -215,34 +253,33 @@ impl UsageRepo for crate::Store {
     async fn record_usage(
         &self,
         account: AccountId,
-        keys: &[&str],
+        batch: &[UsageRecord],
         record: RecordOf<'_>,
     ) -> Result<Result<Recording, Refusal>, StoreError> {
         let id = Id::from(account);
+        let mut rows = batch
+            .iter()
+            .map(|record| UsageRow::from_domain(account, record))
+            .collect::<Result<Vec<_>, _>>()?;
+        // In key order: concurrent batches sharing keys wait for each other's in one order,
+        // never in a cycle.
+        rows.sort_unstable_by(|a, b| a.idempotency_key.cmp(&b.idempotency_key));
         let mut conn = self.writer().await?;
         let recorded = write_transaction!(conn, async |conn| {
-            // Held like a spend: the account's reports and spends go one at a time.
+            // The records first, before the account is held: the bulk of the batch's writes
+            // run beside other batches of the account, not one after another.
+            let stored = crate::usage_writes::insert_new(conn, &rows).await?;
+            // Held like a spend: the account's charges go one at a time.
             let grants = held_grants(conn, id).await?;
-            let earlier = earlier_entries(conn, id, keys).await?;
-            let recording = match record(&grants, &earlier) {
-                Ok(recording) => recording,
-                Err(refusal) => return Ok(Err(refusal)),
-            };
-            let new: Vec<_> = recording
-                .reports
-                .iter()
-                .filter_map(|recorded| Some((recorded.entry.as_ref()?, &recorded.record)))
-                .collect();
-            take_burns(conn, id, new.iter().flat_map(|(entry, _)| &entry.burns)).await?;
-            let entries = new
-                .iter()
-                .map(|(entry, _)| EntryRow::from_domain(account, entry))
-                .collect::<Result<Vec<_>, _>>()?;
-            let records = new
-                .iter()
-                .map(|(_, record)| UsageRow::from_domain(account, record))
-                .collect::<Result<Vec<_>, _>>()?;
-            crate::usage_writes::insert(conn, &entries, &records).await?;
+            let earlier = earlier(conn, id, &rows, &stored).await?;
+            let recording = record(&grants, &earlier).map_err(Rollback::Refused)?;
+            if let Some(entry) = &recording.entry {
+                take_burns(conn, id, &entry.burns).await?;
+                diesel::insert_into(credit_entries::table)
+                    .values(EntryRow::from_domain(account, entry)?)
+                    .execute(conn)
+                    .await?;
+            }
             for total in &recording.hours {
                 diesel::insert_into(usage_hours::table)
                     .values(HourRow::from_domain(account, total)?)
@@ -273,10 +310,14 @@ impl UsageRepo for crate::Store {
             if let Some(audit) = &recording.audit {
                 write_audit(conn, audit).await?;
             }
-            Ok::<_, TxError>(Ok(recording))
+            Ok::<_, Rollback>(recording)
         })
-        .await?;
-        Ok(recorded)
+        .await;
+        match recorded {
+            Ok(recording) => Ok(Ok(recording)),
+            Err(Rollback::Refused(refusal)) => Ok(Err(refusal)),
+            Err(Rollback::Store(error)) => Err(error.into()),
+        }
     }
 
     async fn set_budget(
@@ -381,7 +422,7 @@ impl UsageRepo for crate::Store {
             query = query.filter(usage_records::recorded_at.lt(until));
         }
         if let Some(cursor) = page.after() {
-            let id: EntryId = cursor
+            let id: d2_billing::UsageRecordId = cursor
                 .id_as()
                 .map_err(|_| StoreError::corrupt("usage cursor"))?;
             query = query.filter(beyond::<_, crate::types::Uuid, _>(

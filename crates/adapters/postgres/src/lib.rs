@@ -15,6 +15,16 @@ macro_rules! locked {
     };
 }
 
+/// `query` with its rows held against other writers of them until the transaction ends,
+/// but not against inserts of rows that refer to them (`FOR NO KEY UPDATE`, which a
+/// foreign key's check does not wait for): an account's row serialises the writers of
+/// the account without making every insert that names the account queue behind them.
+macro_rules! held {
+    ($query:expr) => {
+        diesel::QueryDsl::for_no_key_update($query)
+    };
+}
+
 /// `query` with the rows no other transaction holds locked, and the rest skipped.
 macro_rules! locked_skipping {
     ($query:expr) => {

@@ -528,6 +528,7 @@ diesel::table! {
         price_version -> Int4,
         credential -> Text,
         recorded_at -> Timestamptz,
+        entry_id -> Uuid,
     }
 }
 
@@ -589,7 +590,6 @@ diesel::joinable!(signing_keys -> accounts (account_id));
 diesel::joinable!(tools -> accounts (account_id));
 diesel::joinable!(usage_hours -> accounts (account_id));
 diesel::joinable!(usage_records -> accounts (account_id));
-diesel::joinable!(usage_records -> credit_entries (id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     access_rules,

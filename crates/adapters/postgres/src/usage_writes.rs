@@ -1,59 +1,36 @@
-//! Writing a batch of usage reports (their ledger entries and records), the PostgreSQL way.
+//! Writing a batch's usage records, the PostgreSQL way.
+
+use std::collections::HashSet;
 
 use diesel::QueryResult;
-use diesel::sql_types::{Array, Int4, Int8, Jsonb, Nullable, Text, Timestamptz, Uuid};
+use diesel::sql_types::{Array, Int4, Int8, Text, Timestamptz, Uuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use crate::credits::EntryRow;
 use crate::usage::UsageRow;
 
-/// Inserts a batch's ledger entries, then its usage records, one
-/// `INSERT ... SELECT FROM unnest(...)` each: a dozen array parameters whatever the batch
-/// size, in a statement PostgreSQL prepares once, where a multi-row `VALUES` list binds
-/// one parameter per column and row and is parsed and planned afresh for every batch.
-pub(crate) async fn insert(
+#[derive(diesel::QueryableByName)]
+struct StoredKey {
+    #[diesel(sql_type = Text)]
+    idempotency_key: String,
+}
+
+/// Inserts the records whose keys their account has no record under yet, with one
+/// `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`: a dozen array parameters
+/// whatever the batch size, in a statement PostgreSQL prepares once, where a multi-row
+/// `VALUES` list binds one parameter per column and row and is parsed and planned afresh
+/// for every batch. Answers the keys stored; a key another transaction is storing waits
+/// for that transaction's end, then is stored or not.
+pub(crate) async fn insert_new(
     conn: &mut AsyncPgConnection,
-    entries: &[EntryRow],
     records: &[UsageRow],
-) -> QueryResult<()> {
-    diesel::sql_query(
-        "INSERT INTO credit_entries (id, account_id, kind, amount, balance_after, grant_id, \
-             burns, idempotency_key, reason, actor, created_at) \
-         SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind::<Array<Uuid>, _>(entries.iter().map(|e| e.id.0).collect::<Vec<_>>())
-    .bind::<Array<Uuid>, _>(entries.iter().map(|e| e.account_id.0).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(entries.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
-    .bind::<Array<Int8>, _>(entries.iter().map(|e| e.amount).collect::<Vec<_>>())
-    .bind::<Array<Int8>, _>(entries.iter().map(|e| e.balance_after).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Uuid>>, _>(
-        entries
-            .iter()
-            .map(|e| e.grant_id.map(|id| id.0))
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<Jsonb>, _>(entries.iter().map(|e| &e.burns).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(
-        entries
-            .iter()
-            .map(|e| e.idempotency_key.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<Nullable<Text>>, _>(
-        entries
-            .iter()
-            .map(|e| e.reason.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<Text>, _>(entries.iter().map(|e| e.actor.as_str()).collect::<Vec<_>>())
-    .bind::<Array<Timestamptz>, _>(entries.iter().map(|e| e.created_at).collect::<Vec<_>>())
-    .execute(conn)
-    .await?;
-    diesel::sql_query(
+) -> QueryResult<HashSet<String>> {
+    let stored: Vec<StoredKey> = diesel::sql_query(
         "INSERT INTO usage_records (id, account_id, idempotency_key, meter, subject, \
              operation, input_tokens, output_tokens, invocations, credits, price_version, \
-             credential, recorded_at) \
-         SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+             credential, recorded_at, entry_id) \
+         SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         ON CONFLICT (account_id, idempotency_key) DO NOTHING \
+         RETURNING idempotency_key",
     )
     .bind::<Array<Uuid>, _>(records.iter().map(|r| r.id.0).collect::<Vec<_>>())
     .bind::<Array<Uuid>, _>(records.iter().map(|r| r.account_id.0).collect::<Vec<_>>())
@@ -88,7 +65,8 @@ pub(crate) async fn insert(
             .collect::<Vec<_>>(),
     )
     .bind::<Array<Timestamptz>, _>(records.iter().map(|r| r.recorded_at).collect::<Vec<_>>())
-    .execute(conn)
+    .bind::<Array<Uuid>, _>(records.iter().map(|r| r.entry_id.0).collect::<Vec<_>>())
+    .load(conn)
     .await?;
-    Ok(())
+    Ok(stored.into_iter().map(|row| row.idempotency_key).collect())
 }

@@ -18,6 +18,13 @@ macro_rules! locked {
 }
 
 /// `query` as it is (see `locked!`).
+macro_rules! held {
+    ($query:expr) => {
+        $query
+    };
+}
+
+/// `query` as it is (see `locked!`).
 macro_rules! locked_skipping {
     ($query:expr) => {
         $query

@@ -669,6 +669,7 @@ diesel::table! {
         price_version -> Int4,
         credential -> Text,
         recorded_at -> TimestamptzSqlite,
+        entry_id -> Uuid,
     }
 }
 
@@ -722,7 +723,6 @@ diesel::joinable!(credit_reservations -> accounts (account_id));
 diesel::joinable!(credit_reservations -> credit_entries (id));
 diesel::joinable!(usage_hours -> accounts (account_id));
 diesel::joinable!(usage_records -> accounts (account_id));
-diesel::joinable!(usage_records -> credit_entries (id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     billing_budgets,

@@ -128,7 +128,8 @@ pub struct ReportsBody {
 /// A report recorded.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UsageRecordView {
-    /// Its ledger entry.
+    pub record_id: String,
+    /// The ledger entry that paid for it, with the rest of its batch.
     pub entry_id: String,
     pub idempotency_key: String,
     pub usage: MeterBody,
@@ -144,7 +145,8 @@ pub struct UsageRecordView {
 impl From<&UsageRecord> for UsageRecordView {
     fn from(record: &UsageRecord) -> Self {
         Self {
-            entry_id: record.id.to_string(),
+            record_id: record.id.to_string(),
+            entry_id: record.entry_id.to_string(),
             idempotency_key: record.idempotency_key.clone(),
             usage: MeterBody::from(&record.meter),
             credits: record.credits,
@@ -177,18 +179,14 @@ pub struct RecordedView {
 
 impl From<Recording> for RecordedView {
     fn from(recording: Recording) -> Self {
-        let charged = recording
-            .reports
-            .iter()
-            .filter_map(|recorded| recorded.entry.as_ref())
-            .fold(0_u64, |sum, entry| sum.saturating_add(entry.amount));
+        let charged = recording.entry.as_ref().map_or(0, |entry| entry.amount);
         Self {
             reports: recording
                 .reports
                 .iter()
                 .map(|recorded| RecordView {
                     record: UsageRecordView::from(&recorded.record),
-                    replayed: recorded.entry.is_none(),
+                    replayed: recorded.replayed,
                 })
                 .collect(),
             charged,
@@ -230,10 +228,7 @@ async fn record_usage(
         })
         .collect();
     let recording = state.app.billing.usage.record(&auth, reports).await?;
-    let replays_only = recording
-        .reports
-        .iter()
-        .all(|recorded| recorded.entry.is_none());
+    let replays_only = recording.entry.is_none();
     Ok(super::billing::made_or_replayed(replays_only).json(RecordedView::from(recording)))
 }
 

@@ -111,6 +111,8 @@ pub enum SpendOutcome {
     Spent(LedgerEntry),
     /// The key was used before, for the same spend: its entry, nothing spent again.
     Replayed(LedgerEntry),
+    /// The key names a usage report: nothing spent.
+    KeyOfUsage,
     Refused(InsufficientCredits),
 }
 
@@ -147,8 +149,8 @@ pub trait CreditRepo: Send + Sync + 'static {
     async fn credit_grants(&self, account: AccountId) -> Result<Vec<CreditGrant>, StoreError>;
 
     /// In one transaction, with the account held so that its spends go one at a time:
-    /// the entry made under `key` (of any kind), if any, is answered `Replayed` and nothing
-    /// else is done; else `decide(grants)` and, when it spends, each burn taken from its
+    /// the entry made under `key` (of any kind), if any, is answered `Replayed`, and a usage
+    /// record under `key` `KeyOfUsage`, and nothing else is done; else `decide(grants)` and, when it spends, each burn taken from its
     /// grant, the entry, a reserve's reservation and the audit record written. Concurrent
     /// spends never overdraw a grant.
     async fn spend(
@@ -479,7 +481,7 @@ impl CreditLedger {
                     replayed: true,
                 })
             }
-            SpendOutcome::Replayed(_) => Err(CreditError::KeyReused),
+            SpendOutcome::Replayed(_) | SpendOutcome::KeyOfUsage => Err(CreditError::KeyReused),
             SpendOutcome::Refused(refusal) => Err(refusal.into()),
         }
     }

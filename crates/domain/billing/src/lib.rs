@@ -81,6 +81,6 @@ pub use subscription::{Subscription, SubscriptionStatus, UnknownStatus};
 pub use usage::{
     Bucket, Dimension, Earlier, HourTotal, MAX_BATCH, MAX_QUANTITY, Meter, MeterKind, RecordFilter,
     RecordOf, Recorded, Recording, Refusal, Totals, UnknownMeterKind, UsageError, UsageMeter,
-    UsageQuery, UsageRecord, UsageRepo, UsageReport, UsageWindows, Window, hour_of, hour_totals,
-    windows_of,
+    UsageQuery, UsageRecord, UsageRecordId, UsageRepo, UsageReport, UsageWindows, Window, hour_of,
+    hour_totals, windows_of,
 };

@@ -48,21 +48,21 @@ struct State {
 
 /// The items `position_of` keeps (their time and id), newest first, after the page's
 /// cursor: one more than the page holds, which only tells that another page follows.
-fn newest_first<T: Clone>(
+fn newest_first<T: Clone, Id: Ord + Copy + std::str::FromStr>(
     items: &[T],
     page: &PageRequest,
-    position_of: impl Fn(&T) -> Option<(DateTime<Utc>, EntryId)>,
+    position_of: impl Fn(&T) -> Option<(DateTime<Utc>, Id)>,
 ) -> Result<Vec<T>, StoreError> {
     let after = match page.after() {
         Some(cursor) => Some((
             cursor.at,
             cursor
-                .id_as::<EntryId>()
-                .map_err(|_| StoreError::corrupt("ledger cursor"))?,
+                .id_as::<Id>()
+                .map_err(|_| StoreError::corrupt("history cursor"))?,
         )),
         None => None,
     };
-    let mut kept: Vec<((DateTime<Utc>, EntryId), &T)> = items
+    let mut kept: Vec<((DateTime<Utc>, Id), &T)> = items
         .iter()
         .filter_map(|item| position_of(item).map(|position| (position, item)))
         .filter(|(position, _)| after.is_none_or(|after| *position < after))
@@ -330,6 +330,13 @@ impl CreditRepo for MemoryBillingRepo {
         if let Some(earlier) = earlier {
             return Ok(SpendOutcome::Replayed(earlier.clone()));
         }
+        let reported = state
+            .usage
+            .get(&account)
+            .is_some_and(|records| records.iter().any(|record| record.idempotency_key == key));
+        if reported {
+            return Ok(SpendOutcome::KeyOfUsage);
+        }
         let grants = state.grants.get(&account).cloned().unwrap_or_default();
         let spending = match decide(&grants) {
             Ok(spending) => spending,
@@ -468,48 +475,56 @@ impl UsageRepo for MemoryBillingRepo {
     async fn record_usage(
         &self,
         account: AccountId,
-        keys: &[&str],
+        batch: &[UsageRecord],
         record: RecordOf<'_>,
     ) -> Result<Result<Recording, Refusal>, StoreError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let usage = state.usage.get(&account).cloned().unwrap_or_default();
-        let earlier: Vec<Earlier> = state
-            .entries
-            .get(&account)
-            .into_iter()
-            .flatten()
-            .filter(|entry| {
-                entry
-                    .idempotency_key
-                    .as_deref()
-                    .is_some_and(|key| keys.contains(&key))
-            })
-            .map(|entry| Earlier {
-                entry: entry.clone(),
-                usage: usage.iter().find(|record| record.id == entry.id).cloned(),
+        let stored = state.usage.get(&account).cloned().unwrap_or_default();
+        let records = batch
+            .iter()
+            .filter_map(|new| {
+                stored
+                    .iter()
+                    .find(|record| record.idempotency_key == new.idempotency_key)
+                    .cloned()
             })
             .collect();
+        let spent_keys = batch
+            .iter()
+            .filter(|new| {
+                state.entries.get(&account).is_some_and(|entries| {
+                    entries
+                        .iter()
+                        .any(|entry| entry.idempotency_key.as_ref() == Some(&new.idempotency_key))
+                })
+            })
+            .map(|new| new.idempotency_key.clone())
+            .collect();
+        let earlier = Earlier {
+            records,
+            spent_keys,
+        };
         let grants = state.grants.get(&account).cloned().unwrap_or_default();
         let recording = match record(&grants, &earlier) {
             Ok(recording) => recording,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        for recorded in &recording.reports {
-            let Some(entry) = &recorded.entry else {
-                continue;
-            };
+        if let Some(entry) = &recording.entry {
             take_burns(state.grants.entry(account).or_default(), &entry.burns)?;
             state
                 .entries
                 .entry(account)
                 .or_default()
                 .push(entry.clone());
-            state
-                .usage
-                .entry(account)
-                .or_default()
-                .push(recorded.record.clone());
         }
+        let usage = state.usage.entry(account).or_default();
+        usage.extend(
+            recording
+                .reports
+                .iter()
+                .filter(|recorded| !recorded.replayed)
+                .map(|recorded| recorded.record.clone()),
+        );
         let hours = state.hours.entry(account).or_default();
         for total in &recording.hours {
             match hours

@@ -2,14 +2,15 @@
 //! the price table and paid for in credits, report by report.
 //!
 //! A batch of reports is recorded in one transaction, all or nothing: every report costs
-//! the credits its price in force makes of it, spent from the ledger like any spend (one
-//! immutable ledger entry each, its burns taken from the grants), stored with the price
-//! version and the credential that reported it, and added to the account's hourly totals
-//! (the day and month windows are sums of hours). A report carries its caller's
-//! idempotency key: a retry of it is answered with the first record and charges nothing
-//! again; the same key for different usage is refused.
+//! the credits its price in force makes of it and is stored with the price version and the
+//! credential that reported it; the batch's new reports are paid by one spend from the
+//! ledger (one immutable entry for the batch, its burns taken from the grants, which every
+//! record names), and added to the account's hourly totals (the day and month windows are
+//! sums of hours). A report carries its caller's idempotency key: a retry of it is
+//! answered with the first record and charges nothing again; the same key for different
+//! usage, or a key of a spend or a reservation, is refused.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -87,11 +88,17 @@ pub struct UsageReport {
     pub meter: Meter,
 }
 
+d2_kernel::typed_id!(
+    /// One usage report recorded.
+    UsageRecordId
+);
+
 /// A report recorded: what it measured, what it cost, at which price, and who reported it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRecord {
-    /// Its ledger entry's id.
-    pub id: EntryId,
+    pub id: UsageRecordId,
+    /// The ledger entry that paid for it, with the rest of its batch.
+    pub entry_id: EntryId,
     pub idempotency_key: String,
     pub meter: Meter,
     pub credits: u64,
@@ -237,20 +244,21 @@ pub fn hour_totals(records: &[UsageRecord]) -> Vec<HourTotal> {
         .collect()
 }
 
-/// A ledger entry made before under one of a batch's keys, with its usage record when it
-/// was a report.
-#[derive(Debug, Clone)]
+/// What a batch's keys named before it.
+#[derive(Debug, Clone, Default)]
 pub struct Earlier {
-    pub entry: LedgerEntry,
-    pub usage: Option<UsageRecord>,
+    /// The records reported before under the batch's keys.
+    pub records: Vec<UsageRecord>,
+    /// The batch's keys that name a spend or a reservation.
+    pub spent_keys: Vec<String>,
 }
 
 /// One report of a batch, recorded now or before.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
     pub record: UsageRecord,
-    /// The ledger entry to write; `None` for a retry of a report recorded before.
-    pub entry: Option<LedgerEntry>,
+    /// A retry of a report recorded before: its first record, nothing charged again.
+    pub replayed: bool,
 }
 
 /// What recording a batch writes and answers.
@@ -258,6 +266,9 @@ pub struct Recorded {
 pub struct Recording {
     /// Every report, in the batch's order.
     pub reports: Vec<Recorded>,
+    /// The one ledger entry paying for the batch's new reports; `None` when every report
+    /// was a retry.
+    pub entry: Option<LedgerEntry>,
     /// The new records' hourly totals, to add to the stored ones.
     pub hours: Vec<HourTotal>,
     /// `None` when every report was a retry.
@@ -274,21 +285,25 @@ pub enum Refusal {
     KeyReused(String),
 }
 
-/// Decides a batch from the account's grants and the entries made before under its keys.
+/// Decides a batch from the account's grants and what its keys named before.
 pub type RecordOf<'a> =
-    &'a (dyn Fn(&[CreditGrant], &[Earlier]) -> Result<Recording, Refusal> + Send + Sync);
+    &'a (dyn Fn(&[CreditGrant], &Earlier) -> Result<Recording, Refusal> + Send + Sync);
 
 /// Storage of usage records and their hourly totals.
 #[async_trait]
 pub trait UsageRepo: Send + Sync + 'static {
-    /// In one transaction, with the account held as a spend holds it: the ledger entries
-    /// already made under any of `keys` (with their usage records), then `record(grants,
-    /// earlier)`; when it records, each new entry's burns taken from their grants, the new
-    /// entries and records, the hourly totals added, and the audit record written.
+    /// In one transaction: stores each record of `batch` whose key names no record yet
+    /// (finding the records the others name: `earlier.records`), then, with the account
+    /// held as a spend holds it, finds which keys name a spend or a reservation
+    /// (`earlier.spent_keys`) and calls `record(grants, &earlier)`. When it records: the
+    /// entry's burns taken from their grants, the entry written, the hourly totals added
+    /// and the audit record written; when it refuses, nothing is written. The records
+    /// `record` answers as new are exactly those of `batch` whose keys `earlier.records`
+    /// does not name. Concurrent batches sharing a key: one stores it, the other finds it.
     async fn record_usage(
         &self,
         account: AccountId,
-        keys: &[&str],
+        batch: &[UsageRecord],
         record: RecordOf<'_>,
     ) -> Result<Result<Recording, Refusal>, StoreError>;
 
@@ -639,93 +654,100 @@ impl UsageMeter {
             }
         }
         let now = self.clock.now();
-        let priced = reports
-            .iter()
-            .map(|report| self.price(&report.meter, now))
-            .collect::<Result<Vec<_>, _>>()?;
         let credential = ctx.actor();
-        let keys: Vec<&str> = reports
-            .iter()
-            .map(|report| report.idempotency_key.as_str())
-            .collect();
-        let decide = |grants: &[CreditGrant], earlier: &[Earlier]| {
-            let mut grants = grants.to_vec();
-            let mut answers = Vec::with_capacity(reports.len());
-            let mut new_records = Vec::new();
-            let mut charged = 0_u64;
-            for (report, (credits, price)) in reports.iter().zip(&priced) {
-                let before = earlier.iter().find(|earlier| {
-                    earlier.entry.idempotency_key.as_deref() == Some(&report.idempotency_key)
-                });
-                if let Some(before) = before {
-                    match &before.usage {
-                        Some(record) if record.meter == report.meter => {
-                            answers.push(Recorded {
-                                record: record.clone(),
-                                entry: None,
-                            });
-                            continue;
-                        }
-                        _ => return Err(Refusal::KeyReused(report.idempotency_key.clone())),
-                    }
-                }
-                let burns = plan_spend(&grants, *credits, now).map_err(|short| {
-                    Refusal::Insufficient(InsufficientCredits {
-                        requested: charged.saturating_add(short.requested),
-                        available: charged.saturating_add(short.available),
-                    })
-                })?;
-                for burn in &burns {
-                    if let Some(grant) = grants.iter_mut().find(|grant| grant.id == burn.grant) {
-                        grant.remaining = grant.remaining.saturating_sub(burn.amount);
-                    }
-                }
-                charged = charged.saturating_add(*credits);
-                let id = EntryId::random();
-                let record = UsageRecord {
-                    id,
-                    idempotency_key: report.idempotency_key.clone(),
-                    meter: report.meter.clone(),
-                    credits: *credits,
+        let entry_id = EntryId::random();
+        let batch = reports
+            .into_iter()
+            .map(|report| {
+                let (credits, price) = self.price(&report.meter, now)?;
+                Ok(UsageRecord {
+                    id: UsageRecordId::random(),
+                    entry_id,
+                    idempotency_key: report.idempotency_key,
+                    meter: report.meter,
+                    credits,
                     price_version: price.version,
                     credential: credential.clone(),
                     recorded_at: now,
-                };
-                let entry = LedgerEntry {
-                    id,
-                    kind: EntryKind::Usage,
-                    amount: *credits,
-                    balance_after: balance(&grants, now),
-                    grant_id: None,
-                    burns,
-                    idempotency_key: Some(report.idempotency_key.clone()),
-                    reason: None,
-                    actor: credential.clone(),
-                    created_at: now,
-                };
-                new_records.push(record.clone());
-                answers.push(Recorded {
-                    record,
-                    entry: Some(entry),
+                })
+            })
+            .collect::<Result<Vec<_>, UsageError>>()?;
+        let decide = |grants: &[CreditGrant], earlier: &Earlier| {
+            if let Some(key) = earlier.spent_keys.first() {
+                return Err(Refusal::KeyReused(key.clone()));
+            }
+            let first: HashMap<&str, &UsageRecord> = earlier
+                .records
+                .iter()
+                .map(|record| (record.idempotency_key.as_str(), record))
+                .collect();
+            let mut answers = Vec::with_capacity(batch.len());
+            let mut new_records = Vec::new();
+            for record in &batch {
+                match first.get(record.idempotency_key.as_str()) {
+                    Some(first) if first.meter == record.meter => answers.push(Recorded {
+                        record: (*first).clone(),
+                        replayed: true,
+                    }),
+                    Some(_) => return Err(Refusal::KeyReused(record.idempotency_key.clone())),
+                    None => {
+                        new_records.push(record.clone());
+                        answers.push(Recorded {
+                            record: record.clone(),
+                            replayed: false,
+                        });
+                    }
+                }
+            }
+            if new_records.is_empty() {
+                return Ok(Recording {
+                    reports: answers,
+                    entry: None,
+                    hours: Vec::new(),
+                    audit: None,
+                    balance: balance(grants, now),
                 });
             }
-            let audit = (!new_records.is_empty()).then(|| {
-                AuditEntry::by(ctx, AuditAction::BillingUsageRecord, now).metadata(json!({
-                    "reports": new_records.len(),
-                    "credits": charged,
-                    "balance_after": balance(&grants, now),
-                }))
-            });
+            let charged = new_records
+                .iter()
+                .fold(0_u64, |sum, record| sum.saturating_add(record.credits));
+            let burns = plan_spend(grants, charged, now).map_err(Refusal::Insufficient)?;
+            let mut after = grants.to_vec();
+            for burn in &burns {
+                if let Some(grant) = after.iter_mut().find(|grant| grant.id == burn.grant) {
+                    grant.remaining = grant.remaining.saturating_sub(burn.amount);
+                }
+            }
+            let balance_after = balance(&after, now);
+            let entry = LedgerEntry {
+                id: entry_id,
+                kind: EntryKind::Usage,
+                amount: charged,
+                balance_after,
+                grant_id: None,
+                burns,
+                idempotency_key: None,
+                reason: Some(format!("{} usage reports", new_records.len())),
+                actor: credential.clone(),
+                created_at: now,
+            };
+            let audit = AuditEntry::by(ctx, AuditAction::BillingUsageRecord, now).metadata(json!({
+                "entry_id": entry_id,
+                "reports": new_records.len(),
+                "credits": charged,
+                "balance_after": balance_after,
+            }));
             Ok(Recording {
                 reports: answers,
+                entry: Some(entry),
                 hours: hour_totals(&new_records),
-                audit,
-                balance: balance(&grants, now),
+                audit: Some(audit),
+                balance: balance_after,
             })
         };
         Ok(self
             .repo
-            .record_usage(ctx.account_id, &keys, &decide)
+            .record_usage(ctx.account_id, &batch, &decide)
             .await??)
     }
 

@@ -220,8 +220,8 @@ async fn a_batch_is_all_or_nothing_and_a_retry_charges_nothing() {
         .await
         .unwrap();
     assert_eq!(again.reports[0].record, first.reports[0].record);
-    assert!(again.reports[0].entry.is_none());
-    assert!(again.reports[1].entry.is_some());
+    assert!(again.reports[0].replayed);
+    assert!(!again.reports[1].replayed);
     assert_eq!(world.balance().await, 11);
 
     // Too much: 402 for the batch, nothing recorded, not even the affordable report.
@@ -249,7 +249,7 @@ async fn a_batch_is_all_or_nothing_and_a_retry_charges_nothing() {
         .record(&world.ctx, vec![agent("c", "invoke", 1)])
         .await
         .unwrap();
-    assert!(c_again.reports[0].entry.is_some(), "c was never recorded");
+    assert!(!c_again.reports[0].replayed, "c was never recorded");
 
     // The same key for other usage, or for a spend: 409; nothing written.
     let reused = world

@@ -23,8 +23,8 @@ use d2_billing::{
     Decision, Earlier, EntryId, EntryKind, EventGrant, EventOutcome, GrantId, GrantSource,
     InsufficientCredits, InvoiceReport, LedgerEntry, LedgerFilter, Meter, MeterKind, ProviderEvent,
     RecordFilter, Recorded, Recording, Refusal, Report, Reservation, ReservationStatus,
-    SpendOutcome, Spending, Subscription, SubscriptionStatus, UsageRecord, UsageRepo, balance,
-    hour_totals, plan_spend,
+    SpendOutcome, Spending, Subscription, SubscriptionStatus, UsageRecord, UsageRecordId,
+    UsageRepo, balance, hour_totals, plan_spend,
 };
 use d2_billing::{
     INCLUDED_CREDITS, NOTICE_TASK, Notice, NoticeEndpoint, NoticeId, NoticeRepo, RaisedNotice,
@@ -458,7 +458,8 @@ pub async fn credit_races(store: &dyn Store, a: AccountId) {
 /// A model report of `credits` under `key`, recorded at `at(seconds)`.
 fn usage_record(key: &str, model: &str, credits: u64, seconds: i64) -> UsageRecord {
     UsageRecord {
-        id: EntryId::random(),
+        id: UsageRecordId::random(),
+        entry_id: EntryId::random(),
         idempotency_key: key.to_owned(),
         meter: Meter::Model {
             model: model.to_owned(),
@@ -472,55 +473,78 @@ fn usage_record(key: &str, model: &str, credits: u64, seconds: i64) -> UsageReco
     }
 }
 
-/// Records `records` (new, burned in order from the grants) and answers `replays` (records
-/// made before) as `UsageMeter` does, after checking what the store found under the keys.
+/// Records `records` (new, paid by one entry, under the first one's `entry_id`, burned in
+/// order from the grants) and answers `replays` (records made before, sent again under
+/// fresh ids) as `UsageMeter` does, after checking what the store found under the keys.
 async fn record(
     store: &dyn Store,
     account: AccountId,
     records: &[UsageRecord],
     replays: &[UsageRecord],
 ) -> Result<Recording, Refusal> {
-    let keys: Vec<&str> = records
+    let entry_id = records
+        .first()
+        .map_or_else(EntryId::random, |first| first.entry_id);
+    let new: Vec<UsageRecord> = records
         .iter()
-        .chain(replays)
-        .map(|record| record.idempotency_key.as_str())
+        .map(|made| UsageRecord {
+            entry_id,
+            ..made.clone()
+        })
         .collect();
-    let decide = |grants: &[CreditGrant], earlier: &[Earlier]| {
-        let found: Vec<Option<&UsageRecord>> = earlier.iter().map(|e| e.usage.as_ref()).collect();
-        if found.len() != replays.len() || found.iter().any(Option::is_none) {
-            return Err(Refusal::KeyReused(format!("{} found", found.len())));
+    let batch: Vec<UsageRecord> = new
+        .iter()
+        .cloned()
+        .chain(replays.iter().map(|replay| UsageRecord {
+            id: UsageRecordId::random(),
+            entry_id,
+            ..replay.clone()
+        }))
+        .collect();
+    let decide = |grants: &[CreditGrant], earlier: &Earlier| {
+        if let Some(key) = earlier.spent_keys.first() {
+            return Err(Refusal::KeyReused(key.clone()));
+        }
+        if earlier.records.len() != replays.len() {
+            return Err(Refusal::KeyReused(format!(
+                "{} found",
+                earlier.records.len()
+            )));
         }
         for replay in replays {
-            assert!(found.contains(&Some(replay)), "read back whole: {replay:?}");
+            assert!(
+                earlier.records.contains(replay),
+                "read back whole: {replay:?}"
+            );
         }
+        let charged = new.iter().map(|made| made.credits).sum();
+        let burns = plan_spend(grants, charged, at(30)).map_err(Refusal::Insufficient)?;
         let mut grants = grants.to_vec();
-        let mut reports = Vec::new();
-        for made in records {
-            let burns = plan_spend(&grants, made.credits, made.recorded_at)
-                .map_err(Refusal::Insufficient)?;
-            for burn in &burns {
-                let grant = grants.iter_mut().find(|g| g.id == burn.grant).unwrap();
-                grant.remaining -= burn.amount;
-            }
-            let entry = LedgerEntry {
-                id: made.id,
-                burns,
-                idempotency_key: Some(made.idempotency_key.clone()),
-                balance_after: balance(&grants, made.recorded_at),
-                ..ledger_entry(EntryKind::Usage, made.credits, None, 30)
-            };
-            reports.push(Recorded {
-                record: made.clone(),
-                entry: Some(entry),
-            });
+        for burn in &burns {
+            let grant = grants.iter_mut().find(|g| g.id == burn.grant).unwrap();
+            grant.remaining -= burn.amount;
         }
-        reports.extend(replays.iter().map(|replay| Recorded {
-            record: replay.clone(),
-            entry: None,
-        }));
+        let entry = (!new.is_empty()).then(|| LedgerEntry {
+            id: entry_id,
+            burns,
+            balance_after: balance(&grants, at(30)),
+            ..ledger_entry(EntryKind::Usage, charged, None, 30)
+        });
+        let reports = new
+            .iter()
+            .map(|made| Recorded {
+                record: made.clone(),
+                replayed: false,
+            })
+            .chain(replays.iter().map(|replay| Recorded {
+                record: replay.clone(),
+                replayed: true,
+            }))
+            .collect();
         Ok(Recording {
             reports,
-            hours: hour_totals(records),
+            entry,
+            hours: hour_totals(&new),
             audit: Some(AuditEntry::system(
                 account,
                 AuditAction::BillingUsageRecord,
@@ -530,7 +554,7 @@ async fn record(
         })
     };
     store
-        .record_usage(account, &keys, &decide)
+        .record_usage(account, &batch, &decide)
         .await
         .unwrap_or_else(|e| panic!("record usage: {e}"))
 }
@@ -570,8 +594,15 @@ pub async fn usage_records(store: &dyn Store, a: AccountId, b: AccountId) {
         .unwrap_or_else(|r| panic!("{r:?}"));
     assert_eq!(recording.reports.len(), 2);
     assert_eq!(remaining(store, a).await, vec![97]);
-    let kinds: Vec<EntryKind> = latest(store, a, 10).await.iter().map(|e| e.kind).collect();
-    assert_eq!(kinds.iter().filter(|k| **k == EntryKind::Usage).count(), 2);
+    // One entry paid for the batch, and both records name it.
+    let paid: Vec<LedgerEntry> = latest(store, a, 10)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == EntryKind::Usage)
+        .collect();
+    assert_eq!(paid.len(), 1);
+    assert_eq!((paid[0].id, paid[0].amount), (first.entry_id, 3));
+    assert_eq!(stored_keys(store, a).await, ["u-1", "u-2"]);
 
     // A retry of u-1 beside a new report of the same hour and dimension: the first
     // record found whole, the totals added up.
@@ -611,8 +642,12 @@ pub async fn usage_records(store: &dyn Store, a: AccountId, b: AccountId) {
     spend(store, a, "spend-key", 1).await;
     let spent_key = usage_record("spend-key", "gpt-4o", 1, 3_900);
     assert!(matches!(
-        record(store, a, &[], std::slice::from_ref(&spent_key)).await,
-        Err(Refusal::KeyReused(_))
+        record(store, a, std::slice::from_ref(&spent_key), &[]).await,
+        Err(Refusal::KeyReused(key)) if key == "spend-key"
+    ));
+    assert!(matches!(
+        spend(store, a, "u-2", 1).await,
+        SpendOutcome::KeyOfUsage
     ));
 
     // Refused: nothing written.
@@ -622,6 +657,11 @@ pub async fn usage_records(store: &dyn Store, a: AccountId, b: AccountId) {
         Err(Refusal::Insufficient(_))
     ));
     assert_eq!(remaining(store, a).await, vec![91]);
+    assert_eq!(
+        stored_keys(store, a).await,
+        ["u-1", "u-2", "u-3"],
+        "a refused batch's records are not kept"
+    );
     assert_eq!(
         records_of(store, a, AuditAction::BillingUsageRecord)
             .await
@@ -641,6 +681,17 @@ pub async fn usage_records(store: &dyn Store, a: AccountId, b: AccountId) {
     record(store, b, &[usage_record("u-1", "gpt-4o", 3, 3_600)], &[])
         .await
         .unwrap_or_else(|r| panic!("b's u-1 is its own: {r:?}"));
+}
+
+/// The keys of the account's usage records, in order.
+async fn stored_keys(store: &dyn Store, account: AccountId) -> Vec<String> {
+    let page = store
+        .usage_records(account, &RecordFilter::default(), &PageRequest::first(100))
+        .await
+        .unwrap_or_else(|e| panic!("records: {e}"));
+    let mut keys: Vec<String> = page.items.into_iter().map(|r| r.idempotency_key).collect();
+    keys.sort();
+    keys
 }
 
 /// Concurrent batches never overdraw, and concurrent retries of one report record it once.
@@ -666,7 +717,12 @@ pub async fn usage_races(store: &dyn Store, a: AccountId) {
 
     let once = usage_record("once", "gpt-4o", 1, 3_600);
     let retries = join_all((0..8).map(|_| async {
-        match record(store, a, std::slice::from_ref(&once), &[]).await {
+        // Each request makes its own record of the report.
+        let attempt = UsageRecord {
+            id: UsageRecordId::random(),
+            ..once.clone()
+        };
+        match record(store, a, &[attempt], &[]).await {
             Ok(_) => "recorded",
             // Not the first: finds it and is refused by this helper, which expected none.
             Err(Refusal::KeyReused(_)) => "found",
@@ -945,9 +1001,12 @@ pub async fn billing_history(store: &dyn Store, a: AccountId, b: AccountId) {
         made.push(usage_record(&format!("h-tie-{n}"), "gpt-4o", 1, 102));
     }
     made.push(usage_record("h-late", "claude", 2, 103));
-    record(store, a, &made, &[])
-        .await
-        .unwrap_or_else(|r| panic!("{r:?}"));
+    // A batch each: one ledger entry each, all of one instant.
+    for one in &made {
+        record(store, a, std::slice::from_ref(one), &[])
+            .await
+            .unwrap_or_else(|r| panic!("{r:?}"));
+    }
     record(store, b, &[usage_record("h-b", "gpt-4o", 1, 102)], &[])
         .await
         .unwrap_or_else(|r| panic!("{r:?}"));
@@ -1015,7 +1074,7 @@ pub async fn billing_history(store: &dyn Store, a: AccountId, b: AccountId) {
     assert_eq!(b_records.items.len(), 1);
     assert_eq!(b_records.items[0].idempotency_key, "h-b");
 
-    // The ledger: the grant and one entry per record, all of one instant but the grant.
+    // The ledger: the grant and one entry per batch, all of one instant but the grant.
     let entries = |filter: LedgerFilter| {
         move |page: PageRequest| {
             let filter = filter.clone();
@@ -1038,11 +1097,14 @@ pub async fn billing_history(store: &dyn Store, a: AccountId, b: AccountId) {
     };
     let usage_entries = every_page(4, entries(usage)).await.concat();
     assert_eq!(usage_entries.len(), made.len());
-    let mut made_ids: Vec<EntryId> = made.iter().map(|r| r.id).collect();
+    let mut paid_by: Vec<EntryId> = made.iter().map(|r| r.entry_id).collect();
     let mut entry_ids: Vec<EntryId> = usage_entries.iter().map(|e| e.id).collect();
-    made_ids.sort();
+    paid_by.sort();
     entry_ids.sort();
-    assert_eq!(entry_ids, made_ids, "a record's entry has its id");
+    assert_eq!(
+        entry_ids, paid_by,
+        "a record names the entry that paid for it"
+    );
     let before_usage = LedgerFilter {
         until: Some(at(30)),
         ..LedgerFilter::default()
