@@ -1,9 +1,9 @@
 //! Usage records and their hourly totals (`d2_billing::UsageRepo`), and their rows.
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use std::collections::HashSet;
 
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use d2_billing::{
     Budget, Dimension, Earlier, EntryKind, HourTotal, Meter, MeterKind, RecordFilter, RecordOf,
     Recording, Refusal, Totals, UsageRecord, UsageRepo,
