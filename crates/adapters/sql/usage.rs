@@ -280,33 +280,12 @@ impl UsageRepo for crate::Store {
                     .execute(conn)
                     .await?;
             }
-            for total in &recording.hours {
-                diesel::insert_into(usage_hours::table)
-                    .values(HourRow::from_domain(account, total)?)
-                    .on_conflict((
-                        usage_hours::account_id,
-                        usage_hours::hour,
-                        usage_hours::meter,
-                        usage_hours::subject,
-                        usage_hours::operation,
-                        usage_hours::credential,
-                    ))
-                    .do_update()
-                    .set((
-                        usage_hours::reports
-                            .eq(usage_hours::reports + excluded(usage_hours::reports)),
-                        usage_hours::input_tokens
-                            .eq(usage_hours::input_tokens + excluded(usage_hours::input_tokens)),
-                        usage_hours::output_tokens
-                            .eq(usage_hours::output_tokens + excluded(usage_hours::output_tokens)),
-                        usage_hours::invocations
-                            .eq(usage_hours::invocations + excluded(usage_hours::invocations)),
-                        usage_hours::credits
-                            .eq(usage_hours::credits + excluded(usage_hours::credits)),
-                    ))
-                    .execute(conn)
-                    .await?;
-            }
+            let hours = recording
+                .hours
+                .iter()
+                .map(|total| HourRow::from_domain(account, total))
+                .collect::<Result<Vec<_>, _>>()?;
+            crate::usage_writes::add_hours(conn, &hours).await?;
             if let Some(audit) = &recording.audit {
                 write_audit(conn, audit).await?;
             }

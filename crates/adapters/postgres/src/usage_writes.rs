@@ -1,4 +1,4 @@
-//! Writing a batch's usage records, the PostgreSQL way.
+//! Writing a batch's usage records and hourly totals, the PostgreSQL way.
 
 use std::collections::HashSet;
 
@@ -6,7 +6,7 @@ use diesel::QueryResult;
 use diesel::sql_types::{Array, Int4, Int8, Text, Timestamptz, Uuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use crate::usage::UsageRow;
+use crate::usage::{HourRow, UsageRow};
 
 #[derive(diesel::QueryableByName)]
 struct StoredKey {
@@ -69,4 +69,49 @@ pub(crate) async fn insert_new(
     .load(conn)
     .await?;
     Ok(stored.into_iter().map(|row| row.idempotency_key).collect())
+}
+
+/// Adds each hour's totals to the stored ones (made when there are none) with one
+/// `INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE`: a batch's hours (one per
+/// model or agent operation and credential) in one round trip while the account is held.
+/// The rows are distinct hours and dimensions, as one statement requires.
+pub(crate) async fn add_hours(conn: &mut AsyncPgConnection, hours: &[HourRow]) -> QueryResult<()> {
+    if hours.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(
+        "INSERT INTO usage_hours (account_id, hour, meter, subject, operation, credential, \
+             reports, input_tokens, output_tokens, invocations, credits) \
+         SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (account_id, hour, meter, subject, operation, credential) DO UPDATE SET \
+             reports = usage_hours.reports + excluded.reports, \
+             input_tokens = usage_hours.input_tokens + excluded.input_tokens, \
+             output_tokens = usage_hours.output_tokens + excluded.output_tokens, \
+             invocations = usage_hours.invocations + excluded.invocations, \
+             credits = usage_hours.credits + excluded.credits",
+    )
+    .bind::<Array<Uuid>, _>(hours.iter().map(|h| h.account_id.0).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(hours.iter().map(|h| h.hour).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(hours.iter().map(|h| h.meter.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(hours.iter().map(|h| h.subject.as_str()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(
+        hours
+            .iter()
+            .map(|h| h.operation.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Text>, _>(
+        hours
+            .iter()
+            .map(|h| h.credential.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Int8>, _>(hours.iter().map(|h| h.reports).collect::<Vec<_>>())
+    .bind::<Array<Int8>, _>(hours.iter().map(|h| h.input_tokens).collect::<Vec<_>>())
+    .bind::<Array<Int8>, _>(hours.iter().map(|h| h.output_tokens).collect::<Vec<_>>())
+    .bind::<Array<Int8>, _>(hours.iter().map(|h| h.invocations).collect::<Vec<_>>())
+    .bind::<Array<Int8>, _>(hours.iter().map(|h| h.credits).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
 }

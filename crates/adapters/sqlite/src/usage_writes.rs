@@ -1,13 +1,15 @@
-//! Writing a batch's usage records, the SQLite way.
+//! Writing a batch's usage records and hourly totals, the SQLite way.
 
 use std::collections::HashSet;
 
 use diesel::QueryResult;
+use diesel::prelude::*;
+use diesel::upsert::excluded;
 use diesel_async::RunQueryDsl;
 
 use crate::Conn;
-use crate::schema::usage_records;
-use crate::usage::UsageRow;
+use crate::schema::{usage_hours, usage_records};
+use crate::usage::{HourRow, UsageRow};
 
 /// Inserts the records whose keys their account has no record under yet, a prepared
 /// one-row `INSERT ... ON CONFLICT DO NOTHING` each (SQLite runs in the process, so a
@@ -29,4 +31,35 @@ pub(crate) async fn insert_new(
         }
     }
     Ok(stored)
+}
+
+/// Adds each hour's totals to the stored ones (made when there are none), a prepared
+/// one-row upsert each.
+pub(crate) async fn add_hours(conn: &mut Conn, hours: &[HourRow]) -> QueryResult<()> {
+    for hour in hours {
+        diesel::insert_into(usage_hours::table)
+            .values(hour)
+            .on_conflict((
+                usage_hours::account_id,
+                usage_hours::hour,
+                usage_hours::meter,
+                usage_hours::subject,
+                usage_hours::operation,
+                usage_hours::credential,
+            ))
+            .do_update()
+            .set((
+                usage_hours::reports.eq(usage_hours::reports + excluded(usage_hours::reports)),
+                usage_hours::input_tokens
+                    .eq(usage_hours::input_tokens + excluded(usage_hours::input_tokens)),
+                usage_hours::output_tokens
+                    .eq(usage_hours::output_tokens + excluded(usage_hours::output_tokens)),
+                usage_hours::invocations
+                    .eq(usage_hours::invocations + excluded(usage_hours::invocations)),
+                usage_hours::credits.eq(usage_hours::credits + excluded(usage_hours::credits)),
+            ))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
 }
