@@ -986,3 +986,87 @@ async fn revoking_a_grant_or_deactivating_its_principal_reaches_every_derived_to
     );
     assert_eq!(state(own.id).await.revoked_at, None);
 }
+
+/// A report recorded before batches were paid by one entry had an entry of its own, of kind
+/// `usage`, under the report's key: a retry of it finds its record, and the key is not
+/// taken for a spend's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_paid_by_an_entry_of_its_own_is_still_found_by_its_key() {
+    use d2_billing::{
+        CreditGrant, Earlier, EntryId, EntryKind, LedgerEntry, Meter, Recorded, Recording, Refusal,
+        UsageRecord, UsageRecordId, UsageRepo as _,
+    };
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+
+    use crate::schema::credit_entries;
+
+    let (_db, store) = fresh().await;
+    let (a, _) = two_accounts(&store).await;
+    let report = || UsageRecord {
+        id: UsageRecordId::random(),
+        entry_id: EntryId::random(),
+        idempotency_key: "legacy".to_owned(),
+        meter: Meter::Model {
+            model: "gpt-4o".to_owned(),
+            input_tokens: 10,
+            output_tokens: 1,
+        },
+        credits: 0,
+        price_version: 1,
+        credential: "token:contract".to_owned(),
+        // Whole seconds: both stores keep them exactly.
+        recorded_at: chrono::SubsecRound::trunc_subsecs(Utc::now(), 0),
+    };
+    let record = async |made: UsageRecord| {
+        let decide = |_: &[CreditGrant], earlier: &Earlier| {
+            if let [key, ..] = earlier.spent_keys.as_slice() {
+                return Err(Refusal::KeyReused(key.clone()));
+            }
+            let first = <[UsageRecord]>::first(&earlier.records).cloned();
+            let entry = first.is_none().then(|| LedgerEntry {
+                id: made.entry_id,
+                kind: EntryKind::Usage,
+                amount: 0,
+                balance_after: 0,
+                grant_id: None,
+                burns: Vec::new(),
+                idempotency_key: None,
+                reason: None,
+                actor: made.credential.clone(),
+                created_at: made.recorded_at,
+            });
+            Ok(Recording {
+                reports: vec![Recorded {
+                    replayed: first.is_some(),
+                    record: first.unwrap_or_else(|| made.clone()),
+                }],
+                entry,
+                hours: Vec::new(),
+                audit: None,
+                balance: 0,
+            })
+        };
+        store
+            .record_usage(a, std::slice::from_ref(&made), &decide)
+            .await
+            .unwrap()
+    };
+    let first = record(report()).await.unwrap();
+    // As it was written then: the report's entry under its key.
+    let mut conn = store.writer().await.unwrap();
+    diesel::update(
+        credit_entries::table
+            .filter(credit_entries::id.eq(Id::from(first.reports[0].record.entry_id))),
+    )
+    .set(credit_entries::idempotency_key.eq("legacy"))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+
+    let retry = record(report()).await.unwrap_or_else(|r| panic!("{r:?}"));
+    assert!(retry.reports[0].replayed);
+    assert_eq!(retry.reports[0].record, first.reports[0].record);
+    assert!(retry.entry.is_none());
+}

@@ -150,9 +150,9 @@ pub trait CreditRepo: Send + Sync + 'static {
 
     /// In one transaction, with the account held so that its spends go one at a time:
     /// the entry made under `key` (of any kind), if any, is answered `Replayed`, and a usage
-    /// record under `key` `KeyOfUsage`, and nothing else is done; else `decide(grants)` and, when it spends, each burn taken from its
-    /// grant, the entry, a reserve's reservation and the audit record written. Concurrent
-    /// spends never overdraw a grant.
+    /// record under `key` `KeyOfUsage`, and nothing else is done; else `decide(grants)`
+    /// and, when it spends, each burn taken from its grant, the entry, a reserve's
+    /// reservation and the audit record written. Concurrent spends never overdraw a grant.
     async fn spend(
         &self,
         account: AccountId,
