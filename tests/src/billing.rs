@@ -1183,6 +1183,39 @@ async fn eligibility_answers_from_memory_until_the_standing_is_read_again() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_standing_past_its_lifetime_answers_at_once_while_a_task_reads_it_again() {
+    let app = TestApp::spawn_with(&[("D2__BILLING__ELIGIBILITY_CACHE__TTL_SECONDS", "60")]).await;
+    let tenant = app.bootstrap().await;
+    let (token, _) = reporter(&app, &tenant).await;
+    grant(&app, &tenant, 100).await;
+    let hire = || json!({"kind": "hire", "agent": "researcher"});
+    let first = ask(&app, &token, hire()).await.assert_status(200).clone();
+    report(&app, &token, vec![agent_report("x", "hire", 1)])
+        .await
+        .assert_status(201);
+    app.advance(61);
+    // Past its lifetime, the standing still answers: the check does not wait for the
+    // stores...
+    let stale = ask(&app, &token, hire()).await.assert_status(200).clone();
+    assert_eq!(stale["as_of"], first["as_of"]);
+    assert_eq!(stale["balance"], 100);
+    // ... while a task reads it again, which the checks after it answer from.
+    let mut fresh = stale;
+    for _ in 0..400 {
+        if fresh["as_of"] != first["as_of"] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        fresh = ask(&app, &token, hire()).await.assert_status(200).clone();
+    }
+    assert_ne!(
+        fresh["as_of"], first["as_of"],
+        "the standing was read again"
+    );
+    assert_eq!(fresh["balance"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_forecast_projects_the_month_from_the_last_seven_days() {
     let app = TestApp::spawn().await;
     let tenant = app.bootstrap().await;

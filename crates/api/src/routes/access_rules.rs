@@ -155,7 +155,7 @@ fn is_yaml(req: &HttpRequest) -> bool {
     (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/access-rules")]
+#[post("")]
 async fn create_rule(
     state: Data<ApiState>,
     auth: Auth,
@@ -173,7 +173,7 @@ async fn create_rule(
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/access-rules")]
+#[get("")]
 async fn list_rules(
     state: Data<ApiState>,
     auth: Auth,
@@ -192,7 +192,7 @@ async fn list_rules(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/access-rules/{rule_id}")]
+#[get("/{rule_id}")]
 async fn show_rule(state: Data<ApiState>, id: Path<RuleId>, auth: Auth) -> ApiResult<HttpResponse> {
     let rule = state.app.oauth.rules.get(&auth, *id).await?;
     Ok(HttpResponse::Ok().json(RuleView::from(rule)))
@@ -211,7 +211,7 @@ async fn show_rule(state: Data<ApiState>, id: Path<RuleId>, auth: Auth) -> ApiRe
     (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 415, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[put("/v1/access-rules/{rule_id}")]
+#[put("/{rule_id}")]
 async fn replace_rule(
     state: Data<ApiState>,
     id: Path<RuleId>,
@@ -231,7 +231,7 @@ async fn replace_rule(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[delete("/v1/access-rules/{rule_id}")]
+#[delete("/{rule_id}")]
 async fn delete_rule(
     state: Data<ApiState>,
     id: Path<RuleId>,
@@ -383,7 +383,7 @@ fn text_set(field: &str, items: Vec<String>) -> ApiResult<BTreeSet<String>> {
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/access-rules/explain")]
+#[post("/explain")]
 async fn explain_rules(
     state: Data<ApiState>,
     auth: Auth,

@@ -106,7 +106,7 @@ impl From<AccountOverview> for AccountBody {
     (status = 200, body = AccountBody),
     (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/accounts/me")]
+#[get("/me")]
 async fn me(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let overview = state.app.accounts.overview(&auth).await?;
     Ok(HttpResponse::Ok().json(AccountBody::from(overview)))
@@ -167,7 +167,7 @@ impl AccountPatchBody {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[patch("/v1/accounts/me")]
+#[patch("/me")]
 async fn update_me(
     state: Data<ApiState>,
     auth: Auth,
@@ -205,7 +205,7 @@ pub struct RenameResult {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[patch("/v1/accounts/{account_id}/name")]
+#[patch("/{account_id}/name")]
 async fn rename(
     state: Data<ApiState>,
     account_id: Path<AccountId>,
@@ -240,7 +240,7 @@ pub struct ScopeBody {
     (status = 200, body = Vec<ScopeBody>),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/accounts/{account_id}/scopes")]
+#[get("/{account_id}/scopes")]
 async fn scopes(auth: Auth, account_id: Path<AccountId>) -> ApiResult<HttpResponse> {
     auth.require_account(*account_id)?;
     let mut body = vec![

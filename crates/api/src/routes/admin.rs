@@ -62,7 +62,7 @@ pub struct DashboardBody {
     (status = 200, body = DashboardBody),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/admin/dashboard")]
+#[get("/dashboard")]
 async fn dashboard(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let dashboard = state.app.oauth.admin.dashboard(&auth).await?;
     let counts = dashboard.counts;
@@ -157,7 +157,7 @@ pub struct TokensQuery {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/admin/tokens")]
+#[get("/tokens")]
 async fn list_tokens(
     state: Data<ApiState>,
     auth: Auth,
@@ -204,7 +204,7 @@ async fn list_tokens(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/admin/tokens/{token_id}")]
+#[get("/tokens/{token_id}")]
 async fn show_token(
     state: Data<ApiState>,
     id: Path<OAuthTokenId>,
@@ -230,7 +230,7 @@ pub struct RevokedBody {
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/admin/tokens/{token_id}/revoke")]
+#[post("/tokens/{token_id}/revoke")]
 async fn revoke_token(
     state: Data<ApiState>,
     id: Path<OAuthTokenId>,
@@ -261,7 +261,7 @@ pub struct IntrospectBody {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/admin/introspect")]
+#[post("/introspect")]
 async fn introspect(
     state: Data<ApiState>,
     auth: Auth,
@@ -320,7 +320,7 @@ pub struct TaskBody {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/admin/tasks/{task_id}")]
+#[get("/tasks/{task_id}")]
 async fn show_task(
     state: Data<ApiState>,
     task_id: Path<String>,

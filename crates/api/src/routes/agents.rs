@@ -201,7 +201,7 @@ pub struct RegisteredAgentBody {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/agents/register")]
+#[post("/register")]
 async fn register(
     state: Data<ApiState>,
     auth: Auth,
@@ -250,7 +250,7 @@ pub struct ActivatedAgentBody {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/agents/activate")]
+#[post("/activate")]
 async fn activate(state: Data<ApiState>, body: Json<ActivateBody>) -> ApiResult<HttpResponse> {
     let (agent, secret) = state
         .app
@@ -274,7 +274,7 @@ async fn activate(state: Data<ApiState>, body: Json<ActivateBody>) -> ApiResult<
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/agents")]
+#[get("")]
 async fn list(
     state: Data<ApiState>,
     auth: Auth,
@@ -292,7 +292,7 @@ async fn list(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/agents/{client_id}")]
+#[get("/{client_id}")]
 async fn get_one(
     state: Data<ApiState>,
     client_id: Path<AgentId>,
@@ -321,7 +321,7 @@ pub struct UpdateAgentBody {
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[put("/v1/agents/{client_id}")]
+#[put("/{client_id}")]
 async fn update(
     state: Data<ApiState>,
     client_id: Path<AgentId>,
@@ -353,7 +353,7 @@ async fn update(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[delete("/v1/agents/{client_id}")]
+#[delete("/{client_id}")]
 async fn remove(
     state: Data<ApiState>,
     client_id: Path<AgentId>,
@@ -392,7 +392,7 @@ impl From<RotatedSecret> for RotatedSecretBody {
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/agents/{client_id}/rotate-secret")]
+#[post("/{client_id}/rotate-secret")]
 async fn rotate_secret(
     state: Data<ApiState>,
     client_id: Path<AgentId>,
@@ -466,7 +466,7 @@ impl From<&ClientPolicy> for ClientPolicyView {
     (status = 200, body = ClientPolicyView),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/agents/client-policy")]
+#[get("/client-policy")]
 async fn get_client_policy(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let policy = state.app.oauth.client_policies.get(&auth).await?;
     Ok(HttpResponse::Ok().json(ClientPolicyView::from(&*policy)))
@@ -482,7 +482,7 @@ async fn get_client_policy(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpR
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[put("/v1/agents/client-policy")]
+#[put("/client-policy")]
 async fn set_client_policy(
     state: Data<ApiState>,
     auth: Auth,
@@ -516,7 +516,7 @@ pub struct InitialAccessBody {
     (status = 201, body = InitialAccessBody),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/agents/client-policy/initial-access-token")]
+#[post("/client-policy/initial-access-token")]
 async fn issue_initial_access(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let token = state
         .app

@@ -57,7 +57,7 @@ pub struct SummaryBody {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/metrics/summary")]
+#[get("/summary")]
 async fn summary(
     state: Data<ApiState>,
     auth: Auth,
@@ -120,7 +120,7 @@ pub struct TimeseriesBody {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/metrics/timeseries")]
+#[get("/timeseries")]
 async fn timeseries(
     state: Data<ApiState>,
     auth: Auth,
@@ -187,7 +187,7 @@ pub struct TopBody {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/metrics/top")]
+#[get("/top")]
 async fn top(state: Data<ApiState>, auth: Auth, query: Query<TopQuery>) -> ApiResult<HttpResponse> {
     let dimension = Dimension::parse(query.dimension.as_deref())
         .ok_or_else(|| invalid_query("`dimension` must be `tools`, `resources` or `event_type`"))?;

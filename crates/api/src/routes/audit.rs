@@ -87,7 +87,7 @@ impl From<AuditRecord> for AuditRecordBody {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/audit")]
+#[get("")]
 async fn list(
     state: Data<ApiState>,
     auth: Auth,

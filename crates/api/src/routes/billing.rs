@@ -93,7 +93,7 @@ pub struct CheckoutReceipt {
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 503, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/billing/checkout/process")]
+#[post("/checkout/process")]
 async fn process_checkout(
     state: Data<ApiState>,
     auth: Auth,
@@ -129,7 +129,7 @@ async fn process_checkout(
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/billing/webhooks/stripe")]
+#[post("/webhooks/stripe")]
 async fn stripe_webhook(
     state: Data<ApiState>,
     request: HttpRequest,
@@ -227,7 +227,7 @@ pub struct BillingView {
     (status = 200, body = BillingView),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/billing/subscription")]
+#[get("/subscription")]
 async fn subscription(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let overview = state.app.billing.subscriptions.overview(&auth).await?;
     Ok(HttpResponse::Ok().json(BillingView {
@@ -411,7 +411,7 @@ impl From<&CreditsOverview> for CreditsView {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/billing/credits/add")]
+#[post("/credits/add")]
 async fn add_credits(
     state: Data<ApiState>,
     auth: Auth,
@@ -454,7 +454,7 @@ async fn add_credits(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/billing/credits/spend")]
+#[post("/credits/spend")]
 async fn spend_credits(
     state: Data<ApiState>,
     auth: Auth,
@@ -483,7 +483,7 @@ async fn spend_credits(
     (status = 200, body = CreditsView),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/billing/credits")]
+#[get("/credits")]
 async fn credits(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let overview = state.app.billing.credits.overview(&auth).await?;
     Ok(HttpResponse::Ok().json(CreditsView::from(&overview)))
@@ -516,7 +516,7 @@ pub struct EntriesQuery {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/billing/credits/entries")]
+#[get("/credits/entries")]
 async fn credit_entries(
     state: Data<ApiState>,
     auth: Auth,
@@ -650,7 +650,7 @@ pub struct ReservationSettled {
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/billing/credits/reserve")]
+#[post("/credits/reserve")]
 async fn reserve_credits(
     state: Data<ApiState>,
     auth: Auth,
@@ -685,7 +685,7 @@ async fn reserve_credits(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/billing/credits/reservations/{reservation_id}")]
+#[get("/credits/reservations/{reservation_id}")]
 async fn get_reservation(
     state: Data<ApiState>,
     auth: Auth,
@@ -713,7 +713,7 @@ async fn get_reservation(
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/billing/credits/reservations/{reservation_id}/settle")]
+#[post("/credits/reservations/{reservation_id}/settle")]
 async fn settle_reservation(
     state: Data<ApiState>,
     auth: Auth,

@@ -54,7 +54,7 @@ pub struct IssuedUserToken {
     (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/user-token/issue")]
+#[post("/issue")]
 async fn issue(
     state: Data<ApiState>,
     req: HttpRequest,
@@ -109,7 +109,7 @@ pub struct RotatedUserToken {
     (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/user-token/rotate")]
+#[post("/rotate")]
 async fn rotate_own(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let rotation = RotatedTokenBody::from(state.app.tokens.rotate_own(&auth).await?);
     Ok(secret_response(
@@ -132,7 +132,7 @@ pub struct RevokedOwn {
     (status = 200, body = RevokedOwn),
     (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/user-token/revoke")]
+#[post("/revoke")]
 async fn revoke_own(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let outcome = state.app.tokens.revoke_own(&auth).await?;
     let message = match outcome {

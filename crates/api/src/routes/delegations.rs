@@ -186,7 +186,7 @@ impl DelegationView {
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/delegations")]
+#[post("")]
 async fn create_delegation(
     state: Data<ApiState>,
     auth: Auth,
@@ -228,7 +228,7 @@ pub struct DelegationsQuery {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/delegations")]
+#[get("")]
 async fn list_delegations(
     state: Data<ApiState>,
     auth: Auth,
@@ -272,7 +272,7 @@ async fn list_delegations(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/delegations/{delegation_id}")]
+#[get("/{delegation_id}")]
 async fn show_delegation(
     state: Data<ApiState>,
     id: Path<DelegationId>,
@@ -290,7 +290,7 @@ async fn show_delegation(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[delete("/v1/delegations/{delegation_id}")]
+#[delete("/{delegation_id}")]
 async fn revoke_delegation(
     state: Data<ApiState>,
     id: Path<DelegationId>,

@@ -69,7 +69,7 @@ pub struct IngestAccepted {
     (status = 429, body = crate::error::Problem, content_type = "application/problem+json", description = "The account's events-per-minute quota is spent; the batch is refused whole and counted in `events_refused` of the metrics summary", headers(("Retry-After" = u64, description = "Seconds to wait"), ("X-RateLimit-Limit" = u32), ("X-RateLimit-Remaining" = u32), ("X-RateLimit-Reset" = u64))),
     (status = 503, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/events/ingest")]
+#[post("/ingest")]
 async fn ingest(
     state: Data<ApiState>,
     auth: Auth,
@@ -190,7 +190,7 @@ impl From<StoredEvent> for EventBody {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/events")]
+#[get("")]
 async fn list(
     state: Data<ApiState>,
     auth: Auth,

@@ -93,7 +93,7 @@ pub struct InvitedBody {
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/invitations")]
+#[post("")]
 async fn invite(
     state: Data<ApiState>,
     auth: Auth,
@@ -132,7 +132,7 @@ pub struct InvitationsBody {
     (status = 200, body = InvitationsBody),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/invitations")]
+#[get("")]
 async fn pending(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let pending = state.app.invitations.pending(&auth).await?;
     Ok(HttpResponse::Ok().json(InvitationsBody {
@@ -148,7 +148,7 @@ async fn pending(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[delete("/v1/invitations/{invitation_id}")]
+#[delete("/{invitation_id}")]
 async fn cancel(
     state: Data<ApiState>,
     id: Path<InvitationId>,

@@ -13,11 +13,14 @@ use crate::auth::{Auth, MaybeAuth};
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
+/// `/.well-known/jwks.json`.
+pub fn configure_document(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(jwks_document);
+}
+
+/// Routes under `/v1/jwks`.
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
-    cfg.service(jwks_document)
-        .service(rotate)
-        .service(configuration)
-        .service(history);
+    cfg.service(rotate).service(configuration).service(history);
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -143,7 +146,7 @@ pub struct AccessTokenKeyBody {
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 429, body = crate::error::Problem, content_type = "application/problem+json", description = "Over the account's rotations per hour", headers(("Retry-After" = u64, description = "Seconds to wait"), ("X-RateLimit-Limit" = u32), ("X-RateLimit-Remaining" = u32), ("X-RateLimit-Reset" = u64))),
 ))]
-#[post("/v1/jwks/rotate")]
+#[post("/rotate")]
 async fn rotate(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let rotated = state.app.policies.rotate_signing_key(&auth).await?;
     let audit = AuditEntry::by(&auth, AuditAction::JwksRotate, state.app.clock.now());
@@ -192,7 +195,7 @@ pub struct JwksConfiguration {
     (status = 200, body = JwksConfiguration),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/jwks/configuration")]
+#[get("/configuration")]
 async fn configuration(
     state: Data<ApiState>,
     auth: Auth,
@@ -243,7 +246,7 @@ pub struct KeyHistory {
     (status = 200, body = KeyHistory),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/jwks/history")]
+#[get("/history")]
 async fn history(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     auth.require(d2_kernel::Scope::Admin)?;
     let keys = state.app.policies.jwks();

@@ -70,7 +70,7 @@ impl From<KeyState> for KeyStateBody {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/keys")]
+#[post("")]
 async fn register(
     state: Data<ApiState>,
     auth: Auth,
@@ -168,7 +168,7 @@ pub struct ListKeysQuery {
 #[utoipa::path(tag = "keys", security(("bearer" = []), ("api_key" = [])), params(ListKeysQuery), responses(
     (status = 200, body = Vec<ListedKeyBody>),
 ))]
-#[get("/v1/keys")]
+#[get("")]
 async fn list(
     state: Data<ApiState>,
     auth: Auth,
@@ -195,7 +195,7 @@ async fn list(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[delete("/v1/keys/{key_id}")]
+#[delete("/{key_id}")]
 async fn revoke(
     state: Data<ApiState>,
     key_id: Path<String>,
@@ -220,7 +220,7 @@ async fn revoke(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/keys/{key_id}/approve")]
+#[post("/{key_id}/approve")]
 async fn approve(
     state: Data<ApiState>,
     key_id: Path<String>,

@@ -18,9 +18,14 @@ use crate::error::{ApiError, ApiResult};
 use crate::routes::accounts::AccountNameBody;
 use crate::state::ApiState;
 
+/// `/v1/users/me`.
+pub fn configure_users(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(users_me);
+}
+
+/// Routes under `/v1/accounts`.
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
-    cfg.service(users_me)
-        .service(create_account)
+    cfg.service(create_account)
         .service(list_members)
         .service(change_role)
         .service(remove);
@@ -86,7 +91,7 @@ impl From<Me> for MeBody {
     (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/users/me")]
+#[get("/me")]
 async fn users_me(state: Data<ApiState>, person: Person) -> ApiResult<HttpResponse> {
     let me = state.app.members.me(person.0.user_id).await?;
     Ok(HttpResponse::Ok().json(MeBody::from(me)))
@@ -111,7 +116,7 @@ pub struct NewAccountResult {
     (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/accounts")]
+#[post("")]
 async fn create_account(
     state: Data<ApiState>,
     person: Person,
@@ -171,7 +176,7 @@ pub struct MembersBody {
     (status = 200, body = MembersBody),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/accounts/{account_id}/members")]
+#[get("/{account_id}/members")]
 async fn list_members(
     state: Data<ApiState>,
     account_id: Path<AccountId>,
@@ -209,7 +214,7 @@ impl RoleBody {
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[patch("/v1/accounts/{account_id}/members/{user_id}")]
+#[patch("/{account_id}/members/{user_id}")]
 async fn change_role(
     state: Data<ApiState>,
     path: Path<(AccountId, UserId)>,
@@ -236,7 +241,7 @@ async fn change_role(
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[delete("/v1/accounts/{account_id}/members/{user_id}")]
+#[delete("/{account_id}/members/{user_id}")]
 async fn remove(
     state: Data<ApiState>,
     path: Path<(AccountId, UserId)>,

@@ -83,7 +83,7 @@ impl From<Notice> for NoticeView {
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/billing/notices/endpoint")]
+#[get("/notices/endpoint")]
 async fn get_endpoint(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let endpoint = state.app.billing.notices.endpoint(&auth).await?;
     Ok(HttpResponse::Ok().json(EndpointView::from(endpoint)))
@@ -99,7 +99,7 @@ async fn get_endpoint(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpRespon
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[put("/v1/billing/notices/endpoint")]
+#[put("/notices/endpoint")]
 async fn set_endpoint(
     state: Data<ApiState>,
     auth: Auth,
@@ -121,7 +121,7 @@ async fn set_endpoint(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[delete("/v1/billing/notices/endpoint")]
+#[delete("/notices/endpoint")]
 async fn delete_endpoint(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     state.app.billing.notices.delete_endpoint(&auth).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -144,7 +144,7 @@ pub struct NoticesQuery {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/billing/notices")]
+#[get("/notices")]
 async fn list_notices(
     state: Data<ApiState>,
     auth: Auth,

@@ -25,6 +25,11 @@ use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
+/// `/v1/agents/me`.
+pub fn configure_agents(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(agents_me);
+}
+
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
     cfg.service(token)
         .service(introspect)
@@ -34,7 +39,6 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(jwks)
         .service(revocations)
         .service(agentinfo)
-        .service(agents_me)
         .service(verify)
         .service(verify_tool_access)
         .service(check_token_access)
@@ -937,7 +941,7 @@ async fn agentinfo(
     (status = 200, body = AgentInfoBody),
     (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/agents/me")]
+#[get("/me")]
 async fn agents_me(state: Data<ApiState>, request: HttpRequest) -> ApiResult<HttpResponse> {
     let refused = || ApiError::new(Code::InvalidToken, "the access token does not work");
     let account = bearer(&request)

@@ -16,7 +16,7 @@ use crate::error::{ApiError, ApiResult, with_rate_limit};
 use crate::headers::{KEY_ID, POLL_SECONDS, SIGNATURE};
 use crate::state::ApiState;
 
-/// Fixed paths. They must come before `/v1/policy/{policy_id}`, which would match them.
+/// Routes under `/v1/policy`: the fixed paths first, as `/{policy_id}` would match them.
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
     cfg.service(bundle)
         .service(draft)
@@ -27,12 +27,8 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(list)
         .service(apps)
         .service(roles_permissions)
-        .service(validate);
-}
-
-/// Routes under `/v1/policy/{policy_id}`.
-pub fn configure_by_id(cfg: &mut ServiceConfig<'_>) {
-    cfg.service(get_policy)
+        .service(validate)
+        .service(get_policy)
         .service(patch_description)
         .service(patch_bundle);
 }
@@ -137,7 +133,7 @@ fn with_poll_headers(
     (status = 410, body = crate::error::Problem, content_type = "application/problem+json", description = "`policy_revoked`"),
     (status = 429, body = crate::error::Problem, content_type = "application/problem+json", description = "Over the poll ceiling of the credential", headers(("Retry-After" = u64, description = "Seconds to wait"), ("X-RateLimit-Limit" = u32), ("X-RateLimit-Remaining" = u32), ("X-RateLimit-Reset" = u64))),
 ))]
-#[get("/v1/policy/bundle")]
+#[get("/bundle")]
 async fn bundle(
     state: Data<ApiState>,
     auth: Auth,
@@ -195,7 +191,7 @@ pub struct DraftSaved {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 402, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[put("/v1/policy/draft")]
+#[put("/draft")]
 async fn draft(
     state: Data<ApiState>,
     auth: Auth,
@@ -256,7 +252,7 @@ pub struct Published {
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/policy/publish")]
+#[post("/publish")]
 async fn publish(
     state: Data<ApiState>,
     auth: Auth,
@@ -306,7 +302,7 @@ pub struct Revoked {
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/policy/revoke")]
+#[post("/revoke")]
 async fn revoke(
     state: Data<ApiState>,
     auth: Auth,
@@ -334,7 +330,7 @@ pub struct RevertBody {
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/policy/revert")]
+#[post("/revert")]
 async fn revert(
     state: Data<ApiState>,
     auth: Auth,
@@ -430,7 +426,7 @@ pub struct VersionsQuery {
 #[utoipa::path(tag = "policy", security(("bearer" = []), ("api_key" = [])), params(VersionsQuery), responses(
     (status = 200, body = Vec<PolicySummary>, headers(("X-Next-Cursor" = String, description = "Present when another page follows"))),
 ))]
-#[get("/v1/policy/versions")]
+#[get("/versions")]
 async fn versions(
     state: Data<ApiState>,
     auth: Auth,
@@ -460,7 +456,7 @@ async fn versions(
 #[utoipa::path(tag = "policy", security(("bearer" = []), ("api_key" = [])), params(PageQuery), responses(
     (status = 200, body = Vec<PolicySummary>, headers(("X-Next-Cursor" = String, description = "Present when another page follows"))),
 ))]
-#[get("/v1/policy/list")]
+#[get("/list")]
 async fn list(
     state: Data<ApiState>,
     auth: Auth,
@@ -473,7 +469,7 @@ async fn list(
 
 /// The account's apps (with `default`), sorted.
 #[utoipa::path(tag = "policy", security(("bearer" = []), ("api_key" = [])), responses((status = 200, body = Vec<String>)))]
-#[get("/v1/policy/apps")]
+#[get("/apps")]
 async fn apps(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let apps = state.app.policies.apps(&auth).await?;
     Ok(HttpResponse::Ok().json(apps.iter().map(ToString::to_string).collect::<Vec<_>>()))
@@ -490,7 +486,7 @@ pub struct OptionalAppQuery {
     (status = 200, body = Object),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/policy/roles-permissions")]
+#[get("/roles-permissions")]
 async fn roles_permissions(
     state: Data<ApiState>,
     auth: Auth,
@@ -517,7 +513,7 @@ pub struct Validation {
 #[utoipa::path(tag = "policy", security(("bearer" = []), ("api_key" = [])), request_body = Object, responses(
     (status = 200, body = Validation),
 ))]
-#[post("/v1/policy/validate")]
+#[post("/validate")]
 async fn validate(
     state: Data<ApiState>,
     auth: Auth,
@@ -548,7 +544,7 @@ async fn validate(
     (status = 200, body = PolicySummary),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/policy/{policy_id}")]
+#[get("/{policy_id}")]
 async fn get_policy(
     state: Data<ApiState>,
     id: Path<PolicyId>,
@@ -573,7 +569,7 @@ pub struct DescriptionBody {
     (status = 200, body = PolicySummary),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[patch("/v1/policy/{policy_id}/description")]
+#[patch("/{policy_id}/description")]
 async fn patch_description(
     state: Data<ApiState>,
     id: Path<PolicyId>,
@@ -598,7 +594,7 @@ async fn patch_description(
     (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[patch("/v1/policy/{policy_id}/bundle")]
+#[patch("/{policy_id}/bundle")]
 async fn patch_bundle(
     state: Data<ApiState>,
     id: Path<PolicyId>,

@@ -100,7 +100,7 @@ impl From<Principal> for PrincipalView {
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/users")]
+#[post("")]
 async fn create_principal(
     state: Data<ApiState>,
     auth: Auth,
@@ -134,7 +134,7 @@ pub struct PrincipalsQuery {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/users")]
+#[get("")]
 async fn list_principals(
     state: Data<ApiState>,
     auth: Auth,
@@ -163,7 +163,7 @@ async fn list_principals(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/users/{principal_id}")]
+#[get("/{principal_id}")]
 async fn show_principal(
     state: Data<ApiState>,
     id: Path<PrincipalId>,
@@ -183,7 +183,7 @@ async fn show_principal(
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[put("/v1/users/{principal_id}")]
+#[put("/{principal_id}")]
 async fn replace_principal(
     state: Data<ApiState>,
     id: Path<PrincipalId>,
@@ -206,7 +206,7 @@ async fn replace_principal(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[delete("/v1/users/{principal_id}")]
+#[delete("/{principal_id}")]
 async fn delete_principal(
     state: Data<ApiState>,
     id: Path<PrincipalId>,

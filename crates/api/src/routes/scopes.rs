@@ -109,7 +109,7 @@ impl From<KnownScope> for ExpandedScopeBody {
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/scopes")]
+#[post("")]
 async fn create(
     state: Data<ApiState>,
     auth: Auth,
@@ -132,7 +132,7 @@ async fn create(
     (status = 200, body = Vec<OAuthScopeBody>),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/scopes")]
+#[get("")]
 async fn list(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let known = state.app.oauth.scopes.list(&auth).await?;
     let scopes: Vec<OAuthScopeBody> = known.iter().map(|k| k.scope.clone().into()).collect();
@@ -147,7 +147,7 @@ async fn list(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     (status = 200, body = Vec<ExpandedScopeBody>),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/scopes/registry")]
+#[get("/registry")]
 async fn registry(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let known = state.app.oauth.scopes.list(&auth).await?;
     let scopes: Vec<ExpandedScopeBody> = known.iter().cloned().map(Into::into).collect();
@@ -162,7 +162,7 @@ async fn registry(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> 
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/scopes/{name}")]
+#[get("/{name}")]
 async fn get_one(state: Data<ApiState>, name: Path<String>, auth: Auth) -> ApiResult<HttpResponse> {
     let known = state.app.oauth.scopes.get(&auth, &name).await?;
     Ok(HttpResponse::Ok().json(ExpandedScopeBody::from(known)))
@@ -178,7 +178,7 @@ async fn get_one(state: Data<ApiState>, name: Path<String>, auth: Auth) -> ApiRe
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[put("/v1/scopes/{name}")]
+#[put("/{name}")]
 async fn update(
     state: Data<ApiState>,
     name: Path<String>,
@@ -204,7 +204,7 @@ async fn update(
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[delete("/v1/scopes/{name}")]
+#[delete("/{name}")]
 async fn remove(state: Data<ApiState>, name: Path<String>, auth: Auth) -> ApiResult<HttpResponse> {
     state.app.oauth.scopes.delete(&auth, &name).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -230,7 +230,7 @@ pub struct ExpandedBody {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/scopes/expand")]
+#[post("/expand")]
 async fn expand(
     state: Data<ApiState>,
     auth: Auth,

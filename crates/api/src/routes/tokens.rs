@@ -219,7 +219,7 @@ impl From<Rotation> for RotatedTokenBody {
     (status = 402, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/accounts/{account_id}/tokens")]
+#[post("/{account_id}/tokens")]
 async fn create(
     state: Data<ApiState>,
     account_id: Path<AccountId>,
@@ -275,7 +275,7 @@ pub struct CreateServerTokenBody {
     (status = 402, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/accounts/{account_id}/tokens/server")]
+#[post("/{account_id}/tokens/server")]
 async fn create_server(
     state: Data<ApiState>,
     account_id: Path<AccountId>,
@@ -304,7 +304,7 @@ async fn create_server(
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/accounts/{account_id}/tokens")]
+#[get("/{account_id}/tokens")]
 async fn list(
     state: Data<ApiState>,
     account_id: Path<AccountId>,
@@ -326,7 +326,7 @@ async fn list(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/accounts/{account_id}/tokens/{token_id}")]
+#[get("/{account_id}/tokens/{token_id}")]
 async fn get_one(
     state: Data<ApiState>,
     ids: Path<(AccountId, TokenId)>,
@@ -368,7 +368,7 @@ pub struct TokenPatchBody {
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 410, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[patch("/v1/accounts/{account_id}/tokens/{token_id}")]
+#[patch("/{account_id}/tokens/{token_id}")]
 async fn update(
     state: Data<ApiState>,
     ids: Path<(AccountId, TokenId)>,
@@ -423,7 +423,7 @@ pub struct ChainRevoked {
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[delete("/v1/accounts/{account_id}/tokens/{token_id}")]
+#[delete("/{account_id}/tokens/{token_id}")]
 async fn revoke(
     state: Data<ApiState>,
     ids: Path<(AccountId, TokenId)>,
@@ -461,7 +461,7 @@ async fn revoke(
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 410, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/accounts/{account_id}/tokens/{token_id}/rotate")]
+#[post("/{account_id}/tokens/{token_id}/rotate")]
 async fn rotate(
     state: Data<ApiState>,
     ids: Path<(AccountId, TokenId)>,

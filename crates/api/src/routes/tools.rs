@@ -18,6 +18,7 @@ use crate::body::Json;
 use crate::error::{ApiError, ApiResult};
 use crate::state::ApiState;
 
+/// Routes under `/v1/tools`.
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
     cfg.service(create)
         .service(list)
@@ -25,10 +26,12 @@ pub fn configure(cfg: &mut ServiceConfig<'_>) {
         .service(update)
         .service(remove)
         .service(activate)
-        .service(deactivate)
-        .service(agent_tools)
-        .service(bind)
-        .service(unbind);
+        .service(deactivate);
+}
+
+/// Routes under `/v1/agents/{client_id}/tools`.
+pub fn configure_agent_tools(cfg: &mut ServiceConfig<'_>) {
+    cfg.service(agent_tools).service(bind).service(unbind);
 }
 
 /// A tool's definition.
@@ -126,7 +129,7 @@ impl From<Tool> for ToolBody {
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/tools")]
+#[post("")]
 async fn create(
     state: Data<ApiState>,
     auth: Auth,
@@ -165,7 +168,7 @@ pub struct ToolQuery {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/tools")]
+#[get("")]
 async fn list(
     state: Data<ApiState>,
     auth: Auth,
@@ -197,7 +200,7 @@ async fn list(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/tools/{tool_id}")]
+#[get("/{tool_id}")]
 async fn get_one(
     state: Data<ApiState>,
     tool_id: Path<ToolId>,
@@ -219,7 +222,7 @@ async fn get_one(
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 413, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[put("/v1/tools/{tool_id}")]
+#[put("/{tool_id}")]
 async fn update(
     state: Data<ApiState>,
     tool_id: Path<ToolId>,
@@ -242,7 +245,7 @@ async fn update(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[delete("/v1/tools/{tool_id}")]
+#[delete("/{tool_id}")]
 async fn remove(
     state: Data<ApiState>,
     tool_id: Path<ToolId>,
@@ -275,7 +278,7 @@ async fn set_active(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/tools/{tool_id}/activate")]
+#[post("/{tool_id}/activate")]
 async fn activate(
     state: Data<ApiState>,
     tool_id: Path<ToolId>,
@@ -292,7 +295,7 @@ async fn activate(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/tools/{tool_id}/deactivate")]
+#[post("/{tool_id}/deactivate")]
 async fn deactivate(
     state: Data<ApiState>,
     tool_id: Path<ToolId>,
@@ -309,7 +312,7 @@ async fn deactivate(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/agents/{client_id}/tools")]
+#[get("/{client_id}/tools")]
 async fn agent_tools(
     state: Data<ApiState>,
     client_id: Path<AgentId>,
@@ -338,7 +341,7 @@ async fn agent_tools(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/agents/{client_id}/tools/{tool_id}")]
+#[post("/{client_id}/tools/{tool_id}")]
 async fn bind(
     state: Data<ApiState>,
     ids: Path<(AgentId, ToolId)>,
@@ -365,7 +368,7 @@ async fn bind(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[delete("/v1/agents/{client_id}/tools/{tool_id}")]
+#[delete("/{client_id}/tools/{tool_id}")]
 async fn unbind(
     state: Data<ApiState>,
     ids: Path<(AgentId, ToolId)>,

@@ -212,7 +212,7 @@ impl From<Recording> for RecordedView {
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 409, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/billing/usage")]
+#[post("/usage")]
 async fn record_usage(
     state: Data<ApiState>,
     auth: Auth,
@@ -356,7 +356,7 @@ fn window_name(window: Window) -> &'static str {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/billing/usage")]
+#[get("/usage")]
 async fn get_usage(
     state: Data<ApiState>,
     auth: Auth,
@@ -423,7 +423,7 @@ pub struct RecordsQuery {
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/billing/usage/records")]
+#[get("/usage/records")]
 async fn usage_records(
     state: Data<ApiState>,
     auth: Auth,
@@ -496,7 +496,7 @@ pub struct PricesView {
 #[utoipa::path(tag = "billing", security(("bearer" = []), ("api_key" = [])), responses(
     (status = 200, body = PricesView),
 ))]
-#[get("/v1/billing/prices")]
+#[get("/prices")]
 async fn get_prices(state: Data<ApiState>, _auth: Auth) -> ApiResult<HttpResponse> {
     let table = state.app.billing.usage.prices();
     let now = state.app.clock.now();
@@ -572,7 +572,8 @@ pub struct AllowedView {
     /// The credits that may be spent, as of `as_of`.
     pub balance: u64,
     /// When this replica read the account's standing (at most
-    /// `billing.eligibility_cache.ttl_seconds` ago).
+    /// `billing.eligibility_cache.ttl_seconds` ago while checks keep coming, twice that
+    /// after a quiet spell).
     pub as_of: DateTime<Utc>,
 }
 
@@ -599,7 +600,7 @@ impl From<Allowed> for AllowedView {
     (status = 402, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[post("/v1/billing/eligibility")]
+#[post("/eligibility")]
 async fn check_eligibility(
     state: Data<ApiState>,
     auth: Auth,
@@ -664,7 +665,7 @@ impl From<CreditForecast> for ForecastView {
     (status = 200, body = ForecastView),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/billing/forecast")]
+#[get("/forecast")]
 async fn get_forecast(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let forecast = state.app.billing.eligibility.forecast(&auth).await?;
     Ok(HttpResponse::Ok().json(ForecastView::from(forecast)))
@@ -716,7 +717,7 @@ fn budget_kind(kind: &str) -> ApiResult<MeterKind> {
     (status = 200, body = Vec<BudgetView>),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[get("/v1/billing/budgets")]
+#[get("/budgets")]
 async fn list_budgets(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpResponse> {
     let budgets = state.app.billing.eligibility.budgets(&auth).await?;
     let views: Vec<BudgetView> = budgets
@@ -736,7 +737,7 @@ async fn list_budgets(state: Data<ApiState>, auth: Auth) -> ApiResult<HttpRespon
     (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[put("/v1/billing/budgets/{kind}/{subject}")]
+#[put("/budgets/{kind}/{subject}")]
 async fn set_budget(
     state: Data<ApiState>,
     auth: Auth,
@@ -763,7 +764,7 @@ async fn set_budget(
     (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
     (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
 ))]
-#[delete("/v1/billing/budgets/{kind}/{subject}")]
+#[delete("/budgets/{kind}/{subject}")]
 async fn delete_budget(
     state: Data<ApiState>,
     auth: Auth,

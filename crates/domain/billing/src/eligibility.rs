@@ -4,13 +4,15 @@
 //! Each answer comes from the account's standing this month, kept in memory: its balance,
 //! its plan's quotas (agent slots, model tokens a month), what each model and agent cost
 //! this month, which agents it used. A standing is read from the stores at most once per
-//! `billing.eligibility_cache.ttl_seconds` on each replica, so every replica answers from
-//! memory and agrees with the stores within that time. The check is advice for the caller
+//! `billing.eligibility_cache.ttl_seconds` on each replica, in the background once the
+//! account's first check has read it, so every replica answers from memory, without
+//! waiting for a store, and agrees with the stores within that time (twice that after a
+//! quiet spell: a standing unasked for that long is dropped). The check is advice for the caller
 //! before it works: the report of the work itself is paid exactly, from the ledger, and
 //! never overdraws.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
 use d2_audit::{AuditAction, AuditEntry};
@@ -190,13 +192,23 @@ fn next_month(at: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 pub struct Eligibility {
+    reader: StandingReader,
+    plans: Arc<PlanCatalog>,
+    meter: Arc<UsageMeter>,
+    standings: Arc<CoherentCache<AccountId, Arc<Standing>>>,
+    /// How long a standing answers before it is read again.
+    fresh_for: Duration,
+    /// The accounts whose standing a background task is reading again.
+    refreshing: Arc<Mutex<HashSet<AccountId>>>,
+}
+
+/// Reads an account's standing from the stores.
+#[derive(Clone)]
+struct StandingReader {
     usage: Arc<dyn UsageRepo>,
     credits: Arc<dyn CreditRepo>,
     entitlements: Arc<dyn Entitlements>,
-    plans: Arc<PlanCatalog>,
-    meter: Arc<UsageMeter>,
     clock: Arc<dyn Clock>,
-    standings: CoherentCache<AccountId, Arc<Standing>>,
 }
 
 impl std::fmt::Debug for Eligibility {
@@ -230,28 +242,66 @@ impl Eligibility {
         clock: Arc<dyn Clock>,
         cache: CacheSettings,
     ) -> Self {
+        // A standing read `cache.ttl` ago is read again in the background while it still
+        // answers; one not asked for in twice that long is dropped (and read before the
+        // next answer). A lifetime of 0 reads the stores on every check.
+        let kept = CacheSettings {
+            ttl: cache.ttl.saturating_mul(2),
+            ..cache
+        };
         Self {
-            usage,
-            credits,
-            entitlements,
+            reader: StandingReader {
+                usage,
+                credits,
+                entitlements,
+                clock,
+            },
             plans,
             meter,
-            clock,
-            standings: CoherentCache::new(cache),
+            standings: Arc::new(CoherentCache::new(kept)),
+            fresh_for: Duration::from_std(cache.ttl).unwrap_or(Duration::MAX),
+            refreshing: Arc::default(),
         }
     }
 
-    /// The account's standing, from memory (read from the stores when older than the
-    /// cache's lifetime).
+    /// The account's standing, from memory. One read more than the cache's lifetime ago
+    /// still answers while a task reads it again, so a check never waits for the stores
+    /// once the account's standing is in memory: with checks coming, each replica's
+    /// standing is at most a lifetime (and the time of a reading) old.
     pub async fn standing(&self, account: AccountId) -> Result<Arc<Standing>, EligibilityError> {
-        self.standings
-            .get_or_load(&account, || self.read_standing(account))
-            .await
+        let reader = &self.reader;
+        let standing = self
+            .standings
+            .get_or_load(&account, || reader.read(account))
+            .await?;
+        // (A lifetime of 0 keeps nothing: the standing was just read.)
+        if !self.fresh_for.is_zero()
+            && d2_kernel::later(standing.read_at, self.fresh_for) <= reader.clock.now()
+        {
+            self.refresh_in_background(account);
+        }
+        Ok(standing)
     }
 
-    async fn read_standing(&self, account: AccountId) -> Result<Arc<Standing>, EligibilityError> {
-        let grants = self.credits.credit_grants(account).await?;
-        Ok(Arc::new(self.standing_of(account, &grants).await?))
+    /// Reads the account's standing again in a task of its own (one at a time per
+    /// account), unless no tokio runtime runs this code: then the next check after the
+    /// entry expires reads it.
+    fn refresh_in_background(&self, account: AccountId) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !locked(&self.refreshing).insert(account) {
+            return;
+        }
+        let reader = self.reader.clone();
+        let standings = self.standings.clone();
+        let refreshing = self.refreshing.clone();
+        runtime.spawn(async move {
+            if let Err(error) = standings.reload(&account, || reader.read(account)).await {
+                tracing::warn!(error.cause = %error, %account, "an account's standing was not read again");
+            }
+            locked(&refreshing).remove(&account);
+        });
     }
 
     /// The account's standing with these grants, the rest read from the stores now,
@@ -261,51 +311,7 @@ impl Eligibility {
         account: AccountId,
         grants: &[CreditGrant],
     ) -> Result<Standing, EligibilityError> {
-        let now = self.clock.now();
-        let entitlement = self.entitlements.entitlement(account).await?;
-        let month_start = month_of(now);
-        let hours = self
-            .usage
-            .usage_hours(account, month_start, next_month(now))
-            .await?;
-        let mut standing = Standing {
-            plan: entitlement.plan,
-            locked: entitlement.is_locked(),
-            quotas: entitlement.quotas,
-            balance: balance(grants, now),
-            month_start,
-            model_tokens: 0,
-            spent: BTreeMap::new(),
-            agents: BTreeSet::new(),
-            budgets: self
-                .usage
-                .budgets(account)
-                .await?
-                .into_iter()
-                .map(|budget| {
-                    let key = (budget.kind.as_str().to_owned(), budget.subject);
-                    (key, budget.monthly_credits)
-                })
-                .collect(),
-            read_at: now,
-        };
-        for hour in &hours {
-            let dimension = &hour.dimension;
-            let spent = standing
-                .spent
-                .entry((dimension.kind.clone(), dimension.subject.clone()))
-                .or_default();
-            *spent = spent.saturating_add(hour.totals.credits);
-            if dimension.kind == "agent" {
-                standing.agents.insert(dimension.subject.clone());
-            } else {
-                standing.model_tokens = standing
-                    .model_tokens
-                    .saturating_add(hour.totals.input_tokens)
-                    .saturating_add(hour.totals.output_tokens);
-            }
-        }
-        Ok(standing)
+        self.reader.read_with(account, grants).await
     }
 
     /// The plans whose quota (`quota` of their quotas) is at least `needed`, and theirs.
@@ -347,7 +353,7 @@ impl Eligibility {
                 0
             }
             Ask::Usage(meter) => {
-                let (cost, _) = self.meter.quote(meter, self.clock.now())?;
+                let (cost, _) = self.meter.quote(meter, self.reader.clock.now())?;
                 if let Meter::Model {
                     input_tokens,
                     output_tokens,
@@ -427,7 +433,7 @@ impl Eligibility {
                 "monthly_credits: 1 to 10^12 credits",
             ));
         }
-        let now = self.clock.now();
+        let now = self.reader.clock.now();
         let budget = Budget {
             kind,
             subject,
@@ -441,7 +447,8 @@ impl Eligibility {
                 "subject": budget.subject,
                 "monthly_credits": monthly_credits,
             }));
-        self.usage
+        self.reader
+            .usage
             .set_budget(ctx.account_id, &budget, &audit)
             .await?;
         self.standings.invalidate(&ctx.account_id).await;
@@ -456,11 +463,12 @@ impl Eligibility {
         subject: &str,
     ) -> Result<(), EligibilityError> {
         ctx.require(Scope::Admin)?;
-        let now = self.clock.now();
+        let now = self.reader.clock.now();
         let audit = AuditEntry::by(ctx, AuditAction::BillingBudgetDelete, now)
             .target("budget", format!("{}:{subject}", kind.as_str()))
             .metadata(json!({"kind": kind.as_str(), "subject": subject}));
         let deleted = self
+            .reader
             .usage
             .delete_budget(ctx.account_id, kind, subject, &audit)
             .await?;
@@ -476,7 +484,7 @@ impl Eligibility {
     /// month (as of the standing's reading).
     pub async fn budgets(&self, ctx: &AuthContext) -> Result<Vec<(Budget, u64)>, EligibilityError> {
         ctx.require(Scope::Admin)?;
-        let budgets = self.usage.budgets(ctx.account_id).await?;
+        let budgets = self.reader.usage.budgets(ctx.account_id).await?;
         let standing = self.standing(ctx.account_id).await?;
         Ok(budgets
             .into_iter()
@@ -493,7 +501,7 @@ impl Eligibility {
     /// seven complete days (see `forecast`).
     pub async fn forecast(&self, ctx: &AuthContext) -> Result<CreditForecast, EligibilityError> {
         ctx.require(Scope::Admin)?;
-        let now = self.clock.now();
+        let now = self.reader.clock.now();
         let account = ctx.account_id;
         let today = Window::Day.start_of(now);
         let days = i64::try_from(WINDOW_DAYS).unwrap_or(7);
@@ -501,7 +509,7 @@ impl Eligibility {
         let period_start = month_of(now);
         let period_end = next_month(now);
         let from = first_day.min(period_start);
-        let hours = self.usage.usage_hours(account, from, now).await?;
+        let hours = self.reader.usage.usage_hours(account, from, now).await?;
         let mut daily: BTreeMap<DateTime<Utc>, u64> = (0..days)
             .map(|n| (d2_kernel::later(first_day, Duration::days(n)), 0))
             .collect();
@@ -514,7 +522,7 @@ impl Eligibility {
                 *day = day.saturating_add(hour.totals.credits);
             }
         }
-        let grants = self.credits.credit_grants(account).await?;
+        let grants = self.reader.credits.credit_grants(account).await?;
         let balance = balance(&grants, now);
         let series: Vec<u64> = daily.values().copied().collect();
         Ok(CreditForecast {
@@ -526,4 +534,71 @@ impl Eligibility {
             daily: daily.into_iter().collect(),
         })
     }
+}
+
+impl StandingReader {
+    async fn read(&self, account: AccountId) -> Result<Arc<Standing>, EligibilityError> {
+        let grants = self.credits.credit_grants(account).await?;
+        Ok(Arc::new(self.read_with(account, &grants).await?))
+    }
+
+    /// The account's standing with these grants, the rest read from the stores now.
+    async fn read_with(
+        &self,
+        account: AccountId,
+        grants: &[CreditGrant],
+    ) -> Result<Standing, EligibilityError> {
+        let now = self.clock.now();
+        let entitlement = self.entitlements.entitlement(account).await?;
+        let month_start = month_of(now);
+        let hours = self
+            .usage
+            .usage_hours(account, month_start, next_month(now))
+            .await?;
+        let mut standing = Standing {
+            plan: entitlement.plan,
+            locked: entitlement.is_locked(),
+            quotas: entitlement.quotas,
+            balance: balance(grants, now),
+            month_start,
+            model_tokens: 0,
+            spent: BTreeMap::new(),
+            agents: BTreeSet::new(),
+            budgets: self
+                .usage
+                .budgets(account)
+                .await?
+                .into_iter()
+                .map(|budget| {
+                    let key = (budget.kind.as_str().to_owned(), budget.subject);
+                    (key, budget.monthly_credits)
+                })
+                .collect(),
+            read_at: now,
+        };
+        for hour in &hours {
+            let dimension = &hour.dimension;
+            let spent = standing
+                .spent
+                .entry((dimension.kind.clone(), dimension.subject.clone()))
+                .or_default();
+            *spent = spent.saturating_add(hour.totals.credits);
+            if dimension.kind == "agent" {
+                standing.agents.insert(dimension.subject.clone());
+            } else {
+                standing.model_tokens = standing
+                    .model_tokens
+                    .saturating_add(hour.totals.input_tokens)
+                    .saturating_add(hour.totals.output_tokens);
+            }
+        }
+        Ok(standing)
+    }
+}
+
+/// The set, even if a task panicked holding it (its content is still right: each
+/// insertion and removal is one call).
+fn locked(set: &Mutex<HashSet<AccountId>>) -> std::sync::MutexGuard<'_, HashSet<AccountId>> {
+    set.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

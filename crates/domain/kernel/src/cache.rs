@@ -110,6 +110,16 @@ where
             return Ok(value);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
+        self.reload(key, load).await
+    }
+
+    /// Reads `key`'s value again with `load` and caches it, whatever is cached now (for a
+    /// value refreshed before it expires).
+    pub async fn reload<E, F, Fut>(&self, key: &K, load: F) -> Result<V, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
         let epoch = self.epoch.load(Ordering::Acquire);
         let value = load().await?;
         self.cache.insert(key.clone(), value.clone()).await;
@@ -217,6 +227,30 @@ mod tests {
             .get_or_load(&1, || async { Ok::<_, ()>("fresh") })
             .await;
         assert_eq!(fresh, Ok("fresh"), "the racing load was not cached");
+    }
+
+    #[tokio::test]
+    async fn a_reload_replaces_the_cached_value_unless_invalidated_meanwhile() {
+        let cache: Arc<CoherentCache<u32, &str>> =
+            Arc::new(CoherentCache::new(CacheSettings::default()));
+        cache
+            .get_or_load(&1, || async { Ok::<_, ()>("old") })
+            .await
+            .unwrap();
+        cache
+            .reload(&1, || async { Ok::<_, ()>("new") })
+            .await
+            .unwrap();
+        assert_eq!(cache.get(&1).await, Some("new"));
+        let racing = cache.clone();
+        cache
+            .reload(&1, || async move {
+                racing.invalidate(&1).await;
+                Ok::<_, ()>("stale")
+            })
+            .await
+            .unwrap();
+        assert_eq!(cache.get(&1).await, None, "the racing reload was not kept");
     }
 
     #[tokio::test]
