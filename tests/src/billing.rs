@@ -1199,6 +1199,18 @@ async fn a_standing_past_its_lifetime_answers_at_once_while_a_task_reads_it_agai
     let stale = ask(&app, &token, hire()).await.assert_status(200).clone();
     assert_eq!(stale["as_of"], first["as_of"]);
     assert_eq!(stale["balance"], 100);
+    // A fleet sharing the token checks at once meanwhile: each answers, from the old
+    // reading or the new one, never anything else.
+    let fleet = join_all((0..32).map(|_| ask(&app, &token, hire()))).await;
+    for reply in &fleet {
+        let body = reply.assert_status(200);
+        let balance = if body["as_of"] == first["as_of"] {
+            100
+        } else {
+            0
+        };
+        assert_eq!(body["balance"], balance, "{body}");
+    }
     // ... while a task reads it again, which the checks after it answer from.
     let mut fresh = stale;
     for _ in 0..400 {

@@ -143,9 +143,12 @@ async fn an_undeclared_method_is_405_with_allow() {
             "{method} {path}"
         );
     }
-    app.send(app.request(Method::GET, "/v1/nothing", Some(&tenant.token)))
-        .await
-        .assert_problem(404, "route_not_found");
+    // Unknown paths outside the resources' scopes, inside one, and beside one.
+    for path in ["/v1/nothing", "/v1/billing/nothing", "/v1/billingx"] {
+        app.send(app.request(Method::GET, path, Some(&tenant.token)))
+            .await
+            .assert_problem(404, "route_not_found");
+    }
     app.get("/v1/policy/not-a-uuid", &tenant.token)
         .await
         .assert_problem(400, "invalid_path");
