@@ -52,7 +52,7 @@ enum Presented {
 
 fn presented(req: &HttpRequest) -> Presented {
     if let Some(value) = req.headers().get(header::AUTHORIZATION) {
-        let Ok(value) = value.to_str() else {
+        let Some(value) = crate::headers::text(value) else {
             return Presented::Malformed;
         };
         let mut parts = value.trim().splitn(2, ' ');
@@ -65,9 +65,9 @@ fn presented(req: &HttpRequest) -> Presented {
         return Presented::Token(credential.trim().to_owned());
     }
     for name in [API_KEY, AGENT_TOKEN] {
-        match req.headers().get(name).map(|v| v.to_str()) {
-            Some(Ok(value)) => return Presented::Token(value.trim().to_owned()),
-            Some(Err(_)) => return Presented::Malformed,
+        match req.headers().get(name).map(crate::headers::text) {
+            Some(Some(value)) => return Presented::Token(value.trim().to_owned()),
+            Some(None) => return Presented::Malformed,
             None => {}
         }
     }
@@ -90,9 +90,7 @@ fn named_account(req: &HttpRequest) -> Result<Option<AccountId>, ApiError> {
     }
     match req.headers().get(ORG_ID) {
         None => Ok(None),
-        Some(value) => value
-            .to_str()
-            .ok()
+        Some(value) => crate::headers::text(value)
             .and_then(|text| text.trim().parse().ok())
             .map(Some)
             .ok_or_else(|| {
@@ -135,7 +133,7 @@ impl FromRequest for Auth {
             credential?
                 .verify(
                     async move |authenticator, token| {
-                        authenticator.authenticate_cached(&token, account).await
+                        authenticator.authenticate_cached(token, account).await
                     },
                     async move |authenticator, token| {
                         authenticator.authenticate(&token, account).await
@@ -199,19 +197,22 @@ impl Credential {
     }
 
     /// Verifies the credential with `cached` (no store) and then, if need be, `full`.
-    async fn verify<T, C, F>(
+    /// The cached answer borrows what it needs: the worker's state, not clones of shared
+    /// parts (each an atomic operation on a count every worker writes).
+    async fn verify<T, F>(
         self,
-        cached: impl FnOnce(Arc<d2_app::Authenticator>, String) -> C,
+        cached: impl AsyncFnOnce(
+            &d2_app::Authenticator,
+            &str,
+        ) -> Option<Result<Arc<T>, AuthenticationError>>,
         full: impl FnOnce(Arc<d2_app::Authenticator>, String) -> F + Send + 'static,
     ) -> Result<Arc<T>, ApiError>
     where
         T: Send + Sync + 'static,
-        C: Future<Output = Option<Result<Arc<T>, AuthenticationError>>>,
         F: Future<Output = Result<Arc<T>, AuthenticationError>> + Send + 'static,
     {
         let Self { state, ip, token } = self;
-        let authenticator = state.app.authenticator.clone();
-        let answer = cached(authenticator.clone(), token.clone()).await;
+        let answer = cached(&state.app.authenticator, &token).await;
         // Over its failed-authentication budget, an address gets answers from the cache
         // only: an unknown token costs no lookup.
         if let Some(limited) = state.limiter.over_budget(ip) {
@@ -228,7 +229,7 @@ impl Credential {
             // body): a store query cancelled midway panics an actix worker on SQLite,
             // whose cancellation waits with `block_in_place`, which a current-thread
             // runtime forbids. Finished, it also fills the cache.
-            None => actix_web::rt::spawn(full(authenticator, token))
+            None => actix_web::rt::spawn(full(state.app.authenticator.clone(), token))
                 .await
                 .map_err(|_| ApiError::new(Code::Internal, "the credential lookup failed"))?,
         };

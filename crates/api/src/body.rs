@@ -15,7 +15,7 @@ pub fn is_json(req: &HttpRequest) -> bool {
     match req
         .headers()
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+        .and_then(crate::headers::text)
     {
         // No declared type: read the body as JSON anyway.
         None => true,
@@ -177,7 +177,7 @@ fn has_nul(bytes: &[u8]) -> bool {
 pub fn content_length(req: &HttpRequest) -> Option<usize> {
     req.headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
+        .and_then(crate::headers::text)
         .and_then(|v| v.parse().ok())
 }
 

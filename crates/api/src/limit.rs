@@ -129,7 +129,7 @@ fn client_ip(req: &HttpRequest, trusted_proxies: usize) -> IpAddr {
     let forwarded = req
         .headers()
         .get_all(crate::headers::FORWARDED_FOR)
-        .map(|value| value.to_str().ok());
+        .map(crate::headers::text);
     from_forwarded(peer, forwarded, trusted_proxies)
 }
 

@@ -77,8 +77,7 @@ impl MethodTable {
 pub fn shadowed(req: &HttpRequest) -> Option<HttpResponse> {
     let state = req.app_data::<Data<ApiState>>()?;
     let allow = state.methods.allowed_most_specific(req.path())?;
-    let declared = allow
-        .to_str()
+    let declared = crate::headers::text(allow)
         .unwrap_or_default()
         .split(", ")
         .any(|method| method == req.method().as_str());
@@ -92,7 +91,7 @@ fn method_not_allowed(req: &HttpRequest, allow: &HeaderValue) -> HttpResponse {
             "{} is not allowed on {}; allowed: {}",
             req.method(),
             req.path(),
-            allow.to_str().unwrap_or_default()
+            crate::headers::text(allow).unwrap_or_default()
         ),
     )
     .error_response();

@@ -1,20 +1,26 @@
 //! Prometheus metrics of the API process.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use actix_web::http::Method;
 use d2_app::App;
+use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
+use thread_local::ThreadLocal;
 
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    /// Each thread's requests since the last scrape, which adds them to `requests` and
+    /// `latency`.
+    tallies: ThreadLocal<Mutex<Tally>>,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
     cache_entries: IntGauge,
@@ -149,6 +155,7 @@ impl Metrics {
             events_duplicate,
             requests,
             latency,
+            tallies: ThreadLocal::new(),
             cache_hits,
             cache_misses,
             cache_entries,
@@ -160,14 +167,55 @@ impl Metrics {
 
     /// Counts one request. `route` must be a matched route pattern or
     /// [`crate::observe::UNMATCHED`], never the request path.
+    ///
+    /// The request is counted in the calling thread's [`Tally`], which no other thread
+    /// touches between scrapes: a request costs no atomic operation on memory the other
+    /// workers write (the shared counters and histogram buckets, the label vectors' lock),
+    /// which on a cached poll cost more than the instructions suggest, every core taking
+    /// the same cache lines from the others.
     pub fn observe(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
         let method = method_label(method);
-        self.requests
-            .with_label_values(&[method, route, status_label(status)])
-            .inc();
-        self.latency
-            .with_label_values(&[method, route])
-            .observe(elapsed.as_secs_f64());
+        let status = status_label(status);
+        let mut tally = self
+            .tallies
+            .get_or_default()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let seconds = elapsed.as_secs_f64();
+        let counted = tally.by_route.get(route).and_then(|all| {
+            all.iter()
+                .find(|c| c.method == method && c.status == status)
+        });
+        if let Some(counted) = counted {
+            counted.record(seconds);
+        } else {
+            let counted = Counted {
+                method,
+                status,
+                requests: self
+                    .requests
+                    .with_label_values(&[method, route, status])
+                    .local(),
+                latency: self.latency.with_label_values(&[method, route]).local(),
+            };
+            counted.record(seconds);
+            tally
+                .by_route
+                .entry(route.to_owned())
+                .or_default()
+                .push(counted);
+        }
+    }
+
+    /// Adds every thread's tally to the shared metrics.
+    fn gather_tallies(&self) {
+        for tally in self.tallies.iter() {
+            let tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+            for counted in tally.by_route.values().flatten() {
+                counted.requests.flush();
+                counted.latency.flush();
+            }
+        }
     }
 
     pub fn readiness_checked(&self) {
@@ -184,6 +232,7 @@ impl Metrics {
     /// The text exposition of every metric, current as of now.
     pub fn render(&self, app: &App) -> String {
         let _guard = self.scrape.lock();
+        self.gather_tallies();
         let stats = app.verifier.stats();
         advance(&self.cache_hits, stats.hits);
         advance(&self.cache_misses, stats.misses);
@@ -217,6 +266,28 @@ impl Metrics {
         let mut buffer = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// One thread's requests since the last scrape, by route, method and status.
+#[derive(Debug, Default)]
+struct Tally {
+    by_route: HashMap<String, Vec<Counted>, foldhash::fast::RandomState>,
+}
+
+/// The requests of one route, method and status.
+#[derive(Debug)]
+struct Counted {
+    method: &'static str,
+    status: &'static str,
+    requests: LocalIntCounter,
+    latency: LocalHistogram,
+}
+
+impl Counted {
+    fn record(&self, seconds: f64) {
+        self.requests.inc();
+        self.latency.observe(seconds);
     }
 }
 
@@ -302,5 +373,46 @@ fn status_label(status: u16) -> &'static str {
         s if s < 400 => "3xx",
         s if s < 500 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_threads_requests_reach_the_shared_metrics_at_a_scrape() {
+        let metrics = Metrics::new(false).unwrap();
+        std::thread::scope(|threads| {
+            for _ in 0..4 {
+                threads.spawn(|| {
+                    for status in [200, 200, 304, 999] {
+                        metrics.observe(
+                            &Method::GET,
+                            "/v1/policy/bundle",
+                            status,
+                            Duration::from_millis(2),
+                        );
+                    }
+                });
+            }
+        });
+        let count = |status| {
+            metrics
+                .requests
+                .with_label_values(&["GET", "/v1/policy/bundle", status])
+                .get()
+        };
+        assert_eq!(count("200"), 0, "counted before the scrape");
+        metrics.gather_tallies();
+        assert_eq!((count("200"), count("304"), count("5xx")), (8, 4, 4));
+        let latency = metrics
+            .latency
+            .with_label_values(&["GET", "/v1/policy/bundle"]);
+        assert_eq!(latency.get_sample_count(), 16);
+        // A second scrape adds nothing more.
+        metrics.gather_tallies();
+        assert_eq!(count("200"), 8);
+        assert_eq!(latency.get_sample_count(), 16);
     }
 }

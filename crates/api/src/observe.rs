@@ -28,7 +28,7 @@ pub const UNMATCHED: &str = "unmatched";
 
 /// A client-supplied id is kept if it is short and printable; otherwise a new one is made.
 fn accept(value: &HeaderValue) -> Option<String> {
-    let text = value.to_str().ok()?;
+    let text = crate::headers::text(value)?;
     (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic()))
         .then(|| text.to_owned())
 }
@@ -70,16 +70,17 @@ async fn serve(
     method: Method,
     request_id: Option<HeaderValue>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let state = req.app_data::<Data<ApiState>>().cloned();
     let started = Instant::now();
     let mut response = crate::public::public_cors(req, next).await?;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    let route = response
-        .request()
+    let request = response.request();
+    let route = request
         .match_pattern()
         .unwrap_or_else(|| UNMATCHED.to_owned());
-    if let Some(state) = state {
+    // Borrowed from the request, not cloned before serving it: a clone is an atomic
+    // operation on a count every worker writes.
+    if let Some(state) = request.app_data::<Data<ApiState>>() {
         state.metrics.observe(&method, &route, status, elapsed);
     }
     if let Some(value) = request_id {

@@ -140,7 +140,7 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
         Sealer::new(app.page_seal_key.as_bytes())
             .ok_or_else(|| std::io::Error::other("the consent pages' sealing key is unusable"))?,
     );
-    let state = Data::new(ApiState {
+    let state = ApiState {
         public_base,
         sealer,
         app,
@@ -155,7 +155,7 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
         methods,
         jwks_cache_control,
         jwks_private_cache_control,
-    });
+    };
     let origins = http.cors.allowed_origins.clone();
     let max_age = http.cors.max_age_seconds;
     let max_body = http.max_body_bytes;
@@ -165,7 +165,10 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
 
     let mut server = HttpServer::new(move || {
         let app = ActixApp::new()
-            .app_data(state.clone())
+            // A state per worker (its parts are shared): handlers clone the `Data` on
+            // every request, and one count written by every worker would be a cache line
+            // the cores take from each other on each clone.
+            .app_data(Data::new(state.clone()))
             .app_data(web::PayloadConfig::new(max_body))
             .app_data(web::PathConfig::default().error_handler(path_error))
             .app_data(web::QueryConfig::default().error_handler(query_error))

@@ -126,7 +126,7 @@ async fn rule_body(auth: &Auth, req: &HttpRequest, payload: Payload) -> ApiResul
 fn is_yaml(req: &HttpRequest) -> bool {
     req.headers()
         .get(actix_web::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+        .and_then(crate::headers::text)
         .map(|v| {
             v.split(';')
                 .next()

@@ -714,7 +714,7 @@ fn same_origin(state: &ApiState, http: &HttpRequest) -> bool {
     let ours = url::Url::parse(&state.public_base)
         .map(|url| url.origin().ascii_serialization())
         .unwrap_or_default();
-    origin.to_str().is_ok_and(|origin| origin == ours)
+    crate::headers::text(origin).is_some_and(|origin| origin == ours)
 }
 
 fn forged() -> HttpResponse {

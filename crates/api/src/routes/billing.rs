@@ -138,7 +138,7 @@ async fn stripe_webhook(
     let signature = request
         .headers()
         .get("stripe-signature")
-        .and_then(|value| value.to_str().ok());
+        .and_then(crate::headers::text);
     let received = state
         .app
         .billing

@@ -63,7 +63,7 @@ async fn issue(
     let presented = req
         .headers()
         .get(CONTROL_PLANE_HEADER)
-        .and_then(|v| v.to_str().ok());
+        .and_then(crate::headers::text);
     let body = body.0.unwrap_or_default();
     let request = BootstrapRequest {
         account_id: body.account_id,

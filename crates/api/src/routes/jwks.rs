@@ -77,7 +77,7 @@ async fn jwks_document(
     let unchanged = req
         .headers()
         .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
+        .and_then(crate::headers::text)
         .is_some_and(|v| d2_policy::normalise_etag(v) == d2_policy::normalise_etag(&document.etag));
     let status = if unchanged {
         StatusCode::NOT_MODIFIED

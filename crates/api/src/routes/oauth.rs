@@ -57,7 +57,7 @@ impl Form {
         let form_type = request
             .headers()
             .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
+            .and_then(crate::headers::text)
             .and_then(|v| v.split(';').next())
             .is_some_and(|v| {
                 v.trim()
@@ -139,7 +139,7 @@ enum Presented {
 fn presented_client(headers: &HeaderMap, form: &Form) -> ApiResult<Presented> {
     let basic = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+        .and_then(crate::headers::text)
         .and_then(|v| {
             v.split_once(' ')
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
@@ -347,9 +347,8 @@ async fn token(
     let dpop = match (proofs.next(), proofs.next()) {
         (None, _) => None,
         (Some(proof), None) => Some(
-            proof
-                .to_str()
-                .map_err(|_| invalid_request("the DPoP header is not text"))?
+            crate::headers::text(proof)
+                .ok_or_else(|| invalid_request("the DPoP header is not text"))?
                 .to_owned(),
         ),
         (Some(_), Some(_)) => {
@@ -839,7 +838,7 @@ async fn revocations(
     let unchanged = request
         .headers()
         .get(header::IF_NONE_MATCH)
-        .and_then(|value| value.to_str().ok())
+        .and_then(crate::headers::text)
         .is_some_and(|value| {
             value
                 .split(',')
@@ -883,7 +882,7 @@ fn bearer(request: &HttpRequest) -> Option<&str> {
     request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+        .and_then(crate::headers::text)
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, text)| text.trim())
@@ -1306,7 +1305,7 @@ async fn register(
     let is_json = request
         .headers()
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+        .and_then(crate::headers::text)
         .is_some_and(|v| {
             v.split(';')
                 .next()
@@ -1326,7 +1325,7 @@ async fn register(
     let bearer = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+        .and_then(crate::headers::text)
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, credential)| credential.trim().to_owned());

@@ -1,4 +1,4 @@
-use actix_web::http::header::{self, HeaderMap, HeaderName};
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::web::{Data, Path, Payload, Query};
 use actix_web::{HttpRequest, HttpResponse, get, patch, post, put};
 use chrono::{DateTime, Utc};
@@ -77,7 +77,7 @@ async fn policy_body(
 }
 
 fn header(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
+    headers.get(name).and_then(crate::headers::text)
 }
 
 /// The response of a bundle poll (all four members always present).
@@ -110,6 +110,9 @@ fn quoted(etag: &str) -> String {
     value
 }
 
+/// The `Cache-Control` of a poll's answers: an SDK revalidates before each use.
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+
 fn with_poll_headers(
     mut response: actix_web::HttpResponseBuilder,
     etag: &str,
@@ -118,7 +121,7 @@ fn with_poll_headers(
     response
         .insert_header((header::ETAG, quoted(etag)))
         .insert_header((POLL_SECONDS, poll_seconds))
-        .insert_header((header::CACHE_CONTROL, "no-cache"));
+        .insert_header((header::CACHE_CONTROL, NO_CACHE));
     response
 }
 

@@ -3,13 +3,31 @@
 //! Lookups that miss read from the source and store the result. An invalidation bumps an
 //! epoch; a load that started before the epoch moved is not kept, so a value read just
 //! before a revoke can never outlive the revoke's invalidation.
+//!
+//! The store underneath is moka's synchronous cache, hashed with foldhash: a hit is on the
+//! path of every authenticated request (three per bundle poll), and the asynchronous
+//! cache's lookup and SipHash cost about twice as much. Nothing in it waits: a hit, an
+//! insert and an invalidation never block, and loads run outside it.
+//!
+//! In front of it each thread keeps copies of the few entries it read last. A moka hit
+//! writes memory every reader shares (the entry's access time and reference count, the
+//! queue of recorded reads), so on a hot entry the cores take the same cache lines from
+//! each other on every request; a thread's copy is read without writing anything shared.
+//! A copy is answered only while nothing was inserted or invalidated since it was taken
+//! (a generation every insert and invalidation moves), and for at most
+//! [`COPY_LIFETIME`] (or the cache's lifetime, when shorter): an entry can be answered that
+//! much past its lifetime, never past an invalidation.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use moka::future::Cache;
+use thread_local::ThreadLocal;
+
+type Cache<K, V> = moka::sync::Cache<K, V, foldhash::fast::RandomState>;
 
 /// Size and lifetime of a cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,18 +53,65 @@ pub struct CacheStats {
     pub entries: u64,
 }
 
-pub struct CoherentCache<K, V> {
+/// How long a thread answers from its copy of an entry at most.
+pub const COPY_LIFETIME: Duration = Duration::from_secs(1);
+
+/// How many entries a thread keeps copies of, per cache: the hot ones (a poll reads three
+/// caches), few enough that what the copies hold beyond the cache's own bound stays small.
+const COPIES_PER_THREAD: usize = 16;
+
+pub struct CoherentCache<K: Send, V: Send> {
     cache: Cache<K, V>,
+    /// Moved by every invalidation: a load that saw it move is not kept.
     epoch: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
+    /// Moved by every invalidation and every insert: a copy taken before it moved is stale.
+    generation: AtomicU64,
+    copies: ThreadLocal<RefCell<Copies<K, V>>>,
+    copy_lifetime: Duration,
+    hits: Count,
+    misses: Count,
 }
 
-impl<K, V> std::fmt::Debug for CoherentCache<K, V> {
+/// One thread's copies of the entries it read last, taken at `generation`.
+struct Copies<K, V> {
+    generation: u64,
+    entries: HashMap<K, (V, Instant), foldhash::fast::RandomState>,
+}
+
+impl<K, V> Default for Copies<K, V> {
+    fn default() -> Self {
+        Self {
+            generation: 0,
+            entries: HashMap::default(),
+        }
+    }
+}
+
+/// A count each thread adds to in a cache line of its own: a hit, on every authenticated
+/// request, must not be an atomic operation on a line every worker writes (each core would
+/// take the line from the others in turn).
+#[derive(Default)]
+struct Count(ThreadLocal<PerThread>);
+
+#[derive(Default)]
+#[repr(align(128))]
+struct PerThread(AtomicU64);
+
+impl Count {
+    fn add_one(&self) {
+        self.0.get_or_default().0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn total(&self) -> u64 {
+        self.0.iter().map(|n| n.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl<K: Send, V: Send> std::fmt::Debug for CoherentCache<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CoherentCache")
-            .field("hits", &self.hits.load(Ordering::Relaxed))
-            .field("misses", &self.misses.load(Ordering::Relaxed))
+            .field("hits", &self.hits.total())
+            .field("misses", &self.misses.total())
             .finish_non_exhaustive()
     }
 }
@@ -58,7 +123,10 @@ where
 {
     /// At most `settings.capacity` entries.
     pub fn new(settings: CacheSettings) -> Self {
-        Self::from_builder(Cache::builder().max_capacity(settings.capacity), settings)
+        Self::from_builder(
+            moka::sync::Cache::builder().max_capacity(settings.capacity),
+            settings,
+        )
     }
 
     /// At most `settings.capacity` in total of what `weigh` says each entry costs (bytes,
@@ -68,7 +136,7 @@ where
         weigh: impl Fn(&K, &V) -> u32 + Send + Sync + 'static,
     ) -> Self {
         Self::from_builder(
-            Cache::builder()
+            moka::sync::Cache::builder()
                 .max_capacity(settings.capacity)
                 .weigher(weigh),
             settings,
@@ -76,27 +144,68 @@ where
     }
 
     fn from_builder(
-        builder: moka::future::CacheBuilder<K, V, Cache<K, V>>,
+        builder: moka::sync::CacheBuilder<K, V, moka::sync::Cache<K, V>>,
         settings: CacheSettings,
     ) -> Self {
         Self {
             cache: builder
                 .time_to_live(settings.ttl)
                 .support_invalidation_closures()
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             epoch: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            copies: ThreadLocal::new(),
+            copy_lifetime: settings.ttl.min(COPY_LIFETIME),
+            hits: Count::default(),
+            misses: Count::default(),
         }
     }
 
     /// The cached value of `key`, if any (nothing is loaded).
     pub async fn get(&self, key: &K) -> Option<V> {
-        let value = self.cache.get(key).await;
+        let value = self.cached(key);
         if value.is_some() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.hits.add_one();
         }
         value
+    }
+
+    /// The value of `key` from this thread's copy, else from the cache (then copied).
+    fn cached(&self, key: &K) -> Option<V> {
+        if self.copy_lifetime.is_zero() {
+            return self.cache.get(key);
+        }
+        // Read before the cache: a copy taken from a value older than an insert or an
+        // invalidation that ran meanwhile is marked with the generation before it.
+        let generation = self.generation.load(Ordering::Acquire);
+        let now = Instant::now();
+        let copies = self.copies.get_or_default();
+        {
+            let copies = copies.borrow();
+            if copies.generation == generation
+                && let Some((value, until)) = copies.entries.get(key)
+                && now < *until
+            {
+                return Some(value.clone());
+            }
+        }
+        let value = self.cache.get(key)?;
+        let Some(until) = now.checked_add(self.copy_lifetime) else {
+            return Some(value);
+        };
+        let mut copies = copies.borrow_mut();
+        if copies.generation != generation || copies.entries.len() >= COPIES_PER_THREAD {
+            copies.entries.clear();
+            copies.generation = generation;
+        }
+        copies.entries.insert(key.clone(), (value.clone(), until));
+        Some(value)
+    }
+
+    /// Marks every thread's copies stale: called once the cache has changed, so that a copy
+    /// taken at the new generation was read from the changed cache.
+    fn moved(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The cached value of `key`, or the one `load` reads (then cached).
@@ -105,11 +214,11 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        if let Some(value) = self.cache.get(key).await {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(value) = self.cached(key) {
+            self.hits.add_one();
             return Ok(value);
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.misses.add_one();
         self.reload(key, load).await
     }
 
@@ -122,17 +231,19 @@ where
     {
         let epoch = self.epoch.load(Ordering::Acquire);
         let value = load().await?;
-        self.cache.insert(key.clone(), value.clone()).await;
+        self.cache.insert(key.clone(), value.clone());
         if self.epoch.load(Ordering::Acquire) != epoch {
             // An invalidation ran while we read: what we read may predate it.
-            self.cache.invalidate(key).await;
+            self.cache.invalidate(key);
         }
+        self.moved();
         Ok(value)
     }
 
     pub async fn invalidate(&self, key: &K) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.cache.invalidate(key).await;
+        self.cache.invalidate(key);
+        self.moved();
     }
 
     /// Drops every entry matching `predicate` (entries are checked lazily, on access).
@@ -141,17 +252,19 @@ where
         if self.cache.invalidate_entries_if(predicate).is_err() {
             self.cache.invalidate_all();
         }
+        self.moved();
     }
 
     pub fn invalidate_all(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.cache.invalidate_all();
+        self.moved();
     }
 
     pub fn stats(&self) -> CacheStats {
         CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
+            hits: self.hits.total(),
+            misses: self.misses.total(),
             entries: self.cache.entry_count(),
         }
     }
@@ -180,7 +293,7 @@ mod tests {
                 .await;
             assert_eq!(value.map(|v| v.len()), Ok(300));
         }
-        cache.cache.run_pending_tasks().await;
+        cache.cache.run_pending_tasks();
         assert!(
             cache.cache.weighted_size() <= 1_000,
             "{} bytes held",
@@ -251,6 +364,96 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(cache.get(&1).await, None, "the racing reload was not kept");
+    }
+
+    #[tokio::test]
+    async fn a_threads_copy_is_never_answered_after_an_insert_or_an_invalidation() {
+        let cache: CoherentCache<u32, &str> = CoherentCache::new(CacheSettings::default());
+        cache
+            .get_or_load(&1, || async { Ok::<_, ()>("old") })
+            .await
+            .unwrap();
+        // The first hit copies the entry; the second is answered from the copy.
+        assert_eq!(cache.get(&1).await, Some("old"));
+        assert_eq!(cache.get(&1).await, Some("old"));
+        cache
+            .reload(&1, || async { Ok::<_, ()>("new") })
+            .await
+            .unwrap();
+        assert_eq!(cache.get(&1).await, Some("new"));
+        cache.invalidate(&1).await;
+        assert_eq!(cache.get(&1).await, None);
+        cache
+            .get_or_load(&2, || async { Ok::<_, ()>("two") })
+            .await
+            .unwrap();
+        assert_eq!(cache.get(&2).await, Some("two"));
+        cache.invalidate_if(|_, value| *value == "two");
+        assert_eq!(cache.get(&2).await, None);
+        cache
+            .get_or_load(&3, || async { Ok::<_, ()>("three") })
+            .await
+            .unwrap();
+        assert_eq!(cache.get(&3).await, Some("three"));
+        cache.invalidate_all();
+        assert_eq!(cache.get(&3).await, None);
+        assert_eq!(cache.stats().hits, 5);
+    }
+
+    #[test]
+    fn an_invalidation_on_one_thread_reaches_the_copies_of_every_other() {
+        let cache: Arc<CoherentCache<u32, &str>> =
+            Arc::new(CoherentCache::new(CacheSettings::default()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime
+            .block_on(cache.get_or_load(&1, || async { Ok::<_, ()>("revoked") }))
+            .unwrap();
+        let (copied, invalidated) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+        std::thread::scope(|threads| {
+            let reader = threads.spawn(|| {
+                let before = [cache.cached(&1), cache.cached(&1)];
+                copied.wait();
+                invalidated.wait();
+                (before, cache.cached(&1))
+            });
+            copied.wait();
+            runtime.block_on(cache.invalidate(&1));
+            invalidated.wait();
+            let (before, after) = reader.join().unwrap();
+            assert_eq!(before, [Some("revoked"), Some("revoked")]);
+            assert_eq!(after, None, "the reader's copy outlived the invalidation");
+        });
+    }
+
+    #[tokio::test]
+    async fn without_a_lifetime_nothing_is_copied() {
+        let cache: CoherentCache<u32, u32> = CoherentCache::new(CacheSettings {
+            ttl: Duration::ZERO,
+            capacity: 10,
+        });
+        assert_eq!(cache.cached(&1), None);
+        assert!(cache.copies.get().is_none(), "a copy was made");
+    }
+
+    #[tokio::test]
+    async fn a_copy_is_answered_for_at_most_its_lifetime() {
+        let cache: CoherentCache<u32, &str> = CoherentCache::new(CacheSettings {
+            ttl: Duration::from_millis(50),
+            capacity: 10,
+        });
+        cache
+            .get_or_load(&1, || async { Ok::<_, ()>("short") })
+            .await
+            .unwrap();
+        assert_eq!(cache.get(&1).await, Some("short"));
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(
+            cache.get(&1).await,
+            None,
+            "answered past the cache's lifetime"
+        );
     }
 
     #[tokio::test]
