@@ -22,6 +22,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,12 @@ pub const COPY_LIFETIME: Duration = Duration::from_secs(1);
 /// caches), few enough that what the copies hold beyond the cache's own bound stays small.
 const COPIES_PER_THREAD: usize = 16;
 
+/// The heaviest entry a cache bounded by weight copies: what a thread's copies hold beyond
+/// the bound is at most [`COPIES_PER_THREAD`] times this (a bundle may weigh megabytes).
+pub const HEAVIEST_COPY: u32 = 64 * 1024;
+
+type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u32 + Send + Sync>;
+
 pub struct CoherentCache<K: Send, V: Send> {
     cache: Cache<K, V>,
     /// Moved by every invalidation: a load that saw it move is not kept.
@@ -68,6 +75,8 @@ pub struct CoherentCache<K: Send, V: Send> {
     generation: AtomicU64,
     copies: ThreadLocal<RefCell<Copies<K, V>>>,
     copy_lifetime: Duration,
+    /// What an entry weighs, in a cache bounded by weight.
+    weigh: Option<Weigher<K, V>>,
     hits: Count,
     misses: Count,
 }
@@ -126,6 +135,7 @@ where
         Self::from_builder(
             moka::sync::Cache::builder().max_capacity(settings.capacity),
             settings,
+            None,
         )
     }
 
@@ -135,17 +145,21 @@ where
         settings: CacheSettings,
         weigh: impl Fn(&K, &V) -> u32 + Send + Sync + 'static,
     ) -> Self {
+        let weigh: Weigher<K, V> = Arc::new(weigh);
+        let weigher = Arc::clone(&weigh);
         Self::from_builder(
             moka::sync::Cache::builder()
                 .max_capacity(settings.capacity)
-                .weigher(weigh),
+                .weigher(move |key, value| weigher(key, value)),
             settings,
+            Some(weigh),
         )
     }
 
     fn from_builder(
         builder: moka::sync::CacheBuilder<K, V, moka::sync::Cache<K, V>>,
         settings: CacheSettings,
+        weigh: Option<Weigher<K, V>>,
     ) -> Self {
         Self {
             cache: builder
@@ -156,6 +170,7 @@ where
             generation: AtomicU64::new(0),
             copies: ThreadLocal::new(),
             copy_lifetime: settings.ttl.min(COPY_LIFETIME),
+            weigh,
             hits: Count::default(),
             misses: Count::default(),
         }
@@ -193,6 +208,13 @@ where
         let Some(until) = now.checked_add(self.copy_lifetime) else {
             return Some(value);
         };
+        if self
+            .weigh
+            .as_ref()
+            .is_some_and(|weigh| weigh(key, &value) > HEAVIEST_COPY)
+        {
+            return Some(value);
+        }
         let mut copies = copies.borrow_mut();
         if copies.generation != generation || copies.entries.len() >= COPIES_PER_THREAD {
             copies.entries.clear();
@@ -425,6 +447,25 @@ mod tests {
             assert_eq!(before, [Some("revoked"), Some("revoked")]);
             assert_eq!(after, None, "the reader's copy outlived the invalidation");
         });
+    }
+
+    #[tokio::test]
+    async fn a_weighted_cache_copies_no_entry_heavier_than_the_heaviest_copy() {
+        let cache: CoherentCache<u32, String> =
+            CoherentCache::weighted(CacheSettings::default(), |_, value: &String| {
+                u32::try_from(value.len()).unwrap_or(u32::MAX)
+            });
+        let heavy = usize::try_from(HEAVIEST_COPY).unwrap() + 1;
+        for (key, size) in [(1, 100), (2, heavy)] {
+            cache
+                .get_or_load(&key, || async { Ok::<_, ()>("x".repeat(size)) })
+                .await
+                .unwrap();
+            assert_eq!(cache.get(&key).await.map(|v| v.len()), Some(size));
+        }
+        let copies = cache.copies.get().expect("copies").borrow();
+        assert!(copies.entries.contains_key(&1));
+        assert!(!copies.entries.contains_key(&2), "a heavy entry was copied");
     }
 
     #[tokio::test]
