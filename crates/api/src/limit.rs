@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,10 @@ pub struct IpLimiter {
     /// Addresses over their allowance, until when: their unknown credentials are refused
     /// before any lookup.
     over_budget: Mutex<HashMap<IpAddr, (Instant, RateLimit)>>,
+    /// How many addresses `over_budget` holds, written under its lock: while none is,
+    /// an authenticated request reads this instead of taking the lock, which every worker
+    /// would write.
+    remembered: AtomicUsize,
 }
 
 impl IpLimiter {
@@ -35,6 +40,7 @@ impl IpLimiter {
             buckets: RateBuckets::new(rate),
             trusted_proxies,
             over_budget: Mutex::default(),
+            remembered: AtomicUsize::new(0),
         }
     }
 
@@ -61,6 +67,7 @@ impl IpLimiter {
         if over.len() < MAX_OVER_BUDGET {
             over.insert(bucket, (until, limit));
         }
+        self.remembered.store(over.len(), Ordering::Release);
     }
 
     /// When `ip` has spent its allowance (on failed authentications or unauthenticated
@@ -68,6 +75,9 @@ impl IpLimiter {
     /// looking it up. Checked before any lookup, so a flood of well-formed unknown tokens
     /// costs no database query once the address is over its budget.
     pub fn over_budget(&self, ip: IpAddr) -> Option<ApiError> {
+        if self.remembered.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let over = self
             .over_budget
             .lock()
@@ -92,10 +102,12 @@ impl IpLimiter {
     pub fn forget_idle(&self) {
         self.buckets.forget_idle();
         let now = Instant::now();
-        self.over_budget
+        let mut over = self
+            .over_budget
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, (until, _)| *until > now);
+            .unwrap_or_else(PoisonError::into_inner);
+        over.retain(|_, (until, _)| *until > now);
+        self.remembered.store(over.len(), Ordering::Release);
     }
 
     /// The client's address: for the per-IP limit and for what is recorded (events'
@@ -265,5 +277,23 @@ mod tests {
         assert!(limiter.check(ip("2001:db8::2")).is_ok());
         assert!(limiter.check(ip("2001:db8::ffff:3")).is_err());
         assert!(limiter.check(ip("2001:db8:0:1::1")).is_ok());
+    }
+
+    #[test]
+    fn an_address_over_its_allowance_is_remembered_until_it_is_forgotten() {
+        let limiter = IpLimiter::new(1, 1, 0);
+        assert!(limiter.over_budget(ip("203.0.113.7")).is_none());
+        assert!(limiter.check(ip("203.0.113.7")).is_ok());
+        assert!(limiter.over_budget(ip("203.0.113.7")).is_none());
+        assert!(limiter.check(ip("203.0.113.7")).is_err());
+        assert!(limiter.over_budget(ip("203.0.113.7")).is_some());
+        assert!(limiter.over_budget(ip("203.0.113.8")).is_none());
+        // Still refusing when swept: a minute has not passed.
+        limiter.forget_idle();
+        assert!(limiter.over_budget(ip("203.0.113.7")).is_some());
+        limiter.over_budget.lock().unwrap().clear();
+        limiter.forget_idle();
+        assert!(limiter.over_budget(ip("203.0.113.7")).is_none());
+        assert_eq!(limiter.remembered.load(Ordering::Acquire), 0);
     }
 }

@@ -7,30 +7,42 @@
 use std::borrow::Cow;
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::Error;
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::Method;
 use actix_web::http::header::HeaderValue;
 use actix_web::middleware::Next;
 use actix_web::web::Data;
-use actix_web::{Error, HttpMessage};
 use d2_app::telemetry::{RequestScope, in_request};
+use futures_util::TryFutureExt as _;
+use futures_util::future::{Either, MapOk, Ready, ready};
 
 use crate::headers::REQUEST_ID;
 use crate::state::ApiState;
-
-/// The id of the current request, for handlers that want it.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
 
 /// The route label of requests no route matched: one label, whatever the path.
 pub const UNMATCHED: &str = "unmatched";
 
 /// A client-supplied id is kept if it is short and printable; otherwise a new one is made.
-fn accept(value: &HeaderValue) -> Option<String> {
+fn accept(value: &HeaderValue) -> Option<&str> {
     let text = crate::headers::text(value)?;
     (!text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic()))
-        .then(|| text.to_owned())
+        .then_some(text)
+}
+
+/// The request's id and the header echoing it: the client's, when acceptable, else a new
+/// UUID written without the formatting machinery. Handlers read the id from the
+/// [`RequestScope`] (`RequestScope::with_current`).
+fn request_id(req: &ServiceRequest) -> (String, Option<HeaderValue>) {
+    if let Some(value) = req.headers().get(&REQUEST_ID)
+        && let Some(text) = accept(value)
+    {
+        return (text.to_owned(), Some(value.clone()));
+    }
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+    (text.to_owned(), HeaderValue::from_str(text).ok())
 }
 
 /// The path as logs record it: secrets in paths (an invitation's token, in
@@ -47,19 +59,13 @@ pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let request_id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(accept)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let (request_id, echoed) = request_id(&req);
     let method = req.method().clone();
     let scope = RequestScope {
-        request_id: request_id.clone(),
+        request_id,
         method: method_text(&method),
         path: loggable_path(req.path()).to_owned(),
     };
-    let echoed = HeaderValue::from_str(&request_id).ok();
-    req.extensions_mut().insert(RequestId(request_id));
     in_request(scope, serve(req, next, method, echoed)).await
 }
 
@@ -90,7 +96,9 @@ async fn serve(
         http.route = route.as_str(),
         http.status = status,
         duration_ms = elapsed.as_secs_f64() * 1000.0,
-        "request completed"
+        // A field rather than a format string: written as it is, not through
+        // `core::fmt`, on every request.
+        message = "request completed",
     );
     Ok(response)
 }
@@ -112,24 +120,66 @@ pub fn is_exempt_from_ip_limit(path: &str) -> bool {
 }
 
 /// The per-IP limit on requests without any credential. Probes and the API description
-/// are exempt.
-pub async fn limit_unauthenticated(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, Error> {
-    if !is_exempt_from_ip_limit(req.path())
-        && !crate::auth::has_credential(req.request())
-        && let Some(state) = req.app_data::<Data<ApiState>>()
-    {
-        let ip = state.limiter.service_client_ip(&req);
-        if let Err(limited) = state.limiter.check(ip) {
-            let response = actix_web::ResponseError::error_response(&limited);
-            return Ok(req.into_response(response).map_into_right_body());
+/// are exempt. A middleware of its own rather than `from_fn`, whose two boxed futures
+/// every request would pay: its future is the inner service's, unboxed.
+#[derive(Debug, Clone, Copy)]
+pub struct LimitUnauthenticated;
+
+impl<S, B> Transform<S, ServiceRequest> for LimitUnauthenticated
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Transform = LimitUnauthenticatedService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(LimitUnauthenticatedService { service }))
+    }
+}
+
+#[derive(Debug)]
+pub struct LimitUnauthenticatedService<S> {
+    service: S,
+}
+
+type Served<B> = fn(ServiceResponse<B>) -> ServiceResponse<EitherBody<B>>;
+
+impl<S, B> Service<ServiceRequest> for LimitUnauthenticatedService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Future = Either<Ready<Result<Self::Response, Error>>, MapOk<S::Future, Served<B>>>;
+
+    actix_web::dev::forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        match refusal(&req) {
+            Some(refused) => {
+                let response = actix_web::ResponseError::error_response(&refused);
+                Either::Left(ready(Ok(req.into_response(response).map_into_right_body())))
+            }
+            None => Either::Right(
+                self.service
+                    .call(req)
+                    .map_ok(ServiceResponse::map_into_left_body as Served<B>),
+            ),
         }
     }
-    next.call(req)
-        .await
-        .map(ServiceResponse::map_into_left_body)
+}
+
+/// The 429 of a request without credentials from an address over its allowance.
+fn refusal(req: &ServiceRequest) -> Option<crate::error::ApiError> {
+    if is_exempt_from_ip_limit(req.path()) || crate::auth::has_credential(req.request()) {
+        return None;
+    }
+    let state = req.app_data::<Data<ApiState>>()?;
+    let ip = state.limiter.service_client_ip(req);
+    state.limiter.check(ip).err()
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use crate::body::{path_error, query_error};
 use crate::limit::IpLimiter;
 use crate::methods::{self, MethodTable};
 use crate::metrics::Metrics;
-use crate::observe::{limit_unauthenticated, observe};
+use crate::observe::{LimitUnauthenticated, observe};
 use crate::ready::Readiness;
 use crate::routes;
 use crate::seal::Sealer;
@@ -172,7 +172,7 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
             .app_data(web::PayloadConfig::new(max_body))
             .app_data(web::PathConfig::default().error_handler(path_error))
             .app_data(web::QueryConfig::default().error_handler(query_error))
-            .wrap(from_fn(limit_unauthenticated))
+            .wrap(LimitUnauthenticated)
             .wrap(cors(&origins, max_age))
             .wrap(from_fn(observe))
             .into_utoipa_app()

@@ -1,7 +1,8 @@
 use actix_web::http::StatusCode;
 use actix_web::web::{Data, Payload, Query};
-use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, get, post};
+use actix_web::{HttpRequest, HttpResponse, get, post};
 use chrono::{DateTime, Utc};
+use d2_app::telemetry::RequestScope;
 use d2_events::{Decision, EventFilter, IngestRequest, StoredEvent};
 use d2_kernel::{AppName, Code};
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,6 @@ use super::{PageQuery, paged};
 use crate::auth::Auth;
 use crate::body::{content_length, is_json, read_capped};
 use crate::error::{ApiError, ApiResult, with_rate_limit};
-use crate::observe::RequestId;
 use crate::state::ApiState;
 
 pub fn configure(cfg: &mut ServiceConfig<'_>) {
@@ -96,7 +96,7 @@ async fn ingest(
         ));
     }
     let body = read_capped(payload, cap, Code::EventBatchTooLarge).await?;
-    let request_id = req.extensions().get::<RequestId>().map(|id| id.0.clone());
+    let request_id = RequestScope::with_current(|scope| scope.request_id.clone());
     let outcome = events
         .ingest(
             &auth,
