@@ -92,14 +92,7 @@ async fn serve(
     if let Some(value) = request_id {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-    tracing::info!(
-        http.route = route.as_str(),
-        http.status = status,
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        // A field rather than a format string: written as it is, not through
-        // `core::fmt`, on every request.
-        message = "request completed",
-    );
+    d2_app::telemetry::request_completed(&route, status, elapsed);
     Ok(response)
 }
 
