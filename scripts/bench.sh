@@ -12,6 +12,7 @@
 # does, where throughput on two shared cores moves by several percent from run to run;
 # KEEP=dir keeps callgrind's files there, for callgrind_annotate.
 #   DURATION=20s CONNECTIONS=64 THREADS=1 STORE=postgres ./scripts/bench.sh
+#   ROUNDS=5 DURATION=5s ./scripts/bench.sh
 #   INSTRUCTIONS=1 REQUESTS=2000 LOG_FILTER=info ./scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,10 @@ LOG_FILTER=${LOG_FILTER:-info}
 STORE=${STORE:-postgres}
 INSTRUCTIONS=${INSTRUCTIONS:-0}
 REQUESTS=${REQUESTS:-2000}
+# The routes are measured ROUNDS times in turn: on shared cores the machine's speed drifts
+# by more than the targets' margins between runs; each round compares a route with the
+# reference measured just before it, and the median of the rounds is printed as well.
+ROUNDS=${ROUNDS:-1}
 
 scripts/services.sh
 command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
@@ -108,7 +113,7 @@ run() { # name, url (a path on d2-api, or a whole URL), extra wrk args...
     non2xx=$(awk '/Non-2xx/ {print $5}' "$work/$name.txt")
     printf '%-18s %12s req/s   p50 %-9s p99 %-9s server CPU %6s us/request   non-2xx %s\n' \
         "$name" "$rps" "$p50" "$p99" "$cpu_us" "${non2xx:-0}"
-    echo "$rps" > "$work/$name.rps"
+    echo "$rps" >> "$work/$name.rps"
 }
 
 # A published policy to poll, signed with a registered Ed25519 publisher key.
@@ -189,18 +194,28 @@ if [ "$INSTRUCTIONS" = 1 ]; then
     if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/*.out.* "$KEEP"/; fi
     exit 0
 fi
-echo "d2-api release build, $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, log filter $LOG_FILTER (JSON to a file)"
-run bare_304 "$bare_base/bundle" -H 'If-None-Match: "sha256:bare"'
-run bundle_304 /v1/policy/bundle -H "Authorization: Bearer $server_token" -H "If-None-Match: $etag"
-run bare_json "$bare_base/json"
-run jwks /.well-known/jwks.json -H "Authorization: Bearer $server_token"
-run accounts_me /v1/accounts/me -H "Authorization: Bearer $token"
-run accounts_me_jwt /v1/accounts/me -H "Authorization: Bearer $jwt" -H "X-Org-ID: $org"
-run healthz /healthz
+echo "d2-api release build, $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, log filter $LOG_FILTER (JSON to a file), $ROUNDS round(s)"
+for round in $(seq 1 "$ROUNDS"); do
+    [ "$ROUNDS" -gt 1 ] && echo "round $round"
+    run bare_304 "$bare_base/bundle" -H 'If-None-Match: "sha256:bare"'
+    run bundle_304 /v1/policy/bundle -H "Authorization: Bearer $server_token" -H "If-None-Match: $etag"
+    run bare_json "$bare_base/json"
+    run jwks /.well-known/jwks.json -H "Authorization: Bearer $server_token"
+    run accounts_me /v1/accounts/me -H "Authorization: Bearer $token"
+    run accounts_me_jwt /v1/accounts/me -H "Authorization: Bearer $jwt" -H "X-Org-ID: $org"
+    run healthz /healthz
+done
 CONNECTIONS=1 THREADS=1 run publish_1_client "/v1/policy/publish?app_name=bench" -s "$work/publish.lua"
-share() { # route, reference
-    awk -v a="$(cat "$work/$1.rps")" -v h="$(cat "$work/$2.rps")" -v r="$1" -v b="$2" \
-        'BEGIN { printf "%-12s reaches %.0f%% of %s\n", r, 100 * a / h, b }'
+share() { # route, reference: the share in each round (the route against the reference
+    # measured just before it), and their median
+    local shares median
+    shares=$(paste "$work/$1.rps" "$work/$2.rps" | awk '{ printf "%.0f\n", 100 * $1 / $2 }')
+    median=$(sort -n <<< "$shares" | awk '{ v[NR] = $1 } END { printf "%.0f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+    if [ "$ROUNDS" -gt 1 ]; then
+        printf '%-12s reaches %s of %s (median %s%%)\n' "$1" "$(sed 's/$/%/' <<< "$shares" | paste -sd, | sed 's/,/, /g')" "$2" "$median"
+    else
+        printf '%-12s reaches %s%% of %s\n' "$1" "$median" "$2"
+    fi
 }
 share bundle_304 bare_304
 share jwks bare_json
