@@ -159,6 +159,23 @@ wrk.headers["X-D2-Signature"] = "$(cat "$work/signature")"
 wrk.headers["If-Match"] = "*"
 LUA
 
+each_route() { # measure (run or count): the hot routes and the reference each is compared with
+    "$1" bare_304 "$bare_base/bundle" -H 'If-None-Match: "sha256:bare"'
+    "$1" bundle_304 /v1/policy/bundle -H "Authorization: Bearer $server_token" -H "If-None-Match: $etag"
+    "$1" bare_json "$bare_base/json"
+    "$1" jwks /.well-known/jwks.json -H "Authorization: Bearer $server_token"
+    "$1" accounts_me /v1/accounts/me -H "Authorization: Bearer $token"
+    "$1" accounts_me_jwt /v1/accounts/me -H "Authorization: Bearer $jwt" -H "X-Org-ID: $org"
+    "$1" healthz /healthz
+}
+each_share() { # compare (share or instruction_share): each hot route with its reference
+    "$1" bundle_304 bare_304
+    "$1" jwks bare_json
+    "$1" accounts_me bare_json
+    "$1" healthz bare_json
+    "$1" accounts_me_jwt accounts_me
+}
+
 if [ "$INSTRUCTIONS" = 1 ]; then
     count() { # name, path (on d2-api) or whole URL (on the reference), curl args...:
         # instructions per request over REQUESTS requests
@@ -179,31 +196,15 @@ if [ "$INSTRUCTIONS" = 1 ]; then
             'BEGIN { printf "%-12s executes %.2fx the instructions of %s (%.0f%%)\n", r, a / h, b, 100 * h / a }'
     }
     echo "d2-api release build under callgrind, $REQUESTS requests per route, log filter $LOG_FILTER (JSON to a file)"
-    count bare_304 "$bare_base/bundle" -H 'If-None-Match: "sha256:bare"'
-    count bundle_304 /v1/policy/bundle -H "Authorization: Bearer $server_token" -H "If-None-Match: $etag"
-    count bare_json "$bare_base/json"
-    count jwks /.well-known/jwks.json -H "Authorization: Bearer $server_token"
-    count accounts_me /v1/accounts/me -H "Authorization: Bearer $token"
-    count accounts_me_jwt /v1/accounts/me -H "Authorization: Bearer $jwt" -H "X-Org-ID: $org"
-    count healthz /healthz
-    instruction_share bundle_304 bare_304
-    instruction_share jwks bare_json
-    instruction_share accounts_me bare_json
-    instruction_share healthz bare_json
-    instruction_share accounts_me_jwt accounts_me
+    each_route count
+    each_share instruction_share
     if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$work"/*.out.* "$KEEP"/; fi
     exit 0
 fi
 echo "d2-api release build, $(nproc) cores, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, log filter $LOG_FILTER (JSON to a file), $ROUNDS round(s)"
 for round in $(seq 1 "$ROUNDS"); do
     [ "$ROUNDS" -gt 1 ] && echo "round $round"
-    run bare_304 "$bare_base/bundle" -H 'If-None-Match: "sha256:bare"'
-    run bundle_304 /v1/policy/bundle -H "Authorization: Bearer $server_token" -H "If-None-Match: $etag"
-    run bare_json "$bare_base/json"
-    run jwks /.well-known/jwks.json -H "Authorization: Bearer $server_token"
-    run accounts_me /v1/accounts/me -H "Authorization: Bearer $token"
-    run accounts_me_jwt /v1/accounts/me -H "Authorization: Bearer $jwt" -H "X-Org-ID: $org"
-    run healthz /healthz
+    each_route run
 done
 CONNECTIONS=1 THREADS=1 run publish_1_client "/v1/policy/publish?app_name=bench" -s "$work/publish.lua"
 share() { # route, reference: the share in each round (the route against the reference
@@ -217,8 +218,4 @@ share() { # route, reference: the share in each round (the route against the ref
         printf '%-12s reaches %s%% of %s\n' "$1" "$median" "$2"
     fi
 }
-share bundle_304 bare_304
-share jwks bare_json
-share accounts_me bare_json
-share healthz bare_json
-share accounts_me_jwt accounts_me
+each_share share
