@@ -131,6 +131,31 @@ async fn cors_allows_configured_origins_and_exposes_the_sdk_headers() {
     assert!(foreign.header("access-control-allow-origin").is_none());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn without_configured_origins_the_api_answers_no_cross_origin_caller() {
+    let app = TestApp::spawn().await;
+    let preflight = app
+        .send(
+            app.request(Method::OPTIONS, "/v1/accounts/me", None)
+                .header("Origin", "https://console.d2.test")
+                .header("Access-Control-Request-Method", "GET"),
+        )
+        .await;
+    assert!(preflight.status.is_client_error(), "{}", preflight.status);
+    assert!(preflight.header("access-control-allow-origin").is_none());
+    let tenant = app.bootstrap().await;
+    let reply = app
+        .send(
+            app.request(Method::GET, "/v1/accounts/me", Some(&tenant.token))
+                .header("Origin", "https://console.d2.test"),
+        )
+        .await;
+    assert_eq!(reply.status.as_u16(), 200);
+    assert!(reply.header("access-control-allow-origin").is_none());
+    // Nothing in the answer depends on `Origin`, and it does not say it does.
+    assert!(reply.header("vary").is_none(), "{:?}", reply.header("vary"));
+}
+
 /// The `d2_http_requests_total` series of a scrape.
 fn request_series(text: &str) -> Vec<String> {
     text.lines()

@@ -20,8 +20,8 @@ use tokio::sync::oneshot;
 
 use crate::audit::NewAuditRow;
 use crate::error::TxError;
+use crate::issuance_writes;
 use crate::oauth_tokens::TokenRow;
-use crate::schema::{audit_logs, oauth_tokens};
 
 /// Groups written at the same time (each holds a connection while it writes).
 const WRITERS: usize = crate::ISSUANCE_WRITERS;
@@ -164,12 +164,7 @@ impl crate::Store {
     ) -> Result<(), TxError> {
         let audits: Vec<NewAuditRow<'_>> = audits.iter().map(NewAuditRow::from_domain).collect();
         let mut conn = self.writer().await?;
-        write_transaction!(conn, async |conn| {
-            insert_rows!(conn, oauth_tokens::table, *tokens);
-            insert_rows!(conn, audit_logs::table, audits);
-            Ok::<_, TxError>(())
-        })
-        .await
+        issuance_writes::insert(&mut conn, tokens, &audits).await
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::{Method, header};
-use actix_web::middleware::from_fn;
+use actix_web::middleware::{Condition, from_fn};
 use actix_web::web::{self, Bytes, Data};
 use actix_web::{App as ActixApp, HttpServer};
 use d2_app::App;
@@ -173,7 +173,9 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
             .app_data(web::PathConfig::default().error_handler(path_error))
             .app_data(web::QueryConfig::default().error_handler(query_error))
             .wrap(LimitUnauthenticated)
-            .wrap(cors(&origins, max_age))
+            // No origin configured (the default): no cross-origin caller to answer, so no
+            // CORS layer either, and no boxed future and `Vary` header on every answer.
+            .wrap(Condition::new(!origins.is_empty(), cors(&origins, max_age)))
             .wrap(from_fn(observe))
             .into_utoipa_app()
             .configure(routes::configure)

@@ -50,6 +50,7 @@ mod audit_sql;
 mod changes;
 mod error;
 mod event_writes;
+mod issuance_writes;
 mod jobs;
 mod migrate;
 mod pool;

@@ -3,9 +3,10 @@ use d2_kernel::AccountId;
 use josekit::jwk::Jwk;
 use josekit::jwk::alg::ec::{EcCurve, EcKeyPair};
 use josekit::jwk::alg::rsa::RsaKeyPair;
-use josekit::jws::{ES256, JwsSigner, RS256};
+use josekit::jws::{JwsSigner, RS256};
 use serde::Serialize;
 
+use crate::p256::P256Signer;
 use crate::seal::{Keyring, SealError, SealOwner, Sealed};
 
 const RSA_BITS: u32 = 2048;
@@ -191,7 +192,7 @@ impl SigningKey {
         let corrupt = |e: josekit::JoseError| KeyError::Corrupt(e.to_string());
         Ok(match algorithm {
             KeyAlgorithm::Rs256 => Box::new(RS256.signer_from_jwk(&jwk).map_err(corrupt)?),
-            KeyAlgorithm::Es256 => Box::new(ES256.signer_from_jwk(&jwk).map_err(corrupt)?),
+            KeyAlgorithm::Es256 => Box::new(P256Signer::from_jwk(&jwk)?),
         })
     }
 
@@ -254,7 +255,7 @@ mod tests {
         header.set_key_id(key.kid.clone());
         let jws = josekit::jws::serialize_compact(b"hello", &header, signer.as_ref()).unwrap();
         let jwk = Jwk::from_bytes(serde_json::to_vec(&published).unwrap()).unwrap();
-        let verifier = ES256.verifier_from_jwk(&jwk).unwrap();
+        let verifier = josekit::jws::ES256.verifier_from_jwk(&jwk).unwrap();
         let (payload, header) = josekit::jws::deserialize_compact(&jws, &verifier).unwrap();
         assert_eq!(payload, b"hello");
         assert_eq!(header.algorithm(), Some("ES256"));

@@ -12,6 +12,7 @@ mod jobs;
 mod key;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
+mod p256;
 mod ports;
 mod seal;
 mod service;
