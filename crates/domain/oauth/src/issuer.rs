@@ -1340,7 +1340,7 @@ impl TokenIssuer {
         plan: Plan,
     ) -> Result<(Issuance, TokenResponse), GrantError> {
         let now = self.clock.now();
-        let access_id = OAuthTokenId::random();
+        let access_id = OAuthTokenId::time_ordered();
         // No token outlives the grants it acts under.
         let capped = |seconds: u32| {
             let at = d2_kernel::later(now, Duration::seconds(i64::from(seconds)));
@@ -1391,7 +1391,11 @@ impl TokenIssuer {
         };
         let access_token = self.jwks.sign(&key, &extras, &payload)?;
         let refresh = match agent.spec.refresh_token_seconds {
-            Some(seconds) => Some((RefreshToken::generate()?, OAuthTokenId::random(), seconds)),
+            Some(seconds) => Some((
+                RefreshToken::generate()?,
+                OAuthTokenId::time_ordered(),
+                seconds,
+            )),
             None => None,
         };
         let family_id = plan
@@ -1962,7 +1966,7 @@ fn task_id(asked: Option<String>) -> Result<String, GrantError> {
 }
 
 fn uuid_text() -> String {
-    OAuthTokenId::random().as_uuid().simple().to_string()
+    OAuthTokenId::time_ordered().as_uuid().simple().to_string()
 }
 
 /// Whether `child` hangs together with `parent`, the token it names as its parent: a
