@@ -118,4 +118,14 @@ mod tests {
         assert_eq!(parsed, id);
         assert!("not-a-uuid".parse::<TokenId>().is_err());
     }
+
+    #[test]
+    fn time_ordered_ids_sort_in_the_order_they_were_made() {
+        let made: Vec<TokenId> = (0..1_000).map(|_| TokenId::time_ordered()).collect();
+        assert!(made.windows(2).all(|pair| pair[0] < pair[1]));
+        assert!(made.iter().all(|id| id.as_uuid().get_version_num() == 7));
+        // Random ids, for contrast, do not (1,000 in order by chance: never).
+        let random: Vec<TokenId> = (0..1_000).map(|_| TokenId::random()).collect();
+        assert!(!random.windows(2).all(|pair| pair[0] < pair[1]));
+    }
 }
