@@ -1,24 +1,29 @@
 //! The outermost middleware: per-request observability (the request id, accepted from
 //! `X-Request-Id` or generated, echoed back, and recorded on every log line of the request
 //! through its [`RequestScope`]; the access log line; the request metrics) around the CORS
-//! of `/public/*` ([`crate::public`]). One layer, not two: each `from_fn` layer costs every
-//! request two boxed futures.
+//! of `/public/*` ([`crate::public`]). One layer, not two, and a `Transform` with a named
+//! future rather than `from_fn`, whose layer costs every request two boxed futures.
 
 use std::borrow::Cow;
-use std::time::Instant;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
 
 use actix_web::Error;
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::Method;
 use actix_web::http::header::HeaderValue;
-use actix_web::middleware::Next;
 use actix_web::web::Data;
 use d2_app::telemetry::{RequestScope, in_request};
 use futures_util::TryFutureExt as _;
 use futures_util::future::{Either, MapOk, Ready, ready};
+use tokio::task::futures::TaskLocalFuture;
 
 use crate::headers::REQUEST_ID;
+use crate::public::PublicCors;
 use crate::state::ApiState;
 
 /// The route label of requests no route matched: one label, whatever the path.
@@ -55,45 +60,151 @@ fn loggable_path(path: &str) -> &str {
     }
 }
 
-pub async fn observe(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let (request_id, echoed) = request_id(&req);
-    let method = req.method().clone();
-    let scope = RequestScope {
-        request_id,
-        method: method_text(&method),
-        path: loggable_path(req.path()).to_owned(),
-    };
-    in_request(scope, serve(req, next, method, echoed)).await
+/// The outermost middleware: see the module's description. Its future is named, not
+/// boxed: the request's scope around [`Observed`], which calls the inner service on its
+/// first poll, inside the scope.
+#[derive(Debug, Clone, Copy)]
+pub struct Observe;
+
+impl<S, B> Transform<S, ServiceRequest> for Observe
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    B: MessageBody,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Transform = ObserveService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(ObserveService {
+            service: Rc::new(service),
+        }))
+    }
 }
 
-/// The request served, counted and logged, inside its [`RequestScope`].
-async fn serve(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-    method: Method,
+#[derive(Debug)]
+pub struct ObserveService<S> {
+    service: Rc<S>,
+}
+
+impl<S, B> Service<ServiceRequest> for ObserveService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    B: MessageBody,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Future = TaskLocalFuture<RequestScope, Observed<S>>;
+
+    actix_web::dev::forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let (request_id, echoed) = request_id(&req);
+        let method = req.method().clone();
+        let scope = RequestScope {
+            request_id,
+            method: method_text(&method),
+            path: loggable_path(req.path()).to_owned(),
+        };
+        let cors = PublicCors::of(&req);
+        in_request(
+            scope,
+            Observed {
+                service: Rc::clone(&self.service),
+                request: Some(req),
+                serving: None,
+                cors,
+                method,
+                echoed,
+                started: Instant::now(),
+            },
+        )
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request served, counted and logged, polled inside its [`RequestScope`].
+    pub struct Observed<S>
+    where
+        S: Service<ServiceRequest>,
+    {
+        service: Rc<S>,
+        // Until the first poll, which hands it to `service` (or answers a preflight).
+        request: Option<ServiceRequest>,
+        #[pin]
+        serving: Option<S::Future>,
+        cors: PublicCors,
+        method: Method,
+        echoed: Option<HeaderValue>,
+        started: Instant,
+    }
+}
+
+impl<S, B> Future for Observed<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+    B: MessageBody,
+{
+    type Output = Result<ServiceResponse<EitherBody<B>>, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(req) = this.request.take() {
+            if *this.cors == PublicCors::Preflight {
+                let response = req.into_response(crate::public::preflight());
+                let response = response.map_into_right_body();
+                return Poll::Ready(Ok(completed(
+                    response,
+                    this.method,
+                    this.echoed.take(),
+                    this.started.elapsed(),
+                )));
+            }
+            this.serving.set(Some(this.service.call(req)));
+        }
+        let Some(serving) = this.serving.as_pin_mut() else {
+            return Poll::Ready(Err(actix_web::error::ErrorInternalServerError(
+                "a request polled after its answer",
+            )));
+        };
+        let mut response = ready!(serving.poll(cx))?;
+        let elapsed = this.started.elapsed();
+        if *this.cors == PublicCors::Readable {
+            crate::public::mark_readable(response.headers_mut());
+        }
+        Poll::Ready(Ok(completed(
+            response.map_into_left_body(),
+            this.method,
+            this.echoed.take(),
+            elapsed,
+        )))
+    }
+}
+
+/// Counts and logs an answer, and echoes the request id on it.
+fn completed<B>(
+    mut response: ServiceResponse<B>,
+    method: &Method,
     request_id: Option<HeaderValue>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let started = Instant::now();
-    let mut response = crate::public::public_cors(req, next).await?;
-    let elapsed = started.elapsed();
+    elapsed: Duration,
+) -> ServiceResponse<B> {
     let status = response.status().as_u16();
     let request = response.request();
     let route = request
         .match_pattern()
         .unwrap_or_else(|| UNMATCHED.to_owned());
-    // Borrowed from the request, not cloned before serving it: a clone is an atomic
-    // operation on a count every worker writes.
+    // Borrowed from the request, not cloned: a clone is an atomic operation on a count
+    // every worker writes.
     if let Some(state) = request.app_data::<Data<ApiState>>() {
-        state.metrics.observe(&method, &route, status, elapsed);
+        state.metrics.observe(method, &route, status, elapsed);
     }
     if let Some(value) = request_id {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     d2_app::telemetry::request_completed(&route, status, elapsed);
-    Ok(response)
+    response
 }
 
 /// The method as logs record it: the common ones without an allocation.

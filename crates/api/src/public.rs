@@ -2,15 +2,12 @@
 //! description), as in seeds 000 and 001. Their CORS allows every origin without
 //! credentials (`Access-Control-Allow-Origin: *`), whatever `http.cors.allowed_origins`
 //! says for the rest of the API: a browser never sends cookies or reads a credentialed
-//! answer through them.
+//! answer through them. [`crate::observe::Observe`] applies it, inside the request's scope.
 
-use actix_web::Error;
 use actix_web::HttpResponse;
-use actix_web::body::{EitherBody, MessageBody};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::ServiceRequest;
 use actix_web::http::Method;
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::middleware::Next;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 
 /// The prefix of the public routes.
 pub const PREFIX: &str = "/public/";
@@ -21,39 +18,51 @@ const ALLOWED_HEADERS: HeaderValue =
 const EXPOSED: HeaderValue = HeaderValue::from_static("Retry-After, X-Request-Id");
 const MAX_AGE: HeaderValue = HeaderValue::from_static("3600");
 
-/// Answers the preflights of `/public/*` itself and marks its answers readable by any
-/// origin; everything else passes through untouched. Called by
-/// [`crate::observe::observe`], inside the request's scope.
-pub async fn public_cors(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    if !req.path().starts_with(PREFIX) || !req.headers().contains_key(header::ORIGIN) {
-        return next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_left_body);
+/// What the CORS of `/public/*` does with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicCors {
+    /// Not a cross-origin call of `/public/*`: passed through untouched.
+    None,
+    /// A preflight of `/public/*`: answered here, by [`preflight`].
+    Preflight,
+    /// A cross-origin call of `/public/*`: its answer is marked readable by
+    /// [`mark_readable`].
+    Readable,
+}
+
+impl PublicCors {
+    pub fn of(req: &ServiceRequest) -> Self {
+        if !req.path().starts_with(PREFIX) || !req.headers().contains_key(header::ORIGIN) {
+            return Self::None;
+        }
+        let preflight = req.method() == Method::OPTIONS
+            && req
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        if preflight {
+            Self::Preflight
+        } else {
+            Self::Readable
+        }
     }
-    let preflight = req.method() == Method::OPTIONS
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    if preflight {
-        let response = HttpResponse::NoContent()
-            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
-            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, ALLOWED_METHODS))
-            .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOWED_HEADERS))
-            .insert_header((header::ACCESS_CONTROL_MAX_AGE, MAX_AGE))
-            .finish();
-        return Ok(req.into_response(response).map_into_right_body());
-    }
-    let mut response = next.call(req).await?;
-    let headers = response.headers_mut();
+}
+
+/// The answer to a preflight of `/public/*`.
+pub fn preflight() -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, ALLOWED_METHODS))
+        .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOWED_HEADERS))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, MAX_AGE))
+        .finish()
+}
+
+/// Marks an answer of `/public/*` readable by any origin, without credentials.
+pub fn mark_readable(headers: &mut HeaderMap) {
     headers.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
     );
     headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSED);
     headers.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
-    Ok(response.map_into_left_body())
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_cors::Cors;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::http::{Method, header};
-use actix_web::middleware::{Condition, from_fn};
+use actix_web::middleware::Condition;
 use actix_web::web::{self, Bytes, Data};
 use actix_web::{App as ActixApp, HttpServer};
 use d2_app::App;
@@ -19,7 +19,7 @@ use crate::body::{path_error, query_error};
 use crate::limit::IpLimiter;
 use crate::methods::{self, MethodTable};
 use crate::metrics::Metrics;
-use crate::observe::{LimitUnauthenticated, observe};
+use crate::observe::{LimitUnauthenticated, Observe};
 use crate::ready::Readiness;
 use crate::routes;
 use crate::seal::Sealer;
@@ -176,7 +176,7 @@ pub fn start(app: App, listener: TcpListener, options: Options) -> std::io::Resu
             // No origin configured (the default): no cross-origin caller to answer, so no
             // CORS layer either, and no boxed future and `Vary` header on every answer.
             .wrap(Condition::new(!origins.is_empty(), cors(&origins, max_age)))
-            .wrap(from_fn(observe))
+            .wrap(Observe)
             .into_utoipa_app()
             .configure(routes::configure)
             .into_app()

@@ -399,9 +399,13 @@ fn write_access_line(
 }
 
 /// Runs `work` as the serving of `request`: every line logged while it runs (and no
-/// narrower span is open) names the request.
-pub async fn in_request<F: Future>(request: RequestScope, work: F) -> F::Output {
-    REQUEST.scope(request, work).await
+/// narrower span is open) names the request. The future is a named type, so a middleware
+/// can return it without boxing it.
+pub fn in_request<F: Future>(
+    request: RequestScope,
+    work: F,
+) -> tokio::task::futures::TaskLocalFuture<RequestScope, F> {
+    REQUEST.scope(request, work)
 }
 
 /// The readable format of development, which names the request being served before the

@@ -113,10 +113,12 @@ fn ceil_seconds(duration: Duration) -> u64 {
     }
 }
 
+/// The buckets' map is hashed with foldhash, seeded per process, rather than SipHash: the
+/// poll ceiling looks its key up on every poll.
 type Buckets<K> = Arc<
     RateLimiter<
         K,
-        governor::state::keyed::DefaultKeyedStateStore<K>,
+        governor::state::keyed::DefaultKeyedStateStore<K, foldhash::fast::RandomState>,
         DefaultClock,
         StateInformationMiddleware,
     >,
@@ -146,7 +148,8 @@ impl<K: Hash + Eq + Clone> RateBuckets<K> {
         Self {
             rate,
             buckets: Arc::new(
-                RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+                RateLimiter::dashmap_with_hasher(quota, foldhash::fast::RandomState::default())
+                    .with_middleware::<StateInformationMiddleware>(),
             ),
         }
     }
