@@ -3,12 +3,12 @@
 //! tokens instead of one each. Every request is still answered only after the transaction
 //! holding its rows has committed.
 //!
-//! No task runs while nothing is queued. A request that finds fewer than `WRITERS` groups
-//! being written starts a writer (a task of its own, so a caller that goes away cannot
-//! leave the queue half written); a writer takes everything queued, up to `MAX_GROUP`
-//! issuances, writes it, answers each request, and goes on until the queue is empty. Under
-//! light load every request is written at once, alone; under heavy load the groups grow
-//! with the queue.
+//! No task runs while nothing is queued. A request that finds no writer running starts one
+//! (a task of its own, so a caller that goes away cannot leave the queue half written); a
+//! writer takes everything queued, up to `MAX_GROUP` issuances, writes it, answers each
+//! request, and goes on until the queue is empty. More writers, up to `WRITERS`, start only
+//! while more is waiting than the running ones take in a group each. Under light load every
+//! request is written at once, alone; under heavy load the groups grow with the queue.
 
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -23,7 +23,7 @@ use crate::error::TxError;
 use crate::issuance_writes;
 use crate::oauth_tokens::TokenRow;
 
-/// Groups written at the same time (each holds a connection while it writes).
+/// Groups written at the same time at most (each holds a connection while it writes).
 const WRITERS: usize = crate::ISSUANCE_WRITERS;
 
 /// Issuances in one transaction at most (each up to two token rows and an audit row).
@@ -40,6 +40,16 @@ struct Pending {
 struct Queue {
     pending: Vec<Pending>,
     writers: usize,
+}
+
+/// Whether a request just queued should start a writer, with `writers` running and
+/// `waiting` issuances queued: when none is running, or when more is waiting than the
+/// running writers take in their next groups (and fewer than `WRITERS` run). One writer
+/// whenever it can keep up: a group's statement and commit cost about the same for a few
+/// tokens as for a hundred, so the fewer and larger the groups, the less each token costs
+/// both D2 and the database.
+fn needs_writer(writers: usize, waiting: usize) -> bool {
+    writers == 0 || (writers < WRITERS && waiting > writers.saturating_mul(MAX_GROUP))
 }
 
 /// The issuances waiting to be written, shared by every clone of the store.
@@ -71,7 +81,7 @@ impl crate::Store {
                 audit,
                 answer,
             });
-            let start = queue.writers < WRITERS;
+            let start = needs_writer(queue.writers, queue.pending.len());
             if start {
                 queue.writers = queue.writers.saturating_add(1);
             }
@@ -222,5 +232,25 @@ fn same_error(error: &StoreError) -> StoreError {
         StoreError::Unavailable(_) => StoreError::Unavailable(cause),
         StoreError::Conflict(_) => StoreError::Conflict(cause),
         StoreError::Internal(_) => StoreError::Internal(cause),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_GROUP, WRITERS, needs_writer};
+
+    #[test]
+    fn another_writer_starts_only_when_more_waits_than_the_running_ones_take() {
+        assert!(
+            needs_writer(0, 1),
+            "a request with no writer running starts one"
+        );
+        assert!(!needs_writer(1, 2), "one writer takes the next group");
+        assert!(!needs_writer(1, MAX_GROUP));
+        assert_eq!(needs_writer(1, MAX_GROUP + 1), WRITERS > 1);
+        assert!(
+            !needs_writer(WRITERS, WRITERS * MAX_GROUP + 1),
+            "never more than WRITERS"
+        );
     }
 }

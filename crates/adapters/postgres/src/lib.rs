@@ -95,7 +95,8 @@ mod types {
 type Db = diesel::pg::Pg;
 type Conn = diesel_async::AsyncPgConnection;
 type Store = PgStore;
-/// Issuance groups written at once, each on a connection of the pool.
+/// Issuance groups written at once at most, each on a connection of the pool (more than
+/// one only while more waits than one group holds).
 const ISSUANCE_WRITERS: usize = 4;
 
 pub use changes::{CHANGE_CHANNEL, ChangeListener};

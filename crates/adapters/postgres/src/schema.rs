@@ -579,8 +579,6 @@ diesel::joinable!(oauth_catalogs -> accounts (account_id));
 diesel::joinable!(oauth_client_assertions -> agents (agent_id));
 diesel::joinable!(oauth_client_policies -> accounts (account_id));
 diesel::joinable!(oauth_scopes -> oauth_catalogs (account_id));
-diesel::joinable!(oauth_tokens -> accounts (account_id));
-diesel::joinable!(oauth_tokens -> agents (agent_id));
 diesel::joinable!(oauth_tokens -> delegations (delegation_id));
 diesel::joinable!(oauth_tokens -> principals (principal_id));
 diesel::joinable!(policies -> accounts (account_id));

@@ -1,16 +1,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use d2_audit::AuditEntry;
 use d2_kernel::{
     AccountId, Blocking, CacheSettings, Change, ChangeSubscriber, Clock, Code, CoherentCache,
     ErrorCode, StoreError, run_blocking,
 };
-use josekit::jws::JwsHeader;
 use josekit::jws::JwsSigner;
 use ring::digest::{SHA256, digest};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 
 use crate::key::{KeyAlgorithm, KeyError, SigningKey};
 use crate::ports::{FirstKey, SigningKeyRepo};
@@ -101,6 +103,31 @@ pub struct RotationHint {
     pub new_kid: String,
 }
 
+/// An account's opened signers by key id.
+type SignersByKid = HashMap<String, Arc<dyn JwsSigner>>;
+
+/// A JWS header: the algorithm, the key and the type, and a rotation's hint when there is
+/// one (its members as the D2 SDK reads them).
+#[derive(Serialize)]
+struct Header<'a> {
+    alg: &'a str,
+    kid: &'a str,
+    typ: &'a str,
+    #[serde(flatten)]
+    rotation: Option<RotationMembers<'a>>,
+}
+
+#[derive(Serialize)]
+struct RotationMembers<'a> {
+    jwks_refresh: bool,
+    rotation_id: &'a str,
+    refresh_reason: &'a str,
+    reason: &'a str,
+    refresh_timestamp: &'a str,
+    timestamp: &'a str,
+    new_kid: &'a str,
+}
+
 /// Signing keys of one algorithm of every account: lazy creation, signing, the public
 /// JWKS. Bundles are signed by the RS256 keys; access tokens by those of the algorithm the
 /// OAuth server is configured with (a second `Jwks` when it is ES256).
@@ -113,9 +140,10 @@ pub struct Jwks {
     blocking: Arc<dyn Blocking>,
     grace: Duration,
     sets: CoherentCache<AccountId, Arc<KeySet>>,
-    /// Opened signers by account and key id: a row moved to another account is opened
-    /// (and refused) again, never signed with from the cache.
-    signers: Mutex<HashMap<(AccountId, String), Arc<dyn JwsSigner>>>,
+    /// Opened signers by account, then key id (looked up without building a key): a row
+    /// moved to another account is opened (and refused) again, never signed with from the
+    /// cache.
+    signers: Mutex<HashMap<AccountId, SignersByKid>>,
 }
 
 impl std::fmt::Debug for Jwks {
@@ -126,7 +154,8 @@ impl std::fmt::Debug for Jwks {
     }
 }
 
-/// Opened signers kept in memory; far more than the active keys of the busiest replica.
+/// Accounts whose opened signers are kept in memory; far more than the busiest replica
+/// signs for.
 const MAX_SIGNERS: usize = 10_000;
 
 impl Jwks {
@@ -307,6 +336,10 @@ impl Jwks {
     }
 
     /// A compact JWS of `payload`, signed with `key` (its algorithm in the header).
+    ///
+    /// The compact form (RFC 7515 §7.1) is written here rather than by josekit, whose header
+    /// is a map of JSON values built, sorted and serialised for every token; only the
+    /// signature is josekit's (or ring's, for ES256: [`crate::p256`]).
     pub fn sign(
         &self,
         key: &SigningKey,
@@ -314,37 +347,55 @@ impl Jwks {
         payload: &[u8],
     ) -> Result<String, JwksError> {
         let signer = self.signer(key)?;
-        let mut header = JwsHeader::new();
-        header.set_token_type(extras.token_type.unwrap_or("JWT"));
-        header.set_key_id(key.kid.clone());
-        if let Some(hint) = &extras.rotation {
-            let at = hint.at.to_rfc3339_opts(SecondsFormat::Secs, true);
-            let members = [
-                ("jwks_refresh", Value::Bool(true)),
-                ("rotation_id", Value::String(hint.rotation_id.clone())),
-                ("refresh_reason", Value::String(hint.reason.clone())),
-                ("reason", Value::String(hint.reason.clone())),
-                ("refresh_timestamp", Value::String(at.clone())),
-                ("timestamp", Value::String(at)),
-                ("new_kid", Value::String(hint.new_kid.clone())),
-            ];
-            for (name, value) in members {
-                header
-                    .set_claim(name, Some(value))
-                    .map_err(|e| JwksError::Signing(e.to_string()))?;
-            }
-        }
-        josekit::jws::serialize_compact(payload, &header, signer.as_ref())
-            .map_err(|e| JwksError::Signing(e.to_string()))
+        let at = extras
+            .rotation
+            .as_ref()
+            .map(|hint| hint.at.to_rfc3339_opts(SecondsFormat::Secs, true));
+        let header = Header {
+            alg: signer.algorithm().name(),
+            kid: &key.kid,
+            typ: extras.token_type.unwrap_or("JWT"),
+            rotation: extras
+                .rotation
+                .as_ref()
+                .zip(at.as_deref())
+                .map(|(hint, at)| RotationMembers {
+                    jwks_refresh: true,
+                    rotation_id: &hint.rotation_id,
+                    refresh_reason: &hint.reason,
+                    reason: &hint.reason,
+                    refresh_timestamp: at,
+                    timestamp: at,
+                    new_kid: &hint.new_kid,
+                }),
+        };
+        let header = serde_json::to_vec(&header).map_err(|e| JwksError::Signing(e.to_string()))?;
+        let encoded = |bytes: usize| bytes.div_ceil(3).saturating_mul(4);
+        let mut jws = String::with_capacity(
+            encoded(header.len())
+                .saturating_add(encoded(payload.len()))
+                .saturating_add(encoded(signer.signature_len()))
+                .saturating_add(2),
+        );
+        URL_SAFE_NO_PAD.encode_string(&header, &mut jws);
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(payload, &mut jws);
+        let signature = signer
+            .sign(jws.as_bytes())
+            .map_err(|e| JwksError::Signing(e.to_string()))?;
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut jws);
+        Ok(jws)
     }
 
+    /// The opened signer of `key`, from memory after its first use.
     fn signer(&self, key: &SigningKey) -> Result<Arc<dyn JwsSigner>, JwksError> {
-        let cache_key = (key.account_id, key.kid.clone());
         if let Some(signer) = self
             .signers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&cache_key)
+            .get(&key.account_id)
+            .and_then(|keys| keys.get(key.kid.as_str()))
         {
             return Ok(Arc::clone(signer));
         }
@@ -360,7 +411,10 @@ impl Jwks {
         if signers.len() >= MAX_SIGNERS {
             signers.clear();
         }
-        signers.insert(cache_key, Arc::clone(&signer));
+        signers
+            .entry(key.account_id)
+            .or_default()
+            .insert(key.kid.clone(), Arc::clone(&signer));
         Ok(signer)
     }
 
@@ -393,6 +447,7 @@ mod tests {
     use d2_kernel::ManualClock;
     use josekit::jwk::Jwk;
     use josekit::jws::RS256;
+    use serde_json::Value;
 
     use super::*;
     use crate::memory::MemorySigningKeys;
@@ -573,6 +628,37 @@ mod tests {
             "{error}"
         );
         assert_eq!(error.code(), Code::Internal);
+    }
+
+    #[tokio::test]
+    async fn es256_tokens_verify_with_the_published_key_and_carry_only_their_header() {
+        let (bundles, _, _) = jwks();
+        let tokens = bundles.sibling(crate::KeyAlgorithm::Es256, CacheSettings::default());
+        let account = AccountId::random();
+        let key = tokens.active_key(account, audit_of).await.unwrap();
+        let extras = JwsHeaderExtras {
+            token_type: Some("at+jwt"),
+            ..JwsHeaderExtras::default()
+        };
+        let jws = tokens.sign(&key, &extras, br#"{"sub":"agent"}"#).unwrap();
+        let set = tokens.key_set(account).await.unwrap();
+        let document: Value = serde_json::from_slice(&set.document.body).unwrap();
+        let jwk = Jwk::from_bytes(serde_json::to_vec(&document["keys"][0]).unwrap()).unwrap();
+        let verifier = josekit::jws::ES256.verifier_from_jwk(&jwk).unwrap();
+        let (payload, header) = josekit::jws::deserialize_compact(&jws, &verifier).unwrap();
+        assert_eq!(payload, br#"{"sub":"agent"}"#);
+        let mut members: Vec<&String> = header.claims_set().keys().collect();
+        members.sort();
+        assert_eq!(members, ["alg", "kid", "typ"]);
+        assert_eq!(header.algorithm(), Some("ES256"));
+        assert_eq!(header.key_id(), Some(key.kid.as_str()));
+        assert_eq!(header.token_type(), Some("at+jwt"));
+
+        // A payload altered after signing no longer verifies.
+        let mut parts: Vec<&str> = jws.split('.').collect();
+        let forged = base64::Engine::encode(&URL_SAFE_NO_PAD, br#"{"sub":"other"}"#);
+        parts[1] = &forged;
+        assert!(josekit::jws::deserialize_compact(parts.join("."), &verifier).is_err());
     }
 
     #[tokio::test]
