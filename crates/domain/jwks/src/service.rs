@@ -411,10 +411,11 @@ impl Jwks {
         if signers.len() >= MAX_SIGNERS {
             signers.clear();
         }
-        signers
-            .entry(key.account_id)
-            .or_default()
-            .insert(key.kid.clone(), Arc::clone(&signer));
+        // An account signs with its active key: a key opened for it replaces the ones
+        // opened before (replaced by a rotation), so each account keeps few.
+        let opened = signers.entry(key.account_id).or_default();
+        opened.clear();
+        opened.insert(key.kid.clone(), Arc::clone(&signer));
         Ok(signer)
     }
 

@@ -113,12 +113,10 @@ fn ceil_seconds(duration: Duration) -> u64 {
     }
 }
 
-/// The buckets' map is hashed with foldhash, seeded per process, rather than SipHash: the
-/// poll ceiling looks its key up on every poll.
 type Buckets<K> = Arc<
     RateLimiter<
         K,
-        governor::state::keyed::DefaultKeyedStateStore<K, foldhash::fast::RandomState>,
+        governor::state::keyed::DefaultKeyedStateStore<K>,
         DefaultClock,
         StateInformationMiddleware,
     >,
@@ -148,8 +146,7 @@ impl<K: Hash + Eq + Clone> RateBuckets<K> {
         Self {
             rate,
             buckets: Arc::new(
-                RateLimiter::dashmap_with_hasher(quota, foldhash::fast::RandomState::default())
-                    .with_middleware::<StateInformationMiddleware>(),
+                RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
             ),
         }
     }
